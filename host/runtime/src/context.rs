@@ -1,0 +1,107 @@
+//! What a caller hands the runtime for one call: the sites the call may
+//! touch (their config, secrets and egress grants) and its time budget.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use crate::egress::EgressRule;
+
+/// A secret value. Its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretValue(***)")
+    }
+}
+
+/// One site as a call sees it.
+#[derive(Debug, Clone, Default)]
+pub struct SiteGrant {
+    /// The site's name, as plugins receive it.
+    pub name: String,
+    /// Non-secret settings (endpoint, region, ...).
+    pub config: BTreeMap<String, String>,
+    /// Credentials by name, resolved by the caller from the site's
+    /// credential reference.
+    pub secrets: BTreeMap<String, SecretValue>,
+    /// What the operator allows the plugin to reach for this site.
+    pub egress: Vec<EgressRule>,
+    /// Extra PEM root certificates to trust for this site's endpoints (a
+    /// private cloud's own CA).
+    pub ca_pem: Option<String>,
+}
+
+impl SiteGrant {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn config(mut self, key: &str, value: &str) -> Self {
+        self.config.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    pub fn secret(mut self, key: &str, value: &str) -> Self {
+        self.secrets.insert(key.to_owned(), SecretValue::new(value));
+        self
+    }
+
+    /// Grant egress to a URL such as `http://127.0.0.1:8774`.
+    pub fn grant(mut self, url: &str) -> Result<Self, String> {
+        self.egress.push(EgressRule::parse(url)?);
+        Ok(self)
+    }
+}
+
+/// The context of one call.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub sites: Vec<SiteGrant>,
+    /// Wall-clock budget of the call (the step's remaining RTO budget); the
+    /// runtime caps it at its own per-call limit.
+    pub budget: Duration,
+}
+
+impl CallContext {
+    pub fn new(sites: Vec<SiteGrant>, budget: Duration) -> Self {
+        Self { sites, budget }
+    }
+
+    /// A call that touches no site (`describe`).
+    pub fn none(budget: Duration) -> Self {
+        Self::new(Vec::new(), budget)
+    }
+}
+
+/// Something the runtime reports outside a call's result: secret reveals,
+/// which DESIGN.md requires to be audited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditEvent {
+    SecretRevealed {
+        plugin: String,
+        version: String,
+        site: String,
+        secret: String,
+    },
+}
+
+/// Receives audit events (the engine writes them to the audit log).
+pub trait AuditSink: Send + Sync {
+    fn record(&self, event: AuditEvent);
+}

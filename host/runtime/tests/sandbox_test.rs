@@ -1,0 +1,174 @@
+//! Hostile plugins are contained with a clear, specific error while the host
+//! keeps serving other plugins' calls concurrently.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use rebound_runtime::{
+    CallContext, CallError, Health, Inventory, Limits, RuntimeConfig, SiteGrant,
+};
+use support::*;
+
+fn hostile_config() -> RuntimeConfig {
+    RuntimeConfig {
+        limits: Limits {
+            memory_bytes: 64 << 20,
+            crash_budget: 100,
+            ..Limits::default()
+        },
+        ..RuntimeConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plugins_are_contained_while_other_calls_are_served() {
+    let rt = runtime_with(hostile_config());
+    let site = example_site().await;
+    let example = load(&rt, "example").await;
+    let names = [
+        "hostile-spin",
+        "hostile-memory-bomb",
+        "hostile-trap",
+        "hostile-huge-response",
+        "hostile-egress-denied",
+        "hostile-egress-metadata",
+    ];
+    let mut hostile = Vec::new();
+    for name in names {
+        hostile.push(load(&rt, name).await);
+    }
+
+    let grant = grant(&site, "lab-a");
+    let budget = Duration::from_millis(1500);
+    let hostile_calls = hostile.iter().map(|plugin| {
+        let ctx = CallContext::new(vec![grant.clone()], budget);
+        let rt = &rt;
+        async move {
+            (
+                plugin.name().to_owned(),
+                rt.call(plugin, &ctx, Health("lab-a".into())).await,
+            )
+        }
+    });
+    let started = Instant::now();
+    let served = async {
+        let mut ok = 0;
+        let mut slowest = Duration::ZERO;
+        while started.elapsed() < budget + Duration::from_millis(500) {
+            let t = Instant::now();
+            let workloads = rt
+                .call(&example, &ctx(vec![grant.clone()]), Inventory::all("lab-a"))
+                .await
+                .expect("example inventory keeps working during the hostile calls");
+            assert_eq!(workloads.len(), 3);
+            slowest = slowest.max(t.elapsed());
+            ok += 1;
+        }
+        (ok, slowest)
+    };
+    let (results, (served_ok, slowest)) =
+        tokio::join!(futures_util::future::join_all(hostile_calls), served);
+    assert!(
+        served_ok >= 5,
+        "only {served_ok} example calls completed while hostile plugins ran"
+    );
+    assert!(
+        slowest < budget,
+        "an example call took {slowest:?}: a hostile plugin blocked the host"
+    );
+
+    for (name, result) in results {
+        let err = result.expect_err(&format!("{name} must fail"));
+        let text = err.to_string();
+        match name.as_str() {
+            "hostile-spin" => {
+                assert!(
+                    matches!(err, CallError::DeadlineExceeded { .. }),
+                    "{name}: {text}"
+                );
+                assert!(text.contains("deadline"), "{text}");
+            }
+            "hostile-memory-bomb" => {
+                assert!(
+                    matches!(err, CallError::MemoryLimit { limit_mib: 64, .. }),
+                    "{name}: {text}"
+                );
+                assert!(text.contains("memory limit of 64 MiB"), "{text}");
+            }
+            "hostile-trap" => {
+                assert!(matches!(err, CallError::Trapped { .. }), "{name}: {text}");
+                assert!(
+                    text.contains("deliberate panic"),
+                    "the panic message is reported: {text}"
+                );
+            }
+            "hostile-huge-response" => {
+                assert!(matches!(err, CallError::Sandbox { .. }), "{name}: {text}");
+                assert!(text.contains("byte cap"), "{text}");
+            }
+            "hostile-egress-denied" => {
+                assert!(matches!(err, CallError::Sandbox { .. }), "{name}: {text}");
+                assert!(text.contains("https://example.com:443"), "{text}");
+                assert!(
+                    text.contains("does not request it in its manifest"),
+                    "{text}"
+                );
+            }
+            "hostile-egress-metadata" => {
+                assert!(matches!(err, CallError::Sandbox { .. }), "{name}: {text}");
+                assert!(text.contains("169.254.169.254"), "{text}");
+            }
+            other => panic!("unexpected plugin {other}"),
+        }
+    }
+
+    // And the host still serves afterwards.
+    let report = rt
+        .call(&example, &ctx(vec![grant]), Health("lab-a".into()))
+        .await
+        .expect("health");
+    assert_eq!(report.api_version.as_deref(), Some("1.4.2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_keeps_crashing_is_quarantined_until_released() {
+    let rt = runtime_with(RuntimeConfig {
+        limits: Limits {
+            crash_budget: 3,
+            ..Limits::default()
+        },
+        ..RuntimeConfig::default()
+    });
+    let trap = load(&rt, "hostile-trap").await;
+    let site = SiteGrant::new("lab-a");
+    let ctx = CallContext::new(vec![site], Duration::from_secs(5));
+    for _ in 0..3 {
+        let err = rt
+            .call(&trap, &ctx, Health("lab-a".into()))
+            .await
+            .expect_err("trap");
+        assert!(matches!(err, CallError::Trapped { .. }), "{err}");
+    }
+    let err = rt
+        .call(&trap, &ctx, Health("lab-a".into()))
+        .await
+        .expect_err("quarantined");
+    assert!(
+        matches!(err, CallError::Quarantined { crashes: 3, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("POST /api/v1/plugins/hostile-trap/release"),
+        "{err}"
+    );
+    assert!(trap.crash_status().quarantined);
+
+    trap.release();
+    let err = rt
+        .call(&trap, &ctx, Health("lab-a".into()))
+        .await
+        .expect_err("runs again");
+    assert!(matches!(err, CallError::Trapped { .. }), "{err}");
+}
