@@ -1,0 +1,32 @@
+//! Hostile test plugin: spins forever in health(). Built by `cargo xtask build-plugins` for the
+//! runtime's sandbox tests; never install it anywhere else.
+#![deny(rust_2018_idioms)]
+
+use rebound_plugin_sdk::{
+    Capabilities, HealthReport, PluginInfo, Provider, ProviderError, register,
+};
+
+struct Hostile;
+
+impl Provider for Hostile {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "hostile-spin".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            platform: "hostile".into(),
+            capabilities: Capabilities::empty(),
+            export_formats: Vec::new(),
+            import_formats: Vec::new(),
+            snapshot_granularity_secs: 60,
+        }
+    }
+
+    fn health(_site: String) -> Result<HealthReport, ProviderError> {
+        let mut n: u64 = 0;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    }
+}
+
+register!(Hostile);

@@ -1,0 +1,58 @@
+//! The Rebound plugin SDK: everything a provider plugin needs, so a plugin
+//! is its platform's logic and little else.
+//!
+//! - the contract's types ([`PluginInfo`], [`ProviderError`], requests, ...)
+//!   and the [`Provider`] trait, whose methods default to `unsupported`;
+//! - [`register!`] to export a `Provider` as the component's implementation;
+//! - [`http`]: a small blocking HTTP client over `wasi:http` with JSON and
+//!   XML helpers and status → [`ProviderError`] mapping;
+//! - [`retry`] for transient and throttled failures;
+//! - [`info!`]-style logging macros bridged to the host's `tracing`;
+//! - [`site`]: the site's config, secrets (as placeholders the host fills in),
+//!   and the clock.
+//!
+//! ```ignore
+//! use rebound_plugin_sdk::{register, Provider, PluginInfo, HealthReport, ProviderError};
+//! struct MyCloud;
+//! impl Provider for MyCloud {
+//!     fn describe() -> PluginInfo { /* name, version, capabilities */ }
+//!     fn health(site: String) -> Result<HealthReport, ProviderError> { /* … */ }
+//! }
+//! register!(MyCloud);
+//! ```
+#![deny(rust_2018_idioms)]
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit/v0.1.0",
+        world: "plugin",
+        with: {
+            "wasi:http/types@0.2.12": wasip2::http::types,
+            "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
+            "wasi:io/error@0.2.12": wasip2::io::error,
+            "wasi:io/poll@0.2.12": wasip2::io::poll,
+            "wasi:io/streams@0.2.12": wasip2::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
+            "wasi:clocks/wall-clock@0.2.12": wasip2::clocks::wall_clock,
+        },
+        pub_export_macro: true,
+        default_bindings_module: "rebound_plugin_sdk::bindings",
+        export_macro_name: "export",
+    });
+}
+
+mod error;
+pub mod http;
+pub mod log;
+pub mod provider;
+pub mod retry;
+pub mod site;
+
+pub use bindings::exports::rebound::provider::provider::{
+    ChangedBlocksRequest, CleanupRequest, CleanupScope, DiskSource, ExportRequest, FenceRequest,
+    ImportRequest, MaterializeRequest, NetworkMapping, RedirectRequest, ReplicateRequest,
+    SnapshotRequest,
+};
+pub use bindings::rebound::provider::types::*;
+pub use provider::Provider;
