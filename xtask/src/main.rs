@@ -70,7 +70,8 @@ fn main() -> Result<()> {
                 "rebound-runtime",
                 "--bench",
                 "plugin_call",
-            ])
+            ])?;
+            ws.report_medians("plugin_call", "fresh_instance")
         }
     }
 }
@@ -204,6 +205,40 @@ impl Workspace {
             crates.len(),
             self.plugin_dir().display()
         );
+        Ok(())
+    }
+}
+
+impl Workspace {
+    /// Print each benchmark's median from criterion's estimates, and its
+    /// ratio to `reference`.
+    fn report_medians(&self, group: &str, reference: &str) -> Result<()> {
+        let dir = self.target.join("criterion").join(group);
+        let median = |name: &str| -> Result<f64> {
+            let path = dir.join(name).join("new").join("estimates.json");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let json: serde_json::Value = serde_json::from_str(&text)?;
+            json["median"]["point_estimate"]
+                .as_f64()
+                .with_context(|| format!("{} has no median", path.display()))
+        };
+        let mut names: Vec<String> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("new/estimates.json").is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let base = median(reference)?;
+        println!("\n{group}: medians of this run (ratio to {reference})");
+        for name in names {
+            let ns = median(&name)?;
+            println!(
+                "  {name:<16} {:>10.3} µs   {:>8.3}x",
+                ns / 1000.0,
+                ns / base
+            );
+        }
         Ok(())
     }
 }

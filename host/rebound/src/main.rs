@@ -42,14 +42,19 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own account of what the sandbox refused.
+    let default_filter = match cli.command {
+        Command::Demo { .. } => "error",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("REBOUND_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Plugin(cmd) => plugin_cmd::run(cmd).await,

@@ -91,7 +91,7 @@ pub enum LoadError {
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// The plugin answered with its own typed error.
-    #[error("plugin '{plugin}' {function}: {error}")]
+    #[error("plugin '{plugin}' {function}: {}", explain(error))]
     Provider {
         plugin: String,
         function: &'static str,
@@ -132,7 +132,10 @@ pub enum CallError {
     /// A sandbox rule stopped something the plugin tried (forbidden egress,
     /// oversized response, too many connections); the plugin's own error
     /// follows.
-    #[error("plugin '{plugin}' {function}: {violation} (plugin reported: {error})")]
+    #[error(
+        "plugin '{plugin}' {function}: {violation} (the plugin then reported: {})",
+        explain(error)
+    )]
     Sandbox {
         plugin: String,
         function: &'static str,
@@ -172,11 +175,29 @@ impl CallError {
         )
     }
 
-    /// The plugin's own error, when it gave one.
+    /// The plugin's own error, when the call ended with one the sandbox did
+    /// not cause; a `Sandbox` refusal is never worth retrying as is.
     pub fn provider_error(&self) -> Option<&ProviderError> {
         match self {
-            Self::Provider { error, .. } | Self::Sandbox { error, .. } => Some(error),
+            Self::Provider { error, .. } => Some(error),
             _ => None,
         }
+    }
+}
+
+/// A provider error in words (the generated `Display` is `Debug`-like).
+pub fn explain(error: &ProviderError) -> String {
+    match error {
+        ProviderError::NotFound(m) => format!("not found: {m}"),
+        ProviderError::Unauthorized(m) => format!("unauthorized: {m}"),
+        ProviderError::Throttled(t) => match t.retry_after_ms {
+            Some(ms) => format!("throttled (retry after {ms} ms): {}", t.message),
+            None => format!("throttled: {}", t.message),
+        },
+        ProviderError::Transient(m) => format!("transient failure: {m}"),
+        ProviderError::InvalidRequest(m) => format!("invalid request: {m}"),
+        ProviderError::Unsupported(m) => format!("unsupported: {m}"),
+        ProviderError::Conflict(m) => format!("conflict: {m}"),
+        ProviderError::ProviderFailed(m) => format!("provider failed: {m}"),
     }
 }

@@ -29,7 +29,7 @@ mod plugin;
 mod runtime;
 
 pub use context::{AuditEvent, AuditSink, CallContext, SecretValue, SiteGrant};
-pub use error::{CallError, LoadError};
+pub use error::{CallError, LoadError, explain};
 pub use export::{Describe, Export, Fence, Health, Inventory, Status, Unfence};
 pub use host::HostState;
 pub use limits::Limits;

@@ -175,3 +175,58 @@ async fn a_call_only_sees_its_own_sites() {
         .expect_err("lab-b is not part of the call");
     assert!(matches!(err, CallError::Provider { .. }), "{err}");
 }
+
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn plugin_logs_reach_tracing_with_the_plugin_name_and_version() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let rt = runtime();
+    let site = example_site().await;
+    let plugin = load(&rt, "example").await;
+    let request = SnapshotRequest {
+        key: "logged".into(),
+        site: "lab-a".into(),
+        workload_id: "vm-1".into(),
+        consistency: Consistency::Crash,
+        base: None,
+    };
+    rt.call(&plugin, &ctx(vec![grant(&site, "lab-a")]), request)
+        .await
+        .expect("snapshot");
+    let text = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
+    let line = text
+        .lines()
+        .find(|l| l.contains("snapshot started"))
+        .unwrap_or_else(|| panic!("no plugin log in:\n{text}"));
+    assert!(line.contains("rebound::plugin"), "{line}");
+    assert!(
+        line.contains("plugin=example") && line.contains("version=0.1.0"),
+        "{line}"
+    );
+    assert!(line.contains("workload=vm-1"), "{line}");
+    assert!(
+        !text.contains(&site.token),
+        "the token never reaches the logs"
+    );
+}

@@ -33,6 +33,7 @@ async fn hostile_plugins_are_contained_while_other_calls_are_served() {
         "hostile-huge-response",
         "hostile-egress-denied",
         "hostile-egress-metadata",
+        "hostile-connection-flood",
     ];
     let mut hostile = Vec::new();
     for name in names {
@@ -118,6 +119,10 @@ async fn hostile_plugins_are_contained_while_other_calls_are_served() {
             "hostile-egress-metadata" => {
                 assert!(matches!(err, CallError::Sandbox { .. }), "{name}: {text}");
                 assert!(text.contains("169.254.169.254"), "{text}");
+            }
+            "hostile-connection-flood" => {
+                assert!(matches!(err, CallError::Sandbox { .. }), "{name}: {text}");
+                assert!(text.contains("more than 8 requests open at once"), "{text}");
             }
             other => panic!("unexpected plugin {other}"),
         }

@@ -11,14 +11,29 @@
 //! - [`site`]: the site's config, secrets (as placeholders the host fills in),
 //!   and the clock.
 //!
-//! ```ignore
-//! use rebound_plugin_sdk::{register, Provider, PluginInfo, HealthReport, ProviderError};
+//! ```
+//! use rebound_plugin_sdk::{Capabilities, PluginInfo, Provider, register};
+//!
 //! struct MyCloud;
+//!
 //! impl Provider for MyCloud {
-//!     fn describe() -> PluginInfo { /* name, version, capabilities */ }
-//!     fn health(site: String) -> Result<HealthReport, ProviderError> { /* … */ }
+//!     fn describe() -> PluginInfo {
+//!         PluginInfo {
+//!             name: "mycloud".into(),
+//!             version: "0.1.0".into(),
+//!             platform: "mycloud".into(),
+//!             capabilities: Capabilities::empty(),
+//!             export_formats: vec![],
+//!             import_formats: vec![],
+//!             snapshot_granularity_secs: 60,
+//!         }
+//!     }
 //! }
+//!
 //! register!(MyCloud);
+//! # fn main() {
+//! assert_eq!(MyCloud::describe().name, "mycloud");
+//! # }
 //! ```
 #![deny(rust_2018_idioms)]
 

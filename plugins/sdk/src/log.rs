@@ -2,7 +2,9 @@
 //! and version attached by the host. Never log secret values: log names, and
 //! let the host fill placeholders in (it also redacts revealed values).
 //!
-//! ```ignore
+//! ```no_run
+//! # use rebound_plugin_sdk::info;
+//! # let (id, vm, bytes) = ("snap-1", "vm-1", 42);
 //! info!("snapshot {} ready", id; "workload" => vm, "size" => bytes);
 //! ```
 
