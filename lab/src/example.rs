@@ -37,6 +37,8 @@ pub struct ExampleOptions {
     pub snapshot_latency: Duration,
     /// Added to every `/v1` request, like a slow or distant API.
     pub api_latency: Duration,
+    /// Serve HTTPS with the site's own CA (see [`ExampleSite::ca_pem`]).
+    pub tls: bool,
     pub vms: Vec<Value>,
 }
 
@@ -46,6 +48,7 @@ impl Default for ExampleOptions {
             token: random_token(),
             snapshot_latency: Duration::from_millis(50),
             api_latency: Duration::ZERO,
+            tls: false,
             vms: default_vms(),
         }
     }
@@ -107,6 +110,8 @@ impl Site {
 pub struct ExampleSite {
     pub addr: SocketAddr,
     pub token: String,
+    /// The site's CA when it serves HTTPS.
+    pub ca_pem: Option<String>,
     site: Arc<Site>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
@@ -114,6 +119,11 @@ pub struct ExampleSite {
 impl ExampleSite {
     /// Serve on an ephemeral loopback port.
     pub async fn start(options: ExampleOptions) -> std::io::Result<Self> {
+        let tls = if options.tls {
+            Some(crate::tls::site_tls().map_err(std::io::Error::other)?)
+        } else {
+            None
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let token = options.token.clone();
@@ -132,16 +142,25 @@ impl ExampleSite {
             .route_layer(middleware::from_fn_with_state(site.clone(), auth));
         let app = api.route("/huge", get(huge)).with_state(site.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
+        match tls {
+            None => {
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = rx.await;
+                        })
+                        .await;
+                });
+            }
+            Some(tls) => {
+                tokio::spawn(serve_tls(listener, app, tls.server, rx));
+            }
+        }
         Ok(Self {
             addr,
             token,
+            ca_pem,
             site,
             _shutdown: tx,
         })
@@ -149,12 +168,48 @@ impl ExampleSite {
 
     /// The base URL plugins get as the site's `endpoint`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// How many snapshots were created under each idempotency key.
     pub fn creations(&self) -> HashMap<String, usize> {
         self.site.inner().creations.clone()
+    }
+}
+
+/// Accept TLS connections and serve the router on each until shutdown.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    config: Arc<tokio_rustls::rustls::ServerConfig>,
+    mut shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(_) => continue,
+            },
+            _ = &mut shutdown => return,
+        };
+        let acceptor = acceptor.clone();
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            // A client that refuses our certificate just goes away.
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+        });
     }
 }
 

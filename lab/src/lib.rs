@@ -4,5 +4,6 @@
 #![deny(rust_2018_idioms)]
 
 pub mod example;
+pub mod tls;
 
 pub use example::{ExampleOptions, ExampleSite};

@@ -47,6 +47,7 @@ pub(crate) struct CallShared {
     pub(crate) connections: Arc<tokio::sync::Semaphore>,
     pub(crate) log_records: AtomicUsize,
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
+    pub(crate) tls: Arc<crate::http::TlsConfigs>,
 }
 
 impl CallShared {

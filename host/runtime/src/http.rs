@@ -251,35 +251,69 @@ async fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, H
     Err(last)
 }
 
+/// TLS client configurations, built once: the public web roots, plus one
+/// per private CA that a site trusts (a private cloud's own CA).
+pub(crate) struct TlsConfigs {
+    public: Arc<rustls::ClientConfig>,
+    private: std::sync::Mutex<std::collections::HashMap<String, Arc<rustls::ClientConfig>>>,
+}
+
+impl TlsConfigs {
+    pub(crate) fn new() -> Result<Self, rustls::Error> {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        Ok(Self {
+            public: Arc::new(Self::config(roots)?),
+            private: Default::default(),
+        })
+    }
+
+    fn config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, rustls::Error> {
+        Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+    }
+
+    fn for_site(&self, ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, HttpError> {
+        let Some(pem) = ca_pem else {
+            return Ok(self.public.clone());
+        };
+        if let Some(config) = lock(&self.private).get(pem) {
+            return Ok(config.clone());
+        }
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+            let cert = cert.map_err(|_| HttpError::TlsCertificateError)?;
+            roots
+                .add(cert)
+                .map_err(|_| HttpError::TlsCertificateError)?;
+        }
+        let config = Arc::new(Self::config(roots).map_err(|_| HttpError::TlsProtocolError)?);
+        lock(&self.private).insert(pem.to_owned(), config.clone());
+        Ok(config)
+    }
+}
+
 async fn tls(
     shared: &CallShared,
     site: &str,
     host: &str,
     stream: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, HttpError> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    if let Some(pem) = shared.sites.get(site).and_then(|s| s.ca_pem.as_deref()) {
-        for cert in rustls_pemfile::certs(&mut pem.as_bytes()).flatten() {
-            roots
-                .add(cert)
-                .map_err(|_| HttpError::TlsCertificateError)?;
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|_| HttpError::TlsProtocolError)?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let ca_pem = shared.sites.get(site).and_then(|s| s.ca_pem.as_deref());
+    let config = shared.tls.for_site(ca_pem)?;
     let name = match host.parse::<IpAddr>() {
         Ok(ip) => rustls::pki_types::ServerName::from(ip),
         Err(_) => rustls::pki_types::ServerName::try_from(host.to_owned())
             .map_err(|_| HttpError::HttpRequestUriInvalid)?,
     };
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(config)
         .connect(name, stream)
         .await
         .map_err(HttpError::Tls)

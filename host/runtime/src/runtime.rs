@@ -24,7 +24,7 @@ use crate::egress::{EgressPolicy, SiteEgress};
 use crate::error::{CallError, LoadError};
 use crate::export::{Describe, Export};
 use crate::host::{CallShared, HostState, lock};
-use crate::http::EgressHooks;
+use crate::http::{EgressHooks, TlsConfigs};
 use crate::limits::Limits;
 use crate::manifest::Manifest;
 use crate::package::{PluginPackage, TrustPolicy};
@@ -90,6 +90,7 @@ pub struct Runtime {
     config: RuntimeConfig,
     plugins: ArcSwap<HashMap<String, Arc<Versions>>>,
     compiled: Mutex<HashMap<String, Component>>,
+    tls: Arc<TlsConfigs>,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -176,6 +177,7 @@ impl Runtime {
             config,
             plugins: ArcSwap::default(),
             compiled: Mutex::default(),
+            tls: Arc::new(TlsConfigs::new()?),
             stop_ticker,
         })
     }
@@ -196,7 +198,7 @@ impl Runtime {
             });
         }
         let digest = manifest.sha256.clone().unwrap_or_default();
-        let component = self.compile(&plugin, &digest, &package.wasm)?;
+        let component = self.compile(&plugin, &digest, &package.wasm).await?;
         self.check_world(&manifest, &component)?;
         let pre = self
             .linker
@@ -262,15 +264,27 @@ impl Runtime {
         Ok(Arc::new(Plugin::new(manifest, info, digest, pre)))
     }
 
-    fn compile(&self, plugin: &str, digest: &str, wasm: &[u8]) -> Result<Component, LoadError> {
+    /// Compile (or fetch from the caches) off the async executor: compiling
+    /// takes hundreds of milliseconds, during which the host keeps serving.
+    async fn compile(
+        &self,
+        plugin: &str,
+        digest: &str,
+        wasm: &[u8],
+    ) -> Result<Component, LoadError> {
         if let Some(c) = lock(&self.compiled).get(digest) {
             return Ok(c.clone());
         }
-        let component =
-            Component::new(&self.engine, wasm).map_err(|e| LoadError::InvalidComponent {
-                plugin: plugin.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
+        let invalid = |reason: String| LoadError::InvalidComponent {
+            plugin: plugin.to_owned(),
+            reason,
+        };
+        let engine = self.engine.clone();
+        let bytes = wasm.to_vec();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|e| invalid(format!("compilation did not finish: {e}")))?
+            .map_err(|e| invalid(format!("{e:#}")))?;
         lock(&self.compiled).insert(digest.to_owned(), component.clone());
         Ok(component)
     }
@@ -534,6 +548,7 @@ impl Runtime {
             revealed: Mutex::default(),
             log_records: Default::default(),
             audit: self.config.audit.clone(),
+            tls: self.tls.clone(),
         }
     }
 }

@@ -161,6 +161,34 @@ async fn egress_without_the_operators_grant_is_denied_with_the_entry_to_add() {
 }
 
 #[tokio::test]
+async fn a_site_with_its_own_ca_is_reached_over_https_only_with_that_ca() {
+    let rt = runtime();
+    let site = rebound_lab::ExampleSite::start(rebound_lab::ExampleOptions {
+        tls: true,
+        ..Default::default()
+    })
+    .await
+    .expect("https site");
+    assert!(site.endpoint().starts_with("https://"));
+    let plugin = load(&rt, "example").await;
+
+    let trusted = grant(&site, "lab-a");
+    let health = rt
+        .call(&plugin, &ctx(vec![trusted.clone()]), Health("lab-a".into()))
+        .await
+        .expect("health over TLS with the site's CA");
+    assert_eq!(health.status, HealthStatus::Healthy);
+
+    let mut untrusted = trusted;
+    untrusted.ca_pem = None;
+    let err = rt
+        .call(&plugin, &ctx(vec![untrusted]), Health("lab-a".into()))
+        .await
+        .expect_err("an unknown CA is refused");
+    assert!(matches!(err, CallError::Provider { .. }), "{err}");
+}
+
+#[tokio::test]
 async fn a_call_only_sees_its_own_sites() {
     let rt = runtime();
     let site = example_site().await;

@@ -79,11 +79,13 @@ pub async fn load(rt: &Runtime, name: &str) -> Arc<rebound_runtime::Plugin> {
 
 /// The grant an operator would give the example site: its endpoint only.
 pub fn grant(site: &ExampleSite, name: &str) -> SiteGrant {
-    SiteGrant::new(name)
+    let mut grant = SiteGrant::new(name)
         .config("endpoint", &site.endpoint())
         .secret("token", &site.token)
         .grant(&site.endpoint())
-        .expect("grant")
+        .expect("grant");
+    grant.ca_pem = site.ca_pem.clone();
+    grant
 }
 
 pub fn ctx(sites: Vec<SiteGrant>) -> CallContext {
