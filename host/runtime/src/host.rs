@@ -56,6 +56,27 @@ impl CallShared {
         lock(&self.violations).push(message);
     }
 
+    /// A provider error with revealed values and placeholders masked.
+    pub(crate) fn redact_error(
+        &self,
+        error: crate::bindings::ProviderError,
+    ) -> crate::bindings::ProviderError {
+        use crate::bindings::ProviderError as E;
+        match error {
+            E::NotFound(m) => E::NotFound(self.redact(&m)),
+            E::Unauthorized(m) => E::Unauthorized(self.redact(&m)),
+            E::Throttled(mut t) => {
+                t.message = self.redact(&t.message);
+                E::Throttled(t)
+            }
+            E::Transient(m) => E::Transient(self.redact(&m)),
+            E::InvalidRequest(m) => E::InvalidRequest(self.redact(&m)),
+            E::Unsupported(m) => E::Unsupported(self.redact(&m)),
+            E::Conflict(m) => E::Conflict(self.redact(&m)),
+            E::ProviderFailed(m) => E::ProviderFailed(self.redact(&m)),
+        }
+    }
+
     fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for value in lock(&self.revealed).iter() {

@@ -430,6 +430,8 @@ impl Runtime {
         let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
         drop(store);
         let violations = std::mem::take(&mut *lock(&shared.violations));
+        // Whatever the plugin saw in clear never leaves in its error.
+        let outcome = outcome.map(|r| r.map(|r| r.map_err(|e| shared.redact_error(e))));
 
         let result = match outcome {
             Err(_) => Err(CallError::DeadlineExceeded {

@@ -6,7 +6,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use rebound_runtime::{
-    CallContext, CallError, Health, Inventory, Limits, RuntimeConfig, SiteGrant,
+    AuditEvent, AuditSink, CallContext, CallError, Health, Inventory, Limits, RuntimeConfig,
+    SiteGrant,
 };
 use support::*;
 
@@ -176,4 +177,74 @@ async fn a_plugin_that_keeps_crashing_is_quarantined_until_released() {
         .await
         .expect_err("runs again");
     assert!(matches!(err, CallError::Trapped { .. }), "{err}");
+}
+
+#[derive(Default)]
+struct Audit(std::sync::Mutex<Vec<AuditEvent>>);
+
+impl AuditSink for Audit {
+    fn record(&self, event: AuditEvent) {
+        self.0.lock().expect("lock").push(event);
+    }
+}
+
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_revealed_secret_is_audited_and_never_leaves_in_logs_or_errors() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let audit = std::sync::Arc::new(Audit::default());
+    let rt = runtime_with(RuntimeConfig {
+        audit: Some(audit.clone()),
+        ..RuntimeConfig::default()
+    });
+    let leak = load(&rt, "hostile-secret-leak").await;
+    let site = SiteGrant::new("lab-a").secret("token", "s3cr3t-t0ken-value");
+    let err = rt
+        .call(
+            &leak,
+            &CallContext::new(vec![site], Duration::from_secs(5)),
+            Health("lab-a".into()),
+        )
+        .await
+        .expect_err("the plugin fails");
+    let text = err.to_string();
+    assert!(text.contains("token=***"), "{text}");
+    assert!(
+        !text.contains("s3cr3t-t0ken-value") && !text.contains("rebound-secret-"),
+        "{text}"
+    );
+
+    let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
+    assert!(logs.contains("the token is ***"), "{logs}");
+    assert!(!logs.contains("s3cr3t-t0ken-value"), "{logs}");
+
+    let events = audit.0.lock().expect("lock").clone();
+    assert_eq!(
+        events,
+        vec![AuditEvent::SecretRevealed {
+            plugin: "hostile-secret-leak".into(),
+            version: "0.1.0".into(),
+            site: "lab-a".into(),
+            secret: "token".into(),
+        }]
+    );
 }
