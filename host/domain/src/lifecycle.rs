@@ -1,0 +1,316 @@
+//! The lifecycle of one protection plan (DESIGN.md §3) as a state machine:
+//! which workflow may start from which state, where it lands when it
+//! succeeds or rolls back, and the fencing epoch that keeps two sites from
+//! ever both being primary.
+//!
+//! ```text
+//! Protected(A→B) ──failover──▶ FailedOver(on B) ──reprotect──▶ ReadyForFailback(B→A)
+//!      ▲                          │                                   │
+//!      │                 permanent failover                       failback
+//!      │                          ▼                                   │
+//!      └──────────── Protected(B→C)        Protected(A→B) ◀───────────┘
+//! Protected ──migration──▶ AwaitingCommit ──commit──▶ Protected(B→A)
+//!                                │ rollback ──▶ Protected(A→B)
+//! Drills run from Protected or ReadyForFailback and change no state.
+//! ```
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a plan stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanState {
+    /// Running on the primary, replicating to the standby.
+    Protected,
+    FailingOver,
+    /// Running on the former standby, unprotected.
+    FailedOver,
+    /// Replicating back (deltas only) to the restored original site.
+    Reprotecting,
+    /// Reverse replication is in sync; a failback may start.
+    ReadyForFailback,
+    FailingBack,
+    Migrating,
+    /// A migration cut over; the source is kept until commit or rollback.
+    AwaitingCommit,
+    PermanentlyFailingOver,
+    CommittingMigration,
+    RollingBackMigration,
+}
+
+impl fmt::Display for PlanState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        f.write_str(&text)
+    }
+}
+
+/// The workflows that move a plan between states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Workflow {
+    Failover,
+    Reprotect,
+    Failback,
+    Migration,
+    PermanentFailover,
+    CommitMigration,
+    RollbackMigration,
+    Drill,
+}
+
+impl fmt::Display for Workflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        f.write_str(&text)
+    }
+}
+
+/// Which objectives a workflow is measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Failover,
+    Failback,
+}
+
+impl Workflow {
+    /// The phase whose RTO/RPO budget the workflow is charged to; drills
+    /// rehearse a failover.
+    pub fn phase(self) -> Phase {
+        match self {
+            Self::Failback | Self::Reprotect | Self::CommitMigration | Self::RollbackMigration => {
+                Phase::Failback
+            }
+            Self::Failover | Self::Migration | Self::PermanentFailover | Self::Drill => {
+                Phase::Failover
+            }
+        }
+    }
+}
+
+/// A workflow that may not start now, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot start {workflow}: the plan is {state}; {hint}")]
+pub struct TransitionError {
+    pub workflow: Workflow,
+    pub state: PlanState,
+    pub hint: String,
+}
+
+/// A plan's lifecycle: state, which site is primary, and the fencing epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lifecycle {
+    pub state: PlanState,
+    /// The site serving the workloads (the only one allowed to write).
+    pub primary: String,
+    /// The site holding the copy.
+    pub standby: String,
+    /// Bumped on every promotion; a site may act as primary only under the
+    /// current epoch, and plugins record it when they fence.
+    pub epoch: u64,
+    /// A former primary that has not been confirmed fenced under the
+    /// current epoch (it was unreachable at failover). Nothing replicates
+    /// back to it until it is.
+    pub unfenced: Option<String>,
+    /// A drill in progress (it changes no state, but only one at a time).
+    pub drilling: bool,
+}
+
+impl Lifecycle {
+    pub fn new(source: &str, target: &str) -> Self {
+        Self {
+            state: PlanState::Protected,
+            primary: source.to_owned(),
+            standby: target.to_owned(),
+            epoch: 1,
+            unfenced: None,
+            drilling: false,
+        }
+    }
+
+    fn refuse(&self, workflow: Workflow, hint: &str) -> TransitionError {
+        TransitionError {
+            workflow,
+            state: self.state,
+            hint: hint.to_owned(),
+        }
+    }
+
+    /// Start a workflow, or say why it may not start.
+    pub fn begin(&mut self, workflow: Workflow) -> Result<(), TransitionError> {
+        use PlanState as S;
+        use Workflow as W;
+        let next = match (workflow, self.state) {
+            (W::Drill, S::Protected | S::ReadyForFailback) if !self.drilling => {
+                self.drilling = true;
+                return Ok(());
+            }
+            (W::Drill, S::Protected | S::ReadyForFailback) => {
+                return Err(self.refuse(
+                    workflow,
+                    "a drill is already running; wait for it to finish",
+                ));
+            }
+            (W::Drill, _) => {
+                return Err(
+                    self.refuse(workflow, "drills run from protected or ready_for_failback")
+                );
+            }
+            (W::Failover, S::Protected) => S::FailingOver,
+            (W::Migration, S::Protected) => S::Migrating,
+            (W::Reprotect, S::FailedOver) => {
+                if let Some(site) = &self.unfenced {
+                    let hint = format!(
+                        "site '{site}' was never confirmed fenced under epoch {}; fence it before replicating back to it",
+                        self.epoch
+                    );
+                    return Err(self.refuse(workflow, &hint));
+                }
+                S::Reprotecting
+            }
+            (W::PermanentFailover, S::FailedOver) => S::PermanentlyFailingOver,
+            (W::Failback, S::ReadyForFailback) => S::FailingBack,
+            (W::CommitMigration, S::AwaitingCommit) => S::CommittingMigration,
+            (W::RollbackMigration, S::AwaitingCommit) => S::RollingBackMigration,
+            (W::Failover, _) => {
+                return Err(self.refuse(workflow, "a failover starts from protected"));
+            }
+            (W::Migration, _) => {
+                return Err(self.refuse(workflow, "a migration starts from protected"));
+            }
+            (W::Reprotect | W::PermanentFailover, _) => {
+                return Err(self.refuse(
+                    workflow,
+                    "it follows a failover (the plan must be failed_over)",
+                ));
+            }
+            (W::Failback, S::FailedOver) => {
+                return Err(self.refuse(
+                    workflow,
+                    "run reprotect first so the original site holds a current copy",
+                ));
+            }
+            (W::Failback, _) => {
+                return Err(self.refuse(workflow, "a failback starts from ready_for_failback"));
+            }
+            (W::CommitMigration | W::RollbackMigration, _) => {
+                return Err(self.refuse(workflow, "there is no migration awaiting commit"));
+            }
+        };
+        if self.drilling && workflow != W::Failover {
+            // A real failover must never wait for a rehearsal; everything
+            // else waits for the drill to clean up.
+            return Err(self.refuse(workflow, "a drill is running; wait for it to finish"));
+        }
+        self.state = next;
+        Ok(())
+    }
+
+    /// A workflow finished: it succeeded, or it was rolled back
+    /// (compensated) and the plan returns to where it started.
+    /// `old_primary_fenced` says whether the site that stops being primary
+    /// was confirmed fenced (always required for planned workflows).
+    pub fn finish(
+        &mut self,
+        workflow: Workflow,
+        succeeded: bool,
+        old_primary_fenced: bool,
+    ) -> Result<(), TransitionError> {
+        let Some(t) = transition(workflow) else {
+            self.drilling = false;
+            return Ok(());
+        };
+        if self.state != t.running {
+            return Err(self.refuse(workflow, "it is not running"));
+        }
+        if !succeeded {
+            // Compensation leaves the last good copy where it was.
+            self.state = t.rolled_back;
+            return Ok(());
+        }
+        if t.promotes {
+            let planned = workflow != Workflow::Failover;
+            if planned && !old_primary_fenced {
+                let hint = format!(
+                    "'{}' must be fenced before the other site is promoted",
+                    self.primary
+                );
+                return Err(self.refuse(workflow, &hint));
+            }
+            std::mem::swap(&mut self.primary, &mut self.standby);
+            self.epoch += 1;
+            self.unfenced = (!old_primary_fenced).then(|| self.standby.clone());
+        }
+        self.state = t.succeeded;
+        Ok(())
+    }
+
+    /// A permanent failover chooses a new standby for the new primary.
+    pub fn set_standby(&mut self, site: &str) {
+        self.standby = site.to_owned();
+        self.unfenced = None;
+    }
+
+    /// The former primary was confirmed fenced under the current epoch.
+    pub fn confirm_fenced(&mut self, site: &str) {
+        if self.unfenced.as_deref() == Some(site) {
+            self.unfenced = None;
+        }
+    }
+}
+
+/// What a (non-drill) workflow does to the state.
+struct Transition {
+    running: PlanState,
+    succeeded: PlanState,
+    rolled_back: PlanState,
+    /// Success promotes the standby (swap roles, bump the epoch).
+    promotes: bool,
+}
+
+fn transition(workflow: Workflow) -> Option<Transition> {
+    use PlanState as S;
+    let t = |running, succeeded, rolled_back, promotes| Transition {
+        running,
+        succeeded,
+        rolled_back,
+        promotes,
+    };
+    Some(match workflow {
+        Workflow::Failover => t(S::FailingOver, S::FailedOver, S::Protected, true),
+        Workflow::Reprotect => t(S::Reprotecting, S::ReadyForFailback, S::FailedOver, false),
+        Workflow::Failback => t(S::FailingBack, S::Protected, S::ReadyForFailback, true),
+        Workflow::Migration => t(S::Migrating, S::AwaitingCommit, S::Protected, true),
+        Workflow::PermanentFailover => t(
+            S::PermanentlyFailingOver,
+            S::Protected,
+            S::FailedOver,
+            false,
+        ),
+        Workflow::CommitMigration => t(
+            S::CommittingMigration,
+            S::Protected,
+            S::AwaitingCommit,
+            false,
+        ),
+        Workflow::RollbackMigration => t(
+            S::RollingBackMigration,
+            S::Protected,
+            S::AwaitingCommit,
+            true,
+        ),
+        Workflow::Drill => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,152 @@
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../../../docs/examples/plan.yaml");
+
+fn fields(result: Result<PlanDocument, PlanError>) -> Vec<String> {
+    result
+        .expect_err("must be refused")
+        .fields()
+        .into_iter()
+        .map(|f| f.field)
+        .collect()
+}
+
+#[test]
+fn the_documented_example_is_valid_and_orders_its_tiers() {
+    let plan = PlanDocument::from_yaml(EXAMPLE).expect("docs/examples/plan.yaml is valid");
+    assert_eq!(plan.objectives.failover.rto, Span::secs(1800));
+    assert_eq!(plan.objectives.failback.rpo, Span::secs(0));
+    assert_eq!(
+        plan.tiers().expect("acyclic"),
+        vec![
+            vec!["db-1".to_owned()],
+            vec!["app-1".to_owned()],
+            vec!["web-1".to_owned()]
+        ]
+    );
+}
+
+#[test]
+fn yaml_and_json_are_the_same_document() {
+    let plan = PlanDocument::from_yaml(EXAMPLE).expect("yaml");
+    let json = serde_json::to_string(&plan).expect("json");
+    assert_eq!(PlanDocument::from_json(&json).expect("json parses"), plan);
+    assert_eq!(
+        PlanDocument::from_yaml(&plan.to_yaml()).expect("yaml round trip"),
+        plan
+    );
+}
+
+#[test]
+fn syntax_errors_name_the_field() {
+    let bad = EXAMPLE.replace("rto: 30m", "rto: soon");
+    match PlanDocument::from_yaml(&bad) {
+        Err(PlanError::Syntax { field, reason, .. }) => {
+            assert_eq!(field, "objectives.failover.rto");
+            assert!(reason.contains("is not a duration"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let unknown = EXAMPLE.replace("retention: 6", "retention: 6\n  colour: blue");
+    let err = PlanDocument::from_yaml(&unknown).expect_err("unknown field");
+    assert!(err.to_string().contains("replication"), "{err}");
+    assert!(err.to_string().contains("colour"), "{err}");
+    let typed = r#"{"name": 5}"#;
+    assert_eq!(fields(PlanDocument::from_json(typed)), vec!["name"]);
+}
+
+#[test]
+fn every_rule_names_its_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("name: shop", "name: Shop!", "name"),
+        ("target: kubevirt-west", "target: openstack-east", "target"),
+        (
+            "failover: { rto: 30m, rpo: 15m }",
+            "failover: { rto: 0s, rpo: 15m }",
+            "objectives.failover.rto",
+        ),
+        (
+            "failover: { rto: 30m, rpo: 15m }",
+            "failover: { rto: 30m, rpo: 0s }",
+            "objectives.failover.rpo",
+        ),
+        ("interval: 5m", "interval: 20m", "replication.interval"),
+        ("retention: 6", "retention: 0", "replication.retention"),
+        (
+            "depends_on: [db-1]",
+            "depends_on: [db-9]",
+            "workloads[1].depends_on",
+        ),
+        ("- id: web-1", "- id: db-1", "workloads[2].id"),
+        (
+            "canary: [10, 50, 100]",
+            "canary: [50, 10, 100]",
+            "redirect.canary",
+        ),
+        (
+            "canary: [10, 50, 100]",
+            "canary: [10, 50]",
+            "redirect.canary",
+        ),
+        ("mode: manual", "mode: automatic", "trigger.detection"),
+    ];
+    for (from, to, field) in cases {
+        let text = EXAMPLE.replacen(from, to, 1);
+        assert_ne!(text, EXAMPLE, "case {to} did not apply");
+        let got = fields(PlanDocument::from_yaml(&text));
+        assert!(
+            got.iter().any(|f| f == field),
+            "{to}: expected {field}, got {got:?}"
+        );
+    }
+}
+
+#[test]
+fn a_failback_may_promise_zero_data_loss_but_a_failover_may_not() {
+    let plan = PlanDocument::from_yaml(EXAMPLE).expect("valid");
+    assert!(plan.objectives.failback.rpo.0.is_zero());
+    let err =
+        PlanDocument::from_yaml(&EXAMPLE.replace("rpo: 15m", "rpo: 0s")).expect_err("refused");
+    assert!(err.to_string().contains("synchronous replication"), "{err}");
+}
+
+#[test]
+fn a_cycle_in_the_recovery_order_is_shown() {
+    let text = EXAMPLE.replacen(
+        "  - id: db-1\n",
+        "  - id: db-1\n    depends_on: [web-1]\n",
+        1,
+    );
+    let err = PlanDocument::from_yaml(&text).expect_err("cycle");
+    let message = err.to_string();
+    assert!(message.contains("cycle"), "{message}");
+    assert!(
+        message.contains("db-1") && message.contains("web-1") && message.contains("app-1"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_rpo_below_the_sites_granularity_is_impossible() {
+    let plan = PlanDocument::from_yaml(EXAMPLE).expect("valid");
+    assert!(plan.check_feasible(Span::secs(60)).is_ok());
+    let err = plan
+        .check_feasible(Span::secs(3600))
+        .expect_err("hourly snapshots");
+    let f: Vec<String> = err.fields().into_iter().map(|f| f.field).collect();
+    assert_eq!(f, vec!["objectives.failover.rpo", "replication.interval"]);
+    assert!(
+        err.to_string()
+            .contains("snapshot granularity of site 'openstack-east'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let text = EXAMPLE
+        .replace("name: shop", "name: ''")
+        .replace("retention: 6", "retention: 0");
+    let got = fields(PlanDocument::from_yaml(&text));
+    assert_eq!(got, vec!["name", "replication.retention"]);
+}
