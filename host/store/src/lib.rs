@@ -1,0 +1,641 @@
+//! Rebound's store: protection plans (document + lifecycle), runs and their
+//! steps, and the append-only audit log, on an embedded SQLite file (the
+//! zero-setup default) or PostgreSQL (production and HA). Both run the same
+//! migrations (`migrations/`) and the same tests.
+//!
+//! Runs are leased: a host replica claims a run for a while and renews the
+//! lease with heartbeats; when it dies, the lease expires and another
+//! replica claims the run (`SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL,
+//! a compare-and-set update on both).
+//!
+//! This crate owns persistence only; the engine decides what to store.
+#![deny(rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+mod entity;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rebound_domain::{Lifecycle, PlanDocument, PlanError, PlanState, Workflow};
+use rebound_migrations::Migrator;
+use rebound_migrations::MigratorTrait;
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+
+use entity::{audit, plan, run};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Database(#[from] DbErr),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("{kind} '{id}' does not exist")]
+    NotFound { kind: &'static str, id: String },
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("stored {what} is unreadable ({reason}); was the database edited by hand?")]
+    Corrupt { what: String, reason: String },
+}
+
+/// A stored plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRecord {
+    pub document: PlanDocument,
+    pub lifecycle: Lifecycle,
+    /// Bumped on every change; updates name the revision they start from.
+    pub revision: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Pending,
+    Running,
+    WaitingApproval,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::WaitingApproval => "waiting_approval",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
+    }
+
+    /// Statuses a host replica works on (and may claim).
+    const ACTIVE: [&'static str; 2] = ["pending", "running"];
+}
+
+/// A stored run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub id: String,
+    pub plan: String,
+    pub workflow: Workflow,
+    pub status: RunStatus,
+    pub idempotency_key: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at_ms: Option<i64>,
+}
+
+/// One audit entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at_ms: i64,
+    pub principal: String,
+    pub action: String,
+    pub target: String,
+    pub detail: serde_json::Value,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn corrupt(what: impl Into<String>, reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what: what.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connect and bring the schema up to date. A `sqlite:` URL's file is
+    /// created on first start.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let url = if url.starts_with("sqlite:") && !url.contains("mode=") {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}mode=rwc")
+        } else {
+            url.to_owned()
+        };
+        let mut options = ConnectOptions::new(url);
+        options.sqlx_logging(false);
+        let db = Database::connect(options).await?;
+        if db.get_database_backend() == DbBackend::Sqlite {
+            // Readers never block the writer; writers wait instead of failing.
+            db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
+            db.execute_unprepared("PRAGMA busy_timeout=5000").await?;
+            db.execute_unprepared("PRAGMA foreign_keys=ON").await?;
+        }
+        Migrator::up(&db, None).await?;
+        Ok(Self { db })
+    }
+
+    /// Connect without migrating (to create databases, say).
+    #[doc(hidden)]
+    pub async fn connect_admin(url: &str) -> Result<Self, StoreError> {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options.sqlx_logging(false);
+        Ok(Self {
+            db: Database::connect(options).await?,
+        })
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Reachable and fully migrated (what `/readyz` reports).
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.db.ping().await?;
+        let pending = Migrator::get_pending_migrations(&self.db).await?;
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "{} migration(s) not applied",
+                pending.len()
+            )))
+        }
+    }
+
+    /// Create or update a plan from its document, audited in the same
+    /// transaction. Moving a plan to other sites is refused unless it is
+    /// protected with nothing running.
+    pub async fn put_plan(
+        &self,
+        document: &PlanDocument,
+        principal: &str,
+    ) -> Result<PlanRecord, StoreError> {
+        document.validate()?;
+        let text = serde_json::to_string(document).map_err(|e| corrupt("plan document", e))?;
+        let tx = self.db.begin().await?;
+        let now = now_ms();
+        let existing = plan::Entity::find_by_id(document.name.clone())
+            .one(&tx)
+            .await?;
+        let record = match existing {
+            None => {
+                let lifecycle = Lifecycle::new(&document.source, &document.target);
+                plan::ActiveModel {
+                    name: Set(document.name.clone()),
+                    document: Set(text),
+                    lifecycle: Set(
+                        serde_json::to_string(&lifecycle).map_err(|e| corrupt("lifecycle", e))?
+                    ),
+                    revision: Set(1),
+                    created_at: Set(now),
+                    updated_at: Set(now),
+                }
+                .insert(&tx)
+                .await?;
+                audit_in(
+                    &tx,
+                    principal,
+                    "plan.create",
+                    &document.name,
+                    serde_json::json!({"revision": 1}),
+                )
+                .await?;
+                PlanRecord {
+                    document: document.clone(),
+                    lifecycle,
+                    revision: 1,
+                }
+            }
+            Some(row) => {
+                let current = decode_plan(&row)?;
+                let moved = current.document.source != document.source
+                    || current.document.target != document.target;
+                if moved
+                    && (current.lifecycle.state != PlanState::Protected
+                        || current.lifecycle.drilling)
+                {
+                    return Err(StoreError::Conflict(format!(
+                        "plan '{}' is {}; its source and target can change only while it is protected and idle",
+                        document.name, current.lifecycle.state
+                    )));
+                }
+                let lifecycle = if moved {
+                    Lifecycle::new(&document.source, &document.target)
+                } else {
+                    current.lifecycle
+                };
+                let revision = row.revision + 1;
+                let mut active: plan::ActiveModel = row.into();
+                active.document = Set(text);
+                active.lifecycle =
+                    Set(serde_json::to_string(&lifecycle).map_err(|e| corrupt("lifecycle", e))?);
+                active.revision = Set(revision);
+                active.updated_at = Set(now);
+                active.update(&tx).await?;
+                audit_in(
+                    &tx,
+                    principal,
+                    "plan.update",
+                    &document.name,
+                    serde_json::json!({"revision": revision}),
+                )
+                .await?;
+                PlanRecord {
+                    document: document.clone(),
+                    lifecycle,
+                    revision,
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    pub async fn plan(&self, name: &str) -> Result<PlanRecord, StoreError> {
+        let row = plan::Entity::find_by_id(name.to_owned())
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "plan",
+                id: name.to_owned(),
+            })?;
+        decode_plan(&row)
+    }
+
+    pub async fn plans(&self) -> Result<Vec<PlanRecord>, StoreError> {
+        plan::Entity::find()
+            .order_by_asc(plan::Column::Name)
+            .all(&self.db)
+            .await?
+            .iter()
+            .map(decode_plan)
+            .collect()
+    }
+
+    /// Store a new lifecycle if the plan is still at `revision`; returns the
+    /// new revision. A concurrent change makes this a conflict, never a
+    /// lost update.
+    pub async fn save_lifecycle(
+        &self,
+        name: &str,
+        lifecycle: &Lifecycle,
+        revision: i64,
+        principal: &str,
+        action: &str,
+    ) -> Result<i64, StoreError> {
+        let text = serde_json::to_string(lifecycle).map_err(|e| corrupt("lifecycle", e))?;
+        let tx = self.db.begin().await?;
+        let updated = plan::Entity::update_many()
+            .col_expr(plan::Column::Lifecycle, Expr::value(text))
+            .col_expr(plan::Column::Revision, Expr::value(revision + 1))
+            .col_expr(plan::Column::UpdatedAt, Expr::value(now_ms()))
+            .filter(plan::Column::Name.eq(name))
+            .filter(plan::Column::Revision.eq(revision))
+            .exec(&tx)
+            .await?;
+        if updated.rows_affected != 1 {
+            return Err(StoreError::Conflict(format!(
+                "plan '{name}' changed since revision {revision}; reload it and retry"
+            )));
+        }
+        audit_in(
+            &tx,
+            principal,
+            action,
+            name,
+            serde_json::json!({"state": lifecycle.state, "epoch": lifecycle.epoch, "primary": lifecycle.primary}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(revision + 1)
+    }
+
+    /// Create a run; with an idempotency key, the same key returns the run
+    /// it created the first time.
+    pub async fn create_run(
+        &self,
+        plan_name: &str,
+        workflow: Workflow,
+        idempotency_key: Option<&str>,
+        principal: &str,
+    ) -> Result<RunRecord, StoreError> {
+        if let Some(key) = idempotency_key
+            && let Some(existing) = self.run_by_key(key).await?
+        {
+            return same_request(existing, plan_name, workflow);
+        }
+        self.plan(plan_name).await?;
+        let mut bytes = [0u8; 12];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut bytes[..]);
+        let id = format!("run-{}", hex::encode(bytes));
+        let now = now_ms();
+        let tx = self.db.begin().await?;
+        let inserted = run::ActiveModel {
+            id: Set(id.clone()),
+            plan: Set(plan_name.to_owned()),
+            workflow: Set(workflow.to_string()),
+            status: Set(RunStatus::Pending.as_str().to_owned()),
+            idempotency_key: Set(idempotency_key.map(str::to_owned)),
+            lease_owner: Set(None),
+            lease_expires_at: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+            finished_at: Set(None),
+        }
+        .insert(&tx)
+        .await;
+        match inserted {
+            Ok(row) => {
+                audit_in(
+                    &tx,
+                    principal,
+                    "run.create",
+                    &id,
+                    serde_json::json!({"plan": plan_name, "workflow": workflow}),
+                )
+                .await?;
+                tx.commit().await?;
+                decode_run(&row)
+            }
+            // Two requests with one key raced; the other one won.
+            Err(e) => {
+                drop(tx);
+                match idempotency_key {
+                    Some(key) => match self.run_by_key(key).await? {
+                        Some(existing) => same_request(existing, plan_name, workflow),
+                        None => Err(e.into()),
+                    },
+                    None => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    async fn run_by_key(&self, key: &str) -> Result<Option<RunRecord>, StoreError> {
+        run::Entity::find()
+            .filter(run::Column::IdempotencyKey.eq(key))
+            .one(&self.db)
+            .await?
+            .as_ref()
+            .map(decode_run)
+            .transpose()
+    }
+
+    pub async fn run(&self, id: &str) -> Result<RunRecord, StoreError> {
+        let row = run::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "run",
+                id: id.to_owned(),
+            })?;
+        decode_run(&row)
+    }
+
+    /// Claim an active run whose lease is free or expired, for `lease`.
+    pub async fn claim_run(
+        &self,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let now = now_ms();
+        let tx = self.db.begin().await?;
+        let mut query = run::Entity::find()
+            .filter(run::Column::Status.is_in(RunStatus::ACTIVE))
+            .filter(
+                run::Column::LeaseExpiresAt
+                    .is_null()
+                    .or(run::Column::LeaseExpiresAt.lt(now)),
+            )
+            .order_by_asc(run::Column::CreatedAt)
+            .limit(8);
+        if tx.get_database_backend() == DbBackend::Postgres {
+            // Replicas skip rows another replica is claiming right now.
+            query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
+        let candidates = query.all(&tx).await?;
+        for candidate in candidates {
+            let claimed = run::Entity::update_many()
+                .col_expr(run::Column::LeaseOwner, Expr::value(owner))
+                .col_expr(
+                    run::Column::LeaseExpiresAt,
+                    Expr::value(now + millis(lease)),
+                )
+                .col_expr(run::Column::UpdatedAt, Expr::value(now))
+                .filter(run::Column::Id.eq(candidate.id.clone()))
+                .filter(
+                    run::Column::LeaseExpiresAt
+                        .is_null()
+                        .or(run::Column::LeaseExpiresAt.lt(now)),
+                )
+                .exec(&tx)
+                .await?;
+            if claimed.rows_affected == 1 {
+                let previous = candidate.lease_owner.clone();
+                audit_in(
+                    &tx,
+                    owner,
+                    "run.claim",
+                    &candidate.id,
+                    serde_json::json!({"previous_owner": previous}),
+                )
+                .await?;
+                tx.commit().await?;
+                return self.run(&candidate.id).await.map(Some);
+            }
+        }
+        tx.commit().await?;
+        Ok(None)
+    }
+
+    /// Renew a lease; fails once another replica has taken the run over.
+    pub async fn heartbeat(
+        &self,
+        run_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let renewed = run::Entity::update_many()
+            .col_expr(
+                run::Column::LeaseExpiresAt,
+                Expr::value(now + millis(lease)),
+            )
+            .filter(run::Column::Id.eq(run_id))
+            .filter(run::Column::LeaseOwner.eq(owner))
+            .filter(run::Column::Status.is_in(RunStatus::ACTIVE))
+            .exec(&self.db)
+            .await?;
+        if renewed.rows_affected == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "the lease of run '{run_id}' is no longer held by '{owner}'; stop working on it"
+            )))
+        }
+    }
+
+    /// Set a run's status as its lease holder.
+    pub async fn set_run_status(
+        &self,
+        run_id: &str,
+        owner: &str,
+        status: RunStatus,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let finished = matches!(
+            status,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        );
+        let tx = self.db.begin().await?;
+        let mut update = run::Entity::update_many()
+            .col_expr(run::Column::Status, Expr::value(status.as_str()))
+            .col_expr(run::Column::UpdatedAt, Expr::value(now));
+        if finished {
+            update = update
+                .col_expr(run::Column::FinishedAt, Expr::value(now))
+                .col_expr(run::Column::LeaseOwner, Expr::value(Option::<String>::None))
+                .col_expr(
+                    run::Column::LeaseExpiresAt,
+                    Expr::value(Option::<i64>::None),
+                );
+        }
+        let changed = update
+            .filter(run::Column::Id.eq(run_id))
+            .filter(run::Column::LeaseOwner.eq(owner))
+            .exec(&tx)
+            .await?;
+        if changed.rows_affected != 1 {
+            return Err(StoreError::Conflict(format!(
+                "run '{run_id}' is not leased by '{owner}'"
+            )));
+        }
+        audit_in(
+            &tx,
+            owner,
+            "run.status",
+            run_id,
+            serde_json::json!({"status": status}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Append to the audit log.
+    pub async fn audit(
+        &self,
+        principal: &str,
+        action: &str,
+        target: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        audit_in(&self.db, principal, action, target, detail).await
+    }
+
+    /// The newest `limit` audit entries, newest first.
+    pub async fn audit_log(&self, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        audit::Entity::find()
+            .order_by_desc(audit::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    detail: serde_json::from_str(&row.detail)
+                        .map_err(|e| corrupt("audit detail", e))?,
+                    id: row.id,
+                    at_ms: row.at,
+                    principal: row.principal,
+                    action: row.action,
+                    target: row.target,
+                })
+            })
+            .collect()
+    }
+
+    /// Run raw SQL; for tests that prove what the database itself refuses.
+    #[doc(hidden)]
+    pub async fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
+        self.db.execute_unprepared(sql).await?;
+        Ok(())
+    }
+}
+
+async fn audit_in(
+    db: &impl ConnectionTrait,
+    principal: &str,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> Result<(), StoreError> {
+    audit::ActiveModel {
+        at: Set(now_ms()),
+        principal: Set(principal.to_owned()),
+        action: Set(action.to_owned()),
+        target: Set(target.to_owned()),
+        detail: Set(detail.to_string()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
+
+fn same_request(
+    existing: RunRecord,
+    plan: &str,
+    workflow: Workflow,
+) -> Result<RunRecord, StoreError> {
+    if existing.plan == plan && existing.workflow == workflow {
+        Ok(existing)
+    } else {
+        Err(StoreError::Conflict(format!(
+            "idempotency key already used for {} of plan '{}'; use a new key for a different request",
+            existing.workflow, existing.plan
+        )))
+    }
+}
+
+fn decode_plan(row: &plan::Model) -> Result<PlanRecord, StoreError> {
+    Ok(PlanRecord {
+        document: serde_json::from_str(&row.document)
+            .map_err(|e| corrupt(format!("plan '{}'", row.name), e))?,
+        lifecycle: serde_json::from_str(&row.lifecycle)
+            .map_err(|e| corrupt(format!("lifecycle of plan '{}'", row.name), e))?,
+        revision: row.revision,
+    })
+}
+
+fn decode_run(row: &run::Model) -> Result<RunRecord, StoreError> {
+    Ok(RunRecord {
+        id: row.id.clone(),
+        plan: row.plan.clone(),
+        workflow: serde_json::from_value(serde_json::Value::String(row.workflow.clone()))
+            .map_err(|e| corrupt(format!("workflow of run '{}'", row.id), e))?,
+        status: RunStatus::parse(&row.status)
+            .ok_or_else(|| corrupt(format!("status of run '{}'", row.id), &row.status))?,
+        idempotency_key: row.idempotency_key.clone(),
+        lease_owner: row.lease_owner.clone(),
+        lease_expires_at_ms: row.lease_expires_at,
+    })
+}

@@ -1,0 +1,341 @@
+//! The store's behaviour on SQLite (always) and PostgreSQL (when
+//! `REBOUND_TEST_POSTGRES_URL` names a server whose role may create
+//! databases; CI sets it and `REBOUND_REQUIRE_POSTGRES=1`, so there it never
+//! skips). Each test gets a fresh database.
+
+use std::time::Duration;
+
+use rebound_domain::{Lifecycle, PlanDocument, PlanState, Workflow};
+use rebound_store::{RunStatus, Store, StoreError};
+
+const PLAN: &str = include_str!("../../../docs/examples/plan.yaml");
+
+fn plan() -> PlanDocument {
+    PlanDocument::from_yaml(PLAN).expect("example plan")
+}
+
+async fn sqlite() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = format!("sqlite://{}", dir.path().join("rebound.db").display());
+    (Store::connect(&url).await.expect("sqlite store"), dir)
+}
+
+async fn postgres() -> Option<Store> {
+    let Ok(admin) = std::env::var("REBOUND_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("REBOUND_REQUIRE_POSTGRES").is_none(),
+            "REBOUND_REQUIRE_POSTGRES is set but REBOUND_TEST_POSTGRES_URL is not"
+        );
+        eprintln!("REBOUND_TEST_POSTGRES_URL unset: PostgreSQL case skipped");
+        return None;
+    };
+    let name = format!("rebound_test_{:016x}", rand::random::<u64>());
+    let conn = Store::connect_admin(&admin)
+        .await
+        .expect("admin connection");
+    conn.execute_raw(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    Some(
+        Store::connect(&format!("{base}/{name}"))
+            .await
+            .expect("postgres store"),
+    )
+}
+
+/// Run each check on SQLite and on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let (store, _dir) = super::sqlite().await;
+                    super::$check(store).await;
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    if let Some(store) = super::postgres().await {
+                        super::$check(store).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    migrations_leave_the_store_ready,
+    plans_are_validated_versioned_and_audited,
+    a_plan_moves_to_other_sites_only_while_protected,
+    lifecycle_updates_never_overwrite_a_concurrent_change,
+    an_idempotency_key_returns_the_same_run,
+    a_run_is_leased_to_one_host_and_taken_over_after_expiry,
+    concurrent_hosts_claim_each_run_exactly_once,
+    the_audit_log_is_append_only,
+);
+
+async fn migrations_leave_the_store_ready(store: Store) {
+    store.ready().await.expect("ready");
+}
+
+async fn plans_are_validated_versioned_and_audited(store: Store) {
+    let doc = plan();
+    let created = store.put_plan(&doc, "alice").await.expect("create");
+    assert_eq!(created.revision, 1);
+    assert_eq!(created.lifecycle.state, PlanState::Protected);
+    assert_eq!(created.lifecycle.primary, "openstack-east");
+
+    let mut changed = doc.clone();
+    changed.replication.retention = 9;
+    let updated = store.put_plan(&changed, "bob").await.expect("update");
+    assert_eq!(updated.revision, 2);
+    assert_eq!(
+        store
+            .plan("shop")
+            .await
+            .expect("read")
+            .document
+            .replication
+            .retention,
+        9
+    );
+
+    let mut bad = doc.clone();
+    bad.objectives.failover.rto = rebound_domain::Span::secs(0);
+    let err = store.put_plan(&bad, "mallory").await.expect_err("invalid");
+    assert!(err.to_string().contains("objectives.failover.rto"), "{err}");
+    assert_eq!(
+        store.plan("shop").await.expect("read").revision,
+        2,
+        "a refused write changes nothing"
+    );
+
+    let log = store.audit_log(10).await.expect("audit");
+    let actions: Vec<(&str, &str)> = log
+        .iter()
+        .map(|e| (e.principal.as_str(), e.action.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![("bob", "plan.update"), ("alice", "plan.create")]
+    );
+
+    let missing = store.plan("nope").await.expect_err("missing");
+    assert!(
+        matches!(missing, StoreError::NotFound { kind: "plan", .. }),
+        "{missing}"
+    );
+}
+
+async fn a_plan_moves_to_other_sites_only_while_protected(store: Store) {
+    let doc = plan();
+    let record = store.put_plan(&doc, "alice").await.expect("create");
+    let mut lifecycle = record.lifecycle.clone();
+    lifecycle.begin(Workflow::Failover).expect("begin");
+    lifecycle
+        .finish(Workflow::Failover, true, true)
+        .expect("finish");
+    store
+        .save_lifecycle(
+            "shop",
+            &lifecycle,
+            record.revision,
+            "engine",
+            "plan.failover",
+        )
+        .await
+        .expect("save");
+
+    let mut moved = doc.clone();
+    moved.target = "aws-west".into();
+    let err = store
+        .put_plan(&moved, "alice")
+        .await
+        .expect_err("failed over");
+    assert!(err.to_string().contains("is failed_over"), "{err}");
+    let stored = store.plan("shop").await.expect("read");
+    assert_eq!(stored.lifecycle.state, PlanState::FailedOver);
+    assert_eq!(stored.lifecycle.epoch, 2);
+}
+
+async fn lifecycle_updates_never_overwrite_a_concurrent_change(store: Store) {
+    let record = store.put_plan(&plan(), "alice").await.expect("create");
+    let mut first = record.lifecycle.clone();
+    first.begin(Workflow::Drill).expect("drill");
+    store
+        .save_lifecycle("shop", &first, record.revision, "engine-1", "plan.drill")
+        .await
+        .expect("first writer wins");
+    let second = Lifecycle::new("openstack-east", "kubevirt-west");
+    let err = store
+        .save_lifecycle("shop", &second, record.revision, "engine-2", "plan.reset")
+        .await
+        .expect_err("stale revision");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(store.plan("shop").await.expect("read").lifecycle.drilling);
+}
+
+async fn an_idempotency_key_returns_the_same_run(store: Store) {
+    store.put_plan(&plan(), "alice").await.expect("create");
+    let a = store
+        .create_run("shop", Workflow::Failover, Some("key-1"), "ci")
+        .await
+        .expect("run");
+    let b = store
+        .create_run("shop", Workflow::Failover, Some("key-1"), "ci")
+        .await
+        .expect("same run");
+    assert_eq!(a.id, b.id);
+    assert_eq!(a.status, RunStatus::Pending);
+    let err = store
+        .create_run("shop", Workflow::Drill, Some("key-1"), "ci")
+        .await
+        .expect_err("key reused for another request");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let c = store
+        .create_run("shop", Workflow::Drill, None, "ci")
+        .await
+        .expect("no key");
+    assert_ne!(c.id, a.id);
+    let missing = store
+        .create_run("nope", Workflow::Drill, None, "ci")
+        .await
+        .expect_err("no plan");
+    assert!(matches!(missing, StoreError::NotFound { .. }), "{missing}");
+}
+
+async fn a_run_is_leased_to_one_host_and_taken_over_after_expiry(store: Store) {
+    store.put_plan(&plan(), "alice").await.expect("create");
+    let run = store
+        .create_run("shop", Workflow::Failover, None, "ci")
+        .await
+        .expect("run");
+    let lease = Duration::from_millis(300);
+
+    let claimed = store
+        .claim_run("host-a", lease)
+        .await
+        .expect("claim")
+        .expect("a run");
+    assert_eq!(
+        (claimed.id.as_str(), claimed.lease_owner.as_deref()),
+        (run.id.as_str(), Some("host-a"))
+    );
+    assert!(
+        store
+            .claim_run("host-b", lease)
+            .await
+            .expect("claim")
+            .is_none(),
+        "leased to host-a"
+    );
+    store
+        .heartbeat(&run.id, "host-a", lease)
+        .await
+        .expect("heartbeat");
+
+    // host-a dies: no more heartbeats.
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    let taken = store
+        .claim_run("host-b", lease)
+        .await
+        .expect("claim")
+        .expect("taken over");
+    assert_eq!(taken.lease_owner.as_deref(), Some("host-b"));
+    let err = store
+        .heartbeat(&run.id, "host-a", lease)
+        .await
+        .expect_err("lease lost");
+    assert!(
+        err.to_string().contains("no longer held by 'host-a'"),
+        "{err}"
+    );
+
+    store
+        .set_run_status(&run.id, "host-b", RunStatus::Succeeded)
+        .await
+        .expect("finish");
+    assert_eq!(
+        store.run(&run.id).await.expect("read").status,
+        RunStatus::Succeeded
+    );
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    assert!(
+        store
+            .claim_run("host-c", lease)
+            .await
+            .expect("claim")
+            .is_none(),
+        "finished runs are not claimed"
+    );
+}
+
+async fn concurrent_hosts_claim_each_run_exactly_once(store: Store) {
+    store.put_plan(&plan(), "alice").await.expect("create");
+    for _ in 0..10 {
+        store
+            .create_run("shop", Workflow::Drill, None, "ci")
+            .await
+            .expect("run");
+    }
+    let claim_all = |owner: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(run) = store
+                .claim_run(owner, Duration::from_secs(60))
+                .await
+                .expect("claim")
+            {
+                got.push(run.id);
+            }
+            got
+        })
+    };
+    let (a, b) = tokio::join!(claim_all("host-a"), claim_all("host-b"));
+    let (a, b) = (a.expect("task"), b.expect("task"));
+    let mut all: Vec<String> = a.iter().chain(b.iter()).cloned().collect();
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(
+        before,
+        10,
+        "every run claimed (a: {}, b: {})",
+        a.len(),
+        b.len()
+    );
+    assert_eq!(all.len(), 10, "no run claimed twice");
+}
+
+async fn the_audit_log_is_append_only(store: Store) {
+    store
+        .audit(
+            "alice",
+            "site.create",
+            "lab-a",
+            serde_json::json!({"plugin": "example"}),
+        )
+        .await
+        .expect("append");
+    for sql in [
+        "UPDATE audit_log SET principal = 'mallory'",
+        "DELETE FROM audit_log",
+    ] {
+        let err = store
+            .execute_raw(sql)
+            .await
+            .expect_err("refused by the database");
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    let log = store.audit_log(10).await.expect("read");
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].principal, "alice");
+    assert_eq!(log[0].detail["plugin"], "example");
+}

@@ -1,0 +1,18 @@
+//! The store's schema, as ordered sea-orm migrations that run on SQLite (the
+//! embedded default) and PostgreSQL (production) alike. A released
+//! migration is never edited: changes are new migrations.
+#![deny(rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+mod m20261124_000001_initial;
+
+pub use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_initial::Migration)]
+    }
+}
