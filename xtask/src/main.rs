@@ -71,7 +71,9 @@ fn main() -> Result<()> {
                 "--bench",
                 "plugin_call",
             ])?;
-            ws.report_medians("plugin_call", "fresh_instance")
+            ws.cargo(&["bench", "--package", "rebound-datamover", "--bench", "copy"])?;
+            ws.report_medians("plugin_call", "fresh_instance")?;
+            ws.report_medians("datamover", "plain_cp")
         }
     }
 }

@@ -1,0 +1,296 @@
+//! The mover agent: serves one disk image over HTTP for the data mover —
+//! ranged reads (`GET /disk` + `Range`), ranged writes (`PUT /disk` +
+//! `Content-Range`) and block digests (`GET /disk?digests=<block-size>`) —
+//! behind a per-transfer bearer token. Holes stay holes: digests of hole
+//! blocks are answered without reading them, and an all-zero write onto a
+//! hole is skipped.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::digest::{block_digest, zero_block_digest};
+
+/// Largest range one request may read or write; bounds the agent's memory.
+pub const MAX_RANGE: u64 = 64 << 20;
+
+/// What an agent serves.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The disk image (a raw file, usually sparse).
+    pub path: PathBuf,
+    /// The transfer token clients must present as a bearer token.
+    pub token: String,
+    /// Whether writes are accepted (an import) or refused (an export).
+    pub writable: bool,
+}
+
+struct Agent {
+    file: File,
+    size: u64,
+    config: AgentConfig,
+}
+
+/// Serve until the listener fails or the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, config: AgentConfig) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(config.writable)
+        .open(&config.path)?;
+    let size = file.metadata()?.len();
+    let agent = Arc::new(Agent { file, size, config });
+    let app = Router::new()
+        .route("/disk", get(read).put(write))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_RANGE as usize))
+        .with_state(agent);
+    axum::serve(listener, app).await
+}
+
+/// Bind to `addr` and serve in the background; returns the bound address.
+pub async fn spawn(addr: SocketAddr, config: AgentConfig) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    // Open the image now so a bad path fails here, not in the task.
+    std::fs::File::open(&config.path)?;
+    tokio::spawn(async move {
+        if let Err(e) = serve(listener, config).await {
+            tracing::error!("mover agent stopped: {e}");
+        }
+    });
+    Ok(bound)
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, message.into()).into_response()
+}
+
+fn authorized(agent: &Agent, headers: &HeaderMap) -> bool {
+    let expected = format!("Bearer {}", agent.config.token);
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    // Compare in constant time so the token cannot be guessed byte by byte.
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// `bytes=a-b` (inclusive), checked against the disk size.
+fn parse_range(value: &str, size: u64) -> Result<(u64, u64), String> {
+    let spec = value
+        .strip_prefix("bytes=")
+        .ok_or_else(|| format!("range '{value}' must look like bytes=START-END"))?;
+    let (a, b) = spec
+        .split_once('-')
+        .ok_or_else(|| format!("range '{value}' must look like bytes=START-END"))?;
+    let start: u64 = a
+        .parse()
+        .map_err(|_| format!("range start '{a}' is not a number"))?;
+    let end: u64 = b
+        .parse()
+        .map_err(|_| format!("range end '{b}' is not a number"))?;
+    if start > end || end >= size {
+        return Err(format!(
+            "range {start}-{end} is outside the disk (0-{})",
+            size.saturating_sub(1)
+        ));
+    }
+    if end - start + 1 > MAX_RANGE {
+        return Err(format!(
+            "range of {} bytes exceeds the {MAX_RANGE} byte maximum",
+            end - start + 1
+        ));
+    }
+    Ok((start, end))
+}
+
+#[derive(Deserialize)]
+struct ReadQuery {
+    digests: Option<u64>,
+}
+
+async fn read(
+    State(agent): State<Arc<Agent>>,
+    headers: HeaderMap,
+    Query(q): Query<ReadQuery>,
+) -> Response {
+    if !authorized(&agent, &headers) {
+        return refuse(StatusCode::UNAUTHORIZED, "missing or wrong transfer token");
+    }
+    if let Some(block_size) = q.digests {
+        if block_size == 0 || block_size > MAX_RANGE {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("digests block size must be 1..={MAX_RANGE}"),
+            );
+        }
+        return match tokio::task::spawn_blocking(move || digests(&agent, block_size)).await {
+            Ok(Ok(list)) => axum::Json(list).into_response(),
+            Ok(Err(e)) => refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading the disk failed: {e}"),
+            ),
+            Err(e) => refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("digest task failed: {e}"),
+            ),
+        };
+    }
+    let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return refuse(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "send a Range header (bytes=START-END)",
+        );
+    };
+    let (start, end) = match parse_range(range, agent.size) {
+        Ok(r) => r,
+        Err(e) => return refuse(StatusCode::RANGE_NOT_SATISFIABLE, e),
+    };
+    let size = agent.size;
+    let data = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; usize::try_from(end - start + 1).unwrap_or(0)];
+        agent.file.read_exact_at(&mut buf, start).map(|()| buf)
+    })
+    .await;
+    match data {
+        Ok(Ok(buf)) => Response::builder()
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"))
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(Body::from(buf))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+        Ok(Err(e)) => refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reading the disk failed: {e}"),
+        ),
+        Err(e) => refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("read task failed: {e}"),
+        ),
+    }
+}
+
+/// Whether [start, end) holds no data (a hole reads as zeros).
+fn is_hole(file: &File, start: u64, end: u64) -> bool {
+    match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(start)) {
+        Ok(next_data) => next_data >= end,
+        // ENXIO: no data at or after `start`.
+        Err(e) => e == rustix::io::Errno::NXIO,
+    }
+}
+
+fn digests(agent: &Agent, block_size: u64) -> std::io::Result<Vec<String>> {
+    let blocks = agent.size.div_ceil(block_size);
+    let full_zero = zero_block_digest(usize::try_from(block_size).unwrap_or(0));
+    let mut out = Vec::with_capacity(usize::try_from(blocks).unwrap_or(0));
+    let mut buf = Vec::new();
+    for i in 0..blocks {
+        let start = i * block_size;
+        let end = (start + block_size).min(agent.size);
+        let len = usize::try_from(end - start).unwrap_or(0);
+        if is_hole(&agent.file, start, end) {
+            out.push(if end - start == block_size {
+                full_zero.clone()
+            } else {
+                zero_block_digest(len)
+            });
+            continue;
+        }
+        buf.resize(len, 0);
+        agent.file.read_exact_at(&mut buf, start)?;
+        out.push(block_digest(&buf));
+    }
+    Ok(out)
+}
+
+async fn write(State(agent): State<Arc<Agent>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&agent, &headers) {
+        return refuse(StatusCode::UNAUTHORIZED, "missing or wrong transfer token");
+    }
+    if !agent.config.writable {
+        return refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this endpoint exports a disk; it accepts no writes",
+        );
+    }
+    let Some(range) = headers
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "send a Content-Range header (bytes START-END/SIZE)",
+        );
+    };
+    let parsed = range
+        .strip_prefix("bytes ")
+        .and_then(|r| r.split_once('/'))
+        .ok_or_else(|| format!("content range '{range}' must look like bytes START-END/SIZE"))
+        .and_then(|(span, total)| {
+            if total != agent.size.to_string() {
+                return Err(format!("this disk is {} bytes, not {total}", agent.size));
+            }
+            parse_range(&format!("bytes={span}"), agent.size)
+        });
+    let (start, end) = match parsed {
+        Ok(r) => r,
+        Err(e) => return refuse(StatusCode::RANGE_NOT_SATISFIABLE, e),
+    };
+    if body.len() as u64 != end - start + 1 {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "body has {} bytes but the range names {}",
+                body.len(),
+                end - start + 1
+            ),
+        );
+    }
+    let written = tokio::task::spawn_blocking(move || {
+        // Writing zeros onto a hole would only allocate it.
+        if body.iter().all(|b| *b == 0) && is_hole(&agent.file, start, end + 1) {
+            return Ok(());
+        }
+        agent.file.write_all_at(&body, start)
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("writing the disk failed: {e}"),
+        ),
+        Err(e) => refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("write task failed: {e}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges_are_checked_against_the_disk() {
+        assert_eq!(parse_range("bytes=0-99", 100), Ok((0, 99)));
+        assert!(parse_range("bytes=0-100", 100).is_err());
+        assert!(parse_range("bytes=5-4", 100).is_err());
+        assert!(parse_range("items=0-1", 100).is_err());
+        assert!(parse_range(&format!("bytes=0-{}", super::MAX_RANGE), u64::MAX).is_err());
+    }
+}

@@ -1,0 +1,386 @@
+//! The copy engine: which blocks to move, moving them with bounded
+//! parallelism, recording progress in a checkpoint, and verifying the
+//! target block by block before reporting success.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, stream};
+
+use crate::checkpoint::Checkpoint;
+use crate::digest::{block_digest, disk_digest};
+use crate::endpoint::Endpoint;
+
+/// Which blocks a copy moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Every block.
+    Full,
+    /// Blocks whose digests differ between source and target (both must
+    /// offer block digests; otherwise the copy falls back to `Full` and the
+    /// report says so). An initial sync of a sparse disk onto an empty
+    /// volume moves only its data.
+    Digests,
+    /// Blocks overlapping these byte ranges `(offset, length)`, as a
+    /// platform's changed-block listing returns them.
+    Changed(Vec<(u64, u64)>),
+}
+
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    pub block_size: u64,
+    /// Blocks in flight at once; memory use is about `workers × block_size`.
+    pub workers: usize,
+    pub mode: Mode,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        Self {
+            block_size: 4 << 20,
+            workers: 4,
+            mode: Mode::Digests,
+        }
+    }
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyReport {
+    /// The mode actually used, with the reason for any fallback.
+    pub mode: String,
+    pub blocks_total: u64,
+    /// Blocks moved by this call.
+    pub blocks_copied: u64,
+    /// Blocks a previous, interrupted call had already moved.
+    pub blocks_resumed: u64,
+    /// Blocks left alone because they were already equal.
+    pub blocks_unchanged: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// The verified whole-disk digest, equal on both sides.
+    pub disk_digest: String,
+    pub elapsed: Duration,
+}
+
+/// Why a copy did not finish; none of these may lead to a cutover.
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    #[error("{method} {url} failed: {reason}")]
+    Http {
+        method: &'static str,
+        url: String,
+        reason: String,
+    },
+    #[error(
+        "the target holds {target} bytes but the source {source_size}; import a volume of exactly {source_size} bytes"
+    )]
+    SizeMismatch { source_size: u64, target: u64 },
+    #[error(
+        "verification failed: block {block} (bytes {offset}..{end}) differs between source and target \
+         (sha256 {expected} vs {found}); the copy must not be cut over — copy again"
+    )]
+    Corrupt {
+        block: u64,
+        offset: u64,
+        end: u64,
+        expected: String,
+        found: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("recording progress failed: {0}")]
+    Checkpoint(#[from] std::io::Error),
+}
+
+fn http_error(method: &'static str, endpoint: &Endpoint, reason: impl ToString) -> MoveError {
+    MoveError::Http {
+        method,
+        url: endpoint
+            .url
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new() -> Result<Self, MoveError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| MoveError::Invalid(format!("HTTP client: {e}")))?;
+        Ok(Self { http })
+    }
+
+    fn request(&self, method: reqwest::Method, endpoint: &Endpoint) -> reqwest::RequestBuilder {
+        endpoint
+            .headers
+            .iter()
+            .fold(self.http.request(method, &endpoint.url), |r, (k, v)| {
+                r.header(k, v)
+            })
+    }
+
+    async fn check(
+        method: &'static str,
+        endpoint: &Endpoint,
+        sent: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<reqwest::Response, MoveError> {
+        let response = sent.map_err(|e| http_error(method, endpoint, e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        Err(http_error(
+            method,
+            endpoint,
+            format!("{status}: {}", body.chars().take(200).collect::<String>()),
+        ))
+    }
+
+    async fn digests(
+        &self,
+        endpoint: &Endpoint,
+        block_size: u64,
+    ) -> Result<Vec<String>, MoveError> {
+        let sent = self
+            .request(reqwest::Method::GET, endpoint)
+            .query(&[("digests", block_size)])
+            .send()
+            .await;
+        Self::check("GET", endpoint, sent)
+            .await?
+            .json()
+            .await
+            .map_err(|e| http_error("GET", endpoint, format!("digest list unreadable: {e}")))
+    }
+
+    async fn read(
+        &self,
+        endpoint: &Endpoint,
+        start: u64,
+        end: u64,
+    ) -> Result<bytes::Bytes, MoveError> {
+        let sent = self
+            .request(reqwest::Method::GET, endpoint)
+            .header("range", format!("bytes={start}-{}", end - 1))
+            .send()
+            .await;
+        let data = Self::check("GET", endpoint, sent)
+            .await?
+            .bytes()
+            .await
+            .map_err(|e| http_error("GET", endpoint, e))?;
+        if data.len() as u64 != end - start {
+            return Err(http_error(
+                "GET",
+                endpoint,
+                format!(
+                    "asked for {} bytes at {start}, got {}",
+                    end - start,
+                    data.len()
+                ),
+            ));
+        }
+        Ok(data)
+    }
+
+    async fn write(
+        &self,
+        endpoint: &Endpoint,
+        start: u64,
+        data: bytes::Bytes,
+    ) -> Result<(), MoveError> {
+        let end = start + data.len() as u64;
+        let sent = self
+            .request(reqwest::Method::PUT, endpoint)
+            .header(
+                "content-range",
+                format!("bytes {start}-{}/{}", end - 1, endpoint.size),
+            )
+            .body(data)
+            .send()
+            .await;
+        Self::check("PUT", endpoint, sent).await.map(drop)
+    }
+}
+
+fn span(block: u64, block_size: u64, size: u64) -> (u64, u64) {
+    let start = block * block_size;
+    (start, (start + block_size).min(size))
+}
+
+/// Copy `source` onto `target` and verify it.
+pub async fn copy(
+    source: &Endpoint,
+    target: &Endpoint,
+    options: CopyOptions,
+    checkpoint: &mut dyn Checkpoint,
+) -> Result<CopyReport, MoveError> {
+    let started = Instant::now();
+    if source.size != target.size {
+        return Err(MoveError::SizeMismatch {
+            source_size: source.size,
+            target: target.size,
+        });
+    }
+    if options.block_size == 0
+        || options.block_size > crate::agent::MAX_RANGE
+        || options.workers == 0
+    {
+        return Err(MoveError::Invalid(format!(
+            "block size must be 1..={} bytes and workers at least 1",
+            crate::agent::MAX_RANGE
+        )));
+    }
+    if !source.ranged || !target.ranged {
+        return Err(MoveError::Invalid(
+            "both endpoints must accept ranged requests; place a mover agent next to the data"
+                .into(),
+        ));
+    }
+    let client = Client::new()?;
+    let size = source.size;
+    let bs = options.block_size;
+    let total = size.div_ceil(bs);
+    let resumed = checkpoint.completed();
+
+    let (mode, wanted): (String, BTreeSet<u64>) = match &options.mode {
+        Mode::Full => ("full".into(), (0..total).collect()),
+        Mode::Digests if source.block_digests && target.block_digests => {
+            let (src, dst) =
+                tokio::try_join!(client.digests(source, bs), client.digests(target, bs))?;
+            let differing = (0..total)
+                .filter(|&b| src.get(b as usize) != dst.get(b as usize))
+                .collect();
+            ("delta by block digests".into(), differing)
+        }
+        Mode::Digests => (
+            "full (an endpoint offers no block digests)".into(),
+            (0..total).collect(),
+        ),
+        Mode::Changed(ranges) => {
+            let mut blocks = BTreeSet::new();
+            for &(offset, len) in ranges {
+                if len == 0 {
+                    continue;
+                }
+                let last = (offset + len - 1).min(size.saturating_sub(1)) / bs;
+                blocks.extend((offset / bs)..=last);
+            }
+            ("delta by changed ranges".into(), blocks)
+        }
+    };
+    let todo: Vec<u64> = wanted
+        .iter()
+        .copied()
+        .filter(|b| !resumed.contains(b))
+        .collect();
+    let blocks_resumed = wanted.iter().filter(|b| resumed.contains(b)).count() as u64;
+
+    let mut moved = stream::iter(todo.iter().copied())
+        .map(|block| {
+            let client = &client;
+            async move {
+                let (start, end) = span(block, bs, size);
+                let data = client.read(source, start, end).await?;
+                let len = data.len() as u64;
+                client.write(target, start, data).await?;
+                Ok::<_, MoveError>(len)
+            }
+        })
+        .buffered(options.workers);
+    let mut bytes = 0u64;
+    let mut index = 0usize;
+    while let Some(result) = moved.next().await {
+        bytes += result?;
+        // `buffered` yields in order, so this is the block just finished.
+        checkpoint.complete(todo[index])?;
+        index += 1;
+    }
+    drop(moved);
+
+    let disk = verify(&client, source, target, bs, &todo).await?;
+    Ok(CopyReport {
+        mode,
+        blocks_total: total,
+        blocks_copied: todo.len() as u64,
+        blocks_resumed,
+        blocks_unchanged: total - wanted.len() as u64,
+        bytes_read: bytes,
+        bytes_written: bytes,
+        disk_digest: disk,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Compare source and target block by block; the whole-disk digest when
+/// they are equal. With block digests on both sides every block is
+/// compared; otherwise the `copied` blocks are read back from both.
+async fn verify(
+    client: &Client,
+    source: &Endpoint,
+    target: &Endpoint,
+    bs: u64,
+    copied: &[u64],
+) -> Result<String, MoveError> {
+    let corrupt = |block: u64, expected: &str, found: &str| {
+        let (offset, end) = span(block, bs, source.size);
+        MoveError::Corrupt {
+            block,
+            offset,
+            end,
+            expected: expected.to_owned(),
+            found: found.to_owned(),
+        }
+    };
+    if source.block_digests && target.block_digests {
+        let (src, dst) = tokio::try_join!(client.digests(source, bs), client.digests(target, bs))?;
+        if let Some(block) = (0..src.len().max(dst.len())).find(|&i| src.get(i) != dst.get(i)) {
+            let missing = String::from("(missing)");
+            return Err(corrupt(
+                block as u64,
+                src.get(block).unwrap_or(&missing),
+                dst.get(block).unwrap_or(&missing),
+            ));
+        }
+        return Ok(disk_digest(&src));
+    }
+    let mut digests = Vec::with_capacity(copied.len());
+    for &block in copied {
+        let (start, end) = span(block, bs, source.size);
+        let (a, b) = tokio::try_join!(
+            client.read(source, start, end),
+            client.read(target, start, end)
+        )?;
+        let (a, b) = (block_digest(&a), block_digest(&b));
+        if a != b {
+            return Err(corrupt(block, &a, &b));
+        }
+        digests.push(a);
+    }
+    Ok(disk_digest(&digests))
+}
+
+/// Verify a target against its source without copying (before a cutover).
+pub async fn verify_endpoints(
+    source: &Endpoint,
+    target: &Endpoint,
+    block_size: u64,
+) -> Result<String, MoveError> {
+    if !(source.block_digests && target.block_digests) {
+        return Err(MoveError::Invalid(
+            "verifying a whole disk needs block digests on both endpoints".into(),
+        ));
+    }
+    verify(&Client::new()?, source, target, block_size, &[]).await
+}

@@ -1,0 +1,324 @@
+//! The data mover between two real mover agents on loopback, over real
+//! sparse files: seeding a 4 GiB sparse disk, a 1% delta resync, resuming an
+//! interrupted copy, and refusing a corrupted target.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use rand::RngCore;
+use rebound_datamover::agent::{self, AgentConfig};
+use rebound_datamover::{
+    Checkpoint, CopyOptions, Endpoint, FileCheckpoint, MemoryCheckpoint, Mode, MoveError, copy,
+    verify_endpoints,
+};
+
+const GIB: u64 = 1 << 30;
+const BLOCK: u64 = 4 << 20;
+
+fn sparse(path: &Path, size: u64) {
+    std::fs::File::create(path)
+        .expect("create")
+        .set_len(size)
+        .expect("set_len");
+}
+
+/// Fill `blocks` with fresh random data.
+fn scribble(path: &Path, blocks: &[u64]) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open");
+    let mut data = vec![0u8; BLOCK as usize];
+    for b in blocks {
+        rand::thread_rng().fill_bytes(&mut data);
+        file.write_all_at(&data, b * BLOCK).expect("write");
+    }
+}
+
+/// Every 100th block: 1% of the disk, spread across it.
+fn one_percent(size: u64, phase: u64) -> Vec<u64> {
+    (0..size / BLOCK).filter(|b| b % 100 == phase).collect()
+}
+
+async fn agent(path: &Path, token: &str, writable: bool) -> Endpoint {
+    let addr = agent::spawn(
+        "127.0.0.1:0".parse().expect("addr"),
+        AgentConfig {
+            path: path.to_owned(),
+            token: token.to_owned(),
+            writable,
+        },
+    )
+    .await
+    .expect("agent");
+    let size = std::fs::metadata(path).expect("meta").len();
+    Endpoint::agent(format!("http://{addr}/disk"), token, size)
+}
+
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).expect("meta").blocks() * 512
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_disk_is_seeded_then_resynced_moving_only_the_changed_blocks() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (src, dst) = (dir.path().join("src.raw"), dir.path().join("dst.raw"));
+    let size = 4 * GIB;
+    sparse(&src, size);
+    sparse(&dst, size);
+    scribble(&src, &one_percent(size, 0));
+    let source = agent(&src, "src-token", false).await;
+    let target = agent(&dst, "dst-token", true).await;
+
+    let seeded = copy(
+        &source,
+        &target,
+        CopyOptions::default(),
+        &mut MemoryCheckpoint::default(),
+    )
+    .await
+    .expect("seed");
+    assert_eq!(seeded.mode, "delta by block digests");
+    assert_eq!(seeded.blocks_copied, one_percent(size, 0).len() as u64);
+    assert!(
+        allocated(&dst) < 64 * BLOCK,
+        "the target stays sparse: {} bytes allocated",
+        allocated(&dst)
+    );
+
+    // 1% of the blocks change; the resync moves those and nothing else.
+    let changed = one_percent(size, 37);
+    scribble(&src, &changed);
+    let changed_bytes = changed.len() as u64 * BLOCK;
+    let resync = copy(
+        &source,
+        &target,
+        CopyOptions::default(),
+        &mut MemoryCheckpoint::default(),
+    )
+    .await
+    .expect("resync");
+    assert!(
+        resync.bytes_written as f64 <= 1.05 * changed_bytes as f64,
+        "moved {} bytes for {changed_bytes} changed",
+        resync.bytes_written
+    );
+    assert_eq!(resync.blocks_copied, changed.len() as u64);
+    assert_eq!(
+        resync.disk_digest,
+        verify_endpoints(&source, &target, BLOCK)
+            .await
+            .expect("verified")
+    );
+
+    // The same resync driven by a platform's changed-block listing.
+    let again = one_percent(size, 71);
+    scribble(&src, &again);
+    let ranges: Vec<(u64, u64)> = again.iter().map(|b| (b * BLOCK + 4096, 8192)).collect();
+    let listed = copy(
+        &source,
+        &target,
+        CopyOptions {
+            mode: Mode::Changed(ranges),
+            ..CopyOptions::default()
+        },
+        &mut MemoryCheckpoint::default(),
+    )
+    .await
+    .expect("resync from changed blocks");
+    assert_eq!(listed.mode, "delta by changed ranges");
+    assert_eq!(listed.bytes_written, again.len() as u64 * BLOCK);
+}
+
+/// Stops the copy (by failing) after a number of blocks, like a crash.
+struct CrashAfter {
+    inner: FileCheckpoint,
+    left: usize,
+}
+
+impl Checkpoint for CrashAfter {
+    fn completed(&self) -> std::collections::BTreeSet<u64> {
+        self.inner.completed()
+    }
+
+    fn complete(&mut self, block: u64) -> std::io::Result<()> {
+        if self.left == 0 {
+            return Err(std::io::Error::other("simulated crash"));
+        }
+        self.left -= 1;
+        self.inner.complete(block)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_copy_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (src, dst) = (dir.path().join("src.raw"), dir.path().join("dst.raw"));
+    let size = 64 * BLOCK;
+    sparse(&src, size);
+    sparse(&dst, size);
+    scribble(&src, &(0..64).collect::<Vec<_>>());
+    let source = agent(&src, "a", false).await;
+    let target = agent(&dst, "b", true).await;
+    let journal = dir.path().join("copy.checkpoint");
+
+    let mut crashing = CrashAfter {
+        inner: FileCheckpoint::open(&journal).expect("checkpoint"),
+        left: 20,
+    };
+    let err = copy(&source, &target, CopyOptions::default(), &mut crashing)
+        .await
+        .expect_err("crashes");
+    assert!(matches!(err, MoveError::Checkpoint(_)), "{err}");
+
+    // A new process opens the same checkpoint and finishes the job.
+    let mut reopened = FileCheckpoint::open(&journal).expect("reopen");
+    assert_eq!(reopened.completed().len(), 20);
+    let report = copy(&source, &target, CopyOptions::default(), &mut reopened)
+        .await
+        .expect("resumed");
+    assert_eq!(
+        report.blocks_resumed, 0,
+        "digests already show the copied blocks equal"
+    );
+    // Up to `workers` blocks were written but not yet recorded at the crash;
+    // their digests show them equal, so they do not move again either.
+    let workers = CopyOptions::default().workers as u64;
+    assert!(
+        (44 - workers..=44).contains(&report.blocks_copied),
+        "only the blocks not yet copied move: {}",
+        report.blocks_copied
+    );
+
+    // In full mode the checkpoint is what skips the finished blocks.
+    sparse(&dst, 0);
+    sparse(&dst, size);
+    let journal = dir.path().join("full.checkpoint");
+    let full = CopyOptions {
+        mode: Mode::Full,
+        ..CopyOptions::default()
+    };
+    let mut crashing = CrashAfter {
+        inner: FileCheckpoint::open(&journal).expect("checkpoint"),
+        left: 10,
+    };
+    copy(&source, &target, full.clone(), &mut crashing)
+        .await
+        .expect_err("crashes");
+    let report = copy(
+        &source,
+        &target,
+        full,
+        &mut FileCheckpoint::open(&journal).expect("reopen"),
+    )
+    .await
+    .expect("resumed");
+    assert_eq!(
+        (report.blocks_resumed, report.blocks_copied),
+        (10, 54),
+        "the checkpoint skips the finished blocks"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_block_is_caught_before_cutover() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (src, dst) = (dir.path().join("src.raw"), dir.path().join("dst.raw"));
+    let size = 16 * BLOCK;
+    sparse(&src, size);
+    sparse(&dst, size);
+    scribble(&src, &(0..16).collect::<Vec<_>>());
+    let source = agent(&src, "a", false).await;
+    let target = agent(&dst, "b", true).await;
+    copy(
+        &source,
+        &target,
+        CopyOptions::default(),
+        &mut MemoryCheckpoint::default(),
+    )
+    .await
+    .expect("copy");
+
+    // Bit rot on the target after the copy.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dst)
+        .expect("open");
+    file.write_all_at(&[0xFF], 7 * BLOCK + 123)
+        .expect("corrupt");
+    let err = verify_endpoints(&source, &target, BLOCK)
+        .await
+        .expect_err("caught");
+    match &err {
+        MoveError::Corrupt { block, offset, .. } => assert_eq!((*block, *offset), (7, 7 * BLOCK)),
+        other => panic!("{other}"),
+    }
+    assert!(err.to_string().contains("must not be cut over"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_refuse_bad_tokens_ranges_and_writes_to_exports() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("disk.raw");
+    sparse(&path, 8 * BLOCK);
+    let export = agent(&path, "right", false).await;
+    let http = reqwest::Client::new();
+
+    let wrong = http
+        .get(&export.url)
+        .header("range", "bytes=0-9")
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(wrong.status(), 401);
+    let past = http
+        .get(&export.url)
+        .header("range", format!("bytes={}-{}", 8 * BLOCK, 8 * BLOCK + 9))
+        .bearer_auth("right")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(past.status(), 416);
+    let put = http
+        .put(&export.url)
+        .header("content-range", format!("bytes 0-3/{}", 8 * BLOCK))
+        .bearer_auth("right")
+        .body(vec![1u8, 2, 3, 4])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(put.status(), 405, "an export accepts no writes");
+
+    let mut bad = export.clone();
+    bad.headers = vec![("authorization".into(), "Bearer nope".into())];
+    let target_path = dir.path().join("t.raw");
+    sparse(&target_path, 8 * BLOCK);
+    let target = agent(&target_path, "t", true).await;
+    let err = copy(
+        &bad,
+        &target,
+        CopyOptions::default(),
+        &mut MemoryCheckpoint::default(),
+    )
+    .await
+    .expect_err("unauthorized");
+    assert!(err.to_string().contains("401"), "{err}");
+    assert!(
+        !err.to_string().contains("nope"),
+        "tokens never appear in errors: {err}"
+    );
+
+    let mut small = target.clone();
+    small.size = BLOCK;
+    let err = copy(
+        &export,
+        &small,
+        CopyOptions::default(),
+        &mut MemoryCheckpoint::default(),
+    )
+    .await
+    .expect_err("size");
+    assert!(matches!(err, MoveError::SizeMismatch { .. }), "{err}");
+}
