@@ -26,6 +26,8 @@ const HOSTILE: &[&str] = &[
     "hostile-huge-response",
     "hostile-egress-denied",
     "hostile-egress-metadata",
+    "hostile-connection-flood",
+    "hostile-secret-leak",
 ];
 
 pub async fn run(plugins: &Path) -> Result<()> {
@@ -167,8 +169,73 @@ pub async fn run(plugins: &Path) -> Result<()> {
     }
     println!("  meanwhile 'example' answered {served} health calls");
 
+    store_a_plan(plugins, &example).await?;
     println!(
-        "\nNext in the demo (not built yet): the embedded SQLite store, the engine and a failover → failback round trip across lab platforms."
+        "\nNot in the demo yet (not built): the engine running a failover → reprotect → failback round trip across lab platforms."
     );
     Ok(())
 }
+
+/// The embedded SQLite store with a protection plan over the lab site's
+/// workloads, its per-phase objectives, recovery tiers and lifecycle.
+async fn store_a_plan(plugins: &Path, example: &Plugin) -> Result<()> {
+    let path = plugins.join("../demo/rebound.db");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let url = format!("sqlite://{}", path.display());
+    let store = rebound_store::Store::connect(&url).await?;
+    store.ready().await?;
+    println!("\n== Store: {url} (created on first start, migrated) ==");
+    let plan = rebound_domain::PlanDocument::from_yaml(DEMO_PLAN)?;
+    plan.check_feasible(rebound_domain::Span::secs(u64::from(
+        example.info.snapshot_granularity_secs,
+    )))?;
+    let record = store.put_plan(&plan, "demo").await?;
+    let o = &record.document.objectives;
+    println!(
+        "plan 'shop' stored at revision {}: {} → {}, lifecycle {} (fencing epoch {})",
+        record.revision,
+        record.lifecycle.primary,
+        record.lifecycle.standby,
+        record.lifecycle.state,
+        record.lifecycle.epoch
+    );
+    println!(
+        "objectives: failover RTO {} / RPO {}, failback RTO {} / RPO {}",
+        o.failover.rto, o.failover.rpo, o.failback.rto, o.failback.rpo
+    );
+    let tiers = plan
+        .tiers()
+        .map_err(|cycle| anyhow::anyhow!("cycle: {}", cycle.join(" → ")))?;
+    println!(
+        "recovery order: {}",
+        tiers
+            .iter()
+            .map(|t| t.join(", "))
+            .collect::<Vec<_>>()
+            .join("  →  ")
+    );
+    let mut bad = plan.clone();
+    bad.objectives.failover.rpo = rebound_domain::Span::secs(0);
+    if let Err(e) = store.put_plan(&bad, "demo").await {
+        println!("a plan promising a 0s failover RPO is refused: {e}");
+    }
+    Ok(())
+}
+
+const DEMO_PLAN: &str = "\
+name: shop
+source: lab-a
+target: lab-b
+workloads:
+  - id: vm-3
+  - id: vm-2
+    depends_on: [vm-3]
+  - id: vm-1
+    depends_on: [vm-2]
+replication: { mode: data_mover, interval: 5m }
+objectives:
+  failover: { rto: 15m, rpo: 10m }
+  failback: { rto: 1h, rpo: 0s }
+";

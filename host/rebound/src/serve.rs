@@ -1,6 +1,8 @@
-//! `rebound serve`: the host service. Today it runs the plugin runtime with
-//! the plugin packages of a folder and answers `/healthz` and
-//! `GET /api/v1/plugins`; the store, engine and full API come next.
+//! `rebound serve`: the host service. Today it opens the store (an SQLite
+//! file created and migrated on first start, or PostgreSQL), runs the
+//! plugin runtime with the plugin packages of a folder, and answers
+//! `/healthz`, `/readyz` and `GET /api/v1/plugins`; the engine and the full
+//! API come next.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,11 +28,24 @@ pub struct ServeArgs {
     /// Folder of plugin packages (one sub-folder per plugin).
     #[arg(long, env = "REBOUND_PLUGINS")]
     plugins: Option<PathBuf>,
+    /// The store: `sqlite://PATH` (created on first start) or
+    /// `postgres://USER:PASSWORD@HOST/DB`.
+    #[arg(long, default_value = "sqlite://rebound.db", env = "REBOUND_STORE")]
+    store: String,
     #[command(flatten)]
     trust: TrustArgs,
 }
 
+#[derive(Clone)]
+struct Host {
+    runtime: Arc<Runtime>,
+    store: rebound_store::Store,
+}
+
 pub async fn run(args: ServeArgs) -> Result<()> {
+    let store = rebound_store::Store::connect(&args.store)
+        .await
+        .with_context(|| format!("opening the store at {}", redact_url(&args.store)))?;
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         trust: args.trust.policy()?,
         ..RuntimeConfig::default()
@@ -54,9 +69,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
         .route("/api/v1/plugins", get(plugins))
         .route("/api/v1/plugins/{name}/release", post(release))
-        .with_state(runtime);
+        .with_state(Host { runtime, store });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -69,8 +85,34 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn plugins(State(runtime): State<Arc<Runtime>>) -> Json<Value> {
-    let list: Vec<Value> = runtime
+/// Ready when the store answers and every migration is applied.
+async fn ready(State(host): State<Host>) -> (StatusCode, Json<Value>) {
+    match host.store.ready().await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not ready", "detail": e.to_string() })),
+        ),
+    }
+}
+
+/// A store URL fit for messages: the password replaced.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn plugins(State(host): State<Host>) -> Json<Value> {
+    let list: Vec<Value> = host
+        .runtime
         .list()
         .iter()
         .map(|p| {
@@ -91,11 +133,8 @@ async fn plugins(State(runtime): State<Arc<Runtime>>) -> Json<Value> {
 }
 
 /// Lift a plugin's quarantine (an operator's decision after a fix upstream).
-async fn release(
-    State(runtime): State<Arc<Runtime>>,
-    Path(name): Path<String>,
-) -> (StatusCode, Json<Value>) {
-    match runtime.active(&name) {
+async fn release(State(host): State<Host>, Path(name): Path<String>) -> (StatusCode, Json<Value>) {
+    match host.runtime.active(&name) {
         Some(plugin) => {
             plugin.release();
             tracing::info!(plugin = %name, "quarantine released");
@@ -110,5 +149,20 @@ async fn release(
                 json!({ "title": "plugin not found", "detail": format!("no plugin named '{name}' is installed") }),
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn store_passwords_never_reach_messages() {
+        assert_eq!(
+            super::redact_url("postgres://rebound:s3cret@db:5432/rebound"),
+            "postgres://rebound:***@db:5432/rebound"
+        );
+        assert_eq!(
+            super::redact_url("sqlite://rebound.db"),
+            "sqlite://rebound.db"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The docs' runnable examples: every ```sh block of
 //! docs/plugin-authoring.md runs as written, in order, in a scratch folder
-//! with the built `rebound` on PATH; and `rebound serve` answers with the
-//! packaged plugin.
+//! with the built `rebound` on PATH; and `rebound serve` starts on its
+//! embedded SQLite default and answers with the packaged plugin.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -120,11 +120,17 @@ fn the_plugin_authoring_commands_work_as_written() {
         })
         .expect("serve prints its address");
     let health = http(&addr, "GET", "/healthz");
+    let ready = http(&addr, "GET", "/readyz");
     let plugins = http(&addr, "GET", "/api/v1/plugins");
     let missing = http(&addr, "POST", "/api/v1/plugins/nope/release");
     let _ = server.kill();
     let _ = server.wait();
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(
+        scratch.path().join("rebound.db").is_file(),
+        "the embedded SQLite store is created on first start"
+    );
     assert!(plugins.contains("\"name\":\"example\""), "{plugins}");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 }
