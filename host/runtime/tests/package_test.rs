@@ -196,3 +196,59 @@ async fn installing_a_new_build_swaps_atomically_and_calls_in_flight_finish_on_t
         .await
         .expect("new calls run on the second build");
 }
+
+/// Rename every occurrence of one name inside a component (same length, so
+/// the binary stays well-formed): how a plugin built against another
+/// contract, or importing something else, looks to the host.
+fn renamed(wasm: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = wasm.to_vec();
+    let mut found = 0;
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from.as_bytes() {
+            out[i..i + from.len()].copy_from_slice(to.as_bytes());
+            found += 1;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    assert!(found > 0, "{from} not found in the component");
+    out
+}
+
+#[tokio::test]
+async fn a_component_exporting_another_contract_version_is_refused() {
+    let wasm = renamed(
+        &wasm("example"),
+        "rebound:provider/provider@0.1.0",
+        "rebound:provider/provider@0.2.0",
+    );
+    let pkg =
+        PluginPackage::build(&template("example"), wasm, Some(&publisher_key())).expect("build");
+    let err = refused(pkg).await;
+    assert!(matches!(err, LoadError::IncompatibleWit { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("targets rebound:provider 0.2.0") && text.contains("supported: 0.1.x"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_component_importing_what_plugins_are_not_granted_is_refused() {
+    let wasm = renamed(
+        &wasm("example"),
+        "wasi:cli/stdin@0.2.12",
+        "wasi:xyz/stdin@0.2.12",
+    );
+    let pkg =
+        PluginPackage::build(&template("example"), wasm, Some(&publisher_key())).expect("build");
+    let err = refused(pkg).await;
+    assert!(matches!(err, LoadError::ForbiddenImport { .. }), "{err}");
+    assert!(
+        err.to_string().contains("imports `wasi:xyz/stdin@0.2.12`"),
+        "{err}"
+    );
+}
