@@ -3,6 +3,8 @@
 //! - `rebound serve` — the host service (today: the plugin runtime with the
 //!   plugins of a folder, `/healthz` and `/api/v1/plugins`).
 //! - `rebound plugin keygen|package|inspect` — the plugin author's tools.
+//! - `rebound mover` — the mover agent: one disk image served to the data
+//!   mover (ranged reads/writes, block digests) behind a transfer token.
 //! - `rebound demo` — the guided demo against the lab (`cargo xtask demo`).
 #![deny(rust_2018_idioms)]
 
@@ -32,12 +34,54 @@ enum Command {
     /// Plugin author and operator tools.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
+    /// Serve one disk image to the data mover (the mover agent).
+    Mover(MoverArgs),
     /// Run the demo against the lab's simulated sites.
     Demo {
         /// Folder of built plugins (`cargo xtask build-plugins` fills it).
         #[arg(long, env = "REBOUND_PLUGIN_DIR")]
         plugins: PathBuf,
     },
+}
+
+/// The mover agent's settings. The transfer token comes from the
+/// environment, never the command line, so it stays out of process lists.
+#[derive(clap::Args)]
+struct MoverArgs {
+    /// The disk image to serve (a raw file).
+    #[arg(long)]
+    disk: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// Accept writes (an import target); without it the disk is read-only.
+    #[arg(long)]
+    writable: bool,
+}
+
+async fn mover(args: MoverArgs) -> anyhow::Result<()> {
+    let token = std::env::var("REBOUND_MOVER_TOKEN").map_err(|_| {
+        anyhow::anyhow!("set REBOUND_MOVER_TOKEN to the transfer token clients will present")
+    })?;
+    if token.len() < 16 {
+        anyhow::bail!("REBOUND_MOVER_TOKEN must be at least 16 characters");
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    eprintln!(
+        "rebound mover serving {} on http://{}/disk",
+        args.disk.display(),
+        listener.local_addr()?
+    );
+    rebound_datamover::agent::serve(
+        listener,
+        rebound_datamover::agent::AgentConfig {
+            path: args.disk,
+            token,
+            writable: args.writable,
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 #[tokio::main]
@@ -59,6 +103,7 @@ async fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args).await,
         Command::Plugin(cmd) => plugin_cmd::run(cmd).await,
         Command::Demo { plugins } => demo::run(&plugins).await,
+        Command::Mover(args) => mover(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
