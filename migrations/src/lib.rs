@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod m20261124_000001_initial;
+mod m20261124_000002_step_io;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -13,6 +14,9 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_initial::Migration)]
+        vec![
+            Box::new(m20261124_000001_initial::Migration),
+            Box::new(m20261124_000002_step_io::Migration),
+        ]
     }
 }

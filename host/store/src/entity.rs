@@ -1,6 +1,6 @@
-//! sea-orm entities for the tables of `migrations/` this crate reads and
-//! writes (the `steps` table is created for the engine, which is not built yet).
+//! sea-orm entities, one per table of `migrations/`.
 
 pub mod audit;
 pub mod plan;
 pub mod run;
+pub mod step;

@@ -19,14 +19,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rebound_domain::{Lifecycle, PlanDocument, PlanError, PlanState, Workflow};
 use rebound_migrations::Migrator;
 use rebound_migrations::MigratorTrait;
-use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
     DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 
-use entity::{audit, plan, run};
+use entity::{audit, plan, run, step};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,42 @@ pub struct RunRecord {
     pub idempotency_key: Option<String>,
     pub lease_owner: Option<String>,
     pub lease_expires_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// A step to create with its run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewStep {
+    pub name: String,
+    pub input: serde_json::Value,
+}
+
+/// A stored step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    pub run: String,
+    pub seq: i32,
+    pub name: String,
+    pub status: StepStatus,
+    /// `<run>/<seq>`: the same for every attempt, so a resumed step never
+    /// repeats a provider side effect.
+    pub idempotency_key: String,
+    /// The long operation being polled, persisted before polling starts.
+    pub operation: Option<serde_json::Value>,
+    pub attempts: i32,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub error: Option<String>,
+    pub input: serde_json::Value,
+    pub output: Option<serde_json::Value>,
 }
 
 /// One audit entry.
@@ -328,14 +364,28 @@ impl Store {
         Ok(revision + 1)
     }
 
-    /// Create a run; with an idempotency key, the same key returns the run
-    /// it created the first time.
+    /// Create a run without steps; see [`Self::create_run_with_steps`].
     pub async fn create_run(
         &self,
         plan_name: &str,
         workflow: Workflow,
         idempotency_key: Option<&str>,
         principal: &str,
+    ) -> Result<RunRecord, StoreError> {
+        self.create_run_with_steps(plan_name, workflow, idempotency_key, principal, &[])
+            .await
+    }
+
+    /// Create a run and its planned steps in one transaction; with an
+    /// idempotency key, the same key returns the run it created the first
+    /// time.
+    pub async fn create_run_with_steps(
+        &self,
+        plan_name: &str,
+        workflow: Workflow,
+        idempotency_key: Option<&str>,
+        principal: &str,
+        steps: &[NewStep],
     ) -> Result<RunRecord, StoreError> {
         if let Some(key) = idempotency_key
             && let Some(existing) = self.run_by_key(key).await?
@@ -364,6 +414,26 @@ impl Store {
         .await;
         match inserted {
             Ok(row) => {
+                for (seq, new) in steps.iter().enumerate() {
+                    let seq = i32::try_from(seq)
+                        .map_err(|_| StoreError::Conflict("too many steps".into()))?;
+                    step::ActiveModel {
+                        run: Set(id.clone()),
+                        seq: Set(seq),
+                        name: Set(new.name.clone()),
+                        status: Set("pending".into()),
+                        idempotency_key: Set(format!("{id}/{seq}")),
+                        operation: Set(None),
+                        attempts: Set(0),
+                        started_at: Set(None),
+                        finished_at: Set(None),
+                        error: Set(None),
+                        input: Set(new.input.to_string()),
+                        output: Set(None),
+                    }
+                    .insert(&tx)
+                    .await?;
+                }
                 audit_in(
                     &tx,
                     principal,
@@ -540,6 +610,61 @@ impl Store {
         Ok(())
     }
 
+    /// A run's steps in order.
+    pub async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
+        step::Entity::find()
+            .filter(step::Column::Run.eq(run_id))
+            .order_by_asc(step::Column::Seq)
+            .all(&self.db)
+            .await?
+            .iter()
+            .map(decode_step)
+            .collect()
+    }
+
+    /// Save a step's progress as the holder of its run's lease, in one
+    /// statement: a replica that lost the lease cannot overwrite the work of
+    /// the one that took over.
+    pub async fn save_step(&self, owner: &str, record: &StepRecord) -> Result<(), StoreError> {
+        let status = serde_json::to_value(record.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let held = Query::select()
+            .expr(Expr::val(1))
+            .from(run::Entity)
+            .and_where(Expr::col((run::Entity, run::Column::Id)).eq(record.run.clone()))
+            .and_where(Expr::col((run::Entity, run::Column::LeaseOwner)).eq(owner))
+            .to_owned();
+        let saved = step::Entity::update_many()
+            .col_expr(step::Column::Status, Expr::value(status))
+            .col_expr(
+                step::Column::Operation,
+                Expr::value(record.operation.as_ref().map(ToString::to_string)),
+            )
+            .col_expr(step::Column::Attempts, Expr::value(record.attempts))
+            .col_expr(step::Column::StartedAt, Expr::value(record.started_at_ms))
+            .col_expr(step::Column::FinishedAt, Expr::value(record.finished_at_ms))
+            .col_expr(step::Column::Error, Expr::value(record.error.clone()))
+            .col_expr(
+                step::Column::Output,
+                Expr::value(record.output.as_ref().map(ToString::to_string)),
+            )
+            .filter(step::Column::Run.eq(record.run.clone()))
+            .filter(step::Column::Seq.eq(record.seq))
+            .filter(Expr::exists(held))
+            .exec(&self.db)
+            .await?;
+        if saved.rows_affected == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "step {} of run '{}' was not saved: '{owner}' no longer holds the run's lease",
+                record.seq, record.run
+            )))
+        }
+    }
+
     /// Append to the audit log.
     pub async fn audit(
         &self,
@@ -578,6 +703,40 @@ impl Store {
     pub async fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
         self.db.execute_unprepared(sql).await?;
         Ok(())
+    }
+}
+
+/// Fresh databases for tests, shared by the crates whose suites run on
+/// both backends.
+#[doc(hidden)]
+pub mod testing {
+    use super::{Store, StoreError};
+
+    /// A fresh PostgreSQL database on the server `REBOUND_TEST_POSTGRES_URL`
+    /// names, or `None` (and a note) when it is unset. With
+    /// `REBOUND_REQUIRE_POSTGRES` set (as in CI) an unset URL is an error.
+    pub async fn fresh_postgres() -> Result<Option<Store>, StoreError> {
+        let Ok(admin) = std::env::var("REBOUND_TEST_POSTGRES_URL") else {
+            if std::env::var_os("REBOUND_REQUIRE_POSTGRES").is_some() {
+                return Err(StoreError::Conflict(
+                    "REBOUND_REQUIRE_POSTGRES is set but REBOUND_TEST_POSTGRES_URL is not".into(),
+                ));
+            }
+            eprintln!("REBOUND_TEST_POSTGRES_URL unset: PostgreSQL case skipped");
+            return Ok(None);
+        };
+        let name = format!("rebound_test_{:016x}", rand::random::<u64>());
+        Store::connect_admin(&admin)
+            .await?
+            .execute_raw(&format!("CREATE DATABASE {name}"))
+            .await?;
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        Store::connect(&format!("{base}/{name}")).await.map(Some)
+    }
+
+    /// A fresh SQLite file in `dir`.
+    pub async fn fresh_sqlite(dir: &std::path::Path) -> Result<Store, StoreError> {
+        Store::connect(&format!("sqlite://{}", dir.join("rebound.db").display())).await
     }
 }
 
@@ -623,6 +782,28 @@ fn decode_plan(row: &plan::Model) -> Result<PlanRecord, StoreError> {
         lifecycle: serde_json::from_str(&row.lifecycle)
             .map_err(|e| corrupt(format!("lifecycle of plan '{}'", row.name), e))?,
         revision: row.revision,
+    })
+}
+
+fn decode_step(row: &step::Model) -> Result<StepRecord, StoreError> {
+    let what = || format!("step {} of run '{}'", row.seq, row.run);
+    let json = |text: &str| {
+        serde_json::from_str::<serde_json::Value>(text).map_err(|e| corrupt(what(), e))
+    };
+    Ok(StepRecord {
+        run: row.run.clone(),
+        seq: row.seq,
+        name: row.name.clone(),
+        status: serde_json::from_value(serde_json::Value::String(row.status.clone()))
+            .map_err(|e| corrupt(what(), e))?,
+        idempotency_key: row.idempotency_key.clone(),
+        operation: row.operation.as_deref().map(json).transpose()?,
+        attempts: row.attempts,
+        started_at_ms: row.started_at,
+        finished_at_ms: row.finished_at,
+        error: row.error.clone(),
+        input: json(&row.input)?,
+        output: row.output.as_deref().map(json).transpose()?,
     })
 }
 

@@ -16,32 +16,16 @@ fn plan() -> PlanDocument {
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tmp");
-    let url = format!("sqlite://{}", dir.path().join("rebound.db").display());
-    (Store::connect(&url).await.expect("sqlite store"), dir)
+    let store = rebound_store::testing::fresh_sqlite(dir.path())
+        .await
+        .expect("sqlite store");
+    (store, dir)
 }
 
 async fn postgres() -> Option<Store> {
-    let Ok(admin) = std::env::var("REBOUND_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var_os("REBOUND_REQUIRE_POSTGRES").is_none(),
-            "REBOUND_REQUIRE_POSTGRES is set but REBOUND_TEST_POSTGRES_URL is not"
-        );
-        eprintln!("REBOUND_TEST_POSTGRES_URL unset: PostgreSQL case skipped");
-        return None;
-    };
-    let name = format!("rebound_test_{:016x}", rand::random::<u64>());
-    let conn = Store::connect_admin(&admin)
+    rebound_store::testing::fresh_postgres()
         .await
-        .expect("admin connection");
-    conn.execute_raw(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create database");
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    Some(
-        Store::connect(&format!("{base}/{name}"))
-            .await
-            .expect("postgres store"),
-    )
+        .expect("postgres store")
 }
 
 /// Run each check on SQLite and on PostgreSQL.
