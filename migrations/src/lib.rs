@@ -6,6 +6,7 @@
 
 mod m20261124_000001_initial;
 mod m20261124_000002_step_io;
+mod m20261124_000003_run_lifecycle;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_initial::Migration),
             Box::new(m20261124_000002_step_io::Migration),
+            Box::new(m20261124_000003_run_lifecycle::Migration),
         ]
     }
 }

@@ -11,10 +11,16 @@
 //!   holder of the lease either polls the persisted handle or calls `start`
 //!   again with the same key.
 //!
-//! Steps run in order today; planning steps from a protection plan (and
-//! running a tier's steps in parallel) is the next layer.
+//! [`plan_steps`] derives each workflow's steps from a plan and its
+//! lifecycle; a run started with `Store::start_workflow` moves the plan's
+//! lifecycle when it finishes. Steps run one after another today (a tier's
+//! steps could run in parallel).
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
+
+mod planner;
+
+pub use planner::plan_steps;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -153,31 +159,55 @@ impl Executor {
         {
             return Ok(Outcome::LeaseLost);
         }
-        for mut step in self.store.steps(&run.id).await? {
-            match self.step(&mut step).await? {
+        let mut steps = self.store.steps(&run.id).await?;
+        let mut outcome = Outcome::Succeeded;
+        for step in &mut steps {
+            match self.step(step).await? {
                 Flow::Next => {}
-                Flow::Stop(outcome) => {
-                    if let Outcome::Failed { .. } = outcome
-                        && !self.keep(
-                            self.store
-                                .set_run_status(&run.id, owner, RunStatus::Failed)
-                                .await,
-                        )?
-                    {
-                        return Ok(Outcome::LeaseLost);
-                    }
-                    return Ok(outcome);
+                Flow::Stop(Outcome::LeaseLost) => return Ok(Outcome::LeaseLost),
+                Flow::Stop(stopped) => {
+                    outcome = stopped;
+                    break;
                 }
             }
         }
-        if !self.keep(
-            self.store
-                .set_run_status(&run.id, owner, RunStatus::Succeeded)
-                .await,
-        )? {
-            return Ok(Outcome::LeaseLost);
+        let succeeded = outcome == Outcome::Succeeded;
+        if run.lifecycle {
+            // A fence step reports whether the old primary can no longer
+            // write; a planned promotion needs that before it counts.
+            let fenced = steps.iter().any(|s| {
+                s.input["action"] == "fence"
+                    && s.status == StepStatus::Succeeded
+                    && s.output.as_ref().is_some_and(|o| o["fenced"] == true)
+            });
+            match self
+                .store
+                .finish_workflow(&run.id, owner, succeeded, fenced)
+                .await
+            {
+                Ok(RunStatus::Succeeded) => Ok(outcome),
+                Ok(_) if succeeded => Ok(Outcome::Failed {
+                    step: -1,
+                    error: "the plan's lifecycle refused the result (see the audit log)".into(),
+                }),
+                Ok(_) => Ok(outcome),
+                Err(StoreError::Conflict(reason)) => {
+                    tracing::warn!(owner = %owner, "stopping: {reason}");
+                    Ok(Outcome::LeaseLost)
+                }
+                Err(e) => Err(e.into()),
+            }
+        } else {
+            let status = if succeeded {
+                RunStatus::Succeeded
+            } else {
+                RunStatus::Failed
+            };
+            if !self.keep(self.store.set_run_status(&run.id, owner, status).await)? {
+                return Ok(Outcome::LeaseLost);
+            }
+            Ok(outcome)
         }
-        Ok(Outcome::Succeeded)
     }
 
     /// A store conflict means the lease is gone: stop, do not fail.

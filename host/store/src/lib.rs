@@ -39,6 +39,8 @@ pub enum StoreError {
     NotFound { kind: &'static str, id: String },
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error(transparent)]
+    Transition(#[from] rebound_domain::TransitionError),
     #[error("stored {what} is unreadable ({reason}); was the database edited by hand?")]
     Corrupt { what: String, reason: String },
 }
@@ -93,6 +95,9 @@ pub struct RunRecord {
     pub idempotency_key: Option<String>,
     pub lease_owner: Option<String>,
     pub lease_expires_at_ms: Option<i64>,
+    /// Started by [`Store::start_workflow`]: finishing it moves the plan's
+    /// lifecycle.
+    pub lifecycle: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -337,21 +342,8 @@ impl Store {
         principal: &str,
         action: &str,
     ) -> Result<i64, StoreError> {
-        let text = serde_json::to_string(lifecycle).map_err(|e| corrupt("lifecycle", e))?;
         let tx = self.db.begin().await?;
-        let updated = plan::Entity::update_many()
-            .col_expr(plan::Column::Lifecycle, Expr::value(text))
-            .col_expr(plan::Column::Revision, Expr::value(revision + 1))
-            .col_expr(plan::Column::UpdatedAt, Expr::value(now_ms()))
-            .filter(plan::Column::Name.eq(name))
-            .filter(plan::Column::Revision.eq(revision))
-            .exec(&tx)
-            .await?;
-        if updated.rows_affected != 1 {
-            return Err(StoreError::Conflict(format!(
-                "plan '{name}' changed since revision {revision}; reload it and retry"
-            )));
-        }
+        update_lifecycle(&tx, name, lifecycle, revision).await?;
         audit_in(
             &tx,
             principal,
@@ -387,6 +379,41 @@ impl Store {
         principal: &str,
         steps: &[NewStep],
     ) -> Result<RunRecord, StoreError> {
+        self.create(
+            plan_name,
+            workflow,
+            idempotency_key,
+            principal,
+            steps,
+            false,
+        )
+        .await
+    }
+
+    /// Start a workflow on a plan: begin its lifecycle transition (refused
+    /// with the reason when illegal) and create the run with its steps, in
+    /// one transaction. The same idempotency key returns the same run.
+    pub async fn start_workflow(
+        &self,
+        plan_name: &str,
+        workflow: Workflow,
+        idempotency_key: Option<&str>,
+        principal: &str,
+        steps: &[NewStep],
+    ) -> Result<RunRecord, StoreError> {
+        self.create(plan_name, workflow, idempotency_key, principal, steps, true)
+            .await
+    }
+
+    async fn create(
+        &self,
+        plan_name: &str,
+        workflow: Workflow,
+        idempotency_key: Option<&str>,
+        principal: &str,
+        steps: &[NewStep],
+        lifecycle: bool,
+    ) -> Result<RunRecord, StoreError> {
         if let Some(key) = idempotency_key
             && let Some(existing) = self.run_by_key(key).await?
         {
@@ -398,6 +425,26 @@ impl Store {
         let id = format!("run-{}", hex::encode(bytes));
         let now = now_ms();
         let tx = self.db.begin().await?;
+        if lifecycle {
+            let row = plan::Entity::find_by_id(plan_name.to_owned())
+                .one(&tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: "plan",
+                    id: plan_name.to_owned(),
+                })?;
+            let mut current = decode_plan(&row)?.lifecycle;
+            current.begin(workflow)?;
+            update_lifecycle(&tx, plan_name, &current, row.revision).await?;
+            audit_in(
+                &tx,
+                principal,
+                &format!("plan.{workflow}.begin"),
+                plan_name,
+                serde_json::json!({"state": current.state, "epoch": current.epoch}),
+            )
+            .await?;
+        }
         let inserted = run::ActiveModel {
             id: Set(id.clone()),
             plan: Set(plan_name.to_owned()),
@@ -409,6 +456,7 @@ impl Store {
             created_at: Set(now),
             updated_at: Set(now),
             finished_at: Set(None),
+            lifecycle: Set(lifecycle),
         }
         .insert(&tx)
         .await;
@@ -665,6 +713,79 @@ impl Store {
         }
     }
 
+    /// Finish a lifecycle run as its lease holder: finish the plan's
+    /// transition and the run in one transaction. A success the lifecycle
+    /// refuses (a planned promotion whose old primary was not fenced) is
+    /// rolled back instead and the run fails. Returns the run's status.
+    pub async fn finish_workflow(
+        &self,
+        run_id: &str,
+        owner: &str,
+        succeeded: bool,
+        old_primary_fenced: bool,
+    ) -> Result<RunStatus, StoreError> {
+        let tx = self.db.begin().await?;
+        let run = run::Entity::find_by_id(run_id.to_owned())
+            .one(&tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "run",
+                id: run_id.to_owned(),
+            })?;
+        if run.lease_owner.as_deref() != Some(owner) {
+            return Err(StoreError::Conflict(format!(
+                "run '{run_id}' is not leased by '{owner}'"
+            )));
+        }
+        let record = decode_run(&run)?;
+        let plan_row = plan::Entity::find_by_id(run.plan.clone())
+            .one(&tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "plan",
+                id: run.plan.clone(),
+            })?;
+        let mut lifecycle = decode_plan(&plan_row)?.lifecycle;
+        let mut status = if succeeded {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        };
+        let mut refusal = None;
+        if let Err(e) = lifecycle.finish(record.workflow, succeeded, old_primary_fenced) {
+            refusal = Some(e.to_string());
+            lifecycle.finish(record.workflow, false, false)?;
+            status = RunStatus::Failed;
+        }
+        update_lifecycle(&tx, &run.plan, &lifecycle, plan_row.revision).await?;
+        let now = now_ms();
+        run::Entity::update_many()
+            .col_expr(run::Column::Status, Expr::value(status.as_str()))
+            .col_expr(run::Column::UpdatedAt, Expr::value(now))
+            .col_expr(run::Column::FinishedAt, Expr::value(now))
+            .col_expr(run::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(
+                run::Column::LeaseExpiresAt,
+                Expr::value(Option::<i64>::None),
+            )
+            .filter(run::Column::Id.eq(run_id))
+            .exec(&tx)
+            .await?;
+        audit_in(
+            &tx,
+            owner,
+            &format!("plan.{}.finish", record.workflow),
+            &run.plan,
+            serde_json::json!({
+                "run": run_id, "status": status, "state": lifecycle.state,
+                "epoch": lifecycle.epoch, "primary": lifecycle.primary, "refused": refusal,
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(status)
+    }
+
     /// Append to the audit log.
     pub async fn audit(
         &self,
@@ -738,6 +859,30 @@ pub mod testing {
     pub async fn fresh_sqlite(dir: &std::path::Path) -> Result<Store, StoreError> {
         Store::connect(&format!("sqlite://{}", dir.join("rebound.db").display())).await
     }
+}
+
+/// Compare-and-set a plan's lifecycle at `revision`.
+async fn update_lifecycle(
+    db: &impl ConnectionTrait,
+    name: &str,
+    lifecycle: &Lifecycle,
+    revision: i64,
+) -> Result<(), StoreError> {
+    let text = serde_json::to_string(lifecycle).map_err(|e| corrupt("lifecycle", e))?;
+    let updated = plan::Entity::update_many()
+        .col_expr(plan::Column::Lifecycle, Expr::value(text))
+        .col_expr(plan::Column::Revision, Expr::value(revision + 1))
+        .col_expr(plan::Column::UpdatedAt, Expr::value(now_ms()))
+        .filter(plan::Column::Name.eq(name))
+        .filter(plan::Column::Revision.eq(revision))
+        .exec(db)
+        .await?;
+    if updated.rows_affected != 1 {
+        return Err(StoreError::Conflict(format!(
+            "plan '{name}' changed since revision {revision}; reload it and retry"
+        )));
+    }
+    Ok(())
 }
 
 async fn audit_in(
@@ -818,5 +963,6 @@ fn decode_run(row: &run::Model) -> Result<RunRecord, StoreError> {
         idempotency_key: row.idempotency_key.clone(),
         lease_owner: row.lease_owner.clone(),
         lease_expires_at_ms: row.lease_expires_at,
+        lifecycle: row.lifecycle,
     })
 }

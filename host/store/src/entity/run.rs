@@ -16,6 +16,8 @@ pub struct Model {
     pub created_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
+    /// Whether finishing this run finishes its plan's lifecycle transition.
+    pub lifecycle: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,104 @@
+//! The exact step plan of each workflow, derived from a plan and its
+//! lifecycle (what a dry-run shows): which action on which site for which
+//! workload, in recovery order. Every step's input names an `action` the
+//! provider side executes.
+
+use rebound_domain::{Lifecycle, PlanDocument, Workflow};
+use rebound_store::NewStep;
+use serde_json::{Value, json};
+
+fn step(name: String, input: Value) -> NewStep {
+    NewStep { name, input }
+}
+
+/// The steps of `workflow` for `plan` in its current `lifecycle`.
+pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow) -> Vec<NewStep> {
+    let (primary, standby) = (lifecycle.primary.as_str(), lifecycle.standby.as_str());
+    // A validated plan has no cycle; fall back to listing order otherwise.
+    let tiers = plan
+        .tiers()
+        .unwrap_or_else(|_| vec![plan.workloads.iter().map(|w| w.id.clone()).collect()]);
+    let all: Vec<&str> = tiers.iter().flatten().map(String::as_str).collect();
+    let mut steps = Vec::new();
+
+    let sync = |steps: &mut Vec<NewStep>, from: &str, to: &str| {
+        for w in &all {
+            steps.push(step(
+                format!("snapshot {w} on {from}"),
+                json!({"action": "snapshot", "site": from, "workload": w}),
+            ));
+            steps.push(step(
+                format!("replicate {w} {from} → {to} (changed blocks only)"),
+                json!({"action": "replicate", "from": from, "to": to, "workload": w, "delta": true}),
+            ));
+        }
+    };
+    let fence = |steps: &mut Vec<NewStep>, site: &str, best_effort: bool| {
+        steps.push(step(
+            format!("fence {} on {site}", all.join(", ")),
+            json!({"action": "fence", "site": site, "workloads": all, "best_effort": best_effort, "epoch": lifecycle.epoch + 1}),
+        ));
+    };
+    let recover = |steps: &mut Vec<NewStep>, site: &str, isolated: bool| {
+        for tier in &tiers {
+            for w in tier {
+                steps.push(step(
+                    format!("materialize {w} on {site}"),
+                    json!({"action": "materialize", "site": site, "workload": w, "isolated": isolated}),
+                ));
+            }
+            for w in tier {
+                steps.push(step(
+                    format!("health gate {w} on {site}"),
+                    json!({"action": "gate", "site": site, "workload": w}),
+                ));
+            }
+        }
+    };
+    let redirect = |steps: &mut Vec<NewStep>, site: &str| {
+        if let Some(r) = &plan.redirect {
+            for weight in &r.canary {
+                steps.push(step(
+                    format!("redirect {weight}% to {site}"),
+                    json!({"action": "redirect", "site": site, "weight": weight, "gate": r.gate}),
+                ));
+            }
+        }
+    };
+
+    match workflow {
+        // Unplanned: the primary may be gone, so fencing is best effort and
+        // the lifecycle remembers an unconfirmed fence.
+        Workflow::Failover => {
+            fence(&mut steps, primary, true);
+            recover(&mut steps, standby, false);
+            redirect(&mut steps, standby);
+        }
+        Workflow::Reprotect => sync(&mut steps, primary, standby),
+        // Planned: final delta sync, fence, verified recovery, canary.
+        Workflow::Failback | Workflow::Migration => {
+            sync(&mut steps, primary, standby);
+            fence(&mut steps, primary, false);
+            recover(&mut steps, standby, false);
+            redirect(&mut steps, standby);
+        }
+        Workflow::RollbackMigration => {
+            fence(&mut steps, primary, false);
+            recover(&mut steps, standby, false);
+            redirect(&mut steps, standby);
+        }
+        Workflow::CommitMigration => steps.push(step(
+            format!("clean up the migration source on {standby}"),
+            json!({"action": "cleanup", "site": standby, "scope": "migration-source"}),
+        )),
+        Workflow::PermanentFailover => sync(&mut steps, primary, standby),
+        Workflow::Drill => {
+            recover(&mut steps, standby, true);
+            steps.push(step(
+                format!("tear down the drill sandbox on {standby}"),
+                json!({"action": "cleanup", "site": standby, "scope": "drill"}),
+            ));
+        }
+    }
+    steps
+}

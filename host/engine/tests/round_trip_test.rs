@@ -1,0 +1,266 @@
+//! Workflows through the engine: failover → reprotect → failback, a drill
+//! and a migration, each planned from the plan, run by the executor against
+//! an in-process provider, and moving the plan's lifecycle — on SQLite and
+//! PostgreSQL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use rebound_domain::{PlanDocument, PlanState, Workflow};
+use rebound_engine::{
+    Executor, ExecutorConfig, Outcome, Progress, Started, StepError, StepRunner, plan_steps,
+};
+use rebound_store::{RunStatus, StepRecord, Store, StoreError};
+use serde_json::{Value, json};
+
+const PLAN: &str = include_str!("../../../docs/examples/plan.yaml");
+
+/// Acts at once, counting actions by idempotency key; its fences can be
+/// made to fail to confirm.
+#[derive(Default)]
+struct Provider {
+    actions: Mutex<HashMap<String, String>>,
+    fence_unconfirmed: bool,
+}
+
+impl StepRunner for Provider {
+    fn start<'a>(&'a self, step: &'a StepRecord) -> BoxFuture<'a, Result<Started, StepError>> {
+        Box::pin(async move {
+            let action = step.input["action"].as_str().unwrap_or_default().to_owned();
+            self.actions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(step.idempotency_key.clone(), action.clone());
+            Ok(Started::Done(match action.as_str() {
+                "fence" => json!({ "fenced": !self.fence_unconfirmed }),
+                _ => json!({ "ok": true }),
+            }))
+        })
+    }
+
+    fn poll<'a>(
+        &'a self,
+        _: &'a StepRecord,
+        _: &'a Value,
+    ) -> BoxFuture<'a, Result<Progress, StepError>> {
+        Box::pin(async { Ok(Progress::Running) })
+    }
+}
+
+async fn run(
+    store: &Store,
+    provider: Arc<Provider>,
+    workflow: Workflow,
+) -> Result<Outcome, StoreError> {
+    let plan = store.plan("shop").await?;
+    let steps = plan_steps(&plan.document, &plan.lifecycle, workflow);
+    store
+        .start_workflow("shop", workflow, None, "operator", &steps)
+        .await?;
+    let executor = Executor::new(
+        store.clone(),
+        provider,
+        ExecutorConfig {
+            lease: Duration::from_secs(10),
+            ..ExecutorConfig::new("host-a")
+        },
+    );
+    let (_, outcome) = executor
+        .work_once()
+        .await
+        .map_err(|e| StoreError::Conflict(e.to_string()))?
+        .expect("the run just started");
+    Ok(outcome)
+}
+
+async fn round_trip(store: Store) {
+    store
+        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
+        .await
+        .expect("plan");
+    let provider = Arc::new(Provider::default());
+
+    assert_eq!(
+        run(&store, provider.clone(), Workflow::Failover)
+            .await
+            .expect("failover"),
+        Outcome::Succeeded
+    );
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (l.state, l.primary.as_str(), l.epoch),
+        (PlanState::FailedOver, "kubevirt-west", 2)
+    );
+
+    let err = run(&store, provider.clone(), Workflow::Failback)
+        .await
+        .expect_err("reprotect first");
+    assert!(err.to_string().contains("run reprotect first"), "{err}");
+
+    assert_eq!(
+        run(&store, provider.clone(), Workflow::Reprotect)
+            .await
+            .expect("reprotect"),
+        Outcome::Succeeded
+    );
+    assert_eq!(
+        store.plan("shop").await.expect("plan").lifecycle.state,
+        PlanState::ReadyForFailback
+    );
+
+    assert_eq!(
+        run(&store, provider.clone(), Workflow::Drill)
+            .await
+            .expect("drill"),
+        Outcome::Succeeded
+    );
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (l.state, l.drilling),
+        (PlanState::ReadyForFailback, false),
+        "a drill changes no state"
+    );
+
+    assert_eq!(
+        run(&store, provider.clone(), Workflow::Failback)
+            .await
+            .expect("failback"),
+        Outcome::Succeeded
+    );
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (l.state, l.primary.as_str(), l.standby.as_str(), l.epoch),
+        (PlanState::Protected, "openstack-east", "kubevirt-west", 3)
+    );
+
+    // Every planned step of the four runs reached the provider.
+    let actions = provider
+        .actions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .len();
+    assert!(actions > 20, "every step acted ({actions})");
+}
+
+async fn an_unconfirmed_fence_keeps_a_failback_from_promoting(store: Store) {
+    store
+        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
+        .await
+        .expect("plan");
+    let good = Arc::new(Provider::default());
+    run(&store, good.clone(), Workflow::Failover)
+        .await
+        .expect("failover");
+    run(&store, good, Workflow::Reprotect)
+        .await
+        .expect("reprotect");
+
+    let stubborn = Arc::new(Provider {
+        fence_unconfirmed: true,
+        ..Provider::default()
+    });
+    let outcome = run(&store, stubborn, Workflow::Failback)
+        .await
+        .expect("failback ran");
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (l.state, l.primary.as_str(), l.epoch),
+        (PlanState::ReadyForFailback, "kubevirt-west", 2),
+        "the last good copy stays primary"
+    );
+    let runs = store.audit_log(50).await.expect("audit");
+    assert!(
+        runs.iter()
+            .any(|e| e.action == "plan.failback.finish" && e.detail["refused"].is_string()),
+        "the refusal is audited"
+    );
+}
+
+async fn the_failover_plan_recovers_tier_by_tier(store: Store) {
+    let plan = PlanDocument::from_yaml(PLAN).expect("plan");
+    let record = store.put_plan(&plan, "operator").await.expect("plan");
+    let steps = plan_steps(&plan, &record.lifecycle, Workflow::Failover);
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "fence db-1, app-1, web-1 on openstack-east",
+            "materialize db-1 on kubevirt-west",
+            "health gate db-1 on kubevirt-west",
+            "materialize app-1 on kubevirt-west",
+            "health gate app-1 on kubevirt-west",
+            "materialize web-1 on kubevirt-west",
+            "health gate web-1 on kubevirt-west",
+            "redirect 10% to kubevirt-west",
+            "redirect 50% to kubevirt-west",
+            "redirect 100% to kubevirt-west",
+        ]
+    );
+    assert_eq!(
+        steps[0].input["best_effort"], true,
+        "an unplanned failover cannot wait for a dead primary"
+    );
+    let run = store
+        .start_workflow(
+            "shop",
+            Workflow::Failover,
+            Some("pager-42"),
+            "operator",
+            &steps,
+        )
+        .await
+        .expect("run");
+    let again = store
+        .start_workflow(
+            "shop",
+            Workflow::Failover,
+            Some("pager-42"),
+            "operator",
+            &steps,
+        )
+        .await
+        .expect("same key, same run");
+    assert_eq!(run.id, again.id);
+    assert_eq!(
+        store.steps(&run.id).await.expect("steps").len(),
+        steps.len()
+    );
+    assert_eq!(
+        store.run(&run.id).await.expect("run").status,
+        RunStatus::Pending
+    );
+}
+
+macro_rules! on_both_backends {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let dir = tempfile::tempdir().expect("tmp");
+                    let store = rebound_store::testing::fresh_sqlite(dir.path()).await.expect("store");
+                    super::$check(store).await;
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    if let Some(store) = rebound_store::testing::fresh_postgres().await.expect("postgres") {
+                        super::$check(store).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    round_trip,
+    an_unconfirmed_fence_keeps_a_failback_from_promoting,
+    the_failover_plan_recovers_tier_by_tier,
+);
