@@ -3,16 +3,27 @@
 //! plugin authors and the runtime's tests:
 //!
 //! - `GET /v1/health` → `{"version"}`
-//! - `GET /v1/vms` → the workloads
-//! - `POST /v1/snapshots` `{"vm_id","key","consistency"}` → 202 `{"id","status"}`;
-//!   a snapshot is `creating` for the configured latency, then `available`
+//! - `GET /v1/vms[?key=K]`, `GET /v1/vms/{id}`, `DELETE /v1/vms/{id}`
+//! - `POST /v1/vms` `{"key","name","from_snapshot","networks","labels","start"}`
+//!   → 202 `{"id","status"}`: a VM from a snapshot of this site, `building`
+//!   for the configured latency, then `active`
+//! - `POST /v1/vms/{id}/fence` / `…/unfence` `{"key","epoch"}`: stop the VM
+//!   and block its writes, recording the epoch; unfence under an older
+//!   epoch is refused with 409
+//! - `POST /v1/snapshots` `{"key","vm_id","consistency"}` or
+//!   `{"key","replica_of":{…the source snapshot…}}` → 202 `{"id","status"}`;
+//!   a snapshot (or received replica) is `creating` for the configured
+//!   latency, then `available`
 //! - `GET /v1/snapshots?key=K`, `GET /v1/snapshots/{id}`, `DELETE /v1/snapshots/{id}`
+//! - `GET /v1/routes/{name}`, `PUT /v1/routes/{name}` `{"key","backends":[{"backend","weight"}]}`:
+//!   traffic weights of a route
 //! - `GET /huge?bytes=N` → N bytes (default 100 MB), to exercise the
 //!   runtime's response cap
 //!
-//! Every `/v1` request needs `Authorization: Bearer <token>`. The site
-//! counts the snapshots it created per idempotency key, so tests can prove
-//! that no side effect happened twice.
+//! Every `/v1` request needs `Authorization: Bearer <token>`. Like most
+//! platforms the site does not deduplicate by key itself; it counts the
+//! mutating requests it served per idempotency key, so tests can prove that
+//! no side effect happened twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -24,9 +35,9 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// Options of a simulated example site.
@@ -77,22 +88,61 @@ fn random_token() -> String {
     hex::encode(bytes)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 struct Snapshot {
     id: String,
     vm_id: String,
     key: String,
     consistency: String,
+    /// When the data was captured (for a replica: at the source).
     created_at_ms: u64,
-    #[serde(skip)]
+    /// The VM as it was at capture time.
+    vm: Value,
+    /// The snapshot this is a replica of, as `<site>/<id>`.
+    replica_of: Option<String>,
     ready_at: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct Vm {
+    /// id, name, cpus, memory_mib, firmware, disks, nics, labels.
+    doc: Value,
+    /// The key it was created under (none for the seeded VMs).
+    key: Option<String>,
+    running: bool,
+    fenced: bool,
+    /// The highest fencing epoch recorded on the VM.
+    epoch: u64,
+    ready_at: Instant,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Route {
+    backends: BTreeMap<String, u8>,
+    /// The key of the last change.
+    key: Option<String>,
 }
 
 #[derive(Default)]
 struct Inner {
+    vms: BTreeMap<String, Vm>,
     snapshots: BTreeMap<String, Snapshot>,
-    creations: HashMap<String, usize>,
+    routes: BTreeMap<String, Route>,
+    /// Mutating requests per idempotency key.
+    effects: HashMap<String, usize>,
     next: u64,
+    down: bool,
+}
+
+impl Inner {
+    fn id(&mut self, prefix: &str) -> String {
+        self.next += 1;
+        format!("{prefix}-{}", self.next)
+    }
+
+    fn effect(&mut self, key: &str) {
+        *self.effects.entry(key.to_owned()).or_default() += 1;
+    }
 }
 
 struct Site {
@@ -127,18 +177,40 @@ impl ExampleSite {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let token = options.token.clone();
+        let mut inner = Inner::default();
+        for doc in &options.vms {
+            let id = doc["id"].as_str().unwrap_or_default().to_owned();
+            let running = doc["power"] == "running";
+            let mut doc = doc.clone();
+            if let Some(doc) = doc.as_object_mut() {
+                doc.remove("power");
+            }
+            let vm = Vm {
+                doc,
+                key: None,
+                running,
+                fenced: false,
+                epoch: 0,
+                ready_at: Instant::now(),
+            };
+            inner.vms.insert(id, vm);
+        }
         let site = Arc::new(Site {
             options,
-            inner: Mutex::default(),
+            inner: Mutex::new(inner),
         });
         let api = Router::new()
             .route("/v1/health", get(health))
-            .route("/v1/vms", get(vms))
+            .route("/v1/vms", get(find_vms).post(create_vm))
+            .route("/v1/vms/{id}", get(get_vm).delete(delete_vm))
+            .route("/v1/vms/{id}/fence", post(fence_vm))
+            .route("/v1/vms/{id}/unfence", post(unfence_vm))
             .route("/v1/snapshots", get(find_snapshots).post(create_snapshot))
             .route(
                 "/v1/snapshots/{id}",
                 get(get_snapshot).delete(delete_snapshot),
             )
+            .route("/v1/routes/{name}", get(get_route).put(put_route))
             .route_layer(middleware::from_fn_with_state(site.clone(), auth));
         let app = api.route("/huge", get(huge)).with_state(site.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -176,9 +248,33 @@ impl ExampleSite {
         format!("{scheme}://{}", self.addr)
     }
 
-    /// How many snapshots were created under each idempotency key.
-    pub fn creations(&self) -> HashMap<String, usize> {
-        self.site.inner().creations.clone()
+    /// How many mutating requests (create, fence, unfence, route change)
+    /// the site served under each idempotency key: a key seen twice is a
+    /// side effect repeated.
+    pub fn effects(&self) -> HashMap<String, usize> {
+        self.site.inner().effects.clone()
+    }
+
+    /// Take the whole site down (every `/v1` request answers 503) or bring
+    /// it back, like a site lost in a disaster.
+    pub fn set_down(&self, down: bool) {
+        self.site.inner().down = down;
+    }
+
+    /// The VMs the site has now, as `GET /v1/vms` renders them.
+    pub fn vms(&self) -> Vec<Value> {
+        let inner = self.site.inner();
+        inner.vms.values().map(render_vm).collect()
+    }
+
+    /// A route's backends and weights.
+    pub fn route(&self, name: &str) -> BTreeMap<String, u8> {
+        let inner = self.site.inner();
+        inner
+            .routes
+            .get(name)
+            .map(|r| r.backends.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -224,6 +320,9 @@ async fn auth(
     next: Next,
 ) -> Response {
     tokio::time::sleep(site.options.api_latency).await;
+    if site.inner().down {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "the site is down");
+    }
     let expected = format!("Bearer {}", site.options.token);
     match headers
         .get(header::AUTHORIZATION)
@@ -239,16 +338,217 @@ async fn health() -> Json<Value> {
     Json(json!({ "version": "1.4.2" }))
 }
 
-async fn vms(State(site): State<Arc<Site>>) -> Json<Value> {
-    Json(Value::Array(site.options.vms.clone()))
+fn render_vm(vm: &Vm) -> Value {
+    let mut doc = vm.doc.clone();
+    let building = Instant::now() < vm.ready_at;
+    let power = if vm.running && !building {
+        "running"
+    } else {
+        "stopped"
+    };
+    if let Some(fields) = doc.as_object_mut() {
+        fields.insert("power".into(), json!(power));
+        fields.insert(
+            "status".into(),
+            json!(if building { "building" } else { "active" }),
+        );
+        fields.insert("fenced".into(), json!(vm.fenced));
+        fields.insert("epoch".into(), json!(vm.epoch));
+        fields.insert("key".into(), json!(vm.key));
+    }
+    doc
 }
 
 #[derive(Deserialize)]
-struct CreateSnapshot {
-    vm_id: String,
+struct FindQuery {
+    key: Option<String>,
+}
+
+async fn find_vms(State(site): State<Arc<Site>>, Query(q): Query<FindQuery>) -> Json<Value> {
+    let inner = site.inner();
+    let found = inner
+        .vms
+        .values()
+        .filter(|vm| q.key.is_none() || vm.key == q.key)
+        .map(render_vm)
+        .collect();
+    Json(Value::Array(found))
+}
+
+async fn get_vm(State(site): State<Arc<Site>>, Path(id): Path<String>) -> Response {
+    match site.inner().vms.get(&id) {
+        Some(vm) => Json(render_vm(vm)).into_response(),
+        None => problem(StatusCode::NOT_FOUND, &format!("no VM '{id}'")),
+    }
+}
+
+async fn delete_vm(State(site): State<Arc<Site>>, Path(id): Path<String>) -> Response {
+    match site.inner().vms.remove(&id) {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => problem(StatusCode::NOT_FOUND, &format!("no VM '{id}'")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkMap {
+    source: String,
+    target: String,
+    #[serde(default)]
+    keep_addresses: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateVm {
     key: String,
+    name: String,
+    from_snapshot: String,
+    #[serde(default)]
+    networks: Vec<NetworkMap>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    start: bool,
+}
+
+/// Create a VM from a snapshot on this site: its disks become the VM's.
+async fn create_vm(State(site): State<Arc<Site>>, Json(req): Json<CreateVm>) -> Response {
+    if req.key.is_empty() {
+        return problem(StatusCode::BAD_REQUEST, "key must not be empty");
+    }
+    let mut inner = site.inner();
+    let Some(snapshot) = inner.snapshots.get(&req.from_snapshot).cloned() else {
+        let msg = format!("no snapshot '{}' on this site", req.from_snapshot);
+        return problem(StatusCode::NOT_FOUND, &msg);
+    };
+    if Instant::now() < snapshot.ready_at {
+        let msg = format!("snapshot '{}' is not available yet", snapshot.id);
+        return problem(StatusCode::CONFLICT, &msg);
+    }
+    let id = inner.id("vm");
+    let mut doc = snapshot.vm.clone();
+    let nics: Vec<Value> = doc["nics"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|nic| {
+            let map = req
+                .networks
+                .iter()
+                .find(|m| nic["network"] == m.source.as_str());
+            match map {
+                Some(m) if m.keep_addresses => {
+                    json!({"network": m.target, "mac": nic["mac"], "ips": nic["ips"]})
+                }
+                Some(m) => json!({"network": m.target, "mac": null, "ips": []}),
+                None => nic,
+            }
+        })
+        .collect();
+    let disks: Vec<Value> = doc["disks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| json!({"id": format!("{id}-{}", d["name"].as_str().unwrap_or("disk")), "name": d["name"], "size_bytes": d["size_bytes"], "boot_order": d["boot_order"]}))
+        .collect();
+    if let Some(fields) = doc.as_object_mut() {
+        fields.remove("power");
+        fields.insert("id".into(), json!(id));
+        fields.insert("name".into(), json!(req.name));
+        fields.insert("nics".into(), json!(nics));
+        fields.insert("disks".into(), json!(disks));
+        fields.insert("labels".into(), json!(req.labels));
+    }
+    let vm = Vm {
+        doc,
+        key: Some(req.key.clone()),
+        running: req.start,
+        fenced: false,
+        epoch: 0,
+        ready_at: Instant::now() + site.options.snapshot_latency,
+    };
+    inner.vms.insert(id.clone(), vm);
+    inner.effect(&req.key);
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": id, "status": "building" })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FenceBody {
+    key: String,
+    epoch: u64,
+}
+
+/// Stop the VM and block its writes, recording the epoch.
+async fn fence_vm(
+    State(site): State<Arc<Site>>,
+    Path(id): Path<String>,
+    Json(req): Json<FenceBody>,
+) -> Response {
+    let mut inner = site.inner();
+    let Some(vm) = inner.vms.get_mut(&id) else {
+        return problem(StatusCode::NOT_FOUND, &format!("no VM '{id}'"));
+    };
+    vm.running = false;
+    vm.fenced = true;
+    vm.epoch = vm.epoch.max(req.epoch);
+    let rendered = render_vm(vm);
+    inner.effect(&req.key);
+    Json(rendered).into_response()
+}
+
+/// Lift a fence; refused for an epoch older than the one recorded.
+async fn unfence_vm(
+    State(site): State<Arc<Site>>,
+    Path(id): Path<String>,
+    Json(req): Json<FenceBody>,
+) -> Response {
+    let mut inner = site.inner();
+    let Some(vm) = inner.vms.get_mut(&id) else {
+        return problem(StatusCode::NOT_FOUND, &format!("no VM '{id}'"));
+    };
+    if req.epoch < vm.epoch {
+        let msg = format!(
+            "VM '{id}' was fenced under epoch {}; unfence needs at least that epoch, got {}",
+            vm.epoch, req.epoch
+        );
+        return problem(StatusCode::CONFLICT, &msg);
+    }
+    vm.running = true;
+    vm.fenced = false;
+    vm.epoch = req.epoch;
+    let rendered = render_vm(vm);
+    inner.effect(&req.key);
+    Json(rendered).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplicaSource {
+    site: String,
+    id: String,
+    vm_id: String,
+    created_at_ms: u64,
+    consistency: String,
+    vm: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSnapshot {
+    key: String,
+    vm_id: Option<String>,
     #[serde(default = "crash")]
     consistency: String,
+    /// Receive a replica of another site's snapshot instead.
+    replica_of: Option<ReplicaSource>,
 }
 
 fn crash() -> String {
@@ -265,30 +565,45 @@ async fn create_snapshot(
     State(site): State<Arc<Site>>,
     Json(req): Json<CreateSnapshot>,
 ) -> Response {
-    if !site
-        .options
-        .vms
-        .iter()
-        .any(|v| v["id"] == req.vm_id.as_str())
-    {
-        return problem(StatusCode::NOT_FOUND, &format!("no VM '{}'", req.vm_id));
-    }
     if req.key.is_empty() {
         return problem(StatusCode::BAD_REQUEST, "key must not be empty");
     }
     let mut inner = site.inner();
-    inner.next += 1;
-    let id = format!("snap-{}", inner.next);
+    let (vm_id, vm, created_at_ms, consistency, replica_of) = match (req.vm_id, req.replica_of) {
+        (Some(vm_id), None) => {
+            let Some(vm) = inner.vms.get(&vm_id) else {
+                return problem(StatusCode::NOT_FOUND, &format!("no VM '{vm_id}'"));
+            };
+            let vm = render_vm(vm);
+            (vm_id, vm, now_ms(), req.consistency, None)
+        }
+        (None, Some(r)) => (
+            r.vm_id,
+            r.vm,
+            r.created_at_ms,
+            r.consistency,
+            Some(format!("{}/{}", r.site, r.id)),
+        ),
+        _ => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of vm_id (snapshot a VM) and replica_of (receive a replica)",
+            );
+        }
+    };
+    let id = inner.id("snap");
     let snapshot = Snapshot {
         id: id.clone(),
-        vm_id: req.vm_id,
+        vm_id,
         key: req.key.clone(),
-        consistency: req.consistency,
-        created_at_ms: now_ms(),
+        consistency,
+        created_at_ms,
+        vm,
+        replica_of,
         ready_at: Instant::now() + site.options.snapshot_latency,
     };
     inner.snapshots.insert(id.clone(), snapshot);
-    *inner.creations.entry(req.key).or_default() += 1;
+    inner.effect(&req.key);
     (
         StatusCode::ACCEPTED,
         Json(json!({ "id": id, "status": "creating" })),
@@ -296,15 +611,8 @@ async fn create_snapshot(
         .into_response()
 }
 
-fn render(site: &Site, s: &Snapshot) -> Value {
-    let vm = site
-        .options
-        .vms
-        .iter()
-        .find(|v| v["id"] == s.vm_id.as_str())
-        .cloned()
-        .unwrap_or(Value::Null);
-    let disks: Vec<Value> = vm["disks"]
+fn render(s: &Snapshot) -> Value {
+    let disks: Vec<Value> = s.vm["disks"]
         .as_array()
         .map(|disks| {
             disks
@@ -327,13 +635,8 @@ fn render(site: &Site, s: &Snapshot) -> Value {
     json!({
         "id": s.id, "vm_id": s.vm_id, "key": s.key, "status": status,
         "created_at_ms": s.created_at_ms, "consistency": s.consistency,
-        "disks": disks, "vm": vm, "error": null,
+        "disks": disks, "vm": s.vm, "replica_of": s.replica_of, "error": null,
     })
-}
-
-#[derive(Deserialize)]
-struct FindQuery {
-    key: Option<String>,
 }
 
 async fn find_snapshots(State(site): State<Arc<Site>>, Query(q): Query<FindQuery>) -> Json<Value> {
@@ -342,7 +645,7 @@ async fn find_snapshots(State(site): State<Arc<Site>>, Query(q): Query<FindQuery
         .snapshots
         .values()
         .filter(|s| q.key.as_ref().is_none_or(|k| *k == s.key))
-        .map(|s| render(&site, s))
+        .map(render)
         .collect();
     Json(Value::Array(found))
 }
@@ -350,7 +653,7 @@ async fn find_snapshots(State(site): State<Arc<Site>>, Query(q): Query<FindQuery
 async fn get_snapshot(State(site): State<Arc<Site>>, Path(id): Path<String>) -> Response {
     let inner = site.inner();
     match inner.snapshots.get(&id) {
-        Some(s) => Json(render(&site, s)).into_response(),
+        Some(s) => Json(render(s)).into_response(),
         None => problem(StatusCode::NOT_FOUND, &format!("no snapshot '{id}'")),
     }
 }
@@ -360,6 +663,59 @@ async fn delete_snapshot(State(site): State<Arc<Site>>, Path(id): Path<String>) 
         Some(_) => StatusCode::NO_CONTENT.into_response(),
         None => problem(StatusCode::NOT_FOUND, &format!("no snapshot '{id}'")),
     }
+}
+
+fn render_route(name: &str, route: &Route) -> Value {
+    let backends: Vec<Value> = route
+        .backends
+        .iter()
+        .map(|(backend, weight)| json!({"backend": backend, "weight": weight}))
+        .collect();
+    json!({"name": name, "backends": backends, "key": route.key})
+}
+
+async fn get_route(State(site): State<Arc<Site>>, Path(name): Path<String>) -> Json<Value> {
+    let inner = site.inner();
+    let route = inner.routes.get(&name).cloned().unwrap_or_default();
+    Json(render_route(&name, &route))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Backend {
+    backend: String,
+    weight: u8,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutRoute {
+    key: String,
+    backends: Vec<Backend>,
+}
+
+/// Set the weights of the listed backends; others keep theirs.
+async fn put_route(
+    State(site): State<Arc<Site>>,
+    Path(name): Path<String>,
+    Json(req): Json<PutRoute>,
+) -> Response {
+    if let Some(b) = req.backends.iter().find(|b| b.weight > 100) {
+        let msg = format!(
+            "weight of '{}' is {}; weights are 0..=100",
+            b.backend, b.weight
+        );
+        return problem(StatusCode::BAD_REQUEST, &msg);
+    }
+    let mut inner = site.inner();
+    let route = inner.routes.entry(name.clone()).or_default();
+    for b in req.backends {
+        route.backends.insert(b.backend, b.weight);
+    }
+    route.key = Some(req.key.clone());
+    let rendered = render_route(&name, route);
+    inner.effect(&req.key);
+    Json(rendered).into_response()
 }
 
 #[derive(Deserialize)]

@@ -7,6 +7,7 @@
 mod m20261124_000001_initial;
 mod m20261124_000002_step_io;
 mod m20261124_000003_run_lifecycle;
+mod m20261124_000004_recovery_points;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_initial::Migration),
             Box::new(m20261124_000002_step_io::Migration),
             Box::new(m20261124_000003_run_lifecycle::Migration),
+            Box::new(m20261124_000004_recovery_points::Migration),
         ]
     }
 }

@@ -62,6 +62,10 @@ pub enum Workflow {
     CommitMigration,
     RollbackMigration,
     Drill,
+    /// One replication cycle (snapshot the primary, replicate to the
+    /// standby); the policy engine schedules them to keep RPO. Changes no
+    /// state.
+    Replication,
 }
 
 impl fmt::Display for Workflow {
@@ -90,9 +94,11 @@ impl Workflow {
             Self::Failback | Self::Reprotect | Self::CommitMigration | Self::RollbackMigration => {
                 Phase::Failback
             }
-            Self::Failover | Self::Migration | Self::PermanentFailover | Self::Drill => {
-                Phase::Failover
-            }
+            Self::Failover
+            | Self::Migration
+            | Self::PermanentFailover
+            | Self::Drill
+            | Self::Replication => Phase::Failover,
         }
     }
 }
@@ -150,6 +156,13 @@ impl Lifecycle {
         use PlanState as S;
         use Workflow as W;
         let next = match (workflow, self.state) {
+            (W::Replication, S::Protected | S::ReadyForFailback) => return Ok(()),
+            (W::Replication, _) => {
+                return Err(self.refuse(
+                    workflow,
+                    "replication cycles run while protected or ready_for_failback",
+                ));
+            }
             (W::Drill, S::Protected | S::ReadyForFailback) if !self.drilling => {
                 self.drilling = true;
                 return Ok(());
@@ -225,6 +238,9 @@ impl Lifecycle {
         succeeded: bool,
         old_primary_fenced: bool,
     ) -> Result<(), TransitionError> {
+        if workflow == Workflow::Replication {
+            return Ok(());
+        }
         let Some(t) = transition(workflow) else {
             self.drilling = false;
             return Ok(());
@@ -308,7 +324,7 @@ fn transition(workflow: Workflow) -> Option<Transition> {
             S::AwaitingCommit,
             true,
         ),
-        Workflow::Drill => return None,
+        Workflow::Drill | Workflow::Replication => return None,
     })
 }
 

@@ -19,8 +19,10 @@
 #![forbid(unsafe_code)]
 
 mod planner;
+mod plugin_steps;
 
 pub use planner::plan_steps;
+pub use plugin_steps::{BoundSite, DRILL_LABEL, PluginSteps, WORKLOAD_LABEL};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -120,6 +122,19 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Whether the run fenced the old primary and every fence was confirmed.
+fn fences_confirmed(steps: &[StepRecord]) -> bool {
+    let fences: Vec<&StepRecord> = steps
+        .iter()
+        .filter(|s| s.input["action"] == "fence")
+        .collect();
+    !fences.is_empty()
+        && fences.iter().all(|s| {
+            s.status == StepStatus::Succeeded
+                && s.output.as_ref().is_some_and(|o| o["fenced"] == true)
+        })
+}
+
 enum Flow {
     Next,
     Stop(Outcome),
@@ -173,13 +188,9 @@ impl Executor {
         }
         let succeeded = outcome == Outcome::Succeeded;
         if run.lifecycle {
-            // A fence step reports whether the old primary can no longer
-            // write; a planned promotion needs that before it counts.
-            let fenced = steps.iter().any(|s| {
-                s.input["action"] == "fence"
-                    && s.status == StepStatus::Succeeded
-                    && s.output.as_ref().is_some_and(|o| o["fenced"] == true)
-            });
+            // Fence steps report whether the old primary's workloads can no
+            // longer write; a planned promotion needs all of them confirmed.
+            let fenced = fences_confirmed(&steps);
             match self
                 .store
                 .finish_workflow(&run.id, owner, succeeded, fenced)

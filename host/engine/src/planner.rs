@@ -33,11 +33,14 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             ));
         }
     };
+    // One fence per workload: each is confirmed (or not) on its own.
     let fence = |steps: &mut Vec<NewStep>, site: &str, best_effort: bool| {
-        steps.push(step(
-            format!("fence {} on {site}", all.join(", ")),
-            json!({"action": "fence", "site": site, "workloads": all, "best_effort": best_effort, "epoch": lifecycle.epoch + 1}),
-        ));
+        for w in &all {
+            steps.push(step(
+                format!("fence {w} on {site}"),
+                json!({"action": "fence", "site": site, "workload": w, "best_effort": best_effort, "epoch": lifecycle.epoch + 1}),
+            ));
+        }
     };
     let recover = |steps: &mut Vec<NewStep>, site: &str, isolated: bool| {
         for tier in &tiers {
@@ -91,7 +94,7 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             format!("clean up the migration source on {standby}"),
             json!({"action": "cleanup", "site": standby, "scope": "migration-source"}),
         )),
-        Workflow::PermanentFailover => sync(&mut steps, primary, standby),
+        Workflow::PermanentFailover | Workflow::Replication => sync(&mut steps, primary, standby),
         Workflow::Drill => {
             recover(&mut steps, standby, true);
             steps.push(step(

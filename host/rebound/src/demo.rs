@@ -128,10 +128,7 @@ pub async fn run(plugins: &Path) -> Result<()> {
         point.disks.len(),
         t.elapsed(),
         again.id,
-        site.creations()
-            .get("demo-run/step-1")
-            .copied()
-            .unwrap_or(0)
+        site.effects().get("demo-run/step-1").copied().unwrap_or(0)
     );
 
     println!("\n== Hostile plugins, all at once, while 'example' keeps serving ==");

@@ -27,6 +27,8 @@ pub mod manifest;
 pub mod package;
 mod plugin;
 mod runtime;
+#[doc(hidden)]
+pub mod testing;
 
 pub use context::{AuditEvent, AuditSink, CallContext, SecretValue, SiteGrant};
 pub use error::{CallError, LoadError, explain};

@@ -79,7 +79,7 @@ async fn a_snapshot_is_polled_to_a_recovery_point_and_a_repeated_key_repeats_not
         .expect("snapshot again");
     assert_eq!(op.id, again.id, "the same key returns the same operation");
     assert_eq!(
-        site.creations().get("run-1/step-3"),
+        site.effects().get("run-1/step-3"),
         Some(&1),
         "the side effect happened once"
     );

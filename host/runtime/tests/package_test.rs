@@ -56,9 +56,7 @@ async fn a_package_signed_by_an_untrusted_key_is_refused() {
 #[tokio::test]
 async fn a_manifest_changed_after_signing_is_refused() {
     let mut pkg = package("example");
-    pkg.manifest = pkg
-        .manifest
-        .replace("capabilities = []", "capabilities = [\"fencing\"]");
+    pkg.manifest = with_capabilities(&pkg.manifest, "[]");
     let err = refused(pkg).await;
     assert!(matches!(err, LoadError::BadSignature { .. }), "{err}");
 }
@@ -97,8 +95,7 @@ async fn a_plugin_built_for_another_contract_version_is_refused() {
 
 #[tokio::test]
 async fn a_manifest_that_misstates_the_plugin_is_refused() {
-    let tpl =
-        template("example").replace("capabilities = []", "capabilities = [\"changed-blocks\"]");
+    let tpl = with_capabilities(&template("example"), "[\"changed-blocks\"]");
     let pkg = PluginPackage::build(&tpl, wasm("example"), Some(&publisher_key())).expect("build");
     let err = refused(pkg).await;
     assert!(
@@ -251,4 +248,20 @@ async fn a_component_importing_what_plugins_are_not_granted_is_refused() {
         err.to_string().contains("imports `wasi:xyz/stdin@0.2.12`"),
         "{err}"
     );
+}
+
+/// The manifest with its `capabilities` line replaced.
+fn with_capabilities(manifest: &str, list: &str) -> String {
+    let changed: Vec<String> = manifest
+        .lines()
+        .map(|line| {
+            if line.starts_with("capabilities =") {
+                format!("capabilities = {list}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    assert_ne!(changed.join("\n"), manifest.trim_end(), "nothing replaced");
+    changed.join("\n") + "\n"
 }

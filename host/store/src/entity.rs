@@ -2,5 +2,6 @@
 
 pub mod audit;
 pub mod plan;
+pub mod recovery_point;
 pub mod run;
 pub mod step;

@@ -26,7 +26,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use entity::{audit, plan, run, step};
+use entity::{audit, plan, recovery_point, run, step};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +134,38 @@ pub struct StepRecord {
     pub error: Option<String>,
     pub input: serde_json::Value,
     pub output: Option<serde_json::Value>,
+}
+
+/// A consistent copy of a workload's data at a site.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveryPointRecord {
+    pub site: String,
+    /// The provider's id of the copy on `site`.
+    pub id: String,
+    pub plan: String,
+    pub workload: String,
+    /// When the data was captured, in ms since the epoch (not when the copy
+    /// finished): the age of the data a recovery from it gets.
+    pub captured_at_ms: i64,
+    /// The run that produced it.
+    pub run: String,
+    /// The provider's description (disks, spec).
+    pub detail: serde_json::Value,
+}
+
+impl RecoveryPointRecord {
+    fn from_row(row: recovery_point::Model) -> Result<Self, StoreError> {
+        Ok(Self {
+            detail: serde_json::from_str(&row.detail)
+                .map_err(|e| corrupt(format!("recovery point {}", row.id), e))?,
+            site: row.site,
+            id: row.id,
+            plan: row.plan,
+            workload: row.workload,
+            captured_at_ms: row.captured_at,
+            run: row.run,
+        })
+    }
 }
 
 /// One audit entry.
@@ -786,6 +818,61 @@ impl Store {
         Ok(status)
     }
 
+    /// Record a recovery point; recording the same (site, id) again is a
+    /// no-op, so a resumed step may record twice.
+    pub async fn record_recovery_point(
+        &self,
+        point: &RecoveryPointRecord,
+    ) -> Result<(), StoreError> {
+        let row = recovery_point::ActiveModel {
+            site: Set(point.site.clone()),
+            id: Set(point.id.clone()),
+            plan: Set(point.plan.clone()),
+            workload: Set(point.workload.clone()),
+            captured_at: Set(point.captured_at_ms),
+            run: Set(point.run.clone()),
+            detail: Set(point.detail.to_string()),
+        };
+        recovery_point::Entity::insert(row)
+            .on_conflict_do_nothing_on([recovery_point::Column::Site, recovery_point::Column::Id])
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest recovery point of a plan's workload at a site.
+    pub async fn latest_recovery_point(
+        &self,
+        plan: &str,
+        workload: &str,
+        site: &str,
+    ) -> Result<Option<RecoveryPointRecord>, StoreError> {
+        recovery_point::Entity::find()
+            .filter(recovery_point::Column::Plan.eq(plan))
+            .filter(recovery_point::Column::Workload.eq(workload))
+            .filter(recovery_point::Column::Site.eq(site))
+            .order_by_desc(recovery_point::Column::CapturedAt)
+            .one(&self.db)
+            .await?
+            .map(RecoveryPointRecord::from_row)
+            .transpose()
+    }
+
+    /// A plan's recovery points, newest first.
+    pub async fn recovery_points(
+        &self,
+        plan: &str,
+    ) -> Result<Vec<RecoveryPointRecord>, StoreError> {
+        recovery_point::Entity::find()
+            .filter(recovery_point::Column::Plan.eq(plan))
+            .order_by_desc(recovery_point::Column::CapturedAt)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(RecoveryPointRecord::from_row)
+            .collect()
+    }
+
     /// Append to the audit log.
     pub async fn audit(
         &self,
@@ -830,6 +917,36 @@ impl Store {
 /// Fresh databases for tests, shared by the crates whose suites run on
 /// both backends.
 #[doc(hidden)]
+/// Run each named `async fn check(store: Store)` of a test file on a fresh
+/// SQLite store and on a fresh PostgreSQL database (see
+/// [`testing::fresh_postgres`]). The calling crate needs `tempfile` and
+/// `tokio` as dev-dependencies.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let dir = tempfile::tempdir().expect("tmp");
+                    let store = $crate::testing::fresh_sqlite(dir.path()).await.expect("store");
+                    super::$check(store).await;
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    if let Some(store) = $crate::testing::fresh_postgres().await.expect("postgres") {
+                        super::$check(store).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
 pub mod testing {
     use super::{Store, StoreError};
 

@@ -14,46 +14,7 @@ fn plan() -> PlanDocument {
     PlanDocument::from_yaml(PLAN).expect("example plan")
 }
 
-async fn sqlite() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tmp");
-    let store = rebound_store::testing::fresh_sqlite(dir.path())
-        .await
-        .expect("sqlite store");
-    (store, dir)
-}
-
-async fn postgres() -> Option<Store> {
-    rebound_store::testing::fresh_postgres()
-        .await
-        .expect("postgres store")
-}
-
-/// Run each check on SQLite and on PostgreSQL.
-macro_rules! on_both_backends {
-    ($($check:ident),* $(,)?) => {
-        mod sqlite_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let (store, _dir) = super::sqlite().await;
-                    super::$check(store).await;
-                }
-            )*
-        }
-        mod postgres_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    if let Some(store) = super::postgres().await {
-                        super::$check(store).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+rebound_store::on_both_backends!(
     migrations_leave_the_store_ready,
     plans_are_validated_versioned_and_audited,
     a_plan_moves_to_other_sites_only_while_protected,

@@ -43,6 +43,13 @@ pub struct Vm {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub power: String,
+    /// `building` or `active`.
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub fenced: bool,
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 impl Vm {
@@ -106,4 +113,16 @@ pub struct Snapshot {
     pub disks: Vec<DiskCopy>,
     pub vm: Vm,
     pub error: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct Backend {
+    pub backend: String,
+    pub weight: u8,
+}
+
+#[derive(Deserialize)]
+pub struct Route {
+    pub backends: Vec<Backend>,
+    pub key: Option<String>,
 }

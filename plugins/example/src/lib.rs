@@ -16,10 +16,11 @@ mod api;
 use rebound_plugin_sdk::http::{self, Request};
 use rebound_plugin_sdk::retry::{RetryPolicy, retry};
 use rebound_plugin_sdk::{
-    Capabilities, CleanupReport, CleanupRequest, CleanupScope, Consistency, DiskCopy, HealthReport,
-    HealthStatus, InventoryFilter, Operation, OperationKind, OperationState, Outcome, PluginInfo,
-    Provider, ProviderError, RecoveryPoint, Running, SnapshotRequest, Workload, info, register,
-    site,
+    Capabilities, CleanupReport, CleanupRequest, CleanupScope, Consistency, DiskCopy, DiskSource,
+    FenceReport, FenceRequest, HealthReport, HealthStatus, InventoryFilter, MaterializeRequest,
+    Materialized, Operation, OperationKind, OperationState, Outcome, PluginInfo, Provider,
+    ProviderError, RecoveryPoint, RedirectReport, RedirectRequest, RedirectTarget,
+    ReplicateRequest, Running, SnapshotRequest, WeightedBackend, Workload, info, register, site,
 };
 
 /// Who this plugin is. Pure, so the benchmark can call the same code natively.
@@ -28,7 +29,9 @@ pub fn describe_info() -> PluginInfo {
         name: "example".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         platform: "example".into(),
-        capabilities: Capabilities::empty(),
+        capabilities: Capabilities::FENCING
+            | Capabilities::NATIVE_REPLICATION
+            | Capabilities::WEIGHTED_REDIRECT,
         export_formats: Vec::new(),
         import_formats: Vec::new(),
         snapshot_granularity_secs: 60,
@@ -115,13 +118,174 @@ impl Provider for Example {
         })
     }
 
+    fn replicate(req: ReplicateRequest) -> Result<Operation, ProviderError> {
+        let existing: Vec<api::Snapshot> = send(call(
+            &req.target_site,
+            http::get,
+            &format!("/v1/snapshots?key={}", encode(&req.key)),
+        )?)?
+        .json()?;
+        let id = match existing.into_iter().next() {
+            Some(s) => s.id,
+            None => {
+                let source: serde_json::Value = send(call(
+                    &req.source_site,
+                    http::get,
+                    &format!("/v1/snapshots/{}", encode(&req.recovery_point_id)),
+                )?)?
+                .json()?;
+                if source["status"] != "available" {
+                    return Err(ProviderError::Conflict(format!(
+                        "recovery point '{}' on '{}' is not available yet",
+                        req.recovery_point_id, req.source_site
+                    )));
+                }
+                let body = serde_json::json!({
+                    "key": req.key,
+                    "replica_of": {
+                        "site": req.source_site, "id": source["id"], "vm_id": source["vm_id"],
+                        "created_at_ms": source["created_at_ms"],
+                        "consistency": source["consistency"], "vm": source["vm"],
+                    },
+                });
+                let created: api::Created = call(&req.target_site, http::post, "/v1/snapshots")?
+                    .json(&body)?
+                    .send()?
+                    .error_for_status()?
+                    .json()?;
+                info!("replica started"; "id" => created.id, "from" => req.source_site);
+                created.id
+            }
+        };
+        Ok(Operation {
+            kind: OperationKind::Replicate,
+            site: req.target_site,
+            id,
+        })
+    }
+
+    fn materialize(req: MaterializeRequest) -> Result<Operation, ProviderError> {
+        let DiskSource::RecoveryPoint(snapshot) = req.source else {
+            return Err(ProviderError::Unsupported(
+                "the example platform creates VMs from its own snapshots only".into(),
+            ));
+        };
+        let existing: Vec<api::Vm> = send(call(
+            &req.site,
+            http::get,
+            &format!("/v1/vms?key={}", encode(&req.key)),
+        )?)?
+        .json()?;
+        let id = match existing.into_iter().next() {
+            Some(vm) => vm.id,
+            None => {
+                // A drill attaches every NIC to the isolated network.
+                let networks: Vec<serde_json::Value> = if req.isolated {
+                    req.spec
+                        .nics
+                        .iter()
+                        .map(|n| serde_json::json!({"source": n.network, "target": ISOLATED}))
+                        .collect()
+                } else {
+                    req.networks
+                        .iter()
+                        .map(|m| serde_json::json!({"source": m.source_network, "target": m.target_network, "keep_addresses": m.keep_addresses}))
+                        .collect()
+                };
+                let labels: std::collections::BTreeMap<&str, &str> = req
+                    .spec
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let body = serde_json::json!({
+                    "key": req.key, "name": req.spec.name, "from_snapshot": snapshot,
+                    "networks": networks, "labels": labels, "start": req.start,
+                });
+                let created: api::Created = call(&req.site, http::post, "/v1/vms")?
+                    .json(&body)?
+                    .send()?
+                    .error_for_status()?
+                    .json()?;
+                info!("VM creation started"; "id" => created.id, "from" => snapshot);
+                created.id
+            }
+        };
+        Ok(Operation {
+            kind: OperationKind::Materialize,
+            site: req.site,
+            id,
+        })
+    }
+
+    fn fence(req: FenceRequest) -> Result<Operation, ProviderError> {
+        let vm = get_vm(&req.site, &req.workload_id)?;
+        // Already fenced under this epoch (an earlier attempt): done.
+        if !(vm.fenced && vm.epoch >= req.epoch) {
+            let body = serde_json::json!({ "key": req.key, "epoch": req.epoch });
+            let path = format!("/v1/vms/{}/fence", encode(&req.workload_id));
+            call(&req.site, http::post, &path)?
+                .json(&body)?
+                .send()?
+                .error_for_status()?;
+        }
+        Ok(Operation {
+            kind: OperationKind::Fence,
+            site: req.site,
+            id: req.workload_id,
+        })
+    }
+
+    fn unfence(req: FenceRequest) -> Result<Operation, ProviderError> {
+        let vm = get_vm(&req.site, &req.workload_id)?;
+        if vm.fenced || vm.epoch != req.epoch {
+            let body = serde_json::json!({ "key": req.key, "epoch": req.epoch });
+            let path = format!("/v1/vms/{}/unfence", encode(&req.workload_id));
+            call(&req.site, http::post, &path)?
+                .json(&body)?
+                .send()?
+                .error_for_status()?;
+        }
+        Ok(Operation {
+            kind: OperationKind::Unfence,
+            site: req.site,
+            id: req.workload_id,
+        })
+    }
+
+    fn redirect(req: RedirectRequest) -> Result<Operation, ProviderError> {
+        let RedirectTarget::Route(name) = &req.target else {
+            return Err(ProviderError::Unsupported(
+                "the example platform redirects routes only".into(),
+            ));
+        };
+        let path = format!("/v1/routes/{}", encode(name));
+        let route: api::Route = send(call(&req.site, http::get, &path)?)?.json()?;
+        if route.key.as_deref() != Some(req.key.as_str()) {
+            let backends: Vec<serde_json::Value> = req
+                .backends
+                .iter()
+                .map(|b| serde_json::json!({"backend": b.backend, "weight": b.weight}))
+                .collect();
+            call(&req.site, http::put, &path)?
+                .json(&serde_json::json!({ "key": req.key, "backends": backends }))?
+                .send()?
+                .error_for_status()?;
+        }
+        Ok(Operation {
+            kind: OperationKind::Redirect,
+            site: req.site,
+            id: name.clone(),
+        })
+    }
+
     fn status(op: Operation) -> Result<OperationState, ProviderError> {
         match op.kind {
-            OperationKind::Snapshot => {
+            OperationKind::Snapshot | OperationKind::Replicate => {
                 let s: api::Snapshot = send(call(
                     &op.site,
                     http::get,
-                    &format!("/v1/snapshots/{}", op.id),
+                    &format!("/v1/snapshots/{}", encode(&op.id)),
                 )?)?
                 .json()?;
                 Ok(match s.status.as_str() {
@@ -157,6 +321,47 @@ impl Provider for Example {
                     }),
                 })
             }
+            OperationKind::Materialize => {
+                let vm = get_vm(&op.site, &op.id)?;
+                if vm.status == "building" {
+                    return Ok(OperationState::Running(Running {
+                        percent: None,
+                        detail: "building".into(),
+                    }));
+                }
+                let addresses = vm.nics.iter().flat_map(|n| n.ips.clone()).collect();
+                Ok(OperationState::Succeeded(Outcome::Materialized(
+                    Materialized {
+                        workload: vm.into_workload(),
+                        addresses,
+                    },
+                )))
+            }
+            OperationKind::Fence | OperationKind::Unfence => {
+                let vm = get_vm(&op.site, &op.id)?;
+                Ok(OperationState::Succeeded(Outcome::Fenced(FenceReport {
+                    write_blocked: vm.fenced,
+                    epoch: vm.epoch,
+                    workload_id: op.id,
+                })))
+            }
+            OperationKind::Redirect => {
+                let path = format!("/v1/routes/{}", encode(&op.id));
+                let route: api::Route = send(call(&op.site, http::get, &path)?)?.json()?;
+                Ok(OperationState::Succeeded(Outcome::Redirected(
+                    RedirectReport {
+                        target: RedirectTarget::Route(op.id),
+                        backends: route
+                            .backends
+                            .into_iter()
+                            .map(|b| WeightedBackend {
+                                backend: b.backend,
+                                weight: b.weight,
+                            })
+                            .collect(),
+                    },
+                )))
+            }
             // Cleanup finishes within the call; its handle lists what went.
             OperationKind::Cleanup => {
                 Ok(OperationState::Succeeded(Outcome::Cleaned(CleanupReport {
@@ -175,25 +380,50 @@ impl Provider for Example {
     }
 
     fn cleanup(req: CleanupRequest) -> Result<Operation, ProviderError> {
-        let CleanupScope::RecoveryPoints(ids) = req.scope else {
-            return Err(ProviderError::Unsupported(
-                "the example plugin cleans up recovery points only".into(),
-            ));
-        };
-        for id in &ids {
-            match call(&req.site, http::delete, &format!("/v1/snapshots/{id}"))?
-                .send()?
-                .error_for_status()
-            {
-                Ok(_) | Err(ProviderError::NotFound(_)) => {}
-                Err(e) => return Err(e),
+        let removed = match req.scope {
+            CleanupScope::RecoveryPoints(ids) => {
+                for id in &ids {
+                    delete(&req.site, &format!("/v1/snapshots/{}", encode(id)))?;
+                }
+                ids
             }
-        }
+            CleanupScope::Drill(sandbox) => {
+                let vms: Vec<api::Vm> = send(call(&req.site, http::get, "/v1/vms")?)?.json()?;
+                let mut removed = Vec::new();
+                for vm in vms {
+                    if vm.labels.get(DRILL_LABEL) == Some(&sandbox) {
+                        delete(&req.site, &format!("/v1/vms/{}", encode(&vm.id)))?;
+                        removed.push(vm.id);
+                    }
+                }
+                removed
+            }
+            // The example platform stages no transfers.
+            CleanupScope::Transfers(_) => Vec::new(),
+        };
         Ok(Operation {
             kind: OperationKind::Cleanup,
             site: req.site,
-            id: ids.join(","),
+            id: removed.join(","),
         })
+    }
+}
+
+/// The network a drill's VMs are attached to, isolated from production.
+const ISOLATED: &str = "drill-isolated";
+
+/// The label the host puts on a drill's VMs (its sandbox id).
+const DRILL_LABEL: &str = "rebound/drill";
+
+fn get_vm(site: &str, id: &str) -> Result<api::Vm, ProviderError> {
+    send(call(site, http::get, &format!("/v1/vms/{}", encode(id)))?)?.json()
+}
+
+/// Delete; what is already gone counts as removed.
+fn delete(site: &str, path: &str) -> Result<(), ProviderError> {
+    match call(site, http::delete, path)?.send()?.error_for_status() {
+        Ok(_) | Err(ProviderError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -167,3 +167,23 @@ fn workflows_are_charged_to_their_phase() {
     assert_eq!(Workflow::Failback.phase(), Phase::Failback);
     assert_eq!(Workflow::Reprotect.phase(), Phase::Failback);
 }
+
+#[test]
+fn replication_cycles_run_while_protected_and_change_nothing() {
+    let mut l = plan();
+    l.begin(Workflow::Drill).expect("drill");
+    l.begin(Workflow::Replication)
+        .expect("replication goes on during a drill");
+    l.finish(Workflow::Replication, true, false)
+        .expect("finishes");
+    assert_eq!((l.state, l.drilling), (PlanState::Protected, true));
+    l.begin(Workflow::Failover).expect("failover");
+    let err = l
+        .begin(Workflow::Replication)
+        .expect_err("not while failing over");
+    assert!(
+        err.to_string()
+            .contains("replication cycles run while protected or ready_for_failback"),
+        "{err}"
+    );
+}

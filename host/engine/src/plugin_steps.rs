@@ -1,0 +1,559 @@
+//! Steps bound to provider plugins: a [`StepRunner`] that turns each step's
+//! action into calls of the site's plugin through the sandboxed runtime,
+//! with the step's idempotency key, and polls the returned operation with
+//! the plugin's `status` export.
+//!
+//! What it reads besides the step: the plan (network mapping, redirect
+//! target), the outputs of the run's earlier steps (the recovery point a
+//! `replicate` copies, the workloads a `gate` checks and a `redirect`
+//! weighs) and the store's recovery points (what `materialize` restores
+//! from). It records every recovery point a `snapshot` or `replicate`
+//! produces before reporting the step done.
+//!
+//! Workloads are named by the plan's ids; on a site where a workload was
+//! materialized by Rebound the platform's id is found by the
+//! `rebound/workload` label Rebound puts on it, otherwise the plan's id is
+//! the platform's id (the original primary).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use rebound_domain::PlanDocument;
+use rebound_domain::plan::RedirectTarget as PlanTarget;
+use rebound_runtime::bindings::exports::{
+    CleanupRequest, CleanupScope, DiskSource, FenceRequest, MaterializeRequest, NetworkMapping,
+    RedirectRequest, ReplicateRequest, SnapshotRequest,
+};
+use rebound_runtime::bindings::{
+    Consistency, DiskSpec, DnsRecord, Firmware, InventoryFilter, NicSpec, Operation, OperationKind,
+    OperationState, Outcome, PowerState, RedirectTarget, VmSpec, WeightedBackend,
+};
+use rebound_runtime::{
+    CallContext, CallError, Export, Fence, Inventory, Plugin, Runtime, SiteGrant, Status, explain,
+};
+use rebound_store::{RecoveryPointRecord, StepRecord, StepStatus, Store};
+use serde_json::{Value, json};
+
+use crate::{Progress, Started, StepError, StepRunner};
+
+/// The label Rebound puts on a workload it materialized: the plan's id.
+pub const WORKLOAD_LABEL: &str = "rebound/workload";
+/// The label on a drill's workloads: the drill run's id (its sandbox).
+pub const DRILL_LABEL: &str = "rebound/drill";
+
+/// A site as the engine binds it: its plugin and what the runtime grants.
+#[derive(Clone)]
+pub struct BoundSite {
+    pub plugin: Arc<Plugin>,
+    pub grant: SiteGrant,
+}
+
+/// Runs steps through plugins.
+pub struct PluginSteps {
+    runtime: Arc<Runtime>,
+    store: Store,
+    sites: HashMap<String, BoundSite>,
+    /// Budget of one plugin call.
+    call_budget: Duration,
+}
+
+/// What a step's work needs to know about its run.
+struct Scope {
+    plan: String,
+    document: PlanDocument,
+    steps: Vec<StepRecord>,
+}
+
+impl PluginSteps {
+    pub fn new(runtime: Arc<Runtime>, store: Store, sites: HashMap<String, BoundSite>) -> Self {
+        Self {
+            runtime,
+            store,
+            sites,
+            call_budget: Duration::from_secs(60),
+        }
+    }
+
+    fn site(&self, name: &str) -> Result<&BoundSite, StepError> {
+        self.sites.get(name).ok_or_else(|| {
+            StepError::Fatal(format!(
+                "site '{name}' is not registered with this host; register it (or fix the plan)"
+            ))
+        })
+    }
+
+    async fn call<E: Export>(&self, sites: &[&str], request: E) -> Result<E::Output, StepError> {
+        let first = self.site(sites[0])?;
+        let mut grants = Vec::new();
+        for name in sites {
+            grants.push(self.site(name)?.grant.clone());
+        }
+        self.runtime
+            .call(
+                &first.plugin,
+                &CallContext::new(grants, self.call_budget),
+                request,
+            )
+            .await
+            .map_err(step_error)
+    }
+
+    async fn scope(&self, step: &StepRecord) -> Result<Scope, StepError> {
+        let store_error = |e: rebound_store::StoreError| StepError::Retryable(e.to_string());
+        let run = self.store.run(&step.run).await.map_err(store_error)?;
+        let plan = self.store.plan(&run.plan).await.map_err(store_error)?;
+        let steps = self.store.steps(&step.run).await.map_err(store_error)?;
+        Ok(Scope {
+            plan: run.plan,
+            document: plan.document,
+            steps,
+        })
+    }
+
+    /// The platform's id of a plan workload on a site.
+    async fn resolve(&self, site: &str, workload: &str) -> Result<String, StepError> {
+        let found = self
+            .call(
+                &[site],
+                Inventory {
+                    site: site.to_owned(),
+                    filter: InventoryFilter {
+                        workload_ids: Vec::new(),
+                        labels: vec![(WORKLOAD_LABEL.to_owned(), workload.to_owned())],
+                    },
+                },
+            )
+            .await?;
+        let best = found
+            .iter()
+            .find(|w| w.power == PowerState::Running)
+            .or(found.first());
+        Ok(best.map_or_else(|| workload.to_owned(), |w| w.id.clone()))
+    }
+
+    async fn start_step(&self, step: &StepRecord) -> Result<Started, StepError> {
+        let input = &step.input;
+        let text = |field: &str| input[field].as_str().unwrap_or_default().to_owned();
+        let key = step.idempotency_key.clone();
+        let (site, workload) = (text("site"), text("workload"));
+        let op = match text("action").as_str() {
+            "snapshot" => {
+                let id = self.resolve(&site, &workload).await?;
+                let request = SnapshotRequest {
+                    key,
+                    site: site.clone(),
+                    workload_id: id,
+                    consistency: Consistency::Crash,
+                    base: None,
+                };
+                self.call(&[&site], request).await?
+            }
+            "replicate" => {
+                let (from, to) = (text("from"), text("to"));
+                let scope = self.scope(step).await?;
+                let point = earlier(&scope.steps, step.seq, "snapshot", &workload)
+                    .and_then(|o| o["recovery_point"].as_str().map(str::to_owned))
+                    .ok_or_else(|| {
+                        StepError::Fatal(format!(
+                            "no snapshot of '{workload}' earlier in this run to replicate"
+                        ))
+                    })?;
+                let request = ReplicateRequest {
+                    key,
+                    source_site: from.clone(),
+                    target_site: to.clone(),
+                    recovery_point_id: point,
+                    base: None,
+                };
+                self.call(&[&from, &to], request).await?
+            }
+            "fence" => return self.fence(step, &site, &workload).await,
+            "materialize" => {
+                let scope = self.scope(step).await?;
+                let point = self
+                    .store
+                    .latest_recovery_point(&scope.plan, &workload, &site)
+                    .await
+                    .map_err(|e| StepError::Retryable(e.to_string()))?
+                    .ok_or_else(|| {
+                        StepError::Fatal(format!(
+                            "no recovery point of '{workload}' at '{site}'; run a replication cycle first"
+                        ))
+                    })?;
+                let isolated = input["isolated"] == true;
+                let mut spec = spec_from_json(&point.detail["spec"]).ok_or_else(|| {
+                    StepError::Fatal(format!("recovery point '{}' has no usable spec", point.id))
+                })?;
+                spec.labels
+                    .retain(|(k, _)| k != WORKLOAD_LABEL && k != DRILL_LABEL);
+                if isolated {
+                    spec.labels.push((DRILL_LABEL.into(), step.run.clone()));
+                    spec.name = format!("{}-drill", spec.name);
+                } else {
+                    spec.labels.push((WORKLOAD_LABEL.into(), workload.clone()));
+                }
+                // The plan maps source networks to target networks; going
+                // back, the mapping runs the other way.
+                let forward = site == scope.document.target;
+                let networks = scope
+                    .document
+                    .network_mapping
+                    .iter()
+                    .map(|m| {
+                        let (from, to) = if forward {
+                            (&m.source, &m.target)
+                        } else {
+                            (&m.target, &m.source)
+                        };
+                        NetworkMapping {
+                            source_network: from.clone(),
+                            target_network: to.clone(),
+                            keep_addresses: m.keep_addresses,
+                        }
+                    })
+                    .collect();
+                let request = MaterializeRequest {
+                    key,
+                    site: site.clone(),
+                    source: DiskSource::RecoveryPoint(point.id.clone()),
+                    spec,
+                    networks,
+                    isolated,
+                    start: true,
+                };
+                let op = self.call(&[&site], request).await?;
+                let mut handle = handle(&op);
+                handle["captured_at_ms"] = json!(point.captured_at_ms);
+                handle["recovery_point"] = json!(point.id);
+                return Ok(Started::Operation(handle));
+            }
+            "gate" => {
+                let scope = self.scope(step).await?;
+                let id = earlier(&scope.steps, step.seq, "materialize", &workload)
+                    .and_then(|o| o["workload"].as_str().map(str::to_owned))
+                    .ok_or_else(|| {
+                        StepError::Fatal(format!("'{workload}' was not materialized in this run"))
+                    })?;
+                return Ok(Started::Operation(
+                    json!({"kind": "gate", "site": site, "id": id}),
+                ));
+            }
+            "redirect" => {
+                let scope = self.scope(step).await?;
+                let Some(redirect) = &scope.document.redirect else {
+                    return Err(StepError::Fatal("the plan has no redirect".into()));
+                };
+                let weight = u8::try_from(input["weight"].as_u64().unwrap_or(100)).unwrap_or(100);
+                let backends = scope
+                    .steps
+                    .iter()
+                    .filter(|s| s.seq < step.seq && s.input["action"] == "materialize")
+                    .filter_map(|s| s.output.as_ref()?["workload"].as_str().map(str::to_owned))
+                    .map(|backend| WeightedBackend { backend, weight })
+                    .collect();
+                let request = RedirectRequest {
+                    key,
+                    site: site.clone(),
+                    target: redirect_target(&redirect.target),
+                    backends,
+                };
+                self.call(&[&site], request).await?
+            }
+            "cleanup" => {
+                let scope = match text("scope").as_str() {
+                    "drill" => CleanupScope::Drill(step.run.clone()),
+                    _ => {
+                        let plan = self.scope(step).await?.plan;
+                        let points = self
+                            .store
+                            .recovery_points(&plan)
+                            .await
+                            .map_err(|e| StepError::Retryable(e.to_string()))?;
+                        CleanupScope::RecoveryPoints(
+                            points
+                                .into_iter()
+                                .filter(|p| p.site == site)
+                                .map(|p| p.id)
+                                .collect(),
+                        )
+                    }
+                };
+                let request = CleanupRequest {
+                    key,
+                    site: site.clone(),
+                    scope,
+                };
+                self.call(&[&site], request).await?
+            }
+            other => {
+                return Err(StepError::Fatal(format!(
+                    "step '{}': unknown action '{other}'",
+                    step.name
+                )));
+            }
+        };
+        Ok(Started::Operation(handle(&op)))
+    }
+
+    /// Fence one workload. A best-effort fence (unplanned failover, the
+    /// primary may be gone) reports `fenced: false` instead of failing.
+    async fn fence(
+        &self,
+        step: &StepRecord,
+        site: &str,
+        workload: &str,
+    ) -> Result<Started, StepError> {
+        let attempt = async {
+            let id = self.resolve(site, workload).await?;
+            let request = FenceRequest {
+                key: step.idempotency_key.clone(),
+                site: site.to_owned(),
+                workload_id: id,
+                epoch: step.input["epoch"].as_u64().unwrap_or_default(),
+            };
+            self.call(&[site], Fence(request)).await
+        };
+        match attempt.await {
+            Ok(op) => Ok(Started::Operation(handle(&op))),
+            Err(e) if step.input["best_effort"] == true => Ok(Started::Done(json!({
+                "fenced": false, "workload": workload,
+                "reason": format!("could not fence: {e}"),
+            }))),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn poll_step(&self, step: &StepRecord, operation: &Value) -> Result<Progress, StepError> {
+        let text = |field: &str| operation[field].as_str().unwrap_or_default().to_owned();
+        let (site, id) = (text("site"), text("id"));
+        if text("kind") == "gate" {
+            let found = self
+                .call(
+                    &[&site],
+                    Inventory {
+                        site: site.clone(),
+                        filter: InventoryFilter {
+                            workload_ids: vec![id.clone()],
+                            labels: Vec::new(),
+                        },
+                    },
+                )
+                .await?;
+            return Ok(match found.first() {
+                Some(w) if w.power == PowerState::Running => {
+                    Progress::Done(json!({"workload": id, "healthy": true}))
+                }
+                Some(_) => Progress::Running,
+                None => Progress::Failed(format!("'{id}' disappeared from '{site}'")),
+            });
+        }
+        let kind = kind_from(&text("kind")).ok_or_else(|| {
+            StepError::Fatal(format!(
+                "step '{}': unreadable operation {operation}",
+                step.name
+            ))
+        })?;
+        let op = Operation {
+            kind,
+            site: site.clone(),
+            id,
+        };
+        let state = self.call(&[&site], Status(op)).await?;
+        let done = match state {
+            OperationState::Running(_) => return Ok(Progress::Running),
+            OperationState::Failed(e) => return Ok(Progress::Failed(explain(&e))),
+            OperationState::Succeeded(done) => done,
+        };
+        let mut output = outcome(&done);
+        if let Outcome::RecoveryPoint(point) = &done {
+            let run = self
+                .store
+                .run(&step.run)
+                .await
+                .map_err(|e| StepError::Retryable(e.to_string()))?;
+            let record = RecoveryPointRecord {
+                site: point.site.clone(),
+                id: point.id.clone(),
+                plan: run.plan,
+                workload: step.input["workload"].as_str().unwrap_or_default().into(),
+                captured_at_ms: i64::try_from(point.captured_at).unwrap_or(i64::MAX),
+                run: step.run.clone(),
+                detail: json!({
+                    "disks": point.disks.iter().map(|d| json!({
+                        "disk_id": d.disk_id, "copy_id": d.copy_id, "size_bytes": d.size_bytes,
+                    })).collect::<Vec<_>>(),
+                    "spec": spec_to_json(&point.spec),
+                }),
+            };
+            self.store
+                .record_recovery_point(&record)
+                .await
+                .map_err(|e| StepError::Retryable(e.to_string()))?;
+        }
+        // What the recovery restored from travels with its result.
+        for field in ["captured_at_ms", "recovery_point"] {
+            if !operation[field].is_null() {
+                output[field] = operation[field].clone();
+            }
+        }
+        Ok(Progress::Done(output))
+    }
+}
+
+/// The output of this run's `action` step for `workload` before `seq`.
+fn earlier<'a>(
+    steps: &'a [StepRecord],
+    seq: i32,
+    action: &str,
+    workload: &str,
+) -> Option<&'a Value> {
+    steps
+        .iter()
+        .rev()
+        .filter(|s| s.seq < seq && s.status == StepStatus::Succeeded)
+        .find(|s| s.input["action"] == action && s.input["workload"] == workload)
+        .and_then(|s| s.output.as_ref())
+}
+
+/// Provider errors worth retrying stay retryable; sandbox refusals and
+/// crashes do not.
+fn step_error(error: CallError) -> StepError {
+    match error.provider_error() {
+        Some(e) if e.is_retryable() => StepError::Retryable(error.to_string()),
+        _ => StepError::Fatal(error.to_string()),
+    }
+}
+
+const KINDS: [(OperationKind, &str); 9] = [
+    (OperationKind::Snapshot, "snapshot"),
+    (OperationKind::Replicate, "replicate"),
+    (OperationKind::ExportDisk, "export-disk"),
+    (OperationKind::ImportDisk, "import-disk"),
+    (OperationKind::Materialize, "materialize"),
+    (OperationKind::Fence, "fence"),
+    (OperationKind::Unfence, "unfence"),
+    (OperationKind::Redirect, "redirect"),
+    (OperationKind::Cleanup, "cleanup"),
+];
+
+fn kind_name(kind: OperationKind) -> &'static str {
+    KINDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or("unknown", |(_, n)| n)
+}
+
+fn kind_from(name: &str) -> Option<OperationKind> {
+    KINDS.iter().find(|(_, n)| *n == name).map(|(k, _)| *k)
+}
+
+/// The persisted form of an operation handle.
+fn handle(op: &Operation) -> Value {
+    json!({ "kind": kind_name(op.kind), "site": op.site, "id": op.id })
+}
+
+fn outcome(outcome: &Outcome) -> Value {
+    match outcome {
+        Outcome::RecoveryPoint(p) => json!({
+            "recovery_point": p.id, "site": p.site, "workload": p.workload_id,
+            "captured_at_ms": p.captured_at, "disks": p.disks.len(),
+        }),
+        Outcome::DiskEndpoint(d) => json!({ "volume": d.volume_id, "size_bytes": d.size_bytes }),
+        Outcome::Materialized(m) => json!({ "workload": m.workload.id, "addresses": m.addresses }),
+        Outcome::Fenced(f) => {
+            json!({ "fenced": f.write_blocked, "epoch": f.epoch, "workload": f.workload_id })
+        }
+        Outcome::Redirected(r) => json!({
+            "backends": r.backends.iter().map(|b| json!({"backend": b.backend, "weight": b.weight})).collect::<Vec<_>>(),
+        }),
+        Outcome::Cleaned(c) => json!({ "removed": c.removed }),
+    }
+}
+
+fn redirect_target(target: &PlanTarget) -> RedirectTarget {
+    match target {
+        PlanTarget::DnsRecord {
+            zone,
+            name,
+            record_type,
+            ttl,
+        } => RedirectTarget::DnsRecord(DnsRecord {
+            zone: zone.clone(),
+            name: name.clone(),
+            record_type: record_type.clone(),
+            ttl_secs: *ttl,
+        }),
+        PlanTarget::LoadBalancerPool { pool } => RedirectTarget::LoadBalancerPool(pool.clone()),
+        PlanTarget::FloatingIp { address } => RedirectTarget::FloatingIp(address.clone()),
+        PlanTarget::Route { route } => RedirectTarget::Route(route.clone()),
+    }
+}
+
+/// A workload's spec as stored with its recovery points.
+fn spec_to_json(spec: &VmSpec) -> Value {
+    json!({
+        "name": spec.name, "cpus": spec.cpus, "memory_mib": spec.memory_mib,
+        "firmware": match spec.firmware { Firmware::Uefi => "uefi", Firmware::Bios => "bios" },
+        "disks": spec.disks.iter().map(|d| json!({
+            "id": d.id, "name": d.name, "size_bytes": d.size_bytes, "boot_order": d.boot_order,
+        })).collect::<Vec<_>>(),
+        "nics": spec.nics.iter().map(|n| json!({
+            "network": n.network, "mac": n.mac, "ips": n.ips,
+        })).collect::<Vec<_>>(),
+        "labels": spec.labels,
+    })
+}
+
+fn spec_from_json(v: &Value) -> Option<VmSpec> {
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    Some(VmSpec {
+        name: text(&v["name"])?,
+        cpus: u32::try_from(v["cpus"].as_u64()?).ok()?,
+        memory_mib: v["memory_mib"].as_u64()?,
+        firmware: if v["firmware"] == "uefi" {
+            Firmware::Uefi
+        } else {
+            Firmware::Bios
+        },
+        disks: v["disks"]
+            .as_array()?
+            .iter()
+            .map(|d| {
+                Some(DiskSpec {
+                    id: text(&d["id"])?,
+                    name: text(&d["name"])?,
+                    size_bytes: d["size_bytes"].as_u64()?,
+                    boot_order: d["boot_order"].as_u64().and_then(|b| u32::try_from(b).ok()),
+                })
+            })
+            .collect::<Option<_>>()?,
+        nics: v["nics"]
+            .as_array()?
+            .iter()
+            .map(|n| {
+                Some(NicSpec {
+                    network: text(&n["network"])?,
+                    mac: text(&n["mac"]),
+                    ips: serde_json::from_value(n["ips"].clone()).ok()?,
+                })
+            })
+            .collect::<Option<_>>()?,
+        labels: serde_json::from_value(v["labels"].clone()).ok()?,
+    })
+}
+
+impl StepRunner for PluginSteps {
+    fn start<'a>(&'a self, step: &'a StepRecord) -> BoxFuture<'a, Result<Started, StepError>> {
+        Box::pin(self.start_step(step))
+    }
+
+    fn poll<'a>(
+        &'a self,
+        step: &'a StepRecord,
+        operation: &'a Value,
+    ) -> BoxFuture<'a, Result<Progress, StepError>> {
+        Box::pin(self.poll_step(step, operation))
+    }
+}

@@ -1,0 +1,81 @@
+//! Helpers for the test suites of this crate and the crates above it:
+//! finding the plugins `cargo xtask build-plugins` built, packaging them
+//! with a fixed test publisher key, and a runtime that trusts that key.
+//! Not for production use: the key is public.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+
+use crate::{Plugin, PluginPackage, Runtime, RuntimeConfig, TrustPolicy};
+
+/// Where `cargo xtask build-plugins` put the plugins (`REBOUND_PLUGIN_DIR`,
+/// else `$CARGO_TARGET_DIR/plugins`, else the workspace's `target/plugins`).
+pub fn plugin_dir() -> PathBuf {
+    let dir = std::env::var_os("REBOUND_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+            target.join("plugins")
+        });
+    assert!(
+        dir.join("example/plugin.wasm").is_file(),
+        "no built plugins in {}; run `cargo xtask build-plugins` (or `cargo xtask test`)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn wasm(name: &str) -> Vec<u8> {
+    std::fs::read(plugin_dir().join(name).join("plugin.wasm")).expect("read plugin.wasm")
+}
+
+pub fn template(name: &str) -> String {
+    std::fs::read_to_string(plugin_dir().join(name).join("plugin.toml")).expect("read plugin.toml")
+}
+
+/// A deterministic publisher key for tests.
+pub fn publisher_key() -> SigningKey {
+    SigningKey::from_bytes(&[7u8; 32])
+}
+
+pub fn package(name: &str) -> PluginPackage {
+    PluginPackage::build(&template(name), wasm(name), Some(&publisher_key())).expect("package")
+}
+
+pub fn trust() -> TrustPolicy {
+    TrustPolicy {
+        trusted_keys: vec![publisher_key().verifying_key()],
+        allow_unsigned: false,
+    }
+}
+
+pub fn cache_dir() -> PathBuf {
+    let dir = plugin_dir().join("../wasmtime-cache");
+    std::fs::create_dir_all(&dir).expect("cache dir");
+    dir
+}
+
+/// A runtime trusting the test key, with the shared compilation cache.
+pub fn runtime_with(mut config: RuntimeConfig) -> Runtime {
+    config.trust = trust();
+    config.cache_dir = Some(cache_dir());
+    Runtime::new(config).expect("runtime")
+}
+
+pub fn runtime() -> Runtime {
+    runtime_with(RuntimeConfig::default())
+}
+
+/// Load and install a built plugin.
+pub async fn load(rt: &Runtime, name: &str) -> Arc<Plugin> {
+    let plugin = rt
+        .load(&package(name))
+        .await
+        .unwrap_or_else(|e| panic!("load {name}: {e}"));
+    rt.install(plugin.clone());
+    plugin
+}
