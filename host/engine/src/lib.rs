@@ -13,8 +13,10 @@
 //!
 //! [`plan_steps`] derives each workflow's steps from a plan and its
 //! lifecycle; a run started with `Store::start_workflow` moves the plan's
-//! lifecycle when it finishes. Steps run one after another today (a tier's
-//! steps could run in parallel).
+//! lifecycle when it finishes. Steps are grouped in stages (a tier's
+//! materializations, say): stages run in order, the steps of a stage
+//! concurrently, and a stage's changes are persisted in one transaction per
+//! round.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -27,6 +29,7 @@ pub use plugin_steps::{BoundSite, DRILL_LABEL, PluginSteps, WORKLOAD_LABEL};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use rebound_store::{RunRecord, RunStatus, StepRecord, StepStatus, Store, StoreError};
 use serde_json::Value;
@@ -84,6 +87,8 @@ pub struct ExecutorConfig {
     /// (doubling).
     pub attempts: i32,
     pub backoff: Duration,
+    /// Calls of one stage in flight at once.
+    pub parallelism: usize,
 }
 
 impl ExecutorConfig {
@@ -94,6 +99,7 @@ impl ExecutorConfig {
             poll_interval: Duration::from_millis(200),
             attempts: 5,
             backoff: Duration::from_millis(200),
+            parallelism: 64,
         }
     }
 }
@@ -176,8 +182,8 @@ impl Executor {
         }
         let mut steps = self.store.steps(&run.id).await?;
         let mut outcome = Outcome::Succeeded;
-        for step in &mut steps {
-            match self.step(step).await? {
+        for stage in stages(&steps) {
+            match self.stage(&run.id, &mut steps[stage]).await? {
                 Flow::Next => {}
                 Flow::Stop(Outcome::LeaseLost) => return Ok(Outcome::LeaseLost),
                 Flow::Stop(stopped) => {
@@ -233,99 +239,181 @@ impl Executor {
         }
     }
 
-    async fn save(&self, step: &StepRecord) -> Result<bool, EngineError> {
-        let saved = self.store.save_step(&self.config.owner, step).await;
-        let held = self.keep(saved)?;
-        if held {
+    /// Persist changed steps and renew the lease; `false` when the lease
+    /// is gone.
+    async fn save(&self, run: &str, steps: &[&StepRecord]) -> Result<bool, EngineError> {
+        if steps.is_empty() {
             let renewed = self
                 .store
-                .heartbeat(&step.run, &self.config.owner, self.config.lease)
+                .heartbeat(run, &self.config.owner, self.config.lease)
                 .await;
             return self.keep(renewed);
         }
-        Ok(false)
+        let owned: Vec<StepRecord> = steps.iter().map(|s| (*s).clone()).collect();
+        let saved = self
+            .store
+            .save_steps(&self.config.owner, run, self.config.lease, &owned)
+            .await;
+        self.keep(saved)
     }
 
-    async fn step(&self, step: &mut StepRecord) -> Result<Flow, EngineError> {
-        match step.status {
-            StepStatus::Succeeded => return Ok(Flow::Next),
-            StepStatus::Failed => {
-                return Ok(Flow::Stop(Outcome::Failed {
+    /// Drive one stage (steps that may run at the same time) to its end, in
+    /// rounds: persist the attempts about to start, start and poll
+    /// concurrently, persist what changed — one transaction each.
+    async fn stage(&self, run: &str, steps: &mut [StepRecord]) -> Result<Flow, EngineError> {
+        let mut retry_at: Vec<Option<tokio::time::Instant>> = vec![None; steps.len()];
+        let mut failed = None;
+        loop {
+            if let Some(step) = steps.iter().find(|s| s.status == StepStatus::Failed) {
+                failed.get_or_insert(Outcome::Failed {
                     step: step.seq,
                     error: step.error.clone().unwrap_or_default(),
-                }));
+                });
             }
-            StepStatus::Pending | StepStatus::Running => {}
-        }
-        // Start (again, with the same key) unless a handle was persisted.
-        let mut backoff = self.config.backoff;
-        while step.operation.is_none() {
-            step.attempts += 1;
-            step.status = StepStatus::Running;
-            step.started_at_ms.get_or_insert(now_ms());
-            if !self.save(step).await? {
+            let open: Vec<usize> = (0..steps.len())
+                .filter(|i| !matches!(steps[*i].status, StepStatus::Succeeded | StepStatus::Failed))
+                .collect();
+            if let Some(outcome) = failed {
+                // Steps already started keep their persisted state; the run
+                // stops here.
+                return Ok(Flow::Stop(outcome));
+            }
+            if open.is_empty() {
+                return Ok(Flow::Next);
+            }
+            let now = tokio::time::Instant::now();
+            // Attempts are persisted before their calls.
+            let starting: Vec<usize> = open
+                .iter()
+                .copied()
+                .filter(|i| steps[*i].operation.is_none() && retry_at[*i].is_none_or(|t| t <= now))
+                .collect();
+            for i in &starting {
+                let step = &mut steps[*i];
+                step.attempts += 1;
+                step.status = StepStatus::Running;
+                step.started_at_ms.get_or_insert(now_ms());
+            }
+            if !starting.is_empty() {
+                let batch: Vec<&StepRecord> = starting.iter().map(|i| &steps[*i]).collect();
+                if !self.save(run, &batch).await? {
+                    return Ok(Flow::Stop(Outcome::LeaseLost));
+                }
+            }
+            let polling: Vec<usize> = open
+                .iter()
+                .copied()
+                .filter(|i| steps[*i].operation.is_some())
+                .collect();
+            let results: Vec<(usize, Call)> = {
+                let mut calls: Vec<BoxFuture<'_, (usize, Call)>> = Vec::new();
+                for i in &starting {
+                    let (i, step) = (*i, &steps[*i]);
+                    calls.push(Box::pin(async move {
+                        (i, Call::Start(self.runner.start(step).await))
+                    }));
+                }
+                for i in &polling {
+                    let (i, step) = (*i, &steps[*i]);
+                    let op = step.operation.clone().unwrap_or(Value::Null);
+                    calls.push(Box::pin(async move {
+                        (i, Call::Poll(self.runner.poll(step, &op).await))
+                    }));
+                }
+                futures_util::stream::iter(calls)
+                    .buffer_unordered(self.config.parallelism.max(1))
+                    .collect()
+                    .await
+            };
+            let mut changed = Vec::new();
+            for (i, call) in results {
+                let step = &mut steps[i];
+                let result = match call {
+                    Call::Start(Ok(Started::Done(output))) => Some(Ok(output)),
+                    Call::Start(Ok(Started::Operation(op))) => {
+                        step.operation = Some(op);
+                        changed.push(i);
+                        None
+                    }
+                    Call::Start(Err(StepError::Retryable(reason)))
+                        if step.attempts < self.config.attempts =>
+                    {
+                        let backoff = self.config.backoff
+                            * 2u32.saturating_pow(u32::try_from(step.attempts - 1).unwrap_or(0));
+                        tracing::info!(run = %step.run, step = step.seq, "retrying after {backoff:?}: {reason}");
+                        retry_at[i] = Some(tokio::time::Instant::now() + backoff);
+                        None
+                    }
+                    Call::Start(Err(e)) => Some(Err(e.to_string())),
+                    Call::Poll(Ok(Progress::Running) | Err(StepError::Retryable(_))) => None,
+                    Call::Poll(Ok(Progress::Done(output))) => Some(Ok(output)),
+                    Call::Poll(Ok(Progress::Failed(reason)) | Err(StepError::Fatal(reason))) => {
+                        Some(Err(reason))
+                    }
+                };
+                if let Some(result) = result {
+                    finish(step, result);
+                    changed.push(i);
+                }
+            }
+            let batch: Vec<&StepRecord> = changed.iter().map(|i| &steps[*i]).collect();
+            if !self.save(run, &batch).await? {
                 return Ok(Flow::Stop(Outcome::LeaseLost));
             }
-            match self.runner.start(step).await {
-                Ok(Started::Done(output)) => return self.finish(step, Ok(output)).await,
-                Ok(Started::Operation(op)) => {
-                    step.operation = Some(op);
-                    if !self.save(step).await? {
-                        return Ok(Flow::Stop(Outcome::LeaseLost));
-                    }
-                }
-                Err(StepError::Retryable(reason)) if step.attempts < self.config.attempts => {
-                    tracing::info!(run = %step.run, step = step.seq, "retrying after {backoff:?}: {reason}");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                }
-                Err(e) => return self.finish(step, Err(e.to_string())).await,
-            }
-        }
-        let operation = step.operation.clone().unwrap_or(Value::Null);
-        loop {
-            match self.runner.poll(step, &operation).await {
-                Ok(Progress::Running) | Err(StepError::Retryable(_)) => {
-                    tokio::time::sleep(self.config.poll_interval).await;
-                    let renewed = self
-                        .store
-                        .heartbeat(&step.run, &self.config.owner, self.config.lease)
-                        .await;
-                    if !self.keep(renewed)? {
-                        return Ok(Flow::Stop(Outcome::LeaseLost));
-                    }
-                }
-                Ok(Progress::Done(output)) => return self.finish(step, Ok(output)).await,
-                Ok(Progress::Failed(reason)) => return self.finish(step, Err(reason)).await,
-                Err(StepError::Fatal(reason)) => return self.finish(step, Err(reason)).await,
+            // Wait only when nothing moved: a fresh handle is polled at once.
+            let fresh = changed
+                .iter()
+                .any(|i| steps[*i].status == StepStatus::Running && starting.contains(i));
+            let settled = steps
+                .iter()
+                .all(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Failed));
+            if !fresh && !settled {
+                let next_retry = retry_at.iter().flatten().min().copied();
+                let wait = match (polling.is_empty(), next_retry) {
+                    (true, Some(at)) => at.saturating_duration_since(tokio::time::Instant::now()),
+                    _ => self.config.poll_interval,
+                };
+                tokio::time::sleep(wait).await;
             }
         }
     }
+}
 
-    async fn finish(
-        &self,
-        step: &mut StepRecord,
-        result: Result<Value, String>,
-    ) -> Result<Flow, EngineError> {
-        step.finished_at_ms = Some(now_ms());
-        let flow = match result {
-            Ok(output) => {
-                step.status = StepStatus::Succeeded;
-                step.output = Some(output);
-                Flow::Next
-            }
-            Err(error) => {
-                step.status = StepStatus::Failed;
-                step.error = Some(error.clone());
-                Flow::Stop(Outcome::Failed {
-                    step: step.seq,
-                    error,
-                })
-            }
-        };
-        if !self.save(step).await? {
-            return Ok(Flow::Stop(Outcome::LeaseLost));
+/// What one call of a round returned.
+enum Call {
+    Start(Result<Started, StepError>),
+    Poll(Result<Progress, StepError>),
+}
+
+fn finish(step: &mut StepRecord, result: Result<Value, String>) {
+    step.finished_at_ms = Some(now_ms());
+    match result {
+        Ok(output) => {
+            step.status = StepStatus::Succeeded;
+            step.output = Some(output);
         }
-        Ok(flow)
+        Err(error) => {
+            step.status = StepStatus::Failed;
+            step.error = Some(error);
+        }
     }
+}
+
+/// The stages of a run: consecutive steps with the same `stage` input run
+/// together; a step without one is a stage of its own.
+fn stages(steps: &[StepRecord]) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let stage = step.input.get("stage").and_then(Value::as_i64);
+        match out.last_mut() {
+            Some(last)
+                if stage.is_some()
+                    && steps[last.start].input.get("stage").and_then(Value::as_i64) == stage =>
+            {
+                last.end = i + 1;
+            }
+            _ => out.push(i..i + 1),
+        }
+    }
+    out
 }

@@ -1,7 +1,9 @@
 //! The exact step plan of each workflow, derived from a plan and its
 //! lifecycle (what a dry-run shows): which action on which site for which
 //! workload, in recovery order. Every step's input names an `action` the
-//! provider side executes.
+//! provider side executes, and steps that may run at the same time share a
+//! `stage` number (the snapshots of a sync, the fences, one tier's
+//! materializations, then its health gates).
 
 use rebound_domain::{Lifecycle, PlanDocument, Workflow};
 use rebound_store::NewStep;
@@ -9,6 +11,14 @@ use serde_json::{Value, json};
 
 fn step(name: String, input: Value) -> NewStep {
     NewStep { name, input }
+}
+
+/// Mark `steps[from..]` as one stage: they may run at the same time.
+fn stage(steps: &mut [NewStep], from: usize) {
+    let number = steps.len();
+    for s in &mut steps[from..] {
+        s.input["stage"] = json!(number);
+    }
 }
 
 /// The steps of `workflow` for `plan` in its current `lifecycle`.
@@ -22,40 +32,52 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
     let mut steps = Vec::new();
 
     let sync = |steps: &mut Vec<NewStep>, from: &str, to: &str| {
+        let first = steps.len();
         for w in &all {
             steps.push(step(
                 format!("snapshot {w} on {from}"),
                 json!({"action": "snapshot", "site": from, "workload": w}),
             ));
+        }
+        stage(steps, first);
+        let first = steps.len();
+        for w in &all {
             steps.push(step(
                 format!("replicate {w} {from} → {to} (changed blocks only)"),
                 json!({"action": "replicate", "from": from, "to": to, "workload": w, "delta": true}),
             ));
         }
+        stage(steps, first);
     };
     // One fence per workload: each is confirmed (or not) on its own.
     let fence = |steps: &mut Vec<NewStep>, site: &str, best_effort: bool| {
+        let first = steps.len();
         for w in &all {
             steps.push(step(
                 format!("fence {w} on {site}"),
                 json!({"action": "fence", "site": site, "workload": w, "best_effort": best_effort, "epoch": lifecycle.epoch + 1}),
             ));
         }
+        stage(steps, first);
     };
     let recover = |steps: &mut Vec<NewStep>, site: &str, isolated: bool| {
         for tier in &tiers {
+            let first = steps.len();
             for w in tier {
                 steps.push(step(
                     format!("materialize {w} on {site}"),
                     json!({"action": "materialize", "site": site, "workload": w, "isolated": isolated}),
                 ));
             }
+            stage(steps, first);
+            let first = steps.len();
             for w in tier {
                 steps.push(step(
                     format!("health gate {w} on {site}"),
                     json!({"action": "gate", "site": site, "workload": w}),
                 ));
             }
+            stage(steps, first);
         }
     };
     let redirect = |steps: &mut Vec<NewStep>, site: &str| {

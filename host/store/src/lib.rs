@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rebound_domain::{Lifecycle, PlanDocument, PlanError, PlanState, Workflow};
 use rebound_migrations::Migrator;
 use rebound_migrations::MigratorTrait;
-use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
     DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
@@ -702,47 +702,65 @@ impl Store {
             .collect()
     }
 
-    /// Save a step's progress as the holder of its run's lease, in one
-    /// statement: a replica that lost the lease cannot overwrite the work of
-    /// the one that took over.
-    pub async fn save_step(&self, owner: &str, record: &StepRecord) -> Result<(), StoreError> {
-        let status = serde_json::to_value(record.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let held = Query::select()
-            .expr(Expr::val(1))
-            .from(run::Entity)
-            .and_where(Expr::col((run::Entity, run::Column::Id)).eq(record.run.clone()))
-            .and_where(Expr::col((run::Entity, run::Column::LeaseOwner)).eq(owner))
-            .to_owned();
-        let saved = step::Entity::update_many()
-            .col_expr(step::Column::Status, Expr::value(status))
+    /// Save steps of one run as its lease holder and renew the lease, in
+    /// one transaction (a stage's steps are saved together). Refused with
+    /// [`StoreError::Conflict`] — nothing saved — when `owner` no longer
+    /// holds the lease.
+    pub async fn save_steps(
+        &self,
+        owner: &str,
+        run_id: &str,
+        lease: Duration,
+        records: &[StepRecord],
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        let renewed = run::Entity::update_many()
             .col_expr(
-                step::Column::Operation,
-                Expr::value(record.operation.as_ref().map(ToString::to_string)),
+                run::Column::LeaseExpiresAt,
+                Expr::value(now_ms() + millis(lease)),
             )
-            .col_expr(step::Column::Attempts, Expr::value(record.attempts))
-            .col_expr(step::Column::StartedAt, Expr::value(record.started_at_ms))
-            .col_expr(step::Column::FinishedAt, Expr::value(record.finished_at_ms))
-            .col_expr(step::Column::Error, Expr::value(record.error.clone()))
-            .col_expr(
-                step::Column::Output,
-                Expr::value(record.output.as_ref().map(ToString::to_string)),
-            )
-            .filter(step::Column::Run.eq(record.run.clone()))
-            .filter(step::Column::Seq.eq(record.seq))
-            .filter(Expr::exists(held))
-            .exec(&self.db)
+            .filter(run::Column::Id.eq(run_id))
+            .filter(run::Column::LeaseOwner.eq(owner))
+            .filter(run::Column::Status.is_in(RunStatus::ACTIVE))
+            .exec(&tx)
             .await?;
-        if saved.rows_affected == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict(format!(
-                "step {} of run '{}' was not saved: '{owner}' no longer holds the run's lease",
-                record.seq, record.run
-            )))
+        if renewed.rows_affected != 1 {
+            return Err(StoreError::Conflict(format!(
+                "steps of run '{run_id}' were not saved: '{owner}' no longer holds the run's lease"
+            )));
         }
+        for record in records {
+            if record.run != run_id {
+                return Err(StoreError::Conflict(format!(
+                    "step {} belongs to run '{}', not '{run_id}'",
+                    record.seq, record.run
+                )));
+            }
+            let status = serde_json::to_value(record.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            step::Entity::update_many()
+                .col_expr(step::Column::Status, Expr::value(status))
+                .col_expr(
+                    step::Column::Operation,
+                    Expr::value(record.operation.as_ref().map(ToString::to_string)),
+                )
+                .col_expr(step::Column::Attempts, Expr::value(record.attempts))
+                .col_expr(step::Column::StartedAt, Expr::value(record.started_at_ms))
+                .col_expr(step::Column::FinishedAt, Expr::value(record.finished_at_ms))
+                .col_expr(step::Column::Error, Expr::value(record.error.clone()))
+                .col_expr(
+                    step::Column::Output,
+                    Expr::value(record.output.as_ref().map(ToString::to_string)),
+                )
+                .filter(step::Column::Run.eq(run_id))
+                .filter(step::Column::Seq.eq(record.seq))
+                .exec(&tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Finish a lifecycle run as its lease holder: finish the plan's
