@@ -100,10 +100,13 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             redirect(&mut steps, standby);
         }
         Workflow::Reprotect => sync(&mut steps, primary, standby),
-        // Planned: final delta sync, fence, verified recovery, canary.
+        // Planned: a pre-sync while the primary still serves, then fence
+        // it (writes stop), a final delta sync of what the pre-sync missed
+        // (nothing is lost), verified recovery, canary.
         Workflow::Failback | Workflow::Migration => {
             sync(&mut steps, primary, standby);
             fence(&mut steps, primary, false);
+            sync(&mut steps, primary, standby);
             recover(&mut steps, standby, false);
             redirect(&mut steps, standby);
         }

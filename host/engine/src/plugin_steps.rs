@@ -140,7 +140,15 @@ impl PluginSteps {
         let (site, workload) = (text("site"), text("workload"));
         let op = match text("action").as_str() {
             "snapshot" => {
-                let id = self.resolve(&site, &workload).await?;
+                // After this run fenced the workload (a final sync), the
+                // fenced one is the workload to capture.
+                let scope = self.scope(step).await?;
+                let fenced = earlier(&scope.steps, step.seq, "fence", &workload)
+                    .and_then(|o| o["workload"].as_str().map(str::to_owned));
+                let id = match fenced {
+                    Some(id) => id,
+                    None => self.resolve(&site, &workload).await?,
+                };
                 let request = SnapshotRequest {
                     key,
                     site: site.clone(),

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use rebound_domain::{PlanDocument, PlanState, Workflow};
 use rebound_engine::{
-    BoundSite, DRILL_LABEL, Executor, ExecutorConfig, Outcome, PluginSteps, WORKLOAD_LABEL,
-    plan_steps,
+    BoundSite, DRILL_LABEL, Executor, ExecutorConfig, Outcome, PluginSteps, RunReport,
+    WORKLOAD_LABEL, plan_steps,
 };
 use rebound_lab::{ExampleOptions, ExampleSite};
 use rebound_runtime::SiteGrant;
@@ -88,6 +88,10 @@ async fn lab(store: &Store) -> Lab {
 }
 
 async fn run(store: &Store, lab: &Lab, workflow: Workflow) -> Outcome {
+    run_reported(store, lab, workflow).await.0
+}
+
+async fn run_reported(store: &Store, lab: &Lab, workflow: Workflow) -> (Outcome, RunReport) {
     let plan = store.plan("shop").await.expect("plan");
     let steps = plan_steps(&plan.document, &plan.lifecycle, workflow);
     store
@@ -102,12 +106,15 @@ async fn run(store: &Store, lab: &Lab, workflow: Workflow) -> Outcome {
             ..ExecutorConfig::new("host-a")
         },
     );
-    let (_, outcome) = executor
+    let (run, outcome) = executor
         .work_once()
         .await
         .expect("work")
         .expect("the run just started");
-    outcome
+    let report = rebound_engine::report(store, &run.id)
+        .await
+        .expect("report");
+    (outcome, report)
 }
 
 fn label<'a>(vm: &'a Value, key: &str) -> Option<&'a str> {
@@ -147,10 +154,26 @@ async fn round_trip(store: Store) {
         "{points:?}"
     );
 
-    assert_eq!(
-        run(&store, &lab, Workflow::Failover).await,
-        Outcome::Succeeded
+    // Before failing over: the dry-run forecasts from defaults (no drill
+    // measured yet) and lists exactly the steps the run will have.
+    let forecast = rebound_engine::dry_run(&store, "shop", Workflow::Failover, 64)
+        .await
+        .expect("dry-run");
+    assert_eq!(forecast.basis, None);
+    let (outcome, report) = run_reported(&store, &lab, Workflow::Failover).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    assert_eq!(forecast.steps.len(), report.steps.len());
+    let (rto, rpo) = (
+        report.measured_rto_ms.expect("measured RTO"),
+        report.achieved_rpo_ms.expect("achieved RPO"),
     );
+    assert!(rto > 0 && rto < 30_000, "{report:?}");
+    assert!(
+        rpo > 0 && rpo < 60_000,
+        "unplanned: data since the cycle is lost: {report:?}"
+    );
+    assert_eq!((report.rto_met, report.rpo_met), (Some(true), Some(true)));
+    assert_eq!(report.objective_rto_ms, 30 * 60 * 1000);
     let l = state().await;
     assert_eq!(
         (l.state, l.primary.as_str(), l.epoch, l.unfenced),
@@ -194,10 +217,20 @@ async fn round_trip(store: Store) {
     );
     assert_eq!(state().await.state, PlanState::ReadyForFailback);
 
+    // The failback forecast now rests on the drill's measured steps.
+    let forecast = rebound_engine::dry_run(&store, "shop", Workflow::Failback, 64)
+        .await
+        .expect("dry-run");
+    assert!(forecast.basis.is_some());
+    assert!(forecast.within_objective, "{forecast:?}");
+    let (outcome, report) = run_reported(&store, &lab, Workflow::Failback).await;
+    assert_eq!(outcome, Outcome::Succeeded);
     assert_eq!(
-        run(&store, &lab, Workflow::Failback).await,
-        Outcome::Succeeded
+        (report.achieved_rpo_ms, report.rpo_met),
+        (Some(0), Some(true)),
+        "planned: fenced before the final sync, nothing lost: {report:?}"
     );
+    assert_eq!(report.objective_rpo_ms, 0);
     let l = state().await;
     assert_eq!(
         (l.state, l.primary.as_str(), l.epoch),

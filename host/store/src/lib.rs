@@ -560,6 +560,19 @@ impl Store {
         decode_run(&row)
     }
 
+    /// A plan's runs, newest first.
+    pub async fn runs_of(&self, plan: &str) -> Result<Vec<RunRecord>, StoreError> {
+        run::Entity::find()
+            .filter(run::Column::Plan.eq(plan))
+            .order_by_desc(run::Column::CreatedAt)
+            .order_by_desc(run::Column::Id)
+            .all(&self.db)
+            .await?
+            .iter()
+            .map(decode_run)
+            .collect()
+    }
+
     /// Claim an active run whose lease is free or expired, for `lease`.
     pub async fn claim_run(
         &self,
