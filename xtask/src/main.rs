@@ -72,6 +72,14 @@ fn main() -> Result<()> {
                 "plugin_call",
             ])?;
             ws.cargo(&["bench", "--package", "rebound-datamover", "--bench", "copy"])?;
+            // Prints measured RTO / ideal critical path and CPU per step.
+            ws.cargo(&[
+                "bench",
+                "--package",
+                "rebound-engine",
+                "--bench",
+                "failover",
+            ])?;
             ws.report_medians("plugin_call", "fresh_instance")?;
             ws.report_medians("datamover", "plain_cp")
         }

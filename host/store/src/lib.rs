@@ -109,6 +109,21 @@ pub enum StepStatus {
     Failed,
 }
 
+impl StepStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Steps updated by one statement in `save_steps` (8 bind values each,
+/// well under SQLite's and PostgreSQL's limits).
+const SAVE_CHUNK: usize = 256;
+
 /// A step to create with its run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewStep {
@@ -214,13 +229,18 @@ impl Store {
         };
         let mut options = ConnectOptions::new(url);
         options.sqlx_logging(false);
+        // On every pooled connection: readers never block the writer,
+        // writers wait instead of failing, a commit survives a crash of the
+        // process (WAL with `synchronous=NORMAL`; an OS crash may lose the
+        // last commits, never consistency — and a repeated step call is
+        // harmless under its idempotency key).
+        options.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true)
+        });
         let db = Database::connect(options).await?;
-        if db.get_database_backend() == DbBackend::Sqlite {
-            // Readers never block the writer; writers wait instead of failing.
-            db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
-            db.execute_unprepared("PRAGMA busy_timeout=5000").await?;
-            db.execute_unprepared("PRAGMA foreign_keys=ON").await?;
-        }
         Migrator::up(&db, None).await?;
         Ok(Self { db })
     }
@@ -501,7 +521,7 @@ impl Store {
                         run: Set(id.clone()),
                         seq: Set(seq),
                         name: Set(new.name.clone()),
-                        status: Set("pending".into()),
+                        status: Set(StepStatus::Pending.as_str().into()),
                         idempotency_key: Set(format!("{id}/{seq}")),
                         operation: Set(None),
                         attempts: Set(0),
@@ -742,35 +762,52 @@ impl Store {
                 "steps of run '{run_id}' were not saved: '{owner}' no longer holds the run's lease"
             )));
         }
-        for record in records {
-            if record.run != run_id {
-                return Err(StoreError::Conflict(format!(
-                    "step {} belongs to run '{}', not '{run_id}'",
-                    record.seq, record.run
-                )));
+        if let Some(stray) = records.iter().find(|r| r.run != run_id) {
+            return Err(StoreError::Conflict(format!(
+                "step {} belongs to run '{}', not '{run_id}'",
+                stray.seq, stray.run
+            )));
+        }
+        // One statement per chunk of steps: the new values as a table of
+        // VALUES joined on the key, so a stage of hundreds of steps costs a
+        // few statements, not hundreds.
+        let backend = tx.get_database_backend();
+        for chunk in records.chunks(SAVE_CHUNK) {
+            let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 8 + 1);
+            let mut rows = Vec::with_capacity(chunk.len());
+            for record in chunk {
+                let row: [sea_orm::Value; 8] = [
+                    record.seq.into(),
+                    record.status.as_str().into(),
+                    record.operation.as_ref().map(ToString::to_string).into(),
+                    record.attempts.into(),
+                    record.started_at_ms.into(),
+                    record.finished_at_ms.into(),
+                    record.error.clone().into(),
+                    record.output.as_ref().map(ToString::to_string).into(),
+                ];
+                let mut marks = Vec::with_capacity(row.len());
+                for value in row {
+                    values.push(value);
+                    marks.push(mark(backend, values.len()));
+                }
+                rows.push(format!("({})", marks.join(", ")));
             }
-            let status = serde_json::to_value(record.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            step::Entity::update_many()
-                .col_expr(step::Column::Status, Expr::value(status))
-                .col_expr(
-                    step::Column::Operation,
-                    Expr::value(record.operation.as_ref().map(ToString::to_string)),
-                )
-                .col_expr(step::Column::Attempts, Expr::value(record.attempts))
-                .col_expr(step::Column::StartedAt, Expr::value(record.started_at_ms))
-                .col_expr(step::Column::FinishedAt, Expr::value(record.finished_at_ms))
-                .col_expr(step::Column::Error, Expr::value(record.error.clone()))
-                .col_expr(
-                    step::Column::Output,
-                    Expr::value(record.output.as_ref().map(ToString::to_string)),
-                )
-                .filter(step::Column::Run.eq(run_id))
-                .filter(step::Column::Seq.eq(record.seq))
-                .exec(&tx)
-                .await?;
+            values.push(run_id.into());
+            let sql = format!(
+                "WITH v(seq, status, operation, attempts, started_at, finished_at, error, output) \
+                 AS (VALUES {rows}) \
+                 UPDATE steps SET status = v.status, operation = v.operation, \
+                 attempts = v.attempts, started_at = v.started_at, finished_at = v.finished_at, \
+                 error = v.error, output = v.output \
+                 FROM v WHERE steps.run = {run} AND steps.seq = v.seq",
+                rows = rows.join(", "),
+                run = mark(backend, values.len()),
+            );
+            tx.execute_raw(sea_orm::Statement::from_sql_and_values(
+                backend, sql, values,
+            ))
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -985,6 +1022,15 @@ pub mod testing {
     /// names, or `None` (and a note) when it is unset. With
     /// `REBOUND_REQUIRE_POSTGRES` set (as in CI) an unset URL is an error.
     pub async fn fresh_postgres() -> Result<Option<Store>, StoreError> {
+        match fresh_postgres_url().await? {
+            Some(url) => Store::connect(&url).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`fresh_postgres`], the URL of the fresh database (for tests
+    /// that hand it to host processes).
+    pub async fn fresh_postgres_url() -> Result<Option<String>, StoreError> {
         let Ok(admin) = std::env::var("REBOUND_TEST_POSTGRES_URL") else {
             if std::env::var_os("REBOUND_REQUIRE_POSTGRES").is_some() {
                 return Err(StoreError::Conflict(
@@ -1000,12 +1046,20 @@ pub mod testing {
             .execute_raw(&format!("CREATE DATABASE {name}"))
             .await?;
         let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        Store::connect(&format!("{base}/{name}")).await.map(Some)
+        Ok(Some(format!("{base}/{name}")))
     }
 
     /// A fresh SQLite file in `dir`.
     pub async fn fresh_sqlite(dir: &std::path::Path) -> Result<Store, StoreError> {
         Store::connect(&format!("sqlite://{}", dir.join("rebound.db").display())).await
+    }
+}
+
+/// The `n`th (1-based) bind placeholder of a statement.
+fn mark(backend: DbBackend, n: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
     }
 }
 
