@@ -25,7 +25,7 @@ mod plugin_steps;
 mod report;
 
 pub use planner::plan_steps;
-pub use plugin_steps::{BoundSite, DRILL_LABEL, PluginSteps, WORKLOAD_LABEL};
+pub use plugin_steps::{BoundSite, DRILL_LABEL, EPOCH_LABEL, PluginSteps, WORKLOAD_LABEL};
 pub use report::{
     Forecast, PlannedStep, RunReport, StepTiming, default_duration_ms, dry_run, forecast, report,
 };

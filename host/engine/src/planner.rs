@@ -60,13 +60,20 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         }
         stage(steps, first);
     };
+    // What recovered workloads are labelled with: the epoch their
+    // promotion establishes (a drill promotes nothing).
     let recover = |steps: &mut Vec<NewStep>, site: &str, isolated: bool| {
+        let epoch = if isolated {
+            lifecycle.epoch
+        } else {
+            lifecycle.epoch + 1
+        };
         for tier in &tiers {
             let first = steps.len();
             for w in tier {
                 steps.push(step(
                     format!("materialize {w} on {site}"),
-                    json!({"action": "materialize", "site": site, "workload": w, "isolated": isolated}),
+                    json!({"action": "materialize", "site": site, "workload": w, "isolated": isolated, "epoch": epoch}),
                 ));
             }
             stage(steps, first);

@@ -42,6 +42,10 @@ use crate::{Progress, Started, StepError, StepRunner};
 pub const WORKLOAD_LABEL: &str = "rebound/workload";
 /// The label on a drill's workloads: the drill run's id (its sandbox).
 pub const DRILL_LABEL: &str = "rebound/drill";
+/// The label with the fencing epoch a workload was materialized under: of
+/// several incarnations of a workload on a site, the highest epoch is the
+/// current one.
+pub const EPOCH_LABEL: &str = "rebound/epoch";
 
 /// A site as the engine binds it: its plugin and what the runtime grants.
 #[derive(Clone)]
@@ -126,10 +130,20 @@ impl PluginSteps {
                 },
             )
             .await?;
+        // The newest incarnation (highest epoch), whatever its power state:
+        // a step resumed after a crash must find the workload its first
+        // attempt acted on, even if that attempt stopped it.
+        let epoch = |w: &rebound_runtime::bindings::Workload| {
+            w.spec
+                .labels
+                .iter()
+                .find(|(k, _)| k == EPOCH_LABEL)
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         let best = found
             .iter()
-            .find(|w| w.power == PowerState::Running)
-            .or(found.first());
+            .max_by(|a, b| epoch(a).cmp(&epoch(b)).then_with(|| b.id.cmp(&a.id)));
         Ok(best.map_or_else(|| workload.to_owned(), |w| w.id.clone()))
     }
 
@@ -194,13 +208,17 @@ impl PluginSteps {
                 let mut spec = spec_from_json(&point.detail["spec"]).ok_or_else(|| {
                     StepError::Fatal(format!("recovery point '{}' has no usable spec", point.id))
                 })?;
-                spec.labels
-                    .retain(|(k, _)| k != WORKLOAD_LABEL && k != DRILL_LABEL);
+                spec.labels.retain(|(k, _)| {
+                    ![WORKLOAD_LABEL, DRILL_LABEL, EPOCH_LABEL].contains(&k.as_str())
+                });
                 if isolated {
                     spec.labels.push((DRILL_LABEL.into(), step.run.clone()));
                     spec.name = format!("{}-drill", spec.name);
                 } else {
                     spec.labels.push((WORKLOAD_LABEL.into(), workload.clone()));
+                    if let Some(epoch) = input["epoch"].as_u64() {
+                        spec.labels.push((EPOCH_LABEL.into(), epoch.to_string()));
+                    }
                 }
                 // The plan maps source networks to target networks; going
                 // back, the mapping runs the other way.
