@@ -1,9 +1,12 @@
 //! `rebound demo`: a guided tour against the lab. It starts a simulated
 //! example site on loopback, publishes the example plugin (packaged and
 //! signed with a fresh key), walks the contract's happy path, then unleashes
-//! the hostile plugins at once while the example plugin keeps serving.
-//! Failover/failback round trips join once the engine and the platform
-//! simulators land.
+//! the hostile plugins at once while the example plugin keeps serving, and
+//! finally drives a protected plan through replication → failover →
+//! reprotect → failback between two example sites with the engine, printing
+//! each run's measured RTO and achieved RPO against the phase's objectives.
+//! (The OpenStack/KubeVirt simulators and plugins are not built yet, so the
+//! round trip runs between two sites of the example platform.)
 
 use std::path::Path;
 use std::sync::Arc;
@@ -166,18 +169,131 @@ pub async fn run(plugins: &Path) -> Result<()> {
     }
     println!("  meanwhile 'example' answered {served} health calls");
 
-    store_a_plan(plugins, &example).await?;
+    let store = store_a_plan(plugins, &example).await?;
+    round_trip(&store, runtime, example, site, grant).await
+}
+
+/// Replication, failover, reprotect and failback of the plan through the
+/// engine and the example plugin, between lab-a and a second site lab-b.
+async fn round_trip(
+    store: &rebound_store::Store,
+    runtime: Arc<Runtime>,
+    example: Arc<Plugin>,
+    a: ExampleSite,
+    grant_a: SiteGrant,
+) -> Result<()> {
+    let b = ExampleSite::start(ExampleOptions {
+        snapshot_latency: Duration::from_millis(300),
+        vms: Vec::new(),
+        ..ExampleOptions::default()
+    })
+    .await?;
     println!(
-        "\nNot in the demo yet (not built): the engine running a failover → reprotect → failback round trip across lab platforms."
+        "\n== Round trip: lab-a {} ⇄ lab-b {} through the engine ==",
+        a.endpoint(),
+        b.endpoint()
+    );
+    let grant_b = SiteGrant::new("lab-b")
+        .config("endpoint", &b.endpoint())
+        .secret("token", &b.token)
+        .grant(&b.endpoint())
+        .map_err(anyhow::Error::msg)?;
+    let bound = |grant: SiteGrant| rebound_engine::BoundSite {
+        plugin: example.clone(),
+        grant,
+    };
+    let sites = std::collections::HashMap::from([
+        ("lab-a".to_owned(), bound(grant_a)),
+        ("lab-b".to_owned(), bound(grant_b)),
+    ]);
+    let steps = Arc::new(rebound_engine::PluginSteps::new(
+        runtime,
+        store.clone(),
+        sites,
+    ));
+    let executor = rebound_engine::Executor::new(
+        store.clone(),
+        steps,
+        rebound_engine::ExecutorConfig {
+            poll_interval: Duration::from_millis(50),
+            ..rebound_engine::ExecutorConfig::new("demo")
+        },
+    );
+    use rebound_domain::Workflow::{Failback, Failover, Replication, Reprotect};
+    for workflow in [Replication, Failover, Reprotect, Failback] {
+        let plan = store.plan("shop").await?;
+        let planned = rebound_engine::plan_steps(&plan.document, &plan.lifecycle, workflow);
+        let forecast = rebound_engine::dry_run(store, "shop", workflow, 64).await?;
+        store
+            .start_workflow("shop", workflow, None, "demo", &planned)
+            .await?;
+        let (run, outcome) = executor
+            .work_once()
+            .await?
+            .context("the run just started")?;
+        let report = rebound_engine::report(store, &run.id).await?;
+        let state = store.plan("shop").await?.lifecycle;
+        println!(
+            "{:<11} {:>2} steps, {outcome:?} → plan {} (primary {}, epoch {})",
+            workflow.to_string(),
+            planned.len(),
+            state.state,
+            state.primary,
+            state.epoch
+        );
+        if matches!(workflow, Failover | Failback) {
+            println!(
+                "            RTO: forecast {}, measured {} (objective {}, {}); RPO achieved {} (objective {}, {})",
+                ms(Some(forecast.rto_ms)),
+                ms(report.measured_rto_ms),
+                ms(Some(report.objective_rto_ms)),
+                verdict(report.rto_met),
+                ms(report.achieved_rpo_ms),
+                ms(Some(report.objective_rpo_ms)),
+                verdict(report.rpo_met),
+            );
+        }
+    }
+    let serving = |site: &ExampleSite| {
+        site.vms()
+            .iter()
+            .filter(|vm| vm["power"] == "running")
+            .count()
+    };
+    let repeated = a
+        .effects()
+        .into_values()
+        .chain(b.effects().into_values())
+        .filter(|n| *n > 1)
+        .count();
+    println!(
+        "running VMs now: lab-a {}, lab-b {}; route shop/www → {:?}; mutating requests repeated under one idempotency key: {repeated}",
+        serving(&a),
+        serving(&b),
+        a.route("shop/www"),
     );
     Ok(())
 }
 
+fn ms(value: Option<i64>) -> String {
+    value.map_or_else(|| "—".to_owned(), |v| format!("{:.2}s", v as f64 / 1000.0))
+}
+
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "MISSED",
+        None => "n/a",
+    }
+}
+
 /// The embedded SQLite store with a protection plan over the lab site's
 /// workloads, its per-phase objectives, recovery tiers and lifecycle.
-async fn store_a_plan(plugins: &Path, example: &Plugin) -> Result<()> {
+async fn store_a_plan(plugins: &Path, example: &Plugin) -> Result<rebound_store::Store> {
     let path = plugins.join("../demo/rebound.db");
     if let Some(dir) = path.parent() {
+        // Each demo starts from a fresh store.
+        let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)?;
     }
     let url = format!("sqlite://{}", path.display());
@@ -218,7 +334,7 @@ async fn store_a_plan(plugins: &Path, example: &Plugin) -> Result<()> {
     if let Err(e) = store.put_plan(&bad, "demo").await {
         println!("a plan promising a 0s failover RPO is refused: {e}");
     }
-    Ok(())
+    Ok(store)
 }
 
 const DEMO_PLAN: &str = "\
@@ -231,8 +347,13 @@ workloads:
     depends_on: [vm-3]
   - id: vm-1
     depends_on: [vm-2]
-replication: { mode: data_mover, interval: 5m }
+replication: { mode: native, interval: 5m }
 objectives:
   failover: { rto: 15m, rpo: 10m }
   failback: { rto: 1h, rpo: 0s }
+network_mapping:
+  - { source: prod-net, target: dr-net }
+redirect:
+  target: { kind: route, route: shop/www }
+  canary: [10, 50, 100]
 ";

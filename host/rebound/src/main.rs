@@ -11,6 +11,7 @@
 mod demo;
 mod plugin_cmd;
 mod serve;
+mod sites;
 
 use std::path::PathBuf;
 

@@ -1,12 +1,15 @@
-//! `rebound serve`: the host service. Today it opens the store (an SQLite
-//! file created and migrated on first start, or PostgreSQL), runs the
-//! plugin runtime with the plugin packages of a folder, and answers
-//! `/healthz`, `/readyz` and `GET /api/v1/plugins`; the engine and the full
-//! API come next.
+//! `rebound serve`: the host service. It opens the store (an SQLite file
+//! created and migrated on first start, or PostgreSQL), runs the plugin
+//! runtime with the plugin packages of a folder, binds the sites of a sites
+//! file to their plugins, and runs executor workers that claim runs from
+//! the store and drive them through the plugins (several hosts on one
+//! PostgreSQL share the runs by lease). It answers `/healthz`, `/readyz` and
+//! `GET /api/v1/plugins`; the full API comes next.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::extract::Path;
@@ -15,6 +18,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Args;
+use rebound_engine::{Executor, ExecutorConfig, PluginSteps};
 use rebound_runtime::{PluginPackage, Runtime, RuntimeConfig};
 use serde_json::{Value, json};
 
@@ -32,6 +36,23 @@ pub struct ServeArgs {
     /// `postgres://USER:PASSWORD@HOST/DB`.
     #[arg(long, default_value = "sqlite://rebound.db", env = "REBOUND_STORE")]
     store: String,
+    /// Where compiled plugins are cached between starts.
+    #[arg(long, env = "REBOUND_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// The sites file (TOML): each site bound to a plugin. Without it the
+    /// host drives no runs.
+    #[arg(long, env = "REBOUND_SITES")]
+    sites: Option<PathBuf>,
+    /// This host's name as a lease owner (unique per host process).
+    #[arg(long, env = "REBOUND_OWNER")]
+    owner: Option<String>,
+    /// How long a claimed run stays this host's without a heartbeat; after
+    /// it another host may take the run over.
+    #[arg(long, default_value_t = 30.0, env = "REBOUND_LEASE_SECONDS")]
+    lease_seconds: f64,
+    /// Runs driven at the same time.
+    #[arg(long, default_value_t = 4, env = "REBOUND_WORKERS")]
+    workers: usize,
     #[command(flatten)]
     trust: TrustArgs,
 }
@@ -48,6 +69,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("opening the store at {}", redact_url(&args.store)))?;
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         trust: args.trust.policy()?,
+        cache_dir: args.cache_dir.clone(),
         ..RuntimeConfig::default()
     })?);
     if let Some(dir) = &args.plugins {
@@ -67,6 +89,27 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
         }
     }
+    if let Some(path) = &args.sites {
+        let sites = crate::sites::load(path, &runtime)?;
+        let owner = args
+            .owner
+            .clone()
+            .unwrap_or_else(|| format!("host-{}", std::process::id()));
+        let lease = Duration::try_from_secs_f64(args.lease_seconds)
+            .ok()
+            .filter(|d| *d >= Duration::from_millis(100))
+            .context("--lease-seconds must be at least 0.1")?;
+        let runner = Arc::new(PluginSteps::new(runtime.clone(), store.clone(), sites));
+        for worker in 0..args.workers.max(1) {
+            let config = ExecutorConfig {
+                lease,
+                ..ExecutorConfig::new(format!("{owner}/{worker}"))
+            };
+            let executor = Executor::new(store.clone(), runner.clone(), config);
+            tokio::spawn(work(executor));
+        }
+        eprintln!("rebound driving runs as {owner}");
+    }
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -83,6 +126,24 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         })
         .await?;
     Ok(())
+}
+
+/// Claim runs and drive them, forever; an idle worker looks again after a
+/// short pause.
+async fn work(executor: Executor) {
+    let idle = Duration::from_millis(250);
+    loop {
+        match executor.work_once().await {
+            Ok(Some((run, outcome))) => {
+                tracing::info!(run = %run.id, plan = %run.plan, workflow = %run.workflow, ?outcome, "run driven");
+            }
+            Ok(None) => tokio::time::sleep(idle).await,
+            Err(e) => {
+                tracing::error!("driving runs: {e}");
+                tokio::time::sleep(idle).await;
+            }
+        }
+    }
 }
 
 /// Ready when the store answers and every migration is applied.

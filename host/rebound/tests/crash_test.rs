@@ -1,0 +1,381 @@
+//! Crash safety of real host processes. `rebound serve` drives round trips
+//! (replication, failover, reprotect, failback, again and again) of a plan through the
+//! example wasm plugin against two simulated sites, and the test kills the
+//! host with SIGKILL at a random point of every run: after a random number
+//! of the run's steps finished, plus a random delay. A fresh host takes the
+//! run over after the lease expires. Every run must finish, the plan must
+//! end each workflow in the right lifecycle state, and no mutating request
+//! may have reached a site twice under one idempotency key.
+//!
+//! The points come from a seed printed at the start; `REBOUND_CRASH_SEED`
+//! replays a run of the test, `REBOUND_CRASH_TRIALS` sets how many failovers
+//! and failbacks are killed (at least 30 by default).
+//!
+//! On PostgreSQL two hosts run at once and the one holding the run is the
+//! one killed; the other takes the run over.
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rebound_domain::{PlanDocument, PlanState, Workflow};
+use rebound_engine::plan_steps;
+use rebound_lab::{ExampleOptions, ExampleSite};
+use rebound_store::{RunStatus, StepStatus, Store};
+
+const PLAN: &str = r#"
+name: shop
+source: lab-a
+target: lab-b
+workloads:
+  - id: vm-3
+  - id: vm-2
+    depends_on: [vm-3]
+  - id: vm-1
+    depends_on: [vm-2]
+replication: { mode: native, interval: 5m }
+objectives:
+  failover: { rto: 30m, rpo: 15m }
+  failback: { rto: 2h, rpo: 0s }
+network_mapping:
+  - { source: prod-net, target: dr-net }
+redirect:
+  target: { kind: route, route: shop/www }
+  canary: [10, 100]
+"#;
+
+/// A run's lease: how long a killed host's run waits for a successor.
+const LEASE_SECONDS: &str = "1";
+
+struct Lab {
+    dir: tempfile::TempDir,
+    a: ExampleSite,
+    b: ExampleSite,
+    store_url: String,
+    store: Store,
+    /// Live hosts by owner name.
+    hosts: Vec<(String, Child)>,
+    started: usize,
+}
+
+impl Lab {
+    async fn new(store_url: String) -> Self {
+        let dir = tempfile::tempdir().expect("tmp");
+        let options = |vms| ExampleOptions {
+            snapshot_latency: Duration::from_millis(30),
+            vms,
+            ..ExampleOptions::default()
+        };
+        let a = ExampleSite::start(options(rebound_lab::example::default_vms()))
+            .await
+            .expect("site a");
+        let b = ExampleSite::start(options(Vec::new()))
+            .await
+            .expect("site b");
+        // The signed example plugin, the key that trusts it, and the sites.
+        rebound_runtime::testing::package("example")
+            .write_dir(&dir.path().join("plugins/example"))
+            .expect("package");
+        std::fs::write(
+            dir.path().join("publisher.pub"),
+            rebound_runtime::package::encode_verifying_key(
+                &rebound_runtime::testing::publisher_key().verifying_key(),
+            ),
+        )
+        .expect("key");
+        let site = |name: &str, site: &ExampleSite, var: &str| {
+            format!(
+                "[sites.{name}]\nplugin = \"example\"\nconfig = {{ endpoint = \"{e}\" }}\n\
+                 secrets = {{ token = \"env:{var}\" }}\negress = [\"{e}\"]\n",
+                e = site.endpoint()
+            )
+        };
+        std::fs::write(
+            dir.path().join("sites.toml"),
+            site("lab-a", &a, "LAB_A_TOKEN") + &site("lab-b", &b, "LAB_B_TOKEN"),
+        )
+        .expect("sites");
+        let store = Store::connect(&store_url).await.expect("store");
+        store
+            .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
+            .await
+            .expect("put plan");
+        Self {
+            dir,
+            a,
+            b,
+            store_url,
+            store,
+            hosts: Vec::new(),
+            started: 0,
+        }
+    }
+
+    /// Start one more host process.
+    fn start_host(&mut self) {
+        self.started += 1;
+        let owner = format!("host-{}", self.started);
+        let dir = self.dir.path();
+        let log = std::fs::File::create(dir.join(format!("{owner}.log"))).expect("log");
+        let out = log.try_clone().expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_rebound"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--store", &self.store_url])
+            .arg("--plugins")
+            .arg(dir.join("plugins"))
+            .arg("--trusted-key")
+            .arg(dir.join("publisher.pub"))
+            .arg("--sites")
+            .arg(dir.join("sites.toml"))
+            .arg("--cache-dir")
+            .arg(rebound_runtime::testing::cache_dir())
+            .args(["--owner", &owner, "--lease-seconds", LEASE_SECONDS])
+            .args(["--workers", "1"])
+            .env("LAB_A_TOKEN", &self.a.token)
+            .env("LAB_B_TOKEN", &self.b.token)
+            .env("RUST_LOG", "info")
+            .stdout(out)
+            .stderr(log)
+            .spawn()
+            .expect("start rebound serve");
+        self.hosts.push((owner, child));
+    }
+
+    /// SIGKILL the host holding a run's lease (`host-N/worker`), or the
+    /// first one when no host holds it.
+    fn kill(&mut self, holder: Option<&str>) -> String {
+        let owner = holder.and_then(|o| o.split('/').next());
+        let index = self
+            .hosts
+            .iter()
+            .position(|(name, _)| Some(name.as_str()) == owner)
+            .unwrap_or(0);
+        let (name, mut child) = self.hosts.remove(index);
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        format!("{name}, pid {}", child.id())
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for n in 1..=self.started {
+            let path = self.dir.path().join(format!("host-{n}.log"));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!("--- host-{n} (last lines)\n"));
+            for line in tail.iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, host) in &mut self.hosts {
+            let _ = host.kill();
+            let _ = host.wait();
+        }
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("REBOUND_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random)
+}
+
+fn trials() -> usize {
+    std::env::var("REBOUND_CRASH_TRIALS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30)
+}
+
+fn expected(workflow: Workflow) -> PlanState {
+    match workflow {
+        Workflow::Failover => PlanState::FailedOver,
+        Workflow::Reprotect => PlanState::ReadyForFailback,
+        _ => PlanState::Protected,
+    }
+}
+
+/// Enqueue `workflow`, kill the host holding it at a random point, let the
+/// survivors (and a fresh host) finish it, and check the outcome.
+async fn killed_run(
+    lab: &mut Lab,
+    rng: &mut StdRng,
+    trial: usize,
+    workflow: Workflow,
+    hosts_alive: usize,
+) {
+    let plan = lab.store.plan("shop").await.expect("plan");
+    let steps = plan_steps(&plan.document, &plan.lifecycle, workflow);
+    let run = lab
+        .store
+        .start_workflow("shop", workflow, None, "operator", &steps)
+        .await
+        .unwrap_or_else(|e| panic!("trial {trial}: start {workflow}: {e}"));
+    // The point: after `after` steps finished, then `delay`.
+    let after = rng.gen_range(0..=steps.len());
+    let delay = Duration::from_millis(rng.gen_range(0..40));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let holder = loop {
+        let record = lab.store.run(&run.id).await.expect("run");
+        let done = lab
+            .store
+            .steps(&run.id)
+            .await
+            .expect("steps")
+            .iter()
+            .filter(|s| s.status == StepStatus::Succeeded)
+            .count();
+        let finished = !matches!(record.status, RunStatus::Pending | RunStatus::Running);
+        if (done >= after && record.lease_owner.is_some()) || finished {
+            break record.lease_owner;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "trial {trial}: {workflow} stalled before step {after}\n{}",
+            lab.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    tokio::time::sleep(delay).await;
+    let killed = lab.kill(holder.as_deref());
+    let status_at_kill = lab.store.run(&run.id).await.expect("run").status;
+    let finished_before_kill = !matches!(status_at_kill, RunStatus::Pending | RunStatus::Running);
+    let done = lab
+        .store
+        .steps(&run.id)
+        .await
+        .expect("steps")
+        .iter()
+        .filter(|s| s.status == StepStatus::Succeeded)
+        .count();
+    eprintln!(
+        "trial {trial}: {workflow}: killed {killed} (lease {}) at {after} steps + {delay:?}; {done}/{} steps had finished",
+        holder.as_deref().unwrap_or("unclaimed"),
+        steps.len()
+    );
+    while lab.hosts.len() < hosts_alive {
+        lab.start_host();
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let record = lab.store.run(&run.id).await.expect("run");
+        match record.status {
+            RunStatus::Succeeded => break,
+            RunStatus::Pending | RunStatus::Running => {}
+            other => panic!(
+                "trial {trial}: {workflow} ended {other:?}: {:#?}\n{}",
+                lab.store
+                    .steps(&run.id)
+                    .await
+                    .expect("steps")
+                    .iter()
+                    .map(|s| (s.seq, &s.name, s.status, &s.error))
+                    .collect::<Vec<_>>(),
+                lab.logs()
+            ),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "trial {trial}: {workflow} did not finish after the kill\n{}",
+            lab.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Who drove the run, in claim order: the last is a host alive after
+    // the kill.
+    let claims: Vec<String> = lab
+        .store
+        .audit_log(1000)
+        .await
+        .expect("audit")
+        .into_iter()
+        .rev()
+        .filter(|e| e.action == "run.claim" && e.target == run.id)
+        .map(|e| e.principal)
+        .collect();
+    eprintln!("    claimed by {}", claims.join(" → "));
+    if let (Some(killed), false) = (holder, finished_before_kill) {
+        assert_ne!(
+            claims.last(),
+            Some(&killed),
+            "trial {trial}: the killed host finished the run"
+        );
+    }
+    let state = lab.store.plan("shop").await.expect("plan").lifecycle.state;
+    assert_eq!(state, expected(workflow), "trial {trial}: after {workflow}");
+}
+
+/// No mutating request reached a site twice under one key.
+fn assert_no_repeats(lab: &Lab) {
+    for (name, site) in [("lab-a", &lab.a), ("lab-b", &lab.b)] {
+        let effects = site.effects();
+        assert!(!effects.is_empty(), "{name} saw no side effects at all");
+        let repeated: Vec<_> = effects.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            repeated.is_empty(),
+            "{name} repeated side effects: {repeated:?}"
+        );
+    }
+}
+
+async fn round_trips(store_url: String, hosts_alive: usize, killed: usize) {
+    let seed = seed();
+    eprintln!("crash test seed {seed} (replay with REBOUND_CRASH_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut lab = Lab::new(store_url).await;
+    for _ in 0..hosts_alive {
+        lab.start_host();
+    }
+    let mut trial = 0;
+    while trial < killed {
+        // A replication cycle keeps the standby's recovery points fresh
+        // (the policy engine's job in production).
+        for workflow in [
+            Workflow::Replication,
+            Workflow::Failover,
+            Workflow::Reprotect,
+            Workflow::Failback,
+        ] {
+            killed_run(&mut lab, &mut rng, trial, workflow, hosts_alive).await;
+            if matches!(workflow, Workflow::Failover | Workflow::Failback) {
+                trial += 1;
+            }
+        }
+    }
+    assert_no_repeats(&lab);
+    // The workloads serve from the original site again, each once.
+    let serving: Vec<_> = lab
+        .a
+        .vms()
+        .into_iter()
+        .filter(|vm| vm["power"] == "running")
+        .collect();
+    assert_eq!(serving.len(), 3, "running on lab-a: {serving:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_anywhere_in_failover_and_failback_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = format!("sqlite://{}", dir.path().join("rebound.db").display());
+    round_trips(url, 1, trials()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_lease_holder_of_two_hosts_on_postgres() {
+    let Some(url) = rebound_store::testing::fresh_postgres_url()
+        .await
+        .expect("postgres")
+    else {
+        return;
+    };
+    round_trips(url, 2, trials() / 3).await;
+}

@@ -1,0 +1,35 @@
+//! `rebound demo` (what `cargo xtask demo` runs) works end to end: the
+//! plugin tour, the hostile plugins contained, and the round trip through
+//! the engine back to the original site with no side effect repeated.
+
+use std::process::Command;
+
+#[test]
+fn the_demo_runs_a_round_trip() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rebound"))
+        .arg("demo")
+        .arg("--plugins")
+        .arg(rebound_runtime::testing::plugin_dir())
+        .output()
+        .expect("run rebound demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("NOT CONTAINED"), "{stdout}");
+    assert!(!stdout.contains("MISSED"), "{stdout}");
+    for expected in [
+        "failover    12 steps, Succeeded → plan failed_over (primary lab-b, epoch 2)",
+        "failback    24 steps, Succeeded → plan protected (primary lab-a, epoch 3)",
+        "running VMs now: lab-a 3, lab-b 0",
+        "repeated under one idempotency key: 0",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert_eq!(stdout.matches("(objective").count(), 4, "{stdout}");
+}
