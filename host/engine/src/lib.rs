@@ -324,10 +324,25 @@ impl Executor {
                         (i, Call::Poll(self.runner.poll(step, &op).await))
                     }));
                 }
-                futures_util::stream::iter(calls)
+                let round = futures_util::stream::iter(calls)
                     .buffer_unordered(self.config.parallelism.max(1))
-                    .collect()
-                    .await
+                    .collect::<Vec<_>>();
+                tokio::pin!(round);
+                // Calls may outlast the lease: renew it while they run, and
+                // walk away (the calls dropped) the moment it is lost.
+                let period = (self.config.lease / 3).max(Duration::from_millis(10));
+                let mut beat =
+                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                loop {
+                    tokio::select! {
+                        results = &mut round => break results,
+                        _ = beat.tick() => {
+                            if !self.save(run, &[]).await? {
+                                return Ok(Flow::Stop(Outcome::LeaseLost));
+                            }
+                        }
+                    }
+                }
             };
             let mut changed = Vec::new();
             for (i, call) in results {

@@ -273,3 +273,61 @@ async fn a_failing_step_fails_the_run_and_a_retryable_one_is_retried() {
         RunStatus::Failed
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_longer_than_the_lease_keeps_the_run() {
+    /// Every start takes four leases' time.
+    struct Slow;
+    impl StepRunner for Slow {
+        fn start<'a>(&'a self, _: &'a StepRecord) -> BoxFuture<'a, Result<Started, StepError>> {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                Ok(Started::Done(json!({})))
+            })
+        }
+        fn poll<'a>(
+            &'a self,
+            _: &'a StepRecord,
+            _: &'a Value,
+        ) -> BoxFuture<'a, Result<Progress, StepError>> {
+            Box::pin(async { Ok(Progress::Running) })
+        }
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = rebound_store::testing::fresh_sqlite(dir.path())
+        .await
+        .expect("store");
+    store
+        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "test")
+        .await
+        .expect("plan");
+    let step = NewStep {
+        name: "slow".into(),
+        input: json!({}),
+    };
+    let run = store
+        .create_run_with_steps("shop", Workflow::Drill, None, "t", &[step])
+        .await
+        .expect("run");
+    let holder = Executor::new(store.clone(), Arc::new(Slow), config("holder"));
+    let driving = tokio::spawn(async move { holder.work_once().await });
+    // While the slow call runs, the lease stays renewed: nobody else may
+    // take the run.
+    let rival = Executor::new(store.clone(), Arc::new(Slow), config("rival"));
+    let until = Instant::now() + Duration::from_millis(500);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    while Instant::now() < until {
+        let claimed = rival.work_once().await.expect("rival");
+        assert!(
+            claimed.is_none(),
+            "the rival took a run whose holder is alive"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, outcome) = driving.await.expect("join").expect("work").expect("run");
+    assert_eq!(outcome, Outcome::Succeeded);
+    assert_eq!(
+        store.run(&run.id).await.expect("run").status,
+        RunStatus::Succeeded
+    );
+}
