@@ -13,7 +13,9 @@
 //!
 //! [`plan_steps`] derives each workflow's steps from a plan and its
 //! lifecycle; a run started with `Store::start_workflow` moves the plan's
-//! lifecycle when it finishes. Steps are grouped in stages (a tier's
+//! lifecycle when it finishes. An approval step pauses the run (status
+//! `waiting_approval`, lease released) until an operator approves it or
+//! cancels the run. Steps are grouped in stages (a tier's
 //! materializations, say): stages run in order, the steps of a stage
 //! concurrently, and a stage's changes are persisted in one transaction per
 //! round.
@@ -118,6 +120,11 @@ pub enum Outcome {
     },
     /// Another replica took the run over; this one stopped touching it.
     LeaseLost,
+    /// The run reached an approval step nobody has given yet; it waits
+    /// (lease released) until `Store::approve` or `Store::cancel_run`.
+    WaitingApproval {
+        step: i32,
+    },
 }
 
 pub struct Executor {
@@ -187,6 +194,25 @@ impl Executor {
         let mut steps = self.store.steps(&run.id).await?;
         let mut outcome = Outcome::Succeeded;
         for stage in stages(&steps) {
+            if let [gate] = &mut steps[stage.clone()]
+                && gate.input["action"] == rebound_store::APPROVAL_ACTION
+            {
+                if gate.status == StepStatus::Succeeded {
+                    continue;
+                }
+                match self.store.await_approval(&run.id, owner, gate.seq).await {
+                    Ok(true) => {
+                        gate.status = StepStatus::Succeeded;
+                        continue;
+                    }
+                    Ok(false) => return Ok(Outcome::WaitingApproval { step: gate.seq }),
+                    Err(StoreError::Conflict(reason)) => {
+                        tracing::warn!(owner = %owner, "stopping: {reason}");
+                        return Ok(Outcome::LeaseLost);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
             match self.stage(&run.id, &mut steps[stage]).await? {
                 Flow::Next => {}
                 Flow::Stop(Outcome::LeaseLost) => return Ok(Outcome::LeaseLost),

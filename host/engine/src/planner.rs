@@ -98,10 +98,28 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         }
     };
 
+    // The plan's approval policy: the run pauses before its first
+    // irreversible step (the fence) until an operator approves.
+    let approval = |steps: &mut Vec<NewStep>| {
+        let needed = match workflow {
+            Workflow::Failover => plan.approvals.failover,
+            Workflow::Failback => plan.approvals.failback,
+            Workflow::Migration => plan.approvals.migration,
+            _ => false,
+        };
+        if needed {
+            steps.push(step(
+                format!("approval of the {workflow}"),
+                json!({"action": rebound_store::APPROVAL_ACTION}),
+            ));
+        }
+    };
+
     match workflow {
         // Unplanned: the primary may be gone, so fencing is best effort and
         // the lifecycle remembers an unconfirmed fence.
         Workflow::Failover => {
+            approval(&mut steps);
             fence(&mut steps, primary, true);
             recover(&mut steps, standby, false);
             redirect(&mut steps, standby);
@@ -112,6 +130,7 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         // (nothing is lost), verified recovery, canary.
         Workflow::Failback | Workflow::Migration => {
             sync(&mut steps, primary, standby);
+            approval(&mut steps);
             fence(&mut steps, primary, false);
             sync(&mut steps, primary, standby);
             recover(&mut steps, standby, false);

@@ -106,11 +106,20 @@ async fn run_reported(store: &Store, lab: &Lab, workflow: Workflow) -> (Outcome,
             ..ExecutorConfig::new("host-a")
         },
     );
-    let (run, outcome) = executor
+    let (run, mut outcome) = executor
         .work_once()
         .await
         .expect("work")
         .expect("the run just started");
+    if let Outcome::WaitingApproval { .. } = outcome {
+        store.approve(&run.id, "approver").await.expect("approve");
+        outcome = executor
+            .work_once()
+            .await
+            .expect("work")
+            .expect("approved")
+            .1;
+    }
     let report = rebound_engine::report(store, &run.id)
         .await
         .expect("report");

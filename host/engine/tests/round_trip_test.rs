@@ -67,12 +67,107 @@ async fn run(
             ..ExecutorConfig::new("host-a")
         },
     );
-    let (_, outcome) = executor
+    let (run, outcome) = executor
         .work_once()
         .await
         .map_err(|e| StoreError::Conflict(e.to_string()))?
         .expect("the run just started");
+    let Outcome::WaitingApproval { .. } = outcome else {
+        return Ok(outcome);
+    };
+    // The plan wants an operator's approval: the run waits with its lease
+    // released, then resumes once approved.
+    let waiting = store.run(&run.id).await?;
+    assert_eq!(waiting.status, RunStatus::WaitingApproval);
+    assert_eq!(waiting.lease_owner, None);
+    assert!(
+        executor.work_once().await.expect("work").is_none(),
+        "a waiting run is not claimed"
+    );
+    store.approve(&run.id, "approver").await?;
+    let (_, outcome) = executor
+        .work_once()
+        .await
+        .map_err(|e| StoreError::Conflict(e.to_string()))?
+        .expect("the approved run");
     Ok(outcome)
+}
+
+/// Declining a failback at its approval gate cancels the run: nothing was
+/// fenced, and the plan is back where it was, ready for a later failback.
+async fn a_failback_declined_at_its_approval_changes_nothing(store: Store) {
+    store
+        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
+        .await
+        .expect("plan");
+    let provider = Arc::new(Provider::default());
+    for workflow in [Workflow::Failover, Workflow::Reprotect] {
+        let outcome = run(&store, provider.clone(), workflow).await.expect("run");
+        assert_eq!(outcome, Outcome::Succeeded);
+    }
+    let before = store.plan("shop").await.expect("plan").lifecycle;
+    let plan = store.plan("shop").await.expect("plan");
+    let steps = plan_steps(&plan.document, &plan.lifecycle, Workflow::Failback);
+    let started = store
+        .start_workflow("shop", Workflow::Failback, None, "operator", &steps)
+        .await
+        .expect("start");
+    let executor = Executor::new(
+        store.clone(),
+        provider.clone(),
+        ExecutorConfig::new("host-a"),
+    );
+    let (_, outcome) = executor.work_once().await.expect("work").expect("run");
+    let Outcome::WaitingApproval { step } = outcome else {
+        panic!("the failback should wait for approval, got {outcome:?}");
+    };
+    assert_eq!(
+        steps[usize::try_from(step).expect("seq")].input["action"],
+        "approval"
+    );
+    let fences = |p: &Provider| {
+        p.actions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(k, a)| k.starts_with(&started.id) && *a == "fence")
+            .count()
+    };
+    assert_eq!(
+        fences(&provider),
+        0,
+        "nothing is fenced before the approval"
+    );
+    store
+        .cancel_run(&started.id, "approver")
+        .await
+        .expect("cancel");
+    assert_eq!(
+        store.run(&started.id).await.expect("run").status,
+        RunStatus::Cancelled
+    );
+    assert_eq!(store.plan("shop").await.expect("plan").lifecycle, before);
+    let err = store
+        .approve(&started.id, "late")
+        .await
+        .expect_err("finished");
+    assert!(err.to_string().contains("cancelled"), "{err}");
+    let err = store
+        .cancel_run(&started.id, "again")
+        .await
+        .expect_err("finished");
+    assert!(err.to_string().contains("only a pending run"), "{err}");
+    // A later failback still works.
+    assert_eq!(
+        run(&store, provider.clone(), Workflow::Failback)
+            .await
+            .expect("failback"),
+        Outcome::Succeeded
+    );
+    assert_eq!(
+        store.plan("shop").await.expect("plan").lifecycle.state,
+        PlanState::Protected
+    );
 }
 
 async fn round_trip(store: Store) {
@@ -237,6 +332,7 @@ async fn the_failover_plan_recovers_tier_by_tier(store: Store) {
 }
 
 rebound_store::on_both_backends!(
+    a_failback_declined_at_its_approval_changes_nothing,
     round_trip,
     an_unconfirmed_fence_keeps_a_failback_from_promoting,
     the_failover_plan_recovers_tier_by_tier,

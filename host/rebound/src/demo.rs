@@ -224,9 +224,14 @@ async fn round_trip(
         let plan = store.plan("shop").await?;
         let planned = rebound_engine::plan_steps(&plan.document, &plan.lifecycle, workflow);
         let forecast = rebound_engine::dry_run(store, "shop", workflow, 64).await?;
-        store
+        let started = store
             .start_workflow("shop", workflow, None, "demo", &planned)
             .await?;
+        if planned.iter().any(|s| s.input["action"] == "approval") {
+            // The plan asks an operator to approve a failback; the demo
+            // approves it as it triggers it.
+            store.approve(&started.id, "demo-operator").await?;
+        }
         let (run, outcome) = executor
             .work_once()
             .await?

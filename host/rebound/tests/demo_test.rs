@@ -22,7 +22,7 @@ fn the_demo_runs_a_round_trip() {
     assert!(!stdout.contains("MISSED"), "{stdout}");
     for expected in [
         "failover    12 steps, Succeeded → plan failed_over (primary lab-b, epoch 2)",
-        "failback    24 steps, Succeeded → plan protected (primary lab-a, epoch 3)",
+        "failback    25 steps, Succeeded → plan protected (primary lab-a, epoch 3)",
         "running VMs now: lab-a 3, lab-b 0",
         "repeated under one idempotency key: 0",
     ] {

@@ -886,6 +886,183 @@ impl Store {
         Ok(status)
     }
 
+    /// An operator approves the run's next approval step (before or while
+    /// the run waits at it). A waiting run becomes claimable again.
+    pub async fn approve(&self, run_id: &str, principal: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        let run = find_run(&tx, run_id).await?;
+        let status = RunStatus::parse(&run.status).unwrap_or(RunStatus::Failed);
+        if !matches!(
+            status,
+            RunStatus::Pending | RunStatus::Running | RunStatus::WaitingApproval
+        ) {
+            return Err(StoreError::Conflict(format!(
+                "run '{run_id}' is {}; only a run that has not finished can be approved",
+                status.as_str()
+            )));
+        }
+        let step = step::Entity::find()
+            .filter(step::Column::Run.eq(run_id))
+            .filter(step::Column::Status.eq(StepStatus::Pending.as_str()))
+            .order_by_asc(step::Column::Seq)
+            .all(&tx)
+            .await?
+            .into_iter()
+            .find(is_approval)
+            .ok_or_else(|| {
+                StoreError::Conflict(format!("run '{run_id}' has no approval left to give"))
+            })?;
+        let now = now_ms();
+        let output = serde_json::json!({"approved_by": principal, "at_ms": now}).to_string();
+        step::Entity::update_many()
+            .col_expr(
+                step::Column::Status,
+                Expr::value(StepStatus::Succeeded.as_str()),
+            )
+            .col_expr(step::Column::StartedAt, Expr::value(now))
+            .col_expr(step::Column::FinishedAt, Expr::value(now))
+            .col_expr(step::Column::Output, Expr::value(output))
+            .filter(step::Column::Run.eq(run_id))
+            .filter(step::Column::Seq.eq(step.seq))
+            .exec(&tx)
+            .await?;
+        if status == RunStatus::WaitingApproval {
+            run::Entity::update_many()
+                .col_expr(
+                    run::Column::Status,
+                    Expr::value(RunStatus::Running.as_str()),
+                )
+                .col_expr(run::Column::UpdatedAt, Expr::value(now))
+                .filter(run::Column::Id.eq(run_id))
+                .exec(&tx)
+                .await?;
+        }
+        audit_in(
+            &tx,
+            principal,
+            "run.approve",
+            run_id,
+            serde_json::json!({"step": step.seq}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The lease holder reached approval step `seq`: `true` when it was
+    /// approved already; otherwise the run waits (status
+    /// `waiting_approval`, lease released) and `false` is returned.
+    pub async fn await_approval(
+        &self,
+        run_id: &str,
+        owner: &str,
+        seq: i32,
+    ) -> Result<bool, StoreError> {
+        let tx = self.db.begin().await?;
+        let run = find_run(&tx, run_id).await?;
+        if run.lease_owner.as_deref() != Some(owner) {
+            return Err(StoreError::Conflict(format!(
+                "run '{run_id}' is not leased by '{owner}'"
+            )));
+        }
+        let step = step::Entity::find_by_id((run_id.to_owned(), seq))
+            .one(&tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "step",
+                id: format!("{run_id}/{seq}"),
+            })?;
+        if step.status == StepStatus::Succeeded.as_str() {
+            tx.commit().await?;
+            return Ok(true);
+        }
+        run::Entity::update_many()
+            .col_expr(
+                run::Column::Status,
+                Expr::value(RunStatus::WaitingApproval.as_str()),
+            )
+            .col_expr(run::Column::UpdatedAt, Expr::value(now_ms()))
+            .col_expr(run::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(
+                run::Column::LeaseExpiresAt,
+                Expr::value(Option::<i64>::None),
+            )
+            .filter(run::Column::Id.eq(run_id))
+            .exec(&tx)
+            .await?;
+        audit_in(
+            &tx,
+            owner,
+            "run.waiting_approval",
+            run_id,
+            serde_json::json!({"step": seq}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(false)
+    }
+
+    /// Cancel a run nobody is driving (pending, or waiting for approval):
+    /// it ends `cancelled` and a lifecycle run rolls the plan back to
+    /// where it started, in one transaction. A run a host is driving is
+    /// refused with the reason.
+    pub async fn cancel_run(&self, run_id: &str, principal: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        let run = find_run(&tx, run_id).await?;
+        let record = decode_run(&run)?;
+        let driven = record.status == RunStatus::Running
+            || (record.status == RunStatus::Pending
+                && run.lease_expires_at.is_some_and(|t| t >= now_ms()));
+        if driven
+            || !matches!(
+                record.status,
+                RunStatus::Pending | RunStatus::Running | RunStatus::WaitingApproval
+            )
+        {
+            return Err(StoreError::Conflict(format!(
+                "run '{run_id}' is {}{}; only a pending run or one waiting for approval can be cancelled",
+                record.status.as_str(),
+                run.lease_owner
+                    .as_deref()
+                    .map(|o| format!(" (driven by '{o}')"))
+                    .unwrap_or_default()
+            )));
+        }
+        let mut detail = serde_json::json!({});
+        if record.lifecycle {
+            let plan_row = plan::Entity::find_by_id(run.plan.clone())
+                .one(&tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: "plan",
+                    id: run.plan.clone(),
+                })?;
+            let mut lifecycle = decode_plan(&plan_row)?.lifecycle;
+            lifecycle.finish(record.workflow, false, false)?;
+            update_lifecycle(&tx, &run.plan, &lifecycle, plan_row.revision).await?;
+            detail = serde_json::json!({"state": lifecycle.state, "primary": lifecycle.primary});
+        }
+        let now = now_ms();
+        run::Entity::update_many()
+            .col_expr(
+                run::Column::Status,
+                Expr::value(RunStatus::Cancelled.as_str()),
+            )
+            .col_expr(run::Column::UpdatedAt, Expr::value(now))
+            .col_expr(run::Column::FinishedAt, Expr::value(now))
+            .col_expr(run::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(
+                run::Column::LeaseExpiresAt,
+                Expr::value(Option::<i64>::None),
+            )
+            .filter(run::Column::Id.eq(run_id))
+            .exec(&tx)
+            .await?;
+        audit_in(&tx, principal, "run.cancel", run_id, detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Record a recovery point; recording the same (site, id) again is a
     /// no-op, so a resumed step may record twice.
     pub async fn record_recovery_point(
@@ -1062,6 +1239,25 @@ fn mark(backend: DbBackend, n: usize) -> String {
         _ => "?".to_owned(),
     }
 }
+
+async fn find_run(db: &impl ConnectionTrait, run_id: &str) -> Result<run::Model, StoreError> {
+    run::Entity::find_by_id(run_id.to_owned())
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            kind: "run",
+            id: run_id.to_owned(),
+        })
+}
+
+/// Whether a stored step is an operator's approval gate.
+fn is_approval(step: &step::Model) -> bool {
+    serde_json::from_str::<serde_json::Value>(&step.input)
+        .is_ok_and(|input| input["action"] == APPROVAL_ACTION)
+}
+
+/// The `action` of an approval step (see `Store::approve`).
+pub const APPROVAL_ACTION: &str = "approval";
 
 /// Compare-and-set a plan's lifecycle at `revision`.
 async fn update_lifecycle(
