@@ -8,6 +8,7 @@ mod m20261124_000001_initial;
 mod m20261124_000002_step_io;
 mod m20261124_000003_run_lifecycle;
 mod m20261124_000004_recovery_points;
+mod m20261125_000005_events;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_step_io::Migration),
             Box::new(m20261124_000003_run_lifecycle::Migration),
             Box::new(m20261124_000004_recovery_points::Migration),
+            Box::new(m20261125_000005_events::Migration),
         ]
     }
 }

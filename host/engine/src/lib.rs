@@ -24,6 +24,7 @@
 
 mod planner;
 mod plugin_steps;
+pub mod policy;
 mod report;
 
 pub use planner::plan_steps;
@@ -133,7 +134,9 @@ pub struct Executor {
     config: ExecutorConfig,
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the epoch: the clock of step timings and policy
+/// ticks.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -61,7 +61,7 @@ pub struct RunReport {
     pub steps: Vec<StepTiming>,
 }
 
-fn millis(span: rebound_domain::Span) -> i64 {
+pub(crate) fn millis(span: rebound_domain::Span) -> i64 {
     i64::try_from(span.as_secs().saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 

@@ -1,9 +1,9 @@
 //! `rebound serve`: the host service. It opens the store (an SQLite file
 //! created and migrated on first start, or PostgreSQL), runs the plugin
 //! runtime with the plugin packages of a folder, binds the sites of a sites
-//! file to their plugins, and runs executor workers that claim runs from
-//! the store and drive them through the plugins (several hosts on one
-//! PostgreSQL share the runs by lease). It answers `/healthz`, `/readyz` and
+//! file to their plugins, runs executor workers that claim runs from the
+//! store and drive them through the plugins (several hosts on one
+//! PostgreSQL share the runs by lease), and ticks the policy engine. It answers `/healthz`, `/readyz` and
 //! `GET /api/v1/plugins`; the full API comes next.
 
 use std::net::SocketAddr;
@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// Runs driven at the same time.
     #[arg(long, default_value_t = 4, env = "REBOUND_WORKERS")]
     workers: usize,
+    /// How often the policy engine evaluates every plan's objectives and
+    /// schedules replication cycles; 0 turns it off on this host.
+    #[arg(long, default_value_t = 30.0, env = "REBOUND_POLICY_SECONDS")]
+    policy_seconds: f64,
     #[command(flatten)]
     trust: TrustArgs,
 }
@@ -110,6 +114,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
         eprintln!("rebound driving runs as {owner}");
     }
+    if args.policy_seconds > 0.0 {
+        let every = Duration::try_from_secs_f64(args.policy_seconds)
+            .context("--policy-seconds must be a number of seconds")?;
+        tokio::spawn(policy(store.clone(), every));
+    }
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -142,6 +151,22 @@ async fn work(executor: Executor) {
                 tracing::error!("driving runs: {e}");
                 tokio::time::sleep(idle).await;
             }
+        }
+    }
+}
+
+/// Evaluate the plans' objectives and schedule replication, forever.
+async fn policy(store: rebound_store::Store, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        match rebound_engine::policy::tick(&store, rebound_engine::now_ms()).await {
+            Ok(done) => {
+                for event in done.events {
+                    tracing::info!(plan = %event.plan, kind = %event.kind, detail = %event.detail, "policy");
+                }
+            }
+            Err(e) => tracing::error!("policy tick: {e}"),
         }
     }
 }

@@ -13,6 +13,9 @@
 //!
 //! On PostgreSQL two hosts run at once and the one holding the run is the
 //! one killed; the other takes the run over.
+//!
+//! The same harness shows a real host's policy engine scheduling the
+//! replication a protected plan needs to meet its RPO.
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -114,6 +117,11 @@ impl Lab {
 
     /// Start one more host process.
     fn start_host(&mut self) {
+        self.start_host_with(&["--policy-seconds", "0"]);
+    }
+
+    /// Start one more host process with extra `serve` arguments.
+    fn start_host_with(&mut self, extra: &[&str]) {
         self.started += 1;
         let owner = format!("host-{}", self.started);
         let dir = self.dir.path();
@@ -132,6 +140,7 @@ impl Lab {
             .arg(rebound_runtime::testing::cache_dir())
             .args(["--owner", &owner, "--lease-seconds", LEASE_SECONDS])
             .args(["--workers", "1"])
+            .args(extra)
             .env("LAB_A_TOKEN", &self.a.token)
             .env("LAB_B_TOKEN", &self.b.token)
             .env("RUST_LOG", "info")
@@ -385,4 +394,56 @@ async fn killing_the_lease_holder_of_two_hosts_on_postgres() {
         return;
     };
     round_trips(url, 2, trials() / 3).await;
+}
+
+/// The policy engine of a real host keeps a protected plan within its RPO:
+/// with no recovery point the plan is in breach, the host schedules a
+/// replication cycle, drives it through the plugin, and the breach ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_engine_schedules_replication_until_the_rpo_is_met() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = format!("sqlite://{}", dir.path().join("rebound.db").display());
+    let mut lab = Lab::new(url).await;
+    // The test enqueues no run: the policy does (the plan starts protected).
+    lab.start_host_with(&["--policy-seconds", "0.2"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let kinds: Vec<String> = lab
+            .store
+            .events(Some("shop"), &[], 50)
+            .await
+            .expect("events")
+            .into_iter()
+            .rev()
+            .map(|e| e.kind)
+            .collect();
+        if kinds.iter().any(|k| k == "rpo.met") {
+            assert_eq!(
+                kinds[..3],
+                ["rpo.breach", "replication.scheduled", "rpo.met"],
+                "{kinds:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "events so far: {kinds:?}\n{}",
+            lab.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let runs = lab.store.runs_of("shop").await.expect("runs");
+    assert!(
+        runs.iter()
+            .any(|r| r.workflow == Workflow::Replication && r.status == RunStatus::Succeeded),
+        "{runs:#?}"
+    );
+    for w in ["vm-1", "vm-2", "vm-3"] {
+        let point = lab
+            .store
+            .latest_recovery_point("shop", w, "lab-b")
+            .await
+            .expect("point");
+        assert!(point.is_some(), "no recovery point of {w} at lab-b");
+    }
 }

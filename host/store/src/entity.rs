@@ -1,6 +1,7 @@
 //! sea-orm entities, one per table of `migrations/`.
 
 pub mod audit;
+pub mod event;
 pub mod plan;
 pub mod recovery_point;
 pub mod run;

@@ -26,7 +26,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use entity::{audit, plan, recovery_point, run, step};
+use entity::{audit, event, plan, recovery_point, run, step};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,18 @@ pub enum StoreError {
     Transition(#[from] rebound_domain::TransitionError),
     #[error("stored {what} is unreadable ({reason}); was the database edited by hand?")]
     Corrupt { what: String, reason: String },
+}
+
+/// Something the policy engine observed about a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventRecord {
+    pub id: i64,
+    pub at_ms: i64,
+    pub plan: String,
+    /// `rpo.breach`, `rpo.met`, `rto.breach`, `rto.met`,
+    /// `replication.scheduled`.
+    pub kind: String,
+    pub detail: serde_json::Value,
 }
 
 /// A stored plan.
@@ -1151,6 +1163,50 @@ impl Store {
             .collect()
     }
 
+    /// Record an event about a plan.
+    pub async fn record_event(
+        &self,
+        plan: &str,
+        kind: &str,
+        detail: serde_json::Value,
+    ) -> Result<EventRecord, StoreError> {
+        let at = now_ms();
+        let row = event::ActiveModel {
+            at: Set(at),
+            plan: Set(plan.to_owned()),
+            kind: Set(kind.to_owned()),
+            detail: Set(detail.to_string()),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await?;
+        decode_event(row)
+    }
+
+    /// Events, newest first: of one plan or all, of some kinds or all.
+    pub async fn events(
+        &self,
+        plan: Option<&str>,
+        kinds: &[&str],
+        limit: u64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let mut query = event::Entity::find();
+        if let Some(plan) = plan {
+            query = query.filter(event::Column::Plan.eq(plan));
+        }
+        if !kinds.is_empty() {
+            query = query.filter(event::Column::Kind.is_in(kinds.iter().copied()));
+        }
+        query
+            .order_by_desc(event::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(decode_event)
+            .collect()
+    }
+
     /// Run raw SQL; for tests that prove what the database itself refuses.
     #[doc(hidden)]
     pub async fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
@@ -1238,6 +1294,16 @@ fn mark(backend: DbBackend, n: usize) -> String {
         DbBackend::Postgres => format!("${n}"),
         _ => "?".to_owned(),
     }
+}
+
+fn decode_event(row: event::Model) -> Result<EventRecord, StoreError> {
+    Ok(EventRecord {
+        detail: serde_json::from_str(&row.detail).map_err(|e| corrupt("event detail", e))?,
+        id: row.id,
+        at_ms: row.at,
+        plan: row.plan,
+        kind: row.kind,
+    })
 }
 
 async fn find_run(db: &impl ConnectionTrait, run_id: &str) -> Result<run::Model, StoreError> {

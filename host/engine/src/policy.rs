@@ -1,0 +1,258 @@
+//! The policy engine: for every plan, what its objectives say now and what
+//! to do about it.
+//!
+//! - **Compliance** ([`compliance`]): the RPO lag now — the age of the
+//!   oldest of the workloads' newest recovery points at the standby, which
+//!   is the data a failover now would lose — against the RPO objective of
+//!   the phase the plan is in (the failover objectives while protected, the
+//!   failback objectives while ready for failback), and the RTO forecast
+//!   of that phase's workflow (from the last drill's or failover's measured
+//!   steps, see [`crate::dry_run`]) against its RTO objective.
+//! - **Scheduling** ([`tick`]): a replication cycle is enqueued when the
+//!   lag reaches the plan's replication interval or half the RPO objective,
+//!   whichever comes first, so a cycle finishes before the objective is
+//!   missed. The run's idempotency key names the plan and the time slot, so
+//!   several hosts ticking at once enqueue it once.
+//! - **Events**: `rpo.breach` / `rpo.met` and `rto.breach` / `rto.met` when
+//!   a verdict changes, `replication.scheduled` when a cycle is enqueued.
+//!
+//! A failback RPO of 0 is met by construction: a planned failback fences
+//! the primary and then replicates what the last cycle missed, so no lag
+//! between cycles counts against it.
+
+use rebound_domain::{Phase, PlanState, Workflow};
+use rebound_store::{EventRecord, PlanRecord, RunStatus, Store};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::report::millis;
+use crate::{EngineError, dry_run, plan_steps};
+
+/// Calls of one stage in flight the RTO forecast assumes.
+const FORECAST_PARALLELISM: usize = 64;
+
+/// Where a plan stands against its objectives now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Compliance {
+    pub plan: String,
+    pub state: PlanState,
+    /// The phase whose objectives apply; `None` while the plan is between
+    /// states (a run in flight) or failed over without protection.
+    pub phase: Option<Phase>,
+    /// Age of the oldest newest recovery point at the standby; `None` when
+    /// a workload has none at all.
+    pub rpo_lag_ms: Option<i64>,
+    pub rpo_objective_ms: i64,
+    pub rpo_met: Option<bool>,
+    /// The workload whose newest recovery point is oldest (or missing).
+    pub rpo_worst_workload: Option<String>,
+    pub rto_forecast_ms: Option<i64>,
+    pub rto_objective_ms: i64,
+    pub rto_met: Option<bool>,
+    /// The run whose measured steps the forecast comes from, if any.
+    pub rto_basis: Option<String>,
+    /// When the next replication cycle is due (ms since the epoch).
+    pub replication_due_at_ms: Option<i64>,
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Tick {
+    pub compliance: Vec<Compliance>,
+    pub events: Vec<EventRecord>,
+    /// Replication runs enqueued.
+    pub scheduled: Vec<String>,
+}
+
+/// The phase whose objectives a plan in `state` answers to.
+fn phase_of(state: PlanState) -> Option<Phase> {
+    match state {
+        PlanState::Protected => Some(Phase::Failover),
+        PlanState::ReadyForFailback => Some(Phase::Failback),
+        _ => None,
+    }
+}
+
+/// A plan's compliance at `now`.
+pub async fn compliance(
+    store: &Store,
+    plan: &PlanRecord,
+    now: i64,
+) -> Result<Compliance, EngineError> {
+    let doc = &plan.document;
+    let life = &plan.lifecycle;
+    let phase = phase_of(life.state);
+    let objectives = match phase {
+        Some(Phase::Failback) => &doc.objectives.failback,
+        _ => &doc.objectives.failover,
+    };
+    let (rpo_objective_ms, rto_objective_ms) = (millis(objectives.rpo), millis(objectives.rto));
+    let mut out = Compliance {
+        plan: doc.name.clone(),
+        state: life.state,
+        phase,
+        rpo_lag_ms: None,
+        rpo_objective_ms,
+        rpo_met: None,
+        rpo_worst_workload: None,
+        rto_forecast_ms: None,
+        rto_objective_ms,
+        rto_met: None,
+        rto_basis: None,
+        replication_due_at_ms: None,
+    };
+    let Some(phase) = phase else {
+        return Ok(out);
+    };
+    // The oldest of the workloads' newest points at the standby.
+    let mut oldest: Option<(i64, String)> = None;
+    let mut missing = None;
+    for w in &doc.workloads {
+        match store
+            .latest_recovery_point(&doc.name, &w.id, &life.standby)
+            .await?
+        {
+            Some(p) if oldest.as_ref().is_none_or(|(t, _)| p.captured_at_ms < *t) => {
+                oldest = Some((p.captured_at_ms, w.id.clone()));
+            }
+            Some(_) => {}
+            None => missing = missing.or(Some(w.id.clone())),
+        }
+    }
+    let interval = millis(doc.replication.interval);
+    let headroom = if rpo_objective_ms > 0 {
+        interval.min(rpo_objective_ms / 2)
+    } else {
+        interval
+    };
+    if let Some(w) = missing {
+        out.rpo_worst_workload = Some(w);
+        out.rpo_met = Some(phase == Phase::Failback && rpo_objective_ms == 0);
+        out.replication_due_at_ms = Some(now);
+    } else if let Some((captured, w)) = oldest {
+        let lag = now - captured;
+        out.rpo_lag_ms = Some(lag);
+        out.rpo_worst_workload = Some(w);
+        out.rpo_met = Some(if phase == Phase::Failback && rpo_objective_ms == 0 {
+            true
+        } else {
+            lag <= rpo_objective_ms
+        });
+        out.replication_due_at_ms = Some(captured + headroom);
+    }
+    let workflow = match phase {
+        Phase::Failover => Workflow::Failover,
+        Phase::Failback => Workflow::Failback,
+    };
+    let forecast = dry_run(store, &doc.name, workflow, FORECAST_PARALLELISM).await?;
+    out.rto_forecast_ms = Some(forecast.rto_ms);
+    out.rto_met = Some(forecast.within_objective);
+    out.rto_basis = forecast.basis;
+    Ok(out)
+}
+
+/// The verdict the last event of `kinds` recorded for a plan.
+async fn last_verdict(
+    store: &Store,
+    plan: &str,
+    kinds: [&str; 2],
+) -> Result<Option<String>, EngineError> {
+    Ok(store
+        .events(Some(plan), &kinds, 1)
+        .await?
+        .into_iter()
+        .next()
+        .map(|e| e.kind))
+}
+
+/// Evaluate every plan at `now`: emit events on changed verdicts and
+/// enqueue the replication cycles that are due.
+pub async fn tick(store: &Store, now: i64) -> Result<Tick, EngineError> {
+    let mut out = Tick::default();
+    for plan in store.plans().await? {
+        let c = compliance(store, &plan, now).await?;
+        let name = plan.document.name.clone();
+        for (met, metric, detail) in [
+            (
+                c.rpo_met,
+                "rpo",
+                json!({"lag_ms": c.rpo_lag_ms, "objective_ms": c.rpo_objective_ms,
+                       "workload": c.rpo_worst_workload, "phase": c.phase}),
+            ),
+            (
+                c.rto_met,
+                "rto",
+                json!({"forecast_ms": c.rto_forecast_ms, "objective_ms": c.rto_objective_ms,
+                       "basis": c.rto_basis, "phase": c.phase}),
+            ),
+        ] {
+            let Some(met) = met else { continue };
+            let (breach, ok) = (format!("{metric}.breach"), format!("{metric}.met"));
+            let kind = if met { &ok } else { &breach };
+            let last = last_verdict(store, &name, [breach.as_str(), ok.as_str()]).await?;
+            // A plan starts compliant: only a breach, or the end of one,
+            // is news.
+            let news = match last.as_deref() {
+                Some(previous) => previous != kind,
+                None => !met,
+            };
+            if news {
+                if !met {
+                    tracing::warn!(plan = %name, %metric, %detail, "objective breached");
+                }
+                out.events
+                    .push(store.record_event(&name, kind, detail).await?);
+            }
+        }
+        if let Some(due) = c.replication_due_at_ms
+            && due <= now
+            && let Some(run) = schedule(store, &plan, now).await?
+        {
+            out.events.push(
+                store
+                    .record_event(
+                        &name,
+                        "replication.scheduled",
+                        json!({"run": run, "lag_ms": c.rpo_lag_ms}),
+                    )
+                    .await?,
+            );
+            out.scheduled.push(run);
+        }
+        out.compliance.push(c);
+    }
+    Ok(out)
+}
+
+/// Enqueue a replication cycle unless one is already pending or running.
+async fn schedule(
+    store: &Store,
+    plan: &PlanRecord,
+    now: i64,
+) -> Result<Option<String>, EngineError> {
+    let name = &plan.document.name;
+    let active = store.runs_of(name).await?.into_iter().any(|r| {
+        r.workflow == Workflow::Replication
+            && matches!(r.status, RunStatus::Pending | RunStatus::Running)
+    });
+    if active {
+        return Ok(None);
+    }
+    let interval = millis(plan.document.replication.interval).max(1);
+    let key = format!("policy/replication/{name}/{}", now / interval);
+    let steps = plan_steps(&plan.document, &plan.lifecycle, Workflow::Replication);
+    match store
+        .start_workflow(name, Workflow::Replication, Some(&key), "policy", &steps)
+        .await
+    {
+        Ok(run) if run.status == RunStatus::Pending => Ok(Some(run.id)),
+        // The same slot's run, already done by now: nothing new.
+        Ok(_) => Ok(None),
+        // The lifecycle refuses a cycle now (a failover started meanwhile).
+        Err(rebound_store::StoreError::Transition(e)) => {
+            tracing::info!(plan = %name, "replication not scheduled: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
