@@ -195,6 +195,7 @@ impl Executor {
             return Ok(Outcome::LeaseLost);
         }
         let mut steps = self.store.steps(&run.id).await?;
+        let rto_ms = self.rto_of(run).await?;
         let mut outcome = Outcome::Succeeded;
         for stage in stages(&steps) {
             if let [gate] = &mut steps[stage.clone()]
@@ -216,7 +217,8 @@ impl Executor {
                     Err(e) => return Err(e.into()),
                 }
             }
-            match self.stage(&run.id, &mut steps[stage]).await? {
+            let budget = rto_ms.map(|rto_ms| Budget::of(rto_ms, &steps));
+            match self.stage(&run.id, &mut steps[stage], budget).await? {
                 Flow::Next => {}
                 Flow::Stop(Outcome::LeaseLost) => return Ok(Outcome::LeaseLost),
                 Flow::Stop(stopped) => {
@@ -293,7 +295,27 @@ impl Executor {
     /// Drive one stage (steps that may run at the same time) to its end, in
     /// rounds: persist the attempts about to start, start and poll
     /// concurrently, persist what changed — one transaction each.
-    async fn stage(&self, run: &str, steps: &mut [StepRecord]) -> Result<Flow, EngineError> {
+    /// The RTO objective of the run's phase, in ms; `None` when the run's
+    /// plan is gone.
+    async fn rto_of(&self, run: &RunRecord) -> Result<Option<i64>, EngineError> {
+        let plan = match self.store.plan(&run.plan).await {
+            Ok(plan) => plan,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let objectives = match run.workflow.phase() {
+            rebound_domain::Phase::Failover => &plan.document.objectives.failover,
+            rebound_domain::Phase::Failback => &plan.document.objectives.failback,
+        };
+        Ok(Some(report::millis(objectives.rto)))
+    }
+
+    async fn stage(
+        &self,
+        run: &str,
+        steps: &mut [StepRecord],
+        budget: Option<Budget>,
+    ) -> Result<Flow, EngineError> {
         let mut retry_at: Vec<Option<tokio::time::Instant>> = vec![None; steps.len()];
         let mut failed = None;
         loop {
@@ -388,9 +410,23 @@ impl Executor {
                     {
                         let backoff = self.config.backoff
                             * 2u32.saturating_pow(u32::try_from(step.attempts - 1).unwrap_or(0));
-                        tracing::info!(run = %step.run, step = step.seq, "retrying after {backoff:?}: {reason}");
-                        retry_at[i] = Some(tokio::time::Instant::now() + backoff);
-                        None
+                        let next_ms = now_ms()
+                            .saturating_add(i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX));
+                        match budget {
+                            // Retrying past the phase's RTO budget would
+                            // only hide that the objective is lost.
+                            Some(b) if next_ms > b.deadline_ms => Some(Err(format!(
+                                "{reason} (attempt {}; not retried: the next attempt would pass \
+                                 the phase's RTO budget of {} s)",
+                                step.attempts,
+                                b.rto_ms / 1000
+                            ))),
+                            _ => {
+                                tracing::info!(run = %step.run, step = step.seq, "retrying after {backoff:?}: {reason}");
+                                retry_at[i] = Some(tokio::time::Instant::now() + backoff);
+                                None
+                            }
+                        }
                     }
                     Call::Start(Err(e)) => Some(Err(e.to_string())),
                     Call::Poll(Ok(Progress::Running) | Err(StepError::Retryable(_))) => None,
@@ -423,6 +459,32 @@ impl Executor {
                 };
                 tokio::time::sleep(wait).await;
             }
+        }
+    }
+}
+
+/// A run's RTO budget for a stage: the phase's objective and the deadline
+/// it sets, counted from when the outage window opened (the first fence
+/// started; for a run that fences nothing, its first step started) or from
+/// now if it has not opened yet.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    rto_ms: i64,
+    deadline_ms: i64,
+}
+
+impl Budget {
+    fn of(rto_ms: i64, steps: &[StepRecord]) -> Self {
+        let fenced = steps.iter().any(|s| s.input["action"] == "fence");
+        let opened = steps
+            .iter()
+            .filter(|s| !fenced || s.input["action"] == "fence")
+            .filter_map(|s| s.started_at_ms)
+            .min()
+            .unwrap_or_else(now_ms);
+        Self {
+            rto_ms,
+            deadline_ms: opened.saturating_add(rto_ms),
         }
     }
 }

@@ -331,3 +331,56 @@ async fn a_call_longer_than_the_lease_keeps_the_run() {
         RunStatus::Succeeded
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stop_where_the_phase_rto_budget_ends() {
+    /// Throttled forever.
+    struct Throttled;
+    impl StepRunner for Throttled {
+        fn start<'a>(&'a self, _: &'a StepRecord) -> BoxFuture<'a, Result<Started, StepError>> {
+            Box::pin(async { Err(StepError::Retryable("429 Too Many Requests".into())) })
+        }
+        fn poll<'a>(
+            &'a self,
+            _: &'a StepRecord,
+            _: &'a Value,
+        ) -> BoxFuture<'a, Result<Progress, StepError>> {
+            Box::pin(async { Ok(Progress::Running) })
+        }
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = rebound_store::testing::fresh_sqlite(dir.path())
+        .await
+        .expect("store");
+    let mut plan = PlanDocument::from_yaml(PLAN).expect("plan");
+    plan.objectives.failover.rto = rebound_domain::Span::secs(2);
+    store.put_plan(&plan, "test").await.expect("plan");
+    let step = NewStep {
+        name: "throttled".into(),
+        input: json!({}),
+    };
+    let run = store
+        .create_run_with_steps("shop", Workflow::Drill, None, "t", &[step])
+        .await
+        .expect("run");
+    let executor = Executor::new(
+        store.clone(),
+        Arc::new(Throttled),
+        ExecutorConfig {
+            attempts: 1000,
+            backoff: Duration::from_millis(100),
+            lease: Duration::from_secs(10),
+            ..ExecutorConfig::new("host")
+        },
+    );
+    let (_, outcome) = executor.work_once().await.expect("work").expect("run");
+    let Outcome::Failed { error, .. } = outcome else {
+        panic!("expected a failure, got {outcome:?}");
+    };
+    assert!(error.contains("RTO budget of 2 s"), "{error}");
+    assert!(error.contains("429"), "{error}");
+    // Backoffs of 100, 200, 400, 800 ms fit in 2 s; the next (1.6 s) would
+    // not (4 attempts if the machine stalled half a second on the way).
+    let stored = store.steps(&run.id).await.expect("steps");
+    assert!((4..=5).contains(&stored[0].attempts), "{stored:?}");
+}
