@@ -27,7 +27,7 @@ mod plugin_steps;
 pub mod policy;
 mod report;
 
-pub use planner::plan_steps;
+pub use planner::{compensation_steps, plan_steps};
 pub use plugin_steps::{BoundSite, DRILL_LABEL, EPOCH_LABEL, PluginSteps, WORKLOAD_LABEL};
 pub use report::{
     Forecast, PlannedStep, RunReport, StepTiming, default_duration_ms, dry_run, forecast, report,
@@ -227,6 +227,12 @@ impl Executor {
                 }
             }
         }
+        if run.lifecycle
+            && matches!(outcome, Outcome::Failed { .. })
+            && let Flow::Stop(Outcome::LeaseLost) = self.compensate(run, &mut steps).await?
+        {
+            return Ok(Outcome::LeaseLost);
+        }
         let succeeded = outcome == Outcome::Succeeded;
         if run.lifecycle {
             // Fence steps report whether the old primary's workloads can no
@@ -260,6 +266,54 @@ impl Executor {
             }
             Ok(outcome)
         }
+    }
+
+    /// Undo a failed run's effects on the old primary (see
+    /// [`compensation_steps`]): the steps are appended once, in one
+    /// transaction, and driven like any others (a crash resumes them).
+    /// Their retries are not bounded by the RTO budget: restoring service
+    /// matters more than the objective already missed.
+    async fn compensate(
+        &self,
+        run: &RunRecord,
+        steps: &mut Vec<StepRecord>,
+    ) -> Result<Flow, EngineError> {
+        let is_compensation = |s: &StepRecord| s.input["compensation"] == true;
+        if !steps.iter().any(is_compensation) {
+            let extra = compensation_steps(steps);
+            if extra.is_empty() {
+                return Ok(Flow::Next);
+            }
+            tracing::warn!(run = %run.id, steps = extra.len(), "the run failed after fencing; compensating");
+            match self
+                .store
+                .append_steps(&run.id, &self.config.owner, &extra)
+                .await
+            {
+                Ok(all) => *steps = all,
+                Err(StoreError::Conflict(reason)) => {
+                    tracing::warn!(owner = %self.config.owner, "stopping: {reason}");
+                    return Ok(Flow::Stop(Outcome::LeaseLost));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let first = steps
+            .iter()
+            .position(is_compensation)
+            .unwrap_or(steps.len());
+        for stage in stages(&steps[first..]) {
+            let range = stage.start + first..stage.end + first;
+            match self.stage(&run.id, &mut steps[range], None).await? {
+                Flow::Next => {}
+                Flow::Stop(Outcome::LeaseLost) => return Ok(Flow::Stop(Outcome::LeaseLost)),
+                Flow::Stop(failed) => {
+                    tracing::error!(run = %run.id, ?failed, "compensation failed: the old primary may still be fenced");
+                    return Ok(Flow::Stop(failed));
+                }
+            }
+        }
+        Ok(Flow::Next)
     }
 
     /// A store conflict means the lease is gone: stop, do not fail.
@@ -514,11 +568,15 @@ fn finish(step: &mut StepRecord, result: Result<Value, String>) {
 fn stages(steps: &[StepRecord]) -> Vec<std::ops::Range<usize>> {
     let mut out: Vec<std::ops::Range<usize>> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
-        let stage = step.input.get("stage").and_then(Value::as_i64);
+        let stage = step.input.get("stage").filter(|v| !v.is_null());
         match out.last_mut() {
             Some(last)
                 if stage.is_some()
-                    && steps[last.start].input.get("stage").and_then(Value::as_i64) == stage =>
+                    && steps[last.start]
+                        .input
+                        .get("stage")
+                        .filter(|v| !v.is_null())
+                        == stage =>
             {
                 last.end = i + 1;
             }

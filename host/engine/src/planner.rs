@@ -6,7 +6,7 @@
 //! materializations, then its health gates).
 
 use rebound_domain::{Lifecycle, PlanDocument, Workflow};
-use rebound_store::NewStep;
+use rebound_store::{NewStep, StepRecord, StepStatus};
 use serde_json::{Value, json};
 
 fn step(name: String, input: Value) -> NewStep {
@@ -155,4 +155,51 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         }
     }
     steps
+}
+
+/// What undoes a failed run's effects on the old primary so it serves
+/// again (the lifecycle keeps it primary): every workload the run fenced is
+/// unfenced under the same epoch, then traffic the run moved is sent back
+/// to it. Empty when the run fenced nothing. Steps carry `compensation`.
+pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
+    let fenced: Vec<&StepRecord> = steps
+        .iter()
+        .filter(|s| s.input["action"] == "fence" && s.status == StepStatus::Succeeded)
+        .filter(|s| s.output.as_ref().is_some_and(|o| o["fenced"] == true))
+        .collect();
+    let Some(first) = fenced.first() else {
+        return Vec::new();
+    };
+    let site = first.input["site"].clone();
+    let mut out: Vec<NewStep> = fenced
+        .iter()
+        .map(|f| {
+            let output = f.output.clone().unwrap_or_default();
+            step(
+                format!(
+                    "unfence {} on {}",
+                    f.input["workload"].as_str().unwrap_or_default(),
+                    f.input["site"].as_str().unwrap_or_default()
+                ),
+                json!({
+                    "action": "unfence", "site": f.input["site"], "workload": f.input["workload"],
+                    "workload_id": output["workload"], "epoch": f.input["epoch"],
+                    "compensation": true, "stage": "compensation-unfence",
+                }),
+            )
+        })
+        .collect();
+    let redirected = steps
+        .iter()
+        .any(|s| s.input["action"] == "redirect" && s.started_at_ms.is_some());
+    if redirected {
+        out.push(step(
+            format!(
+                "redirect 100% back to {}",
+                site.as_str().unwrap_or_default()
+            ),
+            json!({"action": "redirect", "site": site, "weight": 100, "compensation": true}),
+        ));
+    }
+    out
 }

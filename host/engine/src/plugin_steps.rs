@@ -31,7 +31,8 @@ use rebound_runtime::bindings::{
     OperationState, Outcome, PowerState, RedirectTarget, VmSpec, WeightedBackend,
 };
 use rebound_runtime::{
-    CallContext, CallError, Export, Fence, Inventory, Plugin, Runtime, SiteGrant, Status, explain,
+    CallContext, CallError, Export, Fence, Inventory, Plugin, Runtime, SiteGrant, Status, Unfence,
+    explain,
 };
 use rebound_store::{RecoveryPointRecord, StepRecord, StepStatus, Store};
 use serde_json::{Value, json};
@@ -192,6 +193,20 @@ impl PluginSteps {
                 self.call(&[&from, &to], request).await?
             }
             "fence" => return self.fence(step, &site, &workload).await,
+            // A failed run's compensation: the workload its fence stopped.
+            "unfence" => {
+                let id = match input["workload_id"].as_str() {
+                    Some(id) => id.to_owned(),
+                    None => self.resolve(&site, &workload).await?,
+                };
+                let request = FenceRequest {
+                    key,
+                    site: site.clone(),
+                    workload_id: id,
+                    epoch: input["epoch"].as_u64().unwrap_or_default(),
+                };
+                self.call(&[&site], Unfence(request)).await?
+            }
             "materialize" => {
                 let scope = self.scope(step).await?;
                 let point = self
@@ -272,10 +287,17 @@ impl PluginSteps {
                     return Err(StepError::Fatal("the plan has no redirect".into()));
                 };
                 let weight = u8::try_from(input["weight"].as_u64().unwrap_or(100)).unwrap_or(100);
+                // Traffic goes to what this run recovered — or, sending it
+                // back after a failure, to what it unfenced.
+                let source = if input["compensation"] == true {
+                    "unfence"
+                } else {
+                    "materialize"
+                };
                 let backends = scope
                     .steps
                     .iter()
-                    .filter(|s| s.seq < step.seq && s.input["action"] == "materialize")
+                    .filter(|s| s.seq < step.seq && s.input["action"] == source)
                     .filter_map(|s| s.output.as_ref()?["workload"].as_str().map(str::to_owned))
                     .map(|backend| WeightedBackend { backend, weight })
                     .collect();

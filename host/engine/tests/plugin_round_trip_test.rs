@@ -305,4 +305,51 @@ async fn failover_with_the_primary_down(store: Store) {
     assert_eq!(serving(&lab.b).len(), 3);
 }
 
-rebound_store::on_both_backends!(round_trip, failover_with_the_primary_down);
+/// The compensation actions through the real plugin: a fence stops a VM
+/// and blocks its writes; the unfence of a failed run's compensation, under
+/// the same epoch, brings it back.
+async fn a_compensating_unfence_restores_the_fenced_workload(store: Store) {
+    store
+        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
+        .await
+        .expect("plan");
+    let lab = lab(&store).await;
+    let step = |action: &str| rebound_store::NewStep {
+        name: format!("{action} vm-1"),
+        input: serde_json::json!({"action": action, "site": "lab-a", "workload": "vm-1",
+                                  "epoch": 7, "best_effort": false, "compensation": action == "unfence"}),
+    };
+    let power = |site: &ExampleSite| {
+        site.vms()
+            .into_iter()
+            .find(|vm| vm["id"] == "vm-1")
+            .map(|vm| (vm["power"].clone(), vm["fenced"].clone()))
+    };
+    let fence = store
+        .create_run_with_steps("shop", Workflow::Drill, None, "t", &[step("fence")])
+        .await
+        .expect("run");
+    let executor = Executor::new(
+        store.clone(),
+        lab.steps.clone(),
+        ExecutorConfig::new("host-a"),
+    );
+    let (_, outcome) = executor.work_once().await.expect("work").expect("run");
+    assert_eq!(outcome, Outcome::Succeeded);
+    let fenced = store.steps(&fence.id).await.expect("steps");
+    assert_eq!(fenced[0].output.as_ref().expect("output")["fenced"], true);
+    assert_ne!(power(&lab.a).expect("vm-1").0, "running");
+    store
+        .create_run_with_steps("shop", Workflow::Drill, None, "t", &[step("unfence")])
+        .await
+        .expect("run");
+    let (_, outcome) = executor.work_once().await.expect("work").expect("run");
+    assert_eq!(outcome, Outcome::Succeeded);
+    assert_eq!(power(&lab.a).expect("vm-1").0, "running");
+}
+
+rebound_store::on_both_backends!(
+    round_trip,
+    failover_with_the_primary_down,
+    a_compensating_unfence_restores_the_fenced_workload
+);

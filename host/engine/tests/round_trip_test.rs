@@ -12,7 +12,7 @@ use rebound_domain::{PlanDocument, PlanState, Workflow};
 use rebound_engine::{
     Executor, ExecutorConfig, Outcome, Progress, Started, StepError, StepRunner, plan_steps,
 };
-use rebound_store::{RunStatus, StepRecord, Store, StoreError};
+use rebound_store::{RunStatus, StepRecord, StepStatus, Store, StoreError};
 use serde_json::{Value, json};
 
 const PLAN: &str = include_str!("../../../docs/examples/plan.yaml");
@@ -23,6 +23,8 @@ const PLAN: &str = include_str!("../../../docs/examples/plan.yaml");
 struct Provider {
     actions: Mutex<HashMap<String, String>>,
     fence_unconfirmed: bool,
+    /// Steps with this action fail for good.
+    broken: Option<&'static str>,
 }
 
 impl StepRunner for Provider {
@@ -33,6 +35,11 @@ impl StepRunner for Provider {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(step.idempotency_key.clone(), action.clone());
+            if self.broken == Some(action.as_str()) {
+                return Err(StepError::Fatal(format!(
+                    "{action} refused: quota exceeded"
+                )));
+            }
             Ok(Started::Done(match action.as_str() {
                 "fence" => json!({ "fenced": !self.fence_unconfirmed }),
                 _ => json!({ "ok": true }),
@@ -167,6 +174,73 @@ async fn a_failback_declined_at_its_approval_changes_nothing(store: Store) {
     assert_eq!(
         store.plan("shop").await.expect("plan").lifecycle.state,
         PlanState::Protected
+    );
+}
+
+/// A failback that fails after fencing the serving site compensates: the
+/// fenced workloads are unfenced (same epoch) and traffic goes back, so
+/// the old primary serves again, and the plan is ready for failback.
+async fn a_failback_failing_after_its_fence_unfences_the_old_primary(store: Store) {
+    store
+        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
+        .await
+        .expect("plan");
+    let provider = Arc::new(Provider::default());
+    for workflow in [Workflow::Failover, Workflow::Reprotect] {
+        let outcome = run(&store, provider.clone(), workflow).await.expect("run");
+        assert_eq!(outcome, Outcome::Succeeded);
+    }
+    let before = store.plan("shop").await.expect("plan").lifecycle;
+    let broken = Arc::new(Provider {
+        broken: Some("gate"),
+        ..Provider::default()
+    });
+    let outcome = run(&store, broken.clone(), Workflow::Failback)
+        .await
+        .expect("failback");
+    let Outcome::Failed { error, .. } = outcome else {
+        panic!("expected the failback to fail, got {outcome:?}");
+    };
+    assert!(error.contains("quota exceeded"), "{error}");
+    let runs = store.runs_of("shop").await.expect("runs");
+    let failback = &runs[0];
+    assert_eq!(failback.status, RunStatus::Failed);
+    let steps = store.steps(&failback.id).await.expect("steps");
+    let compensation: Vec<(&str, StepStatus)> = steps
+        .iter()
+        .filter(|s| s.input["compensation"] == true)
+        .map(|s| (s.name.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        compensation,
+        [
+            ("unfence db-1 on kubevirt-west", StepStatus::Succeeded),
+            ("unfence app-1 on kubevirt-west", StepStatus::Succeeded),
+            ("unfence web-1 on kubevirt-west", StepStatus::Succeeded),
+        ],
+        "nothing was redirected yet, so only the fences are undone"
+    );
+    let fence_epoch = steps
+        .iter()
+        .find(|s| s.input["action"] == "fence")
+        .expect("fence")
+        .input["epoch"]
+        .clone();
+    assert!(
+        steps
+            .iter()
+            .filter(|s| s.input["action"] == "unfence")
+            .all(|s| s.input["epoch"] == fence_epoch)
+    );
+    // The last good copy stays primary, ready for another failback.
+    let after = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(after.state, PlanState::ReadyForFailback);
+    assert_eq!(after.primary, before.primary);
+    let audit = store.audit_log(50).await.expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "run.steps_added" && e.target == failback.id)
     );
 }
 
@@ -333,6 +407,7 @@ async fn the_failover_plan_recovers_tier_by_tier(store: Store) {
 
 rebound_store::on_both_backends!(
     a_failback_declined_at_its_approval_changes_nothing,
+    a_failback_failing_after_its_fence_unfences_the_old_primary,
     round_trip,
     an_unconfirmed_fence_keeps_a_failback_from_promoting,
     the_failover_plan_recovers_tier_by_tier,

@@ -529,22 +529,7 @@ impl Store {
                 for (seq, new) in steps.iter().enumerate() {
                     let seq = i32::try_from(seq)
                         .map_err(|_| StoreError::Conflict("too many steps".into()))?;
-                    step::ActiveModel {
-                        run: Set(id.clone()),
-                        seq: Set(seq),
-                        name: Set(new.name.clone()),
-                        status: Set(StepStatus::Pending.as_str().into()),
-                        idempotency_key: Set(format!("{id}/{seq}")),
-                        operation: Set(None),
-                        attempts: Set(0),
-                        started_at: Set(None),
-                        finished_at: Set(None),
-                        error: Set(None),
-                        input: Set(new.input.to_string()),
-                        output: Set(None),
-                    }
-                    .insert(&tx)
-                    .await?;
+                    new_step(&id, seq, new).insert(&tx).await?;
                 }
                 audit_in(
                     &tx,
@@ -896,6 +881,45 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(status)
+    }
+
+    /// Append steps to a run as its lease holder (a failed run's
+    /// compensation), in one transaction, after its last step. Returns the
+    /// run's steps.
+    pub async fn append_steps(
+        &self,
+        run_id: &str,
+        owner: &str,
+        steps: &[NewStep],
+    ) -> Result<Vec<StepRecord>, StoreError> {
+        let tx = self.db.begin().await?;
+        let run = find_run(&tx, run_id).await?;
+        if run.lease_owner.as_deref() != Some(owner) {
+            return Err(StoreError::Conflict(format!(
+                "steps were not added to run '{run_id}': '{owner}' no longer holds its lease"
+            )));
+        }
+        let next = step::Entity::find()
+            .filter(step::Column::Run.eq(run_id))
+            .order_by_desc(step::Column::Seq)
+            .one(&tx)
+            .await?
+            .map_or(0, |last| last.seq + 1);
+        for (i, new) in steps.iter().enumerate() {
+            let seq = next
+                + i32::try_from(i).map_err(|_| StoreError::Conflict("too many steps".into()))?;
+            new_step(run_id, seq, new).insert(&tx).await?;
+        }
+        audit_in(
+            &tx,
+            owner,
+            "run.steps_added",
+            run_id,
+            serde_json::json!({"from": next, "names": steps.iter().map(|s| &s.name).collect::<Vec<_>>()}),
+        )
+        .await?;
+        tx.commit().await?;
+        self.steps(run_id).await
     }
 
     /// An operator approves the run's next approval step (before or while
@@ -1293,6 +1317,24 @@ fn mark(backend: DbBackend, n: usize) -> String {
     match backend {
         DbBackend::Postgres => format!("${n}"),
         _ => "?".to_owned(),
+    }
+}
+
+/// A step row to insert: pending, keyed `<run>/<seq>`.
+fn new_step(run: &str, seq: i32, new: &NewStep) -> step::ActiveModel {
+    step::ActiveModel {
+        run: Set(run.to_owned()),
+        seq: Set(seq),
+        name: Set(new.name.clone()),
+        status: Set(StepStatus::Pending.as_str().into()),
+        idempotency_key: Set(format!("{run}/{seq}")),
+        operation: Set(None),
+        attempts: Set(0),
+        started_at: Set(None),
+        finished_at: Set(None),
+        error: Set(None),
+        input: Set(new.input.to_string()),
+        output: Set(None),
     }
 }
 
