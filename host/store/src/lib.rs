@@ -567,14 +567,7 @@ impl Store {
     }
 
     pub async fn run(&self, id: &str) -> Result<RunRecord, StoreError> {
-        let row = run::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "run",
-                id: id.to_owned(),
-            })?;
-        decode_run(&row)
+        decode_run(&find_run(&self.db, id).await?)
     }
 
     /// A plan's runs, newest first.
@@ -680,24 +673,8 @@ impl Store {
         owner: &str,
         status: RunStatus,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
-        let finished = matches!(
-            status,
-            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
-        );
         let tx = self.db.begin().await?;
-        let mut update = run::Entity::update_many()
-            .col_expr(run::Column::Status, Expr::value(status.as_str()))
-            .col_expr(run::Column::UpdatedAt, Expr::value(now));
-        if finished {
-            update = update
-                .col_expr(run::Column::FinishedAt, Expr::value(now))
-                .col_expr(run::Column::LeaseOwner, Expr::value(Option::<String>::None))
-                .col_expr(
-                    run::Column::LeaseExpiresAt,
-                    Expr::value(Option::<i64>::None),
-                );
-        }
+        let update = run_status_update(status);
         let changed = update
             .filter(run::Column::Id.eq(run_id))
             .filter(run::Column::LeaseOwner.eq(owner))
@@ -822,49 +799,21 @@ impl Store {
         old_primary_fenced: bool,
     ) -> Result<RunStatus, StoreError> {
         let tx = self.db.begin().await?;
-        let run = run::Entity::find_by_id(run_id.to_owned())
-            .one(&tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "run",
-                id: run_id.to_owned(),
-            })?;
+        let run = find_run(&tx, run_id).await?;
         if run.lease_owner.as_deref() != Some(owner) {
             return Err(StoreError::Conflict(format!(
                 "run '{run_id}' is not leased by '{owner}'"
             )));
         }
         let record = decode_run(&run)?;
-        let plan_row = plan::Entity::find_by_id(run.plan.clone())
-            .one(&tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "plan",
-                id: run.plan.clone(),
-            })?;
-        let mut lifecycle = decode_plan(&plan_row)?.lifecycle;
-        let mut status = if succeeded {
+        let (lifecycle, refusal) =
+            finish_lifecycle(&tx, &record, succeeded, old_primary_fenced).await?;
+        let status = if succeeded && refusal.is_none() {
             RunStatus::Succeeded
         } else {
             RunStatus::Failed
         };
-        let mut refusal = None;
-        if let Err(e) = lifecycle.finish(record.workflow, succeeded, old_primary_fenced) {
-            refusal = Some(e.to_string());
-            lifecycle.finish(record.workflow, false, false)?;
-            status = RunStatus::Failed;
-        }
-        update_lifecycle(&tx, &run.plan, &lifecycle, plan_row.revision).await?;
-        let now = now_ms();
-        run::Entity::update_many()
-            .col_expr(run::Column::Status, Expr::value(status.as_str()))
-            .col_expr(run::Column::UpdatedAt, Expr::value(now))
-            .col_expr(run::Column::FinishedAt, Expr::value(now))
-            .col_expr(run::Column::LeaseOwner, Expr::value(Option::<String>::None))
-            .col_expr(
-                run::Column::LeaseExpiresAt,
-                Expr::value(Option::<i64>::None),
-            )
+        run_status_update(status)
             .filter(run::Column::Id.eq(run_id))
             .exec(&tx)
             .await?;
@@ -963,12 +912,7 @@ impl Store {
             .exec(&tx)
             .await?;
         if status == RunStatus::WaitingApproval {
-            run::Entity::update_many()
-                .col_expr(
-                    run::Column::Status,
-                    Expr::value(RunStatus::Running.as_str()),
-                )
-                .col_expr(run::Column::UpdatedAt, Expr::value(now))
+            run_status_update(RunStatus::Running)
                 .filter(run::Column::Id.eq(run_id))
                 .exec(&tx)
                 .await?;
@@ -1012,17 +956,7 @@ impl Store {
             tx.commit().await?;
             return Ok(true);
         }
-        run::Entity::update_many()
-            .col_expr(
-                run::Column::Status,
-                Expr::value(RunStatus::WaitingApproval.as_str()),
-            )
-            .col_expr(run::Column::UpdatedAt, Expr::value(now_ms()))
-            .col_expr(run::Column::LeaseOwner, Expr::value(Option::<String>::None))
-            .col_expr(
-                run::Column::LeaseExpiresAt,
-                Expr::value(Option::<i64>::None),
-            )
+        run_status_update(RunStatus::WaitingApproval)
             .filter(run::Column::Id.eq(run_id))
             .exec(&tx)
             .await?;
@@ -1066,31 +1000,10 @@ impl Store {
         }
         let mut detail = serde_json::json!({});
         if record.lifecycle {
-            let plan_row = plan::Entity::find_by_id(run.plan.clone())
-                .one(&tx)
-                .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    kind: "plan",
-                    id: run.plan.clone(),
-                })?;
-            let mut lifecycle = decode_plan(&plan_row)?.lifecycle;
-            lifecycle.finish(record.workflow, false, false)?;
-            update_lifecycle(&tx, &run.plan, &lifecycle, plan_row.revision).await?;
+            let (lifecycle, _) = finish_lifecycle(&tx, &record, false, false).await?;
             detail = serde_json::json!({"state": lifecycle.state, "primary": lifecycle.primary});
         }
-        let now = now_ms();
-        run::Entity::update_many()
-            .col_expr(
-                run::Column::Status,
-                Expr::value(RunStatus::Cancelled.as_str()),
-            )
-            .col_expr(run::Column::UpdatedAt, Expr::value(now))
-            .col_expr(run::Column::FinishedAt, Expr::value(now))
-            .col_expr(run::Column::LeaseOwner, Expr::value(Option::<String>::None))
-            .col_expr(
-                run::Column::LeaseExpiresAt,
-                Expr::value(Option::<i64>::None),
-            )
+        run_status_update(RunStatus::Cancelled)
             .filter(run::Column::Id.eq(run_id))
             .exec(&tx)
             .await?;
@@ -1366,6 +1279,57 @@ fn is_approval(step: &step::Model) -> bool {
 
 /// The `action` of an approval step (see `Store::approve`).
 pub const APPROVAL_ACTION: &str = "approval";
+
+/// The update that moves a run to `status`: a finished run, or one that
+/// waits for an operator, releases its lease. Callers add the filters.
+fn run_status_update(status: RunStatus) -> sea_orm::UpdateMany<run::Entity> {
+    let now = now_ms();
+    let finished = matches!(
+        status,
+        RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+    );
+    let mut update = run::Entity::update_many()
+        .col_expr(run::Column::Status, Expr::value(status.as_str()))
+        .col_expr(run::Column::UpdatedAt, Expr::value(now));
+    if finished {
+        update = update.col_expr(run::Column::FinishedAt, Expr::value(now));
+    }
+    if finished || status == RunStatus::WaitingApproval {
+        update = update
+            .col_expr(run::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(
+                run::Column::LeaseExpiresAt,
+                Expr::value(Option::<i64>::None),
+            );
+    }
+    update
+}
+
+/// End a lifecycle run's transition of its plan: `succeeded` as the run
+/// says, unless the lifecycle refuses it (an unconfirmed fence), in which
+/// case the transition is rolled back and the refusal returned.
+async fn finish_lifecycle(
+    db: &impl ConnectionTrait,
+    run: &RunRecord,
+    succeeded: bool,
+    old_primary_fenced: bool,
+) -> Result<(Lifecycle, Option<String>), StoreError> {
+    let plan_row = plan::Entity::find_by_id(run.plan.clone())
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            kind: "plan",
+            id: run.plan.clone(),
+        })?;
+    let mut lifecycle = decode_plan(&plan_row)?.lifecycle;
+    let mut refusal = None;
+    if let Err(e) = lifecycle.finish(run.workflow, succeeded, old_primary_fenced) {
+        refusal = Some(e.to_string());
+        lifecycle.finish(run.workflow, false, false)?;
+    }
+    update_lifecycle(db, &run.plan, &lifecycle, plan_row.revision).await?;
+    Ok((lifecycle, refusal))
+}
 
 /// Compare-and-set a plan's lifecycle at `revision`.
 async fn update_lifecycle(
