@@ -38,6 +38,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
+use rebound_domain::Workflow;
 use rebound_store::{RunRecord, RunStatus, StepRecord, StepStatus, Store, StoreError};
 use serde_json::Value;
 
@@ -82,6 +83,26 @@ pub trait StepRunner: Send + Sync {
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Trigger `workflow` on a plan: derive its step plan from the plan's
+/// current lifecycle and start the run (the lifecycle transition and the
+/// run's creation are one transaction, refused with the reason when the
+/// transition is illegal). The same idempotency key returns the same run.
+/// Every caller that starts runs (API, CLI, policy engine, demo) goes
+/// through here.
+pub async fn trigger(
+    store: &Store,
+    plan: &str,
+    workflow: Workflow,
+    idempotency_key: Option<&str>,
+    principal: &str,
+) -> Result<RunRecord, EngineError> {
+    let record = store.plan(plan).await?;
+    let steps = plan_steps(&record.document, &record.lifecycle, workflow);
+    Ok(store
+        .start_workflow(plan, workflow, idempotency_key, principal, &steps)
+        .await?)
 }
 
 #[derive(Debug, Clone)]

@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::report::millis;
-use crate::{EngineError, dry_run, plan_steps};
+use crate::{EngineError, dry_run};
 
 /// Calls of one stage in flight the RTO forecast assumes.
 const FORECAST_PARALLELISM: usize = 64;
@@ -240,19 +240,15 @@ async fn schedule(
     }
     let interval = millis(plan.document.replication.interval).max(1);
     let key = format!("policy/replication/{name}/{}", now / interval);
-    let steps = plan_steps(&plan.document, &plan.lifecycle, Workflow::Replication);
-    match store
-        .start_workflow(name, Workflow::Replication, Some(&key), "policy", &steps)
-        .await
-    {
+    match crate::trigger(store, name, Workflow::Replication, Some(&key), "policy").await {
         Ok(run) if run.status == RunStatus::Pending => Ok(Some(run.id)),
         // The same slot's run, already done by now: nothing new.
         Ok(_) => Ok(None),
         // The lifecycle refuses a cycle now (a failover started meanwhile).
-        Err(rebound_store::StoreError::Transition(e)) => {
+        Err(EngineError::Store(rebound_store::StoreError::Transition(e))) => {
             tracing::info!(plan = %name, "replication not scheduled: {e}");
             Ok(None)
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rebound_domain::{PlanDocument, PlanState, Workflow};
 use rebound_engine::{
     BoundSite, DRILL_LABEL, Executor, ExecutorConfig, Outcome, PluginSteps, RunReport,
-    WORKLOAD_LABEL, plan_steps,
+    WORKLOAD_LABEL,
 };
 use rebound_lab::{ExampleOptions, ExampleSite};
 use rebound_runtime::SiteGrant;
@@ -92,10 +92,7 @@ async fn run(store: &Store, lab: &Lab, workflow: Workflow) -> Outcome {
 }
 
 async fn run_reported(store: &Store, lab: &Lab, workflow: Workflow) -> (Outcome, RunReport) {
-    let plan = store.plan("shop").await.expect("plan");
-    let steps = plan_steps(&plan.document, &plan.lifecycle, workflow);
-    store
-        .start_workflow("shop", workflow, None, "operator", &steps)
+    rebound_engine::trigger(store, "shop", workflow, None, "operator")
         .await
         .unwrap_or_else(|e| panic!("start {workflow}: {e}"));
     let executor = Executor::new(

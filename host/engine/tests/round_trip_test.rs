@@ -61,11 +61,9 @@ async fn run(
     provider: Arc<Provider>,
     workflow: Workflow,
 ) -> Result<Outcome, StoreError> {
-    let plan = store.plan("shop").await?;
-    let steps = plan_steps(&plan.document, &plan.lifecycle, workflow);
-    store
-        .start_workflow("shop", workflow, None, "operator", &steps)
-        .await?;
+    rebound_engine::trigger(store, "shop", workflow, None, "operator")
+        .await
+        .map_err(|rebound_engine::EngineError::Store(e)| e)?;
     let executor = Executor::new(
         store.clone(),
         provider,

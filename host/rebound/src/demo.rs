@@ -221,12 +221,9 @@ async fn round_trip(
     );
     use rebound_domain::Workflow::{Failback, Failover, Replication, Reprotect};
     for workflow in [Replication, Failover, Reprotect, Failback] {
-        let plan = store.plan("shop").await?;
-        let planned = rebound_engine::plan_steps(&plan.document, &plan.lifecycle, workflow);
         let forecast = rebound_engine::dry_run(store, "shop", workflow, 64).await?;
-        let started = store
-            .start_workflow("shop", workflow, None, "demo", &planned)
-            .await?;
+        let started = rebound_engine::trigger(store, "shop", workflow, None, "demo").await?;
+        let planned = store.steps(&started.id).await?;
         if planned.iter().any(|s| s.input["action"] == "approval") {
             // The plan asks an operator to approve a failback; the demo
             // approves it as it triggers it.

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rebound_domain::{PlanDocument, PlanState, Workflow};
-use rebound_engine::plan_steps;
 use rebound_lab::{ExampleOptions, ExampleSite};
 use rebound_store::{RunStatus, StepStatus, Store};
 
@@ -222,13 +221,10 @@ async fn killed_run(
     workflow: Workflow,
     hosts_alive: usize,
 ) {
-    let plan = lab.store.plan("shop").await.expect("plan");
-    let steps = plan_steps(&plan.document, &plan.lifecycle, workflow);
-    let run = lab
-        .store
-        .start_workflow("shop", workflow, None, "operator", &steps)
+    let run = rebound_engine::trigger(&lab.store, "shop", workflow, None, "operator")
         .await
         .unwrap_or_else(|e| panic!("trial {trial}: start {workflow}: {e}"));
+    let steps = lab.store.steps(&run.id).await.expect("steps");
     if steps.iter().any(|s| s.input["action"] == "approval") {
         // Approved as it is triggered (the operator's "approve now").
         lab.store
