@@ -12,6 +12,7 @@
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+mod api;
 mod entity;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +27,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use api::{RunFilter, RunListing, TokenRecord, UserRecord};
 use entity::{audit, event, plan, recovery_point, run, step};
 
 /// Why a store operation failed.
