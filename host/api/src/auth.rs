@@ -1,0 +1,575 @@
+//! Who is calling, and may they: bearer JWTs from the local issuer (HS256,
+//! its key generated on first start and kept in the store) or from
+//! external OIDC issuers (RS256/ES256 keys from their JWKS), and scoped API
+//! tokens (`rbt_…`, stored as SHA-256 digests). Every JWT is checked for
+//! signature, expiry, not-before, issuer and audience, with the algorithm
+//! pinned per issuer and the key chosen by `kid` — a token never picks its
+//! own algorithm or key.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rebound_store::{Store, StoreError, TokenRecord, UserRecord};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use crate::problem::Problem;
+
+/// The prefix of API tokens, so a leaked one is recognisable.
+pub const TOKEN_PREFIX: &str = "rbt_";
+
+/// The store's name of the local issuer's signing key.
+const LOCAL_KEY: &str = "jwt-hs256";
+
+/// What a principal may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Viewer,
+    PluginPublisher,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::PluginPublisher => "plugin-publisher",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// Whether this role may do `need`.
+    pub fn allows(self, need: Need) -> bool {
+        match need {
+            Need::Read => true,
+            Need::Operate => matches!(self, Self::Operator | Self::Admin),
+            Need::Publish => matches!(self, Self::PluginPublisher | Self::Admin),
+            Need::Administer => self == Self::Admin,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "viewer" => Ok(Self::Viewer),
+            "plugin-publisher" => Ok(Self::PluginPublisher),
+            "operator" => Ok(Self::Operator),
+            "admin" => Ok(Self::Admin),
+            other => Err(format!(
+                "unknown role '{other}'; roles are admin, operator, viewer, plugin-publisher"
+            )),
+        }
+    }
+}
+
+/// What an endpoint requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Any authenticated principal.
+    Read,
+    /// Runs and approvals: operator or admin.
+    Operate,
+    /// Plugins: plugin-publisher or admin.
+    Publish,
+    /// Plans, tokens, users, the audit log, quarantine: admin.
+    Administer,
+}
+
+/// The authenticated caller, as the audit log names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Principal {
+    /// `user:NAME`, `token:ID` or `oidc:SUBJECT@ISSUER`.
+    pub name: String,
+    pub role: Role,
+}
+
+impl Principal {
+    /// Refuse with 403 unless the role allows `need`.
+    pub fn require(&self, need: Need) -> Result<(), Problem> {
+        if self.role.allows(need) {
+            Ok(())
+        } else {
+            let wants = match need {
+                Need::Read => "any role",
+                Need::Operate => "the operator or admin role",
+                Need::Publish => "the plugin-publisher or admin role",
+                Need::Administer => "the admin role",
+            };
+            Err(Problem::forbidden(format!(
+                "{} has the {} role; this needs {wants}",
+                self.name, self.role
+            )))
+        }
+    }
+}
+
+/// An external OIDC issuer whose tokens are accepted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuer {
+    /// The `iss` its tokens carry.
+    pub issuer: String,
+    /// The `aud` its tokens must carry for this host.
+    pub audience: String,
+    /// Where its signing keys are published.
+    pub jwks_url: String,
+    /// `RS256` or `ES256`: the only algorithm accepted from it.
+    pub algorithm: String,
+    /// The claim naming the caller's Rebound role (a string or an array;
+    /// the highest known role wins).
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+}
+
+fn default_role_claim() -> String {
+    "roles".into()
+}
+
+/// Authentication settings (`[auth]` of the API config).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The local issuer's `iss`.
+    pub issuer: String,
+    /// The `aud` local tokens carry and require.
+    pub audience: String,
+    /// Lifetime of a token from `POST /api/v1/auth/login`.
+    pub token_ttl_seconds: u64,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway_seconds: u64,
+    pub oidc: Vec<OidcIssuer>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "rebound".into(),
+            audience: "rebound-api".into(),
+            token_ttl_seconds: 3600,
+            leeway_seconds: 30,
+            oidc: Vec::new(),
+        }
+    }
+}
+
+/// Why authentication could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("OIDC issuer '{issuer}': {reason}")]
+    Oidc { issuer: String, reason: String },
+    #[error("hashing a password: {0}")]
+    Hash(String),
+}
+
+struct Issuer {
+    issuer: String,
+    audience: String,
+    algorithm: Algorithm,
+    keys: HashMap<String, DecodingKey>,
+    /// `None`: the local issuer (role in the `role` claim).
+    role_claim: Option<String>,
+}
+
+/// Local claims.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    iss: String,
+    aud: String,
+    exp: u64,
+    nbf: u64,
+    iat: u64,
+    role: String,
+}
+
+/// A token issued by `POST /api/v1/auth/login`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct IssuedToken {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    pub expires_in: u64,
+}
+
+/// The verifier of every credential the API accepts.
+pub struct Auth {
+    local_kid: String,
+    local_key: EncodingKey,
+    ttl: u64,
+    leeway: u64,
+    issuers: Vec<Issuer>,
+    /// Verified against when the user does not exist, so a wrong name
+    /// costs as long as a wrong password.
+    dummy_hash: String,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("local_kid", &self.local_kid)
+            .field(
+                "issuers",
+                &self.issuers.iter().map(|i| &i.issuer).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An argon2id PHC hash of a password.
+pub fn hash_password(password: &str) -> Result<String, AuthSetupError> {
+    Argon2::default()
+        .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
+        .map(|h| h.to_string())
+        .map_err(|e| AuthSetupError::Hash(e.to_string()))
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+/// A fresh random secret, hex.
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut buf[..]);
+    hex::encode(buf)
+}
+
+fn digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+impl Auth {
+    /// Load (or, on the store's first start, generate) the local signing
+    /// key, and fetch each OIDC issuer's JWKS.
+    pub async fn start(store: &Store, config: &AuthConfig) -> Result<Self, AuthSetupError> {
+        let secret = store.host_key(LOCAL_KEY, &random_hex(32)).await?;
+        let local_kid = format!("local-{}", &digest(&secret)[..12]);
+        let mut issuers = vec![Issuer {
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            algorithm: Algorithm::HS256,
+            keys: HashMap::from([(
+                local_kid.clone(),
+                DecodingKey::from_secret(secret.as_bytes()),
+            )]),
+            role_claim: None,
+        }];
+        for oidc in &config.oidc {
+            issuers.push(fetch_issuer(oidc).await?);
+        }
+        let dummy_hash = hash_password(&random_hex(16))?;
+        Ok(Self {
+            local_key: EncodingKey::from_secret(secret.as_bytes()),
+            local_kid,
+            ttl: config.token_ttl_seconds,
+            leeway: config.leeway_seconds,
+            issuers,
+            dummy_hash,
+        })
+    }
+
+    /// Issue a local token for a user.
+    pub fn issue(&self, user: &str, role: Role) -> Result<IssuedToken, Problem> {
+        let local = &self.issuers[0];
+        let now = now();
+        let claims = Claims {
+            sub: user.to_owned(),
+            iss: local.issuer.clone(),
+            aud: local.audience.clone(),
+            exp: now + self.ttl,
+            nbf: now,
+            iat: now,
+            role: role.as_str().to_owned(),
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.local_kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.local_key)
+            .map_err(|e| Problem::internal(&e))?;
+        Ok(IssuedToken {
+            access_token: token,
+            token_type: "Bearer".into(),
+            expires_in: self.ttl,
+        })
+    }
+
+    /// Check a user's password and issue a token.
+    pub async fn login(
+        &self,
+        store: &Store,
+        username: &str,
+        password: &str,
+    ) -> Result<(IssuedToken, Principal), Problem> {
+        let user = store.user(username).await?;
+        let hash = user
+            .as_ref()
+            .map_or(self.dummy_hash.clone(), |u| u.password_hash.clone());
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .map_err(|e| Problem::internal(&e))?;
+        let refused = || Problem::unauthorized("username or password is wrong");
+        let user = match user {
+            Some(user) if ok => user,
+            _ => return Err(refused()),
+        };
+        let role = user
+            .role
+            .parse::<Role>()
+            .map_err(|e| Problem::internal(&e))?;
+        Ok((
+            self.issue(&user.name, role)?,
+            Principal {
+                name: format!("user:{}", user.name),
+                role,
+            },
+        ))
+    }
+
+    /// Create a scoped API token; its secret is returned once and only its
+    /// digest is stored.
+    pub async fn create_token(
+        &self,
+        store: &Store,
+        name: &str,
+        role: Role,
+        principal: &Principal,
+    ) -> Result<(TokenRecord, String), Problem> {
+        let secret = format!("{TOKEN_PREFIX}{}", random_hex(32));
+        let record = TokenRecord {
+            id: format!("tok-{}", random_hex(8)),
+            name: name.to_owned(),
+            role: role.as_str().to_owned(),
+            digest: digest(&secret),
+            created_by: principal.name.clone(),
+            created_at_ms: i64::try_from(now().saturating_mul(1000)).unwrap_or(i64::MAX),
+            revoked_at_ms: None,
+        };
+        store.create_token(&record, &principal.name).await?;
+        Ok((record, secret))
+    }
+
+    /// The principal an `Authorization` header value names.
+    pub async fn authenticate(
+        &self,
+        store: &Store,
+        authorization: Option<&str>,
+    ) -> Result<Principal, Problem> {
+        let Some(value) = authorization else {
+            return Err(Problem::unauthorized(
+                "send `Authorization: Bearer TOKEN` (a token from POST /api/v1/auth/login, an OIDC token, or an API token)",
+            ));
+        };
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                Problem::unauthorized("the Authorization header must be `Bearer TOKEN`")
+            })?;
+        if token.starts_with(TOKEN_PREFIX) {
+            let record = store
+                .token_by_digest(&digest(token))
+                .await?
+                .ok_or_else(|| Problem::unauthorized("API token unknown or revoked"))?;
+            let role = record
+                .role
+                .parse::<Role>()
+                .map_err(|e| Problem::internal(&e))?;
+            return Ok(Principal {
+                name: format!("token:{}", record.id),
+                role,
+            });
+        }
+        self.verify_jwt(token)
+    }
+
+    /// Verify a JWT against the issuer its `iss` names, with that issuer's
+    /// pinned algorithm and the key its `kid` names.
+    pub fn verify_jwt(&self, token: &str) -> Result<Principal, Problem> {
+        let refuse = |why: &str| Problem::unauthorized(format!("token refused: {why}"));
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| refuse("not a JWT with a supported algorithm"))?;
+        let iss = unverified_issuer(token).ok_or_else(|| refuse("no `iss` claim"))?;
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| i.issuer == iss)
+            .ok_or_else(|| refuse(&format!("issuer '{iss}' is not trusted by this host")))?;
+        if header.alg != issuer.algorithm {
+            return Err(refuse(&format!(
+                "issuer '{iss}' signs with {:?}, not {:?}",
+                issuer.algorithm, header.alg
+            )));
+        }
+        let kid = header
+            .kid
+            .as_deref()
+            .ok_or_else(|| refuse("no `kid` in the header"))?;
+        let key = issuer
+            .keys
+            .get(kid)
+            .ok_or_else(|| refuse(&format!("unknown key id '{kid}' for issuer '{iss}'")))?;
+        let mut validation = Validation::new(issuer.algorithm);
+        validation.set_issuer(&[&issuer.issuer]);
+        validation.set_audience(&[&issuer.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = self.leeway;
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, key, &validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => refuse("expired; log in again"),
+                ErrorKind::ImmatureSignature => refuse("not valid yet (nbf in the future)"),
+                ErrorKind::InvalidIssuer => refuse("wrong issuer"),
+                ErrorKind::InvalidAudience => refuse("wrong audience"),
+                ErrorKind::InvalidSignature => refuse("signature does not verify"),
+                ErrorKind::MissingRequiredClaim(c) => refuse(&format!("missing claim `{c}`")),
+                _ => refuse("malformed"),
+            },
+        )?;
+        let claims = data.claims;
+        let sub = claims["sub"]
+            .as_str()
+            .ok_or_else(|| refuse("`sub` is not a string"))?;
+        let role = match &issuer.role_claim {
+            None => claims["role"].as_str().and_then(|r| r.parse().ok()),
+            Some(claim) => highest_role(&claims[claim.as_str()]),
+        };
+        let role = role.ok_or_else(|| {
+            Problem::forbidden(format!(
+                "token of '{sub}' carries no Rebound role (admin, operator, viewer, plugin-publisher)"
+            ))
+        })?;
+        let name = match issuer.role_claim {
+            None => format!("user:{sub}"),
+            Some(_) => format!("oidc:{sub}@{iss}"),
+        };
+        Ok(Principal { name, role })
+    }
+}
+
+/// Create the bootstrap admin when the store has no user: with
+/// `password` when given, otherwise a random one. Returns the generated
+/// password (to be shown once) when one was generated and stored.
+pub async fn bootstrap_admin(
+    store: &Store,
+    password: Option<&str>,
+) -> Result<Option<String>, AuthSetupError> {
+    let generated = password.is_none().then(|| random_hex(12));
+    let password = password.or(generated.as_deref()).unwrap_or_default();
+    let created = store
+        .bootstrap_user(&UserRecord {
+            name: "admin".into(),
+            password_hash: hash_password(password)?,
+            role: Role::Admin.as_str().into(),
+        })
+        .await?;
+    Ok(generated.filter(|_| created))
+}
+
+fn highest_role(value: &serde_json::Value) -> Option<Role> {
+    let names: Vec<&str> = match value {
+        serde_json::Value::String(s) => vec![s.as_str()],
+        serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    names.iter().filter_map(|n| n.parse::<Role>().ok()).max()
+}
+
+/// The `iss` of a token, read before verification only to choose the
+/// issuer whose key and algorithm then verify it.
+fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims["iss"].as_str().map(str::to_owned)
+}
+
+async fn fetch_issuer(config: &OidcIssuer) -> Result<Issuer, AuthSetupError> {
+    let fail = |reason: String| AuthSetupError::Oidc {
+        issuer: config.issuer.clone(),
+        reason,
+    };
+    let algorithm = match config.algorithm.as_str() {
+        "RS256" => Algorithm::RS256,
+        "ES256" => Algorithm::ES256,
+        other => {
+            return Err(fail(format!(
+                "algorithm '{other}' is not supported; use RS256 or ES256"
+            )));
+        }
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let set: JwkSet = client
+        .get(&config.jwks_url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| fail(format!("fetching {}: {e}", config.jwks_url)))?
+        .json()
+        .await
+        .map_err(|e| fail(format!("{} is not a JWKS: {e}", config.jwks_url)))?;
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else {
+            continue;
+        };
+        if let Some(alg) = jwk.common.key_algorithm
+            && alg.to_string() != config.algorithm
+        {
+            continue;
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| fail(format!("key '{kid}': {e}")))?;
+        keys.insert(kid, key);
+    }
+    if keys.is_empty() {
+        return Err(fail(format!(
+            "{} has no {} key with a `kid`",
+            config.jwks_url, config.algorithm
+        )));
+    }
+    Ok(Issuer {
+        issuer: config.issuer.clone(),
+        audience: config.audience.clone(),
+        algorithm,
+        keys,
+        role_claim: Some(config.role_claim.clone()),
+    })
+}

@@ -1,0 +1,37 @@
+//! The handlers, one file per resource; each names its path, role and
+//! responses for the OpenAPI document.
+
+mod access;
+mod observe;
+mod plans;
+mod plugins;
+mod runs;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::ApiState;
+
+pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
+    router
+        .routes(routes!(access::login))
+        .routes(routes!(access::whoami))
+        .routes(routes!(access::list_tokens, access::create_token))
+        .routes(routes!(access::revoke_token))
+        .routes(routes!(plans::list_plans))
+        .routes(routes!(plans::get_plan, plans::put_plan))
+        .routes(routes!(plans::dry_run))
+        .routes(routes!(plans::recovery_points))
+        .routes(routes!(runs::trigger))
+        .routes(routes!(runs::list_runs))
+        .routes(routes!(runs::get_run))
+        .routes(routes!(runs::approve))
+        .routes(routes!(runs::cancel))
+        .routes(routes!(runs::events))
+        .routes(routes!(observe::compliance))
+        .routes(routes!(observe::events))
+        .routes(routes!(observe::audit))
+        .routes(routes!(plugins::list_plugins))
+        .routes(routes!(plugins::release))
+        .routes(routes!(plugins::list_sites))
+}

@@ -1,0 +1,172 @@
+//! Protection plans: the same YAML/JSON documents the engine validates.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use rebound_domain::{PlanDocument, Workflow};
+
+use crate::ApiState;
+use crate::auth::{Need, Principal};
+use crate::extract::Json;
+use crate::problem::{FieldProblem, Problem, ProblemDetails};
+use crate::views::{
+    PageQuery, PlanPage, PlanView, RecoveryPointList, RecoveryPointView, WorkflowRequest,
+    next_cursor,
+};
+
+/// Calls of one stage in flight the dry-run forecast assumes (the
+/// executor's default).
+const FORECAST_PARALLELISM: usize = 64;
+
+/// Protection plans in name order.
+#[utoipa::path(get, path = "/api/v1/plans", tag = "plans",
+    params(PageQuery),
+    responses(
+        (status = 200, body = PlanPage),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn list_plans(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Query(page): Query<PageQuery>,
+) -> Result<axum::Json<PlanPage>, Problem> {
+    principal.require(Need::Read)?;
+    let limit = page.limit()?;
+    let plans = state.store.plans_page(page.after.as_deref(), limit).await?;
+    let next = next_cursor(&plans, limit, |p| p.document.name.clone());
+    Ok(axum::Json(PlanPage {
+        items: plans.iter().map(PlanView::from).collect(),
+        next,
+    }))
+}
+
+/// A plan with its lifecycle.
+#[utoipa::path(get, path = "/api/v1/plans/{name}", tag = "plans",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, body = PlanView),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn get_plan(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<axum::Json<PlanView>, Problem> {
+    principal.require(Need::Read)?;
+    Ok(axum::Json(PlanView::from(&state.store.plan(&name).await?)))
+}
+
+/// Create or update a plan (admin) from its document, YAML
+/// (`application/yaml`) or JSON (`application/json`). A refused document
+/// lists every problem by field and changes nothing.
+#[utoipa::path(put, path = "/api/v1/plans/{name}", tag = "plans",
+    params(("name" = String, Path, description = "must equal the document's `name`")),
+    request_body(description = "the plan document (see docs/examples/plan.yaml)",
+        content((Object = "application/json"), (String = "application/yaml"))),
+    responses(
+        (status = 200, body = PlanView, description = "updated"),
+        (status = 201, body = PlanView, description = "created"),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn put_plan(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, axum::Json<PlanView>), Problem> {
+    principal.require(Need::Administer)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| Problem::bad_request("the plan document is not UTF-8 text"))?;
+    let document = match media {
+        "application/json" => PlanDocument::from_json(text)?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => PlanDocument::from_yaml(text)?,
+        _ => {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the plan with `Content-Type: application/yaml` or `application/json`",
+            ));
+        }
+    };
+    if document.name != name {
+        let mut p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "the document's name '{}' differs from the URL's '{name}'",
+                document.name
+            ),
+        )
+        .kind("invalid-plan")
+        .title("plan document refused");
+        p.errors = vec![FieldProblem {
+            field: "name".into(),
+            reason: format!("must be '{name}', as in the URL"),
+        }];
+        return Err(p);
+    }
+    let record = state.store.put_plan(&document, &principal.name).await?;
+    let status = if record.revision == 1 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(PlanView::from(&record))))
+}
+
+/// Preview a workflow: the exact steps and the RTO forecast, changing
+/// nothing. Refused (409) when the plan's state does not allow it.
+#[utoipa::path(post, path = "/api/v1/plans/{name}/dry-run", tag = "plans",
+    params(("name" = String, Path)),
+    request_body = WorkflowRequest,
+    responses(
+        (status = 200, description = "the steps and the forecast", body = Object),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn dry_run(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    Json(request): Json<WorkflowRequest>,
+) -> Result<axum::Json<serde_json::Value>, Problem> {
+    principal.require(Need::Read)?;
+    let workflow = Workflow::from(request.workflow);
+    let plan = state.store.plan(&name).await?;
+    let mut lifecycle = plan.lifecycle.clone();
+    lifecycle
+        .begin(workflow)
+        .map_err(rebound_store::StoreError::from)?;
+    let forecast =
+        rebound_engine::dry_run(&state.store, &name, workflow, FORECAST_PARALLELISM).await?;
+    serde_json::to_value(forecast)
+        .map(axum::Json)
+        .map_err(|e| Problem::internal(&e))
+}
+
+/// A plan's recovery points, newest first.
+#[utoipa::path(get, path = "/api/v1/plans/{name}/recovery-points", tag = "plans",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, body = RecoveryPointList),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn recovery_points(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<axum::Json<RecoveryPointList>, Problem> {
+    principal.require(Need::Read)?;
+    state.store.plan(&name).await?;
+    let items = state
+        .store
+        .recovery_points(&name)
+        .await?
+        .iter()
+        .map(RecoveryPointView::from)
+        .collect();
+    Ok(axum::Json(RecoveryPointList { items }))
+}

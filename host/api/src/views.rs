@@ -1,0 +1,402 @@
+//! What the API sends and accepts: request bodies (unknown fields refused)
+//! and response views of the store's records, each with its OpenAPI schema.
+
+use rebound_domain::Workflow;
+use rebound_store::{
+    AuditEntry, EventRecord, PlanRecord, RecoveryPointRecord, RunListing, StepRecord,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Role;
+use crate::problem::Problem;
+
+/// A workflow to start or preview.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowName {
+    Failover,
+    Reprotect,
+    Failback,
+    Migration,
+    PermanentFailover,
+    CommitMigration,
+    RollbackMigration,
+    Drill,
+    Replication,
+}
+
+impl From<WorkflowName> for Workflow {
+    fn from(w: WorkflowName) -> Self {
+        match w {
+            WorkflowName::Failover => Self::Failover,
+            WorkflowName::Reprotect => Self::Reprotect,
+            WorkflowName::Failback => Self::Failback,
+            WorkflowName::Migration => Self::Migration,
+            WorkflowName::PermanentFailover => Self::PermanentFailover,
+            WorkflowName::CommitMigration => Self::CommitMigration,
+            WorkflowName::RollbackMigration => Self::RollbackMigration,
+            WorkflowName::Drill => Self::Drill,
+            WorkflowName::Replication => Self::Replication,
+        }
+    }
+}
+
+/// Start (or preview) a workflow on a plan.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowRequest {
+    pub workflow: WorkflowName,
+}
+
+/// Log in as a local user.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+/// Create an API token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// What it is for (e.g. `ci-pipeline`).
+    pub name: String,
+    pub role: Role,
+}
+
+/// Pagination: at most `limit` items after the cursor `after` (the
+/// previous page's `next`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1 to 500; 50 when absent.
+    pub limit: Option<u64>,
+    pub after: Option<String>,
+}
+
+pub const MAX_LIMIT: u64 = 500;
+
+impl PageQuery {
+    pub fn limit(&self) -> Result<u64, Problem> {
+        match self.limit {
+            None => Ok(50),
+            Some(n @ 1..=MAX_LIMIT) => Ok(n),
+            Some(n) => Err(Problem::bad_request(format!(
+                "limit {n} is out of range; use 1 to {MAX_LIMIT}"
+            ))),
+        }
+    }
+
+    /// `after` as a numeric id (events, audit).
+    pub fn after_id(&self) -> Result<Option<i64>, Problem> {
+        self.after
+            .as_deref()
+            .map(|a| {
+                a.parse::<i64>().map_err(|_| {
+                    Problem::bad_request(format!(
+                        "after '{a}' is not a cursor of this list; pass the previous page's `next`"
+                    ))
+                })
+            })
+            .transpose()
+    }
+}
+
+/// The next page's cursor when this page is full.
+pub fn next_cursor<T>(items: &[T], limit: u64, cursor: impl Fn(&T) -> String) -> Option<String> {
+    (items.len() as u64 == limit)
+        .then(|| items.last().map(cursor))
+        .flatten()
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LifecycleView {
+    /// `protected`, `failed_over`, `ready_for_failback`, …
+    pub state: String,
+    pub primary: String,
+    pub standby: String,
+    /// The fencing epoch.
+    pub epoch: u64,
+    pub drilling: bool,
+    /// A site whose fence was not confirmed, if any.
+    pub unfenced: Option<String>,
+}
+
+/// A protection plan: its document and where its lifecycle stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanView {
+    pub name: String,
+    pub revision: i64,
+    /// The plan document, as accepted by `PUT /api/v1/plans/{name}`.
+    #[schema(value_type = Object)]
+    pub document: Value,
+    pub lifecycle: LifecycleView,
+}
+
+impl From<&PlanRecord> for PlanView {
+    fn from(p: &PlanRecord) -> Self {
+        let l = &p.lifecycle;
+        Self {
+            name: p.document.name.clone(),
+            revision: p.revision,
+            document: serde_json::to_value(&p.document).unwrap_or_default(),
+            lifecycle: LifecycleView {
+                state: l.state.to_string(),
+                primary: l.primary.clone(),
+                standby: l.standby.clone(),
+                epoch: l.epoch,
+                drilling: l.drilling,
+                unfenced: l.unfenced.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanPage {
+    pub items: Vec<PlanView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next: Option<String>,
+}
+
+/// A run of a workflow.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    pub id: String,
+    pub plan: String,
+    pub workflow: String,
+    /// `pending`, `running`, `waiting_approval`, `succeeded`, `failed`, `cancelled`.
+    pub status: String,
+    pub idempotency_key: Option<String>,
+    pub created_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+}
+
+fn text<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+impl From<&RunListing> for RunView {
+    fn from(r: &RunListing) -> Self {
+        Self {
+            id: r.run.id.clone(),
+            plan: r.run.plan.clone(),
+            workflow: r.run.workflow.to_string(),
+            status: text(&r.run.status),
+            idempotency_key: r.run.idempotency_key.clone(),
+            created_at_ms: r.created_at_ms,
+            finished_at_ms: r.finished_at_ms,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunPage {
+    pub items: Vec<RunView>,
+    pub next: Option<String>,
+}
+
+/// A persisted step of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct StepView {
+    pub seq: i32,
+    pub name: String,
+    /// `pending`, `running`, `succeeded`, `failed`.
+    pub status: String,
+    pub attempts: i32,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub error: Option<String>,
+    /// What the step does (`fence`, `materialize`, `approval`, …) and to what.
+    #[schema(value_type = Object)]
+    pub input: Value,
+}
+
+impl From<&StepRecord> for StepView {
+    fn from(s: &StepRecord) -> Self {
+        Self {
+            seq: s.seq,
+            name: s.name.clone(),
+            status: text(&s.status),
+            attempts: s.attempts,
+            started_at_ms: s.started_at_ms,
+            finished_at_ms: s.finished_at_ms,
+            error: s.error.clone(),
+            input: s.input.clone(),
+        }
+    }
+}
+
+/// A run with its steps and its report against the phase's objectives.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: RunView,
+    pub steps: Vec<StepView>,
+    /// Measured RTO and achieved RPO against the objectives, per step timing.
+    #[schema(value_type = Object)]
+    pub report: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecoveryPointView {
+    pub site: String,
+    pub id: String,
+    pub workload: String,
+    pub captured_at_ms: i64,
+    /// The run that produced it.
+    pub run: String,
+}
+
+impl From<&RecoveryPointRecord> for RecoveryPointView {
+    fn from(p: &RecoveryPointRecord) -> Self {
+        Self {
+            site: p.site.clone(),
+            id: p.id.clone(),
+            workload: p.workload.clone(),
+            captured_at_ms: p.captured_at_ms,
+            run: p.run.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecoveryPointList {
+    pub items: Vec<RecoveryPointView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub id: i64,
+    pub at_ms: i64,
+    pub plan: String,
+    /// `rpo.breach`, `rpo.met`, `rto.breach`, `rto.met`, `replication.scheduled`.
+    pub kind: String,
+    #[schema(value_type = Object)]
+    pub detail: Value,
+}
+
+impl From<&EventRecord> for EventView {
+    fn from(e: &EventRecord) -> Self {
+        Self {
+            id: e.id,
+            at_ms: e.at_ms,
+            plan: e.plan.clone(),
+            kind: e.kind.clone(),
+            detail: e.detail.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    pub items: Vec<EventView>,
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditView {
+    pub id: i64,
+    pub at_ms: i64,
+    /// Who: `user:NAME`, `token:ID`, `oidc:SUBJECT@ISSUER`, `system`.
+    pub principal: String,
+    pub action: String,
+    pub target: String,
+    #[schema(value_type = Object)]
+    pub detail: Value,
+}
+
+impl From<&AuditEntry> for AuditView {
+    fn from(a: &AuditEntry) -> Self {
+        Self {
+            id: a.id,
+            at_ms: a.at_ms,
+            principal: a.principal.clone(),
+            action: a.action.clone(),
+            target: a.target.clone(),
+            detail: a.detail.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditView>,
+    pub next: Option<String>,
+}
+
+/// Where each plan stands against its objectives now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ComplianceList {
+    /// One entry per plan: RPO lag and RTO forecast against the phase's objectives.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginView {
+    pub name: String,
+    pub version: String,
+    pub platform: String,
+    pub sha256: String,
+    pub capabilities: Vec<String>,
+    /// Egress the plugin's manifest asks for.
+    pub egress: Vec<String>,
+    pub recent_crashes: usize,
+    pub quarantined: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginList {
+    pub items: Vec<PluginView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SiteList {
+    pub items: Vec<crate::SiteInfo>,
+}
+
+/// An API token (its secret is never shown again).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl From<&rebound_store::TokenRecord> for TokenView {
+    fn from(t: &rebound_store::TokenRecord) -> Self {
+        Self {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            role: t.role.clone(),
+            created_by: t.created_by.clone(),
+            created_at_ms: t.created_at_ms,
+            revoked_at_ms: t.revoked_at_ms,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenList {
+    pub items: Vec<TokenView>,
+}
+
+/// A new API token: `token` is shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub view: TokenView,
+    /// The secret (`rbt_…`); store it now, it is kept only as a digest.
+    pub token: String,
+}

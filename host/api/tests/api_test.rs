@@ -1,0 +1,942 @@
+//! Every endpoint's success and refusal paths, the role matrix, bad input
+//! that changes nothing, idempotent triggers and run progress as events —
+//! on SQLite always and on PostgreSQL when `REBOUND_TEST_POSTGRES_URL` is
+//! set. The OpenAPI document is checked against docs/api/openapi.json.
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use harness::{Api, PLAN_YAML, plan_named};
+use rebound_api::Role;
+use rebound_store::{RecoveryPointRecord, Store};
+use serde_json::json;
+
+rebound_store::on_both_backends!(
+    plans_are_created_updated_listed_and_read,
+    refused_plan_documents_change_nothing,
+    bad_bodies_are_4xx_problems_and_change_nothing,
+    an_idempotency_key_returns_the_same_run,
+    an_illegal_transition_is_a_conflict_naming_the_state,
+    runs_are_listed_filtered_paginated_and_detailed,
+    approve_and_cancel_follow_the_run_and_events_stream_to_its_end,
+    dry_run_previews_without_changing_anything,
+    compliance_events_audit_and_recovery_points,
+    plugins_and_sites,
+    the_role_matrix_holds_for_every_mutating_endpoint,
+    every_endpoint_refuses_an_anonymous_caller,
+    unknown_routes_and_methods_are_problems,
+);
+
+async fn plans_are_created_updated_listed_and_read(store: Store) {
+    let api = Api::new(store).await;
+    let created = api.put_plan_yaml("shop", PLAN_YAML).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(created.json["revision"], 1);
+    assert_eq!(created.json["lifecycle"]["state"], "protected");
+    assert_eq!(created.json["lifecycle"]["primary"], "openstack-east");
+    assert_eq!(
+        created.json["document"]["objectives"]["failback"]["rto"],
+        "2h"
+    );
+
+    // The same document as JSON updates it.
+    let mut doc = created.json["document"].clone();
+    doc["description"] = json!("updated");
+    let updated = api
+        .send("PUT", "/api/v1/plans/shop", Role::Admin, &doc)
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.text);
+    assert_eq!(updated.json["revision"], 2);
+
+    let one = api.get("/api/v1/plans/shop", Role::Viewer).await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert_eq!(one.json["document"]["description"], "updated");
+
+    for name in ["alpha", "beta"] {
+        let r = api.put_plan_yaml(name, &plan_named(name)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let page = api.get("/api/v1/plans?limit=2", Role::Viewer).await;
+    let names: Vec<_> = page.json["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("alpha"), json!("beta")]);
+    assert_eq!(page.json["next"], "beta");
+    let rest = api
+        .get("/api/v1/plans?limit=2&after=beta", Role::Viewer)
+        .await;
+    assert_eq!(rest.json["items"][0]["name"], "shop");
+    assert_eq!(rest.json["items"].as_array().map(Vec::len), Some(1));
+    assert!(rest.json["next"].is_null());
+
+    api.get("/api/v1/plans/nope", Role::Viewer)
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    api.get("/api/v1/plans?limit=0", Role::Viewer)
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+    api.get("/api/v1/plans?limit=501", Role::Viewer)
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+    api.get("/api/v1/plans?limit=ten", Role::Viewer)
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+    api.get("/api/v1/plans?colour=red", Role::Viewer)
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+}
+
+async fn refused_plan_documents_change_nothing(store: Store) {
+    let api = Api::new(store).await;
+    let before = api.audit_len().await;
+
+    // Every rule broken is listed by field.
+    let bad = PLAN_YAML
+        .replace("target: kubevirt-west", "target: openstack-east")
+        .replace(
+            "failback: { rto: 2h, rpo: 0s }",
+            "failback: { rto: 0s, rpo: 0s }",
+        );
+    let r = api.put_plan_yaml("shop", &bad).await;
+    let problem = r.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    assert!(fields.contains(&"target"), "{}", r.text);
+
+    // An unknown field names its place.
+    let unknown = PLAN_YAML.replace("  retention: 6", "  retention: 6\n  colour: red");
+    let r = api.put_plan_yaml("shop", &unknown).await;
+    let problem = r.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        problem["errors"][0]["field"], "replication.colour",
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("colour"), "{}", r.text);
+
+    // A wrong type, malformed YAML, malformed JSON, the wrong name.
+    let wrong_type = PLAN_YAML.replace("retention: 6", "retention: many");
+    api.put_plan_yaml("shop", &wrong_type)
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    api.put_plan_yaml("shop", "name: [unclosed")
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let token = api.token(Role::Admin);
+    api.call(
+        "PUT",
+        "/api/v1/plans/shop",
+        Some(&token),
+        &[("content-type", "application/json")],
+        "{\"name\": ",
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let r = api.put_plan_yaml("other", PLAN_YAML).await;
+    assert_eq!(
+        r.problem(StatusCode::UNPROCESSABLE_ENTITY)["errors"][0]["field"],
+        "name"
+    );
+
+    // A body that is neither YAML nor JSON, or not text at all.
+    api.call(
+        "PUT",
+        "/api/v1/plans/shop",
+        Some(&token),
+        &[("content-type", "text/plain")],
+        PLAN_YAML,
+    )
+    .await
+    .problem(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    api.call(
+        "PUT",
+        "/api/v1/plans/shop",
+        Some(&token),
+        &[("content-type", "application/yaml")],
+        vec![0xff_u8, 0xfe, 0x00],
+    )
+    .await
+    .problem(StatusCode::BAD_REQUEST);
+
+    // Oversized.
+    let huge = format!("{PLAN_YAML}\n# {}\n", "x".repeat(2 * 1024 * 1024));
+    api.put_plan_yaml("shop", &huge)
+        .await
+        .problem(StatusCode::PAYLOAD_TOO_LARGE);
+
+    api.get("/api/v1/plans/shop", Role::Admin)
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    assert_eq!(api.audit_len().await, before, "nothing was written");
+}
+
+async fn bad_bodies_are_4xx_problems_and_change_nothing(store: Store) {
+    let api = Api::new(store).await;
+    api.put_plan_yaml("shop", PLAN_YAML).await;
+    let before = api.audit_len().await;
+    let token = api.token(Role::Operator);
+    let runs = "/api/v1/plans/shop/runs";
+    let json_ct = [("content-type", "application/json")];
+    for (body, status) in [
+        ("{\"workflow\": ", StatusCode::BAD_REQUEST),
+        ("[1, 2", StatusCode::BAD_REQUEST),
+        // serde_json reports a number where an enum goes as a syntax error.
+        ("{\"workflow\": 7}", StatusCode::BAD_REQUEST),
+        ("{\"workflow\": true}", StatusCode::BAD_REQUEST),
+        ("{\"workflow\": [\"failover\"]}", StatusCode::BAD_REQUEST),
+        (
+            "{\"workflow\": \"explode\"}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "{\"workflow\": \"failover\", \"force\": true}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        ("{}", StatusCode::UNPROCESSABLE_ENTITY),
+        ("null", StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let r = api.call("POST", runs, Some(&token), &json_ct, body).await;
+        r.problem(status);
+    }
+    // No JSON content type.
+    api.call(
+        "POST",
+        runs,
+        Some(&token),
+        &[],
+        "{\"workflow\": \"failover\"}",
+    )
+    .await
+    .problem(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Oversized.
+    let huge = format!("{{\"workflow\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    api.call("POST", runs, Some(&token), &json_ct, huge)
+        .await
+        .problem(StatusCode::PAYLOAD_TOO_LARGE);
+    // A bad idempotency key.
+    api.call(
+        "POST",
+        runs,
+        Some(&token),
+        &[
+            ("content-type", "application/json"),
+            ("idempotency-key", "has spaces in it"),
+        ],
+        "{\"workflow\": \"failover\"}",
+    )
+    .await
+    .problem(StatusCode::BAD_REQUEST);
+    // Bad ids.
+    api.send(
+        "POST",
+        "/api/v1/runs/run-nope/approve",
+        Role::Operator,
+        &json!({}),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND);
+    for path in [
+        "/api/v1/runs/%00abc",
+        "/api/v1/runs/%ff",
+        "/api/v1/runs?plan=a%00b",
+        "/api/v1/plans/sh%0Aop",
+    ] {
+        api.get(path, Role::Viewer)
+            .await
+            .problem(StatusCode::BAD_REQUEST);
+    }
+    api.send(
+        "POST",
+        "/api/v1/tokens",
+        Role::Admin,
+        &json!({"name": "a\u{0}b", "role": "viewer"}),
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    api.send(
+        "POST",
+        "/api/v1/plans/nope/runs",
+        Role::Operator,
+        &json!({"workflow": "failover"}),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND);
+
+    assert_eq!(api.audit_len().await, before, "nothing was written");
+    let listed = api.get("/api/v1/runs", Role::Viewer).await;
+    assert_eq!(listed.json["items"], json!([]), "no run was started");
+    let plan = api.get("/api/v1/plans/shop", Role::Viewer).await;
+    assert_eq!(plan.json["lifecycle"]["state"], "protected");
+}
+
+async fn an_idempotency_key_returns_the_same_run(store: Store) {
+    let api = Api::new(store).await;
+    api.put_plan_yaml("shop", PLAN_YAML).await;
+    let token = api.token(Role::Operator);
+    let trigger = |workflow: &'static str| {
+        let token = token.clone();
+        let api = &api;
+        async move {
+            api.call(
+                "POST",
+                "/api/v1/plans/shop/runs",
+                Some(&token),
+                &[
+                    ("content-type", "application/json"),
+                    ("idempotency-key", "pipeline-42"),
+                ],
+                json!({ "workflow": workflow }).to_string(),
+            )
+            .await
+        }
+    };
+    let first = trigger("failover").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    assert_eq!(first.json["status"], "pending");
+    assert_eq!(first.json["workflow"], "failover");
+    assert_eq!(first.json["idempotency_key"], "pipeline-42");
+    let again = trigger("failover").await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.json["id"], first.json["id"]);
+    // The same key for another request is a conflict.
+    trigger("drill").await.problem(StatusCode::CONFLICT);
+    let listed = api.get("/api/v1/runs", Role::Viewer).await;
+    assert_eq!(listed.json["items"].as_array().map(Vec::len), Some(1));
+    // The trigger is audited with its principal.
+    let audit = api.get("/api/v1/audit", Role::Admin).await;
+    assert!(
+        audit.json["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|e| e["action"] == "plan.failover.begin" && e["principal"] == "user:operator"),
+        "{}",
+        audit.text
+    );
+}
+
+async fn an_illegal_transition_is_a_conflict_naming_the_state(store: Store) {
+    let api = Api::new(store).await;
+    api.put_plan_yaml("shop", PLAN_YAML).await;
+    let r = api
+        .send(
+            "POST",
+            "/api/v1/plans/shop/runs",
+            Role::Operator,
+            &json!({"workflow": "failback"}),
+        )
+        .await;
+    let problem = r.problem(StatusCode::CONFLICT);
+    assert_eq!(problem["current_state"], "protected");
+    assert!(r.text.contains("cannot start failback"), "{}", r.text);
+    let started = api
+        .send(
+            "POST",
+            "/api/v1/plans/shop/runs",
+            Role::Operator,
+            &json!({"workflow": "failover"}),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::CREATED);
+    let r = api
+        .send(
+            "POST",
+            "/api/v1/plans/shop/runs",
+            Role::Operator,
+            &json!({"workflow": "drill"}),
+        )
+        .await;
+    assert_eq!(
+        r.problem(StatusCode::CONFLICT)["current_state"],
+        "failing_over"
+    );
+}
+
+async fn runs_are_listed_filtered_paginated_and_detailed(store: Store) {
+    let api = Api::new(store).await;
+    api.put_plan_yaml("shop", PLAN_YAML).await;
+    api.put_plan_yaml("alpha", &plan_named("alpha")).await;
+    let mut ids = Vec::new();
+    for plan in ["shop", "alpha", "shop"] {
+        let r = api
+            .send(
+                "POST",
+                &format!("/api/v1/plans/{plan}/runs"),
+                Role::Operator,
+                &json!({"workflow": "replication"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        ids.push(r.json["id"].as_str().expect("id").to_owned());
+    }
+    let shop = api.get("/api/v1/runs?plan=shop", Role::Viewer).await;
+    assert_eq!(shop.json["items"].as_array().map(Vec::len), Some(2));
+    let pending = api.get("/api/v1/runs?status=pending", Role::Viewer).await;
+    assert_eq!(pending.json["items"].as_array().map(Vec::len), Some(3));
+    let none = api.get("/api/v1/runs?status=succeeded", Role::Viewer).await;
+    assert_eq!(none.json["items"], json!([]));
+
+    // Pages of two: every run exactly once.
+    let first = api.get("/api/v1/runs?limit=2", Role::Viewer).await;
+    let next = first.json["next"].as_str().expect("next").to_owned();
+    let second = api
+        .get(&format!("/api/v1/runs?limit=2&after={next}"), Role::Viewer)
+        .await;
+    let mut seen: Vec<String> = first.json["items"]
+        .as_array()
+        .into_iter()
+        .chain(second.json["items"].as_array())
+        .flatten()
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect();
+    seen.sort();
+    ids.sort();
+    assert_eq!(seen, ids);
+
+    api.get("/api/v1/runs?status=exploded", Role::Viewer)
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+    api.get("/api/v1/runs?after=run-nope", Role::Viewer)
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+    api.get("/api/v1/runs?limit=-1", Role::Viewer)
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+
+    let detail = api
+        .get(&format!("/api/v1/runs/{}", ids[0]), Role::Viewer)
+        .await;
+    assert_eq!(detail.status, StatusCode::OK, "{}", detail.text);
+    assert_eq!(detail.json["id"], ids[0].as_str());
+    assert!(
+        detail.json["steps"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()),
+        "{}",
+        detail.text
+    );
+    assert_eq!(detail.json["report"]["run"], ids[0].as_str());
+    api.get("/api/v1/runs/run-nope", Role::Viewer)
+        .await
+        .problem(StatusCode::NOT_FOUND);
+}
+
+async fn approve_and_cancel_follow_the_run_and_events_stream_to_its_end(store: Store) {
+    let api = Api::new(store).await;
+    let gated = PLAN_YAML.replace("  failover: false", "  failover: true");
+    api.put_plan_yaml("shop", &gated).await;
+    let run = api
+        .send(
+            "POST",
+            "/api/v1/plans/shop/runs",
+            Role::Operator,
+            &json!({"workflow": "failover"}),
+        )
+        .await;
+    let id = run.json["id"].as_str().expect("id").to_owned();
+    let approved = api
+        .send(
+            "POST",
+            &format!("/api/v1/runs/{id}/approve"),
+            Role::Operator,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.text);
+    api.send(
+        "POST",
+        &format!("/api/v1/runs/{id}/approve"),
+        Role::Operator,
+        &json!({}),
+    )
+    .await
+    .problem(StatusCode::CONFLICT);
+
+    let cancelled = api
+        .send(
+            "POST",
+            &format!("/api/v1/runs/{id}/cancel"),
+            Role::Operator,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.text);
+    assert_eq!(cancelled.json["status"], "cancelled");
+    let plan = api.get("/api/v1/plans/shop", Role::Viewer).await;
+    assert_eq!(plan.json["lifecycle"]["state"], "protected", "rolled back");
+    api.send(
+        "POST",
+        &format!("/api/v1/runs/{id}/cancel"),
+        Role::Operator,
+        &json!({}),
+    )
+    .await
+    .problem(StatusCode::CONFLICT);
+
+    // The event stream of a finished run: the run, its steps, the end.
+    let events = api
+        .get(&format!("/api/v1/runs/{id}/events"), Role::Viewer)
+        .await;
+    assert_eq!(events.status, StatusCode::OK);
+    assert_eq!(events.headers["content-type"], "text/event-stream");
+    assert!(events.text.starts_with("event: run\n"), "{}", events.text);
+    assert!(events.text.contains("event: step\n"), "{}", events.text);
+    assert!(
+        events
+            .text
+            .trim_end()
+            .rsplit("\n\n")
+            .next()
+            .is_some_and(|last| last.starts_with("event: end\n")
+                && last.contains("\"status\":\"cancelled\"")),
+        "{}",
+        events.text
+    );
+    api.get("/api/v1/runs/run-nope/events", Role::Viewer)
+        .await
+        .problem(StatusCode::NOT_FOUND);
+}
+
+async fn dry_run_previews_without_changing_anything(store: Store) {
+    let api = Api::new(store).await;
+    api.put_plan_yaml("shop", PLAN_YAML).await;
+    let before = api.audit_len().await;
+    let r = api
+        .send(
+            "POST",
+            "/api/v1/plans/shop/dry-run",
+            Role::Viewer,
+            &json!({"workflow": "failover"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["workflow"], "failover");
+    assert!(
+        r.json["rto_ms"].as_i64().is_some_and(|ms| ms > 0),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.json["objective_rto_ms"], 30 * 60 * 1000);
+    assert!(r.json["steps"].as_array().is_some_and(|s| !s.is_empty()));
+    let r = api
+        .send(
+            "POST",
+            "/api/v1/plans/shop/dry-run",
+            Role::Viewer,
+            &json!({"workflow": "failback"}),
+        )
+        .await;
+    assert_eq!(
+        r.problem(StatusCode::CONFLICT)["current_state"],
+        "protected"
+    );
+    api.send(
+        "POST",
+        "/api/v1/plans/nope/dry-run",
+        Role::Viewer,
+        &json!({"workflow": "failover"}),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND);
+    assert_eq!(api.audit_len().await, before);
+    let runs = api.get("/api/v1/runs", Role::Viewer).await;
+    assert_eq!(runs.json["items"], json!([]));
+}
+
+async fn compliance_events_audit_and_recovery_points(store: Store) {
+    let api = Api::new(store.clone()).await;
+    api.put_plan_yaml("shop", PLAN_YAML).await;
+    let c = api.get("/api/v1/compliance", Role::Viewer).await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.text);
+    assert_eq!(c.json["items"][0]["plan"], "shop");
+    assert_eq!(c.json["items"][0]["rpo_objective_ms"], 15 * 60 * 1000);
+    let one = api.get("/api/v1/compliance?plan=shop", Role::Viewer).await;
+    assert_eq!(one.json["items"].as_array().map(Vec::len), Some(1));
+    api.get("/api/v1/compliance?plan=nope", Role::Viewer)
+        .await
+        .problem(StatusCode::NOT_FOUND);
+
+    for n in 0..3 {
+        store
+            .record_event("shop", "rpo.breach", json!({ "n": n }))
+            .await
+            .expect("event");
+    }
+    let page = api
+        .get("/api/v1/events?plan=shop&limit=2", Role::Viewer)
+        .await;
+    assert_eq!(page.json["items"][0]["detail"]["n"], 2, "{}", page.text);
+    let next = page.json["next"].as_str().expect("next").to_owned();
+    let rest = api
+        .get(
+            &format!("/api/v1/events?limit=2&after={next}"),
+            Role::Viewer,
+        )
+        .await;
+    assert_eq!(rest.json["items"][0]["detail"]["n"], 0, "{}", rest.text);
+    assert!(rest.json["next"].is_null());
+    api.get("/api/v1/events?after=x", Role::Viewer)
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+
+    let audit = api.get("/api/v1/audit?limit=1", Role::Admin).await;
+    assert_eq!(
+        audit.json["items"][0]["action"], "plan.create",
+        "{}",
+        audit.text
+    );
+    assert_eq!(audit.json["items"][0]["principal"], "user:admin");
+    api.get("/api/v1/audit", Role::Operator)
+        .await
+        .problem(StatusCode::FORBIDDEN);
+
+    store
+        .record_recovery_point(&RecoveryPointRecord {
+            site: "kubevirt-west".into(),
+            id: "snap-1".into(),
+            plan: "shop".into(),
+            workload: "db-1".into(),
+            captured_at_ms: 1_700_000_000_000,
+            run: "run-x".into(),
+            detail: json!({"secret_looking": "not shown"}),
+        })
+        .await
+        .expect("point");
+    let points = api
+        .get("/api/v1/plans/shop/recovery-points", Role::Viewer)
+        .await;
+    assert_eq!(points.json["items"][0]["id"], "snap-1", "{}", points.text);
+    assert!(!points.text.contains("secret_looking"));
+    api.get("/api/v1/plans/nope/recovery-points", Role::Viewer)
+        .await
+        .problem(StatusCode::NOT_FOUND);
+}
+
+async fn plugins_and_sites(store: Store) {
+    let api = Api::new(store).await;
+    let plugins = api.get("/api/v1/plugins", Role::Viewer).await;
+    assert_eq!(plugins.status, StatusCode::OK);
+    assert_eq!(plugins.json["items"], json!([]));
+    api.send(
+        "POST",
+        "/api/v1/plugins/nope/release",
+        Role::Admin,
+        &json!({}),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND);
+    let sites = api.get("/api/v1/sites", Role::Viewer).await;
+    assert_eq!(sites.json["items"][0]["name"], "openstack-east");
+    assert_eq!(sites.json["items"][0]["plugin"], "example");
+}
+
+/// Who may call each mutating endpoint.
+const MATRIX: &[(&str, &[Role])] = &[
+    ("put plan", &[Role::Admin]),
+    ("trigger", &[Role::Operator, Role::Admin]),
+    ("approve", &[Role::Operator, Role::Admin]),
+    ("cancel", &[Role::Operator, Role::Admin]),
+    (
+        "dry-run",
+        &[
+            Role::Viewer,
+            Role::Operator,
+            Role::PluginPublisher,
+            Role::Admin,
+        ],
+    ),
+    ("create token", &[Role::Admin]),
+    ("revoke token", &[Role::Admin]),
+    ("release plugin", &[Role::Admin]),
+];
+
+const ROLES: [Role; 4] = [
+    Role::Viewer,
+    Role::PluginPublisher,
+    Role::Operator,
+    Role::Admin,
+];
+
+async fn the_role_matrix_holds_for_every_mutating_endpoint(store: Store) {
+    let api = Api::new(store).await;
+    let gated = PLAN_YAML.replace("  failover: false", "  failover: true");
+    api.put_plan_yaml("shop", &gated).await;
+    for (endpoint, allowed) in MATRIX {
+        for role in ROLES {
+            // A fresh waiting run and token for each call, so an allowed
+            // call succeeds and a refused one is seen to change nothing.
+            let run = match *endpoint {
+                "approve" | "cancel" => {
+                    let r = api
+                        .send(
+                            "POST",
+                            "/api/v1/plans/shop/runs",
+                            Role::Admin,
+                            &json!({"workflow": "failover"}),
+                        )
+                        .await;
+                    r.json["id"].as_str().expect("id").to_owned()
+                }
+                _ => String::new(),
+            };
+            let token_id = if *endpoint == "revoke token" {
+                let r = api
+                    .send(
+                        "POST",
+                        "/api/v1/tokens",
+                        Role::Admin,
+                        &json!({"name": "ci", "role": "viewer"}),
+                    )
+                    .await;
+                r.json["id"].as_str().expect("id").to_owned()
+            } else {
+                String::new()
+            };
+            let before = api.audit_len().await;
+            let r = match *endpoint {
+                "put plan" => api.put_plan_yaml("shop", &gated).await,
+                "trigger" => {
+                    api.send(
+                        "POST",
+                        "/api/v1/plans/shop/runs",
+                        role,
+                        &json!({"workflow": "replication"}),
+                    )
+                    .await
+                }
+                "approve" => {
+                    api.send(
+                        "POST",
+                        &format!("/api/v1/runs/{run}/approve"),
+                        role,
+                        &json!({}),
+                    )
+                    .await
+                }
+                "cancel" => {
+                    api.send(
+                        "POST",
+                        &format!("/api/v1/runs/{run}/cancel"),
+                        role,
+                        &json!({}),
+                    )
+                    .await
+                }
+                "dry-run" => {
+                    api.send(
+                        "POST",
+                        "/api/v1/plans/shop/dry-run",
+                        role,
+                        &json!({"workflow": "drill"}),
+                    )
+                    .await
+                }
+                "create token" => {
+                    api.send(
+                        "POST",
+                        "/api/v1/tokens",
+                        role,
+                        &json!({"name": "ci", "role": "viewer"}),
+                    )
+                    .await
+                }
+                "revoke token" => {
+                    let token = api.token(role);
+                    api.call(
+                        "DELETE",
+                        &format!("/api/v1/tokens/{token_id}"),
+                        Some(&token),
+                        &[],
+                        Body::empty(),
+                    )
+                    .await
+                }
+                "release plugin" => {
+                    api.send("POST", "/api/v1/plugins/example/release", role, &json!({}))
+                        .await
+                }
+                other => unreachable!("{other}"),
+            };
+            // `put plan` is always sent as admin by the helper; check its
+            // refusal separately below.
+            let allowed_here = *endpoint == "put plan" || allowed.contains(&role);
+            if allowed_here {
+                assert!(
+                    r.status != StatusCode::FORBIDDEN && r.status != StatusCode::UNAUTHORIZED,
+                    "{endpoint} as {role}: {}",
+                    r.text
+                );
+                // (no plugin is installed: release answers 404 to an admin)
+                if *endpoint != "release plugin" {
+                    assert!(r.status.is_success(), "{endpoint} as {role}: {}", r.text);
+                }
+            } else {
+                r.problem(StatusCode::FORBIDDEN);
+                assert_eq!(
+                    api.audit_len().await,
+                    before,
+                    "{endpoint} as {role} changed something"
+                );
+            }
+            // Leave no run pending for the next trigger.
+            if !run.is_empty() {
+                let _ = api
+                    .send(
+                        "POST",
+                        &format!("/api/v1/runs/{run}/cancel"),
+                        Role::Admin,
+                        &json!({}),
+                    )
+                    .await;
+            }
+        }
+    }
+    // `put plan` as every other role.
+    for role in [Role::Viewer, Role::PluginPublisher, Role::Operator] {
+        let token = api.token(role);
+        let before = api.audit_len().await;
+        api.call(
+            "PUT",
+            "/api/v1/plans/shop",
+            Some(&token),
+            &[("content-type", "application/yaml")],
+            gated.clone(),
+        )
+        .await
+        .problem(StatusCode::FORBIDDEN);
+        assert_eq!(api.audit_len().await, before);
+    }
+}
+
+/// Every endpoint but login, with a sample path.
+const ENDPOINTS: &[(&str, &str)] = &[
+    ("GET", "/api/v1/auth/whoami"),
+    ("GET", "/api/v1/tokens"),
+    ("POST", "/api/v1/tokens"),
+    ("DELETE", "/api/v1/tokens/tok-1"),
+    ("GET", "/api/v1/plans"),
+    ("GET", "/api/v1/plans/shop"),
+    ("PUT", "/api/v1/plans/shop"),
+    ("POST", "/api/v1/plans/shop/dry-run"),
+    ("GET", "/api/v1/plans/shop/recovery-points"),
+    ("POST", "/api/v1/plans/shop/runs"),
+    ("GET", "/api/v1/runs"),
+    ("GET", "/api/v1/runs/run-1"),
+    ("POST", "/api/v1/runs/run-1/approve"),
+    ("POST", "/api/v1/runs/run-1/cancel"),
+    ("GET", "/api/v1/runs/run-1/events"),
+    ("GET", "/api/v1/compliance"),
+    ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/audit"),
+    ("GET", "/api/v1/plugins"),
+    ("POST", "/api/v1/plugins/example/release"),
+    ("GET", "/api/v1/sites"),
+];
+
+async fn every_endpoint_refuses_an_anonymous_caller(store: Store) {
+    let api = Api::new(store).await;
+    api.put_plan_yaml("shop", PLAN_YAML).await;
+    let before = api.audit_len().await;
+    for (method, path) in ENDPOINTS {
+        for auth in [
+            None,
+            Some("Basic YWRtaW46YWRtaW4="),
+            Some("Bearer "),
+            Some("Bearer rbt_nope"),
+        ] {
+            let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", *a)).collect();
+            let r = api.call(method, path, None, &headers, Body::empty()).await;
+            r.problem(StatusCode::UNAUTHORIZED);
+            assert_eq!(r.headers["www-authenticate"], "Bearer", "{method} {path}");
+        }
+    }
+    assert_eq!(api.audit_len().await, before);
+    // The spec lists exactly these endpoints (and login).
+    let spec = rebound_api::openapi();
+    let mut listed: Vec<(String, String)> = Vec::new();
+    for (path, item) in spec.paths.paths {
+        let value = serde_json::to_value(item).expect("path item");
+        for method in ["get", "put", "post", "delete"] {
+            if value.get(method).is_some() {
+                listed.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    let mut expected: Vec<(String, String)> = ENDPOINTS
+        .iter()
+        .map(|(m, p)| {
+            let template = p
+                .replace("/shop", "/{name}")
+                .replace("/example/", "/{name}/")
+                .replace("/run-1", "/{id}")
+                .replace("/tok-1", "/{id}");
+            ((*m).to_owned(), template)
+        })
+        .collect();
+    expected.push(("POST".into(), "/api/v1/auth/login".into()));
+    listed.sort();
+    expected.sort();
+    assert_eq!(
+        listed, expected,
+        "a new endpoint needs its refusal tested here"
+    );
+}
+
+async fn unknown_routes_and_methods_are_problems(store: Store) {
+    let api = Api::new(store).await;
+    api.get("/api/v1/nothing-here", Role::Viewer)
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    let r = api
+        .send("DELETE", "/api/v1/plans", Role::Admin, &json!({}))
+        .await;
+    r.problem(StatusCode::METHOD_NOT_ALLOWED);
+    let spec = api
+        .call("GET", "/api/v1/openapi.json", None, &[], Body::empty())
+        .await;
+    assert_eq!(spec.status, StatusCode::OK);
+    assert!(
+        spec.json["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1"))
+    );
+    let docs = api
+        .call("GET", "/api/v1/docs", None, &[], Body::empty())
+        .await;
+    assert_eq!(docs.status, StatusCode::OK);
+    assert!(docs.text.contains("<html"), "{}", docs.text);
+    // Every response carries a request id.
+    assert!(docs.headers.contains_key("x-request-id"));
+}
+
+/// The checked-in spec is what the code generates.
+#[test]
+fn the_checked_in_openapi_document_matches_the_code() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api/openapi.json");
+    let generated = format!(
+        "{}\n",
+        rebound_api::openapi().to_pretty_json().expect("spec")
+    );
+    if std::env::var_os("REBOUND_UPDATE_OPENAPI").is_some() {
+        std::fs::create_dir_all(std::path::Path::new(path).parent().expect("dir")).expect("mkdir");
+        std::fs::write(path, &generated).expect("write spec");
+        return;
+    }
+    let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        checked_in == generated,
+        "docs/api/openapi.json is out of date with the code; regenerate it with\n  \
+         REBOUND_UPDATE_OPENAPI=1 cargo test -p rebound-api --test api_test the_checked_in_openapi_document_matches_the_code\n\
+         and commit the result"
+    );
+}

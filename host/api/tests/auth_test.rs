@@ -1,0 +1,496 @@
+//! Authentication: the bootstrap admin, login, API tokens, and every JWT a
+//! host must refuse (each a named test), for the local issuer and for OIDC
+//! issuers whose keys come from a JWKS endpoint (served here on loopback
+//! from the test keys in tests/fixtures).
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use harness::Api;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rebound_api::auth::{OidcIssuer, bootstrap_admin};
+use rebound_api::{ApiConfig, Role};
+use rebound_store::Store;
+use serde_json::{Value, json};
+
+const RSA_KEY: &[u8] = include_bytes!("fixtures/oidc-rsa.pem");
+const RSA_PUBLIC: &[u8] = include_bytes!("fixtures/oidc-rsa.pub.pem");
+const EC_KEY: &[u8] = include_bytes!("fixtures/oidc-ec.pem");
+const RSA_ISSUER: &str = "https://idp.example";
+const EC_ISSUER: &str = "https://ec-idp.example";
+
+rebound_store::on_both_backends!(
+    the_bootstrap_admin_is_created_once_and_logs_in,
+    login_refuses_wrong_passwords_and_unknown_users_alike,
+    api_tokens_are_shown_once_scoped_and_revocable,
+    local_tokens_of_another_host_key_are_refused,
+);
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
+async fn whoami(api: &Api, token: &str) -> harness::Reply {
+    api.call(
+        "GET",
+        "/api/v1/auth/whoami",
+        Some(token),
+        &[],
+        Body::empty(),
+    )
+    .await
+}
+
+async fn login(api: &Api, username: &str, password: &str) -> harness::Reply {
+    api.call(
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        &[("content-type", "application/json")],
+        json!({"username": username, "password": password}).to_string(),
+    )
+    .await
+}
+
+async fn the_bootstrap_admin_is_created_once_and_logs_in(store: Store) {
+    let password = bootstrap_admin(&store, None)
+        .await
+        .expect("bootstrap")
+        .expect("a generated password on first start");
+    assert!(password.len() >= 16);
+    assert_eq!(
+        bootstrap_admin(&store, Some("other")).await.expect("again"),
+        None,
+        "a second start creates nothing"
+    );
+    let api = Api::new(store).await;
+    let r = login(&api, "admin", &password).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["token_type"], "Bearer");
+    let token = r.json["access_token"].as_str().expect("token");
+    let me = whoami(&api, token).await;
+    assert_eq!(me.json, json!({"name": "user:admin", "role": "admin"}));
+    // The password is never in the audit log.
+    let audit = api.get("/api/v1/audit", Role::Admin).await;
+    assert!(!audit.text.contains(&password));
+    assert!(audit.text.contains("user.bootstrap"), "{}", audit.text);
+}
+
+async fn login_refuses_wrong_passwords_and_unknown_users_alike(store: Store) {
+    bootstrap_admin(&store, Some("correct horse battery staple"))
+        .await
+        .expect("bootstrap");
+    let api = Api::new(store).await;
+    let wrong = login(&api, "admin", "Tr0ub4dor&3").await;
+    let unknown = login(&api, "mallory", "correct horse battery staple").await;
+    for r in [&wrong, &unknown] {
+        let p = r.problem(StatusCode::UNAUTHORIZED);
+        assert_eq!(p["detail"], "username or password is wrong");
+    }
+    let ok = login(&api, "admin", "correct horse battery staple").await;
+    assert_eq!(ok.status, StatusCode::OK);
+    login(&api, "ad\u{0}min", "x")
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let audit = api.get("/api/v1/audit", Role::Admin).await;
+    assert!(!audit.text.contains("Tr0ub4dor"), "{}", audit.text);
+    assert!(audit.text.contains("auth.login.refused"), "{}", audit.text);
+}
+
+async fn api_tokens_are_shown_once_scoped_and_revocable(store: Store) {
+    let api = Api::new(store).await;
+    let created = api
+        .send(
+            "POST",
+            "/api/v1/tokens",
+            Role::Admin,
+            &json!({"name": "ci-pipeline", "role": "operator"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let secret = created.json["token"].as_str().expect("secret").to_owned();
+    let id = created.json["id"].as_str().expect("id").to_owned();
+    assert!(secret.starts_with("rbt_"), "{secret}");
+    assert_eq!(created.json["created_by"], "user:admin");
+
+    let me = whoami(&api, &secret).await;
+    assert_eq!(
+        me.json,
+        json!({"name": format!("token:{id}"), "role": "operator"})
+    );
+    // Scoped: an operator token may not create tokens.
+    api.call(
+        "POST",
+        "/api/v1/tokens",
+        Some(&secret),
+        &[("content-type", "application/json")],
+        json!({"name": "escalate", "role": "admin"}).to_string(),
+    )
+    .await
+    .problem(StatusCode::FORBIDDEN);
+
+    let listed = api.get("/api/v1/tokens", Role::Admin).await;
+    assert_eq!(listed.json["items"][0]["name"], "ci-pipeline");
+    assert!(!listed.text.contains(&secret), "shown once only");
+    assert!(
+        !listed.text.contains(&secret[4..]),
+        "nor its digest's input"
+    );
+    let audit = api.get("/api/v1/audit", Role::Admin).await;
+    assert!(!audit.text.contains(&secret));
+
+    let token = api.token(Role::Admin);
+    let revoked = api
+        .call(
+            "DELETE",
+            &format!("/api/v1/tokens/{id}"),
+            Some(&token),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.text);
+    whoami(&api, &secret)
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    api.call(
+        "DELETE",
+        "/api/v1/tokens/tok-nope",
+        Some(&token),
+        &[],
+        Body::empty(),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND);
+    api.send(
+        "POST",
+        "/api/v1/tokens",
+        Role::Admin,
+        &json!({"name": "x", "role": "root"}),
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+async fn local_tokens_of_another_host_key_are_refused(store: Store) {
+    let api = Api::new(store).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let other = Api::new(
+        rebound_store::testing::fresh_sqlite(dir.path())
+            .await
+            .expect("store"),
+    )
+    .await;
+    let foreign = other.token(Role::Admin);
+    whoami(&api, &foreign)
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+}
+
+// ---- JWT refusals, one named test each -------------------------------------
+
+/// A host on SQLite trusting the two test OIDC issuers (JWKS served here),
+/// and the local issuer's secret for forging.
+async fn host() -> (Api, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = rebound_store::testing::fresh_sqlite(dir.path())
+        .await
+        .expect("store");
+    let jwks = axum::Router::new()
+        .route(
+            "/rsa.json",
+            axum::routing::get(|| async { include_str!("fixtures/rsa-jwks.json") }),
+        )
+        .route(
+            "/ec.json",
+            axum::routing::get(|| async { include_str!("fixtures/ec-jwks.json") }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, jwks).await });
+    let mut config = ApiConfig::default();
+    config.auth.oidc = vec![
+        OidcIssuer {
+            issuer: RSA_ISSUER.into(),
+            audience: "rebound".into(),
+            jwks_url: format!("http://{addr}/rsa.json"),
+            algorithm: "RS256".into(),
+            role_claim: "roles".into(),
+        },
+        OidcIssuer {
+            issuer: EC_ISSUER.into(),
+            audience: "rebound".into(),
+            jwks_url: format!("http://{addr}/ec.json"),
+            algorithm: "ES256".into(),
+            role_claim: "groups".into(),
+        },
+    ];
+    let secret = store.host_key("jwt-hs256", "unused").await.expect("key");
+    let api = Api::with_config(store, config).await;
+    (api, secret, dir)
+}
+
+fn local_kid(secret: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "local-{}",
+        &hex::encode(sha2::Sha256::digest(secret.as_bytes()))[..12]
+    )
+}
+
+fn claims(iss: &str, aud: &str) -> Value {
+    let now = now();
+    json!({"sub": "alice", "iss": iss, "aud": aud, "exp": now + 600, "nbf": now - 10, "iat": now, "role": "admin", "roles": ["viewer", "operator"], "groups": "admin"})
+}
+
+fn local(secret: &str, claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(local_kid(secret));
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
+}
+
+fn rsa(claims: &Value, kid: &str) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &EncodingKey::from_rsa_pem(RSA_KEY).expect("rsa key"),
+    )
+    .expect("sign")
+}
+
+async fn refused(api: &Api, token: &str, why: &str) {
+    let r = whoami(api, token).await;
+    let p = r.problem(StatusCode::UNAUTHORIZED);
+    assert!(
+        p["detail"].as_str().is_some_and(|d| d.contains(why)),
+        "expected '{why}': {}",
+        r.text
+    );
+}
+
+#[tokio::test]
+async fn valid_tokens_of_each_issuer_are_accepted() {
+    let (api, secret, _dir) = host().await;
+    let me = whoami(&api, &local(&secret, &claims("rebound", "rebound-api"))).await;
+    assert_eq!(me.json, json!({"name": "user:alice", "role": "admin"}));
+    let me = whoami(&api, &rsa(&claims(RSA_ISSUER, "rebound"), "rsa-1")).await;
+    assert_eq!(
+        me.json,
+        json!({"name": "oidc:alice@https://idp.example", "role": "operator"}),
+        "the highest known role of the claim"
+    );
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("ec-1".into());
+    let ec = jsonwebtoken::encode(
+        &header,
+        &claims(EC_ISSUER, "rebound"),
+        &EncodingKey::from_ec_pem(EC_KEY).expect("ec key"),
+    )
+    .expect("sign");
+    let me = whoami(&api, &ec).await;
+    assert_eq!(me.json["role"], "admin", "{}", me.text);
+}
+
+#[tokio::test]
+async fn an_oidc_token_without_a_rebound_role_is_forbidden() {
+    let (api, _, _dir) = host().await;
+    let mut c = claims(RSA_ISSUER, "rebound");
+    c["roles"] = json!(["employee"]);
+    whoami(&api, &rsa(&c, "rsa-1"))
+        .await
+        .problem(StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused() {
+    let (api, secret, _dir) = host().await;
+    let mut c = claims("rebound", "rebound-api");
+    c["exp"] = json!(now() - 3600);
+    refused(&api, &local(&secret, &c), "expired").await;
+    let mut c = claims(RSA_ISSUER, "rebound");
+    c["exp"] = json!(now() - 3600);
+    refused(&api, &rsa(&c, "rsa-1"), "expired").await;
+}
+
+#[tokio::test]
+async fn a_token_not_yet_valid_is_refused() {
+    let (api, secret, _dir) = host().await;
+    let mut c = claims("rebound", "rebound-api");
+    c["nbf"] = json!(now() + 3600);
+    refused(&api, &local(&secret, &c), "not valid yet").await;
+    let mut c = claims(RSA_ISSUER, "rebound");
+    c["nbf"] = json!(now() + 3600);
+    refused(&api, &rsa(&c, "rsa-1"), "not valid yet").await;
+}
+
+#[tokio::test]
+async fn a_token_of_an_untrusted_issuer_is_refused() {
+    let (api, secret, _dir) = host().await;
+    refused(
+        &api,
+        &local(&secret, &claims("https://evil.example", "rebound-api")),
+        "not trusted",
+    )
+    .await;
+    // Signed by the RSA issuer's key but claiming the local issuer.
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(local_kid(&secret));
+    let t = jsonwebtoken::encode(
+        &header,
+        &claims("rebound", "rebound-api"),
+        &EncodingKey::from_rsa_pem(RSA_KEY).expect("key"),
+    )
+    .expect("sign");
+    refused(&api, &t, "signs with HS256").await;
+}
+
+#[tokio::test]
+async fn a_token_for_another_audience_is_refused() {
+    let (api, secret, _dir) = host().await;
+    refused(
+        &api,
+        &local(&secret, &claims("rebound", "other-api")),
+        "wrong audience",
+    )
+    .await;
+    refused(
+        &api,
+        &rsa(&claims(RSA_ISSUER, "other-api"), "rsa-1"),
+        "wrong audience",
+    )
+    .await;
+    let mut c = claims("rebound", "x");
+    c.as_object_mut().expect("object").remove("aud");
+    refused(&api, &local(&secret, &c), "missing claim `aud`").await;
+}
+
+#[tokio::test]
+async fn an_alg_none_token_is_refused() {
+    let (api, _, _dir) = host().await;
+    use base64::Engine;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    for alg in ["none", "None", "NONE"] {
+        let token = format!(
+            "{}.{}.",
+            b64(&json!({"alg": alg, "typ": "JWT", "kid": "rsa-1"})),
+            b64(&claims(RSA_ISSUER, "rebound"))
+        );
+        refused(&api, &token, "supported algorithm").await;
+    }
+}
+
+#[tokio::test]
+async fn an_hs256_token_signed_with_the_issuers_public_key_is_refused() {
+    // Algorithm confusion: the RSA issuer's public key used as an HMAC secret.
+    let (api, _, _dir) = host().await;
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("rsa-1".into());
+    let t = jsonwebtoken::encode(
+        &header,
+        &claims(RSA_ISSUER, "rebound"),
+        &EncodingKey::from_secret(RSA_PUBLIC),
+    )
+    .expect("sign");
+    refused(&api, &t, "signs with RS256, not HS256").await;
+}
+
+#[tokio::test]
+async fn a_tampered_payload_is_refused() {
+    let (api, secret, _dir) = host().await;
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut c = claims("rebound", "rebound-api");
+    c["role"] = json!("viewer");
+    for token in [
+        local(&secret, &c),
+        rsa(&claims(RSA_ISSUER, "rebound"), "rsa-1"),
+    ] {
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut payload: Value =
+            serde_json::from_slice(&engine.decode(parts[1]).expect("b64")).expect("json");
+        payload["role"] = json!("admin");
+        payload["roles"] = json!(["admin"]);
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            engine.encode(payload.to_string()),
+            parts[2]
+        );
+        refused(&api, &forged, "signature does not verify").await;
+    }
+}
+
+#[tokio::test]
+async fn a_token_with_an_unknown_key_id_is_refused() {
+    let (api, secret, _dir) = host().await;
+    refused(
+        &api,
+        &rsa(&claims(RSA_ISSUER, "rebound"), "rsa-2"),
+        "unknown key id 'rsa-2'",
+    )
+    .await;
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("local-000000000000".into());
+    let t = jsonwebtoken::encode(
+        &header,
+        &claims("rebound", "rebound-api"),
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign");
+    refused(&api, &t, "unknown key id").await;
+    let t = jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        &claims(RSA_ISSUER, "rebound"),
+        &EncodingKey::from_rsa_pem(RSA_KEY).expect("key"),
+    )
+    .expect("sign");
+    refused(&api, &t, "no `kid`").await;
+}
+
+#[tokio::test]
+async fn garbage_bearer_values_are_refused() {
+    let (api, _, _dir) = host().await;
+    for token in ["x", "a.b.c", "....", "eyJhbGciOiJIUzI1NiJ9.e30.", "rbt_"] {
+        whoami(&api, token).await.problem(StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test]
+async fn a_jwks_that_cannot_be_fetched_stops_the_start_with_a_reason() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = rebound_store::testing::fresh_sqlite(dir.path())
+        .await
+        .expect("store");
+    let mut config = ApiConfig::default();
+    config.auth.oidc = vec![OidcIssuer {
+        issuer: RSA_ISSUER.into(),
+        audience: "rebound".into(),
+        jwks_url: "http://127.0.0.1:9/jwks.json".into(),
+        algorithm: "RS256".into(),
+        role_claim: "roles".into(),
+    }];
+    let err = rebound_api::Auth::start(&store, &config.auth)
+        .await
+        .expect_err("unreachable JWKS");
+    assert!(err.to_string().contains("https://idp.example"), "{err}");
+    config.auth.oidc[0].algorithm = "HS256".into();
+    let err = rebound_api::Auth::start(&store, &config.auth)
+        .await
+        .expect_err("HS256 for OIDC");
+    assert!(err.to_string().contains("use RS256 or ES256"), "{err}");
+}
