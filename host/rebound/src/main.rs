@@ -1,7 +1,8 @@
 //! `rebound`: one binary for the server and the CLI.
 //!
-//! - `rebound serve` — the host service (today: the plugin runtime with the
-//!   plugins of a folder, `/healthz` and `/api/v1/plugins`).
+//! - `rebound serve` — the host service: the store, the plugin runtime with
+//!   the plugins of a folder, executor workers, the policy engine, and the
+//!   REST API under `/api/v1` (docs/api.md).
 //! - `rebound plugin keygen|package|inspect` — the plugin author's tools.
 //! - `rebound mover` — the mover agent: one disk image served to the data
 //!   mover (ranged reads/writes, block digests) behind a transfer token.

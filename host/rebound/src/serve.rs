@@ -3,8 +3,11 @@
 //! runtime with the plugin packages of a folder, binds the sites of a sites
 //! file to their plugins, runs executor workers that claim runs from the
 //! store and drive them through the plugins (several hosts on one
-//! PostgreSQL share the runs by lease), and ticks the policy engine. It answers `/healthz`, `/readyz` and
-//! `GET /api/v1/plugins`; the full API comes next.
+//! PostgreSQL share the runs by lease), and ticks the policy engine. It
+//! serves `/healthz`, `/readyz` and the REST API of `rebound-api` under
+//! `/api/v1` (docs/api.md). On a store's first start it creates the
+//! bootstrap admin, with the password of `REBOUND_ADMIN_PASSWORD` or a
+//! random one printed once.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,14 +15,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use clap::Args;
+use rebound_api::{ApiConfig, ApiState, Auth, SiteInfo};
 use rebound_engine::{Executor, ExecutorConfig, PluginSteps};
 use rebound_runtime::{PluginPackage, Runtime, RuntimeConfig};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::plugin_cmd::TrustArgs;
@@ -57,20 +61,52 @@ pub struct ServeArgs {
     /// schedules replication cycles; 0 turns it off on this host.
     #[arg(long, default_value_t = 30.0, env = "REBOUND_POLICY_SECONDS")]
     policy_seconds: f64,
+    /// The host's config file (TOML); its `[api]` table sets auth (local
+    /// issuer, OIDC issuers), CORS origins, body limit and timeouts
+    /// (docs/api.md). Without it, the defaults.
+    #[arg(long, env = "REBOUND_CONFIG")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     trust: TrustArgs,
 }
 
-#[derive(Clone)]
-struct Host {
-    runtime: Arc<Runtime>,
-    store: rebound_store::Store,
+/// The config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostConfig {
+    #[serde(default)]
+    api: ApiConfig,
+}
+
+fn host_config(path: Option<&std::path::Path>) -> Result<HostConfig> {
+    let Some(path) = path else {
+        return Ok(HostConfig::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
+    let config = host_config(args.config.as_deref())?;
     let store = rebound_store::Store::connect(&args.store)
         .await
         .with_context(|| format!("opening the store at {}", redact_url(&args.store)))?;
+    // From the environment only, never a flag: it stays out of process lists.
+    let admin_password = std::env::var("REBOUND_ADMIN_PASSWORD").ok();
+    if let Some(password) =
+        rebound_api::auth::bootstrap_admin(&store, admin_password.as_deref()).await?
+    {
+        eprintln!(
+            "rebound created the bootstrap admin 'admin' with password {password} \
+             (shown this once; log in with POST /api/v1/auth/login)"
+        );
+    }
+    let auth = Arc::new(
+        Auth::start(&store, &config.api.auth)
+            .await
+            .context("setting up authentication")?,
+    );
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         trust: args.trust.policy()?,
         cache_dir: args.cache_dir.clone(),
@@ -93,8 +129,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
         }
     }
+    let mut site_list = Vec::new();
     if let Some(path) = &args.sites {
         let sites = crate::sites::load(path, &runtime)?;
+        site_list = sites
+            .iter()
+            .map(|(name, site)| SiteInfo {
+                name: name.clone(),
+                plugin: site.plugin.manifest.name.clone(),
+            })
+            .collect();
+        site_list.sort_by(|a, b| a.name.cmp(&b.name));
         let owner = args
             .owner
             .clone()
@@ -119,12 +164,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .context("--policy-seconds must be a number of seconds")?;
         tokio::spawn(policy(store.clone(), every));
     }
+    let mut state = ApiState::new(store.clone(), auth, &config.api);
+    state.runtime = Some(runtime);
+    state.sites = Arc::new(site_list);
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .route("/api/v1/plugins", get(plugins))
-        .route("/api/v1/plugins/{name}/release", post(release))
-        .with_state(Host { runtime, store });
+        .with_state(store)
+        .merge(rebound_api::router(state, &config.api));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -172,8 +219,8 @@ async fn policy(store: rebound_store::Store, every: Duration) {
 }
 
 /// Ready when the store answers and every migration is applied.
-async fn ready(State(host): State<Host>) -> (StatusCode, Json<Value>) {
-    match host.store.ready().await {
+async fn ready(State(store): State<rebound_store::Store>) -> (StatusCode, Json<Value>) {
+    match store.ready().await {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -196,50 +243,28 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-async fn plugins(State(host): State<Host>) -> Json<Value> {
-    let list: Vec<Value> = host
-        .runtime
-        .list()
-        .iter()
-        .map(|p| {
-            let crashes = p.crash_status();
-            json!({
-                "name": p.manifest.name,
-                "version": p.manifest.version.to_string(),
-                "platform": p.info.platform,
-                "sha256": p.digest,
-                "capabilities": p.manifest.capabilities,
-                "egress": p.manifest.egress.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "recent_crashes": crashes.recent_crashes,
-                "quarantined": crashes.quarantined,
-            })
-        })
-        .collect();
-    Json(json!({ "items": list }))
-}
-
-/// Lift a plugin's quarantine (an operator's decision after a fix upstream).
-async fn release(State(host): State<Host>, Path(name): Path<String>) -> (StatusCode, Json<Value>) {
-    match host.runtime.active(&name) {
-        Some(plugin) => {
-            plugin.release();
-            tracing::info!(plugin = %name, "quarantine released");
-            (
-                StatusCode::OK,
-                Json(json!({ "name": name, "quarantined": false })),
-            )
-        }
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(
-                json!({ "title": "plugin not found", "detail": format!("no plugin named '{name}' is installed") }),
-            ),
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_config_file_is_checked() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("rebound.toml");
+        std::fs::write(
+            &path,
+            "[api]\ncors_origins = [\"https://ui.example\"]\n[[api.auth.oidc]]\nissuer = \"https://idp\"\naudience = \"rebound\"\njwks_url = \"https://idp/jwks\"\nalgorithm = \"RS256\"\n",
+        )
+        .expect("write");
+        let config = super::host_config(Some(&path)).expect("config");
+        assert_eq!(config.api.cors_origins, ["https://ui.example"]);
+        assert_eq!(config.api.auth.oidc[0].role_claim, "roles");
+        std::fs::write(&path, "[api]\nbody_limit = 5\n").expect("write");
+        let err = super::host_config(Some(&path)).expect_err("unknown key");
+        assert!(
+            err.to_string().contains("unknown field `body_limit`"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn store_passwords_never_reach_messages() {
         assert_eq!(

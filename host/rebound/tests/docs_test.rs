@@ -1,7 +1,8 @@
 //! The docs' runnable examples: every ```sh block of
 //! docs/plugin-authoring.md runs as written, in order, in a scratch folder
 //! with the built `rebound` on PATH; and `rebound serve` starts on its
-//! embedded SQLite default and answers with the packaged plugin.
+//! embedded SQLite default, creates the bootstrap admin, and answers the
+//! admin's API calls with the packaged plugin.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -105,6 +106,7 @@ fn the_plugin_authoring_commands_work_as_written() {
     let mut server = Command::new(bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--plugins", "."])
         .args(["--trusted-key", "publisher.pub"])
+        .env("REBOUND_ADMIN_PASSWORD", "docs-test-password")
         .current_dir(scratch.path())
         .stderr(Stdio::piped())
         .spawn()
@@ -119,10 +121,24 @@ fn the_plugin_authoring_commands_work_as_written() {
                 .map(str::to_owned)
         })
         .expect("serve prints its address");
-    let health = http(&addr, "GET", "/healthz");
-    let ready = http(&addr, "GET", "/readyz");
-    let plugins = http(&addr, "GET", "/api/v1/plugins");
-    let missing = http(&addr, "POST", "/api/v1/plugins/nope/release");
+    let health = http(&addr, "GET", "/healthz", "", "");
+    let ready = http(&addr, "GET", "/readyz", "", "");
+    let anonymous = http(&addr, "GET", "/api/v1/plugins", "", "");
+    let login = http(
+        &addr,
+        "POST",
+        "/api/v1/auth/login",
+        "",
+        r#"{"username": "admin", "password": "docs-test-password"}"#,
+    );
+    let token = login
+        .split("\"access_token\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_owned();
+    let plugins = http(&addr, "GET", "/api/v1/plugins", &token, "");
+    let missing = http(&addr, "POST", "/api/v1/plugins/nope/release", &token, "");
     let _ = server.kill();
     let _ = server.wait();
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
@@ -131,15 +147,26 @@ fn the_plugin_authoring_commands_work_as_written() {
         scratch.path().join("rebound.db").is_file(),
         "the embedded SQLite store is created on first start"
     );
+    assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
+    assert!(login.starts_with("HTTP/1.1 200"), "{login}");
     assert!(plugins.contains("\"name\":\"example\""), "{plugins}");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    assert!(missing.contains("application/problem+json"), "{missing}");
 }
 
-fn http(addr: &str, method: &str, path: &str) -> String {
+/// One HTTP/1.1 exchange; a non-empty `token` is sent as a bearer token
+/// and a non-empty `body` as JSON.
+fn http(addr: &str, method: &str, path: &str, token: &str, body: &str) -> String {
     let mut conn = TcpStream::connect(addr).expect("connect");
+    let auth = if token.is_empty() {
+        String::new()
+    } else {
+        format!("Authorization: Bearer {token}\r\n")
+    };
     write!(
         conn,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .expect("send");
     let mut response = String::new();
