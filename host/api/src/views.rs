@@ -74,6 +74,7 @@ pub struct TokenRequest {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1 to 500; 50 when absent.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
     pub after: Option<String>,
 }

@@ -55,6 +55,7 @@ pub struct EventQuery {
     /// Only this plan's events.
     pub plan: Option<String>,
     /// 1 to 500; 50 when absent.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
     /// The previous page's `next`.
     pub after: Option<String>,

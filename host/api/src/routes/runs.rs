@@ -99,6 +99,7 @@ pub struct RunQuery {
     /// `pending`, `running`, `waiting_approval`, `succeeded`, `failed` or `cancelled`.
     pub status: Option<String>,
     /// 1 to 500; 50 when absent.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
     /// The previous page's `next`.
     pub after: Option<String>,
@@ -225,7 +226,7 @@ pub async fn cancel(
 #[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs",
     params(("id" = String, Path)),
     responses(
-        (status = 200, content_type = "text/event-stream", body = String, description = "events `run`, `step`, `end`"),
+        (status = 200, content_type = "text/event-stream", body = Object, description = "events `run`, `step`, `end`, each a JSON object"),
         (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
     ))]
 pub async fn events(
