@@ -3,12 +3,15 @@
 //! - `rebound serve` — the host service: the store, the plugin runtime with
 //!   the plugins of a folder, executor workers, the policy engine, and the
 //!   REST API under `/api/v1` (docs/api.md).
+//! - `rebound login`, `apply -f`, `get`, `run WORKFLOW PLAN --wait`,
+//!   `token create|list|revoke` — the REST API from the command line.
 //! - `rebound plugin keygen|package|inspect` — the plugin author's tools.
 //! - `rebound mover` — the mover agent: one disk image served to the data
 //!   mover (ranged reads/writes, block digests) behind a transfer token.
 //! - `rebound demo` — the guided demo against the lab (`cargo xtask demo`).
 #![deny(rust_2018_idioms)]
 
+mod client;
 mod demo;
 mod plugin_cmd;
 mod serve;
@@ -27,12 +30,26 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    server: client::ServerArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the host service.
     Serve(serve::ServeArgs),
+    /// Log in to a host as a local user; the token is kept for the other verbs.
+    Login(client::LoginArgs),
+    /// Create or update a protection plan from its document.
+    Apply(client::ApplyArgs),
+    /// Show plans, runs, compliance, events, the audit log, plugins, sites.
+    #[command(subcommand)]
+    Get(client::GetCommand),
+    /// Start a workflow on a plan (failover, failback, drill, …).
+    Run(client::RunArgs),
+    /// API tokens for automation.
+    #[command(subcommand)]
+    Token(client::TokenCommand),
     /// Plugin author and operator tools.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
@@ -103,6 +120,11 @@ async fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Login(args) => client::login(&cli.server, &args).await,
+        Command::Apply(args) => client::apply(&cli.server, &args).await,
+        Command::Get(what) => client::get(&cli.server, &what).await,
+        Command::Run(args) => client::run(&cli.server, &args).await,
+        Command::Token(command) => client::token(&cli.server, &command).await,
         Command::Plugin(cmd) => plugin_cmd::run(cmd).await,
         Command::Demo { plugins } => demo::run(&plugins).await,
         Command::Mover(args) => mover(args).await,

@@ -1,0 +1,437 @@
+//! The CLI verbs that talk to a running host through the REST API:
+//! `login`, `apply -f`, `get`, `run WORKFLOW PLAN [--wait]` and
+//! `token create|list|revoke`. The token `login` obtains is kept in a
+//! credentials file only its owner can read; `REBOUND_TOKEN` (an API
+//! token, say, in a pipeline) takes precedence.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use rebound_domain::PlanDocument;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+#[derive(Args, Clone)]
+pub struct ServerArgs {
+    /// The host's address.
+    #[arg(
+        long,
+        env = "REBOUND_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    server: String,
+}
+
+#[derive(Args)]
+pub struct LoginArgs {
+    #[arg(long, default_value = "admin")]
+    username: String,
+}
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    /// The plan document (YAML or JSON).
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum GetCommand {
+    Plans,
+    Plan {
+        name: String,
+    },
+    Runs {
+        #[arg(long)]
+        plan: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// A run with its steps and its report.
+    Run {
+        id: String,
+    },
+    Compliance,
+    Events {
+        #[arg(long)]
+        plan: Option<String>,
+    },
+    Audit,
+    Plugins,
+    Sites,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// failover, failback, reprotect, migration, permanent_failover,
+    /// commit_migration, rollback_migration, drill or replication.
+    workflow: String,
+    plan: String,
+    /// Follow the run to its end; the exit status says how it ended.
+    #[arg(long)]
+    wait: bool,
+    /// Repeating the command with the same key returns the same run.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token; its secret is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin, operator, viewer or plugin-publisher.
+        #[arg(long)]
+        role: String,
+    },
+    List,
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Credentials {
+    server: String,
+    token: String,
+}
+
+fn credentials_path() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("REBOUND_CREDENTIALS") {
+        return Ok(PathBuf::from(path));
+    }
+    let home = std::env::var_os("HOME").context("set HOME or REBOUND_CREDENTIALS")?;
+    Ok(PathBuf::from(home).join(".config/rebound/credentials.json"))
+}
+
+struct Client {
+    http: reqwest::Client,
+    server: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(server: &ServerArgs) -> Result<Self> {
+        let server = server.server.trim_end_matches('/').to_owned();
+        let token = match std::env::var("REBOUND_TOKEN") {
+            Ok(token) => Some(token),
+            Err(_) => std::fs::read_to_string(credentials_path()?)
+                .ok()
+                .and_then(|text| serde_json::from_str::<Credentials>(&text).ok())
+                .filter(|c| c.server == server)
+                .map(|c| c.token),
+        };
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?,
+            server,
+            token,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, String)>,
+        headers: &[(&str, &str)],
+    ) -> Result<(reqwest::StatusCode, Value)> {
+        let url = format!("{}/api/v1{path}", self.server);
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        if let Some((content_type, body)) = body {
+            request = request.header("content-type", content_type).body(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("reaching {url}"))?;
+        let status = response.status();
+        let text = response.text().await?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{}", problem_text(status, &value, self.token.is_none()));
+        }
+        Ok((status, value))
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        Ok(self.call(reqwest::Method::GET, path, None, &[]).await?.1)
+    }
+}
+
+/// A problem+json refusal as lines a person reads.
+fn problem_text(status: reqwest::StatusCode, problem: &Value, anonymous: bool) -> String {
+    let mut out = format!(
+        "{} ({}): {}",
+        problem["title"].as_str().unwrap_or("refused"),
+        status.as_u16(),
+        problem["detail"].as_str().unwrap_or("no detail")
+    );
+    for e in problem["errors"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\n  {}: {}",
+            e["field"].as_str().unwrap_or_default(),
+            e["reason"].as_str().unwrap_or_default()
+        ));
+    }
+    if status == reqwest::StatusCode::UNAUTHORIZED && anonymous {
+        out.push_str("\n  run `rebound login` or set REBOUND_TOKEN");
+    }
+    out
+}
+
+fn print(value: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub async fn login(server: &ServerArgs, args: &LoginArgs) -> Result<()> {
+    let password = match std::env::var("REBOUND_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            eprint!("password for {}: ", args.username);
+            std::io::stderr().flush()?;
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    let client = Client {
+        token: None,
+        ..Client::new(server)?
+    };
+    let (_, reply) = client
+        .call(
+            reqwest::Method::POST,
+            "/auth/login",
+            Some((
+                "application/json",
+                json!({"username": args.username, "password": password}).to_string(),
+            )),
+            &[],
+        )
+        .await?;
+    let token = reply["access_token"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the host answered no token"))?;
+    let path = credentials_path()?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let text = serde_json::to_string(&Credentials {
+        server: client.server.clone(),
+        token: token.to_owned(),
+    })?;
+    write_private(&path, &text)?;
+    eprintln!(
+        "logged in to {} as {} (token in {}, valid {} s)",
+        client.server,
+        args.username,
+        path.display(),
+        reply["expires_in"]
+    );
+    Ok(())
+}
+
+/// Write a file only its owner may read.
+fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+pub async fn apply(server: &ServerArgs, args: &ApplyArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let is_json = args.file.extension().is_some_and(|e| e == "json");
+    // Parsed here for the name; the host validates it again.
+    let document = if is_json {
+        PlanDocument::from_json(&text)
+    } else {
+        PlanDocument::from_yaml(&text)
+    }
+    .map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
+    let content_type = if is_json {
+        "application/json"
+    } else {
+        "application/yaml"
+    };
+    let client = Client::new(server)?;
+    let (status, plan) = client
+        .call(
+            reqwest::Method::PUT,
+            &format!("/plans/{}", document.name),
+            Some((content_type, text)),
+            &[],
+        )
+        .await?;
+    let verb = if status == reqwest::StatusCode::CREATED {
+        "created"
+    } else {
+        "updated"
+    };
+    println!(
+        "plan '{}' {verb} (revision {}, {})",
+        document.name, plan["revision"], plan["lifecycle"]["state"]
+    );
+    Ok(())
+}
+
+pub async fn get(server: &ServerArgs, what: &GetCommand) -> Result<()> {
+    let client = Client::new(server)?;
+    let query = |pairs: &[(&str, &Option<String>)]| {
+        let parts: Vec<String> = pairs
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+            .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", parts.join("&"))
+        }
+    };
+    let path = match what {
+        GetCommand::Plans => "/plans".to_owned(),
+        GetCommand::Plan { name } => format!("/plans/{name}"),
+        GetCommand::Runs { plan, status } => {
+            format!("/runs{}", query(&[("plan", plan), ("status", status)]))
+        }
+        GetCommand::Run { id } => format!("/runs/{id}"),
+        GetCommand::Compliance => "/compliance".to_owned(),
+        GetCommand::Events { plan } => format!("/events{}", query(&[("plan", plan)])),
+        GetCommand::Audit => "/audit".to_owned(),
+        GetCommand::Plugins => "/plugins".to_owned(),
+        GetCommand::Sites => "/sites".to_owned(),
+    };
+    print(&client.get(&path).await?)
+}
+
+/// Start a workflow; with `--wait`, print each step as it changes and
+/// fail unless the run succeeds.
+pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
+    let client = Client::new(server)?;
+    let mut headers = Vec::new();
+    if let Some(key) = &args.idempotency_key {
+        headers.push(("idempotency-key", key.as_str()));
+    }
+    let (_, run) = client
+        .call(
+            reqwest::Method::POST,
+            &format!("/plans/{}/runs", args.plan),
+            Some((
+                "application/json",
+                json!({"workflow": args.workflow}).to_string(),
+            )),
+            &headers,
+        )
+        .await?;
+    let id = run["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the host answered no run id"))?
+        .to_owned();
+    println!(
+        "run {id}: {} of plan '{}' {}",
+        args.workflow, args.plan, run["status"]
+    );
+    if !args.wait {
+        return Ok(());
+    }
+    let mut seen: HashMap<i64, (String, i64)> = HashMap::new();
+    let mut told_waiting = false;
+    loop {
+        let detail = client.get(&format!("/runs/{id}")).await?;
+        for step in detail["steps"].as_array().into_iter().flatten() {
+            let seq = step["seq"].as_i64().unwrap_or_default();
+            let status = step["status"].as_str().unwrap_or_default().to_owned();
+            let attempts = step["attempts"].as_i64().unwrap_or_default();
+            if seen.get(&seq) != Some(&(status.clone(), attempts)) && status != "pending" {
+                let error = step["error"]
+                    .as_str()
+                    .map(|e| format!(" — {e}"))
+                    .unwrap_or_default();
+                println!(
+                    "  step {seq:>3} {:<50} {status} (attempt {attempts}){error}",
+                    step["name"].as_str().unwrap_or_default()
+                );
+                seen.insert(seq, (status, attempts));
+            }
+        }
+        let status = detail["status"].as_str().unwrap_or_default();
+        match status {
+            "succeeded" | "failed" | "cancelled" => {
+                let report = &detail["report"];
+                println!(
+                    "run {id} {status}: measured RTO {} ms (objective {} ms), achieved RPO {} ms (objective {} ms)",
+                    report["measured_rto_ms"],
+                    report["objective_rto_ms"],
+                    report["achieved_rpo_ms"],
+                    report["objective_rpo_ms"]
+                );
+                if status == "succeeded" {
+                    return Ok(());
+                }
+                bail!("run {id} {status}");
+            }
+            "waiting_approval" if !told_waiting => {
+                told_waiting = true;
+                eprintln!(
+                    "run {id} waits for an operator's approval (POST /api/v1/runs/{id}/approve)"
+                );
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub async fn token(server: &ServerArgs, command: &TokenCommand) -> Result<()> {
+    let client = Client::new(server)?;
+    match command {
+        TokenCommand::Create { name, role } => {
+            let (_, created) = client
+                .call(
+                    reqwest::Method::POST,
+                    "/tokens",
+                    Some((
+                        "application/json",
+                        json!({"name": name, "role": role}).to_string(),
+                    )),
+                    &[],
+                )
+                .await?;
+            eprintln!(
+                "token {} ({}) created; its secret, shown this once:",
+                created["id"], created["role"]
+            );
+            println!("{}", created["token"].as_str().unwrap_or_default());
+        }
+        TokenCommand::List => print(&client.get("/tokens").await?)?,
+        TokenCommand::Revoke { id } => {
+            client
+                .call(reqwest::Method::DELETE, &format!("/tokens/{id}"), None, &[])
+                .await?;
+            println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
