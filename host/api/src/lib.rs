@@ -13,6 +13,7 @@
 
 pub mod auth;
 mod extract;
+mod metrics;
 pub mod problem;
 mod routes;
 mod views;
@@ -143,11 +144,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api_router().split_for_parts().1
 }
 
-/// The API router: `/api/v1/...`, `/api/v1/openapi.json`, `/api/v1/docs`,
-/// with request ids, tracing, timeouts, body limits, CORS and compression,
-/// and every error as problem+json.
+/// The API router: `/api/v1/...`, `/api/v1/openapi.json`, `/api/v1/docs`
+/// and Prometheus `/metrics`, with request ids, tracing, timeouts, body
+/// limits, CORS and compression, and every error as problem+json.
 pub fn router(state: ApiState, config: &ApiConfig) -> Router {
     let (routes, spec) = api_router().split_for_parts();
+    let metrics = Arc::new(metrics::Metrics::default());
     let spec_json = Arc::new(spec.to_pretty_json().unwrap_or_default());
     let request_id = HeaderName::from_static("x-request-id");
     let cors = CorsLayer::new()
@@ -178,6 +180,11 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
             }),
         )
         .merge(Scalar::with_url("/api/v1/docs", spec))
+        .merge(
+            Router::new()
+                .route("/metrics", axum::routing::get(metrics::serve))
+                .with_state(metrics.clone()),
+        )
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(
@@ -186,6 +193,7 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
         ))
         .layer(axum::middleware::from_fn(problem::refuse_control_characters))
         .layer(axum::middleware::map_response(problem::ensure_problem))
+        .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         .layer(CompressionLayer::new())
         .layer(cors)
         .layer(TraceLayer::new_for_http().make_span_with(

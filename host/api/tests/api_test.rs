@@ -940,3 +940,28 @@ fn the_checked_in_openapi_document_matches_the_code() {
          and commit the result"
     );
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = rebound_store::testing::fresh_sqlite(dir.path())
+        .await
+        .expect("store");
+    let api = Api::new(store).await;
+    api.get("/api/v1/runs/run-abc", Role::Viewer).await;
+    api.get("/api/v1/runs/run-def", Role::Viewer).await;
+    let m = api.call("GET", "/metrics", None, &[], Body::empty()).await;
+    assert_eq!(m.status, StatusCode::OK);
+    assert!(
+        m.text.contains(
+            "rebound_http_requests_total{method=\"GET\",route=\"/api/v1/runs/{id}\",status=\"404\"} 2"
+        ),
+        "{}",
+        m.text
+    );
+    assert!(!m.text.contains("run-abc"), "ids never become labels");
+    assert!(
+        m.text
+            .contains("rebound_http_request_duration_seconds_count{route=\"/api/v1/runs/{id}\"} 2")
+    );
+}
