@@ -53,6 +53,9 @@ pub struct ApiConfig {
     pub request_timeout_seconds: u64,
     /// How often a run's event stream looks at the store.
     pub events_poll_ms: u64,
+    /// Largest plugin package `POST /api/v1/plugins` accepts (its
+    /// component base64-encoded).
+    pub plugin_limit_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -63,6 +66,7 @@ impl Default for ApiConfig {
             body_limit_bytes: 1024 * 1024,
             request_timeout_seconds: 30,
             events_poll_ms: 500,
+            plugin_limit_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -84,6 +88,10 @@ pub struct ApiState {
     pub runtime: Option<Arc<Runtime>>,
     pub sites: Arc<Vec<SiteInfo>>,
     pub events_poll: Duration,
+    /// Where published plugins are kept (`<dir>/<name>/`), so a restart
+    /// loads them again; `None`: in memory only.
+    pub plugin_dir: Option<std::path::PathBuf>,
+    pub plugin_limit_bytes: usize,
 }
 
 impl ApiState {
@@ -94,6 +102,8 @@ impl ApiState {
             runtime: None,
             sites: Arc::new(Vec::new()),
             events_poll: Duration::from_millis(config.events_poll_ms.max(10)),
+            plugin_dir: None,
+            plugin_limit_bytes: config.plugin_limit_bytes,
         }
     }
 }

@@ -31,7 +31,7 @@ pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(observe::compliance))
         .routes(routes!(observe::events))
         .routes(routes!(observe::audit))
-        .routes(routes!(plugins::list_plugins))
+        .routes(routes!(plugins::list_plugins, plugins::publish))
         .routes(routes!(plugins::release))
         .routes(routes!(plugins::list_sites))
 }

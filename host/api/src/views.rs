@@ -401,3 +401,15 @@ pub struct CreatedToken {
     /// The secret (`rbt_…`); store it now, it is kept only as a digest.
     pub token: String,
 }
+
+/// A plugin package to publish: the files `rebound plugin package` writes.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// `manifest.toml`, as text.
+    pub manifest: String,
+    /// `plugin.wasm`, base64 (standard alphabet, padded).
+    pub wasm: String,
+    /// `manifest.sig`, as text; absent for an unsigned package.
+    pub signature: Option<String>,
+}

@@ -1,6 +1,6 @@
 //! The CLI verbs that talk to a running host through the REST API:
-//! `login`, `apply -f`, `get`, `run WORKFLOW PLAN [--wait]` and
-//! `token create|list|revoke`. The token `login` obtains is kept in a
+//! `login`, `apply -f`, `get`, `run WORKFLOW PLAN [--wait]`,
+//! `token create|list|revoke` and `plugin publish|list`. The token `login` obtains is kept in a
 //! credentials file only its owner can read; `REBOUND_TOKEN` (an API
 //! token, say, in a pipeline) takes precedence.
 
@@ -433,5 +433,33 @@ pub async fn token(server: &ServerArgs, command: &TokenCommand) -> Result<()> {
             println!("token {id} revoked");
         }
     }
+    Ok(())
+}
+
+/// Publish a package folder; the host verifies it before installing it.
+pub async fn publish_plugin(server: &ServerArgs, dir: &std::path::Path) -> Result<()> {
+    use base64::Engine;
+    let package = rebound_runtime::PluginPackage::read_dir(dir)
+        .map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+    let body = json!({
+        "manifest": package.manifest,
+        "wasm": base64::engine::general_purpose::STANDARD.encode(&package.wasm),
+        "signature": package.signature,
+    });
+    let client = Client::new(server)?;
+    let (_, plugin) = client
+        .call(
+            reqwest::Method::POST,
+            "/plugins",
+            Some(("application/json", body.to_string())),
+            &[],
+        )
+        .await?;
+    println!(
+        "plugin {} {} published (sha256 {})",
+        plugin["name"].as_str().unwrap_or_default(),
+        plugin["version"].as_str().unwrap_or_default(),
+        plugin["sha256"].as_str().unwrap_or_default()
+    );
     Ok(())
 }

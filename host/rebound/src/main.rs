@@ -5,7 +5,8 @@
 //!   REST API under `/api/v1` (docs/api.md).
 //! - `rebound login`, `apply -f`, `get`, `run WORKFLOW PLAN --wait`,
 //!   `token create|list|revoke` — the REST API from the command line.
-//! - `rebound plugin keygen|package|inspect` — the plugin author's tools.
+//! - `rebound plugin keygen|package|inspect` — the plugin author's tools;
+//!   `plugin publish|list` against a running host.
 //! - `rebound mover` — the mover agent: one disk image served to the data
 //!   mover (ranged reads/writes, block digests) behind a transfer token.
 //! - `rebound demo` — the guided demo against the lab (`cargo xtask demo`).
@@ -125,7 +126,7 @@ async fn main() -> std::process::ExitCode {
         Command::Get(what) => client::get(&cli.server, &what).await,
         Command::Run(args) => client::run(&cli.server, &args).await,
         Command::Token(command) => client::token(&cli.server, &command).await,
-        Command::Plugin(cmd) => plugin_cmd::run(cmd).await,
+        Command::Plugin(cmd) => plugin_cmd::run(cmd, &cli.server).await,
         Command::Demo { plugins } => demo::run(&plugins).await,
         Command::Mover(args) => mover(args).await,
     };

@@ -38,6 +38,13 @@ pub enum PluginCommand {
         #[command(flatten)]
         trust: TrustArgs,
     },
+    /// Publish a package folder to a running host (plugin-publisher role).
+    Publish {
+        /// Package folder (from `rebound plugin package`).
+        dir: PathBuf,
+    },
+    /// The plugins a running host has installed.
+    List,
 }
 
 /// Which publishers to trust.
@@ -70,8 +77,12 @@ impl TrustArgs {
     }
 }
 
-pub async fn run(cmd: PluginCommand) -> Result<()> {
+pub async fn run(cmd: PluginCommand, server: &crate::client::ServerArgs) -> Result<()> {
     match cmd {
+        PluginCommand::Publish { dir } => crate::client::publish_plugin(server, &dir).await,
+        PluginCommand::List => {
+            crate::client::get(server, &crate::client::GetCommand::Plugins).await
+        }
         PluginCommand::Keygen { out } => {
             let key = SigningKey::generate(&mut rand::rngs::OsRng);
             let secret = out.with_extension("key");

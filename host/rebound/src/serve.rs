@@ -115,7 +115,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if let Some(dir) = &args.plugins {
         for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
             let path = entry?.path();
-            if !path.join(rebound_runtime::package::MANIFEST_FILE).is_file() {
+            // Dot-folders are a publish in progress (see rebound-api).
+            let hidden = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if hidden || !path.join(rebound_runtime::package::MANIFEST_FILE).is_file() {
                 continue;
             }
             let loaded = match PluginPackage::read_dir(&path) {
@@ -166,6 +170,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     let mut state = ApiState::new(store.clone(), auth, &config.api);
     state.runtime = Some(runtime);
+    state.plugin_dir = args.plugins.clone();
     state.sites = Arc::new(site_list);
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))

@@ -95,8 +95,9 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
         .args(["serve", "--listen", "127.0.0.1:0", "--policy-seconds", "0"])
         .args(["--plugins", "plugins", "--trusted-key", "publisher.pub"])
         .args(["--sites", "sites.toml"])
+        // Its own compilation cache: the shared one is not this test's to write.
         .arg("--cache-dir")
-        .arg(rebound_runtime::testing::cache_dir())
+        .arg(dir.path().join("cache"))
         .current_dir(dir.path())
         .env("LAB_A_TOKEN", &a.token)
         .env("LAB_B_TOKEN", &b.token)
@@ -150,6 +151,13 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
     );
     let (ok, _, err) = run(&["login"], vec![("REBOUND_PASSWORD", password)]).await;
     assert!(ok, "{err}");
+
+    // Republish the loaded plugin: verified by the host and swapped in.
+    let (ok, out, err) = run(&["plugin", "publish", "plugins/example"], vec![]).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("plugin example "), "{out}");
+    let (ok, out, err) = run(&["plugin", "list"], vec![]).await;
+    assert!(ok && out.contains("\"example\""), "{out}{err}");
 
     let (ok, out, err) = run(&["apply", "-f", "plan.yaml"], vec![]).await;
     assert!(ok, "{err}");

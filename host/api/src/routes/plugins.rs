@@ -1,11 +1,31 @@
 //! Provider plugins and the sites bound to them.
 
+use std::sync::Arc;
+
+use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use base64::Engine;
+use rebound_runtime::{Plugin, PluginPackage};
 
 use crate::ApiState;
 use crate::auth::{Need, Principal};
 use crate::problem::{Problem, ProblemDetails};
-use crate::views::{PluginList, PluginView, SiteList};
+use crate::views::{PluginList, PluginView, PublishRequest, SiteList};
+
+fn view(p: &Plugin) -> PluginView {
+    let crashes = p.crash_status();
+    PluginView {
+        name: p.manifest.name.clone(),
+        version: p.manifest.version.to_string(),
+        platform: p.info.platform.clone(),
+        sha256: p.digest.clone(),
+        capabilities: p.manifest.capabilities.clone(),
+        egress: p.manifest.egress.iter().map(ToString::to_string).collect(),
+        recent_crashes: crashes.recent_crashes,
+        quarantined: crashes.quarantined,
+    }
+}
 
 /// Installed plugins with their crash status.
 #[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
@@ -22,21 +42,105 @@ pub async fn list_plugins(
         .runtime
         .iter()
         .flat_map(|r| r.list())
-        .map(|p| {
-            let crashes = p.crash_status();
-            PluginView {
-                name: p.manifest.name.clone(),
-                version: p.manifest.version.to_string(),
-                platform: p.info.platform.clone(),
-                sha256: p.digest.clone(),
-                capabilities: p.manifest.capabilities.clone(),
-                egress: p.manifest.egress.iter().map(ToString::to_string).collect(),
-                recent_crashes: crashes.recent_crashes,
-                quarantined: crashes.quarantined,
-            }
-        })
+        .map(|p| view(&p))
         .collect();
     Ok(axum::Json(PluginList { items }))
+}
+
+/// Publish a plugin package (plugin-publisher): the host verifies its
+/// digest, signature (against the trusted keys), contract version and
+/// imports, then swaps it in atomically (running calls finish on the old
+/// version) and keeps it for the next start. A refused package changes
+/// nothing.
+#[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins",
+    request_body = PublishRequest,
+    responses(
+        (status = 201, body = PluginView, description = "verified, installed and active"),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn publish(
+    State(state): State<ApiState>,
+    principal: Principal,
+    body: Body,
+) -> Result<(StatusCode, axum::Json<PluginView>), Problem> {
+    principal.require(Need::Publish)?;
+    let bytes = axum::body::to_bytes(body, state.plugin_limit_bytes)
+        .await
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the plugin package is larger than the host accepts (plugin_limit_bytes)",
+            )
+        })?;
+    let request: PublishRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        let status = if e.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        Problem::new(status, format!("the package is not the expected JSON: {e}"))
+            .kind("invalid-body")
+    })?;
+    let wasm = base64::engine::general_purpose::STANDARD
+        .decode(request.wasm.trim())
+        .map_err(|e| Problem::bad_request(format!("`wasm` is not base64: {e}")))?;
+    let runtime = state.runtime.clone().ok_or_else(|| {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "this host runs no plugin runtime; publish to a host started by `rebound serve`",
+        )
+    })?;
+    let package = PluginPackage {
+        manifest: request.manifest,
+        wasm,
+        signature: request.signature,
+    };
+    let plugin: Arc<Plugin> = runtime.load(&package).await.map_err(|e| {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            .kind("plugin-refused")
+            .title("plugin package refused")
+    })?;
+    if let Some(dir) = &state.plugin_dir {
+        keep(dir, &plugin.manifest.name, &package)
+            .await
+            .map_err(|e| Problem::internal(&e))?;
+    }
+    state
+        .store
+        .audit(
+            &principal.name,
+            "plugin.publish",
+            &plugin.manifest.name,
+            serde_json::json!({"version": plugin.manifest.version.to_string(), "sha256": plugin.digest}),
+        )
+        .await?;
+    runtime.install(plugin.clone());
+    tracing::info!(plugin = %plugin.manifest.name, version = %plugin.manifest.version, principal = %principal.name, "plugin published");
+    Ok((StatusCode::CREATED, axum::Json(view(&plugin))))
+}
+
+/// Keep a verified package as `<dir>/<name>/`, replacing the previous one
+/// in one rename.
+async fn keep(dir: &std::path::Path, name: &str, package: &PluginPackage) -> std::io::Result<()> {
+    let dir = dir.to_owned();
+    let name = name.to_owned();
+    let package = package.clone();
+    tokio::task::spawn_blocking(move || {
+        let staging = dir.join(format!(".{name}.publishing"));
+        let old = dir.join(format!(".{name}.old"));
+        let target = dir.join(&name);
+        let _ = std::fs::remove_dir_all(&staging);
+        let _ = std::fs::remove_dir_all(&old);
+        package.write_dir(&staging)?;
+        if target.exists() {
+            std::fs::rename(&target, &old)?;
+        }
+        std::fs::rename(&staging, &target)?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Lift a plugin's quarantine (admin), after a fix upstream.
@@ -72,22 +176,7 @@ pub async fn release(
         )
         .await?;
     tracing::info!(plugin = %name, principal = %principal.name, "quarantine released");
-    let crashes = plugin.crash_status();
-    Ok(axum::Json(PluginView {
-        name: plugin.manifest.name.clone(),
-        version: plugin.manifest.version.to_string(),
-        platform: plugin.info.platform.clone(),
-        sha256: plugin.digest.clone(),
-        capabilities: plugin.manifest.capabilities.clone(),
-        egress: plugin
-            .manifest
-            .egress
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        recent_crashes: crashes.recent_crashes,
-        quarantined: crashes.quarantined,
-    }))
+    Ok(axum::Json(view(&plugin)))
 }
 
 /// Sites this host binds to plugins (from its sites file).
