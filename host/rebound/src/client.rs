@@ -1,6 +1,7 @@
 //! The CLI verbs that talk to a running host through the REST API:
 //! `login`, `apply -f`, `get`, `run WORKFLOW PLAN [--wait]`,
-//! `token create|list|revoke` and `plugin publish|list`. The token `login` obtains is kept in a
+//! `approve RUN`, `cancel RUN`, `token create|list|revoke` and
+//! `plugin publish|list`. The token `login` obtains is kept in a
 //! credentials file only its owner can read; `REBOUND_TOKEN` (an API
 //! token, say, in a pipeline) takes precedence.
 
@@ -460,6 +461,24 @@ pub async fn publish_plugin(server: &ServerArgs, dir: &std::path::Path) -> Resul
         plugin["name"].as_str().unwrap_or_default(),
         plugin["version"].as_str().unwrap_or_default(),
         plugin["sha256"].as_str().unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Approve a run's next approval gate, or cancel a run nobody is driving.
+pub async fn decide(server: &ServerArgs, run: &str, verb: &str) -> Result<()> {
+    let client = Client::new(server)?;
+    let (_, detail) = client
+        .call(
+            reqwest::Method::POST,
+            &format!("/runs/{run}/{verb}"),
+            None,
+            &[],
+        )
+        .await?;
+    println!(
+        "run {run}: {}",
+        detail["status"].as_str().unwrap_or_default()
     );
     Ok(())
 }

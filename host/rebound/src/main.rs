@@ -4,7 +4,8 @@
 //!   the plugins of a folder, executor workers, the policy engine, and the
 //!   REST API under `/api/v1` (docs/api.md).
 //! - `rebound login`, `apply -f`, `get`, `run WORKFLOW PLAN --wait`,
-//!   `token create|list|revoke` — the REST API from the command line.
+//!   `approve`, `cancel`, `token create|list|revoke` — the REST API from
+//!   the command line.
 //! - `rebound plugin keygen|package|inspect` — the plugin author's tools;
 //!   `plugin publish|list` against a running host.
 //! - `rebound mover` — the mover agent: one disk image served to the data
@@ -48,6 +49,10 @@ enum Command {
     Get(client::GetCommand),
     /// Start a workflow on a plan (failover, failback, drill, …).
     Run(client::RunArgs),
+    /// Approve a run's next approval gate.
+    Approve { run: String },
+    /// Cancel a run nobody is driving (pending, or waiting for approval).
+    Cancel { run: String },
     /// API tokens for automation.
     #[command(subcommand)]
     Token(client::TokenCommand),
@@ -125,6 +130,8 @@ async fn main() -> std::process::ExitCode {
         Command::Apply(args) => client::apply(&cli.server, &args).await,
         Command::Get(what) => client::get(&cli.server, &what).await,
         Command::Run(args) => client::run(&cli.server, &args).await,
+        Command::Approve { run } => client::decide(&cli.server, &run, "approve").await,
+        Command::Cancel { run } => client::decide(&cli.server, &run, "cancel").await,
         Command::Token(command) => client::token(&cli.server, &command).await,
         Command::Plugin(cmd) => plugin_cmd::run(cmd, &cli.server).await,
         Command::Demo { plugins } => demo::run(&plugins).await,

@@ -22,6 +22,7 @@ replication: { mode: native, interval: 5m }
 objectives:
   failover: { rto: 30m, rpo: 15m }
   failback: { rto: 2h, rpo: 0s }
+approvals: { failover: true }
 "#;
 
 struct Host(Child);
@@ -209,6 +210,34 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
         "{out}"
     );
     assert_eq!(report["report"]["rto_met"], true, "{out}");
+
+    // A failover waits at its approval gate; cancelled, the plan is
+    // protected again and the run can no longer be approved.
+    let (ok, out, err) = run(&["run", "failback", "shop"], vec![]).await;
+    assert!(!ok && err.contains("the plan is protected"), "{out}{err}");
+    let (ok, out, err) = run(&["run", "failover", "shop"], vec![]).await;
+    assert!(ok, "{err}");
+    let failover = out
+        .split_whitespace()
+        .nth(1)
+        .map(|id| id.trim_end_matches(':').to_owned())
+        .expect("run id");
+    // The host claims it and stops at the gate (a run it is driving could
+    // not be cancelled).
+    for _ in 0..100 {
+        let (_, detail, _) = run(&["get", "run", &failover], vec![]).await;
+        if detail.contains("\"status\": \"waiting_approval\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, out, err) = run(&["cancel", &failover], vec![]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("run {failover}: cancelled"));
+    let (ok, _, err) = run(&["approve", &failover], vec![]).await;
+    assert!(!ok && err.contains("409"), "{err}");
+    let (_, plan, _) = run(&["get", "plan", "shop"], vec![]).await;
+    assert!(plan.contains("\"state\": \"protected\""), "{plan}");
 
     // An API token for a pipeline: shown once, works, revoked.
     let (ok, secret, err) = run(
