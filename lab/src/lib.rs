@@ -5,6 +5,8 @@
 
 pub mod disk;
 pub mod example;
+pub mod openstack;
 pub mod tls;
 
 pub use example::{ExampleOptions, ExampleSite};
+pub use openstack::{OpenStackOptions, OpenStackSite};

@@ -1,0 +1,114 @@
+"""Fidelity check: the real openstacksdk against Rebound's OpenStack simulator.
+
+Run by lab/tests/openstack_fidelity_test.rs, which starts the simulator and
+passes its address in the environment (not as OS_* variables, which
+openstacksdk would read as a cloud of their own with a single region):
+
+    LAB_OS_AUTH_URL, LAB_OS_USERNAME, LAB_OS_PASSWORD, LAB_OS_PROJECT_NAME,
+    LAB_OS_REGION, LAB_OS_SECOND_REGION
+
+Each step prints one line; any failure raises and exits non-zero.
+LAB_OS_DEBUG=1 logs every HTTP request and response to stderr.
+"""
+
+import os
+import sys
+
+import openstack
+
+
+def step(message):
+    print(f"fidelity: {message}", flush=True)
+
+
+def connect(region):
+    return openstack.connect(
+        auth_url=os.environ["LAB_OS_AUTH_URL"],
+        username=os.environ["LAB_OS_USERNAME"],
+        password=os.environ["LAB_OS_PASSWORD"],
+        project_name=os.environ["LAB_OS_PROJECT_NAME"],
+        user_domain_name="Default",
+        project_domain_name="Default",
+        region_name=region,
+        identity_interface="public",
+    )
+
+
+def main():
+    if os.environ.get("LAB_OS_DEBUG") == "1":
+        openstack.enable_logging(debug=True, http_debug=True)
+    conn = connect(os.environ["LAB_OS_REGION"])
+
+    # Keystone: password auth, a project-scoped token with a catalog.
+    token = conn.authorize()
+    assert token, "no token"
+    step(f"authenticated, token {token[:12]}…")
+
+    # Nova and Cinder inventory (microversions negotiated from discovery).
+    servers = {s.name: s for s in conn.compute.servers()}
+    assert {"web-1", "db-1"} <= set(servers), f"servers: {sorted(servers)}"
+    web, db = servers["web-1"], servers["db-1"]
+    assert web.status == "ACTIVE", web.status
+    attached = [a["id"] for a in web.attached_volumes]
+    assert len(attached) == 1, web.attached_volumes
+    step(f"servers: {sorted(servers)}; web-1 boots from volume {attached[0]}")
+
+    volumes = {v.id: v for v in conn.block_storage.volumes()}
+    assert attached[0] in volumes, f"volume {attached[0]} not listed"
+    root = volumes[attached[0]]
+    assert root.status == "in-use" and root.size == 1, (root.status, root.size)
+    assert root.attachments[0]["server_id"] == web.id, root.attachments
+    step(f"volumes: {len(volumes)}; web-1's root is {root.size} GiB, {root.status}")
+
+    # Cinder: a snapshot of an in-use volume, waited for.
+    snap = conn.block_storage.create_snapshot(
+        volume_id=root.id, name="fidelity-snap", force=True
+    )
+    assert snap.status == "creating", snap.status
+    snap = conn.block_storage.wait_for_status(
+        snap, status="available", failures=["error"], interval=0.2, wait=30
+    )
+    assert snap.size == root.size and snap.volume_id == root.id
+    step(f"snapshot {snap.id} is {snap.status}")
+
+    # Neutron: move the floating IP from web-1's port to db-1's port.
+    web_port = next(conn.network.ports(device_id=web.id))
+    db_port = next(conn.network.ports(device_id=db.id))
+    fip = next(ip for ip in conn.network.ips() if ip.port_id == web_port.id)
+    fip = conn.network.update_ip(fip, port_id=db_port.id)
+    assert fip.port_id == db_port.id, fip.port_id
+    assert fip.fixed_ip_address == db_port.fixed_ips[0]["ip_address"]
+    moved = conn.compute.get_server(db.id)
+    floating = [
+        a["addr"]
+        for addrs in moved.addresses.values()
+        for a in addrs
+        if a.get("OS-EXT-IPS:type") == "floating"
+    ]
+    assert floating == [fip.floating_ip_address], moved.addresses
+    step(f"floating IP {fip.floating_ip_address} moved to db-1")
+
+    # Designate: a recordset in the seeded zone, PENDING then ACTIVE.
+    zone = next(conn.dns.zones(name="example.org."))
+    rs = conn.dns.create_recordset(
+        zone, name="dr.example.org.", type="A", records=[fip.floating_ip_address], ttl=60
+    )
+    assert rs.status == "PENDING", rs.status
+    rs = conn.dns.wait_for_status(rs, status="ACTIVE", interval=0.2, wait=30)
+    names = [r.name for r in conn.dns.recordsets(zone)]
+    assert "dr.example.org." in names, names
+    step(f"recordset {rs.name} is {rs.status}")
+
+    # A second region is in the catalog and has its own state.
+    other = connect(os.environ["LAB_OS_SECOND_REGION"])
+    assert list(other.compute.servers()) == []
+    spare = list(other.network.ips())
+    assert len(spare) == 1 and spare[0].port_id is None, spare
+    step(f"region {os.environ['LAB_OS_SECOND_REGION']}: no servers, one spare floating IP")
+
+    step("all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
