@@ -1,6 +1,8 @@
 //! The lab: simulated sites on loopback, so the demo and the tests exercise
-//! real plugins over real HTTP without a cloud. Today it holds the example
-//! platform's site; the OpenStack, KubeVirt and oVirt simulators join it.
+//! real plugins over real HTTP without a cloud. It holds the example
+//! platform's site and the OpenStack simulator, whose disks are sparse files
+//! ([`disk`], for any simulator to reuse); KubeVirt and oVirt join them.
+//! `lab/README.md` says what each serves.
 #![deny(rust_2018_idioms)]
 
 pub mod disk;

@@ -1,7 +1,6 @@
 //! A simulated OpenStack cloud: the wire-protocol subset of Keystone, Nova,
 //! Cinder, Glance, Neutron, Designate and Octavia that Rebound's plugins and
-//! openstacksdk use (see `/work/shared/PROVIDER-APIS.md` and
-//! `lab/README.md`), on one loopback port.
+//! openstacksdk use (`lab/README.md` lists it), on one loopback port.
 //!
 //! - Keystone v3 at `/identity` (global): password auth, token validation.
 //! - Per region R: `/R/compute/v2.1`, `/R/volume/v3/{project_id}`,
