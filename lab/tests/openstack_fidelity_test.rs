@@ -1,7 +1,8 @@
 //! Points the real openstacksdk at the OpenStack simulator: the script
 //! `lab/fidelity/openstack_client.py` authenticates, lists servers and
-//! volumes, snapshots a volume and waits for it, moves a floating IP and
-//! creates a Designate recordset.
+//! volumes, snapshots a volume and waits for it, moves a floating IP,
+//! creates a Designate recordset, then restores a Cinder backup in the other
+//! region, round-trips a Glance image and shifts an Octavia member weight.
 //!
 //! Needs `REBOUND_PYTHON`, an interpreter with `lab/fidelity/requirements.txt`
 //! installed (`.ci/run` makes one). Without it the test is skipped with a

@@ -219,7 +219,8 @@ async fn delete_image(State(api): State<Api>, Path(id): Path<String>) -> Respons
     }
 }
 
-/// `PUT /v2/images/{id}/file` → 204; `saving` while stored, then `active`.
+/// `PUT /v2/images/{id}/file`: `saving` while stored; like Glance, the
+/// call returns (204) once the image is `active`.
 async fn upload(State(api): State<Api>, Path(id): Path<String>, body: Bytes) -> Response {
     let refused = api.with(|r| match r.images.get_mut(&id) {
         None => Some(not_found(&id)),
@@ -240,14 +241,15 @@ async fn upload(State(api): State<Api>, Path(id): Path<String>, body: Bytes) -> 
     }
     let file = image_file(&id);
     let delay = api.latency().image + api.shared.lock().faults.data_delay(body.len() as u64);
-    api.later_with_disk(
+    let image = id.clone();
+    let stored = api.later_with_disk(
         delay,
         move |disks| {
             disks.create_from(&file, &mut body.as_ref())?;
             hashes(disks, &file)
         },
         move |r, result| {
-            if let Some(i) = r.images.get_mut(&id) {
+            if let Some(i) = r.images.get_mut(&image) {
                 match result {
                     Ok(h) => activate(i, &h),
                     Err(_) => set(i, "status", json!("killed")),
@@ -255,7 +257,15 @@ async fn upload(State(api): State<Api>, Path(id): Path<String>, body: Bytes) -> 
             }
         },
     );
-    StatusCode::NO_CONTENT.into_response()
+    let _ = stored.await;
+    match api.with(|r| r.images.get(&id).map(|i| str_of(i, "status") == "active")) {
+        Some(true) => StatusCode::NO_CONTENT.into_response(),
+        Some(false) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Failed to upload image data due to an internal error",
+        ),
+        None => not_found(&id),
+    }
 }
 
 /// `GET /v2/images/{id}/file`: the data (204 when the image has none),

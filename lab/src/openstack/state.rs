@@ -159,12 +159,13 @@ impl Api {
 
     /// Run blocking disk work `work` next to a `delay`, then hand its result
     /// to `done` under the lock: the operation ends when both have passed.
+    /// Await the handle to end a synchronous call with it.
     pub fn later_with_disk<T: Send + 'static>(
         &self,
         delay: Duration,
         work: impl FnOnce(&DiskStore) -> std::io::Result<T> + Send + 'static,
         done: impl FnOnce(&mut Region, std::io::Result<T>) + Send + 'static,
-    ) {
+    ) -> tokio::task::JoinHandle<()> {
         let api = self.clone();
         tokio::spawn(async move {
             let disks = api.shared.disks.clone();
@@ -174,7 +175,7 @@ impl Api {
             );
             let result = result.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
             api.with(|region| done(region, result));
-        });
+        })
     }
 }
 
