@@ -5,7 +5,8 @@ passes its address in the environment (not as OS_* variables, which
 openstacksdk would read as a cloud of their own with a single region):
 
     LAB_OS_AUTH_URL, LAB_OS_USERNAME, LAB_OS_PASSWORD, LAB_OS_PROJECT_NAME,
-    LAB_OS_REGION, LAB_OS_SECOND_REGION
+    LAB_OS_REGION, LAB_OS_SECOND_REGION, and LAB_OS_CACERT (the site's CA
+    file) when it serves HTTPS
 
 Each step prints one line; any failure raises and exits non-zero.
 LAB_OS_DEBUG=1 logs every HTTP request and response to stderr.
@@ -31,6 +32,7 @@ def connect(region):
         project_domain_name="Default",
         region_name=region,
         identity_interface="public",
+        cacert=os.environ.get("LAB_OS_CACERT"),
     )
 
 

@@ -94,6 +94,9 @@ pub struct OpenStackOptions {
     /// Seed a small workload (servers, volumes, ports, a floating IP, a DNS
     /// zone, a load balancer); otherwise the cloud starts empty.
     pub seed: bool,
+    /// Serve HTTPS with the site's own CA (see [`OpenStackSite::ca_pem`]),
+    /// as real clouds do; the catalog then lists `https` endpoints.
+    pub tls: bool,
 }
 
 impl Default for OpenStackOptions {
@@ -108,6 +111,7 @@ impl Default for OpenStackOptions {
             gib: 1 << 30,
             latency: Latencies::default(),
             seed: true,
+            tls: false,
         }
     }
 }
@@ -115,6 +119,8 @@ impl Default for OpenStackOptions {
 /// A running simulated cloud; stops when dropped.
 pub struct OpenStackSite {
     pub addr: SocketAddr,
+    /// The site's CA when it serves HTTPS.
+    pub ca_pem: Option<String>,
     shared: Arc<Shared>,
     _tempdir: Option<tempfile::TempDir>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
@@ -138,10 +144,16 @@ impl OpenStackSite {
             }
         };
         let disks = crate::disk::DiskStore::open(state_dir.join("disks"))?;
+        let tls = if options.tls {
+            Some(crate::tls::site_tls().map_err(std::io::Error::other)?)
+        } else {
+            None
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let shared = Arc::new(Shared {
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             project_id: state::random_hex(16),
             user_id: state::random_hex(16),
             state: Mutex::new(Cloud::new(&options.regions)),
@@ -153,22 +165,31 @@ impl OpenStackSite {
         }
         let app = router(&shared);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
+        match tls {
+            None => {
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = rx.await;
+                        })
+                        .await;
+                });
+            }
+            Some(tls) => {
+                tokio::spawn(crate::tls::serve(listener, app, tls.server, rx));
+            }
+        }
         Ok(Self {
             addr,
+            ca_pem,
             shared,
             _tempdir: tempdir,
             _shutdown: tx,
         })
     }
 
-    /// The base URL, e.g. `http://127.0.0.1:PORT`.
+    /// The base URL, e.g. `http://127.0.0.1:PORT` (`https` with `tls`).
     pub fn endpoint(&self) -> String {
         self.shared.base.clone()
     }

@@ -92,7 +92,7 @@ impl Cloud {
 
 pub(crate) struct Shared {
     pub options: OpenStackOptions,
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT`, or `https://…` with TLS
     pub base: String,
     pub project_id: String,
     pub user_id: String,
