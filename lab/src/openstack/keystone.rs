@@ -200,15 +200,15 @@ fn catalog(shared: &Shared) -> Value {
         .enumerate()
         .map(|(n, (kind, name, path))| {
             let mut endpoints = Vec::new();
-            for region in &shared.options.regions {
+            for (r, region) in shared.options.regions.iter().enumerate() {
                 let url = if *kind == "identity" {
                     format!("{}{path}", shared.base)
                 } else {
                     format!("{}/{region}{path}", shared.base)
                 };
-                for interface in ["public", "internal", "admin"] {
+                for (i, interface) in ["public", "internal", "admin"].iter().enumerate() {
                     endpoints.push(json!({
-                        "id": random_hex(16),
+                        "id": format!("{n:08x}{r:08x}{i:016x}"),
                         "interface": interface,
                         "region": region,
                         "region_id": region,

@@ -151,6 +151,10 @@ pub(super) fn new_network(
 ) -> String {
     let net_id = uuid();
     let subnet_id = uuid();
+    if external && r.router_id.is_empty() {
+        // The region's one router joins its networks to the outside.
+        r.router_id = uuid();
+    }
     let now = time_z();
     let gateway = cidr
         .rsplit_once('.')
@@ -310,15 +314,7 @@ fn associate(r: &Region, fip: &mut Value, port_id: Option<&str>) -> Result<(), R
             });
             set(fip, "port_id", json!(port_id));
             set(fip, "fixed_ip_address", json!(fixed));
-            set(
-                fip,
-                "router_id",
-                json!(
-                    "router-".to_owned()
-                        + &str_of(fip, "floating_network_id")
-                            [..8.min(str_of(fip, "floating_network_id").len())]
-                ),
-            );
+            set(fip, "router_id", json!(r.router_id));
             set(fip, "port_details", details);
             set(fip, "status", json!("ACTIVE"));
         }

@@ -36,6 +36,9 @@ pub(crate) struct Region {
     pub loadbalancers: Table,
     pub pools: Table,
     pub members: Table,
+    /// The router between the private networks and the external one,
+    /// which floating IPs name.
+    pub router_id: String,
 }
 
 impl Region {
