@@ -73,6 +73,31 @@ def main():
     assert snap.size == root.size and snap.volume_id == root.id
     step(f"snapshot {snap.id} is {snap.status}")
 
+    # Cinder group snapshot: both servers' volumes captured together.
+    group_type = next(conn.block_storage.group_types())
+    group = conn.block_storage.create_group(
+        name="shop", group_type=group_type.id, volume_types=["lvmdriver-1"]
+    )
+    group = conn.block_storage.wait_for_status(
+        group, status="available", failures=["error"], interval=0.2, wait=30
+    )
+    conn.block_storage.update_group(group, add_volumes=",".join(volumes))
+    group_snap = conn.block_storage.create_group_snapshot(
+        group_id=group.id, name="shop-consistent"
+    )
+    group_snap = conn.block_storage.wait_for_status(
+        conn.block_storage.get_group_snapshot(group_snap.id),
+        status="available",
+        failures=["error"],
+        interval=0.2,
+        wait=30,
+    )
+    members = [
+        s for s in conn.block_storage.snapshots() if s.group_snapshot_id == group_snap.id
+    ]
+    assert sorted(s.volume_id for s in members) == sorted(volumes), members
+    step(f"group snapshot {group_snap.id} holds {len(members)} volume snapshots")
+
     # Neutron: move the floating IP from web-1's port to db-1's port.
     web_port = next(conn.network.ports(device_id=web.id))
     db_port = next(conn.network.ports(device_id=db.id))

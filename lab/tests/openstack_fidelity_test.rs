@@ -1,6 +1,7 @@
 //! Points the real openstacksdk at the OpenStack simulator: the script
 //! `lab/fidelity/openstack_client.py` authenticates, lists servers and
-//! volumes, snapshots a volume and waits for it, moves a floating IP,
+//! volumes, snapshots a volume and waits for it, snapshots a group of
+//! volumes together, moves a floating IP,
 //! creates a Designate recordset, then restores a Cinder backup in the other
 //! region, round-trips a Glance image and shifts an Octavia member weight.
 //!
@@ -84,9 +85,18 @@ async fn openstacksdk_works_against_the_simulator() {
     // The client's changes are the simulator's state.
     let region = &options.regions[0];
     let snapshots = site.resources(region, "snapshots");
-    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
-    assert_eq!(snapshots[0]["status"], "available");
-    let id = snapshots[0]["id"].as_str().expect("snapshot id");
+    assert_eq!(
+        snapshots.len(),
+        3,
+        "one alone, two in a group: {snapshots:?}"
+    );
+    let single: Vec<_> = snapshots
+        .iter()
+        .filter(|s| s["name"] == "fidelity-snap")
+        .collect();
+    assert_eq!(single.len(), 1, "{snapshots:?}");
+    assert_eq!(single[0]["status"], "available");
+    let id = single[0]["id"].as_str().expect("snapshot id");
     let copy = site
         .disks()
         .read_at(&format!("snapshot-{id}"), 0, 13)

@@ -14,14 +14,16 @@ async fn site() -> OpenStackSite {
     let ms = Duration::from_millis;
     OpenStackSite::start(OpenStackOptions {
         gib: 1 << 20,
+        // Long enough that a transitional state is seen on a loaded
+        // machine, short enough to keep the suite quick.
         latency: Latencies {
-            server_build: ms(50),
-            volume: ms(50),
-            snapshot: ms(50),
-            backup: ms(50),
-            image: ms(50),
-            dns: ms(50),
-            load_balancer: ms(150),
+            server_build: ms(300),
+            volume: ms(300),
+            snapshot: ms(300),
+            backup: ms(300),
+            image: ms(300),
+            dns: ms(300),
+            load_balancer: ms(300),
         },
         ..OpenStackOptions::default()
     })
@@ -69,11 +71,25 @@ impl Cloud {
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_at(None, method, path, body).await
+    }
+
+    /// A call at a microversion (`"volume 3.14"`).
+    async fn call_at(
+        &self,
+        version: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut request = self
             .http
             .request(method, self.url(path))
             .header("x-auth-token", &self.token);
+        if let Some(version) = version {
+            request = request.header("openstack-api-version", version);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -94,12 +110,25 @@ impl Cloud {
 
     /// Poll `path` until the JSON at `pointer` is `want`.
     async fn wait_for(&self, path: &str, pointer: &str, want: &str) -> Value {
+        self.wait_for_at(None, path, pointer, want).await
+    }
+
+    /// Poll `path` at a microversion until the JSON at `pointer` is `want`.
+    async fn wait_for_at(
+        &self,
+        version: Option<&str>,
+        path: &str,
+        pointer: &str,
+        want: &str,
+    ) -> Value {
         let mut last = Value::Null;
         for _ in 0..200 {
-            last = self.get(path).await;
-            if last.pointer(pointer) == Some(&json!(want)) {
-                return last;
+            let (status, body) = self.call_at(version, "GET", path, None).await;
+            assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+            if body.pointer(pointer) == Some(&json!(want)) {
+                return body;
             }
+            last = body;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("{path} never had {pointer} = {want}: {last}");
@@ -657,4 +686,82 @@ async fn member_weights_change_through_pending_update() {
         .wait_for(&path, "/member/provisioning_status", "ACTIVE")
         .await;
     assert_eq!(settled["member"]["weight"], 256);
+}
+
+#[tokio::test]
+async fn a_group_snapshot_captures_every_volume_of_the_group_at_once() {
+    let site = site().await;
+    let cloud = Cloud::login(&site).await;
+    let v = Some("volume 3.14");
+    let (status, _) = cloud
+        .call("GET", "/RegionOne/volume/v3/{p}/group_snapshots", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "groups need 3.14");
+
+    let (status, group) = cloud
+        .call_at(
+            v,
+            "POST",
+            "/RegionOne/volume/v3/{p}/groups",
+            Some(json!({"group": {"name": "shop", "group_type": "default", "volume_types": ["lvmdriver-1"]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{group}");
+    let group = id(&group["group"]);
+    let path = format!("/RegionOne/volume/v3/{{p}}/groups/{group}");
+    let (_, shown) = cloud.call_at(v, "GET", &path, None).await;
+    assert_eq!(shown["group"]["status"], "creating");
+    cloud
+        .wait_for_at(v, &path, "/group/status", "available")
+        .await;
+    let volumes = cloud.get("/RegionOne/volume/v3/{p}/volumes").await;
+    let ids: Vec<String> = volumes["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .map(id)
+        .collect();
+    let (status, body) = cloud
+        .call_at(
+            v,
+            "PUT",
+            &path,
+            Some(json!({"group": {"add_volumes": ids.join(",")}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (_, shown) = cloud.call_at(v, "GET", &path, None).await;
+    assert_eq!(shown["group"]["volumes"].as_array().map(Vec::len), Some(2));
+
+    let (status, snap) = cloud
+        .call_at(
+            v,
+            "POST",
+            "/RegionOne/volume/v3/{p}/group_snapshots",
+            Some(json!({"group_snapshot": {"group_id": group, "name": "consistent"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{snap}");
+    let snap = id(&snap["group_snapshot"]);
+    let snap_path = format!("/RegionOne/volume/v3/{{p}}/group_snapshots/{snap}");
+    let (_, shown) = cloud.call_at(v, "GET", &snap_path, None).await;
+    assert_eq!(shown["group_snapshot"]["status"], "creating");
+    cloud
+        .wait_for_at(v, &snap_path, "/group_snapshot/status", "available")
+        .await;
+    let members = cloud
+        .get(&format!(
+            "/RegionOne/volume/v3/{{p}}/snapshots/detail?group_snapshot_id={snap}"
+        ))
+        .await;
+    let members = members["snapshots"].as_array().expect("snapshots");
+    assert_eq!(members.len(), 2);
+    for member in members {
+        assert_eq!(member["status"], "available");
+        let data = site
+            .disks()
+            .read_at(&format!("snapshot-{}", id(member)), 0, 4)
+            .expect("snapshot blocks");
+        assert!(data == *b"web-" || data == *b"db-1", "{data:?}");
+    }
 }

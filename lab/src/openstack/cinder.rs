@@ -10,6 +10,8 @@
 //! in one region imports in another. Incremental backups are full copies
 //! in the simulator; only their metadata says incremental.
 
+mod groups;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -68,7 +70,8 @@ pub(super) fn routes(api: &Api) -> Router {
             get(export_record),
         )
         .route(&format!("{v}/backups/{{id}}/restore"), post(restore_backup))
-        .route(&format!("{v}/os-services"), get(services))
+        .route(&format!("{v}/os-services"), get(services));
+    let calls = groups::routes(calls, &v)
         .route_layer(middleware::from_fn(|req, next| {
             state::microversion("volume", (3, 0), MAX, req, next)
         }))
@@ -115,7 +118,7 @@ struct Id {
     id: String,
 }
 
-fn links(api: &Api, kind: &str, id: &str) -> Value {
+pub(super) fn links(api: &Api, kind: &str, id: &str) -> Value {
     json!([
         {"rel": "self", "href": api.url(&format!("/volume/v3/{}/{kind}/{id}", api.project_id()))},
         {"rel": "bookmark", "href": api.url(&format!("/volume/{}/{kind}/{id}", api.project_id()))}
@@ -125,7 +128,7 @@ fn links(api: &Api, kind: &str, id: &str) -> Value {
 pub(super) fn volume_file(id: &str) -> String {
     format!("volume-{id}")
 }
-fn snapshot_file(id: &str) -> String {
+pub(super) fn snapshot_file(id: &str) -> String {
     format!("snapshot-{id}")
 }
 fn backup_file(id: &str) -> String {
@@ -389,7 +392,8 @@ async fn delete_volume(State(api): State<Api>, Path(p): Path<Id>) -> Response {
             return Some(fault(StatusCode::NOT_FOUND, format!("Volume {id} could not be found.")));
         };
         let status = str_of(v, "status");
-        if !["available", "error"].contains(&status) || has_snapshots {
+        let in_group = !v["group_id"].is_null();
+        if !["available", "error"].contains(&status) || has_snapshots || in_group {
             return Some(bad("Invalid volume: Volume status must be available or error or error_restoring or error_extending or error_managing and must not be migrating, attached, belong to a group, have snapshots, awaiting a transfer, or be disassociated from snapshots after volume transfer."));
         }
         set(v, "status", json!("deleting"));
@@ -511,6 +515,19 @@ struct NewSnapshot {
     metadata: serde_json::Map<String, Value>,
 }
 
+/// A `creating` snapshot of a volume of `size` GiB.
+fn snapshot_doc(api: &Api, id: &str, volume_id: &str, size: u64) -> Value {
+    json!({
+        "id": id, "name": null, "description": null, "status": "creating",
+        "size": size, "volume_id": volume_id, "metadata": {},
+        "created_at": time_micros(), "updated_at": null, "user_id": api.user_id(),
+        "os-extended-snapshot-attributes:project_id": api.project_id(),
+        "os-extended-snapshot-attributes:progress": "0%",
+        "group_snapshot_id": null, "consumes_quota": true,
+        "links": links(api, "snapshots", id)
+    })
+}
+
 fn truthy(v: &Value) -> bool {
     v.as_bool().unwrap_or(false) || matches!(v.as_str(), Some("true" | "True" | "1"))
 }
@@ -530,16 +547,10 @@ async fn create_snapshot(State(api): State<Api>, Json(req): Json<CreateSnapshot>
             return Err(bad(format!("Invalid volume: Volume {vid} status must be available, but current status is: {status}.")));
         }
         let size = v["size"].as_u64().unwrap_or(0);
-        let now = time_micros();
-        let doc = json!({
-            "id": id, "name": req.name, "description": req.description, "status": "creating",
-            "size": size, "volume_id": vid, "metadata": req.metadata,
-            "created_at": now, "updated_at": null, "user_id": api.user_id(),
-            "os-extended-snapshot-attributes:project_id": api.project_id(),
-            "os-extended-snapshot-attributes:progress": "0%",
-            "group_snapshot_id": null, "consumes_quota": true,
-            "links": links(&api, "snapshots", &id)
-        });
+        let mut doc = snapshot_doc(&api, &id, vid, size);
+        set(&mut doc, "name", json!(req.name));
+        set(&mut doc, "description", json!(req.description));
+        set(&mut doc, "metadata", Value::Object(req.metadata.clone()));
         r.snapshots.insert(id.clone(), doc.clone());
         Ok((doc, size))
     });

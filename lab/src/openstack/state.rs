@@ -26,6 +26,8 @@ pub(crate) struct Region {
     pub volumes: Table,
     pub snapshots: Table,
     pub backups: Table,
+    pub groups: Table,
+    pub group_snapshots: Table,
     pub images: Table,
     pub networks: Table,
     pub subnets: Table,
@@ -48,6 +50,8 @@ impl Region {
             "volumes" => &self.volumes,
             "snapshots" => &self.snapshots,
             "backups" => &self.backups,
+            "groups" => &self.groups,
+            "group_snapshots" => &self.group_snapshots,
             "images" => &self.images,
             "networks" => &self.networks,
             "subnets" => &self.subnets,
@@ -300,6 +304,11 @@ pub(crate) fn str_of<'a>(doc: &'a Value, key: &str) -> &'a str {
     doc.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// The microversion a Nova or Cinder call is served at (a request
+/// extension), for calls that exist only from some version on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Microversion(pub u32, pub u32);
+
 /// Microversion negotiation for Nova and Cinder: read
 /// `OpenStack-API-Version: <service> X.Y` (or `latest`; the minimum when
 /// absent), refuse versions out of range with 406, and say which version
@@ -308,7 +317,7 @@ pub(crate) async fn microversion(
     service: &'static str,
     min: (u32, u32),
     max: (u32, u32),
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let asked = request
@@ -356,6 +365,9 @@ pub(crate) async fn microversion(
             }
         }
     };
+    request
+        .extensions_mut()
+        .insert(Microversion(version.0, version.1));
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&format!("{service} {}.{}", version.0, version.1)) {
