@@ -3,6 +3,7 @@
 //! platform's site; the OpenStack, KubeVirt and oVirt simulators join it.
 #![deny(rust_2018_idioms)]
 
+pub mod disk;
 pub mod example;
 pub mod tls;
 

@@ -5,6 +5,7 @@
 //! `stage` number (the snapshots of a sync, the fences, one tier's
 //! materializations, then its health gates).
 
+use rebound_domain::plan::ReplicationMode;
 use rebound_domain::{Lifecycle, PlanDocument, Workflow};
 use rebound_store::{NewStep, StepRecord, StepStatus};
 use serde_json::{Value, json};
@@ -42,10 +43,17 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         stage(steps, first);
         let first = steps.len();
         for w in &all {
-            steps.push(step(
-                format!("replicate {w} {from} → {to} (changed blocks only)"),
-                json!({"action": "replicate", "from": from, "to": to, "workload": w, "delta": true}),
-            ));
+            steps.push(match plan.replication.mode {
+                ReplicationMode::Native => step(
+                    format!("replicate {w} {from} → {to} (changed blocks only)"),
+                    json!({"action": "replicate", "from": from, "to": to, "workload": w, "delta": true}),
+                ),
+                // The host's data mover: export, import, copy and verify.
+                ReplicationMode::DataMover => step(
+                    format!("transfer {w} {from} → {to} (data mover, changed blocks only, verified)"),
+                    json!({"action": "transfer", "from": from, "to": to, "workload": w, "delta": true}),
+                ),
+            });
         }
         stage(steps, first);
     };

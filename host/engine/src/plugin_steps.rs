@@ -39,6 +39,8 @@ use serde_json::{Value, json};
 
 use crate::{Progress, Started, StepError, StepRunner};
 
+mod transfer;
+
 /// The label Rebound puts on a workload it materialized: the plan's id.
 pub const WORKLOAD_LABEL: &str = "rebound/workload";
 /// The label on a drill's workloads: the drill run's id (its sandbox).
@@ -192,6 +194,7 @@ impl PluginSteps {
                 };
                 self.call(&[&from, &to], request).await?
             }
+            "transfer" => return self.start_transfer(step).await,
             "fence" => return self.fence(step, &site, &workload).await,
             // A failed run's compensation: the workload its fence stopped.
             "unfence" => {
@@ -255,10 +258,21 @@ impl PluginSteps {
                         }
                     })
                     .collect();
+                // A copy the data mover made is a set of volumes; anything
+                // else is the platform's own recovery point.
+                let source = match point.detail["volumes"].as_array() {
+                    Some(volumes) => DiskSource::Volumes(
+                        volumes
+                            .iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect(),
+                    ),
+                    None => DiskSource::RecoveryPoint(point.id.clone()),
+                };
                 let request = MaterializeRequest {
                     key,
                     site: site.clone(),
-                    source: DiskSource::RecoveryPoint(point.id.clone()),
+                    source,
                     spec,
                     networks,
                     isolated,
@@ -376,6 +390,9 @@ impl PluginSteps {
     async fn poll_step(&self, step: &StepRecord, operation: &Value) -> Result<Progress, StepError> {
         let text = |field: &str| operation[field].as_str().unwrap_or_default().to_owned();
         let (site, id) = (text("site"), text("id"));
+        if text("kind") == "transfer" {
+            return self.poll_transfer(step, operation).await;
+        }
         if text("kind") == "gate" {
             let found = self
                 .call(
