@@ -167,7 +167,7 @@ pub fn now_ms() -> i64 {
 fn fences_confirmed(steps: &[StepRecord]) -> bool {
     let fences: Vec<&StepRecord> = steps
         .iter()
-        .filter(|s| s.input["action"] == "fence")
+        .filter(|s| s.input["action"] == "fence" && s.input["compensation"] != true)
         .collect();
     !fences.is_empty()
         && fences.iter().all(|s| {
@@ -248,8 +248,7 @@ impl Executor {
                 }
             }
         }
-        if run.lifecycle
-            && matches!(outcome, Outcome::Failed { .. })
+        if matches!(outcome, Outcome::Failed { .. })
             && let Flow::Stop(Outcome::LeaseLost) = self.compensate(run, &mut steps).await?
         {
             return Ok(Outcome::LeaseLost);

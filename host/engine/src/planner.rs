@@ -165,11 +165,40 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
     steps
 }
 
-/// What undoes a failed run's effects on the old primary so it serves
-/// again (the lifecycle keeps it primary): every workload the run fenced is
-/// unfenced under the same epoch, then traffic the run moved is sent back
-/// to it. Empty when the run fenced nothing. Steps carry `compensation`.
+/// What undoes a failed (or cancelled) run's effects so the old primary
+/// serves again (the lifecycle keeps it primary) and nothing else does:
+/// first every workload the run materialized (or began to) on the standby
+/// is fenced — never two primaries — then every workload the run fenced is
+/// unfenced under the same epoch, then traffic the run moved is sent back.
+/// A drill's sandbox is torn down instead. Empty when the run changed
+/// nothing that needs undoing. Steps carry `compensation`.
 pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
+    let started = |s: &&StepRecord| s.started_at_ms.is_some() || s.status == StepStatus::Succeeded;
+    let materialized: Vec<&StepRecord> = steps
+        .iter()
+        .filter(|s| s.input["action"] == "materialize")
+        .filter(started)
+        .collect();
+    let isolated = materialized.iter().any(|s| s.input["isolated"] == true);
+    if isolated {
+        let torn_down = steps.iter().any(|s| {
+            s.input["action"] == "cleanup"
+                && s.input["scope"] == "drill"
+                && s.status == StepStatus::Succeeded
+        });
+        let site = materialized[0].input["site"].clone();
+        return if torn_down {
+            Vec::new()
+        } else {
+            vec![step(
+                format!(
+                    "tear down the drill sandbox on {}",
+                    site.as_str().unwrap_or_default()
+                ),
+                json!({"action": "cleanup", "site": site, "scope": "drill", "compensation": true}),
+            )]
+        };
+    }
     let fenced: Vec<&StepRecord> = steps
         .iter()
         .filter(|s| s.input["action"] == "fence" && s.status == StepStatus::Succeeded)
@@ -179,24 +208,46 @@ pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
         return Vec::new();
     };
     let site = first.input["site"].clone();
-    let mut out: Vec<NewStep> = fenced
+    // The standby's new incarnations: fenced under the epoch they were
+    // materialized with. One whose materialize never finished may not
+    // exist, so its fence is best effort.
+    let mut out: Vec<NewStep> = materialized
         .iter()
-        .map(|f| {
-            let output = f.output.clone().unwrap_or_default();
+        .map(|m| {
+            let done = m.status == StepStatus::Succeeded;
+            let mut input = json!({
+                "action": "fence", "site": m.input["site"], "workload": m.input["workload"],
+                "epoch": m.input["epoch"], "best_effort": !done,
+                "compensation": true, "stage": "compensation-fence-standby",
+            });
+            if let Some(id) = m.output.as_ref().and_then(|o| o["workload"].as_str()) {
+                input["workload_id"] = json!(id);
+            }
             step(
                 format!(
-                    "unfence {} on {}",
-                    f.input["workload"].as_str().unwrap_or_default(),
-                    f.input["site"].as_str().unwrap_or_default()
+                    "fence {} on {} (undo its recovery)",
+                    m.input["workload"].as_str().unwrap_or_default(),
+                    m.input["site"].as_str().unwrap_or_default()
                 ),
-                json!({
-                    "action": "unfence", "site": f.input["site"], "workload": f.input["workload"],
-                    "workload_id": output["workload"], "epoch": f.input["epoch"],
-                    "compensation": true, "stage": "compensation-unfence",
-                }),
+                input,
             )
         })
         .collect();
+    out.extend(fenced.iter().map(|f| {
+        let output = f.output.clone().unwrap_or_default();
+        step(
+            format!(
+                "unfence {} on {}",
+                f.input["workload"].as_str().unwrap_or_default(),
+                f.input["site"].as_str().unwrap_or_default()
+            ),
+            json!({
+                "action": "unfence", "site": f.input["site"], "workload": f.input["workload"],
+                "workload_id": output["workload"], "epoch": f.input["epoch"],
+                "compensation": true, "stage": "compensation-unfence",
+            }),
+        )
+    }));
     let redirected = steps
         .iter()
         .any(|s| s.input["action"] == "redirect" && s.started_at_ms.is_some());

@@ -368,7 +368,11 @@ impl PluginSteps {
         workload: &str,
     ) -> Result<Started, StepError> {
         let attempt = async {
-            let id = self.resolve(site, workload).await?;
+            // A compensation names the incarnation it fences.
+            let id = match step.input["workload_id"].as_str() {
+                Some(id) => id.to_owned(),
+                None => self.resolve(site, workload).await?,
+            };
             let request = FenceRequest {
                 key: step.idempotency_key.clone(),
                 site: site.to_owned(),

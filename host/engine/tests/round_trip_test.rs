@@ -175,9 +175,10 @@ async fn a_failback_declined_at_its_approval_changes_nothing(store: Store) {
     );
 }
 
-/// A failback that fails after fencing the serving site compensates: the
-/// fenced workloads are unfenced (same epoch) and traffic goes back, so
-/// the old primary serves again, and the plan is ready for failback.
+/// A failback that fails after fencing the serving site compensates: what
+/// it recovered on the standby is fenced, the fenced workloads are
+/// unfenced (same epoch) and traffic goes back, so the old primary serves
+/// again, and the plan is ready for failback.
 async fn a_failback_failing_after_its_fence_unfences_the_old_primary(store: Store) {
     store
         .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
@@ -212,11 +213,15 @@ async fn a_failback_failing_after_its_fence_unfences_the_old_primary(store: Stor
     assert_eq!(
         compensation,
         [
+            (
+                "fence db-1 on openstack-east (undo its recovery)",
+                StepStatus::Succeeded
+            ),
             ("unfence db-1 on kubevirt-west", StepStatus::Succeeded),
             ("unfence app-1 on kubevirt-west", StepStatus::Succeeded),
             ("unfence web-1 on kubevirt-west", StepStatus::Succeeded),
         ],
-        "nothing was redirected yet, so only the fences are undone"
+        "the recovered tier is fenced first (never two primaries); nothing was redirected yet, so only the fences are undone"
     );
     let fence_epoch = steps
         .iter()
@@ -403,7 +408,40 @@ async fn the_failover_plan_recovers_tier_by_tier(store: Store) {
     );
 }
 
+/// A drill that fails half way tears its sandbox down anyway.
+async fn a_failed_drill_tears_its_sandbox_down(store: Store) {
+    store
+        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
+        .await
+        .expect("plan");
+    let broken = Arc::new(Provider {
+        broken: Some("gate"),
+        ..Provider::default()
+    });
+    let outcome = run(&store, broken, Workflow::Drill).await.expect("drill");
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    let runs = store.runs_of("shop").await.expect("runs");
+    let steps = store.steps(&runs[0].id).await.expect("steps");
+    let compensation: Vec<(&str, StepStatus)> = steps
+        .iter()
+        .filter(|s| s.input["compensation"] == true)
+        .map(|s| (s.name.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        compensation,
+        [(
+            "tear down the drill sandbox on kubevirt-west",
+            StepStatus::Succeeded
+        )]
+    );
+    assert_eq!(
+        store.plan("shop").await.expect("plan").lifecycle.state,
+        PlanState::Protected
+    );
+}
+
 rebound_store::on_both_backends!(
+    a_failed_drill_tears_its_sandbox_down,
     a_failback_declined_at_its_approval_changes_nothing,
     a_failback_failing_after_its_fence_unfences_the_old_primary,
     round_trip,
