@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use rebound_domain::PlanDocument;
 use rebound_domain::plan::RedirectTarget as PlanTarget;
+use rebound_domain::{FieldError, PlanDocument, PlanError, Span};
 use rebound_runtime::bindings::exports::{
     CleanupRequest, CleanupScope, DiskSource, FenceRequest, MaterializeRequest, NetworkMapping,
     RedirectRequest, ReplicateRequest, SnapshotRequest,
@@ -31,8 +31,8 @@ use rebound_runtime::bindings::{
     OperationState, Outcome, PowerState, RedirectTarget, VmSpec, WeightedBackend,
 };
 use rebound_runtime::{
-    CallContext, CallError, Export, Fence, Inventory, Plugin, Runtime, SiteGrant, Status, Unfence,
-    explain,
+    CallContext, CallError, Describe, Export, Fence, Inventory, Plugin, Runtime, SiteGrant, Status,
+    Unfence, explain,
 };
 use rebound_store::{RecoveryPointRecord, StepRecord, StepStatus, Store};
 use serde_json::{Value, json};
@@ -81,6 +81,39 @@ impl PluginSteps {
             sites,
             call_budget: Duration::from_secs(60),
         }
+    }
+
+    /// Refuse a plan whose objectives are impossible on their face for the
+    /// sites it names (DESIGN.md §6): both sites must be registered with
+    /// this host, and the failover RPO and replication interval must not be
+    /// finer than the snapshot granularity the source site's plugin
+    /// reports. Errors name the field and the reason, like the plan's own
+    /// validation. Callers that accept plans (API, CLI) run it before
+    /// storing one.
+    pub async fn check_feasible(&self, plan: &PlanDocument) -> Result<(), PlanError> {
+        let refuse = |field: &str, reason: String| {
+            PlanError::Invalid(vec![FieldError {
+                field: field.into(),
+                reason,
+            }])
+        };
+        for (field, site) in [("source", &plan.source), ("target", &plan.target)] {
+            if !self.sites.contains_key(site) {
+                return Err(refuse(
+                    field,
+                    format!(
+                        "site '{site}' is not registered with this host; add it to the sites file"
+                    ),
+                ));
+            }
+        }
+        let info = self.call(&[&plan.source], Describe).await.map_err(|e| {
+            refuse(
+                "source",
+                format!("site '{}' could not say what it can do: {e}", plan.source),
+            )
+        })?;
+        plan.check_feasible(Span::secs(u64::from(info.snapshot_granularity_secs)))
     }
 
     fn site(&self, name: &str) -> Result<&BoundSite, StepError> {

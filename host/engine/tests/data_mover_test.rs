@@ -163,11 +163,37 @@ fn moved(outputs: &[Value]) -> u64 {
 }
 
 async fn data_mover_round_trip(store: Store) {
-    store
-        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
-        .await
-        .expect("plan");
+    let plan = PlanDocument::from_yaml(PLAN).expect("plan");
     let lab = lab(&store).await;
+    lab.steps.check_feasible(&plan).await.expect("feasible");
+    // The example platform snapshots at most once a minute: an RPO of 30 s
+    // cannot be met, and a site the host does not know cannot be used.
+    let mut too_fine = plan.clone();
+    too_fine.objectives.failover.rpo = rebound_domain::Span::secs(30);
+    too_fine.replication.interval = rebound_domain::Span::secs(30);
+    let err = lab
+        .steps
+        .check_feasible(&too_fine)
+        .await
+        .expect_err("too fine");
+    assert!(err.to_string().contains("objectives.failover.rpo"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("snapshot granularity of site 'lab-a'"),
+        "{err}"
+    );
+    let mut unknown = plan.clone();
+    unknown.target = "lab-z".into();
+    let err = lab
+        .steps
+        .check_feasible(&unknown)
+        .await
+        .expect_err("unknown site");
+    assert!(
+        err.to_string().contains("site 'lab-z' is not registered"),
+        "{err}"
+    );
+    store.put_plan(&plan, "operator").await.expect("plan");
 
     // The first cycle moves each disk's data (one block), not its holes.
     let first = run(&store, &lab, Workflow::Replication).await;
