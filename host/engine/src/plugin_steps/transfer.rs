@@ -175,6 +175,17 @@ impl PluginSteps {
             };
             pairs.push((source, target));
         }
+        // The plugin chose these URLs; the mover goes only where the
+        // operator granted each site.
+        let from = operation["from"].as_str().unwrap_or_default();
+        let to = operation["site"].as_str().unwrap_or_default();
+        for (source, target) in &pairs {
+            for (site, url) in [(from, &source.url), (to, &target.url)] {
+                if let Err(reason) = self.site(site)?.grant.check_data_url(url) {
+                    return Ok(Progress::Failed(reason));
+                }
+            }
+        }
         let mut disks = Vec::new();
         let (mut moved, mut total) = (0u64, 0u64);
         for (i, (source, target)) in pairs.iter().enumerate() {
@@ -210,8 +221,7 @@ impl PluginSteps {
             }));
         }
         // Verified: the imported volumes become the target's recovery point.
-        let to = operation["site"].as_str().unwrap_or_default().to_owned();
-        let from = operation["from"].as_str().unwrap_or_default();
+        let to = to.to_owned();
         let source_id = operation["recovery_point"].as_str().unwrap_or_default();
         let scope = self.scope(step).await?;
         let points = self
