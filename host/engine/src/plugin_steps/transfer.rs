@@ -56,6 +56,23 @@ fn disks_of(point: &RecoveryPointRecord) -> Vec<(String, String, u64)> {
         .unwrap_or_default()
 }
 
+/// A finished transfer's step output, from its recovery point.
+fn output_of(point: &RecoveryPointRecord) -> Value {
+    let detail = &point.detail;
+    let digests: Vec<Value> = detail["disks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| d["digest"].clone())
+        .collect();
+    json!({
+        "recovery_point": point.id, "site": point.site, "volumes": detail["volumes"],
+        "captured_at_ms": point.captured_at_ms,
+        "bytes_total": detail["bytes_total"], "bytes_moved": detail["bytes_moved"],
+        "digests": digests,
+    })
+}
+
 fn endpoint(d: &DiskEndpoint) -> Endpoint {
     Endpoint {
         url: d.url.clone(),
@@ -159,6 +176,21 @@ impl PluginSteps {
     ) -> Result<Progress, StepError> {
         let ops = |field: &str| operation[field].as_array().cloned().unwrap_or_default();
         let (exports, imports) = (ops("exports"), ops("imports"));
+        // Recorded already (a host died after verifying the copy, perhaps
+        // after releasing the endpoints): done, from the record.
+        let id = format!("transfer/{}", step.idempotency_key);
+        let plan = self.scope(step).await?.plan;
+        let recorded = self
+            .store
+            .recovery_points(&plan)
+            .await
+            .map_err(retryable)?
+            .into_iter()
+            .find(|p| p.id == id);
+        if let Some(point) = recorded {
+            self.release_endpoints(step, &exports, &imports).await;
+            return Ok(Progress::Done(output_of(&point)));
+        }
         let mut pairs = Vec::new();
         for (export, import) in exports.iter().zip(&imports) {
             let source = match self.endpoint_of(export).await {
@@ -248,6 +280,7 @@ impl PluginSteps {
             detail: json!({
                 "disks": disks, "volumes": volumes, "spec": source.detail["spec"],
                 "source": {"site": from, "id": source_id},
+                "bytes_total": total, "bytes_moved": moved,
             }),
         };
         self.store
@@ -255,12 +288,7 @@ impl PluginSteps {
             .await
             .map_err(retryable)?;
         self.release_endpoints(step, &exports, &imports).await;
-        Ok(Progress::Done(json!({
-            "recovery_point": record.id, "site": to, "volumes": volumes,
-            "captured_at_ms": source.captured_at_ms,
-            "bytes_total": total, "bytes_moved": moved,
-            "digests": disks.iter().map(|d| d["digest"].clone()).collect::<Vec<_>>(),
-        })))
+        Ok(Progress::Done(output_of(&record)))
     }
 
     /// Tell both sites the transfer endpoints are no longer needed (best
