@@ -40,6 +40,16 @@ impl Disks {
         Ok(self.dir.join(format!("{id}.img")))
     }
 
+    /// How many images there are.
+    pub fn count(&self) -> usize {
+        std::fs::read_dir(&self.dir).map_or(0, |entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "img"))
+                .count()
+        })
+    }
+
     pub fn exists(&self, id: &str) -> bool {
         self.path(id).is_ok_and(|p| p.exists())
     }

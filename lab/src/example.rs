@@ -27,7 +27,8 @@
 //!   agent on its own loopback port with its own token, answered as
 //!   `{"id","status","url","token","size_bytes","volume_id"}`;
 //!   `GET /v1/exports?key=K`, `GET|DELETE /v1/exports/{id}` (and the same
-//!   for imports) find and stop them. `POST /v1/vms` then takes
+//!   for imports) find and stop them; `DELETE /v1/volumes/{id}` removes an
+//!   imported volume. `POST /v1/vms` then takes
 //!   `from_volumes` and a `spec` instead of `from_snapshot`. Native
 //!   replication of such a site is refused: its data moves through the
 //!   data mover.
@@ -266,6 +267,10 @@ impl ExampleSite {
                 "/v1/imports/{id}",
                 get(transfers::get_transfer).delete(transfers::delete_transfer),
             )
+            .route(
+                "/v1/volumes/{id}",
+                axum::routing::delete(transfers::delete_volume),
+            )
             .route_layer(middleware::from_fn_with_state(site.clone(), auth));
         let app = api.route("/huge", get(huge)).with_state(site.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -368,6 +373,12 @@ impl ExampleSite {
                 .to_owned()
         };
         disks.read(&id).map_err(|e| e.to_string())
+    }
+
+    /// How many disk images (VM disks, snapshot copies, volumes) the site
+    /// keeps.
+    pub fn disk_images(&self) -> usize {
+        self.site.disks.as_ref().map_or(0, Disks::count)
     }
 
     /// Transfer endpoints (exports and imports) the site still serves.

@@ -106,6 +106,20 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         }
     };
 
+    // After a sync: recovery points past the plan's retention go, on both
+    // sites (the newest copies, the next delta's base, always stay).
+    let prune = |steps: &mut Vec<NewStep>, from: &str, to: &str| {
+        let keep = plan.replication.retention.max(1);
+        let first = steps.len();
+        for site in [to, from] {
+            steps.push(step(
+                format!("prune recovery points on {site} to the newest {keep} per workload"),
+                json!({"action": "prune", "site": site, "keep": keep}),
+            ));
+        }
+        stage(steps, first);
+    };
+
     // The plan's approval policy: the run pauses before its first
     // irreversible step (the fence) until an operator approves.
     let approval = |steps: &mut Vec<NewStep>| {
@@ -132,7 +146,10 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             recover(&mut steps, standby, false);
             redirect(&mut steps, standby);
         }
-        Workflow::Reprotect => sync(&mut steps, primary, standby),
+        Workflow::Reprotect => {
+            sync(&mut steps, primary, standby);
+            prune(&mut steps, primary, standby);
+        }
         // Planned: a pre-sync while the primary still serves, then fence
         // it (writes stop), a final delta sync of what the pre-sync missed
         // (nothing is lost), verified recovery, canary.
@@ -153,7 +170,11 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             format!("clean up the migration source on {standby}"),
             json!({"action": "cleanup", "site": standby, "scope": "migration-source"}),
         )),
-        Workflow::PermanentFailover | Workflow::Replication => sync(&mut steps, primary, standby),
+        Workflow::PermanentFailover => sync(&mut steps, primary, standby),
+        Workflow::Replication => {
+            sync(&mut steps, primary, standby);
+            prune(&mut steps, primary, standby);
+        }
         Workflow::Drill => {
             recover(&mut steps, standby, true);
             steps.push(step(

@@ -356,31 +356,54 @@ impl PluginSteps {
                 };
                 self.call(&[&site], request).await?
             }
-            "cleanup" => {
-                let scope = match text("scope").as_str() {
-                    "drill" => CleanupScope::Drill(step.run.clone()),
-                    _ => {
-                        let plan = self.scope(step).await?.plan;
-                        let points = self
-                            .store
-                            .recovery_points(&plan)
-                            .await
-                            .map_err(|e| StepError::Retryable(e.to_string()))?;
-                        CleanupScope::RecoveryPoints(
-                            points
-                                .into_iter()
-                                .filter(|p| p.site == site)
-                                .map(|p| p.id)
-                                .collect(),
-                        )
-                    }
-                };
+            "cleanup" if text("scope") == "drill" => {
                 let request = CleanupRequest {
                     key,
                     site: site.clone(),
-                    scope,
+                    scope: CleanupScope::Drill(step.run.clone()),
                 };
                 self.call(&[&site], request).await?
+            }
+            // Recovery points removed from a site: all of the plan's there
+            // (the source of a committed migration), or those past the
+            // plan's retention (`prune`, the newest `keep` per workload stay).
+            "cleanup" | "prune" => {
+                let plan = self.scope(step).await?.plan;
+                let points = self
+                    .store
+                    .recovery_points(&plan)
+                    .await
+                    .map_err(|e| StepError::Retryable(e.to_string()))?;
+                let keep = match text("action").as_str() {
+                    "prune" => usize::try_from(input["keep"].as_u64().unwrap_or(1).max(1))
+                        .unwrap_or(usize::MAX),
+                    _ => 0,
+                };
+                let mut seen: HashMap<&str, usize> = HashMap::new();
+                let gone: Vec<&RecoveryPointRecord> = points
+                    .iter()
+                    .filter(|p| p.site == site)
+                    .filter(|p| {
+                        let n = seen.entry(p.workload.as_str()).or_default();
+                        *n += 1;
+                        *n > keep
+                    })
+                    .collect();
+                if gone.is_empty() {
+                    return Ok(Started::Done(json!({"removed": []})));
+                }
+                let request = CleanupRequest {
+                    key,
+                    site: site.clone(),
+                    scope: CleanupScope::RecoveryPoints(
+                        gone.iter().flat_map(|p| platform_ids(p)).collect(),
+                    ),
+                };
+                let op = self.call(&[&site], request).await?;
+                // Forgotten by the store once the site removed them.
+                let mut handle = handle(&op);
+                handle["points"] = json!(gone.iter().map(|p| &p.id).collect::<Vec<_>>());
+                return Ok(Started::Operation(handle));
             }
             other => {
                 return Err(StepError::Fatal(format!(
@@ -494,6 +517,16 @@ impl PluginSteps {
                 .await
                 .map_err(|e| StepError::Retryable(e.to_string()))?;
         }
+        if let Some(points) = operation["points"].as_array() {
+            let ids: Vec<String> = points
+                .iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect();
+            self.store
+                .forget_recovery_points(&site, &ids)
+                .await
+                .map_err(|e| StepError::Retryable(e.to_string()))?;
+        }
         // What the recovery restored from travels with its result.
         for field in ["captured_at_ms", "recovery_point"] {
             if !operation[field].is_null() {
@@ -501,6 +534,18 @@ impl PluginSteps {
             }
         }
         Ok(Progress::Done(output))
+    }
+}
+
+/// The platform's ids of a recovery point's copies: the volumes a transfer
+/// imported, or the platform's own recovery point.
+fn platform_ids(point: &RecoveryPointRecord) -> Vec<String> {
+    match point.detail["volumes"].as_array() {
+        Some(volumes) => volumes
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        None => vec![point.id.clone()],
     }
 }
 

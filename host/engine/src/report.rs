@@ -169,6 +169,7 @@ pub fn default_duration_ms(action: &str) -> i64 {
         "materialize" => 120_000,
         "gate" => 60_000,
         "redirect" => 30_000,
+        "prune" => 10_000,
         _ => 10_000,
     }
 }

@@ -25,7 +25,7 @@ workloads:
   - id: vm-3
   - id: vm-2
     depends_on: [vm-3]
-replication: { mode: data_mover, interval: 5m }
+replication: { mode: data_mover, interval: 5m, retention: 2 }
 objectives:
   failover: { rto: 30m, rpo: 15m }
   failback: { rto: 2h, rpo: 0s }
@@ -273,6 +273,33 @@ async fn data_mover_round_trip(store: Store) {
         lab.b.write_disk(&on_b, 0, 0, b"x").is_err(),
         "lab-b is fenced"
     );
+
+    // Protected again, replication cycles keep two recovery points per
+    // workload at each site and the sites' disk space stops growing.
+    run(&store, &lab, Workflow::Replication).await;
+    let images = (lab.a.disk_images(), lab.b.disk_images());
+    for cycle in 0..2u8 {
+        lab.a
+            .write_disk(&back, 0, 4 * MIB, &[cycle + 1; 100])
+            .expect("write");
+        let outputs = run(&store, &lab, Workflow::Replication).await;
+        assert_eq!(moved(&outputs), BLOCK, "{outputs:?}");
+    }
+    assert_eq!(
+        (lab.a.disk_images(), lab.b.disk_images()),
+        images,
+        "pruned to retention"
+    );
+    let points = store.recovery_points("shop").await.expect("points");
+    for site in ["lab-a", "lab-b"] {
+        for workload in ["vm-2", "vm-3"] {
+            let kept = points
+                .iter()
+                .filter(|p| p.site == site && p.workload == workload)
+                .count();
+            assert_eq!(kept, 2, "{site} {workload}: {points:#?}");
+        }
+    }
 
     for (name, site) in [("lab-a", &lab.a), ("lab-b", &lab.b)] {
         let repeated: Vec<_> = site.effects().into_iter().filter(|(_, n)| *n > 1).collect();

@@ -1061,6 +1061,24 @@ impl Store {
         Ok(())
     }
 
+    /// Forget recovery points whose copies the site removed (pruned past
+    /// the plan's retention).
+    pub async fn forget_recovery_points(
+        &self,
+        site: &str,
+        ids: &[String],
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        recovery_point::Entity::delete_many()
+            .filter(recovery_point::Column::Site.eq(site))
+            .filter(recovery_point::Column::Id.is_in(ids.iter().cloned()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     /// The newest recovery point of a plan's workload at a site.
     pub async fn latest_recovery_point(
         &self,

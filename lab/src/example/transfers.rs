@@ -256,3 +256,33 @@ pub(super) async fn delete_transfer(
         None => problem(StatusCode::NOT_FOUND, &format!("no transfer '{id}'")),
     }
 }
+
+/// Remove an imported volume; one being written through an import is
+/// refused.
+pub(super) async fn delete_volume(
+    State(site): State<Arc<Site>>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(disks) = &site.disks else {
+        return problem(StatusCode::NOT_FOUND, &format!("no volume '{id}'"));
+    };
+    if !id.starts_with("vol-") || !disks.exists(&id) {
+        return problem(StatusCode::NOT_FOUND, &format!("no volume '{id}'"));
+    }
+    let busy = site
+        .inner()
+        .transfers
+        .values()
+        .any(|t| t.volume_id.as_deref() == Some(id.as_str()));
+    if busy {
+        let msg = format!("volume '{id}' is being written by an import; delete the import first");
+        return problem(StatusCode::CONFLICT, &msg);
+    }
+    match disks.remove(&id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => problem(
+            StatusCode::CONFLICT,
+            &format!("removing volume '{id}': {e}"),
+        ),
+    }
+}

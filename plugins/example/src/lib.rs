@@ -450,9 +450,15 @@ impl Provider for Example {
 
     fn cleanup(req: CleanupRequest) -> Result<Operation, ProviderError> {
         let removed = match req.scope {
+            // Snapshots, or volumes the data mover wrote.
             CleanupScope::RecoveryPoints(ids) => {
                 for id in &ids {
-                    delete(&req.site, &format!("/v1/snapshots/{}", encode(id)))?;
+                    let collection = if id.starts_with("vol-") {
+                        "volumes"
+                    } else {
+                        "snapshots"
+                    };
+                    delete(&req.site, &format!("/v1/{collection}/{}", encode(id)))?;
                 }
                 ids
             }
