@@ -98,6 +98,51 @@ impl Disks {
     }
 }
 
+impl Disks {
+    /// The byte ranges where images `a` and `b` differ, at `chunk`
+    /// granularity, merged and sorted (a platform's changed-block
+    /// tracking). Where both are holes nothing is read.
+    pub fn changed_ranges(&self, a: &str, b: &str, chunk: u64) -> io::Result<Vec<(u64, u64)>> {
+        let (fa, fb) = (File::open(self.path(a)?)?, File::open(self.path(b)?)?);
+        let len = fa.metadata()?.len();
+        if fb.metadata()?.len() != len || chunk == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("'{a}' and '{b}' differ in size; only copies of one disk compare"),
+            ));
+        }
+        let next_data =
+            |f: &File, pos: u64| match rustix::fs::seek(f, rustix::fs::SeekFrom::Data(pos)) {
+                Ok(at) => Ok(at),
+                Err(rustix::io::Errno::NXIO) => Ok(len),
+                Err(e) => Err(io::Error::from(e)),
+            };
+        let size = usize::try_from(chunk).unwrap_or(usize::MAX);
+        let (mut ba, mut bb) = (vec![0u8; size], vec![0u8; size]);
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut pos = 0;
+        while pos < len {
+            let next = next_data(&fa, pos)?.min(next_data(&fb, pos)?);
+            if next >= len {
+                break;
+            }
+            let start = next / chunk * chunk;
+            let end = (start + chunk).min(len);
+            let n = usize::try_from(end - start).unwrap_or(size);
+            fa.read_exact_at(&mut ba[..n], start)?;
+            fb.read_exact_at(&mut bb[..n], start)?;
+            if ba[..n] != bb[..n] {
+                match out.last_mut() {
+                    Some(last) if last.0 + last.1 == start => last.1 += end - start,
+                    _ => out.push((start, end - start)),
+                }
+            }
+            pos = end;
+        }
+        Ok(out)
+    }
+}
+
 /// Copy a raw image, reading only its data extents (`SEEK_DATA` /
 /// `SEEK_HOLE`); the copy has the same size and holes where the source has.
 pub fn copy_sparse(from: &Path, to: &Path) -> io::Result<()> {
@@ -158,6 +203,23 @@ mod tests {
         // Independent copies.
         disks.write("b", 0, b"changed").expect("write");
         assert_ne!(disks.read("a").expect("a"), disks.read("b").expect("b"));
+    }
+
+    #[test]
+    fn changed_ranges_are_where_two_copies_differ() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disks = Disks::open(dir.path()).expect("open");
+        disks.create("a", 8 << 20).expect("create");
+        disks.write("a", 0, &[1u8; 1000]).expect("write");
+        disks.copy("a", "b").expect("copy");
+        assert_eq!(disks.changed_ranges("a", "b", 65_536).expect("same"), []);
+        disks.write("b", 70_000, b"x").expect("write");
+        disks.write("b", 131_072, b"y").expect("write");
+        disks.write("b", 5 << 20, b"z").expect("write");
+        assert_eq!(
+            disks.changed_ranges("a", "b", 65_536).expect("diff"),
+            [(65_536, 131_072), (5 << 20, 65_536)]
+        );
     }
 
     #[test]

@@ -28,7 +28,10 @@
 //!   `{"id","status","url","token","size_bytes","volume_id"}`;
 //!   `GET /v1/exports?key=K`, `GET|DELETE /v1/exports/{id}` (and the same
 //!   for imports) find and stop them; `DELETE /v1/volumes/{id}` removes an
-//!   imported volume. `POST /v1/vms` then takes
+//!   imported volume. `GET /v1/snapshots/{id}/changes?base=B&disk=D` lists
+//!   the byte ranges `[{"offset","length"}]` of disk `D` that changed
+//!   between snapshot `B` and snapshot `id` of the same VM (changed-block
+//!   tracking, 64 KiB granularity). `POST /v1/vms` then takes
 //!   `from_volumes` and a `spec` instead of `from_snapshot`. Native
 //!   replication of such a site is refused: its data moves through the
 //!   data mover.
@@ -267,6 +270,7 @@ impl ExampleSite {
                 "/v1/imports/{id}",
                 get(transfers::get_transfer).delete(transfers::delete_transfer),
             )
+            .route("/v1/snapshots/{id}/changes", get(snapshot_changes))
             .route(
                 "/v1/volumes/{id}",
                 axum::routing::delete(transfers::delete_volume),
@@ -883,6 +887,52 @@ async fn delete_snapshot(State(site): State<Arc<Site>>, Path(id): Path<String>) 
             StatusCode::NO_CONTENT.into_response()
         }
         None => problem(StatusCode::NOT_FOUND, &format!("no snapshot '{id}'")),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChangesQuery {
+    base: String,
+    disk: String,
+}
+
+/// Changed-block tracking between two snapshots of one VM.
+async fn snapshot_changes(
+    State(site): State<Arc<Site>>,
+    Path(id): Path<String>,
+    Query(q): Query<ChangesQuery>,
+) -> Response {
+    let Some(disks) = &site.disks else {
+        return problem(
+            StatusCode::CONFLICT,
+            "this site keeps no disk data to compare",
+        );
+    };
+    {
+        let inner = site.inner();
+        let (Some(newer), Some(older)) = (inner.snapshots.get(&id), inner.snapshots.get(&q.base))
+        else {
+            let msg = format!("no snapshot '{id}' or '{}' on this site", q.base);
+            return problem(StatusCode::NOT_FOUND, &msg);
+        };
+        if newer.vm_id != older.vm_id {
+            let msg = format!(
+                "snapshots '{}' and '{id}' are of different VMs; changes are tracked per VM",
+                q.base
+            );
+            return problem(StatusCode::CONFLICT, &msg);
+        }
+    }
+    let (a, b) = (format!("{}-{}", q.base, q.disk), format!("{id}-{}", q.disk));
+    match disks.changed_ranges(&a, &b, 65_536) {
+        Ok(ranges) => Json(json!(
+            ranges
+                .iter()
+                .map(|(offset, length)| json!({"offset": offset, "length": length}))
+                .collect::<Vec<_>>()
+        ))
+        .into_response(),
+        Err(e) => problem(StatusCode::NOT_FOUND, &format!("disk '{}': {e}", q.disk)),
     }
 }
 

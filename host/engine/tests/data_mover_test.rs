@@ -257,6 +257,25 @@ async fn data_mover_round_trip(store: Store) {
         BLOCK,
         "only the last write's block: {failback:?}"
     );
+    // The copies at lab-a came from lab-b's snapshots, so lab-b's
+    // changed-block tracking names the delta; the first copy there had no
+    // such base and compared digests.
+    let modes = |outputs: &[Value]| -> Vec<String> {
+        outputs
+            .iter()
+            .map(|o| o["modes"][0].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert!(
+        modes(&resync).iter().all(|m| m == "delta by block digests"),
+        "{resync:?}"
+    );
+    assert!(
+        modes(&failback)
+            .iter()
+            .all(|m| m == "delta by changed ranges"),
+        "{failback:?}"
+    );
     let back = serving(&lab.a, "vm-3").expect("vm-3 back on lab-a");
     let expected = lab.b.read_disk(&on_b, 0).expect("read");
     assert_eq!(

@@ -157,3 +157,10 @@ pub fn spec_body(spec: &VmSpec) -> Value {
         })).collect::<Vec<_>>(),
     })
 }
+
+/// A changed byte range.
+#[derive(Deserialize)]
+pub struct Range {
+    pub offset: u64,
+    pub length: u64,
+}

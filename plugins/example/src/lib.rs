@@ -1,7 +1,7 @@
 //! The example provider plugin: a short, real plugin for the lab's example
 //! platform (`lab/src/example.rs` documents its API), written the way the
-//! built-in plugins are. It implements the contract but `changed-blocks`:
-//! snapshots, native replication, `export-disk`/`import-disk` for the
+//! built-in plugins are. It implements the whole contract: snapshots,
+//! native replication, `changed-blocks`, `export-disk`/`import-disk` for the
 //! host's data mover (the site serves each transfer through a mover agent
 //! with block digests), materialize from a snapshot or imported volumes,
 //! fence/unfence, weighted redirect and cleanup.
@@ -18,12 +18,12 @@ mod api;
 use rebound_plugin_sdk::http::{self, Request};
 use rebound_plugin_sdk::retry::{RetryPolicy, retry};
 use rebound_plugin_sdk::{
-    Capabilities, CleanupReport, CleanupRequest, CleanupScope, Consistency, DiskCopy, DiskEndpoint,
-    DiskFormat, DiskSource, ExportRequest, FenceReport, FenceRequest, HealthReport, HealthStatus,
-    ImportRequest, InventoryFilter, MaterializeRequest, Materialized, Operation, OperationKind,
-    OperationState, Outcome, PluginInfo, Provider, ProviderError, RecoveryPoint, RedirectReport,
-    RedirectRequest, RedirectTarget, ReplicateRequest, Running, SnapshotRequest, WeightedBackend,
-    Workload, info, register, site,
+    ByteRange, Capabilities, ChangedBlocksRequest, CleanupReport, CleanupRequest, CleanupScope,
+    Consistency, DiskCopy, DiskEndpoint, DiskFormat, DiskSource, ExportRequest, FenceReport,
+    FenceRequest, HealthReport, HealthStatus, ImportRequest, InventoryFilter, MaterializeRequest,
+    Materialized, Operation, OperationKind, OperationState, Outcome, PluginInfo, Provider,
+    ProviderError, RecoveryPoint, RedirectReport, RedirectRequest, RedirectTarget,
+    ReplicateRequest, Running, SnapshotRequest, WeightedBackend, Workload, info, register, site,
 };
 
 /// Who this plugin is. Pure, so the benchmark can call the same code natively.
@@ -36,7 +36,8 @@ pub fn describe_info() -> PluginInfo {
             | Capabilities::NATIVE_REPLICATION
             | Capabilities::WEIGHTED_REDIRECT
             | Capabilities::EXPORT_DISK
-            | Capabilities::IMPORT_DISK,
+            | Capabilities::IMPORT_DISK
+            | Capabilities::CHANGED_BLOCKS,
         export_formats: vec![DiskFormat::Raw],
         import_formats: vec![DiskFormat::Raw],
         snapshot_granularity_secs: 60,
@@ -201,6 +202,23 @@ impl Provider for Example {
             site: req.site,
             id,
         })
+    }
+
+    fn changed_blocks(req: ChangedBlocksRequest) -> Result<Vec<ByteRange>, ProviderError> {
+        let path = format!(
+            "/v1/snapshots/{}/changes?base={}&disk={}",
+            encode(&req.target),
+            encode(&req.base),
+            encode(&req.disk_id)
+        );
+        let ranges: Vec<api::Range> = send(call(&req.site, http::get, &path)?)?.json()?;
+        Ok(ranges
+            .into_iter()
+            .map(|r| ByteRange {
+                offset: r.offset,
+                length: r.length,
+            })
+            .collect())
     }
 
     fn materialize(req: MaterializeRequest) -> Result<Operation, ProviderError> {

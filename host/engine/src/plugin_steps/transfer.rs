@@ -8,8 +8,10 @@
 //! (the platform writes into a clone; the last good copy stays until it is
 //! verified superseded). Both are operations; the step's handle lists them.
 //!
-//! Poll: once every endpoint is ready, the data mover copies each disk
-//! (blocks whose digests differ only) and verifies it block by block; only
+//! Poll: once every endpoint is ready, the data mover copies each disk —
+//! the ranges the source platform lists as changed since the base copy's
+//! own source (`changed-blocks`, where the plugin offers it), otherwise the
+//! blocks whose digests differ — and verifies it block by block; only
 //! then is the set of imported volumes recorded as a recovery point at the
 //! target — the one a later `materialize` there attaches. A copy that fails
 //! verification fails the step, so the run never cuts over to it. A step
@@ -21,10 +23,10 @@
 
 use rebound_datamover::{CopyOptions, Endpoint, MemoryCheckpoint, Mode};
 use rebound_runtime::bindings::exports::{
-    CleanupRequest, CleanupScope, ExportRequest, ImportRequest,
+    ChangedBlocksRequest, CleanupRequest, CleanupScope, ExportRequest, ImportRequest,
 };
 use rebound_runtime::bindings::{
-    DiskEndpoint, DiskFormat, Operation, OperationKind, OperationState, Outcome,
+    Capabilities, DiskEndpoint, DiskFormat, Operation, OperationKind, OperationState, Outcome,
 };
 use rebound_runtime::{Status, explain};
 use rebound_store::{RecoveryPointRecord, StepRecord};
@@ -70,6 +72,7 @@ fn output_of(point: &RecoveryPointRecord) -> Value {
         "captured_at_ms": point.captured_at_ms,
         "bytes_total": detail["bytes_total"], "bytes_moved": detail["bytes_moved"],
         "digests": digests,
+        "modes": detail["disks"].as_array().into_iter().flatten().map(|d| d["mode"].clone()).collect::<Vec<_>>(),
     })
 }
 
@@ -109,15 +112,22 @@ impl PluginSteps {
                     "recovery point '{point_id}' on '{from}' is not recorded"
                 ))
             })?;
-        // The newest copy of this workload at the target (newest first).
-        let base = points
+        // The newest copy of this workload at the target (newest first),
+        // and the recovery point at the source it is a verified copy of,
+        // if that is still there (what `changed-blocks` compares against).
+        let newest = points
             .iter()
-            .find(|p| p.site == to && p.workload == workload)
-            .map(disks_of)
-            .unwrap_or_default();
+            .find(|p| p.site == to && p.workload == workload);
+        let base = newest.map(disks_of).unwrap_or_default();
+        let base_source = newest
+            .filter(|p| p.detail["source"]["site"] == from.as_str())
+            .and_then(|p| p.detail["source"]["id"].as_str())
+            .filter(|id| points.iter().any(|p| p.site == from && p.id == *id));
         let mut exports = Vec::new();
         let mut imports = Vec::new();
+        let mut disk_ids = Vec::new();
         for (i, (disk_id, _, size)) in disks_of(source).into_iter().enumerate() {
+            disk_ids.push(disk_id.clone());
             let export = ExportRequest {
                 key: format!("{}/export/{i}", step.idempotency_key),
                 site: from.clone(),
@@ -139,9 +149,16 @@ impl PluginSteps {
             };
             imports.push(handle(&self.call(&[&to], import).await?));
         }
+        // `changed-blocks` applies only when every disk is imported onto
+        // the copy of that base.
+        let base_source = base_source.filter(|_| {
+            let sizes: Vec<u64> = disks_of(source).iter().map(|d| d.2).collect();
+            base.len() == sizes.len() && base.iter().zip(&sizes).all(|(b, s)| b.2 == *s)
+        });
         Ok(Started::Operation(json!({
             "kind": "transfer", "site": to, "from": from, "recovery_point": point_id,
-            "exports": exports, "imports": imports,
+            "exports": exports, "imports": imports, "disk_ids": disk_ids,
+            "base_source": base_source,
         })))
     }
 
@@ -222,7 +239,7 @@ impl PluginSteps {
         let (mut moved, mut total) = (0u64, 0u64);
         for (i, (source, target)) in pairs.iter().enumerate() {
             let options = CopyOptions {
-                mode: Mode::Digests,
+                mode: self.delta_mode(operation, i).await,
                 ..CopyOptions::default()
             };
             let report = rebound_datamover::copy(
@@ -289,6 +306,42 @@ impl PluginSteps {
             .map_err(retryable)?;
         self.release_endpoints(step, &exports, &imports).await;
         Ok(Progress::Done(output_of(&record)))
+    }
+
+    /// How disk `i` finds its delta: the source platform's changed-block
+    /// listing since the recovery point the target's base copy came from,
+    /// when the plugin offers one; otherwise block digests of both sides.
+    async fn delta_mode(&self, operation: &Value, i: usize) -> Mode {
+        let from = operation["from"].as_str().unwrap_or_default();
+        let (Some(base), Some(target), Some(disk)) = (
+            operation["base_source"].as_str(),
+            operation["recovery_point"].as_str(),
+            operation["disk_ids"][i].as_str(),
+        ) else {
+            return Mode::Digests;
+        };
+        let offered = self.site(from).is_ok_and(|s| {
+            s.plugin
+                .info
+                .capabilities
+                .contains(Capabilities::CHANGED_BLOCKS)
+        });
+        if !offered {
+            return Mode::Digests;
+        }
+        let request = ChangedBlocksRequest {
+            site: from.to_owned(),
+            disk_id: disk.to_owned(),
+            base: base.to_owned(),
+            target: target.to_owned(),
+        };
+        match self.call(&[from], request).await {
+            Ok(ranges) => Mode::Changed(ranges.iter().map(|r| (r.offset, r.length)).collect()),
+            Err(e) => {
+                tracing::warn!(site = %from, disk = %disk, "changed-blocks failed, comparing digests instead: {e}");
+                Mode::Digests
+            }
+        }
     }
 
     /// Tell both sites the transfer endpoints are no longer needed (best
