@@ -22,6 +22,7 @@
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod detection;
 mod planner;
 mod plugin_steps;
 pub mod policy;

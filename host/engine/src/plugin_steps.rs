@@ -27,12 +27,12 @@ use rebound_runtime::bindings::exports::{
     RedirectRequest, ReplicateRequest, SnapshotRequest,
 };
 use rebound_runtime::bindings::{
-    Consistency, DiskSpec, DnsRecord, Firmware, InventoryFilter, NicSpec, Operation, OperationKind,
-    OperationState, Outcome, PowerState, RedirectTarget, VmSpec, WeightedBackend,
+    Consistency, DiskSpec, DnsRecord, Firmware, HealthStatus, InventoryFilter, NicSpec, Operation,
+    OperationKind, OperationState, Outcome, PowerState, RedirectTarget, VmSpec, WeightedBackend,
 };
 use rebound_runtime::{
-    CallContext, CallError, Describe, Export, Fence, Inventory, Plugin, Runtime, SiteGrant, Status,
-    Unfence, explain,
+    CallContext, CallError, Describe, Export, Fence, Health, Inventory, Plugin, Runtime, SiteGrant,
+    Status, Unfence, explain,
 };
 use rebound_store::{RecoveryPointRecord, StepRecord, StepStatus, Store};
 use serde_json::{Value, json};
@@ -114,6 +114,14 @@ impl PluginSteps {
             )
         })?;
         plan.check_feasible(Span::secs(u64::from(info.snapshot_granularity_secs)))
+    }
+
+    /// Probe a site through its plugin's `health`: whether it serves
+    /// (healthy or degraded) and the plugin's one-line detail.
+    pub async fn health(&self, site: &str) -> Result<(bool, String), StepError> {
+        let report = self.call(&[site], Health(site.to_owned())).await?;
+        let serving = !matches!(report.status, HealthStatus::Unreachable);
+        Ok((serving, report.detail))
     }
 
     fn site(&self, name: &str) -> Result<&BoundSite, StepError> {

@@ -26,7 +26,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use entity::{audit, event, plan, recovery_point, run, step};
+use entity::{audit, event, plan, recovery_point, run, site_probe, step};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +113,19 @@ pub struct RunRecord {
     /// Who asked to cancel it while a host was driving it: the host stops
     /// at its next stage boundary.
     pub cancel_requested_by: Option<String>,
+}
+
+/// A witness's last probe of a site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbeRecord {
+    pub site: String,
+    /// The host that probed.
+    pub witness: String,
+    pub at_ms: i64,
+    pub ok: bool,
+    /// Failed probes in a row.
+    pub failures: u32,
+    pub detail: String,
 }
 
 /// What [`Store::cancel_run`] did.
@@ -1077,6 +1090,66 @@ impl Store {
             .exec(&self.db)
             .await?;
         Ok(())
+    }
+
+    /// Record a witness's probe of a site: the failures in a row grow with
+    /// each failed probe and reset with a good one. Returns the record.
+    pub async fn record_probe(
+        &self,
+        site: &str,
+        witness: &str,
+        at_ms: i64,
+        ok: bool,
+        detail: &str,
+    ) -> Result<ProbeRecord, StoreError> {
+        let tx = self.db.begin().await?;
+        let key = (site.to_owned(), witness.to_owned());
+        let previous = site_probe::Entity::find_by_id(key).one(&tx).await?;
+        let failures = match (&previous, ok) {
+            (_, true) => 0,
+            (Some(p), false) => p.failures.saturating_add(1),
+            (None, false) => 1,
+        };
+        let row = site_probe::ActiveModel {
+            site: Set(site.to_owned()),
+            witness: Set(witness.to_owned()),
+            at: Set(at_ms),
+            ok: Set(ok),
+            failures: Set(failures),
+            detail: Set(detail.to_owned()),
+        };
+        if previous.is_some() {
+            row.update(&tx).await?;
+        } else {
+            row.insert(&tx).await?;
+        }
+        tx.commit().await?;
+        Ok(ProbeRecord {
+            site: site.to_owned(),
+            witness: witness.to_owned(),
+            at_ms,
+            ok,
+            failures: u32::try_from(failures).unwrap_or_default(),
+            detail: detail.to_owned(),
+        })
+    }
+
+    /// The last probe of a site by each witness.
+    pub async fn probes(&self, site: &str) -> Result<Vec<ProbeRecord>, StoreError> {
+        Ok(site_probe::Entity::find()
+            .filter(site_probe::Column::Site.eq(site))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|p| ProbeRecord {
+                site: p.site,
+                witness: p.witness,
+                at_ms: p.at,
+                ok: p.ok,
+                failures: u32::try_from(p.failures).unwrap_or_default(),
+                detail: p.detail,
+            })
+            .collect())
     }
 
     /// The newest recovery point of a plan's workload at a site.
