@@ -197,16 +197,10 @@ impl PluginSteps {
         // after releasing the endpoints): done, from the record.
         let id = format!("transfer/{}", step.idempotency_key);
         let plan = self.scope(step).await?.plan;
-        let recorded = self
-            .store
-            .recovery_points(&plan)
-            .await
-            .map_err(retryable)?
-            .into_iter()
-            .find(|p| p.id == id);
-        if let Some(point) = recorded {
+        let points = self.store.recovery_points(&plan).await.map_err(retryable)?;
+        if let Some(point) = points.iter().find(|p| p.id == id) {
             self.release_endpoints(step, &exports, &imports).await;
-            return Ok(Progress::Done(output_of(&point)));
+            return Ok(Progress::Done(output_of(point)));
         }
         let mut pairs = Vec::new();
         for (export, import) in exports.iter().zip(&imports) {
@@ -272,12 +266,6 @@ impl PluginSteps {
         // Verified: the imported volumes become the target's recovery point.
         let to = to.to_owned();
         let source_id = operation["recovery_point"].as_str().unwrap_or_default();
-        let scope = self.scope(step).await?;
-        let points = self
-            .store
-            .recovery_points(&scope.plan)
-            .await
-            .map_err(retryable)?;
         let source = points
             .iter()
             .find(|p| p.site == from && p.id == source_id)
@@ -289,8 +277,8 @@ impl PluginSteps {
         let volumes: Vec<Value> = disks.iter().map(|d| d["copy_id"].clone()).collect();
         let record = RecoveryPointRecord {
             site: to.clone(),
-            id: format!("transfer/{}", step.idempotency_key),
-            plan: scope.plan.clone(),
+            id,
+            plan,
             workload: source.workload.clone(),
             captured_at_ms: source.captured_at_ms,
             run: step.run.clone(),
