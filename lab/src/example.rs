@@ -290,7 +290,7 @@ impl ExampleSite {
                 });
             }
             Some(tls) => {
-                tokio::spawn(serve_tls(listener, app, tls.server, rx));
+                tokio::spawn(crate::tls::serve_tls(listener, app, tls.server, rx));
             }
         }
         Ok(Self {
@@ -398,37 +398,6 @@ impl ExampleSite {
             .get(name)
             .map(|r| r.backends.clone())
             .unwrap_or_default()
-    }
-}
-
-/// Accept TLS connections and serve the router on each until shutdown.
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    config: Arc<tokio_rustls::rustls::ServerConfig>,
-    mut shutdown: tokio::sync::oneshot::Receiver<()>,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(_) => continue,
-            },
-            _ = &mut shutdown => return,
-        };
-        let acceptor = acceptor.clone();
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            // A client that refuses our certificate just goes away.
-            let Ok(stream) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-        });
     }
 }
 
