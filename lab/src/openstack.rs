@@ -143,7 +143,7 @@ impl OpenStackSite {
                 (dir.path().to_owned(), Some(dir))
             }
         };
-        let disks = crate::disk::DiskStore::open(state_dir.join("disks"))?;
+        let disks = crate::disk::Disks::open(state_dir.join("disks"))?;
         let tls = if options.tls {
             Some(crate::tls::site_tls().map_err(std::io::Error::other)?)
         } else {
@@ -177,7 +177,7 @@ impl OpenStackSite {
                 });
             }
             Some(tls) => {
-                tokio::spawn(crate::tls::serve(listener, app, tls.server, rx));
+                tokio::spawn(crate::tls::serve_tls(listener, app, tls.server, rx));
             }
         }
         Ok(Self {
@@ -247,7 +247,7 @@ impl OpenStackSite {
 
     /// The disk store holding volumes, snapshots, backups and images, as
     /// files named `volume-<id>`, `snapshot-<id>`, `backup-<id>`, `image-<id>`.
-    pub fn disks(&self) -> &crate::disk::DiskStore {
+    pub fn disks(&self) -> &crate::disk::Disks {
         &self.shared.disks
     }
 }

@@ -46,12 +46,11 @@ pub fn site_tls() -> Result<SiteTls, TlsError> {
     })
 }
 
-/// Accept TLS connections on `listener` and serve `app` on each until
-/// `shutdown` fires.
-pub async fn serve(
+/// Accept TLS connections and serve the router on each until shutdown.
+pub(crate) async fn serve_tls(
     listener: tokio::net::TcpListener,
     app: axum::Router,
-    config: Arc<rustls::ServerConfig>,
+    config: Arc<tokio_rustls::rustls::ServerConfig>,
     mut shutdown: tokio::sync::oneshot::Receiver<()>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);

@@ -9,6 +9,8 @@ mod m20261124_000002_step_io;
 mod m20261124_000003_run_lifecycle;
 mod m20261124_000004_recovery_points;
 mod m20261125_000005_events;
+mod m20261125_000006_run_cancel;
+mod m20261125_000007_site_probes;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -23,6 +25,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_run_lifecycle::Migration),
             Box::new(m20261124_000004_recovery_points::Migration),
             Box::new(m20261125_000005_events::Migration),
+            Box::new(m20261125_000006_run_cancel::Migration),
+            Box::new(m20261125_000007_site_probes::Migration),
         ]
     }
 }

@@ -3,7 +3,8 @@
 //! runtime with the plugin packages of a folder, binds the sites of a sites
 //! file to their plugins, runs executor workers that claim runs from the
 //! store and drive them through the plugins (several hosts on one
-//! PostgreSQL share the runs by lease), and ticks the policy engine. It answers `/healthz`, `/readyz` and
+//! PostgreSQL share the runs by lease), ticks the policy engine and
+//! witnesses the primary sites of automatic plans. It answers `/healthz`, `/readyz` and
 //! `GET /api/v1/plugins`; the full API comes next.
 
 use std::net::SocketAddr;
@@ -112,6 +113,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             let executor = Executor::new(store.clone(), runner.clone(), config);
             tokio::spawn(work(executor));
         }
+        if args.policy_seconds > 0.0 {
+            tokio::spawn(detection(store.clone(), runner.clone(), owner.clone()));
+        }
         eprintln!("rebound driving runs as {owner}");
     }
     if args.policy_seconds > 0.0 {
@@ -167,6 +171,25 @@ async fn policy(store: rebound_store::Store, every: Duration) {
                 }
             }
             Err(e) => tracing::error!("policy tick: {e}"),
+        }
+    }
+}
+
+/// Witness the primary sites of automatic plans: probe each at its plan's
+/// probe interval (checked every second) and start the failover when
+/// enough witnesses agree it is down.
+async fn detection(store: rebound_store::Store, runner: Arc<PluginSteps>, witness: String) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let now = rebound_engine::now_ms();
+        match rebound_engine::detection::detect(&store, &runner, &witness, now).await {
+            Ok(done) => {
+                for (plan, run) in done.failovers {
+                    tracing::warn!(%plan, %run, "automatic failover started");
+                }
+            }
+            Err(e) => tracing::error!("detection: {e}"),
         }
     }
 }

@@ -31,6 +31,9 @@ use super::state::{self, Api, Region, fault, matches, set, str_of, time_micros, 
 const MAX: (u32, u32) = (3, 71);
 const VOLUME_TYPE_ID: &str = "5f6a3c2e-9b1d-4c8e-a7f0-3d2b1c0e9f8a";
 const BACKUP_SERVICE: &str = "cinder.backup.drivers.swift.SwiftBackupDriver";
+/// Cinder's Swift backup driver stores a backup in objects of this size
+/// (`backup_swift_object_size`).
+const SWIFT_OBJECT_SIZE: u64 = 52_428_800;
 
 pub(super) fn routes(api: &Api) -> Router {
     let p = format!("{}/volume", api.prefix());
@@ -362,10 +365,7 @@ async fn create_volume(State(api): State<Api>, Json(req): Json<CreateVolume>) ->
         move |disks| {
             match source {
                 Some(source) => disks.copy(&source, &file)?,
-                None => {
-                    disks.create(&file, 0)?;
-                    crate::disk::CopyStats::default()
-                }
+                None => disks.create(&file, 0)?,
             };
             if disks.size(&file)? < bytes {
                 disks.resize(&file, bytes)?;
@@ -405,7 +405,7 @@ async fn delete_volume(State(api): State<Api>, Path(p): Path<Id>) -> Response {
     let file = volume_file(&id);
     api.later_with_disk(
         api.latency().volume,
-        move |disks| disks.delete(&file),
+        move |disks| disks.remove(&file),
         move |r, _| {
             r.volumes.remove(&id);
         },
@@ -596,7 +596,7 @@ async fn delete_snapshot(State(api): State<Api>, Path(p): Path<Id>) -> Response 
     let file = snapshot_file(&id);
     api.later_with_disk(
         api.latency().snapshot,
-        move |disks| disks.delete(&file),
+        move |disks| disks.remove(&file),
         move |r, result| match result {
             Ok(()) => {
                 r.snapshots.remove(&id);
@@ -708,20 +708,19 @@ async fn create_backup(State(api): State<Api>, Json(req): Json<CreateBackup>) ->
     let delay = api.latency().backup + data_delay(&api, size);
     api.later_with_disk(
         delay,
-        move |disks| disks.copy(&from, &to),
+        move |disks| {
+            disks.copy(&from, &to)?;
+            disks.size(&to)
+        },
         move |r, result| {
             if let Some(v) = r.volumes.get_mut(&volume_id) {
                 set(v, "status", json!(volume_status));
             }
             if let Some(b) = r.backups.get_mut(&id) {
                 match result {
-                    Ok(stats) => {
+                    Ok(bytes) => {
                         set(b, "status", json!("available"));
-                        set(
-                            b,
-                            "object_count",
-                            json!(stats.data_bytes.div_ceil(crate::disk::BLOCK as u64)),
-                        );
+                        set(b, "object_count", json!(bytes.div_ceil(SWIFT_OBJECT_SIZE)));
                     }
                     Err(e) => {
                         set(b, "status", json!("error"));
@@ -882,7 +881,6 @@ async fn restore_backup(
         delay,
         move |disks| {
             let target = disks.size(&to).unwrap_or(0).max(bytes);
-            disks.delete(&to)?;
             disks.copy(&from, &to)?;
             disks.resize(&to, target)
         },
@@ -946,7 +944,7 @@ async fn delete_backup(State(api): State<Api>, Path(p): Path<Id>) -> Response {
             !cloud.regions.values().any(|r| r.backups.contains_key(&id))
         };
         if orphaned {
-            let _ = shared.disks.delete(&backup_file(&id));
+            let _ = shared.disks.remove(&backup_file(&id));
         }
     });
     StatusCode::ACCEPTED.into_response()

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use super::state::{self, Api, matches, set, str_of, time_z, uuid};
-use crate::disk::DiskStore;
+use crate::disk::Disks;
 
 pub(super) fn routes(api: &Api) -> Router {
     let p = format!("{}/image", api.prefix());
@@ -83,6 +83,9 @@ fn not_found(id: &str) -> Response {
     )
 }
 
+/// Image data are hashed and streamed in pieces of this size.
+const CHUNK: usize = 64 << 10;
+
 pub(super) fn image_file(id: &str) -> String {
     format!("image-{id}")
 }
@@ -115,11 +118,11 @@ pub(super) struct Hashes {
     sha512: String,
 }
 
-pub(super) fn hashes(disks: &DiskStore, id: &str) -> std::io::Result<Hashes> {
+pub(super) fn hashes(disks: &Disks, id: &str) -> std::io::Result<Hashes> {
     let mut file = std::fs::File::open(disks.path(id)?)?;
     let mut md5 = md5::Md5::default();
     let mut sha = sha2::Sha512::new();
-    let mut buf = vec![0u8; crate::disk::BLOCK];
+    let mut buf = vec![0u8; CHUNK];
     let mut size = 0u64;
     loop {
         let n = file.read(&mut buf)?;
@@ -212,7 +215,7 @@ async fn create_image(State(api): State<Api>, Json(body): Json<Value>) -> Respon
 async fn delete_image(State(api): State<Api>, Path(id): Path<String>) -> Response {
     match api.with(|r| r.images.remove(&id)) {
         Some(_) => {
-            let _ = api.shared.disks.delete(&image_file(&id));
+            let _ = api.shared.disks.remove(&image_file(&id));
             StatusCode::NO_CONTENT.into_response()
         }
         None => not_found(&id),
@@ -285,14 +288,10 @@ async fn download(State(api): State<Api>, Path(id): Path<String>) -> Response {
         Ok(f) => f,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
-    let pace = api
-        .shared
-        .lock()
-        .faults
-        .data_delay(crate::disk::BLOCK as u64);
+    let pace = api.shared.lock().faults.data_delay(CHUNK as u64);
     let stream = futures_util::stream::unfold(file, move |mut file| async move {
         use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; crate::disk::BLOCK];
+        let mut buf = vec![0u8; CHUNK];
         tokio::time::sleep(pace).await;
         match file.read(&mut buf).await {
             Ok(0) => None,

@@ -90,7 +90,7 @@ pub(super) fn workload(shared: &std::sync::Arc<Shared>) -> std::io::Result<()> {
                 .with(|r| r.volumes.get(&volume).and_then(|v| v["size"].as_u64()))
                 .unwrap_or(1);
             shared.disks.create(&file, api.disk_bytes(gib))?;
-            shared.disks.write_at(&file, 0, marker.as_bytes())?;
+            shared.disks.write(&file, 0, marker.as_bytes())?;
         }
     }
     Ok(())

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::OpenStackOptions;
 use super::faults::Faults;
-use crate::disk::DiskStore;
+use crate::disk::Disks;
 
 pub(super) type Table = BTreeMap<String, Value>;
 
@@ -103,7 +103,7 @@ pub(crate) struct Shared {
     pub base: String,
     pub project_id: String,
     pub user_id: String,
-    pub disks: DiskStore,
+    pub disks: Disks,
     pub state: Mutex<Cloud>,
 }
 
@@ -170,7 +170,7 @@ impl Api {
     pub fn later_with_disk<T: Send + 'static>(
         &self,
         delay: Duration,
-        work: impl FnOnce(&DiskStore) -> std::io::Result<T> + Send + 'static,
+        work: impl FnOnce(&Disks) -> std::io::Result<T> + Send + 'static,
         done: impl FnOnce(&mut Region, std::io::Result<T>) + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let api = self.clone();

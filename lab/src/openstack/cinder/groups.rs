@@ -443,7 +443,7 @@ async fn delete_group_snapshot(
     let id = p.id;
     api.later_with_disk(
         api.latency().snapshot,
-        move |disks| files.iter().try_for_each(|f| disks.delete(f)),
+        move |disks| files.iter().try_for_each(|f| disks.remove(f)),
         move |r, _| {
             r.group_snapshots.remove(&id);
             for snap in &snaps {
