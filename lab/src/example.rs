@@ -17,6 +17,24 @@
 //! - `GET /v1/snapshots?key=K`, `GET /v1/snapshots/{id}`, `DELETE /v1/snapshots/{id}`
 //! - `GET /v1/routes/{name}`, `PUT /v1/routes/{name}` `{"key","backends":[{"backend","weight"}]}`:
 //!   traffic weights of a route
+//! - With a disk folder (`ExampleOptions::disk_dir`) every disk holds real
+//!   data (a sparse raw image, `crate::disk`): a snapshot copies the VM's
+//!   disks, and the data path for the host's data mover opens:
+//!   `POST /v1/exports` `{"key","snapshot_id","disk_id"}` serves one disk
+//!   of a snapshot for reading, `POST /v1/imports`
+//!   `{"key","name","size_bytes","base"}` a new volume (a copy of volume or
+//!   snapshot copy `base`, when given) for writing — each through a mover
+//!   agent on its own loopback port with its own token, answered as
+//!   `{"id","status","url","token","size_bytes","volume_id"}`;
+//!   `GET /v1/exports?key=K`, `GET|DELETE /v1/exports/{id}` (and the same
+//!   for imports) find and stop them; `DELETE /v1/volumes/{id}` removes an
+//!   imported volume. `GET /v1/snapshots/{id}/changes?base=B&disk=D` lists
+//!   the byte ranges `[{"offset","length"}]` of disk `D` that changed
+//!   between snapshot `B` and snapshot `id` of the same VM (changed-block
+//!   tracking, 64 KiB granularity). `POST /v1/vms` then takes
+//!   `from_volumes` and a `spec` instead of `from_snapshot`. Native
+//!   replication of such a site is refused: its data moves through the
+//!   data mover.
 //! - `GET /huge?bytes=N` → N bytes (default 100 MB), to exercise the
 //!   runtime's response cap
 //!
@@ -40,6 +58,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::disk::Disks;
+
+mod transfers;
+
 /// Options of a simulated example site.
 #[derive(Debug, Clone)]
 pub struct ExampleOptions {
@@ -51,6 +73,9 @@ pub struct ExampleOptions {
     /// Serve HTTPS with the site's own CA (see [`ExampleSite::ca_pem`]).
     pub tls: bool,
     pub vms: Vec<Value>,
+    /// Keep real disk data in this folder (see the module doc); none keeps
+    /// metadata only.
+    pub disk_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ExampleOptions {
@@ -61,6 +86,7 @@ impl Default for ExampleOptions {
             api_latency: Duration::ZERO,
             tls: false,
             vms: default_vms(),
+            disk_dir: None,
         }
     }
 }
@@ -128,6 +154,7 @@ struct Inner {
     vms: BTreeMap<String, Vm>,
     snapshots: BTreeMap<String, Snapshot>,
     routes: BTreeMap<String, Route>,
+    transfers: BTreeMap<String, transfers::Transfer>,
     /// Mutating requests per idempotency key.
     effects: HashMap<String, usize>,
     next: u64,
@@ -147,6 +174,8 @@ impl Inner {
 
 struct Site {
     options: ExampleOptions,
+    /// Real disk data, when the site keeps it.
+    disks: Option<Disks>,
     inner: Mutex<Inner>,
 }
 
@@ -178,7 +207,20 @@ impl ExampleSite {
         let addr = listener.local_addr()?;
         let token = options.token.clone();
         let mut inner = Inner::default();
+        let disks = options.disk_dir.as_ref().map(Disks::open).transpose()?;
         for doc in &options.vms {
+            if let Some(disks) = &disks {
+                // Each disk starts with a little data of its own (a boot
+                // block), the rest is unwritten.
+                for d in doc["disks"].as_array().into_iter().flatten() {
+                    let id = d["id"].as_str().unwrap_or_default();
+                    disks.create(id, d["size_bytes"].as_u64().unwrap_or_default())?;
+                    let boot: Vec<u8> = (0..65_536u32)
+                        .map(|i| (i as u8) ^ id.bytes().fold(0u8, |a, b| a.wrapping_add(b)))
+                        .collect();
+                    disks.write(id, 0, &boot)?;
+                }
+            }
             let id = doc["id"].as_str().unwrap_or_default().to_owned();
             let running = doc["power"] == "running";
             let mut doc = doc.clone();
@@ -197,6 +239,7 @@ impl ExampleSite {
         }
         let site = Arc::new(Site {
             options,
+            disks,
             inner: Mutex::new(inner),
         });
         let api = Router::new()
@@ -211,6 +254,27 @@ impl ExampleSite {
                 get(get_snapshot).delete(delete_snapshot),
             )
             .route("/v1/routes/{name}", get(get_route).put(put_route))
+            .route(
+                "/v1/exports",
+                get(transfers::find_exports).post(transfers::create_export),
+            )
+            .route(
+                "/v1/imports",
+                get(transfers::find_imports).post(transfers::create_import),
+            )
+            .route(
+                "/v1/exports/{id}",
+                get(transfers::get_transfer).delete(transfers::delete_transfer),
+            )
+            .route(
+                "/v1/imports/{id}",
+                get(transfers::get_transfer).delete(transfers::delete_transfer),
+            )
+            .route("/v1/snapshots/{id}/changes", get(snapshot_changes))
+            .route(
+                "/v1/volumes/{id}",
+                axum::routing::delete(transfers::delete_volume),
+            )
             .route_layer(middleware::from_fn_with_state(site.clone(), auth));
         let app = api.route("/huge", get(huge)).with_state(site.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -226,7 +290,7 @@ impl ExampleSite {
                 });
             }
             Some(tls) => {
-                tokio::spawn(serve_tls(listener, app, tls.server, rx));
+                tokio::spawn(crate::tls::serve_tls(listener, app, tls.server, rx));
             }
         }
         Ok(Self {
@@ -267,6 +331,65 @@ impl ExampleSite {
         inner.vms.values().map(render_vm).collect()
     }
 
+    /// A guest write to disk `disk` (index) of VM `vm_id`; a VM that is
+    /// fenced or stopped writes nothing.
+    pub fn write_disk(
+        &self,
+        vm_id: &str,
+        disk: usize,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), String> {
+        let disks = self
+            .site
+            .disks
+            .as_ref()
+            .ok_or("the site keeps no disk data")?;
+        let id = {
+            let inner = self.site.inner();
+            let vm = inner.vms.get(vm_id).ok_or(format!("no VM '{vm_id}'"))?;
+            if vm.fenced || !vm.running {
+                return Err(format!(
+                    "VM '{vm_id}' is fenced or stopped: it writes nothing"
+                ));
+            }
+            vm.doc["disks"][disk]["id"]
+                .as_str()
+                .ok_or(format!("VM '{vm_id}' has no disk {disk}"))?
+                .to_owned()
+        };
+        disks.write(&id, offset, data).map_err(|e| e.to_string())
+    }
+
+    /// The whole content of disk `disk` (index) of VM `vm_id`.
+    pub fn read_disk(&self, vm_id: &str, disk: usize) -> Result<Vec<u8>, String> {
+        let disks = self
+            .site
+            .disks
+            .as_ref()
+            .ok_or("the site keeps no disk data")?;
+        let id = {
+            let inner = self.site.inner();
+            let vm = inner.vms.get(vm_id).ok_or(format!("no VM '{vm_id}'"))?;
+            vm.doc["disks"][disk]["id"]
+                .as_str()
+                .ok_or(format!("VM '{vm_id}' has no disk {disk}"))?
+                .to_owned()
+        };
+        disks.read(&id).map_err(|e| e.to_string())
+    }
+
+    /// How many disk images (VM disks, snapshot copies, volumes) the site
+    /// keeps.
+    pub fn disk_images(&self) -> usize {
+        self.site.disks.as_ref().map_or(0, Disks::count)
+    }
+
+    /// Transfer endpoints (exports and imports) the site still serves.
+    pub fn open_transfers(&self) -> usize {
+        self.site.inner().transfers.len()
+    }
+
     /// A route's backends and weights.
     pub fn route(&self, name: &str) -> BTreeMap<String, u8> {
         let inner = self.site.inner();
@@ -275,37 +398,6 @@ impl ExampleSite {
             .get(name)
             .map(|r| r.backends.clone())
             .unwrap_or_default()
-    }
-}
-
-/// Accept TLS connections and serve the router on each until shutdown.
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    config: Arc<tokio_rustls::rustls::ServerConfig>,
-    mut shutdown: tokio::sync::oneshot::Receiver<()>,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(_) => continue,
-            },
-            _ = &mut shutdown => return,
-        };
-        let acceptor = acceptor.clone();
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            // A client that refuses our certificate just goes away.
-            let Ok(stream) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-        });
     }
 }
 
@@ -384,7 +476,14 @@ async fn get_vm(State(site): State<Arc<Site>>, Path(id): Path<String>) -> Respon
 
 async fn delete_vm(State(site): State<Arc<Site>>, Path(id): Path<String>) -> Response {
     match site.inner().vms.remove(&id) {
-        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        Some(vm) => {
+            if let Some(disks) = &site.disks {
+                for d in vm.doc["disks"].as_array().into_iter().flatten() {
+                    let _ = disks.remove(d["id"].as_str().unwrap_or_default());
+                }
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
         None => problem(StatusCode::NOT_FOUND, &format!("no VM '{id}'")),
     }
 }
@@ -403,7 +502,12 @@ struct NetworkMap {
 struct CreateVm {
     key: String,
     name: String,
-    from_snapshot: String,
+    from_snapshot: Option<String>,
+    /// Imported volumes, one per disk of `spec`, in order.
+    from_volumes: Option<Vec<String>>,
+    /// The VM around `from_volumes`: cpus, memory_mib, firmware, disks
+    /// (name, size_bytes, boot_order), nics.
+    spec: Option<Value>,
     #[serde(default)]
     networks: Vec<NetworkMap>,
     #[serde(default)]
@@ -418,16 +522,72 @@ async fn create_vm(State(site): State<Arc<Site>>, Json(req): Json<CreateVm>) -> 
         return problem(StatusCode::BAD_REQUEST, "key must not be empty");
     }
     let mut inner = site.inner();
-    let Some(snapshot) = inner.snapshots.get(&req.from_snapshot).cloned() else {
-        let msg = format!("no snapshot '{}' on this site", req.from_snapshot);
-        return problem(StatusCode::NOT_FOUND, &msg);
+    // Where each new disk's data comes from (image ids), and the VM doc.
+    let (mut doc, sources): (Value, Vec<String>) = match (
+        &req.from_snapshot,
+        &req.from_volumes,
+        &req.spec,
+    ) {
+        (Some(from), None, None) => {
+            let Some(snapshot) = inner.snapshots.get(from).cloned() else {
+                let msg = format!("no snapshot '{from}' on this site");
+                return problem(StatusCode::NOT_FOUND, &msg);
+            };
+            if Instant::now() < snapshot.ready_at {
+                let msg = format!("snapshot '{}' is not available yet", snapshot.id);
+                return problem(StatusCode::CONFLICT, &msg);
+            }
+            let sources = snapshot.vm["disks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| format!("{}-{}", snapshot.id, d["id"].as_str().unwrap_or_default()))
+                .collect();
+            (snapshot.vm.clone(), sources)
+        }
+        (None, Some(volumes), Some(spec)) => {
+            let Some(disks) = &site.disks else {
+                return problem(
+                    StatusCode::CONFLICT,
+                    "this site keeps no disk data, so it has no volumes",
+                );
+            };
+            let wanted = spec["disks"].as_array().cloned().unwrap_or_default();
+            if wanted.len() != volumes.len() {
+                let msg = format!(
+                    "spec has {} disks but {} volumes were given",
+                    wanted.len(),
+                    volumes.len()
+                );
+                return problem(StatusCode::BAD_REQUEST, &msg);
+            }
+            for (volume, d) in volumes.iter().zip(&wanted) {
+                match disks.size(volume) {
+                    Ok(size) if Some(size) == d["size_bytes"].as_u64() => {}
+                    Ok(size) => {
+                        let msg = format!(
+                            "volume '{volume}' holds {size} bytes, the spec's disk {}",
+                            d["size_bytes"]
+                        );
+                        return problem(StatusCode::BAD_REQUEST, &msg);
+                    }
+                    Err(_) => {
+                        return problem(StatusCode::NOT_FOUND, &format!("no volume '{volume}'"));
+                    }
+                }
+            }
+            let mut doc = spec.clone();
+            doc["disks"] = json!(wanted.iter().map(|d| json!({"id": d["name"], "name": d["name"], "size_bytes": d["size_bytes"], "boot_order": d["boot_order"]})).collect::<Vec<_>>());
+            (doc, volumes.clone())
+        }
+        _ => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "give either from_snapshot, or from_volumes with a spec",
+            );
+        }
     };
-    if Instant::now() < snapshot.ready_at {
-        let msg = format!("snapshot '{}' is not available yet", snapshot.id);
-        return problem(StatusCode::CONFLICT, &msg);
-    }
     let id = inner.id("vm");
-    let mut doc = snapshot.vm.clone();
     let nics: Vec<Value> = doc["nics"]
         .as_array()
         .cloned()
@@ -454,6 +614,17 @@ async fn create_vm(State(site): State<Arc<Site>>, Json(req): Json<CreateVm>) -> 
         .into_iter()
         .map(|d| json!({"id": format!("{id}-{}", d["name"].as_str().unwrap_or("disk")), "name": d["name"], "size_bytes": d["size_bytes"], "boot_order": d["boot_order"]}))
         .collect();
+    // The new VM's disks are copies: the snapshot or imported volumes stay
+    // the point-in-time copies they are.
+    if let Some(images) = &site.disks {
+        for (d, source) in disks.iter().zip(&sources) {
+            let target = d["id"].as_str().unwrap_or_default();
+            if let Err(e) = images.copy(source, target) {
+                let msg = format!("copying '{source}' to the new disk: {e}");
+                return problem(StatusCode::CONFLICT, &msg);
+            }
+        }
+    }
     if let Some(fields) = doc.as_object_mut() {
         fields.remove("power");
         fields.insert("id".into(), json!(id));
@@ -569,6 +740,13 @@ async fn create_snapshot(
         return problem(StatusCode::BAD_REQUEST, "key must not be empty");
     }
     let mut inner = site.inner();
+    if site.disks.is_some() && req.replica_of.is_some() {
+        return problem(
+            StatusCode::CONFLICT,
+            "this site keeps real disk data, which native replication does not carry: \
+             replicate with the host's data mover (replication.mode: data_mover)",
+        );
+    }
     let (vm_id, vm, created_at_ms, consistency, replica_of) = match (req.vm_id, req.replica_of) {
         (Some(vm_id), None) => {
             let Some(vm) = inner.vms.get(&vm_id) else {
@@ -592,6 +770,15 @@ async fn create_snapshot(
         }
     };
     let id = inner.id("snap");
+    // Capture the data now: each disk is copied as it is at this instant.
+    if let Some(disks) = &site.disks {
+        for d in vm["disks"].as_array().into_iter().flatten() {
+            let disk = d["id"].as_str().unwrap_or_default();
+            if let Err(e) = disks.copy(disk, &format!("{id}-{disk}")) {
+                return problem(StatusCode::CONFLICT, &format!("copying disk '{disk}': {e}"));
+            }
+        }
+    }
     let snapshot = Snapshot {
         id: id.clone(),
         vm_id,
@@ -660,8 +847,61 @@ async fn get_snapshot(State(site): State<Arc<Site>>, Path(id): Path<String>) -> 
 
 async fn delete_snapshot(State(site): State<Arc<Site>>, Path(id): Path<String>) -> Response {
     match site.inner().snapshots.remove(&id) {
-        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        Some(s) => {
+            if let Some(disks) = &site.disks {
+                for d in s.vm["disks"].as_array().into_iter().flatten() {
+                    let _ = disks.remove(&format!("{id}-{}", d["id"].as_str().unwrap_or_default()));
+                }
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
         None => problem(StatusCode::NOT_FOUND, &format!("no snapshot '{id}'")),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChangesQuery {
+    base: String,
+    disk: String,
+}
+
+/// Changed-block tracking between two snapshots of one VM.
+async fn snapshot_changes(
+    State(site): State<Arc<Site>>,
+    Path(id): Path<String>,
+    Query(q): Query<ChangesQuery>,
+) -> Response {
+    let Some(disks) = &site.disks else {
+        return problem(
+            StatusCode::CONFLICT,
+            "this site keeps no disk data to compare",
+        );
+    };
+    {
+        let inner = site.inner();
+        let (Some(newer), Some(older)) = (inner.snapshots.get(&id), inner.snapshots.get(&q.base))
+        else {
+            let msg = format!("no snapshot '{id}' or '{}' on this site", q.base);
+            return problem(StatusCode::NOT_FOUND, &msg);
+        };
+        if newer.vm_id != older.vm_id {
+            let msg = format!(
+                "snapshots '{}' and '{id}' are of different VMs; changes are tracked per VM",
+                q.base
+            );
+            return problem(StatusCode::CONFLICT, &msg);
+        }
+    }
+    let (a, b) = (format!("{}-{}", q.base, q.disk), format!("{id}-{}", q.disk));
+    match disks.changed_ranges(&a, &b, 65_536) {
+        Ok(ranges) => Json(json!(
+            ranges
+                .iter()
+                .map(|(offset, length)| json!({"offset": offset, "length": length}))
+                .collect::<Vec<_>>()
+        ))
+        .into_response(),
+        Err(e) => problem(StatusCode::NOT_FOUND, &format!("disk '{}': {e}", q.disk)),
     }
 }
 

@@ -9,7 +9,9 @@ mod m20261124_000002_step_io;
 mod m20261124_000003_run_lifecycle;
 mod m20261124_000004_recovery_points;
 mod m20261125_000005_events;
-mod m20261125_000006_api_auth;
+mod m20261125_000006_run_cancel;
+mod m20261125_000007_site_probes;
+mod m20261125_000008_api_auth;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -24,7 +26,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_run_lifecycle::Migration),
             Box::new(m20261124_000004_recovery_points::Migration),
             Box::new(m20261125_000005_events::Migration),
-            Box::new(m20261125_000006_api_auth::Migration),
+            Box::new(m20261125_000006_run_cancel::Migration),
+            Box::new(m20261125_000007_site_probes::Migration),
+            Box::new(m20261125_000008_api_auth::Migration),
         ]
     }
 }

@@ -22,6 +22,7 @@
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod detection;
 mod planner;
 mod plugin_steps;
 pub mod policy;
@@ -140,6 +141,11 @@ pub enum Outcome {
         step: i32,
         error: String,
     },
+    /// Cancelled while driven (`Store::cancel_run`): stopped at a stage
+    /// boundary, compensated like a failure, ended `cancelled`.
+    Cancelled {
+        by: String,
+    },
     /// Another replica took the run over; this one stopped touching it.
     LeaseLost,
     /// The run reached an approval step nobody has given yet; it waits
@@ -167,7 +173,7 @@ pub fn now_ms() -> i64 {
 fn fences_confirmed(steps: &[StepRecord]) -> bool {
     let fences: Vec<&StepRecord> = steps
         .iter()
-        .filter(|s| s.input["action"] == "fence")
+        .filter(|s| s.input["action"] == "fence" && s.input["compensation"] != true)
         .collect();
     !fences.is_empty()
         && fences.iter().all(|s| {
@@ -238,6 +244,13 @@ impl Executor {
                     Err(e) => return Err(e.into()),
                 }
             }
+            // A cancel asked while the run is driven takes effect here,
+            // between stages: steps in flight have finished.
+            if let Some(by) = self.store.run(&run.id).await?.cancel_requested_by {
+                tracing::warn!(run = %run.id, by = %by, "cancelled while running; stopping");
+                outcome = Outcome::Cancelled { by };
+                break;
+            }
             let budget = rto_ms.map(|rto_ms| Budget::of(rto_ms, &steps));
             match self.stage(&run.id, &mut steps[stage], budget).await? {
                 Flow::Next => {}
@@ -248,8 +261,7 @@ impl Executor {
                 }
             }
         }
-        if run.lifecycle
-            && matches!(outcome, Outcome::Failed { .. })
+        if matches!(outcome, Outcome::Failed { .. } | Outcome::Cancelled { .. })
             && let Flow::Stop(Outcome::LeaseLost) = self.compensate(run, &mut steps).await?
         {
             return Ok(Outcome::LeaseLost);
@@ -277,10 +289,10 @@ impl Executor {
                 Err(e) => Err(e.into()),
             }
         } else {
-            let status = if succeeded {
-                RunStatus::Succeeded
-            } else {
-                RunStatus::Failed
+            let status = match outcome {
+                Outcome::Succeeded => RunStatus::Succeeded,
+                Outcome::Cancelled { .. } => RunStatus::Cancelled,
+                _ => RunStatus::Failed,
             };
             if !self.keep(self.store.set_run_status(&run.id, owner, status).await)? {
                 return Ok(Outcome::LeaseLost);

@@ -5,6 +5,7 @@
 //! `stage` number (the snapshots of a sync, the fences, one tier's
 //! materializations, then its health gates).
 
+use rebound_domain::plan::ReplicationMode;
 use rebound_domain::{Lifecycle, PlanDocument, Workflow};
 use rebound_store::{NewStep, StepRecord, StepStatus};
 use serde_json::{Value, json};
@@ -42,10 +43,17 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         stage(steps, first);
         let first = steps.len();
         for w in &all {
-            steps.push(step(
-                format!("replicate {w} {from} → {to} (changed blocks only)"),
-                json!({"action": "replicate", "from": from, "to": to, "workload": w, "delta": true}),
-            ));
+            steps.push(match plan.replication.mode {
+                ReplicationMode::Native => step(
+                    format!("replicate {w} {from} → {to} (changed blocks only)"),
+                    json!({"action": "replicate", "from": from, "to": to, "workload": w, "delta": true}),
+                ),
+                // The host's data mover: export, import, copy and verify.
+                ReplicationMode::DataMover => step(
+                    format!("transfer {w} {from} → {to} (data mover, changed blocks only, verified)"),
+                    json!({"action": "transfer", "from": from, "to": to, "workload": w, "delta": true}),
+                ),
+            });
         }
         stage(steps, first);
     };
@@ -98,6 +106,20 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         }
     };
 
+    // After a sync: recovery points past the plan's retention go, on both
+    // sites (the newest copies, the next delta's base, always stay).
+    let prune = |steps: &mut Vec<NewStep>, from: &str, to: &str| {
+        let keep = plan.replication.retention.max(1);
+        let first = steps.len();
+        for site in [to, from] {
+            steps.push(step(
+                format!("prune recovery points on {site} to the newest {keep} per workload"),
+                json!({"action": "prune", "site": site, "keep": keep}),
+            ));
+        }
+        stage(steps, first);
+    };
+
     // The plan's approval policy: the run pauses before its first
     // irreversible step (the fence) until an operator approves.
     let approval = |steps: &mut Vec<NewStep>| {
@@ -124,7 +146,10 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             recover(&mut steps, standby, false);
             redirect(&mut steps, standby);
         }
-        Workflow::Reprotect => sync(&mut steps, primary, standby),
+        Workflow::Reprotect => {
+            sync(&mut steps, primary, standby);
+            prune(&mut steps, primary, standby);
+        }
         // Planned: a pre-sync while the primary still serves, then fence
         // it (writes stop), a final delta sync of what the pre-sync missed
         // (nothing is lost), verified recovery, canary.
@@ -145,7 +170,11 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             format!("clean up the migration source on {standby}"),
             json!({"action": "cleanup", "site": standby, "scope": "migration-source"}),
         )),
-        Workflow::PermanentFailover | Workflow::Replication => sync(&mut steps, primary, standby),
+        Workflow::PermanentFailover => sync(&mut steps, primary, standby),
+        Workflow::Replication => {
+            sync(&mut steps, primary, standby);
+            prune(&mut steps, primary, standby);
+        }
         Workflow::Drill => {
             recover(&mut steps, standby, true);
             steps.push(step(
@@ -157,11 +186,40 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
     steps
 }
 
-/// What undoes a failed run's effects on the old primary so it serves
-/// again (the lifecycle keeps it primary): every workload the run fenced is
-/// unfenced under the same epoch, then traffic the run moved is sent back
-/// to it. Empty when the run fenced nothing. Steps carry `compensation`.
+/// What undoes a failed (or cancelled) run's effects so the old primary
+/// serves again (the lifecycle keeps it primary) and nothing else does:
+/// first every workload the run materialized (or began to) on the standby
+/// is fenced — never two primaries — then every workload the run fenced is
+/// unfenced under the same epoch, then traffic the run moved is sent back.
+/// A drill's sandbox is torn down instead. Empty when the run changed
+/// nothing that needs undoing. Steps carry `compensation`.
 pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
+    let started = |s: &&StepRecord| s.started_at_ms.is_some() || s.status == StepStatus::Succeeded;
+    let materialized: Vec<&StepRecord> = steps
+        .iter()
+        .filter(|s| s.input["action"] == "materialize")
+        .filter(started)
+        .collect();
+    let isolated = materialized.iter().any(|s| s.input["isolated"] == true);
+    if isolated {
+        let torn_down = steps.iter().any(|s| {
+            s.input["action"] == "cleanup"
+                && s.input["scope"] == "drill"
+                && s.status == StepStatus::Succeeded
+        });
+        let site = materialized[0].input["site"].clone();
+        return if torn_down {
+            Vec::new()
+        } else {
+            vec![step(
+                format!(
+                    "tear down the drill sandbox on {}",
+                    site.as_str().unwrap_or_default()
+                ),
+                json!({"action": "cleanup", "site": site, "scope": "drill", "compensation": true}),
+            )]
+        };
+    }
     let fenced: Vec<&StepRecord> = steps
         .iter()
         .filter(|s| s.input["action"] == "fence" && s.status == StepStatus::Succeeded)
@@ -171,24 +229,46 @@ pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
         return Vec::new();
     };
     let site = first.input["site"].clone();
-    let mut out: Vec<NewStep> = fenced
+    // The standby's new incarnations: fenced under the epoch they were
+    // materialized with. One whose materialize never finished may not
+    // exist, so its fence is best effort.
+    let mut out: Vec<NewStep> = materialized
         .iter()
-        .map(|f| {
-            let output = f.output.clone().unwrap_or_default();
+        .map(|m| {
+            let done = m.status == StepStatus::Succeeded;
+            let mut input = json!({
+                "action": "fence", "site": m.input["site"], "workload": m.input["workload"],
+                "epoch": m.input["epoch"], "best_effort": !done,
+                "compensation": true, "stage": "compensation-fence-standby",
+            });
+            if let Some(id) = m.output.as_ref().and_then(|o| o["workload"].as_str()) {
+                input["workload_id"] = json!(id);
+            }
             step(
                 format!(
-                    "unfence {} on {}",
-                    f.input["workload"].as_str().unwrap_or_default(),
-                    f.input["site"].as_str().unwrap_or_default()
+                    "fence {} on {} (undo its recovery)",
+                    m.input["workload"].as_str().unwrap_or_default(),
+                    m.input["site"].as_str().unwrap_or_default()
                 ),
-                json!({
-                    "action": "unfence", "site": f.input["site"], "workload": f.input["workload"],
-                    "workload_id": output["workload"], "epoch": f.input["epoch"],
-                    "compensation": true, "stage": "compensation-unfence",
-                }),
+                input,
             )
         })
         .collect();
+    out.extend(fenced.iter().map(|f| {
+        let output = f.output.clone().unwrap_or_default();
+        step(
+            format!(
+                "unfence {} on {}",
+                f.input["workload"].as_str().unwrap_or_default(),
+                f.input["site"].as_str().unwrap_or_default()
+            ),
+            json!({
+                "action": "unfence", "site": f.input["site"], "workload": f.input["workload"],
+                "workload_id": output["workload"], "epoch": f.input["epoch"],
+                "compensation": true, "stage": "compensation-unfence",
+            }),
+        )
+    }));
     let redirected = steps
         .iter()
         .any(|s| s.input["action"] == "redirect" && s.started_at_ms.is_some());

@@ -20,24 +20,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use rebound_domain::PlanDocument;
 use rebound_domain::plan::RedirectTarget as PlanTarget;
+use rebound_domain::{FieldError, PlanDocument, PlanError, Span};
 use rebound_runtime::bindings::exports::{
     CleanupRequest, CleanupScope, DiskSource, FenceRequest, MaterializeRequest, NetworkMapping,
     RedirectRequest, ReplicateRequest, SnapshotRequest,
 };
 use rebound_runtime::bindings::{
-    Consistency, DiskSpec, DnsRecord, Firmware, InventoryFilter, NicSpec, Operation, OperationKind,
-    OperationState, Outcome, PowerState, RedirectTarget, VmSpec, WeightedBackend,
+    Consistency, DiskSpec, DnsRecord, Firmware, HealthStatus, InventoryFilter, NicSpec, Operation,
+    OperationKind, OperationState, Outcome, PowerState, RedirectTarget, VmSpec, WeightedBackend,
 };
 use rebound_runtime::{
-    CallContext, CallError, Export, Fence, Inventory, Plugin, Runtime, SiteGrant, Status, Unfence,
-    explain,
+    CallContext, CallError, Describe, Export, Fence, Health, Inventory, Plugin, Runtime, SiteGrant,
+    Status, Unfence, explain,
 };
 use rebound_store::{RecoveryPointRecord, StepRecord, StepStatus, Store};
 use serde_json::{Value, json};
 
 use crate::{Progress, Started, StepError, StepRunner};
+
+mod transfer;
 
 /// The label Rebound puts on a workload it materialized: the plan's id.
 pub const WORKLOAD_LABEL: &str = "rebound/workload";
@@ -79,6 +81,47 @@ impl PluginSteps {
             sites,
             call_budget: Duration::from_secs(60),
         }
+    }
+
+    /// Refuse a plan whose objectives are impossible on their face for the
+    /// sites it names (DESIGN.md §6): both sites must be registered with
+    /// this host, and the failover RPO and replication interval must not be
+    /// finer than the snapshot granularity the source site's plugin
+    /// reports. Errors name the field and the reason, like the plan's own
+    /// validation. Callers that accept plans (API, CLI) run it before
+    /// storing one.
+    pub async fn check_feasible(&self, plan: &PlanDocument) -> Result<(), PlanError> {
+        let refuse = |field: &str, reason: String| {
+            PlanError::Invalid(vec![FieldError {
+                field: field.into(),
+                reason,
+            }])
+        };
+        for (field, site) in [("source", &plan.source), ("target", &plan.target)] {
+            if !self.sites.contains_key(site) {
+                return Err(refuse(
+                    field,
+                    format!(
+                        "site '{site}' is not registered with this host; add it to the sites file"
+                    ),
+                ));
+            }
+        }
+        let info = self.call(&[&plan.source], Describe).await.map_err(|e| {
+            refuse(
+                "source",
+                format!("site '{}' could not say what it can do: {e}", plan.source),
+            )
+        })?;
+        plan.check_feasible(Span::secs(u64::from(info.snapshot_granularity_secs)))
+    }
+
+    /// Probe a site through its plugin's `health`: whether it serves
+    /// (healthy or degraded) and the plugin's one-line detail.
+    pub async fn health(&self, site: &str) -> Result<(bool, String), StepError> {
+        let report = self.call(&[site], Health(site.to_owned())).await?;
+        let serving = !matches!(report.status, HealthStatus::Unreachable);
+        Ok((serving, report.detail))
     }
 
     fn site(&self, name: &str) -> Result<&BoundSite, StepError> {
@@ -192,6 +235,7 @@ impl PluginSteps {
                 };
                 self.call(&[&from, &to], request).await?
             }
+            "transfer" => return self.start_transfer(step).await,
             "fence" => return self.fence(step, &site, &workload).await,
             // A failed run's compensation: the workload its fence stopped.
             "unfence" => {
@@ -255,10 +299,21 @@ impl PluginSteps {
                         }
                     })
                     .collect();
+                // A copy the data mover made is a set of volumes; anything
+                // else is the platform's own recovery point.
+                let source = match point.detail["volumes"].as_array() {
+                    Some(volumes) => DiskSource::Volumes(
+                        volumes
+                            .iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect(),
+                    ),
+                    None => DiskSource::RecoveryPoint(point.id.clone()),
+                };
                 let request = MaterializeRequest {
                     key,
                     site: site.clone(),
-                    source: DiskSource::RecoveryPoint(point.id.clone()),
+                    source,
                     spec,
                     networks,
                     isolated,
@@ -309,31 +364,54 @@ impl PluginSteps {
                 };
                 self.call(&[&site], request).await?
             }
-            "cleanup" => {
-                let scope = match text("scope").as_str() {
-                    "drill" => CleanupScope::Drill(step.run.clone()),
-                    _ => {
-                        let plan = self.scope(step).await?.plan;
-                        let points = self
-                            .store
-                            .recovery_points(&plan)
-                            .await
-                            .map_err(|e| StepError::Retryable(e.to_string()))?;
-                        CleanupScope::RecoveryPoints(
-                            points
-                                .into_iter()
-                                .filter(|p| p.site == site)
-                                .map(|p| p.id)
-                                .collect(),
-                        )
-                    }
-                };
+            "cleanup" if text("scope") == "drill" => {
                 let request = CleanupRequest {
                     key,
                     site: site.clone(),
-                    scope,
+                    scope: CleanupScope::Drill(step.run.clone()),
                 };
                 self.call(&[&site], request).await?
+            }
+            // Recovery points removed from a site: all of the plan's there
+            // (the source of a committed migration), or those past the
+            // plan's retention (`prune`, the newest `keep` per workload stay).
+            "cleanup" | "prune" => {
+                let plan = self.scope(step).await?.plan;
+                let points = self
+                    .store
+                    .recovery_points(&plan)
+                    .await
+                    .map_err(|e| StepError::Retryable(e.to_string()))?;
+                let keep = match text("action").as_str() {
+                    "prune" => usize::try_from(input["keep"].as_u64().unwrap_or(1).max(1))
+                        .unwrap_or(usize::MAX),
+                    _ => 0,
+                };
+                let mut seen: HashMap<&str, usize> = HashMap::new();
+                let gone: Vec<&RecoveryPointRecord> = points
+                    .iter()
+                    .filter(|p| p.site == site)
+                    .filter(|p| {
+                        let n = seen.entry(p.workload.as_str()).or_default();
+                        *n += 1;
+                        *n > keep
+                    })
+                    .collect();
+                if gone.is_empty() {
+                    return Ok(Started::Done(json!({"removed": []})));
+                }
+                let request = CleanupRequest {
+                    key,
+                    site: site.clone(),
+                    scope: CleanupScope::RecoveryPoints(
+                        gone.iter().flat_map(|p| platform_ids(p)).collect(),
+                    ),
+                };
+                let op = self.call(&[&site], request).await?;
+                // Forgotten by the store once the site removed them.
+                let mut handle = handle(&op);
+                handle["points"] = json!(gone.iter().map(|p| &p.id).collect::<Vec<_>>());
+                return Ok(Started::Operation(handle));
             }
             other => {
                 return Err(StepError::Fatal(format!(
@@ -354,7 +432,11 @@ impl PluginSteps {
         workload: &str,
     ) -> Result<Started, StepError> {
         let attempt = async {
-            let id = self.resolve(site, workload).await?;
+            // A compensation names the incarnation it fences.
+            let id = match step.input["workload_id"].as_str() {
+                Some(id) => id.to_owned(),
+                None => self.resolve(site, workload).await?,
+            };
             let request = FenceRequest {
                 key: step.idempotency_key.clone(),
                 site: site.to_owned(),
@@ -376,6 +458,9 @@ impl PluginSteps {
     async fn poll_step(&self, step: &StepRecord, operation: &Value) -> Result<Progress, StepError> {
         let text = |field: &str| operation[field].as_str().unwrap_or_default().to_owned();
         let (site, id) = (text("site"), text("id"));
+        if text("kind") == "transfer" {
+            return self.poll_transfer(step, operation).await;
+        }
         if text("kind") == "gate" {
             let found = self
                 .call(
@@ -440,6 +525,16 @@ impl PluginSteps {
                 .await
                 .map_err(|e| StepError::Retryable(e.to_string()))?;
         }
+        if let Some(points) = operation["points"].as_array() {
+            let ids: Vec<String> = points
+                .iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect();
+            self.store
+                .forget_recovery_points(&site, &ids)
+                .await
+                .map_err(|e| StepError::Retryable(e.to_string()))?;
+        }
         // What the recovery restored from travels with its result.
         for field in ["captured_at_ms", "recovery_point"] {
             if !operation[field].is_null() {
@@ -447,6 +542,18 @@ impl PluginSteps {
             }
         }
         Ok(Progress::Done(output))
+    }
+}
+
+/// The platform's ids of a recovery point's copies: the volumes a transfer
+/// imported, or the platform's own recovery point.
+fn platform_ids(point: &RecoveryPointRecord) -> Vec<String> {
+    match point.detail["volumes"].as_array() {
+        Some(volumes) => volumes
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        None => vec![point.id.clone()],
     }
 }
 

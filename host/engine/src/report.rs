@@ -165,10 +165,11 @@ pub fn default_duration_ms(action: &str) -> i64 {
     match action {
         "fence" => 30_000,
         "snapshot" => 60_000,
-        "replicate" => 300_000,
+        "replicate" | "transfer" => 300_000,
         "materialize" => 120_000,
         "gate" => 60_000,
         "redirect" => 30_000,
+        "prune" => 10_000,
         _ => 10_000,
     }
 }

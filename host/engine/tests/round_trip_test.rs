@@ -25,6 +25,9 @@ struct Provider {
     fence_unconfirmed: bool,
     /// Steps with this action fail for good.
     broken: Option<&'static str>,
+    /// An operator cancels the run as the first step with this action
+    /// starts (the run is being driven).
+    cancel_on: Option<(&'static str, Store)>,
 }
 
 impl StepRunner for Provider {
@@ -35,6 +38,15 @@ impl StepRunner for Provider {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(step.idempotency_key.clone(), action.clone());
+            if let Some((on, store)) = &self.cancel_on
+                && on == &action
+            {
+                let asked = store.cancel_run(&step.run, "operator").await;
+                assert!(
+                    matches!(asked, Ok(rebound_store::Cancel::Requested)),
+                    "{asked:?}"
+                );
+            }
             if self.broken == Some(action.as_str()) {
                 return Err(StepError::Fatal(format!(
                     "{action} refused: quota exceeded"
@@ -161,7 +173,7 @@ async fn a_failback_declined_at_its_approval_changes_nothing(store: Store) {
         .cancel_run(&started.id, "again")
         .await
         .expect_err("finished");
-    assert!(err.to_string().contains("only a pending run"), "{err}");
+    assert!(err.to_string().contains("has not finished"), "{err}");
     // A later failback still works.
     assert_eq!(
         run(&store, provider.clone(), Workflow::Failback)
@@ -175,9 +187,10 @@ async fn a_failback_declined_at_its_approval_changes_nothing(store: Store) {
     );
 }
 
-/// A failback that fails after fencing the serving site compensates: the
-/// fenced workloads are unfenced (same epoch) and traffic goes back, so
-/// the old primary serves again, and the plan is ready for failback.
+/// A failback that fails after fencing the serving site compensates: what
+/// it recovered on the standby is fenced, the fenced workloads are
+/// unfenced (same epoch) and traffic goes back, so the old primary serves
+/// again, and the plan is ready for failback.
 async fn a_failback_failing_after_its_fence_unfences_the_old_primary(store: Store) {
     store
         .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
@@ -212,11 +225,15 @@ async fn a_failback_failing_after_its_fence_unfences_the_old_primary(store: Stor
     assert_eq!(
         compensation,
         [
+            (
+                "fence db-1 on openstack-east (undo its recovery)",
+                StepStatus::Succeeded
+            ),
             ("unfence db-1 on kubevirt-west", StepStatus::Succeeded),
             ("unfence app-1 on kubevirt-west", StepStatus::Succeeded),
             ("unfence web-1 on kubevirt-west", StepStatus::Succeeded),
         ],
-        "nothing was redirected yet, so only the fences are undone"
+        "the recovered tier is fenced first (never two primaries); nothing was redirected yet, so only the fences are undone"
     );
     let fence_epoch = steps
         .iter()
@@ -403,7 +420,107 @@ async fn the_failover_plan_recovers_tier_by_tier(store: Store) {
     );
 }
 
+/// A failover cancelled while a host drives it stops at the next stage,
+/// fences what it recovered, unfences the old primary and rolls the plan
+/// back; the run ends `cancelled`.
+async fn a_running_failover_cancelled_undoes_itself(store: Store) {
+    store
+        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
+        .await
+        .expect("plan");
+    let before = store.plan("shop").await.expect("plan").lifecycle;
+    let provider = Arc::new(Provider {
+        cancel_on: Some(("materialize", store.clone())),
+        ..Provider::default()
+    });
+    let outcome = run(&store, provider, Workflow::Failover)
+        .await
+        .expect("failover");
+    assert_eq!(
+        outcome,
+        Outcome::Cancelled {
+            by: "operator".into()
+        }
+    );
+    let runs = store.runs_of("shop").await.expect("runs");
+    assert_eq!(runs[0].status, RunStatus::Cancelled);
+    let steps = store.steps(&runs[0].id).await.expect("steps");
+    let materialized = steps
+        .iter()
+        .filter(|s| s.input["action"] == "materialize" && s.status == StepStatus::Succeeded)
+        .count();
+    assert_eq!(
+        materialized, 1,
+        "the stage in flight finished, no later one started"
+    );
+    assert!(
+        steps
+            .iter()
+            .filter(|s| s.input["action"] == "gate")
+            .all(|s| s.status == StepStatus::Pending)
+    );
+    let undone: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.input["compensation"] == true)
+        .map(|s| s.input["action"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(undone, ["fence", "unfence", "unfence", "unfence"]);
+    assert_eq!(
+        store.plan("shop").await.expect("plan").lifecycle.state,
+        before.state
+    );
+    assert_eq!(
+        store.plan("shop").await.expect("plan").lifecycle.primary,
+        before.primary
+    );
+    let audit = store.audit_log(50).await.expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "run.cancel_requested" && e.principal == "operator")
+    );
+    let err = store
+        .cancel_run(&runs[0].id, "again")
+        .await
+        .expect_err("finished");
+    assert!(err.to_string().contains("has not finished"), "{err}");
+}
+
+/// A drill that fails half way tears its sandbox down anyway.
+async fn a_failed_drill_tears_its_sandbox_down(store: Store) {
+    store
+        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
+        .await
+        .expect("plan");
+    let broken = Arc::new(Provider {
+        broken: Some("gate"),
+        ..Provider::default()
+    });
+    let outcome = run(&store, broken, Workflow::Drill).await.expect("drill");
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    let runs = store.runs_of("shop").await.expect("runs");
+    let steps = store.steps(&runs[0].id).await.expect("steps");
+    let compensation: Vec<(&str, StepStatus)> = steps
+        .iter()
+        .filter(|s| s.input["compensation"] == true)
+        .map(|s| (s.name.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        compensation,
+        [(
+            "tear down the drill sandbox on kubevirt-west",
+            StepStatus::Succeeded
+        )]
+    );
+    assert_eq!(
+        store.plan("shop").await.expect("plan").lifecycle.state,
+        PlanState::Protected
+    );
+}
+
 rebound_store::on_both_backends!(
+    a_running_failover_cancelled_undoes_itself,
+    a_failed_drill_tears_its_sandbox_down,
     a_failback_declined_at_its_approval_changes_nothing,
     a_failback_failing_after_its_fence_unfences_the_old_primary,
     round_trip,

@@ -47,8 +47,12 @@ pub async fn run(plugins: &Path) -> Result<()> {
         cache_dir: Some(plugins.join("../wasmtime-cache")),
         ..RuntimeConfig::default()
     })?);
+    // The sites keep real disk data (sparse images) for the data mover.
+    let disks = std::env::temp_dir().join(format!("rebound-demo-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(disks.clone());
     let site = ExampleSite::start(ExampleOptions {
         snapshot_latency: Duration::from_millis(300),
+        disk_dir: Some(disks.join("lab-a")),
         ..ExampleOptions::default()
     })
     .await?;
@@ -170,7 +174,7 @@ pub async fn run(plugins: &Path) -> Result<()> {
     println!("  meanwhile 'example' answered {served} health calls");
 
     let store = store_a_plan(plugins, &example).await?;
-    round_trip(&store, runtime, example, site, grant).await
+    round_trip(&store, runtime, example, site, grant, &disks).await
 }
 
 /// Replication, failover, reprotect and failback of the plan through the
@@ -181,10 +185,12 @@ async fn round_trip(
     example: Arc<Plugin>,
     a: ExampleSite,
     grant_a: SiteGrant,
+    disks: &std::path::Path,
 ) -> Result<()> {
     let b = ExampleSite::start(ExampleOptions {
         snapshot_latency: Duration::from_millis(300),
         vms: Vec::new(),
+        disk_dir: Some(disks.join("lab-b")),
         ..ExampleOptions::default()
     })
     .await?;
@@ -243,6 +249,46 @@ async fn round_trip(
             state.primary,
             state.epoch
         );
+        let transfers: Vec<serde_json::Value> = store
+            .steps(&run.id)
+            .await?
+            .into_iter()
+            .filter(|s| s.input["action"] == "transfer")
+            .filter_map(|s| s.output)
+            .collect();
+        if !transfers.is_empty() {
+            let sum =
+                |field: &str| -> u64 { transfers.iter().filter_map(|t| t[field].as_u64()).sum() };
+            println!(
+                "            data mover: {} disk copies, {:.1} MiB moved of {:.1} GiB, verified block by block",
+                transfers.len(),
+                sum("bytes_moved") as f64 / f64::from(1 << 20),
+                sum("bytes_total") as f64 / f64::from(1 << 30),
+            );
+        }
+        // The applications keep writing where they run now; the next sync
+        // moves what they wrote, and nothing else.
+        if let Some(mib) = match workflow {
+            Failover => Some(8),
+            Reprotect => Some(4),
+            _ => None,
+        } {
+            let serving: Vec<String> = b
+                .vms()
+                .iter()
+                .filter(|vm| vm["power"] == "running")
+                .filter_map(|vm| vm["id"].as_str().map(str::to_owned))
+                .collect();
+            for vm in &serving {
+                let data = vec![u8::try_from(mib).unwrap_or(1); mib << 20];
+                b.write_disk(vm, 0, 1 << 30, &data)
+                    .map_err(anyhow::Error::msg)?;
+            }
+            println!(
+                "            the applications on lab-b write {mib} MiB each ({} VMs)",
+                serving.len()
+            );
+        }
         if matches!(workflow, Failover | Failback) {
             println!(
                 "            RTO: forecast {}, measured {} (objective {}, {}); RPO achieved {} (objective {}, {})",
@@ -275,6 +321,15 @@ async fn round_trip(
         a.route("shop/www"),
     );
     Ok(())
+}
+
+/// Removes the demo's disk folder when the demo ends.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn ms(value: Option<i64>) -> String {
@@ -349,7 +404,7 @@ workloads:
     depends_on: [vm-3]
   - id: vm-1
     depends_on: [vm-2]
-replication: { mode: native, interval: 5m }
+replication: { mode: data_mover, interval: 5m }
 objectives:
   failover: { rto: 15m, rpo: 10m }
   failback: { rto: 1h, rpo: 0s }

@@ -3,11 +3,12 @@
 //! runtime with the plugin packages of a folder, binds the sites of a sites
 //! file to their plugins, runs executor workers that claim runs from the
 //! store and drive them through the plugins (several hosts on one
-//! PostgreSQL share the runs by lease), and ticks the policy engine. It
-//! serves `/healthz`, `/readyz` and the REST API of `rebound-api` under
-//! `/api/v1` (docs/api.md). On a store's first start it creates the
-//! bootstrap admin, with the password of `REBOUND_ADMIN_PASSWORD` or a
-//! random one printed once.
+//! PostgreSQL share the runs by lease), ticks the policy engine and
+//! witnesses the primary sites of automatic plans. It serves `/healthz`,
+//! `/readyz` and the REST API of `rebound-api` under `/api/v1`
+//! (docs/api.md). On a store's first start it creates the bootstrap admin,
+//! with the password of `REBOUND_ADMIN_PASSWORD` or a random one printed
+//! once.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -161,6 +162,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             let executor = Executor::new(store.clone(), runner.clone(), config);
             tokio::spawn(work(executor));
         }
+        if args.policy_seconds > 0.0 {
+            tokio::spawn(detection(store.clone(), runner.clone(), owner.clone()));
+        }
         eprintln!("rebound driving runs as {owner}");
     }
     if args.policy_seconds > 0.0 {
@@ -219,6 +223,25 @@ async fn policy(store: rebound_store::Store, every: Duration) {
                 }
             }
             Err(e) => tracing::error!("policy tick: {e}"),
+        }
+    }
+}
+
+/// Witness the primary sites of automatic plans: probe each at its plan's
+/// probe interval (checked every second) and start the failover when
+/// enough witnesses agree it is down.
+async fn detection(store: rebound_store::Store, runner: Arc<PluginSteps>, witness: String) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let now = rebound_engine::now_ms();
+        match rebound_engine::detection::detect(&store, &runner, &witness, now).await {
+            Ok(done) => {
+                for (plan, run) in done.failovers {
+                    tracing::warn!(%plan, %run, "automatic failover started");
+                }
+            }
+            Err(e) => tracing::error!("detection: {e}"),
         }
     }
 }

@@ -24,6 +24,8 @@ fn the_demo_runs_a_round_trip() {
         "failover    12 steps, Succeeded → plan failed_over (primary lab-b, epoch 2)",
         "failback    25 steps, Succeeded → plan protected (primary lab-a, epoch 3)",
         "running VMs now: lab-a 3, lab-b 0",
+        "disk copies",
+        "verified block by block",
         "repeated under one idempotency key: 0",
     ] {
         assert!(

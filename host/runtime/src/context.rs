@@ -62,6 +62,30 @@ impl SiteGrant {
         self
     }
 
+    /// Whether the host's data mover may connect to `url` for this site:
+    /// its host must be one the site's egress grant names (any port). A
+    /// plugin hands the mover its endpoints, so this keeps a plugin from
+    /// pointing the host at anything the operator did not grant.
+    pub fn check_data_url(&self, url: &str) -> Result<(), String> {
+        let target = EgressRule::parse(url)
+            .map_err(|e| format!("site '{}': unusable transfer endpoint: {e}", self.name))?;
+        if self.egress.iter().any(|rule| rule.covers_host_of(&target)) {
+            return Ok(());
+        }
+        let host = target.to_string();
+        let host = host
+            .split("://")
+            .nth(1)
+            .and_then(|a| a.rsplit_once(':'))
+            .map_or(host.as_str(), |(h, _)| h)
+            .to_owned();
+        Err(format!(
+            "site '{}' handed the data mover an endpoint on '{host}', which the site's egress grant does not name; \
+             if that host is the platform's, grant it in the site's egress list",
+            self.name
+        ))
+    }
+
     /// Grant egress to a URL such as `http://127.0.0.1:8774`.
     pub fn grant(mut self, url: &str) -> Result<Self, String> {
         self.egress.push(EgressRule::parse(url)?);

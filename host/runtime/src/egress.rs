@@ -163,6 +163,21 @@ impl EgressRule {
         }
     }
 
+    /// Whether this rule covers the host of `url` on any port and scheme:
+    /// what the host's data mover may reach for a site (a platform serves
+    /// disk transfers from other ports than its API). Special addresses
+    /// (loopback, link-local, metadata) only when named literally.
+    pub fn covers_host_of(&self, url: &EgressRule) -> bool {
+        match &url.host {
+            HostPattern::Name(name) => self.matches(self.scheme, name, self.port),
+            HostPattern::Ip(ip) => match special_address(*ip) {
+                Some(_) => self.names_address(*ip),
+                None => self.matches(self.scheme, &ip.to_string(), self.port),
+            },
+            HostPattern::Wildcard(_) => false,
+        }
+    }
+
     /// Whether this rule names `addr` explicitly, which is what lets a
     /// request reach a loopback, link-local or metadata address.
     pub fn names_address(&self, addr: IpAddr) -> bool {

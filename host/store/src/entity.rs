@@ -5,4 +5,5 @@ pub mod event;
 pub mod plan;
 pub mod recovery_point;
 pub mod run;
+pub mod site_probe;
 pub mod step;

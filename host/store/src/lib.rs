@@ -28,7 +28,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 
 pub use api::{RunFilter, RunListing, TokenRecord, UserRecord};
-use entity::{audit, event, plan, recovery_point, run, step};
+use entity::{audit, event, plan, recovery_point, run, site_probe, step};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +112,32 @@ pub struct RunRecord {
     /// Started by [`Store::start_workflow`]: finishing it moves the plan's
     /// lifecycle.
     pub lifecycle: bool,
+    /// Who asked to cancel it while a host was driving it: the host stops
+    /// at its next stage boundary.
+    pub cancel_requested_by: Option<String>,
+}
+
+/// A witness's last probe of a site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbeRecord {
+    pub site: String,
+    /// The host that probed.
+    pub witness: String,
+    pub at_ms: i64,
+    pub ok: bool,
+    /// Failed probes in a row.
+    pub failures: u32,
+    pub detail: String,
+}
+
+/// What [`Store::cancel_run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cancel {
+    /// Nobody was driving the run: it is cancelled.
+    Cancelled,
+    /// A host is driving it: it stops at its next stage boundary.
+    Requested,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -523,6 +549,7 @@ impl Store {
             updated_at: Set(now),
             finished_at: Set(None),
             lifecycle: Set(lifecycle),
+            cancel_requested_by: Set(None),
         }
         .insert(&tx)
         .await;
@@ -812,6 +839,8 @@ impl Store {
             finish_lifecycle(&tx, &record, succeeded, old_primary_fenced).await?;
         let status = if succeeded && refusal.is_none() {
             RunStatus::Succeeded
+        } else if record.cancel_requested_by.is_some() {
+            RunStatus::Cancelled
         } else {
             RunStatus::Failed
         };
@@ -974,31 +1003,42 @@ impl Store {
         Ok(false)
     }
 
-    /// Cancel a run nobody is driving (pending, or waiting for approval):
-    /// it ends `cancelled` and a lifecycle run rolls the plan back to
-    /// where it started, in one transaction. A run a host is driving is
+    /// Cancel a run. One nobody is driving (pending, or waiting for
+    /// approval) ends `cancelled` at once and a lifecycle run rolls the
+    /// plan back to where it started, in one transaction
+    /// ([`Cancel::Cancelled`]). One a host is driving records the request
+    /// ([`Cancel::Requested`]): the host stops at its next stage boundary
+    /// (steps in flight finish), undoes what needs undoing as for a failure
+    /// (compensation) and ends the run `cancelled`. A finished run is
     /// refused with the reason.
-    pub async fn cancel_run(&self, run_id: &str, principal: &str) -> Result<(), StoreError> {
+    pub async fn cancel_run(&self, run_id: &str, principal: &str) -> Result<Cancel, StoreError> {
         let tx = self.db.begin().await?;
         let run = find_run(&tx, run_id).await?;
         let record = decode_run(&run)?;
+        if !matches!(
+            record.status,
+            RunStatus::Pending | RunStatus::Running | RunStatus::WaitingApproval
+        ) {
+            return Err(StoreError::Conflict(format!(
+                "run '{run_id}' is {}; only a run that has not finished can be cancelled",
+                record.status.as_str(),
+            )));
+        }
         let driven = record.status == RunStatus::Running
             || (record.status == RunStatus::Pending
                 && run.lease_expires_at.is_some_and(|t| t >= now_ms()));
-        if driven
-            || !matches!(
-                record.status,
-                RunStatus::Pending | RunStatus::Running | RunStatus::WaitingApproval
-            )
-        {
-            return Err(StoreError::Conflict(format!(
-                "run '{run_id}' is {}{}; only a pending run or one waiting for approval can be cancelled",
-                record.status.as_str(),
-                run.lease_owner
-                    .as_deref()
-                    .map(|o| format!(" (driven by '{o}')"))
-                    .unwrap_or_default()
-            )));
+        if driven {
+            if record.cancel_requested_by.is_none() {
+                run::Entity::update_many()
+                    .col_expr(run::Column::CancelRequestedBy, Expr::value(principal))
+                    .filter(run::Column::Id.eq(run_id))
+                    .exec(&tx)
+                    .await?;
+                let detail = serde_json::json!({"driven_by": run.lease_owner});
+                audit_in(&tx, principal, "run.cancel_requested", run_id, detail).await?;
+            }
+            tx.commit().await?;
+            return Ok(Cancel::Requested);
         }
         let mut detail = serde_json::json!({});
         if record.lifecycle {
@@ -1011,7 +1051,7 @@ impl Store {
             .await?;
         audit_in(&tx, principal, "run.cancel", run_id, detail).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(Cancel::Cancelled)
     }
 
     /// Record a recovery point; recording the same (site, id) again is a
@@ -1034,6 +1074,84 @@ impl Store {
             .exec(&self.db)
             .await?;
         Ok(())
+    }
+
+    /// Forget recovery points whose copies the site removed (pruned past
+    /// the plan's retention).
+    pub async fn forget_recovery_points(
+        &self,
+        site: &str,
+        ids: &[String],
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        recovery_point::Entity::delete_many()
+            .filter(recovery_point::Column::Site.eq(site))
+            .filter(recovery_point::Column::Id.is_in(ids.iter().cloned()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Record a witness's probe of a site: the failures in a row grow with
+    /// each failed probe and reset with a good one. Returns the record.
+    pub async fn record_probe(
+        &self,
+        site: &str,
+        witness: &str,
+        at_ms: i64,
+        ok: bool,
+        detail: &str,
+    ) -> Result<ProbeRecord, StoreError> {
+        let tx = self.db.begin().await?;
+        let key = (site.to_owned(), witness.to_owned());
+        let previous = site_probe::Entity::find_by_id(key).one(&tx).await?;
+        let failures = match (&previous, ok) {
+            (_, true) => 0,
+            (Some(p), false) => p.failures.saturating_add(1),
+            (None, false) => 1,
+        };
+        let row = site_probe::ActiveModel {
+            site: Set(site.to_owned()),
+            witness: Set(witness.to_owned()),
+            at: Set(at_ms),
+            ok: Set(ok),
+            failures: Set(failures),
+            detail: Set(detail.to_owned()),
+        };
+        if previous.is_some() {
+            row.update(&tx).await?;
+        } else {
+            row.insert(&tx).await?;
+        }
+        tx.commit().await?;
+        Ok(ProbeRecord {
+            site: site.to_owned(),
+            witness: witness.to_owned(),
+            at_ms,
+            ok,
+            failures: u32::try_from(failures).unwrap_or_default(),
+            detail: detail.to_owned(),
+        })
+    }
+
+    /// The last probe of a site by each witness.
+    pub async fn probes(&self, site: &str) -> Result<Vec<ProbeRecord>, StoreError> {
+        Ok(site_probe::Entity::find()
+            .filter(site_probe::Column::Site.eq(site))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|p| ProbeRecord {
+                site: p.site,
+                witness: p.witness,
+                at_ms: p.at,
+                ok: p.ok,
+                failures: u32::try_from(p.failures).unwrap_or_default(),
+                detail: p.detail,
+            })
+            .collect())
     }
 
     /// The newest recovery point of a plan's workload at a site.
@@ -1436,5 +1554,6 @@ fn decode_run(row: &run::Model) -> Result<RunRecord, StoreError> {
         lease_owner: row.lease_owner.clone(),
         lease_expires_at_ms: row.lease_expires_at,
         lifecycle: row.lifecycle,
+        cancel_requested_by: row.cancel_requested_by.clone(),
     })
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use rebound_plugin_sdk::{DiskSpec, Firmware, NicSpec, PowerState, VmSpec, Workload};
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 #[derive(Deserialize)]
 pub struct Version {
@@ -125,4 +126,41 @@ pub struct Backend {
 pub struct Route {
     pub backends: Vec<Backend>,
     pub key: Option<String>,
+}
+
+/// An export or import: a disk image the site serves for the data mover.
+#[derive(Deserialize)]
+pub struct Transfer {
+    pub id: String,
+    /// `preparing` or `ready`.
+    pub status: String,
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub token: String,
+    pub size_bytes: u64,
+    /// For an import: the volume being written.
+    pub volume_id: Option<String>,
+}
+
+/// The VM around imported volumes, as `POST /v1/vms` takes it.
+pub fn spec_body(spec: &VmSpec) -> Value {
+    json!({
+        "cpus": spec.cpus,
+        "memory_mib": spec.memory_mib,
+        "firmware": match spec.firmware { Firmware::Uefi => "uefi", Firmware::Bios => "bios" },
+        "disks": spec.disks.iter().map(|d| json!({
+            "name": d.name, "size_bytes": d.size_bytes, "boot_order": d.boot_order,
+        })).collect::<Vec<_>>(),
+        "nics": spec.nics.iter().map(|n| json!({
+            "network": n.network, "mac": n.mac, "ips": n.ips,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A changed byte range.
+#[derive(Deserialize)]
+pub struct Range {
+    pub offset: u64,
+    pub length: u64,
 }

@@ -1,8 +1,10 @@
 //! The example provider plugin: a short, real plugin for the lab's example
 //! platform (`lab/src/example.rs` documents its API), written the way the
-//! built-in plugins are. It implements `describe`, `health`, `inventory`,
-//! `snapshot`, `status` and `cleanup` of recovery points; the other exports
-//! answer `unsupported`, as its empty capabilities say.
+//! built-in plugins are. It implements the whole contract: snapshots,
+//! native replication, `changed-blocks`, `export-disk`/`import-disk` for the
+//! host's data mover (the site serves each transfer through a mover agent
+//! with block digests), materialize from a snapshot or imported volumes,
+//! fence/unfence, weighted redirect and cleanup.
 //!
 //! Site config: `endpoint` (base URL). Secret: `token`, sent as a bearer
 //! token through the host's placeholder, so the plugin never holds it.
@@ -16,8 +18,9 @@ mod api;
 use rebound_plugin_sdk::http::{self, Request};
 use rebound_plugin_sdk::retry::{RetryPolicy, retry};
 use rebound_plugin_sdk::{
-    Capabilities, CleanupReport, CleanupRequest, CleanupScope, Consistency, DiskCopy, DiskSource,
-    FenceReport, FenceRequest, HealthReport, HealthStatus, InventoryFilter, MaterializeRequest,
+    ByteRange, Capabilities, ChangedBlocksRequest, CleanupReport, CleanupRequest, CleanupScope,
+    Consistency, DiskCopy, DiskEndpoint, DiskFormat, DiskSource, ExportRequest, FenceReport,
+    FenceRequest, HealthReport, HealthStatus, ImportRequest, InventoryFilter, MaterializeRequest,
     Materialized, Operation, OperationKind, OperationState, Outcome, PluginInfo, Provider,
     ProviderError, RecoveryPoint, RedirectReport, RedirectRequest, RedirectTarget,
     ReplicateRequest, Running, SnapshotRequest, WeightedBackend, Workload, info, register, site,
@@ -31,9 +34,12 @@ pub fn describe_info() -> PluginInfo {
         platform: "example".into(),
         capabilities: Capabilities::FENCING
             | Capabilities::NATIVE_REPLICATION
-            | Capabilities::WEIGHTED_REDIRECT,
-        export_formats: Vec::new(),
-        import_formats: Vec::new(),
+            | Capabilities::WEIGHTED_REDIRECT
+            | Capabilities::EXPORT_DISK
+            | Capabilities::IMPORT_DISK
+            | Capabilities::CHANGED_BLOCKS,
+        export_formats: vec![DiskFormat::Raw],
+        import_formats: vec![DiskFormat::Raw],
         snapshot_granularity_secs: 60,
     }
 }
@@ -164,12 +170,58 @@ impl Provider for Example {
         })
     }
 
-    fn materialize(req: MaterializeRequest) -> Result<Operation, ProviderError> {
-        let DiskSource::RecoveryPoint(snapshot) = req.source else {
+    fn export_disk(req: ExportRequest) -> Result<Operation, ProviderError> {
+        if req.format != DiskFormat::Raw {
             return Err(ProviderError::Unsupported(
-                "the example platform creates VMs from its own snapshots only".into(),
+                "the example platform exports raw images only".into(),
             ));
-        };
+        }
+        let body = serde_json::json!({
+            "key": req.key, "snapshot_id": req.recovery_point_id, "disk_id": req.disk_id,
+        });
+        let id = transfer(&req.site, "exports", &req.key, &body)?;
+        Ok(Operation {
+            kind: OperationKind::ExportDisk,
+            site: req.site,
+            id,
+        })
+    }
+
+    fn import_disk(req: ImportRequest) -> Result<Operation, ProviderError> {
+        if req.format != DiskFormat::Raw {
+            return Err(ProviderError::Unsupported(
+                "the example platform imports raw images only".into(),
+            ));
+        }
+        let body = serde_json::json!({
+            "key": req.key, "name": req.name, "size_bytes": req.size_bytes, "base": req.volume_id,
+        });
+        let id = transfer(&req.site, "imports", &req.key, &body)?;
+        Ok(Operation {
+            kind: OperationKind::ImportDisk,
+            site: req.site,
+            id,
+        })
+    }
+
+    fn changed_blocks(req: ChangedBlocksRequest) -> Result<Vec<ByteRange>, ProviderError> {
+        let path = format!(
+            "/v1/snapshots/{}/changes?base={}&disk={}",
+            encode(&req.target),
+            encode(&req.base),
+            encode(&req.disk_id)
+        );
+        let ranges: Vec<api::Range> = send(call(&req.site, http::get, &path)?)?.json()?;
+        Ok(ranges
+            .into_iter()
+            .map(|r| ByteRange {
+                offset: r.offset,
+                length: r.length,
+            })
+            .collect())
+    }
+
+    fn materialize(req: MaterializeRequest) -> Result<Operation, ProviderError> {
         let existing: Vec<api::Vm> = send(call(
             &req.site,
             http::get,
@@ -198,16 +250,27 @@ impl Provider for Example {
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
-                let body = serde_json::json!({
-                    "key": req.key, "name": req.spec.name, "from_snapshot": snapshot,
+                let mut body = serde_json::json!({
+                    "key": req.key, "name": req.spec.name,
                     "networks": networks, "labels": labels, "start": req.start,
                 });
+                match &req.source {
+                    DiskSource::RecoveryPoint(snapshot) => {
+                        body["from_snapshot"] = snapshot.as_str().into()
+                    }
+                    // Imported volumes carry data only: the VM around them
+                    // is described by the spec.
+                    DiskSource::Volumes(volumes) => {
+                        body["from_volumes"] = serde_json::json!(volumes);
+                        body["spec"] = api::spec_body(&req.spec);
+                    }
+                }
                 let created: api::Created = call(&req.site, http::post, "/v1/vms")?
                     .json(&body)?
                     .send()?
                     .error_for_status()?
                     .json()?;
-                info!("VM creation started"; "id" => created.id, "from" => snapshot);
+                info!("VM creation started"; "id" => created.id);
                 created.id
             }
         };
@@ -362,6 +425,33 @@ impl Provider for Example {
                     },
                 )))
             }
+            OperationKind::ExportDisk | OperationKind::ImportDisk => {
+                let collection = if op.kind == OperationKind::ExportDisk {
+                    "exports"
+                } else {
+                    "imports"
+                };
+                let path = format!("/v1/{collection}/{}", encode(&op.id));
+                let t: api::Transfer = send(call(&op.site, http::get, &path)?)?.json()?;
+                if t.status != "ready" {
+                    return Ok(OperationState::Running(Running {
+                        percent: None,
+                        detail: t.status,
+                    }));
+                }
+                Ok(OperationState::Succeeded(Outcome::DiskEndpoint(
+                    DiskEndpoint {
+                        url: t.url,
+                        format: DiskFormat::Raw,
+                        size_bytes: t.size_bytes,
+                        headers: vec![("authorization".into(), format!("Bearer {}", t.token))],
+                        ranged: true,
+                        block_digests: true,
+                        volume_id: t.volume_id,
+                        expires_at: None,
+                    },
+                )))
+            }
             // Cleanup finishes within the call; its handle lists what went.
             OperationKind::Cleanup => {
                 Ok(OperationState::Succeeded(Outcome::Cleaned(CleanupReport {
@@ -373,17 +463,20 @@ impl Provider for Example {
                         .collect(),
                 })))
             }
-            other => Err(ProviderError::InvalidRequest(format!(
-                "the example plugin starts no {other:?} operations"
-            ))),
         }
     }
 
     fn cleanup(req: CleanupRequest) -> Result<Operation, ProviderError> {
         let removed = match req.scope {
+            // Snapshots, or volumes the data mover wrote.
             CleanupScope::RecoveryPoints(ids) => {
                 for id in &ids {
-                    delete(&req.site, &format!("/v1/snapshots/{}", encode(id)))?;
+                    let collection = if id.starts_with("vol-") {
+                        "volumes"
+                    } else {
+                        "snapshots"
+                    };
+                    delete(&req.site, &format!("/v1/{collection}/{}", encode(id)))?;
                 }
                 ids
             }
@@ -398,8 +491,19 @@ impl Provider for Example {
                 }
                 removed
             }
-            // The example platform stages no transfers.
-            CleanupScope::Transfers(_) => Vec::new(),
+            // Transfer endpoints: the site stops serving them (an import's
+            // volume stays).
+            CleanupScope::Transfers(ids) => {
+                for id in &ids {
+                    let collection = if id.starts_with("exp-") {
+                        "exports"
+                    } else {
+                        "imports"
+                    };
+                    delete(&req.site, &format!("/v1/{collection}/{}", encode(id)))?;
+                }
+                ids
+            }
         };
         Ok(Operation {
             kind: OperationKind::Cleanup,
@@ -414,6 +518,33 @@ const ISOLATED: &str = "drill-isolated";
 
 /// The label the host puts on a drill's VMs (its sandbox id).
 const DRILL_LABEL: &str = "rebound/drill";
+
+/// Start an export or import once per key: the one created under `key`
+/// earlier is the answer.
+fn transfer(
+    site: &str,
+    collection: &str,
+    key: &str,
+    body: &serde_json::Value,
+) -> Result<String, ProviderError> {
+    let path = format!("/v1/{collection}");
+    let existing: Vec<api::Transfer> = send(call(
+        site,
+        http::get,
+        &format!("{path}?key={}", encode(key)),
+    )?)?
+    .json()?;
+    if let Some(t) = existing.into_iter().next() {
+        return Ok(t.id);
+    }
+    let created: api::Transfer = call(site, http::post, &path)?
+        .json(body)?
+        .send()?
+        .error_for_status()?
+        .json()?;
+    info!("transfer endpoint requested"; "id" => created.id, "kind" => collection);
+    Ok(created.id)
+}
 
 fn get_vm(site: &str, id: &str) -> Result<api::Vm, ProviderError> {
     send(call(site, http::get, &format!("/v1/vms/{}", encode(id)))?)?.json()

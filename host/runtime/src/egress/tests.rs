@@ -136,3 +136,40 @@ fn special_address_classes() {
     assert_eq!(kind("0.0.0.0"), Some("an unspecified address"));
     assert_eq!(kind("10.1.2.3"), None);
 }
+
+#[test]
+fn the_data_mover_reaches_only_hosts_a_site_grant_names() {
+    let site = crate::SiteGrant::new("lab-a")
+        .grant("https://api.cloud.test")
+        .expect("grant")
+        .grant("http://127.0.0.1:8774")
+        .expect("grant")
+        .grant("https://*.storage.test")
+        .expect("grant");
+    // Any port and scheme of a granted host: transfers are served apart
+    // from the API.
+    for ok in [
+        "http://127.0.0.1:40123/disk",
+        "https://api.cloud.test:9292/v2/images/x/file",
+        "https://eu.storage.test/export/7",
+    ] {
+        site.check_data_url(ok)
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for refused in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.2:40123/disk",
+        "http://localhost:5432/",
+        "https://evil.test/disk",
+        "https://storage.test/disk",
+    ] {
+        let err = site.check_data_url(refused).expect_err(refused);
+        assert!(
+            err.contains("egress grant does not name"),
+            "{refused}: {err}"
+        );
+        assert!(err.contains("site 'lab-a'"), "{err}");
+    }
+    let err = site.check_data_url("ftp://x/disk").expect_err("scheme");
+    assert!(err.contains("unusable transfer endpoint"), "{err}");
+}

@@ -18,6 +18,8 @@ pub struct Model {
     pub finished_at: Option<i64>,
     /// Whether finishing this run finishes its plan's lifecycle transition.
     pub lifecycle: bool,
+    /// Who asked to cancel the run while a host was driving it.
+    pub cancel_requested_by: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,148 @@
+//! Fault injection and the front door every service call passes: added
+//! latency, a hung or down site, a rate of errors (5xx, or 429 with
+//! `Retry-After`), a slow data plane; plus the request id header and the
+//! effects counter. Scripted through `/_lab/faults` or
+//! [`super::OpenStackSite::set_faults`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::state::{Shared, fault, uuid};
+
+/// The failures a site shows; all off by default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Fraction of calls (0.0–1.0) answered with `status` instead.
+    pub error_rate: f64,
+    /// The status of injected errors; 503 when unset.
+    pub status: Option<u16>,
+    /// Seconds sent as `Retry-After` with injected errors.
+    pub retry_after: Option<u64>,
+    /// Calls get no answer until `hang` is cleared.
+    pub hang: bool,
+    /// The whole site answers 503, like a site lost in a disaster.
+    pub down: bool,
+    /// Added to every call.
+    pub latency_ms: u64,
+    /// Disk copies and image transfers run at this many bytes per second.
+    pub data_bytes_per_sec: Option<u64>,
+    /// Limit the faults to one service's calls, by its path segment
+    /// (`identity`, `compute`, `volume`, `image`, `network`, `dns`,
+    /// `load-balancer`).
+    pub service: Option<String>,
+}
+
+impl Faults {
+    fn applies_to(&self, path: &str) -> bool {
+        self.service
+            .as_deref()
+            .is_none_or(|s| path.split('/').any(|segment| segment == s))
+    }
+
+    /// How long moving `bytes` takes on a slowed data plane.
+    pub(crate) fn data_delay(&self, bytes: u64) -> Duration {
+        match self.data_bytes_per_sec {
+            Some(rate) if rate > 0 => Duration::from_secs_f64(bytes as f64 / rate as f64),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// In front of every service call.
+pub(crate) async fn front_door(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let faults = shared.lock().faults.clone();
+    if faults.applies_to(&path) {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+        while shared.lock().faults.hang && faults.applies_to(&path) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if faults.down {
+            return fault(StatusCode::SERVICE_UNAVAILABLE, "The site is down.");
+        }
+        if faults.error_rate > 0.0 && rand::random::<f64>() < faults.error_rate {
+            return injected(&faults);
+        }
+    }
+    let mutating = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if mutating && !path.ends_with("/auth/tokens") {
+        let key = request
+            .headers()
+            .get("x-openstack-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(|| format!("{} {path}", request.method()), str::to_owned);
+        *shared.lock().effects.entry(key).or_default() += 1;
+    }
+    let mut response = next.run(request).await;
+    if let Ok(id) = HeaderValue::from_str(&format!("req-{}", uuid())) {
+        response.headers_mut().insert("x-openstack-request-id", id);
+    }
+    response
+}
+
+fn injected(faults: &Faults) -> Response {
+    let status = faults
+        .status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let message = if status == StatusCode::TOO_MANY_REQUESTS {
+        "This request was rate-limited."
+    } else {
+        "The server has either erred or is incapable of performing the requested operation."
+    };
+    let mut response = fault(status, message);
+    if let Some(secs) = faults.retry_after
+        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
+pub(crate) async fn get_faults(State(shared): State<Arc<Shared>>) -> Json<Faults> {
+    Json(shared.lock().faults.clone())
+}
+
+/// `POST /_lab/faults` replaces the faults with the body's.
+pub(crate) async fn set_faults(
+    State(shared): State<Arc<Shared>>,
+    Json(faults): Json<Faults>,
+) -> Response {
+    if !(0.0..=1.0).contains(&faults.error_rate) {
+        let msg = format!("error_rate is {}; give 0.0 to 1.0", faults.error_rate);
+        return (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
+    }
+    if let Some(s) = faults.status
+        && StatusCode::from_u16(s).is_err()
+    {
+        let msg = format!("status {s} is not an HTTP status");
+        return (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
+    }
+    shared.lock().faults = faults.clone();
+    Json(faults).into_response()
+}
+
+pub(crate) async fn clear_faults(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.lock().faults = Faults::default();
+    StatusCode::NO_CONTENT
+}
+
+pub(crate) async fn get_effects(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!(shared.lock().effects))
+}

@@ -1,0 +1,454 @@
+//! Nova (compute v2.1, microversions 2.1–2.96) at `/{region}/compute`:
+//! servers (list, detail, show, create booting from a volume, delete,
+//! start/stop), flavors, `os-services`. A new server is `BUILD` for the
+//! configured latency, then `ACTIVE`. Addresses come from the region's
+//! Neutron ports and floating IPs, so moving a floating IP shows here.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::neutron;
+use super::state::{self, Api, Region, fault, set, str_of, time_z, uuid};
+
+const MAX: (u32, u32) = (2, 96);
+
+pub(super) fn routes(api: &Api) -> Router {
+    let p = format!("{}/compute", api.prefix());
+    let v = format!("{p}/v2.1");
+    let calls = Router::new()
+        .route(
+            &format!("{v}/servers"),
+            get(list_servers).post(create_server),
+        )
+        .route(&format!("{v}/servers/detail"), get(list_servers_detail))
+        .route(
+            &format!("{v}/servers/{{id}}"),
+            get(show_server).delete(delete_server),
+        )
+        .route(&format!("{v}/servers/{{id}}/action"), post(server_action))
+        .route(&format!("{v}/flavors"), get(list_flavors))
+        .route(&format!("{v}/flavors/detail"), get(list_flavors))
+        .route(&format!("{v}/flavors/{{id}}"), get(show_flavor))
+        .route(&format!("{v}/os-services"), get(services))
+        .route_layer(middleware::from_fn(|req, next| {
+            state::microversion("compute", (2, 1), MAX, req, next)
+        }))
+        .route_layer(middleware::from_fn_with_state(
+            api.shared.clone(),
+            state::require_token,
+        ));
+    Router::new()
+        .route(&p, get(versions))
+        .route(&format!("{p}/"), get(versions))
+        .route(&v, get(version))
+        .route(&format!("{v}/"), get(version))
+        .merge(calls)
+        .with_state(api.clone())
+}
+
+fn v21(api: &Api) -> Value {
+    json!({
+        "id": "v2.1",
+        "status": "CURRENT",
+        "version": format!("{}.{}", MAX.0, MAX.1),
+        "min_version": "2.1",
+        "updated": "2013-07-23T11:33:21Z",
+        "links": [
+            {"rel": "self", "href": api.url("/compute/v2.1/")},
+            {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"}
+        ],
+        "media-types": [{
+            "base": "application/json",
+            "type": "application/vnd.openstack.compute+json;version=2.1"
+        }]
+    })
+}
+
+async fn versions(State(api): State<Api>) -> Json<Value> {
+    let v20 = json!({
+        "id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "",
+        "updated": "2011-01-21T11:33:21Z",
+        "links": [{"rel": "self", "href": api.url("/compute/v2/")}]
+    });
+    Json(json!({"versions": [v20, v21(&api)]}))
+}
+
+async fn version(State(api): State<Api>) -> Json<Value> {
+    Json(json!({"version": v21(&api)}))
+}
+
+/// The flavors every region offers: (id, name, vcpus, ram MiB, disk GiB).
+pub(super) const FLAVORS: [(&str, &str, u64, u64, u64); 4] = [
+    ("1", "m1.tiny", 1, 512, 1),
+    ("2", "m1.small", 1, 2048, 20),
+    ("3", "m1.medium", 2, 4096, 40),
+    ("4", "m1.large", 4, 8192, 80),
+];
+
+fn flavor_doc(api: &Api, f: &(&str, &str, u64, u64, u64)) -> Value {
+    json!({
+        "id": f.0, "name": f.1, "vcpus": f.2, "ram": f.3, "disk": f.4,
+        "OS-FLV-EXT-DATA:ephemeral": 0, "OS-FLV-DISABLED:disabled": false,
+        "swap": 0, "rxtx_factor": 1.0, "os-flavor-access:is_public": true,
+        "description": null, "extra_specs": {},
+        "links": [{"rel": "self", "href": api.url(&format!("/compute/v2.1/flavors/{}", f.0))}]
+    })
+}
+
+async fn list_flavors(State(api): State<Api>) -> Json<Value> {
+    let flavors: Vec<Value> = FLAVORS.iter().map(|f| flavor_doc(&api, f)).collect();
+    Json(json!({ "flavors": flavors }))
+}
+
+async fn show_flavor(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match FLAVORS.iter().find(|f| f.0 == id) {
+        Some(f) => Json(json!({"flavor": flavor_doc(&api, f)})).into_response(),
+        None => fault(
+            StatusCode::NOT_FOUND,
+            format!("Flavor {id} could not be found."),
+        ),
+    }
+}
+
+async fn services(State(api): State<Api>) -> Json<Value> {
+    let now = time_z();
+    let services: Vec<Value> = [
+        ("nova-scheduler", "internal"),
+        ("nova-conductor", "internal"),
+        ("nova-compute", "nova"),
+    ]
+    .iter()
+    .map(|(binary, zone)| {
+        json!({
+            "id": uuid(), "binary": binary, "host": format!("{}-controller", api.region),
+            "zone": zone, "status": "enabled", "state": "up", "updated_at": now,
+            "disabled_reason": null, "forced_down": false
+        })
+    })
+    .collect();
+    Json(json!({ "services": services }))
+}
+
+/// A new server document as Nova stores it, `BUILD` until settled.
+pub(super) fn server_doc(
+    api: &Api,
+    id: &str,
+    name: &str,
+    flavor: &str,
+    volumes: &[String],
+) -> Value {
+    let f = FLAVORS
+        .iter()
+        .find(|f| f.0 == flavor)
+        .unwrap_or(&FLAVORS[1]);
+    let now = time_z();
+    let attached: Vec<Value> = volumes
+        .iter()
+        .map(|v| json!({"id": v, "delete_on_termination": false}))
+        .collect();
+    json!({
+        "id": id, "name": name, "status": "BUILD",
+        "tenant_id": api.project_id(), "user_id": api.user_id(),
+        "metadata": {}, "hostId": state::random_hex(28), "host_status": "UP",
+        "image": "",
+        "flavor": {
+            "vcpus": f.2, "ram": f.3, "disk": f.4, "ephemeral": 0, "swap": 0,
+            "original_name": f.1, "extra_specs": {}
+        },
+        "created": now, "updated": now,
+        "addresses": {},
+        "accessIPv4": "", "accessIPv6": "",
+        "links": [
+            {"rel": "self", "href": api.url(&format!("/compute/v2.1/servers/{id}"))},
+            {"rel": "bookmark", "href": api.url(&format!("/compute/servers/{id}"))}
+        ],
+        "OS-DCF:diskConfig": "MANUAL", "progress": 0,
+        "OS-EXT-AZ:availability_zone": "nova", "config_drive": "", "key_name": null,
+        "OS-SRV-USG:launched_at": null, "OS-SRV-USG:terminated_at": null,
+        "security_groups": [{"name": "default"}],
+        "OS-EXT-SRV-ATTR:host": format!("{}-compute-1", api.region),
+        "OS-EXT-SRV-ATTR:hypervisor_hostname": format!("{}-compute-1", api.region),
+        "OS-EXT-SRV-ATTR:instance_name": format!("instance-{}", &id[..8.min(id.len())]),
+        "OS-EXT-STS:task_state": "spawning", "OS-EXT-STS:vm_state": "building",
+        "OS-EXT-STS:power_state": 0,
+        "os-extended-volumes:volumes_attached": attached,
+        "locked": false, "locked_reason": null, "description": null, "tags": [],
+        "trusted_image_certificates": null, "server_groups": [],
+        "pinned_availability_zone": null
+    })
+}
+
+/// Put a server in its running state (the end of a build or a start).
+pub(super) fn activate(doc: &mut Value) {
+    set(doc, "status", json!("ACTIVE"));
+    set(doc, "OS-EXT-STS:task_state", Value::Null);
+    set(doc, "OS-EXT-STS:vm_state", json!("active"));
+    set(doc, "OS-EXT-STS:power_state", json!(1));
+    set(doc, "progress", json!(0));
+    if doc["OS-SRV-USG:launched_at"].is_null() {
+        set(doc, "OS-SRV-USG:launched_at", json!(state::time_micros()));
+    }
+    set(doc, "updated", json!(time_z()));
+}
+
+/// The server with its addresses as Neutron has them now.
+fn render(region: &Region, doc: &Value) -> Value {
+    let id = str_of(doc, "id");
+    let mut addresses = serde_json::Map::new();
+    for port in region
+        .ports
+        .values()
+        .filter(|p| str_of(p, "device_id") == id)
+    {
+        let net = region
+            .networks
+            .get(str_of(port, "network_id"))
+            .map_or("private", |n| str_of(n, "name"));
+        let mac = str_of(port, "mac_address");
+        let entry = addresses.entry(net.to_owned()).or_insert_with(|| json!([]));
+        let Some(list) = entry.as_array_mut() else {
+            continue;
+        };
+        for ip in port["fixed_ips"].as_array().into_iter().flatten() {
+            let addr = str_of(ip, "ip_address");
+            list.push(json!({"version": 4, "addr": addr, "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": mac}));
+            for fip in region.floatingips.values().filter(|f| {
+                str_of(f, "port_id") == str_of(port, "id") && str_of(f, "fixed_ip_address") == addr
+            }) {
+                list.push(json!({"version": 4, "addr": fip["floating_ip_address"], "OS-EXT-IPS:type": "floating", "OS-EXT-IPS-MAC:mac_addr": mac}));
+            }
+        }
+    }
+    let mut doc = doc.clone();
+    set(&mut doc, "addresses", Value::Object(addresses));
+    doc
+}
+
+fn not_found(id: &str) -> Response {
+    fault(
+        StatusCode::NOT_FOUND,
+        format!("Instance {id} could not be found."),
+    )
+}
+
+async fn list_servers(
+    State(api): State<Api>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    let servers: Vec<Value> = api.with(|r| {
+        r.servers
+            .values()
+            .filter(|s| {
+                q.get("name")
+                    .is_none_or(|n| str_of(s, "name").contains(n.as_str()))
+            })
+            .map(|s| json!({"id": s["id"], "name": s["name"], "links": s["links"]}))
+            .collect()
+    });
+    Json(json!({ "servers": servers }))
+}
+
+async fn list_servers_detail(
+    State(api): State<Api>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    let servers: Vec<Value> = api.with(|r| {
+        r.servers
+            .values()
+            .filter(|s| {
+                q.get("name")
+                    .is_none_or(|n| str_of(s, "name").contains(n.as_str()))
+            })
+            .filter(|s| q.get("status").is_none_or(|st| str_of(s, "status") == st))
+            .map(|s| render(r, s))
+            .collect()
+    });
+    Json(json!({ "servers": servers }))
+}
+
+async fn show_server(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    api.with(|r| match r.servers.get(&id) {
+        Some(s) => Json(json!({"server": render(r, s)})).into_response(),
+        None => not_found(&id),
+    })
+}
+
+#[derive(Deserialize)]
+struct CreateServer {
+    server: NewServer,
+}
+
+#[derive(Deserialize)]
+struct NewServer {
+    name: String,
+    #[serde(rename = "flavorRef")]
+    flavor_ref: String,
+    #[serde(default)]
+    networks: Value,
+    #[serde(default)]
+    block_device_mapping_v2: Vec<Value>,
+    #[serde(default)]
+    metadata: serde_json::Map<String, Value>,
+}
+
+/// `POST /servers`: boot from volumes (`block_device_mapping_v2` with
+/// `source_type: volume`), a port per `networks[].uuid` or given `port`.
+async fn create_server(State(api): State<Api>, Json(req): Json<CreateServer>) -> Response {
+    let req = req.server;
+    let flavor = req
+        .flavor_ref
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    if !FLAVORS.iter().any(|f| f.0 == flavor) {
+        return fault(
+            StatusCode::BAD_REQUEST,
+            format!("Flavor {flavor} could not be found."),
+        );
+    }
+    let id = uuid();
+    let created = api.with(|r| -> Result<Value, Response> {
+        let mut volumes = Vec::new();
+        for bdm in &req.block_device_mapping_v2 {
+            let vid = str_of(bdm, "uuid");
+            if str_of(bdm, "source_type") != "volume" {
+                return Err(fault(StatusCode::BAD_REQUEST, "Only volume-backed servers are simulated: give block_device_mapping_v2 with source_type volume."));
+            }
+            match r.volumes.get(vid) {
+                None => return Err(fault(StatusCode::BAD_REQUEST, format!("Invalid input for field/attribute block_device_mapping_v2. Volume {vid} could not be found."))),
+                Some(v) if str_of(v, "status") != "available" => {
+                    return Err(fault(StatusCode::BAD_REQUEST, format!("Volume {vid} status must be available, but current status is: {}.", str_of(v, "status"))));
+                }
+                Some(_) => volumes.push(vid.to_owned()),
+            }
+        }
+        let mut ports = Vec::new();
+        for net in req.networks.as_array().into_iter().flatten() {
+            if let Some(port) = net.get("port").and_then(Value::as_str) {
+                if !r.ports.contains_key(port) {
+                    return Err(fault(StatusCode::BAD_REQUEST, format!("Port id {port} could not be found.")));
+                }
+                ports.push(port.to_owned());
+            } else if let Some(net_id) = net.get("uuid").and_then(Value::as_str) {
+                match neutron::new_port(&api, r, net_id, "", None) {
+                    Some(port) => ports.push(port),
+                    None => return Err(fault(StatusCode::BAD_REQUEST, format!("Network {net_id} could not be found."))),
+                }
+            }
+        }
+        for port in &ports {
+            if let Some(p) = r.ports.get_mut(port) {
+                set(p, "device_id", json!(id));
+                set(p, "device_owner", json!("compute:nova"));
+            }
+        }
+        for vid in &volumes {
+            if let Some(v) = r.volumes.get_mut(vid) {
+                super::cinder::attach(v, &id);
+            }
+        }
+        let mut doc = server_doc(&api, &id, &req.name, &flavor, &volumes);
+        set(&mut doc, "metadata", Value::Object(req.metadata.clone()));
+        r.servers.insert(id.clone(), doc.clone());
+        Ok(doc)
+    });
+    let doc = match created {
+        Ok(doc) => doc,
+        Err(response) => return response,
+    };
+    let server_id = id.clone();
+    api.later(api.latency().server_build, move |r| {
+        if let Some(s) = r.servers.get_mut(&server_id) {
+            activate(s);
+        }
+    });
+    let location = api.url(&format!("/compute/v2.1/servers/{id}"));
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(json!({"server": {
+            "id": id, "links": doc["links"], "OS-DCF:diskConfig": "MANUAL",
+            "security_groups": [{"name": "default"}], "adminPass": state::random_hex(6)
+        }})),
+    )
+        .into_response()
+}
+
+/// `DELETE /servers/{id}`: 204; the server is gone after the build
+/// latency, its ports deleted and its volumes detached.
+async fn delete_server(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    let found = api.with(|r| match r.servers.get_mut(&id) {
+        Some(s) => {
+            set(s, "OS-EXT-STS:task_state", json!("deleting"));
+            true
+        }
+        None => false,
+    });
+    if !found {
+        return not_found(&id);
+    }
+    let server_id = id.clone();
+    api.later(api.latency().server_build, move |r| {
+        r.servers.remove(&server_id);
+        r.ports.retain(|_, p| str_of(p, "device_id") != server_id);
+        for v in r.volumes.values_mut() {
+            super::cinder::detach(v, &server_id);
+        }
+    });
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /servers/{id}/action`: `os-start`, `os-stop`, `reboot`.
+async fn server_action(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    let action = body
+        .as_object()
+        .and_then(|o| o.keys().next().cloned())
+        .unwrap_or_default();
+    api.with(|r| {
+        let Some(s) = r.servers.get_mut(&id) else {
+            return not_found(&id);
+        };
+        let vm_state = str_of(s, "OS-EXT-STS:vm_state").to_owned();
+        let allowed = match action.as_str() {
+            "os-stop" => vm_state == "active",
+            "os-start" => vm_state == "stopped",
+            "reboot" => vm_state == "active",
+            other => {
+                return fault(
+                    StatusCode::BAD_REQUEST,
+                    format!("There is no such action: {other}"),
+                );
+            }
+        };
+        if !allowed {
+            let verb = action.trim_start_matches("os-");
+            return fault(
+                StatusCode::CONFLICT,
+                format!("Cannot '{verb}' instance {id} while it is in vm_state {vm_state}"),
+            );
+        }
+        match action.as_str() {
+            "os-stop" => {
+                set(s, "status", json!("SHUTOFF"));
+                set(s, "OS-EXT-STS:vm_state", json!("stopped"));
+                set(s, "OS-EXT-STS:power_state", json!(4));
+                set(s, "updated", json!(time_z()));
+            }
+            _ => activate(s),
+        }
+        StatusCode::ACCEPTED.into_response()
+    })
+}

@@ -1,0 +1,767 @@
+//! The OpenStack simulator over plain HTTP, for what the openstacksdk
+//! fidelity check does not reach: token and microversion refusals, the
+//! faults API, backups moved between regions, Glance data and imports,
+//! Octavia member weights.
+
+use std::time::Duration;
+
+use rebound_lab::openstack::{Faults, Latencies};
+use rebound_lab::{OpenStackOptions, OpenStackSite};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn site() -> OpenStackSite {
+    let ms = Duration::from_millis;
+    OpenStackSite::start(OpenStackOptions {
+        gib: 1 << 20,
+        // Long enough that a transitional state is seen on a loaded
+        // machine, short enough to keep the suite quick.
+        latency: Latencies {
+            server_build: ms(300),
+            volume: ms(300),
+            snapshot: ms(300),
+            backup: ms(300),
+            image: ms(300),
+            dns: ms(300),
+            load_balancer: ms(300),
+        },
+        ..OpenStackOptions::default()
+    })
+    .await
+    .expect("start the OpenStack simulator")
+}
+
+/// A client holding a project-scoped token.
+struct Cloud {
+    http: reqwest::Client,
+    base: String,
+    project: String,
+    token: String,
+}
+
+impl Cloud {
+    async fn login(site: &OpenStackSite) -> Self {
+        let http = reqwest::Client::new();
+        let options = site.options();
+        let response = http
+            .post(format!("{}/auth/tokens", site.auth_url()))
+            .json(&password_auth(
+                &options.user,
+                &options.password,
+                &options.project,
+            ))
+            .send()
+            .await
+            .expect("POST /v3/auth/tokens");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let token = response.headers()["x-subject-token"]
+            .to_str()
+            .expect("token header")
+            .to_owned();
+        Self {
+            http,
+            base: site.endpoint(),
+            project: site.project_id().to_owned(),
+            token,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path.replace("{p}", &self.project))
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_at(None, method, path, body).await
+    }
+
+    /// A call at a microversion (`"volume 3.14"`).
+    async fn call_at(
+        &self,
+        version: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .header("x-auth-token", &self.token);
+        if let Some(version) = version {
+            request = request.header("openstack-api-version", version);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call("GET", path, None).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+
+    /// Poll `path` until the JSON at `pointer` is `want`.
+    async fn wait_for(&self, path: &str, pointer: &str, want: &str) -> Value {
+        self.wait_for_at(None, path, pointer, want).await
+    }
+
+    /// Poll `path` at a microversion until the JSON at `pointer` is `want`.
+    async fn wait_for_at(
+        &self,
+        version: Option<&str>,
+        path: &str,
+        pointer: &str,
+        want: &str,
+    ) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..200 {
+            let (status, body) = self.call_at(version, "GET", path, None).await;
+            assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+            if body.pointer(pointer) == Some(&json!(want)) {
+                return body;
+            }
+            last = body;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{path} never had {pointer} = {want}: {last}");
+    }
+}
+
+fn password_auth(user: &str, password: &str, project: &str) -> Value {
+    json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": user, "domain": {"name": "Default"}, "password": password
+        }}},
+        "scope": {"project": {"name": project, "domain": {"id": "default"}}}
+    }})
+}
+
+fn id(doc: &Value) -> String {
+    doc["id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test]
+async fn calls_need_a_token_and_auth_returns_the_catalog_of_every_region() {
+    let site = site().await;
+    let http = reqwest::Client::new();
+    let servers = format!("{}/RegionOne/compute/v2.1/servers", site.endpoint());
+    let response = http.get(&servers).send().await.expect("GET");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.headers().contains_key("www-authenticate"));
+    let response = http
+        .get(&servers)
+        .header("x-auth-token", "not-a-token")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    let wrong = password_auth(&site.options().user, "wrong", &site.options().project);
+    let response = http
+        .post(format!("{}/auth/tokens", site.auth_url()))
+        .json(&wrong)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    let options = site.options();
+    let body: Value = http
+        .post(format!("{}/auth/tokens", site.auth_url()))
+        .json(&password_auth(
+            &options.user,
+            &options.password,
+            &options.project,
+        ))
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("token body");
+    let catalog = body["token"]["catalog"].as_array().expect("catalog");
+    let volume = catalog
+        .iter()
+        .find(|s| s["type"] == "block-storage")
+        .expect("block-storage in the catalog");
+    let urls: Vec<&str> = volume["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .filter(|e| e["interface"] == "public")
+        .map(|e| e["url"].as_str().expect("url"))
+        .collect();
+    let base = site.endpoint();
+    let project = site.project_id();
+    assert_eq!(
+        urls,
+        [
+            format!("{base}/RegionOne/volume/v3/{project}"),
+            format!("{base}/RegionTwo/volume/v3/{project}")
+        ]
+    );
+    assert_eq!(body["token"]["project"]["id"], project);
+
+    // Version discovery answers without a token, as the real services do.
+    let response = http
+        .get(format!("{base}/RegionTwo/volume/"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), StatusCode::MULTIPLE_CHOICES);
+    let versions: Value = response.json().await.expect("versions");
+    assert_eq!(versions["versions"][0]["version"], "3.71");
+}
+
+#[tokio::test]
+async fn microversions_are_negotiated_and_out_of_range_ones_refused() {
+    let site = site().await;
+    let cloud = Cloud::login(&site).await;
+    let url = cloud.url("/RegionOne/compute/v2.1/servers");
+    let ask = |version: &'static str| {
+        cloud
+            .http
+            .get(&url)
+            .header("x-auth-token", &cloud.token)
+            .header("openstack-api-version", version)
+            .send()
+    };
+    let response = ask("compute 2.79").await.expect("GET");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["openstack-api-version"], "compute 2.79");
+    let response = ask("compute latest").await.expect("GET");
+    assert_eq!(response.headers()["openstack-api-version"], "compute 2.96");
+    let response = ask("compute 2.100").await.expect("GET");
+    assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
+    let body: Value = response.json().await.expect("fault");
+    assert!(
+        body["computeFault"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("maximum is 2.96")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn faults_are_scripted_through_the_lab_endpoint() {
+    let site = site().await;
+    let cloud = Cloud::login(&site).await;
+    let set = |faults: Value| {
+        cloud
+            .http
+            .post(format!("{}/_lab/faults", cloud.base))
+            .json(&faults)
+            .send()
+    };
+    let servers = "/RegionOne/compute/v2.1/servers";
+    let volumes = "/RegionOne/volume/v3/{p}/volumes";
+
+    let response = set(json!({"error_rate": 1.0, "status": 429, "retry_after": 7}))
+        .await
+        .expect("POST faults");
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = cloud
+        .http
+        .get(cloud.url(servers))
+        .header("x-auth-token", &cloud.token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "7");
+
+    set(json!({"down": true, "service": "volume"}))
+        .await
+        .expect("POST faults");
+    assert_eq!(cloud.call("GET", servers, None).await.0, StatusCode::OK);
+    assert_eq!(
+        cloud.call("GET", volumes, None).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    set(json!({"hang": true})).await.expect("POST faults");
+    let hung = tokio::time::timeout(Duration::from_millis(300), cloud.call("GET", servers, None));
+    assert!(hung.await.is_err(), "a hung site answered");
+    let pending = tokio::spawn({
+        let http = cloud.http.clone();
+        let (url, token) = (cloud.url(servers), cloud.token.clone());
+        async move {
+            let response = http.get(url).header("x-auth-token", token).send().await;
+            response.map(|r| r.status())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    site.set_faults(Faults::default());
+    assert_eq!(pending.await.expect("join").expect("GET"), StatusCode::OK);
+
+    let response = set(json!({"error_rate": 2.0})).await.expect("POST faults");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    site.set_down(true);
+    assert_eq!(
+        cloud.call("GET", servers, None).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+/// The seeded web server's boot volume in RegionOne.
+async fn web_volume(cloud: &Cloud) -> Value {
+    let volumes = cloud.get("/RegionOne/volume/v3/{p}/volumes/detail").await;
+    volumes["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "web-1-root")
+        .cloned()
+        .expect("the seeded web-1-root volume")
+}
+
+#[tokio::test]
+async fn a_backup_exported_in_one_region_restores_in_another() {
+    let site = site().await;
+    let cloud = Cloud::login(&site).await;
+    let volume = web_volume(&cloud).await;
+
+    let (status, created) = cloud
+        .call(
+            "POST",
+            "/RegionOne/volume/v3/{p}/backups",
+            Some(json!({"backup": {"volume_id": volume["id"], "name": "nightly", "force": true}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let backup = id(&created["backup"]);
+    let path = format!("/RegionOne/volume/v3/{{p}}/backups/{backup}");
+    assert_eq!(cloud.get(&path).await["backup"]["status"], "creating");
+    cloud.wait_for(&path, "/backup/status", "available").await;
+    let in_use = cloud
+        .get(&format!(
+            "/RegionOne/volume/v3/{{p}}/volumes/{}",
+            id(&volume)
+        ))
+        .await;
+    assert_eq!(in_use["volume"]["status"], "in-use", "back from backing-up");
+
+    let (status, incremental) = cloud
+        .call(
+            "POST",
+            "/RegionOne/volume/v3/{p}/backups",
+            Some(
+                json!({"backup": {"volume_id": volume["id"], "incremental": true, "force": true}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{incremental}");
+
+    let record = cloud.get(&format!("{path}/export_record")).await;
+    let record = &record["backup-record"];
+    assert_eq!(
+        record["backup_service"],
+        "cinder.backup.drivers.swift.SwiftBackupDriver"
+    );
+    let (status, imported) = cloud
+        .call(
+            "POST",
+            "/RegionTwo/volume/v3/{p}/backups/import_record",
+            Some(json!({"backup-record": record})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{imported}");
+    assert_eq!(imported["backup"]["id"], backup.as_str());
+    let imported_path = format!("/RegionTwo/volume/v3/{{p}}/backups/{backup}");
+    cloud
+        .wait_for(&imported_path, "/backup/status", "available")
+        .await;
+
+    let (status, restore) = cloud
+        .call(
+            "POST",
+            &format!("{imported_path}/restore"),
+            Some(json!({"restore": {"name": "web-1-root-dr"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{restore}");
+    let restored = restore["restore"]["volume_id"].as_str().expect("volume_id");
+    let restored_path = format!("/RegionTwo/volume/v3/{{p}}/volumes/{restored}");
+    assert_eq!(
+        cloud.get(&restored_path).await["volume"]["status"],
+        "restoring-backup"
+    );
+    let done = cloud
+        .wait_for(&restored_path, "/volume/status", "available")
+        .await;
+    assert_eq!(done["volume"]["name"], "web-1-root-dr");
+    assert_eq!(done["volume"]["size"], volume["size"]);
+    let data = site
+        .disks()
+        .read_at(&format!("volume-{restored}"), 0, 15)
+        .expect("restored blocks");
+    assert_eq!(data, b"web-1 boot disk");
+    assert_eq!(
+        site.disks()
+            .size(&format!("volume-{restored}"))
+            .expect("size"),
+        1 << 20
+    );
+    let posts = site.effects()[&format!("POST /RegionOne/volume/v3/{}/backups", site.project_id())];
+    assert_eq!(posts, 2);
+}
+
+#[tokio::test]
+async fn a_snapshot_becomes_a_volume_a_server_boots_from() {
+    let site = site().await;
+    let cloud = Cloud::login(&site).await;
+    let volume = web_volume(&cloud).await;
+    let (status, snap) = cloud
+        .call(
+            "POST",
+            "/RegionOne/volume/v3/{p}/snapshots",
+            Some(json!({"snapshot": {"volume_id": volume["id"], "name": "s"}})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "in-use needs force: {snap}"
+    );
+    let (_, snap) = cloud
+        .call(
+            "POST",
+            "/RegionOne/volume/v3/{p}/snapshots",
+            Some(json!({"snapshot": {"volume_id": volume["id"], "name": "s", "force": true}})),
+        )
+        .await;
+    let snap = id(&snap["snapshot"]);
+    cloud
+        .wait_for(
+            &format!("/RegionOne/volume/v3/{{p}}/snapshots/{snap}"),
+            "/snapshot/status",
+            "available",
+        )
+        .await;
+    let (status, created) = cloud
+        .call(
+            "POST",
+            "/RegionOne/volume/v3/{p}/volumes",
+            Some(json!({"volume": {"snapshot_id": snap, "name": "clone", "size": 3}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    assert_eq!(created["volume"]["status"], "creating");
+    let clone = id(&created["volume"]);
+    cloud
+        .wait_for(
+            &format!("/RegionOne/volume/v3/{{p}}/volumes/{clone}"),
+            "/volume/status",
+            "available",
+        )
+        .await;
+    let disks = site.disks();
+    assert_eq!(
+        disks
+            .read_at(&format!("volume-{clone}"), 0, 15)
+            .expect("read"),
+        b"web-1 boot disk"
+    );
+    assert_eq!(
+        disks.size(&format!("volume-{clone}")).expect("size"),
+        3 << 20
+    );
+
+    let networks = cloud
+        .get("/RegionOne/network/v2.0/networks?name=private")
+        .await;
+    let net = id(&networks["networks"][0]);
+    let (status, server) = cloud
+        .call(
+            "POST",
+            "/RegionOne/compute/v2.1/servers",
+            Some(json!({"server": {
+                "name": "web-1-clone", "flavorRef": "2", "networks": [{"uuid": net}],
+                "block_device_mapping_v2": [{"boot_index": 0, "uuid": clone, "source_type": "volume", "destination_type": "volume"}]
+            }})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{server}");
+    let server = id(&server["server"]);
+    let path = format!("/RegionOne/compute/v2.1/servers/{server}");
+    assert_eq!(cloud.get(&path).await["server"]["status"], "BUILD");
+    let active = cloud.wait_for(&path, "/server/status", "ACTIVE").await;
+    assert_eq!(
+        active["server"]["os-extended-volumes:volumes_attached"][0]["id"],
+        clone.as_str()
+    );
+    assert_eq!(
+        active["server"]["addresses"]["private"][0]["OS-EXT-IPS:type"],
+        "fixed"
+    );
+    let (status, _) = cloud
+        .call(
+            "POST",
+            &format!("{path}/action"),
+            Some(json!({"os-stop": null})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(cloud.get(&path).await["server"]["status"], "SHUTOFF");
+    let (status, _) = cloud
+        .call(
+            "POST",
+            &format!("{path}/action"),
+            Some(json!({"os-stop": null})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn an_image_is_uploaded_downloaded_and_imported_into_another_region() {
+    let site = site().await;
+    let cloud = Cloud::login(&site).await;
+    let (status, image) = cloud
+        .call(
+            "POST",
+            "/RegionOne/image/v2/images",
+            Some(json!({"name": "golden", "disk_format": "raw", "container_format": "bare"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{image}");
+    assert_eq!(image["status"], "queued");
+    let image = id(&image);
+    let mut data = vec![0u8; 300_000];
+    data[..6].copy_from_slice(b"golden");
+    data[200_000] = 9;
+    let response = cloud
+        .http
+        .put(cloud.url(&format!("/RegionOne/image/v2/images/{image}/file")))
+        .header("x-auth-token", &cloud.token)
+        .header("content-type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .expect("PUT file");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let path = format!("/RegionOne/image/v2/images/{image}");
+    let active = cloud.get(&path).await;
+    assert_eq!(active["status"], "active", "the upload returns once stored");
+    assert_eq!(active["size"], 300_000);
+    assert_eq!(active["os_hash_algo"], "sha512");
+    assert_eq!(active["checksum"].as_str().map(str::len), Some(32));
+
+    let download = |region: &str, image: &str| {
+        cloud
+            .http
+            .get(cloud.url(&format!("/{region}/image/v2/images/{image}/file")))
+            .header("x-auth-token", &cloud.token)
+            .send()
+    };
+    let body = download("RegionOne", &image).await.expect("GET file");
+    assert_eq!(
+        body.headers()["content-md5"],
+        active["checksum"].as_str().expect("md5")
+    );
+    assert_eq!(body.bytes().await.expect("data"), data);
+
+    let (_, copy) = cloud
+        .call(
+            "POST",
+            "/RegionTwo/image/v2/images",
+            Some(json!({"name": "golden", "disk_format": "raw", "container_format": "bare"})),
+        )
+        .await;
+    let copy = id(&copy);
+    let (status, _) = cloud
+        .call(
+            "POST",
+            &format!("/RegionTwo/image/v2/images/{copy}/import"),
+            Some(json!({"method": {
+                "name": "glance-download", "glance_image_id": image,
+                "glance_region": "RegionOne", "glance_service_interface": "public"
+            }})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let copy_path = format!("/RegionTwo/image/v2/images/{copy}");
+    assert_eq!(cloud.get(&copy_path).await["status"], "importing");
+    let imported = cloud.wait_for(&copy_path, "/status", "active").await;
+    assert_eq!(imported["os_hash_value"], active["os_hash_value"]);
+    let body = download("RegionTwo", &copy).await.expect("GET file");
+    assert_eq!(body.bytes().await.expect("data"), data);
+
+    let (status, _) = cloud
+        .call("GET", "/RegionOne/image/v2/images/no-such-image", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_volume_uploaded_to_an_image_carries_its_blocks() {
+    let site = site().await;
+    let cloud = Cloud::login(&site).await;
+    let volume = web_volume(&cloud).await;
+    let (status, reply) = cloud
+        .call(
+            "POST",
+            &format!("/RegionOne/volume/v3/{{p}}/volumes/{}/action", id(&volume)),
+            Some(json!({"os-volume_upload_image": {"image_name": "web-1-image", "force": true, "disk_format": "raw", "container_format": "bare"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    let image = reply["os-volume_upload_image"]["image_id"]
+        .as_str()
+        .expect("image_id")
+        .to_owned();
+    let active = cloud
+        .wait_for(
+            &format!("/RegionOne/image/v2/images/{image}"),
+            "/status",
+            "active",
+        )
+        .await;
+    assert_eq!(active["size"], 1 << 20);
+    let data = site
+        .disks()
+        .read_at(&format!("image-{image}"), 0, 15)
+        .expect("image blocks");
+    assert_eq!(data, b"web-1 boot disk");
+    let volume = cloud
+        .get(&format!(
+            "/RegionOne/volume/v3/{{p}}/volumes/{}",
+            id(&volume)
+        ))
+        .await;
+    assert_eq!(volume["volume"]["status"], "in-use");
+}
+
+#[tokio::test]
+async fn member_weights_change_through_pending_update() {
+    let site = site().await;
+    let cloud = Cloud::login(&site).await;
+    let pools = cloud.get("/RegionOne/load-balancer/v2/lbaas/pools").await;
+    let pool = id(&pools["pools"][0]);
+    let members = cloud
+        .get(&format!(
+            "/RegionOne/load-balancer/v2/lbaas/pools/{pool}/members"
+        ))
+        .await;
+    let standby = members["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["name"] == "web-1-standby")
+        .expect("seeded standby member");
+    assert_eq!(standby["weight"], 0);
+    let path = format!(
+        "/RegionOne/load-balancer/v2/lbaas/pools/{pool}/members/{}",
+        id(standby)
+    );
+
+    let (status, body) = cloud
+        .call("PUT", &path, Some(json!({"member": {"weight": 300}})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = cloud
+        .call("PUT", &path, Some(json!({"member": {"weight": 256}})))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["member"]["provisioning_status"], "PENDING_UPDATE");
+    let (status, body) = cloud
+        .call("PUT", &path, Some(json!({"member": {"weight": 1}})))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["faultstring"]
+            .as_str()
+            .is_some_and(|s| s.contains("immutable")),
+        "{body}"
+    );
+    let settled = cloud
+        .wait_for(&path, "/member/provisioning_status", "ACTIVE")
+        .await;
+    assert_eq!(settled["member"]["weight"], 256);
+}
+
+#[tokio::test]
+async fn a_group_snapshot_captures_every_volume_of_the_group_at_once() {
+    let site = site().await;
+    let cloud = Cloud::login(&site).await;
+    let v = Some("volume 3.14");
+    let (status, _) = cloud
+        .call("GET", "/RegionOne/volume/v3/{p}/group_snapshots", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "groups need 3.14");
+
+    let (status, group) = cloud
+        .call_at(
+            v,
+            "POST",
+            "/RegionOne/volume/v3/{p}/groups",
+            Some(json!({"group": {"name": "shop", "group_type": "default", "volume_types": ["lvmdriver-1"]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{group}");
+    let group = id(&group["group"]);
+    let path = format!("/RegionOne/volume/v3/{{p}}/groups/{group}");
+    let (_, shown) = cloud.call_at(v, "GET", &path, None).await;
+    assert_eq!(shown["group"]["status"], "creating");
+    cloud
+        .wait_for_at(v, &path, "/group/status", "available")
+        .await;
+    let volumes = cloud.get("/RegionOne/volume/v3/{p}/volumes").await;
+    let ids: Vec<String> = volumes["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .map(id)
+        .collect();
+    let (status, body) = cloud
+        .call_at(
+            v,
+            "PUT",
+            &path,
+            Some(json!({"group": {"add_volumes": ids.join(",")}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (_, shown) = cloud.call_at(v, "GET", &path, None).await;
+    assert_eq!(shown["group"]["volumes"].as_array().map(Vec::len), Some(2));
+
+    let (status, snap) = cloud
+        .call_at(
+            v,
+            "POST",
+            "/RegionOne/volume/v3/{p}/group_snapshots",
+            Some(json!({"group_snapshot": {"group_id": group, "name": "consistent"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{snap}");
+    let snap = id(&snap["group_snapshot"]);
+    let snap_path = format!("/RegionOne/volume/v3/{{p}}/group_snapshots/{snap}");
+    let (_, shown) = cloud.call_at(v, "GET", &snap_path, None).await;
+    assert_eq!(shown["group_snapshot"]["status"], "creating");
+    cloud
+        .wait_for_at(v, &snap_path, "/group_snapshot/status", "available")
+        .await;
+    let members = cloud
+        .get(&format!(
+            "/RegionOne/volume/v3/{{p}}/snapshots/detail?group_snapshot_id={snap}"
+        ))
+        .await;
+    let members = members["snapshots"].as_array().expect("snapshots");
+    assert_eq!(members.len(), 2);
+    for member in members {
+        assert_eq!(member["status"], "available");
+        let data = site
+            .disks()
+            .read_at(&format!("snapshot-{}", id(member)), 0, 4)
+            .expect("snapshot blocks");
+        assert!(data == *b"web-" || data == *b"db-1", "{data:?}");
+    }
+}
