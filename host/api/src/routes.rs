@@ -18,6 +18,8 @@ pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(access::whoami))
         .routes(routes!(access::list_tokens, access::create_token))
         .routes(routes!(access::revoke_token))
+        .routes(routes!(access::put_user))
+        .routes(routes!(access::change_password))
         .routes(routes!(plans::list_plans))
         .routes(routes!(plans::get_plan, plans::put_plan))
         .routes(routes!(plans::dry_run))

@@ -413,3 +413,21 @@ pub struct PublishRequest {
     /// `manifest.sig`, as text; absent for an unsigned package.
     pub signature: Option<String>,
 }
+
+/// Create a local user or replace its password and role.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserRequest {
+    /// At least 12 characters.
+    pub password: String,
+    pub role: Role,
+}
+
+/// Change the caller's own password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordRequest {
+    pub current: String,
+    /// At least 12 characters.
+    pub new: String,
+}

@@ -656,6 +656,7 @@ const MATRIX: &[(&str, &[Role])] = &[
         ],
     ),
     ("create token", &[Role::Admin]),
+    ("put user", &[Role::Admin]),
     ("revoke token", &[Role::Admin]),
     ("release plugin", &[Role::Admin]),
     ("publish plugin", &[Role::PluginPublisher, Role::Admin]),
@@ -751,6 +752,15 @@ async fn the_role_matrix_holds_for_every_mutating_endpoint(store: Store) {
                     )
                     .await
                 }
+                "put user" => {
+                    api.send(
+                        "PUT",
+                        "/api/v1/users/alice",
+                        role,
+                        &json!({"password": "a long enough password", "role": "viewer"}),
+                    )
+                    .await
+                }
                 "revoke token" => {
                     let token = api.token(role);
                     api.call(
@@ -834,6 +844,8 @@ async fn the_role_matrix_holds_for_every_mutating_endpoint(store: Store) {
 /// Every endpoint but login, with a sample path.
 const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/v1/auth/whoami"),
+    ("POST", "/api/v1/auth/password"),
+    ("PUT", "/api/v1/users/alice"),
     ("GET", "/api/v1/tokens"),
     ("POST", "/api/v1/tokens"),
     ("DELETE", "/api/v1/tokens/tok-1"),
@@ -893,7 +905,8 @@ async fn every_endpoint_refuses_an_anonymous_caller(store: Store) {
                 .replace("/shop", "/{name}")
                 .replace("/example/", "/{name}/")
                 .replace("/run-1", "/{id}")
-                .replace("/tok-1", "/{id}");
+                .replace("/tok-1", "/{id}")
+                .replace("/alice", "/{name}");
             ((*m).to_owned(), template)
         })
         .collect();

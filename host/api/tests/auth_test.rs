@@ -28,6 +28,7 @@ rebound_store::on_both_backends!(
     login_refuses_wrong_passwords_and_unknown_users_alike,
     api_tokens_are_shown_once_scoped_and_revocable,
     local_tokens_of_another_host_key_are_refused,
+    admins_manage_users_and_users_change_their_own_password,
 );
 
 fn now() -> i64 {
@@ -191,6 +192,111 @@ async fn local_tokens_of_another_host_key_are_refused(store: Store) {
     whoami(&api, &foreign)
         .await
         .problem(StatusCode::UNAUTHORIZED);
+}
+
+async fn admins_manage_users_and_users_change_their_own_password(store: Store) {
+    let api = Api::new(store).await;
+    let put = |role: Role, name: &'static str, body: Value| {
+        let api = &api;
+        async move {
+            api.send("PUT", &format!("/api/v1/users/{name}"), role, &body)
+                .await
+        }
+    };
+    let r = put(
+        Role::Admin,
+        "alice",
+        json!({"password": "first long password", "role": "operator"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let token = login(&api, "alice", "first long password").await.json["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert_eq!(
+        whoami(&api, &token).await.json,
+        json!({"name": "user:alice", "role": "operator"})
+    );
+    let before = api.audit_len().await;
+    put(
+        Role::Operator,
+        "bob",
+        json!({"password": "a long password", "role": "admin"}),
+    )
+    .await
+    .problem(StatusCode::FORBIDDEN);
+    put(
+        Role::Admin,
+        "bob",
+        json!({"password": "short", "role": "viewer"}),
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    put(
+        Role::Admin,
+        "Bob!",
+        json!({"password": "a long password", "role": "viewer"}),
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    put(
+        Role::Admin,
+        "bob",
+        json!({"password": "a long password", "role": "root"}),
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(api.audit_len().await, before);
+    login(&api, "bob", "a long password")
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+
+    let change = |token: String, current: &'static str, new: &'static str| {
+        let api = &api;
+        async move {
+            api.call(
+                "POST",
+                "/api/v1/auth/password",
+                Some(&token),
+                &[("content-type", "application/json")],
+                json!({"current": current, "new": new}).to_string(),
+            )
+            .await
+        }
+    };
+    change(token.clone(), "wrong password!", "second long password")
+        .await
+        .problem(StatusCode::FORBIDDEN);
+    change(token.clone(), "first long password", "short")
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let r = change(token.clone(), "first long password", "second long password").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    login(&api, "alice", "first long password")
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    let again = login(&api, "alice", "second long password").await;
+    assert_eq!(again.status, StatusCode::OK);
+    let me = whoami(&api, again.json["access_token"].as_str().expect("token")).await;
+    assert_eq!(me.json["role"], "operator", "the role is kept");
+
+    // An API token has no password to change.
+    let created = api
+        .send(
+            "POST",
+            "/api/v1/tokens",
+            Role::Admin,
+            &json!({"name": "ci", "role": "viewer"}),
+        )
+        .await;
+    let secret = created.json["token"].as_str().expect("secret").to_owned();
+    change(secret, "x", "a long new password")
+        .await
+        .problem(StatusCode::CONFLICT);
+    let audit = api.get("/api/v1/audit", Role::Admin).await;
+    assert!(audit.text.contains("user.put"), "{}", audit.text);
+    assert!(!audit.text.contains("long password"), "{}", audit.text);
 }
 
 // ---- JWT refusals, one named test each -------------------------------------

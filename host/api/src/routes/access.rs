@@ -7,7 +7,9 @@ use crate::ApiState;
 use crate::auth::{IssuedToken, Need, Principal};
 use crate::extract::Json;
 use crate::problem::{Problem, ProblemDetails};
-use crate::views::{CreatedToken, LoginRequest, TokenList, TokenRequest, TokenView};
+use crate::views::{
+    CreatedToken, LoginRequest, PasswordRequest, TokenList, TokenRequest, TokenView, UserRequest,
+};
 
 /// Exchange a local user's password for a bearer token.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", security(()),
@@ -128,5 +130,103 @@ pub async fn revoke_token(
 ) -> Result<StatusCode, Problem> {
     principal.require(Need::Administer)?;
     state.store.revoke_token(&id, &principal.name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+const MIN_PASSWORD: usize = 12;
+
+fn check_password(password: &str) -> Result<(), Problem> {
+    if password.chars().count() < MIN_PASSWORD || password.len() > 1024 {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("a password has {MIN_PASSWORD} to 1024 characters"),
+        ));
+    }
+    Ok(())
+}
+
+async fn hash(password: String) -> Result<String, Problem> {
+    tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .map_err(|e| Problem::internal(&e))
+}
+
+/// Create a local user, or replace its password and role (admin).
+#[utoipa::path(put, path = "/api/v1/users/{name}", tag = "auth",
+    params(("name" = String, Path, description = "1-64 characters of a-z, 0-9, '-', '_' and '.'")),
+    request_body = UserRequest,
+    responses(
+        (status = 204, description = "stored"),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn put_user(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    Json(request): Json<UserRequest>,
+) -> Result<StatusCode, Problem> {
+    principal.require(Need::Administer)?;
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+    if !valid {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("user name '{name}' must be 1-64 characters of a-z, 0-9, '-', '_' and '.'"),
+        ));
+    }
+    check_password(&request.password)?;
+    let user = rebound_store::UserRecord {
+        name,
+        password_hash: hash(request.password).await?,
+        role: request.role.as_str().to_owned(),
+    };
+    state.store.put_user(&user, &principal.name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Change the caller's own password (local users).
+#[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth",
+    request_body = PasswordRequest,
+    responses(
+        (status = 204, description = "changed"),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn change_password(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Json(request): Json<PasswordRequest>,
+) -> Result<StatusCode, Problem> {
+    let Some(name) = principal.name.strip_prefix("user:") else {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{} is not a local user; it has no password here",
+                principal.name
+            ),
+        ));
+    };
+    check_password(&request.new)?;
+    // The current password proves it is the user, not a stolen token.
+    let (_, verified) = state
+        .auth
+        .login(&state.store, name, &request.current)
+        .await
+        .map_err(|_| Problem::forbidden("the current password is wrong"))?;
+    let role = state
+        .store
+        .user(name)
+        .await?
+        .map(|u| u.role)
+        .unwrap_or_else(|| verified.role.as_str().to_owned());
+    let user = rebound_store::UserRecord {
+        name: name.to_owned(),
+        password_hash: hash(request.new).await?,
+        role,
+    };
+    state.store.put_user(&user, &principal.name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
