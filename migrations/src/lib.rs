@@ -12,6 +12,7 @@ mod m20261125_000005_events;
 mod m20261125_000006_run_cancel;
 mod m20261125_000007_site_probes;
 mod m20261125_000008_api_auth;
+mod m20261125_000009_sites;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000006_run_cancel::Migration),
             Box::new(m20261125_000007_site_probes::Migration),
             Box::new(m20261125_000008_api_auth::Migration),
+            Box::new(m20261125_000009_sites::Migration),
         ]
     }
 }

@@ -16,6 +16,8 @@ mod extract;
 mod metrics;
 pub mod problem;
 mod routes;
+pub mod seal;
+pub mod sites;
 mod views;
 
 use std::sync::Arc;
@@ -71,14 +73,6 @@ impl Default for ApiConfig {
     }
 }
 
-/// A site as the API lists it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct SiteInfo {
-    pub name: String,
-    /// The plugin that reaches it.
-    pub plugin: String,
-}
-
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
@@ -86,7 +80,8 @@ pub struct ApiState {
     pub auth: Arc<Auth>,
     /// The plugin runtime, when the host runs one.
     pub runtime: Option<Arc<Runtime>>,
-    pub sites: Arc<Vec<SiteInfo>>,
+    /// The sites bound to plugins, when the host runs a runtime.
+    pub registry: Option<Arc<sites::SiteRegistry>>,
     pub events_poll: Duration,
     /// Where published plugins are kept (`<dir>/<name>/`), so a restart
     /// loads them again; `None`: in memory only.
@@ -100,7 +95,7 @@ impl ApiState {
             store,
             auth,
             runtime: None,
-            sites: Arc::new(Vec::new()),
+            registry: None,
             events_poll: Duration::from_millis(config.events_poll_ms.max(10)),
             plugin_dir: None,
             plugin_limit_bytes: config.plugin_limit_bytes,

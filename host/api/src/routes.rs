@@ -6,6 +6,7 @@ mod observe;
 mod plans;
 mod plugins;
 mod runs;
+mod sites;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -35,5 +36,12 @@ pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(observe::audit))
         .routes(routes!(plugins::list_plugins, plugins::publish))
         .routes(routes!(plugins::release))
-        .routes(routes!(plugins::list_sites))
+        .routes(routes!(sites::list_sites))
+        .routes(routes!(
+            sites::get_site,
+            sites::put_site,
+            sites::delete_site
+        ))
+        .routes(routes!(sites::site_health))
+        .routes(routes!(sites::site_workloads))
 }

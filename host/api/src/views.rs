@@ -1,6 +1,8 @@
 //! What the API sends and accepts: request bodies (unknown fields refused)
 //! and response views of the store's records, each with its OpenAPI schema.
 
+use std::collections::BTreeMap;
+
 use rebound_domain::Workflow;
 use rebound_store::{
     AuditEntry, EventRecord, PlanRecord, RecoveryPointRecord, RunListing, StepRecord,
@@ -361,7 +363,96 @@ pub struct PluginList {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SiteList {
-    pub items: Vec<crate::SiteInfo>,
+    pub items: Vec<SiteView>,
+}
+
+/// Where a site is defined.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SiteSource {
+    /// The host's sites file (read-only through the API).
+    File,
+    /// Registered through `PUT /api/v1/sites/{name}`.
+    Api,
+}
+
+/// A site bound to a plugin. Credentials are never shown: only their names.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SiteView {
+    pub name: String,
+    /// The plugin that reaches it.
+    pub plugin: String,
+    pub source: SiteSource,
+    /// Settings handed to the plugin (API-registered sites).
+    pub config: BTreeMap<String, String>,
+    /// URLs the plugin may reach for this site.
+    pub egress: Vec<String>,
+    /// Names of the stored credentials; their values are write-only.
+    pub secrets: Vec<String>,
+    /// Whether the site has its own CA bundle.
+    pub ca: bool,
+    /// Bumped on every change (API-registered sites).
+    pub revision: Option<i64>,
+    pub updated_by: Option<String>,
+    pub updated_at_ms: Option<i64>,
+}
+
+/// Register a site or replace its definition.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteRequest {
+    /// An installed plugin (`GET /api/v1/plugins`).
+    pub plugin: String,
+    /// Settings the plugin reads (its `config` import), e.g. `endpoint`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Credentials (write-only; sealed at rest). Absent on an update keeps
+    /// the stored ones; present replaces them all.
+    pub secrets: Option<BTreeMap<String, String>>,
+    /// URLs the plugin may reach for this site, e.g.
+    /// `https://keystone.example.com:5000`; nothing else is reachable.
+    #[serde(default)]
+    pub egress: Vec<String>,
+    /// PEM certificates to trust for the site's endpoints, beside the
+    /// public roots.
+    pub ca_pem: Option<String>,
+}
+
+/// A site's health as its plugin reports it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SiteHealth {
+    /// Whether the site serves (healthy or degraded).
+    pub serving: bool,
+    /// The plugin's one-line detail, or why it could not be asked.
+    pub detail: String,
+}
+
+/// A workload the site's plugin discovered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkloadView {
+    /// The platform's id.
+    pub id: String,
+    pub name: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub disks: Vec<WorkloadDisk>,
+    /// Networks of its NICs.
+    pub networks: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// running, stopped, paused or unknown.
+    pub power: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkloadDisk {
+    pub id: String,
+    pub name: String,
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkloadList {
+    pub items: Vec<WorkloadView>,
 }
 
 /// An API token (its secret is never shown again).

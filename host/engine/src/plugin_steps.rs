@@ -16,7 +16,7 @@
 //! the platform's id (the original primary).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -61,7 +61,9 @@ pub struct BoundSite {
 pub struct PluginSteps {
     runtime: Arc<Runtime>,
     store: Store,
-    sites: HashMap<String, BoundSite>,
+    /// Bound at start (sites file, store) and as sites are registered
+    /// through the API.
+    sites: RwLock<HashMap<String, BoundSite>>,
     /// Budget of one plugin call.
     call_budget: Duration,
 }
@@ -78,7 +80,7 @@ impl PluginSteps {
         Self {
             runtime,
             store,
-            sites,
+            sites: RwLock::new(sites),
             call_budget: Duration::from_secs(60),
         }
     }
@@ -98,7 +100,7 @@ impl PluginSteps {
             }])
         };
         for (field, site) in [("source", &plan.source), ("target", &plan.target)] {
-            if !self.sites.contains_key(site) {
+            if self.site(site).is_err() {
                 return Err(refuse(
                     field,
                     format!(
@@ -124,12 +126,72 @@ impl PluginSteps {
         Ok((serving, report.detail))
     }
 
-    fn site(&self, name: &str) -> Result<&BoundSite, StepError> {
-        self.sites.get(name).ok_or_else(|| {
-            StepError::Fatal(format!(
-                "site '{name}' is not registered with this host; register it (or fix the plan)"
-            ))
-        })
+    /// Every workload the site's plugin discovers there.
+    pub async fn inventory(
+        &self,
+        site: &str,
+    ) -> Result<Vec<rebound_runtime::bindings::Workload>, StepError> {
+        self.call(
+            &[site],
+            Inventory {
+                site: site.to_owned(),
+                filter: InventoryFilter {
+                    workload_ids: Vec::new(),
+                    labels: Vec::new(),
+                },
+            },
+        )
+        .await
+    }
+
+    /// Bind (or rebind) a site; calls already started keep the old binding.
+    pub fn bind(&self, name: &str, site: BoundSite) {
+        self.sites
+            .write()
+            .expect("sites lock")
+            .insert(name.to_owned(), site);
+    }
+
+    /// Forget a site; `false` when it was not bound.
+    pub fn unbind(&self, name: &str) -> bool {
+        self.sites
+            .write()
+            .expect("sites lock")
+            .remove(name)
+            .is_some()
+    }
+
+    /// Names of the bound sites with their plugins, in name order.
+    pub fn bound(&self) -> Vec<(String, String)> {
+        let mut all: Vec<_> = self
+            .sites
+            .read()
+            .expect("sites lock")
+            .iter()
+            .map(|(name, site)| (name.clone(), site.plugin.manifest.name.clone()))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// A site's binding, with the plugin's active version (a published
+    /// plugin replaces the one the site was bound with).
+    fn site(&self, name: &str) -> Result<BoundSite, StepError> {
+        let mut site = self
+            .sites
+            .read()
+            .expect("sites lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| {
+                StepError::Fatal(format!(
+                    "site '{name}' is not registered with this host; register it (or fix the plan)"
+                ))
+            })?;
+        if let Some(active) = self.runtime.active(&site.plugin.manifest.name) {
+            site.plugin = active;
+        }
+        Ok(site)
     }
 
     async fn call<E: Export>(&self, sites: &[&str], request: E) -> Result<E::Output, StepError> {

@@ -10,6 +10,7 @@
 //! with the password of `REBOUND_ADMIN_PASSWORD` or a random one printed
 //! once.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +22,9 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Args;
-use rebound_api::{ApiConfig, ApiState, Auth, SiteInfo};
+use rebound_api::seal::Sealer;
+use rebound_api::sites::SiteRegistry;
+use rebound_api::{ApiConfig, ApiState, Auth};
 use rebound_engine::{Executor, ExecutorConfig, PluginSteps};
 use rebound_runtime::{PluginPackage, Runtime, RuntimeConfig};
 use serde::Deserialize;
@@ -44,10 +47,16 @@ pub struct ServeArgs {
     /// Where compiled plugins are cached between starts.
     #[arg(long, env = "REBOUND_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
-    /// The sites file (TOML): each site bound to a plugin. Without it the
-    /// host drives no runs.
+    /// The sites file (TOML): each site bound to a plugin. Sites can also
+    /// be registered through the API (`PUT /api/v1/sites/{name}`).
     #[arg(long, env = "REBOUND_SITES")]
     sites: Option<PathBuf>,
+    /// The key that seals credentials of sites registered through the API
+    /// (created on first start, mode 0600). Every host of one store needs
+    /// the same key. Default: beside an SQLite store's file
+    /// (`rebound.db.seal-key`), else `rebound.seal.key`.
+    #[arg(long, env = "REBOUND_SEAL_KEY_FILE")]
+    seal_key_file: Option<PathBuf>,
     /// This host's name as a lease owner (unique per host process).
     #[arg(long, env = "REBOUND_OWNER")]
     owner: Option<String>,
@@ -134,39 +143,43 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
         }
     }
-    let mut site_list = Vec::new();
-    if let Some(path) = &args.sites {
-        let sites = crate::sites::load(path, &runtime)?;
-        site_list = sites
-            .iter()
-            .map(|(name, site)| SiteInfo {
-                name: name.clone(),
-                plugin: site.plugin.manifest.name.clone(),
-            })
-            .collect();
-        site_list.sort_by(|a, b| a.name.cmp(&b.name));
-        let owner = args
-            .owner
-            .clone()
-            .unwrap_or_else(|| format!("host-{}", std::process::id()));
-        let lease = Duration::try_from_secs_f64(args.lease_seconds)
-            .ok()
-            .filter(|d| *d >= Duration::from_millis(100))
-            .context("--lease-seconds must be at least 0.1")?;
-        let runner = Arc::new(PluginSteps::new(runtime.clone(), store.clone(), sites));
-        for worker in 0..args.workers.max(1) {
-            let config = ExecutorConfig {
-                lease,
-                ..ExecutorConfig::new(format!("{owner}/{worker}"))
-            };
-            let executor = Executor::new(store.clone(), runner.clone(), config);
-            tokio::spawn(work(executor));
-        }
-        if args.policy_seconds > 0.0 {
-            tokio::spawn(detection(store.clone(), runner.clone(), owner.clone()));
-        }
-        eprintln!("rebound driving runs as {owner}");
+    let file_sites = match &args.sites {
+        Some(path) => crate::sites::load(path, &runtime)?,
+        None => HashMap::new(),
+    };
+    let file_names: Vec<String> = file_sites.keys().cloned().collect();
+    let runner = Arc::new(PluginSteps::new(runtime.clone(), store.clone(), file_sites));
+    let sealer = Sealer::from_file(&seal_key_path(&args))?;
+    let registry = Arc::new(SiteRegistry::new(
+        runner.clone(),
+        runtime.clone(),
+        sealer,
+        file_names,
+    ));
+    for (site, reason) in registry.refresh(&store).await? {
+        tracing::error!(%site, "site not bound: {reason}");
     }
+    tokio::spawn(refresh_sites(store.clone(), registry.clone()));
+    let owner = args
+        .owner
+        .clone()
+        .unwrap_or_else(|| format!("host-{}", std::process::id()));
+    let lease = Duration::try_from_secs_f64(args.lease_seconds)
+        .ok()
+        .filter(|d| *d >= Duration::from_millis(100))
+        .context("--lease-seconds must be at least 0.1")?;
+    for worker in 0..args.workers.max(1) {
+        let config = ExecutorConfig {
+            lease,
+            ..ExecutorConfig::new(format!("{owner}/{worker}"))
+        };
+        let executor = Executor::new(store.clone(), runner.clone(), config);
+        tokio::spawn(work(executor));
+    }
+    if args.policy_seconds > 0.0 {
+        tokio::spawn(detection(store.clone(), runner.clone(), owner.clone()));
+    }
+    eprintln!("rebound driving runs as {owner}");
     if args.policy_seconds > 0.0 {
         let every = Duration::try_from_secs_f64(args.policy_seconds)
             .context("--policy-seconds must be a number of seconds")?;
@@ -175,7 +188,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let mut state = ApiState::new(store.clone(), auth, &config.api);
     state.runtime = Some(runtime);
     state.plugin_dir = args.plugins.clone();
-    state.sites = Arc::new(site_list);
+    state.registry = Some(registry);
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -223,6 +236,43 @@ async fn policy(store: rebound_store::Store, every: Duration) {
                 }
             }
             Err(e) => tracing::error!("policy tick: {e}"),
+        }
+    }
+}
+
+fn seal_key_path(args: &ServeArgs) -> PathBuf {
+    if let Some(path) = &args.seal_key_file {
+        return path.clone();
+    }
+    let file = args
+        .store
+        .strip_prefix("sqlite://")
+        .or_else(|| args.store.strip_prefix("sqlite:"))
+        .map(|rest| rest.split('?').next().unwrap_or_default())
+        .filter(|path| !path.is_empty() && !path.contains(":memory:"));
+    match file {
+        Some(path) => PathBuf::from(format!("{path}.seal-key")),
+        None => PathBuf::from("rebound.seal.key"),
+    }
+}
+
+/// Bind the sites other hosts of the store registered or changed, and
+/// unbind deleted ones, every few seconds.
+async fn refresh_sites(store: rebound_store::Store, registry: Arc<SiteRegistry>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    let mut reported = std::collections::BTreeSet::new();
+    loop {
+        ticker.tick().await;
+        match registry.refresh(&store).await {
+            Ok(refused) => {
+                for (site, reason) in refused {
+                    // Once per site and reason, not every tick.
+                    if reported.insert((site.clone(), reason.clone())) {
+                        tracing::error!(%site, "site not bound: {reason}");
+                    }
+                }
+            }
+            Err(e) => tracing::error!("refreshing sites: {e}"),
         }
     }
 }

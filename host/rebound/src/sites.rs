@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
+use rebound_api::sites::{SiteDefinition, bind};
 use rebound_engine::BoundSite;
-use rebound_runtime::{Runtime, SiteGrant};
+use rebound_runtime::Runtime;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -63,38 +64,35 @@ fn parse(text: &str) -> Result<SitesFile, toml::de::Error> {
     toml::from_str(text)
 }
 
-/// Read the sites file and bind each site to its installed plugin.
+/// Read the sites file and bind each site to its installed plugin (the
+/// same binding as a site registered through the API).
 pub fn load(path: &Path, runtime: &Runtime) -> Result<HashMap<String, BoundSite>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let file = parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let mut sites = HashMap::new();
     for (name, entry) in file.sites {
-        let plugin = runtime.active(&entry.plugin).ok_or_else(|| {
-            anyhow!(
-                "site '{name}': no plugin named '{}' is installed (see `rebound serve --plugins`)",
-                entry.plugin
-            )
-        })?;
-        let mut grant = SiteGrant::new(&name);
-        for (key, value) in &entry.config {
-            grant = grant.config(key, value);
-        }
+        let mut secrets = BTreeMap::new();
         for (key, reference) in &entry.secrets {
-            grant = grant.secret(key, &secret(&name, key, reference)?);
+            secrets.insert(key.clone(), secret(&name, key, reference)?);
         }
-        for url in &entry.egress {
-            grant = grant
-                .grant(url)
-                .map_err(|e| anyhow!("site '{name}': egress '{url}': {e}"))?;
-        }
-        if let Some(ca) = &entry.ca_file {
-            grant.ca_pem = Some(
+        let ca_pem = match &entry.ca_file {
+            Some(ca) => Some(
                 std::fs::read_to_string(ca)
                     .with_context(|| format!("site '{name}': reading ca_file {ca}"))?,
-            );
-        }
-        sites.insert(name, BoundSite { plugin, grant });
+            ),
+            None => None,
+        };
+        let definition = SiteDefinition {
+            name: name.clone(),
+            plugin: entry.plugin,
+            config: entry.config,
+            secrets,
+            egress: entry.egress,
+            ca_pem,
+        };
+        let bound = bind(runtime, &definition).map_err(|e| anyhow!("site '{name}': {e}"))?;
+        sites.insert(name, bound);
     }
     Ok(sites)
 }

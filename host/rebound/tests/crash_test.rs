@@ -155,6 +155,8 @@ impl Lab {
             .arg(dir.join("sites.toml"))
             .arg("--cache-dir")
             .arg(rebound_runtime::testing::cache_dir())
+            .arg("--seal-key-file")
+            .arg(dir.join("seal.key"))
             .args(["--owner", &owner, "--lease-seconds", LEASE_SECONDS])
             .args(["--workers", "1"])
             .args(extra)

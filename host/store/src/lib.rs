@@ -14,6 +14,7 @@
 
 mod api;
 mod entity;
+mod sites;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use api::{RunFilter, RunListing, TokenRecord, UserRecord};
 use entity::{audit, event, plan, recovery_point, run, site_probe, step};
+pub use sites::SiteRecord;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

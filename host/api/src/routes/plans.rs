@@ -109,6 +109,12 @@ pub async fn put_plan(
         }];
         return Err(p);
     }
+    // Impossible objectives and unknown sites are refused before storing
+    // (DESIGN.md §6): the source site's plugin says how fine its recovery
+    // points can be.
+    if let Some(registry) = &state.registry {
+        registry.steps.check_feasible(&document).await?;
+    }
     let record = state.store.put_plan(&document, &principal.name).await?;
     let status = if record.revision == 1 {
         StatusCode::CREATED

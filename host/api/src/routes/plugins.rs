@@ -1,4 +1,4 @@
-//! Provider plugins and the sites bound to them.
+//! Provider plugins: list, publish, release from quarantine.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use rebound_runtime::{Plugin, PluginPackage};
 use crate::ApiState;
 use crate::auth::{Need, Principal};
 use crate::problem::{Problem, ProblemDetails};
-use crate::views::{PluginList, PluginView, PublishRequest, SiteList};
+use crate::views::{PluginList, PluginView, PublishRequest};
 
 fn view(p: &Plugin) -> PluginView {
     let crashes = p.crash_status();
@@ -177,20 +177,4 @@ pub async fn release(
         .await?;
     tracing::info!(plugin = %name, principal = %principal.name, "quarantine released");
     Ok(axum::Json(view(&plugin)))
-}
-
-/// Sites this host binds to plugins (from its sites file).
-#[utoipa::path(get, path = "/api/v1/sites", tag = "plugins",
-    responses(
-        (status = 200, body = SiteList),
-        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
-    ))]
-pub async fn list_sites(
-    State(state): State<ApiState>,
-    principal: Principal,
-) -> Result<axum::Json<SiteList>, Problem> {
-    principal.require(Need::Read)?;
-    Ok(axum::Json(SiteList {
-        items: state.sites.as_ref().clone(),
-    }))
 }

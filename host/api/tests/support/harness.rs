@@ -10,7 +10,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
-use rebound_api::{ApiConfig, ApiState, Auth, Role, SiteInfo};
+use rebound_api::seal::Sealer;
+use rebound_api::sites::SiteRegistry;
+use rebound_api::{ApiConfig, ApiState, Auth, Role};
 use rebound_store::Store;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -21,6 +23,10 @@ pub struct Api {
     pub router: Router,
     pub store: Store,
     pub auth: Arc<Auth>,
+    /// The host's sites: the example plugin installed, the example plan's
+    /// two sites bound to one lab example site.
+    pub registry: Arc<SiteRegistry>,
+    pub site: Arc<rebound_lab::example::ExampleSite>,
 }
 
 pub struct Reply {
@@ -59,14 +65,48 @@ impl Api {
         let auth = Arc::new(Auth::start(&store, &config.auth).await.expect("auth"));
         let mut state = ApiState::new(store.clone(), auth.clone(), &config);
         state.events_poll = std::time::Duration::from_millis(20);
-        state.sites = Arc::new(vec![SiteInfo {
-            name: "openstack-east".into(),
-            plugin: "example".into(),
-        }]);
+        let registry = Arc::new(registry(&store).await);
+        let site = Arc::new(
+            rebound_lab::example::ExampleSite::start(Default::default())
+                .await
+                .expect("lab site"),
+        );
+        for name in ["openstack-east", "kubevirt-west"] {
+            let url = format!("http://{}", site.addr);
+            let definition = rebound_api::sites::SiteDefinition {
+                name: name.into(),
+                plugin: "example".into(),
+                config: [("endpoint".to_owned(), url.clone())].into(),
+                secrets: [("token".to_owned(), site.token.clone())].into(),
+                egress: vec![url],
+                ca_pem: None,
+            };
+            let bound = rebound_api::sites::bind(&registry.runtime, &definition).expect("bind");
+            registry.steps.bind(name, bound);
+        }
+        state.registry = Some(registry.clone());
         Self {
             router: rebound_api::router(state, &config),
             store,
             auth,
+            registry,
+            site,
+        }
+    }
+
+    /// Another host of the same store (its own runtime and bindings, the
+    /// same seal key), answering through this API's router type.
+    pub async fn replica(&self) -> Api {
+        let config = ApiConfig::default();
+        let mut state = ApiState::new(self.store.clone(), self.auth.clone(), &config);
+        let registry = Arc::new(registry(&self.store).await);
+        state.registry = Some(registry.clone());
+        Api {
+            router: rebound_api::router(state, &config),
+            store: self.store.clone(),
+            auth: self.auth.clone(),
+            registry,
+            site: self.site.clone(),
         }
     }
 
@@ -159,4 +199,19 @@ impl Api {
 /// The example plan renamed.
 pub fn plan_named(name: &str) -> String {
     PLAN_YAML.replacen("name: shop", &format!("name: {name}"), 1)
+}
+
+/// The seal key every test host shares (as every host of one store must).
+pub const SEAL_KEY: [u8; 32] = [42; 32];
+
+/// A site registry over a fresh runtime with the example plugin installed.
+pub async fn registry(store: &Store) -> SiteRegistry {
+    let runtime = Arc::new(rebound_runtime::testing::runtime());
+    rebound_runtime::testing::load(&runtime, "example").await;
+    let steps = Arc::new(rebound_engine::PluginSteps::new(
+        runtime.clone(),
+        store.clone(),
+        Default::default(),
+    ));
+    SiteRegistry::new(steps, runtime, Sealer::from_key(SEAL_KEY), Vec::new())
 }
