@@ -80,6 +80,8 @@ fn main() -> Result<()> {
                 "--bench",
                 "failover",
             ])?;
+            // Prints API latency percentiles at a fixed rate, with a baseline.
+            ws.cargo(&["bench", "--package", "rebound", "--bench", "api_load"])?;
             ws.report_medians("plugin_call", "fresh_instance")?;
             ws.report_medians("datamover", "plain_cp")
         }

@@ -119,7 +119,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     );
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         trust: args.trust.policy()?,
-        cache_dir: args.cache_dir.clone(),
+        // wasmtime's cache wants an absolute path; a relative one is the
+        // operator's working directory.
+        cache_dir: args
+            .cache_dir
+            .as_deref()
+            .map(std::path::absolute)
+            .transpose()
+            .context("--cache-dir")?,
         ..RuntimeConfig::default()
     })?);
     if let Some(dir) = &args.plugins {

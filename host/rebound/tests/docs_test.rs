@@ -4,10 +4,14 @@
 //! embedded SQLite default, creates the bootstrap admin, and answers the
 //! admin's API calls with the packaged plugin.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+#[path = "support/http.rs"]
+mod http;
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use http::http;
 
 fn plugin_dir() -> PathBuf {
     let dir = std::env::var_os("REBOUND_PLUGIN_DIR")
@@ -152,24 +156,4 @@ fn the_plugin_authoring_commands_work_as_written() {
     assert!(plugins.contains("\"name\":\"example\""), "{plugins}");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     assert!(missing.contains("application/problem+json"), "{missing}");
-}
-
-/// One HTTP/1.1 exchange; a non-empty `token` is sent as a bearer token
-/// and a non-empty `body` as JSON.
-fn http(addr: &str, method: &str, path: &str, token: &str, body: &str) -> String {
-    let mut conn = TcpStream::connect(addr).expect("connect");
-    let auth = if token.is_empty() {
-        String::new()
-    } else {
-        format!("Authorization: Bearer {token}\r\n")
-    };
-    write!(
-        conn,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
-    let mut response = String::new();
-    conn.read_to_string(&mut response).expect("read");
-    response
 }

@@ -1,0 +1,280 @@
+//! API latency under a fixed request rate (`cargo xtask bench`): a release
+//! `rebound serve` on its embedded SQLite store with two lab sites, one
+//! plan and a few finished runs, sent a mix of authenticated reads at a
+//! fixed rate, open loop (each request leaves at its scheduled time whether
+//! or not earlier ones have answered, and its latency counts from that
+//! time, so a stall is not hidden by the load generator waiting). Beside
+//! it, the same rate of `GET /healthz` (no auth, no store) as the
+//! baseline of the server and the load generator themselves. Bounded:
+//! `REBOUND_LOAD_RATE` requests per second (default 200) for
+//! `REBOUND_LOAD_SECONDS` (default 15) per run.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rebound_lab::{ExampleOptions, ExampleSite};
+use serde_json::{Value, json};
+
+const PLAN: &str = r#"
+name: shop
+source: lab-a
+target: lab-b
+workloads:
+  - id: vm-2
+  - id: vm-1
+    depends_on: [vm-2]
+replication: { mode: native, interval: 5m }
+objectives:
+  failover: { rto: 30m, rpo: 15m }
+  failback: { rto: 2h, rpo: 0s }
+"#;
+
+struct Host(Child);
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Report {
+    histogram: Histogram<u64>,
+    errors: u64,
+}
+
+/// Send `paths` round-robin at `rate` per second for `seconds`.
+async fn drive(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    paths: &[String],
+    rate: u64,
+    seconds: u64,
+) -> Report {
+    let shared = Arc::new(Mutex::new(Report {
+        histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+        errors: 0,
+    }));
+    let total = rate * seconds;
+    let start = Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    for i in 0..total {
+        let scheduled = start + Duration::from_secs_f64(i as f64 / rate as f64);
+        tokio::time::sleep_until(scheduled.into()).await;
+        let request = client
+            .get(format!("{base}{}", paths[(i as usize) % paths.len()]))
+            .bearer_auth(token);
+        let shared = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let ok = match request.send().await {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            let micros = u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let mut report = shared.lock().expect("report");
+            if ok {
+                let _ = report.histogram.record(micros.max(1));
+            } else {
+                report.errors += 1;
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    Arc::try_unwrap(shared)
+        .ok()
+        .expect("every request finished")
+        .into_inner()
+        .expect("report")
+}
+
+fn print(name: &str, rate: u64, seconds: u64, r: &Report) {
+    let ms = |q: f64| r.histogram.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "api_load {name:<28} {rate} req/s x {seconds} s: n={} errors={} p50={:.2} ms p90={:.2} ms p99={:.2} ms max={:.2} ms",
+        r.histogram.len(),
+        r.errors,
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        r.histogram.max() as f64 / 1000.0
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo bench` passes `--bench`; a filter that excludes us means skip.
+    if std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with('-') && !"api_load".contains(&a))
+    {
+        return;
+    }
+    let rate = env_number("REBOUND_LOAD_RATE", 200).max(1);
+    let seconds = env_number("REBOUND_LOAD_SECONDS", 15).max(1);
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = ExampleSite::start(ExampleOptions::default())
+        .await
+        .expect("site a");
+    let b = ExampleSite::start(ExampleOptions {
+        vms: Vec::new(),
+        ..ExampleOptions::default()
+    })
+    .await
+    .expect("site b");
+    rebound_runtime::testing::package("example")
+        .write_dir(&dir.path().join("plugins/example"))
+        .expect("package");
+    std::fs::write(
+        dir.path().join("publisher.pub"),
+        rebound_runtime::package::encode_verifying_key(
+            &rebound_runtime::testing::publisher_key().verifying_key(),
+        ),
+    )
+    .expect("key");
+    let site = |name: &str, site: &ExampleSite, var: &str| {
+        format!(
+            "[sites.{name}]\nplugin = \"example\"\nconfig = {{ endpoint = \"{e}\" }}\n\
+             secrets = {{ token = \"env:{var}\" }}\negress = [\"{e}\"]\n",
+            e = site.endpoint()
+        )
+    };
+    std::fs::write(
+        dir.path().join("sites.toml"),
+        site("lab-a", &a, "LAB_A_TOKEN") + &site("lab-b", &b, "LAB_B_TOKEN"),
+    )
+    .expect("sites");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rebound"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--policy-seconds", "0"])
+        .args(["--plugins", "plugins", "--trusted-key", "publisher.pub"])
+        .args(["--sites", "sites.toml", "--cache-dir", "cache"])
+        .current_dir(dir.path())
+        .env("LAB_A_TOKEN", &a.token)
+        .env("LAB_B_TOKEN", &b.token)
+        .env("REBOUND_ADMIN_PASSWORD", "load-test-admin")
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let _host = Host(child);
+    let addr = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = Vec::new();
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("rebound serving on ") {
+                std::thread::spawn(move || lines.for_each(drop));
+                return addr.to_owned();
+            }
+            seen.push(line);
+        }
+        panic!("serve did not print its address:\n{}", seen.join("\n"));
+    })
+    .await
+    .expect("join");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("client");
+    let login: Value = client
+        .post(format!("{addr}/api/v1/auth/login"))
+        .json(&json!({"username": "admin", "password": "load-test-admin"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("token");
+    let token = login["access_token"].as_str().expect("token").to_owned();
+    let put = client
+        .put(format!("{addr}/api/v1/plans/shop"))
+        .bearer_auth(&token)
+        .header("content-type", "application/yaml")
+        .body(PLAN)
+        .send()
+        .await
+        .expect("plan");
+    assert!(
+        put.status().is_success(),
+        "{}",
+        put.text().await.unwrap_or_default()
+    );
+    // A few finished replication runs, so run reads have steps to show.
+    let mut run = String::new();
+    for _ in 0..3 {
+        let r: Value = client
+            .post(format!("{addr}/api/v1/plans/shop/runs"))
+            .bearer_auth(&token)
+            .json(&json!({"workflow": "replication"}))
+            .send()
+            .await
+            .expect("trigger")
+            .json()
+            .await
+            .expect("run");
+        run = r["id"].as_str().expect("run id").to_owned();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r: Value = client
+                .get(format!("{addr}/api/v1/runs/{run}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("run")
+                .json()
+                .await
+                .expect("run");
+            if r["status"] == "succeeded" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "run did not finish: {r}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mixed: Vec<String> = [
+        "/api/v1/plans",
+        "/api/v1/plans/shop",
+        "/api/v1/runs?limit=20",
+        "/api/v1/plans",
+        &format!("/api/v1/runs/{run}"),
+        "/api/v1/compliance",
+        "/api/v1/plans/shop",
+        "/api/v1/events?limit=20",
+        "/api/v1/runs?plan=shop&limit=20",
+        "/api/v1/plans/shop/recovery-points",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    // Warm the connection pool and the host's caches.
+    let _ = drive(&client, &addr, &token, &mixed, rate, 2).await;
+    let baseline = drive(
+        &client,
+        &addr,
+        &token,
+        &["/healthz".to_owned()],
+        rate,
+        seconds,
+    )
+    .await;
+    let reads = drive(&client, &addr, &token, &mixed, rate, seconds).await;
+    print("GET /healthz (baseline)", rate, seconds, &baseline);
+    print("mixed authenticated reads", rate, seconds, &reads);
+    let p99 = |r: &Report| r.histogram.value_at_quantile(0.99).max(1) as f64;
+    println!(
+        "api_load p99 ratio mixed reads / baseline: {:.2}",
+        p99(&reads) / p99(&baseline)
+    );
+}
