@@ -36,6 +36,10 @@ pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(observe::audit))
         .routes(routes!(plugins::list_plugins, plugins::publish))
         .routes(routes!(plugins::release))
+        .routes(routes!(plugins::versions))
+        .routes(routes!(plugins::activate))
+        .routes(routes!(plugins::disable))
+        .routes(routes!(plugins::enable))
         .routes(routes!(sites::list_sites))
         .routes(routes!(
             sites::get_site,

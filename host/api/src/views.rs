@@ -354,6 +354,10 @@ pub struct PluginView {
     pub egress: Vec<String>,
     pub recent_crashes: usize,
     pub quarantined: bool,
+    /// False when an admin disabled the plugin: nothing calls it.
+    pub enabled: bool,
+    /// Whether this is the version calls go to.
+    pub active: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -670,6 +670,9 @@ const MATRIX: &[(&str, &[Role])] = &[
     ("revoke token", &[Role::Admin]),
     ("release plugin", &[Role::Admin]),
     ("publish plugin", &[Role::PluginPublisher, Role::Admin]),
+    ("activate plugin", &[Role::Admin]),
+    ("disable plugin", &[Role::Admin]),
+    ("enable plugin", &[Role::Admin]),
     ("put site", &[Role::Admin]),
     ("delete site", &[Role::Admin]),
 ];
@@ -725,6 +728,14 @@ async fn the_role_matrix_holds_for_every_mutating_endpoint(store: Store) {
             let before = api.audit_len().await;
             let r = match *endpoint {
                 "put plan" => api.put_plan_yaml("shop", &gated).await,
+                "activate plugin" | "disable plugin" | "enable plugin" => {
+                    let path = match *endpoint {
+                        "activate plugin" => "/api/v1/plugins/example/versions/1.0.0/activate",
+                        "disable plugin" => "/api/v1/plugins/example/disable",
+                        _ => "/api/v1/plugins/example/enable",
+                    };
+                    api.send("POST", path, role, &json!({})).await
+                }
                 "put site" => {
                     api.send("PUT", "/api/v1/sites/spare", role, &site_body())
                         .await
@@ -892,6 +903,10 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/v1/plugins"),
     ("POST", "/api/v1/plugins"),
     ("POST", "/api/v1/plugins/example/release"),
+    ("GET", "/api/v1/plugins/example/versions"),
+    ("POST", "/api/v1/plugins/example/versions/1.0.0/activate"),
+    ("POST", "/api/v1/plugins/example/disable"),
+    ("POST", "/api/v1/plugins/example/enable"),
     ("GET", "/api/v1/sites"),
     ("GET", "/api/v1/sites/east"),
     ("PUT", "/api/v1/sites/east"),
@@ -935,6 +950,7 @@ async fn every_endpoint_refuses_an_anonymous_caller(store: Store) {
             let template = p
                 .replace("/shop", "/{name}")
                 .replace("/example/", "/{name}/")
+                .replace("/1.0.0/", "/{version}/")
                 .replace("/run-1", "/{id}")
                 .replace("/tok-1", "/{id}")
                 .replace("/alice", "/{name}")

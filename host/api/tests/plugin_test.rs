@@ -115,12 +115,13 @@ async fn a_signed_package_is_verified_installed_kept_and_audited() {
     // Kept where the next start loads it, with no publish leftovers.
     let kept = PluginPackage::read_dir(&dir.path().join("plugins/example")).expect("kept");
     assert_eq!(kept.wasm, package.wasm);
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("plugins"))
+    let mut leftovers: Vec<_> = std::fs::read_dir(dir.path().join("plugins"))
         .expect("dir")
         .filter_map(Result::ok)
         .map(|e| e.file_name())
         .collect();
-    assert_eq!(leftovers, ["example"]);
+    leftovers.sort();
+    assert_eq!(leftovers, [".versions", "example"]);
     let audit = api.get("/api/v1/audit", Role::Admin).await;
     assert_eq!(audit.json["items"][0]["action"], "plugin.publish");
     assert_eq!(audit.json["items"][0]["principal"], "user:admin");
@@ -145,4 +146,179 @@ async fn a_signed_package_is_verified_installed_kept_and_audited() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["quarantined"], false);
+}
+
+/// The example plugin as another release: its version string rewritten
+/// in the component (the only "0.1.0" not following an '@', which would be
+/// the contract's) and in the manifest, signed again. `number` has the
+/// length of "0.1.0".
+fn version(number: &str) -> PluginPackage {
+    assert_eq!(number.len(), 5);
+    let mut wasm = rebound_runtime::testing::wasm("example");
+    let at: Vec<usize> = (1..wasm.len().saturating_sub(5))
+        .filter(|&i| &wasm[i..i + 5] == b"0.1.0" && wasm[i - 1] != b'@')
+        .collect();
+    assert_eq!(at.len(), 1, "the example's own version string, once");
+    wasm[at[0]..at[0] + 5].copy_from_slice(number.as_bytes());
+    let template = rebound_runtime::testing::template("example");
+    let manifest = template
+        .lines()
+        .map(|l| {
+            if l.starts_with("version") {
+                format!("version = \"{number}\"")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    PluginPackage::build(
+        &manifest,
+        wasm,
+        Some(&rebound_runtime::testing::publisher_key()),
+    )
+    .expect("package")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_are_listed_rolled_back_and_plugins_disabled_by_admins_only() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (api, runtime) = host(dir.path()).await;
+    for number in ["0.2.0", "0.3.0"] {
+        let r = api
+            .send(
+                "POST",
+                "/api/v1/plugins",
+                Role::PluginPublisher,
+                &body(&version(number)),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let listed = api
+        .get("/api/v1/plugins/example/versions", Role::Viewer)
+        .await;
+    let pairs: Vec<(String, bool)> = listed.json["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap_or_default().to_owned(),
+                v["active"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [("0.3.0".to_owned(), true), ("0.2.0".to_owned(), false)]
+    );
+    assert!(
+        dir.path()
+            .join("plugins/.versions/example/0.2.0/plugin.wasm")
+            .is_file()
+    );
+
+    // Roll back to 0.2.0: admins only; an unknown version is a 404.
+    let before = api.audit_len().await;
+    for role in [Role::Viewer, Role::Operator, Role::PluginPublisher] {
+        for path in [
+            "/api/v1/plugins/example/versions/0.2.0/activate",
+            "/api/v1/plugins/example/disable",
+            "/api/v1/plugins/example/enable",
+        ] {
+            api.send("POST", path, role, &json!({}))
+                .await
+                .problem(StatusCode::FORBIDDEN);
+        }
+    }
+    api.send(
+        "POST",
+        "/api/v1/plugins/example/versions/9.9.9/activate",
+        Role::Admin,
+        &json!({}),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND);
+    api.send(
+        "POST",
+        "/api/v1/plugins/example/versions/latest/activate",
+        Role::Admin,
+        &json!({}),
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    api.send(
+        "POST",
+        "/api/v1/plugins/nope/disable",
+        Role::Admin,
+        &json!({}),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND);
+    assert_eq!(api.audit_len().await, before);
+    let r = api
+        .send(
+            "POST",
+            "/api/v1/plugins/example/versions/0.2.0/activate",
+            Role::Admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        runtime.active("example").expect("active").version(),
+        "0.2.0"
+    );
+    let kept =
+        std::fs::read_to_string(dir.path().join("plugins/example/manifest.toml")).expect("kept");
+    assert!(kept.contains("version = \"0.2.0\""), "{kept}");
+
+    // Disabled: every call fails at once, saying how to enable it; kept
+    // across restarts by its marker; enabled again by an admin.
+    let r = api
+        .send(
+            "POST",
+            "/api/v1/plugins/example/disable",
+            Role::Admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.json["enabled"], false, "{}", r.text);
+    assert!(dir.path().join("plugins/.disabled/example").is_file());
+    let plugin = runtime.active("example").expect("active");
+    let ctx = rebound_runtime::CallContext::new(Vec::new(), std::time::Duration::from_secs(5));
+    let err = runtime
+        .call(&plugin, &ctx, rebound_runtime::Describe)
+        .await
+        .expect_err("disabled");
+    assert!(err.to_string().contains("/enable"), "{err}");
+    let listed = api.get("/api/v1/plugins", Role::Viewer).await;
+    assert_eq!(listed.json["items"][0]["enabled"], false);
+    let r = api
+        .send(
+            "POST",
+            "/api/v1/plugins/example/enable",
+            Role::Admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.json["enabled"], true, "{}", r.text);
+    assert!(!dir.path().join("plugins/.disabled/example").exists());
+    runtime
+        .call(&plugin, &ctx, rebound_runtime::Describe)
+        .await
+        .expect("enabled again");
+    let audit = api.get("/api/v1/audit", Role::Admin).await;
+    let actions: Vec<&str> = audit.json["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .take(3)
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        ["plugin.enable", "plugin.disable", "plugin.activate"]
+    );
 }

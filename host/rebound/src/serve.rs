@@ -130,25 +130,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ..RuntimeConfig::default()
     })?);
     if let Some(dir) = &args.plugins {
-        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-            let path = entry?.path();
-            // Dot-folders are a publish in progress (see rebound-api).
-            let hidden = path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-            if hidden || !path.join(rebound_runtime::package::MANIFEST_FILE).is_file() {
-                continue;
-            }
-            let loaded = match PluginPackage::read_dir(&path) {
-                Ok(package) => runtime.load(&package).await,
-                Err(e) => Err(e),
-            };
-            match loaded {
-                Ok(plugin) => runtime.install(plugin),
-                // One bad package must not keep the others from serving.
-                Err(e) => tracing::error!(package = %path.display(), "plugin refused: {e}"),
-            }
-        }
+        load_plugins(dir, &runtime).await?;
     }
     let file_sites = match &args.sites {
         Some(path) => crate::sites::load(path, &runtime)?,
@@ -245,6 +227,69 @@ async fn policy(store: rebound_store::Store, every: Duration) {
             Err(e) => tracing::error!("policy tick: {e}"),
         }
     }
+}
+
+/// Load the plugin packages of `dir`: the earlier versions kept in
+/// `.versions/<name>/<version>/` first, then each `<name>/` as the active
+/// one; plugins marked in `.disabled/` stay disabled. A package that fails
+/// verification is refused and logged; the others load.
+async fn load_plugins(dir: &std::path::Path, runtime: &Runtime) -> Result<()> {
+    async fn load(runtime: &Runtime, path: &std::path::Path) {
+        let loaded = match PluginPackage::read_dir(path) {
+            Ok(package) => runtime.load(&package).await,
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok(plugin) => runtime.install(plugin),
+            // One bad package must not keep the others from serving.
+            Err(e) => tracing::error!(package = %path.display(), "plugin refused: {e}"),
+        }
+    }
+    let packages = |dir: &std::path::Path| -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            // Dot-folders are a publish in progress (see rebound-api).
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                    && p.join(rebound_runtime::package::MANIFEST_FILE).is_file()
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for name in std::fs::read_dir(dir.join(".versions"))
+        .into_iter()
+        .flatten()
+    {
+        let mut versions: Vec<(semver::Version, PathBuf)> = packages(&name?.path())
+            .into_iter()
+            .filter_map(|p| {
+                let v = semver::Version::parse(&p.file_name()?.to_string_lossy()).ok()?;
+                Some((v, p))
+            })
+            .collect();
+        versions.sort();
+        for (_, path) in versions {
+            load(runtime, &path).await;
+        }
+    }
+    for path in packages(dir) {
+        load(runtime, &path).await;
+    }
+    for marker in std::fs::read_dir(dir.join(".disabled"))
+        .into_iter()
+        .flatten()
+    {
+        let name = marker?.file_name().to_string_lossy().into_owned();
+        if runtime.set_enabled(&name, false).is_some() {
+            eprintln!("rebound: plugin '{name}' is disabled (POST /api/v1/plugins/{name}/enable)");
+        }
+    }
+    Ok(())
 }
 
 fn seal_key_path(args: &ServeArgs) -> PathBuf {

@@ -157,6 +157,12 @@ pub enum CallError {
         last: String,
     },
 
+    /// An operator disabled the plugin; nothing calls it until enabled.
+    #[error(
+        "plugin '{plugin}@{version}' is disabled; enable it with `POST /api/v1/plugins/{plugin}/enable`"
+    )]
+    Disabled { plugin: String, version: String },
+
     /// The host could not set the call up (instantiation failed).
     #[error("plugin '{plugin}' {function}: the host could not run the call: {reason}")]
     Host {

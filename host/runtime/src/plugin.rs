@@ -1,9 +1,11 @@
 //! A loaded plugin version: its verified manifest, what it reported from
 //! `describe`, the pre-linked component ready to instantiate, and its crash
-//! budget (quarantine after repeated crashes).
+//! budget (quarantine after repeated crashes), and whether an operator
+//! disabled it.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::bindings::{PluginInfo, PluginPre};
@@ -18,6 +20,7 @@ pub struct Plugin {
     pub digest: String,
     pub(crate) pre: PluginPre<HostState>,
     crashes: Mutex<Crashes>,
+    disabled: AtomicBool,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -57,6 +60,7 @@ impl Plugin {
             digest,
             pre,
             crashes: Mutex::default(),
+            disabled: AtomicBool::new(false),
         }
     }
 
@@ -68,7 +72,22 @@ impl Plugin {
         self.manifest.version.to_string()
     }
 
+    /// Whether calls are allowed (an operator may disable a plugin).
+    pub fn enabled(&self) -> bool {
+        !self.disabled.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_enabled(&self, enabled: bool) {
+        self.disabled.store(!enabled, Ordering::SeqCst);
+    }
+
     pub(crate) fn check_quarantine(&self, window: Duration) -> Result<(), CallError> {
+        if !self.enabled() {
+            return Err(CallError::Disabled {
+                plugin: self.manifest.name.clone(),
+                version: self.manifest.version.to_string(),
+            });
+        }
         let crashes = lock(&self.crashes);
         if crashes.quarantined {
             return Err(CallError::Quarantined {

@@ -342,8 +342,15 @@ impl Runtime {
 
     /// Make `plugin` the active version of its name. Calls already running
     /// keep the version they started with; the previous versions stay
-    /// available for runs pinned to them.
+    /// available for runs pinned to them. A plugin an operator disabled
+    /// stays disabled in its new version.
     pub fn install(&self, plugin: Arc<Plugin>) {
+        if self
+            .active(&plugin.manifest.name)
+            .is_some_and(|a| !a.enabled())
+        {
+            plugin.set_enabled(false);
+        }
         self.plugins.rcu(|current| {
             let mut next = HashMap::clone(current);
             let name = plugin.manifest.name.clone();
@@ -373,6 +380,37 @@ impl Runtime {
             .load()
             .get(name)
             .and_then(|v| v.all.get(version).cloned())
+    }
+
+    /// Every loaded version of a plugin, newest first.
+    pub fn versions(&self, name: &str) -> Vec<Arc<Plugin>> {
+        self.plugins
+            .load()
+            .get(name)
+            .map(|v| v.all.values().rev().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Make an already loaded version the active one (a rollback to a
+    /// known good version); `None` when it is not loaded. Calls already
+    /// running finish on the version they started with.
+    pub fn activate(&self, name: &str, version: &Version) -> Option<Arc<Plugin>> {
+        let plugin = self.version(name, version)?;
+        self.install(plugin.clone());
+        Some(plugin)
+    }
+
+    /// Enable or disable every version of a plugin; a disabled plugin's
+    /// calls fail at once with [`CallError::Disabled`]. `None` when no
+    /// plugin has that name.
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> Option<Arc<Plugin>> {
+        let map = self.plugins.load();
+        let versions = map.get(name)?;
+        for plugin in versions.all.values() {
+            plugin.set_enabled(enabled);
+        }
+        tracing::info!(plugin = %name, enabled, "plugin enabled state changed");
+        Some(versions.active.clone())
     }
 
     /// Active plugins, sorted by name.

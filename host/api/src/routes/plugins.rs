@@ -14,6 +14,10 @@ use crate::problem::{Problem, ProblemDetails};
 use crate::views::{PluginList, PluginView, PublishRequest};
 
 fn view(p: &Plugin) -> PluginView {
+    view_of(p, true)
+}
+
+fn view_of(p: &Plugin, active: bool) -> PluginView {
     let crashes = p.crash_status();
     PluginView {
         name: p.manifest.name.clone(),
@@ -24,6 +28,8 @@ fn view(p: &Plugin) -> PluginView {
         egress: p.manifest.egress.iter().map(ToString::to_string).collect(),
         recent_crashes: crashes.recent_crashes,
         quarantined: crashes.quarantined,
+        enabled: p.enabled(),
+        active,
     }
 }
 
@@ -101,9 +107,14 @@ pub async fn publish(
             .title("plugin package refused")
     })?;
     if let Some(dir) = &state.plugin_dir {
-        keep(dir, &plugin.manifest.name, &package)
-            .await
-            .map_err(|e| Problem::internal(&e))?;
+        keep(
+            dir,
+            &plugin.manifest.name,
+            &plugin.manifest.version.to_string(),
+            &package,
+        )
+        .await
+        .map_err(|e| Problem::internal(&e))?;
     }
     state
         .store
@@ -119,13 +130,38 @@ pub async fn publish(
     Ok((StatusCode::CREATED, axum::Json(view(&plugin))))
 }
 
-/// Keep a verified package as `<dir>/<name>/`, replacing the previous one
-/// in one rename.
-async fn keep(dir: &std::path::Path, name: &str, package: &PluginPackage) -> std::io::Result<()> {
+/// Where a host keeps every published version of a plugin, so a restart
+/// can load them all and an admin can go back to one:
+/// `<dir>/.versions/<name>/<version>/`.
+pub fn versions_dir(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    dir.join(".versions").join(name)
+}
+
+/// Marker of a plugin an admin disabled: `<dir>/.disabled/<name>`.
+pub fn disabled_marker(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    dir.join(".disabled").join(name)
+}
+
+/// Keep a verified package as the active `<dir>/<name>/` (replacing the
+/// previous one in one rename) and as `<dir>/.versions/<name>/<version>/`.
+async fn keep(
+    dir: &std::path::Path,
+    name: &str,
+    version: &str,
+    package: &PluginPackage,
+) -> std::io::Result<()> {
     let dir = dir.to_owned();
     let name = name.to_owned();
+    let version = version.to_owned();
     let package = package.clone();
     tokio::task::spawn_blocking(move || {
+        let version = versions_dir(&dir, &name).join(version);
+        if !version.exists() {
+            let staging = version.with_extension("publishing");
+            let _ = std::fs::remove_dir_all(&staging);
+            package.write_dir(&staging)?;
+            std::fs::rename(&staging, &version)?;
+        }
         let staging = dir.join(format!(".{name}.publishing"));
         let old = dir.join(format!(".{name}.old"));
         let target = dir.join(&name);
@@ -177,4 +213,171 @@ pub async fn release(
         .await?;
     tracing::info!(plugin = %name, principal = %principal.name, "quarantine released");
     Ok(axum::Json(view(&plugin)))
+}
+
+fn installed(state: &ApiState, name: &str) -> Result<Arc<rebound_runtime::Runtime>, Problem> {
+    let runtime = state.runtime.clone().ok_or_else(|| {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "this host runs no plugin runtime; manage plugins on a host started by `rebound serve`",
+        )
+    })?;
+    if runtime.active(name).is_none() {
+        return Err(Problem::not_found(format!(
+            "no plugin named '{name}' is installed; GET /api/v1/plugins lists them"
+        )));
+    }
+    Ok(runtime)
+}
+
+/// Every loaded version of a plugin, newest first, with the active one
+/// marked.
+#[utoipa::path(get, path = "/api/v1/plugins/{name}/versions", tag = "plugins",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, body = PluginList),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn versions(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<axum::Json<PluginList>, Problem> {
+    principal.require(Need::Read)?;
+    let runtime = installed(&state, &name)?;
+    let active = runtime.active(&name).map(|p| p.digest.clone());
+    let items = runtime
+        .versions(&name)
+        .iter()
+        .map(|p| view_of(p, Some(&p.digest) == active.as_ref()))
+        .collect();
+    Ok(axum::Json(PluginList { items }))
+}
+
+/// Make an earlier (or later) loaded version the active one (admin): a
+/// rollback to a known good version. Runs already calling the plugin
+/// finish on the version they started with.
+#[utoipa::path(post, path = "/api/v1/plugins/{name}/versions/{version}/activate", tag = "plugins",
+    params(("name" = String, Path), ("version" = String, Path, description = "a semantic version listed by GET .../versions")),
+    responses(
+        (status = 200, body = PluginView),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn activate(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<axum::Json<PluginView>, Problem> {
+    principal.require(Need::Administer)?;
+    let runtime = installed(&state, &name)?;
+    let parsed = semver::Version::parse(&version).map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("'{version}' is not a semantic version: {e}"),
+        )
+    })?;
+    if runtime.version(&name, &parsed).is_none() {
+        return Err(Problem::not_found(format!(
+            "plugin '{name}' has no version {version} loaded; GET /api/v1/plugins/{name}/versions lists them"
+        )));
+    }
+    if let Some(dir) = &state.plugin_dir {
+        let package = PluginPackage::read_dir(&versions_dir(dir, &name).join(parsed.to_string()))
+            .map_err(|e| Problem::internal(&e))?;
+        keep(dir, &name, &parsed.to_string(), &package)
+            .await
+            .map_err(|e| Problem::internal(&e))?;
+    }
+    state
+        .store
+        .audit(
+            &principal.name,
+            "plugin.activate",
+            &name,
+            serde_json::json!({"version": parsed.to_string()}),
+        )
+        .await?;
+    let plugin = runtime
+        .activate(&name, &parsed)
+        .ok_or_else(|| Problem::internal(&"the version vanished"))?;
+    tracing::info!(plugin = %name, version = %parsed, principal = %principal.name, "plugin version activated");
+    Ok(axum::Json(view(&plugin)))
+}
+
+async fn set_enabled(
+    state: ApiState,
+    principal: Principal,
+    name: String,
+    enabled: bool,
+) -> Result<axum::Json<PluginView>, Problem> {
+    principal.require(Need::Administer)?;
+    let runtime = installed(&state, &name)?;
+    if let Some(dir) = &state.plugin_dir {
+        let marker = disabled_marker(dir, &name);
+        let io = if enabled {
+            std::fs::remove_file(&marker).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+        } else {
+            marker
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&marker, principal.name.as_bytes()))
+        };
+        io.map_err(|e| Problem::internal(&e))?;
+    }
+    state
+        .store
+        .audit(
+            &principal.name,
+            if enabled {
+                "plugin.enable"
+            } else {
+                "plugin.disable"
+            },
+            &name,
+            serde_json::json!({}),
+        )
+        .await?;
+    let plugin = runtime
+        .set_enabled(&name, enabled)
+        .ok_or_else(|| Problem::internal(&"the plugin vanished"))?;
+    tracing::info!(plugin = %name, enabled, principal = %principal.name, "plugin enabled state changed");
+    Ok(axum::Json(view(&plugin)))
+}
+
+/// Disable a plugin (admin): every call to any of its versions fails at
+/// once with a message saying so, until it is enabled again; kept across
+/// restarts.
+#[utoipa::path(post, path = "/api/v1/plugins/{name}/disable", tag = "plugins",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, body = PluginView),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn disable(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<axum::Json<PluginView>, Problem> {
+    set_enabled(state, principal, name, false).await
+}
+
+/// Enable a disabled plugin again (admin).
+#[utoipa::path(post, path = "/api/v1/plugins/{name}/enable", tag = "plugins",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, body = PluginView),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn enable(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<axum::Json<PluginView>, Problem> {
+    set_enabled(state, principal, name, true).await
 }
