@@ -10,11 +10,13 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use clap::{Args, Subcommand};
 use rebound_domain::PlanDocument;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use crate::output::{self, Columns, Exit, Format, exit};
 
 #[derive(Args, Clone)]
 pub struct ServerArgs {
@@ -39,6 +41,19 @@ pub struct ApplyArgs {
     /// The plan document (YAML or JSON).
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
+    /// Show the difference from the stored plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Args)]
+pub struct GetArgs {
+    /// What to show.
+    #[command(subcommand)]
+    what: GetCommand,
+    /// table (lists as tables, one object as YAML), json or yaml.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table, global = true)]
+    output: Format,
 }
 
 #[derive(Subcommand)]
@@ -158,12 +173,16 @@ impl Client {
         let response = request
             .send()
             .await
-            .with_context(|| format!("reaching {url}"))?;
+            .map_err(|e| Exit::new(exit::HOST_ERROR, format!("reaching {url}: {e}")))?;
         let status = response.status();
         let text = response.text().await?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if !status.is_success() {
-            bail!("{}", problem_text(status, &value, self.token.is_none()));
+            return Err(Exit::new(
+                Exit::for_status(status.as_u16()),
+                problem_text(status, &value, self.token.is_none()),
+            )
+            .into());
         }
         Ok((status, value))
     }
@@ -192,11 +211,6 @@ fn problem_text(status: reqwest::StatusCode, problem: &Value, anonymous: bool) -
         out.push_str("\n  run `rebound login` or set REBOUND_TOKEN");
     }
     out
-}
-
-fn print(value: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
 }
 
 pub async fn login(server: &ServerArgs, args: &LoginArgs) -> Result<()> {
@@ -271,20 +285,54 @@ pub async fn apply(server: &ServerArgs, args: &ApplyArgs) -> Result<()> {
     } else {
         PlanDocument::from_yaml(&text)
     }
-    .map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
+    .map_err(|e| Exit::new(exit::REFUSED, format!("{}: {e}", args.file.display())))?;
     let content_type = if is_json {
         "application/json"
     } else {
         "application/yaml"
     };
     let client = Client::new(server)?;
+    let path = format!("/plans/{}", document.name);
+    // The stored plan, to show what changes (none: it is created).
+    let stored = match client.get(&path).await {
+        Ok(plan) => Some(plan),
+        Err(e)
+            if e.downcast_ref::<Exit>()
+                .is_some_and(|x| x.code == exit::NOT_FOUND) =>
+        {
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let before = stored
+        .as_ref()
+        .and_then(|p| PlanDocument::from_json(&p["document"].to_string()).ok())
+        .map(|d| d.to_yaml())
+        .unwrap_or_default();
+    let after = document.to_yaml();
+    if before == after {
+        println!(
+            "plan '{}' unchanged (revision {})",
+            document.name,
+            stored
+                .as_ref()
+                .map_or(Value::Null, |p| p["revision"].clone())
+        );
+        return Ok(());
+    }
+    let diff = similar::TextDiff::from_lines(&before, &after);
+    print!(
+        "{}",
+        diff.unified_diff()
+            .context_radius(2)
+            .header("stored", args.file.to_string_lossy().as_ref())
+    );
+    if args.dry_run {
+        println!("(dry run: nothing changed)");
+        return Ok(());
+    }
     let (status, plan) = client
-        .call(
-            reqwest::Method::PUT,
-            &format!("/plans/{}", document.name),
-            Some((content_type, text)),
-            &[],
-        )
+        .call(reqwest::Method::PUT, &path, Some((content_type, text)), &[])
         .await?;
     let verb = if status == reqwest::StatusCode::CREATED {
         "created"
@@ -298,7 +346,19 @@ pub async fn apply(server: &ServerArgs, args: &ApplyArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn get(server: &ServerArgs, what: &GetCommand) -> Result<()> {
+/// `plugin list`: the plugins as `get plugins` shows them.
+pub async fn list_plugins(server: &ServerArgs) -> Result<()> {
+    get(
+        server,
+        &GetArgs {
+            what: GetCommand::Plugins,
+            output: Format::Table,
+        },
+    )
+    .await
+}
+
+pub async fn get(server: &ServerArgs, args: &GetArgs) -> Result<()> {
     let client = Client::new(server)?;
     let query = |pairs: &[(&str, &Option<String>)]| {
         let parts: Vec<String> = pairs
@@ -311,20 +371,26 @@ pub async fn get(server: &ServerArgs, what: &GetCommand) -> Result<()> {
             format!("?{}", parts.join("&"))
         }
     };
-    let path = match what {
-        GetCommand::Plans => "/plans".to_owned(),
-        GetCommand::Plan { name } => format!("/plans/{name}"),
-        GetCommand::Runs { plan, status } => {
-            format!("/runs{}", query(&[("plan", plan), ("status", status)]))
-        }
-        GetCommand::Run { id } => format!("/runs/{id}"),
-        GetCommand::Compliance => "/compliance".to_owned(),
-        GetCommand::Events { plan } => format!("/events{}", query(&[("plan", plan)])),
-        GetCommand::Audit => "/audit".to_owned(),
-        GetCommand::Plugins => "/plugins".to_owned(),
-        GetCommand::Sites => "/sites".to_owned(),
+    let (path, columns): (String, Option<Columns>) = match &args.what {
+        GetCommand::Plans => ("/plans".to_owned(), Some(output::PLANS)),
+        GetCommand::Plan { name } => (format!("/plans/{name}"), None),
+        GetCommand::Runs { plan, status } => (
+            format!("/runs{}", query(&[("plan", plan), ("status", status)])),
+            Some(output::RUNS),
+        ),
+        GetCommand::Run { id } => (format!("/runs/{id}"), None),
+        GetCommand::Compliance => ("/compliance".to_owned(), Some(output::COMPLIANCE)),
+        GetCommand::Events { plan } => (
+            format!("/events{}", query(&[("plan", plan)])),
+            Some(output::EVENTS),
+        ),
+        GetCommand::Audit => ("/audit".to_owned(), Some(output::AUDIT)),
+        GetCommand::Plugins => ("/plugins".to_owned(), Some(output::PLUGINS)),
+        GetCommand::Sites => ("/sites".to_owned(), Some(output::SITES)),
     };
-    print(&client.get(&path).await?)
+    let value = client.get(&path).await?;
+    println!("{}", output::render(&value, args.output, columns));
+    Ok(())
 }
 
 /// Start a workflow; with `--wait`, print each step as it changes and
@@ -357,11 +423,26 @@ pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
     if !args.wait {
         return Ok(());
     }
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
     let mut seen: HashMap<i64, (String, i64)> = HashMap::new();
     let mut told_waiting = false;
     loop {
         let detail = client.get(&format!("/runs/{id}")).await?;
-        for step in detail["steps"].as_array().into_iter().flatten() {
+        let steps = detail["steps"].as_array().cloned().unwrap_or_default();
+        bar.set_length(steps.len() as u64);
+        bar.set_position(
+            steps
+                .iter()
+                .filter(|s| matches!(s["status"].as_str(), Some("succeeded" | "skipped")))
+                .count() as u64,
+        );
+        for step in &steps {
             let seq = step["seq"].as_i64().unwrap_or_default();
             let status = step["status"].as_str().unwrap_or_default().to_owned();
             let attempts = step["attempts"].as_i64().unwrap_or_default();
@@ -370,39 +451,69 @@ pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
                     .as_str()
                     .map(|e| format!(" — {e}"))
                     .unwrap_or_default();
-                println!(
-                    "  step {seq:>3} {:<50} {status} (attempt {attempts}){error}",
-                    step["name"].as_str().unwrap_or_default()
-                );
+                let name = step["name"].as_str().unwrap_or_default();
+                // Above the bar on a terminal; plain lines in a pipe.
+                bar.suspend(|| {
+                    println!("  step {seq:>3} {name:<50} {status} (attempt {attempts}){error}");
+                });
+                if status == "running" {
+                    bar.set_message(name.to_owned());
+                }
                 seen.insert(seq, (status, attempts));
             }
         }
         let status = detail["status"].as_str().unwrap_or_default();
         match status {
             "succeeded" | "failed" | "cancelled" => {
-                let report = &detail["report"];
-                println!(
-                    "run {id} {status}: measured RTO {} ms (objective {} ms), achieved RPO {} ms (objective {} ms)",
-                    report["measured_rto_ms"],
-                    report["objective_rto_ms"],
-                    report["achieved_rpo_ms"],
-                    report["objective_rpo_ms"]
-                );
-                if status == "succeeded" {
-                    return Ok(());
-                }
-                bail!("run {id} {status}");
+                bar.finish_and_clear();
+                print_report(&id, status, &detail["report"]);
+                return match status {
+                    "succeeded" => Ok(()),
+                    "failed" => Err(Exit::new(exit::RUN_FAILED, format!("run {id} failed")).into()),
+                    _ => Err(
+                        Exit::new(exit::RUN_CANCELLED, format!("run {id} was cancelled")).into(),
+                    ),
+                };
             }
             "waiting_approval" if !told_waiting => {
                 told_waiting = true;
-                eprintln!(
-                    "run {id} waits for an operator's approval (POST /api/v1/runs/{id}/approve)"
-                );
+                bar.set_message("waiting for approval");
+                bar.suspend(|| {
+                    eprintln!("run {id} waits for an operator's approval (rebound approve {id})");
+                });
             }
             _ => {}
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The run's measured RTO and achieved RPO against the phase's objectives.
+fn print_report(id: &str, status: &str, report: &Value) {
+    let ms = |v: &Value| {
+        v.as_i64().map_or_else(
+            || "-".to_owned(),
+            |ms| format!("{:.1} s", ms as f64 / 1000.0),
+        )
+    };
+    let met = |measured: &Value, objective: &Value| match (measured.as_i64(), objective.as_i64()) {
+        (Some(m), Some(o)) if m <= o => "met",
+        (Some(_), Some(_)) => "MISSED",
+        _ => "-",
+    };
+    println!("run {id} {status}");
+    println!(
+        "  RTO measured {:>10}  objective {:>10}  {}",
+        ms(&report["measured_rto_ms"]),
+        ms(&report["objective_rto_ms"]),
+        met(&report["measured_rto_ms"], &report["objective_rto_ms"])
+    );
+    println!(
+        "  RPO achieved {:>10}  objective {:>10}  {}",
+        ms(&report["achieved_rpo_ms"]),
+        ms(&report["objective_rpo_ms"]),
+        met(&report["achieved_rpo_ms"], &report["objective_rpo_ms"])
+    );
 }
 
 pub async fn token(server: &ServerArgs, command: &TokenCommand) -> Result<()> {
@@ -426,7 +537,14 @@ pub async fn token(server: &ServerArgs, command: &TokenCommand) -> Result<()> {
             );
             println!("{}", created["token"].as_str().unwrap_or_default());
         }
-        TokenCommand::List => print(&client.get("/tokens").await?)?,
+        TokenCommand::List => println!(
+            "{}",
+            output::render(
+                &client.get("/tokens").await?,
+                Format::Table,
+                Some(output::TOKENS)
+            )
+        ),
         TokenCommand::Revoke { id } => {
             client
                 .call(reqwest::Method::DELETE, &format!("/tokens/{id}"), None, &[])

@@ -15,6 +15,7 @@
 
 mod client;
 mod demo;
+mod output;
 mod plugin_cmd;
 mod serve;
 mod sites;
@@ -45,8 +46,7 @@ enum Command {
     /// Create or update a protection plan from its document.
     Apply(client::ApplyArgs),
     /// Show plans, runs, compliance, events, the audit log, plugins, sites.
-    #[command(subcommand)]
-    Get(client::GetCommand),
+    Get(client::GetArgs),
     /// Start a workflow on a plan (failover, failback, drill, …).
     Run(client::RunArgs),
     /// Approve a run's next approval gate.
@@ -141,7 +141,12 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            // Scripts tell refusals, missing things and failed runs apart
+            // (docs/api.md, "The CLI"); clap's usage errors exit 2.
+            let code = e
+                .downcast_ref::<output::Exit>()
+                .map_or(output::exit::ERROR, |x| x.code);
+            std::process::ExitCode::from(code)
         }
     }
 }

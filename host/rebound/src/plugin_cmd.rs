@@ -80,9 +80,7 @@ impl TrustArgs {
 pub async fn run(cmd: PluginCommand, server: &crate::client::ServerArgs) -> Result<()> {
     match cmd {
         PluginCommand::Publish { dir } => crate::client::publish_plugin(server, &dir).await,
-        PluginCommand::List => {
-            crate::client::get(server, &crate::client::GetCommand::Plugins).await
-        }
+        PluginCommand::List => crate::client::list_plugins(server).await,
         PluginCommand::Keygen { out } => {
             let key = SigningKey::generate(&mut rand::rngs::OsRng);
             let secret = out.with_extension("key");

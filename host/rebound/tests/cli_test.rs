@@ -34,8 +34,8 @@ impl Drop for Host {
     }
 }
 
-/// Run the CLI in `dir`; returns (success, stdout, stderr).
-fn cli(dir: &Path, server: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+/// Run the CLI in `dir`; returns (exit code, stdout, stderr).
+fn cli(dir: &Path, server: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rebound"));
     command
         .args(args)
@@ -48,7 +48,7 @@ fn cli(dir: &Path, server: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, 
     }
     let out = command.output().expect("run rebound");
     (
-        out.status.success(),
+        out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
@@ -143,33 +143,83 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
         }
     };
 
-    let (ok, _, err) = run(&["get", "plans"], vec![]).await;
-    assert!(!ok && err.contains("rebound login"), "{err}");
-    let (ok, _, err) = run(&["login"], vec![("REBOUND_PASSWORD", "wrong".into())]).await;
+    let (code, _, err) = run(&["get", "plans"], vec![]).await;
+    assert!(code == 4 && err.contains("rebound login"), "{code} {err}");
+    let (code, _, err) = run(&["login"], vec![("REBOUND_PASSWORD", "wrong".into())]).await;
     assert!(
-        !ok && err.contains("username or password is wrong"),
+        code != 0 && err.contains("username or password is wrong"),
         "{err}"
     );
-    let (ok, _, err) = run(&["login"], vec![("REBOUND_PASSWORD", password)]).await;
-    assert!(ok, "{err}");
+    let (code, _, err) = run(&["login"], vec![("REBOUND_PASSWORD", password)]).await;
+    assert!(code == 0, "{err}");
 
     // Republish the loaded plugin: verified by the host and swapped in.
-    let (ok, out, err) = run(&["plugin", "publish", "plugins/example"], vec![]).await;
-    assert!(ok, "{err}");
+    let (code, out, err) = run(&["plugin", "publish", "plugins/example"], vec![]).await;
+    assert!(code == 0, "{err}");
     assert!(out.starts_with("plugin example "), "{out}");
-    let (ok, out, err) = run(&["plugin", "list"], vec![]).await;
-    assert!(ok && out.contains("\"example\""), "{out}{err}");
+    let (code, out, err) = run(&["plugin", "list"], vec![]).await;
+    assert!(code == 0 && out.contains("example"), "{out}{err}");
 
-    let (ok, out, err) = run(&["apply", "-f", "plan.yaml"], vec![]).await;
-    assert!(ok, "{err}");
+    let (code, out, err) = run(&["apply", "-f", "plan.yaml"], vec![]).await;
+    assert!(code == 0, "{err}");
     assert!(
         out.contains("plan 'shop' created (revision 1, \"protected\")"),
         "{out}"
     );
+    assert!(
+        out.contains("+name: shop"),
+        "the diff shows what is new: {out}"
+    );
+    // Declarative: applying the same document again changes nothing.
+    let (code, out, err) = run(&["apply", "-f", "plan.yaml"], vec![]).await;
+    assert!(code == 0, "{err}");
+    assert_eq!(out.trim(), "plan 'shop' unchanged (revision 1)");
+    // A changed objective shows as a diff; --dry-run stores nothing.
+    std::fs::write(
+        dir.path().join("plan2.yaml"),
+        PLAN.replace("rpo: 15m", "rpo: 10m"),
+    )
+    .expect("plan2");
+    let (code, out, err) = run(&["apply", "-f", "plan2.yaml", "--dry-run"], vec![]).await;
+    assert!(code == 0, "{err}");
+    assert!(
+        out.contains("-    rpo: 15m") && out.contains("+    rpo: 10m"),
+        "{out}"
+    );
+    assert!(out.contains("(dry run: nothing changed)"), "{out}");
+    // A document the host refuses: exit 3, the field named, nothing stored.
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        PLAN.replace("rpo: 15m", "rpo: 10s"),
+    )
+    .expect("bad");
+    let (code, _, err) = run(&["apply", "-f", "bad.yaml"], vec![]).await;
+    assert!(
+        code == 3 && err.contains("objectives.failover.rpo"),
+        "{code} {err}"
+    );
+    // Valid on its face, but finer than the site keeps recovery points:
+    // the host refuses it.
+    std::fs::write(
+        dir.path().join("fine.yaml"),
+        PLAN.replace("rpo: 15m", "rpo: 30s")
+            .replace("interval: 5m", "interval: 10s"),
+    )
+    .expect("fine");
+    let (code, _, err) = run(&["apply", "-f", "fine.yaml"], vec![]).await;
+    assert!(code == 3 && err.contains("422"), "{code} {err}");
+    let (code, out, _) = run(&["get", "plans"], vec![]).await;
+    assert!(
+        code == 0 && out.contains("shop") && out.contains("protected"),
+        "{out}"
+    );
+    assert!(out.contains("STATE"), "a table: {out}");
+    let (code, _, err) = run(&["get", "plan", "nope"], vec![]).await;
+    assert!(code == 5, "{code} {err}");
 
-    let (ok, out, err) = run(&["run", "replication", "shop", "--wait"], vec![]).await;
-    assert!(ok, "{out}\n{err}");
-    let (ok, out, err) = run(
+    let (code, out, err) = run(&["run", "replication", "shop", "--wait"], vec![]).await;
+    assert!(code == 0, "{out}\n{err}");
+    let (code, out, err) = run(
         &[
             "run",
             "drill",
@@ -181,8 +231,9 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
         vec![],
     )
     .await;
-    assert!(ok, "{out}\n{err}");
-    assert!(out.contains("succeeded: measured RTO"), "{out}");
+    assert!(code == 0, "{out}\n{err}");
+    assert!(out.contains("succeeded\n  RTO measured"), "{out}");
+    assert!(out.contains("met"), "{out}");
     let id = out
         .lines()
         .next()
@@ -192,16 +243,16 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
         .to_owned();
 
     // The same idempotency key returns the same run: nothing new starts.
-    let (ok, again, err) = run(
+    let (code, again, err) = run(
         &["run", "drill", "shop", "--idempotency-key", "drill-1"],
         vec![],
     )
     .await;
-    assert!(ok, "{err}");
+    assert!(code == 0, "{err}");
     assert!(again.starts_with(&format!("run {id}:")), "{again}");
 
-    let (ok, out, err) = run(&["get", "run", &id], vec![]).await;
-    assert!(ok, "{err}");
+    let (code, out, err) = run(&["get", "run", &id, "-o", "json"], vec![]).await;
+    assert!(code == 0, "{err}");
     let report: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(report["status"], "succeeded");
     assert_eq!(report["report"]["workflow"], "drill");
@@ -213,10 +264,13 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
 
     // A failover waits at its approval gate; cancelled, the plan is
     // protected again and the run can no longer be approved.
-    let (ok, out, err) = run(&["run", "failback", "shop"], vec![]).await;
-    assert!(!ok && err.contains("the plan is protected"), "{out}{err}");
-    let (ok, out, err) = run(&["run", "failover", "shop"], vec![]).await;
-    assert!(ok, "{err}");
+    let (code, out, err) = run(&["run", "failback", "shop"], vec![]).await;
+    assert!(
+        code != 0 && err.contains("the plan is protected"),
+        "{out}{err}"
+    );
+    let (code, out, err) = run(&["run", "failover", "shop"], vec![]).await;
+    assert!(code == 0, "{err}");
     let failover = out
         .split_whitespace()
         .nth(1)
@@ -226,45 +280,48 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
     // not be cancelled).
     for _ in 0..100 {
         let (_, detail, _) = run(&["get", "run", &failover], vec![]).await;
-        if detail.contains("\"status\": \"waiting_approval\"") {
+        if detail.contains("\nstatus: waiting_approval") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (ok, out, err) = run(&["cancel", &failover], vec![]).await;
-    assert!(ok, "{err}");
+    let (code, out, err) = run(&["cancel", &failover], vec![]).await;
+    assert!(code == 0, "{err}");
     assert_eq!(out.trim(), format!("run {failover}: cancelled"));
-    let (ok, _, err) = run(&["approve", &failover], vec![]).await;
-    assert!(!ok && err.contains("409"), "{err}");
-    let (_, plan, _) = run(&["get", "plan", "shop"], vec![]).await;
-    assert!(plan.contains("\"state\": \"protected\""), "{plan}");
+    let (code, _, err) = run(&["approve", &failover], vec![]).await;
+    assert!(code == 3 && err.contains("409"), "{code} {err}");
+    let (_, plan, _) = run(&["get", "plan", "shop", "-o", "yaml"], vec![]).await;
+    assert!(plan.contains("state: protected"), "{plan}");
 
     // An API token for a pipeline: shown once, works, revoked.
-    let (ok, secret, err) = run(
+    let (code, secret, err) = run(
         &["token", "create", "--name", "ci", "--role", "viewer"],
         vec![],
     )
     .await;
-    assert!(ok, "{err}");
+    assert!(code == 0, "{err}");
     let secret = secret.trim().to_owned();
     assert!(secret.starts_with("rbt_"), "{secret}");
-    let (ok, out, err) = run(&["get", "plans"], vec![("REBOUND_TOKEN", secret.clone())]).await;
-    assert!(ok && out.contains("\"shop\""), "{out}{err}");
-    let (ok, _, err) = run(
+    let (code, out, err) = run(&["get", "plans"], vec![("REBOUND_TOKEN", secret.clone())]).await;
+    assert!(code == 0 && out.contains("shop"), "{out}{err}");
+    let (code, _, err) = run(
         &["run", "drill", "shop"],
         vec![("REBOUND_TOKEN", secret.clone())],
     )
     .await;
-    assert!(!ok && err.contains("viewer role"), "{err}");
-    let (ok, list, _) = run(&["token", "list"], vec![]).await;
-    assert!(ok && !list.contains(&secret));
-    let token_id =
-        serde_json::from_str::<serde_json::Value>(&list).expect("json")["items"][0]["id"]
-            .as_str()
-            .expect("id")
-            .to_owned();
-    let (ok, _, err) = run(&["token", "revoke", &token_id], vec![]).await;
-    assert!(ok, "{err}");
-    let (ok, _, err) = run(&["get", "plans"], vec![("REBOUND_TOKEN", secret)]).await;
-    assert!(!ok && err.contains("revoked"), "{err}");
+    assert!(code == 4 && err.contains("viewer role"), "{code} {err}");
+    let (code, list, _) = run(&["token", "list"], vec![]).await;
+    assert!(
+        code == 0 && !list.contains(&secret) && list.contains("ci"),
+        "{list}"
+    );
+    let token_id = list
+        .split_whitespace()
+        .find(|w| w.starts_with("tok"))
+        .expect("a token id in the table")
+        .to_owned();
+    let (code, _, err) = run(&["token", "revoke", &token_id], vec![]).await;
+    assert!(code == 0, "{err}");
+    let (code, _, err) = run(&["get", "plans"], vec![("REBOUND_TOKEN", secret)]).await;
+    assert!(code != 0 && err.contains("revoked"), "{err}");
 }
