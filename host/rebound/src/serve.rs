@@ -88,13 +88,23 @@ struct HostConfig {
     api: ApiConfig,
 }
 
+/// The config file, then environment overrides: `REBOUND__` then the key
+/// path with `__` between tables, e.g. `REBOUND__API__BODY_LIMIT_BYTES=2097152`
+/// or `REBOUND__API__CORS_ORIGINS='["https://ui.example"]'`.
 fn host_config(path: Option<&std::path::Path>) -> Result<HostConfig> {
-    let Some(path) = path else {
-        return Ok(HostConfig::default());
-    };
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    use figment::Figment;
+    use figment::providers::{Env, Format, Toml};
+    let mut figment = Figment::new();
+    if let Some(path) = path {
+        if !path.is_file() {
+            anyhow::bail!("the config file {} does not exist", path.display());
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment
+        .merge(Env::prefixed("REBOUND__").split("__"))
+        .extract()
+        .map_err(|e| anyhow::anyhow!("the host's configuration: {e}"))
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -390,7 +400,7 @@ mod tests {
         std::fs::write(&path, "[api]\nbody_limit = 5\n").expect("write");
         let err = super::host_config(Some(&path)).expect_err("unknown key");
         assert!(
-            err.to_string().contains("unknown field `body_limit`"),
+            err.to_string().contains("unknown field: found `body_limit`"),
             "{err}"
         );
     }
@@ -405,5 +415,28 @@ mod tests {
             super::redact_url("sqlite://rebound.db"),
             "sqlite://rebound.db"
         );
+    }
+
+    #[test]
+    // figment's Jail returns its own (large) error type.
+    #[allow(clippy::result_large_err)]
+    fn the_environment_overrides_the_config_file_and_unknown_keys_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "rebound.toml",
+                "[api]\nbody_limit_bytes = 1000\nrequest_timeout_seconds = 7\n",
+            )?;
+            jail.set_env("REBOUND__API__BODY_LIMIT_BYTES", "2048");
+            jail.set_env("REBOUND__API__CORS_ORIGINS", r#"["https://ui.example"]"#);
+            let config = super::host_config(Some("rebound.toml".as_ref())).expect("config");
+            assert_eq!(config.api.body_limit_bytes, 2048);
+            assert_eq!(config.api.request_timeout_seconds, 7);
+            assert_eq!(config.api.cors_origins, ["https://ui.example"]);
+            jail.set_env("REBOUND__API__BODY_LIMT_BYTES", "1");
+            let err = super::host_config(None).expect_err("a misspelt key");
+            assert!(err.to_string().contains("body_limt_bytes"), "{err}");
+            assert!(super::host_config(Some("missing.toml".as_ref())).is_err());
+            Ok(())
+        });
     }
 }
