@@ -400,7 +400,8 @@ mod tests {
         std::fs::write(&path, "[api]\nbody_limit = 5\n").expect("write");
         let err = super::host_config(Some(&path)).expect_err("unknown key");
         assert!(
-            err.to_string().contains("unknown field: found `body_limit`"),
+            err.to_string()
+                .contains("unknown field: found `body_limit`"),
             "{err}"
         );
     }
