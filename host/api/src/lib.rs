@@ -41,6 +41,7 @@ use utoipa_scalar::{Scalar, Servable};
 
 pub use auth::{Auth, AuthConfig, Principal, Role};
 pub use problem::Problem;
+pub use routes::plugin_versions_dir;
 
 /// The API's settings (the `[api]` table of the host's config file).
 #[derive(Debug, Clone, Deserialize)]

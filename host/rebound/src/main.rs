@@ -14,6 +14,7 @@
 #![deny(rust_2018_idioms)]
 
 mod client;
+mod conformance;
 mod demo;
 mod output;
 mod plugin_cmd;

@@ -1,5 +1,5 @@
 //! `rebound plugin …`: create a publisher key, package and sign a plugin,
-//! inspect (verify and load) a package.
+//! inspect (verify and load) a package, test it with the conformance kit.
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +45,9 @@ pub enum PluginCommand {
     },
     /// The plugins a running host has installed.
     List,
+    /// Run the conformance kit: the standard scenarios and fault handling
+    /// against a real site, as a pass/fail table.
+    Test(crate::conformance::TestArgs),
 }
 
 /// Which publishers to trust.
@@ -80,6 +83,7 @@ impl TrustArgs {
 pub async fn run(cmd: PluginCommand, server: &crate::client::ServerArgs) -> Result<()> {
     match cmd {
         PluginCommand::Publish { dir } => crate::client::publish_plugin(server, &dir).await,
+        PluginCommand::Test(args) => crate::conformance::run(args).await,
         PluginCommand::List => crate::client::list_plugins(server).await,
         PluginCommand::Keygen { out } => {
             let key = SigningKey::generate(&mut rand::rngs::OsRng);

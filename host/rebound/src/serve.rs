@@ -289,6 +289,7 @@ async fn load_plugins(dir: &std::path::Path, runtime: &Runtime) -> Result<()> {
     }
     for path in packages(dir) {
         load(runtime, &path).await;
+        keep_version(dir, &path);
     }
     for marker in std::fs::read_dir(dir.join(".disabled"))
         .into_iter()
@@ -300,6 +301,25 @@ async fn load_plugins(dir: &std::path::Path, runtime: &Runtime) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Keep a copy of an active package among the versions (a package placed
+/// by hand, or by a host before versions were kept), so an admin can roll
+/// back to it later. Best effort: a failure is logged.
+fn keep_version(dir: &std::path::Path, active: &std::path::Path) {
+    let Ok(package) = PluginPackage::read_dir(active) else {
+        return;
+    };
+    let Ok(manifest) = rebound_runtime::manifest::Manifest::parse(&package.manifest) else {
+        return;
+    };
+    let kept =
+        rebound_api::plugin_versions_dir(dir, &manifest.name).join(manifest.version.to_string());
+    if !kept.exists()
+        && let Err(e) = package.write_dir(&kept)
+    {
+        tracing::warn!(package = %active.display(), "keeping a copy among the versions: {e}");
+    }
 }
 
 fn seal_key_path(args: &ServeArgs) -> PathBuf {

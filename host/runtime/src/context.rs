@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::egress::EgressRule;
@@ -100,11 +101,69 @@ pub struct CallContext {
     /// Wall-clock budget of the call (the step's remaining RTO budget); the
     /// runtime caps it at its own per-call limit.
     pub budget: Duration,
+    /// Faults the host injects into the call's outgoing requests (the
+    /// conformance kit's error-handling scenarios); none in production.
+    pub faults: Option<Arc<Faults>>,
+}
+
+/// What an injected fault does to an outgoing request (after the egress
+/// policy has allowed it, so a denial stays a denial).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this status at once, and `Retry-After` when given, as
+    /// an overloaded or failing API would.
+    Status {
+        code: u16,
+        retry_after_secs: Option<u32>,
+    },
+    /// Never answer: the request waits until its timeout or the call's
+    /// deadline, like a hung API.
+    Hang,
+}
+
+/// A fault for the next `count` requests of a call (shared by its calls).
+#[derive(Debug)]
+pub struct Faults {
+    pub fault: Fault,
+    remaining: std::sync::atomic::AtomicUsize,
+}
+
+impl Faults {
+    pub fn new(fault: Fault, count: usize) -> Arc<Self> {
+        Arc::new(Self {
+            fault,
+            remaining: std::sync::atomic::AtomicUsize::new(count),
+        })
+    }
+
+    /// The fault for the next request, if any remain.
+    pub(crate) fn take(&self) -> Option<Fault> {
+        use std::sync::atomic::Ordering;
+        self.remaining
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .ok()
+            .map(|_| self.fault)
+    }
+
+    /// Requests the fault has not hit yet.
+    pub fn remaining(&self) -> usize {
+        self.remaining.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl CallContext {
     pub fn new(sites: Vec<SiteGrant>, budget: Duration) -> Self {
-        Self { sites, budget }
+        Self {
+            sites,
+            budget,
+            faults: None,
+        }
+    }
+
+    /// The same call with `faults` injected.
+    pub fn with_faults(mut self, faults: Arc<Faults>) -> Self {
+        self.faults = Some(faults);
+        self
     }
 
     /// A call that touches no site (`describe`).

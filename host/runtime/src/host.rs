@@ -48,6 +48,7 @@ pub(crate) struct CallShared {
     pub(crate) log_records: AtomicUsize,
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
     pub(crate) tls: Arc<crate::http::TlsConfigs>,
+    pub(crate) faults: Option<Arc<crate::context::Faults>>,
 }
 
 impl CallShared {

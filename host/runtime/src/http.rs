@@ -111,6 +111,9 @@ async fn send(
         shared.violation(denial);
         HttpError::HttpRequestDenied
     })?;
+    if let Some(fault) = shared.faults.as_ref().and_then(|f| f.take()) {
+        return injected(fault, &shown, options, shared.deadline).await;
+    }
 
     let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
         shared.violation(format!(
@@ -234,6 +237,50 @@ async fn send(
         }
         .boxed_unsync()
     }))
+}
+
+/// What an injected fault answers (see [`crate::context::Fault`]).
+async fn injected(
+    fault: crate::context::Fault,
+    shown: &str,
+    options: Option<RequestOptions>,
+    deadline: Instant,
+) -> Result<http::Response<WasiBody>, HttpError> {
+    tracing::debug!("{shown}: injected {fault:?}");
+    match fault {
+        crate::context::Fault::Hang => {
+            tokio::time::sleep(bounded(
+                options.and_then(|o| o.first_byte_timeout),
+                deadline,
+            ))
+            .await;
+            Err(HttpError::ConnectionReadTimeout)
+        }
+        crate::context::Fault::Status {
+            code,
+            retry_after_secs,
+        } => {
+            let status = http::StatusCode::from_u16(code)
+                .map_err(|_| HttpError::InternalError(Some(format!("bad status {code}"))))?;
+            let body = format!(
+                "{{\"error\": \"injected by the host: {}\"}}",
+                status.canonical_reason().unwrap_or("fault")
+            );
+            let mut response = http::Response::builder()
+                .status(status)
+                .header(http::header::CONTENT_TYPE, "application/json");
+            if let Some(secs) = retry_after_secs {
+                response = response.header(http::header::RETRY_AFTER, secs);
+            }
+            response
+                .body(
+                    Full::new(Bytes::from(body))
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                )
+                .map_err(|e| HttpError::InternalError(Some(e.to_string())))
+        }
+    }
 }
 
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}

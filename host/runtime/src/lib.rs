@@ -30,7 +30,7 @@ mod runtime;
 #[doc(hidden)]
 pub mod testing;
 
-pub use context::{AuditEvent, AuditSink, CallContext, SecretValue, SiteGrant};
+pub use context::{AuditEvent, AuditSink, CallContext, Fault, Faults, SecretValue, SiteGrant};
 pub use error::{CallError, LoadError, explain};
 pub use export::{Describe, Export, Fence, Health, Inventory, Status, Unfence};
 pub use host::HostState;

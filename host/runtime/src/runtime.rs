@@ -589,6 +589,7 @@ impl Runtime {
             log_records: Default::default(),
             audit: self.config.audit.clone(),
             tls: self.tls.clone(),
+            faults: ctx.faults.clone(),
         }
     }
 }

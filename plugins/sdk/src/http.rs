@@ -47,6 +47,11 @@ pub struct Response {
     what: String,
 }
 
+/// The timeout of a request unless [`Request::timeout_ms`] sets another:
+/// a hung API answers a retryable error in time, instead of the call being
+/// killed at its deadline (which counts as a crash).
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
 impl Request {
     pub fn new(method: Method, url: impl Into<String>) -> Self {
         Self {
@@ -54,7 +59,7 @@ impl Request {
             url: url.into(),
             headers: Vec::new(),
             body: Vec::new(),
-            timeout_ms: None,
+            timeout_ms: Some(DEFAULT_TIMEOUT_MS),
         }
     }
 
@@ -80,8 +85,9 @@ impl Request {
         self
     }
 
-    /// Connect, first-byte and between-bytes timeout; the host bounds them
-    /// by the call's remaining budget anyway.
+    /// Connect, first-byte and between-bytes timeout (default
+    /// [`DEFAULT_TIMEOUT_MS`]); the host bounds them by the call's
+    /// remaining budget anyway.
     pub fn timeout_ms(mut self, ms: u64) -> Self {
         self.timeout_ms = Some(ms);
         self

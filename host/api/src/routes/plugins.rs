@@ -282,8 +282,16 @@ pub async fn activate(
         )));
     }
     if let Some(dir) = &state.plugin_dir {
-        let package = PluginPackage::read_dir(&versions_dir(dir, &name).join(parsed.to_string()))
-            .map_err(|e| Problem::internal(&e))?;
+        let kept = versions_dir(dir, &name).join(parsed.to_string());
+        let package = PluginPackage::read_dir(&kept).map_err(|e| {
+            Problem::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "version {parsed} of '{name}' is loaded but its package is not kept in {} ({e}); publish it again",
+                    kept.display()
+                ),
+            )
+        })?;
         keep(dir, &name, &parsed.to_string(), &package)
             .await
             .map_err(|e| Problem::internal(&e))?;

@@ -1,0 +1,747 @@
+//! `rebound plugin test`: the conformance kit for plugin authors. It loads
+//! a plugin package into a runtime configured like `rebound serve`'s, binds
+//! the sites of a sites file, and runs the standard scenarios against a
+//! real site: describe → health → inventory → snapshot (polled, then
+//! repeated under the same idempotency key) → replicate → export-disk (its
+//! data read back) → materialize (isolated, as a drill) → fence → unfence →
+//! cleanup — each scenario the plugin's capabilities do not offer is
+//! skipped with the reason — and then its error handling, with faults the
+//! host injects into the plugin's own HTTP requests: a 429 with
+//! Retry-After, a 503, and a request that never answers. A plugin passes a
+//! fault scenario by recovering (retrying) or by reporting the typed,
+//! retryable error the engine needs; a trap, a kill at the deadline or a
+//! permanent error fails it. It prints a pass/fail table and exits 0 only
+//! when nothing failed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
+use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::{ContentArrangement, Table};
+use rebound_engine::BoundSite;
+use rebound_runtime::bindings::exports::{
+    CleanupRequest, CleanupScope, DiskSource, ExportRequest, FenceRequest, MaterializeRequest,
+    ReplicateRequest, SnapshotRequest,
+};
+use rebound_runtime::bindings::{
+    Consistency, DiskFormat, HealthStatus, InventoryFilter, Operation, OperationState, Outcome,
+    ProviderError, RecoveryPoint, Workload,
+};
+use rebound_runtime::{
+    CallContext, CallError, Describe, Export, Fault, Faults, Fence, Health, Inventory, Plugin,
+    PluginPackage, Runtime, RuntimeConfig, Status, Unfence,
+};
+
+use crate::output::{Exit, exit};
+use crate::plugin_cmd::TrustArgs;
+
+#[derive(Args)]
+pub struct TestArgs {
+    /// The plugin package folder (from `rebound plugin package`).
+    package: PathBuf,
+    /// The sites file binding the sites to test against (as `rebound serve
+    /// --sites` reads it).
+    #[arg(long)]
+    sites: PathBuf,
+    /// The site the scenarios run on.
+    #[arg(long)]
+    site: String,
+    /// A second site of the same plugin, for replicate (skipped without).
+    #[arg(long)]
+    target: Option<String>,
+    /// The workload to snapshot (default: the first the inventory lists).
+    #[arg(long)]
+    workload: Option<String>,
+    /// Skip a scenario the site cannot run (`replicate`, `export-disk`);
+    /// repeatable. The table shows it skipped.
+    #[arg(long = "skip")]
+    skip: Vec<String>,
+    /// How long one long operation may take before it fails its scenario.
+    #[arg(long, default_value_t = 120)]
+    timeout_secs: u64,
+    #[command(flatten)]
+    trust: TrustArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    Fail,
+    Skip,
+}
+
+struct Row {
+    scenario: &'static str,
+    verdict: Verdict,
+    took: Duration,
+    detail: String,
+}
+
+struct Kit {
+    runtime: Arc<Runtime>,
+    plugin: Arc<Plugin>,
+    sites: std::collections::HashMap<String, BoundSite>,
+    timeout: Duration,
+    /// Unique per run, so a second run of the kit is not answered from the
+    /// first run's idempotency keys.
+    nonce: String,
+    rows: Vec<Row>,
+}
+
+impl Kit {
+    fn context(&self, sites: &[&str], faults: Option<Arc<Faults>>) -> CallContext {
+        let grants = sites
+            .iter()
+            .filter_map(|s| self.sites.get(*s).map(|b| b.grant.clone()))
+            .collect();
+        let ctx = CallContext::new(grants, Duration::from_secs(30));
+        match faults {
+            Some(f) => ctx.with_faults(f),
+            None => ctx,
+        }
+    }
+
+    async fn call<E: Export>(&self, sites: &[&str], request: E) -> Result<E::Output, CallError> {
+        self.runtime
+            .call(&self.plugin, &self.context(sites, None), request)
+            .await
+    }
+
+    fn key(&self, what: &str) -> String {
+        format!("conformance/{}/{what}", self.nonce)
+    }
+
+    /// Poll an operation to its end.
+    async fn finish(&self, sites: &[&str], op: Operation) -> Result<Outcome, String> {
+        let deadline = Instant::now() + self.timeout;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.call(sites, Status(op.clone())).await {
+                Ok(OperationState::Succeeded(outcome)) => return Ok(outcome),
+                Ok(OperationState::Failed(e)) => return Err(format!("failed: {e:?}")),
+                Ok(OperationState::Running(_)) => {}
+                // A passing fault while polling is the plugin's to report,
+                // and the engine's to retry; so does the kit.
+                Err(e) if e.provider_error().is_some_and(ProviderError::is_retryable) => {}
+                Err(e) => return Err(format!("status: {e}")),
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "still running after {:?} (operation {})",
+                    self.timeout, op.id
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    fn record(&mut self, scenario: &'static str, started: Instant, result: Result<String, String>) {
+        let (verdict, detail) = match result {
+            Ok(detail) => (Verdict::Pass, detail),
+            Err(detail) => (Verdict::Fail, detail),
+        };
+        self.rows.push(Row {
+            scenario,
+            verdict,
+            took: started.elapsed(),
+            detail,
+        });
+    }
+
+    fn skip(&mut self, scenario: &'static str, why: &str) {
+        self.rows.push(Row {
+            scenario,
+            verdict: Verdict::Skip,
+            took: Duration::ZERO,
+            detail: why.to_owned(),
+        });
+    }
+
+    fn offers(&self, capability: &str) -> bool {
+        self.plugin
+            .manifest
+            .capabilities
+            .iter()
+            .any(|c| c == capability)
+    }
+
+    /// One fault scenario: `health` with `fault` injected into its first
+    /// requests.
+    async fn fault(&mut self, scenario: &'static str, site: &str, fault: Fault, count: usize) {
+        let started = Instant::now();
+        let faults = Faults::new(fault, count);
+        let result = self
+            .runtime
+            .call(
+                &self.plugin,
+                &self.context(&[site], Some(faults.clone())),
+                Health(site.to_owned()),
+            )
+            .await;
+        let hit = count - faults.remaining();
+        let verdict = match (&result, fault) {
+            _ if hit == 0 => {
+                Err("the plugin sent no request to the site; nothing was injected".into())
+            }
+            (Ok(report), _) if report.status != HealthStatus::Unreachable => Ok(format!(
+                "recovered after {hit} faulty answer(s): {:?}",
+                report.status
+            )),
+            (Ok(report), _) => Ok(format!(
+                "reported the site unreachable ({}) after {hit} faulty answer(s)",
+                report.detail
+            )),
+            (Err(e), Fault::Status { code: 429, .. }) => match e.provider_error() {
+                Some(ProviderError::Throttled(t)) if t.retry_after_ms.is_some() => {
+                    Ok(format!("throttled, retry after {:?} ms", t.retry_after_ms))
+                }
+                Some(ProviderError::Throttled(_)) => {
+                    Err("throttled, but the Retry-After the site sent was dropped".into())
+                }
+                _ => Err(format!("a 429 must be `throttled` (retryable): {e}")),
+            },
+            (Err(e), _) => match e.provider_error() {
+                Some(p) if p.is_retryable() => Ok(format!("retryable: {p:?}")),
+                _ => Err(format!("must recover or be retryable: {e}")),
+            },
+        };
+        self.record(scenario, started, verdict);
+    }
+}
+
+pub async fn run(args: TestArgs) -> Result<()> {
+    let runtime = Arc::new(Runtime::new(RuntimeConfig {
+        trust: args.trust.policy()?,
+        ..RuntimeConfig::default()
+    })?);
+    let package = PluginPackage::read_dir(&args.package)
+        .with_context(|| format!("reading the package {}", args.package.display()))?;
+    let mut rows = Vec::new();
+    let started = Instant::now();
+    let plugin = match runtime.load(&package).await {
+        Ok(plugin) => plugin,
+        Err(e) => {
+            rows.push(Row {
+                scenario: "load",
+                verdict: Verdict::Fail,
+                took: started.elapsed(),
+                detail: e.to_string(),
+            });
+            print_table(&rows);
+            return Err(Exit::new(exit::RUN_FAILED, "the plugin did not load").into());
+        }
+    };
+    runtime.install(plugin.clone());
+    let sites = crate::sites::load(&args.sites, &runtime)?;
+    for name in std::iter::once(&args.site).chain(args.target.as_ref()) {
+        let bound = sites
+            .get(name)
+            .ok_or_else(|| anyhow!("site '{name}' is not in {}", args.sites.display()))?;
+        if bound.plugin.manifest.name != plugin.manifest.name {
+            return Err(anyhow!(
+                "site '{name}' is bound to plugin '{}', not '{}'",
+                bound.plugin.manifest.name,
+                plugin.manifest.name
+            ));
+        }
+    }
+    let mut kit = Kit {
+        runtime,
+        plugin,
+        sites,
+        timeout: Duration::from_secs(args.timeout_secs),
+        nonce: format!("{:x}", rand::random::<u64>()),
+        rows,
+    };
+    kit.rows.push(Row {
+        scenario: "load",
+        verdict: Verdict::Pass,
+        took: started.elapsed(),
+        detail: format!(
+            "{}@{} verified (digest, signature, contract)",
+            kit.plugin.manifest.name, kit.plugin.manifest.version
+        ),
+    });
+    scenarios(&mut kit, &args).await;
+    print_table(&kit.rows);
+    let failed = kit
+        .rows
+        .iter()
+        .filter(|r| r.verdict == Verdict::Fail)
+        .count();
+    if failed > 0 {
+        return Err(Exit::new(exit::RUN_FAILED, format!("{failed} scenario(s) failed")).into());
+    }
+    Ok(())
+}
+
+async fn scenarios(kit: &mut Kit, args: &TestArgs) {
+    let site = args.site.as_str();
+    // describe
+    let started = Instant::now();
+    let described = kit.call(&[], Describe).await;
+    let result = match &described {
+        Ok(info) if info.snapshot_granularity_secs == 0 => {
+            Err("snapshot-granularity-secs must be at least 1".to_owned())
+        }
+        Ok(info) => Ok(format!(
+            "{} on {}, points every {} s at best",
+            info.name, info.platform, info.snapshot_granularity_secs
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    kit.record("describe", started, result);
+
+    // health
+    let started = Instant::now();
+    let result = match kit.call(&[site], Health(site.to_owned())).await {
+        Ok(r) if r.status == HealthStatus::Unreachable => {
+            Err(format!("the site is unreachable: {}", r.detail))
+        }
+        Ok(r) => Ok(format!("{:?}: {}", r.status, r.detail)),
+        Err(e) => Err(e.to_string()),
+    };
+    kit.record("health", started, result);
+
+    // inventory
+    let started = Instant::now();
+    let inventory = kit
+        .call(
+            &[site],
+            Inventory {
+                site: site.to_owned(),
+                filter: InventoryFilter {
+                    workload_ids: Vec::new(),
+                    labels: Vec::new(),
+                },
+            },
+        )
+        .await;
+    let workload: Option<Workload> = match inventory {
+        Ok(found) => {
+            let bad = found.iter().find(|w| {
+                w.id.is_empty()
+                    || w.spec.name.is_empty()
+                    || w.spec.disks.iter().any(|d| d.size_bytes == 0)
+            });
+            let chosen = match &args.workload {
+                Some(id) => found.iter().find(|w| &w.id == id).cloned(),
+                None => found.first().cloned(),
+            };
+            let result = match (bad, &chosen) {
+                (Some(w), _) => Err(format!(
+                    "workload '{}' lacks an id, a name or disk sizes",
+                    w.id
+                )),
+                (None, None) => {
+                    Err("no workload to test with (give --workload, or create one)".into())
+                }
+                (None, Some(w)) => Ok(format!(
+                    "{} workloads; testing with '{}' ({})",
+                    found.len(),
+                    w.spec.name,
+                    w.id
+                )),
+            };
+            kit.record("inventory", started, result);
+            chosen
+        }
+        Err(e) => {
+            kit.record("inventory", started, Err(e.to_string()));
+            None
+        }
+    };
+    let Some(workload) = workload else {
+        for s in [
+            "snapshot",
+            "snapshot again (same key)",
+            "replicate",
+            "export-disk",
+            "materialize (isolated)",
+            "fence",
+            "unfence",
+            "cleanup",
+        ] {
+            kit.skip(s, "needs a workload from inventory");
+        }
+        faults(kit, site).await;
+        return;
+    };
+
+    // snapshot, polled
+    let started = Instant::now();
+    let request = SnapshotRequest {
+        key: kit.key("snapshot"),
+        site: site.to_owned(),
+        workload_id: workload.id.clone(),
+        consistency: Consistency::Crash,
+        base: None,
+    };
+    let point = snapshot(kit, site, request.clone()).await;
+    let result = match &point {
+        Ok(p) if p.workload_id != workload.id => Err(format!(
+            "the point is of '{}', not '{}'",
+            p.workload_id, workload.id
+        )),
+        Ok(p) if p.disks.len() != workload.spec.disks.len() => Err(format!(
+            "{} disk copies for {} disks",
+            p.disks.len(),
+            workload.spec.disks.len()
+        )),
+        Ok(p) => Ok(format!(
+            "recovery point {} with {} disk(s)",
+            p.id,
+            p.disks.len()
+        )),
+        Err(e) => Err(e.clone()),
+    };
+    kit.record("snapshot", started, result);
+    let Ok(point) = point else {
+        for s in [
+            "snapshot again (same key)",
+            "replicate",
+            "export-disk",
+            "materialize (isolated)",
+            "fence",
+            "unfence",
+            "cleanup",
+        ] {
+            kit.skip(s, "needs a recovery point");
+        }
+        faults(kit, site).await;
+        return;
+    };
+
+    // The same key again: the same point, no second snapshot.
+    let started = Instant::now();
+    let result = match snapshot(kit, site, request).await {
+        Ok(again) if again.id == point.id => Ok("the same recovery point; nothing repeated".into()),
+        Ok(again) => Err(format!(
+            "a second recovery point {} under the same idempotency key (first {})",
+            again.id, point.id
+        )),
+        Err(e) => Err(e),
+    };
+    kit.record("snapshot again (same key)", started, result);
+
+    // replicate
+    match (&args.target, kit.offers("native-replication")) {
+        _ if args.skip.iter().any(|s| s == "replicate") => {
+            kit.skip("replicate", "skipped by --skip");
+        }
+        (_, false) => kit.skip(
+            "replicate",
+            "the plugin does not offer `native-replication`",
+        ),
+        (None, true) => kit.skip("replicate", "give --target SITE to test it"),
+        (Some(target), true) => {
+            let started = Instant::now();
+            let sites = [site, target.as_str()];
+            let result = match kit
+                .call(
+                    &sites,
+                    ReplicateRequest {
+                        key: kit.key("replicate"),
+                        source_site: site.to_owned(),
+                        target_site: target.clone(),
+                        recovery_point_id: point.id.clone(),
+                        base: None,
+                    },
+                )
+                .await
+            {
+                Ok(op) => Some(match kit.finish(&sites, op).await {
+                    Ok(Outcome::RecoveryPoint(p)) if p.site == *target => {
+                        Ok(format!("recovery point {} on '{target}'", p.id))
+                    }
+                    Ok(other) => Err(format!(
+                        "expected a recovery point on '{target}', got {other:?}"
+                    )),
+                    Err(e) => Err(e),
+                }),
+                // An honest "not between these sites" is not a failure.
+                Err(e) if matches!(e.provider_error(), Some(ProviderError::Unsupported(_))) => {
+                    kit.skip("replicate", &format!("the plugin says: {e}"));
+                    None
+                }
+                Err(e) => Some(Err(e.to_string())),
+            };
+            if let Some(result) = result {
+                kit.record("replicate", started, result);
+            }
+        }
+    }
+
+    // export-disk, its data read back
+    if args.skip.iter().any(|s| s == "export-disk") {
+        kit.skip("export-disk", "skipped by --skip");
+    } else if kit.offers("export-disk") {
+        let started = Instant::now();
+        let result = export(kit, site, &point).await;
+        kit.record("export-disk", started, result);
+    } else {
+        kit.skip("export-disk", "the plugin does not offer `export-disk`");
+    }
+
+    // materialize, isolated, as a drill does
+    let sandbox = kit.key("drill");
+    let started = Instant::now();
+    let mut spec = point.spec.clone();
+    spec.name = format!("{}-conformance", spec.name);
+    spec.labels
+        .push(("rebound/drill".to_owned(), sandbox.clone()));
+    let materialized = match kit
+        .call(
+            &[site],
+            MaterializeRequest {
+                key: kit.key("materialize"),
+                site: site.to_owned(),
+                source: DiskSource::RecoveryPoint(point.id.clone()),
+                spec,
+                networks: Vec::new(),
+                isolated: true,
+                start: true,
+            },
+        )
+        .await
+    {
+        Ok(op) => match kit.finish(&[site], op).await {
+            Ok(Outcome::Materialized(m)) => Ok(m.workload),
+            Ok(other) => Err(format!("expected a materialized workload, got {other:?}")),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    let result = materialized
+        .as_ref()
+        .map(|w| format!("'{}' ({}) {:?}", w.spec.name, w.id, w.power))
+        .map_err(Clone::clone);
+    kit.record("materialize (isolated)", started, result);
+
+    // fence / unfence the materialized workload
+    match (&materialized, kit.offers("fencing")) {
+        (Err(_), _) => {
+            kit.skip("fence", "needs a materialized workload");
+            kit.skip("unfence", "needs a materialized workload");
+        }
+        (_, false) => {
+            kit.skip("fence", "the plugin does not offer `fencing`");
+            kit.skip("unfence", "the plugin does not offer `fencing`");
+        }
+        (Ok(w), true) => {
+            for (scenario, fence) in [("fence", true), ("unfence", false)] {
+                let started = Instant::now();
+                let request = FenceRequest {
+                    key: kit.key(scenario),
+                    site: site.to_owned(),
+                    workload_id: w.id.clone(),
+                    epoch: 1,
+                };
+                let op = if fence {
+                    kit.call(&[site], Fence(request)).await
+                } else {
+                    kit.call(&[site], Unfence(request)).await
+                };
+                let result = match op {
+                    Ok(op) => match kit.finish(&[site], op).await {
+                        Ok(Outcome::Fenced(r)) if fence && !r.write_blocked => {
+                            Err("fenced, but the plugin does not say writes are blocked".into())
+                        }
+                        Ok(Outcome::Fenced(r)) => Ok(format!(
+                            "epoch {}, writes blocked: {}",
+                            r.epoch, r.write_blocked
+                        )),
+                        Ok(other) => Err(format!("expected a fence report, got {other:?}")),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                kit.record(scenario, started, result);
+            }
+        }
+    }
+
+    // cleanup of the drill sandbox
+    let started = Instant::now();
+    let result = match kit
+        .call(
+            &[site],
+            CleanupRequest {
+                key: kit.key("cleanup"),
+                site: site.to_owned(),
+                scope: CleanupScope::Drill(sandbox.clone()),
+            },
+        )
+        .await
+    {
+        Ok(op) => match kit.finish(&[site], op).await {
+            Ok(Outcome::Cleaned(r)) => {
+                let left = kit
+                    .call(
+                        &[site],
+                        Inventory {
+                            site: site.to_owned(),
+                            filter: InventoryFilter {
+                                workload_ids: Vec::new(),
+                                labels: vec![("rebound/drill".to_owned(), sandbox.clone())],
+                            },
+                        },
+                    )
+                    .await
+                    .map(|w| w.len())
+                    .unwrap_or(usize::MAX);
+                if left == 0 {
+                    Ok(format!(
+                        "removed {} object(s); nothing of the sandbox left",
+                        r.removed.len()
+                    ))
+                } else {
+                    Err(format!(
+                        "{left} workload(s) of the sandbox remain after cleanup"
+                    ))
+                }
+            }
+            Ok(other) => Err(format!("expected a cleanup report, got {other:?}")),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    kit.record("cleanup", started, result);
+
+    faults(kit, site).await;
+}
+
+async fn snapshot(
+    kit: &Kit,
+    site: &str,
+    request: SnapshotRequest,
+) -> Result<RecoveryPoint, String> {
+    let op = kit
+        .call(&[site], request)
+        .await
+        .map_err(|e| e.to_string())?;
+    match kit.finish(&[site], op).await? {
+        Outcome::RecoveryPoint(p) => Ok(p),
+        other => Err(format!("expected a recovery point, got {other:?}")),
+    }
+}
+
+/// Export the point's first disk and read its first block through the
+/// endpoint, as the data mover would; then release the endpoint.
+async fn export(kit: &Kit, site: &str, point: &RecoveryPoint) -> Result<String, String> {
+    let disk = point.disks.first().ok_or("the point has no disk")?;
+    let op = kit
+        .call(
+            &[site],
+            ExportRequest {
+                key: kit.key("export"),
+                site: site.to_owned(),
+                recovery_point_id: point.id.clone(),
+                disk_id: disk.disk_id.clone(),
+                format: DiskFormat::Raw,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let endpoint = match kit.finish(&[site], op.clone()).await? {
+        Outcome::DiskEndpoint(e) => e,
+        other => return Err(format!("expected a disk endpoint, got {other:?}")),
+    };
+    let grant = &kit.sites[site].grant;
+    grant
+        .check_data_url(&endpoint.url)
+        .map_err(|e| format!("the endpoint is outside the site's egress: {e}"))?;
+    let mut request = reqwest::Client::new()
+        .get(&endpoint.url)
+        .header("range", "bytes=0-4095");
+    for (k, v) in &endpoint.headers {
+        request = request.header(k, v);
+    }
+    let read = request
+        .send()
+        .await
+        .map_err(|e| format!("reading the endpoint: {e}"))?;
+    let status = read.status();
+    let bytes = read
+        .bytes()
+        .await
+        .map_err(|e| format!("reading the endpoint: {e}"))?;
+    let _ = kit
+        .call(
+            &[site],
+            CleanupRequest {
+                key: kit.key("export-release"),
+                site: site.to_owned(),
+                scope: CleanupScope::Transfers(vec![op.id.clone()]),
+            },
+        )
+        .await;
+    if !status.is_success() || bytes.is_empty() {
+        return Err(format!(
+            "reading the endpoint answered {status} with {} bytes",
+            bytes.len()
+        ));
+    }
+    Ok(format!(
+        "{} bytes of {} readable at the endpoint ({status})",
+        bytes.len(),
+        endpoint.size_bytes
+    ))
+}
+
+async fn faults(kit: &mut Kit, site: &str) {
+    kit.fault(
+        "fault: 429 with Retry-After",
+        site,
+        Fault::Status {
+            code: 429,
+            retry_after_secs: Some(1),
+        },
+        1,
+    )
+    .await;
+    kit.fault(
+        "fault: 503",
+        site,
+        Fault::Status {
+            code: 503,
+            retry_after_secs: None,
+        },
+        1,
+    )
+    .await;
+    kit.fault("fault: hang", site, Fault::Hang, 1).await;
+}
+
+fn print_table(rows: &[Row]) {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(["SCENARIO", "RESULT", "TIME", "DETAIL"]);
+    for row in rows {
+        table.add_row([
+            row.scenario.to_owned(),
+            match row.verdict {
+                Verdict::Pass => "pass",
+                Verdict::Fail => "FAIL",
+                Verdict::Skip => "skip",
+            }
+            .to_owned(),
+            format!("{:.2} s", row.took.as_secs_f64()),
+            row.detail.clone(),
+        ]);
+    }
+    println!("{table}");
+    let count = |v| rows.iter().filter(|r| r.verdict == v).count();
+    println!(
+        "{} passed, {} failed, {} skipped",
+        count(Verdict::Pass),
+        count(Verdict::Fail),
+        count(Verdict::Skip)
+    );
+}
