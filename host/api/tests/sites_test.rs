@@ -94,6 +94,18 @@ async fn a_registered_site_serves_health_and_workloads_and_keeps_its_secret(stor
     let health = api.get("/api/v1/sites/east/health", Role::Viewer).await;
     assert_eq!(health.json["serving"], true, "{}", health.text);
 
+    // A disabled plugin is the operator's choice, not a broken site: 409
+    // saying how to enable it, never a 5xx.
+    api.registry.runtime.set_enabled("example", false);
+    let refused = api.get("/api/v1/sites/east/workloads", Role::Viewer).await;
+    refused.problem(StatusCode::CONFLICT);
+    assert!(
+        refused.text.contains("/api/v1/plugins/example/enable"),
+        "{}",
+        refused.text
+    );
+    api.registry.runtime.set_enabled("example", true);
+
     // A wrong credential: the plugin says so, nothing crashes.
     let r = api
         .send(

@@ -174,6 +174,12 @@ impl PluginSteps {
         all
     }
 
+    /// The active version of the plugin a site is bound to; `None` when
+    /// the site is not bound.
+    pub fn plugin(&self, site: &str) -> Option<Arc<rebound_runtime::Plugin>> {
+        self.site(site).ok().map(|s| s.plugin)
+    }
+
     /// A site's binding, with the plugin's active version (a published
     /// plugin replaces the one the site was bound with).
     fn site(&self, name: &str) -> Result<BoundSite, StepError> {

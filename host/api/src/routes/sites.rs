@@ -286,6 +286,23 @@ fn bound(state: &ApiState, name: &str) -> Result<Arc<SiteRegistry>, Problem> {
     Ok(registry)
 }
 
+/// Refuse (409) asking a site whose plugin an operator disabled: the
+/// site is not broken, the host was told not to call it.
+fn serving(registry: &SiteRegistry, name: &str) -> Result<(), Problem> {
+    match registry.steps.plugin(name) {
+        Some(plugin) if !plugin.enabled() => Err(Problem::new(
+            StatusCode::CONFLICT,
+            format!(
+                "site '{name}' is bound to plugin '{plugin}', which is disabled; enable it with \
+                 `POST /api/v1/plugins/{plugin}/enable`",
+                plugin = plugin.name()
+            ),
+        )
+        .kind("plugin-disabled")),
+        _ => Ok(()),
+    }
+}
+
 /// Ask the site's plugin whether the site serves.
 #[utoipa::path(get, path = "/api/v1/sites/{name}/health", tag = "plugins",
     params(("name" = String, Path)),
@@ -326,6 +343,7 @@ pub async fn site_workloads(
 ) -> Result<axum::Json<WorkloadList>, Problem> {
     principal.require(Need::Read)?;
     let registry = bound(&state, &name)?;
+    serving(&registry, &name)?;
     let found = registry.steps.inventory(&name).await.map_err(|e| {
         Problem::new(
             StatusCode::BAD_GATEWAY,
