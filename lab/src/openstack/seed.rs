@@ -4,12 +4,14 @@
 //! floating IP, a DNS zone with its A record, and a load balancer pool with
 //! the web server at weight 1 and a standby address at weight 0. Every
 //! other region has the same networks (other ranges) and a spare floating
-//! IP, ready to receive a failover.
+//! IP, ready to receive a failover. Every region has the mover appliance's
+//! image (`rebound-mover`, see [`super::mover`]), as an operator would
+//! upload it once per region.
 
 use serde_json::json;
 
 use super::state::{Api, Shared};
-use super::{cinder, designate, neutron, nova, octavia};
+use super::{cinder, designate, glance, neutron, nova, octavia};
 
 pub(super) fn workload(shared: &std::sync::Arc<Shared>) -> std::io::Result<()> {
     for (n, region) in shared.options.regions.iter().enumerate() {
@@ -84,6 +86,7 @@ pub(super) fn workload(shared: &std::sync::Arc<Shared>) -> std::io::Result<()> {
             octavia::new_member(&api, r, &pool, "web-1-standby", "10.1.0.10", 80, 0);
             Ok(volumes)
         })?;
+        mover_image(&api)?;
         for (volume, marker) in volumes {
             let file = cinder::volume_file(&volume);
             let gib = api
@@ -93,5 +96,20 @@ pub(super) fn workload(shared: &std::sync::Arc<Shared>) -> std::io::Result<()> {
             shared.disks.write(&file, 0, marker.as_bytes())?;
         }
     }
+    Ok(())
+}
+
+/// The mover appliance's image, `active`, with a token of image data.
+fn mover_image(api: &Api) -> std::io::Result<()> {
+    let id = crate::openstack::state::uuid();
+    let file = glance::image_file(&id);
+    let data = b"rebound mover appliance (simulated)";
+    api.shared.disks.create(&file, data.len() as u64)?;
+    api.shared.disks.write(&file, 0, data)?;
+    let hashes = glance::hashes(&api.shared.disks, &file)?;
+    let mut doc = glance::image_doc(api, &id, super::mover::IMAGE_NAME, "qcow2", "bare");
+    glance::activate(&mut doc, &hashes);
+    doc["visibility"] = json!("public");
+    api.with(|r| r.images.insert(id, doc));
     Ok(())
 }
