@@ -249,6 +249,19 @@ impl OpenStackSite {
             .unwrap_or_default()
     }
 
+    /// Add a running server to `region` booting from new volumes of
+    /// `gibs` GiB each (the first bootable), on its `private` network, as an
+    /// operator would have created it: `(server id, volume ids)`.
+    pub fn add_server(
+        &self,
+        region: &str,
+        name: &str,
+        flavor: &str,
+        gibs: &[u64],
+    ) -> std::io::Result<(String, Vec<String>)> {
+        seed::server(&self.shared, region, name, flavor, gibs)
+    }
+
     /// The disk store holding volumes, snapshots, backups and images, as
     /// files named `volume-<id>`, `snapshot-<id>`, `backup-<id>`, `image-<id>`.
     pub fn disks(&self) -> &crate::disk::Disks {

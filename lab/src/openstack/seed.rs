@@ -113,3 +113,56 @@ fn mover_image(api: &Api) -> std::io::Result<()> {
     api.with(|r| r.images.insert(id, doc));
     Ok(())
 }
+
+/// A running server named `name` of `flavor` in `region`, booting from new
+/// volumes of the given sizes in GiB (the first bootable), on the region's
+/// `private` network: `(server id, volume ids)`.
+pub(super) fn server(
+    shared: &std::sync::Arc<Shared>,
+    region: &str,
+    name: &str,
+    flavor: &str,
+    gibs: &[u64],
+) -> std::io::Result<(String, Vec<String>)> {
+    let api = Api {
+        shared: shared.clone(),
+        region: region.into(),
+    };
+    let server = crate::openstack::state::uuid();
+    let volumes: Vec<String> = gibs
+        .iter()
+        .map(|_| crate::openstack::state::uuid())
+        .collect();
+    let placed = api.with(|r| {
+        let private = r
+            .networks
+            .values()
+            .find(|n| n["name"] == "private")
+            .and_then(|n| n["id"].as_str())
+            .map(str::to_owned)?;
+        for (i, (volume, gib)) in volumes.iter().zip(gibs).enumerate() {
+            let mut doc =
+                cinder::volume_doc(&api, volume, &format!("{name}-vol{i}"), *gib, "available");
+            if i == 0 {
+                doc["bootable"] = json!("true");
+            }
+            cinder::attach(&mut doc, &server);
+            r.volumes.insert(volume.clone(), doc);
+        }
+        let mut doc = nova::server_doc(&api, &server, name, flavor, &volumes);
+        nova::activate(&mut doc);
+        r.servers.insert(server.clone(), doc);
+        neutron::new_port(&api, r, &private, &server, None)
+    });
+    if placed.is_none() {
+        return Err(std::io::Error::other(format!(
+            "region '{region}' has no private network"
+        )));
+    }
+    for (volume, gib) in volumes.iter().zip(gibs) {
+        shared
+            .disks
+            .create(&cinder::volume_file(volume), api.disk_bytes(*gib))?;
+    }
+    Ok((server, volumes))
+}
