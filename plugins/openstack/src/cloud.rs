@@ -301,14 +301,34 @@ impl Cloud {
         if let Some(body) = body {
             request = request.json(body)?;
         }
-        let response = retry(RetryPolicy::default(), || {
-            check(&what, request.clone().send()?)
-        })?;
+        let response = send_once(&what, &request)?;
         if response.body().is_empty() {
             return Ok(Value::Null);
         }
         // Some services answer an action with a non-JSON body.
         Ok(response.json().unwrap_or(Value::Null))
+    }
+}
+
+/// Send a mutating request. Answers that say the service did not act (429,
+/// 5xx) are retried here; a lost answer (timeout, reset) is not, since the
+/// service may have acted: it fails `transient`, and the step's retry looks
+/// up what the first attempt created (by its key) before acting again.
+fn send_once(what: &str, request: &Request) -> Result<Response, ProviderError> {
+    let policy = RetryPolicy::default();
+    let mut attempt = 0;
+    loop {
+        let answer = check(what, request.clone().send()?);
+        match answer {
+            Ok(response) => return Ok(response),
+            Err(e) => match policy.delay(attempt, &e) {
+                Some(ms) => {
+                    site::sleep_ms(ms);
+                    attempt += 1;
+                }
+                None => return Err(e),
+            },
+        }
     }
 }
 
