@@ -11,6 +11,8 @@
 //! - Volumes, snapshots, backups and images are sparse files in the site's
 //!   state directory ([`crate::disk`]); snapshots, backups and images are
 //!   real copies of their blocks, made while the resource is `creating`.
+//! - A server booted from the image `rebound-mover` is a mover appliance:
+//!   it serves its attached volume to the host's data mover ([`mover`]).
 //! - `/_lab/faults` injects failures, `/_lab/effects` counts mutating calls.
 
 // Handlers bail out with the service's error response (`Err(Response)`);
@@ -22,6 +24,7 @@ mod designate;
 mod faults;
 mod glance;
 mod keystone;
+mod mover;
 mod neutron;
 mod nova;
 mod octavia;
@@ -39,6 +42,7 @@ use axum::middleware;
 use axum::routing::get;
 
 pub use faults::Faults;
+pub use mover::IMAGE_NAME as MOVER_IMAGE;
 use state::{Api, Cloud, Shared};
 
 /// How long each asynchronous operation takes before its resource settles.
@@ -243,6 +247,19 @@ impl OpenStackSite {
             .and_then(|r| r.table(kind))
             .map(|t| t.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Add a running server to `region` booting from new volumes of
+    /// `gibs` GiB each (the first bootable), on its `private` network, as an
+    /// operator would have created it: `(server id, volume ids)`.
+    pub fn add_server(
+        &self,
+        region: &str,
+        name: &str,
+        flavor: &str,
+        gibs: &[u64],
+    ) -> std::io::Result<(String, Vec<String>)> {
+        seed::server(&self.shared, region, name, flavor, gibs)
     }
 
     /// The disk store holding volumes, snapshots, backups and images, as

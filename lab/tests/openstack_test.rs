@@ -765,3 +765,285 @@ async fn a_group_snapshot_captures_every_volume_of_the_group_at_once() {
         assert!(data == *b"web-" || data == *b"db-1", "{data:?}");
     }
 }
+
+/// A volume created from a fresh snapshot of the web server's disk, once
+/// available.
+async fn snapshot_copy(cloud: &Cloud, name: &str) -> String {
+    let volume = web_volume(cloud).await;
+    let (_, snap) = cloud
+        .call(
+            "POST",
+            "/RegionOne/volume/v3/{p}/snapshots",
+            Some(json!({"snapshot": {"volume_id": volume["id"], "name": name, "force": true}})),
+        )
+        .await;
+    let snap = id(&snap["snapshot"]);
+    cloud
+        .wait_for(
+            &format!("/RegionOne/volume/v3/{{p}}/snapshots/{snap}"),
+            "/snapshot/status",
+            "available",
+        )
+        .await;
+    let (_, created) = cloud
+        .call(
+            "POST",
+            "/RegionOne/volume/v3/{p}/volumes",
+            Some(json!({"volume": {"snapshot_id": snap, "name": name}})),
+        )
+        .await;
+    let copy = id(&created["volume"]);
+    cloud
+        .wait_for(
+            &format!("/RegionOne/volume/v3/{{p}}/volumes/{copy}"),
+            "/volume/status",
+            "available",
+        )
+        .await;
+    copy
+}
+
+/// Boot the mover appliance with `volume` attached; its server path once
+/// it is `ACTIVE`, and the URL and token it published.
+async fn appliance(cloud: &Cloud, volume: &str, mode: &str) -> (String, String, String) {
+    let images = cloud
+        .get(&format!(
+            "/RegionOne/image/v2/images?name={}",
+            rebound_lab::openstack::MOVER_IMAGE
+        ))
+        .await;
+    let image = id(&images["images"][0]);
+    let (status, server) = cloud
+        .call(
+            "POST",
+            "/RegionOne/compute/v2.1/servers",
+            Some(json!({"server": {
+                "name": "rebound-mover-test", "flavorRef": "1", "imageRef": image,
+                "networks": "none", "metadata": {"rebound:mover_mode": mode},
+                "block_device_mapping_v2": [
+                    {"boot_index": 0, "uuid": image, "source_type": "image", "destination_type": "local"},
+                    {"boot_index": -1, "uuid": volume, "source_type": "volume", "destination_type": "volume", "delete_on_termination": true}
+                ]
+            }})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{server}");
+    let path = format!("/RegionOne/compute/v2.1/servers/{}", id(&server["server"]));
+    let active = cloud.wait_for(&path, "/server/status", "ACTIVE").await;
+    let metadata = &active["server"]["metadata"];
+    let text = |k: &str| metadata[k].as_str().expect(k).to_owned();
+    (path, text("rebound:mover_url"), text("rebound:mover_token"))
+}
+
+#[tokio::test]
+async fn a_mover_appliance_serves_its_volume_until_deleted() {
+    let site = site().await;
+    let cloud = Cloud::login(&site).await;
+    let http = reqwest::Client::new();
+
+    // An export: read-only.
+    let copy = snapshot_copy(&cloud, "export").await;
+    let (path, url, token) = appliance(&cloud, &copy, "export").await;
+    let read = http
+        .get(&url)
+        .bearer_auth(&token)
+        .header("range", "bytes=0-14")
+        .send()
+        .await
+        .expect("ranged read");
+    assert_eq!(read.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        read.bytes().await.expect("body").as_ref(),
+        b"web-1 boot disk"
+    );
+    let refused = http
+        .put(&url)
+        .bearer_auth(&token)
+        .header("content-range", "bytes 0-4/1048576")
+        .body("xxxxx")
+        .send()
+        .await
+        .expect("write");
+    assert!(refused.status().is_client_error(), "{}", refused.status());
+    let stranger = http
+        .get(&url)
+        .bearer_auth("guess")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(stranger.status(), StatusCode::UNAUTHORIZED);
+    let volume_path = format!("/RegionOne/volume/v3/{{p}}/volumes/{copy}");
+    assert_eq!(cloud.get(&volume_path).await["volume"]["status"], "in-use");
+
+    // Deleting the appliance stops its agent, and its volume (booted with
+    // delete_on_termination) goes with it.
+    let (status, _) = cloud.call("DELETE", &path, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let mut gone = false;
+    for _ in 0..100 {
+        let (status, _) = cloud.call("GET", &volume_path, None).await;
+        if status == StatusCode::NOT_FOUND {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the appliance's volume is deleted with it");
+    assert!(http.get(&url).bearer_auth(&token).send().await.is_err());
+
+    // An import: writable, the data lands in the volume.
+    let target = snapshot_copy(&cloud, "import").await;
+    let (_, url, token) = appliance(&cloud, &target, "import").await;
+    let written = http
+        .put(&url)
+        .bearer_auth(&token)
+        .header("content-range", "bytes 4096-4110/1048576")
+        .body("imported bytes!")
+        .send()
+        .await
+        .expect("write");
+    assert!(written.status().is_success(), "{}", written.status());
+    assert_eq!(
+        site.disks()
+            .read_at(&format!("volume-{target}"), 4096, 15)
+            .expect("read"),
+        b"imported bytes!"
+    );
+}
+
+#[tokio::test]
+async fn a_locked_server_refuses_actions_and_metadata_changes_until_unlocked() {
+    let site = site().await;
+    let cloud = Cloud::login(&site).await;
+    let servers = cloud
+        .get("/RegionOne/compute/v2.1/servers?name=web-1")
+        .await;
+    let path = format!(
+        "/RegionOne/compute/v2.1/servers/{}",
+        id(&servers["servers"][0])
+    );
+    let (status, body) = cloud
+        .call(
+            "POST",
+            &format!("{path}/metadata"),
+            Some(json!({"metadata": {"rebound:fence_epoch": "2"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["metadata"]["rebound:fence_epoch"], "2");
+    let (status, body) = cloud
+        .call(
+            "POST",
+            &format!("{path}/metadata"),
+            Some(json!({"metadata": {"rebound/epoch": "2"}})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "Nova's key pattern: {body}"
+    );
+
+    let action_path = format!("{path}/action");
+    let action = |body: Value| cloud.call("POST", &action_path, Some(body));
+    assert_eq!(
+        action(json!({"os-stop": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    let (status, _) = action(json!({"lock": {"locked_reason": "fenced at epoch 2"}})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let shown = cloud.get(&path).await;
+    assert_eq!(
+        (
+            &shown["server"]["locked"],
+            &shown["server"]["locked_reason"]
+        ),
+        (&json!(true), &json!("fenced at epoch 2"))
+    );
+    let (status, body) = action(json!({"os-start": null})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["conflictingRequest"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is locked"))
+    );
+    let (status, _) = cloud
+        .call(
+            "PUT",
+            &format!("{path}/metadata/rebound:fence_epoch"),
+            Some(json!({"meta": {"rebound:fence_epoch": "3"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        cloud.call("DELETE", &path, None).await.0,
+        StatusCode::CONFLICT
+    );
+
+    assert_eq!(
+        action(json!({"unlock": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        action(json!({"os-start": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(cloud.get(&path).await["server"]["status"], "ACTIVE");
+}
+
+#[tokio::test]
+async fn a_backup_of_a_snapshot_holds_the_snapshot_not_the_volume() {
+    let site = site().await;
+    let cloud = Cloud::login(&site).await;
+    let volume = web_volume(&cloud).await;
+    let vid = id(&volume);
+    let (_, snap) = cloud
+        .call(
+            "POST",
+            "/RegionOne/volume/v3/{p}/snapshots",
+            Some(json!({"snapshot": {"volume_id": vid, "force": true}})),
+        )
+        .await;
+    let snap = id(&snap["snapshot"]);
+    cloud
+        .wait_for(
+            &format!("/RegionOne/volume/v3/{{p}}/snapshots/{snap}"),
+            "/snapshot/status",
+            "available",
+        )
+        .await;
+    // Written after the snapshot: not in the backup.
+    site.disks()
+        .write(&format!("volume-{vid}"), 0, b"WEB-1")
+        .expect("write");
+    let (status, backup) = cloud
+        .call(
+            "POST",
+            "/RegionOne/volume/v3/{p}/backups",
+            Some(json!({"backup": {"volume_id": vid, "snapshot_id": snap, "force": true}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{backup}");
+    let backup = id(&backup["backup"]);
+    cloud
+        .wait_for(
+            &format!("/RegionOne/volume/v3/{{p}}/backups/{backup}"),
+            "/backup/status",
+            "available",
+        )
+        .await;
+    assert_eq!(
+        site.disks()
+            .read_at(&format!("backup-{backup}"), 0, 15)
+            .expect("read"),
+        b"web-1 boot disk"
+    );
+    let (status, body) = cloud
+        .call(
+            "POST",
+            "/RegionOne/volume/v3/{p}/backups",
+            Some(json!({"backup": {"volume_id": vid, "snapshot_id": "nope", "force": true}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}

@@ -669,6 +669,23 @@ async fn create_backup(State(api): State<Api>, Json(req): Json<CreateBackup>) ->
             return Err(bad(format!("Invalid volume: Volume to be backed up must be available or in-use, but the current status is \"{status}\".")));
         }
         let size = v["size"].as_u64().unwrap_or(0);
+        // A backup of a snapshot reads the snapshot's blocks, not the
+        // volume's current ones.
+        if let Some(snap) = &req.snapshot_id {
+            match r.snapshots.get(snap) {
+                None => return Err(fault(StatusCode::NOT_FOUND, format!("Snapshot {snap} could not be found."))),
+                Some(s) if str_of(s, "volume_id") != vid => {
+                    return Err(bad(format!("Invalid snapshot: Snapshot {snap} is not a snapshot of volume {vid}.")));
+                }
+                Some(s) if str_of(s, "status") != "available" => {
+                    return Err(bad(format!("Invalid snapshot: Snapshot {snap} status must be available, but the current status is \"{}\".", str_of(s, "status"))));
+                }
+                Some(_) => {}
+            }
+        }
+        let Some(v) = r.volumes.get_mut(vid) else {
+            return Err(fault(StatusCode::NOT_FOUND, format!("Volume {vid} could not be found.")));
+        };
         set(v, "status", json!("backing-up"));
         let incremental = truthy(&req.incremental);
         let parent = r
@@ -703,7 +720,11 @@ async fn create_backup(State(api): State<Api>, Json(req): Json<CreateBackup>) ->
         Ok(p) => p,
         Err(response) => return response,
     };
-    let (from, to) = (volume_file(&req.volume_id), backup_file(&id));
+    let from = match &req.snapshot_id {
+        Some(snap) => snapshot_file(snap),
+        None => volume_file(&req.volume_id),
+    };
+    let to = backup_file(&id);
     let volume_id = req.volume_id.clone();
     let delay = api.latency().backup + data_delay(&api, size);
     api.later_with_disk(

@@ -4,12 +4,14 @@
 //! floating IP, a DNS zone with its A record, and a load balancer pool with
 //! the web server at weight 1 and a standby address at weight 0. Every
 //! other region has the same networks (other ranges) and a spare floating
-//! IP, ready to receive a failover.
+//! IP, ready to receive a failover. Every region has the mover appliance's
+//! image (`rebound-mover`, see [`super::mover`]), as an operator would
+//! upload it once per region.
 
 use serde_json::json;
 
 use super::state::{Api, Shared};
-use super::{cinder, designate, neutron, nova, octavia};
+use super::{cinder, designate, glance, neutron, nova, octavia};
 
 pub(super) fn workload(shared: &std::sync::Arc<Shared>) -> std::io::Result<()> {
     for (n, region) in shared.options.regions.iter().enumerate() {
@@ -84,6 +86,7 @@ pub(super) fn workload(shared: &std::sync::Arc<Shared>) -> std::io::Result<()> {
             octavia::new_member(&api, r, &pool, "web-1-standby", "10.1.0.10", 80, 0);
             Ok(volumes)
         })?;
+        mover_image(&api)?;
         for (volume, marker) in volumes {
             let file = cinder::volume_file(&volume);
             let gib = api
@@ -94,4 +97,72 @@ pub(super) fn workload(shared: &std::sync::Arc<Shared>) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The mover appliance's image, `active`, with a token of image data.
+fn mover_image(api: &Api) -> std::io::Result<()> {
+    let id = crate::openstack::state::uuid();
+    let file = glance::image_file(&id);
+    let data = b"rebound mover appliance (simulated)";
+    api.shared.disks.create(&file, data.len() as u64)?;
+    api.shared.disks.write(&file, 0, data)?;
+    let hashes = glance::hashes(&api.shared.disks, &file)?;
+    let mut doc = glance::image_doc(api, &id, super::mover::IMAGE_NAME, "qcow2", "bare");
+    glance::activate(&mut doc, &hashes);
+    doc["visibility"] = json!("public");
+    api.with(|r| r.images.insert(id, doc));
+    Ok(())
+}
+
+/// A running server named `name` of `flavor` in `region`, booting from new
+/// volumes of the given sizes in GiB (the first bootable), on the region's
+/// `private` network: `(server id, volume ids)`.
+pub(super) fn server(
+    shared: &std::sync::Arc<Shared>,
+    region: &str,
+    name: &str,
+    flavor: &str,
+    gibs: &[u64],
+) -> std::io::Result<(String, Vec<String>)> {
+    let api = Api {
+        shared: shared.clone(),
+        region: region.into(),
+    };
+    let server = crate::openstack::state::uuid();
+    let volumes: Vec<String> = gibs
+        .iter()
+        .map(|_| crate::openstack::state::uuid())
+        .collect();
+    let placed = api.with(|r| {
+        let private = r
+            .networks
+            .values()
+            .find(|n| n["name"] == "private")
+            .and_then(|n| n["id"].as_str())
+            .map(str::to_owned)?;
+        for (i, (volume, gib)) in volumes.iter().zip(gibs).enumerate() {
+            let mut doc =
+                cinder::volume_doc(&api, volume, &format!("{name}-vol{i}"), *gib, "available");
+            if i == 0 {
+                doc["bootable"] = json!("true");
+            }
+            cinder::attach(&mut doc, &server);
+            r.volumes.insert(volume.clone(), doc);
+        }
+        let mut doc = nova::server_doc(&api, &server, name, flavor, &volumes);
+        nova::activate(&mut doc);
+        r.servers.insert(server.clone(), doc);
+        neutron::new_port(&api, r, &private, &server, None)
+    });
+    if placed.is_none() {
+        return Err(std::io::Error::other(format!(
+            "region '{region}' has no private network"
+        )));
+    }
+    for (volume, gib) in volumes.iter().zip(gibs) {
+        shared
+            .disks
+            .create(&cinder::volume_file(volume), api.disk_bytes(*gib))?;
+    }
+    Ok((server, volumes))
 }

@@ -41,6 +41,8 @@ pub(crate) struct Region {
     /// The router between the private networks and the external one,
     /// which floating IPs name.
     pub router_id: String,
+    /// The mover agents of running mover appliances, by server id.
+    pub agents: HashMap<String, super::mover::Agent>,
 }
 
 impl Region {
