@@ -729,6 +729,10 @@ impl Cluster {
             self.remove(&(EXPORT, ns, name));
         }
         self.upload_tokens.retain(|_, (_, until)| *until > now);
+        // An upload server goes once no token opens it any more.
+        let open: std::collections::BTreeSet<(String, String)> =
+            self.upload_tokens.values().map(|(pvc, _)| pvc.clone()).collect();
+        self.uploads.retain(|pvc, _| open.contains(pvc));
     }
 
     fn snapshot_ready(&mut self, key: &Key, now: &str) {
