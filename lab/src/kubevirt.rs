@@ -1,43 +1,62 @@
 //! A simulated KubeVirt cluster: a Kubernetes-style API over HTTPS with its
 //! own CA and a bearer token, enough of it for the platform's own clients
-//! (the Python `kubernetes` client, kubectl) and the KubeVirt plugin:
+//! (the Python `kubernetes` client, kubectl) and the KubeVirt plugin, with
+//! real disk data behind its volumes.
 //!
 //! - discovery: `/version`, `/api`, `/apis`, `/api/v1`, `/apis/{group}/{version}`;
 //!   `/readyz`, `/livez`
-//! - namespaced objects of the resources in [`RESOURCES`] (namespaces and
-//!   services in core v1; VirtualMachines and VirtualMachineInstances,
-//!   VirtualMachineSnapshots, VirtualMachineExports, CDI DataVolumes,
-//!   VolumeReplications, OpenShift Routes): list (with `fieldSelector` on
-//!   `metadata.name`/`metadata.namespace` and equality `labelSelector`),
-//!   get, create, replace, JSON merge patch, delete; every object carries
-//!   `uid`, `resourceVersion` and `creationTimestamp`; missing or clashing
-//!   names answer `Status` objects with the right reason and code
+//! - namespaced objects of the resources in [`RESOURCES`]: list (with
+//!   `fieldSelector` on `metadata.name`/`metadata.namespace` and equality
+//!   `labelSelector`), get, create, replace, JSON merge patch, delete (owned
+//!   objects go with their owner, as the garbage collector does); every
+//!   object carries `uid`, `resourceVersion` and `creationTimestamp`;
+//!   missing or clashing names answer `Status` objects with the right
+//!   reason and code
 //! - watch (`?watch=true`): newline-delimited `ADDED`/`MODIFIED`/`DELETED`
 //!   events after the given `resourceVersion` until `timeoutSeconds`
 //! - subresources: `PUT /apis/subresources.kubevirt.io/v1/namespaces/{ns}/
 //!   virtualmachines/{name}/start|stop` and
 //!   `…/virtualmachineinstances/{name}/freeze|unfreeze`
-//! - the cluster's controllers, simplified: a started VM gets a running
-//!   VMI; a snapshot goes `InProgress` → `Succeeded` (`readyToUse`) after
-//!   the configured latency; an export goes `Pending` → `Ready` with links;
-//!   a DataVolume goes `ImportScheduled` → `ImportInProgress` → `Succeeded`;
-//!   a VolumeReplication reports the state its spec asks for.
+//! - the cluster's controllers, simplified ([`controllers`]): a VM creates
+//!   its `dataVolumeTemplates` and runs (a VMI with addresses) once its
+//!   volumes are ready, following `running` or `runStrategy`; a DataVolume
+//!   provisions a PVC and a real sparse disk (blank, cloned from a PVC or
+//!   restored from a volume snapshot); a VirtualMachineSnapshot copies the
+//!   VM's disks when created and becomes `readyToUse` after the configured
+//!   latency, with its VirtualMachineSnapshotContent; a VirtualMachineExport
+//!   becomes `Ready` with a token Secret and links; a VolumeReplication
+//!   reports the state its spec asks for
+//! - the data plane ([`data`]): exported volumes are read through the
+//!   site's export proxy with `x-kubevirt-export-token`, and PVCs are written
+//!   through its upload proxy with an `UploadTokenRequest`'s token, each
+//!   volume served by a mover agent (`rebound_datamover::agent`)
+//! - faults: `GET|POST|DELETE /_lab/faults` ([`crate::faults::Faults`]), and
+//!   `GET /_lab/effects`: objects created per `rebound.io/idempotency-key`
+//!   annotation
 //!
-//! Not simulated yet: the export and import data planes (disk bytes), and
-//! the OpenAPI document `kubectl create` fetches unless `--validate=false`.
+//! Not simulated: the OpenAPI document `kubectl create` fetches unless
+//! `--validate=false`, RBAC, quotas, pagination, and cross-cluster
+//! VolumeReplication data (its status only).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+
+use crate::disk::Disks;
+use crate::faults::Faults;
+
+mod controllers;
+mod data;
 
 /// One resource type the cluster serves.
 #[derive(Debug, Clone, Copy)]
@@ -49,72 +68,115 @@ pub struct Resource {
     pub namespaced: bool,
 }
 
-/// What the simulated cluster serves.
-pub const RESOURCES: [Resource; 9] = [
+const fn resource(
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+) -> Resource {
     Resource {
-        group: "",
-        version: "v1",
-        plural: "namespaces",
-        kind: "Namespace",
-        namespaced: false,
-    },
-    Resource {
-        group: "",
-        version: "v1",
-        plural: "services",
-        kind: "Service",
-        namespaced: true,
-    },
-    Resource {
-        group: "kubevirt.io",
-        version: "v1",
-        plural: "virtualmachines",
-        kind: "VirtualMachine",
-        namespaced: true,
-    },
-    Resource {
-        group: "kubevirt.io",
-        version: "v1",
-        plural: "virtualmachineinstances",
-        kind: "VirtualMachineInstance",
-        namespaced: true,
-    },
-    Resource {
-        group: "snapshot.kubevirt.io",
-        version: "v1beta1",
-        plural: "virtualmachinesnapshots",
-        kind: "VirtualMachineSnapshot",
-        namespaced: true,
-    },
-    Resource {
-        group: "export.kubevirt.io",
-        version: "v1beta1",
-        plural: "virtualmachineexports",
-        kind: "VirtualMachineExport",
-        namespaced: true,
-    },
-    Resource {
-        group: "cdi.kubevirt.io",
-        version: "v1beta1",
-        plural: "datavolumes",
-        kind: "DataVolume",
-        namespaced: true,
-    },
-    Resource {
-        group: "replication.storage.openshift.io",
-        version: "v1alpha1",
-        plural: "volumereplications",
-        kind: "VolumeReplication",
-        namespaced: true,
-    },
-    Resource {
-        group: "route.openshift.io",
-        version: "v1",
-        plural: "routes",
-        kind: "Route",
-        namespaced: true,
-    },
+        group,
+        version,
+        plural,
+        kind,
+        namespaced,
+    }
+}
+
+/// What the simulated cluster serves (indexes named by the constants below).
+pub const RESOURCES: [Resource; 14] = [
+    resource("", "v1", "namespaces", "Namespace", false),
+    resource("", "v1", "services", "Service", true),
+    resource("", "v1", "secrets", "Secret", true),
+    resource(
+        "",
+        "v1",
+        "persistentvolumeclaims",
+        "PersistentVolumeClaim",
+        true,
+    ),
+    resource(
+        "kubevirt.io",
+        "v1",
+        "virtualmachines",
+        "VirtualMachine",
+        true,
+    ),
+    resource(
+        "kubevirt.io",
+        "v1",
+        "virtualmachineinstances",
+        "VirtualMachineInstance",
+        true,
+    ),
+    resource(
+        "snapshot.kubevirt.io",
+        "v1beta1",
+        "virtualmachinesnapshots",
+        "VirtualMachineSnapshot",
+        true,
+    ),
+    resource(
+        "snapshot.kubevirt.io",
+        "v1beta1",
+        "virtualmachinesnapshotcontents",
+        "VirtualMachineSnapshotContent",
+        true,
+    ),
+    resource(
+        "export.kubevirt.io",
+        "v1beta1",
+        "virtualmachineexports",
+        "VirtualMachineExport",
+        true,
+    ),
+    resource(
+        "cdi.kubevirt.io",
+        "v1beta1",
+        "datavolumes",
+        "DataVolume",
+        true,
+    ),
+    resource(
+        "cdi.kubevirt.io",
+        "v1beta1",
+        "cdiconfigs",
+        "CDIConfig",
+        false,
+    ),
+    resource(
+        "upload.cdi.kubevirt.io",
+        "v1beta1",
+        "uploadtokenrequests",
+        "UploadTokenRequest",
+        true,
+    ),
+    resource(
+        "replication.storage.openshift.io",
+        "v1alpha1",
+        "volumereplications",
+        "VolumeReplication",
+        true,
+    ),
+    resource("route.openshift.io", "v1", "routes", "Route", true),
 ];
+
+const NAMESPACE: usize = 0;
+const SECRET: usize = 2;
+const PVC: usize = 3;
+const VM: usize = 4;
+const VMI: usize = 5;
+const SNAPSHOT: usize = 6;
+const SNAPSHOT_CONTENT: usize = 7;
+const EXPORT: usize = 8;
+const DATA_VOLUME: usize = 9;
+const CDI_CONFIG: usize = 10;
+const UPLOAD_TOKEN_REQUEST: usize = 11;
+
+/// The annotation the lab counts created objects by (see
+/// [`KubeVirtSite::effects`]).
+pub const IDEMPOTENCY_ANNOTATION: &str = "rebound.io/idempotency-key";
 
 impl Resource {
     fn api_version(&self) -> String {
@@ -130,11 +192,19 @@ impl Resource {
 #[derive(Debug, Clone)]
 pub struct KubeVirtOptions {
     pub token: String,
-    /// How long snapshots, exports and imports take.
+    /// How long snapshots, exports and DataVolumes take.
     pub latency: Duration,
     /// Objects present at start (any of [`RESOURCES`], with `apiVersion`,
-    /// `kind` and `metadata.name`/`namespace`).
+    /// `kind` and `metadata.name`/`namespace`); their DataVolumes are
+    /// provisioned and their VMs running before the site answers.
     pub objects: Vec<Value>,
+    /// Keep the disk images in this folder; none keeps them in a temporary
+    /// folder that goes with the site.
+    pub disk_dir: Option<PathBuf>,
+    /// Write `"<pvc> boot disk"` at the start of every PVC of `objects`.
+    pub seed_disks: bool,
+    /// How long an `UploadTokenRequest`'s token is honoured.
+    pub upload_token_ttl: Duration,
 }
 
 impl Default for KubeVirtOptions {
@@ -143,35 +213,63 @@ impl Default for KubeVirtOptions {
             token: hex::encode(rand::random::<[u8; 16]>()),
             latency: Duration::from_millis(200),
             objects: default_objects(),
+            disk_dir: None,
+            seed_disks: true,
+            upload_token_ttl: Duration::from_secs(300),
         }
     }
 }
 
-/// A `prod` namespace with two running VMs, a web and a database.
-pub fn default_objects() -> Vec<Value> {
-    let vm = |name: &str, tier: &str| {
-        json!({
-            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
-            "metadata": {"name": name, "namespace": "prod", "labels": {"app": "shop", "tier": tier}},
-            "spec": {
-                "running": true,
-                "template": {"spec": {
+/// A VirtualMachine of namespace `ns` booting from the DataVolume
+/// `<name>-root`, on the multus network `network`.
+pub fn vm_object(ns: &str, name: &str, labels: Value, network: &str) -> Value {
+    json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {
+            "running": true,
+            "template": {
+                "metadata": {"labels": {"kubevirt.io/domain": name}},
+                "spec": {
                     "domain": {"cpu": {"cores": 2}, "memory": {"guest": "2Gi"},
-                               "firmware": {"bootloader": {"efi": {}}},
-                               "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}],
+                               "firmware": {"bootloader": {"efi": {"secureBoot": false}}},
+                               "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}, "bootOrder": 1}],
                                            "interfaces": [{"name": "default", "bridge": {}}]}},
-                    "networks": [{"name": "default", "multus": {"networkName": "prod-net"}}],
+                    "networks": [{"name": "default", "multus": {"networkName": network}}],
                     "volumes": [{"name": "root", "dataVolume": {"name": format!("{name}-root")}}],
-                }},
+                },
             },
-        })
-    };
-    vec![
+        },
+    })
+}
+
+/// A blank DataVolume of `size` (a Kubernetes quantity such as `"1Gi"`).
+pub fn blank_data_volume(ns: &str, name: &str, size: &str) -> Value {
+    json!({
+        "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"source": {"blank": {}},
+                 "storage": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}},
+    })
+}
+
+/// A `prod` namespace with two running VMs, a web and a database, each on
+/// a 1 GiB root DataVolume.
+pub fn default_objects() -> Vec<Value> {
+    let mut objects = vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}),
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}}),
-        vm("web-1", "web"),
-        vm("db-1", "db"),
-    ]
+    ];
+    for (name, tier) in [("web-1", "web"), ("db-1", "db")] {
+        objects.push(blank_data_volume("prod", &format!("{name}-root"), "1Gi"));
+        objects.push(vm_object(
+            "prod",
+            name,
+            json!({"app": "shop", "tier": tier}),
+            "prod-net",
+        ));
+    }
+    objects
 }
 
 /// An object's key: resource index, namespace ("" when cluster-scoped),
@@ -185,16 +283,33 @@ struct Event {
     object: Value,
 }
 
-#[derive(Default)]
 struct Cluster {
     objects: BTreeMap<Key, (Value, Instant)>,
     events: Vec<Event>,
     rv: u64,
+    disks: Disks,
+    /// The base URL of the site's export and upload proxies.
+    data_url: String,
+    /// How long an upload token is honoured.
+    upload_token_ttl: Duration,
+    /// Volumes of Ready exports, by (namespace, export name).
+    exports: BTreeMap<(String, String), data::Served>,
+    /// Writable agents over PVCs, by (namespace, PVC name).
+    uploads: BTreeMap<(String, String), data::Agent>,
+    /// Upload tokens: the PVC each opens and until when.
+    upload_tokens: HashMap<String, ((String, String), SystemTime)>,
+    /// Objects created per idempotency-key annotation.
+    effects: BTreeMap<String, u64>,
+    faults: Faults,
+    /// Addresses handed to VM instances so far.
+    addresses: u32,
 }
 
 struct Site {
     options: KubeVirtOptions,
     cluster: Mutex<Cluster>,
+    /// What the data proxies forward with.
+    http: reqwest::Client,
 }
 
 impl Site {
@@ -210,21 +325,66 @@ pub struct KubeVirtSite {
     /// The cluster's CA: clients must trust it.
     pub ca_pem: String,
     site: Arc<Site>,
+    _disk_dir: Option<tempfile::TempDir>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
+    _data: tokio::task::AbortHandle,
+}
+
+impl Drop for KubeVirtSite {
+    fn drop(&mut self) {
+        self._data.abort();
+        let mut cluster = self.site.cluster();
+        cluster.exports.clear();
+        cluster.uploads.clear();
+    }
 }
 
 impl KubeVirtSite {
-    /// Serve HTTPS on an ephemeral loopback port.
+    /// Serve the API over HTTPS, and the export and upload proxies over
+    /// plain HTTP, on ephemeral loopback ports.
     pub async fn start(options: KubeVirtOptions) -> std::io::Result<Self> {
         let tls = crate::tls::site_tls().map_err(std::io::Error::other)?;
+        let (disks, temp) = match &options.disk_dir {
+            Some(dir) => (Disks::open(dir)?, None),
+            None => {
+                let temp = tempfile::tempdir()?;
+                (Disks::open(temp.path())?, Some(temp))
+            }
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let data_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let data_url = format!("http://{}", data_listener.local_addr()?);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(std::io::Error::other)?;
         let site = Arc::new(Site {
-            cluster: Mutex::new(Cluster::default()),
+            cluster: Mutex::new(Cluster {
+                objects: BTreeMap::new(),
+                events: Vec::new(),
+                rv: 0,
+                disks,
+                data_url: data_url.clone(),
+                upload_token_ttl: options.upload_token_ttl,
+                exports: BTreeMap::new(),
+                uploads: BTreeMap::new(),
+                upload_tokens: HashMap::new(),
+                effects: BTreeMap::new(),
+                faults: Faults::default(),
+                addresses: 0,
+            }),
             options,
+            http,
         });
         {
             let mut cluster = site.cluster();
+            let config = json!({
+                "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "CDIConfig",
+                "metadata": {"name": "config"},
+                "spec": {}, "status": {"uploadProxyURL": data_url},
+            });
+            let _ = cluster.create(CDI_CONFIG, "", config);
             for object in site.options.objects.clone() {
                 let Some(r) = resource_of(&object) else {
                     continue;
@@ -235,22 +395,46 @@ impl KubeVirtSite {
                     .to_owned();
                 let _ = cluster.create(r, &ns, object);
             }
+            // What existed before the lab started is settled already.
+            cluster.advance(Duration::ZERO);
+            if site.options.seed_disks {
+                let pvcs: Vec<(String, String)> = cluster
+                    .objects
+                    .keys()
+                    .filter(|(r, _, _)| *r == PVC)
+                    .map(|(_, ns, name)| (ns.clone(), name.clone()))
+                    .collect();
+                for (ns, name) in pvcs {
+                    let id = controllers::pvc_disk(&ns, &name);
+                    let _ = cluster
+                        .disks
+                        .write(&id, 0, format!("{name} boot disk").as_bytes());
+                }
+            }
         }
         let app = Router::new().fallback(dispatch).with_state(site.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(crate::tls::serve_tls(listener, app, tls.server, rx));
+        let data = tokio::spawn(data::serve(data_listener, site.clone()));
         Ok(Self {
             addr,
             token: site.options.token.clone(),
             ca_pem: tls.ca_pem,
             site,
+            _disk_dir: temp,
             _shutdown: tx,
+            _data: data.abort_handle(),
         })
     }
 
     /// The API server URL.
     pub fn endpoint(&self) -> String {
         format!("https://{}", self.addr)
+    }
+
+    /// The base URL of the export and upload proxies (plain HTTP).
+    pub fn data_url(&self) -> String {
+        self.site.cluster().data_url.clone()
     }
 
     /// An object as the API would return it.
@@ -262,6 +446,114 @@ impl KubeVirtSite {
             .objects
             .get(&(r, namespace.to_owned(), name.to_owned()))
             .map(|(o, _)| o.clone())
+    }
+
+    /// The objects of a resource in a namespace ("" for every namespace).
+    pub fn list(&self, plural: &str, namespace: &str) -> Vec<Value> {
+        let Some(r) = RESOURCES.iter().position(|r| r.plural == plural) else {
+            return Vec::new();
+        };
+        let mut cluster = self.site.cluster();
+        cluster.advance(self.site.options.latency);
+        cluster
+            .objects
+            .iter()
+            .filter(|((kind, ns, _), _)| *kind == r && (namespace.is_empty() || ns == namespace))
+            .map(|(_, (o, _))| o.clone())
+            .collect()
+    }
+
+    /// Create an object as a cluster admin would (`kubectl create`).
+    pub fn create(&self, object: Value) -> Result<Value, String> {
+        let r = resource_of(&object).ok_or("not a kind the lab serves")?;
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let mut cluster = self.site.cluster();
+        cluster
+            .create(r, &ns, object)
+            .map_err(|refused| format!("refused with {}", refused.status()))
+    }
+
+    /// The whole disk behind a PVC.
+    pub fn read_pvc(&self, namespace: &str, pvc: &str) -> std::io::Result<Vec<u8>> {
+        let cluster = self.site.cluster();
+        cluster.disks.read(&controllers::pvc_disk(namespace, pvc))
+    }
+
+    /// The PVCs of a VM's volumes, in the order of its volumes.
+    pub fn vm_pvcs(&self, namespace: &str, vm: &str) -> Vec<String> {
+        self.get("virtualmachines", namespace, vm)
+            .map(|vm| controllers::volume_claims(&vm["spec"]["template"]["spec"]))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, claim)| claim)
+            .collect()
+    }
+
+    /// The guest of a running VM writes `data` at `offset` of its
+    /// `volume`-th volume; a VM that is not running cannot write.
+    pub fn guest_write(
+        &self,
+        namespace: &str,
+        vm: &str,
+        volume: usize,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), String> {
+        let claims = self.vm_pvcs(namespace, vm);
+        let claim = claims
+            .get(volume)
+            .ok_or_else(|| format!("VM {namespace}/{vm} has no volume {volume}"))?;
+        let cluster = self.site.cluster();
+        if !cluster
+            .objects
+            .contains_key(&(VMI, namespace.to_owned(), vm.to_owned()))
+        {
+            return Err(format!(
+                "VM {namespace}/{vm} is not running; a stopped guest cannot write"
+            ));
+        }
+        cluster
+            .disks
+            .write(&controllers::pvc_disk(namespace, claim), offset, data)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Replace the site's faults.
+    pub fn set_faults(&self, faults: Faults) {
+        self.site.cluster().faults = faults;
+    }
+
+    /// Take the whole API down (every call answers 503) or bring it back,
+    /// like a cluster lost in a disaster.
+    pub fn set_down(&self, down: bool) {
+        self.site.cluster().faults.down = down;
+    }
+
+    /// Objects created through the API per `rebound.io/idempotency-key`
+    /// annotation: more than one under a key is a repeated side effect.
+    pub fn effects(&self) -> BTreeMap<String, u64> {
+        self.site.cluster().effects.clone()
+    }
+
+    /// Transfer endpoints still served: volumes of Ready exports and PVCs
+    /// open for upload.
+    pub fn open_transfers(&self) -> usize {
+        let mut cluster = self.site.cluster();
+        cluster.advance(self.site.options.latency);
+        cluster
+            .exports
+            .values()
+            .map(|s| s.volumes.len())
+            .sum::<usize>()
+            + cluster.uploads.len()
+    }
+
+    /// Disk images the site holds (PVCs and volume snapshots).
+    pub fn disk_images(&self) -> usize {
+        self.site.cluster().disks.count()
     }
 }
 
@@ -300,6 +592,10 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
         .into_response()
 }
 
+fn refuse(code: StatusCode, reason: &str, message: &str) -> Refused {
+    Box::new(status(code, reason, message))
+}
+
 fn ok_json(code: StatusCode, body: &Value) -> Response {
     (
         code,
@@ -307,215 +603,6 @@ fn ok_json(code: StatusCode, body: &Value) -> Response {
         body.to_string(),
     )
         .into_response()
-}
-
-impl Cluster {
-    fn bump(&mut self, kind: &'static str, key: &Key) {
-        self.rv += 1;
-        let rv = self.rv;
-        if let Some((object, _)) = self.objects.get_mut(key) {
-            object["metadata"]["resourceVersion"] = json!(rv.to_string());
-            let object = object.clone();
-            self.events.push(Event {
-                rv,
-                kind,
-                key: key.clone(),
-                object,
-            });
-        }
-    }
-
-    fn create(&mut self, r: usize, ns: &str, mut object: Value) -> Result<Value, Refused> {
-        let res = RESOURCES[r];
-        let name = object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let name = if name.is_empty() {
-            match object["metadata"]["generateName"].as_str() {
-                Some(prefix) => format!("{prefix}{}", &hex::encode(rand::random::<[u8; 3]>())[..5]),
-                None => {
-                    return Err(Box::new(status(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "Invalid",
-                        "metadata.name: Required value: name or generateName is required",
-                    )));
-                }
-            }
-        } else {
-            name
-        };
-        let key = (
-            r,
-            if res.namespaced {
-                ns.to_owned()
-            } else {
-                String::new()
-            },
-            name.clone(),
-        );
-        if self.objects.contains_key(&key) {
-            let msg = format!("{}.{} \"{name}\" already exists", res.plural, res.group);
-            return Err(Box::new(status(
-                StatusCode::CONFLICT,
-                "AlreadyExists",
-                &msg,
-            )));
-        }
-        if res.namespaced
-            && !self
-                .objects
-                .contains_key(&(0, String::new(), ns.to_owned()))
-        {
-            return Err(Box::new(status(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                &format!("namespaces \"{ns}\" not found"),
-            )));
-        }
-        object["apiVersion"] = json!(res.api_version());
-        object["kind"] = json!(res.kind);
-        let meta = &mut object["metadata"];
-        meta["name"] = json!(name);
-        if res.namespaced {
-            meta["namespace"] = json!(ns);
-        }
-        meta["uid"] = json!(uid());
-        meta["creationTimestamp"] = json!(timestamp(SystemTime::now()));
-        meta["generation"] = json!(1);
-        initial_status(res.kind, &mut object);
-        self.objects.insert(key.clone(), (object, Instant::now()));
-        self.bump("ADDED", &key);
-        if res.kind == "VirtualMachine" {
-            self.reconcile_vm(&key);
-        }
-        Ok(self.objects[&key].0.clone())
-    }
-
-    /// A VM's instance follows `spec.running`.
-    fn reconcile_vm(&mut self, key: &Key) {
-        let Some((vm, _)) = self.objects.get(key) else {
-            return;
-        };
-        let running = vm["spec"]["running"] == true || vm["spec"]["runStrategy"] == "Always";
-        let vmi_key = (3, key.1.clone(), key.2.clone());
-        let has_vmi = self.objects.contains_key(&vmi_key);
-        if running && !has_vmi {
-            let vmi = json!({
-                "metadata": {"name": key.2, "namespace": key.1, "labels": vm["metadata"]["labels"],
-                             "ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
-                                                  "name": key.2, "uid": vm["metadata"]["uid"]}]},
-                "spec": vm["spec"]["template"]["spec"],
-                "status": {"phase": "Running", "interfaces": [], "fsFreezeStatus": "unfrozen"},
-            });
-            let _ = self.create(3, &key.1.clone(), vmi);
-        } else if !running
-            && has_vmi
-            && let Some((vmi, _)) = self.objects.remove(&vmi_key)
-        {
-            self.rv += 1;
-            self.events.push(Event {
-                rv: self.rv,
-                kind: "DELETED",
-                key: vmi_key,
-                object: vmi,
-            });
-        }
-        if let Some((vm, _)) = self.objects.get_mut(key) {
-            vm["status"]["printableStatus"] = json!(if running { "Running" } else { "Stopped" });
-            vm["status"]["ready"] = json!(running);
-            vm["status"]["created"] = json!(running);
-        }
-        self.bump("MODIFIED", key);
-    }
-
-    /// The controllers: move asynchronous objects along.
-    fn advance(&mut self, latency: Duration) {
-        let due: Vec<Key> = self
-            .objects
-            .iter()
-            .filter(|(_, (o, born))| {
-                born.elapsed() >= latency
-                    && matches!(
-                        o["kind"].as_str(),
-                        Some("VirtualMachineSnapshot" | "VirtualMachineExport" | "DataVolume")
-                    )
-                    && !matches!(
-                        o["status"]["phase"].as_str(),
-                        Some("Succeeded" | "Ready" | "Failed")
-                    )
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
-            let now = timestamp(SystemTime::now());
-            let source_vm = self
-                .objects
-                .get(&key)
-                .and_then(|(o, _)| o["spec"]["source"]["name"].as_str().map(str::to_owned));
-            let vm_uid = source_vm
-                .and_then(|n| self.objects.get(&(2, key.1.clone(), n)))
-                .map(|(vm, _)| vm["metadata"]["uid"].clone());
-            let Some((o, _)) = self.objects.get_mut(&key) else {
-                continue;
-            };
-            match o["kind"].as_str() {
-                Some("VirtualMachineSnapshot") => {
-                    o["status"] = json!({
-                        "phase": "Succeeded", "readyToUse": true, "creationTime": now,
-                        "sourceUID": vm_uid,
-                        "virtualMachineSnapshotContentName": format!("vmsnapshot-content-{}", o["metadata"]["uid"].as_str().unwrap_or_default()),
-                        "conditions": [
-                            {"type": "Progressing", "status": "False", "reason": "Operation complete", "lastTransitionTime": now},
-                            {"type": "Ready", "status": "True", "reason": "Operation complete", "lastTransitionTime": now},
-                        ],
-                    });
-                }
-                Some("VirtualMachineExport") => {
-                    let name = o["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let ns = key.1.clone();
-                    o["status"] = json!({
-                        "phase": "Ready", "tokenSecretRef": o["spec"]["tokenSecretRef"],
-                        "links": {"internal": {"volumes": [{"name": "root", "formats": [
-                            {"format": "raw", "url": format!("https://virt-export-{name}.{ns}.svc/volumes/root/disk.img")}]}]}},
-                        "conditions": [{"type": "Ready", "status": "True", "reason": "PodReady", "lastTransitionTime": now}],
-                    });
-                }
-                Some("DataVolume") => {
-                    o["status"] = json!({"phase": "Succeeded", "progress": "100.0%",
-                        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}]});
-                }
-                _ => {}
-            }
-            self.bump("MODIFIED", &key);
-        }
-    }
-}
-
-fn initial_status(kind: &str, object: &mut Value) {
-    match kind {
-        "VirtualMachineSnapshot" => {
-            object["status"] = json!({"phase": "InProgress", "readyToUse": false, "conditions": [
-                {"type": "Progressing", "status": "True", "reason": "Source not locked"},
-                {"type": "Ready", "status": "False", "reason": "Not ready"}]});
-        }
-        "VirtualMachineExport" => object["status"] = json!({"phase": "Pending"}),
-        "DataVolume" => object["status"] = json!({"phase": "ImportScheduled", "progress": "N/A"}),
-        "VolumeReplication" => {
-            let state = match object["spec"]["replicationState"].as_str() {
-                Some("primary") => "Primary",
-                Some("secondary") => "Secondary",
-                _ => "Unknown",
-            };
-            object["status"] = json!({"state": state, "lastSyncTime": timestamp(SystemTime::now()),
-                "conditions": [{"type": "Completed", "status": "True"}]});
-        }
-        "Namespace" => object["status"] = json!({"phase": "Active"}),
-        _ => {}
-    }
 }
 
 /// What a request path names.
@@ -636,6 +723,12 @@ fn authorized(site: &Site, headers: &HeaderMap) -> bool {
 async fn dispatch(State(site): State<Arc<Site>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
+    if let Some(lab) = path.strip_prefix("/_lab/") {
+        return lab_api(&site, &parts.method, lab, body).await;
+    }
+    if let Some(refused) = front_door(&site, &path).await {
+        return refused;
+    }
     match path.as_str() {
         "/readyz" | "/livez" | "/healthz" => return "ok".into_response(),
         "/version" => {
@@ -681,6 +774,93 @@ async fn dispatch(State(site): State<Arc<Site>>, request: Request) -> Response {
     handle(&mut cluster, &parts.method, &target, &q, &body)
 }
 
+/// The injected faults every API call passes (the `/_lab` API excepted).
+async fn front_door(site: &Site, path: &str) -> Option<Response> {
+    let faults = site.cluster().faults.clone();
+    if !faults.applies_to(path) {
+        return None;
+    }
+    tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    while site.cluster().faults.hang {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if faults.down {
+        return Some(status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        ));
+    }
+    if !faults.draws_error() {
+        return None;
+    }
+    let code = faults
+        .status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let (reason, message) = match code.as_u16() {
+        429 => (
+            "TooManyRequests",
+            "the server has received too many requests and has asked us to try again later",
+        ),
+        500 => (
+            "InternalError",
+            "an error on the server has prevented the request from succeeding",
+        ),
+        504 => (
+            "Timeout",
+            "the server was unable to return a response in time",
+        ),
+        _ => (
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        ),
+    };
+    let mut response = status(code, reason, message);
+    if let Some(secs) = faults.retry_after
+        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    Some(response)
+}
+
+/// `/_lab/faults` (GET shows, POST replaces, DELETE clears) and
+/// `/_lab/effects`.
+async fn lab_api(site: &Site, method: &Method, path: &str, body: Body) -> Response {
+    match (method.clone(), path) {
+        (Method::GET, "faults") => ok_json(StatusCode::OK, &json!(site.cluster().faults)),
+        (Method::DELETE, "faults") => {
+            site.cluster().faults = Faults::default();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        (Method::POST, "faults") => {
+            let bytes = axum::body::to_bytes(body, 1 << 20)
+                .await
+                .unwrap_or_default();
+            let faults: Faults = match serde_json::from_slice(&bytes) {
+                Ok(f) => f,
+                Err(e) => {
+                    return ok_json(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": format!("not a faults document: {e}")}),
+                    );
+                }
+            };
+            if let Some(msg) = faults.invalid() {
+                return ok_json(StatusCode::BAD_REQUEST, &json!({ "error": msg }));
+            }
+            site.cluster().faults = faults.clone();
+            ok_json(StatusCode::OK, &json!(faults))
+        }
+        (Method::GET, "effects") => ok_json(StatusCode::OK, &json!(site.cluster().effects)),
+        _ => ok_json(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("no lab endpoint {method} /_lab/{path}")}),
+        ),
+    }
+}
+
 fn discover(path: &str) -> Option<Value> {
     match path.trim_end_matches('/') {
         "/api" => Some(json!({"kind": "APIVersions", "versions": ["v1"],
@@ -722,8 +902,15 @@ fn discover(path: &str) -> Option<Value> {
             let resources: Vec<Value> = RESOURCES
                 .iter()
                 .filter(|r| r.group == group_version.0 && r.version == group_version.1)
-                .map(|r| json!({"name": r.plural, "singularName": r.kind.to_lowercase(), "namespaced": r.namespaced,
-                    "kind": r.kind, "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}))
+                .map(|r| {
+                    let verbs = if r.kind == "UploadTokenRequest" {
+                        json!(["create"])
+                    } else {
+                        json!(["create", "delete", "get", "list", "patch", "update", "watch"])
+                    };
+                    json!({"name": r.plural, "singularName": r.kind.to_lowercase(), "namespaced": r.namespaced,
+                           "kind": r.kind, "verbs": verbs})
+                })
                 .collect();
             if resources.is_empty() {
                 return None;
@@ -758,11 +945,11 @@ fn handle(
             .ok()
             .filter(Value::is_object)
             .ok_or_else(|| {
-                Box::new(status(
+                refuse(
                     StatusCode::BAD_REQUEST,
                     "BadRequest",
                     "the request body is not a JSON object",
-                ))
+                )
             })
     };
     let not_found = |name: &str| {
@@ -772,6 +959,21 @@ fn handle(
             &format!("{}.{} \"{name}\" not found", res.plural, res.group),
         )
     };
+    if target.resource == UPLOAD_TOKEN_REQUEST {
+        return match (method.clone(), &target.name) {
+            (Method::POST, None) => {
+                match parse_body().and_then(|b| cluster.upload_token(&ns, &b)) {
+                    Ok(created) => ok_json(StatusCode::CREATED, &created),
+                    Err(refused) => *refused,
+                }
+            }
+            _ => status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "uploadtokenrequests can only be created",
+            ),
+        };
+    }
     match (method.clone(), &target.name, &target.subresource) {
         (Method::GET, None, None) => {
             let items: Vec<Value> = cluster
@@ -790,10 +992,20 @@ fn handle(
             )
         }
         (Method::POST, None, None) => match parse_body() {
-            Ok(object) => match cluster.create(target.resource, &ns, object) {
-                Ok(created) => ok_json(StatusCode::CREATED, &created),
-                Err(refused) => *refused,
-            },
+            Ok(object) => {
+                let key = object["metadata"]["annotations"][IDEMPOTENCY_ANNOTATION]
+                    .as_str()
+                    .map(str::to_owned);
+                match cluster.create(target.resource, &ns, object) {
+                    Ok(created) => {
+                        if let Some(key) = key {
+                            *cluster.effects.entry(key).or_default() += 1;
+                        }
+                        ok_json(StatusCode::CREATED, &created)
+                    }
+                    Err(refused) => *refused,
+                }
+            }
             Err(refused) => *refused,
         },
         (Method::GET, Some(name), None) => {
@@ -811,6 +1023,7 @@ fn handle(
             let Some((current, _)) = cluster.objects.get_mut(&key) else {
                 return not_found(name);
             };
+            let before = current.clone();
             if *method == Method::PUT {
                 let given = incoming["metadata"]["resourceVersion"].as_str();
                 if given
@@ -833,27 +1046,23 @@ fn handle(
             } else {
                 merge_patch(current, &incoming);
             }
+            if let Err(refused) = controllers::validate(res.kind, current) {
+                *current = before;
+                return *refused;
+            }
             let generation = current["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             current["metadata"]["generation"] = json!(generation);
             cluster.bump("MODIFIED", &key);
-            if res.kind == "VirtualMachine" {
-                cluster.reconcile_vm(&key);
+            if target.resource == VM {
+                cluster.ensure_data_volume_templates(&key);
+                cluster.reconcile_vm(&key, None);
             }
             ok_json(StatusCode::OK, &cluster.objects[&key].0)
         }
         (Method::DELETE, Some(name), None) => {
             let key = (target.resource, ns, name.clone());
-            match cluster.objects.remove(&key) {
-                Some((o, _)) => {
-                    cluster.rv += 1;
-                    cluster.events.push(Event {
-                        rv: cluster.rv,
-                        kind: "DELETED",
-                        key,
-                        object: o.clone(),
-                    });
-                    ok_json(StatusCode::OK, &o)
-                }
+            match cluster.remove(&key) {
+                Some(o) => ok_json(StatusCode::OK, &o),
                 None => not_found(name),
             }
         }
@@ -864,10 +1073,7 @@ fn handle(
             }
             match (res.kind, sub.as_str()) {
                 ("VirtualMachine", "start" | "stop") => {
-                    if let Some((vm, _)) = cluster.objects.get_mut(&key) {
-                        vm["spec"]["running"] = json!(sub == "start");
-                    }
-                    cluster.reconcile_vm(&key);
+                    cluster.start_stop(&key, sub == "start");
                     StatusCode::ACCEPTED.into_response()
                 }
                 ("VirtualMachineInstance", "freeze" | "unfreeze") => {
@@ -1013,6 +1219,26 @@ mod tests {
         assert_eq!(timestamp(t), "2026-11-25T04:09:03Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(timestamp(leap), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn resource_indexes_name_their_kinds() {
+        let kinds = [
+            (NAMESPACE, "Namespace"),
+            (SECRET, "Secret"),
+            (PVC, "PersistentVolumeClaim"),
+            (VM, "VirtualMachine"),
+            (VMI, "VirtualMachineInstance"),
+            (SNAPSHOT, "VirtualMachineSnapshot"),
+            (SNAPSHOT_CONTENT, "VirtualMachineSnapshotContent"),
+            (EXPORT, "VirtualMachineExport"),
+            (DATA_VOLUME, "DataVolume"),
+            (CDI_CONFIG, "CDIConfig"),
+            (UPLOAD_TOKEN_REQUEST, "UploadTokenRequest"),
+        ];
+        for (index, kind) in kinds {
+            assert_eq!(RESOURCES[index].kind, kind);
+        }
     }
 
     #[test]

@@ -7,10 +7,12 @@
 
 pub mod disk;
 pub mod example;
+pub mod faults;
 pub mod kubevirt;
 pub mod openstack;
 pub mod tls;
 
 pub use example::{ExampleOptions, ExampleSite};
+pub use faults::Faults;
 pub use kubevirt::{KubeVirtOptions, KubeVirtSite};
 pub use openstack::{OpenStackOptions, OpenStackSite};

@@ -12,50 +12,11 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::state::{Shared, fault, uuid};
 
-/// The failures a site shows; all off by default.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Faults {
-    /// Fraction of calls (0.0–1.0) answered with `status` instead.
-    pub error_rate: f64,
-    /// The status of injected errors; 503 when unset.
-    pub status: Option<u16>,
-    /// Seconds sent as `Retry-After` with injected errors.
-    pub retry_after: Option<u64>,
-    /// Calls get no answer until `hang` is cleared.
-    pub hang: bool,
-    /// The whole site answers 503, like a site lost in a disaster.
-    pub down: bool,
-    /// Added to every call.
-    pub latency_ms: u64,
-    /// Disk copies and image transfers run at this many bytes per second.
-    pub data_bytes_per_sec: Option<u64>,
-    /// Limit the faults to one service's calls, by its path segment
-    /// (`identity`, `compute`, `volume`, `image`, `network`, `dns`,
-    /// `load-balancer`).
-    pub service: Option<String>,
-}
-
-impl Faults {
-    fn applies_to(&self, path: &str) -> bool {
-        self.service
-            .as_deref()
-            .is_none_or(|s| path.split('/').any(|segment| segment == s))
-    }
-
-    /// How long moving `bytes` takes on a slowed data plane.
-    pub(crate) fn data_delay(&self, bytes: u64) -> Duration {
-        match self.data_bytes_per_sec {
-            Some(rate) if rate > 0 => Duration::from_secs_f64(bytes as f64 / rate as f64),
-            _ => Duration::ZERO,
-        }
-    }
-}
+pub use crate::faults::Faults;
 
 /// In front of every service call.
 pub(crate) async fn front_door(
@@ -73,7 +34,7 @@ pub(crate) async fn front_door(
         if faults.down {
             return fault(StatusCode::SERVICE_UNAVAILABLE, "The site is down.");
         }
-        if faults.error_rate > 0.0 && rand::random::<f64>() < faults.error_rate {
+        if faults.draws_error() {
             return injected(&faults);
         }
     }
@@ -124,14 +85,7 @@ pub(crate) async fn set_faults(
     State(shared): State<Arc<Shared>>,
     Json(faults): Json<Faults>,
 ) -> Response {
-    if !(0.0..=1.0).contains(&faults.error_rate) {
-        let msg = format!("error_rate is {}; give 0.0 to 1.0", faults.error_rate);
-        return (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
-    }
-    if let Some(s) = faults.status
-        && StatusCode::from_u16(s).is_err()
-    {
-        let msg = format!("status {s} is not an HTTP status");
+    if let Some(msg) = faults.invalid() {
         return (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
     }
     shared.lock().faults = faults.clone();
