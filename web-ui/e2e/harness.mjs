@@ -64,7 +64,11 @@ export async function waitRun(token, id, statuses, timeoutMs = 60_000) {
   for (;;) {
     const run = await api(token, "GET", `/runs/${id}`);
     if (statuses.includes(run.status)) return run;
-    if (Date.now() > end) throw new Error(`run ${id} is ${run.status}, not ${statuses.join("/")}`);
+    const done = ["succeeded", "failed", "cancelled"].includes(run.status);
+    if (done || Date.now() > end) {
+      const errors = run.steps.filter((s) => s.error).map((s) => `step ${s.seq} ${s.name}: ${s.error}`);
+      throw new Error(`${run.workflow} run ${id} of ${run.plan} is ${run.status}, not ${statuses.join("/")}${errors.length ? `\n${errors.join("\n")}` : ""}`);
+    }
     await new Promise((r) => setTimeout(r, 200));
   }
 }

@@ -24,5 +24,8 @@ describe("plan durations", () => {
     expect(formatMs(725_000)).toBe("12 min 5 s");
     expect(formatMs(-90_000)).toBe("−1 min 30 s");
     expect(formatMs(null)).toBe("—");
+    expect(formatMs(119_999)).toBe("2 min");
+    expect(formatMs(1_199_600)).toBe("20 min");
+    expect(formatMs(7_199_999)).toBe("2 h");
   });
 });

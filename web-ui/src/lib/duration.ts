@@ -58,14 +58,15 @@ export function formatMs(ms: number | null | undefined): string {
   const v = Math.abs(ms);
   let out: string;
   if (v < 1000) out = `${Math.round(v)} ms`;
-  else if (v < 60_000) out = `${(v / 1000).toFixed(v < 10_000 ? 1 : 0)} s`;
+  else if (v < 59_500) out = `${(v / 1000).toFixed(v < 10_000 ? 1 : 0)} s`;
   else if (v < 3_600_000) {
-    const min = Math.floor(v / 60_000);
-    const s = Math.round((v % 60_000) / 1000);
+    // Rounded before it is split: 119.9 s is "2 min", never "1 min 60 s".
+    const total = Math.round(v / 1000);
+    const [min, s] = [Math.floor(total / 60), total % 60];
     out = s ? `${min} min ${s} s` : `${min} min`;
   } else if (v < 86_400_000) {
-    const h = Math.floor(v / 3_600_000);
-    const min = Math.round((v % 3_600_000) / 60_000);
+    const total = Math.round(v / 60_000);
+    const [h, min] = [Math.floor(total / 60), total % 60];
     out = min ? `${h} h ${min} min` : `${h} h`;
   } else {
     const h = Math.round(v / 3_600_000);
