@@ -1,12 +1,19 @@
 //! `cargo xtask`: everything a user or CI needs, from a machine with only
 //! Rust installed.
 //!
-//! - `cargo xtask demo` — builds the plugins and the host, then runs the
-//!   demo against the lab.
-//! - `cargo xtask test` — formatting, clippy, then every test suite.
+//! - `cargo xtask demo` — builds the plugins, the web UI and the host, then
+//!   runs the demo against the lab.
+//! - `cargo xtask test` — builds the plugins and the web UI (with its type
+//!   check and unit tests), then formatting, clippy and every test suite,
+//!   the web UI's browser tests among them (`host/rebound/tests/ui_test.rs`).
 //! - `cargo xtask bench` — the criterion benchmarks.
 //! - `cargo xtask build-plugins` — the plugins as wasm32-wasip2 components,
 //!   laid out in `<target>/plugins/<name>/` for the tests and the demo.
+//! - `cargo xtask build-ui` — the web UI (`npm ci` when its packages are
+//!   missing or stale, then `npm run build` into `web-ui/dist`, which the
+//!   host embeds).
+//! - `cargo xtask screenshots` — the web UI's main pages against a host with
+//!   the lab, photographed into `docs/ui/`.
 #![deny(rust_2018_idioms)]
 
 use std::path::{Path, PathBuf};
@@ -36,6 +43,10 @@ enum Task {
     Bench,
     /// Build every plugin crate as a wasm32-wasip2 component.
     BuildPlugins,
+    /// Build the web UI into web-ui/dist (npm ci when needed, npm run build).
+    BuildUi,
+    /// Photograph the web UI's main pages into docs/ui/.
+    Screenshots,
 }
 
 fn main() -> Result<()> {
@@ -43,12 +54,36 @@ fn main() -> Result<()> {
     let ws = Workspace::locate()?;
     match cli.task {
         Task::BuildPlugins => ws.build_plugins(),
+        Task::BuildUi => ws.build_ui(),
         Task::Demo => {
             ws.build_plugins()?;
-            ws.cargo(&["run", "--package", "rebound", "--", "demo"])
+            ws.build_ui()?;
+            ws.cargo(&["run", "--package", "rebound", "--", "demo"])?;
+            eprintln!(
+                "xtask: the host serves the web UI at / (rebound serve, then http://127.0.0.1:8080/; docs/ui.md)"
+            );
+            Ok(())
+        }
+        Task::Screenshots => {
+            ws.build_plugins()?;
+            ws.build_ui()?;
+            ws.cargo(&[
+                "test",
+                "--package",
+                "rebound",
+                "--test",
+                "ui_test",
+                "--",
+                "--ignored",
+                "--exact",
+                "screenshots",
+                "--nocapture",
+            ])
         }
         Task::Test { no_lint } => {
             ws.build_plugins()?;
+            ws.build_ui()?;
+            ws.npm(&["run", "test:unit"])?;
             if !no_lint {
                 ws.cargo(&["fmt", "--all", "--check"])?;
                 ws.cargo(&[
@@ -218,6 +253,58 @@ impl Workspace {
             self.plugin_dir().display()
         );
         Ok(())
+    }
+}
+
+impl Workspace {
+    fn web_ui(&self) -> PathBuf {
+        self.root.join("web-ui")
+    }
+
+    fn npm(&self, args: &[&str]) -> Result<()> {
+        eprintln!("xtask: npm {} (in web-ui/)", args.join(" "));
+        let status = Command::new("npm")
+            .args(args)
+            .current_dir(self.web_ui())
+            .status()
+            .context("running npm (the web UI needs Node.js 20.19 or later with npm)")?;
+        if !status.success() {
+            bail!("npm {} failed ({status})", args.join(" "));
+        }
+        Ok(())
+    }
+
+    /// Node.js new enough for the UI's build tools (Vite 8).
+    fn ensure_node(&self) -> Result<()> {
+        let out = Command::new("node")
+            .arg("--version")
+            .output()
+            .context("running node: the web UI needs Node.js 20.19 or later (with npm)")?;
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let mut parts = version
+            .trim_start_matches('v')
+            .split('.')
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if (major, minor) < (20, 19) {
+            bail!("the web UI needs Node.js 20.19 or later; this is {version}");
+        }
+        Ok(())
+    }
+
+    /// `npm ci` when web-ui/node_modules is missing or older than the lock
+    /// file, then `npm run build`: API types generated from
+    /// docs/api/openapi.json, the type check (which fails when the UI no
+    /// longer fits the API), and the Vite build into web-ui/dist.
+    fn build_ui(&self) -> Result<()> {
+        self.ensure_node()?;
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let lock = modified(&self.web_ui().join("package-lock.json"));
+        let installed = modified(&self.web_ui().join("node_modules/.package-lock.json"));
+        if installed.is_none() || lock > installed {
+            self.npm(&["ci", "--no-audit", "--no-fund"])?;
+        }
+        self.npm(&["run", "build"])
     }
 }
 

@@ -994,6 +994,24 @@ async fn unknown_routes_and_methods_are_problems(store: Store) {
     assert!(docs.headers.contains_key("x-request-id"));
 }
 
+/// Clients generate one function or type per operation id (the web UI's
+/// openapi-typescript among them), so each must be unique (OpenAPI 3.1
+/// requires it).
+#[test]
+fn every_operation_id_is_unique() {
+    let spec = serde_json::to_value(rebound_api::openapi()).expect("spec");
+    let mut seen = std::collections::BTreeMap::new();
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            if let Some(id) = op["operationId"].as_str()
+                && let Some(first) = seen.insert(id.to_owned(), format!("{method} {path}"))
+            {
+                panic!("operationId '{id}' names both {first} and {method} {path}");
+            }
+        }
+    }
+}
+
 /// The checked-in spec is what the code generates.
 #[test]
 fn the_checked_in_openapi_document_matches_the_code() {

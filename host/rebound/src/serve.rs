@@ -5,8 +5,8 @@
 //! store and drive them through the plugins (several hosts on one
 //! PostgreSQL share the runs by lease), ticks the policy engine and
 //! witnesses the primary sites of automatic plans. It serves `/healthz`,
-//! `/readyz` and the REST API of `rebound-api` under `/api/v1`
-//! (docs/api.md). On a store's first start it creates the bootstrap admin,
+//! `/readyz`, the REST API of `rebound-api` under `/api/v1`
+//! (docs/api.md) and the admin web UI of `rebound-ui` at `/` (docs/ui.md). On a store's first start it creates the bootstrap admin,
 //! with the password of `REBOUND_ADMIN_PASSWORD` or a random one printed
 //! once.
 
@@ -192,7 +192,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(store)
-        .merge(rebound_api::router(state, &config.api));
+        .merge(rebound_api::router(state, &config.api))
+        .merge(rebound_ui::router());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

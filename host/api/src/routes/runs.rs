@@ -223,7 +223,7 @@ pub async fn cancel(
 /// A run's progress as server-sent events: `run` (the run, on start and
 /// whenever its status changes), `step` (a step whenever it changes), and
 /// a last `end` (the finished run) after which the stream closes.
-#[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs",
+#[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs", operation_id = "run_events",
     params(("id" = String, Path)),
     responses(
         (status = 200, content_type = "text/event-stream", body = Object, description = "events `run`, `step`, `end`, each a JSON object"),

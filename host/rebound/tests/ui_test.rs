@@ -1,0 +1,215 @@
+//! The admin web UI end to end: a real `rebound serve` (with the web UI
+//! embedded by `rebound-ui`) driving the lab's example platform, and the
+//! browser tests of `web-ui/e2e/` — node's test runner driving Debian's
+//! Chromium through playwright-core — signing in, registering a site,
+//! writing a plan, running a drill, approving a failback and checking what
+//! a viewer is shown.
+//!
+//! It needs node, `web-ui/node_modules` (npm ci), a built UI and Chromium
+//! (`/usr/bin/chromium`, or `REBOUND_CHROMIUM`); `cargo xtask test` and CI
+//! provide them. Without them the test says what is missing and passes,
+//! unless `REBOUND_REQUIRE_BROWSER=1` (CI sets it).
+//!
+//! `cargo xtask screenshots` runs the ignored `screenshots` test: the same
+//! host with a few plans and runs, photographed into `docs/ui/`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rebound_lab::{ExampleOptions, ExampleSite};
+
+const ADMIN_PASSWORD: &str = "correct-horse-battery";
+
+struct Host(Child);
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn web_ui() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web-ui")
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("REBOUND_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// What the browser tests need that is missing here, if anything.
+fn missing() -> Option<String> {
+    if !rebound_ui::built() {
+        return Some("the web UI was not built into this binary (cargo xtask build-ui)".into());
+    }
+    if !web_ui().join("node_modules/playwright-core").is_dir() {
+        return Some("web-ui/node_modules is missing (npm ci in web-ui/)".into());
+    }
+    if !chromium().is_file() {
+        return Some(format!(
+            "no Chromium at {} (apt-get install chromium, or set REBOUND_CHROMIUM)",
+            chromium().display()
+        ));
+    }
+    match Command::new("node").arg("--version").output() {
+        Ok(out) if out.status.success() => None,
+        _ => Some("node is not installed".into()),
+    }
+}
+
+/// Skip (or, where the browser is required, fail) when something is missing.
+fn ready() -> bool {
+    let Some(what) = missing() else {
+        return true;
+    };
+    assert!(
+        std::env::var("REBOUND_REQUIRE_BROWSER").as_deref() != Ok("1"),
+        "REBOUND_REQUIRE_BROWSER=1 but {what}"
+    );
+    eprintln!("skipped: {what}");
+    false
+}
+
+/// Two lab sites of the example platform and a host bound to the first
+/// (`lab-a`, from its sites file); the second (`lab-b`) is left for the
+/// tests to register.
+struct Lab {
+    _dir: tempfile::TempDir,
+    _host: Host,
+    url: String,
+    b: ExampleSite,
+    _a: ExampleSite,
+}
+
+async fn lab(policy_seconds: &str) -> Lab {
+    let dir = tempfile::tempdir().expect("tmp");
+    let options = |vms| ExampleOptions {
+        snapshot_latency: Duration::from_millis(20),
+        vms,
+        ..ExampleOptions::default()
+    };
+    let a = ExampleSite::start(options(rebound_lab::example::default_vms()))
+        .await
+        .expect("site a");
+    let b = ExampleSite::start(options(Vec::new()))
+        .await
+        .expect("site b");
+    rebound_runtime::testing::package("example")
+        .write_dir(&dir.path().join("plugins/example"))
+        .expect("package");
+    std::fs::write(
+        dir.path().join("publisher.pub"),
+        rebound_runtime::package::encode_verifying_key(
+            &rebound_runtime::testing::publisher_key().verifying_key(),
+        ),
+    )
+    .expect("key");
+    std::fs::write(
+        dir.path().join("sites.toml"),
+        format!(
+            "[sites.lab-a]\nplugin = \"example\"\nconfig = {{ endpoint = \"{e}\" }}\n\
+             secrets = {{ token = \"env:LAB_A_TOKEN\" }}\negress = [\"{e}\"]\n",
+            e = a.endpoint()
+        ),
+    )
+    .expect("sites");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rebound"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--policy-seconds", policy_seconds])
+        .args(["--plugins", "plugins", "--trusted-key", "publisher.pub"])
+        .args(["--sites", "sites.toml"])
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .current_dir(dir.path())
+        .env("LAB_A_TOKEN", &a.token)
+        .env("REBOUND_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let host = Host(child);
+    let url = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("rebound serving on ") {
+                // Keep draining so the host never blocks on a full pipe.
+                std::thread::spawn(move || lines.for_each(drop));
+                return addr.to_owned();
+            }
+        }
+        panic!("serve did not print its address");
+    })
+    .await
+    .expect("join");
+    Lab {
+        _dir: dir,
+        _host: host,
+        url,
+        b,
+        _a: a,
+    }
+}
+
+/// Run a node script of web-ui/ against the lab; its output is shown.
+async fn node(lab: &Lab, args: &[&str], extra: &[(&str, String)]) {
+    let mut command = Command::new("node");
+    command
+        .args(args)
+        .current_dir(web_ui())
+        .env("REBOUND_URL", &lab.url)
+        .env("REBOUND_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("REBOUND_CHROMIUM", chromium())
+        .env("LAB_B_ENDPOINT", lab.b.endpoint())
+        .env("LAB_B_TOKEN", &lab.b.token);
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || command.output().expect("run node"))
+        .await
+        .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(out.status.success(), "node {args:?} failed: {}", out.status);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_ui_works_in_a_real_browser() {
+    if !ready() {
+        return;
+    }
+    let lab = lab("0").await;
+    node(
+        &lab,
+        &[
+            "--test",
+            "--test-concurrency=1",
+            "--test-reporter=spec",
+            "e2e/",
+        ],
+        &[],
+    )
+    .await;
+}
+
+/// `cargo xtask screenshots`: the main pages, photographed into docs/ui/.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes docs/ui/*.png; run by cargo xtask screenshots"]
+async fn screenshots() {
+    if !ready() {
+        return;
+    }
+    let lab = lab("2").await;
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/ui");
+    node(
+        &lab,
+        &["scripts/screenshots.mjs"],
+        &[("REBOUND_SCREENSHOTS", out.display().to_string())],
+    )
+    .await;
+}

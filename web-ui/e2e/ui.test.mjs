@@ -1,0 +1,246 @@
+// The admin web UI against a real host with the lab: one scenario, in
+// order, as an admin and then a viewer would use it.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { after, before, describe, test } from "node:test";
+import { ADMIN_PASSWORD, BASE, api, apiToken, go, launch, signIn, signOut, waitRun } from "./harness.mjs";
+
+const LAB_B_ENDPOINT = process.env.LAB_B_ENDPOINT;
+const LAB_B_TOKEN = process.env.LAB_B_TOKEN;
+
+describe("the admin web UI", () => {
+  let browser;
+  let page;
+  let admin;
+
+  before(async () => {
+    assert.ok(LAB_B_ENDPOINT && LAB_B_TOKEN, "LAB_B_ENDPOINT and LAB_B_TOKEN name the lab site to register");
+    browser = await launch();
+    page = await browser.context.newPage();
+    admin = await apiToken("admin", ADMIN_PASSWORD);
+  });
+
+  after(async () => {
+    await browser?.close();
+  });
+
+  test("is served by the host, with the API it was built against", async () => {
+    const res = await fetch(`${BASE}/`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get("content-security-policy") ?? "", /script-src 'self'/);
+    assert.match(await res.text(), /<div id="root">/);
+  });
+
+  test("signs in with the keyboard after refusing a wrong password", async () => {
+    await page.goto(`${BASE}/`);
+    await page.getByLabel("Username").fill("admin");
+    await page.getByLabel("Password").fill("not-the-password");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    const alert = page.getByRole("alert");
+    await alert.waitFor();
+    assert.match(await alert.innerText(), /Sign-in refused/);
+    await signIn(page, "admin", ADMIN_PASSWORD);
+    assert.match(await page.locator(".topbar").innerText(), /user:admin\s*\(admin\)/);
+    const nav = await page.getByRole("navigation", { name: "Main" }).innerText();
+    for (const item of ["Dashboard", "Plans", "Runs", "Sites", "Plugins", "Events", "Audit"]) assert.match(nav, new RegExp(item));
+  });
+
+  test("registers a site whose credentials are never shown back", async () => {
+    await go(page, "Sites");
+    await page.getByRole("heading", { name: "Sites" }).waitFor();
+    const form = page.locator("section", { has: page.getByRole("heading", { name: "Register a site" }) });
+    await form.getByLabel("Site name").fill("lab-b");
+    await form.getByLabel("Plugin").selectOption("example");
+    const settings = form.locator("fieldset", { hasText: "Settings" });
+    await settings.getByLabel("Value").fill(LAB_B_ENDPOINT);
+    const credentials = form.locator("fieldset", { hasText: "Credentials" });
+    assert.equal(await credentials.getByLabel("Value").getAttribute("type"), "password");
+    await credentials.getByLabel("Value").fill(LAB_B_TOKEN);
+    await form.getByLabel("Egress granted (URLs, space-separated)").fill(LAB_B_ENDPOINT);
+    await form.getByRole("button", { name: "Register site" }).click();
+    await form.getByText("Site lab-b registered (revision 1).").waitFor();
+    assert.equal(await credentials.getByLabel("Value").inputValue(), "", "the credential leaves the form once sent");
+
+    const row = page.locator("tr[data-site='lab-b']");
+    await row.waitFor();
+    assert.match(await row.innerText(), /token\s*\(set, write-only\)/);
+    assert.ok(!(await page.content()).includes(LAB_B_TOKEN), "the credential is nowhere on the page");
+    const site = await api(admin, "GET", "/sites/lab-b");
+    assert.deepEqual(site.secrets, ["token"]);
+    assert.ok(!JSON.stringify(site).includes(LAB_B_TOKEN));
+
+    await row.getByRole("button", { name: "Check the health of lab-b" }).click();
+    await row.getByText("serving", { exact: true }).waitFor();
+  });
+
+  test("creates a plan with all four objectives, after the host's validation messages", async () => {
+    await go(page, "Plans");
+    await page.getByRole("link", { name: "New plan" }).click();
+    await page.getByRole("heading", { name: "New plan" }).waitFor();
+    await page.getByLabel("Name", { exact: true }).fill("shop");
+    await page.getByLabel("Description").fill("Web shop, three tiers");
+    await page.getByLabel("Source site").selectOption("lab-a");
+    await page.getByLabel("Target site").selectOption("lab-b");
+    // Workloads from lab-a's inventory, in dependency order.
+    for (const id of ["vm-3", "vm-2", "vm-1"]) await page.getByLabel(`Protect ${id}`).check();
+    const entry = (id) => page.locator("ol.workloads > li", { has: page.locator("code", { hasText: id }) });
+    await entry("vm-2").getByLabel("vm-3").check();
+    await entry("vm-1").getByLabel("vm-2").check();
+    const dag = page.getByRole("img", { name: /^Recovery order/ });
+    assert.equal(await dag.getAttribute("aria-label"), "Recovery order: tier 1: vm-3; tier 2: vm-2; tier 3: vm-1");
+
+    // Values the host refuses: a failover that loses nothing, a failback with no time.
+    await page.getByLabel("Failover RTO", { exact: true }).fill("20");
+    await page.getByLabel("Failover RPO", { exact: true }).fill("0");
+    await page.getByLabel("Failback RTO", { exact: true }).fill("0");
+    await page.getByRole("button", { name: "Create plan" }).click();
+    const refusal = page.getByRole("alert").filter({ hasText: "The host refused the plan" });
+    await refusal.waitFor();
+    const failoverRpo = page.locator(".field", { has: page.getByLabel("Failover RPO", { exact: true }) });
+    assert.match(await failoverRpo.locator(".field-error").innerText(), /needs synchronous replication/);
+    assert.equal(await page.getByLabel("Failover RPO", { exact: true }).getAttribute("aria-invalid"), "true");
+    const failbackRto = page.locator(".field", { has: page.getByLabel("Failback RTO", { exact: true }) });
+    assert.match(await failbackRto.locator(".field-error").innerText(), /must be more than 0s/);
+    assert.match(await refusal.innerText(), /objectives\.failover\.rpo/);
+
+    // Fixed: failover 20 min / 10 min, failback 2 h / 0 s.
+    await page.getByLabel("Failover RPO", { exact: true }).fill("10");
+    await page.getByLabel("Failback RTO", { exact: true }).fill("2");
+    await page.getByLabel("Failback RTO unit").selectOption("h");
+    await page.getByLabel("Failback RPO", { exact: true }).fill("0");
+    await page.getByRole("button", { name: "Create plan" }).click();
+    await page.getByText("Plan shop saved (revision 1).").waitFor();
+    await page.getByRole("heading", { name: "Plan shop" }).waitFor();
+    const plan = await api(admin, "GET", "/plans/shop");
+    assert.deepEqual(plan.document.objectives, { failover: { rto: "20m", rpo: "10m" }, failback: { rto: "2h", rpo: "0s" } });
+    assert.deepEqual(plan.document.workloads, [{ id: "vm-3" }, { id: "vm-2", depends_on: ["vm-3"] }, { id: "vm-1", depends_on: ["vm-2"] }]);
+
+    // The same document as YAML.
+    await page.getByRole("tab", { name: "YAML" }).click();
+    const yaml = await page.getByLabel(/The plan document \(YAML/).inputValue();
+    assert.match(yaml, /failover:\n\s+rto: 20m\n\s+rpo: 10m/);
+    await page.getByRole("tab", { name: "Form" }).click();
+
+    // Preview before running: the steps and the RTO forecast.
+    const dryRun = page.locator("section", { has: page.getByRole("heading", { name: "Dry-run preview" }) });
+    await dryRun.getByLabel("Workflow").selectOption("failover");
+    await dryRun.getByRole("button", { name: "Preview" }).click();
+    const forecast = dryRun.getByTestId("forecast");
+    await forecast.waitFor();
+    assert.match(await forecast.innerText(), /RTO forecast .* against the failover RTO objective of 20 min/);
+    assert.match(await forecast.innerText(), /fence vm-3 on lab-a/);
+  });
+
+  async function startRun(workflow) {
+    await go(page, "Runs");
+    const start = page.locator("section", { has: page.getByRole("heading", { name: "Start a run" }) });
+    await start.getByLabel("Plan to run").selectOption("shop");
+    await start.getByLabel("Workflow to run").selectOption(workflow);
+    await start.getByRole("button", { name: "Start…" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByTestId("forecast").waitFor();
+    await dialog.getByRole("button", { name: new RegExp(`^Start ${workflow.replaceAll("_", " ")}$`) }).click();
+    await page.getByTestId("run-status").waitFor();
+    return page.url().split("#/runs/")[1];
+  }
+
+  async function finished(status = "succeeded") {
+    await page.getByTestId("run-status").getByText(status.replaceAll("_", " "), { exact: true }).waitFor({ timeout: 60_000 });
+  }
+
+  test("runs a drill and follows its timeline to the end", async () => {
+    await startRun("replication");
+    await finished();
+    const id = await startRun("drill");
+    assert.ok(id?.startsWith("run-") || id?.length > 0, `run page: ${page.url()}`);
+    await finished();
+    // The event stream reached its `end`.
+    await page.getByRole("status").filter({ hasText: "finished" }).waitFor();
+    const steps = page.locator("ol.timeline > li");
+    const count = await steps.count();
+    assert.ok(count >= 6, `${count} steps`);
+    for (let i = 0; i < count; i++) assert.match(await steps.nth(i).innerText(), /succeeded/);
+    const run = await api(admin, "GET", `/runs/${id}`);
+    assert.equal(run.steps.length, count, "every step of the run is on the timeline");
+    const report = page.getByTestId("report");
+    assert.match(await report.innerText(), /RTO\s+\S+.*\s+20 min\s+met/);
+    const download = page.waitForEvent("download");
+    await report.getByRole("button", { name: "Download report (Markdown)" }).click();
+    const file = await (await download).path();
+    const text = readFileSync(file, "utf8");
+    assert.match(text, /^# drill of shop/);
+    assert.match(text, /\| RTO \| .* \| 20 min \| met \|/);
+  });
+
+  test("approves a failback at its gate", async () => {
+    await startRun("failover");
+    await finished();
+    await startRun("reprotect");
+    await finished();
+    await startRun("failback");
+    await finished("waiting_approval");
+    await page.getByRole("button", { name: "Approve…" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Approve", exact: true }).click();
+    await finished();
+    assert.match(await page.getByTestId("report").innerText(), /failback phase/);
+    const plan = await api(admin, "GET", "/plans/shop");
+    assert.equal(plan.lifecycle.state, "protected");
+    const audit = await api(admin, "GET", "/audit?limit=50");
+    assert.ok(audit.items.some((e) => e.principal === "user:admin" && /approve/.test(e.action)), JSON.stringify(audit.items.map((e) => e.action)));
+  });
+
+  test("shows the plan on the dashboard against both phases' objectives", async () => {
+    await go(page, "Dashboard");
+    const row = page.locator("tr[data-plan='shop']");
+    await row.waitFor();
+    const text = await row.innerText();
+    assert.match(text, /protected/);
+    assert.match(text, /\/ 10m/);
+    assert.match(text, /\/ 2h/);
+    assert.match(text, /succeeded/, "the last drill");
+  });
+
+  test("a viewer is refused the buttons it cannot use", async () => {
+    await api(admin, "PUT", "/users/vera", { password: "viewer-password-1", role: "viewer" });
+    // A run waiting for approval, which only an operator may approve.
+    const waiting = await api(admin, "POST", "/plans/shop/runs", { workflow: "migration" });
+    await waitRun(admin, waiting.id, ["waiting_approval"]);
+
+    await signOut(page);
+    await signIn(page, "vera", "viewer-password-1");
+    const nav = await page.getByRole("navigation", { name: "Main" }).innerText();
+    assert.doesNotMatch(nav, /Audit/);
+
+    await go(page, "Plans");
+    await page.getByRole("link", { name: "shop" }).first().waitFor();
+    assert.equal(await page.getByRole("link", { name: "New plan" }).count(), 0);
+    await page.getByRole("link", { name: "shop" }).first().click();
+    await page.getByText("Read only: editing plans needs the admin role.").waitFor();
+    assert.equal(await page.getByRole("button", { name: /Save plan|Create plan/ }).count(), 0);
+    assert.ok(await page.getByLabel("Failover RTO", { exact: true }).isDisabled());
+
+    await page.goto(`${BASE}/#/runs/${waiting.id}`);
+    await page.getByTestId("run-status").getByText("waiting approval").waitFor();
+    assert.equal(await page.getByRole("button", { name: /Approve|Cancel run/ }).count(), 0);
+
+    await go(page, "Runs");
+    await page.getByRole("heading", { name: "Runs" }).waitFor();
+    assert.equal(await page.getByRole("heading", { name: "Start a run" }).count(), 0);
+
+    await go(page, "Sites");
+    await page.locator("tr[data-site='lab-b']").waitFor();
+    assert.equal(await page.getByRole("heading", { name: "Register a site" }).count(), 0);
+    assert.equal(await page.getByRole("button", { name: /Delete/ }).count(), 0);
+    await page.getByRole("button", { name: "Check the health of lab-a" }).click();
+    await page.locator("tr[data-site='lab-a']").getByText("serving", { exact: true }).waitFor();
+
+    await go(page, "Plugins");
+    await page.locator("tr[data-plugin='example']").waitFor();
+    assert.equal(await page.getByRole("button", { name: /Disable|Enable|Publish|Lift/ }).count(), 0);
+
+    // What the UI hides, the host refuses too.
+    const token = await apiToken("vera", "viewer-password-1");
+    await assert.rejects(api(token, "POST", `/runs/${waiting.id}/approve`), /403/);
+    await api(admin, "POST", `/runs/${waiting.id}/cancel`);
+  });
+});

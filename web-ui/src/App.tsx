@@ -1,0 +1,123 @@
+// The shell: sign-in until the host accepts a token, then the navigation
+// the role may use and the page of the current route.
+import { useCallback, useEffect, useMemo, useState } from "react";
+import { api, call, currentToken, onSessionExpired, setToken, type Schemas } from "./api/client";
+import { Link, Loading } from "./components/common";
+import { Audit } from "./pages/Audit";
+import { Dashboard } from "./pages/Dashboard";
+import { Events } from "./pages/Events";
+import { PlanEditor } from "./pages/PlanEditor";
+import { Plans } from "./pages/Plans";
+import { Plugins } from "./pages/Plugins";
+import { RunDetail } from "./pages/RunDetail";
+import { Runs } from "./pages/Runs";
+import { SignIn } from "./pages/SignIn";
+import { Sites } from "./pages/Sites";
+import { match, useHashPath } from "./lib/router";
+import { permissions, SessionContext, type Session } from "./session";
+
+export function App() {
+  const [principal, setPrincipal] = useState<Schemas["Principal"] | null>(null);
+  const [checking, setChecking] = useState(currentToken() !== null);
+  const [notice, setNotice] = useState<string | null>(null);
+
+  const signOut = useCallback((message?: string) => {
+    setToken(null);
+    setPrincipal(null);
+    setNotice(message ?? null);
+  }, []);
+
+  useEffect(() => onSessionExpired(() => signOut("Your session expired or was revoked; sign in again.")), [signOut]);
+
+  useEffect(() => {
+    if (!currentToken()) return;
+    call(api.GET("/api/v1/auth/whoami"))
+      .then(setPrincipal)
+      .catch(() => setToken(null))
+      .finally(() => setChecking(false));
+  }, []);
+
+  const session: Session | null = useMemo(
+    () => (principal ? { principal, can: permissions(principal.role), signOut: () => signOut() } : null),
+    [principal, signOut],
+  );
+
+  if (checking) return <Loading what="your session" />;
+  if (!session) return <SignIn notice={notice} onSignedIn={(p) => { setNotice(null); setPrincipal(p); }} />;
+  return (
+    <SessionContext.Provider value={session}>
+      <Shell session={session} />
+    </SessionContext.Provider>
+  );
+}
+
+const NAV: { to: string; label: string; show?: (s: Session) => boolean }[] = [
+  { to: "/", label: "Dashboard" },
+  { to: "/plans", label: "Plans" },
+  { to: "/runs", label: "Runs" },
+  { to: "/sites", label: "Sites" },
+  { to: "/plugins", label: "Plugins" },
+  { to: "/events", label: "Events" },
+  { to: "/audit", label: "Audit", show: (s) => s.can.administer },
+];
+
+function Shell({ session }: { session: Session }) {
+  const path = useHashPath();
+  const section = "/" + (path.split(/[/?]/)[1] ?? "");
+  useEffect(() => {
+    // Move focus to the new page's heading, as a screen reader expects.
+    document.querySelector<HTMLElement>("main h1")?.focus();
+  }, [path]);
+  return (
+    <div className="shell">
+      <a className="skip" href="#main" onClick={(e) => { e.preventDefault(); document.getElementById("main")?.focus(); }}>
+        Skip to content
+      </a>
+      <header className="topbar">
+        <span className="brand">Rebound</span>
+        <span className="who">
+          Signed in as <strong>{session.principal.name}</strong> <span className="role">({session.principal.role})</span>
+        </span>
+        <button type="button" onClick={session.signOut}>
+          Sign out
+        </button>
+      </header>
+      <nav aria-label="Main">
+        <ul>
+          {NAV.filter((n) => !n.show || n.show(session)).map((n) => (
+            <li key={n.to}>
+              <Link to={n.to} className={section === n.to ? "active" : undefined}>
+                {n.label}
+              </Link>
+            </li>
+          ))}
+        </ul>
+      </nav>
+      <main id="main" tabIndex={-1}>
+        <Page path={path} session={session} />
+      </main>
+    </div>
+  );
+}
+
+function Page({ path, session }: { path: string; session: Session }) {
+  let m;
+  if (match("/", path)) return <Dashboard />;
+  if (match("/plans", path)) return <Plans />;
+  if (match("/plans/new", path)) return <PlanEditor key="new" name={null} />;
+  if ((m = match("/plans/:name", path))) return <PlanEditor key={m.name} name={m.name!} />;
+  if (match("/runs", path)) return <Runs path={path} />;
+  if ((m = match("/runs/:id", path))) return <RunDetail key={m.id} id={m.id!} />;
+  if (match("/sites", path)) return <Sites />;
+  if (match("/plugins", path)) return <Plugins />;
+  if (match("/events", path)) return <Events path={path} />;
+  if (match("/audit", path) && session.can.administer) return <Audit />;
+  return (
+    <>
+      <h1 tabIndex={-1}>Not found</h1>
+      <p>
+        Nothing is at <code>{path}</code>. <Link to="/">Back to the dashboard</Link>.
+      </p>
+    </>
+  );
+}
