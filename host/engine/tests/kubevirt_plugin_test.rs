@@ -551,7 +551,7 @@ async fn materialize_fence_unfence_and_drills() {
     let Outcome::Cleaned(cleaned) = lab.finish(&op).await else {
         panic!("not cleaned");
     };
-    assert_eq!(cleaned.removed, [drill.workload.id.clone()]);
+    assert_eq!(cleaned.removed, std::slice::from_ref(&drill.workload.id));
     assert!(
         lab.site
             .get("virtualmachines", "prod", &drill.workload.id)

@@ -730,8 +730,11 @@ impl Cluster {
         }
         self.upload_tokens.retain(|_, (_, until)| *until > now);
         // An upload server goes once no token opens it any more.
-        let open: std::collections::BTreeSet<(String, String)> =
-            self.upload_tokens.values().map(|(pvc, _)| pvc.clone()).collect();
+        let open: std::collections::BTreeSet<(String, String)> = self
+            .upload_tokens
+            .values()
+            .map(|(pvc, _)| pvc.clone())
+            .collect();
         self.uploads.retain(|pvc, _| open.contains(pvc));
     }
 

@@ -22,10 +22,13 @@ const EPOCH_ANNOTATION: &str = "rebound.io/fencing-epoch";
 /// The network drills attach to unless the site names another.
 const ISOLATED_NETWORK: &str = "rebound-isolated";
 
+/// Sizes of the namespace's PVCs by claim name.
+type ClaimSizes = BTreeMap<String, u64>;
+/// The namespace's running instances by VM name.
+type Instances = BTreeMap<String, Value>;
+
 /// Sizes of the namespace's PVCs, and its running instances by name.
-fn context(
-    cluster: &Cluster,
-) -> Result<(BTreeMap<String, u64>, BTreeMap<String, Value>), ProviderError> {
+fn context(cluster: &Cluster) -> Result<(ClaimSizes, Instances), ProviderError> {
     let sizes = spec::claim_sizes(&cluster.list(&cluster.pvcs(), None)?);
     let vmis = cluster
         .list(&cluster.vmis(), None)?
