@@ -148,44 +148,56 @@ impl Disks {
     /// granularity, merged and sorted (a platform's changed-block
     /// tracking). Where both are holes nothing is read.
     pub fn changed_ranges(&self, a: &str, b: &str, chunk: u64) -> io::Result<Vec<(u64, u64)>> {
-        let (fa, fb) = (File::open(self.path(a)?)?, File::open(self.path(b)?)?);
-        let len = fa.metadata()?.len();
-        if fb.metadata()?.len() != len || chunk == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("'{a}' and '{b}' differ in size; only copies of one disk compare"),
-            ));
-        }
-        let next_data =
-            |f: &File, pos: u64| match rustix::fs::seek(f, rustix::fs::SeekFrom::Data(pos)) {
-                Ok(at) => Ok(at),
-                Err(rustix::io::Errno::NXIO) => Ok(len),
-                Err(e) => Err(io::Error::from(e)),
-            };
-        let size = usize::try_from(chunk).unwrap_or(usize::MAX);
-        let (mut ba, mut bb) = (vec![0u8; size], vec![0u8; size]);
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        let mut pos = 0;
-        while pos < len {
-            let next = next_data(&fa, pos)?.min(next_data(&fb, pos)?);
-            if next >= len {
-                break;
-            }
-            let start = next / chunk * chunk;
-            let end = (start + chunk).min(len);
-            let n = usize::try_from(end - start).unwrap_or(size);
-            fa.read_exact_at(&mut ba[..n], start)?;
-            fb.read_exact_at(&mut bb[..n], start)?;
-            if ba[..n] != bb[..n] {
-                match out.last_mut() {
-                    Some(last) if last.0 + last.1 == start => last.1 += end - start,
-                    _ => out.push((start, end - start)),
-                }
-            }
-            pos = end;
-        }
-        Ok(out)
+        changed_ranges(&self.path(a)?, &self.path(b)?, chunk)
     }
+}
+
+/// The byte ranges where two raw images differ, at `chunk` granularity,
+/// merged and sorted; where both are holes nothing is read. Images of
+/// different sites (an OpenStack volume and its copy on a KubeVirt PVC)
+/// compare the same way.
+pub fn changed_ranges(a: &Path, b: &Path, chunk: u64) -> io::Result<Vec<(u64, u64)>> {
+    let (fa, fb) = (File::open(a)?, File::open(b)?);
+    let len = fa.metadata()?.len();
+    if fb.metadata()?.len() != len || chunk == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "'{}' and '{}' differ in size; only copies of one disk compare",
+                a.display(),
+                b.display()
+            ),
+        ));
+    }
+    let next_data = |f: &File, pos: u64| match rustix::fs::seek(f, rustix::fs::SeekFrom::Data(pos))
+    {
+        Ok(at) => Ok(at),
+        Err(rustix::io::Errno::NXIO) => Ok(len),
+        Err(e) => Err(io::Error::from(e)),
+    };
+    let size = usize::try_from(chunk).unwrap_or(usize::MAX);
+    let (mut ba, mut bb) = (vec![0u8; size], vec![0u8; size]);
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut pos = 0;
+    while pos < len {
+        let next = next_data(&fa, pos)?.min(next_data(&fb, pos)?);
+        if next >= len {
+            break;
+        }
+        let start = next / chunk * chunk;
+        let end = (start + chunk).min(len);
+        let n = usize::try_from(end - start).unwrap_or(size);
+        fa.read_exact_at(&mut ba[..n], start)?;
+        fb.read_exact_at(&mut bb[..n], start)?;
+        if ba[..n] != bb[..n] {
+            match out.last_mut() {
+                Some(last) if last.0 + last.1 == start => last.1 += end - start,
+                _ => out.push((start, end - start)),
+            }
+        }
+        pos = end;
+    }
+    Ok(out)
 }
 
 /// Read until `buf` is full or the reader ends; returns the bytes read.

@@ -482,6 +482,12 @@ impl KubeVirtSite {
         cluster.disks.read(&controllers::pvc_disk(namespace, pvc))
     }
 
+    /// The raw image file behind a PVC (to compare with another site's).
+    pub fn pvc_path(&self, namespace: &str, pvc: &str) -> std::io::Result<std::path::PathBuf> {
+        let cluster = self.site.cluster();
+        cluster.disks.path(&controllers::pvc_disk(namespace, pvc))
+    }
+
     /// The PVCs of a VM's volumes, in the order of its volumes.
     pub fn vm_pvcs(&self, namespace: &str, vm: &str) -> Vec<String> {
         self.get("virtualmachines", namespace, vm)

@@ -87,7 +87,8 @@ impl PluginSteps {
 
     /// Refuse a plan whose objectives are impossible on their face for the
     /// sites it names (DESIGN.md §6): both sites must be registered with
-    /// this host, and the failover RPO and replication interval must not be
+    /// this host, native replication needs both on one platform (plugin),
+    /// and the failover RPO and replication interval must not be
     /// finer than the snapshot granularity the source site's plugin
     /// reports. Errors name the field and the reason, like the plan's own
     /// validation. Callers that accept plans (API, CLI) run it before
@@ -105,6 +106,25 @@ impl PluginSteps {
                     field,
                     format!(
                         "site '{site}' is not registered with this host; add it to the sites file"
+                    ),
+                ));
+            }
+        }
+        if plan.replication.mode == rebound_domain::plan::ReplicationMode::Native {
+            let (source, target) = (self.site(&plan.source), self.site(&plan.target));
+            if let (Ok(source), Ok(target)) = (source, target)
+                && source.plugin.name() != target.plugin.name()
+            {
+                return Err(refuse(
+                    "replication.mode",
+                    format!(
+                        "native replication copies within one platform, but site '{}' is {} \
+                         and site '{}' is {}; use `mode: data_mover` to move disks between \
+                         platforms",
+                        plan.source,
+                        source.plugin.name(),
+                        plan.target,
+                        target.plugin.name()
                     ),
                 ));
             }
