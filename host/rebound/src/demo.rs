@@ -5,8 +5,8 @@
 //! finally drives a protected plan through replication → failover →
 //! reprotect → failback between two example sites with the engine, printing
 //! each run's measured RTO and achieved RPO against the phase's objectives.
-//! (The OpenStack/KubeVirt simulators and plugins are not built yet, so the
-//! round trip runs between two sites of the example platform.)
+//! Then the same round trip crosses platforms: a plan of OpenStack servers
+//! protected onto a KubeVirt cluster, every disk moved by the data mover.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -174,7 +174,153 @@ pub async fn run(plugins: &Path) -> Result<()> {
     println!("  meanwhile 'example' answered {served} health calls");
 
     let store = store_a_plan(plugins, &example).await?;
-    round_trip(&store, runtime, example, site, grant, &disks).await
+    let openstack = runtime.load(&publish("openstack")?).await?;
+    let kubevirt = runtime.load(&publish("kubevirt")?).await?;
+    round_trip(&store, runtime.clone(), example, site, grant, &disks).await?;
+    cross_platform(&store, runtime, openstack, kubevirt).await
+}
+
+/// The namespace the KubeVirt site recovers into.
+const DR_NAMESPACE: &str = "dr";
+
+/// A plan of the OpenStack simulator's servers (region RegionOne) protected
+/// onto a KubeVirt cluster, driven through the same round trip: every disk
+/// crosses platforms through the data mover, both ways.
+async fn cross_platform(
+    store: &rebound_store::Store,
+    runtime: Arc<Runtime>,
+    openstack: Arc<Plugin>,
+    kubevirt: Arc<Plugin>,
+) -> Result<()> {
+    use rebound_lab::openstack::Latencies;
+    use rebound_lab::{KubeVirtOptions, KubeVirtSite, OpenStackOptions, OpenStackSite};
+    let ms = Duration::from_millis;
+    let cloud = OpenStackSite::start(OpenStackOptions {
+        latency: Latencies {
+            server_build: ms(400),
+            volume: ms(200),
+            snapshot: ms(200),
+            backup: ms(300),
+            image: ms(200),
+            dns: ms(100),
+            load_balancer: ms(100),
+        },
+        ..OpenStackOptions::default()
+    })
+    .await?;
+    let cluster = KubeVirtSite::start(KubeVirtOptions {
+        latency: ms(200),
+        objects: vec![serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                                         "metadata": {"name": DR_NAMESPACE}})],
+        ..KubeVirtOptions::default()
+    })
+    .await?;
+    println!(
+        "\n== Cross-platform round trip: OpenStack {} (RegionOne) ⇄ KubeVirt {} through the engine ==",
+        cloud.endpoint(),
+        cluster.endpoint()
+    );
+    let options = cloud.options();
+    let openstack_grant = SiteGrant::new("openstack")
+        .config("auth_url", &cloud.auth_url())
+        .config("region", "RegionOne")
+        .config("user", &options.user)
+        .config("project", &options.project)
+        .secret("password", &options.password)
+        .grant(&cloud.endpoint())
+        .map_err(anyhow::Error::msg)?;
+    let mut kubevirt_grant = SiteGrant::new("kubevirt")
+        .config("endpoint", &cluster.endpoint())
+        .config("namespace", DR_NAMESPACE)
+        .secret("token", &cluster.token)
+        .grant(&cluster.endpoint())
+        .map_err(anyhow::Error::msg)?;
+    kubevirt_grant.ca_pem = Some(cluster.ca_pem.clone());
+    let sites = std::collections::HashMap::from([
+        (
+            "openstack".to_owned(),
+            rebound_engine::BoundSite {
+                plugin: openstack,
+                grant: openstack_grant,
+            },
+        ),
+        (
+            "kubevirt".to_owned(),
+            rebound_engine::BoundSite {
+                plugin: kubevirt,
+                grant: kubevirt_grant,
+            },
+        ),
+    ]);
+    let steps = Arc::new(rebound_engine::PluginSteps::new(
+        runtime,
+        store.clone(),
+        sites,
+    ));
+    let servers = cloud.resources("RegionOne", "servers");
+    let server = |name: &str| {
+        servers
+            .iter()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["id"].as_str().map(str::to_owned))
+            .with_context(|| format!("the OpenStack simulator seeds a server '{name}'"))
+    };
+    let plan = rebound_domain::PlanDocument::from_yaml(&format!(
+        "name: shop-x\nsource: openstack\ntarget: kubevirt\nworkloads:\n  - id: {db}\n  - id: {web}\n    depends_on: [{db}]\n\
+         replication: {{ mode: data_mover, interval: 5m }}\n\
+         objectives:\n  failover: {{ rto: 15m, rpo: 10m }}\n  failback: {{ rto: 1h, rpo: 0s }}\n\
+         network_mapping:\n  - {{ source: private, target: dr-net }}\n",
+        db = server("db-1")?,
+        web = server("web-1")?,
+    ))?;
+    steps.check_feasible(&plan).await?;
+    store.put_plan(&plan, "demo").await?;
+    println!("plan 'shop-x': db-1 → web-1 from OpenStack onto KubeVirt, network private → dr-net");
+    drive(store, "shop-x", steps, |workflow| {
+        let mib = match workflow {
+            rebound_domain::Workflow::Failover => 8,
+            rebound_domain::Workflow::Reprotect => 4,
+            _ => return Ok(()),
+        };
+        let vms: Vec<String> = cluster
+            .list("virtualmachines", DR_NAMESPACE)
+            .iter()
+            .filter(|vm| vm["status"]["printableStatus"] == "Running")
+            .filter_map(|vm| vm["metadata"]["name"].as_str().map(str::to_owned))
+            .collect();
+        for vm in &vms {
+            let data = vec![u8::try_from(mib).unwrap_or(1); mib << 20];
+            cluster
+                .guest_write(DR_NAMESPACE, vm, 0, 256 << 20, &data)
+                .map_err(anyhow::Error::msg)?;
+        }
+        println!(
+            "            the applications on KubeVirt write {mib} MiB each ({} VMs)",
+            vms.len()
+        );
+        Ok(())
+    })
+    .await?;
+    let active = cloud
+        .resources("RegionOne", "servers")
+        .iter()
+        .filter(|s| s["status"] == "ACTIVE" && s["metadata"]["rebound:mover_mode"].is_null())
+        .count();
+    let running = cluster
+        .list("virtualmachines", DR_NAMESPACE)
+        .iter()
+        .filter(|vm| vm["status"]["printableStatus"] == "Running")
+        .count();
+    let repeated = cloud
+        .effects()
+        .into_values()
+        .chain(cluster.effects().into_values().map(|n| n as usize))
+        .filter(|n| *n > 1)
+        .count();
+    println!(
+        "running now: OpenStack {active} servers, KubeVirt {running} VMs; mutating requests repeated under one idempotency key: {repeated}"
+    );
+    Ok(())
 }
 
 /// Replication, failover, reprotect and failback of the plan through the
@@ -217,6 +363,68 @@ async fn round_trip(
         store.clone(),
         sites,
     ));
+    use rebound_domain::Workflow::{Failover, Reprotect};
+    drive(store, "shop", steps, |workflow| {
+        // The applications keep writing where they run now; the next sync
+        // moves what they wrote, and nothing else.
+        let Some(mib) = (match workflow {
+            Failover => Some(8),
+            Reprotect => Some(4),
+            _ => None,
+        }) else {
+            return Ok(());
+        };
+        let serving: Vec<String> = b
+            .vms()
+            .iter()
+            .filter(|vm| vm["power"] == "running")
+            .filter_map(|vm| vm["id"].as_str().map(str::to_owned))
+            .collect();
+        for vm in &serving {
+            let data = vec![u8::try_from(mib).unwrap_or(1); mib << 20];
+            b.write_disk(vm, 0, 1 << 30, &data)
+                .map_err(anyhow::Error::msg)?;
+        }
+        println!(
+            "            the applications on lab-b write {mib} MiB each ({} VMs)",
+            serving.len()
+        );
+        Ok(())
+    })
+    .await?;
+    let serving = |site: &ExampleSite| {
+        site.vms()
+            .iter()
+            .filter(|vm| vm["power"] == "running")
+            .count()
+    };
+    let repeated = a
+        .effects()
+        .into_values()
+        .chain(b.effects().into_values())
+        .filter(|n| *n > 1)
+        .count();
+    println!(
+        "running VMs now: lab-a {}, lab-b {}; route shop/www → {:?}; mutating requests repeated under one idempotency key: {repeated}",
+        serving(&a),
+        serving(&b),
+        a.route("shop/www"),
+    );
+    Ok(())
+}
+
+/// Replication, failover, reprotect and failback of `plan` through the
+/// engine, one run after the other, printing each run's steps, outcome,
+/// data mover figures, and for failover and failback the RTO forecast,
+/// measured RTO and achieved RPO against the phase's objectives.
+/// `after(workflow)` runs when a run finished (the applications write).
+async fn drive(
+    store: &rebound_store::Store,
+    plan: &str,
+    steps: Arc<rebound_engine::PluginSteps>,
+    mut after: impl FnMut(rebound_domain::Workflow) -> Result<()>,
+) -> Result<()> {
+    use rebound_domain::Workflow::{Failback, Failover, Replication, Reprotect};
     let executor = rebound_engine::Executor::new(
         store.clone(),
         steps,
@@ -225,10 +433,9 @@ async fn round_trip(
             ..rebound_engine::ExecutorConfig::new("demo")
         },
     );
-    use rebound_domain::Workflow::{Failback, Failover, Replication, Reprotect};
     for workflow in [Replication, Failover, Reprotect, Failback] {
-        let forecast = rebound_engine::dry_run(store, "shop", workflow, 64).await?;
-        let started = rebound_engine::trigger(store, "shop", workflow, None, "demo").await?;
+        let forecast = rebound_engine::dry_run(store, plan, workflow, 64).await?;
+        let started = rebound_engine::trigger(store, plan, workflow, None, "demo").await?;
         let planned = store.steps(&started.id).await?;
         if planned.iter().any(|s| s.input["action"] == "approval") {
             // The plan asks an operator to approve a failback; the demo
@@ -240,7 +447,7 @@ async fn round_trip(
             .await?
             .context("the run just started")?;
         let report = rebound_engine::report(store, &run.id).await?;
-        let state = store.plan("shop").await?.lifecycle;
+        let state = store.plan(plan).await?.lifecycle;
         println!(
             "{:<11} {:>2} steps, {outcome:?} → plan {} (primary {}, epoch {})",
             workflow.to_string(),
@@ -266,29 +473,7 @@ async fn round_trip(
                 sum("bytes_total") as f64 / f64::from(1 << 30),
             );
         }
-        // The applications keep writing where they run now; the next sync
-        // moves what they wrote, and nothing else.
-        if let Some(mib) = match workflow {
-            Failover => Some(8),
-            Reprotect => Some(4),
-            _ => None,
-        } {
-            let serving: Vec<String> = b
-                .vms()
-                .iter()
-                .filter(|vm| vm["power"] == "running")
-                .filter_map(|vm| vm["id"].as_str().map(str::to_owned))
-                .collect();
-            for vm in &serving {
-                let data = vec![u8::try_from(mib).unwrap_or(1); mib << 20];
-                b.write_disk(vm, 0, 1 << 30, &data)
-                    .map_err(anyhow::Error::msg)?;
-            }
-            println!(
-                "            the applications on lab-b write {mib} MiB each ({} VMs)",
-                serving.len()
-            );
-        }
+        after(workflow)?;
         if matches!(workflow, Failover | Failback) {
             println!(
                 "            RTO: forecast {}, measured {} (objective {}, {}); RPO achieved {} (objective {}, {})",
@@ -301,25 +486,10 @@ async fn round_trip(
                 verdict(report.rpo_met),
             );
         }
+        if outcome != rebound_engine::Outcome::Succeeded {
+            anyhow::bail!("{workflow} of plan '{plan}' ended {outcome:?}");
+        }
     }
-    let serving = |site: &ExampleSite| {
-        site.vms()
-            .iter()
-            .filter(|vm| vm["power"] == "running")
-            .count()
-    };
-    let repeated = a
-        .effects()
-        .into_values()
-        .chain(b.effects().into_values())
-        .filter(|n| *n > 1)
-        .count();
-    println!(
-        "running VMs now: lab-a {}, lab-b {}; route shop/www → {:?}; mutating requests repeated under one idempotency key: {repeated}",
-        serving(&a),
-        serving(&b),
-        a.route("shop/www"),
-    );
     Ok(())
 }
 

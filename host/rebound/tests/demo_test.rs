@@ -1,6 +1,7 @@
 //! `rebound demo` (what `cargo xtask demo` runs) works end to end: the
 //! plugin tour, the hostile plugins contained, and the round trip through
-//! the engine back to the original site with no side effect repeated.
+//! the engine back to the original site with no side effect repeated —
+//! between two example sites, then from OpenStack to KubeVirt and back.
 
 use std::process::Command;
 
@@ -26,12 +27,22 @@ fn the_demo_runs_a_round_trip() {
         "running VMs now: lab-a 3, lab-b 0",
         "disk copies",
         "verified block by block",
-        "repeated under one idempotency key: 0",
+        "Cross-platform round trip: OpenStack",
+        "Succeeded → plan failed_over (primary kubevirt, epoch 2)",
+        "Succeeded → plan protected (primary openstack, epoch 3)",
+        "running now: OpenStack 2 servers, KubeVirt 0 VMs",
     ] {
         assert!(
             stdout.contains(expected),
             "missing {expected:?} in:\n{stdout}"
         );
     }
-    assert_eq!(stdout.matches("(objective").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("(objective").count(), 8, "{stdout}");
+    assert_eq!(
+        stdout
+            .matches("repeated under one idempotency key: 0")
+            .count(),
+        2,
+        "{stdout}"
+    );
 }
