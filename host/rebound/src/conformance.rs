@@ -488,12 +488,14 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
     }
 
     // materialize, isolated, as a drill does
-    let sandbox = kit.key("drill");
+    // A sandbox id like the engine's (a drill run's id): plugins may keep
+    // it as a label value, so no '/' or ':'.
+    let sandbox = format!("conformance-{}", kit.nonce);
     let started = Instant::now();
     let mut spec = point.spec.clone();
     spec.name = format!("{}-conformance", spec.name);
     spec.labels
-        .push(("rebound/drill".to_owned(), sandbox.clone()));
+        .push((rebound_engine::DRILL_LABEL.to_owned(), sandbox.clone()));
     let materialized = match kit
         .call(
             &[site],
@@ -587,7 +589,10 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
                             site: site.to_owned(),
                             filter: InventoryFilter {
                                 workload_ids: Vec::new(),
-                                labels: vec![("rebound/drill".to_owned(), sandbox.clone())],
+                                labels: vec![(
+                                    rebound_engine::DRILL_LABEL.to_owned(),
+                                    sandbox.clone(),
+                                )],
                             },
                         },
                     )

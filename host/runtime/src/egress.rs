@@ -267,7 +267,10 @@ pub struct EgressPolicy {
 /// A request the policy allowed, and under which site's grant.
 #[derive(Debug, Clone)]
 pub struct Allowed {
+    /// The first site whose grant covers the destination (its CA is used).
     pub site: String,
+    /// Every site whose grant covers it: their secrets may be sent there.
+    pub sites: Vec<String>,
     pub grants: Vec<EgressRule>,
 }
 
@@ -302,6 +305,10 @@ impl EgressPolicy {
                 listed.join(", ")
             ));
         }
+        // Every site whose grant covers the destination: sites of one
+        // platform may share an endpoint (two regions of one cloud), and
+        // each may send its own credentials there.
+        let mut allowed: Option<Allowed> = None;
         for site in &self.sites {
             let grants: Vec<EgressRule> = site
                 .granted
@@ -309,12 +316,25 @@ impl EgressPolicy {
                 .filter(|g| g.matches(scheme, host, port))
                 .cloned()
                 .collect();
-            if !grants.is_empty() && site.requested.iter().any(|r| r.matches(scheme, host, port)) {
-                return Ok(Allowed {
-                    site: site.site.clone(),
-                    grants,
-                });
+            if grants.is_empty() || !site.requested.iter().any(|r| r.matches(scheme, host, port)) {
+                continue;
             }
+            match &mut allowed {
+                None => {
+                    allowed = Some(Allowed {
+                        site: site.site.clone(),
+                        sites: vec![site.site.clone()],
+                        grants,
+                    });
+                }
+                Some(allowed) => {
+                    allowed.sites.push(site.site.clone());
+                    allowed.grants.extend(grants);
+                }
+            }
+        }
+        if let Some(allowed) = allowed {
+            return Ok(allowed);
         }
         let sites: Vec<&str> = self.sites.iter().map(|s| s.site.as_str()).collect();
         Err(format!(

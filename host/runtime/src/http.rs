@@ -149,13 +149,14 @@ async fn send(
         HttpError::HttpRequestDenied
     })?;
 
-    // Fill in the placeholders of the site whose grant allowed the request,
-    // and only those: a plugin cannot carry one site's secret to another.
+    // Fill in the placeholders of the sites whose grants allow the request,
+    // and only those: a plugin cannot carry one site's secret to another
+    // destination.
     let body = {
         let placeholders = lock(&shared.placeholders);
         let mine: Vec<_> = placeholders
             .iter()
-            .filter(|p| p.site == allowed.site)
+            .filter(|p| allowed.sites.contains(&p.site))
             .collect();
         for value in parts.headers.values_mut() {
             if let Ok(text) = value.to_str()

@@ -150,9 +150,11 @@ impl Cloud {
                 "domain": {"name": setting(site_name, "project_domain", "Default")},
             }},
         }});
-        let timeout_ms = setting(site_name, "timeout_ms", "30000")
+        // Shorter than a call's budget, so a hung API is reported as a
+        // transient failure the engine retries, not a call killed.
+        let timeout_ms = setting(site_name, "timeout_ms", "")
             .parse()
-            .unwrap_or(30_000);
+            .unwrap_or(http::DEFAULT_TIMEOUT_MS);
         let url = format!("{}/auth/tokens", auth_url.trim_end_matches('/'));
         let what = format!("POST {url}");
         let request = http::post(url).json(&body)?.timeout_ms(timeout_ms);

@@ -173,3 +173,28 @@ fn the_data_mover_reaches_only_hosts_a_site_grant_names() {
     let err = site.check_data_url("ftp://x/disk").expect_err("scheme");
     assert!(err.contains("unusable transfer endpoint"), "{err}");
 }
+
+#[test]
+fn sites_sharing_an_endpoint_are_all_allowed_there() {
+    // Two regions of one cloud: one Keystone for both sites.
+    let mut policy = policy(
+        &["https://cloud.example:5000"],
+        &["https://cloud.example:5000"],
+    );
+    let mut west = policy.sites[0].clone();
+    west.site = "b".into();
+    policy.sites.push(west);
+    let mut other = policy.sites[0].clone();
+    other.site = "c".into();
+    other.granted = vec![rule("https://elsewhere.example")];
+    policy.sites.push(other);
+    let allowed = policy
+        .check(Scheme::Https, "cloud.example", 5000)
+        .expect("allowed");
+    assert_eq!(allowed.site, "a");
+    assert_eq!(
+        allowed.sites,
+        ["a", "b"],
+        "not 'c', whose grant is elsewhere"
+    );
+}
