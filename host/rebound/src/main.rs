@@ -6,7 +6,7 @@
 //! - `rebound login`, `apply -f`, `get`, `run WORKFLOW PLAN --wait`,
 //!   `approve`, `cancel`, `token create|list|revoke` — the REST API from
 //!   the command line.
-//! - `rebound plugin keygen|package|inspect|test` — the plugin author's
+//! - `rebound plugin new|keygen|package|inspect|test` — the plugin author's
 //!   tools; `plugin publish|list` against a running host.
 //! - `rebound lab up|down|status` — the lab's simulated sites on loopback,
 //!   in the background, with a sites file binding them to their plugins.
@@ -21,6 +21,7 @@ mod demo;
 mod lab;
 mod output;
 mod plugin_cmd;
+mod plugin_new;
 mod serve;
 mod sites;
 
