@@ -3,13 +3,16 @@
 //! site answers its platform's clients with them (the example API, Keystone,
 //! the KubeVirt API over HTTPS with its CA and bearer token); `up` again
 //! shows the same lab; the example plugin passes the conformance kit on the
-//! sites of the lab's sites file; `down` stops the process and closes every
-//! port. And the refusals: a port in use, nothing running.
+//! sites of the lab's sites file, and `rebound serve` binds all of its
+//! sites and finds each healthy through its plugin; `down` stops the
+//! process and closes every port. And the refusals: a port in use, nothing
+//! running.
 //!
 //! `cargo xtask build-plugins`, then `cargo test -p rebound --test lab_test`.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -49,11 +52,30 @@ impl Drop for Lab {
     }
 }
 
+/// A `rebound serve` under test, killed when dropped.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn site<'a>(state: &'a Value, name: &str) -> &'a Value {
     state["sites"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["name"] == name))
         .unwrap_or_else(|| panic!("no site {name} in {state}"))
+}
+
+fn site_names(state: &Value) -> Vec<String> {
+    state["sites"]
+        .as_array()
+        .expect("sites")
+        .iter()
+        .map(|s| s["name"].as_str().expect("name").to_owned())
+        .collect()
 }
 
 fn port_of(url: &str) -> u16 {
@@ -87,14 +109,19 @@ async fn lab_up_serves_every_site_and_down_stops_them() {
     )
     .expect("lab.json");
     let stdout = String::from_utf8_lossy(&up.stdout).into_owned();
-    for name in [
-        "example-a",
-        "example-b",
-        "openstack-east",
-        "openstack-west",
-        "kubevirt-a",
-        "kubevirt-b",
-    ] {
+    assert_eq!(
+        site_names(&state),
+        [
+            "example-a",
+            "example-b",
+            "openstack-east",
+            "openstack-west",
+            "kubevirt-a",
+            "kubevirt-b",
+        ]
+    );
+    for name in site_names(&state) {
+        let name = name.as_str();
         let endpoint = site(&state, name)["endpoint"].as_str().expect("endpoint");
         assert!(
             stdout.contains(name) && stdout.contains(endpoint),
@@ -252,6 +279,57 @@ async fn lab_up_serves_every_site_and_down_stops_them() {
             .unwrap_or_else(|| panic!("no row {scenario}: {table}"));
         assert!(row.contains("pass"), "{row}");
     }
+
+    // `rebound serve` binds every site of the file to its plugin, and
+    // each answers its plugin's health check.
+    for plugin in ["example", "openstack", "kubevirt"] {
+        rebound_runtime::testing::package(plugin)
+            .write_dir(&dir.join("plugins").join(plugin))
+            .expect("package");
+    }
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_rebound"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--plugins", "plugins"])
+        .args(["--trusted-key", "publisher.pub", "--sites"])
+        .arg(&sites)
+        .env("REBOUND_ADMIN_PASSWORD", "lab-test-password")
+        .current_dir(&dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let stderr = serve.stderr.take().expect("stderr");
+    let serve = Serve(serve);
+    let host = tokio::task::spawn_blocking(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("rebound serving on ").map(str::to_owned))
+    })
+    .await
+    .expect("join")
+    .expect("serve prints its address");
+    let login: Value = http
+        .post(format!("{host}/api/v1/auth/login"))
+        .json(&serde_json::json!({"username": "admin", "password": "lab-test-password"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("login json");
+    let admin = login["access_token"].as_str().expect("token").to_owned();
+    for name in site_names(&state) {
+        let health: Value = http
+            .get(format!("{host}/api/v1/sites/{name}/health"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("site health")
+            .json()
+            .await
+            .expect("health json");
+        assert_eq!(health["serving"], true, "{name}: {health}");
+    }
+    drop(serve);
 
     // `down`: the process is gone, every port closed, the state removed.
     let ports: Vec<u16> = state["sites"]
