@@ -76,6 +76,8 @@ pub struct ExampleOptions {
     /// Keep real disk data in this folder (see the module doc); none keeps
     /// metadata only.
     pub disk_dir: Option<std::path::PathBuf>,
+    /// The loopback port to serve on; 0 picks a free one.
+    pub port: u16,
 }
 
 impl Default for ExampleOptions {
@@ -87,6 +89,7 @@ impl Default for ExampleOptions {
             tls: false,
             vms: default_vms(),
             disk_dir: None,
+            port: 0,
         }
     }
 }
@@ -196,14 +199,14 @@ pub struct ExampleSite {
 }
 
 impl ExampleSite {
-    /// Serve on an ephemeral loopback port.
+    /// Serve on loopback, on `options.port` (by default a free port).
     pub async fn start(options: ExampleOptions) -> std::io::Result<Self> {
         let tls = if options.tls {
             Some(crate::tls::site_tls().map_err(std::io::Error::other)?)
         } else {
             None
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = crate::listen(options.port).await?;
         let addr = listener.local_addr()?;
         let token = options.token.clone();
         let mut inner = Inner::default();

@@ -205,6 +205,11 @@ pub struct KubeVirtOptions {
     pub seed_disks: bool,
     /// How long an `UploadTokenRequest`'s token is honoured.
     pub upload_token_ttl: Duration,
+    /// The loopback port of the API server; 0 picks a free one.
+    pub port: u16,
+    /// The loopback port of the export and upload proxies; 0 picks a free
+    /// one.
+    pub data_port: u16,
 }
 
 impl Default for KubeVirtOptions {
@@ -216,6 +221,8 @@ impl Default for KubeVirtOptions {
             disk_dir: None,
             seed_disks: true,
             upload_token_ttl: Duration::from_secs(300),
+            port: 0,
+            data_port: 0,
         }
     }
 }
@@ -341,7 +348,8 @@ impl Drop for KubeVirtSite {
 
 impl KubeVirtSite {
     /// Serve the API over HTTPS, and the export and upload proxies over
-    /// plain HTTP, on ephemeral loopback ports.
+    /// plain HTTP, on loopback: on `options.port` and `options.data_port`
+    /// (by default free ports).
     pub async fn start(options: KubeVirtOptions) -> std::io::Result<Self> {
         let tls = crate::tls::site_tls().map_err(std::io::Error::other)?;
         let (disks, temp) = match &options.disk_dir {
@@ -351,9 +359,9 @@ impl KubeVirtSite {
                 (Disks::open(temp.path())?, Some(temp))
             }
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = crate::listen(options.port).await?;
         let addr = listener.local_addr()?;
-        let data_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let data_listener = crate::listen(options.data_port).await?;
         let data_url = format!("http://{}", data_listener.local_addr()?);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(300))

@@ -16,3 +16,17 @@ pub use example::{ExampleOptions, ExampleSite};
 pub use faults::Faults;
 pub use kubevirt::{KubeVirtOptions, KubeVirtSite};
 pub use openstack::{OpenStackOptions, OpenStackSite};
+
+/// Listen on `port` of the loopback address (0: a free port). A port in use
+/// is an error that names it, since a fixed port is the caller's choice.
+pub(crate) async fn listen(port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => std::io::Error::new(
+                e.kind(),
+                format!("127.0.0.1:{port} is in use by another process"),
+            ),
+            _ => e,
+        })
+}

@@ -101,6 +101,8 @@ pub struct OpenStackOptions {
     /// Serve HTTPS with the site's own CA (see [`OpenStackSite::ca_pem`]),
     /// as real clouds do; the catalog then lists `https` endpoints.
     pub tls: bool,
+    /// The loopback port to serve on; 0 picks a free one.
+    pub port: u16,
 }
 
 impl Default for OpenStackOptions {
@@ -116,6 +118,7 @@ impl Default for OpenStackOptions {
             latency: Latencies::default(),
             seed: true,
             tls: false,
+            port: 0,
         }
     }
 }
@@ -131,7 +134,7 @@ pub struct OpenStackSite {
 }
 
 impl OpenStackSite {
-    /// Serve on an ephemeral loopback port.
+    /// Serve on loopback, on `options.port` (by default a free port).
     pub async fn start(options: OpenStackOptions) -> std::io::Result<Self> {
         if options.regions.is_empty() {
             return Err(std::io::Error::other(
@@ -153,7 +156,7 @@ impl OpenStackSite {
         } else {
             None
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = crate::listen(options.port).await?;
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let shared = Arc::new(Shared {

@@ -1,6 +1,7 @@
 //! `rebound plugin test`: the conformance kit for plugin authors. It loads
 //! a plugin package into a runtime configured like `rebound serve`'s, binds
-//! the sites of a sites file, and runs the standard scenarios against a
+//! the sites it tests (from a sites file, such as the one `rebound lab up`
+//! writes) to that package, and runs the standard scenarios against a
 //! real site: describe → health → inventory → snapshot (polled, then
 //! repeated under the same idempotency key) → replicate → export-disk (its
 //! data read back) → materialize (isolated, as a drill) → fence → unfence →
@@ -42,8 +43,9 @@ use crate::plugin_cmd::TrustArgs;
 pub struct TestArgs {
     /// The plugin package folder (from `rebound plugin package`).
     package: PathBuf,
-    /// The sites file binding the sites to test against (as `rebound serve
-    /// --sites` reads it).
+    /// The sites file defining the sites to test against (as `rebound serve
+    /// --sites` reads it); only `--site` and `--target` are read, and bound
+    /// to this package whatever plugin the file names.
     #[arg(long)]
     sites: PathBuf,
     /// The site the scenarios run on.
@@ -236,18 +238,29 @@ pub async fn run(args: TestArgs) -> Result<()> {
         }
     };
     runtime.install(plugin.clone());
-    let sites = crate::sites::load(&args.sites, &runtime)?;
-    for name in std::iter::once(&args.site).chain(args.target.as_ref()) {
-        let bound = sites
-            .get(name)
+    // Only the sites under test are bound, each to the package under test:
+    // the file may define sites of other plugins (a lab's sites file does),
+    // and a new plugin is tested on the sites of the one it replaces.
+    let names: Vec<&str> = std::iter::once(args.site.as_str())
+        .chain(args.target.as_deref())
+        .collect();
+    let mut definitions = crate::sites::definitions(&args.sites, Some(&names))?;
+    let mut sites = std::collections::HashMap::new();
+    for name in names {
+        let mut definition = definitions
+            .remove(name)
             .ok_or_else(|| anyhow!("site '{name}' is not in {}", args.sites.display()))?;
-        if bound.plugin.manifest.name != plugin.manifest.name {
-            return Err(anyhow!(
-                "site '{name}' is bound to plugin '{}', not '{}'",
-                bound.plugin.manifest.name,
-                plugin.manifest.name
-            ));
+        if definition.plugin != plugin.manifest.name {
+            eprintln!(
+                "note: site '{name}' is defined for plugin '{}'; testing '{}' on it with its \
+                 config, credentials and egress",
+                definition.plugin, plugin.manifest.name
+            );
+            definition.plugin = plugin.manifest.name.clone();
         }
+        let bound = rebound_api::sites::bind(&runtime, &definition)
+            .map_err(|e| anyhow!("site '{name}': {e}"))?;
+        sites.insert(name.to_owned(), bound);
     }
     let mut kit = Kit {
         runtime,
@@ -487,10 +500,9 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
         kit.skip("export-disk", "the plugin does not offer `export-disk`");
     }
 
-    // materialize, isolated, as a drill does
-    // A sandbox id like the engine's (a drill run's id): plugins may keep
-    // it as a label value, so no '/' or ':'.
-    let sandbox = format!("conformance-{}", kit.nonce);
+    // materialize, isolated, as a drill does; the sandbox is named like a
+    // drill's run id, which platforms keep as a label value (no '/').
+    let sandbox = format!("conformance-{}-drill", kit.nonce);
     let started = Instant::now();
     let mut spec = point.spec.clone();
     spec.name = format!("{}-conformance", spec.name);

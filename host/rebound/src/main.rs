@@ -6,8 +6,10 @@
 //! - `rebound login`, `apply -f`, `get`, `run WORKFLOW PLAN --wait`,
 //!   `approve`, `cancel`, `token create|list|revoke` — the REST API from
 //!   the command line.
-//! - `rebound plugin keygen|package|inspect` — the plugin author's tools;
-//!   `plugin publish|list` against a running host.
+//! - `rebound plugin new|keygen|package|inspect|test` — the plugin author's
+//!   tools; `plugin publish|list` against a running host.
+//! - `rebound lab up|down|status` — the lab's simulated sites on loopback,
+//!   in the background, with a sites file binding them to their plugins.
 //! - `rebound mover` — the mover agent: one disk image served to the data
 //!   mover (ranged reads/writes, block digests) behind a transfer token.
 //! - `rebound demo` — the guided demo against the lab (`cargo xtask demo`).
@@ -16,8 +18,10 @@
 mod client;
 mod conformance;
 mod demo;
+mod lab;
 mod output;
 mod plugin_cmd;
+mod plugin_new;
 mod serve;
 mod sites;
 
@@ -60,6 +64,9 @@ enum Command {
     /// Plugin author and operator tools.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
+    /// Simulated sites on loopback: start, stop, show.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
     /// Serve one disk image to the data mover (the mover agent).
     Mover(MoverArgs),
     /// Run the demo against the lab's simulated sites.
@@ -137,6 +144,7 @@ async fn main() -> std::process::ExitCode {
         Command::Plugin(cmd) => plugin_cmd::run(cmd, &cli.server).await,
         Command::Demo { plugins } => demo::run(&plugins).await,
         Command::Mover(args) => mover(args).await,
+        Command::Lab(command) => lab::run(command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

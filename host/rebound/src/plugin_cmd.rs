@@ -1,5 +1,6 @@
-//! `rebound plugin …`: create a publisher key, package and sign a plugin,
-//! inspect (verify and load) a package, test it with the conformance kit.
+//! `rebound plugin …`: start a plugin crate, create a publisher key,
+//! package and sign a plugin, inspect (verify and load) a package, test it
+//! with the conformance kit.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,10 @@ use rebound_runtime::{PluginPackage, Runtime, RuntimeConfig, TrustPolicy};
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
+    /// Create a plugin crate from the example plugin, renamed NAME: it
+    /// builds for wasm32-wasip2 and passes the conformance kit against the
+    /// lab's example sites as it is.
+    New(crate::plugin_new::NewArgs),
     /// Create an ed25519 publisher key: PREFIX.key (secret) and PREFIX.pub.
     Keygen {
         #[arg(long, default_value = "publisher")]
@@ -82,6 +87,7 @@ impl TrustArgs {
 
 pub async fn run(cmd: PluginCommand, server: &crate::client::ServerArgs) -> Result<()> {
     match cmd {
+        PluginCommand::New(args) => crate::plugin_new::run(&args),
         PluginCommand::Publish { dir } => crate::client::publish_plugin(server, &dir).await,
         PluginCommand::Test(args) => crate::conformance::run(args).await,
         PluginCommand::List => crate::client::list_plugins(server).await,

@@ -64,14 +64,18 @@ fn parse(text: &str) -> Result<SitesFile, toml::de::Error> {
     toml::from_str(text)
 }
 
-/// Read the sites file and bind each site to its installed plugin (the
-/// same binding as a site registered through the API).
-pub fn load(path: &Path, runtime: &Runtime) -> Result<HashMap<String, BoundSite>> {
+/// Read the sites file: the definitions of the sites named in `only` (all
+/// of them when `None`), their secrets read from their references. A name
+/// of `only` the file lacks is left out; the caller says what is missing.
+pub fn definitions(path: &Path, only: Option<&[&str]>) -> Result<BTreeMap<String, SiteDefinition>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let file = parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    let mut sites = HashMap::new();
+    let mut definitions = BTreeMap::new();
     for (name, entry) in file.sites {
+        if only.is_some_and(|only| !only.contains(&name.as_str())) {
+            continue;
+        }
         let mut secrets = BTreeMap::new();
         for (key, reference) in &entry.secrets {
             secrets.insert(key.clone(), secret(&name, key, reference)?);
@@ -91,6 +95,16 @@ pub fn load(path: &Path, runtime: &Runtime) -> Result<HashMap<String, BoundSite>
             egress: entry.egress,
             ca_pem,
         };
+        definitions.insert(name, definition);
+    }
+    Ok(definitions)
+}
+
+/// Read the sites file and bind each site to its installed plugin (the
+/// same binding as a site registered through the API).
+pub fn load(path: &Path, runtime: &Runtime) -> Result<HashMap<String, BoundSite>> {
+    let mut sites = HashMap::new();
+    for (name, definition) in definitions(path, None)? {
         let bound = bind(runtime, &definition).map_err(|e| anyhow!("site '{name}': {e}"))?;
         sites.insert(name, bound);
     }

@@ -1,8 +1,10 @@
 //! The docs' runnable examples: every ```sh block of
 //! docs/plugin-authoring.md runs as written, in order, in a scratch folder
-//! with the built `rebound` on PATH; and `rebound serve` starts on its
-//! embedded SQLite default, creates the bootstrap admin, and answers the
-//! admin's API calls with the packaged plugin.
+//! with the built `rebound` on PATH — from `rebound plugin new` through
+//! `cargo build`, `rebound lab up` and the conformance kit to `rebound lab
+//! down` — and `rebound serve` starts on its embedded SQLite default,
+//! creates the bootstrap admin, and answers the admin's API calls with the
+//! packaged plugin.
 
 #[path = "support/http.rs"]
 mod http;
@@ -41,6 +43,28 @@ fn sh_blocks(markdown: &str) -> Vec<String> {
     blocks
 }
 
+/// This build's target folder (`<target>/debug/rebound`): the doc's
+/// `cargo build` shares it, so the SDK's dependencies compile once.
+fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_rebound"))
+        .ancestors()
+        .nth(2)
+        .expect("the target folder")
+        .to_owned()
+}
+
+/// Stops the lab the doc starts, whatever the test did.
+struct Lab(PathBuf);
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_rebound"))
+            .args(["lab", "down", "--dir"])
+            .arg(&self.0)
+            .output();
+    }
+}
+
 fn run_docs(scratch: &Path) -> String {
     let doc = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -62,6 +86,7 @@ fn run_docs(scratch: &Path) -> String {
             .current_dir(scratch)
             .env("PATH", &path)
             .env("REBOUND_PLUGIN_DIR", plugin_dir())
+            .env("CARGO_TARGET_DIR", target_dir())
             .output()
             .expect("run bash");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -78,7 +103,15 @@ fn run_docs(scratch: &Path) -> String {
 #[test]
 fn the_plugin_authoring_commands_work_as_written() {
     let scratch = tempfile::tempdir().expect("tmp");
+    let _lab = Lab(scratch.path().join("mycloud/lab"));
+    // Not a component an earlier run left: the one the doc's build makes.
+    let _ = std::fs::remove_file(
+        target_dir().join("wasm32-wasip2/release/rebound_plugin_mycloud.wasm"),
+    );
     let output = run_docs(scratch.path());
+    assert!(output.contains("mycloud@0.1.0 verified"), "{output}");
+    assert!(output.contains(" 0 failed"), "{output}");
+    assert!(output.contains("stopped the lab"), "{output}");
     assert!(output.contains("name:         example"), "{output}");
     assert!(output.contains("signed:       yes"), "{output}");
 

@@ -1,0 +1,310 @@
+//! `rebound lab run`: the lab's process. It starts the simulated sites
+//! (`rebound_lab`) on loopback, each with its own port and its own state
+//! folder under `DIR/sites/`, seeds them with workloads to protect, writes
+//! the lab's state and sites file, and serves until SIGTERM or Ctrl-C, when
+//! it stops the sites and removes what it wrote (the log stays).
+//! `rebound lab up` runs it in the background; it also runs in the
+//! foreground, e.g. in a container.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use rebound_lab::kubevirt::{blank_data_volume, vm_object};
+use rebound_lab::{
+    ExampleOptions, ExampleSite, KubeVirtOptions, KubeVirtSite, OpenStackOptions, OpenStackSite,
+};
+use serde_json::{Value, json};
+
+use super::state::{self, Kind, LabSite, LabState};
+
+/// The sites, kept alive while the lab runs.
+#[derive(Default)]
+struct Running {
+    example: Vec<ExampleSite>,
+    openstack: Vec<OpenStackSite>,
+    kubevirt: Vec<KubeVirtSite>,
+}
+
+/// Fixed ports from a base, or free ones.
+struct Ports {
+    next: u16,
+}
+
+impl Ports {
+    fn take(&mut self) -> Result<u16> {
+        if self.next == 0 {
+            return Ok(0);
+        }
+        let port = self.next;
+        self.next = self
+            .next
+            .checked_add(1)
+            .ok_or_else(|| anyhow!("--port {port} leaves no room for the lab's other ports"))?;
+        Ok(port)
+    }
+}
+
+pub async fn run(dir: &Path, kinds: &[Kind], base_port: u16) -> Result<()> {
+    if let Some(state) = LabState::read(dir)?
+        && super::running(state.pid)
+    {
+        bail!(
+            "a lab is already running in {} (pid {}); stop it with `rebound lab down --dir {}`",
+            dir.display(),
+            state.pid,
+            dir.display()
+        );
+    }
+    // Sites start fresh: a previous lab's disks are orphans.
+    state::clear(dir)?;
+    let mut ports = Ports { next: base_port };
+    let mut running = Running::default();
+    let mut sites = Vec::new();
+    for kind in kinds {
+        let started = match kind {
+            Kind::Example => example(dir, &mut ports, &mut running).await,
+            Kind::Openstack => openstack(dir, &mut ports, &mut running).await,
+            Kind::Kubevirt => kubevirt(dir, &mut ports, &mut running).await,
+        };
+        match started {
+            Ok(mut more) => sites.append(&mut more),
+            Err(e) => {
+                drop(running);
+                state::clear(dir)?;
+                return Err(e);
+            }
+        }
+    }
+    let state = LabState {
+        pid: std::process::id(),
+        dir: dir.to_owned(),
+        kinds: kinds.to_vec(),
+        sites_file: dir.join(state::SITES_FILE),
+        log_file: dir.join(state::LOG_FILE),
+        sites,
+    };
+    state.write()?;
+    eprintln!(
+        "rebound lab: {} sites up in {}: {}",
+        state.sites.len(),
+        dir.display(),
+        state
+            .sites
+            .iter()
+            .map(|s| format!("{} {}", s.name, s.endpoint))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    wait_for_stop().await?;
+    eprintln!("rebound lab: stopping");
+    drop(running);
+    state::clear(dir)?;
+    eprintln!("rebound lab: stopped");
+    Ok(())
+}
+
+async fn wait_for_stop() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+/// Where a site keeps its state.
+fn site_dir(dir: &Path, name: &str) -> PathBuf {
+    dir.join(state::SITES_DIR).join(name)
+}
+
+fn secret_file(dir: &Path, site: &str, key: &str) -> PathBuf {
+    dir.join(state::SECRETS_DIR).join(format!("{site}.{key}"))
+}
+
+fn started<T>(site: &str, result: std::io::Result<T>) -> Result<T> {
+    result.with_context(|| format!("starting the lab site '{site}'"))
+}
+
+/// `example-a` with the three default VMs, `example-b` empty; both keep
+/// real (sparse) disk data, so the data mover has something to move.
+async fn example(dir: &Path, ports: &mut Ports, running: &mut Running) -> Result<Vec<LabSite>> {
+    let mut sites = Vec::new();
+    for (name, vms) in [
+        ("example-a", rebound_lab::example::default_vms()),
+        ("example-b", Vec::new()),
+    ] {
+        let state_dir = site_dir(dir, name);
+        let workloads = vms
+            .iter()
+            .filter_map(|vm| vm["name"].as_str().map(str::to_owned))
+            .collect();
+        let site = started(
+            name,
+            ExampleSite::start(ExampleOptions {
+                vms,
+                disk_dir: Some(state_dir.join("disks")),
+                port: ports.take()?,
+                ..ExampleOptions::default()
+            })
+            .await,
+        )?;
+        let endpoint = site.endpoint();
+        sites.push(LabSite {
+            name: name.to_owned(),
+            plugin: "example".to_owned(),
+            endpoint: endpoint.clone(),
+            config: BTreeMap::from([("endpoint".to_owned(), endpoint.clone())]),
+            secrets: BTreeMap::from([("token".to_owned(), site.token.clone())]),
+            secret_files: BTreeMap::from([("token".to_owned(), secret_file(dir, name, "token"))]),
+            egress: vec![endpoint],
+            ca_file: None,
+            data_url: None,
+            workloads,
+            state_dir,
+        });
+        running.example.push(site);
+    }
+    Ok(sites)
+}
+
+/// One cloud, its regions as two sites: `openstack-east` (RegionOne, the
+/// simulator's seeded servers `web-1` and `db-1`) and `openstack-west`
+/// (RegionTwo, networks and a spare floating IP).
+async fn openstack(dir: &Path, ports: &mut Ports, running: &mut Running) -> Result<Vec<LabSite>> {
+    let state_dir = site_dir(dir, "openstack");
+    let site = started(
+        "openstack",
+        OpenStackSite::start(OpenStackOptions {
+            regions: vec!["RegionOne".into(), "RegionTwo".into()],
+            state_dir: Some(state_dir.clone()),
+            port: ports.take()?,
+            ..OpenStackOptions::default()
+        })
+        .await,
+    )?;
+    let options = site.options();
+    let mut sites = Vec::new();
+    for (name, region) in [
+        ("openstack-east", "RegionOne"),
+        ("openstack-west", "RegionTwo"),
+    ] {
+        let mut workloads: Vec<String> = site
+            .resources(region, "servers")
+            .iter()
+            .filter_map(|s| s["name"].as_str().map(str::to_owned))
+            .collect();
+        workloads.sort();
+        sites.push(LabSite {
+            name: name.to_owned(),
+            plugin: "openstack".to_owned(),
+            endpoint: site.auth_url(),
+            config: BTreeMap::from([
+                ("auth_url".to_owned(), site.auth_url()),
+                ("region".to_owned(), region.to_owned()),
+                ("user".to_owned(), options.user.clone()),
+                ("project".to_owned(), options.project.clone()),
+                ("user_domain".to_owned(), options.domain.clone()),
+                ("project_domain".to_owned(), options.domain.clone()),
+                // The simulator answers at once; a hung request must fail
+                // well within a call's deadline (the plugin's default is
+                // meant for real clouds).
+                ("timeout_ms".to_owned(), "5000".to_owned()),
+            ]),
+            secrets: BTreeMap::from([("password".to_owned(), options.password.clone())]),
+            secret_files: BTreeMap::from([(
+                "password".to_owned(),
+                secret_file(dir, name, "password"),
+            )]),
+            egress: vec![site.endpoint()],
+            ca_file: None,
+            data_url: None,
+            workloads,
+            state_dir: state_dir.clone(),
+        });
+    }
+    running.openstack.push(site);
+    Ok(sites)
+}
+
+const KUBEVIRT_NAMESPACE: &str = "prod";
+
+/// The namespace `prod` and its Route `www` (to the Service `web-1`), on
+/// both clusters.
+fn kubevirt_namespace() -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KUBEVIRT_NAMESPACE}}),
+        json!({"apiVersion": "route.openshift.io/v1", "kind": "Route",
+               "metadata": {"name": "www", "namespace": KUBEVIRT_NAMESPACE},
+               "spec": {"host": "www.example.org",
+                        "to": {"kind": "Service", "name": "web-1", "weight": 100}}}),
+    ]
+}
+
+/// `kubevirt-a` with three running VMs (`web-1`, `app-1`, `db-1`, each on a
+/// 256 MiB root disk whose first bytes name it), `kubevirt-b` with the
+/// namespace ready to receive them.
+async fn kubevirt(dir: &Path, ports: &mut Ports, running: &mut Running) -> Result<Vec<LabSite>> {
+    let vms = [("web-1", "web"), ("app-1", "app"), ("db-1", "db")];
+    let mut primary = kubevirt_namespace();
+    for (vm, tier) in vms {
+        primary.push(blank_data_volume(
+            KUBEVIRT_NAMESPACE,
+            &format!("{vm}-root"),
+            "256Mi",
+        ));
+        primary.push(vm_object(
+            KUBEVIRT_NAMESPACE,
+            vm,
+            json!({"app": "shop", "tier": tier}),
+            "prod-net",
+        ));
+    }
+    let mut sites = Vec::new();
+    for (name, objects, workloads) in [
+        (
+            "kubevirt-a",
+            primary,
+            vms.iter().map(|(vm, _)| (*vm).to_owned()).collect(),
+        ),
+        ("kubevirt-b", kubevirt_namespace(), Vec::new()),
+    ] {
+        let state_dir = site_dir(dir, name);
+        let site = started(
+            name,
+            KubeVirtSite::start(KubeVirtOptions {
+                objects,
+                disk_dir: Some(state_dir.join("disks")),
+                port: ports.take()?,
+                data_port: ports.take()?,
+                ..KubeVirtOptions::default()
+            })
+            .await,
+        )?;
+        let ca_file = state_dir.join("ca.pem");
+        std::fs::write(&ca_file, &site.ca_pem)
+            .with_context(|| format!("writing {}", ca_file.display()))?;
+        let endpoint = site.endpoint();
+        sites.push(LabSite {
+            name: name.to_owned(),
+            plugin: "kubevirt".to_owned(),
+            endpoint: endpoint.clone(),
+            config: BTreeMap::from([
+                ("endpoint".to_owned(), endpoint.clone()),
+                ("namespace".to_owned(), KUBEVIRT_NAMESPACE.to_owned()),
+            ]),
+            secrets: BTreeMap::from([("token".to_owned(), site.token.clone())]),
+            secret_files: BTreeMap::from([("token".to_owned(), secret_file(dir, name, "token"))]),
+            egress: vec![endpoint],
+            ca_file: Some(ca_file),
+            data_url: Some(site.data_url()),
+            workloads,
+            state_dir,
+        });
+        running.kubevirt.push(site);
+    }
+    Ok(sites)
+}
