@@ -175,10 +175,10 @@ fn gone(pid: u32) -> bool {
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.trim_start().chars().next())
             .is_none_or(|state| state == 'Z' || state == 'X'),
-        Err(_) if !Path::new("/proc/self").exists() => !i32::try_from(pid)
+        Err(_) if !Path::new("/proc/self").exists() => i32::try_from(pid)
             .ok()
             .and_then(rustix::process::Pid::from_raw)
-            .is_some_and(|p| rustix::process::test_kill_process(p).is_ok()),
+            .is_none_or(|p| rustix::process::test_kill_process(p).is_err()),
         Err(_) => true,
     }
 }
