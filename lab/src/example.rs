@@ -35,6 +35,9 @@
 //!   `from_volumes` and a `spec` instead of `from_snapshot`. Native
 //!   replication of such a site is refused: its data moves through the
 //!   data mover.
+//! - With `ExampleOptions::guests` the site also plays the software inside
+//!   its VMs: loopback addresses, and the ports a VM's `lab.services` label
+//!   lists open while it runs, for health gates to probe (`guests`)
 //! - `GET /huge?bytes=N` → N bytes (default 100 MB), to exercise the
 //!   runtime's response cap
 //!
@@ -60,7 +63,10 @@ use serde_json::{Value, json};
 
 use crate::disk::Disks;
 
+mod guests;
 mod transfers;
+
+pub use guests::SERVICES_LABEL;
 
 /// Options of a simulated example site.
 #[derive(Debug, Clone)]
@@ -78,6 +84,10 @@ pub struct ExampleOptions {
     pub disk_dir: Option<std::path::PathBuf>,
     /// The loopback port to serve on; 0 picks a free one.
     pub port: u16,
+    /// Play the software inside the VMs: loopback addresses of the site's
+    /// own subnet, and the ports each VM's `lab.services` label lists open
+    /// while it runs, for health gates to probe (see `guests`).
+    pub guests: bool,
 }
 
 impl Default for ExampleOptions {
@@ -90,25 +100,34 @@ impl Default for ExampleOptions {
             vms: default_vms(),
             disk_dir: None,
             port: 0,
+            guests: false,
         }
     }
 }
 
-/// Three small VMs: a web tier, an app tier and a database.
+/// Three small VMs: a web tier, an app tier and a database, whose guests
+/// serve HTTP on 8080 (web, app) and PostgreSQL's port 5432 (db).
 pub fn default_vms() -> Vec<Value> {
-    let vm = |id: &str, name: &str, tier: &str, cpus: u32, mem: u64, disk_gib: u64, ip: &str| {
+    let vm = |id: &str,
+              name: &str,
+              tier: &str,
+              cpus: u32,
+              mem: u64,
+              disk_gib: u64,
+              ip: &str,
+              port: &str| {
         json!({
             "id": id, "name": name, "cpus": cpus, "memory_mib": mem, "firmware": "uefi",
             "disks": [{"id": format!("{id}-disk0"), "name": "root", "size_bytes": disk_gib << 30, "boot_order": 0}],
             "nics": [{"network": "prod-net", "mac": "52:54:00:12:34:5".to_owned() + &id[id.len()-1..], "ips": [ip]}],
-            "labels": {"tier": tier, "app": "shop"},
+            "labels": {"tier": tier, "app": "shop", SERVICES_LABEL: port},
             "power": "running"
         })
     };
     vec![
-        vm("vm-1", "web-1", "web", 2, 2048, 10, "10.0.0.11"),
-        vm("vm-2", "app-1", "app", 4, 8192, 20, "10.0.0.21"),
-        vm("vm-3", "db-1", "db", 8, 16384, 100, "10.0.0.31"),
+        vm("vm-1", "web-1", "web", 2, 2048, 10, "10.0.0.11", "8080"),
+        vm("vm-2", "app-1", "app", 4, 8192, 20, "10.0.0.21", "8080"),
+        vm("vm-3", "db-1", "db", 8, 16384, 100, "10.0.0.31", "5432"),
     ]
 }
 
@@ -162,6 +181,10 @@ struct Inner {
     effects: HashMap<String, usize>,
     next: u64,
     down: bool,
+    /// The last host number handed out in the guests' subnet.
+    next_host: u8,
+    /// What a guest's port answers, by VM name and port, when not 200.
+    service_status: HashMap<(String, u16), StatusCode>,
 }
 
 impl Inner {
@@ -177,6 +200,8 @@ impl Inner {
 
 struct Site {
     options: ExampleOptions,
+    /// The guests' subnet, when the site plays them.
+    subnet: Option<guests::Subnet>,
     /// Real disk data, when the site keeps it.
     disks: Option<Disks>,
     inner: Mutex<Inner>,
@@ -211,6 +236,7 @@ impl ExampleSite {
         let token = options.token.clone();
         let mut inner = Inner::default();
         let disks = options.disk_dir.as_ref().map(Disks::open).transpose()?;
+        let subnet = options.guests.then(guests::Subnet::random);
         for doc in &options.vms {
             if let Some(disks) = &disks {
                 // Each disk starts with a little data of its own (a boot
@@ -230,6 +256,15 @@ impl ExampleSite {
             if let Some(doc) = doc.as_object_mut() {
                 doc.remove("power");
             }
+            if let Some(subnet) = subnet {
+                for nic in doc["nics"].as_array_mut().into_iter().flatten() {
+                    for ip in nic["ips"].as_array_mut().into_iter().flatten() {
+                        if let Some(moved) = ip.as_str().and_then(|ip| subnet.adopt(ip)) {
+                            *ip = json!(moved);
+                        }
+                    }
+                }
+            }
             let vm = Vm {
                 doc,
                 key: None,
@@ -242,6 +277,7 @@ impl ExampleSite {
         }
         let site = Arc::new(Site {
             options,
+            subnet,
             disks,
             inner: Mutex::new(inner),
         });
@@ -280,6 +316,9 @@ impl ExampleSite {
             )
             .route_layer(middleware::from_fn_with_state(site.clone(), auth));
         let app = api.route("/huge", get(huge)).with_state(site.clone());
+        if subnet.is_some() {
+            guests::spawn(Arc::downgrade(&site));
+        }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
         match tls {
@@ -391,6 +430,15 @@ impl ExampleSite {
     /// Transfer endpoints (exports and imports) the site still serves.
     pub fn open_transfers(&self) -> usize {
         self.site.inner().transfers.len()
+    }
+
+    /// What port `port` of the guests of VMs named `vm` answers HTTP
+    /// requests with from now on (200 by default): an application that
+    /// came up broken.
+    pub fn set_service_status(&self, vm: &str, port: u16, status: u16) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut inner = self.site.inner();
+        inner.service_status.insert((vm.to_owned(), port), status);
     }
 
     /// A route's backends and weights.
@@ -591,7 +639,7 @@ async fn create_vm(State(site): State<Arc<Site>>, Json(req): Json<CreateVm>) -> 
         }
     };
     let id = inner.id("vm");
-    let nics: Vec<Value> = doc["nics"]
+    let mut nics: Vec<Value> = doc["nics"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -610,6 +658,9 @@ async fn create_vm(State(site): State<Arc<Site>>, Json(req): Json<CreateVm>) -> 
             }
         })
         .collect();
+    if let Some(subnet) = site.subnet {
+        guests::assign(&mut inner, subnet, &mut nics);
+    }
     let disks: Vec<Value> = doc["disks"]
         .as_array()
         .cloned()
