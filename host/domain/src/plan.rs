@@ -338,6 +338,46 @@ impl PlanDocument {
                 }
             }
         }
+        for (i, w) in self.workloads.iter().enumerate() {
+            let Some(gate) = &w.health_gate else { continue };
+            let field = format!("workloads[{i}].health_gate");
+            let (port, timeout) = match gate {
+                HealthGate::PoweredOn { timeout } => (None, timeout),
+                HealthGate::Tcp { port, timeout } | HealthGate::Http { port, timeout, .. } => {
+                    (Some(*port), timeout)
+                }
+            };
+            if port == Some(0) {
+                err(
+                    &format!("{field}.port"),
+                    "must be a port from 1 to 65535".into(),
+                );
+            }
+            if timeout.0.is_zero() {
+                err(&format!("{field}.timeout"), "must be more than 0s".into());
+            }
+            if let HealthGate::Http {
+                path,
+                expect_status,
+                ..
+            } = gate
+            {
+                if !path.starts_with('/')
+                    || path.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    err(
+                        &format!("{field}.path"),
+                        format!("'{path}' must start with '/' and hold no spaces"),
+                    );
+                }
+                if !(100..=599).contains(expect_status) {
+                    err(
+                        &format!("{field}.expect_status"),
+                        format!("{expect_status} is not an HTTP status (100 to 599)"),
+                    );
+                }
+            }
+        }
         if let Err(cycle) = self.tiers() {
             err(
                 "workloads",

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod detection;
+mod gate;
 mod planner;
 mod plugin_steps;
 pub mod policy;

@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use rebound_domain::plan::RedirectTarget as PlanTarget;
+use rebound_domain::plan::{HealthGate, RedirectTarget as PlanTarget};
 use rebound_domain::{FieldError, PlanDocument, PlanError, Span};
 use rebound_runtime::bindings::exports::{
     CleanupRequest, CleanupScope, DiskSource, FenceRequest, MaterializeRequest, NetworkMapping,
@@ -415,14 +415,23 @@ impl PluginSteps {
             }
             "gate" => {
                 let scope = self.scope(step).await?;
-                let id = earlier(&scope.steps, step.seq, "materialize", &workload)
-                    .and_then(|o| o["workload"].as_str().map(str::to_owned))
+                let materialized = earlier(&scope.steps, step.seq, "materialize", &workload)
                     .ok_or_else(|| {
                         StepError::Fatal(format!("'{workload}' was not materialized in this run"))
                     })?;
-                return Ok(Started::Operation(
-                    json!({"kind": "gate", "site": site, "id": id}),
-                ));
+                let gate = scope
+                    .document
+                    .workloads
+                    .iter()
+                    .find(|w| w.id == workload)
+                    .and_then(|w| w.health_gate.clone());
+                // The gate as it was when it started, and since when: a
+                // resumed run keeps the same check and deadline.
+                return Ok(Started::Operation(json!({
+                    "kind": "gate", "site": site, "id": materialized["workload"],
+                    "workload": workload, "addresses": materialized["addresses"],
+                    "gate": gate, "since_ms": crate::now_ms(),
+                })));
             }
             "redirect" => {
                 let scope = self.scope(step).await?;
@@ -543,6 +552,68 @@ impl PluginSteps {
         }
     }
 
+    /// A health gate (see `gate`): running on the platform first, then the
+    /// gate's probe, until it passes or its timeout runs out.
+    async fn poll_gate(&self, operation: &Value) -> Result<Progress, StepError> {
+        let text = |field: &str| operation[field].as_str().unwrap_or_default().to_owned();
+        let (site, id) = (text("site"), text("id"));
+        let gate: Option<HealthGate> = serde_json::from_value(operation["gate"].clone())
+            .map_err(|e| StepError::Fatal(format!("unreadable health gate: {e}")))?;
+        let timeout = crate::gate::timeout(gate.as_ref());
+        // (A gate persisted before gates kept their start counts from now.)
+        let now = crate::now_ms();
+        let elapsed = now.saturating_sub(operation["since_ms"].as_i64().unwrap_or(now));
+        let remaining =
+            timeout.saturating_sub(Duration::from_millis(u64::try_from(elapsed).unwrap_or(0)));
+        let failed = |reason: String| {
+            Progress::Failed(format!(
+                "health gate of '{}' on '{site}' ({}) did not pass within {}: {reason}",
+                text("workload"),
+                crate::gate::describe(gate.as_ref()),
+                Span(timeout),
+            ))
+        };
+        let found = self
+            .call(
+                &[&site],
+                Inventory {
+                    site: site.clone(),
+                    filter: InventoryFilter {
+                        workload_ids: vec![id.clone()],
+                        labels: Vec::new(),
+                    },
+                },
+            )
+            .await?;
+        match found.first() {
+            Some(w) if w.power == PowerState::Running => {}
+            Some(w) if remaining.is_zero() => {
+                return Ok(failed(format!("'{id}' is {:?}, not running", w.power)));
+            }
+            Some(_) => return Ok(Progress::Running),
+            None => {
+                return Ok(Progress::Failed(format!(
+                    "'{id}' disappeared from '{site}'"
+                )));
+            }
+        }
+        let addresses: Vec<String> = operation["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect();
+        Ok(
+            match crate::gate::probe(gate.as_ref(), &addresses, remaining).await {
+                Ok(answer) => {
+                    Progress::Done(json!({"workload": id, "healthy": true, "probe": answer}))
+                }
+                Err(reason) if remaining.is_zero() || addresses.is_empty() => failed(reason),
+                Err(_) => Progress::Running,
+            },
+        )
+    }
+
     async fn poll_step(&self, step: &StepRecord, operation: &Value) -> Result<Progress, StepError> {
         let text = |field: &str| operation[field].as_str().unwrap_or_default().to_owned();
         let (site, id) = (text("site"), text("id"));
@@ -550,25 +621,7 @@ impl PluginSteps {
             return self.poll_transfer(step, operation).await;
         }
         if text("kind") == "gate" {
-            let found = self
-                .call(
-                    &[&site],
-                    Inventory {
-                        site: site.clone(),
-                        filter: InventoryFilter {
-                            workload_ids: vec![id.clone()],
-                            labels: Vec::new(),
-                        },
-                    },
-                )
-                .await?;
-            return Ok(match found.first() {
-                Some(w) if w.power == PowerState::Running => {
-                    Progress::Done(json!({"workload": id, "healthy": true}))
-                }
-                Some(_) => Progress::Running,
-                None => Progress::Failed(format!("'{id}' disappeared from '{site}'")),
-            });
+            return self.poll_gate(operation).await;
         }
         let kind = kind_from(&text("kind")).ok_or_else(|| {
             StepError::Fatal(format!(

@@ -2,7 +2,9 @@
 //! the sandbox) against two simulated example sites: a replication cycle,
 //! failover, reprotect, a drill, failback, then a migration and its commit
 //! — on SQLite and PostgreSQL. Every mutating request the sites served is
-//! counted by idempotency key, and none may have been served twice.
+//! counted by idempotency key, and none may have been served twice. The
+//! sites play their VMs' guests, so the plan's health gates probe real
+//! ports: the database's TCP port, the application's HTTP health check.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,8 +26,10 @@ source: lab-a
 target: lab-b
 workloads:
   - id: vm-3
+    health_gate: { check: tcp, port: 5432, timeout: 30s }
   - id: vm-2
     depends_on: [vm-3]
+    health_gate: { check: http, port: 8080, path: /healthz, expect_status: 200, timeout: GATE }
   - id: vm-1
     depends_on: [vm-2]
 replication: { mode: native, interval: 5m }
@@ -38,6 +42,11 @@ redirect:
   target: { kind: route, route: shop/www }
   canary: [10, 100]
 "#;
+
+/// The plan, its application's gate given `gate` to pass.
+fn plan(gate: &str) -> PlanDocument {
+    PlanDocument::from_yaml(&PLAN.replace("GATE", gate)).expect("plan")
+}
 
 struct Lab {
     a: ExampleSite,
@@ -57,6 +66,7 @@ async fn lab(store: &Store) -> Lab {
     let options = |vms| ExampleOptions {
         snapshot_latency: Duration::from_millis(60),
         vms,
+        guests: true,
         ..ExampleOptions::default()
     };
     let a = ExampleSite::start(options(rebound_lab::example::default_vms()))
@@ -137,7 +147,7 @@ fn serving(site: &ExampleSite) -> Vec<Value> {
 
 async fn round_trip(store: Store) {
     store
-        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
+        .put_plan(&plan("30s"), "operator")
         .await
         .expect("plan");
     let lab = lab(&store).await;
@@ -187,6 +197,21 @@ async fn round_trip(store: Store) {
     );
     let recovered = serving(&lab.b);
     assert_eq!(recovered.len(), 3, "{recovered:?}");
+    let probes = gate_probes(&store, &report.run).await;
+    assert_eq!(probes.len(), 3, "{probes:?}");
+    assert!(
+        probes
+            .iter()
+            .any(|p| p.contains(":5432 accepted a connection")),
+        "{probes:?}"
+    );
+    assert!(
+        probes
+            .iter()
+            .any(|p| p.contains(":8080/healthz answered 200")),
+        "{probes:?}"
+    );
+    assert!(probes.contains(&"powered on".to_owned()), "{probes:?}");
     assert!(
         recovered
             .iter()
@@ -277,11 +302,63 @@ async fn round_trip(store: Store) {
     }
 }
 
+/// What each health gate of a run saw pass.
+async fn gate_probes(store: &Store, run: &str) -> Vec<String> {
+    store
+        .steps(run)
+        .await
+        .expect("steps")
+        .iter()
+        .filter(|s| s.input["action"] == "gate")
+        .filter_map(|s| s.output.as_ref()?["probe"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// An application that comes up broken on the standby holds the failover
+/// at its health gate: the gate fails when its timeout runs out, naming the
+/// check and the answer; what depends on it is never recovered; the run is
+/// compensated, so the old primary serves again.
+async fn a_failing_health_gate_stops_the_failover(store: Store) {
+    store.put_plan(&plan("1s"), "operator").await.expect("plan");
+    let lab = lab(&store).await;
+    assert_eq!(
+        run(&store, &lab, Workflow::Replication).await,
+        Outcome::Succeeded
+    );
+    lab.b.set_service_status("app-1", 8080, 503);
+    let Outcome::Failed { error, .. } = run(&store, &lab, Workflow::Failover).await else {
+        panic!("the failover must fail at the gate");
+    };
+    assert!(
+        error.contains(
+            "health gate of 'vm-2' on 'lab-b' (http :8080/healthz → 200) did not pass within 1s"
+        ) && error.contains("answered 503, not 200"),
+        "{error}"
+    );
+    assert!(
+        lab.b.vms().iter().all(|vm| vm["name"] != "web-1"),
+        "web-1 depends on the failed gate: never recovered"
+    );
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(l.primary, "lab-a");
+    let primary = lab.a.vms();
+    assert!(
+        primary
+            .iter()
+            .all(|vm| vm["power"] == "running" && vm["fenced"] == false),
+        "the old primary serves again: {primary:?}"
+    );
+    assert!(
+        serving(&lab.b).is_empty(),
+        "what the standby recovered is fenced"
+    );
+}
+
 /// Failover with the primary site gone: fencing is best effort, the plan
 /// fails over and remembers that the old primary was never fenced.
 async fn failover_with_the_primary_down(store: Store) {
     store
-        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
+        .put_plan(&plan("30s"), "operator")
         .await
         .expect("plan");
     let lab = lab(&store).await;
@@ -307,7 +384,7 @@ async fn failover_with_the_primary_down(store: Store) {
 /// the same epoch, brings it back.
 async fn a_compensating_unfence_restores_the_fenced_workload(store: Store) {
     store
-        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
+        .put_plan(&plan("30s"), "operator")
         .await
         .expect("plan");
     let lab = lab(&store).await;
@@ -347,6 +424,7 @@ async fn a_compensating_unfence_restores_the_fenced_workload(store: Store) {
 
 rebound_store::on_both_backends!(
     round_trip,
+    a_failing_health_gate_stops_the_failover,
     failover_with_the_primary_down,
     a_compensating_unfence_restores_the_fenced_workload
 );

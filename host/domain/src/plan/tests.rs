@@ -89,6 +89,26 @@ fn every_rule_names_its_field() {
             "redirect.canary",
         ),
         ("mode: manual", "mode: automatic", "trigger.detection"),
+        (
+            "port: 5432, timeout: 5m",
+            "port: 0, timeout: 5m",
+            "workloads[0].health_gate.port",
+        ),
+        (
+            "port: 5432, timeout: 5m",
+            "port: 5432, timeout: 0s",
+            "workloads[0].health_gate.timeout",
+        ),
+        (
+            "path: /healthz",
+            "path: healthz",
+            "workloads[1].health_gate.path",
+        ),
+        (
+            "expect_status: 200",
+            "expect_status: 42",
+            "workloads[1].health_gate.expect_status",
+        ),
     ];
     for (from, to, field) in cases {
         let text = EXAMPLE.replacen(from, to, 1);
