@@ -53,6 +53,7 @@ pub async fn run(plugins: &Path) -> Result<()> {
     let site = ExampleSite::start(ExampleOptions {
         snapshot_latency: Duration::from_millis(300),
         disk_dir: Some(disks.join("lab-a")),
+        guests: true,
         ..ExampleOptions::default()
     })
     .await?;
@@ -337,6 +338,7 @@ async fn round_trip(
         snapshot_latency: Duration::from_millis(300),
         vms: Vec::new(),
         disk_dir: Some(disks.join("lab-b")),
+        guests: true,
         ..ExampleOptions::default()
     })
     .await?;
@@ -456,9 +458,17 @@ async fn drive(
             state.primary,
             state.epoch
         );
-        let transfers: Vec<serde_json::Value> = store
-            .steps(&run.id)
-            .await?
+        let done = store.steps(&run.id).await?;
+        let probes: Vec<&str> = done
+            .iter()
+            .filter(|s| s.input["action"] == "gate")
+            .filter_map(|s| s.output.as_ref()?["probe"].as_str())
+            .filter(|p| *p != "powered on")
+            .collect();
+        if !probes.is_empty() {
+            println!("            health gates: {}", probes.join("; "));
+        }
+        let transfers: Vec<serde_json::Value> = done
             .into_iter()
             .filter(|s| s.input["action"] == "transfer")
             .filter_map(|s| s.output)
@@ -570,8 +580,10 @@ source: lab-a
 target: lab-b
 workloads:
   - id: vm-3
+    health_gate: { check: tcp, port: 5432, timeout: 1m }
   - id: vm-2
     depends_on: [vm-3]
+    health_gate: { check: http, port: 8080, path: /healthz, expect_status: 200, timeout: 1m }
   - id: vm-1
     depends_on: [vm-2]
 replication: { mode: data_mover, interval: 5m }

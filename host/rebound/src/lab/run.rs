@@ -147,6 +147,7 @@ async fn example(dir: &Path, ports: &mut Ports, running: &mut Running) -> Result
                 vms,
                 disk_dir: Some(state_dir.join("disks")),
                 port: ports.take()?,
+                guests: true,
                 ..ExampleOptions::default()
             })
             .await,
