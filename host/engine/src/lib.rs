@@ -93,6 +93,12 @@ pub enum EngineError {
 /// transition is illegal). The same idempotency key returns the same run.
 /// Every caller that starts runs (API, CLI, policy engine, demo) goes
 /// through here.
+///
+/// A workflow that moves the primary (failover, failback, migration)
+/// preempts the plan's unfinished replication cycles and drills: they are
+/// cancelled (one being driven stops at its next stage and is compensated
+/// — a drill's sandbox torn down), so no copy of the old primary's data and
+/// no rehearsal races the real thing.
 pub async fn trigger(
     store: &Store,
     plan: &str,
@@ -102,9 +108,39 @@ pub async fn trigger(
 ) -> Result<RunRecord, EngineError> {
     let record = store.plan(plan).await?;
     let steps = plan_steps(&record.document, &record.lifecycle, workflow);
-    Ok(store
+    let run = store
         .start_workflow(plan, workflow, idempotency_key, principal, &steps)
-        .await?)
+        .await?;
+    if matches!(
+        workflow,
+        Workflow::Failover | Workflow::Failback | Workflow::Migration
+    ) {
+        preempt(store, &run, principal).await?;
+    }
+    Ok(run)
+}
+
+/// Cancel the replication cycles and drills of `run`'s plan that have not
+/// finished.
+async fn preempt(store: &Store, run: &RunRecord, principal: &str) -> Result<(), EngineError> {
+    let by = format!("{principal} (preempted by {} {})", run.workflow, run.id);
+    for other in store.runs_of(&run.plan).await? {
+        let preemptible = matches!(other.workflow, Workflow::Replication | Workflow::Drill);
+        let unfinished = matches!(
+            other.status,
+            RunStatus::Pending | RunStatus::Running | RunStatus::WaitingApproval
+        );
+        if !(preemptible && unfinished) {
+            continue;
+        }
+        match store.cancel_run(&other.id, &by).await {
+            Ok(cancel) => tracing::info!(run = %other.id, ?cancel, "{by}"),
+            // It finished meanwhile: nothing to preempt.
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone)]

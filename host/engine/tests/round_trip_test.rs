@@ -518,7 +518,45 @@ async fn a_failed_drill_tears_its_sandbox_down(store: Store) {
     );
 }
 
+/// A failover preempts the plan's unfinished replication cycle and drill:
+/// both are cancelled as it starts (audited as preempted by it), the drill
+/// no longer holds the plan, and the failover runs alone.
+async fn a_failover_preempts_replication_and_drills(store: Store) {
+    store
+        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
+        .await
+        .expect("plan");
+    let cycle = rebound_engine::trigger(&store, "shop", Workflow::Replication, None, "policy")
+        .await
+        .expect("cycle");
+    let drill = rebound_engine::trigger(&store, "shop", Workflow::Drill, None, "operator")
+        .await
+        .expect("drill");
+    assert!(store.plan("shop").await.expect("plan").lifecycle.drilling);
+    let outcome = run(&store, Arc::new(Provider::default()), Workflow::Failover)
+        .await
+        .expect("failover");
+    assert_eq!(outcome, Outcome::Succeeded);
+    for id in [&cycle.id, &drill.id] {
+        assert_eq!(
+            store.run(id).await.expect("run").status,
+            RunStatus::Cancelled
+        );
+    }
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(l.state, PlanState::FailedOver);
+    assert!(!l.drilling);
+    let audit = store.audit_log(50).await.expect("audit");
+    let preempted: Vec<&str> = audit
+        .iter()
+        .filter(|e| e.action == "run.cancel" && e.principal.contains("preempted by failover"))
+        .map(|e| e.target.as_str())
+        .collect();
+    assert_eq!(preempted.len(), 2, "{audit:?}");
+}
+
 rebound_store::on_both_backends!(
+    a_failover_preempts_replication_and_drills,
     a_running_failover_cancelled_undoes_itself,
     a_failed_drill_tears_its_sandbox_down,
     a_failback_declined_at_its_approval_changes_nothing,
