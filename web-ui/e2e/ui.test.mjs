@@ -35,7 +35,7 @@ describe("the admin web UI", () => {
     await page.goto(`${BASE}/`);
     await page.getByLabel("Username").fill("admin");
     await page.getByLabel("Password").fill("not-the-password");
-    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("button", { name: "Sign in", exact: true }).click();
     const alert = page.getByRole("alert");
     await alert.waitFor();
     assert.match(await alert.innerText(), /Sign-in refused/);
@@ -43,6 +43,43 @@ describe("the admin web UI", () => {
     assert.match(await page.locator(".topbar").innerText(), /user:admin\s*\(admin\)/);
     const nav = await page.getByRole("navigation", { name: "Main" }).innerText();
     for (const item of ["Dashboard", "Plans", "Runs", "Sites", "Plugins", "Events", "Audit"]) assert.match(nav, new RegExp(item));
+  });
+
+  test("signs in with the identity provider (OIDC code flow with PKCE), and says why one without a role is refused", async () => {
+    // A tab of its own: the admin's session is not touched.
+    const tab = await browser.context.newPage();
+    try {
+      async function throughIdp(login) {
+        await tab.goto(`${BASE}/#/runs`);
+        await tab.getByRole("button", { name: "Sign in with Lab IdP" }).click();
+        // node-oidc-provider's own login and consent pages.
+        await tab.locator("input[name=login]").fill(login);
+        await tab.locator("input[name=password]").fill("any");
+        await tab.locator("button[type=submit]").click();
+        await tab.getByRole("button", { name: "Continue" }).click();
+      }
+      await throughIdp("olivia");
+      // Back where the sign-in began, signed in with the issuer's token.
+      await tab.getByRole("heading", { name: "Runs" }).waitFor();
+      assert.match(await tab.locator(".topbar").innerText(), /oidc:olivia@http:\/\/127\.0\.0\.1:\d+\s*\(operator\)/);
+      assert.doesNotMatch(tab.url(), /code=|state=/, "the code is not left in the address bar");
+      await tab.getByRole("heading", { name: "Start a run" }).waitFor();
+      await signOut(tab);
+
+      // Signing out of Rebound leaves the provider's own session: end it
+      // (its cookies) to sign in there as someone else.
+      await browser.context.clearCookies();
+      await throughIdp("mallory");
+      const alert = tab.getByRole("alert");
+      await alert.waitFor();
+      assert.match(await alert.innerText(), /no Rebound role/);
+      await tab.getByRole("heading", { name: "Sign in to Rebound" }).waitFor();
+
+      const audit = await api(admin, "GET", "/audit");
+      assert.ok(JSON.stringify(audit).includes("oidc:olivia@"), "the sign-in is audited");
+    } finally {
+      await tab.close();
+    }
   });
 
   test("registers a site whose credentials are never shown back", async () => {

@@ -13,13 +13,15 @@ import { RunDetail } from "./pages/RunDetail";
 import { Runs } from "./pages/Runs";
 import { SignIn } from "./pages/SignIn";
 import { Sites } from "./pages/Sites";
+import { completeSignIn, isSignInCallback } from "./lib/oidc";
 import { match, useHashPath } from "./lib/router";
 import { permissions, SessionContext, type Session } from "./session";
 
 export function App() {
   const [principal, setPrincipal] = useState<Schemas["Principal"] | null>(null);
-  const [checking, setChecking] = useState(currentToken() !== null);
+  const [checking, setChecking] = useState(currentToken() !== null || isSignInCallback());
   const [notice, setNotice] = useState<string | null>(null);
+  const [signInError, setSignInError] = useState<unknown>(null);
 
   const signOut = useCallback((message?: string) => {
     setToken(null);
@@ -30,10 +32,16 @@ export function App() {
   useEffect(() => onSessionExpired(() => signOut("Your session expired or was revoked; sign in again.")), [signOut]);
 
   useEffect(() => {
-    if (!currentToken()) return;
-    call(api.GET("/api/v1/auth/whoami"))
-      .then(setPrincipal)
-      .catch(() => setToken(null))
+    // Back from an OIDC issuer: redeem its code, then carry on signed in.
+    // A stale stored token just shows the form; a failed sign-in says why.
+    const callback = isSignInCallback();
+    const pending = callback ? completeSignIn().then((issued) => setToken(issued.access_token)) : Promise.resolve();
+    pending
+      .then(() => (currentToken() ? call(api.GET("/api/v1/auth/whoami")).then(setPrincipal) : undefined))
+      .catch((err) => {
+        setToken(null);
+        if (callback) setSignInError(err);
+      })
       .finally(() => setChecking(false));
   }, []);
 
@@ -43,7 +51,18 @@ export function App() {
   );
 
   if (checking) return <Loading what="your session" />;
-  if (!session) return <SignIn notice={notice} onSignedIn={(p) => { setNotice(null); setPrincipal(p); }} />;
+  if (!session)
+    return (
+      <SignIn
+        notice={notice}
+        error={signInError}
+        onSignedIn={(p) => {
+          setNotice(null);
+          setSignInError(null);
+          setPrincipal(p);
+        }}
+      />
+    );
   return (
     <SessionContext.Provider value={session}>
       <Shell session={session} />
@@ -121,3 +140,4 @@ function Page({ path, session }: { path: string; session: Session }) {
     </>
   );
 }
+

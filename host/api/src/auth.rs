@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::problem::Problem;
+use crate::sign_in::{self, OidcCodeRequest, SignInProvider};
 
 /// The prefix of API tokens, so a leaked one is recognisable.
 pub const TOKEN_PREFIX: &str = "rbt_";
@@ -140,10 +141,26 @@ pub struct OidcIssuer {
     /// the highest known role wins).
     #[serde(default = "default_role_claim")]
     pub role_claim: String,
+    /// The web UI's client id at this issuer (a public client, with PKCE):
+    /// set, the UI offers "Sign in with …" for it ([`crate::sign_in`]);
+    /// unset, its tokens are accepted but the UI has no button for it.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The button's label (default: the issuer's host).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The scopes the UI asks for: those that make the issuer put
+    /// `audience` in the access token it issues.
+    #[serde(default = "default_scope")]
+    pub scope: String,
 }
 
 fn default_role_claim() -> String {
     "roles".into()
+}
+
+fn default_scope() -> String {
+    "openid".into()
 }
 
 /// Authentication settings (`[auth]` of the API config).
@@ -182,6 +199,8 @@ pub enum AuthSetupError {
     Oidc { issuer: String, reason: String },
     #[error("hashing a password: {0}")]
     Hash(String),
+    #[error("building the HTTP client for OIDC issuers: {0}")]
+    Http(String),
 }
 
 struct Issuer {
@@ -221,6 +240,10 @@ pub struct Auth {
     ttl: u64,
     leeway: u64,
     issuers: Vec<Issuer>,
+    /// The issuers the web UI offers sign-in with.
+    providers: Vec<SignInProvider>,
+    /// For the issuers' endpoints.
+    http: reqwest::Client,
     /// Verified against when the user does not exist, so a wrong name
     /// costs as long as a wrong password.
     dummy_hash: String,
@@ -287,8 +310,14 @@ impl Auth {
             )]),
             role_claim: None,
         }];
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| AuthSetupError::Http(e.to_string()))?;
+        let mut providers = Vec::new();
         for oidc in &config.oidc {
-            issuers.push(fetch_issuer(oidc).await?);
+            issuers.push(fetch_issuer(&http, oidc).await?);
+            providers.extend(sign_in::discover(&http, oidc).await?);
         }
         let dummy_hash = hash_password(&random_hex(16))?;
         Ok(Self {
@@ -297,6 +326,8 @@ impl Auth {
             ttl: config.token_ttl_seconds,
             leeway: config.leeway_seconds,
             issuers,
+            providers,
+            http,
             dummy_hash,
         })
     }
@@ -355,6 +386,56 @@ impl Auth {
                 name: format!("user:{}", user.name),
                 role,
             },
+        ))
+    }
+
+    /// The issuers the web UI offers sign-in with.
+    pub fn providers(&self) -> &[SignInProvider] {
+        &self.providers
+    }
+
+    /// Redeem an authorization code at its issuer and check the access
+    /// token it gives as any bearer token is checked.
+    pub async fn sign_in_with_code(
+        &self,
+        request: &OidcCodeRequest,
+    ) -> Result<(IssuedToken, Principal), Problem> {
+        request.check()?;
+        let provider = self
+            .providers
+            .iter()
+            .find(|p| p.issuer == request.issuer)
+            .ok_or_else(|| {
+                Problem::bad_request(format!(
+                    "'{}' is not an issuer this host offers sign-in with; GET /api/v1/auth/providers lists them",
+                    request.issuer
+                ))
+            })?;
+        let token = sign_in::redeem(&self.http, provider, request).await?;
+        let principal = self.verify_jwt(&token).map_err(|mut problem| {
+            let issuer = self.issuers.iter().find(|i| i.issuer == provider.issuer);
+            problem.detail = format!(
+                "the access token {} issued is not one this host accepts ({}): the issuer must \
+                 put audience '{}' and a Rebound role in the `{}` claim",
+                provider.name,
+                problem.detail,
+                issuer.map_or("", |i| i.audience.as_str()),
+                issuer
+                    .and_then(|i| i.role_claim.as_deref())
+                    .unwrap_or("roles"),
+            );
+            problem
+        })?;
+        let expires_in = unverified_claims(&token)
+            .and_then(|c| c["exp"].as_u64())
+            .map_or(0, |exp| exp.saturating_sub(now()));
+        Ok((
+            IssuedToken {
+                access_token: token,
+                token_type: "Bearer".into(),
+                expires_in,
+            },
+            principal,
         ))
     }
 
@@ -511,15 +592,22 @@ fn highest_role(value: &serde_json::Value) -> Option<Role> {
 /// The `iss` of a token, read before verification only to choose the
 /// issuer whose key and algorithm then verify it.
 fn unverified_issuer(token: &str) -> Option<String> {
+    unverified_claims(token)?["iss"].as_str().map(str::to_owned)
+}
+
+/// A JWT's claims, unverified.
+fn unverified_claims(token: &str) -> Option<serde_json::Value> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims["iss"].as_str().map(str::to_owned)
+    serde_json::from_slice(&bytes).ok()
 }
 
-async fn fetch_issuer(config: &OidcIssuer) -> Result<Issuer, AuthSetupError> {
+async fn fetch_issuer(
+    client: &reqwest::Client,
+    config: &OidcIssuer,
+) -> Result<Issuer, AuthSetupError> {
     let fail = |reason: String| AuthSetupError::Oidc {
         issuer: config.issuer.clone(),
         reason,
@@ -533,10 +621,6 @@ async fn fetch_issuer(config: &OidcIssuer) -> Result<Issuer, AuthSetupError> {
             )));
         }
     };
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| fail(e.to_string()))?;
     let set: JwkSet = client
         .get(&config.jwks_url)
         .send()

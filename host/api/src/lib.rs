@@ -17,6 +17,7 @@ mod metrics;
 pub mod problem;
 mod routes;
 pub mod seal;
+pub mod sign_in;
 pub mod sites;
 mod views;
 

@@ -19,6 +19,8 @@ pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
     router
         .routes(routes!(access::login))
         .routes(routes!(access::whoami))
+        .routes(routes!(access::providers))
+        .routes(routes!(access::sign_in_with_code))
         .routes(routes!(access::list_tokens, access::create_token))
         .routes(routes!(access::revoke_token))
         .routes(routes!(access::put_user))

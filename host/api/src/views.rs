@@ -60,6 +60,12 @@ pub struct LoginRequest {
     pub password: String,
 }
 
+/// The OIDC issuers the web UI offers sign-in with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignInProviders {
+    pub providers: Vec<crate::sign_in::SignInProvider>,
+}
+
 /// Create an API token.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -330,6 +330,9 @@ async fn host() -> (Api, String, tempfile::TempDir) {
             jwks_url: format!("http://{addr}/rsa.json"),
             algorithm: "RS256".into(),
             role_claim: "roles".into(),
+            client_id: None,
+            name: None,
+            scope: "openid".into(),
         },
         OidcIssuer {
             issuer: EC_ISSUER.into(),
@@ -337,6 +340,9 @@ async fn host() -> (Api, String, tempfile::TempDir) {
             jwks_url: format!("http://{addr}/ec.json"),
             algorithm: "ES256".into(),
             role_claim: "groups".into(),
+            client_id: None,
+            name: None,
+            scope: "openid".into(),
         },
     ];
     let secret = store.host_key("jwt-hs256", "unused").await.expect("key");
@@ -589,6 +595,9 @@ async fn a_jwks_that_cannot_be_fetched_stops_the_start_with_a_reason() {
         jwks_url: "http://127.0.0.1:9/jwks.json".into(),
         algorithm: "RS256".into(),
         role_claim: "roles".into(),
+        client_id: None,
+        name: None,
+        scope: "openid".into(),
     }];
     let err = rebound_api::Auth::start(&store, &config.auth)
         .await

@@ -3,7 +3,9 @@
 //! browser tests of `web-ui/e2e/` — node's test runner driving Debian's
 //! Chromium through playwright-core — signing in, registering a site,
 //! writing a plan, running a drill, approving a failback and checking what
-//! a viewer is shown.
+//! a viewer is shown — and signing in through an OpenID provider
+//! (node-oidc-provider, `web-ui/e2e/idp.mjs`, started here before the host,
+//! which trusts it for browser sign-in).
 //!
 //! It needs node, `web-ui/node_modules` (npm ci), a built UI and Chromium
 //! (`/usr/bin/chromium`, or `REBOUND_CHROMIUM`); `cargo xtask test` and CI
@@ -22,9 +24,10 @@ use rebound_lab::{ExampleOptions, ExampleSite};
 
 const ADMIN_PASSWORD: &str = "correct-horse-battery";
 
-struct Host(Child);
+/// A child process killed with the test.
+struct Process(Child);
 
-impl Drop for Host {
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -79,7 +82,8 @@ fn ready() -> bool {
 /// tests to register.
 struct Lab {
     _dir: tempfile::TempDir,
-    _host: Host,
+    _host: Process,
+    _idp: Process,
     url: String,
     b: ExampleSite,
     _a: ExampleSite,
@@ -117,8 +121,25 @@ async fn lab(policy_seconds: &str) -> Lab {
         ),
     )
     .expect("sites");
+    // The host's address is chosen first: the provider must know where to
+    // send the browser back.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let (idp, issuer) = start_idp(&format!("http://{listen}/")).await;
+    std::fs::write(
+        dir.path().join("rebound.toml"),
+        format!(
+            "[[api.auth.oidc]]\nissuer = \"{issuer}\"\naudience = \"rebound-api\"\n\
+             jwks_url = \"{issuer}/jwks\"\nalgorithm = \"RS256\"\nclient_id = \"rebound-ui\"\n\
+             name = \"Lab IdP\"\nscope = \"openid rebound\"\n"
+        ),
+    )
+    .expect("config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_rebound"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--config", "rebound.toml"])
+        .arg("--listen")
+        .arg(listen.to_string())
         .args(["--policy-seconds", policy_seconds])
         .args(["--plugins", "plugins", "--trusted-key", "publisher.pub"])
         .args(["--sites", "sites.toml"])
@@ -131,7 +152,7 @@ async fn lab(policy_seconds: &str) -> Lab {
         .spawn()
         .expect("serve");
     let stderr = child.stderr.take().expect("stderr");
-    let host = Host(child);
+    let host = Process(child);
     let url = tokio::task::spawn_blocking(move || {
         let mut lines = BufReader::new(stderr).lines();
         for line in lines.by_ref().map_while(Result::ok) {
@@ -148,10 +169,38 @@ async fn lab(policy_seconds: &str) -> Lab {
     Lab {
         _dir: dir,
         _host: host,
+        _idp: idp,
         url,
         b,
         _a: a,
     }
+}
+
+/// The browser tests' OpenID provider, redirecting to `ui`: the process
+/// and its issuer URL.
+async fn start_idp(ui: &str) -> (Process, String) {
+    let mut child = Command::new("node")
+        .arg("e2e/idp.mjs")
+        .current_dir(web_ui())
+        .env("REBOUND_UI_URL", ui)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node e2e/idp.mjs");
+    let stdout = child.stdout.take().expect("stdout");
+    let process = Process(child);
+    let issuer = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("idp on ") {
+                std::thread::spawn(move || lines.for_each(drop));
+                return url.to_owned();
+            }
+        }
+        panic!("e2e/idp.mjs did not print its address");
+    })
+    .await
+    .expect("join");
+    (process, issuer)
 }
 
 /// Run a node script of web-ui/ against the lab; its output is shown.

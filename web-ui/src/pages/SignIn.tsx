@@ -1,17 +1,46 @@
-// Sign in as a local user (POST /api/v1/auth/login), or with a bearer
-// token: an API token (rbt_…) or an access token from an OIDC issuer the
-// host trusts.
-import { useState, type FormEvent } from "react";
+// Sign in with an OIDC issuer the host offers (GET /api/v1/auth/providers;
+// the authorization code flow with PKCE, lib/oidc.ts), as a local user
+// (POST /api/v1/auth/login), or with a bearer token: an API token (rbt_…)
+// or an access token from an OIDC issuer the host trusts.
+import { useEffect, useState, type FormEvent } from "react";
 import { api, call, setToken, type Schemas } from "../api/client";
 import { ErrorBox } from "../components/common";
+import { beginSignIn } from "../lib/oidc";
 
-export function SignIn({ notice, onSignedIn }: { notice: string | null; onSignedIn: (p: Schemas["Principal"]) => void }) {
+export function SignIn({
+  notice,
+  error: initialError = null,
+  onSignedIn,
+}: {
+  notice: string | null;
+  /** Why the last sign-in with an issuer failed. */
+  error?: unknown;
+  onSignedIn: (p: Schemas["Principal"]) => void;
+}) {
   const [mode, setMode] = useState<"password" | "token">("password");
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
   const [bearer, setBearer] = useState("");
-  const [error, setError] = useState<unknown>(null);
+  const [error, setError] = useState<unknown>(initialError);
   const [busy, setBusy] = useState(false);
+  const [providers, setProviders] = useState<Schemas["SignInProvider"][]>([]);
+
+  useEffect(() => {
+    call(api.GET("/api/v1/auth/providers"))
+      .then((r) => setProviders(r.providers))
+      .catch(() => setProviders([]));
+  }, []);
+
+  async function signInWith(provider: Schemas["SignInProvider"]) {
+    setBusy(true);
+    setError(null);
+    try {
+      await beginSignIn(provider);
+    } catch (err) {
+      setError(err);
+      setBusy(false);
+    }
+  }
 
   async function submit(e: FormEvent) {
     e.preventDefault();
@@ -41,6 +70,16 @@ export function SignIn({ notice, onSignedIn }: { notice: string | null; onSigned
           <p className="notice" role="status">
             {notice}
           </p>
+        )}
+        {providers.length > 0 && (
+          <div className="providers">
+            {providers.map((p) => (
+              <button type="button" key={p.issuer} onClick={() => signInWith(p)} disabled={busy}>
+                Sign in with {p.name}
+              </button>
+            ))}
+            <p className="hint">or</p>
+          </div>
         )}
         <div className="tabs" role="radiogroup" aria-label="How to sign in">
           <label>

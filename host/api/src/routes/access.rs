@@ -7,8 +7,10 @@ use crate::ApiState;
 use crate::auth::{IssuedToken, Need, Principal};
 use crate::extract::Json;
 use crate::problem::{Problem, ProblemDetails};
+use crate::sign_in::OidcCodeRequest;
 use crate::views::{
-    CreatedToken, LoginRequest, PasswordRequest, TokenList, TokenRequest, TokenView, UserRequest,
+    CreatedToken, LoginRequest, PasswordRequest, SignInProviders, TokenList, TokenRequest,
+    TokenView, UserRequest,
 };
 
 /// Exchange a local user's password for a bearer token.
@@ -49,6 +51,62 @@ pub async fn login(
                         "auth.login.refused",
                         &format!("user:{}", request.username),
                         serde_json::json!({}),
+                    )
+                    .await?;
+            }
+            Err(problem)
+        }
+    }
+}
+
+/// The OIDC issuers the web UI offers sign-in with (authorization code
+/// with PKCE): where to send the browser, with which client id and scopes.
+#[utoipa::path(get, path = "/api/v1/auth/providers", tag = "auth", security(()),
+    responses(
+        (status = 200, body = SignInProviders),
+    ))]
+pub async fn providers(State(state): State<ApiState>) -> axum::Json<SignInProviders> {
+    axum::Json(SignInProviders {
+        providers: state.auth.providers().to_vec(),
+    })
+}
+
+/// Redeem the authorization code an OIDC issuer returned to the web UI,
+/// with the PKCE verifier, for the issuer's access token — checked as
+/// every bearer token is, so one this host would refuse is refused here.
+#[utoipa::path(post, path = "/api/v1/auth/oidc", tag = "auth", security(()),
+    request_body = OidcCodeRequest,
+    responses(
+        (status = 200, body = IssuedToken, description = "the issuer's access token, to send as a bearer token"),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+        (status = 502, body = ProblemDetails, content_type = "application/problem+json", description = "the issuer did not answer"),
+    ))]
+pub async fn sign_in_with_code(
+    State(state): State<ApiState>,
+    Json(request): Json<OidcCodeRequest>,
+) -> Result<axum::Json<IssuedToken>, Problem> {
+    match state.auth.sign_in_with_code(&request).await {
+        Ok((token, principal)) => {
+            state
+                .store
+                .audit(
+                    &principal.name,
+                    "auth.login",
+                    &principal.name,
+                    serde_json::json!({"issuer": request.issuer}),
+                )
+                .await?;
+            Ok(axum::Json(token))
+        }
+        Err(problem) => {
+            if matches!(problem.status, 401 | 403) {
+                state
+                    .store
+                    .audit(
+                        "anonymous",
+                        "auth.login.refused",
+                        &format!("oidc:{}", request.issuer),
+                        serde_json::json!({"reason": problem.detail}),
                     )
                     .await?;
             }

@@ -1,0 +1,66 @@
+// An OpenID provider for the browser tests: node-oidc-provider (a certified
+// implementation, not ours) on loopback, with Rebound's web UI registered
+// as a public client that must use PKCE, and access tokens issued as JWTs
+// (RFC 9068) for the API's audience with the user's Rebound roles in a
+// `roles` claim. Its development login form takes any name; the password
+// is not checked. Users: `olivia` is an operator, anyone else has no role.
+//
+// `REBOUND_UI_URL=http://127.0.0.1:PORT/ node e2e/idp.mjs` prints
+// `idp on http://127.0.0.1:PORT2` and serves until it is killed.
+// host/rebound/tests/ui_test.rs starts it before the host, which trusts it
+// as `[[api.auth.oidc]]` with client id `rebound-ui` and scope
+// `openid rebound`.
+import { generateKeyPairSync } from "node:crypto";
+import { createServer } from "node:http";
+import Provider from "oidc-provider";
+
+const REDIRECT = process.env.REBOUND_UI_URL;
+if (!REDIRECT) throw new Error("REBOUND_UI_URL names the web UI the provider redirects back to");
+
+const ROLES = { olivia: ["operator"] };
+
+const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+const jwk = { ...privateKey.export({ format: "jwk" }), kid: "lab-idp-1", alg: "RS256", use: "sig" };
+
+const server = createServer();
+await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+const issuer = `http://127.0.0.1:${server.address().port}`;
+
+const provider = new Provider(issuer, {
+  clients: [
+    {
+      client_id: "rebound-ui",
+      token_endpoint_auth_method: "none",
+      redirect_uris: [REDIRECT],
+      grant_types: ["authorization_code"],
+      response_types: ["code"],
+    },
+  ],
+  jwks: { keys: [jwk] },
+  pkce: { required: () => true },
+  scopes: ["openid", "rebound"],
+  async findAccount(_ctx, id) {
+    return { accountId: id, claims: async () => ({ sub: id, name: id }) };
+  },
+  features: {
+    devInteractions: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: async () => "urn:rebound:api",
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async () => ({
+        scope: "rebound",
+        audience: "rebound-api",
+        accessTokenTTL: 600,
+        accessTokenFormat: "jwt",
+        jwt: { sign: { alg: "RS256" } },
+      }),
+    },
+  },
+  async extraTokenClaims(_ctx, token) {
+    return { roles: ROLES[token.accountId] ?? [] };
+  },
+});
+provider.on("server_error", (_ctx, err) => console.error("idp error:", err));
+server.on("request", provider.callback());
+console.log(`idp on ${issuer}`);

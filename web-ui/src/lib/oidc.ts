@@ -1,0 +1,103 @@
+// Sign-in with an OIDC issuer: the authorization code flow with PKCE
+// (RFC 7636) for a public client. `beginSignIn` keeps a fresh state and
+// code verifier for this tab and sends the browser to the issuer; when the
+// issuer sends it back (`?code=…&state=…` on the UI's own URL),
+// `completeSignIn` checks the state and has the host redeem the code with
+// the verifier (POST /api/v1/auth/oidc), which answers the access token
+// it accepts. The verifier never leaves this tab but for the host.
+import { api, call, type Schemas } from "../api/client";
+
+const PENDING_KEY = "rebound.oidc";
+
+interface Pending {
+  issuer: string;
+  state: string;
+  verifier: string;
+  redirect_uri: string;
+  /** Where the user was (the hash route), to return to. */
+  hash: string;
+}
+
+function base64url(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += String.fromCharCode(b);
+  return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function random(bytes: number): string {
+  return base64url(crypto.getRandomValues(new Uint8Array(bytes)));
+}
+
+export async function pkceChallenge(verifier: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier));
+  return base64url(new Uint8Array(digest));
+}
+
+/** The UI's own URL without query or hash: the redirect URI to register. */
+export function redirectUri(): string {
+  return `${location.origin}${location.pathname}`;
+}
+
+/** Send the browser to `provider` to sign in. */
+export async function beginSignIn(provider: Schemas["SignInProvider"]): Promise<void> {
+  const pending: Pending = {
+    issuer: provider.issuer,
+    state: random(16),
+    verifier: random(32),
+    redirect_uri: redirectUri(),
+    hash: location.hash,
+  };
+  sessionStorage.setItem(PENDING_KEY, JSON.stringify(pending));
+  const url = new URL(provider.authorization_endpoint);
+  url.search = new URLSearchParams({
+    response_type: "code",
+    client_id: provider.client_id,
+    redirect_uri: pending.redirect_uri,
+    scope: provider.scope,
+    state: pending.state,
+    code_challenge: await pkceChallenge(pending.verifier),
+    code_challenge_method: "S256",
+  }).toString();
+  location.assign(url.toString());
+}
+
+/** Whether this page load is the issuer sending the browser back. */
+export function isSignInCallback(): boolean {
+  const q = new URLSearchParams(location.search);
+  return q.has("state") && (q.has("code") || q.has("error"));
+}
+
+/**
+ * Finish a sign-in the issuer sent the browser back from: the host's
+ * answer (its access token), or an Error saying what went wrong. The
+ * query is removed from the address bar either way.
+ */
+export async function completeSignIn(): Promise<Schemas["IssuedToken"]> {
+  const q = new URLSearchParams(location.search);
+  const raw = sessionStorage.getItem(PENDING_KEY);
+  sessionStorage.removeItem(PENDING_KEY);
+  const pending: Pending | null = raw ? JSON.parse(raw) : null;
+  history.replaceState(null, "", `${location.pathname}${pending?.hash ?? ""}`);
+  if (!pending || q.get("state") !== pending.state) {
+    throw new Error("This sign-in was not started from this tab (its state does not match); sign in again.");
+  }
+  const error = q.get("error");
+  if (error) {
+    const description = q.get("error_description");
+    throw new Error(`The identity provider refused the sign-in: ${error}${description ? ` (${description})` : ""}.`);
+  }
+  const iss = q.get("iss");
+  if (iss && iss !== pending.issuer) {
+    throw new Error(`The answer came from ${iss}, not ${pending.issuer}, where the sign-in began; sign in again.`);
+  }
+  return call(
+    api.POST("/api/v1/auth/oidc", {
+      body: {
+        issuer: pending.issuer,
+        code: q.get("code") ?? "",
+        code_verifier: pending.verifier,
+        redirect_uri: pending.redirect_uri,
+      },
+    }),
+  );
+}
