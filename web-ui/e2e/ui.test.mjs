@@ -166,6 +166,15 @@ describe("the admin web UI", () => {
     await forecast.waitFor();
     assert.match(await forecast.innerText(), /RTO forecast .* against the failover RTO objective of 20 min/);
     assert.match(await forecast.innerText(), /fence vm-3 on lab-a/);
+    assert.match(await dryRun.getByRole("status").innerText(), /saved plan/);
+
+    // An edit is previewed before it is saved, and stays unsaved.
+    await page.getByLabel("Failover RTO", { exact: true }).fill("45");
+    await dryRun.getByRole("button", { name: "Preview" }).click();
+    await dryRun.getByText("Previewing your unsaved changes.").waitFor();
+    assert.match(await forecast.innerText(), /against the failover RTO objective of 45 min/);
+    assert.equal((await api(admin, "GET", "/plans/shop")).document.objectives.failover.rto, "20m");
+    await page.getByLabel("Failover RTO", { exact: true }).fill("20");
   });
 
   async function startRun(workflow) {

@@ -45,11 +45,25 @@ impl From<WorkflowName> for Workflow {
     }
 }
 
-/// Start (or preview) a workflow on a plan.
+/// Start a workflow on a plan.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowRequest {
     pub workflow: WorkflowName,
+}
+
+/// Preview a workflow on a plan: the saved one, or an edit of it (or a
+/// new plan) not saved yet.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DryRunRequest {
+    pub workflow: WorkflowName,
+    /// A plan document (the JSON form of the YAML) to preview instead of
+    /// the saved plan; checked as `PUT /api/v1/plans/{name}` checks it,
+    /// and its `name` must be the URL's. A plan not saved yet is previewed
+    /// as a new plan (protected, its source primary).
+    #[schema(value_type = Option<Object>)]
+    pub plan: Option<Value>,
 }
 
 /// Log in as a local user.

@@ -22,6 +22,7 @@ rebound_store::on_both_backends!(
     runs_are_listed_filtered_paginated_and_detailed,
     approve_and_cancel_follow_the_run_and_events_stream_to_its_end,
     dry_run_previews_without_changing_anything,
+    dry_run_previews_unsaved_edits,
     compliance_events_audit_and_recovery_points,
     plugins_and_sites,
     the_role_matrix_holds_for_every_mutating_endpoint,
@@ -553,6 +554,90 @@ async fn dry_run_previews_without_changing_anything(store: Store) {
     assert_eq!(runs.json["items"], json!([]));
 }
 
+/// An edit is previewed before it is saved: its steps and forecast, not
+/// the saved plan's; a new plan too; an edit saving would refuse is
+/// refused with the same field messages; nothing is stored.
+async fn dry_run_previews_unsaved_edits(store: Store) {
+    let api = Api::new(store).await;
+    api.put_plan_yaml("shop", PLAN_YAML).await;
+    let saved = api.get("/api/v1/plans/shop", Role::Viewer).await.json;
+    let dry_run = |name: &'static str, body: Value| {
+        let api = &api;
+        async move {
+            api.send(
+                "POST",
+                &format!("/api/v1/plans/{name}/dry-run"),
+                Role::Viewer,
+                &body,
+            )
+            .await
+        }
+    };
+    let before = dry_run("shop", json!({"workflow": "failover"})).await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.text);
+
+    // A fourth workload and a tighter RTO, unsaved.
+    let mut edit = saved["document"].clone();
+    edit["workloads"]
+        .as_array_mut()
+        .expect("workloads")
+        .push(json!({"id": "cache-1", "depends_on": ["db-1"]}));
+    edit["objectives"]["failover"]["rto"] = json!("1s");
+    let r = dry_run("shop", json!({"workflow": "failover", "plan": edit})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["objective_rto_ms"], 1000);
+    assert_eq!(r.json["within_objective"], false, "{}", r.text);
+    let names = |v: &Value| {
+        v["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter(|s| s["name"].as_str().is_some_and(|n| n.contains("cache-1")))
+            .count()
+    };
+    assert_eq!(names(&before.json), 0);
+    assert!(
+        names(&r.json) > 0,
+        "the edit's workload is in the preview: {}",
+        r.text
+    );
+
+    // A plan not saved yet is previewed as a new one.
+    let mut new = saved["document"].clone();
+    new["name"] = json!("fresh");
+    let r = dry_run("fresh", json!({"workflow": "failover", "plan": new})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = dry_run("fresh", json!({"workflow": "failback", "plan": new})).await;
+    assert_eq!(
+        r.problem(StatusCode::CONFLICT)["current_state"],
+        "protected"
+    );
+
+    // Refused as saving would refuse it, naming the field.
+    let mut bad = saved["document"].clone();
+    bad["objectives"]["failback"]["rpo"] = json!("soon");
+    let r = dry_run("shop", json!({"workflow": "failover", "plan": bad})).await;
+    let p = r.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        p["errors"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|f| f["field"] == "objectives.failback.rpo")),
+        "{}",
+        r.text
+    );
+    let r = dry_run("shop", json!({"workflow": "failover", "plan": new})).await;
+    assert_eq!(
+        r.problem(StatusCode::UNPROCESSABLE_ENTITY)["errors"][0]["field"],
+        "name"
+    );
+
+    let after = api.get("/api/v1/plans/shop", Role::Viewer).await.json;
+    assert_eq!(after, saved, "nothing saved");
+    api.get("/api/v1/plans/fresh", Role::Viewer)
+        .await
+        .problem(StatusCode::NOT_FOUND);
+}
+
 async fn compliance_events_audit_and_recovery_points(store: Store) {
     let api = Api::new(store.clone()).await;
     api.put_plan_yaml("shop", PLAN_YAML).await;
@@ -933,7 +1018,8 @@ async fn every_endpoint_refuses_an_anonymous_caller(store: Store) {
         }
     }
     assert_eq!(api.audit_len().await, before);
-    // The spec lists exactly these endpoints (and login).
+    // The spec lists exactly these endpoints, and the sign-in ones open to
+    // anonymous callers (tested in auth_test and sign_in_test).
     let spec = rebound_api::openapi();
     let mut listed: Vec<(String, String)> = Vec::new();
     for (path, item) in spec.paths.paths {
@@ -958,7 +1044,13 @@ async fn every_endpoint_refuses_an_anonymous_caller(store: Store) {
             ((*m).to_owned(), template)
         })
         .collect();
-    expected.push(("POST".into(), "/api/v1/auth/login".into()));
+    for (method, path) in [
+        ("POST", "/api/v1/auth/login"),
+        ("GET", "/api/v1/auth/providers"),
+        ("POST", "/api/v1/auth/oidc"),
+    ] {
+        expected.push((method.into(), path.into()));
+    }
     listed.sort();
     expected.sort();
     assert_eq!(

@@ -267,6 +267,28 @@ pub async fn dry_run(
     parallelism: usize,
 ) -> Result<Forecast, EngineError> {
     let record = store.plan(plan).await?;
+    dry_run_of(
+        store,
+        &record.document,
+        &record.lifecycle,
+        workflow,
+        parallelism,
+    )
+    .await
+}
+
+/// The dry-run of `workflow` for a plan document that need not be saved
+/// (an edit being previewed) in the lifecycle state `lifecycle`, with
+/// durations measured in the most recent successful drill or failover of
+/// the stored plan of its name, if there is one.
+pub async fn dry_run_of(
+    store: &Store,
+    document: &PlanDocument,
+    lifecycle: &Lifecycle,
+    workflow: Workflow,
+    parallelism: usize,
+) -> Result<Forecast, EngineError> {
+    let plan = document.name.as_str();
     let mut measured = HashMap::new();
     let mut basis = None;
     let last = store.runs_of(plan).await?.into_iter().find(|r| {
@@ -290,8 +312,8 @@ pub async fn dry_run(
         basis = Some(run.id);
     }
     Ok(forecast(
-        &record.document,
-        &record.lifecycle,
+        document,
+        lifecycle,
         workflow,
         &measured,
         basis,

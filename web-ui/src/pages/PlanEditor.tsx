@@ -168,6 +168,17 @@ export function PlanEditor({ name }: { name: string | null }) {
     }
   }
 
+  // What the dry-run previews: the document as edited (the YAML view's
+  // text when that is shown), or the saved plan when nothing changed.
+  function previewed(): Preview {
+    if (view === "yaml") {
+      const parsed = parseYaml(yamlText) as PlanDocument | null;
+      if (!parsed || typeof parsed !== "object") throw new Error("the YAML is not a plan document (a mapping)");
+      return { name: parsed.name ?? "", plan: parsed };
+    }
+    return { name: doc!.name, plan: dirty ? clean(doc!) : null };
+  }
+
   const siteOptions = [{ value: "", label: "— choose a site —" }, ...(sites.data ?? []).map((s) => ({ value: s.name, label: `${s.name} (${s.plugin})` }))];
 
   return (
@@ -288,7 +299,7 @@ export function PlanEditor({ name }: { name: string | null }) {
         )}
       </form>
 
-      {stored && <DryRun name={stored.name} dirty={dirty} />}
+      {(stored || doc.name) && <DryRun edit={previewed} />}
     </>
   );
 }
@@ -591,9 +602,16 @@ function TriggerSection({ doc, update, errs }: PartProps) {
   );
 }
 
-function DryRun({ name, dirty }: { name: string; dirty: boolean }) {
+/** A plan to preview: its name, and its unsaved document (none: the saved plan). */
+interface Preview {
+  name: string;
+  plan: PlanDocument | null;
+}
+
+function DryRun({ edit }: { edit: () => Preview }) {
   const [workflow, setWorkflow] = useState<Workflow>("failover");
   const [forecast, setForecast] = useState<Forecast | null>(null);
+  const [unsaved, setUnsaved] = useState(false);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
   async function preview() {
@@ -601,7 +619,10 @@ function DryRun({ name, dirty }: { name: string; dirty: boolean }) {
     setError(null);
     setForecast(null);
     try {
-      const f = await call(api.POST("/api/v1/plans/{name}/dry-run", { params: { path: { name } }, body: { workflow } }));
+      const { name, plan } = edit();
+      const body = plan ? { workflow, plan: plan as unknown as Record<string, never> } : { workflow };
+      const f = await call(api.POST("/api/v1/plans/{name}/dry-run", { params: { path: { name } }, body }));
+      setUnsaved(plan !== null);
       setForecast(f as unknown as Forecast);
     } catch (e) {
       setError(e);
@@ -612,7 +633,7 @@ function DryRun({ name, dirty }: { name: string; dirty: boolean }) {
   return (
     <section className="panel" aria-labelledby="dryrun-title">
       <h2 id="dryrun-title">Dry-run preview</h2>
-      <p className="hint">The exact steps a workflow would take now and its RTO forecast; nothing happens.{dirty && " It previews the saved plan: save your changes first."}</p>
+      <p className="hint">The exact steps a workflow would take now and its RTO forecast, of the plan as edited here — saved or not; nothing happens.</p>
       <div className="row inline">
         <SelectInput label="Workflow" value={workflow} options={WORKFLOWS.map((w) => ({ value: w, label: w.replaceAll("_", " ") }))} onChange={(v) => setWorkflow(v as Workflow)} />
         <button type="button" onClick={preview} disabled={busy}>
@@ -620,7 +641,14 @@ function DryRun({ name, dirty }: { name: string; dirty: boolean }) {
         </button>
       </div>
       <ErrorBox error={error} title="No preview" />
-      {forecast && <ForecastView forecast={forecast} />}
+      {forecast && (
+        <>
+          <p className="muted small" role="status">
+            {unsaved ? "Previewing your unsaved changes." : "Previewing the saved plan."}
+          </p>
+          <ForecastView forecast={forecast} />
+        </>
+      )}
     </section>
   );
 }

@@ -3,15 +3,14 @@
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use rebound_domain::{PlanDocument, Workflow};
+use rebound_domain::{Lifecycle, PlanDocument, Workflow};
 
 use crate::ApiState;
 use crate::auth::{Need, Principal};
 use crate::extract::Json;
 use crate::problem::{FieldProblem, Problem, ProblemDetails};
 use crate::views::{
-    PageQuery, PlanPage, PlanView, RecoveryPointList, RecoveryPointView, WorkflowRequest,
-    next_cursor,
+    DryRunRequest, PageQuery, PlanPage, PlanView, RecoveryPointList, RecoveryPointView, next_cursor,
 };
 
 /// Calls of one stage in flight the dry-run forecast assumes (the
@@ -93,6 +92,23 @@ pub async fn put_plan(
             ));
         }
     };
+    let document = checked(&state, &name, document).await?;
+    let record = state.store.put_plan(&document, &principal.name).await?;
+    let status = if record.revision == 1 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(PlanView::from(&record))))
+}
+
+/// A parsed plan document checked for what storing it needs: the URL's
+/// name, and objectives and sites its plugins can meet.
+async fn checked(
+    state: &ApiState,
+    name: &str,
+    document: PlanDocument,
+) -> Result<PlanDocument, Problem> {
     if document.name != name {
         let mut p = Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -115,20 +131,16 @@ pub async fn put_plan(
     if let Some(registry) = &state.registry {
         registry.steps.check_feasible(&document).await?;
     }
-    let record = state.store.put_plan(&document, &principal.name).await?;
-    let status = if record.revision == 1 {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, axum::Json(PlanView::from(&record))))
+    Ok(document)
 }
 
 /// Preview a workflow: the exact steps and the RTO forecast, changing
-/// nothing. Refused (409) when the plan's state does not allow it.
+/// nothing — of the saved plan, or of an edit sent as `plan` before it is
+/// saved (a new plan too). Refused (409) when the plan's state does not
+/// allow the workflow, and (422) when the edit would be refused on saving.
 #[utoipa::path(post, path = "/api/v1/plans/{name}/dry-run", tag = "plans",
     params(("name" = String, Path)),
-    request_body = WorkflowRequest,
+    request_body = DryRunRequest,
     responses(
         (status = 200, description = "the steps and the forecast", body = Object),
         (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
@@ -137,17 +149,40 @@ pub async fn dry_run(
     State(state): State<ApiState>,
     principal: Principal,
     Path(name): Path<String>,
-    Json(request): Json<WorkflowRequest>,
+    Json(request): Json<DryRunRequest>,
 ) -> Result<axum::Json<serde_json::Value>, Problem> {
     principal.require(Need::Read)?;
     let workflow = Workflow::from(request.workflow);
-    let plan = state.store.plan(&name).await?;
-    let mut lifecycle = plan.lifecycle.clone();
+    let (document, lifecycle) = match request.plan {
+        None => {
+            let saved = state.store.plan(&name).await?;
+            (saved.document, saved.lifecycle)
+        }
+        Some(edit) => {
+            let edit = PlanDocument::from_json(&edit.to_string())?;
+            let document = checked(&state, &name, edit).await?;
+            let lifecycle = match state.store.plan(&name).await {
+                Ok(saved) => saved.lifecycle,
+                Err(rebound_store::StoreError::NotFound { .. }) => {
+                    Lifecycle::new(&document.source, &document.target)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            (document, lifecycle)
+        }
+    };
     lifecycle
+        .clone()
         .begin(workflow)
         .map_err(rebound_store::StoreError::from)?;
-    let forecast =
-        rebound_engine::dry_run(&state.store, &name, workflow, FORECAST_PARALLELISM).await?;
+    let forecast = rebound_engine::dry_run_of(
+        &state.store,
+        &document,
+        &lifecycle,
+        workflow,
+        FORECAST_PARALLELISM,
+    )
+    .await?;
     serde_json::to_value(forecast)
         .map(axum::Json)
         .map_err(|e| Problem::internal(&e))
