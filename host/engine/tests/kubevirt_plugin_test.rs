@@ -811,6 +811,46 @@ async fn replicate_mirrors_a_recovery_point_to_the_peer_cluster() {
         .await
         .expect("again");
     assert_eq!(again.id, op.id, "a repeated key repeats nothing");
+
+    // Until the replicate is done the source holds the copy primary: a
+    // promotion on the peer would split the brain and is refused.
+    let mut mirrored_yet = false;
+    for _ in 0..200 {
+        mirrored_yet = peer
+            .list("persistentvolumeclaims", "prod")
+            .iter()
+            .any(|pvc| !pvc["metadata"]["labels"]["rebound.io/replica"].is_null());
+        if mirrored_yet {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(mirrored_yet, "the first sync reaches the peer");
+    let mut spec = point.spec.clone();
+    spec.labels = vec![("rebound/workload".into(), "web-1".into())];
+    let materialize = |id: &str| MaterializeRequest {
+        key: "run-2/materialize/web-1".into(),
+        site: "kv-b".into(),
+        source: DiskSource::RecoveryPoint(id.into()),
+        spec: spec.clone(),
+        networks: vec![],
+        isolated: false,
+        start: true,
+    };
+    let point_id = serde_json::from_str::<serde_json::Value>(&op.id).expect("handle")["point"]
+        .as_str()
+        .expect("point")
+        .to_owned();
+    let err = lab
+        .rt
+        .call(&lab.plugin, &only_b, materialize(&point_id))
+        .await
+        .expect_err("split brain");
+    assert!(
+        matches!(err.provider_error(), Some(ProviderError::Conflict(m)) if m.contains("split the brain")),
+        "{err}"
+    );
+
     let Outcome::RecoveryPoint(replica) = lab.finish_in(&both, &op).await else {
         panic!("not a recovery point");
     };
@@ -841,21 +881,12 @@ async fn replicate_mirrors_a_recovery_point_to_the_peer_cluster() {
         "status is idempotent"
     );
 
-    // Materialize on the peer alone: promote, then clone into the VM.
-    let mut spec = replica.spec.clone();
-    spec.labels = vec![("rebound/workload".into(), "web-1".into())];
-    let materialize = MaterializeRequest {
-        key: "run-2/materialize/web-1".into(),
-        site: "kv-b".into(),
-        source: DiskSource::RecoveryPoint(replica.id.clone()),
-        spec,
-        networks: vec![],
-        isolated: false,
-        start: true,
-    };
+    // Materialize on the peer alone, the refused call again: the copy is
+    // promoted now, then cloned into the VM.
+    assert_eq!(replica.id, point_id);
     let op = lab
         .rt
-        .call(&lab.plugin, &only_b, materialize)
+        .call(&lab.plugin, &only_b, materialize(&replica.id))
         .await
         .expect("materialize");
     let Outcome::Materialized(m) = lab.finish_in(&only_b, &op).await else {

@@ -148,7 +148,16 @@ pub fn replicate(req: &ReplicateRequest) -> Result<Operation, ProviderError> {
             .enumerate()
     {
         let pvc = pvc_name(&point, i);
-        let labels = json!({REPLICA_LABEL: point, SOURCE_LABEL: name, DISK_LABEL: claim});
+        let mut labels = json!({REPLICA_LABEL: point});
+        // Object names may be longer than label values: a copy of such a
+        // claim is found by its position, and the copies of such a snapshot
+        // are left to the replica's own cleanup.
+        if names::label_value_ok(name) {
+            labels[SOURCE_LABEL] = json!(name);
+        }
+        if names::label_value_ok(&claim) {
+            labels[DISK_LABEL] = json!(claim);
+        }
         let dv = json!({
             "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
             "metadata": {"name": pvc, "labels": labels,
