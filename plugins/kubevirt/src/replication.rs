@@ -269,11 +269,10 @@ pub fn status(target: &Cluster, id: &str) -> Result<OperationState, ProviderErro
     for path in demote {
         source.merge_patch(&path, &json!({"spec": {"replicationState": "secondary"}}))?;
     }
-    let point = match points::status(&source, &handle.snapshot)? {
+    let mut point = match points::status(&source, &handle.snapshot)? {
         OperationState::Succeeded(Outcome::RecoveryPoint(p)) => p,
         other => return Ok(other),
     };
-    let mut point = point;
     point.id = handle.point.clone();
     point.site = target.site.clone();
     for (i, disk) in point.disks.iter_mut().enumerate() {
