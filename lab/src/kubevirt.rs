@@ -24,8 +24,11 @@
 //!   restored from a volume snapshot); a VirtualMachineSnapshot copies the
 //!   VM's disks when created and becomes `readyToUse` after the configured
 //!   latency, with its VirtualMachineSnapshotContent; a VirtualMachineExport
-//!   becomes `Ready` with a token Secret and links; a VolumeReplication
-//!   reports the state its spec asks for
+//!   becomes `Ready` with a token Secret and links
+//! - volume mirroring ([`mirror`]): with a peer ([`KubeVirtSite::pair`]), a
+//!   VolumeReplication copies its PVC's changed blocks to the peer every
+//!   `schedulingInterval` of its VolumeReplicationClass, into a mirror image
+//!   the peer promotes with a VolumeReplication of its own
 //! - the data plane ([`data`]): exported volumes are read through the
 //!   site's export proxy with `x-kubevirt-export-token`, and PVCs are written
 //!   through its upload proxy with an `UploadTokenRequest`'s token, each
@@ -35,8 +38,9 @@
 //!   annotation
 //!
 //! Not simulated: the OpenAPI document `kubectl create` fetches unless
-//! `--validate=false`, RBAC, quotas, pagination, and cross-cluster
-//! VolumeReplication data (its status only).
+//! `--validate=false`, RBAC, quotas, pagination, and of volume mirroring:
+//! consistency groups, more than one peer, and Ramen's restore of PVC
+//! objects on the peer (the simulator creates them).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -57,6 +61,7 @@ use crate::faults::Faults;
 
 mod controllers;
 mod data;
+mod mirror;
 
 /// One resource type the cluster serves.
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +90,7 @@ const fn resource(
 }
 
 /// What the simulated cluster serves (indexes named by the constants below).
-pub const RESOURCES: [Resource; 14] = [
+pub const RESOURCES: [Resource; 15] = [
     resource("", "v1", "namespaces", "Namespace", false),
     resource("", "v1", "services", "Service", true),
     resource("", "v1", "secrets", "Secret", true),
@@ -160,6 +165,13 @@ pub const RESOURCES: [Resource; 14] = [
         true,
     ),
     resource("route.openshift.io", "v1", "routes", "Route", true),
+    resource(
+        "replication.storage.openshift.io",
+        "v1alpha1",
+        "volumereplicationclasses",
+        "VolumeReplicationClass",
+        false,
+    ),
 ];
 
 const NAMESPACE: usize = 0;
@@ -173,6 +185,8 @@ const EXPORT: usize = 8;
 const DATA_VOLUME: usize = 9;
 const CDI_CONFIG: usize = 10;
 const UPLOAD_TOKEN_REQUEST: usize = 11;
+const VOLUME_REPLICATION: usize = 12;
+const VOLUME_REPLICATION_CLASS: usize = 14;
 
 /// The annotation the lab counts created objects by (see
 /// [`KubeVirtSite::effects`]).
@@ -310,6 +324,8 @@ struct Cluster {
     faults: Faults,
     /// Addresses handed to VM instances so far.
     addresses: u32,
+    /// When each VolumeReplication (by uid) last synced to the peer.
+    synced: HashMap<String, Instant>,
 }
 
 struct Site {
@@ -317,11 +333,22 @@ struct Site {
     cluster: Mutex<Cluster>,
     /// What the data proxies forward with.
     http: reqwest::Client,
+    /// The cluster of the same storage fabric that VolumeReplications
+    /// mirror to (see [`KubeVirtSite::pair`]).
+    peer: Mutex<Option<std::sync::Weak<Site>>>,
 }
 
 impl Site {
     fn cluster(&self) -> std::sync::MutexGuard<'_, Cluster> {
         self.cluster.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn peer(&self) -> Option<Arc<Site>> {
+        self.peer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade)
     }
 }
 
@@ -335,11 +362,13 @@ pub struct KubeVirtSite {
     _disk_dir: Option<tempfile::TempDir>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
     _data: tokio::task::AbortHandle,
+    _mirror: tokio::task::AbortHandle,
 }
 
 impl Drop for KubeVirtSite {
     fn drop(&mut self) {
         self._data.abort();
+        self._mirror.abort();
         let mut cluster = self.site.cluster();
         cluster.exports.clear();
         cluster.uploads.clear();
@@ -381,9 +410,11 @@ impl KubeVirtSite {
                 effects: BTreeMap::new(),
                 faults: Faults::default(),
                 addresses: 0,
+                synced: HashMap::new(),
             }),
             options,
             http,
+            peer: Mutex::new(None),
         });
         {
             let mut cluster = site.cluster();
@@ -424,6 +455,7 @@ impl KubeVirtSite {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(crate::tls::serve_tls(listener, app, tls.server, rx));
         let data = tokio::spawn(data::serve(data_listener, site.clone()));
+        let mirror = tokio::spawn(mirror::run(Arc::downgrade(&site)));
         Ok(Self {
             addr,
             token: site.options.token.clone(),
@@ -432,7 +464,17 @@ impl KubeVirtSite {
             _disk_dir: temp,
             _shutdown: tx,
             _data: data.abort_handle(),
+            _mirror: mirror.abort_handle(),
         })
+    }
+
+    /// Make this cluster and `other` mirroring peers, two clusters of one
+    /// storage fabric (Ceph RBD mirroring between two pools): a
+    /// VolumeReplication on either copies its PVC to the other.
+    pub fn pair(&self, other: &KubeVirtSite) {
+        for (site, peer) in [(&self.site, &other.site), (&other.site, &self.site)] {
+            *site.peer.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::downgrade(peer));
+        }
     }
 
     /// The API server URL.
@@ -1249,6 +1291,8 @@ mod tests {
             (DATA_VOLUME, "DataVolume"),
             (CDI_CONFIG, "CDIConfig"),
             (UPLOAD_TOKEN_REQUEST, "UploadTokenRequest"),
+            (VOLUME_REPLICATION, "VolumeReplication"),
+            (VOLUME_REPLICATION_CLASS, "VolumeReplicationClass"),
         ];
         for (index, kind) in kinds {
             assert_eq!(RESOURCES[index].kind, kind);

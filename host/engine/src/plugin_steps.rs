@@ -321,7 +321,12 @@ impl PluginSteps {
                     recovery_point_id: point,
                     base: None,
                 };
-                self.call(&[&from, &to], request).await?
+                let op = self.call(&[&from, &to], request).await?;
+                // Its status may need both sites too (the copy is made at
+                // one, finished at the other).
+                let mut handle = handle(&op);
+                handle["sites"] = json!([from, to]);
+                return Ok(Started::Operation(handle));
             }
             "transfer" => return self.start_transfer(step).await,
             "fence" => return self.fence(step, &site, &workload).await,
@@ -634,7 +639,14 @@ impl PluginSteps {
             site: site.clone(),
             id,
         };
-        let state = self.call(&[&site], Status(op)).await?;
+        let mut sites = vec![site.clone()];
+        for other in operation["sites"].as_array().into_iter().flatten() {
+            if let Some(other) = other.as_str().filter(|o| !sites.iter().any(|s| s == o)) {
+                sites.push(other.to_owned());
+            }
+        }
+        let sites: Vec<&str> = sites.iter().map(String::as_str).collect();
+        let state = self.call(&sites, Status(op)).await?;
         let done = match state {
             OperationState::Running(_) => return Ok(Progress::Running),
             OperationState::Failed(e) => return Ok(Progress::Failed(explain(&e))),

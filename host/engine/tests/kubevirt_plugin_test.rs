@@ -16,7 +16,7 @@ use rebound_lab::kubevirt::{blank_data_volume, vm_object};
 use rebound_lab::{Faults, KubeVirtOptions, KubeVirtSite};
 use rebound_runtime::bindings::exports::{
     CleanupRequest, CleanupScope, DiskSource, ExportRequest, FenceRequest, ImportRequest,
-    MaterializeRequest, NetworkMapping, RedirectRequest, SnapshotRequest,
+    MaterializeRequest, NetworkMapping, RedirectRequest, ReplicateRequest, SnapshotRequest,
 };
 use rebound_runtime::bindings::{
     Capabilities, Consistency, DiskEndpoint, DiskFormat, HealthStatus, InventoryFilter, Operation,
@@ -39,7 +39,11 @@ struct Lab {
 }
 
 fn grant(site: &KubeVirtSite, namespace: &str, token: &str) -> SiteGrant {
-    let mut grant = SiteGrant::new(SITE)
+    named_grant(SITE, site, namespace, token)
+}
+
+fn named_grant(name: &str, site: &KubeVirtSite, namespace: &str, token: &str) -> SiteGrant {
+    let mut grant = SiteGrant::new(name)
         .config("endpoint", &site.endpoint())
         .config("namespace", namespace)
         .secret("token", token)
@@ -83,8 +87,18 @@ impl Lab {
 
     /// Poll an operation to its end.
     async fn finish(&self, op: &Operation) -> Outcome {
+        self.finish_in(&self.ctx(), op).await
+    }
+
+    /// Poll an operation to its end with the sites of `ctx`.
+    async fn finish_in(&self, ctx: &CallContext, op: &Operation) -> Outcome {
         for _ in 0..200 {
-            match self.ok(Status(op.clone())).await {
+            let state = self
+                .rt
+                .call(&self.plugin, ctx, Status(op.clone()))
+                .await
+                .unwrap_or_else(|e| panic!("status: {e}"));
+            match state {
                 OperationState::Running(_) => tokio::time::sleep(Duration::from_millis(25)).await,
                 OperationState::Succeeded(outcome) => return outcome,
                 OperationState::Failed(e) => panic!("{:?} {} failed: {e:?}", op.kind, op.id),
@@ -160,7 +174,7 @@ async fn describe_health_and_inventory() {
             Capabilities::EXPORT_DISK | Capabilities::IMPORT_DISK | Capabilities::FENCING
         )
     );
-    assert!(!info.capabilities.contains(Capabilities::NATIVE_REPLICATION));
+    assert!(info.capabilities.contains(Capabilities::NATIVE_REPLICATION));
     assert!(!info.capabilities.contains(Capabilities::CHANGED_BLOCKS));
 
     let health = lab.ok(Health(SITE.into())).await;
@@ -730,6 +744,226 @@ async fn api_faults_are_retried_or_reported_as_the_contract_says() {
         .expect_err("no VM");
     assert!(
         matches!(err.provider_error(), Some(ProviderError::NotFound(_))),
+        "{err}"
+    );
+}
+
+/// The VolumeReplicationClass of the lab's mirrored storage.
+fn mirror_class() -> serde_json::Value {
+    json!({"apiVersion": "replication.storage.openshift.io/v1alpha1", "kind": "VolumeReplicationClass",
+           "metadata": {"name": "rbd-mirror"},
+           "spec": {"provisioner": "openshift-storage.rbd.csi.ceph.com",
+                    "parameters": {"mirroringMode": "snapshot", "schedulingInterval": "1m"}}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicate_mirrors_a_recovery_point_to_the_peer_cluster() {
+    let mut objects = small();
+    objects.push(mirror_class());
+    let lab = Lab::start(objects).await;
+    let peer = KubeVirtSite::start(KubeVirtOptions {
+        latency: Duration::from_millis(50),
+        objects: vec![
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}}),
+            mirror_class(),
+        ],
+        ..KubeVirtOptions::default()
+    })
+    .await
+    .expect("peer cluster");
+    lab.site.pair(&peer);
+    let with_class = |mut grant: SiteGrant| {
+        grant
+            .config
+            .insert("volume_replication_class".into(), "rbd-mirror".into());
+        grant
+    };
+    let a = with_class(grant(&lab.site, "prod", &lab.site.token));
+    let b = with_class(named_grant("kv-b", &peer, "prod", &peer.token));
+    let both = CallContext::new(vec![a.clone(), b.clone()], Duration::from_secs(30));
+    let only_b = CallContext::new(vec![b.clone()], Duration::from_secs(30));
+
+    lab.site
+        .guest_write("prod", "web-1", 0, MIB, b"replicated data")
+        .expect("write");
+    let point = lab.snapshot("run-1/snapshot", "web-1").await;
+    let at_snapshot = lab.site.read_pvc("prod", "web-1-root").expect("read");
+    lab.site
+        .guest_write("prod", "web-1", 0, 2 * MIB, b"after the snapshot")
+        .expect("write");
+
+    let request = ReplicateRequest {
+        key: "run-1/replicate/web-1".into(),
+        source_site: SITE.into(),
+        target_site: "kv-b".into(),
+        recovery_point_id: point.id.clone(),
+        base: None,
+    };
+    let op = lab
+        .rt
+        .call(&lab.plugin, &both, request.clone())
+        .await
+        .expect("replicate");
+    assert_eq!(op.site, "kv-b", "the copy is finished at the target");
+    let again = lab
+        .rt
+        .call(&lab.plugin, &both, request)
+        .await
+        .expect("again");
+    assert_eq!(again.id, op.id, "a repeated key repeats nothing");
+
+    // Until the replicate is done the source holds the copy primary: a
+    // promotion on the peer would split the brain and is refused.
+    let mut mirrored_yet = false;
+    for _ in 0..200 {
+        mirrored_yet = peer
+            .list("persistentvolumeclaims", "prod")
+            .iter()
+            .any(|pvc| !pvc["metadata"]["labels"]["rebound.io/replica"].is_null());
+        if mirrored_yet {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(mirrored_yet, "the first sync reaches the peer");
+    let mut spec = point.spec.clone();
+    spec.labels = vec![("rebound/workload".into(), "web-1".into())];
+    let materialize = |id: &str| MaterializeRequest {
+        key: "run-2/materialize/web-1".into(),
+        site: "kv-b".into(),
+        source: DiskSource::RecoveryPoint(id.into()),
+        spec: spec.clone(),
+        networks: vec![],
+        isolated: false,
+        start: true,
+    };
+    let point_id = serde_json::from_str::<serde_json::Value>(&op.id).expect("handle")["point"]
+        .as_str()
+        .expect("point")
+        .to_owned();
+    let err = lab
+        .rt
+        .call(&lab.plugin, &only_b, materialize(&point_id))
+        .await
+        .expect_err("split brain");
+    assert!(
+        matches!(err.provider_error(), Some(ProviderError::Conflict(m)) if m.contains("split the brain")),
+        "{err}"
+    );
+
+    let Outcome::RecoveryPoint(replica) = lab.finish_in(&both, &op).await else {
+        panic!("not a recovery point");
+    };
+    assert_eq!(replica.site, "kv-b");
+    assert_eq!(replica.workload_id, "web-1");
+    assert_eq!(replica.captured_at, point.captured_at);
+    assert_eq!(replica.spec.name, "web-1");
+    assert_eq!(replica.disks.len(), 1);
+    assert_eq!(replica.disks[0].disk_id, "web-1-root");
+    let mirrored = replica.disks[0].copy_id.clone();
+    assert_eq!(
+        peer.read_pvc("prod", &mirrored).expect("mirror"),
+        at_snapshot,
+        "the recovery point on the peer, block for block"
+    );
+    // The source side is demoted once the copy is final.
+    let source_vr = lab
+        .site
+        .get("volumereplications", "prod", &mirrored)
+        .expect("source VolumeReplication");
+    assert_eq!(source_vr["spec"]["replicationState"], "secondary");
+    let Outcome::RecoveryPoint(again) = lab.finish_in(&both, &op).await else {
+        panic!("not a recovery point");
+    };
+    assert_eq!(
+        (again.id.as_str(), again.disks[0].copy_id.as_str()),
+        (replica.id.as_str(), mirrored.as_str()),
+        "status is idempotent"
+    );
+
+    // Materialize on the peer alone, the refused call again: the copy is
+    // promoted now, then cloned into the VM.
+    assert_eq!(replica.id, point_id);
+    let op = lab
+        .rt
+        .call(&lab.plugin, &only_b, materialize(&replica.id))
+        .await
+        .expect("materialize");
+    let Outcome::Materialized(m) = lab.finish_in(&only_b, &op).await else {
+        panic!("not materialized");
+    };
+    let disk = peer
+        .vm_pvcs("prod", &m.workload.id)
+        .into_iter()
+        .next()
+        .expect("a disk");
+    assert_eq!(peer.read_pvc("prod", &disk).expect("read"), at_snapshot);
+    let pvc = peer
+        .get("persistentvolumeclaims", "prod", &mirrored)
+        .expect("the promoted copy");
+    assert_eq!(
+        pvc["metadata"]["annotations"]["rebound.io/promoted"],
+        "true"
+    );
+    assert!(pvc["metadata"]["annotations"]["lab.rebound.io/mirror-image"].is_null());
+    assert!(
+        peer.list("volumereplications", "prod").is_empty(),
+        "the promoted copy mirrors nothing back"
+    );
+
+    // Cleanup removes the replica at the target, and the point-in-time
+    // copies with the snapshot at the source.
+    let cleanup = |site: &str, id: &str| CleanupRequest {
+        key: format!("run-3/cleanup/{site}"),
+        site: site.into(),
+        scope: CleanupScope::RecoveryPoints(vec![id.into()]),
+    };
+    lab.rt
+        .call(&lab.plugin, &only_b, cleanup("kv-b", &replica.id))
+        .await
+        .expect("cleanup b");
+    assert!(
+        peer.get("persistentvolumeclaims", "prod", &mirrored)
+            .is_none()
+    );
+    lab.ok(cleanup(SITE, &point.id)).await;
+    assert!(
+        lab.site
+            .get("persistentvolumeclaims", "prod", &mirrored)
+            .is_none()
+    );
+    assert!(lab.site.list("volumereplications", "prod").is_empty());
+    for site in [&lab.site, &peer] {
+        let repeated: Vec<_> = site.effects().into_iter().filter(|(_, n)| *n > 1).collect();
+        assert!(repeated.is_empty(), "repeated side effects: {repeated:?}");
+    }
+
+    // A site without a VolumeReplicationClass says what to set.
+    let plain = CallContext::new(
+        vec![
+            grant(&lab.site, "prod", &lab.site.token),
+            named_grant("kv-b", &peer, "prod", &peer.token),
+        ],
+        Duration::from_secs(30),
+    );
+    let point = lab.snapshot("run-4/snapshot", "web-1").await;
+    let err = lab
+        .rt
+        .call(
+            &lab.plugin,
+            &plain,
+            ReplicateRequest {
+                key: "run-4/replicate/web-1".into(),
+                source_site: SITE.into(),
+                target_site: "kv-b".into(),
+                recovery_point_id: point.id,
+                base: None,
+            },
+        )
+        .await
+        .expect_err("no class");
+    assert!(
+        matches!(err.provider_error(), Some(ProviderError::Unsupported(m)) if m.contains("volume_replication_class")),
         "{err}"
     );
 }

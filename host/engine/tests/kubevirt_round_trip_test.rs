@@ -1,11 +1,13 @@
-//! An engine round trip between two KubeVirt clusters (two lab simulators)
-//! through the real KubeVirt plugin and the host's data mover: a
-//! `replication.mode: data_mover` plan of three VMs is replicated, failed
-//! over, reprotected and failed back, with each VM's disk checked block for
-//! block after every move, only changed blocks moved on a resync, the old
-//! primary fenced, Route weights shifted, recovery points pruned to
-//! retention, and no object created twice for one idempotency key. On
-//! SQLite and PostgreSQL.
+//! Engine round trips between two KubeVirt clusters (two lab simulators)
+//! through the real KubeVirt plugin: a plan of three VMs is replicated,
+//! failed over, reprotected and failed back, with each VM's disk checked
+//! block for block after every move, the old primary fenced, Route weights
+//! shifted, recovery points pruned to retention, and no object created
+//! twice for one idempotency key — once with `replication.mode:
+//! data_mover` (the host's data mover; only changed blocks move on a
+//! resync), once with `replication.mode: native` (VolumeReplication: the
+//! clusters' storage mirrors point-in-time PVCs, the target promotes
+//! them). On SQLite and PostgreSQL.
 //!
 //! `cargo xtask build-plugins`, then
 //! `cargo test -p rebound-engine --test kubevirt_round_trip_test`.
@@ -22,6 +24,7 @@ use rebound_runtime::SiteGrant;
 use rebound_store::Store;
 use serde_json::{Value, json};
 
+/// The plan, its `replication.mode` set by [`plan`].
 const PLAN: &str = r#"
 name: shop
 source: kv-a
@@ -43,6 +46,14 @@ redirect:
   canary: [10, 100]
 "#;
 
+fn plan(mode: &str) -> PlanDocument {
+    PlanDocument::from_yaml(&PLAN.replace("mode: data_mover", &format!("mode: {mode}")))
+        .expect("plan")
+}
+
+/// The VolumeReplicationClass both clusters' mirrored storage offers.
+const CLASS: &str = "rbd-mirror";
+
 const MIB: u64 = 1 << 20;
 /// The data mover's block size (its default).
 const BLOCK: u64 = 4 * MIB;
@@ -60,15 +71,21 @@ fn grant(site: &KubeVirtSite, name: &str) -> SiteGrant {
         .config("endpoint", &site.endpoint())
         .config("namespace", NS)
         .secret("token", &site.token)
+        .config("volume_replication_class", CLASS)
         .grant(&site.endpoint())
         .expect("grant");
     grant.ca_pem = Some(site.ca_pem.clone());
     grant
 }
 
-/// The `prod` namespace and its Route `www` (to the Service `web-1`).
+/// The `prod` namespace and its Route `www` (to the Service `web-1`), and
+/// the class of the mirrored storage.
 fn namespace() -> Vec<Value> {
     vec![
+        json!({"apiVersion": "replication.storage.openshift.io/v1alpha1", "kind": "VolumeReplicationClass",
+               "metadata": {"name": CLASS},
+               "spec": {"provisioner": "openshift-storage.rbd.csi.ceph.com",
+                        "parameters": {"mirroringMode": "snapshot", "schedulingInterval": "1m"}}}),
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
         json!({"apiVersion": "route.openshift.io/v1", "kind": "Route",
                "metadata": {"name": "www", "namespace": NS},
@@ -93,6 +110,8 @@ async fn lab(store: &Store) -> Lab {
     let b = KubeVirtSite::start(options(namespace()))
         .await
         .expect("cluster b");
+    // One storage fabric: VolumeReplications mirror between the two.
+    a.pair(&b);
     let runtime = Arc::new(rebound_runtime::testing::runtime());
     let plugin = rebound_runtime::testing::load(&runtime, "kubevirt").await;
     let bound = |site: &KubeVirtSite, name: &str| BoundSite {
@@ -191,7 +210,7 @@ fn weights(site: &KubeVirtSite) -> HashMap<String, u64> {
 }
 
 async fn kubevirt_round_trip(store: Store) {
-    let plan = PlanDocument::from_yaml(PLAN).expect("plan");
+    let plan = plan("data_mover");
     let lab = lab(&store).await;
     lab.steps.check_feasible(&plan).await.expect("feasible");
     store.put_plan(&plan, "operator").await.expect("plan");
@@ -343,4 +362,180 @@ async fn kubevirt_round_trip(store: Store) {
     }
 }
 
-rebound_store::on_both_backends!(kubevirt_round_trip);
+/// The PVC holding the newest recovery point of `workload` at `site`.
+async fn newest_copy(store: &Store, site: &str, workload: &str) -> String {
+    let points = store.recovery_points("shop").await.expect("points");
+    let newest = points
+        .iter()
+        .filter(|p| p.site == site && p.workload == workload)
+        .max_by_key(|p| p.captured_at_ms)
+        .unwrap_or_else(|| panic!("no recovery point of {workload} at {site}"));
+    newest.detail["disks"][0]["copy_id"]
+        .as_str()
+        .expect("a copy")
+        .to_owned()
+}
+
+/// Objects of a kind left on a site.
+fn count(site: &KubeVirtSite, plural: &str) -> usize {
+    site.list(plural, NS).len()
+}
+
+async fn kubevirt_native_round_trip(store: Store) {
+    let plan = plan("native");
+    let lab = lab(&store).await;
+    lab.steps.check_feasible(&plan).await.expect("feasible");
+    store.put_plan(&plan, "operator").await.expect("plan");
+
+    // A cycle: each VM's snapshot restored into a point-in-time PVC that
+    // the storage mirrors to kv-b, block for block.
+    run(&store, &lab, Workflow::Replication).await;
+    let at_cycle: HashMap<&str, Vec<u8>> = VMS.iter().map(|vm| (*vm, disk(&lab.a, vm))).collect();
+    for vm in VMS {
+        let copy = newest_copy(&store, "kv-b", vm).await;
+        assert_eq!(
+            lab.b.read_pvc(NS, &copy).expect("mirrored PVC"),
+            at_cycle[vm],
+            "{vm}: the mirrored copy, block for block"
+        );
+        let mirrored = lab.b.get("persistentvolumeclaims", NS, &copy).expect("pvc");
+        assert_eq!(
+            mirrored["metadata"]["annotations"]["lab.rebound.io/mirror-image"], "true",
+            "{vm}: a mirror image until promoted"
+        );
+    }
+
+    // Writes after the cycle are lost on the unplanned failover (the RPO).
+    lab.a
+        .guest_write(NS, "web-1", 0, 8 * MIB, b"written after the cycle")
+        .expect("write");
+    run(&store, &lab, Workflow::Failover).await;
+    let on_b: HashMap<&str, String> = VMS
+        .iter()
+        .map(|vm| {
+            (
+                *vm,
+                serving(&lab.b, vm).unwrap_or_else(|| panic!("{vm} recovered on kv-b")),
+            )
+        })
+        .collect();
+    for vm in VMS {
+        assert_eq!(
+            disk(&lab.b, &on_b[vm]),
+            at_cycle[vm],
+            "{vm}: the recovery point, block for block"
+        );
+        let copy = newest_copy(&store, "kv-b", vm).await;
+        let promoted = lab.b.get("persistentvolumeclaims", NS, &copy).expect("pvc");
+        assert!(
+            promoted["metadata"]["annotations"]["lab.rebound.io/mirror-image"].is_null(),
+            "{vm}: promoted before use"
+        );
+        let fenced = lab.a.get("virtualmachines", NS, vm).expect("vm");
+        assert_eq!(fenced["spec"]["runStrategy"], "Halted");
+        assert!(lab.a.guest_write(NS, vm, 0, 0, b"split brain?").is_err());
+    }
+    assert_eq!(
+        count(&lab.b, "volumereplications"),
+        0,
+        "promotions leave none"
+    );
+    let routed = weights(&lab.b);
+    assert!(
+        VMS.iter().all(|vm| routed.get(&on_b[vm]) == Some(&100)),
+        "{routed:?}"
+    );
+
+    // Writes on the new primary; reprotect mirrors them back to kv-a.
+    let web_b = &on_b["web-1"];
+    lab.b
+        .guest_write(NS, web_b, 0, 32 * MIB, &vec![0xAB; BLOCK as usize])
+        .expect("write");
+    run(&store, &lab, Workflow::Reprotect).await;
+    assert_eq!(
+        store.plan("shop").await.expect("plan").lifecycle.state,
+        PlanState::ReadyForFailback
+    );
+    for vm in VMS {
+        let copy = newest_copy(&store, "kv-a", vm).await;
+        assert_eq!(
+            lab.a.read_pvc(NS, &copy).expect("mirrored back"),
+            disk(&lab.b, &on_b[vm]),
+            "{vm}: the reverse copy, block for block"
+        );
+    }
+
+    // More writes, then the failback: the final sync carries them all.
+    lab.b
+        .guest_write(NS, web_b, 0, 60 * MIB, b"last write before failback")
+        .expect("write");
+    run(&store, &lab, Workflow::Failback).await;
+    for vm in VMS {
+        let back = serving(&lab.a, vm).unwrap_or_else(|| panic!("{vm} back on kv-a"));
+        assert_ne!(back, vm, "a new incarnation, the fenced original stays");
+        assert_eq!(
+            disk(&lab.a, &back),
+            disk(&lab.b, &on_b[vm]),
+            "{vm}: every last write, block for block"
+        );
+        assert!(
+            lab.b.guest_write(NS, &on_b[vm], 0, 0, b"x").is_err(),
+            "kv-b is fenced"
+        );
+        assert_eq!(weights(&lab.a).get(&back), Some(&100));
+    }
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (l.state, l.primary.as_str()),
+        (PlanState::Protected, "kv-a")
+    );
+
+    // Protected again: cycles keep two recovery points per workload at
+    // each site, and once the points of the way back are pruned (two
+    // cycles), what replication leaves behind stops growing.
+    for _ in 0..2 {
+        run(&store, &lab, Workflow::Replication).await;
+    }
+    let web_a = serving(&lab.a, "web-1").expect("web-1");
+    let left = |site: &KubeVirtSite| {
+        (
+            site.disk_images(),
+            count(site, "persistentvolumeclaims"),
+            count(site, "volumereplications"),
+        )
+    };
+    let before = (left(&lab.a), left(&lab.b));
+    for cycle in 0..2u8 {
+        lab.a
+            .guest_write(NS, &web_a, 0, 4 * MIB, &[cycle + 1; 100])
+            .expect("write");
+        run(&store, &lab, Workflow::Replication).await;
+        let copy = newest_copy(&store, "kv-b", "web-1").await;
+        assert_eq!(
+            lab.b.read_pvc(NS, &copy).expect("mirrored"),
+            disk(&lab.a, &web_a),
+            "cycle {cycle}: the latest write mirrored"
+        );
+    }
+    assert_eq!((left(&lab.a), left(&lab.b)), before, "pruned to retention");
+    let points = store.recovery_points("shop").await.expect("points");
+    for site in ["kv-a", "kv-b"] {
+        for workload in VMS {
+            let kept = points
+                .iter()
+                .filter(|p| p.site == site && p.workload == workload)
+                .count();
+            assert_eq!(kept, 2, "{site} {workload}: {points:#?}");
+        }
+    }
+
+    for (name, site) in [("kv-a", &lab.a), ("kv-b", &lab.b)] {
+        let repeated: Vec<_> = site.effects().into_iter().filter(|(_, n)| *n > 1).collect();
+        assert!(
+            repeated.is_empty(),
+            "{name} repeated side effects: {repeated:?}"
+        );
+    }
+}
+
+rebound_store::on_both_backends!(kubevirt_round_trip, kubevirt_native_round_trip);

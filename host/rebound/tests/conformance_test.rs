@@ -221,24 +221,35 @@ async fn the_openstack_plugin_passes_the_kit_faults_included() {
 }
 
 /// The KubeVirt plugin against two KubeVirt simulators (HTTPS with their
-/// own CA, bearer tokens).
+/// own CA, bearer tokens) whose storage mirrors volumes between them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubevirt_plugin_passes_the_kit_faults_included() {
     use rebound_lab::{KubeVirtOptions, KubeVirtSite};
     let dir = tempfile::tempdir().expect("tmp");
-    let a = KubeVirtSite::start(KubeVirtOptions::default())
-        .await
-        .expect("cluster a");
-    let b = KubeVirtSite::start(KubeVirtOptions::default())
-        .await
-        .expect("cluster b");
+    let options = || {
+        let mut objects = rebound_lab::kubevirt::default_objects();
+        objects.push(serde_json::json!({
+            "apiVersion": "replication.storage.openshift.io/v1alpha1",
+            "kind": "VolumeReplicationClass", "metadata": {"name": "rbd-mirror"},
+            "spec": {"provisioner": "openshift-storage.rbd.csi.ceph.com",
+                     "parameters": {"schedulingInterval": "1m"}},
+        }));
+        KubeVirtOptions {
+            objects,
+            ..KubeVirtOptions::default()
+        }
+    };
+    let a = KubeVirtSite::start(options()).await.expect("cluster a");
+    let b = KubeVirtSite::start(options()).await.expect("cluster b");
+    a.pair(&b);
     setup(dir.path(), "kubevirt");
     let site = |name: &str, cluster: &KubeVirtSite, var: &str| {
         let ca = dir.path().join(format!("{name}-ca.pem"));
         std::fs::write(&ca, &cluster.ca_pem).expect("ca");
         format!(
             "[sites.{name}]\nplugin = \"kubevirt\"\n\
-             config = {{ endpoint = \"{e}\", namespace = \"prod\" }}\n\
+             config = {{ endpoint = \"{e}\", namespace = \"prod\", \
+             volume_replication_class = \"rbd-mirror\" }}\n\
              secrets = {{ token = \"env:{var}\" }}\negress = [\"{e}\"]\nca_file = \"{ca}\"\n",
             e = cluster.endpoint(),
             ca = ca.display()
@@ -262,18 +273,8 @@ async fn the_kubevirt_plugin_passes_the_kit_faults_included() {
     .await
     .expect("join");
     assert_eq!(code, 0, "{out}\n{err}");
-    // The plugin moves disks between clusters through the data mover; it
-    // does not claim native replication (VolumeReplication), so the kit
-    // skips that scenario and says why.
-    let every_but_replicate: Vec<&str> = EVERY_SCENARIO
-        .iter()
-        .copied()
-        .filter(|s| *s != "replicate")
-        .collect();
-    assert_passed(&out, &every_but_replicate);
-    assert!(
-        out.contains("the plugin does not offer `native-replication`"),
-        "{out}"
-    );
-    assert!(out.contains(" 0 failed, 1 skipped"), "{out}");
+    // Native replication included: VolumeReplication mirrors the
+    // recovery point to lab-b.
+    assert_passed(&out, EVERY_SCENARIO);
+    assert!(out.contains(" 0 failed, 0 skipped"), "{out}");
 }

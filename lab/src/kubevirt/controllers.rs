@@ -11,6 +11,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::data::{Agent, Served};
+use super::mirror::is_mirror;
 use super::{
     Cluster, DATA_VOLUME, EXPORT, Key, NAMESPACE, PVC, RESOURCES, Refused, SECRET, SNAPSHOT,
     SNAPSHOT_CONTENT, VM, VMI, refuse, timestamp, uid,
@@ -74,7 +75,7 @@ pub(crate) fn parse_quantity(q: &str) -> Option<u64> {
 }
 
 /// A Go duration (`"2h"`, `"1h30m"`, `"90s"`).
-fn parse_duration(d: &str) -> Option<Duration> {
+pub(super) fn parse_duration(d: &str) -> Option<Duration> {
     let mut total = Duration::ZERO;
     let mut rest = d.trim();
     if rest.is_empty() {
@@ -181,15 +182,6 @@ fn initial_status(kind: &str, object: &mut Value) {
                 "ImportScheduled"
             };
             object["status"] = json!({"phase": phase, "progress": "N/A"});
-        }
-        "VolumeReplication" => {
-            let state = match object["spec"]["replicationState"].as_str() {
-                Some("primary") => "Primary",
-                Some("secondary") => "Secondary",
-                _ => "Unknown",
-            };
-            object["status"] = json!({"state": state, "lastSyncTime": timestamp(SystemTime::now()),
-                "conditions": [{"type": "Completed", "status": "True"}]});
         }
         "Route" => {
             object["status"] = json!({"ingress": [{
@@ -393,9 +385,20 @@ impl Cluster {
         }
     }
 
+    /// Whether a PVC is a non-primary mirror image (see [`super::mirror`]).
+    pub(super) fn mirror_image(&self, ns: &str, pvc: &str) -> bool {
+        self.objects
+            .get(&(PVC, ns.to_owned(), pvc.to_owned()))
+            .is_some_and(|(pvc, _)| is_mirror(pvc))
+    }
+
     /// What keeps a VM's volumes from use, as its printable status.
     fn volumes_blocked(&self, ns: &str, vm: &Value) -> Option<&'static str> {
         for (_, claim) in volume_claims(&vm["spec"]["template"]["spec"]) {
+            // A mirror image is read-only until promoted.
+            if self.mirror_image(ns, &claim) {
+                return Some("ErrorPvcNotUsable");
+            }
             let dv = self
                 .objects
                 .get(&(DATA_VOLUME, ns.to_owned(), claim.clone()));
@@ -537,6 +540,13 @@ impl Cluster {
         let source = &dv["spec"]["source"];
         let copy_from = if let Some(src) = source["pvc"]["name"].as_str() {
             let src_ns = source["pvc"]["namespace"].as_str().unwrap_or(&ns);
+            if self.mirror_image(src_ns, src) {
+                let msg = format!(
+                    "PVC {src_ns}/{src} is a non-primary mirror image; promote it (a \
+                     VolumeReplication with replicationState: primary) before cloning it"
+                );
+                return self.fail(key, "CloneValidationFailed", &msg);
+            }
             Some((pvc_disk(src_ns, src), format!("PVC {src_ns}/{src}")))
         } else if let Some(src) = source["snapshot"]["name"].as_str() {
             let src_ns = source["snapshot"]["namespace"].as_str().unwrap_or(&ns);
@@ -828,6 +838,11 @@ impl Cluster {
                 if in_use(&name) {
                     return Err(format!("PersistentVolumeClaim {ns}/{name} is in use"));
                 }
+                if self.mirror_image(ns, &name) {
+                    return Err(format!(
+                        "PersistentVolumeClaim {ns}/{name} is a non-primary mirror image"
+                    ));
+                }
                 Ok(vec![(name.clone(), pvc_disk(ns, &name))])
             }
             Some("VirtualMachine") => {
@@ -980,6 +995,13 @@ impl Cluster {
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
                 &format!("persistentvolumeclaims \"{claim}\" not found"),
+            ));
+        }
+        if self.mirror_image(ns, &claim) {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("PVC {claim} is a non-primary mirror image and cannot be written"),
             ));
         }
         if let Some((dv, _)) = self

@@ -1,6 +1,7 @@
 //! Cleanup: drill sandboxes (their VMs; the DataVolumes they own go with
-//! them), recovery points past retention (snapshots, or imported volumes
-//! no VM uses), and transfer endpoints (exports). It finishes within the
+//! them), recovery points past retention (snapshots with the point-in-time
+//! PVCs replicating them, replicas' mirrored PVCs, or imported volumes no
+//! VM uses), and transfer endpoints (exports). It finishes within the
 //! call; the handle lists what went.
 
 use rebound_plugin_sdk::{
@@ -10,6 +11,7 @@ use rebound_plugin_sdk::{
 
 use crate::kube::Cluster;
 use crate::names;
+use crate::replication;
 use crate::spec;
 use crate::transfer::EXPORT_PREFIX;
 
@@ -40,8 +42,14 @@ pub fn cleanup(req: &CleanupRequest) -> Result<Operation, ProviderError> {
         }
         CleanupScope::RecoveryPoints(ids) => {
             for id in ids {
-                if !cluster.delete(&format!("{}/{id}", cluster.snapshots()))? {
-                    remove_volume(&cluster, id)?;
+                if replication::is_replica(id) {
+                    replication::remove_replica(&cluster, id)?;
+                } else {
+                    let snapshot = cluster.delete(&format!("{}/{id}", cluster.snapshots()))?;
+                    replication::remove_replication_of(&cluster, id)?;
+                    if !snapshot {
+                        remove_volume(&cluster, id)?;
+                    }
                 }
             }
             ids.clone()

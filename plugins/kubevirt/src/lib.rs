@@ -9,8 +9,12 @@
 //!   snapshot read with its `x-kubevirt-export-token`, `import-disk` a
 //!   DataVolume (blank, or a clone of the last copy for a delta) written
 //!   through the upload proxy with an `UploadTokenRequest`'s token;
+//! - native replication is CSI-addons VolumeReplication: a snapshot's
+//!   volumes restored into point-in-time PVCs the storage mirrors to the
+//!   peer cluster (`replication`);
 //! - `materialize` creates a VirtualMachine whose DataVolume templates clone
-//!   the imported volumes (or restore the snapshot's volume snapshots);
+//!   the imported volumes or the promoted mirrored PVCs (or restore the
+//!   snapshot's volume snapshots);
 //! - `fence` halts the VM (`runStrategy: Halted`) and records the fencing
 //!   epoch in its annotations; `redirect` sets OpenShift Route backend
 //!   weights (or a Service's selector).
@@ -22,7 +26,8 @@
 //! Site config: `endpoint` (API server URL), `namespace`; optional
 //! `isolated_network` (drills; default `rebound-isolated`),
 //! `upload_proxy_url` (else the CDIConfig's `status.uploadProxyURL`),
-//! `export_ttl` (default `2h`). Secret: `token`, a service account's bearer
+//! `export_ttl` (default `2h`), `volume_replication_class` (native
+//! replication). Secret: `token`, a service account's bearer
 //! token, sent through the host's placeholder so the plugin never holds
 //! it. The cluster's CA is the site's `ca_file`.
 //!
@@ -33,6 +38,7 @@ mod cleanup;
 mod kube;
 mod names;
 mod points;
+mod replication;
 mod spec;
 mod traffic;
 mod transfer;
@@ -41,8 +47,8 @@ mod workloads;
 use rebound_plugin_sdk::{
     Capabilities, CleanupRequest, DiskFormat, ExportRequest, FenceRequest, HealthReport,
     HealthStatus, ImportRequest, InventoryFilter, MaterializeRequest, Operation, OperationKind,
-    OperationState, PluginInfo, Provider, ProviderError, RedirectRequest, SnapshotRequest,
-    Workload, register, site,
+    OperationState, PluginInfo, Provider, ProviderError, RedirectRequest, ReplicateRequest,
+    SnapshotRequest, Workload, register, site,
 };
 
 use crate::kube::Cluster;
@@ -57,7 +63,8 @@ pub fn describe_info() -> PluginInfo {
             | Capabilities::IMPORT_DISK
             | Capabilities::FENCING
             | Capabilities::WEIGHTED_REDIRECT
-            | Capabilities::APP_CONSISTENT_FREEZE,
+            | Capabilities::APP_CONSISTENT_FREEZE
+            | Capabilities::NATIVE_REPLICATION,
         export_formats: vec![DiskFormat::Raw],
         import_formats: vec![DiskFormat::Raw],
         snapshot_granularity_secs: 60,
@@ -81,6 +88,10 @@ impl Provider for KubeVirt {
 
     fn snapshot(req: SnapshotRequest) -> Result<Operation, ProviderError> {
         points::snapshot(&req)
+    }
+
+    fn replicate(req: ReplicateRequest) -> Result<Operation, ProviderError> {
+        replication::replicate(&req)
     }
 
     fn export_disk(req: ExportRequest) -> Result<Operation, ProviderError> {
@@ -122,10 +133,7 @@ impl Provider for KubeVirt {
             OperationKind::Unfence => workloads::fence_status(&cluster, &op.id, false),
             OperationKind::Redirect => traffic::status(&cluster, &op.id),
             OperationKind::Cleanup => Ok(cleanup::status(&op.id)),
-            OperationKind::Replicate => Err(ProviderError::Unsupported(
-                "the KubeVirt plugin offers no native replication; use replication.mode: data_mover"
-                    .into(),
-            )),
+            OperationKind::Replicate => replication::status(&cluster, &op.id),
         }
     }
 }

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::kube::Cluster;
 use crate::names;
 use crate::points;
+use crate::replication;
 use crate::spec::{self, NewVm, Nic};
 
 /// Whether a VM is fenced, and under which epoch.
@@ -78,9 +79,9 @@ fn get_vm(cluster: &Cluster, name: &str) -> Result<Value, ProviderError> {
 pub fn materialize(req: &MaterializeRequest) -> Result<Operation, ProviderError> {
     let cluster = Cluster::of(&req.site)?;
     let name = names::derived(&req.spec.name, &req.key);
-    // The CDI source of each disk: a clone of an imported volume, or a
-    // restore of the recovery point's volume snapshot. Recovery points stay
-    // untouched either way.
+    // The CDI source of each disk: a clone of an imported volume or of a
+    // promoted mirrored PVC, or a restore of the recovery point's volume
+    // snapshot. Recovery points stay untouched either way.
     let sources: Vec<Value> = match &req.source {
         DiskSource::Volumes(volumes) => {
             if volumes.len() != req.spec.disks.len() {
@@ -95,6 +96,9 @@ pub fn materialize(req: &MaterializeRequest) -> Result<Operation, ProviderError>
                 .iter()
                 .map(|v| json!({"pvc": {"namespace": cluster.namespace, "name": v}}))
                 .collect()
+        }
+        DiskSource::RecoveryPoint(point) if replication::is_replica(point) => {
+            replication::promoted_sources(&cluster, point, &req.key, &req.spec)?
         }
         DiskSource::RecoveryPoint(point) => {
             let snapshot = cluster

@@ -231,11 +231,17 @@ async fn openstack(dir: &Path, ports: &mut Ports, running: &mut Running) -> Resu
 }
 
 const KUBEVIRT_NAMESPACE: &str = "prod";
+/// The VolumeReplicationClass of the storage the two clusters mirror.
+const KUBEVIRT_REPLICATION_CLASS: &str = "rbd-mirror";
 
-/// The namespace `prod` and its Route `www` (to the Service `web-1`), on
-/// both clusters.
+/// The namespace `prod` and its Route `www` (to the Service `web-1`), and
+/// the VolumeReplicationClass, on both clusters.
 fn kubevirt_namespace() -> Vec<Value> {
     vec![
+        json!({"apiVersion": "replication.storage.openshift.io/v1alpha1",
+               "kind": "VolumeReplicationClass", "metadata": {"name": KUBEVIRT_REPLICATION_CLASS},
+               "spec": {"provisioner": "openshift-storage.rbd.csi.ceph.com",
+                        "parameters": {"mirroringMode": "snapshot", "schedulingInterval": "5m"}}}),
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}),
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KUBEVIRT_NAMESPACE}}),
         json!({"apiVersion": "route.openshift.io/v1", "kind": "Route",
@@ -247,7 +253,8 @@ fn kubevirt_namespace() -> Vec<Value> {
 
 /// `kubevirt-a` with three running VMs (`web-1`, `app-1`, `db-1`, each on a
 /// 256 MiB root disk whose first bytes name it), `kubevirt-b` with the
-/// namespace ready to receive them.
+/// namespace ready to receive them; their storage mirrors volumes between
+/// them (VolumeReplication, for native replication).
 async fn kubevirt(dir: &Path, ports: &mut Ports, running: &mut Running) -> Result<Vec<LabSite>> {
     let vms = [("web-1", "web"), ("app-1", "app"), ("db-1", "db")];
     let mut primary = kubevirt_namespace();
@@ -296,6 +303,10 @@ async fn kubevirt(dir: &Path, ports: &mut Ports, running: &mut Running) -> Resul
             config: BTreeMap::from([
                 ("endpoint".to_owned(), endpoint.clone()),
                 ("namespace".to_owned(), KUBEVIRT_NAMESPACE.to_owned()),
+                (
+                    "volume_replication_class".to_owned(),
+                    KUBEVIRT_REPLICATION_CLASS.to_owned(),
+                ),
             ]),
             secrets: BTreeMap::from([("token".to_owned(), site.token.clone())]),
             secret_files: BTreeMap::from([("token".to_owned(), secret_file(dir, name, "token"))]),
@@ -306,6 +317,9 @@ async fn kubevirt(dir: &Path, ports: &mut Ports, running: &mut Running) -> Resul
             state_dir,
         });
         running.kubevirt.push(site);
+    }
+    if let [a, b] = running.kubevirt.as_slice() {
+        a.pair(b);
     }
     Ok(sites)
 }
