@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 
 use rebound_domain::Workflow;
+use rebound_engine::RunReport;
+use rebound_engine::policy::Compliance;
 use rebound_store::{
     AuditEntry, EventRecord, PlanRecord, RecoveryPointRecord, RunListing, StepRecord,
 };
@@ -14,42 +16,11 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Role;
 use crate::problem::Problem;
 
-/// A workflow to start or preview.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum WorkflowName {
-    Failover,
-    Reprotect,
-    Failback,
-    Migration,
-    PermanentFailover,
-    CommitMigration,
-    RollbackMigration,
-    Drill,
-    Replication,
-}
-
-impl From<WorkflowName> for Workflow {
-    fn from(w: WorkflowName) -> Self {
-        match w {
-            WorkflowName::Failover => Self::Failover,
-            WorkflowName::Reprotect => Self::Reprotect,
-            WorkflowName::Failback => Self::Failback,
-            WorkflowName::Migration => Self::Migration,
-            WorkflowName::PermanentFailover => Self::PermanentFailover,
-            WorkflowName::CommitMigration => Self::CommitMigration,
-            WorkflowName::RollbackMigration => Self::RollbackMigration,
-            WorkflowName::Drill => Self::Drill,
-            WorkflowName::Replication => Self::Replication,
-        }
-    }
-}
-
 /// Start a workflow on a plan.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowRequest {
-    pub workflow: WorkflowName,
+    pub workflow: Workflow,
 }
 
 /// Preview a workflow on a plan: the saved one, or an edit of it (or a
@@ -57,7 +28,7 @@ pub struct WorkflowRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DryRunRequest {
-    pub workflow: WorkflowName,
+    pub workflow: Workflow,
     /// A plan document (the JSON form of the YAML) to preview instead of
     /// the saved plan; checked as `PUT /api/v1/plans/{name}` checks it,
     /// and its `name` must be the URL's. A plan not saved yet is previewed
@@ -264,8 +235,7 @@ pub struct RunDetail {
     pub run: RunView,
     pub steps: Vec<StepView>,
     /// Measured RTO and achieved RPO against the objectives, per step timing.
-    #[schema(value_type = Object)]
-    pub report: Value,
+    pub report: RunReport,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -359,8 +329,7 @@ pub struct AuditPage {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ComplianceList {
     /// One entry per plan: RPO lag and RTO forecast against the phase's objectives.
-    #[schema(value_type = Vec<Object>)]
-    pub items: Vec<Value>,
+    pub items: Vec<Compliance>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

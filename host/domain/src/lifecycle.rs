@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a plan stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PlanState {
     /// Running on the primary, replicating to the standby.
@@ -52,6 +53,7 @@ impl fmt::Display for PlanState {
 
 /// The workflows that move a plan between states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Workflow {
     Failover,
@@ -80,6 +82,7 @@ impl fmt::Display for Workflow {
 
 /// Which objectives a workflow is measured against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Failover,

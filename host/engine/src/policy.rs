@@ -33,6 +33,7 @@ const FORECAST_PARALLELISM: usize = 64;
 
 /// Where a plan stands against its objectives now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Compliance {
     pub plan: String,
     pub state: PlanState,

@@ -31,9 +31,12 @@ use crate::{EngineError, plan_steps};
 
 /// One step's timing and its charge to the RTO budget.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepTiming {
     pub seq: i32,
     pub name: String,
+    /// `pending`, `running`, `succeeded`, `failed`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub status: StepStatus,
     pub attempts: i32,
     pub duration_ms: Option<i64>,
@@ -46,11 +49,15 @@ pub struct StepTiming {
 
 /// A finished (or running) run against its phase's objectives.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunReport {
     pub run: String,
     pub plan: String,
     pub workflow: Workflow,
     pub phase: Phase,
+    /// The run's status (`pending`, `running`, `waiting_approval`,
+    /// `succeeded`, `failed`, `cancelled`).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub status: RunStatus,
     pub objective_rto_ms: i64,
     pub objective_rpo_ms: i64,
@@ -176,14 +183,18 @@ pub fn default_duration_ms(action: &str) -> i64 {
 
 /// A step of the dry-run and its expected duration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlannedStep {
     pub name: String,
+    /// What the step would do (`fence`, `materialize`, …) and to what.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub input: Value,
     pub expected_ms: i64,
 }
 
 /// The dry-run of a workflow: the exact steps and the RTO forecast.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Forecast {
     pub workflow: Workflow,
     pub phase: Phase,

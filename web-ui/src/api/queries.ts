@@ -13,7 +13,7 @@ export async function listPlans(): Promise<PlanView[]> {
 
 export async function compliance(plan?: string): Promise<Compliance[]> {
   const list = await call(api.GET("/api/v1/compliance", { params: { query: { plan } } }));
-  return list.items as unknown as Compliance[];
+  return list.items;
 }
 
 export async function recentRuns(plan?: string, limit = 500): Promise<Schemas["RunView"][]> {

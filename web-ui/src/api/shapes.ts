@@ -1,21 +1,18 @@
-// Shapes the OpenAPI document leaves as plain objects: the plan document
-// (host/domain plan.rs), a compliance entry (host/engine policy.rs), a run
-// report and a dry-run forecast (host/engine report.rs). They mirror those
-// Rust types field for field; the end-to-end tests read every one of them
-// from a real host, so a change there fails them.
-// TODO(api): type these in the OpenAPI document and use the generated types.
+// The plan document (host/domain plan.rs), which the API takes as YAML or
+// JSON and answers as a plain object: its shape mirrors the Rust type field
+// for field, and the end-to-end tests read and write it through a real
+// host, so a change there fails them. Everything else the UI reads is
+// typed from the OpenAPI document (schema.gen.ts); the reports are
+// re-exported here under their short names.
+import type { Schemas } from "./client";
 
-export type Phase = "failover" | "failback";
-export type Workflow =
-  | "failover"
-  | "reprotect"
-  | "failback"
-  | "migration"
-  | "permanent_failover"
-  | "commit_migration"
-  | "rollback_migration"
-  | "drill"
-  | "replication";
+export type Phase = Schemas["Phase"];
+export type Workflow = Schemas["Workflow"];
+export type Compliance = Schemas["Compliance"];
+export type StepTiming = Schemas["StepTiming"];
+export type RunReport = Schemas["RunReport"];
+export type PlannedStep = Schemas["PlannedStep"];
+export type Forecast = Schemas["Forecast"];
 
 export type HealthGate =
   | { check: "powered_on"; timeout: string }
@@ -56,58 +53,3 @@ export interface PlanDocument {
   approvals?: { failover?: boolean; failback?: boolean; migration?: boolean };
 }
 
-export interface Compliance {
-  plan: string;
-  state: string;
-  phase: Phase | null;
-  rpo_lag_ms: number | null;
-  rpo_objective_ms: number;
-  rpo_met: boolean | null;
-  rpo_worst_workload: string | null;
-  rto_forecast_ms: number | null;
-  rto_objective_ms: number;
-  rto_met: boolean | null;
-  rto_basis: string | null;
-  replication_due_at_ms: number | null;
-}
-
-export interface StepTiming {
-  seq: number;
-  name: string;
-  status: string;
-  attempts: number;
-  duration_ms: number | null;
-  elapsed_ms: number | null;
-  budget_left_ms: number | null;
-}
-
-export interface RunReport {
-  run: string;
-  plan: string;
-  workflow: Workflow;
-  phase: Phase;
-  status: string;
-  objective_rto_ms: number;
-  objective_rpo_ms: number;
-  measured_rto_ms: number | null;
-  achieved_rpo_ms: number | null;
-  rto_met: boolean | null;
-  rpo_met: boolean | null;
-  steps: StepTiming[];
-}
-
-export interface PlannedStep {
-  name: string;
-  input: Record<string, unknown>;
-  expected_ms: number;
-}
-
-export interface Forecast {
-  workflow: Workflow;
-  phase: Phase;
-  steps: PlannedStep[];
-  rto_ms: number;
-  objective_rto_ms: number;
-  within_objective: boolean;
-  basis: string | null;
-}

@@ -623,7 +623,7 @@ function DryRun({ edit }: { edit: () => Preview }) {
       const body = plan ? { workflow, plan: plan as unknown as Record<string, never> } : { workflow };
       const f = await call(api.POST("/api/v1/plans/{name}/dry-run", { params: { path: { name } }, body }));
       setUnsaved(plan !== null);
-      setForecast(f as unknown as Forecast);
+      setForecast(f);
     } catch (e) {
       setError(e);
     } finally {

@@ -4,13 +4,12 @@
 // objectives — to read and download.
 import { useCallback, useEffect, useState } from "react";
 import { api, call, errorText, type Schemas } from "../api/client";
-import type { RunReport } from "../api/shapes";
 import { follow } from "../api/sse";
 import { Badge, ConfirmDialog, download, ErrorBox, Link, Loading, Verdict } from "../components/common";
 import { formatMs, formatTime } from "../lib/duration";
 import { useSession } from "../session";
 
-type Detail = Omit<Schemas["RunDetail"], "report"> & { report: RunReport };
+type Detail = Schemas["RunDetail"];
 type Step = Schemas["StepView"];
 const FINISHED = ["succeeded", "failed", "cancelled"];
 
@@ -28,7 +27,7 @@ export function RunDetail({ id }: { id: string }) {
 
   const refresh = useCallback(async () => {
     try {
-      const d = (await call(api.GET("/api/v1/runs/{id}", { params: { path: { id } } }))) as unknown as Detail;
+      const d = await call(api.GET("/api/v1/runs/{id}", { params: { path: { id } } }));
       setDetail(d);
       setSteps(d.steps);
       setStatus(d.status);
@@ -99,7 +98,7 @@ export function RunDetail({ id }: { id: string }) {
     setActionError(null);
     try {
       const path = action === "approve" ? "/api/v1/runs/{id}/approve" : "/api/v1/runs/{id}/cancel";
-      const d = (await call(api.POST(path, { params: { path: { id } } }))) as unknown as Detail;
+      const d = await call(api.POST(path, { params: { path: { id } } }));
       setDetail(d);
       setSteps(d.steps);
       setStatus(d.status);
@@ -270,7 +269,7 @@ function Report({ detail }: { detail: Detail }) {
 
 function markdown(d: Detail): string {
   const r = d.report;
-  const verdict = (m: boolean | null) => (m === null ? "not measured" : m ? "met" : "**breached**");
+  const verdict = (m: boolean | null | undefined) => (m == null ? "not measured" : m ? "met" : "**breached**");
   const lines = [
     `# ${r.workflow.replaceAll("_", " ")} of ${r.plan}`,
     "",

@@ -131,7 +131,7 @@ function StartRun({ plans, initialPlan }: { plans: string[]; initialPlan: string
     // One key per confirmation: a double submit starts one run.
     setKey(crypto.randomUUID());
     try {
-      setForecast((await call(api.POST("/api/v1/plans/{name}/dry-run", { params: { path: { name: chosen } }, body: { workflow } }))) as unknown as Forecast);
+      setForecast(await call(api.POST("/api/v1/plans/{name}/dry-run", { params: { path: { name: chosen } }, body: { workflow } })));
     } catch (e) {
       setPreviewError(e);
     }

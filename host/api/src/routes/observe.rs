@@ -42,7 +42,7 @@ pub async fn compliance(
     let mut items = Vec::new();
     for plan in &plans {
         let c = rebound_engine::policy::compliance(&state.store, plan, now).await?;
-        items.push(serde_json::to_value(c).map_err(|e| Problem::internal(&e))?);
+        items.push(c);
     }
     Ok(axum::Json(ComplianceList { items }))
 }

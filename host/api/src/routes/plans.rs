@@ -3,7 +3,8 @@
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use rebound_domain::{Lifecycle, PlanDocument, Workflow};
+use rebound_domain::{Lifecycle, PlanDocument};
+use rebound_engine::Forecast;
 
 use crate::ApiState;
 use crate::auth::{Need, Principal};
@@ -142,7 +143,7 @@ async fn checked(
     params(("name" = String, Path)),
     request_body = DryRunRequest,
     responses(
-        (status = 200, description = "the steps and the forecast", body = Object),
+        (status = 200, description = "the steps and the forecast", body = Forecast),
         (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
     ))]
 pub async fn dry_run(
@@ -150,9 +151,9 @@ pub async fn dry_run(
     principal: Principal,
     Path(name): Path<String>,
     Json(request): Json<DryRunRequest>,
-) -> Result<axum::Json<serde_json::Value>, Problem> {
+) -> Result<axum::Json<Forecast>, Problem> {
     principal.require(Need::Read)?;
-    let workflow = Workflow::from(request.workflow);
+    let workflow = request.workflow;
     let (document, lifecycle) = match request.plan {
         None => {
             let saved = state.store.plan(&name).await?;
@@ -183,9 +184,7 @@ pub async fn dry_run(
         FORECAST_PARALLELISM,
     )
     .await?;
-    serde_json::to_value(forecast)
-        .map(axum::Json)
-        .map_err(|e| Problem::internal(&e))
+    Ok(axum::Json(forecast))
 }
 
 /// A plan's recovery points, newest first.

@@ -9,7 +9,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt, stream};
-use rebound_domain::Workflow;
 use rebound_store::{RunFilter, RunStatus, Store};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -67,14 +66,8 @@ pub async fn trigger(
         Some(key) => state.store.run_for_idempotency_key(key).await?.is_some(),
         None => false,
     };
-    let run = rebound_engine::trigger(
-        &state.store,
-        &name,
-        Workflow::from(request.workflow),
-        key,
-        &principal.name,
-    )
-    .await?;
+    let run = rebound_engine::trigger(&state.store, &name, request.workflow, key, &principal.name)
+        .await?;
     let view = RunView::from(&state.store.run_listing(&run.id).await?);
     let mut response = if replayed {
         (StatusCode::OK, axum::Json(view)).into_response()
@@ -180,7 +173,7 @@ async fn detail(store: &Store, id: &str) -> Result<RunDetail, Problem> {
     Ok(RunDetail {
         run: RunView::from(&run),
         steps: steps.iter().map(StepView::from).collect(),
-        report: serde_json::to_value(report).map_err(|e| Problem::internal(&e))?,
+        report,
     })
 }
 
