@@ -8,6 +8,12 @@
 //! baseline of the server and the load generator themselves. Bounded:
 //! `REBOUND_LOAD_RATE` requests per second (default 200) for
 //! `REBOUND_LOAD_SECONDS` (default 15) per run.
+//!
+//! Then the web UI's dashboard load — its four reads (every plan, every
+//! plan's compliance, recent runs, recent events), sent together as the
+//! page sends them — timed with the one plan, and again after
+//! `REBOUND_LOAD_PLANS` more plans (default 300) are stored: the admins'
+//! "no multi-second spinner with a few hundred plans".
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -277,4 +283,65 @@ async fn main() {
         "api_load p99 ratio mixed reads / baseline: {:.2}",
         p99(&reads) / p99(&baseline)
     );
+
+    let one = dashboard(&client, &addr, &token).await;
+    let plans = env_number("REBOUND_LOAD_PLANS", 300);
+    for i in 0..plans {
+        let name = format!("shop-{i:04}");
+        let put = client
+            .put(format!("{addr}/api/v1/plans/{name}"))
+            .bearer_auth(&token)
+            .header("content-type", "application/yaml")
+            .body(PLAN.replacen("name: shop", &format!("name: {name}"), 1))
+            .send()
+            .await
+            .expect("plan");
+        assert!(put.status().is_success(), "plan {name}: {}", put.status());
+    }
+    let many = dashboard(&client, &addr, &token).await;
+    let median = |d: &[Duration]| d[d.len() / 2].as_secs_f64() * 1000.0;
+    let max = |d: &[Duration]| d[d.len() - 1].as_secs_f64() * 1000.0;
+    println!(
+        "dashboard load, 1 plan: median {:.1} ms, max {:.1} ms ({} loads)",
+        median(&one),
+        max(&one),
+        one.len()
+    );
+    println!(
+        "dashboard load, {} plans: median {:.1} ms, max {:.1} ms ({} loads); ratio of medians {:.1}",
+        plans + 1,
+        median(&many),
+        max(&many),
+        many.len(),
+        median(&many) / median(&one)
+    );
+}
+
+/// The dashboard's reads, sent together as the page sends them, 20 times:
+/// each load's time until the last answer, sorted.
+async fn dashboard(client: &reqwest::Client, addr: &str, token: &str) -> Vec<Duration> {
+    let paths = [
+        "/api/v1/plans?limit=500",
+        "/api/v1/compliance",
+        "/api/v1/runs?limit=500",
+        "/api/v1/events?limit=500",
+    ];
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let get = |p: &'static str| async move {
+            let r = client
+                .get(format!("{addr}{p}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("dashboard read");
+            assert!(r.status().is_success(), "{p}: {}", r.status());
+            r.bytes().await.expect("body").len()
+        };
+        tokio::join!(get(paths[0]), get(paths[1]), get(paths[2]), get(paths[3]));
+        times.push(started.elapsed());
+    }
+    times.sort();
+    times
 }
