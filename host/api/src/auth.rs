@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
@@ -175,6 +176,10 @@ pub struct AuthConfig {
     pub token_ttl_seconds: u64,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway_seconds: u64,
+    /// The least time between two fetches of an OIDC issuer's JWKS that
+    /// tokens with unknown key ids prompt (its keys rotated), so forged
+    /// key ids cannot make the host hammer the issuer.
+    pub jwks_refresh_seconds: u64,
     pub oidc: Vec<OidcIssuer>,
 }
 
@@ -185,6 +190,7 @@ impl Default for AuthConfig {
             audience: "rebound-api".into(),
             token_ttl_seconds: 3600,
             leeway_seconds: 30,
+            jwks_refresh_seconds: 60,
             oidc: Vec::new(),
         }
     }
@@ -207,9 +213,13 @@ struct Issuer {
     issuer: String,
     audience: String,
     algorithm: Algorithm,
-    keys: HashMap<String, DecodingKey>,
+    keys: RwLock<HashMap<String, DecodingKey>>,
     /// `None`: the local issuer (role in the `role` claim).
     role_claim: Option<String>,
+    /// An OIDC issuer's JWKS, and when it was last fetched: a token with
+    /// a key id not in it has it fetched again (the issuer rotated its
+    /// keys), at most once per `jwks_refresh_seconds`.
+    jwks: Option<(String, Mutex<Instant>)>,
 }
 
 /// Local claims.
@@ -244,6 +254,7 @@ pub struct Auth {
     providers: Vec<SignInProvider>,
     /// For the issuers' endpoints.
     http: reqwest::Client,
+    jwks_refresh: Duration,
     /// Verified against when the user does not exist, so a wrong name
     /// costs as long as a wrong password.
     dummy_hash: String,
@@ -304,11 +315,12 @@ impl Auth {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             algorithm: Algorithm::HS256,
-            keys: HashMap::from([(
+            keys: RwLock::new(HashMap::from([(
                 local_kid.clone(),
                 DecodingKey::from_secret(secret.as_bytes()),
-            )]),
+            )])),
             role_claim: None,
+            jwks: None,
         }];
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -328,6 +340,7 @@ impl Auth {
             issuers,
             providers,
             http,
+            jwks_refresh: Duration::from_secs(config.jwks_refresh_seconds),
             dummy_hash,
         })
     }
@@ -412,7 +425,7 @@ impl Auth {
                 ))
             })?;
         let token = sign_in::redeem(&self.http, provider, request).await?;
-        let principal = self.verify_jwt(&token).map_err(|mut problem| {
+        let principal = self.verify_jwt(&token).await.map_err(|mut problem| {
             let issuer = self.issuers.iter().find(|i| i.issuer == provider.issuer);
             problem.detail = format!(
                 "the access token {} issued is not one this host accepts ({}): the issuer must \
@@ -494,12 +507,12 @@ impl Auth {
                 role,
             });
         }
-        self.verify_jwt(token)
+        self.verify_jwt(token).await
     }
 
     /// Verify a JWT against the issuer its `iss` names, with that issuer's
     /// pinned algorithm and the key its `kid` names.
-    pub fn verify_jwt(&self, token: &str) -> Result<Principal, Problem> {
+    pub async fn verify_jwt(&self, token: &str) -> Result<Principal, Problem> {
         let refuse = |why: &str| Problem::unauthorized(format!("token refused: {why}"));
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| refuse("not a JWT with a supported algorithm"))?;
@@ -519,17 +532,19 @@ impl Auth {
             .kid
             .as_deref()
             .ok_or_else(|| refuse("no `kid` in the header"))?;
-        let key = issuer
-            .keys
-            .get(kid)
-            .ok_or_else(|| refuse(&format!("unknown key id '{kid}' for issuer '{iss}'")))?;
+        let mut key = issuer.key(kid);
+        if key.is_none() && self.refresh_keys(issuer).await {
+            key = issuer.key(kid);
+        }
+        let key =
+            key.ok_or_else(|| refuse(&format!("unknown key id '{kid}' for issuer '{iss}'")))?;
         let mut validation = Validation::new(issuer.algorithm);
         validation.set_issuer(&[&issuer.issuer]);
         validation.set_audience(&[&issuer.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = self.leeway;
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, key, &validation).map_err(
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => refuse("expired; log in again"),
                 ErrorKind::ImmatureSignature => refuse("not valid yet (nbf in the future)"),
@@ -558,6 +573,45 @@ impl Auth {
             Some(_) => format!("oidc:{sub}@{iss}"),
         };
         Ok(Principal { name, role })
+    }
+}
+
+impl Auth {
+    /// Fetch an OIDC issuer's JWKS again, unless it was fetched within
+    /// `jwks_refresh_seconds`; whether its keys were replaced. A failed fetch
+    /// keeps the keys it had (and is logged).
+    async fn refresh_keys(&self, issuer: &Issuer) -> bool {
+        let Some((url, fetched)) = &issuer.jwks else {
+            return false;
+        };
+        {
+            let mut last = fetched.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.elapsed() < self.jwks_refresh {
+                return false;
+            }
+            *last = Instant::now();
+        }
+        match fetch_keys(&self.http, url, issuer.algorithm).await {
+            Ok(keys) => {
+                tracing::info!(issuer = %issuer.issuer, keys = keys.len(), "JWKS fetched again for an unknown key id");
+                *issuer.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
+                true
+            }
+            Err(reason) => {
+                tracing::warn!(issuer = %issuer.issuer, "JWKS refresh failed, keeping its keys: {reason}");
+                false
+            }
+        }
+    }
+}
+
+impl Issuer {
+    fn key(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(kid)
+            .cloned()
     }
 }
 
@@ -621,39 +675,50 @@ async fn fetch_issuer(
             )));
         }
     };
+    let keys = fetch_keys(client, &config.jwks_url, algorithm)
+        .await
+        .map_err(fail)?;
+    Ok(Issuer {
+        issuer: config.issuer.clone(),
+        audience: config.audience.clone(),
+        algorithm,
+        keys: RwLock::new(keys),
+        role_claim: Some(config.role_claim.clone()),
+        jwks: Some((config.jwks_url.clone(), Mutex::new(Instant::now()))),
+    })
+}
+
+/// The keys of `algorithm` with a `kid` in the JWKS at `url`.
+async fn fetch_keys(
+    client: &reqwest::Client,
+    url: &str,
+    algorithm: Algorithm,
+) -> Result<HashMap<String, DecodingKey>, String> {
     let set: JwkSet = client
-        .get(&config.jwks_url)
+        .get(url)
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| fail(format!("fetching {}: {e}", config.jwks_url)))?
+        .map_err(|e| format!("fetching {url}: {e}"))?
         .json()
         .await
-        .map_err(|e| fail(format!("{} is not a JWKS: {e}", config.jwks_url)))?;
+        .map_err(|e| format!("{url} is not a JWKS: {e}"))?;
+    let name = format!("{algorithm:?}");
     let mut keys = HashMap::new();
     for jwk in &set.keys {
         let Some(kid) = jwk.common.key_id.clone() else {
             continue;
         };
         if let Some(alg) = jwk.common.key_algorithm
-            && alg.to_string() != config.algorithm
+            && alg.to_string() != name
         {
             continue;
         }
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| fail(format!("key '{kid}': {e}")))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key '{kid}': {e}"))?;
         keys.insert(kid, key);
     }
     if keys.is_empty() {
-        return Err(fail(format!(
-            "{} has no {} key with a `kid`",
-            config.jwks_url, config.algorithm
-        )));
+        return Err(format!("{url} has no {name} key with a `kid`"));
     }
-    Ok(Issuer {
-        issuer: config.issuer.clone(),
-        audience: config.audience.clone(),
-        algorithm,
-        keys,
-        role_claim: Some(config.role_claim.clone()),
-    })
+    Ok(keys)
 }

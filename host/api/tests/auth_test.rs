@@ -609,3 +609,96 @@ async fn a_jwks_that_cannot_be_fetched_stops_the_start_with_a_reason() {
         .expect_err("HS256 for OIDC");
     assert!(err.to_string().contains("use RS256 or ES256"), "{err}");
 }
+
+/// A host trusting the RSA issuer, whose JWKS (served here) the test can
+/// rotate, counting its fetches.
+async fn rotating_host(
+    refresh_seconds: u64,
+) -> (
+    Api,
+    std::sync::Arc<std::sync::Mutex<(String, usize)>>,
+    tempfile::TempDir,
+) {
+    let jwks = std::sync::Arc::new(std::sync::Mutex::new((
+        include_str!("fixtures/rsa-jwks.json").to_owned(),
+        0usize,
+    )));
+    let served = jwks.clone();
+    let app = axum::Router::new().route(
+        "/rsa.json",
+        axum::routing::get(move || {
+            let served = served.clone();
+            async move {
+                let mut s = served.lock().expect("lock");
+                s.1 += 1;
+                s.0.clone()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = rebound_store::testing::fresh_sqlite(dir.path())
+        .await
+        .expect("store");
+    let mut config = ApiConfig::default();
+    config.auth.jwks_refresh_seconds = refresh_seconds;
+    config.auth.oidc = vec![OidcIssuer {
+        issuer: RSA_ISSUER.into(),
+        audience: "rebound".into(),
+        jwks_url: format!("http://{addr}/rsa.json"),
+        algorithm: "RS256".into(),
+        role_claim: "roles".into(),
+        client_id: None,
+        name: None,
+        scope: "openid".into(),
+    }];
+    (Api::with_config(store, config).await, jwks, dir)
+}
+
+#[tokio::test]
+async fn a_rotated_issuer_key_is_fetched_when_a_token_names_it() {
+    let (api, jwks, _dir) = rotating_host(0).await;
+    let token = rsa(&claims(RSA_ISSUER, "rebound"), "rsa-2");
+    // Not published yet: fetched again, still unknown, refused.
+    refused(&api, &token, "unknown key id 'rsa-2'").await;
+    assert_eq!(
+        jwks.lock().expect("lock").1,
+        2,
+        "fetched at start and again"
+    );
+    // The issuer rotates: the same token is accepted, after one more fetch.
+    {
+        let mut j = jwks.lock().expect("lock");
+        j.0 = j.0.replace("\"rsa-1\"", "\"rsa-2\"");
+    }
+    let me = whoami(&api, &token).await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.text);
+    assert_eq!(jwks.lock().expect("lock").1, 3);
+    // The retired key is gone with the old document.
+    refused(
+        &api,
+        &rsa(&claims(RSA_ISSUER, "rebound"), "rsa-1"),
+        "unknown key id 'rsa-1'",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_key_ids_do_not_make_the_host_hammer_the_issuer() {
+    let (api, jwks, _dir) = rotating_host(60).await;
+    for i in 0..20 {
+        let token = rsa(&claims(RSA_ISSUER, "rebound"), &format!("forged-{i}"));
+        refused(&api, &token, "unknown key id").await;
+    }
+    assert_eq!(
+        jwks.lock().expect("lock").1,
+        1,
+        "fetched at start only: the next refresh is a minute away"
+    );
+    let me = whoami(&api, &rsa(&claims(RSA_ISSUER, "rebound"), "rsa-1")).await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.text);
+}
