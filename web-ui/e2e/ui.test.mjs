@@ -244,6 +244,12 @@ describe("the admin web UI", () => {
     assert.match(text, /\/ 10m/);
     assert.match(text, /\/ 2h/);
     assert.match(text, /succeeded/, "the last drill");
+    // The failback is forecast ahead of time, against its own objective.
+    const failbackRto = await row.locator("[data-phase='failback-rto']").innerText();
+    assert.match(failbackRto, /^\d[\d.]* ?(ms|s|min|h).* \/ 2h/);
+    assert.match(failbackRto, /met/);
+    assert.match(failbackRto, /ahead/);
+    assert.doesNotMatch(await row.locator("[data-phase='failover-rto']").innerText(), /ahead/);
   });
 
   test("a viewer is refused the buttons it cannot use", async () => {

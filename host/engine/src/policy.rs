@@ -7,7 +7,9 @@
 //!   the phase the plan is in (the failover objectives while protected, the
 //!   failback objectives while ready for failback), and the RTO forecast
 //!   of that phase's workflow (from the last drill's or failover's measured
-//!   steps, see [`crate::dry_run`]) against its RTO objective.
+//!   steps, see [`crate::dry_run`]) against its RTO objective; beside it,
+//!   both phases' verdicts ([`PhaseCompliance`]), the phase not in force
+//!   forecast as if the plan were in it.
 //! - **Scheduling** ([`tick`]): a replication cycle is enqueued when the
 //!   lag reaches the plan's replication interval or half the RPO objective,
 //!   whichever comes first, so a cycle finishes before the objective is
@@ -25,8 +27,8 @@ use rebound_store::{EventRecord, PlanRecord, RunStatus, Store};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::report::millis;
-use crate::{EngineError, dry_run};
+use crate::EngineError;
+use crate::report::{forecast, measured_durations, millis};
 
 /// Calls of one stage in flight the RTO forecast assumes.
 const FORECAST_PARALLELISM: usize = 64;
@@ -54,6 +56,39 @@ pub struct Compliance {
     pub rto_basis: Option<String>,
     /// When the next replication cycle is due (ms since the epoch).
     pub replication_due_at_ms: Option<i64>,
+    /// Both phases' objectives against the plan now — failover, then
+    /// failback — so the one not in force is seen before it is: the current
+    /// RPO lag against each RPO objective, and each phase's workflow
+    /// forecast against its RTO objective. Empty between states.
+    pub phases: Vec<PhaseCompliance>,
+}
+
+/// One phase's objectives against a plan now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PhaseCompliance {
+    pub phase: Phase,
+    /// Whether these are the objectives in force (the plan's `phase`).
+    pub in_force: bool,
+    pub rpo_objective_ms: i64,
+    /// The current RPO lag (or a missing recovery point) against this
+    /// objective.
+    pub rpo_met: bool,
+    /// The forecast of this phase's workflow (failover, or failback),
+    /// from the measured steps of `rto_basis` or the defaults; for the
+    /// phase not in force, as if the plan were in that phase.
+    pub rto_forecast_ms: i64,
+    pub rto_objective_ms: i64,
+    pub rto_met: bool,
+}
+
+/// Whether `lag` (`None`: a workload has no recovery point yet) meets a
+/// phase's RPO objective. A failback RPO of 0 is met by construction.
+fn rpo_met(phase: Phase, objective_ms: i64, lag: Option<i64>) -> bool {
+    if phase == Phase::Failback && objective_ms == 0 {
+        return true;
+    }
+    lag.is_some_and(|lag| lag <= objective_ms)
 }
 
 /// What one tick did.
@@ -101,6 +136,7 @@ pub async fn compliance(
         rto_met: None,
         rto_basis: None,
         replication_due_at_ms: None,
+        phases: Vec::new(),
     };
     let Some(phase) = phase else {
         return Ok(out);
@@ -128,27 +164,58 @@ pub async fn compliance(
     };
     if let Some(w) = missing {
         out.rpo_worst_workload = Some(w);
-        out.rpo_met = Some(phase == Phase::Failback && rpo_objective_ms == 0);
         out.replication_due_at_ms = Some(now);
     } else if let Some((captured, w)) = oldest {
-        let lag = now - captured;
-        out.rpo_lag_ms = Some(lag);
+        out.rpo_lag_ms = Some(now - captured);
         out.rpo_worst_workload = Some(w);
-        out.rpo_met = Some(if phase == Phase::Failback && rpo_objective_ms == 0 {
-            true
-        } else {
-            lag <= rpo_objective_ms
-        });
         out.replication_due_at_ms = Some(captured + headroom);
     }
-    let workflow = match phase {
-        Phase::Failover => Workflow::Failover,
-        Phase::Failback => Workflow::Failback,
-    };
-    let forecast = dry_run(store, &doc.name, workflow, FORECAST_PARALLELISM).await?;
-    out.rto_forecast_ms = Some(forecast.rto_ms);
-    out.rto_met = Some(forecast.within_objective);
-    out.rto_basis = forecast.basis;
+    out.rpo_met = Some(rpo_met(phase, rpo_objective_ms, out.rpo_lag_ms));
+    // Each phase's workflow, forecast from the same measured steps; the
+    // phase not in force as if the plan were in it (the sites swapped).
+    let (measured, basis) = measured_durations(store, &doc.name).await?;
+    for p in [Phase::Failover, Phase::Failback] {
+        let (workflow, state, objectives) = match p {
+            Phase::Failover => (
+                Workflow::Failover,
+                PlanState::Protected,
+                &doc.objectives.failover,
+            ),
+            Phase::Failback => (
+                Workflow::Failback,
+                PlanState::ReadyForFailback,
+                &doc.objectives.failback,
+            ),
+        };
+        let mut lifecycle = life.clone();
+        if p != phase {
+            lifecycle.state = state;
+            std::mem::swap(&mut lifecycle.primary, &mut lifecycle.standby);
+        }
+        let f = forecast(
+            doc,
+            &lifecycle,
+            workflow,
+            &measured,
+            basis.clone(),
+            FORECAST_PARALLELISM,
+        );
+        let rpo_objective_ms = millis(objectives.rpo);
+        if p == phase {
+            out.rto_forecast_ms = Some(f.rto_ms);
+            out.rto_met = Some(f.within_objective);
+        }
+        out.phases.push(PhaseCompliance {
+            phase: p,
+            in_force: p == phase,
+            rpo_objective_ms,
+            rpo_met: rpo_met(p, rpo_objective_ms, out.rpo_lag_ms),
+            rto_forecast_ms: f.rto_ms,
+            rto_objective_ms: f.objective_rto_ms,
+            rto_met: f.within_objective,
+        });
+    }
+    out.rto_basis = basis;
     Ok(out)
 }
 

@@ -299,7 +299,23 @@ pub async fn dry_run_of(
     workflow: Workflow,
     parallelism: usize,
 ) -> Result<Forecast, EngineError> {
-    let plan = document.name.as_str();
+    let (measured, basis) = measured_durations(store, &document.name).await?;
+    Ok(forecast(
+        document,
+        lifecycle,
+        workflow,
+        &measured,
+        basis,
+        parallelism,
+    ))
+}
+
+/// Step durations per action (medians) measured in the plan's most recent
+/// successful drill or failover, and that run's id; empty without one.
+pub(crate) async fn measured_durations(
+    store: &Store,
+    plan: &str,
+) -> Result<(HashMap<String, i64>, Option<String>), EngineError> {
     let mut measured = HashMap::new();
     let mut basis = None;
     let last = store.runs_of(plan).await?.into_iter().find(|r| {
@@ -322,12 +338,5 @@ pub async fn dry_run_of(
         }
         basis = Some(run.id);
     }
-    Ok(forecast(
-        document,
-        lifecycle,
-        workflow,
-        &measured,
-        basis,
-        parallelism,
-    ))
+    Ok((measured, basis))
 }

@@ -2,7 +2,8 @@
 //! in RPO breach and gets a replication cycle; once points exist the breach
 //! ends; a cycle is scheduled again when the lag reaches the replication
 //! interval, never twice at once; lag beyond the objective is a breach
-//! again; an RTO objective below the forecast is an RTO breach. Ticks take
+//! again; an RTO objective below the forecast is an RTO breach; the phase
+//! not in force (failback) is forecast beside it. Ticks take
 //! the time as an argument, so the test controls the clock. On SQLite and
 //! PostgreSQL.
 
@@ -88,6 +89,28 @@ async fn objectives_over_time(store: Store) {
     assert_eq!(kinds(&rto), ["rto.breach"]);
     assert_eq!(rto.compliance[0].rto_forecast_ms, Some(11 * MINUTE));
     assert_eq!(rto.compliance[0].rto_met, Some(false));
+
+    // Both phases at once: failover in force (16 min of lag against its
+    // 15 min, its 11 min forecast against 5 min), and failback seen ahead
+    // — its RPO of 0 met by construction, its own workflow forecast
+    // against its 2 h objective.
+    let phases = &rto.compliance[0].phases;
+    assert_eq!(phases.len(), 2);
+    let (failover, failback) = (&phases[0], &phases[1]);
+    assert_eq!(failover.phase, rebound_domain::Phase::Failover);
+    assert!(failover.in_force && !failback.in_force);
+    assert_eq!(
+        (failover.rpo_met, failover.rto_forecast_ms, failover.rto_met),
+        (false, 11 * MINUTE, false)
+    );
+    assert_eq!(failback.phase, rebound_domain::Phase::Failback);
+    assert_eq!((failback.rpo_objective_ms, failback.rpo_met), (0, true));
+    assert_eq!(failback.rto_objective_ms, 120 * MINUTE);
+    assert!(failback.rto_met, "{failback:?}");
+    assert_ne!(
+        failback.rto_forecast_ms, failover.rto_forecast_ms,
+        "the failback's own steps (resync, fence, approval), not the failover's"
+    );
     let events = store.events(Some("shop"), &[], 100).await.expect("events");
     assert_eq!(events.len(), 6, "{events:#?}");
 }

@@ -160,15 +160,20 @@ function PlanRow({ row, onChart }: { row: Row; onChart: () => void }) {
         {life.unfenced && <div className="warn small">fence of {life.unfenced} not confirmed</div>}
       </td>
       {(["failover", "failback"] as Phase[]).map((phase) => {
-        const inForce = c?.phase === phase;
+        // Both phases are forecast; the one in force is marked, and the
+        // other is what the plan would face were it in that phase now.
+        const p = c?.phases?.find((x) => x.phase === phase);
+        const note = p && !p.in_force ? <span className="muted small"> (ahead)</span> : null;
         return [
-          <td key={`${phase}-rpo`} className={inForce && c?.rpo_met === false ? "cell-bad" : undefined}>
-            {inForce ? formatMs(c?.rpo_lag_ms) : <span className="muted">—</span>} / {objectives?.[phase]?.rpo ?? "?"}{" "}
-            {inForce ? <Verdict met={c?.rpo_met} label="no recovery point yet" /> : null}
+          <td key={`${phase}-rpo`} className={p && !p.rpo_met ? "cell-bad" : undefined} data-phase={`${phase}-rpo`}>
+            {p ? formatMs(c?.rpo_lag_ms) : <span className="muted">—</span>} / {objectives?.[phase]?.rpo ?? "?"}{" "}
+            {p ? <Verdict met={c?.rpo_lag_ms == null && !p.rpo_met ? null : p.rpo_met} label="no recovery point yet" /> : null}
+            {note}
           </td>,
-          <td key={`${phase}-rto`} className={inForce && c?.rto_met === false ? "cell-bad" : undefined}>
-            {inForce ? formatMs(c?.rto_forecast_ms) : <span className="muted">—</span>} / {objectives?.[phase]?.rto ?? "?"}{" "}
-            {inForce ? <Verdict met={c?.rto_met} /> : null}
+          <td key={`${phase}-rto`} className={p && !p.rto_met ? "cell-bad" : undefined} data-phase={`${phase}-rto`}>
+            {p ? formatMs(p.rto_forecast_ms) : <span className="muted">—</span>} / {objectives?.[phase]?.rto ?? "?"}{" "}
+            {p ? <Verdict met={p.rto_met} /> : null}
+            {note}
           </td>,
         ];
       })}
