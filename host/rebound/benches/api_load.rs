@@ -15,8 +15,9 @@
 //! `REBOUND_LOAD_PLANS` more plans (default 300) are stored: the admins'
 //! "no multi-second spinner with a few hundred plans".
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+#[path = "../tests/support/host.rs"]
+mod host;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,15 +38,6 @@ objectives:
   failover: { rto: 30m, rpo: 15m }
   failback: { rto: 2h, rpo: 0s }
 "#;
-
-struct Host(Child);
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -140,56 +132,18 @@ async fn main() {
     })
     .await
     .expect("site b");
-    rebound_runtime::testing::package("example")
-        .write_dir(&dir.path().join("plugins/example"))
-        .expect("package");
-    std::fs::write(
-        dir.path().join("publisher.pub"),
-        rebound_runtime::package::encode_verifying_key(
-            &rebound_runtime::testing::publisher_key().verifying_key(),
-        ),
+    let host = host::serve(
+        dir.path(),
+        &[("lab-a", &a), ("lab-b", &b)],
+        &["--policy-seconds", "0"],
+        &[
+            ("REBOUND_ADMIN_PASSWORD", "load-test-admin"),
+            ("RUST_LOG", "warn"),
+        ],
+        false,
     )
-    .expect("key");
-    let site = |name: &str, site: &ExampleSite, var: &str| {
-        format!(
-            "[sites.{name}]\nplugin = \"example\"\nconfig = {{ endpoint = \"{e}\" }}\n\
-             secrets = {{ token = \"env:{var}\" }}\negress = [\"{e}\"]\n",
-            e = site.endpoint()
-        )
-    };
-    std::fs::write(
-        dir.path().join("sites.toml"),
-        site("lab-a", &a, "LAB_A_TOKEN") + &site("lab-b", &b, "LAB_B_TOKEN"),
-    )
-    .expect("sites");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rebound"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--policy-seconds", "0"])
-        .args(["--plugins", "plugins", "--trusted-key", "publisher.pub"])
-        .args(["--sites", "sites.toml", "--cache-dir", "cache"])
-        .current_dir(dir.path())
-        .env("LAB_A_TOKEN", &a.token)
-        .env("LAB_B_TOKEN", &b.token)
-        .env("REBOUND_ADMIN_PASSWORD", "load-test-admin")
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let _host = Host(child);
-    let addr = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stderr).lines();
-        let mut seen = Vec::new();
-        for line in lines.by_ref().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("rebound serving on ") {
-                std::thread::spawn(move || lines.for_each(drop));
-                return addr.to_owned();
-            }
-            seen.push(line);
-        }
-        panic!("serve did not print its address:\n{}", seen.join("\n"));
-    })
-    .await
-    .expect("join");
+    .await;
+    let addr = host.url.clone();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()

@@ -3,9 +3,11 @@
 //! applies a plan, replicates, drills with `--wait`, reads the drill's
 //! report, and manages an API token — as an operator would.
 
-use std::io::{BufRead, BufReader};
+#[path = "support/host.rs"]
+mod host;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use rebound_lab::{ExampleOptions, ExampleSite};
@@ -24,15 +26,6 @@ objectives:
   failback: { rto: 2h, rpo: 0s }
 approvals: { failover: true }
 "#;
-
-struct Host(Child);
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Run the CLI in `dir`; returns (exit code, stdout, stderr).
 fn cli(dir: &Path, server: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -68,64 +61,24 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
     let b = ExampleSite::start(options(Vec::new()))
         .await
         .expect("site b");
-    rebound_runtime::testing::package("example")
-        .write_dir(&dir.path().join("plugins/example"))
-        .expect("package");
-    std::fs::write(
-        dir.path().join("publisher.pub"),
-        rebound_runtime::package::encode_verifying_key(
-            &rebound_runtime::testing::publisher_key().verifying_key(),
-        ),
-    )
-    .expect("key");
-    let site = |name: &str, site: &ExampleSite, var: &str| {
-        format!(
-            "[sites.{name}]\nplugin = \"example\"\nconfig = {{ endpoint = \"{e}\" }}\n\
-             secrets = {{ token = \"env:{var}\" }}\negress = [\"{e}\"]\n",
-            e = site.endpoint()
-        )
-    };
-    std::fs::write(
-        dir.path().join("sites.toml"),
-        site("lab-a", &a, "LAB_A_TOKEN") + &site("lab-b", &b, "LAB_B_TOKEN"),
-    )
-    .expect("sites");
     std::fs::write(dir.path().join("plan.yaml"), PLAN).expect("plan");
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rebound"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--policy-seconds", "0"])
-        .args(["--plugins", "plugins", "--trusted-key", "publisher.pub"])
-        .args(["--sites", "sites.toml"])
-        // Its own compilation cache: the shared one is not this test's to write.
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .current_dir(dir.path())
-        .env("LAB_A_TOKEN", &a.token)
-        .env("LAB_B_TOKEN", &b.token)
-        .env_remove("REBOUND_ADMIN_PASSWORD")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let _host = Host(child);
+    let host = host::serve(
+        dir.path(),
+        &[("lab-a", &a), ("lab-b", &b)],
+        &["--policy-seconds", "0"],
+        &[],
+        false,
+    )
+    .await;
     // The bootstrap admin's password is printed once, before the address.
-    let (password, server) = tokio::task::spawn_blocking(move || {
-        let mut password = None;
-        let mut lines = BufReader::new(stderr).lines();
-        for line in lines.by_ref().map_while(Result::ok) {
-            if let Some(rest) = line.split("with password ").nth(1) {
-                password = rest.split_whitespace().next().map(str::to_owned);
-            }
-            if let Some(addr) = line.strip_prefix("rebound serving on ") {
-                // Keep draining so the host never blocks on a full pipe.
-                std::thread::spawn(move || lines.for_each(drop));
-                return (password.expect("password printed"), addr.to_owned());
-            }
-        }
-        panic!("serve did not print its address");
-    })
-    .await
-    .expect("join");
+    let password = host
+        .preamble
+        .iter()
+        .find_map(|l| l.split("with password ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("password printed")
+        .to_owned();
+    let server = host.url.clone();
 
     let path = dir.path().to_owned();
     let run = move |args: &[&str], env: Vec<(&'static str, String)>| {

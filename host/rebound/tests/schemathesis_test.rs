@@ -16,25 +16,17 @@
 //!   cargo test -p rebound --test schemathesis_test
 //! ```
 
+#[path = "support/host.rs"]
+mod host;
 #[path = "support/http.rs"]
 mod http;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http::http;
 use rebound_lab::{ExampleOptions, ExampleSite};
-
-struct Host(Child);
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn schemathesis() -> Option<PathBuf> {
     let python = std::env::var("REBOUND_PYTHON")
@@ -75,60 +67,18 @@ async fn generated_and_malformed_requests_never_get_a_server_error() {
     })
     .await
     .expect("site b");
-    rebound_runtime::testing::package("example")
-        .write_dir(&dir.path().join("plugins/example"))
-        .expect("package");
-    std::fs::write(
-        dir.path().join("publisher.pub"),
-        rebound_runtime::package::encode_verifying_key(
-            &rebound_runtime::testing::publisher_key().verifying_key(),
-        ),
+    let mut host = host::serve(
+        dir.path(),
+        &[("lab-a", &a), ("lab-b", &b)],
+        &["--policy-seconds", "0"],
+        &[
+            ("REBOUND_ADMIN_PASSWORD", "schemathesis-admin"),
+            ("RUST_LOG", "warn"),
+        ],
+        true,
     )
-    .expect("key");
-    let site = |name: &str, site: &ExampleSite, var: &str| {
-        format!(
-            "[sites.{name}]\nplugin = \"example\"\nconfig = {{ endpoint = \"{e}\" }}\n\
-             secrets = {{ token = \"env:{var}\" }}\negress = [\"{e}\"]\n",
-            e = site.endpoint()
-        )
-    };
-    std::fs::write(
-        dir.path().join("sites.toml"),
-        site("lab-a", &a, "LAB_A_TOKEN") + &site("lab-b", &b, "LAB_B_TOKEN"),
-    )
-    .expect("sites");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rebound"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--policy-seconds", "0"])
-        .args(["--plugins", "plugins", "--trusted-key", "publisher.pub"])
-        .args(["--sites", "sites.toml"])
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .current_dir(dir.path())
-        .env("LAB_A_TOKEN", &a.token)
-        .env("LAB_B_TOKEN", &b.token)
-        .env("REBOUND_ADMIN_PASSWORD", "schemathesis-admin")
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut host = Host(child);
-    let addr = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stderr).lines();
-        for line in lines.by_ref().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("rebound serving on http://") {
-                std::thread::spawn(move || {
-                    for line in lines.map_while(Result::ok) {
-                        eprintln!("host: {line}");
-                    }
-                });
-                return addr.to_owned();
-            }
-        }
-        panic!("serve did not print its address");
-    })
-    .await
-    .expect("join");
+    .await;
+    let addr = host.addr().to_owned();
     let login = http(
         &addr,
         "POST",
@@ -178,10 +128,7 @@ async fn generated_and_malformed_requests_never_get_a_server_error() {
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     eprintln!("{text}");
-    assert!(
-        host.0.try_wait().expect("host").is_none(),
-        "the host died under schemathesis"
-    );
+    assert!(host.running(), "the host died under schemathesis");
     let health = http(&addr, "GET", "/healthz", "", "");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(

@@ -15,6 +15,9 @@
 //! `cargo xtask screenshots` runs the ignored `screenshots` test: the same
 //! host with a few plans and runs, photographed into `docs/ui/`.
 
+#[path = "support/host.rs"]
+mod host;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -82,7 +85,7 @@ fn ready() -> bool {
 /// tests to register.
 struct Lab {
     _dir: tempfile::TempDir,
-    _host: Process,
+    _host: host::Host,
     _idp: Process,
     url: String,
     b: ExampleSite,
@@ -102,30 +105,12 @@ async fn lab(policy_seconds: &str) -> Lab {
     let b = ExampleSite::start(options(Vec::new()))
         .await
         .expect("site b");
-    rebound_runtime::testing::package("example")
-        .write_dir(&dir.path().join("plugins/example"))
-        .expect("package");
-    std::fs::write(
-        dir.path().join("publisher.pub"),
-        rebound_runtime::package::encode_verifying_key(
-            &rebound_runtime::testing::publisher_key().verifying_key(),
-        ),
-    )
-    .expect("key");
-    std::fs::write(
-        dir.path().join("sites.toml"),
-        format!(
-            "[sites.lab-a]\nplugin = \"example\"\nconfig = {{ endpoint = \"{e}\" }}\n\
-             secrets = {{ token = \"env:LAB_A_TOKEN\" }}\negress = [\"{e}\"]\n",
-            e = a.endpoint()
-        ),
-    )
-    .expect("sites");
     // The host's address is chosen first: the provider must know where to
     // send the browser back.
     let listen = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .expect("a free port");
+        .expect("a free port")
+        .to_string();
     let (idp, issuer) = start_idp(&format!("http://{listen}/")).await;
     std::fs::write(
         dir.path().join("rebound.toml"),
@@ -136,36 +121,23 @@ async fn lab(policy_seconds: &str) -> Lab {
         ),
     )
     .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rebound"))
-        .args(["serve", "--config", "rebound.toml"])
-        .arg("--listen")
-        .arg(listen.to_string())
-        .args(["--policy-seconds", policy_seconds])
-        .args(["--plugins", "plugins", "--trusted-key", "publisher.pub"])
-        .args(["--sites", "sites.toml"])
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .current_dir(dir.path())
-        .env("LAB_A_TOKEN", &a.token)
-        .env("REBOUND_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let host = Process(child);
-    let url = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stderr).lines();
-        for line in lines.by_ref().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("rebound serving on ") {
-                // Keep draining so the host never blocks on a full pipe.
-                std::thread::spawn(move || lines.for_each(drop));
-                return addr.to_owned();
-            }
-        }
-        panic!("serve did not print its address");
-    })
-    .await
-    .expect("join");
+    // Only lab-a is bound; lab-b is left for the tests to register.
+    let host = host::serve(
+        dir.path(),
+        &[("lab-a", &a)],
+        &[
+            "--config",
+            "rebound.toml",
+            "--listen",
+            &listen,
+            "--policy-seconds",
+            policy_seconds,
+        ],
+        &[("REBOUND_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+        false,
+    )
+    .await;
+    let url = host.url.clone();
     Lab {
         _dir: dir,
         _host: host,
