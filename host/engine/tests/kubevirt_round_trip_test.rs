@@ -209,6 +209,43 @@ fn weights(site: &KubeVirtSite) -> HashMap<String, u64> {
         .collect()
 }
 
+/// Each workload's incarnation serving on `site` (named `name`).
+fn recovered(site: &KubeVirtSite, name: &str) -> HashMap<&'static str, String> {
+    VMS.iter()
+        .map(|vm| {
+            (
+                *vm,
+                serving(site, vm).unwrap_or_else(|| panic!("{vm} recovered on {name}")),
+            )
+        })
+        .collect()
+}
+
+/// After a failback from kv-b: each workload serves on kv-a again, a new
+/// incarnation with every last write of its kv-b one (`on_b`), block for
+/// block; kv-b is fenced, traffic is on kv-a, and kv-a is primary.
+async fn assert_failed_back(store: &Store, lab: &Lab, on_b: &HashMap<&str, String>) {
+    for vm in VMS {
+        let back = serving(&lab.a, vm).unwrap_or_else(|| panic!("{vm} back on kv-a"));
+        assert_ne!(back, vm, "a new incarnation, the fenced original stays");
+        assert_eq!(
+            disk(&lab.a, &back),
+            disk(&lab.b, &on_b[vm]),
+            "{vm}: every last write, block for block"
+        );
+        assert!(
+            lab.b.guest_write(NS, &on_b[vm], 0, 0, b"x").is_err(),
+            "kv-b is fenced"
+        );
+        assert_eq!(weights(&lab.a).get(&back), Some(&100));
+    }
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (l.state, l.primary.as_str()),
+        (PlanState::Protected, "kv-a")
+    );
+}
+
 async fn kubevirt_round_trip(store: Store) {
     let plan = plan("data_mover");
     let lab = lab(&store).await;
@@ -227,15 +264,7 @@ async fn kubevirt_round_trip(store: Store) {
         .guest_write(NS, "web-1", 0, 8 * MIB, b"written after the cycle")
         .expect("write");
     run(&store, &lab, Workflow::Failover).await;
-    let on_b: HashMap<&str, String> = VMS
-        .iter()
-        .map(|vm| {
-            (
-                *vm,
-                serving(&lab.b, vm).unwrap_or_else(|| panic!("{vm} recovered on kv-b")),
-            )
-        })
-        .collect();
+    let on_b = recovered(&lab.b, "kv-b");
     for vm in VMS {
         assert_eq!(
             disk(&lab.b, &on_b[vm]),
@@ -303,25 +332,7 @@ async fn kubevirt_round_trip(store: Store) {
         BLOCK,
         "only the last write's block: {failback:?}"
     );
-    for vm in VMS {
-        let back = serving(&lab.a, vm).unwrap_or_else(|| panic!("{vm} back on kv-a"));
-        assert_ne!(back, vm, "a new incarnation, the fenced original stays");
-        assert_eq!(
-            disk(&lab.a, &back),
-            disk(&lab.b, &on_b[vm]),
-            "{vm}: block for block"
-        );
-        assert!(
-            lab.b.guest_write(NS, &on_b[vm], 0, 0, b"x").is_err(),
-            "kv-b is fenced"
-        );
-        assert_eq!(weights(&lab.a).get(&back), Some(&100));
-    }
-    let l = store.plan("shop").await.expect("plan").lifecycle;
-    assert_eq!(
-        (l.state, l.primary.as_str()),
-        (PlanState::Protected, "kv-a")
-    );
+    assert_failed_back(&store, &lab, &on_b).await;
 
     // Protected again, replication cycles keep two recovery points per
     // workload at each site and the clusters' disk space stops growing.
@@ -410,15 +421,7 @@ async fn kubevirt_native_round_trip(store: Store) {
         .guest_write(NS, "web-1", 0, 8 * MIB, b"written after the cycle")
         .expect("write");
     run(&store, &lab, Workflow::Failover).await;
-    let on_b: HashMap<&str, String> = VMS
-        .iter()
-        .map(|vm| {
-            (
-                *vm,
-                serving(&lab.b, vm).unwrap_or_else(|| panic!("{vm} recovered on kv-b")),
-            )
-        })
-        .collect();
+    let on_b = recovered(&lab.b, "kv-b");
     for vm in VMS {
         assert_eq!(
             disk(&lab.b, &on_b[vm]),
@@ -470,25 +473,7 @@ async fn kubevirt_native_round_trip(store: Store) {
         .guest_write(NS, web_b, 0, 60 * MIB, b"last write before failback")
         .expect("write");
     run(&store, &lab, Workflow::Failback).await;
-    for vm in VMS {
-        let back = serving(&lab.a, vm).unwrap_or_else(|| panic!("{vm} back on kv-a"));
-        assert_ne!(back, vm, "a new incarnation, the fenced original stays");
-        assert_eq!(
-            disk(&lab.a, &back),
-            disk(&lab.b, &on_b[vm]),
-            "{vm}: every last write, block for block"
-        );
-        assert!(
-            lab.b.guest_write(NS, &on_b[vm], 0, 0, b"x").is_err(),
-            "kv-b is fenced"
-        );
-        assert_eq!(weights(&lab.a).get(&back), Some(&100));
-    }
-    let l = store.plan("shop").await.expect("plan").lifecycle;
-    assert_eq!(
-        (l.state, l.primary.as_str()),
-        (PlanState::Protected, "kv-a")
-    );
+    assert_failed_back(&store, &lab, &on_b).await;
 
     // Protected again: cycles keep two recovery points per workload at
     // each site, and once the points of the way back are pruned (two
