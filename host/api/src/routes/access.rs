@@ -25,33 +25,43 @@ pub async fn login(
     Json(request): Json<LoginRequest>,
 ) -> Result<axum::Json<IssuedToken>, Problem> {
     crate::problem::check_name("username", &request.username)?;
-    match state
+    let signed_in = state
         .auth
         .login(&state.store, &request.username, &request.password)
-        .await
-    {
+        .await;
+    audit_sign_in(
+        &state,
+        signed_in,
+        &format!("user:{}", request.username),
+        serde_json::json!({}),
+    )
+    .await
+}
+
+/// Audit a sign-in: `auth.login` by the principal, or — when refused as
+/// unauthenticated or forbidden — `auth.login.refused` of `target` by
+/// `anonymous`, with `detail` (never a secret) and the refusal's reason.
+async fn audit_sign_in(
+    state: &ApiState,
+    signed_in: Result<(IssuedToken, Principal), Problem>,
+    target: &str,
+    detail: serde_json::Value,
+) -> Result<axum::Json<IssuedToken>, Problem> {
+    match signed_in {
         Ok((token, principal)) => {
             state
                 .store
-                .audit(
-                    &principal.name,
-                    "auth.login",
-                    &principal.name,
-                    serde_json::json!({}),
-                )
+                .audit(&principal.name, "auth.login", &principal.name, detail)
                 .await?;
             Ok(axum::Json(token))
         }
         Err(problem) => {
-            if problem.status == 401 {
+            if matches!(problem.status, 401 | 403) {
+                let mut detail = detail;
+                detail["reason"] = serde_json::json!(problem.detail);
                 state
                     .store
-                    .audit(
-                        "anonymous",
-                        "auth.login.refused",
-                        &format!("user:{}", request.username),
-                        serde_json::json!({}),
-                    )
+                    .audit("anonymous", "auth.login.refused", target, detail)
                     .await?;
             }
             Err(problem)
@@ -85,34 +95,14 @@ pub async fn sign_in_with_code(
     State(state): State<ApiState>,
     Json(request): Json<OidcCodeRequest>,
 ) -> Result<axum::Json<IssuedToken>, Problem> {
-    match state.auth.sign_in_with_code(&request).await {
-        Ok((token, principal)) => {
-            state
-                .store
-                .audit(
-                    &principal.name,
-                    "auth.login",
-                    &principal.name,
-                    serde_json::json!({"issuer": request.issuer}),
-                )
-                .await?;
-            Ok(axum::Json(token))
-        }
-        Err(problem) => {
-            if matches!(problem.status, 401 | 403) {
-                state
-                    .store
-                    .audit(
-                        "anonymous",
-                        "auth.login.refused",
-                        &format!("oidc:{}", request.issuer),
-                        serde_json::json!({"reason": problem.detail}),
-                    )
-                    .await?;
-            }
-            Err(problem)
-        }
-    }
+    let signed_in = state.auth.sign_in_with_code(&request).await;
+    audit_sign_in(
+        &state,
+        signed_in,
+        &format!("oidc:{}", request.issuer),
+        serde_json::json!({"issuer": request.issuer}),
+    )
+    .await
 }
 
 /// The caller's principal and role.
