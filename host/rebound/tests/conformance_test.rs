@@ -44,16 +44,7 @@ fn sites_file(dir: &Path, plugin: &str, a: &ExampleSite, b: &ExampleSite) {
 }
 
 fn setup(dir: &Path, plugin: &str) {
-    rebound_runtime::testing::package(plugin)
-        .write_dir(&dir.join(plugin))
-        .expect("package");
-    std::fs::write(
-        dir.join("publisher.pub"),
-        rebound_runtime::package::encode_verifying_key(
-            &rebound_runtime::testing::publisher_key().verifying_key(),
-        ),
-    )
-    .expect("key");
+    rebound_runtime::testing::install(plugin, &dir.join(plugin), dir.join("publisher.pub"));
 }
 
 /// The example platform's sites either keep real disk data (export-disk

@@ -89,16 +89,11 @@ impl Lab {
             .await
             .expect("site b");
         // The signed example plugin, the key that trusts it, and the sites.
-        rebound_runtime::testing::package("example")
-            .write_dir(&dir.path().join("plugins/example"))
-            .expect("package");
-        std::fs::write(
+        rebound_runtime::testing::install(
+            "example",
+            &dir.path().join("plugins/example"),
             dir.path().join("publisher.pub"),
-            rebound_runtime::package::encode_verifying_key(
-                &rebound_runtime::testing::publisher_key().verifying_key(),
-            ),
-        )
-        .expect("key");
+        );
         let site = |name: &str, site: &ExampleSite, var: &str| {
             format!(
                 "[sites.{name}]\nplugin = \"example\"\nconfig = {{ endpoint = \"{e}\" }}\n\

@@ -235,16 +235,11 @@ async fn lab_up_serves_every_site_and_down_stops_them() {
     assert_eq!(shown["pid"].as_u64(), Some(pid));
 
     // The example plugin passes the kit on the lab's sites file.
-    rebound_runtime::testing::package("example")
-        .write_dir(&dir.join("example-pkg"))
-        .expect("package");
-    std::fs::write(
+    rebound_runtime::testing::install(
+        "example",
+        &dir.join("example-pkg"),
         dir.join("publisher.pub"),
-        rebound_runtime::package::encode_verifying_key(
-            &rebound_runtime::testing::publisher_key().verifying_key(),
-        ),
-    )
-    .expect("key");
+    );
     let sites = lab.0.join("sites.toml");
     let kit = tokio::task::spawn_blocking({
         let dir = dir.clone();

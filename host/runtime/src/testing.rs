@@ -3,7 +3,7 @@
 //! with a fixed test publisher key, and a runtime that trusts that key.
 //! Not for production use: the key is public.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
@@ -44,6 +44,18 @@ pub fn publisher_key() -> SigningKey {
 
 pub fn package(name: &str) -> PluginPackage {
     PluginPackage::build(&template(name), wasm(name), Some(&publisher_key())).expect("package")
+}
+
+/// Write the `name` plugin's package, signed with the test publisher key,
+/// into `package_dir`, and that key's public half (what a host's
+/// `--trusted-key` reads) to `key_file`.
+pub fn install(name: &str, package_dir: &Path, key_file: impl AsRef<Path>) {
+    package(name).write_dir(package_dir).expect("package");
+    std::fs::write(
+        key_file,
+        crate::package::encode_verifying_key(&publisher_key().verifying_key()),
+    )
+    .expect("publisher key");
 }
 
 pub fn trust() -> TrustPolicy {

@@ -61,16 +61,11 @@ pub async fn serve(
     env: &[(&str, &str)],
     echo: bool,
 ) -> Host {
-    rebound_runtime::testing::package("example")
-        .write_dir(&dir.join("plugins/example"))
-        .expect("package");
-    std::fs::write(
+    rebound_runtime::testing::install(
+        "example",
+        &dir.join("plugins/example"),
         dir.join("publisher.pub"),
-        rebound_runtime::package::encode_verifying_key(
-            &rebound_runtime::testing::publisher_key().verifying_key(),
-        ),
-    )
-    .expect("key");
+    );
     let file: String = sites
         .iter()
         .map(|(name, site)| {
