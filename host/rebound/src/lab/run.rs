@@ -2,7 +2,8 @@
 //! (`rebound_lab`) on loopback, each with its own port and its own state
 //! folder under `DIR/sites/`, seeds them with workloads to protect, writes
 //! the lab's state and sites file, and serves until SIGTERM or Ctrl-C, when
-//! it stops the sites and removes what it wrote (the log stays).
+//! it stops the sites and removes what it wrote (the log stays). It holds
+//! an OS lock on `DIR/lab.lock` while it runs: one lab per folder.
 //! `rebound lab up` runs it in the background; it also runs in the
 //! foreground, e.g. in a container.
 
@@ -45,7 +46,34 @@ impl Ports {
     }
 }
 
+/// Hold `dir`'s lock for as long as the lab runs, so a second lab on the
+/// same folder — even one started at the same moment, before the first has
+/// written its state — is refused; the OS releases it with the process,
+/// however that ends.
+fn lock(dir: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(state::LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another lab is starting or running in {}; stop it with `rebound lab down --dir {}`, or use another --dir",
+            dir.display(),
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
 pub async fn run(dir: &Path, kinds: &[Kind], base_port: u16) -> Result<()> {
+    let _lock = lock(dir)?;
     if let Some(state) = LabState::read(dir)?
         && super::running(state.pid)
     {
@@ -322,4 +350,21 @@ async fn kubevirt(dir: &Path, ports: &mut Ports, running: &mut Running) -> Resul
         a.pair(b);
     }
     Ok(sites)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_lab_per_folder_even_when_two_start_at_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let held = super::lock(dir.path()).expect("the first lab locks");
+        let err = super::lock(dir.path()).expect_err("the second is refused");
+        assert!(
+            err.to_string()
+                .contains("another lab is starting or running"),
+            "{err}"
+        );
+        drop(held);
+        super::lock(dir.path()).expect("free again once the first is gone");
+    }
 }

@@ -19,6 +19,8 @@ use crate::output::Format;
 pub const STATE_FILE: &str = "lab.json";
 pub const SITES_FILE: &str = "sites.toml";
 pub const LOG_FILE: &str = "lab.log";
+/// Locked (an OS file lock) by the lab's process while it runs.
+pub const LOCK_FILE: &str = "lab.lock";
 /// One folder per site: its disks, its CA.
 pub const SITES_DIR: &str = "sites";
 pub const SECRETS_DIR: &str = "secrets";
