@@ -252,6 +252,38 @@ describe("the admin web UI", () => {
     assert.doesNotMatch(await row.locator("[data-phase='failover-rto']").innerText(), /ahead/);
   });
 
+  test("creates and revokes an API token, and creates a local user", async () => {
+    await go(page, "Access");
+    await page.getByLabel("Token name").fill("ci-pipeline");
+    await page.getByLabel("Token role").selectOption("operator");
+    await page.getByRole("button", { name: "Create token" }).click();
+    const secret = await page.getByLabel("The new token's secret").inputValue();
+    assert.match(secret, /^rbt_[0-9a-f]{64}$/);
+    const whoami = (token) => fetch(`${BASE}/api/v1/auth/whoami`, { headers: { authorization: `Bearer ${token}` } });
+    const me = await whoami(secret);
+    assert.equal(me.status, 200);
+    assert.match((await me.json()).role, /operator/);
+    // Listed without its secret; revoked at once.
+    const row = page.locator("tr[data-token='ci-pipeline']");
+    await row.waitFor();
+    assert.doesNotMatch(await page.locator("table").first().innerText(), /rbt_/);
+    await row.getByRole("button", { name: "Revoke the token ci-pipeline" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Revoke the token" }).click();
+    await row.getByText(/^revoked/).waitFor();
+    assert.equal((await whoami(secret)).status, 401);
+
+    await page.getByLabel("User name").fill("olga");
+    await page.getByLabel("New password").fill("short");
+    await page.getByLabel("User role").selectOption("operator");
+    await page.getByRole("button", { name: "Save user" }).click();
+    await page.getByRole("alert").filter({ hasText: "The host refused the user" }).waitFor();
+    await page.getByLabel("New password").fill("operator-password-1");
+    await page.getByRole("button", { name: "Save user" }).click();
+    await page.getByText("User olga saved as operator").waitFor();
+    const olga = await apiToken("olga", "operator-password-1");
+    assert.equal((await api(olga, "GET", "/auth/whoami")).role, "operator");
+  });
+
   test("a viewer is refused the buttons it cannot use", async () => {
     await api(admin, "PUT", "/users/vera", { password: "viewer-password-1", role: "viewer" });
     // A run waiting for approval, which only an operator may approve.
@@ -261,7 +293,7 @@ describe("the admin web UI", () => {
     await signOut(page);
     await signIn(page, "vera", "viewer-password-1");
     const nav = await page.getByRole("navigation", { name: "Main" }).innerText();
-    assert.doesNotMatch(nav, /Audit/);
+    assert.doesNotMatch(nav, /Audit|Access/);
 
     await go(page, "Plans");
     await page.getByRole("link", { name: "shop" }).first().waitFor();

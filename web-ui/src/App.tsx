@@ -3,6 +3,7 @@
 import { useCallback, useEffect, useMemo, useState } from "react";
 import { api, call, currentToken, onSessionExpired, setToken, type Schemas } from "./api/client";
 import { Link, Loading } from "./components/common";
+import { Access } from "./pages/Access";
 import { Audit } from "./pages/Audit";
 import { Dashboard } from "./pages/Dashboard";
 import { Events } from "./pages/Events";
@@ -77,6 +78,7 @@ const NAV: { to: string; label: string; show?: (s: Session) => boolean }[] = [
   { to: "/sites", label: "Sites" },
   { to: "/plugins", label: "Plugins" },
   { to: "/events", label: "Events" },
+  { to: "/access", label: "Access", show: (s) => s.can.administer },
   { to: "/audit", label: "Audit", show: (s) => s.can.administer },
 ];
 
@@ -130,6 +132,7 @@ function Page({ path, session }: { path: string; session: Session }) {
   if (match("/sites", path)) return <Sites />;
   if (match("/plugins", path)) return <Plugins />;
   if (match("/events", path)) return <Events path={path} />;
+  if (match("/access", path) && session.can.administer) return <Access />;
   if (match("/audit", path) && session.can.administer) return <Audit />;
   return (
     <>
