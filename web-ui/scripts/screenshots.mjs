@@ -101,6 +101,11 @@ try {
   await go(page, "Audit");
   await page.locator("table.grid tbody tr").first().waitFor();
   await shot("audit.png");
+  await go(page, "Access");
+  await page.getByLabel("Token name").fill("ci-pipeline");
+  await page.getByRole("button", { name: "Create token" }).click();
+  await page.locator("tr[data-token='ci-pipeline']").waitFor();
+  await shot("access.png", { fullPage: true });
 } finally {
   await browser.close();
 }
