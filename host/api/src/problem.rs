@@ -154,7 +154,9 @@ impl From<StoreError> for Problem {
                     .collect();
                 p
             }
-            StoreError::Database(_) | StoreError::Corrupt { .. } => Self::internal(&e),
+            StoreError::Database(_) | StoreError::Corrupt { .. } | StoreError::MigrationLock(_) => {
+                Self::internal(&e)
+            }
         }
     }
 }

@@ -14,6 +14,7 @@
 
 mod api;
 mod entity;
+mod migrate;
 mod sites;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -47,6 +48,8 @@ pub enum StoreError {
     Transition(#[from] rebound_domain::TransitionError),
     #[error("stored {what} is unreadable ({reason}); was the database edited by hand?")]
     Corrupt { what: String, reason: String },
+    #[error("store: the lock that keeps two hosts from migrating at once: {0}")]
+    MigrationLock(String),
 }
 
 /// Something the policy engine observed about a plan.
@@ -269,7 +272,7 @@ impl Store {
         } else {
             url.to_owned()
         };
-        let mut options = ConnectOptions::new(url);
+        let mut options = ConnectOptions::new(url.clone());
         options.sqlx_logging(false);
         // On every pooled connection: readers never block the writer,
         // writers wait instead of failing, a commit survives a crash of the
@@ -283,7 +286,7 @@ impl Store {
                 .foreign_keys(true)
         });
         let db = Database::connect(options).await?;
-        Migrator::up(&db, None).await?;
+        migrate::migrate(&db, &url).await?;
         Ok(Self { db })
     }
 

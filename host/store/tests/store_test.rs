@@ -284,3 +284,36 @@ async fn the_audit_log_is_append_only(store: Store) {
     assert_eq!(log[0].principal, "alice");
     assert_eq!(log[0].detail["plugin"], "example");
 }
+
+/// Hosts of one deployment start together (a Deployment's replicas, say):
+/// each connects to the same fresh database and brings its schema up to
+/// date at once. Every one must come up on a migrated store — none may
+/// fail on a migration another is applying.
+#[tokio::test]
+async fn hosts_starting_together_migrate_a_fresh_store_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut urls = vec![format!(
+        "sqlite://{}",
+        dir.path().join("rebound.db").display()
+    )];
+    urls.extend(
+        rebound_store::testing::fresh_postgres_url()
+            .await
+            .expect("a fresh PostgreSQL database"),
+    );
+    for url in urls {
+        let hosts: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { Store::connect(&url).await })
+            })
+            .collect();
+        for host in hosts {
+            let store = host
+                .await
+                .expect("task")
+                .unwrap_or_else(|e| panic!("a host starting on {url}: {e}"));
+            store.ready().await.expect("migrated");
+        }
+    }
+}
