@@ -58,6 +58,7 @@ pub struct ServeArgs {
     #[arg(long, env = "REBOUND_SEAL_KEY_FILE")]
     seal_key_file: Option<PathBuf>,
     /// This host's name as a lease owner (unique per host process).
+    /// Default: `<hostname>-<pid>`.
     #[arg(long, env = "REBOUND_OWNER")]
     owner: Option<String>,
     /// How long a claimed run stays this host's without a heartbeat; after
@@ -159,10 +160,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tracing::error!(%site, "site not bound: {reason}");
     }
     tokio::spawn(refresh_sites(store.clone(), registry.clone()));
-    let owner = args
-        .owner
-        .clone()
-        .unwrap_or_else(|| format!("host-{}", std::process::id()));
+    let owner = args.owner.clone().unwrap_or_else(default_owner);
     let lease = Duration::try_from_secs_f64(args.lease_seconds)
         .ok()
         .filter(|d| *d >= Duration::from_millis(100))
@@ -199,11 +197,40 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     eprintln!("rebound serving on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(stopped())
         .await?;
     Ok(())
+}
+
+/// SIGTERM (what systemd and Kubernetes send) or Ctrl-C: the API stops
+/// taking requests and finishes those in flight. Runs being driven stop
+/// where they are, as after a crash: their leases expire and a host —
+/// another, or this one restarted — resumes them without repeating a step.
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `<hostname>-<pid>`: unique per host process even where every process is
+/// PID 1 (one container per host) or every machine runs one host.
+fn default_owner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Claim runs and drive them, forever; an idle worker looks again after a

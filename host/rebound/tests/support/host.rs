@@ -90,14 +90,19 @@ pub async fn serve(
         .arg(dir.join("cache"))
         .args(args)
         .current_dir(dir)
-        .env_remove("REBOUND_ADMIN_PASSWORD")
-        .stderr(Stdio::piped());
+        .env_remove("REBOUND_ADMIN_PASSWORD");
     for (name, site) in sites {
         command.env(token_var(name), &site.token);
     }
     for (k, v) in env {
         command.env(k, v);
     }
+    spawn(command, echo).await
+}
+
+/// Start `command` (a `rebound serve`) and wait for it to log its address.
+pub async fn spawn(mut command: Command, echo: bool) -> Host {
+    command.stderr(Stdio::piped());
     let mut child = command.spawn().expect("rebound serve");
     let stderr = child.stderr.take().expect("stderr");
     let read = tokio::task::spawn_blocking(move || {

@@ -1,0 +1,416 @@
+//! The files of deploy/ start real hosts as written. Each test reads a
+//! deployment file, moves the absolute paths it names under a scratch
+//! folder (the only liberty taken, with a free loopback port in place of
+//! 8080), installs the example plugin where the file expects plugin
+//! packages and their publisher's key, and starts `rebound serve` with the
+//! file's command line and environment:
+//!
+//! - `deploy/rebound.service`: `systemd-analyze verify` finds nothing to
+//!   say about it, and its ExecStart and Environment= start a host that
+//!   answers /readyz, loads the trusted plugin and keeps its store and seal
+//!   key in the state directory;
+//! - `deploy/Containerfile`: the image's ENV, ENTRYPOINT and CMD do the
+//!   same (building the image needs a container engine, which CI lacks);
+//! - `deploy/kubernetes/rebound.yaml`: the Deployment's replicas, with its
+//!   args and environment over the image's, its Secret and fieldRef values
+//!   filled in and one fresh PostgreSQL, start together, answer the
+//!   manifest's probes, and share the bootstrap admin and the signing key.
+
+#[path = "support/host.rs"]
+mod host;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+const UNIT: &str = include_str!("../../../deploy/rebound.service");
+const CONTAINERFILE: &str = include_str!("../../../deploy/Containerfile");
+const KUBERNETES: &str = include_str!("../../../deploy/kubernetes/rebound.yaml");
+
+/// The folders a deployment file names, moved under a scratch folder.
+const MOVED: [&str; 4] = [
+    "/etc/rebound",
+    "/var/lib/rebound",
+    "/var/cache/rebound",
+    "/usr/local/lib/rebound",
+];
+const BINARY: &str = "/usr/local/bin/rebound";
+
+/// One host's file system: the scratch folder standing for `/`.
+struct Root(PathBuf);
+
+impl Root {
+    /// A scratch root with the example plugin's package in the plugins
+    /// folder and its publisher's key as `/etc/rebound/publisher.pub`.
+    fn new(dir: &Path) -> Self {
+        let root = Root(dir.to_owned());
+        std::fs::create_dir_all(root.path("/etc/rebound")).expect("folder");
+        rebound_runtime::testing::install(
+            "example",
+            &root.path("/usr/local/lib/rebound/plugins/example"),
+            root.path("/etc/rebound/publisher.pub"),
+        );
+        for folder in ["/var/lib/rebound", "/var/cache/rebound"] {
+            std::fs::create_dir_all(root.path(folder)).expect("folder");
+        }
+        root
+    }
+
+    fn path(&self, absolute: &str) -> PathBuf {
+        self.0.join(absolute.trim_start_matches('/'))
+    }
+
+    /// `value` with every moved folder it names moved.
+    fn map(&self, value: &str) -> String {
+        let mut value = value.to_owned();
+        for folder in MOVED {
+            let moved = self.path(folder).display().to_string();
+            value = value.replace(folder, &moved);
+        }
+        value
+    }
+}
+
+/// `rebound serve` as `args` and `env` say, under `root`, on a free
+/// loopback port; nothing of the test's own environment named `REBOUND_*`
+/// leaks in.
+async fn start(
+    root: &Root,
+    program: &str,
+    args: &[String],
+    env: &[(String, String)],
+) -> host::Host {
+    assert_eq!(program, BINARY, "the binary's installed path");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rebound"));
+    command.args(args.iter().map(|a| root.map(a)));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("REBOUND_") {
+            command.env_remove(name);
+        }
+    }
+    for (name, value) in env {
+        command.env(name, root.map(value));
+    }
+    command
+        .env("REBOUND_LISTEN", "127.0.0.1:0")
+        .current_dir(&root.0);
+    host::spawn(command, false).await
+}
+
+/// The port of a `REBOUND_LISTEN` the file sets.
+fn listen_port(env: &[(String, String)]) -> u16 {
+    let listen = env
+        .iter()
+        .find(|(k, _)| k == "REBOUND_LISTEN")
+        .map(|(_, v)| v.as_str())
+        .expect("REBOUND_LISTEN is set");
+    listen
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or_else(|| panic!("REBOUND_LISTEN={listen} names no port"))
+}
+
+/// The bootstrap admin's password the host printed.
+fn printed_password(host: &host::Host) -> String {
+    host.preamble
+        .iter()
+        .find_map(|line| {
+            line.split_once(" with password ")
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+        })
+        .unwrap_or_else(|| panic!("no bootstrap password in {:#?}", host.preamble))
+        .to_owned()
+}
+
+async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn login(host: &host::Host, password: &str) -> String {
+    let response: Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/auth/login", host.url))
+        .json(&serde_json::json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("login json");
+    response["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {response}"))
+        .to_owned()
+}
+
+/// Ready, and the example plugin — signed by the trusted publisher, in the
+/// plugins folder the file names — is installed.
+async fn assert_serving(host: &host::Host, password: &str) {
+    let (status, body) = get(&format!("{}/readyz", host.url), None).await;
+    assert_eq!(status, 200, "/readyz: {body}");
+    let token = login(host, password).await;
+    let (status, plugins) = get(&format!("{}/api/v1/plugins", host.url), Some(&token)).await;
+    assert_eq!(status, 200, "{plugins}");
+    assert!(
+        plugins["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|p| p["name"] == "example")),
+        "the trusted plugin is loaded: {plugins}"
+    );
+}
+
+/// `KEY=VALUE` settings of a unit's `Environment=` lines and the words of
+/// its `ExecStart=`, with `%H` (the machine's host name) filled in.
+fn unit_service(unit: &str, hostname: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let mut env = Vec::new();
+    let mut exec = Vec::new();
+    for line in unit.lines().map(str::trim) {
+        if let Some(setting) = line.strip_prefix("Environment=") {
+            let (k, v) = setting.split_once('=').expect("KEY=VALUE");
+            env.push((k.to_owned(), v.replace("%H", hostname)));
+        } else if let Some(command) = line.strip_prefix("ExecStart=") {
+            exec = command.split_whitespace().map(str::to_owned).collect();
+        }
+    }
+    (env, exec)
+}
+
+#[tokio::test]
+async fn the_systemd_unit_starts_a_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // systemd's own check, with the binary where the unit expects it.
+    let unit = dir.path().join("rebound.service");
+    std::fs::write(&unit, UNIT.replace(BINARY, env!("CARGO_BIN_EXE_rebound"))).expect("unit");
+    match Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit)
+        .output()
+    {
+        Ok(out) => {
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && said.trim().is_empty(),
+                "systemd-analyze verify: {said}"
+            );
+        }
+        Err(e) => eprintln!("systemd-analyze not run ({e}): the unit's syntax is not checked"),
+    }
+
+    let (env, exec) = unit_service(UNIT, "testhost");
+    assert_eq!(listen_port(&env), 8080);
+    let root = Root::new(&dir.path().join("root"));
+    let host = start(&root, &exec[0], &exec[1..], &env).await;
+    assert_serving(&host, &printed_password(&host)).await;
+    assert!(
+        host.preamble
+            .iter()
+            .any(|l| l.ends_with("driving runs as testhost")),
+        "the owner is the machine's name: {:#?}",
+        host.preamble
+    );
+    // The store and its seal key are in the state directory.
+    for file in ["rebound.db", "rebound.db.seal-key"] {
+        assert!(
+            root.path("/var/lib/rebound").join(file).is_file(),
+            "{file} in StateDirectory"
+        );
+    }
+}
+
+/// The final stage of the Containerfile: its `ENV` settings and its
+/// `ENTRYPOINT` + `CMD`.
+fn image() -> (Vec<(String, String)>, Vec<String>) {
+    let joined = CONTAINERFILE.replace("\\\n", " ");
+    let last = joined.rsplit("\nFROM ").next().expect("a final stage");
+    let mut env = Vec::new();
+    let mut entrypoint: Vec<String> = Vec::new();
+    let mut cmd: Vec<String> = Vec::new();
+    for line in last.lines().map(str::trim) {
+        if let Some(settings) = line.strip_prefix("ENV ") {
+            for setting in settings.split_whitespace() {
+                let (k, v) = setting.split_once('=').expect("ENV KEY=VALUE");
+                env.push((k.to_owned(), v.to_owned()));
+            }
+        } else if let Some(json) = line.strip_prefix("ENTRYPOINT ") {
+            entrypoint = serde_json::from_str(json).expect("ENTRYPOINT in exec form");
+        } else if let Some(json) = line.strip_prefix("CMD ") {
+            cmd = serde_json::from_str(json).expect("CMD in exec form");
+        }
+    }
+    entrypoint.extend(cmd);
+    (env, entrypoint)
+}
+
+#[tokio::test]
+async fn the_image_configuration_starts_a_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (env, command) = image();
+    assert_eq!(listen_port(&env), 8080);
+    assert!(
+        CONTAINERFILE.contains("EXPOSE 8080"),
+        "the image exposes its port"
+    );
+    let root = Root::new(dir.path());
+    let host = start(&root, &command[0], &command[1..], &env).await;
+    assert_serving(&host, &printed_password(&host)).await;
+    assert!(root.path("/var/lib/rebound/rebound.db").is_file());
+}
+
+fn documents() -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(KUBERNETES)
+        .map(|doc| Value::deserialize(doc).expect("YAML"))
+        .collect()
+}
+
+fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("a {kind} in the manifest"))
+}
+
+/// The keys the manifest's header tells the operator to put in the Secret.
+fn documented_secret_keys() -> Vec<String> {
+    KUBERNETES
+        .split("--from-literal=")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('=').map(|(k, _)| k.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_kubernetes_replicas_start_together_and_share_the_store() {
+    let Some(store_url) = rebound_store::testing::fresh_postgres_url()
+        .await
+        .expect("a fresh PostgreSQL database")
+    else {
+        return;
+    };
+    let docs = documents();
+    let deployment = kind(&docs, "Deployment");
+    let replicas = deployment["spec"]["replicas"].as_u64().expect("replicas");
+    assert!(replicas >= 2, "highly available: {replicas} replicas");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let secret_keys = documented_secret_keys();
+    let secret = |name: &str, key: &str| -> String {
+        assert_eq!(name, "rebound", "the Secret the header creates");
+        assert!(
+            secret_keys.iter().any(|k| k == key),
+            "the header's `kubectl create secret` makes no key {key} ({secret_keys:?})"
+        );
+        match key {
+            "store-url" => store_url.clone(),
+            "admin-password" => "deploy-test-admin".to_owned(),
+            "seal.key" => "ab".repeat(32),
+            other => panic!("a Secret key the test does not know: {other}"),
+        }
+    };
+
+    // The image's port is the one the pod declares.
+    let (image_env, command) = image();
+    assert_eq!(
+        container["ports"][0]["containerPort"].as_u64(),
+        Some(u64::from(listen_port(&image_env)))
+    );
+    let args: Vec<String> = serde_json::from_value(container["args"].clone()).expect("args");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut starting = Vec::new();
+    for replica in 0..replicas {
+        let pod_name = format!("rebound-{replica}");
+        let root = Root::new(&dir.path().join(&pod_name));
+        // The pod's environment over the image's.
+        let mut env = image_env.clone();
+        for var in container["env"].as_array().expect("env") {
+            let name = var["name"].as_str().expect("name").to_owned();
+            let value = if let Some(value) = var["value"].as_str() {
+                value.to_owned()
+            } else if let Some(r) = var["valueFrom"]["secretKeyRef"].as_object() {
+                secret(
+                    r["name"].as_str().expect("name"),
+                    r["key"].as_str().expect("key"),
+                )
+            } else if var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name" {
+                pod_name.clone()
+            } else {
+                panic!("an env source the test does not know: {var}")
+            };
+            env.retain(|(k, _)| *k != name);
+            env.push((name, value));
+        }
+        // The Secret's files where the pod mounts them.
+        for mount in container["volumeMounts"].as_array().expect("mounts") {
+            let path = mount["mountPath"].as_str().expect("mountPath");
+            let volume = pod["volumes"]
+                .as_array()
+                .and_then(|v| v.iter().find(|v| v["name"] == mount["name"]))
+                .expect("the mount's volume");
+            if let Some(source) = volume["secret"].as_object() {
+                for item in source["items"].as_array().expect("items") {
+                    let file = root
+                        .path(path)
+                        .join(item["path"].as_str().expect("item path"));
+                    std::fs::create_dir_all(file.parent().expect("a folder")).expect("mount");
+                    let key = item["key"].as_str().expect("item key");
+                    std::fs::write(
+                        file,
+                        secret(source["secretName"].as_str().expect("secretName"), key),
+                    )
+                    .expect("secret file");
+                }
+            }
+        }
+        // Kubernetes' `args` replace the image's CMD, not its ENTRYPOINT.
+        let (program, cmd) = (command[0].clone(), args.clone());
+        starting.push(tokio::spawn(async move {
+            let host = start(&root, &program, &cmd, &env).await;
+            (root, host)
+        }));
+    }
+    let mut hosts = Vec::new();
+    for started in starting {
+        hosts.push(started.await.expect("replica"));
+    }
+
+    for (i, (_, host)) in hosts.iter().enumerate() {
+        for probe in ["readinessProbe", "livenessProbe"] {
+            let path = container[probe]["httpGet"]["path"].as_str().expect("path");
+            let (status, body) = get(&format!("{}{path}", host.url), None).await;
+            assert_eq!(status, 200, "replica {i} {probe} {path}: {body}");
+        }
+        assert!(
+            host.preamble
+                .iter()
+                .any(|l| l.ends_with(&format!("driving runs as rebound-{i}"))),
+            "each replica leases runs as its pod: {:#?}",
+            host.preamble
+        );
+        assert_serving(host, "deploy-test-admin").await;
+    }
+    // A token from one replica is good at the other; one bootstrap admin.
+    let token = login(&hosts[0].1, "deploy-test-admin").await;
+    let (status, audit) = get(
+        &format!("{}/api/v1/audit?limit=500", hosts[1].1.url),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 200, "{audit}");
+    let bootstraps = audit["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["action"] == "user.bootstrap")
+        .count();
+    assert_eq!(bootstraps, 1, "{audit}");
+}
