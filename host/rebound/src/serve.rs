@@ -165,13 +165,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .ok()
         .filter(|d| *d >= Duration::from_millis(100))
         .context("--lease-seconds must be at least 0.1")?;
+    let mut workers = Vec::new();
     for worker in 0..args.workers.max(1) {
+        let name = format!("{owner}/{worker}");
         let config = ExecutorConfig {
             lease,
-            ..ExecutorConfig::new(format!("{owner}/{worker}"))
+            ..ExecutorConfig::new(name.clone())
         };
         let executor = Executor::new(store.clone(), runner.clone(), config);
-        tokio::spawn(work(executor));
+        workers.push((name, tokio::spawn(work(executor))));
     }
     if args.policy_seconds > 0.0 {
         tokio::spawn(detection(store.clone(), runner.clone(), owner.clone()));
@@ -182,6 +184,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .context("--policy-seconds must be a number of seconds")?;
         tokio::spawn(policy(store.clone(), every));
     }
+    let leases = store.clone();
     let mut state = ApiState::new(store.clone(), auth, &config.api);
     state.runtime = Some(runtime);
     state.plugin_dir = args.plugins.clone();
@@ -196,16 +199,52 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     eprintln!("rebound serving on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stopped())
-        .await?;
+    // At SIGTERM the runs are handed over first; then the API finishes the
+    // requests in flight, for at most DRAIN (event streams stay open as
+    // long as their clients watch).
+    const DRAIN: Duration = Duration::from_secs(10);
+    let (handed_over, drain) = tokio::sync::oneshot::channel();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        stopped().await;
+        hand_over(&leases, workers).await;
+        let _ = handed_over.send(());
+    });
+    tokio::select! {
+        served = server => served?,
+        Ok(()) = drain => {
+            tokio::time::sleep(DRAIN).await;
+            eprintln!("rebound stopped with requests still open after {DRAIN:?}");
+        }
+    }
     Ok(())
 }
 
-/// SIGTERM (what systemd and Kubernetes send) or Ctrl-C: the API stops
-/// taking requests and finishes those in flight. Runs being driven stop
-/// where they are, as after a crash: their leases expire and a host —
-/// another, or this one restarted — resumes them without repeating a step.
+/// Stop the workers where they are — a step in flight is left as a crash
+/// leaves it, its attempt persisted — then release their leases, so
+/// another host resumes their runs now rather than one lease later.
+async fn hand_over(
+    store: &rebound_store::Store,
+    workers: Vec<(String, tokio::task::JoinHandle<()>)>,
+) {
+    for (_, worker) in &workers {
+        worker.abort();
+    }
+    for (name, worker) in workers {
+        let _ = worker.await;
+        match store.release_leases(&name).await {
+            Ok(runs) if !runs.is_empty() => {
+                eprintln!(
+                    "rebound released run(s) {} for another host",
+                    runs.join(", ")
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(worker = %name, "releasing leases: {e}"),
+        }
+    }
+}
+
+/// SIGTERM (what systemd and Kubernetes send) or Ctrl-C.
 async fn stopped() {
     #[cfg(unix)]
     {

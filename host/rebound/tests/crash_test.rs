@@ -62,6 +62,8 @@ struct Lab {
     /// Live hosts by owner name.
     hosts: Vec<(String, Child)>,
     started: usize,
+    /// `--lease-seconds` of the hosts started next.
+    lease_seconds: &'static str,
 }
 
 impl Lab {
@@ -69,9 +71,15 @@ impl Lab {
     /// sites keep real disk data (64 MiB disks) and the plan replicates
     /// through the host's data mover.
     async fn new(store_url: String, data_mover: bool) -> Self {
+        Self::with_latency(store_url, data_mover, Duration::ZERO).await
+    }
+
+    /// [`Lab::new`] with sites adding `api_latency` to every request.
+    async fn with_latency(store_url: String, data_mover: bool, api_latency: Duration) -> Self {
         let dir = tempfile::tempdir().expect("tmp");
         let options = |vms, name: &str| ExampleOptions {
             snapshot_latency: Duration::from_millis(30),
+            api_latency,
             vms,
             disk_dir: data_mover.then(|| dir.path().join(name)),
             ..ExampleOptions::default()
@@ -124,6 +132,7 @@ impl Lab {
             store,
             hosts: Vec::new(),
             started: 0,
+            lease_seconds: LEASE_SECONDS,
         }
     }
 
@@ -152,7 +161,7 @@ impl Lab {
             .arg(rebound_runtime::testing::cache_dir())
             .arg("--seal-key-file")
             .arg(dir.join("seal.key"))
-            .args(["--owner", &owner, "--lease-seconds", LEASE_SECONDS])
+            .args(["--owner", &owner, "--lease-seconds", self.lease_seconds])
             .args(["--workers", "1"])
             .args(extra)
             .env("LAB_A_TOKEN", &self.a.token)
@@ -430,6 +439,130 @@ async fn killing_the_lease_holder_of_two_hosts_on_postgres() {
         return;
     };
     round_trips(url, 2, trials() / 3, true).await;
+}
+
+/// Wait for `run` to succeed (within a minute and a half).
+async fn finished(lab: &Lab, run: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        match lab.store.run(run).await.expect("run").status {
+            RunStatus::Succeeded => return,
+            RunStatus::Pending | RunStatus::Running => {}
+            other => panic!("run {run} ended {other:?}\n{}", lab.logs()),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run} did not finish\n{}",
+            lab.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A host stopped the way systemd and Kubernetes stop it (SIGTERM) hands
+/// its runs over: it stops driving a failover mid-way and releases the
+/// lease, so a new host resumes the run at once — here the lease is ten
+/// minutes, so without the release the run would wait that long — and no
+/// side effect is repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_host_hands_its_run_over_at_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = format!("sqlite://{}", dir.path().join("rebound.db").display());
+    let mut lab = Lab::with_latency(url, false, Duration::from_millis(150)).await;
+    lab.lease_seconds = "600";
+    lab.start_host();
+    let replication =
+        rebound_engine::trigger(&lab.store, "shop", Workflow::Replication, None, "operator")
+            .await
+            .expect("replicate");
+    finished(&lab, &replication.id).await;
+
+    let run = rebound_engine::trigger(&lab.store, "shop", Workflow::Failover, None, "operator")
+        .await
+        .expect("fail over");
+    if lab
+        .store
+        .steps(&run.id)
+        .await
+        .expect("steps")
+        .iter()
+        .any(|s| s.input["action"] == "approval")
+    {
+        lab.store
+            .approve(&run.id, "operator")
+            .await
+            .expect("approve");
+    }
+    // Mid-way: a step done, the run leased.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let record = lab.store.run(&run.id).await.expect("run");
+        let done = lab
+            .store
+            .steps(&run.id)
+            .await
+            .expect("steps")
+            .iter()
+            .filter(|s| s.status == StepStatus::Succeeded)
+            .count();
+        if done >= 2 && record.lease_owner.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress\n{}", lab.logs());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (owner, mut host) = lab.hosts.remove(0);
+    let term = Command::new("kill")
+        .args(["-TERM", &host.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    let status = host.wait().expect("the host stops");
+    assert!(
+        status.success(),
+        "stopped cleanly: {status}\n{}",
+        lab.logs()
+    );
+
+    let record = lab.store.run(&run.id).await.expect("run");
+    assert!(
+        matches!(record.status, RunStatus::Pending | RunStatus::Running),
+        "the failover was still under way when the host stopped: {:?}",
+        record.status
+    );
+    assert!(
+        record
+            .lease_expires_at_ms
+            .is_some_and(|t| t < rebound_engine::now_ms()),
+        "the lease was released: {record:?}"
+    );
+    lab.start_host();
+    finished(&lab, &run.id).await;
+    let trail: Vec<(String, String)> = lab
+        .store
+        .audit_log(1000)
+        .await
+        .expect("audit")
+        .into_iter()
+        .rev()
+        .filter(|e| e.target == run.id && e.action.starts_with("run."))
+        .map(|e| (e.action, e.principal))
+        .collect();
+    let released = trail
+        .iter()
+        .position(|(a, p)| a == "run.release" && p == &format!("{owner}/0"))
+        .unwrap_or_else(|| panic!("the stopping host released the run: {trail:?}"));
+    assert_eq!(
+        trail.last(),
+        Some(&("run.claim".to_owned(), "host-2/0".to_owned())),
+        "the new host finished it: {trail:?}"
+    );
+    assert!(released < trail.len() - 1);
+    assert_eq!(
+        lab.store.plan("shop").await.expect("plan").lifecycle.state,
+        PlanState::FailedOver
+    );
+    assert_no_repeats(&lab);
 }
 
 /// The policy engine of a real host keeps a protected plan within its RPO:

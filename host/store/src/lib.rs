@@ -673,6 +673,41 @@ impl Store {
         Ok(None)
     }
 
+    /// Give up the leases `owner` holds, so another host claims those runs
+    /// at once instead of after the leases expire (a host stopping, its
+    /// workers already stopped). Each release is audited. Returns the runs.
+    pub async fn release_leases(&self, owner: &str) -> Result<Vec<String>, StoreError> {
+        let now = now_ms();
+        let tx = self.db.begin().await?;
+        let held = run::Entity::find()
+            .filter(run::Column::Status.is_in(RunStatus::ACTIVE))
+            .filter(run::Column::LeaseOwner.eq(owner))
+            .filter(run::Column::LeaseExpiresAt.gte(now))
+            .all(&tx)
+            .await?;
+        let mut released = Vec::new();
+        for held in held {
+            run::Entity::update_many()
+                .col_expr(run::Column::LeaseExpiresAt, Expr::value(now - 1))
+                .col_expr(run::Column::UpdatedAt, Expr::value(now))
+                .filter(run::Column::Id.eq(held.id.clone()))
+                .filter(run::Column::LeaseOwner.eq(owner))
+                .exec(&tx)
+                .await?;
+            audit_in(
+                &tx,
+                owner,
+                "run.release",
+                &held.id,
+                serde_json::json!({"reason": "host stopping"}),
+            )
+            .await?;
+            released.push(held.id);
+        }
+        tx.commit().await?;
+        Ok(released)
+    }
+
     /// Renew a lease; fails once another replica has taken the run over.
     pub async fn heartbeat(
         &self,
