@@ -13,8 +13,13 @@
 //! plan's compliance, recent runs, recent events), sent together as the
 //! page sends them — timed with the one plan, and again after
 //! `REBOUND_LOAD_PLANS` more plans (default 300) are stored: the admins'
-//! "no multi-second spinner with a few hundred plans".
+//! "no multi-second spinner with a few hundred plans". Where the web UI
+//! is built into this binary and Chromium and node are at hand, the same
+//! two loads are also timed in the browser (`web-ui/e2e/dashboard-load.mjs`):
+//! from navigation start until every plan's row is drawn.
 
+#[path = "../tests/support/browser.rs"]
+mod browser;
 #[path = "../tests/support/host.rs"]
 mod host;
 
@@ -239,6 +244,7 @@ async fn main() {
     );
 
     let one = dashboard(&client, &addr, &token).await;
+    let one_browser = in_browser(&addr, 1);
     let plans = env_number("REBOUND_LOAD_PLANS", 300);
     for i in 0..plans {
         let name = format!("shop-{i:04}");
@@ -253,6 +259,7 @@ async fn main() {
         assert!(put.status().is_success(), "plan {name}: {}", put.status());
     }
     let many = dashboard(&client, &addr, &token).await;
+    let many_browser = in_browser(&addr, plans + 1);
     let median = |d: &[Duration]| d[d.len() / 2].as_secs_f64() * 1000.0;
     let max = |d: &[Duration]| d[d.len() - 1].as_secs_f64() * 1000.0;
     println!(
@@ -269,6 +276,48 @@ async fn main() {
         many.len(),
         median(&many) / median(&one)
     );
+    if let (Some(one), Some(many)) = (one_browser, many_browser) {
+        let median = |ms: &[f64]| ms[ms.len() / 2];
+        println!(
+            "dashboard in Chromium, 1 plan: median {:.0} ms, max {:.0} ms ({} loads)",
+            median(&one),
+            one[one.len() - 1],
+            one.len()
+        );
+        println!(
+            "dashboard in Chromium, {} plans: median {:.0} ms, max {:.0} ms ({} loads); ratio of medians {:.1}",
+            plans + 1,
+            median(&many),
+            many[many.len() - 1],
+            many.len(),
+            median(&many) / median(&one)
+        );
+    }
+}
+
+/// The dashboard's load times in Chromium with `plans` plans, sorted (ms);
+/// `None`, with the reason printed, where the browser cannot run.
+fn in_browser(addr: &str, plans: u64) -> Option<Vec<f64>> {
+    if let Some(what) = browser::missing() {
+        println!("dashboard in Chromium not measured: {what}");
+        return None;
+    }
+    let out = std::process::Command::new("node")
+        .arg("e2e/dashboard-load.mjs")
+        .current_dir(browser::web_ui())
+        .env("REBOUND_URL", addr)
+        .env("REBOUND_ADMIN_PASSWORD", "load-test-admin")
+        .env("REBOUND_CHROMIUM", browser::chromium())
+        .env("REBOUND_PLANS", plans.to_string())
+        .output()
+        .expect("node");
+    assert!(
+        out.status.success(),
+        "dashboard-load.mjs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    serde_json::from_value(line["ms"].clone()).ok()
 }
 
 /// The dashboard's reads, sent together as the page sends them, 20 times:

@@ -15,11 +15,15 @@
 //! `cargo xtask screenshots` runs the ignored `screenshots` test: the same
 //! host with a few plans and runs, photographed into `docs/ui/`.
 
+#[path = "support/browser.rs"]
+mod browser;
 #[path = "support/host.rs"]
 mod host;
 
+use browser::{chromium, missing, web_ui};
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -34,36 +38,6 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn web_ui() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web-ui")
-}
-
-fn chromium() -> PathBuf {
-    std::env::var_os("REBOUND_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// What the browser tests need that is missing here, if anything.
-fn missing() -> Option<String> {
-    if !rebound_ui::built() {
-        return Some("the web UI was not built into this binary (cargo xtask build-ui)".into());
-    }
-    if !web_ui().join("node_modules/playwright-core").is_dir() {
-        return Some("web-ui/node_modules is missing (npm ci in web-ui/)".into());
-    }
-    if !chromium().is_file() {
-        return Some(format!(
-            "no Chromium at {} (apt-get install chromium, or set REBOUND_CHROMIUM)",
-            chromium().display()
-        ));
-    }
-    match Command::new("node").arg("--version").output() {
-        Ok(out) if out.status.success() => None,
-        _ => Some("node is not installed".into()),
     }
 }
 
