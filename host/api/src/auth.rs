@@ -507,7 +507,23 @@ impl Auth {
                 role,
             });
         }
-        self.verify_jwt(token).await
+        let principal = self.verify_jwt(token).await?;
+        // A local user's token is good only while the user exists, and
+        // carries the role the user has now: removing a user or changing
+        // its role takes effect at once, not when its tokens expire.
+        if let Some(name) = principal.name.strip_prefix("user:") {
+            let user = store.user(name).await?.ok_or_else(|| {
+                Problem::unauthorized(format!(
+                    "token refused: user '{name}' no longer exists; ask an admin for an account"
+                ))
+            })?;
+            let role = user.role.parse::<Role>().map_err(|e| Problem::internal(&e))?;
+            return Ok(Principal {
+                name: principal.name,
+                role,
+            });
+        }
+        Ok(principal)
     }
 
     /// Verify a JWT against the issuer its `iss` names, with that issuer's

@@ -498,6 +498,19 @@ pub struct PublishRequest {
     pub signature: Option<String>,
 }
 
+/// A local user (its password is never shown).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub name: String,
+    pub role: Role,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    pub items: Vec<UserView>,
+}
+
 /// Create a local user or replace its password and role.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -752,6 +752,7 @@ const MATRIX: &[(&str, &[Role])] = &[
     ),
     ("create token", &[Role::Admin]),
     ("put user", &[Role::Admin]),
+    ("delete user", &[Role::Admin]),
     ("revoke token", &[Role::Admin]),
     ("release plugin", &[Role::Admin]),
     ("publish plugin", &[Role::PluginPublisher, Role::Admin]),
@@ -804,6 +805,17 @@ async fn the_role_matrix_holds_for_every_mutating_endpoint(store: Store) {
             } else {
                 String::new()
             };
+            if *endpoint == "delete user" {
+                let r = api
+                    .send(
+                        "PUT",
+                        "/api/v1/users/carol",
+                        Role::Admin,
+                        &json!({"password": "a long enough password", "role": "viewer"}),
+                    )
+                    .await;
+                assert!(r.status.is_success(), "{}", r.text);
+            }
             if *endpoint == "delete site" {
                 let r = api
                     .send("PUT", "/api/v1/sites/spare", Role::Admin, &site_body())
@@ -882,6 +894,10 @@ async fn the_role_matrix_holds_for_every_mutating_endpoint(store: Store) {
                         &json!({"password": "a long enough password", "role": "viewer"}),
                     )
                     .await
+                }
+                "delete user" => {
+                    api.send("DELETE", "/api/v1/users/carol", role, &json!({}))
+                        .await
                 }
                 "revoke token" => {
                     let token = api.token(role);
@@ -967,7 +983,9 @@ async fn the_role_matrix_holds_for_every_mutating_endpoint(store: Store) {
 const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/v1/auth/whoami"),
     ("POST", "/api/v1/auth/password"),
+    ("GET", "/api/v1/users"),
     ("PUT", "/api/v1/users/alice"),
+    ("DELETE", "/api/v1/users/alice"),
     ("GET", "/api/v1/tokens"),
     ("POST", "/api/v1/tokens"),
     ("DELETE", "/api/v1/tokens/tok-1"),

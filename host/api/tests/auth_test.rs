@@ -29,6 +29,7 @@ rebound_store::on_both_backends!(
     api_tokens_are_shown_once_scoped_and_revocable,
     local_tokens_of_another_host_key_are_refused,
     admins_manage_users_and_users_change_their_own_password,
+    removing_a_user_or_changing_its_role_takes_effect_at_once,
 );
 
 fn now() -> i64 {
@@ -194,6 +195,108 @@ async fn local_tokens_of_another_host_key_are_refused(store: Store) {
         .problem(StatusCode::UNAUTHORIZED);
 }
 
+/// Admins list and remove local users; a removed user's token stops
+/// working at once, a changed role applies at once, and the only admin can
+/// be neither removed nor demoted.
+async fn removing_a_user_or_changing_its_role_takes_effect_at_once(store: Store) {
+    let api = Api::new(store).await;
+    let put = |name: &'static str, role: &'static str| {
+        let api = &api;
+        async move {
+            let r = api
+                .send(
+                    "PUT",
+                    &format!("/api/v1/users/{name}"),
+                    Role::Admin,
+                    &json!({"password": "a long enough password", "role": role}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+        }
+    };
+    put("dora", "operator").await;
+    let token = login(&api, "dora", "a long enough password").await.json["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let users = api.send("GET", "/api/v1/users", Role::Admin, &json!({})).await;
+    assert_eq!(users.status, StatusCode::OK, "{}", users.text);
+    let dora = users.json["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|u| u["name"] == "dora")
+        .unwrap_or_else(|| panic!("dora listed: {}", users.text))
+        .clone();
+    assert_eq!(dora["role"], "operator");
+    assert!(dora["created_at_ms"].as_i64().is_some_and(|t| t > 0));
+    assert!(!users.text.contains("argon2"), "no password hash: {}", users.text);
+    api.send("GET", "/api/v1/users", Role::Operator, &json!({}))
+        .await
+        .problem(StatusCode::FORBIDDEN);
+
+    // Demoted: the same token now carries the new role.
+    put("dora", "viewer").await;
+    assert_eq!(
+        whoami(&api, &token).await.json,
+        json!({"name": "user:dora", "role": "viewer"})
+    );
+    // Removed: the token is refused, and the removal is audited.
+    let r = api
+        .send("DELETE", "/api/v1/users/dora", Role::Admin, &json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let refused = whoami(&api, &token).await;
+    assert!(
+        refused.problem(StatusCode::UNAUTHORIZED)["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("no longer exists")),
+        "{}",
+        refused.text
+    );
+    api.send("DELETE", "/api/v1/users/dora", Role::Admin, &json!({}))
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    let audit = api.get("/api/v1/audit?limit=5", Role::Admin).await;
+    assert!(
+        audit.json["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|e| e["action"] == "user.delete" && e["target"] == "dora"),
+        "{}",
+        audit.text
+    );
+
+    // The only admin stays an admin.
+    let before = api.audit_len().await;
+    for r in [
+        api.send("DELETE", "/api/v1/users/admin", Role::Admin, &json!({}))
+            .await,
+        api.send(
+            "PUT",
+            "/api/v1/users/admin",
+            Role::Admin,
+            &json!({"password": "a long enough password", "role": "operator"}),
+        )
+        .await,
+    ] {
+        let detail = r.problem(StatusCode::CONFLICT)["detail"].clone();
+        assert!(
+            detail.as_str().is_some_and(|d| d.contains("only admin")),
+            "{detail}"
+        );
+    }
+    assert_eq!(api.audit_len().await, before, "refusals change nothing");
+    // With a second admin, the first may go.
+    put("erin", "admin").await;
+    let r = api
+        .send("DELETE", "/api/v1/users/admin", Role::Admin, &json!({}))
+        .await;
+    // (the caller's own token is the admin's: refused from now on)
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+}
+
 async fn admins_manage_users_and_users_change_their_own_password(store: Store) {
     let api = Api::new(store).await;
     let put = |role: Role, name: &'static str, body: Value| {
@@ -308,6 +411,13 @@ async fn host() -> (Api, String, tempfile::TempDir) {
     let store = rebound_store::testing::fresh_sqlite(dir.path())
         .await
         .expect("store");
+    // The local user the local tokens below name.
+    let alice = rebound_store::UserRecord {
+        name: "alice".into(),
+        password_hash: "!".into(),
+        role: "admin".into(),
+    };
+    store.put_user(&alice, "system").await.expect("alice");
     let jwks = axum::Router::new()
         .route(
             "/rsa.json",

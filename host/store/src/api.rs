@@ -44,6 +44,14 @@ pub struct UserRecord {
     pub role: String,
 }
 
+/// A local user as listed: no password hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    pub name: String,
+    pub role: String,
+    pub created_at_ms: i64,
+}
+
 /// A scoped API token; only the SHA-256 digest of its secret is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
@@ -286,9 +294,13 @@ impl Store {
         Ok(inserted == 1)
     }
 
-    /// Create or replace a local user (admin's decision), audited.
+    /// Create or replace a local user (admin's decision), audited. The
+    /// last admin keeps the admin role.
     pub async fn put_user(&self, user: &UserRecord, principal: &str) -> Result<(), StoreError> {
         let tx = self.db.begin().await?;
+        if user.role != ADMIN {
+            keep_an_admin(&tx, &user.name, "take the admin role from").await?;
+        }
         user::Entity::insert(user::ActiveModel {
             name: Set(user.name.clone()),
             password_hash: Set(user.password_hash.clone()),
@@ -312,6 +324,40 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Remove a local user, audited; its tokens stop working at once. The
+    /// last admin stays.
+    pub async fn delete_user(&self, name: &str, principal: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        keep_an_admin(&tx, name, "remove").await?;
+        let deleted = user::Entity::delete_by_id(name.to_owned())
+            .exec(&tx)
+            .await?;
+        if deleted.rows_affected == 0 {
+            return Err(StoreError::NotFound {
+                kind: "user",
+                id: name.to_owned(),
+            });
+        }
+        audit_in(&tx, principal, "user.delete", name, serde_json::json!({})).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The local users, by name.
+    pub async fn users(&self) -> Result<Vec<UserSummary>, StoreError> {
+        Ok(user::Entity::find()
+            .order_by_asc(user::Column::Name)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| UserSummary {
+                name: row.name,
+                role: row.role,
+                created_at_ms: row.created_at,
+            })
+            .collect())
     }
 
     pub async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -431,4 +477,28 @@ impl Store {
     ) -> Result<Option<RunRecord>, StoreError> {
         self.run_by_key(key).await
     }
+}
+
+/// The admin role's stored name.
+const ADMIN: &str = "admin";
+
+/// Refuse to `doing` user `name` when it is the only admin: no one could
+/// administer the host after. The admins' rows are locked on PostgreSQL,
+/// so two admins removed at once cannot both pass.
+async fn keep_an_admin(
+    tx: &sea_orm::DatabaseTransaction,
+    name: &str,
+    doing: &str,
+) -> Result<(), StoreError> {
+    let mut admins = user::Entity::find().filter(user::Column::Role.eq(ADMIN));
+    if sea_orm::ConnectionTrait::get_database_backend(tx) == sea_orm::DbBackend::Postgres {
+        admins = admins.lock_exclusive();
+    }
+    let admins = admins.all(tx).await?;
+    if admins.len() == 1 && admins[0].name == name {
+        return Err(StoreError::Conflict(format!(
+            "cannot {doing} '{name}': it is the only admin; make another user admin first"
+        )));
+    }
+    Ok(())
 }

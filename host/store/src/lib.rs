@@ -29,7 +29,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use api::{RunFilter, RunListing, TokenRecord, UserRecord};
+pub use api::{RunFilter, RunListing, TokenRecord, UserRecord, UserSummary};
 use entity::{audit, event, plan, recovery_point, run, site_probe, step};
 pub use sites::SiteRecord;
 

@@ -10,7 +10,7 @@ use crate::problem::{Problem, ProblemDetails};
 use crate::sign_in::OidcCodeRequest;
 use crate::views::{
     CreatedToken, LoginRequest, PasswordRequest, SignInProviders, TokenList, TokenRequest,
-    TokenView, UserRequest,
+    TokenView, UserList, UserRequest, UserView,
 };
 
 /// Exchange a local user's password for a bearer token.
@@ -233,6 +233,51 @@ pub async fn put_user(
         role: request.role.as_str().to_owned(),
     };
     state.store.put_user(&user, &principal.name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The local users and their roles (admin).
+#[utoipa::path(get, path = "/api/v1/users", tag = "auth",
+    responses(
+        (status = 200, body = UserList),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn list_users(
+    State(state): State<ApiState>,
+    principal: Principal,
+) -> Result<axum::Json<UserList>, Problem> {
+    principal.require(Need::Administer)?;
+    let items = state
+        .store
+        .users()
+        .await?
+        .into_iter()
+        .map(|u| {
+            Ok(UserView {
+                role: u.role.parse().map_err(|e| Problem::internal(&e))?,
+                name: u.name,
+                created_at_ms: u.created_at_ms,
+            })
+        })
+        .collect::<Result<_, Problem>>()?;
+    Ok(axum::Json(UserList { items }))
+}
+
+/// Remove a local user (admin); its tokens stop working at once. The only
+/// admin cannot be removed.
+#[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "auth",
+    params(("name" = String, Path, description = "the user's name")),
+    responses(
+        (status = 204, description = "removed"),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn delete_user(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Problem> {
+    principal.require(Need::Administer)?;
+    state.store.delete_user(&name, &principal.name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
