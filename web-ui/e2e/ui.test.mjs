@@ -252,7 +252,7 @@ describe("the admin web UI", () => {
     assert.doesNotMatch(await row.locator("[data-phase='failover-rto']").innerText(), /ahead/);
   });
 
-  test("creates and revokes an API token, and creates a local user", async () => {
+  test("creates and revokes an API token, and creates, lists and removes a local user", async () => {
     await go(page, "Access");
     await page.getByLabel("Token name").fill("ci-pipeline");
     await page.getByLabel("Token role").selectOption("operator");
@@ -282,6 +282,21 @@ describe("the admin web UI", () => {
     await page.getByText("User olga saved as operator").waitFor();
     const olga = await apiToken("olga", "operator-password-1");
     assert.equal((await api(olga, "GET", "/auth/whoami")).role, "operator");
+    // Listed with the role; removed, and olga's session ends at once.
+    const user = page.locator("tr[data-user='olga']");
+    await user.waitFor();
+    assert.match(await user.innerText(), /operator/);
+    await user.getByRole("button", { name: "Remove the user olga" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Remove the user" }).click();
+    await user.waitFor({ state: "detached" });
+    assert.equal((await whoami(olga)).status, 401);
+    // The only admin stays: the host's refusal is shown, nothing changes.
+    await page.locator("tr[data-user='admin']").getByRole("button", { name: "Remove the user admin" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByRole("button", { name: "Remove the user" }).click();
+    await dialog.getByText(/only admin/).waitFor();
+    await dialog.getByRole("button", { name: "Cancel" }).click();
+    await page.locator("tr[data-user='admin']").waitFor();
   });
 
   test("a viewer is refused the buttons it cannot use", async () => {

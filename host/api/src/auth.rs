@@ -517,7 +517,10 @@ impl Auth {
                     "token refused: user '{name}' no longer exists; ask an admin for an account"
                 ))
             })?;
-            let role = user.role.parse::<Role>().map_err(|e| Problem::internal(&e))?;
+            let role = user
+                .role
+                .parse::<Role>()
+                .map_err(|e| Problem::internal(&e))?;
             return Ok(Principal {
                 name: principal.name,
                 role,

@@ -219,7 +219,9 @@ async fn removing_a_user_or_changing_its_role_takes_effect_at_once(store: Store)
         .as_str()
         .expect("token")
         .to_owned();
-    let users = api.send("GET", "/api/v1/users", Role::Admin, &json!({})).await;
+    let users = api
+        .send("GET", "/api/v1/users", Role::Admin, &json!({}))
+        .await;
     assert_eq!(users.status, StatusCode::OK, "{}", users.text);
     let dora = users.json["items"]
         .as_array()
@@ -230,7 +232,11 @@ async fn removing_a_user_or_changing_its_role_takes_effect_at_once(store: Store)
         .clone();
     assert_eq!(dora["role"], "operator");
     assert!(dora["created_at_ms"].as_i64().is_some_and(|t| t > 0));
-    assert!(!users.text.contains("argon2"), "no password hash: {}", users.text);
+    assert!(
+        !users.text.contains("argon2"),
+        "no password hash: {}",
+        users.text
+    );
     api.send("GET", "/api/v1/users", Role::Operator, &json!({}))
         .await
         .problem(StatusCode::FORBIDDEN);

@@ -1,7 +1,8 @@
 // Access (admins): API tokens for automation — listed with who made them,
 // created with a role (the secret shown this once), revoked at once — and
-// local users, created or given a new password and role. OIDC users are the
-// identity provider's to manage.
+// local users: listed with their roles, created or given a new password and
+// role, removed (their sign-ins end at once). OIDC users are the identity
+// provider's to manage.
 import { useState, type FormEvent } from "react";
 import { api, call, type Role, type Schemas } from "../api/client";
 import { Badge, ConfirmDialog, ErrorBox, Loading } from "../components/common";
@@ -18,6 +19,10 @@ const ROLES: { value: Role; label: string }[] = [
 
 async function listTokens(): Promise<Schemas["TokenView"][]> {
   return (await call(api.GET("/api/v1/tokens"))).items;
+}
+
+async function listUsers(): Promise<Schemas["UserView"][]> {
+  return (await call(api.GET("/api/v1/users"))).items;
 }
 
 export function Access() {
@@ -70,7 +75,7 @@ export function Access() {
         )}
         <NewToken onDone={tokens.reload} />
       </section>
-      <SetUser />
+      <Users />
       <ConfirmDialog
         open={revoke !== null}
         title={`Revoke the token ${revoke?.name}?`}
@@ -142,7 +147,68 @@ function NewToken({ onDone }: { onDone: () => void }) {
   );
 }
 
-function SetUser() {
+function Users() {
+  const users = useLoad(listUsers, []);
+  const [remove, setRemove] = useState<Schemas["UserView"] | null>(null);
+  const [removeError, setRemoveError] = useState<unknown>(null);
+  return (
+    <section className="panel" aria-labelledby="user-title">
+      <h2 id="user-title">Local users</h2>
+      <ErrorBox error={users.error} />
+      {!users.data && !users.error && <Loading what="users" />}
+      {users.data && (
+        <table className="grid">
+          <thead>
+            <tr>
+              <th scope="col">User</th>
+              <th scope="col">Role</th>
+              <th scope="col">Created</th>
+              <th scope="col">
+                <span className="sr-only">Actions</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {users.data.map((u) => (
+              <tr key={u.name} data-user={u.name}>
+                <th scope="row">{u.name}</th>
+                <td>{u.role}</td>
+                <td>{formatTime(u.created_at_ms)}</td>
+                <td>
+                  <button type="button" className="link danger" aria-label={`Remove the user ${u.name}`} onClick={() => { setRemoveError(null); setRemove(u); }}>
+                    Remove…
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      <SetUser onDone={users.reload} />
+      <ConfirmDialog
+        open={remove !== null}
+        title={`Remove the user ${remove?.name}?`}
+        confirm="Remove the user"
+        danger
+        onCancel={() => setRemove(null)}
+        onConfirm={async () => {
+          try {
+            await call(api.DELETE("/api/v1/users/{name}", { params: { path: { name: remove!.name } } }));
+            setRemove(null);
+            users.reload();
+          } catch (e) {
+            setRemoveError(e);
+          }
+        }}
+      >
+        <p>They can no longer sign in, and every session they have ends now. The only admin cannot be removed.</p>
+        <ErrorBox error={removeError} title="The host kept the user" />
+      </ConfirmDialog>
+    </section>
+  );
+}
+
+function SetUser({ onDone }: { onDone: () => void }) {
   const [name, setName] = useState("");
   const [password, setPassword] = useState("");
   const [role, setRole] = useState<Role>("viewer");
@@ -160,6 +226,7 @@ function SetUser() {
       await call(api.PUT("/api/v1/users/{name}", { params: { path: { name: user } }, body: { password, role } }));
       setPassword("");
       setDone(`User ${user} saved as ${role}; they sign in with that password.`);
+      onDone();
     } catch (err) {
       setError(err);
     } finally {
@@ -168,27 +235,25 @@ function SetUser() {
   }
 
   return (
-    <section className="panel" aria-labelledby="user-title">
-      <h2 id="user-title">Local users</h2>
+    <form onSubmit={submit} autoComplete="off" aria-labelledby="set-user-title">
+      <h3 id="set-user-title">Add a user or change one</h3>
       <p className="hint">Create a user, or set an existing one's password and role. Users of an OIDC issuer are managed there.</p>
-      <form onSubmit={submit} autoComplete="off">
-        <div className="row inline">
-          <TextInput label="User name" value={name} onChange={setName} required />
-          <TextInput label="New password" type="password" value={password} onChange={setPassword} required hint="at least 12 characters" />
-          <SelectInput label="User role" value={role} options={ROLES} onChange={(v) => setRole(v as Role)} />
-        </div>
-        <ErrorBox error={error} title="The host refused the user" />
-        {done && (
-          <p className="notice ok" role="status">
-            {done}
-          </p>
-        )}
-        <div className="actions">
-          <button type="submit" className="primary" disabled={busy}>
-            {busy ? "Saving…" : "Save user"}
-          </button>
-        </div>
-      </form>
-    </section>
+      <div className="row inline">
+        <TextInput label="User name" value={name} onChange={setName} required />
+        <TextInput label="New password" type="password" value={password} onChange={setPassword} required hint="at least 12 characters" />
+        <SelectInput label="User role" value={role} options={ROLES} onChange={(v) => setRole(v as Role)} />
+      </div>
+      <ErrorBox error={error} title="The host refused the user" />
+      {done && (
+        <p className="notice ok" role="status">
+          {done}
+        </p>
+      )}
+      <div className="actions">
+        <button type="submit" className="primary" disabled={busy}>
+          {busy ? "Saving…" : "Save user"}
+        </button>
+      </div>
+    </form>
   );
 }

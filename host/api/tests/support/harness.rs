@@ -66,7 +66,12 @@ impl Api {
         // The users `token(role)` issues tokens for (a local user's token is
         // good only while the user exists) where a test has not made them;
         // no password logs them in.
-        for role in [Role::Admin, Role::Operator, Role::Viewer, Role::PluginPublisher] {
+        for role in [
+            Role::Admin,
+            Role::Operator,
+            Role::Viewer,
+            Role::PluginPublisher,
+        ] {
             if store.user(role.as_str()).await.expect("user").is_some() {
                 continue;
             }
