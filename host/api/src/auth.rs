@@ -507,16 +507,26 @@ impl Auth {
                 role,
             });
         }
-        let principal = self.verify_jwt(token).await?;
-        // A local user's token is good only while the user exists, and
-        // carries the role the user has now: removing a user or changing
-        // its role takes effect at once, not when its tokens expire.
+        let (principal, issued_at) = self.verify_jwt_claims(token).await?;
+        // A local user's token is good only while the user exists and its
+        // password is the one set before the token was issued, and carries
+        // the role the user has now: removing a user, setting its password
+        // or changing its role takes effect at once, not when its tokens
+        // expire.
         if let Some(name) = principal.name.strip_prefix("user:") {
-            let user = store.user(name).await?.ok_or_else(|| {
+            let user = store.user_summary(name).await?.ok_or_else(|| {
                 Problem::unauthorized(format!(
                     "token refused: user '{name}' no longer exists; ask an admin for an account"
                 ))
             })?;
+            // Whole seconds, as `iat` is: a token issued in the same second
+            // as the change still passes.
+            let changed = user.password_changed_at_ms.map_or(0, |ms| ms / 1000);
+            if issued_at.unwrap_or(0) < changed {
+                return Err(Problem::unauthorized(format!(
+                    "token refused: the password of '{name}' was set after this token was issued; log in again"
+                )));
+            }
             let role = user
                 .role
                 .parse::<Role>()
@@ -532,6 +542,11 @@ impl Auth {
     /// Verify a JWT against the issuer its `iss` names, with that issuer's
     /// pinned algorithm and the key its `kid` names.
     pub async fn verify_jwt(&self, token: &str) -> Result<Principal, Problem> {
+        self.verify_jwt_claims(token).await.map(|(p, _)| p)
+    }
+
+    /// [`Auth::verify_jwt`], with the token's `iat` (seconds) when it has one.
+    async fn verify_jwt_claims(&self, token: &str) -> Result<(Principal, Option<i64>), Problem> {
         let refuse = |why: &str| Problem::unauthorized(format!("token refused: {why}"));
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| refuse("not a JWT with a supported algorithm"))?;
@@ -591,7 +606,7 @@ impl Auth {
             None => format!("user:{sub}"),
             Some(_) => format!("oidc:{sub}@{iss}"),
         };
-        Ok(Principal { name, role })
+        Ok((Principal { name, role }, claims["iat"].as_i64()))
     }
 }
 

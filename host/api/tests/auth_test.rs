@@ -29,7 +29,7 @@ rebound_store::on_both_backends!(
     api_tokens_are_shown_once_scoped_and_revocable,
     local_tokens_of_another_host_key_are_refused,
     admins_manage_users_and_users_change_their_own_password,
-    removing_a_user_or_changing_its_role_takes_effect_at_once,
+    removing_a_user_or_setting_its_password_ends_its_sessions,
 );
 
 fn now() -> i64 {
@@ -195,10 +195,10 @@ async fn local_tokens_of_another_host_key_are_refused(store: Store) {
         .problem(StatusCode::UNAUTHORIZED);
 }
 
-/// Admins list and remove local users; a removed user's token stops
-/// working at once, a changed role applies at once, and the only admin can
-/// be neither removed nor demoted.
-async fn removing_a_user_or_changing_its_role_takes_effect_at_once(store: Store) {
+/// Admins list and remove local users; a removed user's token, and a
+/// token issued before the user's password was set again, stop working at
+/// once; the only admin can be neither removed nor demoted.
+async fn removing_a_user_or_setting_its_password_ends_its_sessions(store: Store) {
     let api = Api::new(store).await;
     let put = |name: &'static str, role: &'static str| {
         let api = &api;
@@ -241,8 +241,24 @@ async fn removing_a_user_or_changing_its_role_takes_effect_at_once(store: Store)
         .await
         .problem(StatusCode::FORBIDDEN);
 
-    // Demoted: the same token now carries the new role.
+    let detail = |r: &harness::Reply| -> String {
+        r.problem(StatusCode::UNAUTHORIZED)["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // `iat` counts whole seconds: let one pass, so the next change is
+    // after the token's second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // A new password and role: the earlier session ends; a new one has
+    // the new role.
     put("dora", "viewer").await;
+    let old = whoami(&api, &token).await;
+    assert!(detail(&old).contains("log in again"), "{}", old.text);
+    let token = login(&api, "dora", "a long enough password").await.json["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
     assert_eq!(
         whoami(&api, &token).await.json,
         json!({"name": "user:dora", "role": "viewer"})
@@ -254,12 +270,23 @@ async fn removing_a_user_or_changing_its_role_takes_effect_at_once(store: Store)
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
     let refused = whoami(&api, &token).await;
     assert!(
-        refused.problem(StatusCode::UNAUTHORIZED)["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("no longer exists")),
+        detail(&refused).contains("no longer exists"),
         "{}",
         refused.text
     );
+    // Made again under the same name, later: the old token stays refused.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    put("dora", "admin").await;
+    let refused = whoami(&api, &token).await;
+    assert!(
+        detail(&refused).contains("log in again"),
+        "{}",
+        refused.text
+    );
+    let r = api
+        .send("DELETE", "/api/v1/users/dora", Role::Admin, &json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
     api.send("DELETE", "/api/v1/users/dora", Role::Admin, &json!({}))
         .await
         .problem(StatusCode::NOT_FOUND);

@@ -50,6 +50,18 @@ pub struct UserSummary {
     pub name: String,
     pub role: String,
     pub created_at_ms: i64,
+    /// When its password was last set (tokens issued before are refused);
+    /// none for users stored before this was recorded.
+    pub password_changed_at_ms: Option<i64>,
+}
+
+fn user_summary(row: user::Model) -> UserSummary {
+    UserSummary {
+        name: row.name,
+        role: row.role,
+        created_at_ms: row.created_at,
+        password_changed_at_ms: row.password_changed_at,
+    }
 }
 
 /// A scoped API token; only the SHA-256 digest of its secret is stored.
@@ -75,6 +87,7 @@ mod user {
         pub password_hash: String,
         pub role: String,
         pub created_at: i64,
+        pub password_changed_at: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -272,6 +285,7 @@ impl Store {
             password_hash: Set(user.password_hash.clone()),
             role: Set(user.role.clone()),
             created_at: Set(now_ms()),
+            password_changed_at: Set(Some(now_ms())),
         })
         .on_conflict(
             OnConflict::column(user::Column::Name)
@@ -306,10 +320,15 @@ impl Store {
             password_hash: Set(user.password_hash.clone()),
             role: Set(user.role.clone()),
             created_at: Set(now_ms()),
+            password_changed_at: Set(Some(now_ms())),
         })
         .on_conflict(
             OnConflict::column(user::Column::Name)
-                .update_columns([user::Column::PasswordHash, user::Column::Role])
+                .update_columns([
+                    user::Column::PasswordHash,
+                    user::Column::Role,
+                    user::Column::PasswordChangedAt,
+                ])
                 .to_owned(),
         )
         .exec_without_returning(&tx)
@@ -352,12 +371,16 @@ impl Store {
             .all(&self.db)
             .await?
             .into_iter()
-            .map(|row| UserSummary {
-                name: row.name,
-                role: row.role,
-                created_at_ms: row.created_at,
-            })
+            .map(user_summary)
             .collect())
+    }
+
+    /// A local user's name, role and password time, without its hash.
+    pub async fn user_summary(&self, name: &str) -> Result<Option<UserSummary>, StoreError> {
+        Ok(user::Entity::find_by_id(name.to_owned())
+            .one(&self.db)
+            .await?
+            .map(user_summary))
     }
 
     pub async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
