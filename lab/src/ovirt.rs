@@ -388,7 +388,9 @@ fn router(shared: &Arc<Shared>) -> Router {
             get(imageio::read)
                 .put(imageio::write)
                 .patch(imageio::patch)
-                .options(imageio::options),
+                .options(imageio::options)
+                // The data mover writes blocks of several MiB.
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_IO)),
         )
         .route("/images/{ticket}/extents", get(imageio::extents))
         .with_state(shared.clone())
