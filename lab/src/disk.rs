@@ -152,6 +152,29 @@ impl Disks {
     }
 }
 
+/// The ranges of an image that hold data (not holes), merged and sorted:
+/// what a thin volume has allocated (imageio's `zero` extents are the
+/// rest).
+pub fn data_ranges(path: &Path) -> io::Result<Vec<(u64, u64)>> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut ranges = Vec::new();
+    let mut pos = 0;
+    while pos < len {
+        let start = match rustix::fs::seek(&file, rustix::fs::SeekFrom::Data(pos)) {
+            Ok(start) => start,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let end = rustix::fs::seek(&file, rustix::fs::SeekFrom::Hole(start))?.min(len);
+        if end > start {
+            ranges.push((start, end - start));
+        }
+        pos = end;
+    }
+    Ok(ranges)
+}
+
 /// The byte ranges where two raw images differ, at `chunk` granularity,
 /// merged and sorted; where both are holes nothing is read. Images of
 /// different sites (an OpenStack volume and its copy on a KubeVirt PVC)

@@ -1,7 +1,7 @@
 //! The lab: simulated sites on loopback, so the demo and the tests exercise
 //! real plugins over real HTTP without a cloud. Today it holds the example
-//! platform's site, a KubeVirt cluster and an OpenStack cloud, their disks
-//! real sparse files ([`disk`]); the oVirt simulator joins them.
+//! platform's site, a KubeVirt cluster, an OpenStack cloud and an oVirt
+//! engine ([`ovirt`]), their disks real sparse files ([`disk`]).
 //! `lab/README.md` says what the OpenStack simulator serves.
 #![deny(rust_2018_idioms)]
 
@@ -10,12 +10,14 @@ pub mod example;
 pub mod faults;
 pub mod kubevirt;
 pub mod openstack;
+pub mod ovirt;
 pub mod tls;
 
 pub use example::{ExampleOptions, ExampleSite};
 pub use faults::Faults;
 pub use kubevirt::{KubeVirtOptions, KubeVirtSite};
 pub use openstack::{OpenStackOptions, OpenStackSite};
+pub use ovirt::{OVirtOptions, OVirtSite};
 
 /// Listen on `port` of the loopback address (0: a free port). A port in use
 /// is an error that names it, since a fixed port is the caller's choice.

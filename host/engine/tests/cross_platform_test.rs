@@ -11,14 +11,17 @@
 //! `cargo xtask build-plugins`, then
 //! `cargo test -p rebound-engine --test cross_platform_test`.
 
+#[path = "support/cross.rs"]
+mod cross;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cross::{MIB, NS, kubevirt_grant, moved, same, serving_kubevirt, vm_disks, write};
 use rebound_domain::{PlanDocument, PlanState, Workflow};
-use rebound_engine::{BoundSite, Executor, ExecutorConfig, Outcome, PluginSteps, WORKLOAD_LABEL};
-use rebound_lab::disk::changed_ranges;
+use rebound_engine::{BoundSite, PluginSteps};
 use rebound_lab::openstack::Latencies;
 use rebound_lab::{KubeVirtOptions, KubeVirtSite, OpenStackOptions, OpenStackSite};
 use rebound_runtime::SiteGrant;
@@ -26,8 +29,6 @@ use rebound_store::Store;
 use serde_json::{Value, json};
 
 const REGION: &str = "RegionOne";
-const NS: &str = "dr";
-const MIB: u64 = 1 << 20;
 const SERVERS: [&str; 2] = ["web-1", "db-1"];
 
 struct Lab {
@@ -48,17 +49,6 @@ fn openstack_grant(site: &OpenStackSite) -> SiteGrant {
         .secret("password", &options.password)
         .grant(&site.endpoint())
         .expect("grant")
-}
-
-fn kubevirt_grant(site: &KubeVirtSite) -> SiteGrant {
-    let mut grant = SiteGrant::new("kubevirt")
-        .config("endpoint", &site.endpoint())
-        .config("namespace", NS)
-        .secret("token", &site.token)
-        .grant(&site.endpoint())
-        .expect("grant");
-    grant.ca_pem = Some(site.ca_pem.clone());
-    grant
 }
 
 async fn lab(store: &Store) -> Lab {
@@ -138,22 +128,6 @@ fn serving_openstack(site: &OpenStackSite, workload: &str) -> Option<Value> {
         })
 }
 
-/// The running KubeVirt VM serving `workload` (newest epoch), if any.
-fn serving_kubevirt(site: &KubeVirtSite, workload: &str) -> Option<String> {
-    site.list("virtualmachines", NS)
-        .into_iter()
-        .filter(|vm| {
-            vm["metadata"]["labels"][WORKLOAD_LABEL] == workload
-                && vm["status"]["printableStatus"] == "Running"
-        })
-        .max_by_key(|vm| {
-            vm["metadata"]["labels"]["rebound/epoch"]
-                .as_str()
-                .and_then(|e| e.parse::<u64>().ok())
-        })
-        .and_then(|vm| vm["metadata"]["name"].as_str().map(str::to_owned))
-}
-
 /// The image files of a server's volumes, in attachment order.
 fn server_disks(site: &OpenStackSite, server: &Value) -> Vec<PathBuf> {
     server["os-extended-volumes:volumes_attached"]
@@ -166,34 +140,6 @@ fn server_disks(site: &OpenStackSite, server: &Value) -> Vec<PathBuf> {
                 .expect("path")
         })
         .collect()
-}
-
-/// The image files of a VM's volumes, in volume order.
-fn vm_disks(site: &KubeVirtSite, vm: &str) -> Vec<PathBuf> {
-    site.vm_pvcs(NS, vm)
-        .iter()
-        .map(|pvc| site.pvc_path(NS, pvc).expect("path"))
-        .collect()
-}
-
-/// Whether two images hold the same bytes, block for block.
-fn same(a: &[PathBuf], b: &[PathBuf]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(a, b)| {
-            changed_ranges(a, b, MIB)
-                .unwrap_or_else(|e| panic!("compare {}: {e}", a.display()))
-                .is_empty()
-        })
-}
-
-/// Write into a disk as its guest would (straight into the image).
-fn write(path: &PathBuf, offset: u64, data: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .expect("open disk");
-    file.write_all_at(data, offset).expect("write");
 }
 
 fn plan(lab: &Lab) -> PlanDocument {
@@ -226,49 +172,8 @@ network_mapping:
     .expect("plan")
 }
 
-/// Run `workflow` to its end (approving it when it asks); the outputs of
-/// its transfer steps.
 async fn run(store: &Store, lab: &Lab, workflow: Workflow) -> Vec<Value> {
-    let run = rebound_engine::trigger(store, "shop", workflow, None, "operator")
-        .await
-        .unwrap_or_else(|e| panic!("start {workflow}: {e}"));
-    let executor = Executor::new(
-        store.clone(),
-        lab.steps.clone(),
-        ExecutorConfig {
-            poll_interval: Duration::from_millis(20),
-            ..ExecutorConfig::new("host-a")
-        },
-    );
-    let mut outcome = executor.work_once().await.expect("work").expect("run").1;
-    if let Outcome::WaitingApproval { .. } = outcome {
-        store.approve(&run.id, "approver").await.expect("approve");
-        outcome = executor.work_once().await.expect("work").expect("run").1;
-    }
-    if outcome != Outcome::Succeeded {
-        let steps = store.steps(&run.id).await.expect("steps");
-        let failed: Vec<_> = steps
-            .iter()
-            .filter(|s| s.error.is_some())
-            .map(|s| (&s.name, &s.error))
-            .collect();
-        panic!("{workflow}: {outcome:?}; failed steps: {failed:#?}");
-    }
-    store
-        .steps(&run.id)
-        .await
-        .expect("steps")
-        .into_iter()
-        .filter(|s| s.input["action"] == "transfer")
-        .map(|s| s.output.expect("a finished transfer has an output"))
-        .collect()
-}
-
-fn moved(outputs: &[Value]) -> u64 {
-    outputs
-        .iter()
-        .map(|o| o["bytes_moved"].as_u64().expect("bytes_moved"))
-        .sum()
+    cross::run(store, &lab.steps, "shop", workflow).await
 }
 
 async fn openstack_to_kubevirt_and_back(store: Store) {

@@ -81,7 +81,7 @@ pub struct SitesArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "example,openstack,kubevirt"
+        default_value = "example,openstack,kubevirt,ovirt"
     )]
     sites: Vec<Kind>,
     /// Serve the sites on consecutive ports from this one (a KubeVirt site

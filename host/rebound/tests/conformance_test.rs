@@ -1,5 +1,5 @@
 //! The conformance kit (`rebound plugin test`) against the lab: the
-//! example, OpenStack and KubeVirt plugins pass every scenario they offer,
+//! example, OpenStack, KubeVirt and oVirt plugins pass every scenario they offer,
 //! faults included, each against its platform's simulated sites; a plugin
 //! that traps fails it with exit 6.
 
@@ -268,4 +268,63 @@ async fn the_kubevirt_plugin_passes_the_kit_faults_included() {
     // recovery point to lab-b.
     assert_passed(&out, EVERY_SCENARIO);
     assert!(out.contains(" 0 failed, 0 skipped"), "{out}");
+}
+
+/// The oVirt plugin against two oVirt engine simulators. oVirt has no
+/// native replication the plugin drives (storage-domain replication), so
+/// `replicate` is skipped on the plugin's own typed `unsupported`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ovirt_plugin_passes_the_kit_faults_included() {
+    use rebound_lab::{OVirtOptions, OVirtSite};
+    let dir = tempfile::tempdir().expect("tmp");
+    let options = || OVirtOptions {
+        gib: 64 << 20,
+        ..OVirtOptions::default()
+    };
+    let a = OVirtSite::start(options()).await.expect("engine a");
+    let b = OVirtSite::start(options()).await.expect("engine b");
+    setup(dir.path(), "ovirt");
+    let site = |name: &str, engine: &OVirtSite, var: &str| {
+        format!(
+            "[sites.{name}]\nplugin = \"ovirt\"\n\
+             config = {{ endpoint = \"{e}\", user = \"{user}\" }}\n\
+             secrets = {{ password = \"env:{var}\" }}\negress = [\"{e}\"]\n",
+            e = engine.endpoint(),
+            user = engine.options().user,
+        )
+    };
+    std::fs::write(
+        dir.path().join("sites.toml"),
+        site("lab-a", &a, "OVIRT_A_PASSWORD") + &site("lab-b", &b, "OVIRT_B_PASSWORD"),
+    )
+    .expect("sites");
+    let path = dir.path().to_owned();
+    let (pa, pb) = (a.options().password.clone(), b.options().password.clone());
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        kit(
+            &path,
+            "ovirt",
+            &[("OVIRT_A_PASSWORD", &pa), ("OVIRT_B_PASSWORD", &pb)],
+            &[],
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, 0, "{out}\n{err}");
+    let offered: Vec<&str> = EVERY_SCENARIO
+        .iter()
+        .copied()
+        .filter(|s| *s != "replicate")
+        .collect();
+    assert_passed(&out, &offered);
+    let replicate = out
+        .lines()
+        .find(|l| l.contains("replicate"))
+        .expect("replicate row");
+    assert!(replicate.contains("skip"), "{replicate}");
+    assert!(out.contains(" 0 failed, 1 skipped"), "{out}");
+    // Nothing of the drill is left on the engine, and no call was repeated.
+    assert_eq!(a.vm_ids().len(), 2, "only the seeded VMs remain");
+    let repeated: Vec<_> = a.effects().into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(repeated.is_empty(), "repeated: {repeated:?}");
 }

@@ -118,6 +118,8 @@ async fn lab_up_serves_every_site_and_down_stops_them() {
             "openstack-west",
             "kubevirt-a",
             "kubevirt-b",
+            "ovirt-a",
+            "ovirt-b",
         ]
     );
     for name in site_names(&state) {
@@ -131,6 +133,41 @@ async fn lab_up_serves_every_site_and_down_stops_them() {
     assert!(stdout.contains("sites.toml"), "{stdout}");
     let pid = state["pid"].as_u64().expect("pid");
     assert!(alive(pid), "the lab runs after `lab up` returned");
+
+    // The oVirt engine: SSO with the printed password, then its VMs.
+    let ovirt = site(&state, "ovirt-a");
+    let engine = ovirt["config"]["endpoint"].as_str().expect("endpoint");
+    let token: Value = reqwest::Client::new()
+        .post(format!("{engine}/ovirt-engine/sso/oauth/token"))
+        .header("accept", "application/json")
+        .form(&[
+            ("grant_type", "password"),
+            ("scope", "ovirt-app-api"),
+            ("username", ovirt["config"]["user"].as_str().expect("user")),
+            (
+                "password",
+                ovirt["secrets"]["password"].as_str().expect("password"),
+            ),
+        ])
+        .send()
+        .await
+        .expect("sso")
+        .json()
+        .await
+        .expect("sso json");
+    let vms = reqwest::Client::new()
+        .get(format!("{engine}/ovirt-engine/api/vms"))
+        .bearer_auth(token["access_token"].as_str().expect("access token"))
+        .send()
+        .await
+        .expect("vms")
+        .text()
+        .await
+        .expect("vms xml");
+    assert!(
+        vms.contains("<name>web-1</name>") && vms.contains("<name>db-1</name>"),
+        "{vms}"
+    );
 
     // The example site, with its token.
     let http = reqwest::Client::new();
@@ -277,7 +314,7 @@ async fn lab_up_serves_every_site_and_down_stops_them() {
 
     // `rebound serve` binds every site of the file to its plugin, and
     // each answers its plugin's health check.
-    for plugin in ["example", "openstack", "kubevirt"] {
+    for plugin in ["example", "openstack", "kubevirt", "ovirt"] {
         rebound_runtime::testing::package(plugin)
             .write_dir(&dir.join("plugins").join(plugin))
             .expect("package");

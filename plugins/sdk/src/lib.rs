@@ -63,6 +63,7 @@ pub mod log;
 pub mod provider;
 pub mod retry;
 pub mod site;
+pub mod xml;
 
 pub use bindings::exports::rebound::provider::provider::{
     ChangedBlocksRequest, CleanupRequest, CleanupScope, DiskSource, ExportRequest, FenceRequest,

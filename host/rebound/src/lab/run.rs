@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use rebound_lab::kubevirt::{blank_data_volume, vm_object};
 use rebound_lab::{
-    ExampleOptions, ExampleSite, KubeVirtOptions, KubeVirtSite, OpenStackOptions, OpenStackSite,
+    ExampleOptions, ExampleSite, KubeVirtOptions, KubeVirtSite, OVirtOptions, OVirtSite,
+    OpenStackOptions, OpenStackSite,
 };
 use serde_json::{Value, json};
 
@@ -25,6 +26,7 @@ struct Running {
     example: Vec<ExampleSite>,
     openstack: Vec<OpenStackSite>,
     kubevirt: Vec<KubeVirtSite>,
+    ovirt: Vec<OVirtSite>,
 }
 
 /// Fixed ports from a base, or free ones.
@@ -94,6 +96,7 @@ pub async fn run(dir: &Path, kinds: &[Kind], base_port: u16) -> Result<()> {
             Kind::Example => example(dir, &mut ports, &mut running).await,
             Kind::Openstack => openstack(dir, &mut ports, &mut running).await,
             Kind::Kubevirt => kubevirt(dir, &mut ports, &mut running).await,
+            Kind::Ovirt => ovirt(dir, &mut ports, &mut running).await,
         };
         match started {
             Ok(mut more) => sites.append(&mut more),
@@ -255,6 +258,58 @@ async fn openstack(dir: &Path, ports: &mut Ports, running: &mut Running) -> Resu
         });
     }
     running.openstack.push(site);
+    Ok(sites)
+}
+
+/// `ovirt-a`, an engine with VMs `web-1` and `db-1` running on
+/// `ovirtmgmt`, and `ovirt-b`, an engine with none; each on its own port,
+/// over plain HTTP, the user `admin@internal` with a made-up password.
+async fn ovirt(dir: &Path, ports: &mut Ports, running: &mut Running) -> Result<Vec<LabSite>> {
+    let mut sites = Vec::new();
+    for (name, seed) in [("ovirt-a", true), ("ovirt-b", false)] {
+        let state_dir = site_dir(dir, name);
+        let site = started(
+            name,
+            OVirtSite::start(OVirtOptions {
+                state_dir: Some(state_dir.clone()),
+                // Seeded disks of 256 MiB per "GiB", as the other sites.
+                gib: 256 << 20,
+                seed,
+                port: ports.take()?,
+                ..OVirtOptions::default()
+            })
+            .await,
+        )?;
+        let options = site.options();
+        let mut workloads: Vec<String> = site
+            .vm_ids()
+            .iter()
+            .filter_map(|id| site.vm(id).map(|(name, _, _)| name))
+            .collect();
+        workloads.sort();
+        sites.push(LabSite {
+            name: name.to_owned(),
+            plugin: "ovirt".to_owned(),
+            endpoint: site.api_url(),
+            config: BTreeMap::from([
+                ("endpoint".to_owned(), site.endpoint()),
+                ("user".to_owned(), options.user.clone()),
+                ("timeout_ms".to_owned(), "5000".to_owned()),
+            ]),
+            secrets: BTreeMap::from([("password".to_owned(), options.password.clone())]),
+            secret_files: BTreeMap::from([(
+                "password".to_owned(),
+                secret_file(dir, name, "password"),
+            )]),
+            egress: vec![site.endpoint()],
+            ca_file: None,
+            // imageio answers on the engine's own port in the lab.
+            data_url: Some(format!("{}/images", site.endpoint())),
+            workloads,
+            state_dir,
+        });
+        running.ovirt.push(site);
+    }
     Ok(sites)
 }
 

@@ -41,6 +41,9 @@ pub enum Kind {
     /// Two KubeVirt clusters over HTTPS (`kubevirt-a` with three VMs in the
     /// namespace `prod`, `kubevirt-b` with the namespace ready).
     Kubevirt,
+    /// Two oVirt engines over HTTP (`ovirt-a` with two running VMs,
+    /// `ovirt-b` with none).
+    Ovirt,
 }
 
 /// The lab as `lab run` wrote it once every site answered.

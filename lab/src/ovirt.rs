@@ -1,0 +1,542 @@
+//! A simulated oVirt / Red Hat Virtualization engine: the engine API v4
+//! subset Rebound's plugin and ovirt-engine-sdk-python use (`lab/README.md`
+//! lists it), plus the imageio data plane, on one loopback port over plain
+//! HTTP.
+//!
+//! - SSO: `POST /ovirt-engine/sso/oauth/token` (password grant → bearer
+//!   token; a wrong password is refused with oVirt's JSON error),
+//!   `POST /ovirt-engine/services/sso-logout`.
+//! - `/ovirt-engine/api` ([`api`]): XML in and out with the engine's element
+//!   names and `href`/`id` attributes; VMs (search by name, add, clone from
+//!   a snapshot, start/stop/shutdown with status progressions), disk
+//!   attachments, NICs, tags, disks, snapshots (`locked` → `ok`, a job per
+//!   `correlation_id`), incremental backups with checkpoints, image
+//!   transfers, clusters, storage domains, networks and vNIC profiles;
+//!   errors are `<fault><reason/><detail/></fault>`.
+//! - `/images/{ticket}` ([`imageio`]): the transfer's data plane.
+//! - Disks, snapshot and backup images are sparse files in the state
+//!   directory ([`crate::disk`]), copied when the snapshot or backup is
+//!   taken.
+//! - `/_lab/faults` injects failures ([`crate::Faults`]), `/_lab/effects`
+//!   counts mutating API calls by `correlation_id`.
+//!
+//! Not simulated: hosts, data centers beyond one, templates beyond Blank,
+//! memory snapshots, snapshot preview/commit, live storage migration,
+//! storage-domain replication and import (DR), quotas, permissions, events,
+//! TLS (the SDK works over plain HTTP), and Basic authentication.
+
+// Handlers bail out with the engine's fault document (`Err(Response)`).
+#![allow(clippy::result_large_err)]
+
+mod api;
+mod imageio;
+mod state;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Form, Json, Router};
+use rebound_plugin_sdk::xml::Element;
+use serde_json::json;
+
+use crate::disk::Disks;
+use crate::faults::Faults;
+use state::{Engine, Network, Nic, Stages, Vm, disk_image, uuid};
+
+/// The largest read or write the data plane serves at once.
+pub(crate) const MAX_IO: usize = 64 << 20;
+
+/// How long each asynchronous operation takes.
+#[derive(Debug, Clone)]
+pub struct Latencies {
+    /// VM `wait_for_launch` → `up`, `powering_down` → `down`.
+    pub vm_power: Duration,
+    /// Snapshot `locked` → `ok` (and its job `started` → `finished`).
+    pub snapshot: Duration,
+    /// Backup `initializing` → `ready`, `finalizing` → `succeeded`.
+    pub backup: Duration,
+    /// Image transfer `initializing` → `transferring`, finalizing.
+    pub transfer: Duration,
+    /// New disks and VMs cloned from snapshots: `locked` / `image_locked`.
+    pub clone_disks: Duration,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        let ms = Duration::from_millis;
+        Self {
+            vm_power: ms(300),
+            snapshot: ms(300),
+            backup: ms(300),
+            transfer: ms(200),
+            clone_disks: ms(200),
+        }
+    }
+}
+
+/// Options of a simulated engine.
+#[derive(Debug, Clone)]
+pub struct OVirtOptions {
+    /// The SSO user, `name@profile`.
+    pub user: String,
+    pub password: String,
+    /// Where disk images live; a fresh temporary directory when `None`.
+    pub state_dir: Option<PathBuf>,
+    /// Bytes of disk file per GiB of provisioned size for seeded disks.
+    pub gib: u64,
+    pub latency: Latencies,
+    /// Seed VMs `web-1` (one disk) and `db-1` (two disks), running on
+    /// `ovirtmgmt`; otherwise the engine starts without VMs.
+    pub seed: bool,
+    /// The loopback port to serve on; 0 picks a free one.
+    pub port: u16,
+}
+
+impl Default for OVirtOptions {
+    fn default() -> Self {
+        Self {
+            user: "admin@internal".into(),
+            password: hex::encode(rand::random::<[u8; 12]>()),
+            state_dir: None,
+            gib: 1 << 30,
+            latency: Latencies::default(),
+            seed: true,
+            port: 0,
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub base: String,
+    pub options: OVirtOptions,
+    pub disks: Disks,
+    state: Mutex<Engine>,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, Engine> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Bytes an image has allocated (its `actual_size`).
+    pub fn allocated(&self, image: &str) -> u64 {
+        self.disks
+            .path(image)
+            .ok()
+            .and_then(|p| crate::disk::data_ranges(&p).ok())
+            .map_or(0, |r| r.iter().map(|(_, l)| l).sum())
+    }
+
+    pub fn data_delay(&self, bytes: u64) -> Duration {
+        self.lock().faults.data_delay(bytes)
+    }
+
+    pub fn count_transferred(&self, transfer: &str, bytes: u64) {
+        if let Some(t) = self.lock().transfers.get_mut(transfer) {
+            t.transferred += bytes;
+        }
+    }
+}
+
+/// The engine's error document.
+pub(crate) fn fault(status: StatusCode, reason: &str, detail: &str) -> Response {
+    let doc = Element::new("fault")
+        .with_text("reason", reason)
+        .with_text("detail", detail);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/xml;charset=UTF-8")],
+        doc.to_xml(),
+    )
+        .into_response()
+}
+
+/// A running simulated engine; stops when dropped.
+pub struct OVirtSite {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    _tempdir: Option<tempfile::TempDir>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl OVirtSite {
+    /// Serve on loopback, on `options.port` (by default a free port).
+    pub async fn start(options: OVirtOptions) -> std::io::Result<Self> {
+        let (state_dir, tempdir) = match &options.state_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("rebound-lab-ovirt-")
+                    .tempdir()?;
+                (dir.path().to_owned(), Some(dir))
+            }
+        };
+        let disks = Disks::open(state_dir.join("disks"))?;
+        let listener = crate::listen(options.port).await?;
+        let addr = listener.local_addr()?;
+        let mut engine = Engine {
+            cluster: uuid(),
+            storage_domain: uuid(),
+            ..Engine::default()
+        };
+        for name in ["ovirtmgmt", "isolated"] {
+            engine.networks.push(Network {
+                id: uuid(),
+                name: name.into(),
+                profile: uuid(),
+            });
+        }
+        let shared = Arc::new(Shared {
+            base: format!("http://{addr}"),
+            options,
+            disks,
+            state: Mutex::new(engine),
+        });
+        if shared.options.seed {
+            let gib = shared.options.gib;
+            seed(&shared, "web-1", 2, &[gib])?;
+            seed(&shared, "db-1", 4, &[gib, 2 * gib])?;
+        }
+        let app = router(&shared);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(Self {
+            addr,
+            shared,
+            _tempdir: tempdir,
+            _shutdown: tx,
+        })
+    }
+
+    /// The engine's base URL, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        self.shared.base.clone()
+    }
+
+    /// The API URL clients connect to (`…/ovirt-engine/api`).
+    pub fn api_url(&self) -> String {
+        format!("{}{}", self.shared.base, state::API)
+    }
+
+    pub fn options(&self) -> &OVirtOptions {
+        &self.shared.options
+    }
+
+    /// Replace the injected faults (what `POST /_lab/faults` does).
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.lock().faults = faults;
+    }
+
+    /// Take the whole engine down (every call answers 503) or bring it back.
+    pub fn set_down(&self, down: bool) {
+        self.shared.lock().faults.down = down;
+    }
+
+    /// Mutating API calls served, keyed by their `correlation_id` when
+    /// they sent one, else `"METHOD /path"`: a key seen twice is a side
+    /// effect repeated. The data plane's writes are not counted.
+    pub fn effects(&self) -> HashMap<String, usize> {
+        self.shared.lock().effects.clone()
+    }
+
+    /// The id of the VM named `name`.
+    pub fn vm_id(&self, name: &str) -> Option<String> {
+        let e = self.shared.lock();
+        e.vms
+            .values()
+            .find(|v| v.name == name)
+            .map(|v| v.id.clone())
+    }
+
+    /// A VM's name, status and tags.
+    pub fn vm(&self, id: &str) -> Option<(String, String, Vec<String>)> {
+        let e = self.shared.lock();
+        e.vms.get(id).map(|v| {
+            (
+                v.name.clone(),
+                v.status.current().to_owned(),
+                v.tags.clone(),
+            )
+        })
+    }
+
+    /// Every VM's id.
+    pub fn vm_ids(&self) -> Vec<String> {
+        self.shared.lock().vms.keys().cloned().collect()
+    }
+
+    /// The image files of a VM's disks, in attachment order.
+    pub fn vm_disks(&self, id: &str) -> Vec<PathBuf> {
+        let e = self.shared.lock();
+        e.vms
+            .get(id)
+            .map(|v| {
+                v.disks
+                    .iter()
+                    .filter_map(|(d, _)| self.shared.disks.path(&disk_image(d)).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Write into a VM's disk as its guest would; refused unless the VM
+    /// is up (a fenced VM cannot write).
+    pub fn guest_write(
+        &self,
+        vm: &str,
+        disk: usize,
+        offset: u64,
+        data: &[u8],
+    ) -> std::io::Result<()> {
+        let id = {
+            let e = self.shared.lock();
+            let v = e
+                .vms
+                .get(vm)
+                .ok_or_else(|| std::io::Error::other(format!("no VM {vm}")))?;
+            if v.status.current() != "up" {
+                return Err(std::io::Error::other(format!(
+                    "VM {} is {}, not up",
+                    v.name,
+                    v.status.current()
+                )));
+            }
+            v.disks
+                .get(disk)
+                .map(|(d, _)| d.clone())
+                .ok_or_else(|| std::io::Error::other(format!("VM {vm} has no disk {disk}")))?
+        };
+        self.shared.disks.write(&disk_image(&id), offset, data)
+    }
+
+    /// The disk store (`disk-<id>`, `image-<id>` for snapshot copies,
+    /// `backup-<b>-<disk>`, `checkpoint-<c>-<disk>`).
+    pub fn disks(&self) -> &Disks {
+        &self.shared.disks
+    }
+}
+
+/// A running VM with disks of `sizes` bytes (the first bootable, a marker
+/// written at its start) and one NIC on `ovirtmgmt`.
+fn seed(shared: &Shared, name: &str, memory_gib: u64, sizes: &[u64]) -> std::io::Result<()> {
+    let mut e = shared.lock();
+    let id = uuid();
+    let mut disks = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let disk = uuid();
+        shared.disks.create(&disk_image(&disk), *size)?;
+        shared
+            .disks
+            .write(&disk_image(&disk), 0, format!("{name} disk {i}").as_bytes())?;
+        e.disks.insert(
+            disk.clone(),
+            state::Disk {
+                id: disk.clone(),
+                alias: format!("{name}_Disk{}", i + 1),
+                size: *size,
+                status: Stages::now("ok"),
+                description: String::new(),
+            },
+        );
+        disks.push((disk, i == 0));
+    }
+    let profile = e.networks[0].profile.clone();
+    let vm = Vm {
+        id: id.clone(),
+        name: name.into(),
+        description: String::new(),
+        memory: memory_gib << 30,
+        sockets: 2,
+        bios: "q35_sea_bios".into(),
+        status: Stages::now("up"),
+        disks,
+        nics: vec![Nic {
+            id: uuid(),
+            name: "nic1".into(),
+            profile,
+            mac: format!("56:6f:c4:00:00:{:02x}", e.vms.len() + 1),
+        }],
+        tags: vec![format!("tier={}", name.split('-').next().unwrap_or(name))],
+        created: state::now_iso(),
+    };
+    e.vms.insert(id, vm);
+    Ok(())
+}
+
+fn router(shared: &Arc<Shared>) -> Router {
+    let app = Router::new()
+        .route("/ovirt-engine/sso/oauth/token", post(token))
+        .route("/ovirt-engine/services/sso-logout", post(logout))
+        .route("/ovirt-engine/api", any(api::api))
+        .route("/ovirt-engine/api/{*rest}", any(api::api))
+        .route(
+            "/images/{ticket}",
+            get(imageio::read)
+                .put(imageio::write)
+                .patch(imageio::patch)
+                .options(imageio::options)
+                // The data mover writes blocks of several MiB.
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_IO)),
+        )
+        .route("/images/{ticket}/extents", get(imageio::extents))
+        .with_state(shared.clone())
+        .layer(middleware::from_fn_with_state(shared.clone(), front_door));
+    let lab = Router::new()
+        .route(
+            "/_lab/faults",
+            get(get_faults).post(set_faults).delete(clear_faults),
+        )
+        .route("/_lab/effects", get(get_effects))
+        .with_state(shared.clone());
+    app.merge(lab)
+}
+
+/// In front of every call: latency, a hung or down engine, injected
+/// errors (as faults), and the effects counter.
+async fn front_door(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let faults = shared.lock().faults.clone();
+    if faults.applies_to(&path) {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+        while shared.lock().faults.hang && faults.applies_to(&path) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if faults.down {
+            return fault(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+                "The engine is down.",
+            );
+        }
+        if faults.draws_error() {
+            let status = faults
+                .status
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let mut response = fault(status, "Operation Failed", "Injected by the lab.");
+            if let Some(secs) = faults.retry_after
+                && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+            {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return response;
+        }
+    }
+    let mutating = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if mutating && path.starts_with(state::API) {
+        let key = request
+            .uri()
+            .query()
+            .and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("correlation_id="))
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| format!("{} {path}", request.method()));
+        *shared.lock().effects.entry(key).or_default() += 1;
+    }
+    next.run(request).await
+}
+
+#[derive(serde::Deserialize)]
+struct TokenForm {
+    grant_type: String,
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// The password grant. Refusals are HTTP 400 with `error_code` and
+/// `error`, as the engine's SSO answers them.
+async fn token(State(shared): State<Arc<Shared>>, Form(form): Form<TokenForm>) -> Response {
+    let refuse = |code: &str, message: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error_code": code, "error": message})),
+        )
+            .into_response()
+    };
+    if form.grant_type != "password" {
+        return refuse(
+            "unsupported_grant_type",
+            format!("The grant type '{}' is not supported.", form.grant_type),
+        );
+    }
+    if !form.scope.split_whitespace().any(|s| s == "ovirt-app-api") {
+        return refuse(
+            "invalid_scope",
+            "The scope must include ovirt-app-api.".into(),
+        );
+    }
+    let options = &shared.options;
+    if form.username != options.user || form.password != options.password {
+        return refuse(
+            "access_denied",
+            format!(
+                "Cannot authenticate user '{}': The username or password is incorrect..",
+                form.username
+            ),
+        );
+    }
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    let expires = Instant::now() + Duration::from_secs(3600);
+    shared.lock().tokens.insert(token.clone(), expires);
+    let exp = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    Json(json!({
+        "access_token": token, "token_type": "bearer", "exp": exp.to_string(),
+        "scope": "ovirt-app-api ovirt-ext=token-info:authz-search",
+    }))
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct LogoutForm {
+    #[serde(default)]
+    token: String,
+}
+
+async fn logout(State(shared): State<Arc<Shared>>, Form(form): Form<LogoutForm>) -> Response {
+    shared.lock().tokens.remove(&form.token);
+    Json(json!({})).into_response()
+}
+
+async fn get_faults(State(shared): State<Arc<Shared>>) -> Json<Faults> {
+    Json(shared.lock().faults.clone())
+}
+
+async fn set_faults(State(shared): State<Arc<Shared>>, Json(faults): Json<Faults>) -> Response {
+    if let Some(msg) = faults.invalid() {
+        return (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
+    }
+    shared.lock().faults = faults.clone();
+    Json(faults).into_response()
+}
+
+async fn clear_faults(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.lock().faults = Faults::default();
+    StatusCode::NO_CONTENT
+}
+
+async fn get_effects(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    Json(json!(shared.lock().effects))
+}

@@ -1,0 +1,246 @@
+//! The data path for the host's data mover: image transfers. An export is
+//! a download transfer of a recovery point's disk snapshot, an import an
+//! upload transfer into a new disk; either is served by imageio at the
+//! transfer's `transfer_url` (or `proxy_url` with the site's `use_proxy`),
+//! which takes ranged `GET` and `PUT` with `Content-Range` — what the mover
+//! sends. imageio offers no block digests, so copies onto oVirt are full
+//! and verified by reading back what was written.
+
+use rebound_plugin_sdk::xml::Element;
+use rebound_plugin_sdk::{
+    DiskEndpoint, DiskFormat, ExportRequest, ImportRequest, Operation, OperationKind,
+    OperationState, Outcome, ProviderError, Running, info,
+};
+
+use crate::engine::{Engine, encode, setting, short};
+use crate::points;
+use crate::vms::wait_for;
+
+fn raw_only(format: DiskFormat) -> Result<(), ProviderError> {
+    match format {
+        DiskFormat::Raw => Ok(()),
+        other => Err(ProviderError::Unsupported(format!(
+            "the oVirt plugin transfers raw images only, not {other:?}"
+        ))),
+    }
+}
+
+/// A transfer that is not over yet.
+fn open(t: &Element) -> bool {
+    matches!(
+        t.text_at(&["phase"]),
+        Some("initializing" | "transferring" | "resuming")
+    )
+}
+
+pub fn export(req: &ExportRequest) -> Result<Operation, ProviderError> {
+    raw_only(req.format)?;
+    let engine = Engine::of(&req.site)?;
+    let (vm, snap) = points::split(&req.recovery_point_id)?;
+    let image = engine
+        .list(&format!("/vms/{vm}/snapshots/{snap}/disks"))?
+        .into_iter()
+        .find(|d| d.attr("id") == Some(req.disk_id.as_str()))
+        .and_then(|d| d.text_at(&["image_id"]).map(str::to_owned))
+        .ok_or_else(|| {
+            ProviderError::NotFound(format!(
+                "recovery point '{}' holds no disk '{}'",
+                req.recovery_point_id, req.disk_id
+            ))
+        })?;
+    // An open download of the same disk snapshot serves a repeated call.
+    let existing = engine.list("/imagetransfers")?.into_iter().find(|t| {
+        open(t)
+            && t.text_at(&["direction"]) == Some("download")
+            && t.id_at(&["snapshot"]) == Some(image.as_str())
+    });
+    let transfer = match existing {
+        Some(t) => t,
+        None => {
+            let body = Element::new("image_transfer")
+                .with(Element::new("snapshot").with_attr("id", &image))
+                .with_text("direction", "download")
+                .with_text("format", "raw");
+            engine
+                .send("POST", "/imagetransfers", Some(&body), &req.key, "export")?
+                .ok_or_else(|| {
+                    ProviderError::ProviderFailed("the transfer returned nothing".into())
+                })?
+        }
+    };
+    let id = transfer.attr("id").unwrap_or_default().to_owned();
+    info!("export requested"; "transfer" => id, "disk" => req.disk_id);
+    Ok(Operation {
+        kind: OperationKind::ExportDisk,
+        site: req.site.clone(),
+        id,
+    })
+}
+
+pub fn import(req: &ImportRequest) -> Result<Operation, ProviderError> {
+    raw_only(req.format)?;
+    if req.size_bytes == 0 {
+        return Err(ProviderError::InvalidRequest(format!(
+            "import '{}' asks for an empty disk",
+            req.name
+        )));
+    }
+    let engine = Engine::of(&req.site)?;
+    // A new disk each time (the last good copy stays until this one is
+    // verified); named after the key, so a repeated call finds it.
+    let alias = format!("{}-{}", req.name, short(&req.key));
+    let found = engine
+        .list(&format!(
+            "/disks?search={}",
+            encode(&format!("name={alias}"))
+        ))?
+        .into_iter()
+        .find(|d| d.text_at(&["alias"]) == Some(alias.as_str()));
+    let disk = match found {
+        Some(d) => d,
+        None => {
+            let domain = storage_domain(&engine)?;
+            let body = Element::new("disk")
+                .with_text("name", &alias)
+                .with_text("provisioned_size", req.size_bytes)
+                .with_text("format", "raw")
+                .with_text("sparse", true)
+                .with_text("backup", "incremental")
+                .with(
+                    Element::new("storage_domains")
+                        .with(Element::new("storage_domain").with_attr("id", domain)),
+                );
+            engine
+                .send("POST", "/disks", Some(&body), &req.key, "disk")?
+                .ok_or_else(|| {
+                    ProviderError::ProviderFailed("the disk add returned nothing".into())
+                })?
+        }
+    };
+    let disk_id = disk.attr("id").unwrap_or_default().to_owned();
+    let transfers = engine.list("/imagetransfers")?;
+    let existing = transfers.iter().find(|t| {
+        t.text_at(&["direction"]) == Some("upload") && t.id_at(&["disk"]) == Some(disk_id.as_str())
+    });
+    let id = match existing {
+        Some(t) => t.attr("id").unwrap_or_default().to_owned(),
+        None => {
+            wait_for(
+                &engine,
+                &format!("/disks/{disk_id}"),
+                &format!("disk '{alias}'"),
+                |d| d.text_at(&["status"]) == Some("ok"),
+            )?;
+            let body = Element::new("image_transfer")
+                .with(Element::new("disk").with_attr("id", &disk_id))
+                .with_text("direction", "upload")
+                .with_text("format", "raw");
+            let t = engine
+                .send("POST", "/imagetransfers", Some(&body), &req.key, "import")?
+                .ok_or_else(|| {
+                    ProviderError::ProviderFailed("the transfer returned nothing".into())
+                })?;
+            t.attr("id").unwrap_or_default().to_owned()
+        }
+    };
+    info!("import requested"; "transfer" => id, "disk" => disk_id);
+    Ok(Operation {
+        kind: OperationKind::ImportDisk,
+        site: req.site.clone(),
+        id,
+    })
+}
+
+/// The site's `storage_domain` (a name), else the first data domain.
+fn storage_domain(engine: &Engine) -> Result<String, ProviderError> {
+    let wanted = setting(&engine.site, "storage_domain", "");
+    engine
+        .list("/storagedomains")?
+        .into_iter()
+        .find(|d| {
+            if wanted.is_empty() {
+                d.text_at(&["type"]) == Some("data")
+            } else {
+                d.text_at(&["name"]) == Some(wanted.as_str())
+            }
+        })
+        .and_then(|d| d.attr("id").map(str::to_owned))
+        .ok_or_else(|| {
+            ProviderError::NotFound(format!(
+                "site '{}' has no data storage domain{}",
+                engine.site,
+                if wanted.is_empty() {
+                    String::new()
+                } else {
+                    format!(" named '{wanted}'")
+                }
+            ))
+        })
+}
+
+/// A transfer's endpoint once it is `transferring`.
+pub fn status(engine: &Engine, id: &str, import: bool) -> Result<OperationState, ProviderError> {
+    let t = engine.get(&format!("/imagetransfers/{id}"))?;
+    let phase = t.text_at(&["phase"]).unwrap_or_default();
+    match phase {
+        "transferring" => {}
+        "initializing" | "resuming" => {
+            return Ok(OperationState::Running(Running {
+                percent: None,
+                detail: phase.to_owned(),
+            }));
+        }
+        other => {
+            return Ok(OperationState::Failed(ProviderError::ProviderFailed(
+                format!(
+                    "image transfer '{id}' is {other}, not transferring; start the export or import again"
+                ),
+            )));
+        }
+    }
+    let url_field = if setting(&engine.site, "use_proxy", "false") == "true" {
+        "proxy_url"
+    } else {
+        "transfer_url"
+    };
+    let url = t
+        .text_at(&[url_field])
+        .ok_or_else(|| {
+            ProviderError::ProviderFailed(format!("transfer '{id}' has no {url_field}"))
+        })?
+        .to_owned();
+    let disk = t
+        .id_at(&["disk"])
+        .ok_or_else(|| ProviderError::ProviderFailed(format!("transfer '{id}' names no disk")))?;
+    let size = engine
+        .get(&format!("/disks/{disk}"))?
+        .text_at(&["provisioned_size"])
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ProviderError::ProviderFailed(format!("disk '{disk}' has no size")))?;
+    Ok(OperationState::Succeeded(Outcome::DiskEndpoint(
+        DiskEndpoint {
+            url,
+            format: DiskFormat::Raw,
+            size_bytes: size,
+            // The ticket in the URL is the credential.
+            headers: Vec::new(),
+            ranged: true,
+            block_digests: false,
+            volume_id: import.then(|| disk.to_owned()),
+            expires_at: None,
+        },
+    )))
+}
+
+/// Finalize a transfer (an upload's disk unlocks); one already over or
+/// gone is fine.
+pub fn release(engine: &Engine, id: &str, key: &str) -> Result<(), ProviderError> {
+    match engine.action(
+        &format!("/imagetransfers/{id}/finalize"),
+        key,
+        &format!("finalize {id}"),
+    ) {
+        Ok(()) | Err(ProviderError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

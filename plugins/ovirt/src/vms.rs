@@ -1,0 +1,475 @@
+//! VMs as workloads: the neutral spec read from a VM, its disk
+//! attachments, NICs (their vNIC profiles' networks) and tags (labels are
+//! tags named `key=value`); `materialize` (a clone of a snapshot, or a
+//! blank VM with imported disks attached); fencing by stop/start with the
+//! epoch recorded in tags.
+
+use rebound_plugin_sdk::xml::Element;
+use rebound_plugin_sdk::{
+    DiskSource, DiskSpec, FenceReport, FenceRequest, Firmware, InventoryFilter, MaterializeRequest,
+    Materialized, NicSpec, Operation, OperationKind, OperationState, Outcome, PowerState,
+    ProviderError, Running, VmSpec, Workload, info, site,
+};
+
+use crate::engine::{Engine, encode, setting, short};
+
+/// Tags recording the fencing epoch and whether the VM is fenced.
+const EPOCH_TAG: &str = "rebound/epoch=";
+const FENCED_TAG: &str = "rebound/fenced=true";
+/// How long a call waits for the engine to unlock disks or a VM.
+const WAIT_MS: u64 = 15_000;
+
+/// Networks by vNIC profile id: `(profile id, network name)`.
+fn profiles(engine: &Engine) -> Result<Vec<(String, String)>, ProviderError> {
+    let networks = engine.list("/networks")?;
+    let name_of = |id: &str| {
+        networks
+            .iter()
+            .find(|n| n.attr("id") == Some(id))
+            .and_then(|n| n.text_at(&["name"]))
+            .map(str::to_owned)
+    };
+    Ok(engine
+        .list("/vnicprofiles")?
+        .iter()
+        .filter_map(|p| {
+            let id = p.attr("id")?.to_owned();
+            let network = p
+                .id_at(&["network"])
+                .and_then(name_of)
+                .or_else(|| p.text_at(&["name"]).map(str::to_owned))?;
+            Some((id, network))
+        })
+        .collect())
+}
+
+fn tags(engine: &Engine, vm: &str) -> Result<Vec<(String, String)>, ProviderError> {
+    Ok(engine
+        .list(&format!("/vms/{vm}/tags"))?
+        .iter()
+        .filter_map(|t| Some((t.attr("id")?.to_owned(), t.text_at(&["name"])?.to_owned())))
+        .collect())
+}
+
+fn power(status: &str) -> PowerState {
+    match status {
+        "up" | "powering_up" | "reboot_in_progress" | "migrating" => PowerState::Running,
+        "down" => PowerState::Stopped,
+        "paused" | "suspended" | "saving_state" => PowerState::Paused,
+        _ => PowerState::Unknown,
+    }
+}
+
+/// A VM as a workload.
+fn workload(
+    engine: &Engine,
+    vm: &Element,
+    profiles: &[(String, String)],
+) -> Result<Workload, ProviderError> {
+    let id = vm.attr("id").unwrap_or_default().to_owned();
+    let number =
+        |path: &[&str]| -> u64 { vm.text_at(path).and_then(|v| v.parse().ok()).unwrap_or(1) };
+    let cpus = number(&["cpu", "topology", "sockets"])
+        * number(&["cpu", "topology", "cores"])
+        * number(&["cpu", "topology", "threads"]);
+    let mut disks = Vec::new();
+    for attachment in engine.list(&format!("/vms/{id}/diskattachments"))? {
+        let Some(disk_id) = attachment.id_at(&["disk"]) else {
+            continue;
+        };
+        let disk = engine.get(&format!("/disks/{disk_id}"))?;
+        disks.push(DiskSpec {
+            id: disk_id.to_owned(),
+            name: disk
+                .text_at(&["alias"])
+                .or_else(|| disk.text_at(&["name"]))
+                .unwrap_or(disk_id)
+                .to_owned(),
+            size_bytes: disk
+                .text_at(&["provisioned_size"])
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            boot_order: (attachment.text_at(&["bootable"]) == Some("true")).then_some(0),
+        });
+    }
+    let nics = engine
+        .list(&format!("/vms/{id}/nics"))?
+        .iter()
+        .map(|nic| NicSpec {
+            network: nic
+                .id_at(&["vnic_profile"])
+                .and_then(|p| profiles.iter().find(|(id, _)| id == p))
+                .map(|(_, n)| n.clone())
+                .unwrap_or_default(),
+            mac: nic.text_at(&["mac", "address"]).map(str::to_owned),
+            ips: Vec::new(),
+        })
+        .collect();
+    let labels = tags(engine, &id)?
+        .into_iter()
+        .filter_map(|(_, name)| {
+            name.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect();
+    Ok(Workload {
+        id,
+        power: power(vm.text_at(&["status"]).unwrap_or_default()),
+        spec: VmSpec {
+            name: vm.text_at(&["name"]).unwrap_or_default().to_owned(),
+            cpus: u32::try_from(cpus).unwrap_or(1),
+            memory_mib: number(&["memory"]) >> 20,
+            firmware: if vm
+                .text_at(&["bios", "type"])
+                .unwrap_or_default()
+                .contains("ovmf")
+            {
+                Firmware::Uefi
+            } else {
+                Firmware::Bios
+            },
+            disks,
+            nics,
+            labels,
+        },
+    })
+}
+
+pub fn inventory(
+    engine: &Engine,
+    filter: &InventoryFilter,
+) -> Result<Vec<Workload>, ProviderError> {
+    let profiles = profiles(engine)?;
+    let mut out = Vec::new();
+    for vm in engine.list("/vms")? {
+        let id = vm.attr("id").unwrap_or_default();
+        if !filter.workload_ids.is_empty() && !filter.workload_ids.iter().any(|w| w == id) {
+            continue;
+        }
+        let w = workload(engine, &vm, &profiles)?;
+        if filter.labels.iter().all(|l| w.spec.labels.contains(l)) {
+            out.push(w);
+        }
+    }
+    Ok(out)
+}
+
+/// One VM as a workload.
+pub fn get_workload(engine: &Engine, id: &str) -> Result<Workload, ProviderError> {
+    let vm = engine.get(&format!("/vms/{id}"))?;
+    workload(engine, &vm, &profiles(engine)?)
+}
+
+/// The VM named `name`, if any.
+fn by_name(engine: &Engine, name: &str) -> Result<Option<Element>, ProviderError> {
+    Ok(engine
+        .list(&format!("/vms?search={}", encode(&format!("name={name}"))))?
+        .into_iter()
+        .find(|v| v.text_at(&["name"]) == Some(name)))
+}
+
+/// Wait (within the call) until `ready` holds for the document at `path`;
+/// `transient` if the engine is still busy, so a retry resumes.
+pub fn wait_for(
+    engine: &Engine,
+    path: &str,
+    what: &str,
+    ready: impl Fn(&Element) -> bool,
+) -> Result<Element, ProviderError> {
+    let started = site::monotonic_ns();
+    loop {
+        let doc = engine.get(path)?;
+        if ready(&doc) {
+            return Ok(doc);
+        }
+        if site::monotonic_ns() - started > WAIT_MS * 1_000_000 {
+            return Err(ProviderError::Transient(format!(
+                "{what} is still busy on site '{}' (status {}); retry",
+                engine.site,
+                doc.text_at(&["status"]).unwrap_or("unknown")
+            )));
+        }
+        site::sleep_ms(200);
+    }
+}
+
+/// Add a tag unless the VM has it.
+fn ensure_tag(engine: &Engine, vm: &str, name: &str, key: &str) -> Result<(), ProviderError> {
+    if tags(engine, vm)?.iter().any(|(_, n)| n == name) {
+        return Ok(());
+    }
+    let body = Element::new("tag").with_text("name", name);
+    engine
+        .send(
+            "POST",
+            &format!("/vms/{vm}/tags"),
+            Some(&body),
+            key,
+            &format!("tag {name}"),
+        )
+        .map(drop)
+}
+
+pub fn materialize(req: &MaterializeRequest) -> Result<Operation, ProviderError> {
+    let engine = Engine::of(&req.site)?;
+    let name = format!("{}-{}", req.spec.name, short(&req.key));
+    let vm = match by_name(&engine, &name)? {
+        Some(vm) => vm,
+        None => create(&engine, req, &name)?,
+    };
+    let id = vm.attr("id").unwrap_or_default().to_owned();
+    let vm = wait_for(
+        &engine,
+        &format!("/vms/{id}"),
+        &format!("VM '{name}'"),
+        |v| v.text_at(&["status"]) != Some("image_locked"),
+    )?;
+    if let DiskSource::Volumes(volumes) = &req.source {
+        let attached: Vec<String> = engine
+            .list(&format!("/vms/{id}/diskattachments"))?
+            .iter()
+            .filter_map(|a| a.id_at(&["disk"]).map(str::to_owned))
+            .collect();
+        for (i, volume) in volumes.iter().enumerate() {
+            if attached.contains(volume) {
+                continue;
+            }
+            wait_for(
+                &engine,
+                &format!("/disks/{volume}"),
+                &format!("disk '{volume}'"),
+                |d| d.text_at(&["status"]) == Some("ok"),
+            )?;
+            let body = Element::new("disk_attachment")
+                .with(Element::new("disk").with_attr("id", volume))
+                .with_text("bootable", i == 0)
+                .with_text("interface", "virtio_scsi")
+                .with_text("active", true);
+            engine.send(
+                "POST",
+                &format!("/vms/{id}/diskattachments"),
+                Some(&body),
+                &req.key,
+                &format!("attach {volume}"),
+            )?;
+        }
+    }
+    nics(&engine, req, &id)?;
+    for (k, v) in &req.spec.labels {
+        ensure_tag(&engine, &id, &format!("{k}={v}"), &req.key)?;
+    }
+    if req.start && vm.text_at(&["status"]) == Some("down") {
+        engine.action(&format!("/vms/{id}/start"), &req.key, "start")?;
+    }
+    info!("materialized"; "vm" => name, "site" => req.site);
+    Ok(Operation {
+        kind: OperationKind::Materialize,
+        site: req.site.clone(),
+        id: format!("{id}/{}", if req.start { "up" } else { "down" }),
+    })
+}
+
+/// A new VM: cloned from the recovery point's snapshot, or blank.
+fn create(engine: &Engine, req: &MaterializeRequest, name: &str) -> Result<Element, ProviderError> {
+    let cluster = setting(&req.site, "cluster", "Default");
+    let mut body = Element::new("vm")
+        .with_text("name", name)
+        .with_text(
+            "description",
+            format!("rebound materialized {}", req.spec.name),
+        )
+        .with(Element::new("cluster").with_text("name", cluster))
+        .with(Element::new("template").with_text("name", "Blank"))
+        .with_text("memory", req.spec.memory_mib << 20)
+        .with(
+            Element::new("cpu").with(
+                Element::new("topology")
+                    .with_text("sockets", req.spec.cpus.max(1))
+                    .with_text("cores", 1)
+                    .with_text("threads", 1),
+            ),
+        )
+        .with(Element::new("bios").with_text(
+            "type",
+            match req.spec.firmware {
+                Firmware::Uefi => "q35_ovmf",
+                Firmware::Bios => "q35_sea_bios",
+            },
+        ));
+    let mut path = "/vms".to_owned();
+    if let DiskSource::RecoveryPoint(point) = &req.source {
+        let (_, snapshot) = crate::points::split(point)?;
+        body = body.with(
+            Element::new("snapshots").with(Element::new("snapshot").with_attr("id", snapshot)),
+        );
+        path.push_str("?clone=true");
+    }
+    engine
+        .send("POST", &path, Some(&body), &req.key, "create vm")?
+        .ok_or_else(|| ProviderError::ProviderFailed(format!("adding VM '{name}' returned no VM")))
+}
+
+/// One NIC per spec NIC, on the mapped network's vNIC profile (the
+/// isolated network for a drill).
+fn nics(engine: &Engine, req: &MaterializeRequest, vm: &str) -> Result<(), ProviderError> {
+    let existing: Vec<String> = engine
+        .list(&format!("/vms/{vm}/nics"))?
+        .iter()
+        .filter_map(|n| n.text_at(&["name"]).map(str::to_owned))
+        .collect();
+    let profiles = profiles(engine)?;
+    let isolated = setting(&req.site, "isolated_network", "isolated");
+    for (i, nic) in req.spec.nics.iter().enumerate() {
+        let name = format!("nic{}", i + 1);
+        if existing.contains(&name) {
+            continue;
+        }
+        let mapping = req
+            .networks
+            .iter()
+            .find(|m| m.source_network == nic.network);
+        let network = if req.isolated {
+            isolated.clone()
+        } else {
+            mapping.map_or_else(|| nic.network.clone(), |m| m.target_network.clone())
+        };
+        let profile = profiles
+            .iter()
+            .find(|(_, n)| *n == network)
+            .map(|(p, _)| p.clone())
+            .ok_or_else(|| {
+                ProviderError::InvalidRequest(format!(
+                    "site '{}' has no network '{network}' (with a vNIC profile); fix the plan's \
+                     network mapping",
+                    req.site
+                ))
+            })?;
+        let mut body = Element::new("nic")
+            .with_text("name", &name)
+            .with_text("interface", "virtio")
+            .with(Element::new("vnic_profile").with_attr("id", profile));
+        if let (Some(mac), Some(m)) = (&nic.mac, mapping)
+            && m.keep_addresses
+            && !req.isolated
+        {
+            body = body.with(Element::new("mac").with_text("address", mac));
+        }
+        engine.send(
+            "POST",
+            &format!("/vms/{vm}/nics"),
+            Some(&body),
+            &req.key,
+            &name,
+        )?;
+    }
+    Ok(())
+}
+
+fn running(detail: &str) -> OperationState {
+    OperationState::Running(Running {
+        percent: None,
+        detail: detail.to_owned(),
+    })
+}
+
+pub fn materialize_status(engine: &Engine, id: &str) -> Result<OperationState, ProviderError> {
+    let (vm, want) = id.split_once('/').unwrap_or((id, "up"));
+    let doc = engine.get(&format!("/vms/{vm}"))?;
+    let status = doc.text_at(&["status"]).unwrap_or_default();
+    if status != want {
+        return Ok(running(status));
+    }
+    let workload = get_workload(engine, vm)?;
+    Ok(OperationState::Succeeded(Outcome::Materialized(
+        Materialized {
+            workload,
+            addresses: Vec::new(),
+        },
+    )))
+}
+
+/// The epoch recorded in a VM's tags, and whether it is fenced.
+fn recorded(tags: &[(String, String)]) -> (u64, bool) {
+    let epoch = tags
+        .iter()
+        .filter_map(|(_, n)| n.strip_prefix(EPOCH_TAG)?.parse().ok())
+        .max()
+        .unwrap_or(0);
+    (epoch, tags.iter().any(|(_, n)| n == FENCED_TAG))
+}
+
+/// Fence (stop, record the epoch and the fence) or unfence (refused for an
+/// older epoch than the one recorded; record the epoch, drop the fence,
+/// start).
+pub fn fence(req: &FenceRequest, fence: bool) -> Result<Operation, ProviderError> {
+    let engine = Engine::of(&req.site)?;
+    let vm = req.workload_id.as_str();
+    let doc = engine.get(&format!("/vms/{vm}"))?;
+    let tags = tags(&engine, vm)?;
+    let (epoch, fenced) = recorded(&tags);
+    if !fence && req.epoch < epoch {
+        return Err(ProviderError::Conflict(format!(
+            "VM '{vm}' was fenced under epoch {epoch}; epoch {} is stale, a newer primary exists",
+            req.epoch
+        )));
+    }
+    let epoch_tag = format!("{EPOCH_TAG}{}", req.epoch.max(epoch));
+    for (tag_id, name) in &tags {
+        if name.starts_with(EPOCH_TAG) && *name != epoch_tag {
+            engine.delete(
+                &format!("/vms/{vm}/tags/{tag_id}"),
+                &req.key,
+                &format!("untag {name}"),
+            )?;
+        }
+    }
+    ensure_tag(&engine, vm, &epoch_tag, &req.key)?;
+    let status = doc.text_at(&["status"]).unwrap_or_default();
+    if fence {
+        if !fenced {
+            ensure_tag(&engine, vm, FENCED_TAG, &req.key)?;
+        }
+        if !matches!(status, "down" | "powering_down") {
+            engine.action(&format!("/vms/{vm}/stop"), &req.key, "stop")?;
+        }
+    } else {
+        if let Some((tag_id, _)) = tags.iter().find(|(_, n)| n == FENCED_TAG) {
+            engine.delete(&format!("/vms/{vm}/tags/{tag_id}"), &req.key, "unfence")?;
+        }
+        if status == "down" {
+            engine.action(&format!("/vms/{vm}/start"), &req.key, "start")?;
+        }
+    }
+    info!("fence"; "vm" => vm, "fenced" => fence, "epoch" => req.epoch);
+    Ok(Operation {
+        kind: if fence {
+            OperationKind::Fence
+        } else {
+            OperationKind::Unfence
+        },
+        site: req.site.clone(),
+        id: format!("{vm}/{}", req.epoch.max(epoch)),
+    })
+}
+
+pub fn fence_status(
+    engine: &Engine,
+    id: &str,
+    fence: bool,
+) -> Result<OperationState, ProviderError> {
+    let (vm, epoch) = id.split_once('/').unwrap_or((id, "0"));
+    let status = engine
+        .get(&format!("/vms/{vm}"))?
+        .text_at(&["status"])
+        .unwrap_or_default()
+        .to_owned();
+    let want = if fence { "down" } else { "up" };
+    if status != want {
+        return Ok(running(&status));
+    }
+    Ok(OperationState::Succeeded(Outcome::Fenced(FenceReport {
+        workload_id: vm.to_owned(),
+        epoch: epoch.parse().unwrap_or(0),
+        write_blocked: fence,
+    })))
+}
