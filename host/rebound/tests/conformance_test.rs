@@ -333,7 +333,10 @@ async fn the_aws_plugin_passes_the_kit_faults_included() {
         .collect();
     assert_passed(&out, &every_but_export);
     assert!(out.contains(" 0 failed, 1 skipped"), "{out}");
-    // Replication copied the snapshots into the other region, with data.
+    // Replication copied the snapshots into the other region.
     let effects = site.effects();
-    assert!(effects.get("ec2 CopySnapshot").is_some_and(|n| *n >= 1), "{effects:?}");
+    assert!(
+        effects.get("ec2 CopySnapshot").is_some_and(|n| *n >= 1),
+        "{effects:?}"
+    );
 }

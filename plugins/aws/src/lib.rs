@@ -102,18 +102,7 @@ impl Provider for AwsProvider {
         let sizes = ec2::volume_sizes(&aws)?;
         Ok(ec2::instances(&aws, Params::action("DescribeInstances"))?
             .iter()
-            .map(|i| {
-                let mut w = ec2::workload(i, &sizes);
-                // Drill and plan labels the plugin wrote are the engine's
-                // to filter on.
-                w.spec.labels.extend(
-                    i.tags()
-                        .into_iter()
-                        .filter(|(k, _)| k.starts_with("rebound/")),
-                );
-                w.spec.labels.dedup();
-                w
-            })
+            .map(|i| ec2::workload(i, &sizes))
             .filter(|w| filter.workload_ids.is_empty() || filter.workload_ids.contains(&w.id))
             .filter(|w| filter.labels.iter().all(|l| w.spec.labels.contains(l)))
             .collect())
