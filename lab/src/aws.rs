@@ -294,6 +294,12 @@ impl AwsSite {
     }
 }
 
+/// The `moto_server` of the Python environment (`python`, else
+/// `REBOUND_PYTHON`), or why there is none.
+pub fn moto_server(python: Option<&std::path::Path>) -> Result<PathBuf, AwsError> {
+    moto::server(python)
+}
+
 /// Volume `id`'s data file exists (all holes when new).
 pub(crate) fn ensure_volume(shared: &Shared, id: &str, size_gib: u64) -> std::io::Result<()> {
     if !shared.disks.exists(id) {

@@ -1,6 +1,6 @@
 //! `moto_server` as a child process of the lab, on a free loopback port.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,22 @@ use super::{AwsError, AwsOptions};
 /// ([`AwsOptions::moto_auth`]): create the IAM user, its key, its policy.
 pub(crate) const NO_AUTH_ACTIONS: u32 = 3;
 
+pub(crate) fn server(python: Option<&Path>) -> Result<PathBuf, AwsError> {
+    let python = match python {
+        Some(p) => p.to_owned(),
+        None => match std::env::var_os("REBOUND_PYTHON") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => return Err(AwsError::NoPython),
+        },
+    };
+    let server = python.with_file_name("moto_server");
+    if server.is_file() {
+        Ok(server)
+    } else {
+        Err(AwsError::MotoMissing(server.display().to_string()))
+    }
+}
+
 pub(crate) struct Moto {
     pub url: String,
     _child: tokio::process::Child,
@@ -17,17 +33,7 @@ pub(crate) struct Moto {
 
 impl Moto {
     pub async fn start(options: &AwsOptions) -> Result<Self, AwsError> {
-        let python = match &options.python {
-            Some(p) => p.clone(),
-            None => match std::env::var_os("REBOUND_PYTHON") {
-                Some(p) if !p.is_empty() => PathBuf::from(p),
-                _ => return Err(AwsError::NoPython),
-            },
-        };
-        let server = python.with_file_name("moto_server");
-        if !server.is_file() {
-            return Err(AwsError::MotoMissing(server.display().to_string()));
-        }
+        let server = server(options.python.as_deref())?;
         // A free port for moto: bind, note, release (moto binds it next).
         let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
             .local_addr()?

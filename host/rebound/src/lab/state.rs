@@ -41,6 +41,10 @@ pub enum Kind {
     /// Two KubeVirt clusters over HTTPS (`kubevirt-a` with three VMs in the
     /// namespace `prod`, `kubevirt-b` with the namespace ready).
     Kubevirt,
+    /// moto behind the lab's AWS front, two regions as two sites
+    /// (`aws-east` us-east-1 with two instances, `aws-west` us-west-2);
+    /// needs moto in `REBOUND_PYTHON`'s environment.
+    Aws,
 }
 
 /// The lab as `lab run` wrote it once every site answered.
