@@ -181,7 +181,7 @@ pub(crate) async fn workloads(site: &AwsSite) -> Result<(), AwsError> {
         plan
     };
     for (region, name, kind, gibs) in plan {
-        let devices = ["/dev/xvda", "/dev/xvdb", "/dev/xvdc"];
+        let devices = ["/dev/sda1", "/dev/sdb", "/dev/sdc"];
         let sizes: Vec<String> = gibs.iter().map(u64::to_string).collect();
         let mut params: Vec<(String, String)> = vec![
             ("Action".into(), "RunInstances".into()),

@@ -19,13 +19,14 @@ fn token(key: &str) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..24])
 }
 
+/// Device names: the boot disk first, as AMIs name their root device.
 const DEVICES: &[&str] = &[
-    "/dev/xvda",
-    "/dev/xvdb",
-    "/dev/xvdc",
-    "/dev/xvdd",
-    "/dev/xvde",
-    "/dev/xvdf",
+    "/dev/sda1",
+    "/dev/sdb",
+    "/dev/sdc",
+    "/dev/sdd",
+    "/dev/sde",
+    "/dev/sdf",
 ];
 
 pub fn materialize(req: MaterializeRequest) -> Result<Operation, ProviderError> {
