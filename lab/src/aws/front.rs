@@ -172,7 +172,7 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
 fn refused(service: &str, e: &rebound_sigv4::VerifyError) -> Response {
     use rebound_sigv4::VerifyError;
     let (status, code) = match (service, e) {
-        ("ec2", VerifyError::Missing(_)) => (StatusCode::UNAUTHORIZED, "AuthFailure"),
+        // EC2 answers every refused credential with one code.
         ("ec2", _) => (StatusCode::UNAUTHORIZED, "AuthFailure"),
         (_, VerifyError::Missing(_)) => (StatusCode::FORBIDDEN, "MissingAuthenticationToken"),
         (_, VerifyError::UnknownKey(_)) => (StatusCode::FORBIDDEN, "InvalidClientTokenId"),

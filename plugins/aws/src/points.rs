@@ -42,7 +42,7 @@ pub fn snapshot(req: SnapshotRequest) -> Result<Operation, ProviderError> {
     let spec = &workload.spec;
     let captured = site::now_ms().to_string();
     let count = spec.disks.len().to_string();
-    for (n, disk) in spec.disks.iter().enumerate() {
+    for disk in &spec.disks {
         if done
             .iter()
             .any(|s| s.tag(ec2::DISK_TAG).as_deref() == Some(&disk.id))
@@ -79,7 +79,6 @@ pub fn snapshot(req: SnapshotRequest) -> Result<Operation, ProviderError> {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        let _ = n;
         aws.ec2(
             &Params::action("CreateSnapshot")
                 .set("VolumeId", disk.id.clone())
