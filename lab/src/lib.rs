@@ -1,10 +1,12 @@
 //! The lab: simulated sites on loopback, so the demo and the tests exercise
 //! real plugins over real HTTP without a cloud. Today it holds the example
-//! platform's site, a KubeVirt cluster, an OpenStack cloud and an oVirt
-//! engine ([`ovirt`]), their disks real sparse files ([`disk`]).
+//! platform's site, a KubeVirt cluster, an OpenStack cloud, an oVirt engine
+//! ([`ovirt`]) and an AWS site (moto behind the lab's front), their disks
+//! real sparse files ([`disk`]).
 //! `lab/README.md` says what the OpenStack simulator serves.
 #![deny(rust_2018_idioms)]
 
+pub mod aws;
 pub mod disk;
 pub mod example;
 pub mod faults;
@@ -13,6 +15,7 @@ pub mod openstack;
 pub mod ovirt;
 pub mod tls;
 
+pub use aws::{AwsOptions, AwsSite};
 pub use example::{ExampleOptions, ExampleSite};
 pub use faults::Faults;
 pub use kubevirt::{KubeVirtOptions, KubeVirtSite};

@@ -81,7 +81,7 @@ pub struct SitesArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "example,openstack,kubevirt,ovirt"
+        default_value = "example,openstack,kubevirt,ovirt,aws"
     )]
     sites: Vec<Kind>,
     /// Serve the sites on consecutive ports from this one (a KubeVirt site
@@ -218,7 +218,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn up(args: &UpArgs) -> Result<()> {
     let dir = args.dir.create()?;
-    let kinds = args.sites.kinds();
+    let mut kinds = args.sites.kinds();
+    // The AWS site runs moto from the Python environment; without it the
+    // lab comes up without that site and says why.
+    if kinds.contains(&Kind::Aws)
+        && let Err(e) = rebound_lab::aws::moto_server(None)
+    {
+        eprintln!("rebound lab: no AWS site: {e}");
+        kinds.retain(|k| *k != Kind::Aws);
+    }
     if let Some(state) = live(&dir)? {
         eprintln!(
             "the lab in {} is already up (pid {}){}",

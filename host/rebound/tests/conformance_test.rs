@@ -1,5 +1,5 @@
 //! The conformance kit (`rebound plugin test`) against the lab: the
-//! example, OpenStack, KubeVirt and oVirt plugins pass every scenario they offer,
+//! example, OpenStack, KubeVirt, oVirt and AWS plugins pass every scenario they offer,
 //! faults included, each against its platform's simulated sites; a plugin
 //! that traps fails it with exit 6.
 
@@ -327,4 +327,75 @@ async fn the_ovirt_plugin_passes_the_kit_faults_included() {
     assert_eq!(a.vm_ids().len(), 2, "only the seeded VMs remain");
     let repeated: Vec<_> = a.effects().into_iter().filter(|(_, n)| *n > 1).collect();
     assert!(repeated.is_empty(), "repeated: {repeated:?}");
+}
+
+/// The AWS plugin against the lab's AWS site (moto behind the lab's
+/// front), region us-east-1 under test and us-west-2 as the replication
+/// target; export-disk is not offered, so the kit skips it. Skipped when
+/// moto is not installed, unless `REBOUND_REQUIRE_PYTHON=1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_plugin_passes_the_kit_faults_included() {
+    use rebound_lab::aws::AwsError;
+    use rebound_lab::{AwsOptions, AwsSite};
+    let site = match AwsSite::start(AwsOptions {
+        gib: 1 << 20,
+        ..AwsOptions::default()
+    })
+    .await
+    {
+        Ok(site) => site,
+        Err(e @ (AwsError::NoPython | AwsError::MotoMissing(_)))
+            if std::env::var("REBOUND_REQUIRE_PYTHON").as_deref() != Ok("1") =>
+        {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("the lab's AWS site: {e}"),
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    setup(dir.path(), "aws");
+    let entry = |name: &str, region: &str| {
+        format!(
+            "[sites.{name}]\nplugin = \"aws\"\n\
+             config = {{ endpoint = \"{e}\", region = \"{region}\" }}\n\
+             secrets = {{ access_key_id = \"env:AWS_KEY_ID\", secret_access_key = \"env:AWS_SECRET\" }}\n\
+             egress = [\"{e}\"]\n",
+            e = site.endpoint()
+        )
+    };
+    let regions = site.regions().to_vec();
+    std::fs::write(
+        dir.path().join("sites.toml"),
+        entry("lab-a", &regions[0]) + &entry("lab-b", &regions[1]),
+    )
+    .expect("sites");
+    let path = dir.path().to_owned();
+    let (id, secret) = (
+        site.options().access_key_id.clone(),
+        site.options().secret_access_key.clone(),
+    );
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        kit(
+            &path,
+            "aws",
+            &[("AWS_KEY_ID", &id), ("AWS_SECRET", &secret)],
+            &[],
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, 0, "{out}\n{err}");
+    let every_but_export: Vec<&str> = EVERY_SCENARIO
+        .iter()
+        .copied()
+        .filter(|s| *s != "export-disk")
+        .collect();
+    assert_passed(&out, &every_but_export);
+    assert!(out.contains(" 0 failed, 1 skipped"), "{out}");
+    // Replication copied the snapshots into the other region.
+    let effects = site.effects();
+    assert!(
+        effects.get("ec2 CopySnapshot").is_some_and(|n| *n >= 1),
+        "{effects:?}"
+    );
 }

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use rebound_lab::kubevirt::{blank_data_volume, vm_object};
 use rebound_lab::{
-    ExampleOptions, ExampleSite, KubeVirtOptions, KubeVirtSite, OVirtOptions, OVirtSite,
-    OpenStackOptions, OpenStackSite,
+    AwsOptions, AwsSite, ExampleOptions, ExampleSite, KubeVirtOptions, KubeVirtSite, OVirtOptions,
+    OVirtSite, OpenStackOptions, OpenStackSite,
 };
 use serde_json::{Value, json};
 
@@ -27,6 +27,7 @@ struct Running {
     openstack: Vec<OpenStackSite>,
     kubevirt: Vec<KubeVirtSite>,
     ovirt: Vec<OVirtSite>,
+    aws: Vec<AwsSite>,
 }
 
 /// Fixed ports from a base, or free ones.
@@ -97,6 +98,7 @@ pub async fn run(dir: &Path, kinds: &[Kind], base_port: u16) -> Result<()> {
             Kind::Openstack => openstack(dir, &mut ports, &mut running).await,
             Kind::Kubevirt => kubevirt(dir, &mut ports, &mut running).await,
             Kind::Ovirt => ovirt(dir, &mut ports, &mut running).await,
+            Kind::Aws => aws(dir, &mut ports, &mut running).await,
         };
         match started {
             Ok(mut more) => sites.append(&mut more),
@@ -404,6 +406,61 @@ async fn kubevirt(dir: &Path, ports: &mut Ports, running: &mut Running) -> Resul
     if let [a, b] = running.kubevirt.as_slice() {
         a.pair(b);
     }
+    Ok(sites)
+}
+
+/// The AWS site (moto behind the lab's front), its first two regions as
+/// `aws-east` (the seeded instances `web-1`, `db-1`) and `aws-west`
+/// (`batch-1`); both share the front's endpoint and access key.
+async fn aws(dir: &Path, ports: &mut Ports, running: &mut Running) -> Result<Vec<LabSite>> {
+    let state_dir = site_dir(dir, "aws");
+    let site = AwsSite::start(AwsOptions {
+        state_dir: Some(state_dir.clone()),
+        port: ports.take()?,
+        ..AwsOptions::default()
+    })
+    .await
+    .context("starting the lab site 'aws'")?;
+    let options = site.options();
+    let endpoint = site.endpoint();
+    let mut sites = Vec::new();
+    for (name, region, workloads) in [
+        ("aws-east", &site.regions()[0], vec!["db-1", "web-1"]),
+        ("aws-west", &site.regions()[1], vec!["batch-1"]),
+    ] {
+        sites.push(LabSite {
+            name: name.to_owned(),
+            plugin: "aws".to_owned(),
+            endpoint: endpoint.clone(),
+            config: BTreeMap::from([
+                ("endpoint".to_owned(), endpoint.clone()),
+                ("region".to_owned(), region.clone()),
+            ]),
+            secrets: BTreeMap::from([
+                ("access_key_id".to_owned(), options.access_key_id.clone()),
+                (
+                    "secret_access_key".to_owned(),
+                    options.secret_access_key.clone(),
+                ),
+            ]),
+            secret_files: BTreeMap::from([
+                (
+                    "access_key_id".to_owned(),
+                    secret_file(dir, name, "access_key_id"),
+                ),
+                (
+                    "secret_access_key".to_owned(),
+                    secret_file(dir, name, "secret_access_key"),
+                ),
+            ]),
+            egress: vec![endpoint.clone()],
+            ca_file: None,
+            data_url: None,
+            workloads: workloads.into_iter().map(str::to_owned).collect(),
+            state_dir: state_dir.clone(),
+        });
+    }
+    running.aws.push(site);
     Ok(sites)
 }
 

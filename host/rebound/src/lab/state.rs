@@ -44,6 +44,10 @@ pub enum Kind {
     /// Two oVirt engines over HTTP (`ovirt-a` with two running VMs,
     /// `ovirt-b` with none).
     Ovirt,
+    /// moto behind the lab's AWS front, two regions as two sites
+    /// (`aws-east` us-east-1 with two instances, `aws-west` us-west-2);
+    /// needs moto in `REBOUND_PYTHON`'s environment.
+    Aws,
 }
 
 /// The lab as `lab run` wrote it once every site answered.

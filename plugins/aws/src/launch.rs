@@ -1,0 +1,391 @@
+//! Instances: materialize (an AMI registered from the point's boot
+//! snapshot, RunInstances with the point's snapshots mapped and the
+//! idempotency key as ClientToken and tag), fence/unfence (Stop/Start with
+//! the fencing epoch tagged), and cleanup of drill sandboxes and points.
+
+use sha2::{Digest, Sha256};
+
+use rebound_plugin_sdk::{
+    CleanupReport, CleanupRequest, CleanupScope, DiskSource, FenceReport, FenceRequest,
+    MaterializeRequest, Materialized, Operation, OperationKind, OperationState, Outcome,
+    PowerState, ProviderError, Running, site,
+};
+
+use crate::client::{Aws, Params, connect};
+use crate::ec2::{self, KEY_TAG};
+use crate::points;
+
+fn token(key: &str) -> String {
+    hex::encode(&Sha256::digest(key.as_bytes())[..24])
+}
+
+/// Device names: the boot disk first, as AMIs name their root device.
+const DEVICES: &[&str] = &[
+    "/dev/sda1",
+    "/dev/sdb",
+    "/dev/sdc",
+    "/dev/sdd",
+    "/dev/sde",
+    "/dev/sdf",
+];
+
+pub fn materialize(req: MaterializeRequest) -> Result<Operation, ProviderError> {
+    let aws = connect(&req.site)?;
+    let suffix = if req.start { "" } else { ":stopped" };
+    let existing = ec2::instances(
+        &aws,
+        Params::action("DescribeInstances").filter(&format!("tag:{KEY_TAG}"), &req.key),
+    )?;
+    if let Some(instance) = existing.first() {
+        return Ok(op(
+            OperationKind::Materialize,
+            &req.site,
+            format!("{}{suffix}", instance.text("instanceId")),
+        ));
+    }
+    let point = match &req.source {
+        DiskSource::RecoveryPoint(id) => id.clone(),
+        DiskSource::Volumes(_) => {
+            return Err(ProviderError::Unsupported(
+                "the AWS plugin materializes from recovery points (EBS snapshots) only; \
+                 import-disk is not offered"
+                    .into(),
+            ));
+        }
+    };
+    let snaps = points::ordered(points::snapshots(&aws, &point)?);
+    if snaps.is_empty() {
+        return Err(ProviderError::NotFound(format!(
+            "recovery point '{point}' on site '{}'",
+            req.site
+        )));
+    }
+    if let Some(s) = snaps.iter().find(|s| s.text("status") != "completed") {
+        return Err(ProviderError::Conflict(format!(
+            "snapshot {} of '{point}' is {}, not completed",
+            s.text("snapshotId"),
+            s.text("status")
+        )));
+    }
+    let mut tags: Vec<(String, String)> = vec![
+        ("Name".into(), req.spec.name.clone()),
+        (KEY_TAG.into(), req.key.clone()),
+    ];
+    tags.extend(req.spec.labels.iter().filter(|(k, _)| k != "Name").cloned());
+    // The boot disk's snapshot becomes an AMI, as on AWS an instance boots
+    // only from an image; found again by its tag on a repeated call.
+    let images = aws.ec2(
+        &Params::action("DescribeImages")
+            .set("Owner.1", "self")
+            .filter(&format!("tag:{KEY_TAG}"), &req.key)
+            .0,
+    )?;
+    let mapping = |p: Params| {
+        snaps.iter().enumerate().fold(p, |p, (i, s)| {
+            p.set(
+                format!("BlockDeviceMapping.{}.DeviceName", i + 1),
+                DEVICES[i.min(DEVICES.len() - 1)],
+            )
+            .set(
+                format!("BlockDeviceMapping.{}.Ebs.SnapshotId", i + 1),
+                s.text("snapshotId"),
+            )
+            .set(
+                format!("BlockDeviceMapping.{}.Ebs.DeleteOnTermination", i + 1),
+                "true",
+            )
+        })
+    };
+    let image = match images.items("imagesSet").next() {
+        Some(i) => i.text("imageId").to_owned(),
+        None => {
+            let reply = aws.ec2(
+                &mapping(Params::action("RegisterImage"))
+                    .set("Name", format!("rebound-{}", token(&req.key)))
+                    .set("RootDeviceName", DEVICES[0])
+                    .set("VirtualizationType", "hvm")
+                    .set("Architecture", "x86_64")
+                    .0,
+            )?;
+            let image = reply.text("imageId").to_owned();
+            ec2::tag(&aws, std::slice::from_ref(&image), &tags)?;
+            image
+        }
+    };
+    let subnet = if req.isolated {
+        site::get(&req.site, "isolated_subnet")
+    } else {
+        req.spec
+            .nics
+            .first()
+            .and_then(|n| req.networks.iter().find(|m| m.source_network == n.network))
+            .map(|m| m.target_network.clone())
+            .or_else(|| site::get(&req.site, "subnet"))
+    };
+    let group = site::get(
+        &req.site,
+        if req.isolated {
+            "isolated_security_group"
+        } else {
+            "security_group"
+        },
+    );
+    let mut run = mapping(Params::action("RunInstances"))
+        .set("ImageId", image)
+        .set(
+            "InstanceType",
+            ec2::type_for(req.spec.cpus, req.spec.memory_mib),
+        )
+        .set("MinCount", "1")
+        .set("MaxCount", "1")
+        .set("ClientToken", token(&req.key))
+        .tag_spec("instance", &tags);
+    if let Some(subnet) = subnet {
+        run = run.set("SubnetId", subnet);
+    }
+    if let Some(group) = group {
+        run = run.set("SecurityGroupId.1", group);
+    }
+    let reply = aws.ec2(&run.0)?;
+    let mut found = Vec::new();
+    reply.all("instanceId", &mut found);
+    let id = found
+        .first()
+        .map(|n| n.text.trim().to_owned())
+        .ok_or_else(|| ProviderError::ProviderFailed("RunInstances returned no instance".into()))?;
+    if !req.start {
+        aws.ec2(
+            &Params::action("StopInstances")
+                .set("InstanceId.1", id.clone())
+                .0,
+        )?;
+    }
+    Ok(op(
+        OperationKind::Materialize,
+        &req.site,
+        format!("{id}{suffix}"),
+    ))
+}
+
+fn op(kind: OperationKind, site: &str, id: String) -> Operation {
+    Operation {
+        kind,
+        site: site.to_owned(),
+        id,
+    }
+}
+
+pub fn materialize_status(op: &Operation) -> Result<OperationState, ProviderError> {
+    let aws = connect(&op.site)?;
+    let (id, stopped) = match op.id.strip_suffix(":stopped") {
+        Some(id) => (id, true),
+        None => (op.id.as_str(), false),
+    };
+    let instance = ec2::instance(&aws, id)?;
+    let want = if stopped { "stopped" } else { "running" };
+    let state = instance.text("instanceState/name");
+    if state != want {
+        return Ok(OperationState::Running(Running {
+            percent: None,
+            detail: format!("instance {id} is {state}"),
+        }));
+    }
+    let workload = ec2::workload(&instance, &ec2::volume_sizes(&aws)?);
+    let addresses = workload
+        .spec
+        .nics
+        .iter()
+        .flat_map(|n| n.ips.clone())
+        .collect();
+    Ok(OperationState::Succeeded(Outcome::Materialized(
+        Materialized {
+            workload,
+            addresses,
+        },
+    )))
+}
+
+pub fn fence(req: FenceRequest, fence: bool) -> Result<Operation, ProviderError> {
+    let aws = connect(&req.site)?;
+    let instance = ec2::instance(&aws, &req.workload_id)?;
+    let recorded: u64 = instance
+        .tag(ec2::EPOCH_TAG)
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0);
+    if !fence && recorded > req.epoch {
+        return Err(ProviderError::Conflict(format!(
+            "instance {} was fenced under epoch {recorded}; unfence under epoch {} is stale",
+            req.workload_id, req.epoch
+        )));
+    }
+    ec2::tag(
+        &aws,
+        std::slice::from_ref(&req.workload_id),
+        &[
+            (ec2::EPOCH_TAG.into(), req.epoch.max(recorded).to_string()),
+            (ec2::FENCED_TAG.into(), fence.to_string()),
+        ],
+    )?;
+    let action = if fence {
+        "StopInstances"
+    } else {
+        "StartInstances"
+    };
+    let state = instance.text("instanceState/name");
+    let already = if fence {
+        matches!(state, "stopped" | "stopping")
+    } else {
+        matches!(state, "running" | "pending")
+    };
+    if !already {
+        aws.ec2(
+            &Params::action(action)
+                .set("InstanceId.1", req.workload_id.clone())
+                .0,
+        )?;
+    }
+    let kind = if fence {
+        OperationKind::Fence
+    } else {
+        OperationKind::Unfence
+    };
+    Ok(op(
+        kind,
+        &req.site,
+        format!("{}:{}", req.workload_id, req.epoch.max(recorded)),
+    ))
+}
+
+pub fn fence_status(op: &Operation, fence: bool) -> Result<OperationState, ProviderError> {
+    let aws = connect(&op.site)?;
+    let (id, epoch) = op.id.rsplit_once(':').ok_or_else(|| {
+        ProviderError::InvalidRequest(format!("'{}' is not a fence handle", op.id))
+    })?;
+    let instance = ec2::instance(&aws, id)?;
+    let power = ec2::power(&instance);
+    let state = instance.text("instanceState/name");
+    let done = if fence {
+        state == "stopped"
+    } else {
+        power == PowerState::Running
+    };
+    if !done {
+        return Ok(OperationState::Running(Running {
+            percent: None,
+            detail: format!("instance {id} is {state}"),
+        }));
+    }
+    Ok(OperationState::Succeeded(Outcome::Fenced(FenceReport {
+        workload_id: id.to_owned(),
+        epoch: epoch.parse().unwrap_or(0),
+        write_blocked: fence,
+    })))
+}
+
+/// Cleanup runs to the end in the call (terminations and deletions are
+/// accepted at once); the handle carries what was removed.
+pub fn cleanup(req: CleanupRequest) -> Result<Operation, ProviderError> {
+    let aws = connect(&req.site)?;
+    let mut removed = Vec::new();
+    match &req.scope {
+        CleanupScope::Drill(sandbox) => drill(&aws, sandbox, &mut removed)?,
+        CleanupScope::RecoveryPoints(ids) => {
+            for id in ids {
+                for s in points::snapshots(&aws, id)? {
+                    delete(
+                        &aws,
+                        "DeleteSnapshot",
+                        "SnapshotId",
+                        s.text("snapshotId"),
+                        &mut removed,
+                    )?;
+                }
+            }
+        }
+        // Nothing is staged for transfers: export/import are not offered.
+        CleanupScope::Transfers(_) => {}
+    }
+    Ok(op(OperationKind::Cleanup, &req.site, removed.join(",")))
+}
+
+fn delete(
+    aws: &Aws,
+    action: &str,
+    field: &str,
+    id: &str,
+    removed: &mut Vec<String>,
+) -> Result<(), ProviderError> {
+    match aws.ec2(&Params::action(action).set(field, id).0) {
+        Ok(_) | Err(ProviderError::NotFound(_)) => {
+            removed.push(id.to_owned());
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn drill(aws: &Aws, sandbox: &str, removed: &mut Vec<String>) -> Result<(), ProviderError> {
+    let label = format!("tag:{}", "rebound/drill");
+    let instances = ec2::instances(
+        aws,
+        Params::action("DescribeInstances").filter(&label, sandbox),
+    )?;
+    let volumes: Vec<String> = instances
+        .iter()
+        .flat_map(|i| {
+            i.items("blockDeviceMapping")
+                .map(|m| m.text("ebs/volumeId").to_owned())
+        })
+        .collect();
+    let ids: Vec<String> = instances
+        .iter()
+        .map(|i| i.text("instanceId").to_owned())
+        .collect();
+    if !ids.is_empty() {
+        aws.ec2(
+            &Params::action("TerminateInstances")
+                .list("InstanceId", &ids)
+                .0,
+        )?;
+        removed.extend(ids);
+    }
+    for v in volumes {
+        // Volumes deleted on termination are already gone.
+        match aws.ec2(&Params::action("DeleteVolume").set("VolumeId", v.clone()).0) {
+            Ok(_) => removed.push(v),
+            Err(
+                ProviderError::NotFound(_)
+                | ProviderError::Conflict(_)
+                | ProviderError::InvalidRequest(_),
+            ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let images = aws.ec2(
+        &Params::action("DescribeImages")
+            .set("Owner.1", "self")
+            .filter(&label, sandbox)
+            .0,
+    )?;
+    for image in images.items("imagesSet") {
+        delete(
+            aws,
+            "DeregisterImage",
+            "ImageId",
+            image.text("imageId"),
+            removed,
+        )?;
+    }
+    Ok(())
+}
+
+pub fn cleanup_status(op: &Operation) -> OperationState {
+    OperationState::Succeeded(Outcome::Cleaned(CleanupReport {
+        removed: op
+            .id
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    }))
+}
