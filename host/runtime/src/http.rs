@@ -172,9 +172,10 @@ async fn send(
         }
         match std::str::from_utf8(&body) {
             Ok(text) if mine.iter().any(|p| text.contains(&p.token)) => {
+                let encoding = BodyEncoding::of(&parts.headers);
                 let mut filled = text.to_owned();
                 for p in &mine {
-                    filled = filled.replace(&p.token, &p.value);
+                    filled = filled.replace(&p.token, &encoding.encode(&p.value));
                 }
                 Bytes::from(filled)
             }
@@ -419,5 +420,83 @@ impl Body for CappedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.incoming.size_hint()
+    }
+}
+
+/// How a secret's value is written where its placeholder stands in a body:
+/// escaped as the body's media type needs, so a password holding `"`, `&`
+/// or `%` arrives as itself and cannot break (or inject into) the document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyEncoding {
+    /// Inside a JSON string: the value JSON-escaped, without quotes.
+    Json,
+    /// A form field (`application/x-www-form-urlencoded`): percent-encoded.
+    Form,
+    /// Anything else: the value as it is.
+    Raw,
+}
+
+impl BodyEncoding {
+    fn of(headers: &http::HeaderMap) -> Self {
+        let media = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if media == "application/x-www-form-urlencoded" {
+            Self::Form
+        } else if media == "application/json" || media.ends_with("+json") {
+            Self::Json
+        } else {
+            Self::Raw
+        }
+    }
+
+    fn encode(self, value: &str) -> String {
+        match self {
+            Self::Json => {
+                let quoted = serde_json::Value::from(value).to_string();
+                quoted[1..quoted.len() - 1].to_owned()
+            }
+            Self::Form => form_urlencoded::byte_serialize(value.as_bytes()).collect(),
+            Self::Raw => value.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod body_encoding_tests {
+    use super::BodyEncoding;
+
+    fn headers(content_type: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            content_type.parse().expect("value"),
+        );
+        h
+    }
+
+    #[test]
+    fn a_secret_is_escaped_as_the_body_needs() {
+        let secret = r#"p"a&ss=w%rd+\ü"#;
+        let json = BodyEncoding::of(&headers("application/json; charset=utf-8"));
+        let body = format!(r#"{{"password": "{}"}}"#, json.encode(secret));
+        let parsed: serde_json::Value = serde_json::from_str(&body).expect("still JSON");
+        assert_eq!(parsed["password"], secret);
+
+        let form = BodyEncoding::of(&headers("application/x-www-form-urlencoded"));
+        let body = format!("username=a&password={}", form.encode(secret));
+        let fields: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+        assert_eq!(fields[1], ("password".to_owned(), secret.to_owned()));
+
+        assert_eq!(
+            BodyEncoding::of(&headers("text/plain")).encode(secret),
+            secret
+        );
+        assert_eq!(BodyEncoding::of(&http::HeaderMap::new()), BodyEncoding::Raw);
     }
 }
