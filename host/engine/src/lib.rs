@@ -554,7 +554,20 @@ impl Executor {
                         }
                     }
                     Call::Start(Err(e)) => Some(Err(e.to_string())),
-                    Call::Poll(Ok(Progress::Running) | Err(StepError::Retryable(_))) => None,
+                    Call::Poll(Ok(Progress::Running)) => None,
+                    // A poll that fails retryably is polled again, but not
+                    // past the phase's RTO budget: an operation that keeps
+                    // failing must not hold the run without a word.
+                    Call::Poll(Err(StepError::Retryable(reason))) => match budget {
+                        Some(b) if now_ms() > b.deadline_ms => Some(Err(format!(
+                            "{reason} (still failing when the phase's RTO budget of {} s ran out)",
+                            b.rto_ms / 1000
+                        ))),
+                        _ => {
+                            tracing::warn!(run = %step.run, step = step.seq, "polling again: {reason}");
+                            None
+                        }
+                    },
                     Call::Poll(Ok(Progress::Done(output))) => Some(Ok(output)),
                     Call::Poll(Ok(Progress::Failed(reason)) | Err(StepError::Fatal(reason))) => {
                         Some(Err(reason))

@@ -384,3 +384,52 @@ async fn retries_stop_where_the_phase_rto_budget_ends() {
     let stored = store.steps(&run.id).await.expect("steps");
     assert!((4..=5).contains(&stored[0].attempts), "{stored:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_whose_polls_keep_failing_ends_with_the_rto_budget() {
+    /// Started, then every poll fails retryably (a data plane answering
+    /// 5xx, say).
+    struct Unreachable;
+    impl StepRunner for Unreachable {
+        fn start<'a>(&'a self, _: &'a StepRecord) -> BoxFuture<'a, Result<Started, StepError>> {
+            Box::pin(async { Ok(Started::Operation(json!({"op": "copy-1"}))) })
+        }
+        fn poll<'a>(
+            &'a self,
+            _: &'a StepRecord,
+            _: &'a Value,
+        ) -> BoxFuture<'a, Result<Progress, StepError>> {
+            Box::pin(async { Err(StepError::Retryable("503 from the data plane".into())) })
+        }
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = rebound_store::testing::fresh_sqlite(dir.path())
+        .await
+        .expect("store");
+    let mut plan = PlanDocument::from_yaml(PLAN).expect("plan");
+    plan.objectives.failover.rto = rebound_domain::Span::secs(1);
+    store.put_plan(&plan, "test").await.expect("plan");
+    let step = NewStep {
+        name: "copy".into(),
+        input: json!({}),
+    };
+    store
+        .create_run_with_steps("shop", Workflow::Drill, None, "t", &[step])
+        .await
+        .expect("run");
+    let executor = Executor::new(
+        store.clone(),
+        Arc::new(Unreachable),
+        ExecutorConfig {
+            poll_interval: Duration::from_millis(50),
+            lease: Duration::from_secs(10),
+            ..ExecutorConfig::new("host")
+        },
+    );
+    let (_, outcome) = executor.work_once().await.expect("work").expect("run");
+    let Outcome::Failed { error, .. } = outcome else {
+        panic!("expected a failure, got {outcome:?}");
+    };
+    assert!(error.contains("RTO budget of 1 s"), "{error}");
+    assert!(error.contains("503 from the data plane"), "{error}");
+}
