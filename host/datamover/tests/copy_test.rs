@@ -240,12 +240,18 @@ async fn a_corrupted_block_is_caught_before_cutover() {
     .await
     .expect("copy");
 
-    // Bit rot on the target after the copy.
+    // Bit rot on the target after the copy: one byte's bits flipped (a
+    // fixed value would change nothing where the random data already held
+    // it, one time in 256).
     let file = std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .open(&dst)
         .expect("open");
-    file.write_all_at(&[0xFF], 7 * BLOCK + 123)
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, 7 * BLOCK + 123)
+        .expect("read");
+    file.write_all_at(&[!byte[0]], 7 * BLOCK + 123)
         .expect("corrupt");
     let err = verify_endpoints(&source, &target, BLOCK)
         .await
