@@ -285,9 +285,15 @@ impl Store {
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true)
         });
-        let db = Database::connect(options).await?;
-        migrate::migrate(&db, &url).await?;
-        Ok(Self { db })
+        let lock = migrate::MigrationLock::acquire(&url).await?;
+        let migrated = async {
+            let db = Database::connect(options).await?;
+            migrate::migrate(&db).await?;
+            Ok::<_, StoreError>(db)
+        }
+        .await;
+        lock.release().await;
+        Ok(Self { db: migrated? })
     }
 
     /// Connect without migrating (to create databases, say).

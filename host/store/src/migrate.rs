@@ -1,7 +1,7 @@
 //! Bringing the schema up to date, one host at a time. The hosts of one
 //! deployment start together (a Deployment's replicas, a restart of every
 //! host after an upgrade); two applying the same migration at once fail on
-//! each other's half-made tables. So the migrations run under a lock that
+//! each other's half-made tables. So connecting and migrating run under a lock that
 //! the database's other users cannot miss and that a dead process cannot
 //! keep: on PostgreSQL a session advisory lock held on a connection of its
 //! own (the server drops it with the connection), on SQLite an OS lock on
@@ -20,36 +20,64 @@ use crate::StoreError;
 /// `pg_locks` can tell whose it is.
 const ADVISORY_KEY: i64 = 0x0072_6562_6f75_6e64;
 
-/// Apply the migrations `db` lacks, holding the lock for `url`'s database.
-pub(crate) async fn migrate(db: &DatabaseConnection, url: &str) -> Result<(), StoreError> {
-    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        let mut lock = sqlx::PgConnection::connect(url)
-            .await
-            .map_err(|e| lock_error(format!("connecting for the migration lock: {e}")))?;
-        sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(ADVISORY_KEY)
-            .execute(&mut lock)
-            .await
-            .map_err(|e| lock_error(format!("taking the migration lock: {e}")))?;
-        let migrated = Migrator::up(db, None).await;
-        // Closing the session releases the lock, whatever happened.
-        let _ = lock.close().await;
-        return Ok(migrated?);
+/// The lock for one database, held while a host connects and migrates.
+pub(crate) enum MigrationLock {
+    /// A session of its own holding the advisory lock.
+    Postgres(sqlx::PgConnection),
+    /// The open, locked `<file>.migrate.lock`.
+    Sqlite(std::fs::File),
+    /// An in-memory database: nobody else to wait for.
+    None,
+}
+
+impl MigrationLock {
+    /// Wait for the lock of `url`'s database. On SQLite it is taken before
+    /// the first connection opens: a fresh file's first connection switches
+    /// it to WAL, which needs the file to itself — two hosts doing that at
+    /// once fail with "database is locked" whatever the busy timeout.
+    pub(crate) async fn acquire(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let mut session = sqlx::PgConnection::connect(url)
+                .await
+                .map_err(|e| lock_error(format!("connecting for the migration lock: {e}")))?;
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(ADVISORY_KEY)
+                .execute(&mut session)
+                .await
+                .map_err(|e| lock_error(format!("taking the migration lock: {e}")))?;
+            return Ok(Self::Postgres(session));
+        }
+        let Some(path) = sqlite_lock_path(url) else {
+            return Ok(Self::None);
+        };
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::create(&path)
+                .map_err(|e| lock_error(format!("{}: {e}", path.display())))?;
+            file.lock()
+                .map_err(|e| lock_error(format!("{}: {e}", path.display())))?;
+            Ok(Self::Sqlite(file))
+        })
+        .await
+        .map_err(|e| lock_error(e.to_string()))?
     }
-    let _lock = match sqlite_lock_path(url) {
-        Some(path) => Some(
-            tokio::task::spawn_blocking(move || {
-                let file = std::fs::File::create(&path)
-                    .map_err(|e| lock_error(format!("{}: {e}", path.display())))?;
-                file.lock()
-                    .map_err(|e| lock_error(format!("{}: {e}", path.display())))?;
-                Ok::<_, StoreError>(file)
-            })
-            .await
-            .map_err(|e| lock_error(e.to_string()))??,
-        ),
-        None => None,
-    };
+
+    /// Let the next host go: closing the session or the file drops the lock
+    /// (as the server or the kernel would for a dead process).
+    pub(crate) async fn release(self) {
+        match self {
+            Self::Postgres(session) => {
+                let _ = session.close().await;
+            }
+            Self::Sqlite(file) => {
+                let _ = file.unlock();
+            }
+            Self::None => {}
+        }
+    }
+}
+
+/// Apply the migrations `db` lacks; the caller holds the [`MigrationLock`].
+pub(crate) async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
     Ok(Migrator::up(db, None).await?)
 }
 
