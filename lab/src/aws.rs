@@ -23,6 +23,7 @@
 // boxing every one would only add noise to a simulator.
 #![allow(clippy::result_large_err)]
 
+mod appliance;
 mod ebs;
 mod faults;
 mod front;
@@ -141,6 +142,10 @@ pub(crate) struct State {
     pub effects: HashMap<String, usize>,
     /// EBS direct `StartSnapshot` client tokens → the snapshot started.
     pub tokens: HashMap<String, String>,
+    /// The mover appliance's AMI in each region.
+    pub mover_images: std::collections::HashSet<String>,
+    /// The agents of running mover appliances, by instance id.
+    pub agents: HashMap<String, crate::mover::Agent>,
 }
 
 pub(crate) struct Shared {
@@ -225,6 +230,7 @@ impl AwsSite {
             _tempdir: tempdir,
             _shutdown: tx,
         };
+        appliance::register_images(&site.shared).await?;
         if site.shared.options.seed {
             seed::workloads(&site).await?;
         }

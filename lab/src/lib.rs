@@ -11,6 +11,7 @@ pub mod disk;
 pub mod example;
 pub mod faults;
 pub mod kubevirt;
+mod mover;
 pub mod openstack;
 pub mod ovirt;
 pub mod tls;
@@ -34,4 +35,10 @@ pub(crate) async fn listen(port: u16) -> std::io::Result<tokio::net::TcpListener
             ),
             _ => e,
         })
+}
+
+/// `n` random bytes as hex (Keystone ids are 32 hex digits; transfer tokens).
+pub(crate) fn random_hex(n: usize) -> String {
+    let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();
+    hex::encode(bytes)
 }

@@ -209,7 +209,7 @@ pub(crate) fn form(s: &str) -> HashMap<String, String> {
 /// Keep the data files in step with what EC2 did, and make snapshots take
 /// time: returns the reply to send.
 fn observe_ec2(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     region: &str,
     action: &str,
     params: &HashMap<String, String>,
@@ -274,6 +274,11 @@ fn observe_ec2(
                 .filter_map(|(device, vol)| Some((*from.get(device)?, vol)))
                 .filter(|(snap, _)| shared.disks.exists(snap))
                 .try_for_each(|(snap, vol)| restore(shared, snap, vol, None))
+                .and_then(|()| super::appliance::launched(shared, region, params, &reply))
+        }
+        "TerminateInstances" => {
+            super::appliance::terminated(shared, params);
+            Ok(())
         }
         "DeleteSnapshot" => {
             if let Some(snap) = params.get("SnapshotId") {
@@ -326,7 +331,7 @@ fn restore(shared: &Shared, snap: &str, vol: &str, size_gib: Option<u64>) -> std
 }
 
 /// `(deviceName, volumeId)` pairs of a reply's block device mappings.
-fn device_volumes(reply: &str) -> Vec<(&str, &str)> {
+pub(crate) fn device_volumes(reply: &str) -> Vec<(&str, &str)> {
     let mut out = Vec::new();
     let mut rest = reply;
     while let Some(at) = rest.find("<deviceName>") {

@@ -16,29 +16,17 @@
 
 use std::time::Duration;
 
-use rebound_datamover::agent::{AgentConfig, serve};
 use serde_json::json;
 
-use super::state::{Api, Region, random_hex, set, str_of};
+pub use crate::mover::IMAGE_NAME;
 
-/// The image name the simulator treats as the mover appliance.
-pub const IMAGE_NAME: &str = "rebound-mover";
-
-/// A running agent; dropping it (its server deleted) stops it.
-pub(crate) struct Agent(tokio::task::AbortHandle);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+use super::state::{Api, Region, set, str_of};
 
 pub(super) fn is_mover_image(r: &Region, image: &str) -> bool {
     r.images
         .get(image)
         .is_some_and(|i| str_of(i, "name") == IMAGE_NAME)
 }
-
 /// Bring appliance `server` up after the build latency: start its agent,
 /// publish it, and turn the server `ACTIVE` (or `ERROR` with a fault when
 /// the agent cannot start).
@@ -90,21 +78,7 @@ async fn start(
     api: &Api,
     volume: &str,
     writable: bool,
-) -> std::io::Result<(String, String, Agent)> {
+) -> std::io::Result<(String, String, crate::mover::Agent)> {
     let path = api.shared.disks.path(&super::cinder::volume_file(volume))?;
-    std::fs::metadata(&path)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/disk", listener.local_addr()?);
-    let token = random_hex(24);
-    let config = AgentConfig {
-        path,
-        token: token.clone(),
-        writable,
-    };
-    let task = tokio::spawn(async move {
-        if let Err(e) = serve(listener, config).await {
-            tracing::warn!("OpenStack lab: mover appliance agent stopped: {e}");
-        }
-    });
-    Ok((url, token, Agent(task.abort_handle())))
+    crate::mover::start(path, writable, "OpenStack").await
 }

@@ -42,7 +42,7 @@ pub(crate) struct Region {
     /// which floating IPs name.
     pub router_id: String,
     /// The mover agents of running mover appliances, by server id.
-    pub agents: HashMap<String, super::mover::Agent>,
+    pub agents: HashMap<String, crate::mover::Agent>,
 }
 
 impl Region {
@@ -230,11 +230,7 @@ pub(crate) fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// `n` random bytes as hex (Keystone ids are 32 hex digits).
-pub(crate) fn random_hex(n: usize) -> String {
-    let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();
-    hex::encode(bytes)
-}
+pub(crate) use crate::random_hex;
 
 /// `2024-05-01T12:00:00Z` (Nova, Neutron, Glance, Octavia).
 pub(crate) fn time_z() -> String {
