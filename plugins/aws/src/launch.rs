@@ -1,6 +1,7 @@
 //! Instances: materialize (an AMI registered from the point's boot
 //! snapshot, RunInstances with the point's snapshots mapped and the
-//! idempotency key as ClientToken and tag), fence/unfence (Stop/Start with
+//! idempotency key as ClientToken and tag; imported volumes are snapshotted
+//! first and launched from once those complete), fence/unfence (Stop/Start with
 //! the fencing epoch tagged), and cleanup of drill sandboxes and points.
 
 use sha2::{Digest, Sha256};
@@ -14,6 +15,8 @@ use rebound_plugin_sdk::{
 use crate::client::{Aws, Params, connect};
 use crate::ec2::{self, KEY_TAG};
 use crate::points;
+use crate::transfer::STAGING_TAG;
+use crate::xml::Node;
 
 fn token(key: &str) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..24])
@@ -29,141 +32,286 @@ const DEVICES: &[&str] = &[
     "/dev/sdf",
 ];
 
+/// What to launch, from a materialize request or (for a launch that waits
+/// on staging snapshots) from the tags it left on them.
+struct Launch {
+    key: String,
+    name: String,
+    kind: String,
+    subnet: Option<String>,
+    group: Option<String>,
+    labels: Vec<(String, String)>,
+    start: bool,
+}
+
+const GROUP_TAG: &str = "rebound:group";
+const START_TAG: &str = "rebound:start";
+
+impl Launch {
+    fn of(req: &MaterializeRequest) -> Self {
+        let subnet = if req.isolated {
+            site::get(&req.site, "isolated_subnet")
+        } else {
+            req.spec
+                .nics
+                .first()
+                .and_then(|n| req.networks.iter().find(|m| m.source_network == n.network))
+                .map(|m| m.target_network.clone())
+                .or_else(|| site::get(&req.site, "subnet"))
+        };
+        let group = site::get(
+            &req.site,
+            if req.isolated {
+                "isolated_security_group"
+            } else {
+                "security_group"
+            },
+        );
+        Self {
+            key: req.key.clone(),
+            name: req.spec.name.clone(),
+            kind: ec2::type_for(req.spec.cpus, req.spec.memory_mib).to_owned(),
+            subnet,
+            group,
+            labels: req.spec.labels.clone(),
+            start: req.start,
+        }
+    }
+
+    fn tags(&self) -> Vec<(String, String)> {
+        let mut tags: Vec<(String, String)> = vec![
+            (ec2::NAME_TAG.into(), self.name.clone()),
+            (ec2::TYPE_TAG.into(), self.kind.clone()),
+            (ec2::LABELS_TAG.into(), ec2::encode_labels(&self.labels)),
+            (START_TAG.into(), self.start.to_string()),
+        ];
+        tags.extend(self.subnet.clone().map(|s| (ec2::SUBNET_TAG.into(), s)));
+        tags.extend(self.group.clone().map(|g| (GROUP_TAG.into(), g)));
+        tags
+    }
+
+    fn from_tags(key: &str, snapshot: &Node) -> Self {
+        let tag = |k: &str| snapshot.tag(k).filter(|v| !v.is_empty());
+        Self {
+            key: key.to_owned(),
+            name: tag(ec2::NAME_TAG).unwrap_or_default(),
+            kind: tag(ec2::TYPE_TAG).unwrap_or_else(|| "t3.small".into()),
+            subnet: tag(ec2::SUBNET_TAG),
+            group: tag(GROUP_TAG),
+            labels: ec2::decode_labels(&tag(ec2::LABELS_TAG).unwrap_or_default()),
+            start: tag(START_TAG).as_deref() != Some("false"),
+        }
+    }
+
+    /// Register an AMI from `snaps` (boot disk first) and run the
+    /// instance; both found again by the key's tag on a repeated call.
+    fn run(&self, aws: &Aws, snaps: &[Node]) -> Result<String, ProviderError> {
+        let mut tags: Vec<(String, String)> = vec![
+            ("Name".into(), self.name.clone()),
+            (KEY_TAG.into(), self.key.clone()),
+        ];
+        tags.extend(self.labels.iter().filter(|(k, _)| k != "Name").cloned());
+        // The boot disk's snapshot becomes an AMI, as on AWS an instance
+        // boots only from an image; found again by its tag on a repeated call.
+        let images = aws.ec2(
+            &Params::action("DescribeImages")
+                .set("Owner.1", "self")
+                .filter(&format!("tag:{KEY_TAG}"), &self.key)
+                .0,
+        )?;
+        let mapping = |p: Params| {
+            snaps.iter().enumerate().fold(p, |p, (i, s)| {
+                p.set(
+                    format!("BlockDeviceMapping.{}.DeviceName", i + 1),
+                    DEVICES[i.min(DEVICES.len() - 1)],
+                )
+                .set(
+                    format!("BlockDeviceMapping.{}.Ebs.SnapshotId", i + 1),
+                    s.text("snapshotId"),
+                )
+                .set(
+                    format!("BlockDeviceMapping.{}.Ebs.DeleteOnTermination", i + 1),
+                    "true",
+                )
+            })
+        };
+        let image = match images.items("imagesSet").next() {
+            Some(i) => i.text("imageId").to_owned(),
+            None => {
+                let reply = aws.ec2(
+                    &mapping(Params::action("RegisterImage"))
+                        .set("Name", format!("rebound-{}", token(&self.key)))
+                        .set("RootDeviceName", DEVICES[0])
+                        .set("VirtualizationType", "hvm")
+                        .set("Architecture", "x86_64")
+                        .0,
+                )?;
+                let image = reply.text("imageId").to_owned();
+                ec2::tag(aws, std::slice::from_ref(&image), &tags)?;
+                image
+            }
+        };
+        let mut run = mapping(Params::action("RunInstances"))
+            .set("ImageId", image)
+            .set("InstanceType", self.kind.clone())
+            .set("MinCount", "1")
+            .set("MaxCount", "1")
+            .set("ClientToken", token(&self.key))
+            .tag_spec("instance", &tags);
+        if let Some(subnet) = &self.subnet {
+            run = run.set("SubnetId", subnet.clone());
+        }
+        if let Some(group) = &self.group {
+            run = run.set("SecurityGroupId.1", group.clone());
+        }
+        let reply = aws.ec2(&run.0)?;
+        let mut found = Vec::new();
+        reply.all("instanceId", &mut found);
+        let id = found
+            .first()
+            .map(|n| n.text.trim().to_owned())
+            .ok_or_else(|| {
+                ProviderError::ProviderFailed("RunInstances returned no instance".into())
+            })?;
+        if !self.start {
+            aws.ec2(
+                &Params::action("StopInstances")
+                    .set("InstanceId.1", id.clone())
+                    .0,
+            )?;
+        }
+        Ok(id)
+    }
+}
+
+/// The instance launched under `key`, if any.
+fn launched(aws: &Aws, key: &str) -> Result<Option<Node>, ProviderError> {
+    Ok(ec2::instances(
+        aws,
+        Params::action("DescribeInstances").filter(&format!("tag:{KEY_TAG}"), key),
+    )?
+    .into_iter()
+    .next())
+}
+
 pub fn materialize(req: MaterializeRequest) -> Result<Operation, ProviderError> {
     let aws = connect(&req.site)?;
     let suffix = if req.start { "" } else { ":stopped" };
-    let existing = ec2::instances(
-        &aws,
-        Params::action("DescribeInstances").filter(&format!("tag:{KEY_TAG}"), &req.key),
-    )?;
-    if let Some(instance) = existing.first() {
+    if let Some(instance) = launched(&aws, &req.key)? {
         return Ok(op(
             OperationKind::Materialize,
             &req.site,
             format!("{}{suffix}", instance.text("instanceId")),
         ));
     }
-    let point = match &req.source {
-        DiskSource::RecoveryPoint(id) => id.clone(),
-        DiskSource::Volumes(_) => {
-            return Err(ProviderError::Unsupported(
-                "the AWS plugin materializes from recovery points (EBS snapshots) only; \
-                 import-disk is not offered"
-                    .into(),
+    let launch = Launch::of(&req);
+    let snaps = match &req.source {
+        DiskSource::RecoveryPoint(point) => {
+            let snaps = points::ordered(points::snapshots(&aws, point)?);
+            if snaps.is_empty() {
+                return Err(ProviderError::NotFound(format!(
+                    "recovery point '{point}' on site '{}'",
+                    req.site
+                )));
+            }
+            if let Some(s) = snaps.iter().find(|s| s.text("status") != "completed") {
+                return Err(ProviderError::Conflict(format!(
+                    "snapshot {} of '{point}' is {}, not completed",
+                    s.text("snapshotId"),
+                    s.text("status")
+                )));
+            }
+            snaps
+        }
+        DiskSource::Volumes(volumes) => {
+            stage(&aws, &req, volumes, &launch)?;
+            return Ok(op(
+                OperationKind::Materialize,
+                &req.site,
+                format!("{STAGED}{}", req.key),
             ));
         }
     };
-    let snaps = points::ordered(points::snapshots(&aws, &point)?);
-    if snaps.is_empty() {
-        return Err(ProviderError::NotFound(format!(
-            "recovery point '{point}' on site '{}'",
-            req.site
-        )));
-    }
-    if let Some(s) = snaps.iter().find(|s| s.text("status") != "completed") {
-        return Err(ProviderError::Conflict(format!(
-            "snapshot {} of '{point}' is {}, not completed",
-            s.text("snapshotId"),
-            s.text("status")
-        )));
-    }
-    let mut tags: Vec<(String, String)> = vec![
-        ("Name".into(), req.spec.name.clone()),
-        (KEY_TAG.into(), req.key.clone()),
-    ];
-    tags.extend(req.spec.labels.iter().filter(|(k, _)| k != "Name").cloned());
-    // The boot disk's snapshot becomes an AMI, as on AWS an instance boots
-    // only from an image; found again by its tag on a repeated call.
-    let images = aws.ec2(
-        &Params::action("DescribeImages")
-            .set("Owner.1", "self")
-            .filter(&format!("tag:{KEY_TAG}"), &req.key)
-            .0,
-    )?;
-    let mapping = |p: Params| {
-        snaps.iter().enumerate().fold(p, |p, (i, s)| {
-            p.set(
-                format!("BlockDeviceMapping.{}.DeviceName", i + 1),
-                DEVICES[i.min(DEVICES.len() - 1)],
-            )
-            .set(
-                format!("BlockDeviceMapping.{}.Ebs.SnapshotId", i + 1),
-                s.text("snapshotId"),
-            )
-            .set(
-                format!("BlockDeviceMapping.{}.Ebs.DeleteOnTermination", i + 1),
-                "true",
-            )
-        })
-    };
-    let image = match images.items("imagesSet").next() {
-        Some(i) => i.text("imageId").to_owned(),
-        None => {
-            let reply = aws.ec2(
-                &mapping(Params::action("RegisterImage"))
-                    .set("Name", format!("rebound-{}", token(&req.key)))
-                    .set("RootDeviceName", DEVICES[0])
-                    .set("VirtualizationType", "hvm")
-                    .set("Architecture", "x86_64")
-                    .0,
-            )?;
-            let image = reply.text("imageId").to_owned();
-            ec2::tag(&aws, std::slice::from_ref(&image), &tags)?;
-            image
-        }
-    };
-    let subnet = if req.isolated {
-        site::get(&req.site, "isolated_subnet")
-    } else {
-        req.spec
-            .nics
-            .first()
-            .and_then(|n| req.networks.iter().find(|m| m.source_network == n.network))
-            .map(|m| m.target_network.clone())
-            .or_else(|| site::get(&req.site, "subnet"))
-    };
-    let group = site::get(
-        &req.site,
-        if req.isolated {
-            "isolated_security_group"
-        } else {
-            "security_group"
-        },
-    );
-    let mut run = mapping(Params::action("RunInstances"))
-        .set("ImageId", image)
-        .set(
-            "InstanceType",
-            ec2::type_for(req.spec.cpus, req.spec.memory_mib),
-        )
-        .set("MinCount", "1")
-        .set("MaxCount", "1")
-        .set("ClientToken", token(&req.key))
-        .tag_spec("instance", &tags);
-    if let Some(subnet) = subnet {
-        run = run.set("SubnetId", subnet);
-    }
-    if let Some(group) = group {
-        run = run.set("SecurityGroupId.1", group);
-    }
-    let reply = aws.ec2(&run.0)?;
-    let mut found = Vec::new();
-    reply.all("instanceId", &mut found);
-    let id = found
-        .first()
-        .map(|n| n.text.trim().to_owned())
-        .ok_or_else(|| ProviderError::ProviderFailed("RunInstances returned no instance".into()))?;
-    if !req.start {
-        aws.ec2(
-            &Params::action("StopInstances")
-                .set("InstanceId.1", id.clone())
-                .0,
-        )?;
-    }
+    let id = launch.run(&aws, &snaps)?;
     Ok(op(
         OperationKind::Materialize,
         &req.site,
         format!("{id}{suffix}"),
+    ))
+}
+
+/// A materialize handle that waits on staging snapshots: `staged:KEY`.
+const STAGED: &str = "staged:";
+
+/// Snapshot each imported volume (an instance boots only from an AMI, and
+/// an AMI is made of snapshots), tagged with the key, the disk's order and
+/// what to launch once they complete. Idempotent: a volume snapshotted
+/// already is skipped.
+fn stage(
+    aws: &Aws,
+    req: &MaterializeRequest,
+    volumes: &[String],
+    launch: &Launch,
+) -> Result<(), ProviderError> {
+    if volumes.is_empty() {
+        return Err(ProviderError::InvalidRequest(
+            "materialize needs at least one volume".into(),
+        ));
+    }
+    let done = staged(aws, &req.key)?;
+    for (i, volume) in volumes.iter().enumerate() {
+        if done
+            .iter()
+            .any(|s| s.tag(ec2::DISK_TAG).as_deref() == Some(volume.as_str()))
+        {
+            continue;
+        }
+        let mut tags = launch.tags();
+        tags.extend([
+            (KEY_TAG.to_owned(), req.key.clone()),
+            (STAGING_TAG.to_owned(), "materialize".to_owned()),
+            (ec2::DISK_TAG.to_owned(), volume.clone()),
+            (
+                ec2::DEVICE_TAG.to_owned(),
+                DEVICES[i.min(DEVICES.len() - 1)].to_owned(),
+            ),
+            (
+                ec2::BOOT_TAG.to_owned(),
+                if i == 0 { "1".into() } else { String::new() },
+            ),
+            (
+                "Name".to_owned(),
+                format!("{} disk {i} (rebound)", launch.name),
+            ),
+        ]);
+        aws.ec2(
+            &Params::action("CreateSnapshot")
+                .set("VolumeId", volume.clone())
+                .set(
+                    "Description",
+                    format!("Rebound: disk {i} of {} to launch", launch.name),
+                )
+                .tag_spec("snapshot", &tags)
+                .0,
+        )?;
+    }
+    Ok(())
+}
+
+/// The staging snapshots of materialize `key`, boot disk first.
+fn staged(aws: &Aws, key: &str) -> Result<Vec<Node>, ProviderError> {
+    let reply = aws.ec2(
+        &Params::action("DescribeSnapshots")
+            .set("Owner.1", "self")
+            .filter(&format!("tag:{KEY_TAG}"), key)
+            .0,
+    )?;
+    Ok(points::ordered(
+        reply
+            .items("snapshotSet")
+            .filter(|s| s.tag(STAGING_TAG).as_deref() == Some("materialize"))
+            .cloned()
+            .collect(),
     ))
 }
 
@@ -178,9 +326,41 @@ fn op(kind: OperationKind, site: &str, id: String) -> Operation {
 pub fn materialize_status(op: &Operation) -> Result<OperationState, ProviderError> {
     let aws = connect(&op.site)?;
     let (id, stopped) = match op.id.strip_suffix(":stopped") {
-        Some(id) => (id, true),
-        None => (op.id.as_str(), false),
+        Some(id) => (id.to_owned(), true),
+        None => (op.id.clone(), false),
     };
+    let (id, stopped) = match id.strip_prefix(STAGED) {
+        None => (id, stopped),
+        Some(key) => {
+            let snaps = staged(&aws, key)?;
+            let Some(first) = snaps.first() else {
+                return Ok(OperationState::Failed(ProviderError::NotFound(format!(
+                    "the staging snapshots of '{key}' are gone from site '{}'",
+                    op.site
+                ))));
+            };
+            let launch = Launch::from_tags(key, first);
+            let id = match launched(&aws, key)? {
+                Some(instance) => instance.text("instanceId").to_owned(),
+                None => {
+                    if let Some(s) = snaps.iter().find(|s| s.text("status") != "completed") {
+                        return Ok(OperationState::Running(Running {
+                            percent: None,
+                            detail: format!(
+                                "snapshot {} of imported volume {} is {}",
+                                s.text("snapshotId"),
+                                s.tag(ec2::DISK_TAG).unwrap_or_default(),
+                                s.text("status")
+                            ),
+                        }));
+                    }
+                    launch.run(&aws, &snaps)?
+                }
+            };
+            (id, !launch.start)
+        }
+    };
+    let id = id.as_str();
     let instance = ec2::instance(&aws, id)?;
     let want = if stopped { "stopped" } else { "running" };
     let state = instance.text("instanceState/name");
@@ -302,8 +482,7 @@ pub fn cleanup(req: CleanupRequest) -> Result<Operation, ProviderError> {
                 }
             }
         }
-        // Nothing is staged for transfers: export/import are not offered.
-        CleanupScope::Transfers(_) => {}
+        CleanupScope::Transfers(ids) => crate::transfer::release(&aws, ids, &mut removed)?,
     }
     Ok(op(OperationKind::Cleanup, &req.site, removed.join(",")))
 }

@@ -22,13 +22,14 @@ mod ec2;
 mod launch;
 mod points;
 mod route;
+mod transfer;
 mod xml;
 
 use rebound_plugin_sdk::{
-    ByteRange, Capabilities, ChangedBlocksRequest, CleanupRequest, FenceRequest, HealthReport,
-    HealthStatus, InventoryFilter, MaterializeRequest, Operation, OperationKind, OperationState,
-    PluginInfo, Provider, ProviderError, RedirectRequest, ReplicateRequest, SnapshotRequest,
-    Workload, register, site,
+    ByteRange, Capabilities, ChangedBlocksRequest, CleanupRequest, DiskFormat, ExportRequest,
+    FenceRequest, HealthReport, HealthStatus, ImportRequest, InventoryFilter, MaterializeRequest,
+    Operation, OperationKind, OperationState, PluginInfo, Provider, ProviderError, RedirectRequest,
+    ReplicateRequest, SnapshotRequest, Workload, register, site,
 };
 
 use crate::client::{Params, connect};
@@ -43,9 +44,11 @@ pub fn describe_info() -> PluginInfo {
             | Capabilities::NATIVE_REPLICATION
             | Capabilities::WEIGHTED_REDIRECT
             | Capabilities::INCREMENTAL_SNAPSHOTS
-            | Capabilities::CHANGED_BLOCKS,
-        export_formats: vec![],
-        import_formats: vec![],
+            | Capabilities::CHANGED_BLOCKS
+            | Capabilities::EXPORT_DISK
+            | Capabilities::IMPORT_DISK,
+        export_formats: vec![DiskFormat::Raw],
+        import_formats: vec![DiskFormat::Raw],
         // EBS snapshots are incremental; AWS sustains one every few minutes
         // per volume comfortably.
         snapshot_granularity_secs: 300,
@@ -102,6 +105,8 @@ impl Provider for AwsProvider {
         let sizes = ec2::volume_sizes(&aws)?;
         Ok(ec2::instances(&aws, Params::action("DescribeInstances"))?
             .iter()
+            // Mover appliances are the plugin's tools, not workloads.
+            .filter(|i| i.tag(transfer::MODE_TAG).is_none())
             .map(|i| ec2::workload(i, &sizes))
             .filter(|w| filter.workload_ids.is_empty() || filter.workload_ids.contains(&w.id))
             .filter(|w| filter.labels.iter().all(|l| w.spec.labels.contains(l)))
@@ -118,6 +123,14 @@ impl Provider for AwsProvider {
 
     fn changed_blocks(req: ChangedBlocksRequest) -> Result<Vec<ByteRange>, ProviderError> {
         points::changed_blocks(req)
+    }
+
+    fn export_disk(req: ExportRequest) -> Result<Operation, ProviderError> {
+        transfer::export_disk(req)
+    }
+
+    fn import_disk(req: ImportRequest) -> Result<Operation, ProviderError> {
+        transfer::import_disk(req)
     }
 
     fn materialize(req: MaterializeRequest) -> Result<Operation, ProviderError> {
@@ -148,11 +161,7 @@ impl Provider for AwsProvider {
             OperationKind::Unfence => launch::fence_status(&op, false),
             OperationKind::Redirect => route::status(&op),
             OperationKind::Cleanup => Ok(launch::cleanup_status(&op)),
-            OperationKind::ExportDisk | OperationKind::ImportDisk => {
-                Err(ProviderError::Unsupported(
-                    "the AWS plugin offers no export-disk or import-disk".into(),
-                ))
-            }
+            OperationKind::ExportDisk | OperationKind::ImportDisk => transfer::status(&op),
         }
     }
 }

@@ -1,0 +1,332 @@
+//! A cross-platform round trip between AWS and KubeVirt through the
+//! engine: the lab's AWS site (moto behind the lab's front, one region) and
+//! the KubeVirt simulator, both reached through their real plugins. Disks
+//! move through the AWS plugin's mover appliance (an instance launched from
+//! the `rebound-mover` AMI with the volume attached) and KubeVirt's export
+//! and import, copied and verified by the host's data mover. Every disk is
+//! compared block for block after each move, the old primary is fenced,
+//! and no mover appliance, instance or snapshot was made twice. On SQLite
+//! and PostgreSQL.
+//!
+//! Needs moto (`lab/fidelity/aws-requirements.txt` in `REBOUND_PYTHON`'s
+//! environment; skipped without it unless `REBOUND_REQUIRE_PYTHON=1`).
+//! `cargo xtask build-plugins`, then
+//! `cargo test -p rebound-engine --test aws_cross_test`.
+
+#[path = "support/cross.rs"]
+mod cross;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cross::{MIB, NS, kubevirt_grant, moved, same, serving_kubevirt, vm_disks};
+use rebound_domain::{PlanDocument, PlanState, Workflow};
+use rebound_engine::{BoundSite, PluginSteps, WORKLOAD_LABEL};
+use rebound_lab::aws::AwsError;
+use rebound_lab::{AwsOptions, AwsSite, KubeVirtOptions, KubeVirtSite};
+use rebound_runtime::SiteGrant;
+use rebound_store::Store;
+use serde_json::json;
+
+struct Lab {
+    aws: AwsSite,
+    kubevirt: KubeVirtSite,
+    steps: Arc<PluginSteps>,
+    /// Seeded instance id → name.
+    names: HashMap<String, String>,
+}
+
+/// The text of every `<tag>…</tag>` in `xml`.
+fn texts<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
+    xml.split(&format!("<{tag}>"))
+        .skip(1)
+        .filter_map(|p| p.split(&format!("</{tag}>")).next())
+        .collect()
+}
+
+/// `(instance id, state, volume ids)` of the instances matching `filter`.
+async fn instances(lab: &AwsSite, filter: (&str, &str)) -> Vec<(String, String, Vec<String>)> {
+    let region = lab.regions()[0].clone();
+    let xml = lab
+        .query(
+            &region,
+            "ec2",
+            &[
+                ("Action", "DescribeInstances"),
+                ("Filter.1.Name", filter.0),
+                ("Filter.1.Value.1", filter.1),
+            ],
+        )
+        .await
+        .expect("DescribeInstances");
+    xml.split("<instancesSet>")
+        .skip(1)
+        .map(|i| {
+            let id = texts(i, "instanceId").last().copied().unwrap_or_default();
+            let state = i
+                .split("<instanceState>")
+                .nth(1)
+                .and_then(|s| texts(s, "name").first().copied())
+                .unwrap_or_default();
+            let volumes = texts(i, "volumeId").into_iter().map(str::to_owned);
+            (id.to_owned(), state.to_owned(), volumes.collect())
+        })
+        .collect()
+}
+
+async fn lab(store: &Store) -> Option<Lab> {
+    let ms = Duration::from_millis;
+    let aws = match AwsSite::start(AwsOptions {
+        regions: vec!["eu-west-1".into()],
+        snapshot_latency: ms(100),
+        dns_latency: ms(100),
+        ..AwsOptions::default()
+    })
+    .await
+    {
+        Ok(site) => site,
+        Err(e @ (AwsError::NoPython | AwsError::MotoMissing(_)))
+            if std::env::var("REBOUND_REQUIRE_PYTHON").as_deref() != Ok("1") =>
+        {
+            eprintln!("skipped: {e}");
+            return None;
+        }
+        Err(e) => panic!("the lab's AWS site: {e}"),
+    };
+    let kubevirt = KubeVirtSite::start(KubeVirtOptions {
+        latency: ms(30),
+        objects: vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})],
+        ..KubeVirtOptions::default()
+    })
+    .await
+    .expect("KubeVirt simulator");
+    let runtime = Arc::new(rebound_runtime::testing::runtime());
+    let options = aws.options();
+    let aws_grant = SiteGrant::new("aws")
+        .config("endpoint", &aws.endpoint())
+        .config("region", &aws.regions()[0])
+        .secret("access_key_id", &options.access_key_id)
+        .secret("secret_access_key", &options.secret_access_key)
+        .grant(&aws.endpoint())
+        .expect("grant");
+    let sites = HashMap::from([
+        (
+            "aws".to_owned(),
+            BoundSite {
+                plugin: rebound_runtime::testing::load(&runtime, "aws").await,
+                grant: aws_grant,
+            },
+        ),
+        (
+            "kubevirt".to_owned(),
+            BoundSite {
+                plugin: rebound_runtime::testing::load(&runtime, "kubevirt").await,
+                grant: kubevirt_grant(&kubevirt),
+            },
+        ),
+    ]);
+    let steps = Arc::new(PluginSteps::new(runtime, store.clone(), sites));
+    let mut names = HashMap::new();
+    for name in ["web-1", "db-1"] {
+        let found = instances(&aws, ("tag:Name", name)).await;
+        names.insert(found[0].0.clone(), name.to_owned());
+    }
+    Some(Lab {
+        aws,
+        kubevirt,
+        steps,
+        names,
+    })
+}
+
+fn plan(lab: &Lab) -> PlanDocument {
+    let id = |name: &str| {
+        lab.names
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(id, _)| id.clone())
+            .expect("workload")
+    };
+    PlanDocument::from_yaml(&format!(
+        r#"
+name: shop
+source: aws
+target: kubevirt
+workloads:
+  - id: {db}
+  - id: {web}
+    depends_on: [{db}]
+replication: {{ mode: data_mover, interval: 5m, retention: 2 }}
+objectives:
+  failover: {{ rto: 30m, rpo: 15m }}
+  failback: {{ rto: 2h, rpo: 0s }}
+"#,
+        db = id("db-1"),
+        web = id("web-1"),
+    ))
+    .expect("plan")
+}
+
+/// The data files of volumes or snapshots of the AWS site.
+fn files(lab: &Lab, ids: &[String]) -> Vec<PathBuf> {
+    ids.iter()
+        .map(|id| lab.aws.disks().path(id).expect("data file"))
+        .collect()
+}
+
+/// The running AWS instance serving plan workload `workload`, newest
+/// epoch: `(instance, volumes)`.
+async fn serving_aws(lab: &Lab, workload: &str) -> Option<(String, Vec<String>)> {
+    let tag = format!("tag:{WORKLOAD_LABEL}");
+    instances(&lab.aws, (&tag, workload))
+        .await
+        .into_iter()
+        .find(|(_, state, _)| state == "running")
+        .map(|(id, _, volumes)| (id, volumes))
+}
+
+async fn aws_to_kubevirt_and_back(store: Store) {
+    let Some(lab) = lab(&store).await else {
+        return;
+    };
+    let plan = plan(&lab);
+    lab.steps.check_feasible(&plan).await.expect("feasible");
+    store.put_plan(&plan, "operator").await.expect("plan");
+    let originals: HashMap<String, Vec<String>> = {
+        let mut out = HashMap::new();
+        for id in lab.names.keys() {
+            let found = instances(&lab.aws, ("instance-id", id)).await;
+            out.insert(id.clone(), found[0].2.clone());
+        }
+        out
+    };
+
+    // The first cycle copies each instance's volumes onto the cluster
+    // through mover appliances; it snapshots them first.
+    let first = cross::run(&store, &lab.steps, "shop", Workflow::Replication).await;
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(moved(&first) > 0, "{first:?}");
+    let points = store.recovery_points("shop").await.expect("points");
+    let at_cycle: HashMap<String, Vec<String>> = points
+        .iter()
+        .filter(|p| p.site == "aws")
+        .map(|p| {
+            let snaps = p.detail["disks"]
+                .as_array()
+                .expect("disks")
+                .iter()
+                .map(|d| d["copy_id"].as_str().expect("copy").to_owned())
+                .collect();
+            (p.workload.clone(), snaps)
+        })
+        .collect();
+    assert_eq!(at_cycle.len(), 2, "{points:?}");
+    let appliances = instances(&lab.aws, ("tag-key", "rebound:mover-mode")).await;
+    assert_eq!(appliances.len(), 3, "one per disk: {appliances:?}");
+    assert!(
+        appliances.iter().all(|(_, state, _)| state == "terminated"),
+        "released after the copy: {appliances:?}"
+    );
+
+    // Written after the cycle: lost on an unplanned failover (the RPO).
+    for volumes in originals.values() {
+        lab.aws
+            .disks()
+            .write(&volumes[0], 7 * MIB, b"written after the cycle")
+            .expect("write");
+    }
+    cross::run(&store, &lab.steps, "shop", Workflow::Failover).await;
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (l.state, l.primary.as_str()),
+        (PlanState::FailedOver, "kubevirt")
+    );
+    let mut on_kubevirt = HashMap::new();
+    for (workload, name) in &lab.names {
+        let vm = serving_kubevirt(&lab.kubevirt, workload)
+            .unwrap_or_else(|| panic!("{name} recovered on the cluster"));
+        assert!(
+            same(
+                &vm_disks(&lab.kubevirt, &vm),
+                &files(&lab, &at_cycle[workload])
+            ),
+            "{name}: the recovery point, every volume block for block"
+        );
+        let old = instances(&lab.aws, ("instance-id", workload)).await;
+        assert_eq!(old[0].1, "stopped", "{name} fenced on AWS");
+        on_kubevirt.insert(name.clone(), vm);
+    }
+
+    // Writes on the new primary; reprotect copies onto the AWS snapshots'
+    // clones, failback onto the reprotected volumes.
+    let web = &on_kubevirt["web-1"];
+    lab.kubevirt
+        .guest_write(NS, web, 0, 40 * MIB, b"written on the cluster")
+        .expect("write");
+    let resync = cross::run(&store, &lab.steps, "shop", Workflow::Reprotect).await;
+    assert_eq!(resync.len(), 2, "{resync:?}");
+    assert_eq!(
+        store.plan("shop").await.expect("plan").lifecycle.state,
+        PlanState::ReadyForFailback
+    );
+    lab.kubevirt
+        .guest_write(NS, web, 0, 60 * MIB, b"last write before failback")
+        .expect("write");
+    let failback = cross::run(&store, &lab.steps, "shop", Workflow::Failback).await;
+    assert!(moved(&failback) > 0, "{failback:?}");
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!((l.state, l.primary.as_str()), (PlanState::Protected, "aws"));
+    for (workload, name) in &lab.names {
+        let (back, volumes) = serving_aws(&lab, workload)
+            .await
+            .unwrap_or_else(|| panic!("{name} back on AWS"));
+        assert_ne!(&back, workload, "{name}: a new incarnation on AWS");
+        let cluster = vm_disks(&lab.kubevirt, &on_kubevirt[name]);
+        assert!(
+            same(&files(&lab, &volumes), &cluster),
+            "{name}: every last write, block for block"
+        );
+        if name == "web-1" {
+            let data = lab
+                .aws
+                .disks()
+                .read_at(&volumes[0], 60 * MIB, 26)
+                .expect("read");
+            assert_eq!(data, b"last write before failback");
+        }
+        assert!(
+            lab.kubevirt
+                .guest_write(NS, &on_kubevirt[name], 0, 0, b"x")
+                .is_err(),
+            "{name} fenced on the cluster"
+        );
+    }
+
+    // Protected again: a cycle runs from AWS onto the cluster.
+    cross::run(&store, &lab.steps, "shop", Workflow::Replication).await;
+
+    // Every appliance was launched once under its own key and released.
+    let appliances = instances(&lab.aws, ("tag-key", "rebound:mover-mode")).await;
+    assert!(
+        appliances.iter().all(|(_, state, _)| state == "terminated"),
+        "{appliances:?}"
+    );
+    let effects = lab.aws.effects();
+    let launched = effects.get("ec2 RunInstances").copied().unwrap_or(0);
+    assert_eq!(
+        launched,
+        appliances.len() + lab.names.len(),
+        "one RunInstances per appliance and per instance failed back: {effects:?}"
+    );
+    let repeated: Vec<_> = lab
+        .kubevirt
+        .effects()
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(repeated.is_empty(), "KubeVirt repeated: {repeated:?}");
+}
+
+rebound_store::on_both_backends!(aws_to_kubevirt_and_back);

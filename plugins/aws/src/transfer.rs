@@ -1,0 +1,453 @@
+//! `export-disk` and `import-disk` through a mover appliance. EC2 has no
+//! ranged write of a volume (EBS direct writes only new snapshots, and
+//! reads need a signature per block, which the host's data mover does not
+//! make), so the plugin does what migration tools do on AWS (Coriolis'
+//! minion instances, CloudEndure's replication servers): it launches an
+//! instance from the site's mover AMI (`mover_image`, `rebound-mover` by
+//! default) with the volume to move attached at [`DEVICE`]. The appliance
+//! serves that volume with the data mover's protocol and publishes its URL
+//! and per-transfer token in its own tags (its instance role may tag only
+//! itself).
+//!
+//! - export: a volume made from the recovery point's snapshot of the disk,
+//!   served read-only, deleted with the appliance;
+//! - import: an empty volume, or one made from the base the host names (a
+//!   snapshot; a volume is snapshotted first, as EC2 clones volumes only
+//!   through snapshots, so the base stays intact until the new copy is
+//!   verified), served writable; it stays when the appliance goes.
+//!
+//! Every step is found again by the transfer's key (the appliance by its
+//! `rebound:key` tag, a staging snapshot likewise), so `status` moves the
+//! transfer on — snapshot, then appliance — without ever doing a step twice.
+
+use sha2::{Digest, Sha256};
+
+use rebound_plugin_sdk::{
+    DiskEndpoint, DiskFormat, ExportRequest, ImportRequest, Operation, OperationKind,
+    OperationState, Outcome, ProviderError, Running, info, site,
+};
+
+use crate::client::{Aws, Params, connect};
+use crate::ec2::{self, DISK_TAG, GIB, KEY_TAG};
+use crate::points;
+use crate::xml::Node;
+
+/// The device the appliance serves.
+pub const DEVICE: &str = "/dev/sdf";
+/// `export` or `import`: marks an instance as a mover appliance.
+pub const MODE_TAG: &str = "rebound:mover-mode";
+const URL_TAG: &str = "rebound:mover-url";
+const TOKEN_TAG: &str = "rebound:mover-token";
+const ERROR_TAG: &str = "rebound:mover-error";
+/// Marks a snapshot the plugin made only to clone a volume from.
+pub const STAGING_TAG: &str = "rebound:staging";
+
+/// What a transfer operation's id carries: `MODE:SIZE:BASE:KEY`.
+struct Transfer {
+    export: bool,
+    size_bytes: u64,
+    /// The snapshot or volume the appliance's volume is made from.
+    base: Option<String>,
+    key: String,
+}
+
+impl Transfer {
+    fn id(&self) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            if self.export { "export" } else { "import" },
+            self.size_bytes,
+            self.base.as_deref().unwrap_or("-"),
+            self.key
+        )
+    }
+
+    fn parse(id: &str) -> Result<Self, ProviderError> {
+        let bad = || ProviderError::InvalidRequest(format!("'{id}' is not an AWS transfer handle"));
+        let mut parts = id.splitn(4, ':');
+        let (Some(mode), Some(size), Some(base), Some(key)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        Ok(Self {
+            export: match mode {
+                "export" => true,
+                "import" => false,
+                _ => return Err(bad()),
+            },
+            size_bytes: size.parse().map_err(|_| bad())?,
+            base: (base != "-").then(|| base.to_owned()),
+            key: key.to_owned(),
+        })
+    }
+
+    fn operation(&self, site: &str) -> Operation {
+        Operation {
+            kind: if self.export {
+                OperationKind::ExportDisk
+            } else {
+                OperationKind::ImportDisk
+            },
+            site: site.to_owned(),
+            id: self.id(),
+        }
+    }
+}
+
+fn raw_only(format: DiskFormat) -> Result<(), ProviderError> {
+    match format {
+        DiskFormat::Raw => Ok(()),
+        other => Err(ProviderError::Unsupported(format!(
+            "the AWS mover appliance moves raw images, not {other:?}"
+        ))),
+    }
+}
+
+pub fn export_disk(req: ExportRequest) -> Result<Operation, ProviderError> {
+    raw_only(req.format)?;
+    let aws = connect(&req.site)?;
+    let snaps = points::snapshots(&aws, &req.recovery_point_id)?;
+    if snaps.is_empty() {
+        return Err(ProviderError::NotFound(format!(
+            "recovery point '{}' on site '{}'",
+            req.recovery_point_id, req.site
+        )));
+    }
+    let snap = snaps
+        .iter()
+        .find(|s| s.tag(DISK_TAG).as_deref() == Some(req.disk_id.as_str()))
+        .ok_or_else(|| {
+            ProviderError::NotFound(format!(
+                "recovery point '{}' holds no copy of disk '{}'",
+                req.recovery_point_id, req.disk_id
+            ))
+        })?;
+    if snap.text("status") != "completed" {
+        return Err(ProviderError::Conflict(format!(
+            "snapshot {} of '{}' is {}, not completed",
+            snap.text("snapshotId"),
+            req.recovery_point_id,
+            snap.text("status")
+        )));
+    }
+    let transfer = Transfer {
+        export: true,
+        size_bytes: gib_of(snap) * GIB,
+        base: Some(snap.text("snapshotId").to_owned()),
+        key: req.key,
+    };
+    advance(&aws, &transfer)?;
+    info!("export requested"; "snapshot" => transfer.base.clone().unwrap_or_default());
+    Ok(transfer.operation(&req.site))
+}
+
+pub fn import_disk(req: ImportRequest) -> Result<Operation, ProviderError> {
+    raw_only(req.format)?;
+    if req.size_bytes == 0 {
+        return Err(ProviderError::InvalidRequest(
+            "an import needs a size above 0 bytes".into(),
+        ));
+    }
+    let aws = connect(&req.site)?;
+    if let Some(base) = &req.volume_id
+        && base_size(&aws, base)?.is_none()
+    {
+        return Err(ProviderError::NotFound(format!(
+            "site '{}' has no snapshot or volume '{base}' to import onto",
+            req.site
+        )));
+    }
+    let transfer = Transfer {
+        export: false,
+        size_bytes: req.size_bytes,
+        base: req.volume_id,
+        key: req.key,
+    };
+    advance(&aws, &transfer)?;
+    info!("import requested"; "name" => req.name, "base" => transfer.base.clone().unwrap_or_default());
+    Ok(transfer.operation(&req.site))
+}
+
+pub fn status(op: &Operation) -> Result<OperationState, ProviderError> {
+    let aws = connect(&op.site)?;
+    let transfer = Transfer::parse(&op.id)?;
+    let running = |detail: String| {
+        Ok(OperationState::Running(Running {
+            percent: None,
+            detail,
+        }))
+    };
+    let appliance = match advance(&aws, &transfer)? {
+        Stage::Waiting(detail) => return running(detail),
+        Stage::Appliance(instance) => instance,
+    };
+    let id = appliance.text("instanceId");
+    if let Some(reason) = appliance.tag(ERROR_TAG) {
+        return Ok(OperationState::Failed(ProviderError::ProviderFailed(
+            format!("mover appliance {id} failed: {reason}"),
+        )));
+    }
+    let state = appliance.text("instanceState/name");
+    match state {
+        "running" => {}
+        "pending" => return running(format!("the mover appliance {id} is pending")),
+        other => {
+            return Ok(OperationState::Failed(ProviderError::ProviderFailed(
+                format!("mover appliance {id} is {other}"),
+            )));
+        }
+    }
+    let (Some(url), Some(token)) = (appliance.tag(URL_TAG), appliance.tag(TOKEN_TAG)) else {
+        return running(format!("the mover appliance {id} is starting its agent"));
+    };
+    let volume = appliance
+        .items("blockDeviceMapping")
+        .find(|m| m.text("deviceName") == DEVICE)
+        .map(|m| m.text("ebs/volumeId").to_owned())
+        .filter(|v| !v.is_empty());
+    if volume.is_none() {
+        return Ok(OperationState::Failed(ProviderError::ProviderFailed(
+            format!("mover appliance {id} has no volume at {DEVICE}"),
+        )));
+    }
+    Ok(OperationState::Succeeded(Outcome::DiskEndpoint(
+        DiskEndpoint {
+            url,
+            format: DiskFormat::Raw,
+            size_bytes: transfer.size_bytes,
+            headers: vec![("authorization".into(), format!("Bearer {token}"))],
+            ranged: true,
+            block_digests: true,
+            volume_id: if transfer.export { None } else { volume },
+            expires_at: None,
+        },
+    )))
+}
+
+/// Terminate the appliances of these transfers (an export's volume goes
+/// with its appliance, an import's stays) and delete their staging
+/// snapshots; what is gone already counts as removed.
+pub fn release(aws: &Aws, ids: &[String], removed: &mut Vec<String>) -> Result<(), ProviderError> {
+    for id in ids {
+        let transfer = Transfer::parse(id)?;
+        if let Some(appliance) = appliance(aws, &transfer.key)? {
+            let instance = appliance.text("instanceId").to_owned();
+            aws.ec2(
+                &Params::action("TerminateInstances")
+                    .set("InstanceId.1", instance.clone())
+                    .0,
+            )?;
+            removed.push(instance);
+        }
+        for snap in staging(aws, &transfer.key)? {
+            let snap = snap.text("snapshotId").to_owned();
+            match aws.ec2(
+                &Params::action("DeleteSnapshot")
+                    .set("SnapshotId", snap.clone())
+                    .0,
+            ) {
+                Ok(_) | Err(ProviderError::NotFound(_)) => removed.push(snap),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+enum Stage {
+    /// Not yet: what is being waited for.
+    Waiting(String),
+    /// The appliance was launched; here it is.
+    Appliance(Node),
+}
+
+/// Move the transfer on as far as it goes now: snapshot a base volume,
+/// then launch the appliance. Idempotent under the transfer's key.
+fn advance(aws: &Aws, transfer: &Transfer) -> Result<Stage, ProviderError> {
+    if let Some(instance) = appliance(aws, &transfer.key)? {
+        return Ok(Stage::Appliance(instance));
+    }
+    let snapshot = match &transfer.base {
+        Some(volume) if volume.starts_with("vol-") => {
+            match staging(aws, &transfer.key)?.into_iter().next() {
+                Some(s) if s.text("status") == "completed" => Some(s.text("snapshotId").to_owned()),
+                Some(s) => {
+                    return Ok(Stage::Waiting(format!(
+                        "snapshot {} of base volume {volume} is {}",
+                        s.text("snapshotId"),
+                        s.text("status")
+                    )));
+                }
+                None => {
+                    let tags = vec![
+                        (KEY_TAG.to_owned(), transfer.key.clone()),
+                        (STAGING_TAG.to_owned(), "transfer".to_owned()),
+                        (
+                            "Name".to_owned(),
+                            format!("rebound staging {}", short(&transfer.key)),
+                        ),
+                    ];
+                    aws.ec2(
+                        &Params::action("CreateSnapshot")
+                            .set("VolumeId", volume.clone())
+                            .set(
+                                "Description",
+                                format!("Rebound: base of an import onto {volume}"),
+                            )
+                            .tag_spec("snapshot", &tags)
+                            .0,
+                    )?;
+                    return Ok(Stage::Waiting(format!("snapshotting base volume {volume}")));
+                }
+            }
+        }
+        other => other.clone(),
+    };
+    launch(aws, transfer, snapshot.as_deref())?;
+    Ok(Stage::Waiting("launching the mover appliance".into()))
+}
+
+fn launch(aws: &Aws, transfer: &Transfer, snapshot: Option<&str>) -> Result<(), ProviderError> {
+    let image_name = site::get(&aws.site, "mover_image").unwrap_or_else(|| "rebound-mover".into());
+    let images = aws.ec2(
+        &Params::action("DescribeImages")
+            .set("Owner.1", "self")
+            .filter("name", &image_name)
+            .0,
+    )?;
+    let image = images
+        .items("imagesSet")
+        .next()
+        .map(|i| i.text("imageId").to_owned())
+        .ok_or_else(|| {
+            ProviderError::InvalidRequest(format!(
+                "site '{}' has no AMI named '{image_name}' in region {}; register the Rebound \
+                 mover appliance's AMI there (or set `mover_image`)",
+                aws.site, aws.region
+            ))
+        })?;
+    let mut gib = transfer.size_bytes.div_ceil(GIB);
+    if let Some(snap) = snapshot {
+        gib = gib.max(base_size(aws, snap)?.unwrap_or(0));
+    }
+    let mode = if transfer.export { "export" } else { "import" };
+    let tags = vec![
+        (KEY_TAG.to_owned(), transfer.key.clone()),
+        (MODE_TAG.to_owned(), mode.to_owned()),
+        (
+            "Name".to_owned(),
+            format!("rebound-mover-{}", short(&transfer.key)),
+        ),
+    ];
+    let mut run = Params::action("RunInstances")
+        .set("ImageId", image)
+        .set(
+            "InstanceType",
+            site::get(&aws.site, "mover_instance_type").unwrap_or_else(|| "t3.small".into()),
+        )
+        .set("MinCount", "1")
+        .set("MaxCount", "1")
+        .set("ClientToken", short(&transfer.key))
+        .set("BlockDeviceMapping.1.DeviceName", DEVICE)
+        .set("BlockDeviceMapping.1.Ebs.VolumeSize", gib.to_string())
+        .set("BlockDeviceMapping.1.Ebs.VolumeType", "gp3")
+        .set(
+            "BlockDeviceMapping.1.Ebs.DeleteOnTermination",
+            transfer.export.to_string(),
+        )
+        .tag_spec("instance", &tags);
+    if let Some(snap) = snapshot {
+        run = run.set("BlockDeviceMapping.1.Ebs.SnapshotId", snap);
+    }
+    if let Some(subnet) =
+        site::get(&aws.site, "mover_subnet").or_else(|| site::get(&aws.site, "subnet"))
+    {
+        run = run.set("SubnetId", subnet);
+    }
+    if let Some(group) = site::get(&aws.site, "mover_security_group")
+        .or_else(|| site::get(&aws.site, "security_group"))
+    {
+        run = run.set("SecurityGroupId.1", group);
+    }
+    aws.ec2(&run.0)?;
+    Ok(())
+}
+
+/// The appliance launched under `key` (not terminated), if any.
+fn appliance(aws: &Aws, key: &str) -> Result<Option<Node>, ProviderError> {
+    Ok(ec2::instances(
+        aws,
+        Params::action("DescribeInstances").filter(&format!("tag:{KEY_TAG}"), key),
+    )?
+    .into_iter()
+    .find(|i| i.tag(MODE_TAG).is_some()))
+}
+
+/// The staging snapshots made under `key`.
+fn staging(aws: &Aws, key: &str) -> Result<Vec<Node>, ProviderError> {
+    let reply = aws.ec2(
+        &Params::action("DescribeSnapshots")
+            .set("Owner.1", "self")
+            .filter(&format!("tag:{KEY_TAG}"), key)
+            .0,
+    )?;
+    Ok(reply
+        .items("snapshotSet")
+        .filter(|s| s.tag(STAGING_TAG).is_some())
+        .cloned()
+        .collect())
+}
+
+/// The size in GiB of snapshot or volume `id`; `None` when it is not there.
+fn base_size(aws: &Aws, id: &str) -> Result<Option<u64>, ProviderError> {
+    let (action, field, set) = if id.starts_with("vol-") {
+        ("DescribeVolumes", "VolumeId.1", "volumeSet")
+    } else if id.starts_with("snap-") {
+        ("DescribeSnapshots", "SnapshotId.1", "snapshotSet")
+    } else {
+        return Ok(None);
+    };
+    match aws.ec2(&Params::action(action).set(field, id).0) {
+        Ok(reply) => Ok(reply.items(set).next().map(|n| {
+            n.text(if set == "volumeSet" {
+                "size"
+            } else {
+                "volumeSize"
+            })
+            .parse()
+            .unwrap_or(0)
+        })),
+        Err(ProviderError::NotFound(_) | ProviderError::InvalidRequest(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn gib_of(snapshot: &Node) -> u64 {
+    snapshot.text("volumeSize").parse().unwrap_or(0)
+}
+
+/// A short, stable name for a key (client tokens allow 64 characters).
+pub fn short(key: &str) -> String {
+    hex::encode(&Sha256::digest(key.as_bytes())[..12])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Transfer;
+
+    #[test]
+    fn handles_round_trip_keys_with_colons() {
+        let t = Transfer {
+            export: false,
+            size_bytes: 8 << 30,
+            base: Some("vol-0abc".into()),
+            key: "run:1/step/import/0".into(),
+        };
+        let back = Transfer::parse(&t.id()).expect("parse");
+        assert_eq!(back.id(), t.id());
+        assert_eq!(back.key, "run:1/step/import/0");
+        assert!(Transfer::parse("import:x:-:k").is_err());
+        assert!(Transfer::parse("move:1:-:k").is_err());
+    }
+}
