@@ -1,8 +1,10 @@
 //! The AWS provider plugin: one site is one AWS region. EC2 instances are
 //! workloads; a recovery point is one EBS snapshot per volume, tagged;
 //! native replication is CopySnapshot into the other site's region;
-//! changed blocks come from EBS direct; materialize registers an AMI from
-//! the point and runs an instance; fencing stops it; redirect moves Route 53
+//! changed blocks come from EBS direct; export-disk and import-disk go
+//! through a mover appliance instance ([`transfer`]); materialize registers
+//! an AMI from the point (or from snapshots of imported volumes) and runs
+//! an instance; fencing stops it; redirect moves Route 53
 //! weighted records or an Elastic IP. Every request is SigV4-signed by the
 //! plugin ([`rebound_sigv4`]). `plugins/aws/README.md` says what is and is
 //! not covered.
@@ -10,7 +12,8 @@
 //! Site config: `endpoint` (the EC2 endpoint; the lab's front serves every
 //! service at one URL), `region`, optional `route53_endpoint`,
 //! `ebs_endpoint`, `subnet`, `security_group`, `isolated_subnet`,
-//! `isolated_security_group`. Secrets: `access_key_id`,
+//! `isolated_security_group`, `mover_image`, `mover_instance_type`,
+//! `mover_subnet`, `mover_security_group`. Secrets: `access_key_id`,
 //! `secret_access_key` (revealed to sign; the host audits each reveal).
 //!
 //! Build: `cargo xtask build-plugins` (or `cargo build --profile plugin
