@@ -23,12 +23,11 @@ use std::time::Duration;
 
 use cross::{MIB, NS, kubevirt_grant, moved, same, serving_kubevirt, vm_disks};
 use rebound_domain::{PlanDocument, PlanState, Workflow};
-use rebound_engine::{BoundSite, PluginSteps, WORKLOAD_LABEL};
+use rebound_engine::{PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::aws::AwsError;
-use rebound_lab::{AwsOptions, AwsSite, KubeVirtOptions, KubeVirtSite};
+use rebound_lab::{AwsOptions, AwsSite, KubeVirtSite};
 use rebound_runtime::SiteGrant;
 use rebound_store::Store;
-use serde_json::json;
 
 struct Lab {
     aws: AwsSite,
@@ -95,14 +94,7 @@ async fn lab(store: &Store) -> Option<Lab> {
         }
         Err(e) => panic!("the lab's AWS site: {e}"),
     };
-    let kubevirt = KubeVirtSite::start(KubeVirtOptions {
-        latency: ms(30),
-        objects: vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})],
-        ..KubeVirtOptions::default()
-    })
-    .await
-    .expect("KubeVirt simulator");
-    let runtime = Arc::new(rebound_runtime::testing::runtime());
+    let kubevirt = cross::kubevirt_site().await;
     let options = aws.options();
     let aws_grant = SiteGrant::new("aws")
         .config("endpoint", &aws.endpoint())
@@ -111,23 +103,14 @@ async fn lab(store: &Store) -> Option<Lab> {
         .secret("secret_access_key", &options.secret_access_key)
         .grant(&aws.endpoint())
         .expect("grant");
-    let sites = HashMap::from([
-        (
-            "aws".to_owned(),
-            BoundSite {
-                plugin: rebound_runtime::testing::load(&runtime, "aws").await,
-                grant: aws_grant,
-            },
-        ),
-        (
-            "kubevirt".to_owned(),
-            BoundSite {
-                plugin: rebound_runtime::testing::load(&runtime, "kubevirt").await,
-                grant: kubevirt_grant(&kubevirt),
-            },
-        ),
-    ]);
-    let steps = Arc::new(PluginSteps::new(runtime, store.clone(), sites));
+    let steps = cross::bind(
+        store,
+        vec![
+            ("aws", "aws", aws_grant),
+            ("kubevirt", "kubevirt", kubevirt_grant(&kubevirt)),
+        ],
+    )
+    .await;
     let mut names = HashMap::new();
     for name in ["web-1", "db-1"] {
         let found = instances(&aws, ("tag:Name", name)).await;
@@ -149,24 +132,7 @@ fn plan(lab: &Lab) -> PlanDocument {
             .map(|(id, _)| id.clone())
             .expect("workload")
     };
-    PlanDocument::from_yaml(&format!(
-        r#"
-name: shop
-source: aws
-target: kubevirt
-workloads:
-  - id: {db}
-  - id: {web}
-    depends_on: [{db}]
-replication: {{ mode: data_mover, interval: 5m, retention: 2 }}
-objectives:
-  failover: {{ rto: 30m, rpo: 15m }}
-  failback: {{ rto: 2h, rpo: 0s }}
-"#,
-        db = id("db-1"),
-        web = id("web-1"),
-    ))
-    .expect("plan")
+    cross::shop_plan("aws", "kubevirt", &id("db-1"), &id("web-1"), &[])
 }
 
 /// The data files of volumes or snapshots of the AWS site.
@@ -320,13 +286,7 @@ async fn aws_to_kubevirt_and_back(store: Store) {
         appliances.len() + lab.names.len(),
         "one RunInstances per appliance and per instance failed back: {effects:?}"
     );
-    let repeated: Vec<_> = lab
-        .kubevirt
-        .effects()
-        .into_iter()
-        .filter(|(_, n)| *n > 1)
-        .collect();
-    assert!(repeated.is_empty(), "KubeVirt repeated: {repeated:?}");
+    cross::assert_no_repeats("KubeVirt", lab.kubevirt.effects());
 }
 
 rebound_store::on_both_backends!(aws_to_kubevirt_and_back);

@@ -21,12 +21,12 @@ use std::time::Duration;
 
 use cross::{MIB, NS, kubevirt_grant, moved, same, serving_kubevirt, vm_disks, write};
 use rebound_domain::{PlanDocument, PlanState, Workflow};
-use rebound_engine::{BoundSite, PluginSteps};
+use rebound_engine::PluginSteps;
 use rebound_lab::openstack::Latencies;
-use rebound_lab::{KubeVirtOptions, KubeVirtSite, OpenStackOptions, OpenStackSite};
+use rebound_lab::{KubeVirtSite, OpenStackOptions, OpenStackSite};
 use rebound_runtime::SiteGrant;
 use rebound_store::Store;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const REGION: &str = "RegionOne";
 const SERVERS: [&str; 2] = ["web-1", "db-1"];
@@ -67,31 +67,15 @@ async fn lab(store: &Store) -> Lab {
     })
     .await
     .expect("OpenStack simulator");
-    let kubevirt = KubeVirtSite::start(KubeVirtOptions {
-        latency: ms(30),
-        objects: vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})],
-        ..KubeVirtOptions::default()
-    })
-    .await
-    .expect("KubeVirt simulator");
-    let runtime = Arc::new(rebound_runtime::testing::runtime());
-    let sites = HashMap::from([
-        (
-            "openstack".to_owned(),
-            BoundSite {
-                plugin: rebound_runtime::testing::load(&runtime, "openstack").await,
-                grant: openstack_grant(&openstack),
-            },
-        ),
-        (
-            "kubevirt".to_owned(),
-            BoundSite {
-                plugin: rebound_runtime::testing::load(&runtime, "kubevirt").await,
-                grant: kubevirt_grant(&kubevirt),
-            },
-        ),
-    ]);
-    let steps = Arc::new(PluginSteps::new(runtime, store.clone(), sites));
+    let kubevirt = cross::kubevirt_site().await;
+    let steps = cross::bind(
+        store,
+        vec![
+            ("openstack", "openstack", openstack_grant(&openstack)),
+            ("kubevirt", "kubevirt", kubevirt_grant(&kubevirt)),
+        ],
+    )
+    .await;
     let names = SERVERS
         .iter()
         .map(|name| (id(&server(&openstack, name)), (*name).to_owned()))
@@ -150,26 +134,13 @@ fn plan(lab: &Lab) -> PlanDocument {
             .map(|(id, _)| id.clone())
             .expect("workload")
     };
-    PlanDocument::from_yaml(&format!(
-        r#"
-name: shop
-source: openstack
-target: kubevirt
-workloads:
-  - id: {db}
-  - id: {web}
-    depends_on: [{db}]
-replication: {{ mode: data_mover, interval: 5m, retention: 2 }}
-objectives:
-  failover: {{ rto: 30m, rpo: 15m }}
-  failback: {{ rto: 2h, rpo: 0s }}
-network_mapping:
-  - {{ source: private, target: dr-net }}
-"#,
-        db = by_name("db-1"),
-        web = by_name("web-1"),
-    ))
-    .expect("plan")
+    cross::shop_plan(
+        "openstack",
+        "kubevirt",
+        &by_name("db-1"),
+        &by_name("web-1"),
+        &[("private", "dr-net")],
+    )
 }
 
 async fn run(store: &Store, lab: &Lab, workflow: Workflow) -> Vec<Value> {
@@ -295,20 +266,8 @@ async fn openstack_to_kubevirt_and_back(store: Store) {
     // Protected again: a cycle runs from OpenStack onto the cluster.
     run(&store, &lab, Workflow::Replication).await;
 
-    let repeated: Vec<_> = lab
-        .openstack
-        .effects()
-        .into_iter()
-        .filter(|(_, n)| *n > 1)
-        .collect();
-    assert!(repeated.is_empty(), "OpenStack repeated: {repeated:?}");
-    let repeated: Vec<_> = lab
-        .kubevirt
-        .effects()
-        .into_iter()
-        .filter(|(_, n)| *n > 1)
-        .collect();
-    assert!(repeated.is_empty(), "KubeVirt repeated: {repeated:?}");
+    cross::assert_no_repeats("OpenStack", lab.openstack.effects());
+    cross::assert_no_repeats("KubeVirt", lab.kubevirt.effects());
 }
 
 rebound_store::on_both_backends!(openstack_to_kubevirt_and_back);

@@ -20,12 +20,12 @@ use std::time::Duration;
 
 use cross::{MIB, NS, kubevirt_grant, moved, same, serving_kubevirt, vm_disks};
 use rebound_domain::{PlanDocument, PlanState, Workflow};
-use rebound_engine::{BoundSite, PluginSteps, WORKLOAD_LABEL};
+use rebound_engine::{PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::ovirt::Latencies;
-use rebound_lab::{KubeVirtOptions, KubeVirtSite, OVirtOptions, OVirtSite};
+use rebound_lab::{KubeVirtSite, OVirtOptions, OVirtSite};
 use rebound_runtime::SiteGrant;
 use rebound_store::Store;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const VMS: [&str; 2] = ["web-1", "db-1"];
 
@@ -62,31 +62,15 @@ async fn lab(store: &Store) -> Lab {
     })
     .await
     .expect("oVirt simulator");
-    let kubevirt = KubeVirtSite::start(KubeVirtOptions {
-        latency: ms(30),
-        objects: vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})],
-        ..KubeVirtOptions::default()
-    })
-    .await
-    .expect("KubeVirt simulator");
-    let runtime = Arc::new(rebound_runtime::testing::runtime());
-    let sites = HashMap::from([
-        (
-            "ovirt".to_owned(),
-            BoundSite {
-                plugin: rebound_runtime::testing::load(&runtime, "ovirt").await,
-                grant: ovirt_grant(&ovirt),
-            },
-        ),
-        (
-            "kubevirt".to_owned(),
-            BoundSite {
-                plugin: rebound_runtime::testing::load(&runtime, "kubevirt").await,
-                grant: kubevirt_grant(&kubevirt),
-            },
-        ),
-    ]);
-    let steps = Arc::new(PluginSteps::new(runtime, store.clone(), sites));
+    let kubevirt = cross::kubevirt_site().await;
+    let steps = cross::bind(
+        store,
+        vec![
+            ("ovirt", "ovirt", ovirt_grant(&ovirt)),
+            ("kubevirt", "kubevirt", kubevirt_grant(&kubevirt)),
+        ],
+    )
+    .await;
     let names = VMS
         .iter()
         .map(|name| (ovirt.vm_id(name).expect("seeded VM"), (*name).to_owned()))
@@ -107,26 +91,13 @@ fn plan(lab: &Lab) -> PlanDocument {
             .map(|(id, _)| id.clone())
             .expect("workload")
     };
-    PlanDocument::from_yaml(&format!(
-        r#"
-name: shop
-source: ovirt
-target: kubevirt
-workloads:
-  - id: {db}
-  - id: {web}
-    depends_on: [{db}]
-replication: {{ mode: data_mover, interval: 5m, retention: 2 }}
-objectives:
-  failover: {{ rto: 30m, rpo: 15m }}
-  failback: {{ rto: 2h, rpo: 0s }}
-network_mapping:
-  - {{ source: ovirtmgmt, target: dr-net }}
-"#,
-        db = by_name("db-1"),
-        web = by_name("web-1"),
-    ))
-    .expect("plan")
+    cross::shop_plan(
+        "ovirt",
+        "kubevirt",
+        &by_name("db-1"),
+        &by_name("web-1"),
+        &[("ovirtmgmt", "dr-net")],
+    )
 }
 
 async fn run(store: &Store, lab: &Lab, workflow: Workflow) -> Vec<Value> {
@@ -290,20 +261,8 @@ async fn ovirt_to_kubevirt_and_back(store: Store) {
     // Protected again: a cycle runs from oVirt onto the cluster.
     run(&store, &lab, Workflow::Replication).await;
 
-    let repeated: Vec<_> = lab
-        .ovirt
-        .effects()
-        .into_iter()
-        .filter(|(_, n)| *n > 1)
-        .collect();
-    assert!(repeated.is_empty(), "oVirt repeated: {repeated:?}");
-    let repeated: Vec<_> = lab
-        .kubevirt
-        .effects()
-        .into_iter()
-        .filter(|(_, n)| *n > 1)
-        .collect();
-    assert!(repeated.is_empty(), "KubeVirt repeated: {repeated:?}");
+    cross::assert_no_repeats("oVirt", lab.ovirt.effects());
+    cross::assert_no_repeats("KubeVirt", lab.kubevirt.effects());
     // The original disks were never written by the way back.
     for (name, disks) in &originals {
         assert!(

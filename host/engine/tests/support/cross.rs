@@ -9,16 +9,79 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rebound_domain::Workflow;
-use rebound_engine::{Executor, ExecutorConfig, Outcome, PluginSteps, WORKLOAD_LABEL};
-use rebound_lab::KubeVirtSite;
+use std::collections::HashMap;
+
+use rebound_domain::{PlanDocument, Workflow};
+use rebound_engine::{BoundSite, Executor, ExecutorConfig, Outcome, PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::disk::changed_ranges;
+use rebound_lab::{KubeVirtOptions, KubeVirtSite};
 use rebound_runtime::SiteGrant;
 use rebound_store::Store;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const NS: &str = "dr";
 pub const MIB: u64 = 1 << 20;
+
+/// The KubeVirt simulator the round trips fail over to: namespace [`NS`],
+/// 30 ms per operation.
+pub async fn kubevirt_site() -> KubeVirtSite {
+    KubeVirtSite::start(KubeVirtOptions {
+        latency: Duration::from_millis(30),
+        objects: vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})],
+        ..KubeVirtOptions::default()
+    })
+    .await
+    .expect("KubeVirt simulator")
+}
+
+/// The engine's steps over `sites`: `(site name, plugin name, grant)`,
+/// each plugin loaded from the built plugins.
+pub async fn bind(store: &Store, sites: Vec<(&str, &str, SiteGrant)>) -> Arc<PluginSteps> {
+    let runtime = Arc::new(rebound_runtime::testing::runtime());
+    let mut bound = HashMap::new();
+    for (site, plugin, grant) in sites {
+        let plugin = rebound_runtime::testing::load(&runtime, plugin).await;
+        bound.insert(site.to_owned(), BoundSite { plugin, grant });
+    }
+    Arc::new(PluginSteps::new(runtime, store.clone(), bound))
+}
+
+/// Plan `shop` of workloads `db` and `web` (which depends on `db`) from
+/// `source` to `target` through the data mover, with the round trips'
+/// objectives and `network_mapping` lines (`{ source: a, target: b }`).
+pub fn shop_plan(
+    source: &str,
+    target: &str,
+    db: &str,
+    web: &str,
+    network_mapping: &[(&str, &str)],
+) -> PlanDocument {
+    let mapping: String = network_mapping
+        .iter()
+        .map(|(s, t)| format!("  - {{ source: {s}, target: {t} }}\n"))
+        .collect();
+    let mapping = if mapping.is_empty() {
+        String::new()
+    } else {
+        format!("network_mapping:\n{mapping}")
+    };
+    PlanDocument::from_yaml(&format!(
+        r#"
+name: shop
+source: {source}
+target: {target}
+workloads:
+  - id: {db}
+  - id: {web}
+    depends_on: [{db}]
+replication: {{ mode: data_mover, interval: 5m, retention: 2 }}
+objectives:
+  failover: {{ rto: 30m, rpo: 15m }}
+  failback: {{ rto: 2h, rpo: 0s }}
+{mapping}"#
+    ))
+    .expect("plan")
+}
 
 /// Run `workflow` of plan `plan` to its end (approving it when it asks);
 /// the outputs of its transfer steps.
@@ -61,6 +124,20 @@ pub async fn run(
         .filter(|s| s.input["action"] == "transfer")
         .map(|s| s.output.expect("a finished transfer has an output"))
         .collect()
+}
+
+/// Fail when a simulator served a side effect more than once (its
+/// `effects()`, counted by request).
+pub fn assert_no_repeats<N: Copy + TryInto<u64>>(
+    site: &str,
+    effects: impl IntoIterator<Item = (String, N)>,
+) {
+    let repeated: Vec<(String, u64)> = effects
+        .into_iter()
+        .map(|(k, n)| (k, n.try_into().unwrap_or(u64::MAX)))
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(repeated.is_empty(), "{site} repeated: {repeated:?}");
 }
 
 /// Bytes the transfer steps moved.
