@@ -37,7 +37,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::routing::get;
 
 pub use crate::faults::Faults;
 
@@ -317,14 +316,7 @@ pub(crate) fn ensure_volume(shared: &Shared, id: &str, size_gib: u64) -> std::io
 }
 
 fn router(shared: &Arc<Shared>) -> Router {
-    Router::new()
-        .route(
-            "/_lab/faults",
-            get(faults::get_faults)
-                .post(faults::set_faults)
-                .delete(faults::clear_faults),
-        )
-        .route("/_lab/effects", get(faults::get_effects))
+    crate::faults::routes::<Shared>()
         .fallback(front::handle)
         .with_state(shared.clone())
 }

@@ -1,11 +1,20 @@
 //! The failures a simulated site can be told to show, shared by the
 //! simulators: a rate of errors (5xx, or 429 with `Retry-After`), a hung or
 //! down site, added latency and a slow data plane. Each simulator answers
-//! them in its platform's own error shape.
+//! them in its platform's own error shape. Tests script them, and read
+//! what each site served, through the same control routes on every site
+//! ([`routes`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 /// The failures a site shows; all off by default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -67,4 +76,50 @@ impl Faults {
             _ => None,
         }
     }
+}
+
+/// A simulator the control routes reach: its faults and the side effects
+/// it has served.
+pub(crate) trait Scripted: Send + Sync + 'static {
+    /// Run `f` on the site's faults, under the site's lock.
+    fn with_faults<R>(&self, f: impl FnOnce(&mut Faults) -> R) -> R;
+    /// The mutating calls served so far, by kind.
+    fn effects_json(&self) -> Value;
+}
+
+/// `GET`/`POST` (replace)/`DELETE` (clear) `/_lab/faults` and
+/// `GET /_lab/effects`, for the site's router to take with its state.
+pub(crate) fn routes<S: Scripted>() -> Router<Arc<S>> {
+    Router::new()
+        .route(
+            "/_lab/faults",
+            get(get_faults::<S>)
+                .post(set_faults::<S>)
+                .delete(clear_faults::<S>),
+        )
+        .route("/_lab/effects", get(get_effects::<S>))
+}
+
+async fn get_faults<S: Scripted>(State(site): State<Arc<S>>) -> Json<Faults> {
+    Json(site.with_faults(|f| f.clone()))
+}
+
+async fn set_faults<S: Scripted>(
+    State(site): State<Arc<S>>,
+    Json(faults): Json<Faults>,
+) -> Response {
+    if let Some(msg) = faults.invalid() {
+        return (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
+    }
+    site.with_faults(|f| *f = faults.clone());
+    Json(faults).into_response()
+}
+
+async fn clear_faults<S: Scripted>(State(site): State<Arc<S>>) -> StatusCode {
+    site.with_faults(|f| *f = Faults::default());
+    StatusCode::NO_CONTENT
+}
+
+async fn get_effects<S: Scripted>(State(site): State<Arc<S>>) -> Json<Value> {
+    Json(site.effects_json())
 }

@@ -39,7 +39,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::middleware;
-use axum::routing::get;
 
 pub use faults::Faults;
 pub use mover::IMAGE_NAME as MOVER_IMAGE;
@@ -291,14 +290,6 @@ fn router(shared: &Arc<Shared>) -> Router {
         shared.clone(),
         faults::front_door,
     ));
-    let lab = Router::new()
-        .route(
-            "/_lab/faults",
-            get(faults::get_faults)
-                .post(faults::set_faults)
-                .delete(faults::clear_faults),
-        )
-        .route("/_lab/effects", get(faults::get_effects))
-        .with_state(shared.clone());
+    let lab = crate::faults::routes::<Shared>().with_state(shared.clone());
     app.merge(lab)
 }

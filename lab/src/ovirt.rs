@@ -395,13 +395,7 @@ fn router(shared: &Arc<Shared>) -> Router {
         .route("/images/{ticket}/extents", get(imageio::extents))
         .with_state(shared.clone())
         .layer(middleware::from_fn_with_state(shared.clone(), front_door));
-    let lab = Router::new()
-        .route(
-            "/_lab/faults",
-            get(get_faults).post(set_faults).delete(clear_faults),
-        )
-        .route("/_lab/effects", get(get_effects))
-        .with_state(shared.clone());
+    let lab = crate::faults::routes::<Shared>().with_state(shared.clone());
     app.merge(lab)
 }
 
@@ -520,23 +514,12 @@ async fn logout(State(shared): State<Arc<Shared>>, Form(form): Form<LogoutForm>)
     Json(json!({})).into_response()
 }
 
-async fn get_faults(State(shared): State<Arc<Shared>>) -> Json<Faults> {
-    Json(shared.lock().faults.clone())
-}
-
-async fn set_faults(State(shared): State<Arc<Shared>>, Json(faults): Json<Faults>) -> Response {
-    if let Some(msg) = faults.invalid() {
-        return (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
+impl crate::faults::Scripted for Shared {
+    fn with_faults<R>(&self, f: impl FnOnce(&mut Faults) -> R) -> R {
+        f(&mut self.lock().faults)
     }
-    shared.lock().faults = faults.clone();
-    Json(faults).into_response()
-}
 
-async fn clear_faults(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.lock().faults = Faults::default();
-    StatusCode::NO_CONTENT
-}
-
-async fn get_effects(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    Json(json!(shared.lock().effects))
+    fn effects_json(&self) -> serde_json::Value {
+        json!(self.lock().effects)
+    }
 }

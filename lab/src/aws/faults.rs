@@ -4,15 +4,21 @@
 //! or `Throttling`, with `Retry-After` when set. Scripted through
 //! `/_lab/faults` or [`super::AwsSite::set_faults`].
 
-use std::sync::Arc;
-
-use axum::Json;
-use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{Faults, Shared};
+
+impl crate::faults::Scripted for Shared {
+    fn with_faults<R>(&self, f: impl FnOnce(&mut Faults) -> R) -> R {
+        f(&mut self.lock().faults)
+    }
+
+    fn effects_json(&self) -> Value {
+        json!(self.lock().effects)
+    }
+}
 
 /// An AWS error reply for `service`.
 pub(crate) fn error(service: &str, status: StatusCode, code: &str, message: &str) -> Response {
@@ -78,29 +84,4 @@ pub(crate) fn injected(service: &str, faults: &Faults) -> Response {
         response.headers_mut().insert(header::RETRY_AFTER, v);
     }
     response
-}
-
-pub(crate) async fn get_faults(State(shared): State<Arc<Shared>>) -> Json<Faults> {
-    Json(shared.lock().faults.clone())
-}
-
-/// `POST /_lab/faults` replaces the faults with the body's.
-pub(crate) async fn set_faults(
-    State(shared): State<Arc<Shared>>,
-    Json(faults): Json<Faults>,
-) -> Response {
-    if let Some(msg) = faults.invalid() {
-        return (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
-    }
-    shared.lock().faults = faults.clone();
-    Json(faults).into_response()
-}
-
-pub(crate) async fn clear_faults(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.lock().faults = Faults::default();
-    StatusCode::NO_CONTENT
-}
-
-pub(crate) async fn get_effects(State(shared): State<Arc<Shared>>) -> Json<Value> {
-    Json(json!(shared.lock().effects))
 }

@@ -7,16 +7,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::state::{Shared, fault, uuid};
 
 pub use crate::faults::Faults;
+
+impl crate::faults::Scripted for Shared {
+    fn with_faults<R>(&self, f: impl FnOnce(&mut Faults) -> R) -> R {
+        f(&mut self.lock().faults)
+    }
+
+    fn effects_json(&self) -> Value {
+        json!(self.lock().effects)
+    }
+}
 
 /// In front of every service call.
 pub(crate) async fn front_door(
@@ -74,29 +83,4 @@ fn injected(faults: &Faults) -> Response {
         response.headers_mut().insert(header::RETRY_AFTER, v);
     }
     response
-}
-
-pub(crate) async fn get_faults(State(shared): State<Arc<Shared>>) -> Json<Faults> {
-    Json(shared.lock().faults.clone())
-}
-
-/// `POST /_lab/faults` replaces the faults with the body's.
-pub(crate) async fn set_faults(
-    State(shared): State<Arc<Shared>>,
-    Json(faults): Json<Faults>,
-) -> Response {
-    if let Some(msg) = faults.invalid() {
-        return (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
-    }
-    shared.lock().faults = faults.clone();
-    Json(faults).into_response()
-}
-
-pub(crate) async fn clear_faults(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.lock().faults = Faults::default();
-    StatusCode::NO_CONTENT
-}
-
-pub(crate) async fn get_effects(State(shared): State<Arc<Shared>>) -> Json<Value> {
-    Json(json!(shared.lock().effects))
 }

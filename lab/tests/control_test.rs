@@ -1,0 +1,126 @@
+//! The lab's control routes, the same on every simulator that has them
+//! (`lab/src/faults.rs`): `/_lab/faults` read, replaced, refused when
+//! invalid and cleared, and `/_lab/effects`. The oVirt engine always; the
+//! AWS front when moto is installed (`REBOUND_PYTHON`). The OpenStack
+//! simulator's are exercised by `openstack_test.rs`.
+//!
+//! `cargo test -p rebound-lab --test control_test`.
+
+use rebound_lab::aws::AwsError;
+use rebound_lab::{AwsOptions, AwsSite, Faults, OVirtOptions, OVirtSite};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Drive the control routes of the site at `base` (its `/_lab/…` root).
+async fn control_routes_work(base: &str, what: &str) {
+    let http = reqwest::Client::new();
+    let faults = format!("{base}/_lab/faults");
+    let got: Faults = http
+        .get(&faults)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("faults");
+    assert_eq!(got, Faults::default(), "{what}: none at start");
+
+    // Invalid faults are refused with the reason and change nothing.
+    let refused = http
+        .post(&faults)
+        .json(&json!({"error_rate": 2.0}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{what}");
+    let body: Value = refused.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("0.0 to 1.0")),
+        "{what}: {body}"
+    );
+    let unknown = http
+        .post(&faults)
+        .json(&json!({"error_rat": 0.5}))
+        .send()
+        .await
+        .expect("POST");
+    assert!(unknown.status().is_client_error(), "{what}: unknown field");
+    let got: Faults = http
+        .get(&faults)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("faults");
+    assert_eq!(got, Faults::default(), "{what}: unchanged after refusals");
+
+    let set = json!({"error_rate": 0.25, "status": 429, "retry_after": 3, "latency_ms": 1});
+    let answered = http.post(&faults).json(&set).send().await.expect("POST");
+    assert_eq!(answered.status(), StatusCode::OK, "{what}");
+    let got: Faults = http
+        .get(&faults)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("faults");
+    assert_eq!(
+        (got.error_rate, got.status, got.retry_after, got.latency_ms),
+        (0.25, Some(429), Some(3), 1),
+        "{what}"
+    );
+    let cleared = http.delete(&faults).send().await.expect("DELETE");
+    assert_eq!(cleared.status(), StatusCode::NO_CONTENT, "{what}");
+    let got: Faults = http
+        .get(&faults)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("faults");
+    assert_eq!(got, Faults::default(), "{what}: cleared");
+
+    let effects: Value = http
+        .get(format!("{base}/_lab/effects"))
+        .send()
+        .await
+        .expect("GET effects")
+        .json()
+        .await
+        .expect("json");
+    assert!(effects.is_object(), "{what}: {effects}");
+}
+
+#[tokio::test]
+async fn the_ovirt_engine_answers_the_control_routes() {
+    let site = OVirtSite::start(OVirtOptions::default())
+        .await
+        .expect("oVirt simulator");
+    control_routes_work(&site.endpoint(), "oVirt").await;
+}
+
+#[tokio::test]
+async fn the_aws_front_answers_the_control_routes() {
+    let site = match AwsSite::start(AwsOptions {
+        gib: 1 << 20,
+        seed: false,
+        ..AwsOptions::default()
+    })
+    .await
+    {
+        Ok(site) => site,
+        Err(e @ (AwsError::NoPython | AwsError::MotoMissing(_)))
+            if std::env::var("REBOUND_REQUIRE_PYTHON").as_deref() != Ok("1") =>
+        {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("the lab's AWS site: {e}"),
+    };
+    control_routes_work(&site.endpoint(), "AWS").await;
+}
