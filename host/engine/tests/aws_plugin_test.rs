@@ -138,3 +138,147 @@ async fn throttling_in_awss_shape_is_throttled_with_its_retry_after() {
         .expect("inventory");
     assert_eq!(found.len(), 2);
 }
+
+/// The listener ARN and the target groups (ARN, weight) it forwards to.
+async fn listener(site: &AwsSite) -> (String, Vec<(String, u32)>) {
+    let region = &site.regions()[0];
+    let lbs = site
+        .query(
+            region,
+            "elasticloadbalancing",
+            &[("Action", "DescribeLoadBalancers")],
+        )
+        .await
+        .expect("load balancers");
+    let lb = texts(&lbs, "LoadBalancerArn")[0].to_owned();
+    let xml = site
+        .query(
+            region,
+            "elasticloadbalancing",
+            &[
+                ("Action", "DescribeListeners"),
+                ("LoadBalancerArn", lb.as_str()),
+            ],
+        )
+        .await
+        .expect("listeners");
+    let arn = texts(&xml, "ListenerArn")[0].to_owned();
+    let groups = xml
+        .split("<TargetGroups>")
+        .nth(1)
+        .map(|g| {
+            g.split("<member>")
+                .skip(1)
+                .map(|m| {
+                    (
+                        texts(m, "TargetGroupArn")[0].to_owned(),
+                        texts(m, "Weight")
+                            .first()
+                            .and_then(|w| w.parse().ok())
+                            .unwrap_or(1),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| vec![(texts(&xml, "TargetGroupArn")[0].to_owned(), 1)]);
+    (arn, groups)
+}
+
+fn texts<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
+    xml.split(&format!("<{tag}>"))
+        .skip(1)
+        .filter_map(|p| p.split(&format!("</{tag}>")).next())
+        .collect()
+}
+
+/// A canary through an ELBv2 listener: the seeded listener forwards to
+/// `shop-web`; redirecting to a new instance at weight 50 gives it a target
+/// group of its own beside `shop-web` (which keeps its weight), weight 100
+/// then raises it, and a repeated call changes nothing. The report names
+/// the backend, not its target group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_elbv2_listener_shifts_weight_to_the_recovered_instance() {
+    use rebound_runtime::Status;
+    use rebound_runtime::bindings::exports::{RedirectRequest, RedirectTarget, WeightedBackend};
+    use rebound_runtime::bindings::{OperationState, Outcome};
+
+    let Some(site) = site(AwsOptions {
+        gib: 1 << 20,
+        ..AwsOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let runtime = rebound_runtime::testing::runtime();
+    let plugin = rebound_runtime::testing::load(&runtime, "aws").await;
+    let options = site.options();
+    let ctx = context(
+        &site.endpoint(),
+        &site.regions()[0],
+        &options.access_key_id,
+        &options.secret_access_key,
+    );
+    let (arn, before) = listener(&site).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    let found = runtime
+        .call(&plugin, &ctx, Inventory::all("aws"))
+        .await
+        .expect("inventory");
+    // db-1 stands in for an instance a failback recovered.
+    let recovered = found
+        .iter()
+        .find(|w| w.spec.name == "db-1")
+        .expect("db-1")
+        .id
+        .clone();
+    let mut groups = Vec::new();
+    for (step, weight) in [("canary", 50u8), ("full", 100), ("again", 100)] {
+        let op = runtime
+            .call(
+                &plugin,
+                &ctx,
+                RedirectRequest {
+                    key: format!("redirect-{step}"),
+                    site: "aws".into(),
+                    target: RedirectTarget::LoadBalancerPool(arn.clone()),
+                    backends: vec![WeightedBackend {
+                        backend: recovered.clone(),
+                        weight,
+                    }],
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("redirect {step}: {e}"));
+        let report = match runtime.call(&plugin, &ctx, Status(op)).await {
+            Ok(OperationState::Succeeded(Outcome::Redirected(r))) => r,
+            other => panic!("{step}: {other:?}"),
+        };
+        let weights: Vec<(String, u8)> = report
+            .backends
+            .iter()
+            .map(|b| (b.backend.clone(), b.weight))
+            .collect();
+        assert_eq!(
+            weights,
+            vec![(before[0].0.clone(), 1), (recovered.clone(), weight)],
+            "{step}: shop-web keeps its weight, the recovered instance has its own"
+        );
+        let (_, now) = listener(&site).await;
+        assert_eq!(now.len(), 2, "{step}: {now:?}");
+        assert_eq!(now[1].1, u32::from(weight), "{step}");
+        groups.push(now[1].0.clone());
+    }
+    assert!(
+        groups.windows(2).all(|w| w[0] == w[1]),
+        "one target group for the backend: {groups:?}"
+    );
+    let effects = site.effects();
+    assert_eq!(
+        effects
+            .get("elasticloadbalancing CreateTargetGroup")
+            .copied(),
+        Some(1),
+        "{effects:?}"
+    );
+}

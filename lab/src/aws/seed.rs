@@ -170,6 +170,7 @@ pub(crate) async fn workloads(site: &AwsSite) -> Result<(), AwsError> {
     let base = site.endpoint();
     let regions = shared.options.regions.clone();
     let mut first_ip = None;
+    let mut web = None;
     let plan: Vec<(&str, &str, &str, &[u64])> = {
         let mut plan: Vec<(&str, &str, &str, &[u64])> = vec![
             (regions[0].as_str(), "web-1", "t3.small", &[8, 2]),
@@ -215,6 +216,9 @@ pub(crate) async fn workloads(site: &AwsSite) -> Result<(), AwsError> {
         if first_ip.is_none() {
             first_ip = xml_text(&reply, "privateIpAddress").map(str::to_owned);
         }
+        if name == "web-1" {
+            web = xml_text(&reply, "instanceId").map(str::to_owned);
+        }
         for (n, vol) in reply
             .split("<volumeId>")
             .skip(1)
@@ -232,6 +236,11 @@ pub(crate) async fn workloads(site: &AwsSite) -> Result<(), AwsError> {
             let middle = gib * shared.options.gib / 2;
             shared.disks.write(vol, middle, &pattern[..4096])?;
         }
+    }
+    if !shared.options.moto_auth
+        && let Some(web) = web
+    {
+        load_balancer(shared, &base, &regions[0], &web).await?;
     }
     if !shared.options.moto_auth {
         let zone = format!(
@@ -280,5 +289,76 @@ pub(crate) async fn workloads(site: &AwsSite) -> Result<(), AwsError> {
     let mut state = shared.lock();
     state.effects.clear();
     state.changes.clear();
+    Ok(())
+}
+
+/// An application load balancer `shop` in `region` whose HTTP listener on
+/// port 80 forwards to target group `shop-web`, which holds `web`.
+async fn load_balancer(
+    shared: &super::Shared,
+    base: &str,
+    region: &str,
+    web: &str,
+) -> Result<(), AwsError> {
+    let elb = |params: Vec<(&'static str, String)>| async move {
+        let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        query(shared, base, region, "elasticloadbalancing", &params)
+            .await
+            .map_err(AwsError::Seed)
+    };
+    let subnets = query(
+        shared,
+        base,
+        region,
+        "ec2",
+        &[("Action", "DescribeSubnets")],
+    )
+    .await
+    .map_err(AwsError::Seed)?;
+    let ids: Vec<String> = subnets
+        .split("<subnetId>")
+        .skip(1)
+        .filter_map(|p| p.split("</subnetId>").next().map(str::to_owned))
+        .take(2)
+        .collect();
+    let vpc = xml_text(&subnets, "vpcId")
+        .ok_or_else(|| AwsError::Seed(format!("no VPC in {subnets}")))?
+        .to_owned();
+    let mut params = vec![
+        ("Action", "CreateLoadBalancer".to_owned()),
+        ("Name", "shop".to_owned()),
+    ];
+    let keys = ["Subnets.member.1", "Subnets.member.2"];
+    params.extend(keys.iter().copied().zip(ids));
+    let lb = elb(params).await?;
+    let lb = xml_text(&lb, "LoadBalancerArn")
+        .ok_or_else(|| AwsError::Seed(format!("no load balancer in {lb}")))?
+        .to_owned();
+    let tg = elb(vec![
+        ("Action", "CreateTargetGroup".into()),
+        ("Name", "shop-web".into()),
+        ("Protocol", "HTTP".into()),
+        ("Port", "80".into()),
+        ("VpcId", vpc),
+    ])
+    .await?;
+    let tg = xml_text(&tg, "TargetGroupArn")
+        .ok_or_else(|| AwsError::Seed(format!("no target group in {tg}")))?
+        .to_owned();
+    elb(vec![
+        ("Action", "RegisterTargets".into()),
+        ("TargetGroupArn", tg.clone()),
+        ("Targets.member.1.Id", web.to_owned()),
+    ])
+    .await?;
+    elb(vec![
+        ("Action", "CreateListener".into()),
+        ("LoadBalancerArn", lb),
+        ("Protocol", "HTTP".into()),
+        ("Port", "80".into()),
+        ("DefaultActions.member.1.Type", "forward".into()),
+        ("DefaultActions.member.1.TargetGroupArn", tg),
+    ])
+    .await?;
     Ok(())
 }

@@ -10,6 +10,8 @@ use rebound_sigv4::{Credentials, uri_encode};
 use crate::xml::Node;
 
 pub const EC2_VERSION: &str = "2016-11-15";
+/// The ELBv2 API version the plugin speaks.
+pub const ELBV2_VERSION: &str = "2015-12-01";
 
 /// A site: one region, reached at `endpoint`.
 #[derive(Debug, Clone)]
@@ -19,12 +21,13 @@ pub struct Aws {
     pub endpoint: String,
     route53: String,
     ebs: String,
+    elbv2: String,
     key_id: String,
     secret: String,
 }
 
 /// Connect to `site`: settings `endpoint`, `region`, optional
-/// `route53_endpoint`, `ebs_endpoint`; secrets `access_key_id`,
+/// `route53_endpoint`, `ebs_endpoint`, `elbv2_endpoint`; secrets `access_key_id`,
 /// `secret_access_key` (revealed: SigV4 computes with it; every reveal is
 /// audited by the host).
 pub fn connect(site_name: &str) -> Result<Aws, ProviderError> {
@@ -36,6 +39,7 @@ pub fn connect(site_name: &str) -> Result<Aws, ProviderError> {
         site: site_name.to_owned(),
         route53: site::get(site_name, "route53_endpoint").map_or_else(|| endpoint.clone(), trim),
         ebs: site::get(site_name, "ebs_endpoint").map_or_else(|| endpoint.clone(), trim),
+        elbv2: site::get(site_name, "elbv2_endpoint").map_or_else(|| endpoint.clone(), trim),
         endpoint,
         region,
         key_id,
@@ -58,7 +62,9 @@ impl Aws {
         body: Vec<u8>,
     ) -> Result<http::Response, ProviderError> {
         let content_type = match service {
-            "ec2" => Some("application/x-www-form-urlencoded; charset=utf-8"),
+            "ec2" | "elasticloadbalancing" => {
+                Some("application/x-www-form-urlencoded; charset=utf-8")
+            }
             "route53" => Some("application/xml"),
             _ => None,
         };
@@ -127,6 +133,34 @@ impl Aws {
             body.join("&").into_bytes(),
         )?;
         Node::parse(&response.text())
+    }
+
+    /// One ELBv2 query call in the site's region; the action's `…Result`.
+    pub fn elbv2(&self, params: &[(String, String)]) -> Result<Node, ProviderError> {
+        let mut body: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{}={}", uri_encode(k, false), uri_encode(v, false)))
+            .collect();
+        body.push(format!("Version={ELBV2_VERSION}"));
+        let response = self.send(
+            "elasticloadbalancing",
+            &self.region,
+            "POST",
+            &self.elbv2,
+            "/",
+            body.join("&").into_bytes(),
+        )?;
+        let mut reply = Node::parse(&response.text())?;
+        let action = params
+            .iter()
+            .find(|(k, _)| k == "Action")
+            .map(|(_, v)| format!("{v}Result"))
+            .unwrap_or_default();
+        let at = reply.children.iter().position(|c| c.name == action);
+        Ok(match at {
+            Some(i) => reply.children.swap_remove(i),
+            None => reply,
+        })
     }
 
     /// One Route 53 call (global, signed for us-east-1).
@@ -219,7 +253,8 @@ pub fn error(service: &str, response: &http::Response) -> ProviderError {
         )),
         c if c.ends_with(".NotFound")
             || c.starts_with("NoSuch")
-            || c == "ResourceNotFoundException" =>
+            || c == "ResourceNotFoundException"
+            || (service == "elasticloadbalancing" && c.ends_with("NotFound")) =>
         {
             ProviderError::NotFound(what)
         }
