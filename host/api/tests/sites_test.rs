@@ -106,7 +106,17 @@ async fn a_registered_site_serves_health_and_workloads_and_keeps_its_secret(stor
     );
     api.registry.runtime.set_enabled("example", true);
 
-    // A wrong credential: the plugin says so, nothing crashes.
+    // A platform that is down is a bad gateway, not the site's to fix.
+    site.set_down(true);
+    let down = api.get("/api/v1/sites/east/workloads", Role::Viewer).await;
+    assert_eq!(
+        down.problem(StatusCode::BAD_GATEWAY)["type"],
+        "https://rebound.dev/problems/site-unavailable"
+    );
+    site.set_down(false);
+
+    // A wrong credential: the plugin says so, nothing crashes; the site is
+    // the operator's to fix (409), and the secret is not echoed.
     let r = api
         .send(
             "PUT",
@@ -117,8 +127,28 @@ async fn a_registered_site_serves_health_and_workloads_and_keeps_its_secret(stor
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let workloads = api.get("/api/v1/sites/east/workloads", Role::Viewer).await;
-    workloads.problem(StatusCode::BAD_GATEWAY);
+    let problem = workloads.problem(StatusCode::CONFLICT);
+    assert_eq!(
+        problem["type"], "https://rebound.dev/problems/site-misconfigured",
+        "{}",
+        workloads.text
+    );
     assert!(!workloads.text.contains("wrong\""), "{}", workloads.text);
+
+    // So is a missing setting (schemathesis found it as a 502): the
+    // message names the setting to add.
+    let mut bare = body(&site, &site.token);
+    bare["config"]
+        .as_object_mut()
+        .expect("config")
+        .remove("endpoint");
+    let r = api
+        .send("PUT", "/api/v1/sites/east", Role::Admin, &bare)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let workloads = api.get("/api/v1/sites/east/workloads", Role::Viewer).await;
+    workloads.problem(StatusCode::CONFLICT);
+    assert!(workloads.text.contains("endpoint"), "{}", workloads.text);
 
     api.send("DELETE", "/api/v1/sites/east", Role::Admin, &json!({}))
         .await;

@@ -146,22 +146,30 @@ impl PluginSteps {
         Ok((serving, report.detail))
     }
 
-    /// Every workload the site's plugin discovers there.
+    /// A site's inventory, every workload; the plugin's typed error when it
+    /// refuses (an API can tell a misconfigured site from a failing one).
     pub async fn inventory(
         &self,
         site: &str,
-    ) -> Result<Vec<rebound_runtime::bindings::Workload>, StepError> {
-        self.call(
-            &[site],
-            Inventory {
-                site: site.to_owned(),
-                filter: InventoryFilter {
-                    workload_ids: Vec::new(),
-                    labels: Vec::new(),
-                },
+    ) -> Result<Vec<rebound_runtime::bindings::Workload>, InventoryError> {
+        let bound = self
+            .site(site)
+            .map_err(|_| InventoryError::NotBound(site.to_owned()))?;
+        let request = Inventory {
+            site: site.to_owned(),
+            filter: InventoryFilter {
+                workload_ids: Vec::new(),
+                labels: Vec::new(),
             },
-        )
-        .await
+        };
+        Ok(self
+            .runtime
+            .call(
+                &bound.plugin,
+                &CallContext::new(vec![bound.grant], self.call_budget),
+                request,
+            )
+            .await?)
     }
 
     /// Bind (or rebind) a site; calls already started keep the old binding.
@@ -727,6 +735,15 @@ fn earlier<'a>(
 
 /// Provider errors worth retrying stay retryable; sandbox refusals and
 /// crashes do not.
+/// Why a site's inventory could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("site '{0}' is not registered with this host")]
+    NotBound(String),
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
 fn step_error(error: CallError) -> StepError {
     match error.provider_error() {
         Some(e) if e.is_retryable() => StepError::Retryable(error.to_string()),

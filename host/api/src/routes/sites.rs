@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use rebound_engine::InventoryError;
 use rebound_runtime::bindings::PowerState;
 use rebound_store::SiteRecord;
 
@@ -333,7 +334,8 @@ pub async fn site_health(
     params(("name" = String, Path)),
     responses(
         (status = 200, body = WorkloadList),
-        (status = 502, body = ProblemDetails, content_type = "application/problem+json", description = "the site's plugin could not list them"),
+        (status = 409, body = ProblemDetails, content_type = "application/problem+json", description = "the plugin refuses the site as configured (a missing setting, refused credentials): fix the site"),
+        (status = 502, body = ProblemDetails, content_type = "application/problem+json", description = "the site's platform failed or could not be reached"),
         (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
     ))]
 pub async fn site_workloads(
@@ -344,13 +346,11 @@ pub async fn site_workloads(
     principal.require(Need::Read)?;
     let registry = bound(&state, &name)?;
     serving(&registry, &name)?;
-    let found = registry.steps.inventory(&name).await.map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_GATEWAY,
-            format!("site '{name}' could not list its workloads: {e}"),
-        )
-        .kind("site-unavailable")
-    })?;
+    let found = registry
+        .steps
+        .inventory(&name)
+        .await
+        .map_err(|e| inventory_problem(&name, &e))?;
     let items = found
         .into_iter()
         .map(|w| WorkloadView {
@@ -380,4 +380,35 @@ pub async fn site_workloads(
         })
         .collect();
     Ok(axum::Json(WorkloadList { items }))
+}
+
+/// A failed inventory as a problem: the plugin refusing the site as it is
+/// configured (a missing setting, refused credentials, a name the platform
+/// does not know) is the site's to fix — 409 — while a platform that fails
+/// or cannot be reached is a bad gateway.
+fn inventory_problem(name: &str, error: &InventoryError) -> Problem {
+    use rebound_runtime::bindings::ProviderError as P;
+    let refused = match error {
+        InventoryError::NotBound(_) => true,
+        InventoryError::Call(e) => matches!(
+            e.provider_error(),
+            Some(P::InvalidRequest(_) | P::NotFound(_) | P::Unauthorized(_) | P::Unsupported(_))
+        ),
+    };
+    if refused {
+        Problem::new(
+            StatusCode::CONFLICT,
+            format!(
+                "site '{name}' cannot list its workloads as it is configured: {error}; fix its \
+                 config or secrets (PUT /api/v1/sites/{name})"
+            ),
+        )
+        .kind("site-misconfigured")
+    } else {
+        Problem::new(
+            StatusCode::BAD_GATEWAY,
+            format!("site '{name}' could not list its workloads: {error}"),
+        )
+        .kind("site-unavailable")
+    }
 }
