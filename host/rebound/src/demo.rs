@@ -6,7 +6,10 @@
 //! reprotect → failback between two example sites with the engine, printing
 //! each run's measured RTO and achieved RPO against the phase's objectives.
 //! Then the same round trip crosses platforms: a plan of OpenStack servers
-//! protected onto a KubeVirt cluster, every disk moved by the data mover.
+//! protected onto a KubeVirt cluster, every disk moved by the data mover;
+//! and, when moto is installed (`REBOUND_PYTHON`), a plan of AWS instances
+//! protected onto a KubeVirt cluster, disks moved through the AWS plugin's
+//! mover appliance.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -177,8 +180,162 @@ pub async fn run(plugins: &Path) -> Result<()> {
     let store = store_a_plan(plugins, &example).await?;
     let openstack = runtime.load(&publish("openstack")?).await?;
     let kubevirt = runtime.load(&publish("kubevirt")?).await?;
+    let aws = runtime.load(&publish("aws")?).await?;
     round_trip(&store, runtime.clone(), example, site, grant, &disks).await?;
-    cross_platform(&store, runtime, openstack, kubevirt).await
+    cross_platform(&store, runtime.clone(), openstack, kubevirt.clone()).await?;
+    aws_cross_platform(&store, runtime, aws, kubevirt).await
+}
+
+/// A KubeVirt cluster of the lab with the namespace the plans recover into.
+async fn dr_cluster() -> Result<rebound_lab::KubeVirtSite> {
+    use rebound_lab::{KubeVirtOptions, KubeVirtSite};
+    Ok(KubeVirtSite::start(KubeVirtOptions {
+        latency: Duration::from_millis(200),
+        objects: vec![serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                                         "metadata": {"name": DR_NAMESPACE}})],
+        ..KubeVirtOptions::default()
+    })
+    .await?)
+}
+
+fn cluster_grant(cluster: &rebound_lab::KubeVirtSite) -> Result<SiteGrant> {
+    let mut grant = SiteGrant::new("kubevirt")
+        .config("endpoint", &cluster.endpoint())
+        .config("namespace", DR_NAMESPACE)
+        .secret("token", &cluster.token)
+        .grant(&cluster.endpoint())
+        .map_err(anyhow::Error::msg)?;
+    grant.ca_pem = Some(cluster.ca_pem.clone());
+    Ok(grant)
+}
+
+/// After failover and after reprotect the applications on the cluster
+/// write (8, then 4 MiB per VM), so that reprotect and failback have a
+/// delta to carry back.
+fn cluster_writes(
+    cluster: &rebound_lab::KubeVirtSite,
+    workflow: rebound_domain::Workflow,
+) -> Result<()> {
+    let mib = match workflow {
+        rebound_domain::Workflow::Failover => 8,
+        rebound_domain::Workflow::Reprotect => 4,
+        _ => return Ok(()),
+    };
+    let vms: Vec<String> = cluster
+        .list("virtualmachines", DR_NAMESPACE)
+        .iter()
+        .filter(|vm| vm["status"]["printableStatus"] == "Running")
+        .filter_map(|vm| vm["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    for vm in &vms {
+        let data = vec![u8::try_from(mib).unwrap_or(1); mib << 20];
+        cluster
+            .guest_write(DR_NAMESPACE, vm, 0, 256 << 20, &data)
+            .map_err(anyhow::Error::msg)?;
+    }
+    println!(
+        "            the applications on KubeVirt write {mib} MiB each ({} VMs)",
+        vms.len()
+    );
+    Ok(())
+}
+
+/// A plan of the lab's AWS instances (one region) protected onto a
+/// KubeVirt cluster, through the same round trip; skipped, saying how to
+/// enable it, when moto is not installed.
+async fn aws_cross_platform(
+    store: &rebound_store::Store,
+    runtime: Arc<Runtime>,
+    aws: Arc<Plugin>,
+    kubevirt: Arc<Plugin>,
+) -> Result<()> {
+    use rebound_lab::aws::AwsError;
+    use rebound_lab::{AwsOptions, AwsSite};
+    let site = match AwsSite::start(AwsOptions {
+        regions: vec!["eu-west-1".into()],
+        ..AwsOptions::default()
+    })
+    .await
+    {
+        Ok(site) => site,
+        Err(e @ (AwsError::NoPython | AwsError::MotoMissing(_))) => {
+            println!("\n== AWS ⇄ KubeVirt round trip skipped: {e} ==");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let cluster = dr_cluster().await?;
+    println!(
+        "\n== Cross-platform round trip: AWS {} (eu-west-1, moto) ⇄ KubeVirt {} through the engine ==",
+        site.endpoint(),
+        cluster.endpoint()
+    );
+    let options = site.options();
+    let aws_grant = SiteGrant::new("aws")
+        .config("endpoint", &site.endpoint())
+        .config("region", "eu-west-1")
+        .secret("access_key_id", &options.access_key_id)
+        .secret("secret_access_key", &options.secret_access_key)
+        .grant(&site.endpoint())
+        .map_err(anyhow::Error::msg)?;
+    let sites = std::collections::HashMap::from([
+        (
+            "aws".to_owned(),
+            rebound_engine::BoundSite {
+                plugin: aws.clone(),
+                grant: aws_grant.clone(),
+            },
+        ),
+        (
+            "kubevirt".to_owned(),
+            rebound_engine::BoundSite {
+                plugin: kubevirt,
+                grant: cluster_grant(&cluster)?,
+            },
+        ),
+    ]);
+    let steps = Arc::new(rebound_engine::PluginSteps::new(
+        runtime.clone(),
+        store.clone(),
+        sites,
+    ));
+    let found = runtime
+        .call(
+            &aws,
+            &CallContext::new(vec![aws_grant], Duration::from_secs(30)),
+            Inventory::all("aws"),
+        )
+        .await?;
+    let instance = |name: &str| {
+        found
+            .iter()
+            .find(|w| w.spec.name == name)
+            .map(|w| w.id.clone())
+            .with_context(|| format!("the AWS site seeds an instance '{name}'"))
+    };
+    let plan = rebound_domain::PlanDocument::from_yaml(&format!(
+        "name: shop-aws\nsource: aws\ntarget: kubevirt\nworkloads:\n  - id: {db}\n  - id: {web}\n    depends_on: [{db}]\n\
+         replication: {{ mode: data_mover, interval: 10m }}\n\
+         objectives:\n  failover: {{ rto: 15m, rpo: 15m }}\n  failback: {{ rto: 1h, rpo: 0s }}\n",
+        db = instance("db-1")?,
+        web = instance("web-1")?,
+    ))?;
+    steps.check_feasible(&plan).await?;
+    store.put_plan(&plan, "demo").await?;
+    println!(
+        "plan 'shop-aws': db-1 → web-1 (8+2 GiB and 8 GiB EBS volumes) from AWS onto KubeVirt"
+    );
+    drive(store, "shop-aws", steps, |workflow| {
+        cluster_writes(&cluster, workflow)
+    })
+    .await?;
+    let effects = site.effects();
+    let appliances = effects.get("ec2 TerminateInstances").copied().unwrap_or(0);
+    let repeated = cluster.effects().into_values().filter(|n| *n > 1).count();
+    println!(
+        "mover appliances launched and released on AWS: {appliances}; KubeVirt requests repeated under one idempotency key: {repeated}"
+    );
+    Ok(())
 }
 
 /// The namespace the KubeVirt site recovers into.
@@ -194,7 +351,7 @@ async fn cross_platform(
     kubevirt: Arc<Plugin>,
 ) -> Result<()> {
     use rebound_lab::openstack::Latencies;
-    use rebound_lab::{KubeVirtOptions, KubeVirtSite, OpenStackOptions, OpenStackSite};
+    use rebound_lab::{OpenStackOptions, OpenStackSite};
     let ms = Duration::from_millis;
     let cloud = OpenStackSite::start(OpenStackOptions {
         latency: Latencies {
@@ -209,13 +366,7 @@ async fn cross_platform(
         ..OpenStackOptions::default()
     })
     .await?;
-    let cluster = KubeVirtSite::start(KubeVirtOptions {
-        latency: ms(200),
-        objects: vec![serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
-                                         "metadata": {"name": DR_NAMESPACE}})],
-        ..KubeVirtOptions::default()
-    })
-    .await?;
+    let cluster = dr_cluster().await?;
     println!(
         "\n== Cross-platform round trip: OpenStack {} (RegionOne) ⇄ KubeVirt {} through the engine ==",
         cloud.endpoint(),
@@ -230,13 +381,7 @@ async fn cross_platform(
         .secret("password", &options.password)
         .grant(&cloud.endpoint())
         .map_err(anyhow::Error::msg)?;
-    let mut kubevirt_grant = SiteGrant::new("kubevirt")
-        .config("endpoint", &cluster.endpoint())
-        .config("namespace", DR_NAMESPACE)
-        .secret("token", &cluster.token)
-        .grant(&cluster.endpoint())
-        .map_err(anyhow::Error::msg)?;
-    kubevirt_grant.ca_pem = Some(cluster.ca_pem.clone());
+    let kubevirt_grant = cluster_grant(&cluster)?;
     let sites = std::collections::HashMap::from([
         (
             "openstack".to_owned(),
@@ -278,28 +423,7 @@ async fn cross_platform(
     store.put_plan(&plan, "demo").await?;
     println!("plan 'shop-x': db-1 → web-1 from OpenStack onto KubeVirt, network private → dr-net");
     drive(store, "shop-x", steps, |workflow| {
-        let mib = match workflow {
-            rebound_domain::Workflow::Failover => 8,
-            rebound_domain::Workflow::Reprotect => 4,
-            _ => return Ok(()),
-        };
-        let vms: Vec<String> = cluster
-            .list("virtualmachines", DR_NAMESPACE)
-            .iter()
-            .filter(|vm| vm["status"]["printableStatus"] == "Running")
-            .filter_map(|vm| vm["metadata"]["name"].as_str().map(str::to_owned))
-            .collect();
-        for vm in &vms {
-            let data = vec![u8::try_from(mib).unwrap_or(1); mib << 20];
-            cluster
-                .guest_write(DR_NAMESPACE, vm, 0, 256 << 20, &data)
-                .map_err(anyhow::Error::msg)?;
-        }
-        println!(
-            "            the applications on KubeVirt write {mib} MiB each ({} VMs)",
-            vms.len()
-        );
-        Ok(())
+        cluster_writes(&cluster, workflow)
     })
     .await?;
     let active = cloud
@@ -477,7 +601,11 @@ async fn drive(
             let sum =
                 |field: &str| -> u64 { transfers.iter().filter_map(|t| t[field].as_u64()).sum() };
             println!(
-                "            data mover: {} disk copies, {:.1} MiB moved of {:.1} GiB, verified block by block",
+                "            data mover: {} disk copies ({} workloads), {:.1} MiB moved of {:.1} GiB, verified block by block",
+                transfers
+                    .iter()
+                    .map(|t| t["volumes"].as_array().map_or(0, Vec::len))
+                    .sum::<usize>(),
                 transfers.len(),
                 sum("bytes_moved") as f64 / f64::from(1 << 20),
                 sum("bytes_total") as f64 / f64::from(1 << 30),
