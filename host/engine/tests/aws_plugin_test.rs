@@ -282,3 +282,71 @@ async fn an_elbv2_listener_shifts_weight_to_the_recovered_instance() {
         "{effects:?}"
     );
 }
+
+/// A recovery point the data mover wrote onto AWS is its imported volumes:
+/// pruning it deletes them, and pruning it again finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_an_imported_point_deletes_its_volumes() {
+    use rebound_runtime::Status;
+    use rebound_runtime::bindings::exports::{CleanupRequest, CleanupScope};
+    use rebound_runtime::bindings::{OperationState, Outcome};
+
+    let Some(site) = site(AwsOptions {
+        gib: 1 << 20,
+        seed: false,
+        ..AwsOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let runtime = rebound_runtime::testing::runtime();
+    let plugin = rebound_runtime::testing::load(&runtime, "aws").await;
+    let options = site.options();
+    let region = site.regions()[0].clone();
+    let ctx = context(
+        &site.endpoint(),
+        &region,
+        &options.access_key_id,
+        &options.secret_access_key,
+    );
+    let zone = format!("{region}a");
+    let made = site
+        .query(
+            &region,
+            "ec2",
+            &[
+                ("Action", "CreateVolume"),
+                ("AvailabilityZone", zone.as_str()),
+                ("Size", "1"),
+            ],
+        )
+        .await
+        .expect("CreateVolume");
+    let volume = texts(&made, "volumeId")[0].to_owned();
+    for attempt in ["prune", "prune again"] {
+        let op = runtime
+            .call(
+                &plugin,
+                &ctx,
+                CleanupRequest {
+                    key: format!("cleanup-{attempt}"),
+                    site: "aws".into(),
+                    scope: CleanupScope::RecoveryPoints(vec![volume.clone()]),
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{attempt}: {e}"));
+        match runtime.call(&plugin, &ctx, Status(op)).await {
+            Ok(OperationState::Succeeded(Outcome::Cleaned(report))) => {
+                assert_eq!(report.removed, vec![volume.clone()], "{attempt}");
+            }
+            other => panic!("{attempt}: {other:?}"),
+        }
+        let left = site
+            .query(&region, "ec2", &[("Action", "DescribeVolumes")])
+            .await
+            .expect("DescribeVolumes");
+        assert!(!left.contains(&volume), "{attempt}: {left}");
+    }
+}

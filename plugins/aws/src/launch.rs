@@ -471,6 +471,12 @@ pub fn cleanup(req: CleanupRequest) -> Result<Operation, ProviderError> {
         CleanupScope::Drill(sandbox) => drill(&aws, sandbox, &mut removed)?,
         CleanupScope::RecoveryPoints(ids) => {
             for id in ids {
+                // A point the host's data mover wrote is its imported
+                // volumes; one this plugin made, its tagged snapshots.
+                if id.starts_with("vol-") {
+                    delete(&aws, "DeleteVolume", "VolumeId", id, &mut removed)?;
+                    continue;
+                }
                 for s in points::snapshots(&aws, id)? {
                     delete(
                         &aws,
@@ -554,6 +560,29 @@ fn drill(aws: &Aws, sandbox: &str, removed: &mut Vec<String>) -> Result<(), Prov
             image.text("imageId"),
             removed,
         )?;
+    }
+    // The snapshots a sandbox was launched from, when it was launched from
+    // imported volumes.
+    let staged = aws.ec2(
+        &Params::action("DescribeSnapshots")
+            .set("Owner.1", "self")
+            .filter("tag-key", STAGING_TAG)
+            .0,
+    )?;
+    for snap in staged.items("snapshotSet") {
+        let labels = ec2::decode_labels(&snap.tag(ec2::LABELS_TAG).unwrap_or_default());
+        if labels
+            .iter()
+            .any(|(k, v)| k == "rebound/drill" && v == sandbox)
+        {
+            delete(
+                aws,
+                "DeleteSnapshot",
+                "SnapshotId",
+                snap.text("snapshotId"),
+                removed,
+            )?;
+        }
     }
     Ok(())
 }
