@@ -254,4 +254,14 @@ async fn promotion_waits_for_the_source_to_demote_unless_the_source_is_down() {
     let (_, _, message) = condition(&forced, "Completed").expect("completed");
     assert!(message.contains("forced"), "{message}");
     assert!(!is_mirror(&b, "db-1-root"));
+    // Mirroring back to the lost source then fails: the replication is
+    // degraded, and still promoted (what a plugin waiting on the promotion
+    // reads).
+    let degraded = until(&b, "db-1-root", |vr| {
+        condition(vr, "Degraded").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    let (status, _, message) = condition(&degraded, "Completed").expect("completed");
+    assert_eq!(status, "True", "{degraded:#}");
+    assert!(message.contains("forced"), "{message}");
 }

@@ -287,12 +287,27 @@ impl Cluster {
         }
     }
 
+    /// A VolumeReplication that cannot do what it asks: `Degraded` with the
+    /// reason. A primary whose mirroring fails is still promoted, so its
+    /// `Completed` condition (a forced promotion's, say) stays as it was.
     fn vr_error(&mut self, key: &Key, state: &str, reason: &str, message: &str) {
         let now = timestamp(SystemTime::now());
+        let promoted = (state == "Primary")
+            .then(|| {
+                let (vr, _) = self.objects.get(key)?;
+                vr["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == "Completed" && c["status"] == "True")
+                    .cloned()
+            })
+            .flatten();
+        let completed =
+            promoted.unwrap_or_else(|| condition("Completed", false, reason, message, &now));
         self.vr_status(
             key,
             json!({"state": state, "message": message, "conditions": [
-                condition("Completed", false, reason, message, &now),
+                completed,
                 condition("Degraded", true, reason, message, &now),
                 condition("Resyncing", false, "NotResyncing", "", &now),
             ]}),
