@@ -88,12 +88,16 @@ pub struct ExampleOptions {
     /// own subnet, and the ports each VM's `lab.services` label lists open
     /// while it runs, for health gates to probe (see `guests`).
     pub guests: bool,
+    /// The loopback address the site's mover agents serve exports and
+    /// imports on, as a platform's appliances sit on a data network of
+    /// their own (any of 127.0.0.0/8; the site's API is on 127.0.0.1).
+    pub mover_address: std::net::Ipv4Addr,
 }
 
 impl Default for ExampleOptions {
     fn default() -> Self {
         Self {
-            token: random_token(),
+            token: crate::random_hex(16),
             snapshot_latency: Duration::from_millis(50),
             api_latency: Duration::ZERO,
             tls: false,
@@ -101,6 +105,7 @@ impl Default for ExampleOptions {
             disk_dir: None,
             port: 0,
             guests: false,
+            mover_address: std::net::Ipv4Addr::LOCALHOST,
         }
     }
 }
@@ -129,11 +134,6 @@ pub fn default_vms() -> Vec<Value> {
         vm("vm-2", "app-1", "app", 4, 8192, 20, "10.0.0.21", "8080"),
         vm("vm-3", "db-1", "db", 8, 16384, 100, "10.0.0.31", "5432"),
     ]
-}
-
-fn random_token() -> String {
-    let bytes: [u8; 16] = rand::random();
-    hex::encode(bytes)
 }
 
 #[derive(Debug, Clone)]

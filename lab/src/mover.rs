@@ -1,10 +1,15 @@
 //! The mover agent of the lab's appliances: where a platform has no ranged
 //! read or write of a volume, a plugin boots an appliance with the volume
 //! attached, and the appliance serves it with the data mover's protocol
-//! (`rebound_datamover::agent`) behind a per-transfer token. The OpenStack
-//! and AWS simulators run that agent here, on loopback, over the volume's
-//! sparse file; a real appliance listens on its own address.
+//! (`rebound_datamover::agent`) behind a per-transfer token the plugin
+//! hands it in its user data ([`token_in`]), so the token is in no
+//! metadata or tag that whoever may list servers reads. The OpenStack and
+//! AWS simulators run that agent here, on loopback, over the volume's
+//! sparse file, and the example site serves its exports and imports the
+//! same way (with a token of its own); a real appliance listens on its own
+//! address.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use rebound_datamover::agent::{AgentConfig, serve};
@@ -27,20 +32,46 @@ impl std::fmt::Debug for Agent {
     }
 }
 
-/// Serve image `path` (writable for an import): the agent's URL, its
-/// token, and the agent.
+/// The user data line that carries the appliance's token.
+pub const TOKEN_VARIABLE: &str = "REBOUND_MOVER_TOKEN";
+
+/// The token in an appliance's user data (base64, as EC2 and Nova take
+/// it): the value of its `REBOUND_MOVER_TOKEN=` line.
+pub(crate) fn token_in(user_data: Option<&str>) -> Result<String, String> {
+    use base64::Engine;
+    let missing = || format!("its user data sets no {TOKEN_VARIABLE}");
+    let data = user_data.ok_or_else(missing)?;
+    let text = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|e| format!("its user data is not base64: {e}"))?;
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{TOKEN_VARIABLE}=")))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| t.len() >= 32)
+        .ok_or_else(|| format!("{} (of at least 32 characters)", missing()))
+}
+
+/// Serve image `path` (writable for an import) behind `token` on a free
+/// port of loopback address `address`: the agent's URL and the agent.
 pub(crate) async fn start(
     path: PathBuf,
     writable: bool,
+    token: String,
+    address: Ipv4Addr,
     site: &'static str,
-) -> std::io::Result<(String, String, Agent)> {
+) -> std::io::Result<(String, Agent)> {
     std::fs::metadata(&path)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    if !address.is_loopback() {
+        return Err(std::io::Error::other(format!(
+            "the lab serves on loopback only, not on {address}"
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind((address, 0)).await?;
     let url = format!("http://{}/disk", listener.local_addr()?);
-    let token = crate::random_hex(24);
     let config = AgentConfig {
         path,
-        token: token.clone(),
+        token,
         writable,
     };
     let task = tokio::spawn(async move {
@@ -48,5 +79,5 @@ pub(crate) async fn start(
             tracing::warn!("{site} lab: mover appliance agent stopped: {e}");
         }
     });
-    Ok((url, token, Agent(task.abort_handle())))
+    Ok((url, Agent(task.abort_handle())))
 }

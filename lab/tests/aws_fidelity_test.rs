@@ -21,21 +21,6 @@ use std::time::Duration;
 
 use rebound_lab::{AwsOptions, AwsSite};
 
-/// The AWS site, or `None` (skip) when moto is not installed and not
-/// required.
-async fn site(options: AwsOptions) -> Option<AwsSite> {
-    match AwsSite::start(options).await {
-        Ok(site) => Some(site),
-        Err(
-            e @ (rebound_lab::aws::AwsError::NoPython | rebound_lab::aws::AwsError::MotoMissing(_)),
-        ) if std::env::var("REBOUND_REQUIRE_PYTHON").as_deref() != Ok("1") => {
-            eprintln!("skipped: {e}");
-            None
-        }
-        Err(e) => panic!("the AWS site did not start: {e}"),
-    }
-}
-
 fn small() -> AwsOptions {
     AwsOptions {
         gib: 1 << 20,
@@ -48,7 +33,7 @@ fn small() -> AwsOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_works_against_the_lab() {
-    let Some(site) = site(small()).await else {
+    let Some(site) = AwsSite::start_or_skip(small()).await else {
         return;
     };
     let python = site
@@ -88,7 +73,7 @@ async fn boto3_works_against_the_lab() {
 /// created: the lab's own client is let through, a wrong secret is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moto_checks_signatures_when_told_to() {
-    let Some(site) = site(AwsOptions {
+    let Some(site) = AwsSite::start_or_skip(AwsOptions {
         moto_auth: true,
         ..small()
     })

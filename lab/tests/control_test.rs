@@ -6,23 +6,20 @@
 //!
 //! `cargo test -p rebound-lab --test control_test`.
 
-use rebound_lab::aws::AwsError;
 use rebound_lab::{AwsOptions, AwsSite, Faults, OVirtOptions, OVirtSite};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+async fn read(http: &reqwest::Client, faults: &str) -> Faults {
+    let answer = http.get(faults).send().await.expect("GET faults");
+    answer.json().await.expect("faults")
+}
 
 /// Drive the control routes of the site at `base` (its `/_lab/…` root).
 async fn control_routes_work(base: &str, what: &str) {
     let http = reqwest::Client::new();
     let faults = format!("{base}/_lab/faults");
-    let got: Faults = http
-        .get(&faults)
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("faults");
+    let got = read(&http, &faults).await;
     assert_eq!(got, Faults::default(), "{what}: none at start");
 
     // Invalid faults are refused with the reason and change nothing.
@@ -47,27 +44,13 @@ async fn control_routes_work(base: &str, what: &str) {
         .await
         .expect("POST");
     assert!(unknown.status().is_client_error(), "{what}: unknown field");
-    let got: Faults = http
-        .get(&faults)
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("faults");
+    let got = read(&http, &faults).await;
     assert_eq!(got, Faults::default(), "{what}: unchanged after refusals");
 
     let set = json!({"error_rate": 0.25, "status": 429, "retry_after": 3, "latency_ms": 1});
     let answered = http.post(&faults).json(&set).send().await.expect("POST");
     assert_eq!(answered.status(), StatusCode::OK, "{what}");
-    let got: Faults = http
-        .get(&faults)
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("faults");
+    let got = read(&http, &faults).await;
     assert_eq!(
         (got.error_rate, got.status, got.retry_after, got.latency_ms),
         (0.25, Some(429), Some(3), 1),
@@ -75,14 +58,7 @@ async fn control_routes_work(base: &str, what: &str) {
     );
     let cleared = http.delete(&faults).send().await.expect("DELETE");
     assert_eq!(cleared.status(), StatusCode::NO_CONTENT, "{what}");
-    let got: Faults = http
-        .get(&faults)
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("faults");
+    let got = read(&http, &faults).await;
     assert_eq!(got, Faults::default(), "{what}: cleared");
 
     let effects: Value = http
@@ -106,21 +82,14 @@ async fn the_ovirt_engine_answers_the_control_routes() {
 
 #[tokio::test]
 async fn the_aws_front_answers_the_control_routes() {
-    let site = match AwsSite::start(AwsOptions {
+    let Some(site) = AwsSite::start_or_skip(AwsOptions {
         gib: 1 << 20,
         seed: false,
         ..AwsOptions::default()
     })
     .await
-    {
-        Ok(site) => site,
-        Err(e @ (AwsError::NoPython | AwsError::MotoMissing(_)))
-            if std::env::var("REBOUND_REQUIRE_PYTHON").as_deref() != Ok("1") =>
-        {
-            eprintln!("skipped: {e}");
-            return;
-        }
-        Err(e) => panic!("the lab's AWS site: {e}"),
+    else {
+        return;
     };
     control_routes_work(&site.endpoint(), "AWS").await;
 }

@@ -249,7 +249,6 @@ async fn aws_cross_platform(
     aws: Arc<Plugin>,
     kubevirt: Arc<Plugin>,
 ) -> Result<()> {
-    use rebound_lab::aws::AwsError;
     use rebound_lab::{AwsOptions, AwsSite};
     let site = match AwsSite::start(AwsOptions {
         regions: vec!["eu-west-1".into()],
@@ -258,7 +257,7 @@ async fn aws_cross_platform(
     .await
     {
         Ok(site) => site,
-        Err(e @ (AwsError::NoPython | AwsError::MotoMissing(_))) => {
+        Err(e) if e.is_missing_moto() => {
             println!("\n== AWS ⇄ KubeVirt round trip skipped: {e} ==");
             return Ok(());
         }

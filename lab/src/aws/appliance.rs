@@ -5,12 +5,13 @@
 //!
 //! - it serves the volume attached at [`DEVICE`] with the data mover's
 //!   protocol, writable when the instance is tagged `rebound:mover-mode` =
-//!   `import`, read-only otherwise;
-//! - it publishes where and how to reach it in its own tags (a real
-//!   appliance's instance role allows `ec2:CreateTags` on itself):
-//!   `rebound:mover-url` (`http://ADDRESS:PORT/disk`) and
-//!   `rebound:mover-token` (the per-transfer bearer token), or
-//!   `rebound:mover-error` when it cannot serve;
+//!   `import`, read-only otherwise, behind the bearer token its user data
+//!   sets (`REBOUND_MOVER_TOKEN=…`; the plugin derives it, so it is kept in
+//!   no tag);
+//! - it publishes where to reach it in its own tags (a real appliance's
+//!   instance role allows `ec2:CreateTags` on itself): `rebound:mover-url`
+//!   (`http://ADDRESS:PORT/disk`), or `rebound:mover-error` when it cannot
+//!   serve;
 //! - terminating the instance stops it.
 //!
 //! Every region of the lab's site has the appliance's AMI, registered in
@@ -18,6 +19,7 @@
 //! loopback over the volume's sparse file.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use super::{AwsError, Shared, ensure_volume, seed, xml_text};
@@ -74,6 +76,7 @@ pub(crate) fn launched(
         return Ok(());
     };
     let tags = tags_of(params);
+    let token = crate::mover::token_in(params.get("UserData").map(String::as_str));
     let writable = tags.get("rebound:mover-mode").map(String::as_str) == Some("import");
     let volume = super::front::device_volumes(reply)
         .into_iter()
@@ -103,19 +106,22 @@ pub(crate) fn launched(
     tokio::spawn(async move {
         // The appliance boots as long as a snapshot takes to settle.
         tokio::time::sleep(shared.options.snapshot_latency).await;
-        let started = match &volume {
-            Some(volume) => match shared.disks.path(volume) {
-                Ok(path) => crate::mover::start(path, writable, "AWS").await,
+        let started = match (&volume, token) {
+            (_, Err(e)) => Err(std::io::Error::other(e)),
+            (Some(volume), Ok(token)) => match shared.disks.path(volume) {
+                Ok(path) => {
+                    crate::mover::start(path, writable, token, Ipv4Addr::LOCALHOST, "AWS").await
+                }
                 Err(e) => Err(e),
             },
-            None => Err(std::io::Error::other(format!(
+            (None, _) => Err(std::io::Error::other(format!(
                 "no volume is attached at {DEVICE}"
             ))),
         };
         let tags: Vec<(&str, String)> = match started {
-            Ok((url, token, agent)) => {
+            Ok((url, agent)) => {
                 shared.lock().agents.insert(instance.clone(), agent);
-                vec![("rebound:mover-url", url), ("rebound:mover-token", token)]
+                vec![("rebound:mover-url", url)]
             }
             Err(e) => vec![("rebound:mover-error", e.to_string())],
         };

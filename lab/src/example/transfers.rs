@@ -11,11 +11,10 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use rebound_datamover::agent::{AgentConfig, serve};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{FindQuery, Site, problem, random_token};
+use super::{FindQuery, Site, problem};
 
 /// An export or import the site serves.
 #[derive(Debug)]
@@ -27,13 +26,8 @@ pub(super) struct Transfer {
     size_bytes: u64,
     /// For an import: the volume being written.
     volume_id: Option<String>,
-    agent: tokio::task::AbortHandle,
-}
-
-impl Drop for Transfer {
-    fn drop(&mut self) {
-        self.agent.abort();
-    }
+    /// Serving it; dropped with the transfer.
+    _agent: crate::mover::Agent,
 }
 
 fn render(t: &Transfer) -> Value {
@@ -41,27 +35,6 @@ fn render(t: &Transfer) -> Value {
         "id": t.id, "key": t.key, "status": "ready", "url": t.url, "token": t.token,
         "size_bytes": t.size_bytes, "volume_id": t.volume_id,
     })
-}
-
-/// Serve image `path` through a new agent; returns its URL and token.
-async fn agent(
-    path: std::path::PathBuf,
-    writable: bool,
-) -> std::io::Result<(String, String, tokio::task::AbortHandle)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/disk", listener.local_addr()?);
-    let token = random_token();
-    let config = AgentConfig {
-        path,
-        token: token.clone(),
-        writable,
-    };
-    let task = tokio::spawn(async move {
-        if let Err(e) = serve(listener, config).await {
-            tracing::warn!("example site: mover agent stopped: {e}");
-        }
-    });
-    Ok((url, token, task.abort_handle()))
 }
 
 #[derive(Deserialize)]
@@ -113,7 +86,16 @@ pub(super) async fn create_export(
         Ok(found) => found,
         Err(e) => return problem(StatusCode::CONFLICT, &format!("disk image '{image}': {e}")),
     };
-    let (url, token, agent) = match agent(path, false).await {
+    let token = crate::random_hex(24);
+    let (url, agent) = match crate::mover::start(
+        path,
+        false,
+        token.clone(),
+        site.options.mover_address,
+        "example",
+    )
+    .await
+    {
         Ok(a) => a,
         Err(e) => {
             return problem(
@@ -131,7 +113,7 @@ pub(super) async fn create_export(
         token,
         size_bytes: size,
         volume_id: None,
-        agent,
+        _agent: agent,
     };
     let body = render(&transfer);
     inner.transfers.insert(id, transfer);
@@ -185,7 +167,16 @@ pub(super) async fn create_import(
         Ok(path) => path,
         Err(e) => return problem(StatusCode::CONFLICT, &format!("preparing volume: {e}")),
     };
-    let (url, token, agent) = match agent(path, true).await {
+    let token = crate::random_hex(24);
+    let (url, agent) = match crate::mover::start(
+        path,
+        true,
+        token.clone(),
+        site.options.mover_address,
+        "example",
+    )
+    .await
+    {
         Ok(a) => a,
         Err(e) => {
             return problem(
@@ -203,7 +194,7 @@ pub(super) async fn create_import(
         token,
         size_bytes: req.size_bytes,
         volume_id: Some(volume),
-        agent,
+        _agent: agent,
     };
     let body = render(&transfer);
     inner.transfers.insert(id, transfer);

@@ -80,5 +80,14 @@ async fn start(
     writable: bool,
 ) -> std::io::Result<(String, String, crate::mover::Agent)> {
     let path = api.shared.disks.path(&super::cinder::volume_file(volume))?;
-    crate::mover::start(path, writable, "OpenStack").await
+    let token = crate::random_hex(24);
+    let (url, agent) = crate::mover::start(
+        path,
+        writable,
+        token.clone(),
+        std::net::Ipv4Addr::LOCALHOST,
+        "OpenStack",
+    )
+    .await?;
+    Ok((url, token, agent))
 }

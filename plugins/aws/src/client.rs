@@ -52,6 +52,19 @@ fn trim(s: String) -> String {
 }
 
 impl Aws {
+    /// A secret only a holder of this site's key can compute for
+    /// `purpose`: HMAC-SHA256 under the secret access key, hex. The plugin
+    /// hands one to an appliance in its user data and computes it again
+    /// when it needs it, so it is stored nowhere — not in a tag, not in a
+    /// handle.
+    pub fn derived_secret(&self, purpose: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.secret.as_bytes())
+            .expect("HMAC takes a key of any length");
+        mac.update(purpose.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
     fn send(
         &self,
         service: &str,

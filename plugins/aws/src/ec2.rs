@@ -72,6 +72,26 @@ pub fn instances(aws: &Aws, params: Params) -> Result<Vec<Node>, ProviderError> 
     Ok(out)
 }
 
+/// The live instances a mutating call tagged with idempotency key `key`.
+pub fn keyed_instances(aws: &Aws, key: &str) -> Result<Vec<Node>, ProviderError> {
+    instances(
+        aws,
+        Params::action("DescribeInstances").filter(&format!("tag:{KEY_TAG}"), key),
+    )
+}
+
+/// The snapshots of this account a mutating call tagged with idempotency
+/// key `key`.
+pub fn keyed_snapshots(aws: &Aws, key: &str) -> Result<Vec<Node>, ProviderError> {
+    let reply = aws.ec2(
+        &Params::action("DescribeSnapshots")
+            .set("Owner.1", "self")
+            .filter(&format!("tag:{KEY_TAG}"), key)
+            .0,
+    )?;
+    Ok(reply.items("snapshotSet").cloned().collect())
+}
+
 pub fn instance(aws: &Aws, id: &str) -> Result<Node, ProviderError> {
     instances(
         aws,

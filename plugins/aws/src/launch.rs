@@ -15,7 +15,7 @@ use rebound_plugin_sdk::{
 use crate::client::{Aws, Params, connect};
 use crate::ec2::{self, KEY_TAG};
 use crate::points;
-use crate::transfer::STAGING_TAG;
+use crate::transfer::{STAGING_TAG, staging};
 use crate::xml::Node;
 
 fn token(key: &str) -> String {
@@ -186,12 +186,7 @@ impl Launch {
 
 /// The instance launched under `key`, if any.
 fn launched(aws: &Aws, key: &str) -> Result<Option<Node>, ProviderError> {
-    Ok(ec2::instances(
-        aws,
-        Params::action("DescribeInstances").filter(&format!("tag:{KEY_TAG}"), key),
-    )?
-    .into_iter()
-    .next())
+    Ok(ec2::keyed_instances(aws, key)?.into_iter().next())
 }
 
 pub fn materialize(req: MaterializeRequest) -> Result<Operation, ProviderError> {
@@ -300,19 +295,7 @@ fn stage(
 
 /// The staging snapshots of materialize `key`, boot disk first.
 fn staged(aws: &Aws, key: &str) -> Result<Vec<Node>, ProviderError> {
-    let reply = aws.ec2(
-        &Params::action("DescribeSnapshots")
-            .set("Owner.1", "self")
-            .filter(&format!("tag:{KEY_TAG}"), key)
-            .0,
-    )?;
-    Ok(points::ordered(
-        reply
-            .items("snapshotSet")
-            .filter(|s| s.tag(STAGING_TAG).as_deref() == Some("materialize"))
-            .cloned()
-            .collect(),
-    ))
+    Ok(points::ordered(staging(aws, key, "materialize")?))
 }
 
 fn op(kind: OperationKind, site: &str, id: String) -> Operation {

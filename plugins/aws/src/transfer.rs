@@ -5,9 +5,13 @@
 //! minion instances, CloudEndure's replication servers): it launches an
 //! instance from the site's mover AMI (`mover_image`, `rebound-mover` by
 //! default) with the volume to move attached at [`DEVICE`]. The appliance
-//! serves that volume with the data mover's protocol and publishes its URL
-//! and per-transfer token in its own tags (its instance role may tag only
-//! itself).
+//! serves that volume with the data mover's protocol behind a per-transfer
+//! token it reads from its user data (`REBOUND_MOVER_TOKEN=…`), and
+//! publishes its URL in its own tags (its instance role may tag only
+//! itself). The token is derived from the transfer's key under the site's
+//! secret key ([`Aws::derived_secret`]): `status` computes it again, so it
+//! is kept nowhere — not in a tag anyone who may describe instances reads,
+//! not in the host's store.
 //!
 //! - export: a volume made from the recovery point's snapshot of the disk,
 //!   served read-only, deleted with the appliance;
@@ -37,7 +41,6 @@ pub const DEVICE: &str = "/dev/sdf";
 /// `export` or `import`: marks an instance as a mover appliance.
 pub const MODE_TAG: &str = "rebound:mover-mode";
 const URL_TAG: &str = "rebound:mover-url";
-const TOKEN_TAG: &str = "rebound:mover-token";
 const ERROR_TAG: &str = "rebound:mover-error";
 /// Marks a snapshot the plugin made only to clone a volume from.
 pub const STAGING_TAG: &str = "rebound:staging";
@@ -198,9 +201,10 @@ pub fn status(op: &Operation) -> Result<OperationState, ProviderError> {
             )));
         }
     }
-    let (Some(url), Some(token)) = (appliance.tag(URL_TAG), appliance.tag(TOKEN_TAG)) else {
+    let Some(url) = appliance.tag(URL_TAG) else {
         return running(format!("the mover appliance {id} is starting its agent"));
     };
+    let token = token(&aws, &transfer.key);
     let volume = appliance
         .items("blockDeviceMapping")
         .find(|m| m.text("deviceName") == DEVICE)
@@ -240,7 +244,7 @@ pub fn release(aws: &Aws, ids: &[String], removed: &mut Vec<String>) -> Result<(
             )?;
             removed.push(instance);
         }
-        for snap in staging(aws, &transfer.key)? {
+        for snap in staging(aws, &transfer.key, "transfer")? {
             let snap = snap.text("snapshotId").to_owned();
             match aws.ec2(
                 &Params::action("DeleteSnapshot")
@@ -270,7 +274,7 @@ fn advance(aws: &Aws, transfer: &Transfer) -> Result<Stage, ProviderError> {
     }
     let snapshot = match &transfer.base {
         Some(volume) if volume.starts_with("vol-") => {
-            match staging(aws, &transfer.key)?.into_iter().next() {
+            match staging(aws, &transfer.key, "transfer")?.into_iter().next() {
                 Some(s) if s.text("status") == "completed" => Some(s.text("snapshotId").to_owned()),
                 Some(s) => {
                     return Ok(Stage::Waiting(format!(
@@ -349,6 +353,7 @@ fn launch(aws: &Aws, transfer: &Transfer, snapshot: Option<&str>) -> Result<(), 
         .set("MinCount", "1")
         .set("MaxCount", "1")
         .set("ClientToken", short(&transfer.key))
+        .set("UserData", user_data(&token(aws, &transfer.key)))
         .set("BlockDeviceMapping.1.DeviceName", DEVICE)
         .set("BlockDeviceMapping.1.Ebs.VolumeSize", gib.to_string())
         .set("BlockDeviceMapping.1.Ebs.VolumeType", "gp3")
@@ -376,26 +381,17 @@ fn launch(aws: &Aws, transfer: &Transfer, snapshot: Option<&str>) -> Result<(), 
 
 /// The appliance launched under `key` (not terminated), if any.
 fn appliance(aws: &Aws, key: &str) -> Result<Option<Node>, ProviderError> {
-    Ok(ec2::instances(
-        aws,
-        Params::action("DescribeInstances").filter(&format!("tag:{KEY_TAG}"), key),
-    )?
-    .into_iter()
-    .find(|i| i.tag(MODE_TAG).is_some()))
+    Ok(ec2::keyed_instances(aws, key)?
+        .into_iter()
+        .find(|i| i.tag(MODE_TAG).is_some()))
 }
 
-/// The staging snapshots made under `key`.
-fn staging(aws: &Aws, key: &str) -> Result<Vec<Node>, ProviderError> {
-    let reply = aws.ec2(
-        &Params::action("DescribeSnapshots")
-            .set("Owner.1", "self")
-            .filter(&format!("tag:{KEY_TAG}"), key)
-            .0,
-    )?;
-    Ok(reply
-        .items("snapshotSet")
-        .filter(|s| s.tag(STAGING_TAG).is_some())
-        .cloned()
+/// The staging snapshots made under `key` for `purpose` (`transfer` for
+/// an appliance's base, `materialize` for a launch from volumes).
+pub fn staging(aws: &Aws, key: &str, purpose: &str) -> Result<Vec<Node>, ProviderError> {
+    Ok(ec2::keyed_snapshots(aws, key)?
+        .into_iter()
+        .filter(|s| s.tag(STAGING_TAG).as_deref() == Some(purpose))
         .collect())
 }
 
@@ -428,6 +424,18 @@ fn gib_of(snapshot: &Node) -> u64 {
 }
 
 /// A short, stable name for a key (client tokens allow 64 characters).
+/// The bearer token of the appliance of transfer `key`.
+fn token(aws: &Aws, key: &str) -> String {
+    aws.derived_secret(&format!("rebound mover appliance\n{}\n{key}", aws.region))
+}
+
+/// The appliance's user data (base64, as EC2 takes it): the token its
+/// agent requires.
+fn user_data(token: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("REBOUND_MOVER_TOKEN={token}\n"))
+}
+
 pub fn short(key: &str) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..12])
 }
