@@ -13,6 +13,8 @@
 //! `cargo xtask build-plugins`, then
 //! `cargo test -p rebound-engine --test aws_cross_test`.
 
+#[path = "support/aws.rs"]
+mod aws;
 #[path = "support/cross.rs"]
 mod cross;
 
@@ -24,9 +26,7 @@ use std::time::Duration;
 use cross::{MIB, NS, kubevirt_grant, moved, same, serving_kubevirt, vm_disks};
 use rebound_domain::{PlanDocument, PlanState, Workflow};
 use rebound_engine::{PluginSteps, WORKLOAD_LABEL};
-use rebound_lab::aws::AwsError;
 use rebound_lab::{AwsOptions, AwsSite, KubeVirtSite};
-use rebound_runtime::SiteGrant;
 use rebound_store::Store;
 
 struct Lab {
@@ -37,72 +37,22 @@ struct Lab {
     names: HashMap<String, String>,
 }
 
-/// The text of every `<tag>…</tag>` in `xml`.
-fn texts<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
-    xml.split(&format!("<{tag}>"))
-        .skip(1)
-        .filter_map(|p| p.split(&format!("</{tag}>")).next())
-        .collect()
-}
-
 /// `(instance id, state, volume ids)` of the instances matching `filter`.
 async fn instances(lab: &AwsSite, filter: (&str, &str)) -> Vec<(String, String, Vec<String>)> {
-    let region = lab.regions()[0].clone();
-    let xml = lab
-        .query(
-            &region,
-            "ec2",
-            &[
-                ("Action", "DescribeInstances"),
-                ("Filter.1.Name", filter.0),
-                ("Filter.1.Value.1", filter.1),
-            ],
-        )
-        .await
-        .expect("DescribeInstances");
-    xml.split("<instancesSet>")
-        .skip(1)
-        .map(|i| {
-            let id = texts(i, "instanceId").last().copied().unwrap_or_default();
-            let state = i
-                .split("<instanceState>")
-                .nth(1)
-                .and_then(|s| texts(s, "name").first().copied())
-                .unwrap_or_default();
-            let volumes = texts(i, "volumeId").into_iter().map(str::to_owned);
-            (id.to_owned(), state.to_owned(), volumes.collect())
-        })
-        .collect()
+    aws::instances(lab, &lab.regions()[0], &[filter]).await
 }
 
 async fn lab(store: &Store) -> Option<Lab> {
     let ms = Duration::from_millis;
-    let aws = match AwsSite::start(AwsOptions {
+    let aws = AwsSite::start_or_skip(AwsOptions {
         regions: vec!["eu-west-1".into()],
         snapshot_latency: ms(100),
         dns_latency: ms(100),
         ..AwsOptions::default()
     })
-    .await
-    {
-        Ok(site) => site,
-        Err(e @ (AwsError::NoPython | AwsError::MotoMissing(_)))
-            if std::env::var("REBOUND_REQUIRE_PYTHON").as_deref() != Ok("1") =>
-        {
-            eprintln!("skipped: {e}");
-            return None;
-        }
-        Err(e) => panic!("the lab's AWS site: {e}"),
-    };
+    .await?;
     let kubevirt = cross::kubevirt_site().await;
-    let options = aws.options();
-    let aws_grant = SiteGrant::new("aws")
-        .config("endpoint", &aws.endpoint())
-        .config("region", &aws.regions()[0])
-        .secret("access_key_id", &options.access_key_id)
-        .secret("secret_access_key", &options.secret_access_key)
-        .grant(&aws.endpoint())
-        .expect("grant");
+    let aws_grant = aws::grant(&aws, "aws", &aws.regions()[0]);
     let steps = cross::bind(
         store,
         vec![
@@ -140,6 +90,30 @@ fn files(lab: &Lab, ids: &[String]) -> Vec<PathBuf> {
     ids.iter()
         .map(|id| lab.aws.disks().path(id).expect("data file"))
         .collect()
+}
+
+/// The staging snapshots on AWS (a launch from imported volumes goes
+/// through them).
+async fn staging_snapshots(site: &AwsSite) -> Vec<String> {
+    let xml = site
+        .query(
+            &site.regions()[0],
+            "ec2",
+            &[
+                ("Action", "DescribeSnapshots"),
+                ("Owner.1", "self"),
+                ("Filter.1.Name", "tag-key"),
+                ("Filter.1.Value.1", "rebound:staging"),
+            ],
+        )
+        .await
+        .expect("DescribeSnapshots");
+    let mut ids: Vec<String> = aws::texts(&xml, "snapshotId")
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// The running AWS instance serving plan workload `workload`, newest
@@ -237,6 +211,31 @@ async fn aws_to_kubevirt_and_back(store: Store) {
         store.plan("shop").await.expect("plan").lifecycle.state,
         PlanState::ReadyForFailback
     );
+
+    // A drill of the failback: sandboxes launched on AWS from the volumes
+    // reprotect imported (through staging snapshots of them), then torn
+    // down with those snapshots; nothing is left running on AWS.
+    let staging_before = staging_snapshots(&lab.aws).await;
+    let created =
+        |effects: &HashMap<String, usize>| effects.get("ec2 CreateSnapshot").copied().unwrap_or(0);
+    let before = created(&lab.aws.effects());
+    cross::run(&store, &lab.steps, "shop", Workflow::Drill).await;
+    assert!(
+        created(&lab.aws.effects()) > before,
+        "the sandboxes were launched through staging snapshots"
+    );
+    assert_eq!(
+        staging_snapshots(&lab.aws).await,
+        staging_before,
+        "the drill's staging snapshots are deleted with its sandbox"
+    );
+    let running = instances(&lab.aws, ("instance-state-name", "running")).await;
+    assert!(running.is_empty(), "sandboxes torn down: {running:?}");
+    assert_eq!(
+        store.plan("shop").await.expect("plan").lifecycle.state,
+        PlanState::ReadyForFailback
+    );
+
     lab.kubevirt
         .guest_write(NS, web, 0, 60 * MIB, b"last write before failback")
         .expect("write");
@@ -291,8 +290,8 @@ async fn aws_to_kubevirt_and_back(store: Store) {
     let launched = effects.get("ec2 RunInstances").copied().unwrap_or(0);
     assert_eq!(
         launched,
-        appliances.len() + lab.names.len(),
-        "one RunInstances per appliance and per instance failed back: {effects:?}"
+        appliances.len() + 2 * lab.names.len(),
+        "one RunInstances per appliance, per sandbox and per instance failed back: {effects:?}"
     );
     cross::assert_no_repeats("KubeVirt", lab.kubevirt.effects());
 }

@@ -10,40 +10,24 @@
 //! `cargo xtask build-plugins`, then
 //! `cargo test -p rebound-engine --test aws_plugin_test`.
 
+#[path = "support/aws.rs"]
+mod aws;
+
 use std::time::Duration;
 
-use rebound_lab::aws::AwsError;
+use aws::texts;
 use rebound_lab::{AwsOptions, AwsSite, Faults};
 use rebound_runtime::bindings::ProviderError;
-use rebound_runtime::{CallContext, Inventory, SiteGrant};
-
-async fn site(options: AwsOptions) -> Option<AwsSite> {
-    match AwsSite::start(options).await {
-        Ok(site) => Some(site),
-        Err(e @ (AwsError::NoPython | AwsError::MotoMissing(_)))
-            if std::env::var("REBOUND_REQUIRE_PYTHON").as_deref() != Ok("1") =>
-        {
-            eprintln!("skipped: {e}");
-            None
-        }
-        Err(e) => panic!("the lab's AWS site: {e}"),
-    }
-}
+use rebound_runtime::{CallContext, Inventory};
 
 fn context(endpoint: &str, region: &str, key: &str, secret: &str) -> CallContext {
-    let grant = SiteGrant::new("aws")
-        .config("endpoint", endpoint)
-        .config("region", region)
-        .secret("access_key_id", key)
-        .secret("secret_access_key", secret)
-        .grant(endpoint)
-        .expect("grant");
+    let grant = aws::grant_with("aws", endpoint, region, key, secret);
     CallContext::new(vec![grant], Duration::from_secs(30))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moto_accepts_the_plugins_signatures_and_refuses_a_wrong_secret() {
-    let Some(site) = site(AwsOptions {
+    let Some(site) = AwsSite::start_or_skip(AwsOptions {
         gib: 1 << 20,
         moto_auth: true,
         ..AwsOptions::default()
@@ -95,7 +79,7 @@ async fn moto_accepts_the_plugins_signatures_and_refuses_a_wrong_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_in_awss_shape_is_throttled_with_its_retry_after() {
-    let Some(site) = site(AwsOptions {
+    let Some(site) = AwsSite::start_or_skip(AwsOptions {
         gib: 1 << 20,
         ..AwsOptions::default()
     })
@@ -184,13 +168,6 @@ async fn listener(site: &AwsSite) -> (String, Vec<(String, u32)>) {
     (arn, groups)
 }
 
-fn texts<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
-    xml.split(&format!("<{tag}>"))
-        .skip(1)
-        .filter_map(|p| p.split(&format!("</{tag}>")).next())
-        .collect()
-}
-
 /// A canary through an ELBv2 listener: the seeded listener forwards to
 /// `shop-web`; redirecting to a new instance at weight 50 gives it a target
 /// group of its own beside `shop-web` (which keeps its weight), weight 100
@@ -202,7 +179,7 @@ async fn an_elbv2_listener_shifts_weight_to_the_recovered_instance() {
     use rebound_runtime::bindings::exports::{RedirectRequest, RedirectTarget, WeightedBackend};
     use rebound_runtime::bindings::{OperationState, Outcome};
 
-    let Some(site) = site(AwsOptions {
+    let Some(site) = AwsSite::start_or_skip(AwsOptions {
         gib: 1 << 20,
         ..AwsOptions::default()
     })
@@ -291,7 +268,7 @@ async fn pruning_an_imported_point_deletes_its_volumes() {
     use rebound_runtime::bindings::exports::{CleanupRequest, CleanupScope};
     use rebound_runtime::bindings::{OperationState, Outcome};
 
-    let Some(site) = site(AwsOptions {
+    let Some(site) = AwsSite::start_or_skip(AwsOptions {
         gib: 1 << 20,
         seed: false,
         ..AwsOptions::default()

@@ -13,15 +13,17 @@
 //! `cargo xtask build-plugins`, then
 //! `cargo test -p rebound-engine --test aws_round_trip_test`.
 
+#[path = "support/aws.rs"]
+mod aws;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws::{instances, texts};
 use rebound_domain::{PlanDocument, PlanState, Workflow};
 use rebound_engine::{BoundSite, Executor, ExecutorConfig, Outcome, PluginSteps, WORKLOAD_LABEL};
-use rebound_lab::aws::AwsError;
 use rebound_lab::{AwsOptions, AwsSite};
-use rebound_runtime::SiteGrant;
 use rebound_store::Store;
 
 const EAST: &str = "aws-east";
@@ -39,100 +41,22 @@ fn region(lab: &AwsSite, site: &str) -> String {
     lab.regions()[usize::from(site == WEST)].clone()
 }
 
-/// The text of every `<tag>…</tag>` in `xml`.
-fn texts<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
-    xml.split(&format!("<{tag}>"))
-        .skip(1)
-        .filter_map(|p| p.split(&format!("</{tag}>")).next())
-        .collect()
-}
-
 async fn query(site: &AwsSite, region: &str, params: &[(&str, &str)]) -> String {
     site.query(region, "ec2", params).await.expect("query")
 }
 
-/// `(instance id, volume ids)` of each instance in `region` matching the
-/// filter, one `<item>` of `instancesSet` each.
-async fn instances(
-    site: &AwsSite,
-    region: &str,
-    filters: &[(&str, &str)],
-) -> Vec<(String, String, Vec<String>)> {
-    let mut params = vec![("Action", "DescribeInstances")];
-    let names: Vec<(String, String)> = filters
-        .iter()
-        .enumerate()
-        .flat_map(|(i, (k, v))| {
-            [
-                (format!("Filter.{}.Name", i + 1), (*k).to_owned()),
-                (format!("Filter.{}.Value.1", i + 1), (*v).to_owned()),
-            ]
-        })
-        .collect();
-    params.extend(names.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let xml = query(site, region, &params).await;
-    xml.split("<instancesSet>")
-        .skip(1)
-        .map(|i| {
-            let id = texts(i, "instanceId")
-                .last()
-                .copied()
-                .unwrap_or_default()
-                .to_owned();
-            let state = i
-                .split("<instanceState>")
-                .nth(1)
-                .map(|s| {
-                    texts(s, "name")
-                        .first()
-                        .copied()
-                        .unwrap_or_default()
-                        .to_owned()
-                })
-                .unwrap_or_default();
-            (
-                id,
-                state,
-                texts(i, "volumeId")
-                    .iter()
-                    .map(|v| (*v).to_owned())
-                    .collect(),
-            )
-        })
-        .collect()
-}
-
 async fn lab(store: &Store) -> Option<Lab> {
-    let site = match AwsSite::start(AwsOptions {
+    let site = AwsSite::start_or_skip(AwsOptions {
         gib: MIB,
         snapshot_latency: Duration::from_millis(100),
         copy_latency: Duration::from_millis(150),
         dns_latency: Duration::from_millis(100),
         ..AwsOptions::default()
     })
-    .await
-    {
-        Ok(site) => site,
-        Err(e @ (AwsError::NoPython | AwsError::MotoMissing(_)))
-            if std::env::var("REBOUND_REQUIRE_PYTHON").as_deref() != Ok("1") =>
-        {
-            eprintln!("skipped: {e}");
-            return None;
-        }
-        Err(e) => panic!("the lab's AWS site: {e}"),
-    };
+    .await?;
     let runtime = Arc::new(rebound_runtime::testing::runtime());
     let plugin = rebound_runtime::testing::load(&runtime, "aws").await;
-    let options = site.options();
-    let grant = |name: &str| {
-        SiteGrant::new(name)
-            .config("endpoint", &site.endpoint())
-            .config("region", &region(&site, name))
-            .secret("access_key_id", &options.access_key_id)
-            .secret("secret_access_key", &options.secret_access_key)
-            .grant(&site.endpoint())
-            .expect("grant")
-    };
+    let grant = |name: &str| aws::grant(&site, name, &region(&site, name));
     let sites = [EAST, WEST]
         .iter()
         .map(|s| {

@@ -7,6 +7,7 @@
 //! PostgreSQL.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +65,11 @@ fn small_vms() -> Vec<Value> {
 }
 
 async fn lab(store: &Store) -> Lab {
+    lab_on(store, Ipv4Addr::LOCALHOST).await
+}
+
+/// Two sites, lab-b's transfers served on `b_movers`.
+async fn lab_on(store: &Store, b_movers: Ipv4Addr) -> Lab {
     let dirs = (
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
@@ -77,9 +83,12 @@ async fn lab(store: &Store) -> Lab {
     let a = ExampleSite::start(options(small_vms(), &dirs.0))
         .await
         .expect("site a");
-    let b = ExampleSite::start(options(Vec::new(), &dirs.1))
-        .await
-        .expect("site b");
+    let b = ExampleSite::start(ExampleOptions {
+        mover_address: b_movers,
+        ..options(Vec::new(), &dirs.1)
+    })
+    .await
+    .expect("site b");
     let runtime = Arc::new(rebound_runtime::testing::runtime());
     let plugin = rebound_runtime::testing::load(&runtime, "example").await;
     let sites = HashMap::from([
@@ -329,4 +338,60 @@ async fn data_mover_round_trip(store: Store) {
     }
 }
 
-rebound_store::on_both_backends!(data_mover_round_trip);
+/// A transfer that fails for good releases the endpoints it opened and
+/// deletes the volumes its imports made: here lab-b serves its transfers
+/// on 127.0.0.2 while its grant names only 127.0.0.1 (an appliance network
+/// the operator did not grant), so the mover refuses the import endpoint —
+/// after both sides opened theirs.
+async fn a_failed_transfer_releases_its_endpoints(store: Store) {
+    let lab = lab_on(&store, Ipv4Addr::new(127, 0, 0, 2)).await;
+    let plan = PlanDocument::from_yaml(PLAN).expect("plan");
+    store.put_plan(&plan, "operator").await.expect("plan");
+    let run = rebound_engine::trigger(&store, "shop", Workflow::Replication, None, "operator")
+        .await
+        .expect("start");
+    let executor = Executor::new(
+        store.clone(),
+        lab.steps.clone(),
+        ExecutorConfig {
+            poll_interval: Duration::from_millis(20),
+            ..ExecutorConfig::new("host-a")
+        },
+    );
+    let outcome = executor.work_once().await.expect("work").expect("run").1;
+    assert_ne!(outcome, Outcome::Succeeded);
+    let steps = store.steps(&run.id).await.expect("steps");
+    let transfer = steps
+        .iter()
+        .find(|s| s.input["action"] == "transfer" && s.error.is_some())
+        .unwrap_or_else(|| panic!("a failed transfer step: {steps:#?}"));
+    let error = transfer.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("egress grant does not name") && error.contains("lab-b"),
+        "{error}"
+    );
+    assert_eq!(
+        lab.a.open_transfers() + lab.b.open_transfers(),
+        0,
+        "the failed transfer's endpoints are released"
+    );
+    assert_eq!(
+        lab.b.disk_images(),
+        0,
+        "the volumes the imports opened (unverified) are deleted"
+    );
+    assert!(
+        store
+            .recovery_points("shop")
+            .await
+            .expect("points")
+            .iter()
+            .all(|p| p.site == "lab-a"),
+        "nothing recorded at lab-b"
+    );
+}
+
+rebound_store::on_both_backends!(
+    data_mover_round_trip,
+    a_failed_transfer_releases_its_endpoints
+);

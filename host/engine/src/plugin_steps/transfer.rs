@@ -186,7 +186,76 @@ impl PluginSteps {
         }
     }
 
+    /// Advance the transfer; when it has failed for good, abandon it (no
+    /// later poll will come to clean up after it).
     pub(super) async fn poll_transfer(
+        &self,
+        step: &StepRecord,
+        operation: &Value,
+    ) -> Result<Progress, StepError> {
+        let progress = self.advance_transfer(step, operation).await;
+        if matches!(progress, Ok(Progress::Failed(_)) | Err(StepError::Fatal(_))) {
+            self.abandon(step, operation).await;
+        }
+        progress
+    }
+
+    /// Clean up after a transfer that failed for good, best effort: the
+    /// volumes its imports wrote hold an unverified copy no recovery point
+    /// names, and its endpoints (an appliance, an export) would cost the
+    /// operator until they expire. The volumes are learnt while the
+    /// endpoints still answer, then the endpoints released, then the
+    /// volumes deleted — never one a recorded recovery point names.
+    async fn abandon(&self, step: &StepRecord, operation: &Value) {
+        let ops = |field: &str| operation[field].as_array().cloned().unwrap_or_default();
+        let (exports, imports) = (ops("exports"), ops("imports"));
+        let mut volumes = Vec::new();
+        for import in &imports {
+            if let Ok(Some(DiskEndpoint {
+                volume_id: Some(volume),
+                ..
+            })) = self.endpoint_of(import).await
+            {
+                volumes.push(volume);
+            }
+        }
+        self.release_endpoints(step, &exports, &imports).await;
+        let Some(site) = operation["site"].as_str() else {
+            return;
+        };
+        let recorded: Vec<String> = match self.scope(step).await {
+            Ok(scope) => match self.store.recovery_points(&scope.plan).await {
+                Ok(points) => points.iter().flat_map(super::platform_ids).collect(),
+                Err(e) => {
+                    tracing::warn!(run = %step.run, step = %step.name, "abandoned transfer: volumes {volumes:?} on '{site}' kept, the store did not answer: {e}");
+                    return;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(run = %step.run, step = %step.name, "abandoned transfer: volumes {volumes:?} on '{site}' kept: {e:?}");
+                return;
+            }
+        };
+        volumes.retain(|v| !recorded.contains(v));
+        if volumes.is_empty() {
+            return;
+        }
+        let request = CleanupRequest {
+            key: format!("{}/discard", step.idempotency_key),
+            site: site.to_owned(),
+            scope: CleanupScope::RecoveryPoints(volumes.clone()),
+        };
+        match self.call(&[site], request).await {
+            Ok(_) => {
+                tracing::info!(run = %step.run, step = %step.name, "abandoned transfer: deleting the unverified volumes {volumes:?} on '{site}'")
+            }
+            Err(e) => {
+                tracing::warn!(run = %step.run, step = %step.name, "abandoned transfer: deleting volumes {volumes:?} on '{site}': {e:?}")
+            }
+        }
+    }
+
+    async fn advance_transfer(
         &self,
         step: &StepRecord,
         operation: &Value,
