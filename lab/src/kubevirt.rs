@@ -311,6 +311,8 @@ struct Cluster {
     disks: Disks,
     /// The base URL of the site's export and upload proxies.
     data_url: String,
+    /// The cluster's CA (PEM), which export links carry as their `cert`.
+    ca_pem: String,
     /// How long an upload token is honoured.
     upload_token_ttl: Duration,
     /// Volumes of Ready exports, by (namespace, export name).
@@ -360,7 +362,10 @@ pub struct KubeVirtSite {
     pub ca_pem: String,
     site: Arc<Site>,
     _disk_dir: Option<tempfile::TempDir>,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    _shutdown: (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ),
     _data: tokio::task::AbortHandle,
     _mirror: tokio::task::AbortHandle,
 }
@@ -376,9 +381,9 @@ impl Drop for KubeVirtSite {
 }
 
 impl KubeVirtSite {
-    /// Serve the API over HTTPS, and the export and upload proxies over
-    /// plain HTTP, on loopback: on `options.port` and `options.data_port`
-    /// (by default free ports).
+    /// Serve the API, and the export and upload proxies, over HTTPS with
+    /// the cluster's CA, on loopback: on `options.port` and
+    /// `options.data_port` (by default free ports).
     pub async fn start(options: KubeVirtOptions) -> std::io::Result<Self> {
         let tls = crate::tls::site_tls().map_err(std::io::Error::other)?;
         let (disks, temp) = match &options.disk_dir {
@@ -391,7 +396,7 @@ impl KubeVirtSite {
         let listener = crate::listen(options.port).await?;
         let addr = listener.local_addr()?;
         let data_listener = crate::listen(options.data_port).await?;
-        let data_url = format!("http://{}", data_listener.local_addr()?);
+        let data_url = format!("https://{}", data_listener.local_addr()?);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(300))
             .build()
@@ -403,6 +408,7 @@ impl KubeVirtSite {
                 rv: 0,
                 disks,
                 data_url: data_url.clone(),
+                ca_pem: tls.ca_pem.clone(),
                 upload_token_ttl: options.upload_token_ttl,
                 exports: BTreeMap::new(),
                 uploads: BTreeMap::new(),
@@ -453,8 +459,14 @@ impl KubeVirtSite {
         }
         let app = Router::new().fallback(dispatch).with_state(site.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(crate::tls::serve_tls(listener, app, tls.server, rx));
-        let data = tokio::spawn(data::serve(data_listener, site.clone()));
+        tokio::spawn(crate::tls::serve_tls(listener, app, tls.server.clone(), rx));
+        let (data_tx, data_rx) = tokio::sync::oneshot::channel::<()>();
+        let data = tokio::spawn(data::serve(
+            data_listener,
+            site.clone(),
+            tls.server,
+            data_rx,
+        ));
         let mirror = tokio::spawn(mirror::run(Arc::downgrade(&site)));
         Ok(Self {
             addr,
@@ -462,7 +474,7 @@ impl KubeVirtSite {
             ca_pem: tls.ca_pem,
             site,
             _disk_dir: temp,
-            _shutdown: tx,
+            _shutdown: (tx, data_tx),
             _data: data.abort_handle(),
             _mirror: mirror.abort_handle(),
         })
@@ -482,7 +494,8 @@ impl KubeVirtSite {
         format!("https://{}", self.addr)
     }
 
-    /// The base URL of the export and upload proxies (plain HTTP).
+    /// The base URL of the export and upload proxies (HTTPS, the cluster's
+    /// CA).
     pub fn data_url(&self) -> String {
         self.site.cluster().data_url.clone()
     }

@@ -178,7 +178,15 @@ async fn a_snapshot_export_serves_the_captured_data_behind_its_token() {
     assert!(url.starts_with(&site.data_url()), "{url}");
     assert!(url.ends_with("/virtualmachineexports/exp-1/volumes/web-1-root/disk.img"));
 
-    let http = reqwest::Client::new();
+    // The export server is HTTPS; the export's links carry its CA.
+    let cert = export["status"]["links"]["external"]["cert"]
+        .as_str()
+        .expect("cert");
+    assert_eq!(cert, site.ca_pem);
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.as_bytes()).expect("pem"))
+        .build()
+        .expect("client");
     let read = |token: &str| {
         http.get(&url)
             .header("x-kubevirt-export-token", token)
@@ -253,7 +261,7 @@ async fn uploads_write_provisioned_volumes_until_a_vm_holds_them() {
         .to_owned();
 
     let upload = format!("{}/v1beta1/upload", site.data_url());
-    let http = reqwest::Client::new();
+    let http = &api.http;
     let write = |token: &str, offset: u64, data: &'static [u8]| {
         http.put(&upload)
             .bearer_auth(token)

@@ -106,25 +106,58 @@ fn http_error(method: &'static str, endpoint: &Endpoint, reason: impl ToString) 
     }
 }
 
+/// HTTP clients for the endpoints of one copy: each endpoint's requests
+/// go through a client that trusts the public roots and that endpoint's
+/// own CA, if it names one (a private platform's), and no other site's.
 struct Client {
-    http: reqwest::Client,
+    public: reqwest::Client,
+    private: Vec<(String, reqwest::Client)>,
 }
 
 impl Client {
-    fn new() -> Result<Self, MoveError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(300))
-            .build()
-            .map_err(|e| MoveError::Invalid(format!("HTTP client: {e}")))?;
-        Ok(Self { http })
+    fn new(endpoints: &[&Endpoint]) -> Result<Self, MoveError> {
+        let build = |ca_pem: Option<&str>| {
+            let mut builder = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(300));
+            if let Some(pem) = ca_pem {
+                let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                    .map_err(|e| MoveError::Invalid(format!("the endpoint's CA: {e}")))?;
+                if certs.is_empty() {
+                    return Err(MoveError::Invalid(
+                        "the endpoint's CA holds no PEM certificate".into(),
+                    ));
+                }
+                for cert in certs {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            builder
+                .build()
+                .map_err(|e| MoveError::Invalid(format!("HTTP client: {e}")))
+        };
+        let mut private: Vec<(String, reqwest::Client)> = Vec::new();
+        for pem in endpoints.iter().filter_map(|e| e.ca_pem.as_deref()) {
+            if !private.iter().any(|(p, _)| p == pem) {
+                private.push((pem.to_owned(), build(Some(pem))?));
+            }
+        }
+        Ok(Self {
+            public: build(None)?,
+            private,
+        })
     }
 
     fn request(&self, method: reqwest::Method, endpoint: &Endpoint) -> reqwest::RequestBuilder {
+        let http = endpoint
+            .ca_pem
+            .as_deref()
+            .and_then(|pem| self.private.iter().find(|(p, _)| p == pem))
+            .map_or(&self.public, |(_, client)| client);
         endpoint
             .headers
             .iter()
-            .fold(self.http.request(method, &endpoint.url), |r, (k, v)| {
+            .fold(http.request(method, &endpoint.url), |r, (k, v)| {
                 r.header(k, v)
             })
     }
@@ -248,7 +281,7 @@ pub async fn copy(
                 .into(),
         ));
     }
-    let client = Client::new()?;
+    let client = Client::new(&[source, target])?;
     let size = source.size;
     let bs = options.block_size;
     let total = size.div_ceil(bs);
@@ -371,6 +404,16 @@ async fn verify(
     Ok(disk_digest(&digests))
 }
 
+/// Read bytes `start..end` of `endpoint` as the mover reads a block (its
+/// headers, its CA, the length checked): for checking an endpoint by hand.
+pub async fn read_range(
+    endpoint: &Endpoint,
+    start: u64,
+    end: u64,
+) -> Result<bytes::Bytes, MoveError> {
+    Client::new(&[endpoint])?.read(endpoint, start, end).await
+}
+
 /// Verify a target against its source without copying (before a cutover).
 pub async fn verify_endpoints(
     source: &Endpoint,
@@ -382,5 +425,12 @@ pub async fn verify_endpoints(
             "verifying a whole disk needs block digests on both endpoints".into(),
         ));
     }
-    verify(&Client::new()?, source, target, block_size, &[]).await
+    verify(
+        &Client::new(&[source, target])?,
+        source,
+        target,
+        block_size,
+        &[],
+    )
+    .await
 }

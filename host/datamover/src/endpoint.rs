@@ -12,6 +12,9 @@ pub struct Endpoint {
     pub size: u64,
     pub ranged: bool,
     pub block_digests: bool,
+    /// PEM root certificates to trust for this endpoint besides the public
+    /// roots (the platform's own CA, from its site's `ca_pem`).
+    pub ca_pem: Option<String>,
 }
 
 impl Endpoint {
@@ -23,6 +26,7 @@ impl Endpoint {
             size,
             ranged: true,
             block_digests: true,
+            ca_pem: None,
         }
     }
 }

@@ -32,6 +32,7 @@ mod report;
 pub use planner::{compensation_steps, plan_steps};
 pub use plugin_steps::{
     BoundSite, DRILL_LABEL, EPOCH_LABEL, InventoryError, PluginSteps, WORKLOAD_LABEL,
+    mover_endpoint,
 };
 pub use report::{
     Forecast, PlannedStep, RunReport, StepTiming, default_duration_ms, dry_run, dry_run_of,

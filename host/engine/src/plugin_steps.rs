@@ -41,6 +41,8 @@ use crate::{Progress, Started, StepError, StepRunner};
 
 mod transfer;
 
+pub use transfer::mover_endpoint;
+
 /// The label Rebound puts on a workload it materialized: the plan's id.
 pub const WORKLOAD_LABEL: &str = "rebound/workload";
 /// The label on a drill's workloads: the drill run's id (its sandbox).

@@ -6,13 +6,16 @@
 //! transfer endpoint left open and no side effect repeated. On SQLite and
 //! PostgreSQL.
 
+#[path = "support/cross.rs"]
+mod cross;
+
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rebound_domain::{PlanDocument, PlanState, Workflow};
-use rebound_engine::{BoundSite, Executor, ExecutorConfig, Outcome, PluginSteps, WORKLOAD_LABEL};
+use rebound_engine::{BoundSite, Outcome, PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::{ExampleOptions, ExampleSite};
 use rebound_runtime::SiteGrant;
 use rebound_store::Store;
@@ -116,39 +119,16 @@ async fn lab_on(store: &Store, b_movers: Ipv4Addr) -> Lab {
     }
 }
 
-/// Run `workflow` to its end (approving it when it asks); the outputs of
-/// its transfer steps.
+/// Run `workflow` to its end, which must be success, with every transfer
+/// endpoint released; the outputs of its transfer steps.
 async fn run(store: &Store, lab: &Lab, workflow: Workflow) -> Vec<Value> {
-    let run = rebound_engine::trigger(store, "shop", workflow, None, "operator")
-        .await
-        .unwrap_or_else(|e| panic!("start {workflow}: {e}"));
-    let executor = Executor::new(
-        store.clone(),
-        lab.steps.clone(),
-        ExecutorConfig {
-            poll_interval: Duration::from_millis(20),
-            ..ExecutorConfig::new("host-a")
-        },
-    );
-    let mut outcome = executor.work_once().await.expect("work").expect("run").1;
-    if let Outcome::WaitingApproval { .. } = outcome {
-        store.approve(&run.id, "approver").await.expect("approve");
-        outcome = executor.work_once().await.expect("work").expect("run").1;
-    }
-    assert_eq!(outcome, Outcome::Succeeded, "{workflow}");
+    let outputs = cross::run(store, &lab.steps, "shop", workflow).await;
     assert_eq!(
         lab.a.open_transfers() + lab.b.open_transfers(),
         0,
         "transfer endpoints released"
     );
-    store
-        .steps(&run.id)
-        .await
-        .expect("steps")
-        .into_iter()
-        .filter(|s| s.input["action"] == "transfer")
-        .map(|s| s.output.expect("a finished transfer has an output"))
-        .collect()
+    outputs
 }
 
 /// The VM serving `workload` on a site (newest epoch), if any.
@@ -347,20 +327,9 @@ async fn a_failed_transfer_releases_its_endpoints(store: Store) {
     let lab = lab_on(&store, Ipv4Addr::new(127, 0, 0, 2)).await;
     let plan = PlanDocument::from_yaml(PLAN).expect("plan");
     store.put_plan(&plan, "operator").await.expect("plan");
-    let run = rebound_engine::trigger(&store, "shop", Workflow::Replication, None, "operator")
-        .await
-        .expect("start");
-    let executor = Executor::new(
-        store.clone(),
-        lab.steps.clone(),
-        ExecutorConfig {
-            poll_interval: Duration::from_millis(20),
-            ..ExecutorConfig::new("host-a")
-        },
-    );
-    let outcome = executor.work_once().await.expect("work").expect("run").1;
+    let (run, outcome) = cross::finish(&store, &lab.steps, "shop", Workflow::Replication).await;
     assert_ne!(outcome, Outcome::Succeeded);
-    let steps = store.steps(&run.id).await.expect("steps");
+    let steps = store.steps(&run).await.expect("steps");
     let transfer = steps
         .iter()
         .find(|s| s.input["action"] == "transfer" && s.error.is_some())

@@ -151,13 +151,10 @@ fn small() -> Vec<serde_json::Value> {
     ]
 }
 
-fn endpoint(d: &DiskEndpoint) -> Endpoint {
-    Endpoint {
-        url: d.url.clone(),
-        headers: d.headers.clone(),
-        size: d.size_bytes,
-        ranged: d.ranged,
-        block_digests: d.block_digests,
+impl Lab {
+    /// The data mover's view of `d`, trusting the cluster's CA.
+    fn mover(&self, d: &DiskEndpoint) -> Endpoint {
+        rebound_engine::mover_endpoint(d, Some(&self.site.ca_pem))
     }
 }
 
@@ -345,9 +342,24 @@ async fn snapshots_exports_and_imports_move_real_data() {
     let target = lab.endpoint(&import_op).await;
     let volume = target.volume_id.clone().expect("volume");
 
+    // The export and upload servers are HTTPS with the cluster's CA: a
+    // mover that does not trust it moves nothing.
+    let untrusted = rebound_datamover::copy(
+        &rebound_engine::mover_endpoint(&source, None),
+        &lab.mover(&target),
+        CopyOptions::default(),
+        &mut MemoryCheckpoint::default(),
+    )
+    .await
+    .expect_err("the cluster's certificate is not trusted without its CA");
+    assert!(
+        matches!(untrusted, rebound_datamover::MoveError::Http { .. }),
+        "{untrusted}"
+    );
+
     let report = rebound_datamover::copy(
-        &endpoint(&source),
-        &endpoint(&target),
+        &lab.mover(&source),
+        &lab.mover(&target),
         CopyOptions::default(),
         &mut MemoryCheckpoint::default(),
     )
@@ -376,8 +388,8 @@ async fn snapshots_exports_and_imports_move_real_data() {
     let onto = lab.endpoint(&delta).await;
     assert_ne!(onto.volume_id, target.volume_id);
     let again = rebound_datamover::copy(
-        &endpoint(&source),
-        &endpoint(&onto),
+        &lab.mover(&source),
+        &lab.mover(&onto),
         CopyOptions::default(),
         &mut MemoryCheckpoint::default(),
     )

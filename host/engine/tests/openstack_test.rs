@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rebound_datamover::{CopyOptions, Endpoint, MemoryCheckpoint};
+use rebound_datamover::{CopyOptions, MemoryCheckpoint};
 use rebound_domain::{PlanDocument, PlanState, Workflow};
 use rebound_engine::{BoundSite, Executor, ExecutorConfig, Outcome, PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::openstack::{Faults, Latencies};
@@ -553,13 +553,7 @@ async fn disks_move_through_mover_appliances_and_the_data_mover() {
     };
     assert_eq!(appliances(&cloud), 2, "one appliance per transfer");
 
-    let endpoint = |d: &DiskEndpoint| Endpoint {
-        url: d.url.clone(),
-        headers: d.headers.clone(),
-        size: d.size_bytes,
-        ranged: d.ranged,
-        block_digests: d.block_digests,
-    };
+    let endpoint = |d: &DiskEndpoint| rebound_engine::mover_endpoint(d, None);
     let report = rebound_datamover::copy(
         &endpoint(&source),
         &endpoint(&target),

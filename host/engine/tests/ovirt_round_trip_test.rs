@@ -45,6 +45,7 @@ fn ovirt_grant(site: &OVirtSite) -> SiteGrant {
         .secret("password", &options.password)
         .grant(&site.endpoint())
         .expect("grant")
+        .ca(site.ca_pem())
 }
 
 async fn lab(store: &Store) -> Lab {

@@ -672,21 +672,9 @@ async fn export(kit: &Kit, site: &str, point: &RecoveryPoint) -> Result<String, 
     grant
         .check_data_url(&endpoint.url)
         .map_err(|e| format!("the endpoint is outside the site's egress: {e}"))?;
-    let mut request = reqwest::Client::new()
-        .get(&endpoint.url)
-        .header("range", "bytes=0-4095");
-    for (k, v) in &endpoint.headers {
-        request = request.header(k, v);
-    }
-    let read = request
-        .send()
-        .await
-        .map_err(|e| format!("reading the endpoint: {e}"))?;
-    let status = read.status();
-    let bytes = read
-        .bytes()
-        .await
-        .map_err(|e| format!("reading the endpoint: {e}"))?;
+    // Read as the data mover will: its headers, the site's CA.
+    let mover_view = rebound_engine::mover_endpoint(&endpoint, grant.ca_pem.as_deref());
+    let read = rebound_datamover::read_range(&mover_view, 0, 4096.min(endpoint.size_bytes)).await;
     let _ = kit
         .call(
             &[site],
@@ -697,14 +685,12 @@ async fn export(kit: &Kit, site: &str, point: &RecoveryPoint) -> Result<String, 
             },
         )
         .await;
-    if !status.is_success() || bytes.is_empty() {
-        return Err(format!(
-            "reading the endpoint answered {status} with {} bytes",
-            bytes.len()
-        ));
+    let bytes = read.map_err(|e| format!("reading the endpoint: {e}"))?;
+    if bytes.is_empty() {
+        return Err("reading the endpoint answered no bytes".to_owned());
     }
     Ok(format!(
-        "{} bytes of {} readable at the endpoint ({status})",
+        "{} bytes of {} readable at the endpoint",
         bytes.len(),
         endpoint.size_bytes
     ))

@@ -87,6 +87,12 @@ impl SiteGrant {
         ))
     }
 
+    /// Trust `pem` (root certificates) for this site's endpoints.
+    pub fn ca(mut self, pem: &str) -> Self {
+        self.ca_pem = Some(pem.to_owned());
+        self
+    }
+
     /// Grant egress to a URL such as `http://127.0.0.1:8774`.
     pub fn grant(mut self, url: &str) -> Result<Self, String> {
         self.egress.push(EgressRule::parse(url)?);

@@ -948,7 +948,7 @@ impl Cluster {
             self.data_url
         );
         let link = |base: &str| {
-            json!({"cert": "", "volumes": volumes.iter().map(|(v, _)| json!({
+            json!({"cert": self.ca_pem, "volumes": volumes.iter().map(|(v, _)| json!({
                 "name": v, "formats": [{"format": "raw", "url": format!("{base}/{v}/disk.img")}],
             })).collect::<Vec<_>>()})
         };

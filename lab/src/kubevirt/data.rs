@@ -13,9 +13,9 @@
 //! (`rebound_datamover::agent`) over its disk image, so the host's data
 //! mover gets what it needs from a platform without a ranged-I/O API:
 //! ranged reads, ranged writes with `Content-Range`, and `?digests=N`.
-//! Real export and upload servers take whole images over HTTPS; the lab's
-//! proxies are plain HTTP because the host's data mover trusts only the
-//! public roots.
+//! Both are HTTPS with the cluster's CA, as the real servers (an export's
+//! links carry it as their `cert`; the host's data mover trusts it through
+//! the site's `ca_pem`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -88,7 +88,12 @@ pub(super) struct Served {
 }
 
 /// Serve the export and upload proxies until the task is aborted.
-pub(super) async fn serve(listener: tokio::net::TcpListener, site: Arc<Site>) {
+pub(super) async fn serve(
+    listener: tokio::net::TcpListener,
+    site: Arc<Site>,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
     let app = Router::new()
         .route(
             "/api/export.kubevirt.io/v1beta1/namespaces/{ns}/virtualmachineexports/{name}/volumes/{volume}/{file}",
@@ -98,9 +103,7 @@ pub(super) async fn serve(listener: tokio::net::TcpListener, site: Arc<Site>) {
         .route("/v1beta1/upload-async", get(upload).put(upload))
         .layer(DefaultBodyLimit::max(MAX_RANGE as usize + (1 << 20)))
         .with_state(site);
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::warn!("kubevirt lab: data proxy stopped: {e}");
-    }
+    crate::tls::serve_tls(listener, app, tls, shutdown).await;
 }
 
 fn refuse(status: StatusCode, message: impl Into<String>) -> Response {

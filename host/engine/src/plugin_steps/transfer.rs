@@ -76,13 +76,16 @@ fn output_of(point: &RecoveryPointRecord) -> Value {
     })
 }
 
-fn endpoint(d: &DiskEndpoint) -> Endpoint {
+/// The data mover's view of a plugin's endpoint on a site that trusts
+/// `ca_pem` (its platform's own CA, the site's setting).
+pub fn mover_endpoint(d: &DiskEndpoint, ca_pem: Option<&str>) -> Endpoint {
     Endpoint {
         url: d.url.clone(),
         headers: d.headers.clone(),
         size: d.size_bytes,
         ranged: d.ranged,
         block_digests: d.block_digests,
+        ca_pem: ca_pem.map(str::to_owned),
     }
 }
 
@@ -306,8 +309,8 @@ impl PluginSteps {
                 ..CopyOptions::default()
             };
             let report = rebound_datamover::copy(
-                &endpoint(source),
-                &endpoint(target),
+                &mover_endpoint(source, self.site(from)?.grant.ca_pem.as_deref()),
+                &mover_endpoint(target, self.site(to)?.grant.ca_pem.as_deref()),
                 options,
                 &mut MemoryCheckpoint::default(),
             )

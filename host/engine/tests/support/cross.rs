@@ -83,14 +83,14 @@ objectives:
     .expect("plan")
 }
 
-/// Run `workflow` of plan `plan` to its end (approving it when it asks);
-/// the outputs of its transfer steps.
-pub async fn run(
+/// Run `workflow` of plan `plan` to its end (approving it when it asks):
+/// the run's id and how it ended.
+pub async fn finish(
     store: &Store,
     steps: &Arc<PluginSteps>,
     plan: &str,
     workflow: Workflow,
-) -> Vec<Value> {
+) -> (String, Outcome) {
     let run = rebound_engine::trigger(store, plan, workflow, None, "operator")
         .await
         .unwrap_or_else(|e| panic!("start {workflow}: {e}"));
@@ -107,8 +107,20 @@ pub async fn run(
         store.approve(&run.id, "approver").await.expect("approve");
         outcome = executor.work_once().await.expect("work").expect("run").1;
     }
+    (run.id, outcome)
+}
+
+/// Run `workflow` of plan `plan` to its end, which must be success; the
+/// outputs of its transfer steps.
+pub async fn run(
+    store: &Store,
+    steps: &Arc<PluginSteps>,
+    plan: &str,
+    workflow: Workflow,
+) -> Vec<Value> {
+    let (run, outcome) = finish(store, steps, plan, workflow).await;
     if outcome != Outcome::Succeeded {
-        let steps = store.steps(&run.id).await.expect("steps");
+        let steps = store.steps(&run).await.expect("steps");
         let failed: Vec<_> = steps
             .iter()
             .filter(|s| s.error.is_some())
@@ -117,7 +129,7 @@ pub async fn run(
         panic!("{workflow}: {outcome:?}; failed steps: {failed:#?}");
     }
     store
-        .steps(&run.id)
+        .steps(&run)
         .await
         .expect("steps")
         .into_iter()
@@ -149,14 +161,13 @@ pub fn moved(outputs: &[Value]) -> u64 {
 }
 
 pub fn kubevirt_grant(site: &KubeVirtSite) -> SiteGrant {
-    let mut grant = SiteGrant::new("kubevirt")
+    SiteGrant::new("kubevirt")
         .config("endpoint", &site.endpoint())
         .config("namespace", NS)
         .secret("token", &site.token)
         .grant(&site.endpoint())
-        .expect("grant");
-    grant.ca_pem = Some(site.ca_pem.clone());
-    grant
+        .expect("grant")
+        .ca(&site.ca_pem)
 }
 
 /// The running KubeVirt VM serving `workload` (newest epoch), if any.
