@@ -1,8 +1,11 @@
 """Point ovirt-engine-sdk-python at the lab's oVirt simulator.
 
-Usage: ovirt_client.py API_URL USER PASSWORD
+Usage: ovirt_client.py API_URL USER PASSWORD CA_FILE
 
-Checks that a wrong password is refused, connects (SSO password grant),
+Fetches the engine's CA from its pki-resource as clients bootstrap trust
+(and checks it is CA_FILE), checks that a client without the CA is refused
+the engine's certificate and that a wrong password is refused, connects over
+HTTPS with the CA (SSO password grant),
 reads the product info, lists and searches VMs and their disk attachments,
 creates a snapshot with a correlation id and waits for it (and its job), downloads a
 disk of the snapshot through an image transfer (imageio: OPTIONS, extents,
@@ -12,6 +15,7 @@ any mismatch.
 """
 
 import json
+import ssl
 import sys
 import time
 import urllib.request
@@ -19,7 +23,8 @@ import urllib.request
 import ovirtsdk4 as sdk
 import ovirtsdk4.types as types
 
-url, user, password = sys.argv[1:4]
+url, user, password, ca_file = sys.argv[1:5]
+tls = ssl.create_default_context(cafile=ca_file)
 
 
 def wait(what, get, done, timeout=30):
@@ -32,13 +37,25 @@ def wait(what, get, done, timeout=30):
     raise AssertionError("timed out waiting for " + what)
 
 
+base = url.split("/ovirt-engine")[0]
+pki = base + "/ovirt-engine/services/pki-resource?resource=ca-certificate&format=X509-PEM-CA"
+fetched = urllib.request.urlopen(pki, context=ssl._create_unverified_context()).read().decode()
+with open(ca_file) as f:
+    assert fetched.strip() == f.read().strip(), "the pki-resource CA is not the engine's"
+
 try:
-    sdk.Connection(url=url, username=user, password="wrong").test(raise_exception=True)
+    sdk.Connection(url=url, username=user, password=password).test(raise_exception=True)
+    raise AssertionError("the engine's certificate was trusted without its CA")
+except sdk.Error as e:
+    assert "certificate" in str(e).lower() or "ssl" in str(e).lower(), e
+
+try:
+    sdk.Connection(url=url, username=user, password="wrong", ca_file=ca_file).test(raise_exception=True)
     raise AssertionError("a wrong password was accepted")
 except sdk.AuthError as e:
     assert "access_denied" in str(e), e
 
-connection = sdk.Connection(url=url, username=user, password=password)
+connection = sdk.Connection(url=url, username=user, password=password, ca_file=ca_file)
 system = connection.system_service()
 info = system.get().product_info
 assert info.name == "oVirt Engine" and info.version.major == 4, info.version.major
@@ -91,13 +108,13 @@ transfer_service = transfers.image_transfer_service(transfer.id)
 transfer = wait("transferring", transfer_service.get,
                 lambda t: t.phase == types.ImageTransferPhase.TRANSFERRING)
 req = urllib.request.Request(transfer.transfer_url, method="OPTIONS")
-options = json.load(urllib.request.urlopen(req))
+options = json.load(urllib.request.urlopen(req, context=tls))
 assert "extents" in options["features"], options
-extents = json.load(urllib.request.urlopen(transfer.transfer_url + "/extents?context=zero"))
+extents = json.load(urllib.request.urlopen(transfer.transfer_url + "/extents?context=zero", context=tls))
 assert extents[0]["start"] == 0 and not extents[0]["zero"], extents[0]
 assert sum(e["length"] for e in extents) == first.provisioned_size, extents
 req = urllib.request.Request(transfer.transfer_url, headers={"Range": "bytes=0-4095"})
-data = urllib.request.urlopen(req).read()
+data = urllib.request.urlopen(req, context=tls).read()
 assert data.startswith(b"db-1 disk 0") and len(data) == 4096, data[:20]
 transfer_service.finalize()
 wait("finished", transfer_service.get,
@@ -127,7 +144,7 @@ transfer = transfers.add(types.ImageTransfer(
 transfer_service = transfers.image_transfer_service(transfer.id)
 transfer = wait("transferring", transfer_service.get,
                 lambda t: t.phase == types.ImageTransferPhase.TRANSFERRING)
-dirty = json.load(urllib.request.urlopen(transfer.transfer_url + "/extents?context=dirty"))
+dirty = json.load(urllib.request.urlopen(transfer.transfer_url + "/extents?context=dirty", context=tls))
 changed = [(e["start"], e["length"]) for e in dirty if e["dirty"]]
 print("DIRTY", json.dumps(changed))
 transfer_service.finalize()

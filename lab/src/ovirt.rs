@@ -1,7 +1,9 @@
 //! A simulated oVirt / Red Hat Virtualization engine: the engine API v4
 //! subset Rebound's plugin and ovirt-engine-sdk-python use (`lab/README.md`
-//! lists it), plus the imageio data plane, on one loopback port over plain
-//! HTTP.
+//! lists it), plus the imageio data plane, on one loopback port over
+//! HTTPS with the engine's own CA, as the real engine (clients are given
+//! [`OVirtSite::ca_pem`], or fetch it as they do from a real engine at
+//! `/ovirt-engine/services/pki-resource?resource=ca-certificate&format=X509-PEM-CA`).
 //!
 //! - SSO: `POST /ovirt-engine/sso/oauth/token` (password grant → bearer
 //!   token; a wrong password is refused with oVirt's JSON error),
@@ -23,7 +25,8 @@
 //! Not simulated: hosts, data centers beyond one, templates beyond Blank,
 //! memory snapshots, snapshot preview/commit, live storage migration,
 //! storage-domain replication and import (DR), quotas, permissions, events,
-//! TLS (the SDK works over plain HTTP), and Basic authentication.
+//! Basic authentication, and imageio's own port (54323; the lab serves the
+//! data plane on the engine's port, as the engine's imageio proxy does).
 
 // Handlers bail out with the engine's fault document (`Err(Response)`).
 #![allow(clippy::result_large_err)]
@@ -116,6 +119,8 @@ impl Default for OVirtOptions {
 
 pub(crate) struct Shared {
     pub base: String,
+    /// The engine's CA, PEM.
+    pub ca_pem: String,
     pub options: OVirtOptions,
     pub disks: Disks,
     state: Mutex<Engine>,
@@ -182,6 +187,7 @@ impl OVirtSite {
         let disks = Disks::open(state_dir.join("disks"))?;
         let listener = crate::listen(options.port).await?;
         let addr = listener.local_addr()?;
+        let tls = crate::tls::site_tls().map_err(std::io::Error::other)?;
         let mut engine = Engine {
             cluster: uuid(),
             storage_domain: uuid(),
@@ -195,7 +201,8 @@ impl OVirtSite {
             });
         }
         let shared = Arc::new(Shared {
-            base: format!("http://{addr}"),
+            base: format!("https://{addr}"),
+            ca_pem: tls.ca_pem,
             options,
             disks,
             state: Mutex::new(engine),
@@ -207,13 +214,7 @@ impl OVirtSite {
         }
         let app = router(&shared);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        tokio::spawn(crate::tls::serve_tls(listener, app, tls.server, rx));
         Ok(Self {
             addr,
             shared,
@@ -222,9 +223,14 @@ impl OVirtSite {
         })
     }
 
-    /// The engine's base URL, `http://127.0.0.1:PORT`.
+    /// The engine's base URL, `https://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
         self.shared.base.clone()
+    }
+
+    /// The engine's CA (PEM): what a client must trust to connect.
+    pub fn ca_pem(&self) -> &str {
+        &self.shared.ca_pem
     }
 
     /// The API URL clients connect to (`…/ovirt-engine/api`).
@@ -381,6 +387,7 @@ fn router(shared: &Arc<Shared>) -> Router {
     let app = Router::new()
         .route("/ovirt-engine/sso/oauth/token", post(token))
         .route("/ovirt-engine/services/sso-logout", post(logout))
+        .route("/ovirt-engine/services/pki-resource", get(pki_resource))
         .route("/ovirt-engine/api", any(api::api))
         .route("/ovirt-engine/api/{*rest}", any(api::api))
         .route(
@@ -397,6 +404,32 @@ fn router(shared: &Arc<Shared>) -> Router {
         .layer(middleware::from_fn_with_state(shared.clone(), front_door));
     let lab = crate::faults::routes::<Shared>().with_state(shared.clone());
     app.merge(lab)
+}
+
+#[derive(serde::Deserialize)]
+struct PkiQuery {
+    resource: String,
+    format: String,
+}
+
+/// The engine's CA certificate, as clients bootstrap their trust from a
+/// real engine (over a connection they cannot verify yet).
+async fn pki_resource(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<PkiQuery>,
+) -> Response {
+    if q.resource != "ca-certificate" || q.format != "X509-PEM-CA" {
+        return (
+            StatusCode::NOT_FOUND,
+            "the simulator serves resource=ca-certificate&format=X509-PEM-CA only",
+        )
+            .into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "application/x-x509-ca-cert")],
+        shared.ca_pem.clone(),
+    )
+        .into_response()
 }
 
 /// In front of every call: latency, a hung or down engine, injected

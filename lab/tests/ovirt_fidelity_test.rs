@@ -1,5 +1,7 @@
 //! Fidelity: the real oVirt Python SDK (`ovirt-engine-sdk-python` on PyPI)
-//! against the oVirt simulator (`lab/fidelity/ovirt_client.py`): SSO, VM
+//! against the oVirt simulator (`lab/fidelity/ovirt_client.py`), over HTTPS
+//! with the engine's CA (refused without it; the CA fetched from the
+//! engine's pki-resource as clients bootstrap it): SSO, VM
 //! listing and search, a snapshot waited to `ok` with its job, a disk
 //! downloaded through an image transfer, an incremental backup's dirty
 //! extents, and a refused stop. The interpreter comes from `REBOUND_PYTHON`
@@ -39,8 +41,17 @@ async fn the_ovirt_python_sdk_works_against_the_simulator() {
     .expect("engine");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fidelity/ovirt_client.py");
     let options = site.options().clone();
+    let ca = tempfile::NamedTempFile::new().expect("ca file");
+    std::fs::write(ca.path(), site.ca_pem()).expect("write the CA");
+    let ca_path = ca.path().to_string_lossy().into_owned();
     let mut child = Command::new(python)
-        .args([script, &site.api_url(), &options.user, &options.password])
+        .args([
+            script,
+            &site.api_url(),
+            &options.user,
+            &options.password,
+            &ca_path,
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

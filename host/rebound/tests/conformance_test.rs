@@ -288,12 +288,15 @@ async fn the_ovirt_plugin_passes_the_kit_faults_included() {
     let b = OVirtSite::start(options()).await.expect("engine b");
     setup(dir.path(), "ovirt");
     let site = |name: &str, engine: &OVirtSite, var: &str| {
+        let ca = dir.path().join(format!("{name}-ca.pem"));
+        std::fs::write(&ca, engine.ca_pem()).expect("ca");
         format!(
             "[sites.{name}]\nplugin = \"ovirt\"\n\
              config = {{ endpoint = \"{e}\", user = \"{user}\" }}\n\
-             secrets = {{ password = \"env:{var}\" }}\negress = [\"{e}\"]\n",
+             secrets = {{ password = \"env:{var}\" }}\negress = [\"{e}\"]\nca_file = \"{ca}\"\n",
             e = engine.endpoint(),
             user = engine.options().user,
+            ca = ca.display(),
         )
     };
     std::fs::write(

@@ -144,10 +144,17 @@ async fn lab_up_serves_every_site_and_down_stops_them() {
     let pid = state["pid"].as_u64().expect("pid");
     assert!(alive(pid), "the lab runs after `lab up` returned");
 
-    // The oVirt engine: SSO with the printed password, then its VMs.
+    // The oVirt engine: over HTTPS with its CA, SSO with the printed
+    // password, then its VMs.
     let ovirt = site(&state, "ovirt-a");
     let engine = ovirt["config"]["endpoint"].as_str().expect("endpoint");
-    let token: Value = reqwest::Client::new()
+    assert!(engine.starts_with("https://"), "{engine}");
+    let ca = std::fs::read(ovirt["ca_file"].as_str().expect("ca_file")).expect("ca");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("pem"))
+        .build()
+        .expect("client");
+    let token: Value = http
         .post(format!("{engine}/ovirt-engine/sso/oauth/token"))
         .header("accept", "application/json")
         .form(&[
@@ -165,7 +172,7 @@ async fn lab_up_serves_every_site_and_down_stops_them() {
         .json()
         .await
         .expect("sso json");
-    let vms = reqwest::Client::new()
+    let vms = http
         .get(format!("{engine}/ovirt-engine/api/vms"))
         .bearer_auth(token["access_token"].as_str().expect("access token"))
         .send()

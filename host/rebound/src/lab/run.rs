@@ -265,7 +265,8 @@ async fn openstack(dir: &Path, ports: &mut Ports, running: &mut Running) -> Resu
 
 /// `ovirt-a`, an engine with VMs `web-1` and `db-1` running on
 /// `ovirtmgmt`, and `ovirt-b`, an engine with none; each on its own port,
-/// over plain HTTP, the user `admin@internal` with a made-up password.
+/// over HTTPS with its own CA (`ca.pem` in its state folder), the user
+/// `admin@internal` with a made-up password.
 async fn ovirt(dir: &Path, ports: &mut Ports, running: &mut Running) -> Result<Vec<LabSite>> {
     let mut sites = Vec::new();
     for (name, seed) in [("ovirt-a", true), ("ovirt-b", false)] {
@@ -282,6 +283,9 @@ async fn ovirt(dir: &Path, ports: &mut Ports, running: &mut Running) -> Result<V
             })
             .await,
         )?;
+        let ca_file = state_dir.join("ca.pem");
+        std::fs::write(&ca_file, site.ca_pem())
+            .with_context(|| format!("writing {}", ca_file.display()))?;
         let options = site.options();
         let mut workloads: Vec<String> = site
             .vm_ids()
@@ -304,7 +308,7 @@ async fn ovirt(dir: &Path, ports: &mut Ports, running: &mut Running) -> Result<V
                 secret_file(dir, name, "password"),
             )]),
             egress: vec![site.endpoint()],
-            ca_file: None,
+            ca_file: Some(ca_file),
             // imageio answers on the engine's own port in the lab.
             data_url: Some(format!("{}/images", site.endpoint())),
             workloads,
