@@ -83,6 +83,16 @@ pub trait StepRunner: Send + Sync {
         step: &'a StepRecord,
         operation: &'a Value,
     ) -> BoxFuture<'a, Result<Progress, StepError>>;
+    /// A step that holds `operation` will not be polled again: it failed
+    /// (the provider's answer, or retries past the RTO budget), or its run
+    /// stopped on another step's failure while it was in flight. Release
+    /// what the operation holds that nothing else will (a transfer's
+    /// endpoints, say) — best effort, and idempotent: a host that dies
+    /// meanwhile calls it again when it resumes the run. Nothing by
+    /// default.
+    fn abandon<'a>(&'a self, _step: &'a StepRecord, _operation: &'a Value) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -302,10 +312,11 @@ impl Executor {
                 }
             }
         }
-        if matches!(outcome, Outcome::Failed { .. } | Outcome::Cancelled { .. })
-            && let Flow::Stop(Outcome::LeaseLost) = self.compensate(run, &mut steps).await?
-        {
-            return Ok(Outcome::LeaseLost);
+        if matches!(outcome, Outcome::Failed { .. } | Outcome::Cancelled { .. }) {
+            self.abandon(&steps).await;
+            if let Flow::Stop(Outcome::LeaseLost) = self.compensate(run, &mut steps).await? {
+                return Ok(Outcome::LeaseLost);
+            }
         }
         let succeeded = outcome == Outcome::Succeeded;
         if run.lifecycle {
@@ -340,6 +351,17 @@ impl Executor {
             }
             Ok(outcome)
         }
+    }
+
+    /// Hand every operation the stopped run will not poll again back to
+    /// the runner (see [`StepRunner::abandon`]), all at once.
+    async fn abandon(&self, steps: &[StepRecord]) {
+        let left = steps.iter().filter_map(|s| {
+            let held = s.status != StepStatus::Succeeded && s.input["compensation"] != true;
+            held.then_some(s.operation.as_ref().map(|op| (s, op)))
+                .flatten()
+        });
+        futures_util::future::join_all(left.map(|(s, op)| self.runner.abandon(s, op))).await;
     }
 
     /// Undo a failed run's effects on the old primary (see
@@ -420,9 +442,6 @@ impl Executor {
         self.keep(saved)
     }
 
-    /// Drive one stage (steps that may run at the same time) to its end, in
-    /// rounds: persist the attempts about to start, start and poll
-    /// concurrently, persist what changed — one transaction each.
     /// The RTO objective of the run's phase, in ms; `None` when the run's
     /// plan is gone.
     async fn rto_of(&self, run: &RunRecord) -> Result<Option<i64>, EngineError> {
@@ -438,6 +457,9 @@ impl Executor {
         Ok(Some(report::millis(objectives.rto)))
     }
 
+    /// Drive one stage (steps that may run at the same time) to its end, in
+    /// rounds: persist the attempts about to start, start and poll
+    /// concurrently, persist what changed — one transaction each.
     async fn stage(
         &self,
         run: &str,

@@ -883,4 +883,12 @@ impl StepRunner for PluginSteps {
     ) -> BoxFuture<'a, Result<Progress, StepError>> {
         Box::pin(self.poll_step(step, operation))
     }
+
+    fn abandon<'a>(&'a self, step: &'a StepRecord, operation: &'a Value) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if step.input["action"] == "transfer" {
+                self.abandon_transfer(step, operation).await;
+            }
+        })
+    }
 }

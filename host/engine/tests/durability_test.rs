@@ -274,6 +274,79 @@ async fn a_failing_step_fails_the_run_and_a_retryable_one_is_retried() {
     );
 }
 
+/// Steps of one stage: `done` finishes, `failing` holds an operation that
+/// then fails, `in-flight` holds one still running when the run stops.
+/// The runner is handed back both operations the run will not poll again,
+/// once each, and not the finished one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_a_stopped_run_leaves_are_abandoned() {
+    #[derive(Default)]
+    struct Holding(Mutex<Vec<String>>);
+    impl StepRunner for Holding {
+        fn start<'a>(&'a self, step: &'a StepRecord) -> BoxFuture<'a, Result<Started, StepError>> {
+            Box::pin(async move { Ok(Started::Operation(json!({"op": step.name}))) })
+        }
+        fn poll<'a>(
+            &'a self,
+            step: &'a StepRecord,
+            _: &'a Value,
+        ) -> BoxFuture<'a, Result<Progress, StepError>> {
+            Box::pin(async move {
+                Ok(match step.name.as_str() {
+                    "done" => Progress::Done(json!({})),
+                    "failing" => Progress::Failed("the import failed".into()),
+                    _ => Progress::Running,
+                })
+            })
+        }
+        fn abandon<'a>(&'a self, _: &'a StepRecord, operation: &'a Value) -> BoxFuture<'a, ()> {
+            Box::pin(async move {
+                let op = operation["op"].as_str().unwrap_or_default().to_owned();
+                self.0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(op);
+            })
+        }
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = rebound_store::testing::fresh_sqlite(dir.path())
+        .await
+        .expect("store");
+    store
+        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "test")
+        .await
+        .expect("plan");
+    let step = |name: &str| NewStep {
+        name: name.into(),
+        input: json!({"stage": "copies"}),
+    };
+    store
+        .create_run_with_steps(
+            "shop",
+            Workflow::Drill,
+            None,
+            "t",
+            &[step("done"), step("failing"), step("in-flight")],
+        )
+        .await
+        .expect("run");
+    let runner = Arc::new(Holding::default());
+    let executor = Executor::new(store.clone(), runner.clone(), config("host"));
+    let (_, outcome) = executor.work_once().await.expect("work").expect("a run");
+    assert!(
+        matches!(outcome, Outcome::Failed { step: 1, .. }),
+        "{outcome:?}"
+    );
+    let mut abandoned = runner
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    abandoned.sort();
+    assert_eq!(abandoned, ["failing", "in-flight"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_longer_than_the_lease_keeps_the_run() {
     /// Every start takes four leases' time.

@@ -189,27 +189,14 @@ impl PluginSteps {
         }
     }
 
-    /// Advance the transfer; when it has failed for good, abandon it (no
-    /// later poll will come to clean up after it).
-    pub(super) async fn poll_transfer(
-        &self,
-        step: &StepRecord,
-        operation: &Value,
-    ) -> Result<Progress, StepError> {
-        let progress = self.advance_transfer(step, operation).await;
-        if matches!(progress, Ok(Progress::Failed(_)) | Err(StepError::Fatal(_))) {
-            self.abandon(step, operation).await;
-        }
-        progress
-    }
-
-    /// Clean up after a transfer that failed for good, best effort: the
-    /// volumes its imports wrote hold an unverified copy no recovery point
-    /// names, and its endpoints (an appliance, an export) would cost the
-    /// operator until they expire. The volumes are learnt while the
-    /// endpoints still answer, then the endpoints released, then the
-    /// volumes deleted — never one a recorded recovery point names.
-    async fn abandon(&self, step: &StepRecord, operation: &Value) {
+    /// Clean up after a transfer that will not finish (it failed, or its
+    /// run stopped), best effort: the volumes its imports wrote hold an
+    /// unverified copy no recovery point names, and its endpoints (an
+    /// appliance, an export) would cost the operator until they expire.
+    /// The volumes are learnt while the endpoints still answer, then the
+    /// endpoints released, then the volumes deleted — never one a recorded
+    /// recovery point names.
+    pub(super) async fn abandon_transfer(&self, step: &StepRecord, operation: &Value) {
         let ops = |field: &str| operation[field].as_array().cloned().unwrap_or_default();
         let (exports, imports) = (ops("exports"), ops("imports"));
         let mut volumes = Vec::new();
@@ -258,7 +245,7 @@ impl PluginSteps {
         }
     }
 
-    async fn advance_transfer(
+    pub(super) async fn poll_transfer(
         &self,
         step: &StepRecord,
         operation: &Value,
