@@ -32,6 +32,7 @@ const provider = new Provider(issuer, {
       client_id: "rebound-ui",
       token_endpoint_auth_method: "none",
       redirect_uris: [REDIRECT],
+      post_logout_redirect_uris: [REDIRECT],
       grant_types: ["authorization_code"],
       response_types: ["code"],
     },

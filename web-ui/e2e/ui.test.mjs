@@ -64,11 +64,14 @@ describe("the admin web UI", () => {
       assert.match(await tab.locator(".topbar").innerText(), /oidc:olivia@http:\/\/127\.0\.0\.1:\d+\s*\(operator\)/);
       assert.doesNotMatch(tab.url(), /code=|state=/, "the code is not left in the address bar");
       await tab.getByRole("heading", { name: "Start a run" }).waitFor();
-      await signOut(tab);
 
-      // Signing out of Rebound leaves the provider's own session: end it
-      // (its cookies) to sign in there as someone else.
-      await browser.context.clearCookies();
+      // Signing out ends the provider's session too (RP-initiated logout):
+      // its own confirmation page, then back to Rebound's sign-in — and the
+      // next sign-in there asks who is signing in again.
+      await tab.getByRole("button", { name: "Sign out" }).click();
+      await tab.getByRole("button", { name: /Yes, sign me out/ }).click();
+      await tab.getByRole("heading", { name: "Sign in to Rebound" }).waitFor();
+      assert.ok(tab.url().startsWith(BASE), tab.url());
       await throughIdp("mallory");
       const alert = tab.getByRole("alert");
       await alert.waitFor();

@@ -14,7 +14,7 @@ import { RunDetail } from "./pages/RunDetail";
 import { Runs } from "./pages/Runs";
 import { SignIn } from "./pages/SignIn";
 import { Sites } from "./pages/Sites";
-import { completeSignIn, isSignInCallback } from "./lib/oidc";
+import { completeSignIn, endProviderSession, forgetProviderSession, isSignInCallback } from "./lib/oidc";
 import { match, useHashPath } from "./lib/router";
 import { permissions, SessionContext, type Session } from "./session";
 
@@ -30,7 +30,14 @@ export function App() {
     setNotice(message ?? null);
   }, []);
 
-  useEffect(() => onSessionExpired(() => signOut("Your session expired or was revoked; sign in again.")), [signOut]);
+  useEffect(
+    () =>
+      onSessionExpired(() => {
+        forgetProviderSession();
+        signOut("Your session expired or was revoked; sign in again.");
+      }),
+    [signOut],
+  );
 
   useEffect(() => {
     // Back from an OIDC issuer: redeem its code, then carry on signed in.
@@ -47,7 +54,18 @@ export function App() {
   }, []);
 
   const session: Session | null = useMemo(
-    () => (principal ? { principal, can: permissions(principal.role), signOut: () => signOut() } : null),
+    () =>
+      principal
+        ? {
+            principal,
+            can: permissions(principal.role),
+            // Signed in through an issuer: end its session too.
+            signOut: () => {
+              signOut();
+              endProviderSession();
+            },
+          }
+        : null,
     [principal, signOut],
   );
 

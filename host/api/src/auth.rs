@@ -234,13 +234,18 @@ struct Claims {
     role: String,
 }
 
-/// A token issued by `POST /api/v1/auth/login`.
+/// A token issued by `POST /api/v1/auth/login`, or redeemed from an
+/// issuer by `POST /api/v1/auth/oidc`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct IssuedToken {
     pub access_token: String,
     /// Always `Bearer`.
     pub token_type: String,
     pub expires_in: u64,
+    /// The issuer's ID token (OIDC sign-in only): the web UI names it
+    /// (`id_token_hint`) when it ends the session at the issuer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// The verifier of every credential the API accepts.
@@ -366,6 +371,7 @@ impl Auth {
             access_token: token,
             token_type: "Bearer".into(),
             expires_in: self.ttl,
+            id_token: None,
         })
     }
 
@@ -424,7 +430,7 @@ impl Auth {
                     request.issuer
                 ))
             })?;
-        let token = sign_in::redeem(&self.http, provider, request).await?;
+        let (token, id_token) = sign_in::redeem(&self.http, provider, request).await?;
         let principal = self.verify_jwt(&token).await.map_err(|mut problem| {
             let issuer = self.issuers.iter().find(|i| i.issuer == provider.issuer);
             problem.detail = format!(
@@ -447,6 +453,7 @@ impl Auth {
                 access_token: token,
                 token_type: "Bearer".into(),
                 expires_in,
+                id_token,
             },
             principal,
         ))

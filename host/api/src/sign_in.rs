@@ -30,6 +30,10 @@ pub struct SignInProvider {
     pub client_id: String,
     /// The scopes to ask for.
     pub scope: String,
+    /// Where the browser is sent to end its session at the provider when
+    /// it signs out of Rebound (RP-initiated logout), if the provider has
+    /// one; without it, signing out leaves the provider's session.
+    pub end_session_endpoint: Option<String>,
     #[serde(skip)]
     pub(crate) token_endpoint: String,
 }
@@ -95,6 +99,7 @@ pub(crate) async fn discover(
         authorization_endpoint: endpoint("authorization_endpoint")?,
         client_id,
         scope: config.scope.clone(),
+        end_session_endpoint: endpoint("end_session_endpoint").ok(),
         token_endpoint: endpoint("token_endpoint")?,
     }))
 }
@@ -146,16 +151,18 @@ impl OidcCodeRequest {
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: Option<String>,
+    id_token: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
 }
 
-/// Redeem the code at the provider's token endpoint for its access token.
+/// Redeem the code at the provider's token endpoint for its access token
+/// (and its ID token, when it issued one).
 pub(crate) async fn redeem(
     client: &reqwest::Client,
     provider: &SignInProvider,
     request: &OidcCodeRequest,
-) -> Result<String, Problem> {
+) -> Result<(String, Option<String>), Problem> {
     let form = [
         ("grant_type", "authorization_code"),
         ("code", request.code.as_str()),
@@ -183,7 +190,7 @@ pub(crate) async fn redeem(
     let status = response.status();
     let body: TokenResponse = response.json().await.map_err(|e| unreachable(&e))?;
     match (body.access_token, body.error) {
-        (Some(token), None) if status.is_success() => Ok(token),
+        (Some(token), None) if status.is_success() => Ok((token, body.id_token)),
         (_, Some(error)) => Err(Problem::unauthorized(format!(
             "the issuer refused the code: {error}{}; sign in again",
             body.error_description

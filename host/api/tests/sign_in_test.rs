@@ -24,6 +24,8 @@ use rebound_api::auth::OidcIssuer;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+/// What the fake issuer answers as its ID token.
+const ID_TOKEN: &str = "id-token-of-olivia";
 const RSA_KEY: &[u8] = include_bytes!("fixtures/oidc-rsa.pem");
 const REDIRECT: &str = "http://127.0.0.1:8080/";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
@@ -83,8 +85,11 @@ async fn token(
         &EncodingKey::from_rsa_pem(RSA_KEY).expect("key"),
     )
     .expect("sign");
-    axum::Json(json!({"access_token": jwt, "token_type": "Bearer", "expires_in": 600}))
-        .into_response()
+    axum::Json(
+        json!({"access_token": jwt, "token_type": "Bearer", "expires_in": 600,
+        "id_token": ID_TOKEN}),
+    )
+    .into_response()
 }
 
 /// A host trusting the fake issuer for browser sign-in.
@@ -99,6 +104,7 @@ async fn host() -> (Api, Shared, tempfile::TempDir) {
         "issuer": url,
         "authorization_endpoint": format!("{url}/auth"),
         "token_endpoint": format!("{url}/token"),
+        "end_session_endpoint": format!("{url}/session/end"),
         "jwks_uri": format!("{url}/jwks"),
         "code_challenge_methods_supported": ["S256"],
     });
@@ -176,7 +182,7 @@ async fn the_ui_is_offered_the_sign_in_issuers() {
         r.json,
         json!({"providers": [{"issuer": url, "name": "Corporate SSO",
             "authorization_endpoint": format!("{url}/auth"), "client_id": "rebound-ui",
-            "scope": "openid rebound"}]}),
+            "scope": "openid rebound", "end_session_endpoint": format!("{url}/session/end")}]}),
         "the token endpoint stays the host's business"
     );
 }
@@ -192,6 +198,8 @@ async fn a_code_and_its_verifier_sign_in_once_and_are_audited() {
     let r = redeem(&api, request(&issuer, "c-1", VERIFIER)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["token_type"], "Bearer");
+    // The ID token, for the UI to end the issuer's session at sign-out.
+    assert_eq!(r.json["id_token"], ID_TOKEN);
     let expires_in = r.json["expires_in"].as_u64().expect("expires_in");
     assert!((590..=600).contains(&expires_in), "{expires_in}");
     let token = r.json["access_token"].as_str().expect("token");
@@ -226,6 +234,7 @@ async fn a_code_and_its_verifier_sign_in_once_and_are_audited() {
     assert!(audit.contains("\"auth.login\""), "{audit}");
     assert!(audit.contains("auth.login.refused"), "{audit}");
     assert!(!audit.contains(token), "no token in the audit log");
+    assert!(!audit.contains(ID_TOKEN), "no ID token in the audit log");
     assert!(!audit.contains(VERIFIER), "no verifier in the audit log");
 }
 

@@ -5,12 +5,19 @@
 // `completeSignIn` checks the state and has the host redeem the code with
 // the verifier (POST /api/v1/auth/oidc), which answers the access token
 // it accepts. The verifier never leaves this tab but for the host.
+// Signing out ends the issuer's session too where it has an end-session
+// endpoint (OpenID RP-initiated logout): `endProviderSession` sends the
+// browser there with the ID token as the hint, and the issuer sends it
+// back to the UI.
 import { api, call, type Schemas } from "../api/client";
 
 const PENDING_KEY = "rebound.oidc";
+const SESSION_KEY = "rebound.oidc.session";
 
 interface Pending {
   issuer: string;
+  client_id: string;
+  end_session_endpoint: string | null;
   state: string;
   verifier: string;
   redirect_uri: string;
@@ -42,6 +49,8 @@ export function redirectUri(): string {
 export async function beginSignIn(provider: Schemas["SignInProvider"]): Promise<void> {
   const pending: Pending = {
     issuer: provider.issuer,
+    client_id: provider.client_id,
+    end_session_endpoint: provider.end_session_endpoint ?? null,
     state: random(16),
     verifier: random(32),
     redirect_uri: redirectUri(),
@@ -90,7 +99,7 @@ export async function completeSignIn(): Promise<Schemas["IssuedToken"]> {
   if (iss && iss !== pending.issuer) {
     throw new Error(`The answer came from ${iss}, not ${pending.issuer}, where the sign-in began; sign in again.`);
   }
-  return call(
+  const issued = await call(
     api.POST("/api/v1/auth/oidc", {
       body: {
         issuer: pending.issuer,
@@ -100,4 +109,42 @@ export async function completeSignIn(): Promise<Schemas["IssuedToken"]> {
       },
     }),
   );
+  if (pending.end_session_endpoint) {
+    const session: ProviderSession = {
+      end_session_endpoint: pending.end_session_endpoint,
+      client_id: pending.client_id,
+      id_token: issued.id_token ?? null,
+    };
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
+  }
+  return issued;
+}
+
+interface ProviderSession {
+  end_session_endpoint: string;
+  client_id: string;
+  id_token: string | null;
+}
+
+/**
+ * After signing out of Rebound: when the session came from an issuer that
+ * can end its own, send the browser there (it comes back to the UI's
+ * sign-in page) and answer true; otherwise forget it and answer false.
+ */
+export function endProviderSession(): boolean {
+  const raw = sessionStorage.getItem(SESSION_KEY);
+  sessionStorage.removeItem(SESSION_KEY);
+  if (!raw) return false;
+  const session: ProviderSession = JSON.parse(raw);
+  const url = new URL(session.end_session_endpoint);
+  const params = new URLSearchParams({ client_id: session.client_id, post_logout_redirect_uri: redirectUri() });
+  if (session.id_token) params.set("id_token_hint", session.id_token);
+  url.search = params.toString();
+  location.assign(url.toString());
+  return true;
+}
+
+/** Forget the issuer's session without ending it (it expired, say). */
+export function forgetProviderSession(): void {
+  sessionStorage.removeItem(SESSION_KEY);
 }
