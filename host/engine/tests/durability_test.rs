@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use rand::{Rng, SeedableRng};
 use rebound_domain::{PlanDocument, Workflow};
 use rebound_engine::{Executor, ExecutorConfig, Outcome, Progress, Started, StepError, StepRunner};
-use rebound_store::{NewStep, RunStatus, StepRecord, StepStatus, Store};
+use rebound_store::{NewStep, RunRecord, RunStatus, StepRecord, StepStatus, Store};
 use serde_json::{Value, json};
 
 const PLAN: &str = include_str!("../../../docs/examples/plan.yaml");
@@ -177,6 +177,35 @@ async fn kill_and_take_over(store: Store, trials: u32) {
     }
 }
 
+/// A fresh SQLite store holding the test plan (with `rto`, when given, as
+/// its failover RTO) and a drill run of `steps` (each `(name, input)`).
+async fn drill_run(
+    rto: Option<rebound_domain::Span>,
+    steps: &[(&str, Value)],
+) -> (Store, RunRecord, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = rebound_store::testing::fresh_sqlite(dir.path())
+        .await
+        .expect("store");
+    let mut plan = PlanDocument::from_yaml(PLAN).expect("plan");
+    if let Some(rto) = rto {
+        plan.objectives.failover.rto = rto;
+    }
+    store.put_plan(&plan, "test").await.expect("plan");
+    let steps: Vec<NewStep> = steps
+        .iter()
+        .map(|(name, input)| NewStep {
+            name: (*name).into(),
+            input: input.clone(),
+        })
+        .collect();
+    let run = store
+        .create_run_with_steps("shop", Workflow::Drill, None, "t", &steps)
+        .await
+        .expect("run");
+    (store, run, dir)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_random_kills_on_sqlite_repeat_no_side_effect() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -222,28 +251,15 @@ async fn a_failing_step_fails_the_run_and_a_retryable_one_is_retried() {
             Box::pin(async { Ok(Progress::Running) })
         }
     }
-    let dir = tempfile::tempdir().expect("tmp");
-    let store = rebound_store::testing::fresh_sqlite(dir.path())
-        .await
-        .expect("store");
-    store
-        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "test")
-        .await
-        .expect("plan");
-    let step = |name: &str| NewStep {
-        name: name.into(),
-        input: json!({}),
-    };
-    let run = store
-        .create_run_with_steps(
-            "shop",
-            Workflow::Drill,
-            None,
-            "t",
-            &[step("flaky"), step("broken"), step("never")],
-        )
-        .await
-        .expect("run");
+    let (store, run, _dir) = drill_run(
+        None,
+        &[
+            ("flaky", json!({})),
+            ("broken", json!({})),
+            ("never", json!({})),
+        ],
+    )
+    .await;
     let executor = Executor::new(
         store.clone(),
         Arc::new(Flaky(Mutex::new(0))),
@@ -309,28 +325,15 @@ async fn operations_a_stopped_run_leaves_are_abandoned() {
             })
         }
     }
-    let dir = tempfile::tempdir().expect("tmp");
-    let store = rebound_store::testing::fresh_sqlite(dir.path())
-        .await
-        .expect("store");
-    store
-        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "test")
-        .await
-        .expect("plan");
-    let step = |name: &str| NewStep {
-        name: name.into(),
-        input: json!({"stage": "copies"}),
-    };
-    store
-        .create_run_with_steps(
-            "shop",
-            Workflow::Drill,
-            None,
-            "t",
-            &[step("done"), step("failing"), step("in-flight")],
-        )
-        .await
-        .expect("run");
+    let (store, _run, _dir) = drill_run(
+        None,
+        &[
+            ("done", json!({"stage": "copies"})),
+            ("failing", json!({"stage": "copies"})),
+            ("in-flight", json!({"stage": "copies"})),
+        ],
+    )
+    .await;
     let runner = Arc::new(Holding::default());
     let executor = Executor::new(store.clone(), runner.clone(), config("host"));
     let (_, outcome) = executor.work_once().await.expect("work").expect("a run");
@@ -366,22 +369,7 @@ async fn a_call_longer_than_the_lease_keeps_the_run() {
             Box::pin(async { Ok(Progress::Running) })
         }
     }
-    let dir = tempfile::tempdir().expect("tmp");
-    let store = rebound_store::testing::fresh_sqlite(dir.path())
-        .await
-        .expect("store");
-    store
-        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "test")
-        .await
-        .expect("plan");
-    let step = NewStep {
-        name: "slow".into(),
-        input: json!({}),
-    };
-    let run = store
-        .create_run_with_steps("shop", Workflow::Drill, None, "t", &[step])
-        .await
-        .expect("run");
+    let (store, run, _dir) = drill_run(None, &[("slow", json!({}))]).await;
     let holder = Executor::new(store.clone(), Arc::new(Slow), config("holder"));
     let driving = tokio::spawn(async move { holder.work_once().await });
     // While the slow call runs, the lease stays renewed: nobody else may
@@ -421,21 +409,11 @@ async fn retries_stop_where_the_phase_rto_budget_ends() {
             Box::pin(async { Ok(Progress::Running) })
         }
     }
-    let dir = tempfile::tempdir().expect("tmp");
-    let store = rebound_store::testing::fresh_sqlite(dir.path())
-        .await
-        .expect("store");
-    let mut plan = PlanDocument::from_yaml(PLAN).expect("plan");
-    plan.objectives.failover.rto = rebound_domain::Span::secs(2);
-    store.put_plan(&plan, "test").await.expect("plan");
-    let step = NewStep {
-        name: "throttled".into(),
-        input: json!({}),
-    };
-    let run = store
-        .create_run_with_steps("shop", Workflow::Drill, None, "t", &[step])
-        .await
-        .expect("run");
+    let (store, run, _dir) = drill_run(
+        Some(rebound_domain::Span::secs(2)),
+        &[("throttled", json!({}))],
+    )
+    .await;
     let executor = Executor::new(
         store.clone(),
         Arc::new(Throttled),
@@ -475,21 +453,8 @@ async fn an_operation_whose_polls_keep_failing_ends_with_the_rto_budget() {
             Box::pin(async { Err(StepError::Retryable("503 from the data plane".into())) })
         }
     }
-    let dir = tempfile::tempdir().expect("tmp");
-    let store = rebound_store::testing::fresh_sqlite(dir.path())
-        .await
-        .expect("store");
-    let mut plan = PlanDocument::from_yaml(PLAN).expect("plan");
-    plan.objectives.failover.rto = rebound_domain::Span::secs(1);
-    store.put_plan(&plan, "test").await.expect("plan");
-    let step = NewStep {
-        name: "copy".into(),
-        input: json!({}),
-    };
-    store
-        .create_run_with_steps("shop", Workflow::Drill, None, "t", &[step])
-        .await
-        .expect("run");
+    let (store, _run, _dir) =
+        drill_run(Some(rebound_domain::Span::secs(1)), &[("copy", json!({}))]).await;
     let executor = Executor::new(
         store.clone(),
         Arc::new(Unreachable),
