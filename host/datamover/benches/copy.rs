@@ -2,6 +2,9 @@
 //!
 //! - `full_copy`: a 256 MiB disk of random data copied in full through two
 //!   mover agents on loopback (read, write, and verification by digests);
+//! - `full_copy_tls`: the same through two agents behind HTTPS with a CA of
+//!   their own, which the endpoints name (`Endpoint::ca_pem`), as a
+//!   platform's export servers and imageio are;
 //! - `plain_cp`: the same file copied by `cp`, the baseline;
 //! - after the timed runs, a 1% delta resync prints bytes moved / bytes
 //!   changed.
@@ -41,6 +44,61 @@ async fn agent(path: &Path, writable: bool) -> Endpoint {
     Endpoint::agent(format!("http://{addr}/disk"), "bench", SIZE)
 }
 
+/// The agent over `path` behind HTTPS, with a certificate for 127.0.0.1
+/// from a fresh CA the endpoint trusts.
+async fn tls_agent(path: &Path, writable: bool) -> Endpoint {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use tokio_rustls::rustls;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("leaf")
+        .signed_by(&key, &ca)
+        .expect("sign");
+    let der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], der.into())
+    .expect("config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let app = agent::router(AgentConfig {
+        path: path.to_owned(),
+        token: "bench".into(),
+        writable,
+    })
+    .expect("agent");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    Endpoint {
+        ca_pem: Some(ca.pem()),
+        ..Endpoint::agent(format!("https://{addr}/disk"), "bench", SIZE)
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let tokio = tokio::runtime::Runtime::new().expect("tokio");
     let dir = tempfile::tempdir().expect("tmp");
@@ -76,6 +134,20 @@ fn bench(c: &mut Criterion) {
                     &mut MemoryCheckpoint::default(),
                 ))
                 .expect("copy")
+        });
+    });
+    let (tls_source, tls_target) =
+        tokio.block_on(async { (tls_agent(&src, false).await, tls_agent(&dst, true).await) });
+    group.bench_function("full_copy_tls", |b| {
+        b.iter(|| {
+            tokio
+                .block_on(copy(
+                    &tls_source,
+                    &tls_target,
+                    full.clone(),
+                    &mut MemoryCheckpoint::default(),
+                ))
+                .expect("copy over HTTPS")
         });
     });
     group.bench_function("plain_cp", |b| {

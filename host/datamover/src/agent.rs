@@ -43,17 +43,22 @@ struct Agent {
 
 /// Serve until the listener fails or the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, config: AgentConfig) -> std::io::Result<()> {
+    axum::serve(listener, router(config)?).await
+}
+
+/// The agent's routes over `config`'s image (`/disk`), for serving behind
+/// a listener of the caller's (TLS, say).
+pub fn router(config: AgentConfig) -> std::io::Result<Router> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(config.writable)
         .open(&config.path)?;
     let size = file.metadata()?.len();
     let agent = Arc::new(Agent { file, size, config });
-    let app = Router::new()
+    Ok(Router::new()
         .route("/disk", get(read).put(write))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_RANGE as usize))
-        .with_state(agent);
-    axum::serve(listener, app).await
+        .with_state(agent))
 }
 
 /// Bind to `addr` and serve in the background; returns the bound address.
