@@ -48,7 +48,6 @@ async fn agent(path: &Path, writable: bool) -> Endpoint {
 /// from a fresh CA the endpoint trusts.
 async fn tls_agent(path: &Path, writable: bool) -> Endpoint {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    use tokio_rustls::rustls;
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("ca");
@@ -57,42 +56,18 @@ async fn tls_agent(path: &Path, writable: bool) -> Endpoint {
         .expect("leaf")
         .signed_by(&key, &ca)
         .expect("sign");
-    let der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
-    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![leaf.der().clone()], der.into())
-    .expect("config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-    let app = agent::router(AgentConfig {
-        path: path.to_owned(),
-        token: "bench".into(),
-        writable,
-    })
-    .expect("agent");
+    let tls =
+        agent::tls_config(leaf.pem().as_bytes(), key.serialize_pem().as_bytes()).expect("tls");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, app) = (acceptor.clone(), app.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service = hyper_util::service::TowerToHyperService::new(app);
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
-            });
-        }
-    });
+    let config = AgentConfig {
+        path: path.to_owned(),
+        token: "bench".into(),
+        writable,
+    };
+    tokio::spawn(agent::serve_tls(listener, config, tls));
     Endpoint {
         ca_pem: Some(ca.pem()),
         ..Endpoint::agent(format!("https://{addr}/disk"), "bench", SIZE)

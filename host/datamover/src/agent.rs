@@ -3,7 +3,8 @@
 //! `Content-Range`) and block digests (`GET /disk?digests=<block-size>`) —
 //! behind a per-transfer bearer token. Holes stay holes: digests of hole
 //! blocks are answered without reading them, and an all-zero write onto a
-//! hole is skipped.
+//! hole is skipped. On a network it serves HTTPS ([`serve_tls`]): the
+//! token is a bearer credential, and the data is the workload's disk.
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -46,8 +47,60 @@ pub async fn serve(listener: tokio::net::TcpListener, config: AgentConfig) -> st
     axum::serve(listener, router(config)?).await
 }
 
+/// Serve over HTTPS with `tls` (the appliance's certificate; clients trust
+/// its CA through their site's `ca_pem`). A client that fails the
+/// handshake is dropped; the agent keeps serving.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    config: AgentConfig,
+    tls: Arc<rustls::ServerConfig>,
+) -> std::io::Result<()> {
+    let app = router(config)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+        });
+    }
+}
+
+/// A TLS server configuration from PEM: a certificate chain (leaf first)
+/// and its private key.
+pub fn tls_config(cert_pem: &[u8], key_pem: &[u8]) -> std::io::Result<Arc<rustls::ServerConfig>> {
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+    let chain = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(format!("the certificate file: {e}")))?;
+    if chain.is_empty() {
+        return Err(invalid(
+            "the certificate file holds no PEM certificate".into(),
+        ));
+    }
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| invalid(format!("the key file: {e}")))?
+        .ok_or_else(|| invalid("the key file holds no PEM private key".into()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| invalid(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| invalid(format!("the certificate and key: {e}")))?;
+    Ok(Arc::new(config))
+}
+
 /// The agent's routes over `config`'s image (`/disk`), for serving behind
-/// a listener of the caller's (TLS, say).
+/// a listener of the caller's.
 pub fn router(config: AgentConfig) -> std::io::Result<Router> {
     let file = std::fs::OpenOptions::new()
         .read(true)

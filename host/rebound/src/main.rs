@@ -90,6 +90,14 @@ struct MoverArgs {
     /// Accept writes (an import target); without it the disk is read-only.
     #[arg(long)]
     writable: bool,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first), as an
+    /// appliance on a network should; the data mover trusts its CA through
+    /// the site's `ca_file`. Needs `--tls-key`.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 async fn mover(args: MoverArgs) -> anyhow::Result<()> {
@@ -99,21 +107,36 @@ async fn mover(args: MoverArgs) -> anyhow::Result<()> {
     if token.len() < 16 {
         anyhow::bail!("REBOUND_MOVER_TOKEN must be at least 16 characters");
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |path: &PathBuf| {
+                anyhow::Context::with_context(std::fs::read(path), || {
+                    format!("reading {}", path.display())
+                })
+            };
+            let config = rebound_datamover::agent::tls_config(&read(cert)?, &read(key)?);
+            Some(anyhow::Context::with_context(config, || {
+                format!("{} and {}", cert.display(), key.display())
+            })?)
+        }
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     eprintln!(
-        "rebound mover serving {} on http://{}/disk",
+        "rebound mover serving {} on {}://{}/disk",
         args.disk.display(),
+        if tls.is_some() { "https" } else { "http" },
         listener.local_addr()?
     );
-    rebound_datamover::agent::serve(
-        listener,
-        rebound_datamover::agent::AgentConfig {
-            path: args.disk,
-            token,
-            writable: args.writable,
-        },
-    )
-    .await?;
+    let config = rebound_datamover::agent::AgentConfig {
+        path: args.disk,
+        token,
+        writable: args.writable,
+    };
+    match tls {
+        Some(tls) => rebound_datamover::agent::serve_tls(listener, config, tls).await?,
+        None => rebound_datamover::agent::serve(listener, config).await?,
+    }
     Ok(())
 }
 

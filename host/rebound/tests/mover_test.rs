@@ -1,5 +1,6 @@
 //! `rebound mover`: the agent binary serves a disk image behind its token,
-//! and refuses to start without one.
+//! and refuses to start without one; with a certificate it serves HTTPS,
+//! which the data mover reaches trusting the certificate's CA.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -29,16 +30,7 @@ fn the_mover_agent_serves_ranges_behind_its_token() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let stderr = agent.stderr.take().expect("stderr");
-    let addr = BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.split("http://")
-                .nth(1)
-                .map(|a| a.trim_end_matches("/disk").to_owned())
-        })
-        .expect("address");
+    let addr = served_at(&mut agent, "http");
     let get = |auth: &str| {
         let mut conn = TcpStream::connect(&addr).expect("connect");
         write!(
@@ -57,4 +49,81 @@ fn the_mover_agent_serves_ranges_behind_its_token() {
     assert!(ok.starts_with("HTTP/1.1 206"), "{ok}");
     assert!(ok.ends_with("4567"), "{ok}");
     assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+}
+
+/// The address `rebound mover` prints it serves on (after `scheme://`).
+fn served_at(agent: &mut std::process::Child, scheme: &str) -> String {
+    let stderr = agent.stderr.take().expect("stderr");
+    BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split(&format!("{scheme}://"))
+                .nth(1)
+                .map(|a| a.trim_end_matches("/disk").to_owned())
+        })
+        .expect("address")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mover_agent_serves_https_to_a_mover_that_trusts_its_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = tempfile::tempdir().expect("tmp");
+    let disk = dir.path().join("disk.raw");
+    std::fs::write(&disk, b"0123456789abcdef").expect("disk");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("leaf")
+        .signed_by(&key, &ca)
+        .expect("sign");
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, leaf.pem()).expect("cert");
+    std::fs::write(&key_file, key.serialize_pem()).expect("key");
+    let bin = env!("CARGO_BIN_EXE_rebound");
+
+    // A certificate without its key is refused before anything is served.
+    let half = Command::new(bin)
+        .args(["mover", "--disk"])
+        .arg(&disk)
+        .arg("--tls-cert")
+        .arg(&cert_file)
+        .env("REBOUND_MOVER_TOKEN", "a-transfer-token-of-some-length")
+        .output()
+        .expect("run");
+    assert!(!half.status.success());
+    assert!(
+        String::from_utf8_lossy(&half.stderr).contains("--tls-key"),
+        "{}",
+        String::from_utf8_lossy(&half.stderr)
+    );
+
+    let token = "a-transfer-token-of-some-length";
+    let mut agent = Command::new(bin)
+        .args(["mover", "--disk"])
+        .arg(&disk)
+        .arg("--tls-cert")
+        .arg(&cert_file)
+        .arg("--tls-key")
+        .arg(&key_file)
+        .env("REBOUND_MOVER_TOKEN", token)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let addr = served_at(&mut agent, "https");
+    let endpoint = |ca_pem: Option<String>| rebound_datamover::Endpoint {
+        ca_pem,
+        ..rebound_datamover::Endpoint::agent(format!("https://{addr}/disk"), token, 16)
+    };
+    let trusted = rebound_datamover::read_range(&endpoint(Some(ca.pem())), 4, 8).await;
+    let untrusted = rebound_datamover::read_range(&endpoint(None), 4, 8).await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(trusted.expect("read over HTTPS").as_ref(), b"4567");
+    assert!(
+        untrusted.is_err(),
+        "a mover without the CA does not connect"
+    );
 }
