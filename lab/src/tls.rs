@@ -7,9 +7,12 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
-/// A site's TLS identity: the CA clients trust and the server's config.
+/// A site's TLS identity: the CA clients trust, the server's certificate
+/// and key (PEM, for a server of another process), and the server's config.
 pub struct SiteTls {
     pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
     pub server: Arc<rustls::ServerConfig>,
 }
 
@@ -42,6 +45,8 @@ pub fn site_tls() -> Result<SiteTls, TlsError> {
     .with_single_cert(vec![leaf.der().clone()], key)?;
     Ok(SiteTls {
         ca_pem: ca.pem(),
+        cert_pem: leaf.pem(),
+        key_pem: leaf_key.serialize_pem(),
         server: Arc::new(server),
     })
 }

@@ -67,21 +67,14 @@ fn served_at(agent: &mut std::process::Child, scheme: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mover_agent_serves_https_to_a_mover_that_trusts_its_ca() {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let dir = tempfile::tempdir().expect("tmp");
     let disk = dir.path().join("disk.raw");
     std::fs::write(&disk, b"0123456789abcdef").expect("disk");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("ca");
-    let key = KeyPair::generate().expect("key");
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .expect("leaf")
-        .signed_by(&key, &ca)
-        .expect("sign");
+    // A CA and a certificate for 127.0.0.1, as the lab's sites have.
+    let tls = rebound_lab::tls::site_tls().expect("certificates");
     let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_file, leaf.pem()).expect("cert");
-    std::fs::write(&key_file, key.serialize_pem()).expect("key");
+    std::fs::write(&cert_file, &tls.cert_pem).expect("cert");
+    std::fs::write(&key_file, &tls.key_pem).expect("key");
     let bin = env!("CARGO_BIN_EXE_rebound");
 
     // A certificate without its key is refused before anything is served.
@@ -117,7 +110,7 @@ async fn the_mover_agent_serves_https_to_a_mover_that_trusts_its_ca() {
         ca_pem,
         ..rebound_datamover::Endpoint::agent(format!("https://{addr}/disk"), token, 16)
     };
-    let trusted = rebound_datamover::read_range(&endpoint(Some(ca.pem())), 4, 8).await;
+    let trusted = rebound_datamover::read_range(&endpoint(Some(tls.ca_pem.clone())), 4, 8).await;
     let untrusted = rebound_datamover::read_range(&endpoint(None), 4, 8).await;
     let _ = agent.kill();
     let _ = agent.wait();

@@ -195,7 +195,10 @@ impl PluginSteps {
     /// appliance, an export) would cost the operator until they expire.
     /// The volumes are learnt while the endpoints still answer, then the
     /// endpoints released, then the volumes deleted — never one a recorded
-    /// recovery point names.
+    /// recovery point names. Learning a volume asks the import's `status`,
+    /// which may first finish a step of a transfer still under way (the
+    /// AWS plugin launches its appliance there); the release right after
+    /// undoes it.
     pub(super) async fn abandon_transfer(&self, step: &StepRecord, operation: &Value) {
         let ops = |field: &str| operation[field].as_array().cloned().unwrap_or_default();
         let (exports, imports) = (ops("exports"), ops("imports"));
