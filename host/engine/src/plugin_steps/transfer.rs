@@ -284,9 +284,10 @@ impl PluginSteps {
         // operator granted each site.
         let from = operation["from"].as_str().unwrap_or_default();
         let to = operation["site"].as_str().unwrap_or_default();
+        let (from_grant, to_grant) = (self.site(from)?.grant, self.site(to)?.grant);
         for (source, target) in &pairs {
-            for (site, url) in [(from, &source.url), (to, &target.url)] {
-                if let Err(reason) = self.site(site)?.grant.check_data_url(url) {
+            for (grant, url) in [(&from_grant, &source.url), (&to_grant, &target.url)] {
+                if let Err(reason) = grant.check_data_url(url) {
                     return Ok(Progress::Failed(reason));
                 }
             }
@@ -299,8 +300,8 @@ impl PluginSteps {
                 ..CopyOptions::default()
             };
             let report = rebound_datamover::copy(
-                &mover_endpoint(source, self.site(from)?.grant.ca_pem.as_deref()),
-                &mover_endpoint(target, self.site(to)?.grant.ca_pem.as_deref()),
+                &mover_endpoint(source, from_grant.ca_pem.as_deref()),
+                &mover_endpoint(target, to_grant.ca_pem.as_deref()),
                 options,
                 &mut MemoryCheckpoint::default(),
             )
