@@ -51,33 +51,16 @@ pub fn site_tls() -> Result<SiteTls, TlsError> {
     })
 }
 
-/// Accept TLS connections and serve the router on each until shutdown.
+/// Serve the router over TLS until shutdown (the data mover agent's
+/// accept loop, which serves the appliances' agents too).
 pub(crate) async fn serve_tls(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     config: Arc<tokio_rustls::rustls::ServerConfig>,
-    mut shutdown: tokio::sync::oneshot::Receiver<()>,
+    shutdown: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(_) => continue,
-            },
-            _ = &mut shutdown => return,
-        };
-        let acceptor = acceptor.clone();
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            // A client that refuses our certificate just goes away.
-            let Ok(stream) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-        });
-    }
+    rebound_datamover::agent::serve_router_tls(listener, app, config, async {
+        let _ = shutdown.await;
+    })
+    .await;
 }

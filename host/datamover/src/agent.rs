@@ -55,10 +55,33 @@ pub async fn serve_tls(
     config: AgentConfig,
     tls: Arc<rustls::ServerConfig>,
 ) -> std::io::Result<()> {
-    let app = router(config)?;
+    serve_router_tls(listener, router(config)?, tls, std::future::pending()).await;
+    Ok(())
+}
+
+/// Serve `app` over HTTPS with `tls` until `shutdown` completes — the
+/// agent's routes, or a lab simulator's. A client that fails the handshake
+/// is dropped; a failed accept (out of descriptors, say) is retried after a
+/// pause, as `axum::serve` does.
+pub async fn serve_router_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (tcp, _) = listener.accept().await?;
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
             let Ok(stream) = acceptor.accept(tcp).await else {
