@@ -180,6 +180,11 @@ pub struct AuthConfig {
     /// tokens with unknown key ids prompt (its keys rotated), so forged
     /// key ids cannot make the host hammer the issuer.
     pub jwks_refresh_seconds: u64,
+    /// How long an OIDC issuer's fetched keys are trusted without fetching
+    /// its JWKS again: a key the issuer removed (retired, or revoked after
+    /// a leak) is refused at most this long after, even when every token
+    /// names a key the host knows.
+    pub jwks_max_age_seconds: u64,
     pub oidc: Vec<OidcIssuer>,
 }
 
@@ -191,6 +196,7 @@ impl Default for AuthConfig {
             token_ttl_seconds: 3600,
             leeway_seconds: 30,
             jwks_refresh_seconds: 60,
+            jwks_max_age_seconds: 3600,
             oidc: Vec::new(),
         }
     }
@@ -216,10 +222,21 @@ struct Issuer {
     keys: RwLock<HashMap<String, DecodingKey>>,
     /// `None`: the local issuer (role in the `role` claim).
     role_claim: Option<String>,
-    /// An OIDC issuer's JWKS, and when it was last fetched: a token with
-    /// a key id not in it has it fetched again (the issuer rotated its
-    /// keys), at most once per `jwks_refresh_seconds`.
-    jwks: Option<(String, Mutex<Instant>)>,
+    /// An OIDC issuer's JWKS; `None` for the local issuer.
+    jwks: Option<Jwks>,
+}
+
+/// Where an OIDC issuer's keys come from, and when they were fetched.
+struct Jwks {
+    url: String,
+    /// The last fetch begun: a token with a key id the host does not know
+    /// (the issuer rotated its keys) has the JWKS fetched again, at most
+    /// once per `jwks_refresh_seconds`.
+    tried: Mutex<Instant>,
+    /// The last fetch that replaced the keys: older than
+    /// `jwks_max_age_seconds`, they are fetched again before a token is
+    /// trusted.
+    fetched: Mutex<Instant>,
 }
 
 /// Local claims.
@@ -260,6 +277,7 @@ pub struct Auth {
     /// For the issuers' endpoints.
     http: reqwest::Client,
     jwks_refresh: Duration,
+    jwks_max_age: Duration,
     /// Verified against when the user does not exist, so a wrong name
     /// costs as long as a wrong password.
     dummy_hash: String,
@@ -346,6 +364,7 @@ impl Auth {
             providers,
             http,
             jwks_refresh: Duration::from_secs(config.jwks_refresh_seconds),
+            jwks_max_age: Duration::from_secs(config.jwks_max_age_seconds),
             dummy_hash,
         })
     }
@@ -574,7 +593,9 @@ impl Auth {
             .as_deref()
             .ok_or_else(|| refuse("no `kid` in the header"))?;
         let mut key = issuer.key(kid);
-        if key.is_none() && self.refresh_keys(issuer).await {
+        if (key.is_none() || issuer.keys_older_than(self.jwks_max_age))
+            && self.refresh_keys(issuer).await
+        {
             key = issuer.key(kid);
         }
         let key =
@@ -618,24 +639,27 @@ impl Auth {
 }
 
 impl Auth {
-    /// Fetch an OIDC issuer's JWKS again, unless it was fetched within
-    /// `jwks_refresh_seconds`; whether its keys were replaced. A failed fetch
-    /// keeps the keys it had (and is logged).
+    /// Fetch an OIDC issuer's JWKS again (a token names a key id it does
+    /// not know, or its keys are older than `jwks_max_age_seconds`), unless
+    /// it was fetched within `jwks_refresh_seconds`; whether its keys were
+    /// replaced. A failed fetch keeps the keys it had (and is logged): an
+    /// issuer that cannot be reached does not lock everyone out.
     async fn refresh_keys(&self, issuer: &Issuer) -> bool {
-        let Some((url, fetched)) = &issuer.jwks else {
+        let Some(jwks) = &issuer.jwks else {
             return false;
         };
         {
-            let mut last = fetched.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut last = jwks.tried.lock().unwrap_or_else(PoisonError::into_inner);
             if last.elapsed() < self.jwks_refresh {
                 return false;
             }
             *last = Instant::now();
         }
-        match fetch_keys(&self.http, url, issuer.algorithm).await {
+        match fetch_keys(&self.http, &jwks.url, issuer.algorithm).await {
             Ok(keys) => {
-                tracing::info!(issuer = %issuer.issuer, keys = keys.len(), "JWKS fetched again for an unknown key id");
+                tracing::info!(issuer = %issuer.issuer, keys = keys.len(), "JWKS fetched again");
                 *issuer.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
+                *jwks.fetched.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
                 true
             }
             Err(reason) => {
@@ -647,6 +671,18 @@ impl Auth {
 }
 
 impl Issuer {
+    /// Whether an OIDC issuer's keys were fetched longer than `age` ago
+    /// (never for the local issuer, whose key is the host's own).
+    fn keys_older_than(&self, age: Duration) -> bool {
+        self.jwks.as_ref().is_some_and(|jwks| {
+            jwks.fetched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .elapsed()
+                >= age
+        })
+    }
+
     fn key(&self, kid: &str) -> Option<DecodingKey> {
         self.keys
             .read()
@@ -725,7 +761,11 @@ async fn fetch_issuer(
         algorithm,
         keys: RwLock::new(keys),
         role_claim: Some(config.role_claim.clone()),
-        jwks: Some((config.jwks_url.clone(), Mutex::new(Instant::now()))),
+        jwks: Some(Jwks {
+            url: config.jwks_url.clone(),
+            tried: Mutex::new(Instant::now()),
+            fetched: Mutex::new(Instant::now()),
+        }),
     })
 }
 

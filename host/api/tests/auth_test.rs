@@ -754,9 +754,11 @@ async fn a_jwks_that_cannot_be_fetched_stops_the_start_with_a_reason() {
 }
 
 /// A host trusting the RSA issuer, whose JWKS (served here) the test can
-/// rotate, counting its fetches.
+/// rotate, counting its fetches; its keys fetched again after
+/// `max_age_seconds`.
 async fn rotating_host(
     refresh_seconds: u64,
+    max_age_seconds: u64,
 ) -> (
     Api,
     std::sync::Arc<std::sync::Mutex<(String, usize)>>,
@@ -789,6 +791,7 @@ async fn rotating_host(
         .expect("store");
     let mut config = ApiConfig::default();
     config.auth.jwks_refresh_seconds = refresh_seconds;
+    config.auth.jwks_max_age_seconds = max_age_seconds;
     config.auth.oidc = vec![OidcIssuer {
         issuer: RSA_ISSUER.into(),
         audience: "rebound".into(),
@@ -804,7 +807,7 @@ async fn rotating_host(
 
 #[tokio::test]
 async fn a_rotated_issuer_key_is_fetched_when_a_token_names_it() {
-    let (api, jwks, _dir) = rotating_host(0).await;
+    let (api, jwks, _dir) = rotating_host(0, 3600).await;
     let token = rsa(&claims(RSA_ISSUER, "rebound"), "rsa-2");
     // Not published yet: fetched again, still unknown, refused.
     refused(&api, &token, "unknown key id 'rsa-2'").await;
@@ -832,7 +835,7 @@ async fn a_rotated_issuer_key_is_fetched_when_a_token_names_it() {
 
 #[tokio::test]
 async fn unknown_key_ids_do_not_make_the_host_hammer_the_issuer() {
-    let (api, jwks, _dir) = rotating_host(60).await;
+    let (api, jwks, _dir) = rotating_host(60, 3600).await;
     for i in 0..20 {
         let token = rsa(&claims(RSA_ISSUER, "rebound"), &format!("forged-{i}"));
         refused(&api, &token, "unknown key id").await;
@@ -844,4 +847,37 @@ async fn unknown_key_ids_do_not_make_the_host_hammer_the_issuer() {
     );
     let me = whoami(&api, &rsa(&claims(RSA_ISSUER, "rebound"), "rsa-1")).await;
     assert_eq!(me.status, StatusCode::OK, "{}", me.text);
+}
+
+#[tokio::test]
+async fn a_key_the_issuer_removed_is_refused_once_the_keys_are_past_their_max_age() {
+    let retire = |jwks: &std::sync::Mutex<(String, usize)>| {
+        let mut j = jwks.lock().expect("lock");
+        j.0 = j.0.replace("\"rsa-1\"", "\"rsa-2\"");
+    };
+    let token = rsa(&claims(RSA_ISSUER, "rebound"), "rsa-1");
+
+    // Keys an hour old at most: the retired key still passes, no fetch.
+    let (api, jwks, _dir) = rotating_host(0, 3600).await;
+    assert_eq!(whoami(&api, &token).await.status, StatusCode::OK);
+    retire(&jwks);
+    assert_eq!(whoami(&api, &token).await.status, StatusCode::OK);
+    assert_eq!(jwks.lock().expect("lock").1, 1, "fetched at start only");
+
+    // Keys past their age are fetched again before a token is trusted:
+    // the retired key is refused, though the token names a known key id.
+    let (api, jwks, _dir) = rotating_host(0, 0).await;
+    assert_eq!(whoami(&api, &token).await.status, StatusCode::OK);
+    retire(&jwks);
+    refused(&api, &token, "unknown key id 'rsa-1'").await;
+    let fetches = jwks.lock().expect("lock").1;
+    assert!(
+        fetches >= 3,
+        "fetched at start and before each token: {fetches}"
+    );
+
+    // An issuer that cannot be reached keeps its keys: nobody is locked out.
+    let (api, jwks, _dir) = rotating_host(0, 0).await;
+    jwks.lock().expect("lock").0 = "not a JWKS".into();
+    assert_eq!(whoami(&api, &token).await.status, StatusCode::OK);
 }
