@@ -1,13 +1,12 @@
 //! The mover agent of the lab's appliances: where a platform has no ranged
 //! read or write of a volume, a plugin boots an appliance with the volume
 //! attached, and the appliance serves it with the data mover's protocol
-//! (`rebound_datamover::agent`) behind a per-transfer token. The AWS
-//! appliance takes its token from its user data ([`token_in`]), where the
-//! plugin put it, so it is in no tag whoever may list instances reads; the
-//! OpenStack appliance still makes its own and publishes it in its server
-//! metadata; the example site's exports and imports have tokens of their
-//! own. All run the agent here, on loopback, over the volume's sparse file;
-//! a real appliance listens on its own address.
+//! (`rebound_datamover::agent`) behind a per-transfer token. The AWS and
+//! OpenStack appliances take their token from their user data
+//! ([`token_in`]), where the plugin put it, so it is in no tag or metadata
+//! whoever may list servers reads; the example site's exports and imports
+//! have tokens of their own. All run the agent here, on loopback, over the
+//! volume's sparse file; a real appliance listens on its own address.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

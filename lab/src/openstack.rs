@@ -85,6 +85,10 @@ pub struct OpenStackOptions {
     pub regions: Vec<String>,
     pub user: String,
     pub password: String,
+    /// A value for the site's `mover_key` secret, handed out with the
+    /// credentials: the plugin derives its mover appliances' tokens under
+    /// it, and the cloud itself never sees it. Random by default.
+    pub mover_key: String,
     pub project: String,
     /// The domain of the user and project (its name; the id is `default`).
     pub domain: String,
@@ -110,6 +114,7 @@ impl Default for OpenStackOptions {
             regions: vec!["RegionOne".into(), "RegionTwo".into()],
             user: "admin".into(),
             password: state::random_hex(12),
+            mover_key: state::random_hex(32),
             project: "admin".into(),
             domain: "Default".into(),
             state_dir: None,

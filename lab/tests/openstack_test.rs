@@ -803,9 +803,14 @@ async fn snapshot_copy(cloud: &Cloud, name: &str) -> String {
     copy
 }
 
-/// Boot the mover appliance with `volume` attached; its server path once
-/// it is `ACTIVE`, and the URL and token it published.
-async fn appliance(cloud: &Cloud, volume: &str, mode: &str) -> (String, String, String) {
+/// Ask Nova to boot the mover appliance with `volume` attached and
+/// `user_data` (base64, as given): Nova's answer.
+async fn boot_appliance(
+    cloud: &Cloud,
+    volume: &str,
+    mode: &str,
+    user_data: Option<&str>,
+) -> (StatusCode, Value) {
     let images = cloud
         .get(&format!(
             "/RegionOne/image/v2/images?name={}",
@@ -813,26 +818,70 @@ async fn appliance(cloud: &Cloud, volume: &str, mode: &str) -> (String, String, 
         ))
         .await;
     let image = id(&images["images"][0]);
-    let (status, server) = cloud
+    let mut server = json!({
+        "name": "rebound-mover-test", "flavorRef": "1", "imageRef": image,
+        "networks": "none", "metadata": {"rebound:mover_mode": mode},
+        "block_device_mapping_v2": [
+            {"boot_index": 0, "uuid": image, "source_type": "image", "destination_type": "local"},
+            {"boot_index": -1, "uuid": volume, "source_type": "volume", "destination_type": "volume", "delete_on_termination": true}
+        ]
+    });
+    if let Some(data) = user_data {
+        server["user_data"] = json!(data);
+    }
+    cloud
         .call(
             "POST",
             "/RegionOne/compute/v2.1/servers",
-            Some(json!({"server": {
-                "name": "rebound-mover-test", "flavorRef": "1", "imageRef": image,
-                "networks": "none", "metadata": {"rebound:mover_mode": mode},
-                "block_device_mapping_v2": [
-                    {"boot_index": 0, "uuid": image, "source_type": "image", "destination_type": "local"},
-                    {"boot_index": -1, "uuid": volume, "source_type": "volume", "destination_type": "volume", "delete_on_termination": true}
-                ]
-            }})),
+            Some(json!({ "server": server })),
         )
-        .await;
+        .await
+}
+
+/// Boot the mover appliance with `volume` attached and a token in its user
+/// data, as the plugin does; its server path once it is `ACTIVE`, the URL
+/// it published and the token.
+async fn appliance(cloud: &Cloud, volume: &str, mode: &str) -> (String, String, String) {
+    use base64::Engine;
+    let token = format!("lab-test-token-{volume}");
+    let user_data = base64::engine::general_purpose::STANDARD
+        .encode(format!("#!/bin/sh\nREBOUND_MOVER_TOKEN={token}\n"));
+    let (status, server) = boot_appliance(cloud, volume, mode, Some(&user_data)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{server}");
     let path = format!("/RegionOne/compute/v2.1/servers/{}", id(&server["server"]));
     let active = cloud.wait_for(&path, "/server/status", "ACTIVE").await;
-    let metadata = &active["server"]["metadata"];
-    let text = |k: &str| metadata[k].as_str().expect(k).to_owned();
-    (path, text("rebound:mover_url"), text("rebound:mover_token"))
+    let server = &active["server"];
+    assert_eq!(server["OS-EXT-SRV-ATTR:user_data"], user_data.as_str());
+    let metadata = &server["metadata"];
+    assert!(
+        !metadata.to_string().contains(&token),
+        "the token is in no metadata: {metadata}"
+    );
+    let url = metadata["rebound:mover_url"].as_str().expect("the URL");
+    (path, url.to_owned(), token)
+}
+
+#[tokio::test]
+async fn a_mover_appliance_without_a_token_fails_and_bad_user_data_is_refused() {
+    let site = site().await;
+    let cloud = Cloud::login(&site).await;
+    let copy = snapshot_copy(&cloud, "export").await;
+    let (status, body) = boot_appliance(&cloud, &copy, "export", Some("not base64!")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body["badRequest"]["message"],
+        "User data needs to be valid base 64."
+    );
+
+    let (status, server) = boot_appliance(&cloud, &copy, "export", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{server}");
+    let path = format!("/RegionOne/compute/v2.1/servers/{}", id(&server["server"]));
+    let failed = cloud.wait_for(&path, "/server/status", "ERROR").await;
+    let fault = failed["server"]["fault"]["message"]
+        .as_str()
+        .expect("a fault");
+    assert!(fault.contains("REBOUND_MOVER_TOKEN"), "{fault}");
+    assert!(failed["server"]["metadata"]["rebound:mover_url"].is_null());
 }
 
 #[tokio::test]

@@ -47,6 +47,7 @@ fn openstack_grant(site: &OpenStackSite) -> SiteGrant {
         .config("user", &options.user)
         .config("project", &options.project)
         .secret("password", &options.password)
+        .secret("mover_key", &options.mover_key)
         .grant(&site.endpoint())
         .expect("grant")
 }

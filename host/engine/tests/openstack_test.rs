@@ -82,9 +82,14 @@ async fn cloud() -> Cloud {
 }
 
 /// What an operator configures for a site: the cloud's Keystone, the
-/// region, the user and project, the password as a secret, and a grant of
-/// the (loopback) API host.
+/// region, the user and project, the password and the key of the mover
+/// appliances' tokens as secrets, and a grant of the (loopback) API host.
 fn grant(site: &OpenStackSite, name: &str, timeout_ms: u64) -> SiteGrant {
+    keyless_grant(site, name, timeout_ms).secret("mover_key", &site.options().mover_key)
+}
+
+/// [`grant`] without the secret `mover_key`.
+fn keyless_grant(site: &OpenStackSite, name: &str, timeout_ms: u64) -> SiteGrant {
     let options = site.options();
     let region = if name == EAST {
         "RegionOne"
@@ -527,6 +532,27 @@ async fn disks_move_through_mover_appliances_and_the_data_mover() {
         provider_error(cloud.call(&[EAST], qcow).await.expect_err("qcow2")),
         ProviderError::Unsupported(_)
     ));
+    // Without the site's mover_key no appliance could be given a token:
+    // refused, saying what to add, before any volume is made.
+    let volume_count = cloud.site.resources("RegionOne", "volumes").len();
+    let keyless = CallContext::new(
+        vec![keyless_grant(&cloud.site, EAST, 5_000)],
+        Duration::from_secs(60),
+    );
+    let refused = cloud
+        .runtime
+        .call(&cloud.plugin, &keyless, export("t-1/2", &first.id))
+        .await
+        .expect_err("no mover_key");
+    match provider_error(refused) {
+        ProviderError::InvalidRequest(m) => assert!(m.contains("secret 'mover_key'"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        cloud.site.resources("RegionOne", "volumes").len(),
+        volume_count
+    );
+
     let export_op = cloud
         .call(&[EAST], export("t-1/2", &first.id))
         .await
@@ -552,6 +578,34 @@ async fn disks_move_through_mover_appliances_and_the_data_mover() {
             .count()
     };
     assert_eq!(appliances(&cloud), 2, "one appliance per transfer");
+    // Each appliance has its token in its user data, never in metadata
+    // any member of the project reads.
+    for (endpoint, region) in [(&source, "RegionOne"), (&target, "RegionTwo")] {
+        use base64::Engine;
+        let token = endpoint.headers[0]
+            .1
+            .trim_start_matches("Bearer ")
+            .to_owned();
+        let appliance = cloud
+            .site
+            .resources(region, "servers")
+            .into_iter()
+            .find(|s| s["metadata"]["rebound:mover_mode"].is_string())
+            .expect("an appliance");
+        assert!(!appliance["metadata"].to_string().contains(&token));
+        let user_data = appliance["OS-EXT-SRV-ATTR:user_data"]
+            .as_str()
+            .expect("user data");
+        assert!(
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(user_data)
+                    .expect("base64")
+            )
+            .expect("text")
+            .contains(&format!("REBOUND_MOVER_TOKEN={token}"))
+        );
+    }
 
     let endpoint = |d: &DiskEndpoint| rebound_engine::mover_endpoint(d, None);
     let report = rebound_datamover::copy(

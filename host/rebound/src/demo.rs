@@ -378,6 +378,7 @@ async fn cross_platform(
         .config("user", &options.user)
         .config("project", &options.project)
         .secret("password", &options.password)
+        .secret("mover_key", &options.mover_key)
         .grant(&cloud.endpoint())
         .map_err(anyhow::Error::msg)?;
     let kubevirt_grant = cluster_grant(&cluster)?;

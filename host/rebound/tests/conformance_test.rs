@@ -187,7 +187,8 @@ async fn the_openstack_plugin_passes_the_kit_faults_included() {
         format!(
             "[sites.{name}]\nplugin = \"openstack\"\n\
              config = {{ auth_url = \"{auth}\", region = \"{region}\", user = \"{user}\", project = \"{project}\" }}\n\
-             secrets = {{ password = \"env:OS_PASSWORD\" }}\negress = [\"{e}\"]\n",
+             secrets = {{ password = \"env:OS_PASSWORD\", mover_key = \"env:OS_MOVER_KEY\" }}\n\
+             egress = [\"{e}\"]\n",
             auth = cloud.auth_url(),
             user = options.user,
             project = options.project,
@@ -200,9 +201,14 @@ async fn the_openstack_plugin_passes_the_kit_faults_included() {
     )
     .expect("sites");
     let path = dir.path().to_owned();
-    let password = options.password.clone();
+    let (password, mover_key) = (options.password.clone(), options.mover_key.clone());
     let (code, out, err) = tokio::task::spawn_blocking(move || {
-        kit(&path, "openstack", &[("OS_PASSWORD", &password)], &[])
+        kit(
+            &path,
+            "openstack",
+            &[("OS_PASSWORD", &password), ("OS_MOVER_KEY", &mover_key)],
+            &[],
+        )
     })
     .await
     .expect("join");

@@ -2,11 +2,11 @@
 //! [`IMAGE_NAME`] does once it is up, as its cloud-init would. OpenStack has
 //! no ranged raw-volume API, so a plugin boots this appliance with the
 //! volume to move attached; the appliance serves that volume with the data
-//! mover's protocol (`rebound_datamover::agent`) and publishes where and how
-//! to reach it in its server metadata:
-//!
-//! - `rebound:mover_url` — `http://ADDRESS:PORT/disk`;
-//! - `rebound:mover_token` — the per-transfer bearer token.
+//! mover's protocol (`rebound_datamover::agent`) behind the bearer token its
+//! user data sets (`REBOUND_MOVER_TOKEN=…`: the plugin derives it, so it is
+//! kept in no metadata), and publishes where to reach it in its server
+//! metadata as `rebound:mover_url` (`http://ADDRESS:PORT/disk`). Without a
+//! token the appliance fails: the server goes to `ERROR` with a fault.
 //!
 //! The appliance serves the first volume attached to it, writable when the
 //! server was created with metadata `rebound:mover_mode` = `import`,
@@ -40,10 +40,12 @@ pub(super) fn boot(api: &Api, server: String, build: Duration) {
                 .as_str()?
                 .to_owned();
             let writable = s["metadata"]["rebound:mover_mode"] == "import";
-            Some((volume, writable))
+            let token = crate::mover::token_in(s["OS-EXT-SRV-ATTR:user_data"].as_str());
+            Some((volume, writable, token))
         });
         let started = match plan {
-            Some((volume, writable)) => start(&api, &volume, writable).await,
+            Some((volume, writable, Ok(token))) => start(&api, &volume, writable, token).await,
+            Some((_, _, Err(e))) => Err(std::io::Error::other(e)),
             None => Err(std::io::Error::other("no volume is attached to serve")),
         };
         api.with(|r| {
@@ -51,10 +53,9 @@ pub(super) fn boot(api: &Api, server: String, build: Duration) {
                 return;
             };
             match started {
-                Ok((url, token, agent)) => {
+                Ok((url, agent)) => {
                     if let Some(metadata) = s["metadata"].as_object_mut() {
                         metadata.insert("rebound:mover_url".into(), json!(url));
-                        metadata.insert("rebound:mover_token".into(), json!(token));
                     }
                     super::nova::activate(s);
                     r.agents.insert(server.clone(), agent);
@@ -78,16 +79,15 @@ async fn start(
     api: &Api,
     volume: &str,
     writable: bool,
-) -> std::io::Result<(String, String, crate::mover::Agent)> {
+    token: String,
+) -> std::io::Result<(String, crate::mover::Agent)> {
     let path = api.shared.disks.path(&super::cinder::volume_file(volume))?;
-    let token = crate::random_hex(24);
-    let (url, agent) = crate::mover::start(
+    crate::mover::start(
         path,
         writable,
-        token.clone(),
+        token,
         std::net::Ipv4Addr::LOCALHOST,
         "OpenStack",
     )
-    .await?;
-    Ok((url, token, agent))
+    .await
 }

@@ -331,6 +331,10 @@ struct NewServer {
     block_device_mapping_v2: Vec<Value>,
     #[serde(default)]
     metadata: serde_json::Map<String, Value>,
+    /// Base64, at most 65535 characters; shown back (as Nova shows it to
+    /// admins from microversion 2.3) as `OS-EXT-SRV-ATTR:user_data`.
+    #[serde(default)]
+    user_data: Option<String>,
 }
 
 /// Nova's schema for metadata: keys of `[a-zA-Z0-9-_:. ]`, 1–255
@@ -503,6 +507,28 @@ async fn create_server(State(api): State<Api>, Json(req): Json<CreateServer>) ->
     if let Err(response) = check_metadata(&req.metadata) {
         return response;
     }
+    if let Some(data) = &req.user_data {
+        use base64::Engine;
+        if data.len() > 65535 {
+            return fault(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Invalid input for field/attribute user_data. {} characters is longer \
+                     than 65535.",
+                    data.len()
+                ),
+            );
+        }
+        if base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .is_err()
+        {
+            return fault(
+                StatusCode::BAD_REQUEST,
+                "User data needs to be valid base 64.",
+            );
+        }
+    }
     let id = uuid();
     let created = api.with(|r| -> Result<(Value, bool), Response> {
         let disks = boot_disks(r, &req)?;
@@ -531,6 +557,7 @@ async fn create_server(State(api): State<Api>, Json(req): Json<CreateServer>) ->
             disks.image.as_deref(),
         );
         set(&mut doc, "metadata", Value::Object(req.metadata.clone()));
+        set(&mut doc, "OS-EXT-SRV-ATTR:user_data", json!(req.user_data));
         r.servers.insert(id.clone(), doc.clone());
         Ok((doc, mover))
     });

@@ -4,7 +4,7 @@
 
 use rebound_plugin_sdk::http::{self, Request};
 use rebound_plugin_sdk::retry::{RetryPolicy, retry};
-use rebound_plugin_sdk::{ProviderError, Throttle, site};
+use rebound_plugin_sdk::{ProviderError, Throttle, appliance, site};
 use rebound_sigv4::{Credentials, uri_encode};
 
 use crate::xml::Node;
@@ -52,17 +52,10 @@ fn trim(s: String) -> String {
 }
 
 impl Aws {
-    /// A secret only a holder of this site's key can compute for
-    /// `purpose`: HMAC-SHA256 under the secret access key, hex. The plugin
-    /// hands one to an appliance in its user data and computes it again
-    /// when it needs it, so it is stored nowhere — not in a tag, not in a
-    /// handle.
-    pub fn derived_secret(&self, purpose: &str) -> String {
-        use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.secret.as_bytes())
-            .expect("HMAC takes a key of any length");
-        mac.update(purpose.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+    /// The bearer token of the mover appliance of transfer `key`, derived
+    /// under the secret access key ([`appliance::token`]).
+    pub fn appliance_token(&self, key: &str) -> String {
+        appliance::token(&self.secret, &self.region, key)
     }
 
     fn send(

@@ -9,7 +9,7 @@
 //! token it reads from its user data (`REBOUND_MOVER_TOKEN=…`), and
 //! publishes its URL in its own tags (its instance role may tag only
 //! itself). The token is derived from the transfer's key under the site's
-//! secret key ([`Aws::derived_secret`]): `status` computes it again, so it
+//! secret key ([`Aws::appliance_token`]): `status` computes it again, so it
 //! is kept nowhere — not in a tag anyone who may describe instances reads,
 //! not in the host's store.
 //!
@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use rebound_plugin_sdk::{
     DiskEndpoint, DiskFormat, ExportRequest, ImportRequest, Operation, OperationKind,
-    OperationState, Outcome, ProviderError, Running, info, site,
+    OperationState, Outcome, ProviderError, Running, appliance, info, site,
 };
 
 use crate::client::{Aws, Params, connect};
@@ -204,7 +204,7 @@ pub fn status(op: &Operation) -> Result<OperationState, ProviderError> {
     let Some(url) = appliance.tag(URL_TAG) else {
         return running(format!("the mover appliance {id} is starting its agent"));
     };
-    let token = token(&aws, &transfer.key);
+    let token = aws.appliance_token(&transfer.key);
     let volume = appliance
         .items("blockDeviceMapping")
         .find(|m| m.text("deviceName") == DEVICE)
@@ -353,7 +353,10 @@ fn launch(aws: &Aws, transfer: &Transfer, snapshot: Option<&str>) -> Result<(), 
         .set("MinCount", "1")
         .set("MaxCount", "1")
         .set("ClientToken", short(&transfer.key))
-        .set("UserData", user_data(&token(aws, &transfer.key)))
+        .set(
+            "UserData",
+            appliance::user_data(&aws.appliance_token(&transfer.key)),
+        )
         .set("BlockDeviceMapping.1.DeviceName", DEVICE)
         .set("BlockDeviceMapping.1.Ebs.VolumeSize", gib.to_string())
         .set("BlockDeviceMapping.1.Ebs.VolumeType", "gp3")
@@ -424,18 +427,6 @@ fn gib_of(snapshot: &Node) -> u64 {
 }
 
 /// A short, stable name for a key (client tokens allow 64 characters).
-/// The bearer token of the appliance of transfer `key`.
-fn token(aws: &Aws, key: &str) -> String {
-    aws.derived_secret(&format!("rebound mover appliance\n{}\n{key}", aws.region))
-}
-
-/// The appliance's user data (base64, as EC2 takes it): the token its
-/// agent requires.
-fn user_data(token: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(format!("REBOUND_MOVER_TOKEN={token}\n"))
-}
-
 pub fn short(key: &str) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..12])
 }

@@ -6,8 +6,10 @@
 //! `region`, `user`, `project`, and optionally `user_domain`,
 //! `project_domain` (both `Default`), `interface` (`public`), `mover_image`
 //! (`rebound-mover`), `mover_flavor`, `mover_network`, `isolated_network`,
-//! `timeout_ms` (per request, 30000). Secret: `password`, sent through the
-//! host's placeholder so the plugin never holds it.
+//! `timeout_ms` (per request, 30000). Secrets: `password`, sent through the
+//! host's placeholder so the plugin never holds it, and `mover_key` (any
+//! random value of at least 32 characters), which the bearer tokens of the
+//! mover appliances are derived under — needed only by export and import.
 //!
 //! Build: `cargo xtask build-plugins` (or `cargo build --profile plugin
 //! --target wasm32-wasip2 -p rebound-plugin-openstack --lib`).

@@ -20,8 +20,7 @@ pub const KEY: &str = "rebound:key";
 pub const FENCE_EPOCH: &str = "rebound:fence_epoch";
 pub const MOVER_MODE: &str = "rebound:mover_mode";
 pub const MOVER_URL: &str = "rebound:mover_url";
-pub const MOVER_TOKEN: &str = "rebound:mover_token";
-const INTERNAL: [&str; 5] = [KEY, FENCE_EPOCH, MOVER_MODE, MOVER_URL, MOVER_TOKEN];
+const INTERNAL: [&str; 4] = [KEY, FENCE_EPOCH, MOVER_MODE, MOVER_URL];
 
 /// A label key as a Nova metadata key.
 pub fn metadata_key(label: &str) -> String {

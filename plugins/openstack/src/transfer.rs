@@ -3,8 +3,15 @@
 //! data, as DR products do (Coriolis' minion VMs, Velero's data-mover
 //! pods): a server booted from the site's mover image (`mover_image`,
 //! `rebound-mover` by default) with the volume attached. The appliance
-//! serves the volume with the data mover's protocol and publishes its URL
-//! and per-transfer token in its server metadata.
+//! serves the volume with the data mover's protocol behind a per-transfer
+//! token it reads from its user data (`REBOUND_MOVER_TOKEN=…`, which Nova
+//! shows no one but admins), and publishes its URL in its server metadata.
+//! The token is derived from the transfer's key under the site's secret
+//! `mover_key` ([`appliance::token`]), and derived again when `status`
+//! reports the endpoint, so it is kept nowhere — not in metadata anyone in
+//! the project reads, not in the host's store. (The plugin never holds the
+//! site's password, so it cannot key tokens with that, as the AWS plugin
+//! does with its secret key.)
 //!
 //! - export: a new volume from the recovery point's copy of the disk (a
 //!   snapshot or a backup), served read-only; it is deleted with the
@@ -20,14 +27,38 @@
 
 use rebound_plugin_sdk::{
     DiskEndpoint, DiskFormat, ExportRequest, ImportRequest, Operation, OperationKind,
-    OperationState, Outcome, ProviderError, Running, info,
+    OperationState, Outcome, ProviderError, Running, appliance, info, site,
 };
 use serde_json::{Value, json};
 
 use crate::cinder::{self, GIB, Kind};
 use crate::cloud::{self, Cloud, Service, Verb, encode, request_id, setting, short};
 use crate::handle::{Handle, Point};
-use crate::nova::{self, KEY, MOVER_MODE, MOVER_TOKEN, MOVER_URL, meta, text};
+use crate::nova::{self, KEY, MOVER_MODE, MOVER_URL, meta, text};
+
+/// The site secret the appliances' tokens are derived under.
+pub const MOVER_KEY: &str = "mover_key";
+
+/// The site's `mover_key`, or an error saying what it is for and how to
+/// add it.
+fn mover_key(site: &str) -> Result<site::Secret, ProviderError> {
+    site::secret(site, MOVER_KEY).map_err(|_| {
+        ProviderError::InvalidRequest(format!(
+            "site '{site}' has no secret '{MOVER_KEY}': OpenStack transfers boot mover \
+             appliances whose bearer tokens are derived from it; add a random value of at \
+             least 32 characters to the site's credentials"
+        ))
+    })
+}
+
+/// The bearer token of the appliance of transfer `key` on `cloud`.
+fn token(cloud: &Cloud, key: &str) -> Result<String, ProviderError> {
+    Ok(appliance::token(
+        &mover_key(&cloud.site)?.reveal(),
+        &cloud.region,
+        key,
+    ))
+}
 
 fn raw_only(format: DiskFormat) -> Result<(), ProviderError> {
     match format {
@@ -40,6 +71,7 @@ fn raw_only(format: DiskFormat) -> Result<(), ProviderError> {
 
 pub fn export_disk(req: ExportRequest) -> Result<Operation, ProviderError> {
     raw_only(req.format)?;
+    mover_key(&req.site)?;
     let cloud = cloud::connect(&req.site)?;
     let (kind, field, ids) = match Point::parse(&req.recovery_point_id)? {
         Point::Snapshots(ids) => (Kind::Snapshot, "snapshot_id", ids),
@@ -82,6 +114,7 @@ pub fn import_disk(req: ImportRequest) -> Result<Operation, ProviderError> {
             "an import needs a size above 0 bytes".into(),
         ));
     }
+    mover_key(&req.site)?;
     let cloud = cloud::connect(&req.site)?;
     let gib = req.size_bytes.div_ceil(GIB);
     let mut fields = json!({
@@ -145,19 +178,20 @@ pub fn status(
                     .as_str()
                     .unwrap_or("no fault recorded")
             ))),
-            "ACTIVE" => match (meta(&appliance, MOVER_URL), meta(&appliance, MOVER_TOKEN)) {
-                (Some(url), Some(token)) => {
-                    OperationState::Succeeded(Outcome::DiskEndpoint(DiskEndpoint {
-                        url: url.to_owned(),
-                        format: DiskFormat::Raw,
-                        size_bytes,
-                        headers: vec![("authorization".into(), format!("Bearer {token}"))],
-                        ranged: true,
-                        block_digests: true,
-                        volume_id: (!export).then(|| volume.to_owned()),
-                        expires_at: None,
-                    }))
-                }
+            "ACTIVE" => match meta(&appliance, MOVER_URL) {
+                Some(url) => OperationState::Succeeded(Outcome::DiskEndpoint(DiskEndpoint {
+                    url: url.to_owned(),
+                    format: DiskFormat::Raw,
+                    size_bytes,
+                    headers: vec![(
+                        "authorization".into(),
+                        format!("Bearer {}", token(&cloud, key)?),
+                    )],
+                    ranged: true,
+                    block_digests: true,
+                    volume_id: (!export).then(|| volume.to_owned()),
+                    expires_at: None,
+                })),
                 _ => return running("the mover appliance is starting its agent".into()),
             },
             other => return running(format!("the mover appliance is {other}")),
@@ -217,6 +251,7 @@ fn boot_appliance(
         "imageRef": image,
         "networks": networks,
         "metadata": {KEY: key, MOVER_MODE: mode},
+        "user_data": appliance::user_data(&token(cloud, key)?),
         "block_device_mapping_v2": [
             {"boot_index": 0, "uuid": image, "source_type": "image", "destination_type": "local", "delete_on_termination": true},
             // The export's volume is the appliance's own; an import's

@@ -9,7 +9,9 @@
 //! - [`retry`] for transient and throttled failures;
 //! - [`info!`]-style logging macros bridged to the host's `tracing`;
 //! - [`site`]: the site's config, secrets (as placeholders the host fills in),
-//!   and the clock.
+//!   and the clock;
+//! - [`appliance`]: the token and user data of a mover appliance a plugin
+//!   boots where its platform has no ranged volume API.
 //!
 //! ```
 //! use rebound_plugin_sdk::{Capabilities, PluginInfo, Provider, register};
@@ -57,6 +59,7 @@ pub mod bindings {
     });
 }
 
+pub mod appliance;
 mod error;
 pub mod http;
 pub mod log;

@@ -247,11 +247,14 @@ async fn openstack(dir: &Path, ports: &mut Ports, running: &mut Running) -> Resu
                 // meant for real clouds).
                 ("timeout_ms".to_owned(), "5000".to_owned()),
             ]),
-            secrets: BTreeMap::from([("password".to_owned(), options.password.clone())]),
-            secret_files: BTreeMap::from([(
-                "password".to_owned(),
-                secret_file(dir, name, "password"),
-            )]),
+            secrets: BTreeMap::from([
+                ("password".to_owned(), options.password.clone()),
+                ("mover_key".to_owned(), options.mover_key.clone()),
+            ]),
+            secret_files: BTreeMap::from([
+                ("password".to_owned(), secret_file(dir, name, "password")),
+                ("mover_key".to_owned(), secret_file(dir, name, "mover_key")),
+            ]),
             egress: vec![site.endpoint()],
             ca_file: None,
             data_url: None,
