@@ -4,6 +4,9 @@
 // (RFC 9068) for the API's audience with the user's Rebound roles in a
 // `roles` claim. Its development login form takes any name; the password
 // is not checked. Users: `olivia` is an operator, anyone else has no role.
+// Access tokens live 20 seconds, and every sign-in also gets a refresh
+// token (rotated on each use, as for any public client), so the browser
+// test sees the UI renew a session before its token expires.
 //
 // `REBOUND_UI_URL=http://127.0.0.1:PORT/ node e2e/idp.mjs` prints
 // `idp on http://127.0.0.1:PORT2` and serves until it is killed.
@@ -33,12 +36,14 @@ const provider = new Provider(issuer, {
       token_endpoint_auth_method: "none",
       redirect_uris: [REDIRECT],
       post_logout_redirect_uris: [REDIRECT],
-      grant_types: ["authorization_code"],
+      grant_types: ["authorization_code", "refresh_token"],
       response_types: ["code"],
     },
   ],
   jwks: { keys: [jwk] },
   pkce: { required: () => true },
+  // As Keycloak does for its clients by default: no `offline_access` needed.
+  issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed("refresh_token"),
   scopes: ["openid", "rebound"],
   async findAccount(_ctx, id) {
     return { accountId: id, claims: async () => ({ sub: id, name: id }) };
@@ -52,7 +57,7 @@ const provider = new Provider(issuer, {
       getResourceServerInfo: async () => ({
         scope: "rebound",
         audience: "rebound-api",
-        accessTokenTTL: 600,
+        accessTokenTTL: 20,
         accessTokenFormat: "jwt",
         jwt: { sign: { alg: "RS256" } },
       }),

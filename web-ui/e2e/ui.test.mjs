@@ -65,6 +65,17 @@ describe("the admin web UI", () => {
       assert.doesNotMatch(tab.url(), /code=|state=/, "the code is not left in the address bar");
       await tab.getByRole("heading", { name: "Start a run" }).waitFor();
 
+      // The issuer's access token lives 20 s: the UI renews it with the
+      // refresh token before it expires, and the session goes on.
+      const held = () => tab.evaluate(() => sessionStorage.getItem("rebound.token"));
+      const first = await held();
+      await tab.waitForFunction((t) => sessionStorage.getItem("rebound.token") !== t, first, { timeout: 20_000 });
+      await go(tab, "Sites");
+      await tab.getByRole("heading", { name: "Sites" }).waitFor();
+      assert.match(await tab.locator(".topbar").innerText(), /oidc:olivia@/);
+      const renewed = await fetch(`${BASE}/api/v1/auth/whoami`, { headers: { authorization: `Bearer ${await held()}` } });
+      assert.equal(renewed.status, 200);
+
       // Signing out ends the provider's session too (RP-initiated logout):
       // its own confirmation page, then back to Rebound's sign-in — and the
       // next sign-in there asks who is signing in again.
@@ -80,6 +91,7 @@ describe("the admin web UI", () => {
 
       const audit = await api(admin, "GET", "/audit");
       assert.ok(JSON.stringify(audit).includes("oidc:olivia@"), "the sign-in is audited");
+      assert.ok(JSON.stringify(audit).includes("auth.refresh"), "the renewal is audited");
     } finally {
       await tab.close();
     }

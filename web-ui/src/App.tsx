@@ -1,7 +1,7 @@
 // The shell: sign-in until the host accepts a token, then the navigation
 // the role may use and the page of the current route.
 import { useCallback, useEffect, useMemo, useState } from "react";
-import { api, call, currentToken, onSessionExpired, setToken, type Schemas } from "./api/client";
+import { api, call, currentToken, errorText, onSessionExpired, setToken, type Schemas } from "./api/client";
 import { Link, Loading } from "./components/common";
 import { Access } from "./pages/Access";
 import { Audit } from "./pages/Audit";
@@ -14,7 +14,14 @@ import { RunDetail } from "./pages/RunDetail";
 import { Runs } from "./pages/Runs";
 import { SignIn } from "./pages/SignIn";
 import { Sites } from "./pages/Sites";
-import { completeSignIn, endProviderSession, forgetProviderSession, isSignInCallback } from "./lib/oidc";
+import {
+  completeSignIn,
+  endProviderSession,
+  forgetProviderSession,
+  isSignInCallback,
+  refreshDelay,
+  refreshSignIn,
+} from "./lib/oidc";
 import { match, useHashPath } from "./lib/router";
 import { permissions, SessionContext, type Session } from "./session";
 
@@ -30,14 +37,49 @@ export function App() {
     setNotice(message ?? null);
   }, []);
 
-  useEffect(
-    () =>
-      onSessionExpired(() => {
-        forgetProviderSession();
-        signOut("Your session expired or was revoked; sign in again.");
-      }),
+  // Renewals of an OIDC sign-in, counted so that each schedules the next.
+  const [renewals, setRenewals] = useState(0);
+  const renew = useCallback(
+    (renewing: Promise<Schemas["IssuedToken"]>) =>
+      renewing
+        .then((issued) => {
+          setToken(issued.access_token);
+          setRenewals((n) => n + 1);
+        })
+        .catch((err) => {
+          forgetProviderSession();
+          signOut(`Your sign-in could not be renewed: ${errorText(err)}`);
+        }),
     [signOut],
   );
+
+  useEffect(() => {
+    // Renew an OIDC sign-in before its access token expires.
+    if (!principal) return;
+    const delay = refreshDelay();
+    if (delay === null) return;
+    const timer = setTimeout(() => {
+      const renewing = refreshSignIn();
+      if (renewing) renew(renewing);
+    }, delay);
+    return () => clearTimeout(timer);
+  }, [principal, renewals, renew]);
+
+  useEffect(() => {
+    // A 401: renew once if the sign-in can be (the tab slept past the
+    // token's expiry, say); otherwise, or right after a renewal, sign out.
+    let lastRenewal = 0;
+    return onSessionExpired(() => {
+      const renewing = Date.now() - lastRenewal > 10_000 ? refreshSignIn() : null;
+      if (renewing) {
+        lastRenewal = Date.now();
+        renew(renewing);
+        return;
+      }
+      forgetProviderSession();
+      signOut("Your session expired or was revoked; sign in again.");
+    });
+  }, [signOut, renew]);
 
   useEffect(() => {
     // Back from an OIDC issuer: redeem its code, then carry on signed in.

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::problem::Problem;
-use crate::sign_in::{self, OidcCodeRequest, SignInProvider};
+use crate::sign_in::{self, OidcCodeRequest, OidcRefreshRequest, SignInProvider};
 
 /// The prefix of API tokens, so a leaked one is recognisable.
 pub const TOKEN_PREFIX: &str = "rbt_";
@@ -263,6 +263,11 @@ pub struct IssuedToken {
     /// (`id_token_hint`) when it ends the session at the issuer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// The issuer's refresh token (OIDC sign-in only, when the issuer
+    /// gives one): `POST /api/v1/auth/oidc/refresh` trades it for a new
+    /// access token before this one expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 /// The verifier of every credential the API accepts.
@@ -391,6 +396,7 @@ impl Auth {
             token_type: "Bearer".into(),
             expires_in: self.ttl,
             id_token: None,
+            refresh_token: None,
         })
     }
 
@@ -439,17 +445,43 @@ impl Auth {
         request: &OidcCodeRequest,
     ) -> Result<(IssuedToken, Principal), Problem> {
         request.check()?;
-        let provider = self
-            .providers
+        let provider = self.sign_in_provider(&request.issuer)?;
+        let tokens = sign_in::redeem(&self.http, provider, request).await?;
+        self.signed_in(provider, tokens).await
+    }
+
+    /// Trade a sign-in's refresh token at its issuer for a new access token,
+    /// checked as the first was: a user the issuer no longer gives a
+    /// Rebound role is refused here, with the reason.
+    pub async fn refresh_sign_in(
+        &self,
+        request: &OidcRefreshRequest,
+    ) -> Result<(IssuedToken, Principal), Problem> {
+        request.check()?;
+        let provider = self.sign_in_provider(&request.issuer)?;
+        let tokens = sign_in::refresh(&self.http, provider, &request.refresh_token).await?;
+        self.signed_in(provider, tokens).await
+    }
+
+    fn sign_in_provider(&self, issuer: &str) -> Result<&SignInProvider, Problem> {
+        self.providers
             .iter()
-            .find(|p| p.issuer == request.issuer)
+            .find(|p| p.issuer == issuer)
             .ok_or_else(|| {
                 Problem::bad_request(format!(
-                    "'{}' is not an issuer this host offers sign-in with; GET /api/v1/auth/providers lists them",
-                    request.issuer
+                    "'{issuer}' is not an issuer this host offers sign-in with; GET /api/v1/auth/providers lists them"
                 ))
-            })?;
-        let (token, id_token) = sign_in::redeem(&self.http, provider, request).await?;
+            })
+    }
+
+    /// Check the access token an issuer gave, as any bearer token is checked,
+    /// and answer it with its lifetime and the issuer's other tokens.
+    async fn signed_in(
+        &self,
+        provider: &SignInProvider,
+        tokens: sign_in::Tokens,
+    ) -> Result<(IssuedToken, Principal), Problem> {
+        let token = tokens.access_token;
         let principal = self.verify_jwt(&token).await.map_err(|mut problem| {
             let issuer = self.issuers.iter().find(|i| i.issuer == provider.issuer);
             problem.detail = format!(
@@ -472,7 +504,8 @@ impl Auth {
                 access_token: token,
                 token_type: "Bearer".into(),
                 expires_in,
-                id_token,
+                id_token: tokens.id_token,
+                refresh_token: tokens.refresh_token,
             },
             principal,
         ))

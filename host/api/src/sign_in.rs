@@ -147,22 +147,56 @@ impl OidcCodeRequest {
     }
 }
 
+/// A refresh token the issuer gave with an earlier sign-in, to trade for a
+/// new access token before the one the web UI holds expires.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OidcRefreshRequest {
+    /// The provider's issuer, as `GET /api/v1/auth/providers` lists it.
+    pub issuer: String,
+    /// The `refresh_token` of the sign-in's (or the last refresh's) answer.
+    pub refresh_token: String,
+}
+
+impl OidcRefreshRequest {
+    /// Refuse a malformed token before anything is sent to the issuer.
+    pub(crate) fn check(&self) -> Result<(), Problem> {
+        if self.refresh_token.is_empty()
+            || self.refresh_token.len() > 8192
+            || self.refresh_token.chars().any(char::is_control)
+        {
+            return Err(Problem::bad_request(
+                "`refresh_token` must be the refresh token the issuer gave (1 to 8192 characters)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What a token endpoint answers.
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: Option<String>,
     id_token: Option<String>,
+    refresh_token: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
 }
 
+/// The tokens an issuer's token endpoint gave.
+pub(crate) struct Tokens {
+    pub access_token: String,
+    pub id_token: Option<String>,
+    pub refresh_token: Option<String>,
+}
+
 /// Redeem the code at the provider's token endpoint for its access token
-/// (and its ID token, when it issued one).
+/// (and its ID and refresh tokens, when it issues them).
 pub(crate) async fn redeem(
     client: &reqwest::Client,
     provider: &SignInProvider,
     request: &OidcCodeRequest,
-) -> Result<(String, Option<String>), Problem> {
+) -> Result<Tokens, Problem> {
     let form = [
         ("grant_type", "authorization_code"),
         ("code", request.code.as_str()),
@@ -170,6 +204,33 @@ pub(crate) async fn redeem(
         ("client_id", provider.client_id.as_str()),
         ("code_verifier", request.code_verifier.as_str()),
     ];
+    grant(client, provider, &form, "code").await
+}
+
+/// Trade a refresh token at the provider's token endpoint for a new access
+/// token (and the refresh token that replaces it, where the issuer rotates
+/// them).
+pub(crate) async fn refresh(
+    client: &reqwest::Client,
+    provider: &SignInProvider,
+    refresh_token: &str,
+) -> Result<Tokens, Problem> {
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token),
+        ("client_id", provider.client_id.as_str()),
+    ];
+    grant(client, provider, &form, "refresh token").await
+}
+
+/// Post a grant to the provider's token endpoint; `what` names the
+/// credential in a refusal.
+async fn grant(
+    client: &reqwest::Client,
+    provider: &SignInProvider,
+    form: &[(&str, &str)],
+    what: &str,
+) -> Result<Tokens, Problem> {
     let unreachable = |e: &dyn std::fmt::Display| {
         Problem::new(
             StatusCode::BAD_GATEWAY,
@@ -182,7 +243,7 @@ pub(crate) async fn redeem(
     let response = client
         .post(&provider.token_endpoint)
         .header("accept", "application/json")
-        .form(&form)
+        .form(form)
         .timeout(Duration::from_secs(15))
         .send()
         .await
@@ -190,9 +251,13 @@ pub(crate) async fn redeem(
     let status = response.status();
     let body: TokenResponse = response.json().await.map_err(|e| unreachable(&e))?;
     match (body.access_token, body.error) {
-        (Some(token), None) if status.is_success() => Ok((token, body.id_token)),
+        (Some(access_token), None) if status.is_success() => Ok(Tokens {
+            access_token,
+            id_token: body.id_token,
+            refresh_token: body.refresh_token,
+        }),
         (_, Some(error)) => Err(Problem::unauthorized(format!(
-            "the issuer refused the code: {error}{}; sign in again",
+            "the issuer refused the {what}: {error}{}; sign in again",
             body.error_description
                 .map(|d| format!(" ({d})"))
                 .unwrap_or_default()

@@ -1066,6 +1066,7 @@ async fn every_endpoint_refuses_an_anonymous_caller(store: Store) {
         ("POST", "/api/v1/auth/login"),
         ("GET", "/api/v1/auth/providers"),
         ("POST", "/api/v1/auth/oidc"),
+        ("POST", "/api/v1/auth/oidc/refresh"),
     ] {
         expected.push((method.into(), path.into()));
     }

@@ -31,12 +31,15 @@ const REDIRECT: &str = "http://127.0.0.1:8080/";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 
 /// What the fake issuer knows: codes it handed out, with their challenge
-/// and the claims of the token each is worth, and how many token requests
-/// reached it.
+/// and the claims of the token each is worth, the refresh tokens it gave
+/// (each good once: it rotates them) with their claims, and how many token
+/// requests reached it.
 #[derive(Default)]
 struct Issuer {
     url: String,
     codes: HashMap<String, (String, Value)>,
+    refresh_tokens: HashMap<String, Value>,
+    issued: usize,
     token_requests: usize,
 }
 
@@ -65,18 +68,40 @@ async fn token(
         )
             .into_response()
     };
-    if form.get("grant_type").map(String::as_str) != Some("authorization_code")
-        || form.get("client_id").map(String::as_str) != Some("rebound-ui")
-        || form.get("redirect_uri").map(String::as_str) != Some(REDIRECT)
-    {
-        return refuse("invalid_request", "grant_type, client_id or redirect_uri");
+    if form.get("client_id").map(String::as_str) != Some("rebound-ui") {
+        return refuse("invalid_client", "client_id");
     }
-    let Some((expected, claims)) = form.get("code").and_then(|c| issuer.codes.remove(c)) else {
-        return refuse("invalid_grant", "unknown or used code");
+    let mut claims = match form.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => {
+            if form.get("redirect_uri").map(String::as_str) != Some(REDIRECT) {
+                return refuse("invalid_request", "redirect_uri");
+            }
+            let Some((expected, claims)) = form.get("code").and_then(|c| issuer.codes.remove(c))
+            else {
+                return refuse("invalid_grant", "unknown or used code");
+            };
+            if form.get("code_verifier").map(|v| challenge(v)) != Some(expected) {
+                return refuse("invalid_grant", "PKCE verification failed");
+            }
+            claims
+        }
+        Some("refresh_token") => {
+            match form
+                .get("refresh_token")
+                .and_then(|t| issuer.refresh_tokens.remove(t))
+            {
+                Some(claims) => claims,
+                None => return refuse("invalid_grant", "unknown or used refresh token"),
+            }
+        }
+        _ => return refuse("unsupported_grant_type", "grant_type"),
     };
-    if form.get("code_verifier").map(|v| challenge(v)) != Some(expected) {
-        return refuse("invalid_grant", "PKCE verification failed");
-    }
+    issuer.issued += 1;
+    let refresh_token = format!("refresh-token-{}", issuer.issued);
+    issuer
+        .refresh_tokens
+        .insert(refresh_token.clone(), claims.clone());
+    claims["jti"] = json!(issuer.issued);
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some("rsa-1".into());
     let jwt = jsonwebtoken::encode(
@@ -87,7 +112,7 @@ async fn token(
     .expect("sign");
     axum::Json(
         json!({"access_token": jwt, "token_type": "Bearer", "expires_in": 600,
-        "id_token": ID_TOKEN}),
+        "id_token": ID_TOKEN, "refresh_token": refresh_token}),
     )
     .into_response()
 }
@@ -368,4 +393,126 @@ async fn an_issuer_whose_discovery_names_another_issuer_stops_the_start() {
             .contains("set `issuer` to exactly what the provider publishes"),
         "{err}"
     );
+}
+
+async fn refresh(api: &Api, body: Value) -> harness::Reply {
+    api.call(
+        "POST",
+        "/api/v1/auth/oidc/refresh",
+        None,
+        &[("content-type", "application/json")],
+        body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_refresh_token_gives_a_new_access_token_once_and_a_lost_role_ends_the_session() {
+    let (api, issuer, _dir) = host().await;
+    let url = issuer.lock().expect("lock").url.clone();
+    code(
+        &issuer,
+        "c-r",
+        claims(&issuer, "rebound-api", json!(["operator"])),
+    );
+    let signed_in = redeem(&api, request(&issuer, "c-r", VERIFIER)).await;
+    assert_eq!(signed_in.status, StatusCode::OK, "{}", signed_in.text);
+    let first = signed_in.json["refresh_token"]
+        .as_str()
+        .expect("the issuer's refresh token")
+        .to_owned();
+
+    // Traded for a new access token and the refresh token that replaces it.
+    let r = refresh(&api, json!({"issuer": url, "refresh_token": first})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let token = r.json["access_token"].as_str().expect("token").to_owned();
+    assert_ne!(
+        token,
+        signed_in.json["access_token"].as_str().expect("first")
+    );
+    let second = r.json["refresh_token"]
+        .as_str()
+        .expect("rotated")
+        .to_owned();
+    assert_ne!(second, first);
+    assert!(r.json["expires_in"].as_u64().is_some_and(|e| e > 590));
+    let me = api
+        .call(
+            "GET",
+            "/api/v1/auth/whoami",
+            Some(&token),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(me.json["role"], "operator", "{}", me.text);
+
+    // A used refresh token is refused by the issuer, and the host says so.
+    let again = refresh(&api, json!({"issuer": url, "refresh_token": first})).await;
+    let detail = again.problem(StatusCode::UNAUTHORIZED)["detail"]
+        .as_str()
+        .expect("detail")
+        .to_owned();
+    assert!(
+        detail.contains("refused the refresh token: invalid_grant")
+            && detail.contains("sign in again"),
+        "{detail}"
+    );
+
+    // The issuer no longer gives olivia a Rebound role: the refreshed
+    // token is checked as at sign-in, and refused.
+    issuer
+        .lock()
+        .expect("lock")
+        .refresh_tokens
+        .get_mut(&second)
+        .expect("the second refresh token")["roles"] = json!(["staff"]);
+    let lost = refresh(&api, json!({"issuer": url, "refresh_token": second})).await;
+    assert!(
+        lost.problem(StatusCode::FORBIDDEN)["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("no Rebound role")),
+        "{}",
+        lost.text
+    );
+
+    // Malformed requests never reach the issuer.
+    let asked = issuer.lock().expect("lock").token_requests;
+    for (body, field) in [
+        (json!({"issuer": url, "refresh_token": ""}), "refresh_token"),
+        (
+            json!({"issuer": url, "refresh_token": "a\nb"}),
+            "refresh_token",
+        ),
+        (
+            json!({"issuer": "https://elsewhere.example", "refresh_token": "r"}),
+            "not an issuer",
+        ),
+        (
+            json!({"issuer": url, "refresh_token": "r", "scope": "admin"}),
+            "scope",
+        ),
+    ] {
+        let r = refresh(&api, body).await;
+        assert!(
+            r.status.is_client_error() && r.text.contains(field),
+            "{}: {}",
+            r.status,
+            r.text
+        );
+    }
+    assert_eq!(issuer.lock().expect("lock").token_requests, asked);
+
+    let audit = api
+        .get("/api/v1/audit", rebound_api::Role::Admin)
+        .await
+        .text;
+    assert!(audit.contains("\"auth.refresh\""), "{audit}");
+    assert!(audit.contains("auth.refresh.refused"), "{audit}");
+    for secret in [&first, &second, &token] {
+        assert!(
+            !audit.contains(secret.as_str()),
+            "no token in the audit log"
+        );
+    }
 }

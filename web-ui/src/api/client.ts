@@ -53,7 +53,10 @@ api.use({
     return request;
   },
   onResponse({ response, request }) {
-    if (response.status === 401 && token && !request.url.endsWith("/auth/login")) {
+    // A refused sign-in or renewal is that call's own answer, not an
+    // expired session.
+    const signingIn = request.url.endsWith("/auth/login") || request.url.endsWith("/auth/oidc/refresh");
+    if (response.status === 401 && token && !signingIn) {
       expiredListeners.forEach((l) => l());
     }
     return response;

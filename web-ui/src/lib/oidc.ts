@@ -8,7 +8,10 @@
 // Signing out ends the issuer's session too where it has an end-session
 // endpoint (OpenID RP-initiated logout): `endProviderSession` sends the
 // browser there with the ID token as the hint, and the issuer sends it
-// back to the UI.
+// back to the UI. Where the issuer gives a refresh token, `refreshSignIn`
+// has the host trade it for a new access token before the one held
+// expires (`refreshDelay` says when), so the session lasts as long as the
+// issuer's; it is kept for this tab only, like the access token.
 import { api, call, type Schemas } from "../api/client";
 
 const PENDING_KEY = "rebound.oidc";
@@ -109,21 +112,80 @@ export async function completeSignIn(): Promise<Schemas["IssuedToken"]> {
       },
     }),
   );
-  if (pending.end_session_endpoint) {
-    const session: ProviderSession = {
-      end_session_endpoint: pending.end_session_endpoint,
-      client_id: pending.client_id,
-      id_token: issued.id_token ?? null,
-    };
-    sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
-  }
+  keep({
+    issuer: pending.issuer,
+    end_session_endpoint: pending.end_session_endpoint,
+    client_id: pending.client_id,
+    id_token: issued.id_token ?? null,
+    refresh_token: issued.refresh_token ?? null,
+    expires_at: Date.now() + issued.expires_in * 1000,
+  });
   return issued;
 }
 
+/** A sign-in at an issuer, for renewing and ending it. */
 interface ProviderSession {
-  end_session_endpoint: string;
+  issuer: string;
+  end_session_endpoint: string | null;
   client_id: string;
   id_token: string | null;
+  refresh_token: string | null;
+  /** When the access token held expires, in ms since the epoch. */
+  expires_at: number;
+}
+
+function kept(): ProviderSession | null {
+  const raw = sessionStorage.getItem(SESSION_KEY);
+  return raw ? (JSON.parse(raw) as ProviderSession) : null;
+}
+
+function keep(session: ProviderSession) {
+  sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
+}
+
+/**
+ * Milliseconds until the access token should be renewed — a minute before
+ * it expires, or at half its life when that is shorter — or null when the
+ * session cannot be renewed (a local sign-in, or an issuer that gave no
+ * refresh token).
+ */
+export function refreshDelay(): number | null {
+  const session = kept();
+  if (!session?.refresh_token) return null;
+  const left = session.expires_at - Date.now();
+  return Math.max(0, left > 120_000 ? left - 60_000 : left / 2);
+}
+
+let renewing: Promise<Schemas["IssuedToken"]> | null = null;
+
+/**
+ * Have the host trade the sign-in's refresh token for a new access token
+ * (POST /api/v1/auth/oidc/refresh); null when there is no refresh token.
+ * Callers at the same moment share one request: the issuer rotates
+ * refresh tokens, and would refuse the old one a second time.
+ */
+export function refreshSignIn(): Promise<Schemas["IssuedToken"]> | null {
+  if (renewing) return renewing;
+  const session = kept();
+  if (!session?.refresh_token) return null;
+  renewing = call(
+    api.POST("/api/v1/auth/oidc/refresh", {
+      body: { issuer: session.issuer, refresh_token: session.refresh_token },
+    }),
+  )
+    .then((issued) => {
+      keep({
+        ...session,
+        id_token: issued.id_token ?? session.id_token,
+        refresh_token: issued.refresh_token ?? session.refresh_token,
+        expires_at: Date.now() + issued.expires_in * 1000,
+      });
+      return issued;
+    })
+    .finally(() => {
+      renewing = null;
+    });
+  return renewing;
 }
 
 /**
@@ -132,10 +194,9 @@ interface ProviderSession {
  * sign-in page) and answer true; otherwise forget it and answer false.
  */
 export function endProviderSession(): boolean {
-  const raw = sessionStorage.getItem(SESSION_KEY);
+  const session = kept();
   sessionStorage.removeItem(SESSION_KEY);
-  if (!raw) return false;
-  const session: ProviderSession = JSON.parse(raw);
+  if (!session?.end_session_endpoint) return false;
   const url = new URL(session.end_session_endpoint);
   const params = new URLSearchParams({ client_id: session.client_id, post_logout_redirect_uri: redirectUri() });
   if (session.id_token) params.set("id_token_hint", session.id_token);

@@ -7,7 +7,7 @@ use crate::ApiState;
 use crate::auth::{IssuedToken, Need, Principal};
 use crate::extract::Json;
 use crate::problem::{Problem, ProblemDetails};
-use crate::sign_in::OidcCodeRequest;
+use crate::sign_in::{OidcCodeRequest, OidcRefreshRequest};
 use crate::views::{
     CreatedToken, LoginRequest, PasswordRequest, SignInProviders, TokenList, TokenRequest,
     TokenView, UserList, UserRequest, UserView,
@@ -31,6 +31,7 @@ pub async fn login(
         .await;
     audit_sign_in(
         &state,
+        "auth.login",
         signed_in,
         &format!("user:{}", request.username),
         serde_json::json!({}),
@@ -38,11 +39,13 @@ pub async fn login(
     .await
 }
 
-/// Audit a sign-in: `auth.login` by the principal, or — when refused as
-/// unauthenticated or forbidden — `auth.login.refused` of `target` by
-/// `anonymous`, with `detail` (never a secret) and the refusal's reason.
+/// Audit a sign-in: `action` (`auth.login`, `auth.refresh`) by the
+/// principal, or — when refused as unauthenticated or forbidden —
+/// `{action}.refused` of `target` by `anonymous`, with `detail` (never a
+/// secret) and the refusal's reason.
 async fn audit_sign_in(
     state: &ApiState,
+    action: &str,
     signed_in: Result<(IssuedToken, Principal), Problem>,
     target: &str,
     detail: serde_json::Value,
@@ -51,7 +54,7 @@ async fn audit_sign_in(
         Ok((token, principal)) => {
             state
                 .store
-                .audit(&principal.name, "auth.login", &principal.name, detail)
+                .audit(&principal.name, action, &principal.name, detail)
                 .await?;
             Ok(axum::Json(token))
         }
@@ -61,7 +64,7 @@ async fn audit_sign_in(
                 detail["reason"] = serde_json::json!(problem.detail);
                 state
                     .store
-                    .audit("anonymous", "auth.login.refused", target, detail)
+                    .audit("anonymous", &format!("{action}.refused"), target, detail)
                     .await?;
             }
             Err(problem)
@@ -98,6 +101,33 @@ pub async fn sign_in_with_code(
     let signed_in = state.auth.sign_in_with_code(&request).await;
     audit_sign_in(
         &state,
+        "auth.login",
+        signed_in,
+        &format!("oidc:{}", request.issuer),
+        serde_json::json!({"issuer": request.issuer}),
+    )
+    .await
+}
+
+/// Trade the refresh token of an OIDC sign-in for a new access token (and
+/// the refresh token that replaces it), checked as at sign-in — the web UI
+/// calls it before its access token expires, so a session lasts as long as
+/// the issuer's.
+#[utoipa::path(post, path = "/api/v1/auth/oidc/refresh", tag = "auth", security(()),
+    request_body = OidcRefreshRequest,
+    responses(
+        (status = 200, body = IssuedToken, description = "the issuer's new access token"),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused: sign in again"),
+        (status = 502, body = ProblemDetails, content_type = "application/problem+json", description = "the issuer did not answer"),
+    ))]
+pub async fn refresh_sign_in(
+    State(state): State<ApiState>,
+    Json(request): Json<OidcRefreshRequest>,
+) -> Result<axum::Json<IssuedToken>, Problem> {
+    let signed_in = state.auth.refresh_sign_in(&request).await;
+    audit_sign_in(
+        &state,
+        "auth.refresh",
         signed_in,
         &format!("oidc:{}", request.issuer),
         serde_json::json!({"issuer": request.issuer}),
