@@ -45,6 +45,31 @@ describe("the admin web UI", () => {
     for (const item of ["Dashboard", "Plans", "Runs", "Sites", "Plugins", "Events", "Audit"]) assert.match(nav, new RegExp(item));
   });
 
+  test("renews a local session before its token expires", async () => {
+    const tab = await browser.context.newPage();
+    try {
+      await signIn(tab, "admin", ADMIN_PASSWORD);
+      // As if the hour had nearly passed: the token expires in 2 s, so the
+      // UI renews it (POST /api/v1/auth/renew) at half that.
+      const held = () => tab.evaluate(() => sessionStorage.getItem("rebound.token"));
+      const first = await held();
+      await tab.evaluate(() => sessionStorage.setItem("rebound.token.expires_at", String(Date.now() + 2000)));
+      await tab.reload();
+      await tab.getByRole("heading", { name: "Dashboard" }).waitFor();
+      await tab.waitForFunction((t) => sessionStorage.getItem("rebound.token") !== t, first, { timeout: 10_000 });
+      const expires = Number(await tab.evaluate(() => sessionStorage.getItem("rebound.token.expires_at")));
+      assert.ok(expires > Date.now() + 3_000_000, "the new token lasts the hour again");
+      const me = await fetch(`${BASE}/api/v1/auth/whoami`, { headers: { authorization: `Bearer ${await held()}` } });
+      assert.equal((await me.json()).name, "user:admin");
+      await go(tab, "Runs");
+      assert.match(await tab.locator(".topbar").innerText(), /user:admin/);
+      const audit = await api(admin, "GET", "/audit");
+      assert.ok(JSON.stringify(audit).includes("auth.renew"), "the renewal is audited");
+    } finally {
+      await tab.close();
+    }
+  });
+
   test("signs in with the identity provider (OIDC code flow with PKCE), and says why one without a role is refused", async () => {
     // A tab of its own: the admin's session is not touched.
     const tab = await browser.context.newPage();

@@ -14,14 +14,8 @@ import { RunDetail } from "./pages/RunDetail";
 import { Runs } from "./pages/Runs";
 import { SignIn } from "./pages/SignIn";
 import { Sites } from "./pages/Sites";
-import {
-  completeSignIn,
-  endProviderSession,
-  forgetProviderSession,
-  isSignInCallback,
-  refreshDelay,
-  refreshSignIn,
-} from "./lib/oidc";
+import { completeSignIn, endProviderSession, forgetProviderSession, isSignInCallback } from "./lib/oidc";
+import { renewalDelay, renewSession } from "./lib/renewal";
 import { match, useHashPath } from "./lib/router";
 import { permissions, SessionContext, type Session } from "./session";
 
@@ -37,13 +31,13 @@ export function App() {
     setNotice(message ?? null);
   }, []);
 
-  // Renewals of an OIDC sign-in, counted so that each schedules the next.
+  // Renewals of the session's token, counted so that each schedules the next.
   const [renewals, setRenewals] = useState(0);
   const renew = useCallback(
     (renewing: Promise<Schemas["IssuedToken"]>) =>
       renewing
         .then((issued) => {
-          setToken(issued.access_token);
+          setToken(issued.access_token, issued.expires_in);
           setRenewals((n) => n + 1);
         })
         .catch((err) => {
@@ -54,12 +48,12 @@ export function App() {
   );
 
   useEffect(() => {
-    // Renew an OIDC sign-in before its access token expires.
+    // Renew the session before its token expires.
     if (!principal) return;
-    const delay = refreshDelay();
+    const delay = renewalDelay();
     if (delay === null) return;
     const timer = setTimeout(() => {
-      const renewing = refreshSignIn();
+      const renewing = renewSession();
       if (renewing) renew(renewing);
     }, delay);
     return () => clearTimeout(timer);
@@ -70,7 +64,7 @@ export function App() {
     // token's expiry, say); otherwise, or right after a renewal, sign out.
     let lastRenewal = 0;
     return onSessionExpired(() => {
-      const renewing = Date.now() - lastRenewal > 10_000 ? refreshSignIn() : null;
+      const renewing = Date.now() - lastRenewal > 10_000 ? renewSession() : null;
       if (renewing) {
         lastRenewal = Date.now();
         renew(renewing);
@@ -85,7 +79,9 @@ export function App() {
     // Back from an OIDC issuer: redeem its code, then carry on signed in.
     // A stale stored token just shows the form; a failed sign-in says why.
     const callback = isSignInCallback();
-    const pending = callback ? completeSignIn().then((issued) => setToken(issued.access_token)) : Promise.resolve();
+    const pending = callback
+      ? completeSignIn().then((issued) => setToken(issued.access_token, issued.expires_in))
+      : Promise.resolve();
     pending
       .then(() => (currentToken() ? call(api.GET("/api/v1/auth/whoami")).then(setPrincipal) : undefined))
       .catch((err) => {

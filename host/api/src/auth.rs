@@ -185,6 +185,10 @@ pub struct AuthConfig {
     /// a leak) is refused at most this long after, even when every token
     /// names a key the host knows.
     pub jwks_max_age_seconds: u64,
+    /// How long after signing in with the password a local session may
+    /// still be renewed (`POST /api/v1/auth/renew`); then the user signs
+    /// in again.
+    pub session_max_seconds: u64,
     pub oidc: Vec<OidcIssuer>,
 }
 
@@ -197,6 +201,7 @@ impl Default for AuthConfig {
             leeway_seconds: 30,
             jwks_refresh_seconds: 60,
             jwks_max_age_seconds: 3600,
+            session_max_seconds: 12 * 3600,
             oidc: Vec::new(),
         }
     }
@@ -248,6 +253,10 @@ struct Claims {
     exp: u64,
     nbf: u64,
     iat: u64,
+    /// When the user signed in with the password (OIDC's claim name): a
+    /// renewed token keeps it, so the password and session-age checks
+    /// count from the sign-in, not the renewal.
+    auth_time: u64,
     role: String,
 }
 
@@ -276,6 +285,7 @@ pub struct Auth {
     local_key: EncodingKey,
     ttl: u64,
     leeway: u64,
+    session_max: u64,
     issuers: Vec<Issuer>,
     /// The issuers the web UI offers sign-in with.
     providers: Vec<SignInProvider>,
@@ -365,6 +375,7 @@ impl Auth {
             local_kid,
             ttl: config.token_ttl_seconds,
             leeway: config.leeway_seconds,
+            session_max: config.session_max_seconds,
             issuers,
             providers,
             http,
@@ -374,8 +385,18 @@ impl Auth {
         })
     }
 
-    /// Issue a local token for a user.
+    /// Issue a local token for a user who signs in now.
     pub fn issue(&self, user: &str, role: Role) -> Result<IssuedToken, Problem> {
+        self.issue_signed_in_at(user, role, now())
+    }
+
+    /// Issue a local token for a user who signed in at `auth_time`.
+    fn issue_signed_in_at(
+        &self,
+        user: &str,
+        role: Role,
+        auth_time: u64,
+    ) -> Result<IssuedToken, Problem> {
         let local = &self.issuers[0];
         let now = now();
         let claims = Claims {
@@ -385,6 +406,7 @@ impl Auth {
             exp: now + self.ttl,
             nbf: now,
             iat: now,
+            auth_time,
             role: role.as_str().to_owned(),
         };
         let mut header = Header::new(Algorithm::HS256);
@@ -534,24 +556,52 @@ impl Auth {
         Ok((record, secret))
     }
 
+    /// A new token for the local sign-in whose token `authorization`
+    /// carries, before that one expires: checked as every call's token is
+    /// (a removed user, a password set since the sign-in, are refused), it
+    /// keeps the sign-in's `auth_time`, and is refused once the sign-in is
+    /// older than `session_max_seconds`.
+    pub async fn renew(
+        &self,
+        store: &Store,
+        authorization: Option<&str>,
+    ) -> Result<(IssuedToken, Principal), Problem> {
+        let principal = self.authenticate(store, authorization).await?;
+        let token = bearer(authorization)?;
+        if token.starts_with(TOKEN_PREFIX) {
+            return Err(Problem::bad_request(
+                "an API token does not expire; there is nothing to renew",
+            ));
+        }
+        let Some(user) = principal.name.strip_prefix("user:") else {
+            return Err(Problem::bad_request(
+                "only a local sign-in is renewed here; an OIDC sign-in is renewed with \
+                 POST /api/v1/auth/oidc/refresh",
+            ));
+        };
+        let claims = unverified_claims(token).unwrap_or_default();
+        let signed_in = claims["auth_time"]
+            .as_u64()
+            .or_else(|| claims["iat"].as_u64())
+            .unwrap_or(0);
+        if now().saturating_sub(signed_in) > self.session_max {
+            return Err(Problem::unauthorized(format!(
+                "token refused: this sign-in began more than {} hours ago (session_max_seconds); \
+                 log in again",
+                self.session_max / 3600
+            )));
+        }
+        let issued = self.issue_signed_in_at(user, principal.role, signed_in)?;
+        Ok((issued, principal))
+    }
+
     /// The principal an `Authorization` header value names.
     pub async fn authenticate(
         &self,
         store: &Store,
         authorization: Option<&str>,
     ) -> Result<Principal, Problem> {
-        let Some(value) = authorization else {
-            return Err(Problem::unauthorized(
-                "send `Authorization: Bearer TOKEN` (a token from POST /api/v1/auth/login, an OIDC token, or an API token)",
-            ));
-        };
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .ok_or_else(|| {
-                Problem::unauthorized("the Authorization header must be `Bearer TOKEN`")
-            })?;
+        let token = bearer(authorization)?;
         if token.starts_with(TOKEN_PREFIX) {
             let record = store
                 .token_by_digest(&digest(token))
@@ -566,7 +616,7 @@ impl Auth {
                 role,
             });
         }
-        let (principal, issued_at) = self.verify_jwt_claims(token).await?;
+        let (principal, signed_in_at) = self.verify_jwt_claims(token).await?;
         // A local user's token is good only while the user exists and its
         // password is the one set before the token was issued, and carries
         // the role the user has now: removing a user, setting its password
@@ -578,12 +628,13 @@ impl Auth {
                     "token refused: user '{name}' no longer exists; ask an admin for an account"
                 ))
             })?;
-            // Whole seconds, as `iat` is: a token issued in the same second
-            // as the change still passes.
+            // Whole seconds, as `auth_time` is: a sign-in in the same
+            // second as the change still passes. A renewed token counts
+            // from the sign-in it renews.
             let changed = user.password_changed_at_ms.map_or(0, |ms| ms / 1000);
-            if issued_at.unwrap_or(0) < changed {
+            if signed_in_at.unwrap_or(0) < changed {
                 return Err(Problem::unauthorized(format!(
-                    "token refused: the password of '{name}' was set after this token was issued; log in again"
+                    "token refused: the password of '{name}' was set after this sign-in; log in again"
                 )));
             }
             let role = user
@@ -604,7 +655,8 @@ impl Auth {
         self.verify_jwt_claims(token).await.map(|(p, _)| p)
     }
 
-    /// [`Auth::verify_jwt`], with the token's `iat` (seconds) when it has one.
+    /// [`Auth::verify_jwt`], with when its holder signed in (seconds): its
+    /// `auth_time`, else its `iat`, when it has one.
     async fn verify_jwt_claims(&self, token: &str) -> Result<(Principal, Option<i64>), Problem> {
         let refuse = |why: &str| Problem::unauthorized(format!("token refused: {why}"));
         let header = jsonwebtoken::decode_header(token)
@@ -667,8 +719,25 @@ impl Auth {
             None => format!("user:{sub}"),
             Some(_) => format!("oidc:{sub}@{iss}"),
         };
-        Ok((Principal { name, role }, claims["iat"].as_i64()))
+        let signed_in_at = claims["auth_time"]
+            .as_i64()
+            .or_else(|| claims["iat"].as_i64());
+        Ok((Principal { name, role }, signed_in_at))
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header value.
+fn bearer(authorization: Option<&str>) -> Result<&str, Problem> {
+    let Some(value) = authorization else {
+        return Err(Problem::unauthorized(
+            "send `Authorization: Bearer TOKEN` (a token from POST /api/v1/auth/login, an OIDC token, or an API token)",
+        ));
+    };
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or_else(|| Problem::unauthorized("the Authorization header must be `Bearer TOKEN`"))
 }
 
 impl Auth {

@@ -19,6 +19,7 @@ pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
     router
         .routes(routes!(access::login))
         .routes(routes!(access::whoami))
+        .routes(routes!(access::renew))
         .routes(routes!(access::providers))
         .routes(routes!(access::sign_in_with_code))
         .routes(routes!(access::refresh_sign_in))

@@ -982,6 +982,7 @@ async fn the_role_matrix_holds_for_every_mutating_endpoint(store: Store) {
 /// Every endpoint but login, with a sample path.
 const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/v1/auth/whoami"),
+    ("POST", "/api/v1/auth/renew"),
     ("POST", "/api/v1/auth/password"),
     ("GET", "/api/v1/users"),
     ("PUT", "/api/v1/users/alice"),

@@ -30,6 +30,7 @@ rebound_store::on_both_backends!(
     local_tokens_of_another_host_key_are_refused,
     admins_manage_users_and_users_change_their_own_password,
     removing_a_user_or_setting_its_password_ends_its_sessions,
+    a_local_sign_in_is_renewed_until_the_password_changes_or_it_is_too_old,
 );
 
 fn now() -> i64 {
@@ -880,4 +881,127 @@ async fn a_key_the_issuer_removed_is_refused_once_the_keys_are_past_their_max_ag
     let (api, jwks, _dir) = rotating_host(0, 0).await;
     jwks.lock().expect("lock").0 = "not a JWKS".into();
     assert_eq!(whoami(&api, &token).await.status, StatusCode::OK);
+}
+
+async fn renew(api: &Api, token: &str) -> harness::Reply {
+    api.call(
+        "POST",
+        "/api/v1/auth/renew",
+        Some(token),
+        &[],
+        Body::empty(),
+    )
+    .await
+}
+
+/// The claims of a JWT, unverified.
+fn payload(token: &str) -> Value {
+    use base64::Engine;
+    let part = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .expect("base64"),
+    )
+    .expect("json")
+}
+
+async fn a_local_sign_in_is_renewed_until_the_password_changes_or_it_is_too_old(store: Store) {
+    let mut config = ApiConfig::default();
+    config.auth.session_max_seconds = 2;
+    let api = Api::with_config(store, config).await;
+    let set_password = |password: &'static str| {
+        let api = &api;
+        async move {
+            let r = api
+                .send(
+                    "PUT",
+                    "/api/v1/users/erin",
+                    Role::Admin,
+                    &json!({"password": password, "role": "operator"}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+        }
+    };
+    set_password("a long enough password").await;
+    let sign_in = || async {
+        login(&api, "erin", "a long enough password").await.json["access_token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    };
+    let token = sign_in().await;
+    // A second later: a new token for the same sign-in.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = renew(&api, &token).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let renewed = r.json["access_token"].as_str().expect("token").to_owned();
+    assert_ne!(renewed, token);
+    assert_eq!(r.json["expires_in"], 3600);
+    let (first, second) = (payload(&token), payload(&renewed));
+    assert!(second["exp"].as_u64() > first["exp"].as_u64());
+    assert_eq!(
+        second["auth_time"], first["auth_time"],
+        "counted from the sign-in"
+    );
+    assert_eq!(
+        whoami(&api, &renewed).await.json,
+        json!({"name": "user:erin", "role": "operator"})
+    );
+    let audit = api.get("/api/v1/audit", Role::Admin).await.text;
+    assert!(audit.contains("\"auth.renew\""), "{audit}");
+    assert!(!audit.contains(&renewed), "no token in the audit log");
+
+    // Past session_max_seconds from the sign-in, renewals are refused —
+    // though the token itself is still good for its hour.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let old = renew(&api, &renewed).await;
+    let detail = old.problem(StatusCode::UNAUTHORIZED)["detail"]
+        .as_str()
+        .expect("detail")
+        .to_owned();
+    assert!(
+        detail.contains("session_max_seconds") && detail.contains("log in again"),
+        "{detail}"
+    );
+    assert_eq!(whoami(&api, &renewed).await.status, StatusCode::OK);
+
+    // A password set after the sign-in ends it, renewed tokens included.
+    let token = sign_in().await;
+    let renewed = renew(&api, &token).await.json["access_token"]
+        .as_str()
+        .expect("renewed")
+        .to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    set_password("another long password").await;
+    for t in [&token, &renewed] {
+        let r = renew(&api, t).await;
+        assert!(
+            r.problem(StatusCode::UNAUTHORIZED)["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("was set after this sign-in")),
+            "{}",
+            r.text
+        );
+    }
+
+    // Only local sign-ins are renewed here.
+    let created = api
+        .send(
+            "POST",
+            "/api/v1/tokens",
+            Role::Admin,
+            &json!({"name": "ci", "role": "operator"}),
+        )
+        .await;
+    let api_token = created.json["token"].as_str().expect("secret").to_owned();
+    let r = renew(&api, &api_token).await;
+    assert!(
+        r.problem(StatusCode::BAD_REQUEST)["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("does not expire")),
+        "{}",
+        r.text
+    );
 }

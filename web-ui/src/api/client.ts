@@ -11,19 +11,30 @@ export type FieldProblem = Schemas["FieldProblem"];
 export type Role = Schemas["Role"];
 
 const TOKEN_KEY = "rebound.token";
+const EXPIRES_KEY = "rebound.token.expires_at";
 
 // Kept for the tab only (sessionStorage): closing it signs out.
 let token: string | null = globalThis.sessionStorage?.getItem(TOKEN_KEY) ?? null;
+let expiresAt: number | null = Number(globalThis.sessionStorage?.getItem(EXPIRES_KEY)) || null;
 const expiredListeners = new Set<() => void>();
 
-export function setToken(value: string | null) {
+/** Hold `value` as the bearer token; `expiresIn` (seconds) when it expires. */
+export function setToken(value: string | null, expiresIn?: number) {
   token = value;
+  expiresAt = value && expiresIn ? Date.now() + expiresIn * 1000 : null;
   if (value) sessionStorage.setItem(TOKEN_KEY, value);
   else sessionStorage.removeItem(TOKEN_KEY);
+  if (expiresAt) sessionStorage.setItem(EXPIRES_KEY, String(expiresAt));
+  else sessionStorage.removeItem(EXPIRES_KEY);
 }
 
 export function currentToken(): string | null {
   return token;
+}
+
+/** When the token held expires (ms since the epoch); null for one that does not (an API token). */
+export function tokenExpiresAt(): number | null {
+  return token ? expiresAt : null;
 }
 
 /** Called when the host answers 401 to a signed-in session. */
@@ -55,7 +66,7 @@ api.use({
   onResponse({ response, request }) {
     // A refused sign-in or renewal is that call's own answer, not an
     // expired session.
-    const signingIn = request.url.endsWith("/auth/login") || request.url.endsWith("/auth/oidc/refresh");
+    const signingIn = ["/auth/login", "/auth/renew", "/auth/oidc/refresh"].some((p) => request.url.endsWith(p));
     if (response.status === 401 && token && !signingIn) {
       expiredListeners.forEach((l) => l());
     }

@@ -10,7 +10,7 @@
 // browser there with the ID token as the hint, and the issuer sends it
 // back to the UI. Where the issuer gives a refresh token, `refreshSignIn`
 // has the host trade it for a new access token before the one held
-// expires (`refreshDelay` says when), so the session lasts as long as the
+// expires (lib/renewal.ts says when), so the session lasts as long as the
 // issuer's; it is kept for this tab only, like the access token.
 import { api, call, type Schemas } from "../api/client";
 
@@ -118,7 +118,6 @@ export async function completeSignIn(): Promise<Schemas["IssuedToken"]> {
     client_id: pending.client_id,
     id_token: issued.id_token ?? null,
     refresh_token: issued.refresh_token ?? null,
-    expires_at: Date.now() + issued.expires_in * 1000,
   });
   return issued;
 }
@@ -130,8 +129,6 @@ interface ProviderSession {
   client_id: string;
   id_token: string | null;
   refresh_token: string | null;
-  /** When the access token held expires, in ms since the epoch. */
-  expires_at: number;
 }
 
 function kept(): ProviderSession | null {
@@ -143,17 +140,14 @@ function keep(session: ProviderSession) {
   sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
 }
 
-/**
- * Milliseconds until the access token should be renewed — a minute before
- * it expires, or at half its life when that is shorter — or null when the
- * session cannot be renewed (a local sign-in, or an issuer that gave no
- * refresh token).
- */
-export function refreshDelay(): number | null {
-  const session = kept();
-  if (!session?.refresh_token) return null;
-  const left = session.expires_at - Date.now();
-  return Math.max(0, left > 120_000 ? left - 60_000 : left / 2);
+/** Whether the session began at an issuer (it is renewed there, if at all). */
+export function isProviderSession(): boolean {
+  return kept() !== null;
+}
+
+/** Whether the issuer gave a refresh token to renew the session with. */
+export function canRefresh(): boolean {
+  return kept()?.refresh_token != null;
 }
 
 let renewing: Promise<Schemas["IssuedToken"]> | null = null;
@@ -178,7 +172,6 @@ export function refreshSignIn(): Promise<Schemas["IssuedToken"]> | null {
         ...session,
         id_token: issued.id_token ?? session.id_token,
         refresh_token: issued.refresh_token ?? session.refresh_token,
-        expires_at: Date.now() + issued.expires_in * 1000,
       });
       return issued;
     })

@@ -49,7 +49,7 @@ export function SignIn({
     try {
       if (mode === "password") {
         const issued = await call(api.POST("/api/v1/auth/login", { body: { username, password } }));
-        setToken(issued.access_token);
+        setToken(issued.access_token, issued.expires_in);
       } else {
         setToken(bearer.trim());
       }

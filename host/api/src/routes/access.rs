@@ -135,6 +135,40 @@ pub async fn refresh_sign_in(
     .await
 }
 
+/// Renew a local sign-in before its token expires: a new token for the
+/// caller, a local user, checked as every call's token is and counting from
+/// the same sign-in — refused once that is older than
+/// `session_max_seconds`. (OIDC sign-ins are renewed with
+/// `POST /api/v1/auth/oidc/refresh`; API tokens do not expire.)
+#[utoipa::path(post, path = "/api/v1/auth/renew", tag = "auth",
+    responses(
+        (status = 200, body = IssuedToken, description = "a new token for the same sign-in"),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused: sign in again"),
+    ))]
+pub async fn renew(
+    State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::Json<IssuedToken>, Problem> {
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| Problem::unauthorized("the Authorization header is not text"))
+        })
+        .transpose()?;
+    let (token, principal) = state.auth.renew(&state.store, authorization).await?;
+    state
+        .store
+        .audit(
+            &principal.name,
+            "auth.renew",
+            &principal.name,
+            serde_json::json!({}),
+        )
+        .await?;
+    Ok(axum::Json(token))
+}
+
 /// The caller's principal and role.
 #[utoipa::path(get, path = "/api/v1/auth/whoami", tag = "auth",
     responses(
