@@ -2,8 +2,10 @@
 //! `login`, `apply -f`, `get`, `run WORKFLOW PLAN [--wait]`,
 //! `approve RUN`, `cancel RUN`, `token create|list|revoke` and
 //! `plugin publish|list`. The token `login` obtains is kept in a
-//! credentials file only its owner can read; `REBOUND_TOKEN` (an API
-//! token, say, in a pipeline) takes precedence.
+//! credentials file only its owner can read, and renewed there
+//! (`POST /api/v1/auth/renew`) by the first command run in its last
+//! quarter hour, so a session outlives its token's hour; `REBOUND_TOKEN`
+//! (an API token, say, in a pipeline) takes precedence.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -116,7 +118,49 @@ pub enum TokenCommand {
 struct Credentials {
     server: String,
     token: String,
+    /// When the token expires (Unix seconds); absent in files written
+    /// before renewal was.
+    #[serde(default)]
+    expires_at: Option<u64>,
 }
+
+impl Credentials {
+    fn new(server: &str, reply: &Value) -> Result<Self> {
+        let token = reply["access_token"]
+            .as_str()
+            .ok_or_else(|| anyhow!("the host answered no token"))?;
+        Ok(Self {
+            server: server.to_owned(),
+            token: token.to_owned(),
+            expires_at: reply["expires_in"].as_u64().map(|s| unix_now() + s),
+        })
+    }
+
+    fn read(server: &str) -> Option<Self> {
+        std::fs::read_to_string(credentials_path().ok()?)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Self>(&text).ok())
+            .filter(|c| c.server == server)
+    }
+
+    fn write(&self) -> Result<PathBuf> {
+        let path = credentials_path()?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        write_private(&path, &serde_json::to_string(self)?)?;
+        Ok(path)
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A stored token this close to its expiry is renewed before a command.
+const RENEW_WITHIN_SECS: u64 = 15 * 60;
 
 fn credentials_path() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("REBOUND_CREDENTIALS") {
@@ -133,23 +177,48 @@ struct Client {
 }
 
 impl Client {
-    fn new(server: &ServerArgs) -> Result<Self> {
-        let server = server.server.trim_end_matches('/').to_owned();
-        let token = match std::env::var("REBOUND_TOKEN") {
-            Ok(token) => Some(token),
-            Err(_) => std::fs::read_to_string(credentials_path()?)
-                .ok()
-                .and_then(|text| serde_json::from_str::<Credentials>(&text).ok())
-                .filter(|c| c.server == server)
-                .map(|c| c.token),
-        };
+    /// A client with no token yet.
+    fn anonymous(server: &ServerArgs) -> Result<Self> {
         Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()?,
-            server,
-            token,
+            server: server.server.trim_end_matches('/').to_owned(),
+            token: None,
         })
+    }
+
+    /// A client with `REBOUND_TOKEN`, or the token `login` stored — renewed
+    /// first when it expires within a quarter hour. A renewal the host
+    /// refuses leaves the stored token as it was, to be used while it lasts.
+    async fn new(server: &ServerArgs) -> Result<Self> {
+        let mut client = Self::anonymous(server)?;
+        if let Ok(token) = std::env::var("REBOUND_TOKEN") {
+            client.token = Some(token);
+            return Ok(client);
+        }
+        let Some(stored) = Credentials::read(&client.server) else {
+            return Ok(client);
+        };
+        client.token = Some(stored.token);
+        let now = unix_now();
+        if let Some(expires_at) = stored.expires_at
+            && expires_at > now
+            && expires_at - now <= RENEW_WITHIN_SECS
+        {
+            match client
+                .call(reqwest::Method::POST, "/auth/renew", None, &[])
+                .await
+                .and_then(|(_, reply)| Credentials::new(&client.server, &reply))
+            {
+                Ok(renewed) => {
+                    renewed.write()?;
+                    client.token = Some(renewed.token);
+                }
+                Err(e) => eprintln!("the session could not be renewed ({e}); run `rebound login`"),
+            }
+        }
+        Ok(client)
     }
 
     async fn call(
@@ -224,10 +293,7 @@ pub async fn login(server: &ServerArgs, args: &LoginArgs) -> Result<()> {
             line.trim_end_matches(['\r', '\n']).to_owned()
         }
     };
-    let client = Client {
-        token: None,
-        ..Client::new(server)?
-    };
+    let client = Client::anonymous(server)?;
     let (_, reply) = client
         .call(
             reqwest::Method::POST,
@@ -239,18 +305,7 @@ pub async fn login(server: &ServerArgs, args: &LoginArgs) -> Result<()> {
             &[],
         )
         .await?;
-    let token = reply["access_token"]
-        .as_str()
-        .ok_or_else(|| anyhow!("the host answered no token"))?;
-    let path = credentials_path()?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let text = serde_json::to_string(&Credentials {
-        server: client.server.clone(),
-        token: token.to_owned(),
-    })?;
-    write_private(&path, &text)?;
+    let path = Credentials::new(&client.server, &reply)?.write()?;
     eprintln!(
         "logged in to {} as {} (token in {}, valid {} s)",
         client.server,
@@ -291,7 +346,7 @@ pub async fn apply(server: &ServerArgs, args: &ApplyArgs) -> Result<()> {
     } else {
         "application/yaml"
     };
-    let client = Client::new(server)?;
+    let client = Client::new(server).await?;
     let path = format!("/plans/{}", document.name);
     // The stored plan, to show what changes (none: it is created).
     let stored = match client.get(&path).await {
@@ -359,7 +414,7 @@ pub async fn list_plugins(server: &ServerArgs) -> Result<()> {
 }
 
 pub async fn get(server: &ServerArgs, args: &GetArgs) -> Result<()> {
-    let client = Client::new(server)?;
+    let client = Client::new(server).await?;
     let query = |pairs: &[(&str, &Option<String>)]| {
         let parts: Vec<String> = pairs
             .iter()
@@ -396,7 +451,7 @@ pub async fn get(server: &ServerArgs, args: &GetArgs) -> Result<()> {
 /// Start a workflow; with `--wait`, print each step as it changes and
 /// fail unless the run succeeds.
 pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
-    let client = Client::new(server)?;
+    let client = Client::new(server).await?;
     let mut headers = Vec::new();
     if let Some(key) = &args.idempotency_key {
         headers.push(("idempotency-key", key.as_str()));
@@ -517,7 +572,7 @@ fn print_report(id: &str, status: &str, report: &Value) {
 }
 
 pub async fn token(server: &ServerArgs, command: &TokenCommand) -> Result<()> {
-    let client = Client::new(server)?;
+    let client = Client::new(server).await?;
     match command {
         TokenCommand::Create { name, role } => {
             let (_, created) = client
@@ -565,7 +620,7 @@ pub async fn publish_plugin(server: &ServerArgs, dir: &std::path::Path) -> Resul
         "wasm": base64::engine::general_purpose::STANDARD.encode(&package.wasm),
         "signature": package.signature,
     });
-    let client = Client::new(server)?;
+    let client = Client::new(server).await?;
     let (_, plugin) = client
         .call(
             reqwest::Method::POST,
@@ -585,7 +640,7 @@ pub async fn publish_plugin(server: &ServerArgs, dir: &std::path::Path) -> Resul
 
 /// Approve a run's next approval gate, or cancel a run nobody is driving.
 pub async fn decide(server: &ServerArgs, run: &str, verb: &str) -> Result<()> {
-    let client = Client::new(server)?;
+    let client = Client::new(server).await?;
     let (_, detail) = client
         .call(
             reqwest::Method::POST,

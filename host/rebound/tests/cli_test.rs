@@ -106,6 +106,36 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
     let (code, _, err) = run(&["login"], vec![("REBOUND_PASSWORD", password)]).await;
     assert!(code == 0, "{err}");
 
+    // A stored token in its last quarter hour is renewed by the next
+    // command, and the file keeps the new one.
+    let credentials = dir.path().join("credentials.json");
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&credentials).expect("credentials"))
+            .expect("json")
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let mut stored = read();
+    assert!(
+        stored["expires_at"]
+            .as_u64()
+            .is_some_and(|e| e > now + 3000),
+        "{stored}"
+    );
+    stored["expires_at"] = serde_json::json!(now + 60);
+    std::fs::write(&credentials, stored.to_string()).expect("write");
+    let (code, _, err) = run(&["get", "plans"], vec![]).await;
+    assert!(code == 0 && err.is_empty(), "{code} {err}");
+    let renewed = read();
+    assert!(
+        renewed["expires_at"]
+            .as_u64()
+            .is_some_and(|e| e > now + 3000),
+        "{renewed}"
+    );
+
     // Republish the loaded plugin: verified by the host and swapped in.
     let (code, out, err) = run(&["plugin", "publish", "plugins/example"], vec![]).await;
     assert!(code == 0, "{err}");
