@@ -15,7 +15,7 @@
 
 mod api;
 
-use rebound_plugin_sdk::http::{self, Request};
+use rebound_plugin_sdk::http::{self, Request, encode};
 use rebound_plugin_sdk::retry::{RetryPolicy, retry};
 use rebound_plugin_sdk::{
     ByteRange, Capabilities, ChangedBlocksRequest, CleanupReport, CleanupRequest, CleanupScope,
@@ -556,19 +556,6 @@ fn delete(site: &str, path: &str) -> Result<(), ProviderError> {
         Ok(_) | Err(ProviderError::NotFound(_)) => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-/// Percent-encode a query value.
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 register!(Example);

@@ -52,18 +52,7 @@ pub fn label_key_ok(key: &str) -> bool {
     prefix_ok && !name.is_empty() && label_value_ok(name)
 }
 
-/// Percent-encode a query value.
-pub fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+pub use rebound_plugin_sdk::http::encode;
 
 /// Bytes of a Kubernetes quantity (`"10Gi"`, `"512M"`, `"1048576"`).
 pub fn quantity(q: &str) -> Option<u64> {

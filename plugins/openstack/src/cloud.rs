@@ -355,18 +355,7 @@ pub fn short(key: &str) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..6])
 }
 
-/// Percent-encode a query value.
-pub fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+pub use rebound_plugin_sdk::http::encode;
 
 /// Turn a non-2xx answer to `what` ("GET https://…") into the contract's
 /// error, with the message the service put in its error body: 429 (and

@@ -22,6 +22,21 @@ pub struct Request {
     timeout_ms: Option<u64>,
 }
 
+/// Percent-encode a path segment, query or form value: RFC 3986's
+/// unreserved characters kept, every other byte `%XX`.
+pub fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char);
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 pub fn get(url: impl Into<String>) -> Request {
     Request::new(Method::Get, url)
 }
@@ -313,6 +328,14 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_percent_encoded_but_unreserved_characters() {
+        assert_eq!(
+            encode("run:1/step a~b_c.d-é"),
+            "run%3A1%2Fstep%20a~b_c.d-%C3%A9"
+        );
+    }
 
     #[test]
     fn urls_split_into_scheme_authority_and_path() {
