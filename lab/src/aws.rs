@@ -24,6 +24,7 @@
 #![allow(clippy::result_large_err)]
 
 mod appliance;
+mod detach;
 mod ebs;
 mod faults;
 mod front;
@@ -68,6 +69,10 @@ pub struct AwsOptions {
     pub copy_latency: Duration,
     /// How long a Route 53 change stays `PENDING`.
     pub dns_latency: Duration,
+    /// How long the volumes of a terminated instance stay attached, as EC2
+    /// detaches them while the instance shuts down: `DeleteVolume` on one
+    /// is refused `VolumeInUse` until then.
+    pub detach_latency: Duration,
     /// Seed instances with volumes in the first two regions and a hosted
     /// zone.
     pub seed: bool,
@@ -92,6 +97,7 @@ impl Default for AwsOptions {
             snapshot_latency: Duration::from_millis(300),
             copy_latency: Duration::from_millis(500),
             dns_latency: Duration::from_millis(300),
+            detach_latency: Duration::from_millis(500),
             seed: true,
             moto_auth: false,
             port: 0,
@@ -145,6 +151,9 @@ pub(crate) struct State {
     pub mover_images: std::collections::HashSet<String>,
     /// The agents of running mover appliances, by instance id.
     pub agents: HashMap<String, crate::mover::Agent>,
+    /// Volumes of terminated instances still detaching: the instance, and
+    /// until when.
+    pub detaching: HashMap<String, (String, Instant)>,
 }
 
 pub(crate) struct Shared {

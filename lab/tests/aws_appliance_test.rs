@@ -2,7 +2,8 @@
 //! them: an instance launched from the `rebound-mover` AMI with a volume at
 //! `/dev/sdf` serves it behind the token its user data sets, publishes only
 //! its URL in its tags, refuses any other token, stops serving when
-//! terminated — and, launched with no token in its user data, says so in
+//! terminated, its volumes staying attached a while as it shuts down — and,
+//! launched with no token in its user data, says so in
 //! `rebound:mover-error` instead of serving.
 //!
 //! Needs moto (`lab/fidelity/aws-requirements.txt` in `REBOUND_PYTHON`'s
@@ -157,6 +158,27 @@ async fn the_appliance_serves_behind_the_token_its_user_data_sets() {
         http.get(&url).bearer_auth(&token).send().await.is_err(),
         "a terminated appliance serves nothing"
     );
+    // Its volumes stay attached while it shuts down, as on EC2: deleting
+    // one is refused until then, and counts as no effect.
+    let volume = text(&xml, "volumeId").expect("a volume").to_owned();
+    let params = [("Action", "DeleteVolume"), ("VolumeId", volume.as_str())];
+    let delete = || site.query_as_client(&region, "ec2", &params);
+    let effects = site.effects().get("ec2 DeleteVolume").copied().unwrap_or(0);
+    let refused = delete().await.expect_err("still attached").to_string();
+    assert!(
+        refused.contains("VolumeInUse") && refused.contains(&instance),
+        "{refused}"
+    );
+    assert_eq!(
+        site.effects().get("ec2 DeleteVolume").copied().unwrap_or(0),
+        effects
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    match delete().await {
+        Ok(_) => {}
+        // Deleted with its instance (DeleteOnTermination).
+        Err(e) => assert!(e.to_string().contains("NotFound"), "{e}"),
+    }
 
     // No token in the user data: the appliance says so and serves nothing.
     let bare = launch(&site, &image, None).await;

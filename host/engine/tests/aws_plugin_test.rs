@@ -261,7 +261,8 @@ async fn an_elbv2_listener_shifts_weight_to_the_recovered_instance() {
 }
 
 /// A recovery point the data mover wrote onto AWS is its imported volumes:
-/// pruning it deletes them, and pruning it again finds nothing to do.
+/// pruning it deletes them, pruning it again finds nothing to do, and one
+/// still attached to an instance shutting down is deleted once detached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_an_imported_point_deletes_its_volumes() {
     use rebound_runtime::Status;
@@ -326,4 +327,83 @@ async fn pruning_an_imported_point_deletes_its_volumes() {
             .expect("DescribeVolumes");
         assert!(!left.contains(&volume), "{attempt}: {left}");
     }
+
+    // A volume still attached to an instance that is shutting down (EC2
+    // refuses to delete it until it detaches): the cleanup runs on until
+    // it can delete it.
+    let images = site
+        .query(
+            &region,
+            "ec2",
+            &[
+                ("Action", "DescribeImages"),
+                ("Filter.1.Name", "name"),
+                ("Filter.1.Value.1", "rebound-mover"),
+            ],
+        )
+        .await
+        .expect("DescribeImages");
+    let image = texts(&images, "imageId")[0].to_owned();
+    let launched = site
+        .query(
+            &region,
+            "ec2",
+            &[
+                ("Action", "RunInstances"),
+                ("ImageId", image.as_str()),
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+                ("BlockDeviceMapping.1.DeviceName", "/dev/sdf"),
+                ("BlockDeviceMapping.1.Ebs.VolumeSize", "1"),
+                ("BlockDeviceMapping.1.Ebs.DeleteOnTermination", "false"),
+            ],
+        )
+        .await
+        .expect("RunInstances");
+    let instance = texts(&launched, "instanceId")[0].to_owned();
+    let volume = texts(&launched, "volumeId")
+        .last()
+        .expect("the volume at /dev/sdf")
+        .to_string();
+    site.query_as_client(
+        &region,
+        "ec2",
+        &[
+            ("Action", "TerminateInstances"),
+            ("InstanceId.1", &instance),
+        ],
+    )
+    .await
+    .expect("TerminateInstances");
+    let op = runtime
+        .call(
+            &plugin,
+            &ctx,
+            CleanupRequest {
+                key: "cleanup-attached".into(),
+                site: "aws".into(),
+                scope: CleanupScope::RecoveryPoints(vec![volume.clone()]),
+            },
+        )
+        .await
+        .expect("cleanup");
+    let mut polls = 0;
+    let report = loop {
+        polls += 1;
+        match runtime.call(&plugin, &ctx, Status(op.clone())).await {
+            Ok(OperationState::Running(r)) if polls < 200 => {
+                assert!(r.detail.contains(&volume), "{}", r.detail);
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            Ok(OperationState::Succeeded(Outcome::Cleaned(report))) => break report,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(polls > 1, "pending while attached");
+    assert_eq!(report.removed, vec![volume.clone()]);
+    let left = site
+        .query(&region, "ec2", &[("Action", "DescribeVolumes")])
+        .await
+        .expect("DescribeVolumes");
+    assert!(!left.contains(&volume), "{left}");
 }

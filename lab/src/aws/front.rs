@@ -101,6 +101,20 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
         HashMap::new()
     };
     let action = params.get("Action").cloned().unwrap_or_default();
+    // A refusal is no effect: checked before effects are counted.
+    if scope.service == "ec2" {
+        match action.as_str() {
+            "TerminateInstances" => {
+                super::detach::terminating(&shared, &scope.region, &params).await
+            }
+            "DeleteVolume" => {
+                if let Some(refusal) = super::detach::still_attached(&shared, &params) {
+                    return refusal;
+                }
+            }
+            _ => {}
+        }
+    }
     count_effect(&shared, &scope.service, &action, &method, &path);
 
     let url = format!(

@@ -445,19 +445,24 @@ pub fn fence_status(op: &Operation, fence: bool) -> Result<OperationState, Provi
     })))
 }
 
-/// Cleanup runs to the end in the call (terminations and deletions are
-/// accepted at once); the handle carries what was removed.
+/// Cleanup: terminations and deletions are accepted at once, but for a
+/// volume still attached to an instance that is shutting down — EC2 refuses
+/// to delete it (`VolumeInUse`) until it detaches, as after a drill's
+/// instances or a transfer's appliance are terminated. Such a volume is
+/// pending, and `status` deletes it once it can. The handle carries what
+/// was removed and what is pending: `removed;pending`.
 pub fn cleanup(req: CleanupRequest) -> Result<Operation, ProviderError> {
     let aws = connect(&req.site)?;
     let mut removed = Vec::new();
+    let mut pending = Vec::new();
     match &req.scope {
-        CleanupScope::Drill(sandbox) => drill(&aws, sandbox, &mut removed)?,
+        CleanupScope::Drill(sandbox) => drill(&aws, sandbox, &mut removed, &mut pending)?,
         CleanupScope::RecoveryPoints(ids) => {
             for id in ids {
                 // A point the host's data mover wrote is its imported
                 // volumes; one this plugin made, its tagged snapshots.
                 if id.starts_with("vol-") {
-                    delete(&aws, "DeleteVolume", "VolumeId", id, &mut removed)?;
+                    delete_volume(&aws, id, &mut removed, &mut pending)?;
                     continue;
                 }
                 for s in points::snapshots(&aws, id)? {
@@ -473,7 +478,24 @@ pub fn cleanup(req: CleanupRequest) -> Result<Operation, ProviderError> {
         }
         CleanupScope::Transfers(ids) => crate::transfer::release(&aws, ids, &mut removed)?,
     }
-    Ok(op(OperationKind::Cleanup, &req.site, removed.join(",")))
+    let id = format!("{};{}", removed.join(","), pending.join(","));
+    Ok(op(OperationKind::Cleanup, &req.site, id))
+}
+
+/// Delete volume `id`: removed when it is gone, pending while it is still
+/// attached (`VolumeInUse`, a `conflict`).
+fn delete_volume(
+    aws: &Aws,
+    id: &str,
+    removed: &mut Vec<String>,
+    pending: &mut Vec<String>,
+) -> Result<(), ProviderError> {
+    match aws.ec2(&Params::action("DeleteVolume").set("VolumeId", id).0) {
+        Ok(_) | Err(ProviderError::NotFound(_)) => removed.push(id.to_owned()),
+        Err(ProviderError::Conflict(_)) => pending.push(id.to_owned()),
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 fn delete(
@@ -492,7 +514,12 @@ fn delete(
     }
 }
 
-fn drill(aws: &Aws, sandbox: &str, removed: &mut Vec<String>) -> Result<(), ProviderError> {
+fn drill(
+    aws: &Aws,
+    sandbox: &str,
+    removed: &mut Vec<String>,
+    pending: &mut Vec<String>,
+) -> Result<(), ProviderError> {
     let label = format!("tag:{}", "rebound/drill");
     let instances = ec2::instances(
         aws,
@@ -518,16 +545,9 @@ fn drill(aws: &Aws, sandbox: &str, removed: &mut Vec<String>) -> Result<(), Prov
         removed.extend(ids);
     }
     for v in volumes {
-        // Volumes deleted on termination are already gone.
-        match aws.ec2(&Params::action("DeleteVolume").set("VolumeId", v.clone()).0) {
-            Ok(_) => removed.push(v),
-            Err(
-                ProviderError::NotFound(_)
-                | ProviderError::Conflict(_)
-                | ProviderError::InvalidRequest(_),
-            ) => {}
-            Err(e) => return Err(e),
-        }
+        // Those deleted on termination go with their instance (gone, or
+        // pending until it has shut down); the others are deleted.
+        delete_volume(aws, &v, removed, pending)?;
     }
     let images = aws.ec2(
         &Params::action("DescribeImages")
@@ -570,13 +590,34 @@ fn drill(aws: &Aws, sandbox: &str, removed: &mut Vec<String>) -> Result<(), Prov
     Ok(())
 }
 
-pub fn cleanup_status(op: &Operation) -> OperationState {
-    OperationState::Succeeded(Outcome::Cleaned(CleanupReport {
-        removed: op
-            .id
-            .split(',')
+pub fn cleanup_status(op: &Operation) -> Result<OperationState, ProviderError> {
+    let list = |s: &str| -> Vec<String> {
+        s.split(',')
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
-            .collect(),
-    }))
+            .collect()
+    };
+    let (removed, pending) = op.id.split_once(';').unwrap_or((&op.id, ""));
+    let mut removed = list(removed);
+    let pending = list(pending);
+    if !pending.is_empty() {
+        let aws = connect(&op.site)?;
+        let mut attached = Vec::new();
+        for volume in &pending {
+            delete_volume(&aws, volume, &mut removed, &mut attached)?;
+        }
+        if !attached.is_empty() {
+            return Ok(OperationState::Running(Running {
+                percent: None,
+                detail: format!(
+                    "volumes {} are still attached to instances shutting down; they are deleted \
+                     once detached",
+                    attached.join(", ")
+                ),
+            }));
+        }
+    }
+    Ok(OperationState::Succeeded(Outcome::Cleaned(CleanupReport {
+        removed,
+    })))
 }

@@ -163,7 +163,7 @@ impl Provider for AwsProvider {
             OperationKind::Fence => launch::fence_status(&op, true),
             OperationKind::Unfence => launch::fence_status(&op, false),
             OperationKind::Redirect => route::status(&op),
-            OperationKind::Cleanup => Ok(launch::cleanup_status(&op)),
+            OperationKind::Cleanup => launch::cleanup_status(&op),
             OperationKind::ExportDisk | OperationKind::ImportDisk => transfer::status(&op),
         }
     }

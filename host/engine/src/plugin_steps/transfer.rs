@@ -239,13 +239,71 @@ impl PluginSteps {
             scope: CleanupScope::RecoveryPoints(volumes.clone()),
         };
         match self.call(&[site], request).await {
-            Ok(_) => {
-                tracing::info!(run = %step.run, step = %step.name, "abandoned transfer: deleting the unverified volumes {volumes:?} on '{site}'")
+            Ok(op) => {
+                tracing::info!(run = %step.run, step = %step.name, "abandoned transfer: deleting the unverified volumes {volumes:?} on '{site}'");
+                self.finish_in_background(
+                    op,
+                    format!("run {}: the unverified volumes {volumes:?}", step.run),
+                );
             }
             Err(e) => {
                 tracing::warn!(run = %step.run, step = %step.name, "abandoned transfer: deleting volumes {volumes:?} on '{site}': {e:?}")
             }
         }
+    }
+
+    /// Poll a cleanup no step waits for to its end, in the background so
+    /// the stopped run's compensation is not held up — a volume may stay
+    /// attached for a while to the appliance just released (EC2 detaches it
+    /// as the instance shuts down), and is deleted once it is not. Polls
+    /// for at most ten minutes; the outcome is logged. Best effort, like the
+    /// abandonment: a host that stops meanwhile leaves the rest.
+    fn finish_in_background(&self, op: Operation, what: String) {
+        const POLL: std::time::Duration = std::time::Duration::from_secs(2);
+        const LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+        let Ok(site) = self.site(&op.site) else {
+            return;
+        };
+        let (runtime, budget) = (self.runtime.clone(), self.call_budget);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let context = rebound_runtime::CallContext::new(vec![site.grant.clone()], budget);
+            loop {
+                let state = runtime
+                    .call(&site.plugin, &context, Status(op.clone()))
+                    .await;
+                match state {
+                    Ok(OperationState::Running(r)) if started.elapsed() < LIMIT => {
+                        tracing::debug!("cleanup of {what}: {}", r.detail);
+                        tokio::time::sleep(POLL).await;
+                    }
+                    Ok(OperationState::Succeeded(_)) => {
+                        tracing::info!("cleanup of {what} on '{}' done", op.site);
+                        return;
+                    }
+                    Ok(OperationState::Running(r)) => {
+                        tracing::warn!(
+                            "cleanup of {what} on '{}' gave up after ten minutes: {}",
+                            op.site,
+                            r.detail
+                        );
+                        return;
+                    }
+                    Ok(OperationState::Failed(e)) => {
+                        tracing::warn!(
+                            "cleanup of {what} on '{}' failed: {}",
+                            op.site,
+                            explain(&e)
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("cleanup of {what} on '{}': {e}", op.site);
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     pub(super) async fn poll_transfer(
