@@ -15,16 +15,20 @@ impl FromRequestParts<ApiState> for Principal {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Problem> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .map(|v| {
-                v.to_str()
-                    .map_err(|_| Problem::unauthorized("the Authorization header is not text"))
-            })
-            .transpose()?;
+        let header = authorization(&parts.headers)?;
         state.auth.authenticate(&state.store, header).await
     }
+}
+
+/// The `Authorization` header's value, if sent.
+pub(crate) fn authorization(headers: &axum::http::HeaderMap) -> Result<Option<&str>, Problem> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| Problem::unauthorized("the Authorization header is not text"))
+        })
+        .transpose()
 }
 
 /// A JSON body; request types deny unknown fields.

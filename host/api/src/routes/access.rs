@@ -149,13 +149,7 @@ pub async fn renew(
     State(state): State<ApiState>,
     headers: axum::http::HeaderMap,
 ) -> Result<axum::Json<IssuedToken>, Problem> {
-    let authorization = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| Problem::unauthorized("the Authorization header is not text"))
-        })
-        .transpose()?;
+    let authorization = crate::extract::authorization(&headers)?;
     let (token, principal) = state.auth.renew(&state.store, authorization).await?;
     state
         .store
