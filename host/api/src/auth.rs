@@ -26,6 +26,7 @@ use utoipa::ToSchema;
 
 use crate::problem::Problem;
 use crate::sign_in::{self, OidcCodeRequest, OidcRefreshRequest, SignInProvider};
+use crate::throttle::LoginThrottle;
 
 /// The prefix of API tokens, so a leaked one is recognisable.
 pub const TOKEN_PREFIX: &str = "rbt_";
@@ -189,6 +190,11 @@ pub struct AuthConfig {
     /// still be renewed (`POST /api/v1/auth/renew`); then the user signs
     /// in again.
     pub session_max_seconds: u64,
+    /// Failed password sign-ins in a row a user is allowed before it must
+    /// wait `login_lockout_seconds` (doubling with each failure after, up
+    /// to a quarter hour) — right password or wrong.
+    pub login_attempts: u32,
+    pub login_lockout_seconds: u64,
     pub oidc: Vec<OidcIssuer>,
 }
 
@@ -202,6 +208,8 @@ impl Default for AuthConfig {
             jwks_refresh_seconds: 60,
             jwks_max_age_seconds: 3600,
             session_max_seconds: 12 * 3600,
+            login_attempts: 5,
+            login_lockout_seconds: 30,
             oidc: Vec::new(),
         }
     }
@@ -286,6 +294,7 @@ pub struct Auth {
     ttl: u64,
     leeway: u64,
     session_max: u64,
+    throttle: LoginThrottle,
     issuers: Vec<Issuer>,
     /// The issuers the web UI offers sign-in with.
     providers: Vec<SignInProvider>,
@@ -376,6 +385,10 @@ impl Auth {
             ttl: config.token_ttl_seconds,
             leeway: config.leeway_seconds,
             session_max: config.session_max_seconds,
+            throttle: LoginThrottle::new(
+                config.login_attempts,
+                Duration::from_secs(config.login_lockout_seconds),
+            ),
             issuers,
             providers,
             http,
@@ -429,6 +442,7 @@ impl Auth {
         username: &str,
         password: &str,
     ) -> Result<(IssuedToken, Principal), Problem> {
+        self.throttle.check(username)?;
         let user = store.user(username).await?;
         let hash = user
             .as_ref()
@@ -440,8 +454,12 @@ impl Auth {
         let refused = || Problem::unauthorized("username or password is wrong");
         let user = match user {
             Some(user) if ok => user,
-            _ => return Err(refused()),
+            _ => {
+                self.throttle.failed(username);
+                return Err(refused());
+            }
         };
+        self.throttle.succeeded(username);
         let role = user
             .role
             .parse::<Role>()

@@ -19,6 +19,7 @@ mod routes;
 pub mod seal;
 pub mod sign_in;
 pub mod sites;
+mod throttle;
 mod views;
 
 use std::sync::Arc;

@@ -37,6 +37,9 @@ pub struct ProblemDetails {
     /// The plan's state when a workflow was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_state: Option<String>,
+    /// Seconds to wait, sent as `Retry-After` (a 429), not in the body.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 /// An error the API answers with (boxed: errors travel far, small).
@@ -65,6 +68,7 @@ impl Problem {
             detail: detail.into(),
             errors: Vec::new(),
             current_state: None,
+            retry_after: None,
         }))
     }
 
@@ -121,6 +125,11 @@ impl IntoResponse for Problem {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

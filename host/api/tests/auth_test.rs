@@ -106,6 +106,65 @@ async fn login_refuses_wrong_passwords_and_unknown_users_alike(store: Store) {
     assert!(audit.text.contains("auth.login.refused"), "{}", audit.text);
 }
 
+#[tokio::test]
+async fn repeated_failed_sign_ins_make_the_user_wait() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = rebound_store::testing::fresh_sqlite(dir.path())
+        .await
+        .expect("store");
+    bootstrap_admin(&store, Some("correct horse battery staple"))
+        .await
+        .expect("bootstrap");
+    let mut config = ApiConfig::default();
+    config.auth.login_attempts = 3;
+    config.auth.login_lockout_seconds = 1;
+    let api = Api::with_config(store, config).await;
+    let r = api
+        .send(
+            "PUT",
+            "/api/v1/users/bob",
+            Role::Admin,
+            &json!({"password": "bob's long password", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    for _ in 0..3 {
+        login(&api, "admin", "guess")
+            .await
+            .problem(StatusCode::UNAUTHORIZED);
+    }
+    // Now even the right password waits, and says for how long.
+    let waiting = login(&api, "admin", "correct horse battery staple").await;
+    let p = waiting.problem(StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("too many failed sign-ins for 'admin'")),
+        "{}",
+        waiting.text
+    );
+    assert_eq!(waiting.headers["retry-after"], "1");
+    // Another user is not held up.
+    assert_eq!(
+        login(&api, "bob", "bob's long password").await.status,
+        StatusCode::OK
+    );
+    let audit = api.get("/api/v1/audit", Role::Admin).await.text;
+    assert!(audit.contains("too many failed sign-ins"), "{audit}");
+    // After the wait the right password passes, and the count starts
+    // again.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        login(&api, "admin", "correct horse battery staple")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    login(&api, "admin", "guess")
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+}
+
 async fn api_tokens_are_shown_once_scoped_and_revocable(store: Store) {
     let api = Api::new(store).await;
     let created = api

@@ -59,7 +59,7 @@ async fn audit_sign_in(
             Ok(axum::Json(token))
         }
         Err(problem) => {
-            if matches!(problem.status, 401 | 403) {
+            if matches!(problem.status, 401 | 403 | 429) {
                 let mut detail = detail;
                 detail["reason"] = serde_json::json!(problem.detail);
                 state
@@ -366,7 +366,11 @@ pub async fn change_password(
         .auth
         .login(&state.store, name, &request.current)
         .await
-        .map_err(|_| Problem::forbidden("the current password is wrong"))?;
+        .map_err(|p| match p.status {
+            // Too many failures: the wait, not a verdict on the password.
+            429 => p,
+            _ => Problem::forbidden("the current password is wrong"),
+        })?;
     let role = state
         .store
         .user(name)
