@@ -3,8 +3,9 @@
 //! `approve RUN`, `cancel RUN`, `token create|list|revoke` and
 //! `plugin publish|list`. The token `login` obtains is kept in a
 //! credentials file only its owner can read, and renewed there
-//! (`POST /api/v1/auth/renew`) by the first command run in its last
-//! quarter hour, so a session outlives its token's hour; `REBOUND_TOKEN`
+//! (`POST /api/v1/auth/renew`) when it is used in its last quarter hour —
+//! by a command, or during a long `--wait` — so a session outlives its
+//! token's hour; `REBOUND_TOKEN`
 //! (an API token, say, in a pipeline) takes precedence.
 
 use std::collections::HashMap;
@@ -159,8 +160,12 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A stored token this close to its expiry is renewed before a command.
+/// A stored token this close to its expiry is renewed before it is used.
 const RENEW_WITHIN_SECS: u64 = 15 * 60;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 fn credentials_path() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("REBOUND_CREDENTIALS") {
@@ -173,7 +178,10 @@ fn credentials_path() -> Result<PathBuf> {
 struct Client {
     http: reqwest::Client,
     server: String,
-    token: Option<String>,
+    token: std::sync::Mutex<Option<String>>,
+    /// When the token came from the credentials file: its expiry, for
+    /// renewing it (`None` for `REBOUND_TOKEN` and older files).
+    expires_at: std::sync::Mutex<Option<u64>>,
 }
 
 impl Client {
@@ -184,41 +192,53 @@ impl Client {
                 .timeout(Duration::from_secs(60))
                 .build()?,
             server: server.server.trim_end_matches('/').to_owned(),
-            token: None,
+            token: std::sync::Mutex::default(),
+            expires_at: std::sync::Mutex::default(),
         })
     }
 
-    /// A client with `REBOUND_TOKEN`, or the token `login` stored — renewed
-    /// first when it expires within a quarter hour. A renewal the host
-    /// refuses leaves the stored token as it was, to be used while it lasts.
-    async fn new(server: &ServerArgs) -> Result<Self> {
-        let mut client = Self::anonymous(server)?;
+    /// A client with `REBOUND_TOKEN`, or the token `login` stored.
+    fn new(server: &ServerArgs) -> Result<Self> {
+        let client = Self::anonymous(server)?;
         if let Ok(token) = std::env::var("REBOUND_TOKEN") {
-            client.token = Some(token);
-            return Ok(client);
-        }
-        let Some(stored) = Credentials::read(&client.server) else {
-            return Ok(client);
-        };
-        client.token = Some(stored.token);
-        let now = unix_now();
-        if let Some(expires_at) = stored.expires_at
-            && expires_at > now
-            && expires_at - now <= RENEW_WITHIN_SECS
-        {
-            match client
-                .call(reqwest::Method::POST, "/auth/renew", None, &[])
-                .await
-                .and_then(|(_, reply)| Credentials::new(&client.server, &reply))
-            {
-                Ok(renewed) => {
-                    renewed.write()?;
-                    client.token = Some(renewed.token);
-                }
-                Err(e) => eprintln!("the session could not be renewed ({e}); run `rebound login`"),
-            }
+            *lock(&client.token) = Some(token);
+        } else if let Some(stored) = Credentials::read(&client.server) {
+            *lock(&client.token) = Some(stored.token);
+            *lock(&client.expires_at) = stored.expires_at;
         }
         Ok(client)
+    }
+
+    fn token(&self) -> Option<String> {
+        lock(&self.token).clone()
+    }
+
+    /// Renew the stored token when it expires within a quarter hour —
+    /// before a command, and during a long `--wait` — and keep the new one
+    /// in the credentials file. A renewal the host refuses leaves the token
+    /// as it was, to be used while it lasts.
+    async fn renew_if_due(&self) -> Result<()> {
+        let now = unix_now();
+        let due =
+            lock(&self.expires_at).is_some_and(|at| at > now && at - now <= RENEW_WITHIN_SECS);
+        if !due {
+            return Ok(());
+        }
+        // Asked once per token: a refusal is not asked again and again.
+        *lock(&self.expires_at) = None;
+        match self
+            .send(reqwest::Method::POST, "/auth/renew", None, &[])
+            .await
+            .and_then(|(_, reply)| Credentials::new(&self.server, &reply))
+        {
+            Ok(renewed) => {
+                renewed.write()?;
+                *lock(&self.expires_at) = renewed.expires_at;
+                *lock(&self.token) = Some(renewed.token);
+            }
+            Err(e) => eprintln!("the session could not be renewed ({e}); run `rebound login`"),
+        }
+        Ok(())
     }
 
     async fn call(
@@ -228,9 +248,21 @@ impl Client {
         body: Option<(&str, String)>,
         headers: &[(&str, &str)],
     ) -> Result<(reqwest::StatusCode, Value)> {
+        self.renew_if_due().await?;
+        self.send(method, path, body, headers).await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, String)>,
+        headers: &[(&str, &str)],
+    ) -> Result<(reqwest::StatusCode, Value)> {
         let url = format!("{}/api/v1{path}", self.server);
         let mut request = self.http.request(method, &url);
-        if let Some(token) = &self.token {
+        let token = self.token();
+        if let Some(token) = &token {
             request = request.bearer_auth(token);
         }
         for (k, v) in headers {
@@ -249,7 +281,7 @@ impl Client {
         if !status.is_success() {
             return Err(Exit::new(
                 Exit::for_status(status.as_u16()),
-                problem_text(status, &value, self.token.is_none()),
+                problem_text(status, &value, token.is_none()),
             )
             .into());
         }
@@ -346,7 +378,7 @@ pub async fn apply(server: &ServerArgs, args: &ApplyArgs) -> Result<()> {
     } else {
         "application/yaml"
     };
-    let client = Client::new(server).await?;
+    let client = Client::new(server)?;
     let path = format!("/plans/{}", document.name);
     // The stored plan, to show what changes (none: it is created).
     let stored = match client.get(&path).await {
@@ -414,7 +446,7 @@ pub async fn list_plugins(server: &ServerArgs) -> Result<()> {
 }
 
 pub async fn get(server: &ServerArgs, args: &GetArgs) -> Result<()> {
-    let client = Client::new(server).await?;
+    let client = Client::new(server)?;
     let query = |pairs: &[(&str, &Option<String>)]| {
         let parts: Vec<String> = pairs
             .iter()
@@ -451,7 +483,7 @@ pub async fn get(server: &ServerArgs, args: &GetArgs) -> Result<()> {
 /// Start a workflow; with `--wait`, print each step as it changes and
 /// fail unless the run succeeds.
 pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
-    let client = Client::new(server).await?;
+    let client = Client::new(server)?;
     let mut headers = Vec::new();
     if let Some(key) = &args.idempotency_key {
         headers.push(("idempotency-key", key.as_str()));
@@ -572,7 +604,7 @@ fn print_report(id: &str, status: &str, report: &Value) {
 }
 
 pub async fn token(server: &ServerArgs, command: &TokenCommand) -> Result<()> {
-    let client = Client::new(server).await?;
+    let client = Client::new(server)?;
     match command {
         TokenCommand::Create { name, role } => {
             let (_, created) = client
@@ -620,7 +652,7 @@ pub async fn publish_plugin(server: &ServerArgs, dir: &std::path::Path) -> Resul
         "wasm": base64::engine::general_purpose::STANDARD.encode(&package.wasm),
         "signature": package.signature,
     });
-    let client = Client::new(server).await?;
+    let client = Client::new(server)?;
     let (_, plugin) = client
         .call(
             reqwest::Method::POST,
@@ -640,7 +672,7 @@ pub async fn publish_plugin(server: &ServerArgs, dir: &std::path::Path) -> Resul
 
 /// Approve a run's next approval gate, or cancel a run nobody is driving.
 pub async fn decide(server: &ServerArgs, run: &str, verb: &str) -> Result<()> {
-    let client = Client::new(server).await?;
+    let client = Client::new(server)?;
     let (_, detail) = client
         .call(
             reqwest::Method::POST,
