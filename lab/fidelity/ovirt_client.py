@@ -152,9 +152,46 @@ inc_service.finalize()
 wait("incremental backup succeeded", inc_service.get,
      lambda b: b.phase == types.BackupPhase.SUCCEEDED)
 
+# The storage domain lists the snapshot's disk images with their disks.
+domain = system.storage_domains_service().list()[0]
+domain_service = system.storage_domains_service().storage_domain_service(domain.id)
+images = domain_service.disk_snapshots_service().list()
+image = [i for i in images if i.id == snap_disks[0].image_id]
+assert len(image) == 1 and image[0].disk.id == first.id, images
+
+# A disk copy is refused while its VM runs.
+first_service = disks_service.disk_service(first.id)
+copy_to = types.StorageDomain(id=domain.id)
+try:
+    first_service.copy(storage_domain=copy_to, disk=types.Disk(name="db-1-copy"))
+    raise AssertionError("copying a running VM's disk was accepted")
+except sdk.Error as e:
+    assert e.code == 409 and "must be down" in str(e), e
+
 # Power: stop, and see it go down.
 vm_service.stop()
 wait("down", vm_service.get, lambda v: v.status == types.VmStatus.DOWN)
+
+# Then the disk is copied: a new disk, locked until the copy is done,
+# holding the same data.
+first_service.copy(storage_domain=copy_to, disk=types.Disk(name="db-1-copy"))
+found = disks_service.list(search="name=db-1-copy")
+assert len(found) == 1 and found[0].id != first.id, found
+copied = wait("copy ok", disks_service.disk_service(found[0].id).get,
+              lambda d: d.status == types.DiskStatus.OK)
+assert copied.provisioned_size == first.provisioned_size, copied
+transfer = transfers.add(types.ImageTransfer(
+    disk=types.Disk(id=copied.id),
+    direction=types.ImageTransferDirection.DOWNLOAD,
+    format=types.DiskFormat.RAW,
+))
+transfer_service = transfers.image_transfer_service(transfer.id)
+transfer = wait("transferring", transfer_service.get,
+                lambda t: t.phase == types.ImageTransferPhase.TRANSFERRING)
+req = urllib.request.Request(transfer.transfer_url, headers={"Range": "bytes=0-4095"})
+assert urllib.request.urlopen(req, context=tls).read().startswith(b"db-1 disk 0")
+transfer_service.finalize()
+print("disk copied")
 try:
     vm_service.stop()
     raise AssertionError("stopping a stopped VM was accepted")

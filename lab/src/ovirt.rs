@@ -11,9 +11,10 @@
 //! - `/ovirt-engine/api` ([`api`]): XML in and out with the engine's element
 //!   names and `href`/`id` attributes; VMs (search by name, add, clone from
 //!   a snapshot, start/stop/shutdown with status progressions), disk
-//!   attachments, NICs, tags, disks, snapshots (`locked` → `ok`, a job per
-//!   `correlation_id`), incremental backups with checkpoints, image
-//!   transfers, clusters, storage domains, networks and vNIC profiles;
+//!   attachments, NICs, tags, disks (copies included), snapshots (`locked`
+//!   → `ok`, a job per `correlation_id`), incremental backups with
+//!   checkpoints, image transfers, clusters, storage domains and their disk
+//!   snapshots, networks and vNIC profiles;
 //!   errors are `<fault><reason/><detail/></fault>`.
 //! - `/images/{ticket}` ([`imageio`]): the transfer's data plane.
 //! - Disks, snapshot and backup images are sparse files in the state

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use futures_util::{StreamExt, stream};
+use futures_util::{StreamExt, TryStreamExt, stream};
 
 use crate::checkpoint::Checkpoint;
 use crate::digest::{block_digest, disk_digest};
@@ -16,10 +16,12 @@ use crate::endpoint::Endpoint;
 pub enum Mode {
     /// Every block.
     Full,
-    /// Blocks whose digests differ between source and target (both must
-    /// offer block digests; otherwise the copy falls back to `Full` and the
-    /// report says so). An initial sync of a sparse disk onto an empty
-    /// volume moves only its data.
+    /// Blocks whose digests differ between source and target. An endpoint
+    /// that lists no block digests has its blocks hashed by the mover: a
+    /// target's read (not written) before the copy, a source's as each
+    /// block is read for it (a block equal to the target's is not written).
+    /// An initial sync of a sparse disk onto an empty volume writes only
+    /// its data; the report's mode says which side was hashed.
     Digests,
     /// Blocks overlapping these byte ranges `(offset, length)`, as a
     /// platform's changed-block listing returns them.
@@ -56,8 +58,11 @@ pub struct CopyReport {
     pub blocks_resumed: u64,
     /// Blocks left alone because they were already equal.
     pub blocks_unchanged: u64,
+    /// Bytes read from the source, the blocks found equal included.
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// Bytes of the target read to hash it, where it lists no digests.
+    pub bytes_hashed: u64,
     /// The verified whole-disk digest, equal on both sides.
     pub disk_digest: String,
     pub elapsed: Duration,
@@ -197,6 +202,32 @@ impl Client {
             .map_err(|e| http_error("GET", endpoint, format!("digest list unreadable: {e}")))
     }
 
+    /// Every block's digest of `endpoint`: listed by it where it can, else
+    /// read block by block (`workers` at once) and hashed here; with the
+    /// bytes read for it.
+    async fn all_digests(
+        &self,
+        endpoint: &Endpoint,
+        block_size: u64,
+        workers: usize,
+    ) -> Result<(Vec<String>, u64), MoveError> {
+        if endpoint.block_digests {
+            return Ok((self.digests(endpoint, block_size).await?, 0));
+        }
+        let blocks = endpoint.size.div_ceil(block_size);
+        let digests: Vec<String> = stream::iter(0..blocks)
+            .map(|block| async move {
+                let (start, end) = span(block, block_size, endpoint.size);
+                self.read(endpoint, start, end)
+                    .await
+                    .map(|data| block_digest(&data))
+            })
+            .buffered(workers)
+            .try_collect()
+            .await?;
+        Ok((digests, endpoint.size))
+    }
+
     async fn read(
         &self,
         endpoint: &Endpoint,
@@ -287,20 +318,47 @@ pub async fn copy(
     let total = size.div_ceil(bs);
     let resumed = checkpoint.completed();
 
+    // Digests of both sides where the mode compares them: an endpoint that
+    // lists its own (a mover agent) answers at once; the target's of one
+    // that does not (imageio, say) are read and hashed here, which reads
+    // the disk but writes nothing to it. A source's are hashed as each
+    // block is read for the copy, so no source block is read twice.
+    let mut hashed = 0u64;
+    let (src_digests, dst_digests) = match &options.mode {
+        Mode::Digests => {
+            let (src, (dst, read)) = tokio::try_join!(
+                async {
+                    match source.block_digests {
+                        true => client.digests(source, bs).await.map(Some),
+                        false => Ok(None),
+                    }
+                },
+                client.all_digests(target, bs, options.workers),
+            )?;
+            hashed += read;
+            (src, Some(dst))
+        }
+        _ => (None, None),
+    };
     let (mode, wanted): (String, BTreeSet<u64>) = match &options.mode {
         Mode::Full => ("full".into(), (0..total).collect()),
-        Mode::Digests if source.block_digests && target.block_digests => {
-            let (src, dst) =
-                tokio::try_join!(client.digests(source, bs), client.digests(target, bs))?;
-            let differing = (0..total)
-                .filter(|&b| src.get(b as usize) != dst.get(b as usize))
-                .collect();
-            ("delta by block digests".into(), differing)
+        Mode::Digests => {
+            let dst = dst_digests.as_deref().unwrap_or_default();
+            let mode = match (source.block_digests, target.block_digests) {
+                (true, true) => "delta by block digests",
+                (true, false) => "delta by block digests (the target's hashed by the mover)",
+                (false, true) => "delta by block digests (the source's hashed as it is read)",
+                (false, false) => "delta by block digests (both sides' hashed by the mover)",
+            };
+            let wanted = match &src_digests {
+                Some(src) => (0..total)
+                    .filter(|&b| src.get(b as usize) != dst.get(b as usize))
+                    .collect(),
+                // Decided block by block once the source block is read.
+                None => (0..total).collect(),
+            };
+            (mode.into(), wanted)
         }
-        Mode::Digests => (
-            "full (an endpoint offers no block digests)".into(),
-            (0..total).collect(),
-        ),
         Mode::Changed(ranges) => {
             let mut blocks = BTreeSet::new();
             for &(offset, len) in ranges {
@@ -320,37 +378,65 @@ pub async fn copy(
         .collect();
     let blocks_resumed = wanted.iter().filter(|b| resumed.contains(b)).count() as u64;
 
+    // Each block read from the source is written unless the target is
+    // known to hold it already (its digest, where the source's was not
+    // known before reading).
+    let skip_equal = src_digests.is_none() && dst_digests.is_some();
     let mut moved = stream::iter(todo.iter().copied())
         .map(|block| {
-            let client = &client;
+            let (client, dst) = (&client, dst_digests.as_deref());
             async move {
                 let (start, end) = span(block, bs, size);
                 let data = client.read(source, start, end).await?;
                 let len = data.len() as u64;
-                client.write(target, start, data).await?;
-                Ok::<_, MoveError>(len)
+                // Hashed only where the source's digest was not known.
+                let digest = skip_equal.then(|| block_digest(&data));
+                let equal =
+                    digest.is_some() && dst.and_then(|d| d.get(block as usize)) == digest.as_ref();
+                if !equal {
+                    client.write(target, start, data).await?;
+                }
+                Ok::<_, MoveError>((len, digest, !equal))
             }
         })
         .buffered(options.workers);
-    let mut bytes = 0u64;
+    let (mut bytes_read, mut bytes_written) = (0u64, 0u64);
+    let mut written = Vec::new();
+    let mut read_digests = Vec::with_capacity(if skip_equal { todo.len() } else { 0 });
     let mut index = 0usize;
     while let Some(result) = moved.next().await {
-        bytes += result?;
+        let (len, digest, wrote) = result?;
+        let block = todo[index];
+        bytes_read += len;
+        if wrote {
+            bytes_written += len;
+            written.push(block);
+        }
+        read_digests.extend(digest);
         // `buffered` yields in order, so this is the block just finished.
-        checkpoint.complete(todo[index])?;
+        checkpoint.complete(block)?;
         index += 1;
     }
     drop(moved);
 
-    let disk = verify(&client, source, target, bs, &todo).await?;
+    // The source's digest of every block, where known: listed by it, or
+    // hashed while reading it (every block, none resumed).
+    let known = match (src_digests, skip_equal) {
+        (Some(src), _) => Some(src),
+        (None, true) if blocks_resumed == 0 => Some(read_digests),
+        _ => None,
+    };
+    let disk = verify(&client, source, target, bs, &written, known.as_deref()).await?;
+    let blocks_unchanged = total - blocks_resumed - written.len() as u64;
     Ok(CopyReport {
         mode,
         blocks_total: total,
-        blocks_copied: todo.len() as u64,
+        blocks_copied: written.len() as u64,
         blocks_resumed,
-        blocks_unchanged: total - wanted.len() as u64,
-        bytes_read: bytes,
-        bytes_written: bytes,
+        blocks_unchanged,
+        bytes_read,
+        bytes_written,
+        bytes_hashed: hashed,
         disk_digest: disk,
         elapsed: started.elapsed(),
     })
@@ -358,13 +444,18 @@ pub async fn copy(
 
 /// Compare source and target block by block; the whole-disk digest when
 /// they are equal. With block digests on both sides every block is
-/// compared; otherwise the `copied` blocks are read back from both.
+/// compared; otherwise the `copied` blocks are read back from the target
+/// and checked against the source's digest — `known` (every block's, from
+/// before the copy) where there is one, else the source read again. The
+/// whole-disk digest comes from `known` when there is one (the blocks not
+/// copied were found equal by it), else from the copied blocks alone.
 async fn verify(
     client: &Client,
     source: &Endpoint,
     target: &Endpoint,
     bs: u64,
     copied: &[u64],
+    known: Option<&[String]>,
 ) -> Result<String, MoveError> {
     let corrupt = |block: u64, expected: &str, found: &str| {
         let (offset, end) = span(block, bs, source.size);
@@ -388,20 +479,29 @@ async fn verify(
         }
         return Ok(disk_digest(&src));
     }
+    let known = known.filter(|k| k.len() as u64 == source.size.div_ceil(bs));
     let mut digests = Vec::with_capacity(copied.len());
     for &block in copied {
         let (start, end) = span(block, bs, source.size);
-        let (a, b) = tokio::try_join!(
-            client.read(source, start, end),
-            client.read(target, start, end)
-        )?;
-        let (a, b) = (block_digest(&a), block_digest(&b));
+        let (a, b) = match known {
+            Some(k) => (
+                k[block as usize].clone(),
+                block_digest(&client.read(target, start, end).await?),
+            ),
+            None => {
+                let (a, b) = tokio::try_join!(
+                    client.read(source, start, end),
+                    client.read(target, start, end)
+                )?;
+                (block_digest(&a), block_digest(&b))
+            }
+        };
         if a != b {
             return Err(corrupt(block, &a, &b));
         }
         digests.push(a);
     }
-    Ok(disk_digest(&digests))
+    Ok(disk_digest(known.unwrap_or(&digests)))
 }
 
 /// Read bytes `start..end` of `endpoint` as the mover reads a block (its
@@ -431,6 +531,7 @@ pub async fn verify_endpoints(
         target,
         block_size,
         &[],
+        None,
     )
     .await
 }

@@ -131,6 +131,97 @@ async fn a_sparse_disk_is_seeded_then_resynced_moving_only_the_changed_blocks() 
     assert_eq!(listed.bytes_written, again.len() as u64 * BLOCK);
 }
 
+/// Endpoints that list no block digests (imageio's, say): the mover hashes
+/// the target by reading it and writes only the blocks that differ; a
+/// source's blocks are hashed as they are read for the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_without_digests_are_hashed_and_only_changed_blocks_written() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (src, dst) = (dir.path().join("src.raw"), dir.path().join("dst.raw"));
+    let size = 64 * BLOCK;
+    sparse(&src, size);
+    sparse(&dst, size);
+    scribble(&src, &(0..64).filter(|b| b % 4 == 0).collect::<Vec<_>>());
+    let source = agent(&src, "src-token", false).await;
+    let plain = |e: &Endpoint| Endpoint {
+        block_digests: false,
+        ..e.clone()
+    };
+    let target = plain(&agent(&dst, "dst-token", true).await);
+    let seeded = copy(
+        &source,
+        &target,
+        CopyOptions::default(),
+        &mut MemoryCheckpoint::default(),
+    )
+    .await
+    .expect("seed");
+    assert_eq!(
+        seeded.mode,
+        "delta by block digests (the target's hashed by the mover)"
+    );
+    assert_eq!((seeded.blocks_copied, seeded.bytes_hashed), (16, size));
+    assert_eq!(seeded.bytes_written, 16 * BLOCK, "holes are not written");
+
+    let changed = [5, 17, 40];
+    scribble(&src, &changed);
+    let resync = copy(
+        &source,
+        &target,
+        CopyOptions::default(),
+        &mut MemoryCheckpoint::default(),
+    )
+    .await
+    .expect("resync");
+    assert_eq!(resync.bytes_written, 3 * BLOCK);
+    assert_eq!(
+        resync.disk_digest,
+        verify_endpoints(
+            &source,
+            &Endpoint {
+                block_digests: true,
+                ..target.clone()
+            },
+            BLOCK
+        )
+        .await
+        .expect("equal"),
+        "the whole-disk digest is the disk's"
+    );
+
+    // The source lists none either: each block is hashed as it is read,
+    // and written only where the target's differs.
+    scribble(&src, &[63]);
+    let both = copy(
+        &plain(&source),
+        &target,
+        CopyOptions::default(),
+        &mut MemoryCheckpoint::default(),
+    )
+    .await
+    .expect("both hashed");
+    assert_eq!(
+        both.mode,
+        "delta by block digests (both sides' hashed by the mover)"
+    );
+    assert_eq!(
+        (both.blocks_copied, both.bytes_written, both.bytes_read),
+        (1, BLOCK, size)
+    );
+    assert_eq!(both.disk_digest, {
+        let again = copy(
+            &source,
+            &target,
+            CopyOptions::default(),
+            &mut MemoryCheckpoint::default(),
+        )
+        .await
+        .expect("nothing left");
+        assert_eq!(again.bytes_written, 0);
+        again.disk_digest
+    });
+}
+
 /// Stops the copy (by failing) after a number of blocks, like a crash.
 struct CrashAfter {
     inner: FileCheckpoint,

@@ -2,7 +2,8 @@
 //! a plan of the oVirt simulator's VMs (site `ovirt`) protected onto a
 //! KubeVirt cluster (site `kubevirt`), both reached through their real
 //! plugins. Replication, failover, reprotect and failback move disks
-//! through image transfers and the host's data mover; every disk is
+//! through image transfers and the host's data mover — onto oVirt only the
+//! blocks that differ from the disk each import supersedes; every disk is
 //! compared block for block after each move, the old primary is fenced
 //! (stopped, its epoch in its tags), and neither platform served a side
 //! effect twice. On SQLite and PostgreSQL.
@@ -212,6 +213,18 @@ async fn ovirt_to_kubevirt_and_back(store: Store) {
         .expect("write");
     let resync = run(&store, &lab, Workflow::Reprotect).await;
     assert_eq!(resync.len(), 2, "{resync:?}");
+    // Each import onto oVirt starts from a copy of the disk it supersedes
+    // there (the old primary's), which the mover hashes by reading it
+    // (imageio lists no digests): only the 4 MiB blocks that differ are
+    // written — the write lost on failover (both VMs) and the write on the
+    // cluster (web-1): three blocks of the 256 MiB.
+    assert_eq!(moved(&resync), 3 * 4 * MIB, "{resync:#?}");
+    assert!(
+        modes(&resync)
+            .iter()
+            .all(|m| m == "delta by block digests (the target's hashed by the mover)"),
+        "{resync:#?}"
+    );
     assert_eq!(
         store.plan("shop").await.expect("plan").lifecycle.state,
         PlanState::ReadyForFailback
@@ -223,6 +236,8 @@ async fn ovirt_to_kubevirt_and_back(store: Store) {
         .expect("write");
     let failback = run(&store, &lab, Workflow::Failback).await;
     assert!(moved(&failback) > 0, "{failback:?}");
+    // Onto the copies reprotect made: the one block written since.
+    assert_eq!(moved(&failback), 4 * MIB, "{failback:#?}");
     let l = store.plan("shop").await.expect("plan").lifecycle;
     assert_eq!(
         (l.state, l.primary.as_str()),
@@ -260,7 +275,16 @@ async fn ovirt_to_kubevirt_and_back(store: Store) {
     );
 
     // Protected again: a cycle runs from oVirt onto the cluster.
-    run(&store, &lab, Workflow::Replication).await;
+    // oVirt's blocks are hashed as they are read; the cluster's copies
+    // already hold them all.
+    let again = run(&store, &lab, Workflow::Replication).await;
+    assert_eq!(moved(&again), 0, "{again:#?}");
+    assert!(
+        modes(&again)
+            .iter()
+            .all(|m| m == "delta by block digests (the source's hashed as it is read)"),
+        "{again:#?}"
+    );
 
     cross::assert_no_repeats("oVirt", lab.ovirt.effects());
     cross::assert_no_repeats("KubeVirt", lab.kubevirt.effects());
@@ -271,6 +295,15 @@ async fn ovirt_to_kubevirt_and_back(store: Store) {
             "{name}'s original disks kept"
         );
     }
+}
+
+/// The data mover's mode for every disk of the transfers in `outputs`.
+fn modes(outputs: &[Value]) -> Vec<String> {
+    outputs
+        .iter()
+        .flat_map(|o| o["modes"].as_array().cloned().unwrap_or_default())
+        .map(|m| m.as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 rebound_store::on_both_backends!(ovirt_to_kubevirt_and_back);

@@ -269,6 +269,7 @@ fn route(
             ok(&e.render_disk(d, shared.allocated(&disk_image(id))))
         }
         ["disks", id] if delete => remove_disk(shared, id),
+        ["disks", id, "copy"] if post => copy_disk(shared, id, body),
         ["jobs"] if get => {
             let e = shared.lock();
             let wanted = search(q, "correlation_id");
@@ -335,6 +336,35 @@ fn route(
                 .with_text("used", used)
                 .with_text("available", 1u64 << 40)],
             ))
+        }
+        ["storagedomains", sd, "disksnapshots"] if get => {
+            let e = shared.lock();
+            if *sd != e.storage_domain {
+                return Err(not_found(sd));
+            }
+            let snaps = e.snapshots.values().flat_map(|s| {
+                s.images.iter().filter_map(|(disk, image)| {
+                    let d = e.disks.get(disk)?;
+                    Some(
+                        linked(
+                            "disk_snapshot",
+                            &format!("storagedomains/{sd}/disksnapshots/{image}"),
+                            image,
+                        )
+                        .with_text("name", &d.alias)
+                        .with_text("provisioned_size", d.size)
+                        .with_text("actual_size", shared.allocated(image))
+                        .with_text("status", "ok")
+                        .with(linked("disk", &format!("disks/{disk}"), disk))
+                        .with(linked(
+                            "snapshot",
+                            &format!("vms/{}/snapshots/{}", s.vm, s.id),
+                            &s.id,
+                        )),
+                    )
+                })
+            });
+            ok(&list("disk_snapshots", snaps))
         }
         ["networks"] if get => {
             let e = shared.lock();
@@ -810,6 +840,66 @@ fn add_disk(shared: &Shared, body: &[u8]) -> Answer {
     let doc = e.render_disk(&disk, 0);
     e.disks.insert(id, disk);
     created(&doc)
+}
+
+/// `POST /disks/{id}/copy`: a new disk on the storage domain holding the
+/// disk's data as it is now, named by the action's `<disk><name>`; locked
+/// while the copy runs, like a new disk. Refused while the disk is locked
+/// or its VM runs.
+fn copy_disk(shared: &Shared, id: &str, body: &[u8]) -> Answer {
+    let doc = parse(body)?;
+    let mut e = shared.lock();
+    let source = e.disks.get(id).cloned().ok_or_else(|| not_found(id))?;
+    if source.status.current() != "ok" {
+        return Err(conflict(&format!(
+            "Cannot copy Virtual Disk. Disk {} status is {}.",
+            source.alias,
+            source.status.current()
+        )));
+    }
+    if let Some(vm) = e
+        .vms
+        .values()
+        .find(|v| v.status.current() != "down" && v.disks.iter().any(|(d, _)| d == id))
+    {
+        return Err(conflict(&format!(
+            "Cannot copy Virtual Disk. VM {} must be down.",
+            vm.name
+        )));
+    }
+    match doc.id_at(&["storage_domain"]) {
+        Some(sd) if sd == e.storage_domain => {}
+        Some(sd) => return Err(not_found(sd)),
+        None => return Err(bad("Action [storage_domain.id|name] required for copy")),
+    }
+    let alias = doc
+        .text_at(&["disk", "name"])
+        .or_else(|| doc.text_at(&["disk", "alias"]))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{}_copy", source.alias));
+    let new = uuid();
+    shared
+        .disks
+        .copy(&disk_image(id), &disk_image(&new))
+        .map_err(|err| {
+            fault(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Operation Failed",
+                &err.to_string(),
+            )
+        })?;
+    let status = Stages::progress("locked", &[(shared.options.latency.clone_disks, "ok")]);
+    e.disks.insert(
+        new.clone(),
+        Disk {
+            id: new,
+            alias,
+            size: source.size,
+            status,
+            description: source.description.clone(),
+        },
+    );
+    action_done()
 }
 
 fn remove_disk(shared: &Shared, id: &str) -> Answer {

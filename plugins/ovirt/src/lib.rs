@@ -6,8 +6,10 @@
 //! - recovery points are VM snapshots without memory (`<vm>.<snapshot>`),
 //!   polled until `snapshot_status` is `ok`;
 //! - the data path is image transfers served by imageio: `export-disk`
-//!   downloads a snapshot's disk, `import-disk` uploads into a new disk;
-//!   the host's data mover reads and writes the transfer URL;
+//!   downloads a snapshot's disk, `import-disk` uploads into a new disk —
+//!   the engine's copy of the disk it supersedes, when the host names one,
+//!   so only changed blocks are written; the host's data mover reads and
+//!   writes the transfer URL;
 //! - `materialize` clones a VM from a snapshot, or creates a blank VM with
 //!   the imported disks attached, NICs on the mapped networks' vNIC
 //!   profiles (the isolated network for a drill), and starts it;

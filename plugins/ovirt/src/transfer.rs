@@ -3,8 +3,10 @@
 //! upload transfer into a new disk; either is served by imageio at the
 //! transfer's `transfer_url` (or `proxy_url` with the site's `use_proxy`),
 //! which takes ranged `GET` and `PUT` with `Content-Range` — what the mover
-//! sends. imageio offers no block digests, so copies onto oVirt are full
-//! and verified by reading back what was written.
+//! sends. An import onto an earlier copy starts from the engine's copy of
+//! that disk, so the data mover writes only the blocks that differ —
+//! imageio lists no block digests, so the mover hashes the disk by reading
+//! it — and reads back what it wrote to verify it.
 
 use rebound_plugin_sdk::xml::Element;
 use rebound_plugin_sdk::{
@@ -100,21 +102,31 @@ pub fn import(req: &ImportRequest) -> Result<Operation, ProviderError> {
         Some(d) => d,
         None => {
             let domain = storage_domain(&engine)?;
-            let body = Element::new("disk")
-                .with_text("name", &alias)
-                .with_text("provisioned_size", req.size_bytes)
-                .with_text("format", "raw")
-                .with_text("sparse", true)
-                .with_text("backup", "incremental")
-                .with(
-                    Element::new("storage_domains")
-                        .with(Element::new("storage_domain").with_attr("id", domain)),
-                );
-            engine
-                .send("POST", "/disks", Some(&body), &req.key, "disk")?
-                .ok_or_else(|| {
-                    ProviderError::ProviderFailed("the disk add returned nothing".into())
-                })?
+            let base = base_disk(&engine, req.volume_id.as_deref(), req.size_bytes)?;
+            let copy = match base {
+                Some(base) => copy_of(&engine, &base, &alias, &domain, &req.key)?,
+                None => None,
+            };
+            match copy {
+                Some(disk) => disk,
+                None => {
+                    let body = Element::new("disk")
+                        .with_text("name", &alias)
+                        .with_text("provisioned_size", req.size_bytes)
+                        .with_text("format", "raw")
+                        .with_text("sparse", true)
+                        .with_text("backup", "incremental")
+                        .with(
+                            Element::new("storage_domains")
+                                .with(Element::new("storage_domain").with_attr("id", domain)),
+                        );
+                    engine
+                        .send("POST", "/disks", Some(&body), &req.key, "disk")?
+                        .ok_or_else(|| {
+                            ProviderError::ProviderFailed("the disk add returned nothing".into())
+                        })?
+                }
+            }
         }
     };
     let disk_id = disk.attr("id").unwrap_or_default().to_owned();
@@ -149,6 +161,94 @@ pub fn import(req: &ImportRequest) -> Result<Operation, ProviderError> {
         site: req.site.clone(),
         id,
     })
+}
+
+/// The disk an import starts from: the host's `volume-id` — a disk an
+/// earlier import wrote, or a disk snapshot (a recovery point's copy),
+/// whose disk's data is the nearest at hand, since the engine copies disks
+/// but not a disk snapshot alone. None (a blank disk) when there is none,
+/// it is gone, or its size differs; the data mover then writes every block
+/// that is not a hole.
+fn base_disk(
+    engine: &Engine,
+    volume: Option<&str>,
+    size: u64,
+) -> Result<Option<Element>, ProviderError> {
+    let Some(volume) = volume else {
+        return Ok(None);
+    };
+    let disk = match engine.get(&format!("/disks/{volume}")) {
+        Ok(disk) => Some(disk),
+        Err(ProviderError::NotFound(_)) => {
+            let domain = storage_domain(engine)?;
+            let owner = engine
+                .list(&format!("/storagedomains/{domain}/disksnapshots"))?
+                .into_iter()
+                .find(|s| s.attr("id") == Some(volume))
+                .and_then(|s| s.id_at(&["disk"]).map(str::to_owned));
+            match owner {
+                Some(d) => match engine.get(&format!("/disks/{d}")) {
+                    Ok(disk) => Some(disk),
+                    Err(ProviderError::NotFound(_)) => None,
+                    Err(e) => return Err(e),
+                },
+                None => None,
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    let disk = disk.filter(|d| {
+        d.text_at(&["provisioned_size"])
+            .and_then(|s| s.parse::<u64>().ok())
+            == Some(size)
+    });
+    if disk.is_none() {
+        info!("import onto a blank disk"; "base" => volume, "reason" => "no disk of that size holds it");
+    }
+    Ok(disk)
+}
+
+/// Copy `base` to a new disk named `alias` (the engine's disk copy); the
+/// new disk, found by its name. None when the engine refuses the copy (the
+/// disk is locked, or its VM runs): the import then starts blank.
+fn copy_of(
+    engine: &Engine,
+    base: &Element,
+    alias: &str,
+    domain: &str,
+    key: &str,
+) -> Result<Option<Element>, ProviderError> {
+    let id = base.attr("id").unwrap_or_default();
+    let body = Element::new("action")
+        .with(Element::new("storage_domain").with_attr("id", domain))
+        .with(Element::new("disk").with_text("name", alias));
+    match engine.send(
+        "POST",
+        &format!("/disks/{id}/copy"),
+        Some(&body),
+        key,
+        "copy",
+    ) {
+        Ok(_) => info!("import starts from a copy"; "base" => id, "disk" => alias),
+        Err(ProviderError::Conflict(why)) => {
+            info!("import onto a blank disk"; "base" => id, "reason" => why);
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    }
+    engine
+        .list(&format!(
+            "/disks?search={}",
+            encode(&format!("name={alias}"))
+        ))?
+        .into_iter()
+        .find(|d| d.text_at(&["alias"]) == Some(alias))
+        .map(Some)
+        .ok_or_else(|| {
+            ProviderError::Transient(format!(
+                "the copy of disk '{id}' to '{alias}' is not listed yet"
+            ))
+        })
 }
 
 /// The site's `storage_domain` (a name), else the first data domain.

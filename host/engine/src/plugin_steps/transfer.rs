@@ -11,7 +11,8 @@
 //! Poll: once every endpoint is ready, the data mover copies each disk —
 //! the ranges the source platform lists as changed since the base copy's
 //! own source (`changed-blocks`, where the plugin offers it), otherwise the
-//! blocks whose digests differ — and verifies it block by block; only
+//! blocks whose digests differ (an endpoint that lists none is hashed by
+//! the mover as it reads it) — and verifies it block by block; only
 //! then is the set of imported volumes recorded as a recovery point at the
 //! target — the one a later `materialize` there attaches. A copy that fails
 //! verification fails the step, so the run never cuts over to it. A step
@@ -382,6 +383,7 @@ impl PluginSteps {
             disks.push(json!({
                 "disk_id": format!("disk{i}"), "copy_id": volume, "size_bytes": source.size_bytes,
                 "digest": report.disk_digest, "mode": report.mode,
+                "bytes_hashed": report.bytes_hashed,
             }));
         }
         // Verified: the imported volumes become the target's recovery point.
