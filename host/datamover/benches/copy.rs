@@ -5,6 +5,9 @@
 //! - `full_copy_tls`: the same through two agents behind HTTPS with a CA of
 //!   their own, which the endpoints name (`Endpoint::ca_pem`), as a
 //!   platform's export servers and imageio are;
+//! - `resync_target_hashed`: a resync of that copy onto a target that lists
+//!   no block digests (oVirt's imageio): the mover reads and hashes all of
+//!   it, and writes nothing;
 //! - `plain_cp`: the same file copied by `cp`, the baseline;
 //! - after the timed runs, a 1% delta resync prints bytes moved / bytes
 //!   changed.
@@ -109,6 +112,25 @@ fn bench(c: &mut Criterion) {
                     &mut MemoryCheckpoint::default(),
                 ))
                 .expect("copy")
+        });
+    });
+    // The target now equals the source. A resync onto a target that lists
+    // no digests (imageio's) reads and hashes all of it and writes nothing.
+    let plain_target = Endpoint {
+        block_digests: false,
+        ..target.clone()
+    };
+    group.bench_function("resync_target_hashed", |b| {
+        b.iter(|| {
+            let report = tokio
+                .block_on(copy(
+                    &source,
+                    &plain_target,
+                    CopyOptions::default(),
+                    &mut MemoryCheckpoint::default(),
+                ))
+                .expect("resync");
+            assert_eq!(report.bytes_written, 0);
         });
     });
     let (tls_source, tls_target) =
