@@ -14,6 +14,7 @@ mod m20261125_000007_site_probes;
 mod m20261125_000008_api_auth;
 mod m20261125_000009_sites;
 mod m20261205_000010_password_changed;
+mod m20261206_000011_sign_in_failures;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000008_api_auth::Migration),
             Box::new(m20261125_000009_sites::Migration),
             Box::new(m20261205_000010_password_changed::Migration),
+            Box::new(m20261206_000011_sign_in_failures::Migration),
         ]
     }
 }

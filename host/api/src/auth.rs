@@ -442,7 +442,7 @@ impl Auth {
         username: &str,
         password: &str,
     ) -> Result<(IssuedToken, Principal), Problem> {
-        self.throttle.check(username)?;
+        self.throttle.check(store, username).await?;
         let user = store.user(username).await?;
         let hash = user
             .as_ref()
@@ -455,11 +455,11 @@ impl Auth {
         let user = match user {
             Some(user) if ok => user,
             _ => {
-                self.throttle.failed(username);
+                self.throttle.failed(store, username).await?;
                 return Err(refused());
             }
         };
-        self.throttle.succeeded(username);
+        self.throttle.succeeded(store, username).await?;
         let role = user
             .role
             .parse::<Role>()

@@ -3,21 +3,19 @@
 //! user, every further attempt — right password or wrong — is refused (429
 //! with `Retry-After`) for `login_lockout_seconds`, doubling with each
 //! failure after (up to a quarter hour); a success starts the count again.
-//! Kept in memory per host process, by user name, so an attacker can make
-//! a user wait but not guess faster; API tokens and OIDC sign-ins are not
-//! affected.
+//! Counted in the store by user name (known or not, so a wait tells
+//! nothing about which names exist), so every host replica on one store
+//! shares the count: an attacker can make a user wait but not guess faster,
+//! however many replicas it spreads its guesses over. API tokens and OIDC
+//! sign-ins are not affected.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::StatusCode;
+use rebound_store::Store;
 
 use crate::problem::Problem;
 
-/// Names tracked at most; beyond, names whose wait is over are forgotten
-/// first, so made-up names cannot grow the map without bound.
-const MAX_TRACKED: usize = 10_000;
 /// The longest wait, however many failures.
 const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
 
@@ -25,14 +23,12 @@ const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
 pub(crate) struct LoginThrottle {
     attempts: u32,
     wait: Duration,
-    failures: Mutex<HashMap<String, Failures>>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
-    /// Until when attempts are refused.
-    until: Option<Instant>,
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl LoginThrottle {
@@ -40,21 +36,16 @@ impl LoginThrottle {
         Self {
             attempts: attempts.max(1),
             wait,
-            failures: Mutex::default(),
         }
     }
 
     /// Refuse an attempt for `user` while it must wait.
-    pub(crate) fn check(&self, user: &str) -> Result<(), Problem> {
-        let failures = self.lock();
-        let Some(until) = failures.get(user).and_then(|f| f.until) else {
+    pub(crate) async fn check(&self, store: &Store, user: &str) -> Result<(), Problem> {
+        let Some(until) = store.sign_in_locked_until(user).await? else {
             return Ok(());
         };
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(());
-        }
-        let seconds = left.as_secs() + 1;
+        let left_ms = u64::try_from(until - now_ms()).unwrap_or(0);
+        let seconds = left_ms.div_ceil(1000).max(1);
         let mut problem = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -67,35 +58,27 @@ impl LoginThrottle {
         Err(problem)
     }
 
+    /// How long `user` waits after `failures` failures in a row.
+    fn wait_after(&self, failures: u32) -> Option<Duration> {
+        let doublings = failures.checked_sub(self.attempts)?.min(16);
+        Some(self.wait.saturating_mul(1 << doublings).min(MAX_WAIT))
+    }
+
     /// Count a failed attempt for `user`.
-    pub(crate) fn failed(&self, user: &str) {
-        let mut failures = self.lock();
-        if failures.len() >= MAX_TRACKED && !failures.contains_key(user) {
-            let now = Instant::now();
-            failures.retain(|_, f| f.until.is_some_and(|u| u > now));
-            if failures.len() >= MAX_TRACKED {
-                return;
-            }
+    pub(crate) async fn failed(&self, store: &Store, user: &str) -> Result<(), Problem> {
+        let failures = store.sign_in_failed(user).await?;
+        if let Some(wait) = self.wait_after(failures) {
+            let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+            store
+                .lock_sign_in(user, now_ms().saturating_add(wait_ms))
+                .await?;
         }
-        let entry = failures.entry(user.to_owned()).or_insert(Failures {
-            count: 0,
-            until: None,
-        });
-        entry.count += 1;
-        if entry.count >= self.attempts {
-            let doublings = (entry.count - self.attempts).min(16);
-            let wait = self.wait.saturating_mul(1 << doublings).min(MAX_WAIT);
-            entry.until = Some(Instant::now() + wait);
-        }
+        Ok(())
     }
 
     /// A success: `user` starts again with no failures.
-    pub(crate) fn succeeded(&self, user: &str) {
-        self.lock().remove(user);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Failures>> {
-        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) async fn succeeded(&self, store: &Store, user: &str) -> Result<(), Problem> {
+        Ok(store.sign_in_succeeded(user).await?)
     }
 }
 
@@ -103,34 +86,48 @@ impl LoginThrottle {
 mod tests {
     use super::*;
 
-    #[test]
-    fn failures_past_the_allowance_make_the_user_wait_longer_each_time() {
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = rebound_store::testing::fresh_sqlite(dir.path())
+            .await
+            .expect("store");
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn failures_past_the_allowance_make_the_user_wait_longer_each_time() {
+        let (_dir, store) = store().await;
         let throttle = LoginThrottle::new(3, Duration::from_secs(30));
         for _ in 0..2 {
-            throttle.failed("alice");
-            assert!(throttle.check("alice").is_ok());
+            throttle.failed(&store, "alice").await.expect("count");
+            assert!(throttle.check(&store, "alice").await.is_ok());
         }
-        throttle.failed("alice");
-        let refused = throttle.check("alice").expect_err("third failure");
+        throttle.failed(&store, "alice").await.expect("count");
+        let refused = throttle
+            .check(&store, "alice")
+            .await
+            .expect_err("third failure");
         assert_eq!(refused.status, 429);
         assert_eq!(refused.retry_after, Some(30));
-        assert!(throttle.check("bob").is_ok(), "per user");
-        throttle.failed("alice");
+        assert!(throttle.check(&store, "bob").await.is_ok(), "per user");
+        throttle.failed(&store, "alice").await.expect("count");
         assert_eq!(
-            throttle.check("alice").expect_err("fourth").retry_after,
+            throttle
+                .check(&store, "alice")
+                .await
+                .expect_err("fourth")
+                .retry_after,
             Some(60)
         );
-        throttle.succeeded("alice");
-        assert!(throttle.check("alice").is_ok());
+        throttle.succeeded(&store, "alice").await.expect("reset");
+        assert!(throttle.check(&store, "alice").await.is_ok());
     }
 
     #[test]
     fn the_wait_is_capped() {
         let throttle = LoginThrottle::new(1, Duration::from_secs(60));
-        for _ in 0..40 {
-            throttle.failed("alice");
-        }
-        let wait = throttle.check("alice").expect_err("locked").retry_after;
-        assert_eq!(wait, Some(15 * 60));
+        assert_eq!(throttle.wait_after(0), None);
+        assert_eq!(throttle.wait_after(1), Some(Duration::from_secs(60)));
+        assert_eq!(throttle.wait_after(40), Some(MAX_WAIT));
     }
 }

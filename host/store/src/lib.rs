@@ -15,6 +15,7 @@
 mod api;
 mod entity;
 mod migrate;
+mod sign_in;
 mod sites;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
