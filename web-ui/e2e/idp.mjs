@@ -6,7 +6,9 @@
 // is not checked. Users: `olivia` is an operator, anyone else has no role.
 // Access tokens live 20 seconds, and every sign-in also gets a refresh
 // token (rotated on each use, as for any public client), so the browser
-// test sees the UI renew a session before its token expires.
+// test sees the UI renew a session before its token expires. The same
+// client serves `rebound login --oidc` (e2e/cli-login.test.mjs), whose
+// redirect comes back to a loopback port of its own.
 //
 // `REBOUND_UI_URL=http://127.0.0.1:PORT/ node e2e/idp.mjs` prints
 // `idp on http://127.0.0.1:PORT2` and serves until it is killed.
@@ -34,7 +36,10 @@ const provider = new Provider(issuer, {
     {
       client_id: "rebound-ui",
       token_endpoint_auth_method: "none",
-      redirect_uris: [REDIRECT],
+      // A native client: a redirect to a loopback address matches on any
+      // port (RFC 8252 §7.3), which `rebound login --oidc` listens on.
+      application_type: "native",
+      redirect_uris: [REDIRECT, "http://127.0.0.1/callback"],
       post_logout_redirect_uris: [REDIRECT],
       grant_types: ["authorization_code", "refresh_token"],
       response_types: ["code"],

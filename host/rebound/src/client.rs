@@ -1,11 +1,12 @@
 //! The CLI verbs that talk to a running host through the REST API:
 //! `login`, `apply -f`, `get`, `run WORKFLOW PLAN [--wait]`,
 //! `approve RUN`, `cancel RUN`, `token create|list|revoke` and
-//! `plugin publish|list`. The token `login` obtains is kept in a
-//! credentials file only its owner can read, and renewed there
-//! (`POST /api/v1/auth/renew`) when it is used in its last quarter hour —
-//! by a command, or during a long `--wait` — so a session outlives its
-//! token's hour; `REBOUND_TOKEN`
+//! `plugin publish|list`. The token `login` obtains — a local user's, or
+//! an OIDC issuer's (`login --oidc`, oidc_login.rs) with its refresh
+//! token — is kept in a credentials file only its owner can read, and
+//! renewed there (`POST /api/v1/auth/renew`, or `/auth/oidc/refresh`) when
+//! it is used in its last quarter hour — by a command, or during a long
+//! `--wait` — so a session outlives its token; `REBOUND_TOKEN`
 //! (an API token, say, in a pipeline) takes precedence.
 
 use std::collections::HashMap;
@@ -35,8 +36,26 @@ pub struct ServerArgs {
 
 #[derive(Args)]
 pub struct LoginArgs {
-    #[arg(long, default_value = "admin")]
+    /// The local user to sign in as; the password is asked for, or read
+    /// from REBOUND_PASSWORD.
+    #[arg(long, default_value = "admin", conflicts_with = "oidc")]
     username: String,
+    /// Sign in through an OIDC issuer the host trusts, in a browser (the
+    /// authorization code flow with PKCE, the answer received on a
+    /// loopback port).
+    #[arg(long)]
+    oidc: bool,
+    /// The issuer to sign in with (its URL or its name), when the host
+    /// offers several.
+    #[arg(long, requires = "oidc")]
+    issuer: Option<String>,
+    /// Print the sign-in address only; do not open a browser.
+    #[arg(long, requires = "oidc")]
+    no_browser: bool,
+    /// The loopback port the issuer redirects back to (0: any free port);
+    /// for issuers that match redirect addresses exactly.
+    #[arg(long, default_value_t = 0, requires = "oidc")]
+    callback_port: u16,
 }
 
 #[derive(Args)]
@@ -123,17 +142,39 @@ struct Credentials {
     /// before renewal was.
     #[serde(default)]
     expires_at: Option<u64>,
+    /// An OIDC sign-in's issuer and refresh token, which renew it; absent
+    /// for a local user's (renewed with the token itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    oidc: Option<OidcSession>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct OidcSession {
+    issuer: String,
+    refresh_token: String,
 }
 
 impl Credentials {
-    fn new(server: &str, reply: &Value) -> Result<Self> {
+    /// The credentials of a host's token answer (`IssuedToken`). An OIDC
+    /// sign-in keeps its issuer's refresh token — the answer's, or the one
+    /// it had where the issuer does not rotate them; without any, it lasts
+    /// as long as its access token.
+    fn new(server: &str, reply: &Value, issuer: Option<(&str, Option<&str>)>) -> Result<Self> {
         let token = reply["access_token"]
             .as_str()
             .ok_or_else(|| anyhow!("the host answered no token"))?;
+        let oidc = issuer.and_then(|(issuer, previous)| {
+            let refresh_token = reply["refresh_token"].as_str().or(previous)?;
+            Some(OidcSession {
+                issuer: issuer.to_owned(),
+                refresh_token: refresh_token.to_owned(),
+            })
+        });
         Ok(Self {
             server: server.to_owned(),
             token: token.to_owned(),
             expires_at: reply["expires_in"].as_u64().map(|s| unix_now() + s),
+            oidc,
         })
     }
 
@@ -182,6 +223,8 @@ struct Client {
     /// When the token came from the credentials file: its expiry, for
     /// renewing it (`None` for `REBOUND_TOKEN` and older files).
     expires_at: std::sync::Mutex<Option<u64>>,
+    /// The OIDC sign-in the stored token belongs to, which renews it.
+    oidc: std::sync::Mutex<Option<OidcSession>>,
 }
 
 impl Client {
@@ -194,6 +237,7 @@ impl Client {
             server: server.server.trim_end_matches('/').to_owned(),
             token: std::sync::Mutex::default(),
             expires_at: std::sync::Mutex::default(),
+            oidc: std::sync::Mutex::default(),
         })
     }
 
@@ -205,6 +249,7 @@ impl Client {
         } else if let Some(stored) = Credentials::read(&client.server) {
             *lock(&client.token) = Some(stored.token);
             *lock(&client.expires_at) = stored.expires_at;
+            *lock(&client.oidc) = stored.oidc;
         }
         Ok(client)
     }
@@ -215,28 +260,55 @@ impl Client {
 
     /// Renew the stored token when it expires within a quarter hour —
     /// before a command, and during a long `--wait` — and keep the new one
-    /// in the credentials file. A renewal the host refuses leaves the token
-    /// as it was, to be used while it lasts.
+    /// in the credentials file: a local user's with itself, an OIDC
+    /// sign-in's with its refresh token (the host trades it at the issuer).
+    /// A renewal the host refuses leaves the token as it was, to be used
+    /// while it lasts.
     async fn renew_if_due(&self) -> Result<()> {
         let now = unix_now();
-        let due =
-            lock(&self.expires_at).is_some_and(|at| at > now && at - now <= RENEW_WITHIN_SECS);
+        // A local token is renewed with itself, so only while it lasts; an
+        // OIDC sign-in's refresh token outlives its access token.
+        let refreshable = lock(&self.oidc).is_some();
+        let due = lock(&self.expires_at).is_some_and(|at| {
+            (refreshable || at > now) && at.saturating_sub(now) <= RENEW_WITHIN_SECS
+        });
         if !due {
             return Ok(());
         }
         // Asked once per token: a refusal is not asked again and again.
         *lock(&self.expires_at) = None;
-        match self
-            .send(reqwest::Method::POST, "/auth/renew", None, &[])
-            .await
-            .and_then(|(_, reply)| Credentials::new(&self.server, &reply))
-        {
+        let oidc = lock(&self.oidc).clone();
+        let renewed = match &oidc {
+            Some(session) => {
+                let body =
+                    json!({"issuer": session.issuer, "refresh_token": session.refresh_token});
+                self.send(
+                    reqwest::Method::POST,
+                    "/auth/oidc/refresh",
+                    Some(("application/json", body.to_string())),
+                    &[],
+                )
+                .await
+            }
+            None => {
+                self.send(reqwest::Method::POST, "/auth/renew", None, &[])
+                    .await
+            }
+        };
+        let issuer = oidc
+            .as_ref()
+            .map(|s| (s.issuer.as_str(), Some(s.refresh_token.as_str())));
+        match renewed.and_then(|(_, reply)| Credentials::new(&self.server, &reply, issuer)) {
             Ok(renewed) => {
                 renewed.write()?;
                 *lock(&self.expires_at) = renewed.expires_at;
+                *lock(&self.oidc) = renewed.oidc;
                 *lock(&self.token) = Some(renewed.token);
             }
-            Err(e) => eprintln!("the session could not be renewed ({e}); run `rebound login`"),
+            Err(e) => {
+                let again = if oidc.is_some() { " --oidc" } else { "" };
+                eprintln!("the session could not be renewed ({e}); run `rebound login{again}`");
+            }
         }
         Ok(())
     }
@@ -315,14 +387,23 @@ fn problem_text(status: reqwest::StatusCode, problem: &Value, anonymous: bool) -
 }
 
 pub async fn login(server: &ServerArgs, args: &LoginArgs) -> Result<()> {
+    if args.oidc {
+        return login_oidc(server, args).await;
+    }
     let password = match std::env::var("REBOUND_PASSWORD") {
         Ok(p) => p,
         Err(_) => {
+            use std::io::IsTerminal;
             eprint!("password for {}: ", args.username);
             std::io::stderr().flush()?;
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line)?;
-            line.trim_end_matches(['\r', '\n']).to_owned()
+            if std::io::stdin().is_terminal() {
+                // Not echoed.
+                rpassword::read_password()?
+            } else {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_owned()
+            }
         }
     };
     let client = Client::anonymous(server)?;
@@ -337,13 +418,58 @@ pub async fn login(server: &ServerArgs, args: &LoginArgs) -> Result<()> {
             &[],
         )
         .await?;
-    let path = Credentials::new(&client.server, &reply)?.write()?;
+    let path = Credentials::new(&client.server, &reply, None)?.write()?;
     eprintln!(
         "logged in to {} as {} (token in {}, valid {} s)",
         client.server,
         args.username,
         path.display(),
         reply["expires_in"]
+    );
+    Ok(())
+}
+
+/// `login --oidc`: the browser signs in at the issuer, the host redeems
+/// the code it returns (oidc_login.rs), and the token with its refresh
+/// token is kept for the other verbs.
+async fn login_oidc(server: &ServerArgs, args: &LoginArgs) -> Result<()> {
+    let client = Client::anonymous(server)?;
+    let providers = client.get("/auth/providers").await?;
+    let provider = crate::oidc_login::pick(&providers, args.issuer.as_deref())?;
+    let code =
+        crate::oidc_login::authorize(&provider, args.callback_port, !args.no_browser).await?;
+    let body = json!({
+        "issuer": provider.issuer,
+        "code": code.code,
+        "code_verifier": code.code_verifier,
+        "redirect_uri": code.redirect_uri,
+    });
+    let (_, reply) = client
+        .call(
+            reqwest::Method::POST,
+            "/auth/oidc",
+            Some(("application/json", body.to_string())),
+            &[],
+        )
+        .await?;
+    let credentials = Credentials::new(&client.server, &reply, Some((&provider.issuer, None)))?;
+    let renewable = credentials.oidc.is_some();
+    let path = credentials.write()?;
+    *lock(&client.token) = Some(credentials.token);
+    let me = client.get("/auth/whoami").await?;
+    eprintln!(
+        "logged in to {} as {} ({}) through {} (token in {}, valid {} s{})",
+        client.server,
+        me["name"].as_str().unwrap_or("?"),
+        me["role"].as_str().unwrap_or("?"),
+        provider.name,
+        path.display(),
+        reply["expires_in"],
+        if renewable {
+            ", renewed with the issuer's refresh token"
+        } else {
+            "; the issuer gave no refresh token: log in again when it expires"
+        }
     );
     Ok(())
 }

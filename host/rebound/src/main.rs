@@ -3,7 +3,7 @@
 //! - `rebound serve` — the host service: the store, the plugin runtime with
 //!   the plugins of a folder, executor workers, the policy engine, and the
 //!   REST API under `/api/v1` (docs/api.md).
-//! - `rebound login`, `apply -f`, `get`, `run WORKFLOW PLAN --wait`,
+//! - `rebound login [--oidc]`, `apply -f`, `get`, `run WORKFLOW PLAN --wait`,
 //!   `approve`, `cancel`, `token create|list|revoke` — the REST API from
 //!   the command line.
 //! - `rebound plugin new|keygen|package|inspect|test` — the plugin author's
@@ -19,6 +19,7 @@ mod client;
 mod conformance;
 mod demo;
 mod lab;
+mod oidc_login;
 mod output;
 mod plugin_cmd;
 mod plugin_new;
@@ -46,7 +47,8 @@ struct Cli {
 enum Command {
     /// Run the host service.
     Serve(serve::ServeArgs),
-    /// Log in to a host as a local user; the token is kept for the other verbs.
+    /// Log in to a host as a local user, or through an OIDC issuer (--oidc);
+    /// the token is kept for the other verbs.
     Login(client::LoginArgs),
     /// Create or update a protection plan from its document.
     Apply(client::ApplyArgs),

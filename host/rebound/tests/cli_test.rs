@@ -103,6 +103,12 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
         code != 0 && err.contains("username or password is wrong"),
         "{err}"
     );
+    // This host trusts no issuer for sign-in: `--oidc` says what to set.
+    let (code, _, err) = run(&["login", "--oidc", "--no-browser"], vec![]).await;
+    assert!(
+        code == 3 && err.contains("the host offers no OIDC sign-in"),
+        "{code} {err}"
+    );
     let (code, _, err) = run(&["login"], vec![("REBOUND_PASSWORD", password)]).await;
     assert!(code == 0, "{err}");
 

@@ -5,7 +5,8 @@
 //! writing a plan, running a drill, approving a failback and checking what
 //! a viewer is shown — and signing in through an OpenID provider
 //! (node-oidc-provider, `web-ui/e2e/idp.mjs`, started here before the host,
-//! which trusts it for browser sign-in).
+//! which trusts it for browser sign-in) — from the web UI, and from the CLI
+//! (`rebound login --oidc`, `web-ui/e2e/cli-login.test.mjs`).
 //!
 //! It needs node, `web-ui/node_modules` (npm ci), a built UI and Chromium
 //! (`/usr/bin/chromium`, or `REBOUND_CHROMIUM`); `cargo xtask test` and CI
@@ -159,7 +160,8 @@ async fn node(lab: &Lab, args: &[&str], extra: &[(&str, String)]) {
         .env("REBOUND_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("REBOUND_CHROMIUM", chromium())
         .env("LAB_B_ENDPOINT", lab.b.endpoint())
-        .env("LAB_B_TOKEN", &lab.b.token);
+        .env("LAB_B_TOKEN", &lab.b.token)
+        .env("REBOUND_BIN", env!("CARGO_BIN_EXE_rebound"));
     for (k, v) in extra {
         command.env(k, v);
     }
