@@ -209,8 +209,11 @@ fn base_disk(
 }
 
 /// Copy `base` to a new disk named `alias` (the engine's disk copy); the
-/// new disk, found by its name. None when the engine refuses the copy (the
-/// disk is locked, or its VM runs): the import then starts blank.
+/// new disk, found by its name. A base that is locked (its own transfer
+/// still finalizing, a backup) is waited for, and is `transient` if it
+/// stays locked: it will be free soon, and starting blank would move the
+/// whole disk. None when the engine refuses the copy for a lasting reason
+/// (its VM runs): the import then starts blank.
 fn copy_of(
     engine: &Engine,
     base: &Element,
@@ -219,6 +222,14 @@ fn copy_of(
     key: &str,
 ) -> Result<Option<Element>, ProviderError> {
     let id = base.attr("id").unwrap_or_default();
+    if base.text_at(&["status"]) != Some("ok") {
+        wait_for(
+            engine,
+            &format!("/disks/{id}"),
+            &format!("disk '{id}', the import's base,"),
+            |d| d.text_at(&["status"]) == Some("ok"),
+        )?;
+    }
     let body = Element::new("action")
         .with(Element::new("storage_domain").with_attr("id", domain))
         .with(Element::new("disk").with_text("name", alias));
