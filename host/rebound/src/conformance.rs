@@ -4,8 +4,9 @@
 //! writes) to that package, and runs the standard scenarios against a
 //! real site: describe → health → inventory → snapshot (polled, then
 //! repeated under the same idempotency key) → replicate → export-disk (its
-//! data read back) → materialize (isolated, as a drill) → fence → unfence →
-//! cleanup — each scenario the plugin's capabilities do not offer is
+//! data read back) → import-disk (the export copied into it by the data
+//! mover, then a resync onto that volume) → materialize (isolated, as a
+//! drill) → fence → unfence → cleanup — each scenario the plugin's capabilities do not offer is
 //! skipped with the reason — and then its error handling, with faults the
 //! host injects into the plugin's own HTTP requests: a 429 with
 //! Retry-After, a 503, and a request that never answers. A plugin passes a
@@ -24,12 +25,12 @@ use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
 use rebound_engine::BoundSite;
 use rebound_runtime::bindings::exports::{
-    CleanupRequest, CleanupScope, DiskSource, ExportRequest, FenceRequest, MaterializeRequest,
-    ReplicateRequest, SnapshotRequest,
+    CleanupRequest, CleanupScope, DiskSource, FenceRequest, MaterializeRequest, ReplicateRequest,
+    SnapshotRequest,
 };
 use rebound_runtime::bindings::{
-    Consistency, DiskFormat, HealthStatus, InventoryFilter, Operation, OperationState, Outcome,
-    ProviderError, RecoveryPoint, Workload,
+    Consistency, HealthStatus, InventoryFilter, Operation, OperationState, Outcome, ProviderError,
+    RecoveryPoint, Workload,
 };
 use rebound_runtime::{
     CallContext, CallError, Describe, Export, Fault, Faults, Fence, Health, Inventory, Plugin,
@@ -38,6 +39,8 @@ use rebound_runtime::{
 
 use crate::output::{Exit, exit};
 use crate::plugin_cmd::TrustArgs;
+
+mod disks;
 
 #[derive(Args)]
 pub struct TestArgs {
@@ -374,6 +377,8 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
             "snapshot again (same key)",
             "replicate",
             "export-disk",
+            disks::IMPORT,
+            disks::IMPORT_ONTO,
             "materialize (isolated)",
             "fence",
             "unfence",
@@ -418,6 +423,8 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
             "snapshot again (same key)",
             "replicate",
             "export-disk",
+            disks::IMPORT,
+            disks::IMPORT_ONTO,
             "materialize (isolated)",
             "fence",
             "unfence",
@@ -489,16 +496,8 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
         }
     }
 
-    // export-disk, its data read back
-    if args.skip.iter().any(|s| s == "export-disk") {
-        kit.skip("export-disk", "skipped by --skip");
-    } else if kit.offers("export-disk") {
-        let started = Instant::now();
-        let result = export(kit, site, &point).await;
-        kit.record("export-disk", started, result);
-    } else {
-        kit.skip("export-disk", "the plugin does not offer `export-disk`");
-    }
+    // export-disk, its data read back; import-disk, written from it
+    disks::scenarios(kit, args, site, &point).await;
 
     // materialize, isolated, as a drill does; the sandbox is named like a
     // drill's run id, which platforms keep as a label value (no '/').
@@ -645,55 +644,6 @@ async fn snapshot(
         Outcome::RecoveryPoint(p) => Ok(p),
         other => Err(format!("expected a recovery point, got {other:?}")),
     }
-}
-
-/// Export the point's first disk and read its first block through the
-/// endpoint, as the data mover would; then release the endpoint.
-async fn export(kit: &Kit, site: &str, point: &RecoveryPoint) -> Result<String, String> {
-    let disk = point.disks.first().ok_or("the point has no disk")?;
-    let op = kit
-        .call(
-            &[site],
-            ExportRequest {
-                key: kit.key("export"),
-                site: site.to_owned(),
-                recovery_point_id: point.id.clone(),
-                disk_id: disk.disk_id.clone(),
-                format: DiskFormat::Raw,
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let endpoint = match kit.finish(&[site], op.clone()).await? {
-        Outcome::DiskEndpoint(e) => e,
-        other => return Err(format!("expected a disk endpoint, got {other:?}")),
-    };
-    let grant = &kit.sites[site].grant;
-    grant
-        .check_data_url(&endpoint.url)
-        .map_err(|e| format!("the endpoint is outside the site's egress: {e}"))?;
-    // Read as the data mover will: its headers, the site's CA.
-    let mover_view = rebound_engine::mover_endpoint(&endpoint, grant.ca_pem.as_deref());
-    let read = rebound_datamover::read_range(&mover_view, 0, 4096.min(endpoint.size_bytes)).await;
-    let _ = kit
-        .call(
-            &[site],
-            CleanupRequest {
-                key: kit.key("export-release"),
-                site: site.to_owned(),
-                scope: CleanupScope::Transfers(vec![op.id.clone()]),
-            },
-        )
-        .await;
-    let bytes = read.map_err(|e| format!("reading the endpoint: {e}"))?;
-    if bytes.is_empty() {
-        return Err("reading the endpoint answered no bytes".to_owned());
-    }
-    Ok(format!(
-        "{} bytes of {} readable at the endpoint",
-        bytes.len(),
-        endpoint.size_bytes
-    ))
 }
 
 async fn faults(kit: &mut Kit, site: &str) {

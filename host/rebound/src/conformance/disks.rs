@@ -1,0 +1,280 @@
+//! The kit's disk scenarios, as a cross-platform move uses them:
+//! `export-disk` (the recovery point's first disk served at an endpoint
+//! inside the site's egress, its first 4 KiB read back), `import-disk` (a
+//! volume of that size prepared for writing, and the exported disk copied
+//! into it by the data mover — every block and the whole disk verified by
+//! digest), and `import-disk` onto that volume (`volume-id`, as a failback
+//! resyncs onto the copy it supersedes): the new endpoint must start from
+//! the volume's data, so the resync writes nothing. The endpoints are
+//! released and the imported volumes deleted afterwards.
+
+use std::time::Instant;
+
+use rebound_datamover::{CopyOptions, MemoryCheckpoint};
+use rebound_engine::mover_endpoint;
+use rebound_runtime::bindings::exports::{
+    CleanupRequest, CleanupScope, ExportRequest, ImportRequest,
+};
+use rebound_runtime::bindings::{DiskEndpoint, DiskFormat, Operation, Outcome, RecoveryPoint};
+
+use super::{Kit, TestArgs};
+
+pub(super) const IMPORT: &str = "import-disk";
+pub(super) const IMPORT_ONTO: &str = "import-disk onto a volume";
+
+/// Run the disk scenarios on the point's first disk.
+pub(super) async fn scenarios(kit: &mut Kit, args: &TestArgs, site: &str, point: &RecoveryPoint) {
+    let skipped = |s: &str| args.skip.iter().any(|x| x == s);
+    let exported = if skipped("export-disk") {
+        kit.skip("export-disk", "skipped by --skip");
+        None
+    } else if kit.offers("export-disk") {
+        let started = Instant::now();
+        match export(kit, site, point).await {
+            Ok((op, endpoint, detail)) => {
+                kit.record("export-disk", started, Ok(detail));
+                Some((op, endpoint))
+            }
+            Err((op, e)) => {
+                kit.record("export-disk", started, Err(e));
+                release(kit, site, op.into_iter().collect()).await;
+                None
+            }
+        }
+    } else {
+        kit.skip("export-disk", "the plugin does not offer `export-disk`");
+        None
+    };
+    let why_not = if skipped(IMPORT) {
+        Some("skipped by --skip".to_owned())
+    } else if !kit.offers("import-disk") {
+        Some("the plugin does not offer `import-disk`".to_owned())
+    } else if exported.is_none() {
+        Some("needs an export-disk endpoint to copy from".to_owned())
+    } else {
+        None
+    };
+    match (why_not, exported) {
+        (None, Some((op, source))) => {
+            imports(kit, site, &source).await;
+            release(kit, site, vec![op]).await;
+        }
+        (why, exported) => {
+            let why = why.unwrap_or_default();
+            kit.skip(IMPORT, &why);
+            kit.skip(IMPORT_ONTO, &why);
+            if let Some((op, _)) = exported {
+                release(kit, site, vec![op]).await;
+            }
+        }
+    }
+}
+
+/// Export the point's first disk and read its first block through the
+/// endpoint, as the data mover would; the endpoint is left for the imports
+/// and released by the caller (on failure too: the operation, if any).
+async fn export(
+    kit: &Kit,
+    site: &str,
+    point: &RecoveryPoint,
+) -> Result<(Operation, DiskEndpoint, String), (Option<Operation>, String)> {
+    let disk = point
+        .disks
+        .first()
+        .ok_or((None, "the point has no disk".to_owned()))?;
+    let op = kit
+        .call(
+            &[site],
+            ExportRequest {
+                key: kit.key("export"),
+                site: site.to_owned(),
+                recovery_point_id: point.id.clone(),
+                disk_id: disk.disk_id.clone(),
+                format: DiskFormat::Raw,
+            },
+        )
+        .await
+        .map_err(|e| (None, e.to_string()))?;
+    let failed = |e: String| (Some(op.clone()), e);
+    let endpoint = match kit.finish(&[site], op.clone()).await.map_err(failed)? {
+        Outcome::DiskEndpoint(e) => e,
+        other => return Err(failed(format!("expected a disk endpoint, got {other:?}"))),
+    };
+    let grant = &kit.sites[site].grant;
+    grant
+        .check_data_url(&endpoint.url)
+        .map_err(|e| failed(format!("the endpoint is outside the site's egress: {e}")))?;
+    // Read as the data mover will: its headers, the site's CA.
+    let mover_view = mover_endpoint(&endpoint, grant.ca_pem.as_deref());
+    let bytes = rebound_datamover::read_range(&mover_view, 0, 4096.min(endpoint.size_bytes))
+        .await
+        .map_err(|e| failed(format!("reading the endpoint: {e}")))?;
+    if bytes.is_empty() {
+        return Err(failed("reading the endpoint answered no bytes".to_owned()));
+    }
+    let detail = format!(
+        "{} bytes of {} readable at the endpoint",
+        bytes.len(),
+        endpoint.size_bytes
+    );
+    Ok((op, endpoint, detail))
+}
+
+/// The two import scenarios, from the exported `source`.
+async fn imports(kit: &mut Kit, site: &str, source: &DiskEndpoint) {
+    let mut transfers = Vec::new();
+    let mut volumes = Vec::new();
+
+    let started = Instant::now();
+    let first = import(kit, site, source, None, "import", &mut transfers).await;
+    let first = match first {
+        Ok((volume, report)) => {
+            volumes.push(volume.clone());
+            kit.record(
+                IMPORT,
+                started,
+                Ok(format!(
+                    "{} bytes copied into volume {volume} and verified ({})",
+                    report.bytes_written, report.mode
+                )),
+            );
+            Some(volume)
+        }
+        Err(e) => {
+            kit.record(IMPORT, started, Err(e));
+            None
+        }
+    };
+
+    // Released before the volume is imported onto, as the engine releases
+    // a transfer once its copy is verified: a platform may hold a disk
+    // locked while its transfer is open (oVirt does).
+    release(kit, site, std::mem::take(&mut transfers)).await;
+    match first {
+        None => kit.skip(IMPORT_ONTO, "needs a volume from import-disk"),
+        Some(base) => {
+            let started = Instant::now();
+            let again = import(
+                kit,
+                site,
+                source,
+                Some(base.clone()),
+                "import-onto",
+                &mut transfers,
+            )
+            .await;
+            let result = match again {
+                Ok((volume, report)) => {
+                    if !volumes.contains(&volume) {
+                        volumes.push(volume.clone());
+                    }
+                    if report.bytes_written == 0 {
+                        Ok(format!(
+                            "volume {volume} started from {base}: nothing to write ({})",
+                            report.mode
+                        ))
+                    } else {
+                        Err(format!(
+                            "the import onto {base} did not start from its data: {} of {} \
+                             bytes written; an import given `volume-id` must start from that \
+                             volume (or a copy of it), so a failback moves only the changes",
+                            report.bytes_written, source.size_bytes
+                        ))
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            kit.record(IMPORT_ONTO, started, result);
+        }
+    }
+
+    release(kit, site, transfers).await;
+    if !volumes.is_empty() {
+        let removed = kit
+            .call(
+                &[site],
+                CleanupRequest {
+                    key: kit.key("import-volumes"),
+                    site: site.to_owned(),
+                    scope: CleanupScope::RecoveryPoints(volumes.clone()),
+                },
+            )
+            .await;
+        let removed = match removed {
+            Ok(op) => kit.finish(&[site], op).await.map(drop),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = removed {
+            kit.record(
+                "cleanup (imported volumes)",
+                Instant::now(),
+                Err(format!("deleting the imported volumes {volumes:?}: {e}")),
+            );
+        }
+    }
+}
+
+/// Import a volume of the source's size (onto `volume_id` if given) and
+/// copy the source into it: the volume it names, and the mover's report.
+/// The import operation goes to `transfers`, to be released.
+async fn import(
+    kit: &Kit,
+    site: &str,
+    source: &DiskEndpoint,
+    volume_id: Option<String>,
+    what: &str,
+    transfers: &mut Vec<Operation>,
+) -> Result<(String, rebound_datamover::CopyReport), String> {
+    let op = kit
+        .call(
+            &[site],
+            ImportRequest {
+                key: kit.key(what),
+                site: site.to_owned(),
+                name: format!("conformance-{}-{what}", kit.nonce),
+                size_bytes: source.size_bytes,
+                format: DiskFormat::Raw,
+                volume_id,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    transfers.push(op.clone());
+    let target = match kit.finish(&[site], op).await? {
+        Outcome::DiskEndpoint(e) => e,
+        other => return Err(format!("expected a disk endpoint, got {other:?}")),
+    };
+    let volume = target
+        .volume_id
+        .clone()
+        .ok_or("the import's endpoint names no volume (`volume-id`)")?;
+    let grant = &kit.sites[site].grant;
+    grant
+        .check_data_url(&target.url)
+        .map_err(|e| format!("the endpoint is outside the site's egress: {e}"))?;
+    let ca = grant.ca_pem.as_deref();
+    let report = rebound_datamover::copy(
+        &mover_endpoint(source, ca),
+        &mover_endpoint(&target, ca),
+        CopyOptions::default(),
+        &mut MemoryCheckpoint::default(),
+    )
+    .await
+    .map_err(|e| format!("copying the export into volume {volume}: {e}"))?;
+    Ok((volume, report))
+}
+
+/// Release transfer endpoints, best effort (as the engine does).
+async fn release(kit: &Kit, site: &str, ops: Vec<Operation>) {
+    if ops.is_empty() {
+        return;
+    }
+    let request = CleanupRequest {
+        key: kit.key(&format!("release-{}", ops[0].id)),
+        site: site.to_owned(),
+        scope: CleanupScope::Transfers(ops.into_iter().map(|op| op.id).collect()),
+    };
+    if let Ok(op) = kit.call(&[site], request).await {
+        let _ = kit.finish(&[site], op).await;
+    }
+}
