@@ -2,7 +2,8 @@
 // e2e/idp.mjs) and a real host: the CLI prints the issuer's address, Chromium
 // signs in there, the issuer sends the browser back to the CLI's loopback port
 // with the code, and the host redeems it. The next command renews the stored
-// session with the issuer's refresh token (its access tokens live 20 s).
+// session with the issuer's refresh token (its access tokens live 20 s). With
+// `--device`, the user enters a code at the issuer instead (RFC 8628).
 // REBOUND_BIN names the CLI (host/rebound/tests/ui_test.rs passes it).
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -122,6 +123,52 @@ describe("rebound login --oidc", () => {
     assert.match(audit, /auth\.login/);
     assert.match(audit, /auth\.refresh/);
     assert.ok(!audit.includes(first.oidc.refresh_token), "no refresh token in the audit log");
+  });
+
+  test("signs in with a code entered at the issuer (device authorization grant)", async () => {
+    const credentials = join(dir, "device.json");
+    let found;
+    const address = new Promise((resolve) => (found = resolve));
+    let userCode;
+    const login = cli(["login", "--oidc", "--device"], credentials, (line) => {
+      const code = line.match(/^\s+([A-Z]{4}-?[A-Z]{4})$/);
+      if (code) userCode = code[1];
+      const m = line.match(/^\(or open (\S+), which carries the code\)$/);
+      if (m) found(m[1]);
+    });
+    const url = await Promise.race([
+      address,
+      login.done.then((r) => {
+        throw new Error(`rebound login ended before printing an address: ${r.code} ${r.stderr}`);
+      }),
+    ]);
+    assert.ok(userCode, "the user code is printed for typing in elsewhere");
+    const browser = await launch();
+    try {
+      const tab = await browser.context.newPage();
+      // node-oidc-provider's own pages: the code to confirm, then its login
+      // and consent, then its success page.
+      await tab.goto(url);
+      await tab.getByRole("heading", { name: "Confirm Device" }).waitFor();
+      assert.match(await tab.locator("code").innerText(), new RegExp(userCode.replace("-", "-?")));
+      await tab.getByRole("button", { name: "Continue" }).click();
+      await tab.locator("input[name=login]").fill("olivia");
+      await tab.locator("input[name=password]").fill("any");
+      await tab.locator("button[type=submit]").click();
+      await tab.getByRole("button", { name: "Continue" }).click();
+      await tab.getByRole("heading", { name: "Sign-in Success" }).waitFor();
+    } finally {
+      await browser.close();
+    }
+    const done = await login.done;
+    assert.equal(done.code, 0, done.stderr);
+    assert.match(done.stderr, /logged in to .* as oidc:olivia@http:\/\/127\.0\.0\.1:\d+ \(operator\) through Lab IdP/);
+    const saved = JSON.parse(readFileSync(credentials, "utf8"));
+    assert.ok(saved.oidc?.refresh_token, "the issuer's refresh token is kept");
+    const plans = await cli(["get", "plans", "-o", "json"], credentials).done;
+    assert.equal(plans.code, 0, plans.stderr);
+    const audit = JSON.stringify(await api(admin, "GET", "/audit"));
+    assert.match(audit, /device_code/, "the device sign-in is audited as such");
   });
 
   test("says why a user the issuer gives no Rebound role is refused, and keeps no session", async () => {

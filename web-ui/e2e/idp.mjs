@@ -8,7 +8,8 @@
 // token (rotated on each use, as for any public client), so the browser
 // test sees the UI renew a session before its token expires. The same
 // client serves `rebound login --oidc` (e2e/cli-login.test.mjs), whose
-// redirect comes back to a loopback port of its own.
+// redirect comes back to a loopback port of its own, or which signs in with
+// a user code (the device authorization grant).
 //
 // `REBOUND_UI_URL=http://127.0.0.1:PORT/ node e2e/idp.mjs` prints
 // `idp on http://127.0.0.1:PORT2` and serves until it is killed.
@@ -41,7 +42,7 @@ const provider = new Provider(issuer, {
       application_type: "native",
       redirect_uris: [REDIRECT, "http://127.0.0.1/callback"],
       post_logout_redirect_uris: [REDIRECT],
-      grant_types: ["authorization_code", "refresh_token"],
+      grant_types: ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"],
       response_types: ["code"],
     },
   ],
@@ -55,6 +56,8 @@ const provider = new Provider(issuer, {
   },
   features: {
     devInteractions: { enabled: true },
+    // RFC 8628, for `rebound login --oidc --device`.
+    deviceFlow: { enabled: true },
     resourceIndicators: {
       enabled: true,
       defaultResource: async () => "urn:rebound:api",

@@ -25,7 +25,9 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::problem::Problem;
-use crate::sign_in::{self, OidcCodeRequest, OidcRefreshRequest, SignInProvider};
+use crate::sign_in::{
+    self, OidcCodeRequest, OidcDeviceRequest, OidcRefreshRequest, SignInProvider,
+};
 use crate::throttle::LoginThrottle;
 
 /// The prefix of API tokens, so a leaked one is recognisable.
@@ -500,6 +502,26 @@ impl Auth {
         request.check()?;
         let provider = self.sign_in_provider(&request.issuer)?;
         let tokens = sign_in::refresh(&self.http, provider, &request.refresh_token).await?;
+        self.signed_in(provider, tokens).await
+    }
+
+    /// Redeem the device code of a device authorization (RFC 8628) the
+    /// user approved at the issuer, checked as every bearer token is.
+    pub async fn sign_in_with_device_code(
+        &self,
+        request: &OidcDeviceRequest,
+    ) -> Result<(IssuedToken, Principal), Problem> {
+        request.check()?;
+        let provider = self.sign_in_provider(&request.issuer)?;
+        if provider.device_authorization_endpoint.is_none() {
+            return Err(Problem::bad_request(format!(
+                "{} offers no device authorization (its discovery document names no \
+                 `device_authorization_endpoint`); sign in with the browser instead",
+                provider.name
+            )));
+        }
+        let tokens =
+            sign_in::redeem_device_code(&self.http, provider, &request.device_code).await?;
         self.signed_in(provider, tokens).await
     }
 

@@ -22,6 +22,7 @@ pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(access::renew))
         .routes(routes!(access::providers))
         .routes(routes!(access::sign_in_with_code))
+        .routes(routes!(access::sign_in_with_device_code))
         .routes(routes!(access::refresh_sign_in))
         .routes(routes!(access::list_tokens, access::create_token))
         .routes(routes!(access::revoke_token))

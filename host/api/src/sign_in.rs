@@ -34,6 +34,11 @@ pub struct SignInProvider {
     /// it signs out of Rebound (RP-initiated logout), if the provider has
     /// one; without it, signing out leaves the provider's session.
     pub end_session_endpoint: Option<String>,
+    /// Where a device without a browser asks for a user code (the device
+    /// authorization grant, RFC 8628: `rebound login --oidc --device`), if
+    /// the provider offers it; the code it answers is redeemed with
+    /// `POST /api/v1/auth/oidc/device`.
+    pub device_authorization_endpoint: Option<String>,
     #[serde(skip)]
     pub(crate) token_endpoint: String,
 }
@@ -100,6 +105,7 @@ pub(crate) async fn discover(
         client_id,
         scope: config.scope.clone(),
         end_session_endpoint: endpoint("end_session_endpoint").ok(),
+        device_authorization_endpoint: endpoint("device_authorization_endpoint").ok(),
         token_endpoint: endpoint("token_endpoint")?,
     }))
 }
@@ -173,6 +179,33 @@ impl OidcRefreshRequest {
     }
 }
 
+/// The device code of a device authorization (RFC 8628) the user is
+/// approving at the issuer, to redeem once they have.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OidcDeviceRequest {
+    /// The provider's issuer, as `GET /api/v1/auth/providers` lists it.
+    pub issuer: String,
+    /// The `device_code` the issuer's device authorization endpoint
+    /// answered.
+    pub device_code: String,
+}
+
+impl OidcDeviceRequest {
+    /// Refuse a malformed code before anything is sent to the issuer.
+    pub(crate) fn check(&self) -> Result<(), Problem> {
+        if self.device_code.is_empty()
+            || self.device_code.len() > 4096
+            || self.device_code.chars().any(char::is_control)
+        {
+            return Err(Problem::bad_request(
+                "`device_code` must be the device code the issuer answered (1 to 4096 characters)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What a token endpoint answers.
 #[derive(Deserialize)]
 struct TokenResponse {
@@ -223,6 +256,22 @@ pub(crate) async fn refresh(
     grant(client, provider, &form, "refresh token").await
 }
 
+/// Redeem a device code at the provider's token endpoint: its tokens once
+/// the user has approved the device, `authorization-pending` (400) while
+/// they have not, `slow-down` (400) when asked too often (RFC 8628 §3.5).
+pub(crate) async fn redeem_device_code(
+    client: &reqwest::Client,
+    provider: &SignInProvider,
+    device_code: &str,
+) -> Result<Tokens, Problem> {
+    let form = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("device_code", device_code),
+        ("client_id", provider.client_id.as_str()),
+    ];
+    grant(client, provider, &form, "device code").await
+}
+
 /// Post a grant to the provider's token endpoint; `what` names the
 /// credential in a refusal.
 async fn grant(
@@ -256,6 +305,21 @@ async fn grant(
             id_token: body.id_token,
             refresh_token: body.refresh_token,
         }),
+        // The device grant's "not yet" (RFC 8628 §3.5): asked again later.
+        (_, Some(error)) if error == "authorization_pending" || error == "slow_down" => {
+            let (kind, detail) = if error == "slow_down" {
+                (
+                    "slow-down",
+                    "asked too often: wait 5 s longer between requests",
+                )
+            } else {
+                (
+                    "authorization-pending",
+                    "the user has not approved the device at the issuer yet: ask again after the interval",
+                )
+            };
+            Err(Problem::bad_request(detail).kind(kind))
+        }
         (_, Some(error)) => Err(Problem::unauthorized(format!(
             "the issuer refused the {what}: {error}{}; sign in again",
             body.error_description

@@ -1068,6 +1068,7 @@ async fn every_endpoint_refuses_an_anonymous_caller(store: Store) {
         ("GET", "/api/v1/auth/providers"),
         ("POST", "/api/v1/auth/oidc"),
         ("POST", "/api/v1/auth/oidc/refresh"),
+        ("POST", "/api/v1/auth/oidc/device"),
     ] {
         expected.push((method.into(), path.into()));
     }

@@ -2,7 +2,8 @@
 //! the providers the UI is offered, and the code exchange against a fake
 //! issuer served here on loopback — discovery, JWKS and a token endpoint
 //! that checks the PKCE verifier against the challenge of the code, as a
-//! real issuer does. The web UI's own test (host/rebound/tests/ui_test.rs)
+//! real issuer does, and the device authorization grant (RFC 8628) the CLI
+//! uses without a browser. The web UI's own test (host/rebound/tests/ui_test.rs)
 //! runs the whole flow in Chromium against node-oidc-provider.
 
 #[path = "support/harness.rs"]
@@ -39,6 +40,9 @@ struct Issuer {
     url: String,
     codes: HashMap<String, (String, Value)>,
     refresh_tokens: HashMap<String, Value>,
+    /// Device codes (RFC 8628): `None` until the user approves the device,
+    /// then the claims of the token it is worth.
+    devices: HashMap<String, Option<Value>>,
     issued: usize,
     token_requests: usize,
 }
@@ -85,6 +89,14 @@ async fn token(
             }
             claims
         }
+        Some("urn:ietf:params:oauth:grant-type:device_code") => {
+            let device = form.get("device_code").cloned().unwrap_or_default();
+            match issuer.devices.get(&device) {
+                Some(None) => return refuse("authorization_pending", "not approved yet"),
+                Some(Some(_)) => issuer.devices.remove(&device).flatten().expect("approved"),
+                None => return refuse("invalid_grant", "unknown or used device code"),
+            }
+        }
         Some("refresh_token") => {
             match form
                 .get("refresh_token")
@@ -117,15 +129,20 @@ async fn token(
     .into_response()
 }
 
-/// A host trusting the fake issuer for browser sign-in.
+/// A host trusting the fake issuer for browser sign-in, which offers the
+/// device authorization grant too.
 async fn host() -> (Api, Shared, tempfile::TempDir) {
+    host_with(true).await
+}
+
+async fn host_with(device_grant: bool) -> (Api, Shared, tempfile::TempDir) {
     let issuer: Shared = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     issuer.lock().expect("lock").url.clone_from(&url);
-    let discovery = json!({
+    let mut discovery = json!({
         "issuer": url,
         "authorization_endpoint": format!("{url}/auth"),
         "token_endpoint": format!("{url}/token"),
@@ -133,6 +150,9 @@ async fn host() -> (Api, Shared, tempfile::TempDir) {
         "jwks_uri": format!("{url}/jwks"),
         "code_challenge_methods_supported": ["S256"],
     });
+    if device_grant {
+        discovery["device_authorization_endpoint"] = json!(format!("{url}/device/auth"));
+    }
     let app = axum::Router::new()
         .route(
             "/.well-known/openid-configuration",
@@ -207,7 +227,8 @@ async fn the_ui_is_offered_the_sign_in_issuers() {
         r.json,
         json!({"providers": [{"issuer": url, "name": "Corporate SSO",
             "authorization_endpoint": format!("{url}/auth"), "client_id": "rebound-ui",
-            "scope": "openid rebound", "end_session_endpoint": format!("{url}/session/end")}]}),
+            "scope": "openid rebound", "end_session_endpoint": format!("{url}/session/end"),
+            "device_authorization_endpoint": format!("{url}/device/auth")}]}),
         "the token endpoint stays the host's business"
     );
 }
@@ -261,6 +282,121 @@ async fn a_code_and_its_verifier_sign_in_once_and_are_audited() {
     assert!(!audit.contains(token), "no token in the audit log");
     assert!(!audit.contains(ID_TOKEN), "no ID token in the audit log");
     assert!(!audit.contains(VERIFIER), "no verifier in the audit log");
+}
+
+async fn redeem_device(api: &Api, issuer: &Shared, device_code: &str) -> harness::Reply {
+    let url = issuer.lock().expect("lock").url.clone();
+    api.call(
+        "POST",
+        "/api/v1/auth/oidc/device",
+        None,
+        &[("content-type", "application/json")],
+        json!({"issuer": url, "device_code": device_code}).to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_device_code_signs_in_once_the_user_has_approved_it() {
+    let (api, issuer, _dir) = host().await;
+    issuer
+        .lock()
+        .expect("lock")
+        .devices
+        .insert("d-1".into(), None);
+    // Not approved yet: a 400 the CLI recognizes and asks again after, not
+    // a refusal, and nothing audited.
+    let pending = redeem_device(&api, &issuer, "d-1").await;
+    let p = pending.problem(StatusCode::BAD_REQUEST);
+    assert!(
+        p["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/authorization-pending")),
+        "{}",
+        pending.text
+    );
+    let audit = api
+        .get("/api/v1/audit", rebound_api::Role::Admin)
+        .await
+        .text;
+    assert!(!audit.contains("auth.login"), "{audit}");
+
+    let approved = claims(&issuer, "rebound-api", json!(["operator"]));
+    issuer
+        .lock()
+        .expect("lock")
+        .devices
+        .insert("d-1".into(), Some(approved));
+    let r = redeem_device(&api, &issuer, "d-1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let token = r.json["access_token"].as_str().expect("token");
+    let me = api
+        .call(
+            "GET",
+            "/api/v1/auth/whoami",
+            Some(token),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(me.json["role"], "operator");
+    assert!(r.json["refresh_token"].is_string());
+    // Good once.
+    let again = redeem_device(&api, &issuer, "d-1").await;
+    let p = again.problem(StatusCode::UNAUTHORIZED);
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("invalid_grant")),
+        "{}",
+        again.text
+    );
+    let audit = api
+        .get("/api/v1/audit", rebound_api::Role::Admin)
+        .await
+        .text;
+    assert!(
+        audit.contains("\"auth.login\"") && audit.contains("device_code"),
+        "{audit}"
+    );
+    assert!(!audit.contains(token), "no token in the audit log");
+    assert!(
+        !audit.contains("\"d-1\""),
+        "no device code in the audit log"
+    );
+
+    // Malformed, or an issuer this host does not offer: refused before any
+    // issuer is asked.
+    let requests = issuer.lock().expect("lock").token_requests;
+    redeem_device(&api, &issuer, "")
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+    let other = api
+        .call(
+            "POST",
+            "/api/v1/auth/oidc/device",
+            None,
+            &[("content-type", "application/json")],
+            json!({"issuer": "https://elsewhere.example", "device_code": "d"}).to_string(),
+        )
+        .await;
+    other.problem(StatusCode::BAD_REQUEST);
+    assert_eq!(issuer.lock().expect("lock").token_requests, requests);
+}
+
+#[tokio::test]
+async fn an_issuer_without_the_device_grant_is_not_asked_for_one() {
+    let (api, issuer, _dir) = host_with(false).await;
+    let r = redeem_device(&api, &issuer, "d-1").await;
+    let p = r.problem(StatusCode::BAD_REQUEST);
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("offers no device authorization")),
+        "{}",
+        r.text
+    );
+    assert_eq!(issuer.lock().expect("lock").token_requests, 0);
 }
 
 #[tokio::test]

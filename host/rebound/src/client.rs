@@ -52,6 +52,10 @@ pub struct LoginArgs {
     /// Print the sign-in address only; do not open a browser.
     #[arg(long, requires = "oidc")]
     no_browser: bool,
+    /// Sign in with a code entered at the issuer on any device (the device
+    /// authorization grant), where no browser can reach this machine.
+    #[arg(long, requires = "oidc", conflicts_with_all = ["no_browser", "callback_port"])]
+    device: bool,
     /// The loopback port the issuer redirects back to (0: any free port);
     /// for issuers that match redirect addresses exactly.
     #[arg(long, default_value_t = 0, requires = "oidc")]
@@ -436,22 +440,28 @@ async fn login_oidc(server: &ServerArgs, args: &LoginArgs) -> Result<()> {
     let client = Client::anonymous(server)?;
     let providers = client.get("/auth/providers").await?;
     let provider = crate::oidc_login::pick(&providers, args.issuer.as_deref())?;
-    let code =
-        crate::oidc_login::authorize(&provider, args.callback_port, !args.no_browser).await?;
-    let body = json!({
-        "issuer": provider.issuer,
-        "code": code.code,
-        "code_verifier": code.code_verifier,
-        "redirect_uri": code.redirect_uri,
-    });
-    let (_, reply) = client
-        .call(
-            reqwest::Method::POST,
-            "/auth/oidc",
-            Some(("application/json", body.to_string())),
-            &[],
-        )
-        .await?;
+    let reply = if args.device {
+        let device = crate::oidc_login::device_authorize(&provider).await?;
+        redeem_device_code(&client, &provider, device).await?
+    } else {
+        let code =
+            crate::oidc_login::authorize(&provider, args.callback_port, !args.no_browser).await?;
+        let body = json!({
+            "issuer": provider.issuer,
+            "code": code.code,
+            "code_verifier": code.code_verifier,
+            "redirect_uri": code.redirect_uri,
+        });
+        client
+            .call(
+                reqwest::Method::POST,
+                "/auth/oidc",
+                Some(("application/json", body.to_string())),
+                &[],
+            )
+            .await?
+            .1
+    };
     let credentials = Credentials::new(&client.server, &reply, Some((&provider.issuer, None)))?;
     let renewable = credentials.oidc.is_some();
     let path = credentials.write()?;
@@ -472,6 +482,52 @@ async fn login_oidc(server: &ServerArgs, args: &LoginArgs) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// Ask the host to redeem a device code until the user has approved it at
+/// the issuer (`authorization-pending` until then; `slow-down` adds 5 s to
+/// the interval, RFC 8628 §3.5), or the code expires.
+async fn redeem_device_code(
+    client: &Client,
+    provider: &crate::oidc_login::Provider,
+    device: crate::oidc_login::DeviceCode,
+) -> Result<Value> {
+    let body = json!({"issuer": provider.issuer, "device_code": device.device_code}).to_string();
+    let url = format!("{}/api/v1/auth/oidc/device", client.server);
+    let mut interval = device.interval;
+    loop {
+        tokio::time::sleep(Duration::from_secs(interval)).await;
+        let response = client
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .map_err(|e| Exit::new(exit::HOST_ERROR, format!("reaching {url}: {e}")))?;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(value);
+        }
+        let kind = value["type"].as_str().unwrap_or_default();
+        if kind.ends_with("/slow-down") {
+            interval += 5;
+        } else if !kind.ends_with("/authorization-pending") {
+            return Err(Exit::new(
+                Exit::for_status(status.as_u16()),
+                problem_text(status, &value, false),
+            )
+            .into());
+        }
+        if std::time::Instant::now() >= device.deadline {
+            return Err(Exit::new(
+                exit::ERROR,
+                "the code expired before it was entered; run rebound login --oidc --device again",
+            )
+            .into());
+        }
+    }
 }
 
 /// Write a file only its owner may read.

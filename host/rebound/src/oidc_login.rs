@@ -12,6 +12,13 @@
 //! the web UI. The issuer must accept that redirect for the client id the
 //! host names; the port is chosen at random unless `--callback-port` fixes
 //! it, for issuers that match redirects exactly.
+//!
+//! Where no browser can reach the CLI's loopback port (a shell on a jump
+//! host), `--device` uses the device authorization grant (RFC 8628)
+//! instead: the CLI asks the issuer for a user code, the user enters it at
+//! the issuer's address on any device, and the CLI asks the host to redeem
+//! the device code (`POST /api/v1/auth/oidc/device`) at the interval the
+//! issuer gave until the user has approved it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -37,6 +44,7 @@ pub struct Provider {
     authorization_endpoint: String,
     client_id: String,
     scope: String,
+    device_authorization_endpoint: Option<String>,
 }
 
 /// The issuer to sign in with: the one `wanted` names (its issuer URL or
@@ -54,6 +62,7 @@ pub fn pick(providers: &Value, wanted: Option<&str>) -> Result<Provider> {
                 authorization_endpoint: text("authorization_endpoint")?,
                 client_id: text("client_id")?,
                 scope: text("scope")?,
+                device_authorization_endpoint: text("device_authorization_endpoint"),
             })
         })
         .collect();
@@ -233,4 +242,77 @@ pub async fn authorize(provider: &Provider, port: u16, open_browser: bool) -> Re
         )
         .into()),
     }
+}
+
+/// A device authorization the user is to approve at the issuer.
+pub struct DeviceCode {
+    pub device_code: String,
+    /// Seconds between attempts to redeem it.
+    pub interval: u64,
+    /// When the code expires.
+    pub deadline: std::time::Instant,
+}
+
+/// Ask the issuer for a device authorization (RFC 8628 §3.1) and tell the
+/// user where to approve it.
+pub async fn device_authorize(provider: &Provider) -> Result<DeviceCode> {
+    let endpoint = provider
+        .device_authorization_endpoint
+        .as_deref()
+        .ok_or_else(|| {
+            Exit::new(
+                exit::REFUSED,
+                format!(
+                    "{} offers no device authorization (no `device_authorization_endpoint` in its \
+                 discovery document): sign in with the browser (leave out --device)",
+                    provider.name
+                ),
+            )
+        })?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let response = http
+        .post(endpoint)
+        .header("accept", "application/json")
+        .form(&[
+            ("client_id", provider.client_id.as_str()),
+            ("scope", provider.scope.as_str()),
+        ])
+        .send()
+        .await
+        .map_err(|e| Exit::new(exit::HOST_ERROR, format!("reaching {endpoint}: {e}")))?;
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    let text = |k: &str| answer[k].as_str().map(str::to_owned);
+    let (Some(device_code), Some(user_code), Some(verification_uri)) = (
+        text("device_code"),
+        text("user_code"),
+        text("verification_uri"),
+    ) else {
+        return Err(Exit::new(
+            exit::DENIED,
+            format!(
+                "{} refused the device authorization ({status}): {} {}",
+                provider.name,
+                answer["error"].as_str().unwrap_or("no device code"),
+                answer["error_description"].as_str().unwrap_or_default()
+            ),
+        )
+        .into());
+    };
+    let expires_in = answer["expires_in"].as_u64().unwrap_or(600);
+    eprintln!(
+        "sign in with {}: open {verification_uri} on any device and enter the code\n\n  {user_code}\n",
+        provider.name
+    );
+    if let Some(complete) = text("verification_uri_complete") {
+        eprintln!("(or open {complete}, which carries the code)\n");
+    }
+    Ok(DeviceCode {
+        device_code,
+        // RFC 8628 §3.2: 5 s when the issuer names none.
+        interval: answer["interval"].as_u64().unwrap_or(5).max(1),
+        deadline: std::time::Instant::now() + Duration::from_secs(expires_in),
+    })
 }

@@ -7,7 +7,7 @@ use crate::ApiState;
 use crate::auth::{IssuedToken, Need, Principal};
 use crate::extract::Json;
 use crate::problem::{Problem, ProblemDetails};
-use crate::sign_in::{OidcCodeRequest, OidcRefreshRequest};
+use crate::sign_in::{OidcCodeRequest, OidcDeviceRequest, OidcRefreshRequest};
 use crate::views::{
     CreatedToken, LoginRequest, PasswordRequest, SignInProviders, TokenList, TokenRequest,
     TokenView, UserList, UserRequest, UserView,
@@ -105,6 +105,33 @@ pub async fn sign_in_with_code(
         signed_in,
         &format!("oidc:{}", request.issuer),
         serde_json::json!({"issuer": request.issuer}),
+    )
+    .await
+}
+
+/// Redeem the device code of a device authorization (RFC 8628) for the
+/// issuer's access token, once the user has approved the device at the
+/// issuer — checked as every bearer token is. Until then it answers 400
+/// `authorization-pending` (or `slow-down`): ask again after the interval
+/// the issuer gave. `rebound login --oidc --device` polls it.
+#[utoipa::path(post, path = "/api/v1/auth/oidc/device", tag = "auth", security(()),
+    request_body = OidcDeviceRequest,
+    responses(
+        (status = 200, body = IssuedToken, description = "the issuer's access token, to send as a bearer token"),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused, or not approved yet (`authorization-pending`, `slow-down`)"),
+        (status = 502, body = ProblemDetails, content_type = "application/problem+json", description = "the issuer did not answer"),
+    ))]
+pub async fn sign_in_with_device_code(
+    State(state): State<ApiState>,
+    Json(request): Json<OidcDeviceRequest>,
+) -> Result<axum::Json<IssuedToken>, Problem> {
+    let signed_in = state.auth.sign_in_with_device_code(&request).await;
+    audit_sign_in(
+        &state,
+        "auth.login",
+        signed_in,
+        &format!("oidc:{}", request.issuer),
+        serde_json::json!({"issuer": request.issuer, "grant": "device_code"}),
     )
     .await
 }
