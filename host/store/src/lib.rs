@@ -263,6 +263,10 @@ pub struct Store {
     db: DatabaseConnection,
 }
 
+/// How long a PostgreSQL session may sit idle inside a transaction before
+/// the server ends it.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(15);
+
 impl Store {
     /// Connect and bring the schema up to date. A `sqlite:` URL's file is
     /// created on first start.
@@ -285,6 +289,20 @@ impl Store {
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true)
+        });
+        // A transaction left open on a PostgreSQL connection — its task
+        // cancelled between statements, the connection back in the pool
+        // before the rollback reached the server — would hold its row locks
+        // until the connection is used again, and every other host's
+        // statement on those rows would wait for it: the server ends such a
+        // session after IDLE_IN_TRANSACTION (its work rolled back, the pool
+        // drops the connection). Transactions here never wait on anything
+        // but the store between statements.
+        options.map_sqlx_postgres_opts(|o| {
+            o.options([(
+                "idle_in_transaction_session_timeout",
+                format!("{}s", IDLE_IN_TRANSACTION.as_secs()),
+            )])
         });
         let lock = migrate::MigrationLock::acquire(&url).await?;
         let migrated = async {

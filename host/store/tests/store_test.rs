@@ -317,3 +317,26 @@ async fn hosts_starting_together_migrate_a_fresh_store_once() {
         }
     }
 }
+
+/// A PostgreSQL session the store opens ends a transaction left idle (its
+/// task cancelled between statements) after a while, so its row locks do
+/// not hold every other host up.
+#[tokio::test]
+async fn postgres_sessions_end_transactions_left_idle() {
+    let Some(store) = rebound_store::testing::fresh_postgres()
+        .await
+        .expect("postgres")
+    else {
+        return;
+    };
+    store
+        .execute_raw(
+            "DO $$ BEGIN \
+             IF current_setting('idle_in_transaction_session_timeout') <> '15s' THEN \
+             RAISE EXCEPTION 'idle_in_transaction_session_timeout is %', \
+             current_setting('idle_in_transaction_session_timeout'); \
+             END IF; END $$",
+        )
+        .await
+        .expect("the session ends idle transactions after 15 s");
+}
