@@ -291,13 +291,19 @@ impl Store {
                 .foreign_keys(true)
         });
         // A transaction left open on a PostgreSQL connection — its task
-        // cancelled between statements, the connection back in the pool
-        // before the rollback reached the server — would hold its row locks
-        // until the connection is used again, and every other host's
-        // statement on those rows would wait for it: the server ends such a
-        // session after IDLE_IN_TRANSACTION (its work rolled back, the pool
-        // drops the connection). Transactions here never wait on anything
-        // but the store between statements.
+        // cancelled between statements (an executor stopped, an API client
+        // gone) — would hold its row locks until the connection is used
+        // again, and every other host's statement on those rows would wait
+        // for it. A connection released while still in a transaction (its
+        // rollback never queued) is closed, not pooled: the server rolls
+        // back. And the server ends any session left idle in a transaction
+        // for IDLE_IN_TRANSACTION (transactions here wait on nothing but the
+        // store between statements), should one slip past.
+        options.map_sqlx_postgres_pool_opts(|pool| {
+            pool.after_release(|conn, _| {
+                Box::pin(async move { Ok(!sea_orm::sqlx::Connection::is_in_transaction(conn)) })
+            })
+        });
         options.map_sqlx_postgres_opts(|o| {
             o.options([(
                 "idle_in_transaction_session_timeout",
@@ -1621,4 +1627,40 @@ fn decode_run(row: &run::Model) -> Result<RunRecord, StoreError> {
         lifecycle: row.lifecycle,
         cancel_requested_by: row.cancel_requested_by.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::sqlx::{self, Connection as _};
+
+    /// A pooled PostgreSQL connection given back inside a transaction (its
+    /// task cancelled before any rollback was queued) is closed, so the
+    /// server rolls back and its row locks do not hold others up.
+    #[tokio::test]
+    async fn a_connection_released_inside_a_transaction_is_not_pooled() {
+        let Some(store) = super::testing::fresh_postgres().await.expect("postgres") else {
+            return;
+        };
+        store.host_key("k", "v").await.expect("row");
+        let pool = store.db.get_postgres_connection_pool().clone();
+        let mut held = pool.acquire().await.expect("connection");
+        let mut tx = held.begin().await.expect("begin");
+        sqlx::query("SELECT name FROM host_keys WHERE name = 'k' FOR UPDATE")
+            .execute(&mut *tx)
+            .await
+            .expect("lock the row");
+        // Released with the transaction open and nothing queued to end it,
+        // as when a cancelled transaction's rollback could not be queued.
+        std::mem::forget(tx);
+        drop(held);
+        let mut other = pool.acquire().await.expect("connection");
+        sqlx::query("SET lock_timeout = '3s'")
+            .execute(&mut *other)
+            .await
+            .expect("set");
+        sqlx::query("UPDATE host_keys SET material = 'w' WHERE name = 'k'")
+            .execute(&mut *other)
+            .await
+            .expect("the row is free: the abandoned transaction was rolled back");
+    }
 }
