@@ -1,5 +1,5 @@
 //! The CLI verbs that talk to a running host through the REST API:
-//! `login`, `apply -f`, `get`, `run WORKFLOW PLAN [--wait]`,
+//! `login`, `logout`, `apply -f`, `get`, `run WORKFLOW PLAN [--wait]`,
 //! `approve RUN`, `cancel RUN`, `token create|list|revoke` and
 //! `plugin publish|list`. The token `login` obtains — a local user's, or
 //! an OIDC issuer's (`login --oidc`, oidc_login.rs) with its refresh
@@ -430,6 +430,22 @@ pub async fn login(server: &ServerArgs, args: &LoginArgs) -> Result<()> {
         path.display(),
         reply["expires_in"]
     );
+    Ok(())
+}
+
+/// `logout`: forget the session `login` kept for this host — the
+/// credentials file goes, with the OIDC refresh token in it. The token
+/// itself stays good at the host until it expires (a local user's within
+/// the hour; an issuer's when the issuer says), as a JWT does.
+pub fn logout(server: &ServerArgs) -> Result<()> {
+    let server = server.server.trim_end_matches('/');
+    let path = credentials_path()?;
+    if Credentials::read(server).is_some() {
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        eprintln!("logged out of {server} (removed {})", path.display());
+    } else {
+        eprintln!("no session kept for {server}; nothing to do");
+    }
     Ok(())
 }
 

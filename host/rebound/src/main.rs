@@ -3,7 +3,7 @@
 //! - `rebound serve` — the host service: the store, the plugin runtime with
 //!   the plugins of a folder, executor workers, the policy engine, and the
 //!   REST API under `/api/v1` (docs/api.md).
-//! - `rebound login [--oidc]`, `apply -f`, `get`, `run WORKFLOW PLAN --wait`,
+//! - `rebound login [--oidc]`, `logout`, `apply -f`, `get`, `run WORKFLOW PLAN --wait`,
 //!   `approve`, `cancel`, `token create|list|revoke` — the REST API from
 //!   the command line.
 //! - `rebound plugin new|keygen|package|inspect|test` — the plugin author's
@@ -50,6 +50,8 @@ enum Command {
     /// Log in to a host as a local user, or through an OIDC issuer (--oidc);
     /// the token is kept for the other verbs.
     Login(client::LoginArgs),
+    /// Forget the session `login` kept for this host.
+    Logout,
     /// Create or update a protection plan from its document.
     Apply(client::ApplyArgs),
     /// Show plans, runs, compliance, events, the audit log, plugins, sites.
@@ -160,6 +162,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Login(args) => client::login(&cli.server, &args).await,
+        Command::Logout => client::logout(&cli.server),
         Command::Apply(args) => client::apply(&cli.server, &args).await,
         Command::Get(what) => client::get(&cli.server, &what).await,
         Command::Run(args) => client::run(&cli.server, &args).await,

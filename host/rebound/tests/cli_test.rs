@@ -313,4 +313,13 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
     assert!(code == 0, "{err}");
     let (code, _, err) = run(&["get", "plans"], vec![("REBOUND_TOKEN", secret)]).await;
     assert!(code != 0 && err.contains("revoked"), "{err}");
+
+    // Logging out forgets the session: the next command must log in again.
+    let (code, _, err) = run(&["logout"], vec![]).await;
+    assert!(code == 0 && err.contains("logged out of"), "{err}");
+    assert!(!dir.path().join("credentials.json").exists());
+    let (code, _, err) = run(&["get", "plans"], vec![]).await;
+    assert!(code == 4 && err.contains("rebound login"), "{code} {err}");
+    let (code, _, err) = run(&["logout"], vec![]).await;
+    assert!(code == 0 && err.contains("nothing to do"), "{err}");
 }
