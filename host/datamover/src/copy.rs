@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use crate::checkpoint::Checkpoint;
-use crate::digest::{block_digest, disk_digest};
+use crate::digest::{block_digest, disk_digest, zero_block_digest};
 use crate::endpoint::Endpoint;
 
 /// Which blocks a copy moves.
@@ -21,7 +21,9 @@ pub enum Mode {
     /// target's read (not written) before the copy, a source's as each
     /// block is read for it (a block equal to the target's is not written).
     /// An initial sync of a sparse disk onto an empty volume writes only
-    /// its data; the report's mode says which side was hashed.
+    /// its data; the report's mode says which side was hashed. Blocks in
+    /// the zero extents such an endpoint lists (imageio's `extents`) are
+    /// not read at all.
     Digests,
     /// Blocks overlapping these byte ranges `(offset, length)`, as a
     /// platform's changed-block listing returns them.
@@ -58,10 +60,12 @@ pub struct CopyReport {
     pub blocks_resumed: u64,
     /// Blocks left alone because they were already equal.
     pub blocks_unchanged: u64,
-    /// Bytes read from the source, the blocks found equal included.
+    /// Bytes read from the source, the blocks found equal included (a
+    /// source's zero extents, where it lists them, are not read).
     pub bytes_read: u64,
     pub bytes_written: u64,
-    /// Bytes of the target read to hash it, where it lists no digests.
+    /// Bytes of the target read to hash it, where it lists no digests (its
+    /// zero extents, where it lists them, are not read).
     pub bytes_hashed: u64,
     /// The verified whole-disk digest, equal on both sides.
     pub disk_digest: String,
@@ -203,29 +207,106 @@ impl Client {
     }
 
     /// Every block's digest of `endpoint`: listed by it where it can, else
-    /// read block by block (`workers` at once) and hashed here; with the
-    /// bytes read for it.
+    /// read block by block (`workers` at once) and hashed here — but for
+    /// the blocks `zero` says read as zeros; with the bytes read for it.
     async fn all_digests(
         &self,
         endpoint: &Endpoint,
         block_size: u64,
         workers: usize,
+        zero: Option<&[bool]>,
     ) -> Result<(Vec<String>, u64), MoveError> {
         if endpoint.block_digests {
             return Ok((self.digests(endpoint, block_size).await?, 0));
         }
         let blocks = endpoint.size.div_ceil(block_size);
-        let digests: Vec<String> = stream::iter(0..blocks)
+        let is_zero = |b: u64| zero.is_some_and(|z| z.get(b as usize) == Some(&true));
+        let hashed: Vec<(String, u64)> = stream::iter(0..blocks)
             .map(|block| async move {
                 let (start, end) = span(block, block_size, endpoint.size);
+                if is_zero(block) {
+                    return Ok((zero_block_digest((end - start) as usize), 0));
+                }
                 self.read(endpoint, start, end)
                     .await
-                    .map(|data| block_digest(&data))
+                    .map(|data| (block_digest(&data), end - start))
             })
             .buffered(workers)
             .try_collect()
             .await?;
-        Ok((digests, endpoint.size))
+        let read = hashed.iter().map(|(_, n)| n).sum();
+        Ok((hashed.into_iter().map(|(d, _)| d).collect(), read))
+    }
+
+    /// Which blocks of an endpoint that lists no digests read as zeros,
+    /// where it says so as ovirt-imageio does: `OPTIONS` names the
+    /// `extents` feature, and `GET …/extents?context=zero` lists the
+    /// image's extents with `zero` set on those that read as zeros. `None`
+    /// where the endpoint has no such listing (or it does not add up):
+    /// every block is then read.
+    async fn zero_blocks(&self, endpoint: &Endpoint, block_size: u64) -> Option<Vec<bool>> {
+        if endpoint.block_digests {
+            return None;
+        }
+        let options = self
+            .request(reqwest::Method::OPTIONS, endpoint)
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())?
+            .json::<serde_json::Value>()
+            .await
+            .ok()?;
+        let features = options["features"].as_array()?;
+        if !features.iter().any(|f| f == "extents") {
+            return None;
+        }
+        let (base, query) = match endpoint.url.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}&context=zero")),
+            None => (endpoint.url.as_str(), "?context=zero".to_owned()),
+        };
+        let listing = Endpoint {
+            url: format!("{}/extents{query}", base.trim_end_matches('/')),
+            ..endpoint.clone()
+        };
+        let extents: Vec<serde_json::Value> = self
+            .request(reqwest::Method::GET, &listing)
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())?
+            .json()
+            .await
+            .ok()?;
+        // Zero extents in order, covering the image; a block is zero when
+        // one extent or a run of them covers it whole.
+        let mut zero_ranges: Vec<(u64, u64)> = Vec::new();
+        let mut next = 0u64;
+        for e in &extents {
+            let (start, length) = (e["start"].as_u64()?, e["length"].as_u64()?);
+            if start != next {
+                return None;
+            }
+            next = start + length;
+            if e["zero"].as_bool()? {
+                match zero_ranges.last_mut() {
+                    Some((_, end)) if *end == start => *end = next,
+                    _ => zero_ranges.push((start, next)),
+                }
+            }
+        }
+        if next != endpoint.size {
+            return None;
+        }
+        let blocks = endpoint.size.div_ceil(block_size);
+        Some(
+            (0..blocks)
+                .map(|b| {
+                    let (start, end) = span(b, block_size, endpoint.size);
+                    zero_ranges.iter().any(|&(s, e)| s <= start && end <= e)
+                })
+                .collect(),
+        )
     }
 
     async fn read(
@@ -323,7 +404,16 @@ pub async fn copy(
     // that does not (imageio, say) are read and hashed here, which reads
     // the disk but writes nothing to it. A source's are hashed as each
     // block is read for the copy, so no source block is read twice.
+    // A side without digests that lists its zero extents (imageio) has
+    // its zero blocks known without reading them.
     let mut hashed = 0u64;
+    let (src_zero, dst_zero) = match &options.mode {
+        Mode::Digests => tokio::join!(
+            client.zero_blocks(source, bs),
+            client.zero_blocks(target, bs)
+        ),
+        _ => (None, None),
+    };
     let (src_digests, dst_digests) = match &options.mode {
         Mode::Digests => {
             let (src, (dst, read)) = tokio::try_join!(
@@ -333,7 +423,7 @@ pub async fn copy(
                         false => Ok(None),
                     }
                 },
-                client.all_digests(target, bs, options.workers),
+                client.all_digests(target, bs, options.workers, dst_zero.as_deref()),
             )?;
             hashed += read;
             (src, Some(dst))
@@ -382,21 +472,42 @@ pub async fn copy(
     // known to hold it already (its digest, where the source's was not
     // known before reading).
     let skip_equal = src_digests.is_none() && dst_digests.is_some();
+    // The digest of a whole zero block, hashed once.
+    let zero_digest = zero_block_digest(bs as usize);
     let mut moved = stream::iter(todo.iter().copied())
         .map(|block| {
             let (client, dst) = (&client, dst_digests.as_deref());
+            let src_zero = skip_equal
+                && src_zero
+                    .as_deref()
+                    .is_some_and(|z| z.get(block as usize) == Some(&true));
+            let zero_digest = &zero_digest;
             async move {
                 let (start, end) = span(block, bs, size);
-                let data = client.read(source, start, end).await?;
-                let len = data.len() as u64;
-                // Hashed only where the source's digest was not known.
-                let digest = skip_equal.then(|| block_digest(&data));
+                let len = end - start;
+                // A zero extent of the source is not read: its zeros are
+                // written only where the target holds something else.
+                let (data, digest, read) = if src_zero {
+                    let digest = if len == bs {
+                        zero_digest.clone()
+                    } else {
+                        zero_block_digest(len as usize)
+                    };
+                    (None, Some(digest), 0)
+                } else {
+                    let data = client.read(source, start, end).await?;
+                    // Hashed only where the source's digest was not known.
+                    let digest = skip_equal.then(|| block_digest(&data));
+                    (Some(data), digest, len)
+                };
                 let equal =
                     digest.is_some() && dst.and_then(|d| d.get(block as usize)) == digest.as_ref();
                 if !equal {
+                    let data = data.unwrap_or_else(|| bytes::Bytes::from(vec![0u8; len as usize]));
                     client.write(target, start, data).await?;
                 }
-                Ok::<_, MoveError>((len, digest, !equal))
+                let written = if equal { 0 } else { len };
+                Ok::<_, MoveError>((read, digest, written))
             }
         })
         .buffered(options.workers);
@@ -408,8 +519,8 @@ pub async fn copy(
         let (len, digest, wrote) = result?;
         let block = todo[index];
         bytes_read += len;
-        if wrote {
-            bytes_written += len;
+        if wrote > 0 {
+            bytes_written += wrote;
             written.push(block);
         }
         read_digests.extend(digest);

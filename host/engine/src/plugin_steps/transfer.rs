@@ -74,6 +74,8 @@ fn output_of(point: &RecoveryPointRecord) -> Value {
         "bytes_total": detail["bytes_total"], "bytes_moved": detail["bytes_moved"],
         "digests": digests,
         "modes": detail["disks"].as_array().into_iter().flatten().map(|d| d["mode"].clone()).collect::<Vec<_>>(),
+        "bytes_hashed": detail["disks"].as_array().into_iter().flatten()
+            .filter_map(|d| d["bytes_hashed"].as_u64()).sum::<u64>(),
     })
 }
 
