@@ -1,6 +1,8 @@
 //! The data mover between two real mover agents on loopback, over real
 //! sparse files: seeding a 4 GiB sparse disk, a 1% delta resync, resuming an
-//! interrupted copy, and refusing a corrupted target.
+//! interrupted copy, and refusing a corrupted target; endpoints without
+//! block digests hashed by the mover, skipping the zero extents an
+//! imageio-like endpoint lists.
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -418,4 +420,104 @@ async fn agents_refuse_bad_tokens_ranges_and_writes_to_exports() {
     .await
     .expect_err("size");
     assert!(matches!(err, MoveError::SizeMismatch { .. }), "{err}");
+}
+
+/// An agent behind a front that answers as ovirt-imageio does where the
+/// mover asks for zero extents: `OPTIONS` names the `extents` feature, and
+/// `GET /disk/extents?context=zero` lists the image's extents, each block
+/// of all zeros a zero extent (read from the file when asked). Its
+/// endpoint lists no block digests, as imageio's do not.
+async fn imageio_like(path: &Path, token: &str, writable: bool) -> Endpoint {
+    use axum::http::Method;
+    use axum::response::IntoResponse;
+    let image = path.to_owned();
+    let extents = move || {
+        let image = image.clone();
+        async move {
+            let data = std::fs::read(&image).expect("image");
+            let list: Vec<serde_json::Value> = data
+                .chunks(BLOCK as usize)
+                .enumerate()
+                .map(|(i, block)| {
+                    serde_json::json!({"start": i as u64 * BLOCK, "length": block.len(),
+                        "zero": block.iter().all(|b| *b == 0)})
+                })
+                .collect();
+            axum::Json(list)
+        }
+    };
+    let app = agent::router(AgentConfig {
+        path: path.to_owned(),
+        token: token.to_owned(),
+        writable,
+    })
+    .expect("agent")
+    .route("/disk/extents", axum::routing::get(extents))
+    .layer(axum::middleware::from_fn(
+        |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            if request.method() == Method::OPTIONS {
+                return axum::Json(serde_json::json!({"features": ["extents", "zero"]}))
+                    .into_response();
+            }
+            next.run(request).await
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let size = std::fs::metadata(path).expect("meta").len();
+    Endpoint {
+        block_digests: false,
+        ..Endpoint::agent(format!("http://{addr}/disk"), token, size)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_extents_an_endpoint_lists_are_neither_read_nor_hashed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (src, dst) = (dir.path().join("src.img"), dir.path().join("dst.img"));
+    let size = 16 * BLOCK;
+    sparse(&src, size);
+    scribble(&src, &[1, 7]);
+    // The target: the source's data, then block 7 changed and block 3
+    // written where the source holds zeros.
+    std::fs::copy(&src, &dst).expect("copy");
+    scribble(&dst, &[3, 7]);
+    let source = imageio_like(&src, "s", false).await;
+    let target = imageio_like(&dst, "t", true).await;
+    let report = copy(
+        &source,
+        &target,
+        CopyOptions::default(),
+        &mut MemoryCheckpoint::default(),
+    )
+    .await
+    .expect("copy");
+    // Only the target's three data blocks are read to hash it, only the
+    // source's two are read to copy it; block 7 and the zeros of block 3
+    // are written.
+    assert_eq!(report.bytes_hashed, 3 * BLOCK, "{report:?}");
+    assert_eq!(report.bytes_read, 2 * BLOCK, "{report:?}");
+    assert_eq!(report.bytes_written, 2 * BLOCK, "{report:?}");
+    assert_eq!(
+        std::fs::read(&src).expect("src"),
+        std::fs::read(&dst).expect("dst"),
+        "the target is the source, block for block"
+    );
+    // Once equal, a resync reads only the data blocks and writes nothing.
+    let again = copy(
+        &source,
+        &target,
+        CopyOptions::default(),
+        &mut MemoryCheckpoint::default(),
+    )
+    .await
+    .expect("resync");
+    assert_eq!(
+        (again.bytes_hashed, again.bytes_read, again.bytes_written),
+        (2 * BLOCK, 2 * BLOCK, 0),
+        "{again:?}"
+    );
 }
