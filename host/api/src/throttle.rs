@@ -25,12 +25,6 @@ pub(crate) struct LoginThrottle {
     wait: Duration,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 impl LoginThrottle {
     pub(crate) fn new(attempts: u32, wait: Duration) -> Self {
         Self {
@@ -41,11 +35,12 @@ impl LoginThrottle {
 
     /// Refuse an attempt for `user` while it must wait.
     pub(crate) async fn check(&self, store: &Store, user: &str) -> Result<(), Problem> {
-        let Some(until) = store.sign_in_locked_until(user).await? else {
+        let Some(left) = store.sign_in_wait(user).await? else {
             return Ok(());
         };
-        let left_ms = u64::try_from(until - now_ms()).unwrap_or(0);
-        let seconds = left_ms.div_ceil(1000).max(1);
+        let seconds = u64::try_from(left.as_millis().div_ceil(1000))
+            .unwrap_or(u64::MAX)
+            .max(1);
         let mut problem = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -68,10 +63,7 @@ impl LoginThrottle {
     pub(crate) async fn failed(&self, store: &Store, user: &str) -> Result<(), Problem> {
         let failures = store.sign_in_failed(user).await?;
         if let Some(wait) = self.wait_after(failures) {
-            let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-            store
-                .lock_sign_in(user, now_ms().saturating_add(wait_ms))
-                .await?;
+            store.lock_sign_in(user, wait).await?;
         }
         Ok(())
     }

@@ -7,6 +7,8 @@
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, ExprTrait, QueryFilter, Set, TransactionTrait};
 
+use std::time::Duration;
+
 use super::{Store, StoreError, now_ms};
 
 mod failure {
@@ -33,15 +35,16 @@ mod failure {
 const FORGET_AFTER_MS: i64 = 24 * 60 * 60 * 1000;
 
 impl Store {
-    /// Until when (Unix ms) password sign-ins as `name` must wait, if that
-    /// is later than now.
-    pub async fn sign_in_locked_until(&self, name: &str) -> Result<Option<i64>, StoreError> {
+    /// How long password sign-ins as `name` must still wait, if at all.
+    pub async fn sign_in_wait(&self, name: &str) -> Result<Option<Duration>, StoreError> {
         let now = now_ms();
         Ok(failure::Entity::find_by_id(name.to_owned())
             .one(&self.db)
             .await?
             .and_then(|row| row.locked_until)
-            .filter(|until| *until > now))
+            .and_then(|until| u64::try_from(until - now).ok())
+            .filter(|left| *left > 0)
+            .map(Duration::from_millis))
     }
 
     /// Count a failed password sign-in as `name`; the count of failures in
@@ -83,9 +86,10 @@ impl Store {
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
-    /// Make sign-ins as `name` wait until `until` (Unix ms), unless they
-    /// already wait longer.
-    pub async fn lock_sign_in(&self, name: &str, until: i64) -> Result<(), StoreError> {
+    /// Make sign-ins as `name` wait `wait` from now, unless they already
+    /// wait longer.
+    pub async fn lock_sign_in(&self, name: &str, wait: Duration) -> Result<(), StoreError> {
+        let until = now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
         failure::Entity::update_many()
             .col_expr(failure::Column::LockedUntil, Expr::value(until))
             .filter(failure::Column::Name.eq(name))
