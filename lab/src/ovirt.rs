@@ -53,7 +53,7 @@ use serde_json::json;
 
 use crate::disk::Disks;
 use crate::faults::Faults;
-use state::{Engine, Network, Nic, Stages, Vm, disk_image, uuid};
+use state::{Engine, Network, Nic, Source, Stages, Transfer, Vm, disk_image, uuid};
 
 /// The largest read or write the data plane serves at once.
 pub(crate) const MAX_IO: usize = 64 << 20;
@@ -143,6 +143,15 @@ impl Shared {
 
     pub fn data_delay(&self, bytes: u64) -> Duration {
         self.lock().faults.data_delay(bytes)
+    }
+
+    /// An upload is about to write `len` bytes at `offset` of its disk:
+    /// marked in the checkpoints' dirty bitmaps first, so a backup taken
+    /// meanwhile lists the block (at worst once too often, never missed).
+    pub fn wrote(&self, t: &Transfer, offset: u64, len: u64) {
+        if t.upload && t.source == Source::Disk {
+            self.lock().mark_written(&t.disk, offset, len);
+        }
     }
 
     pub fn count_transferred(&self, transfer: &str, bytes: u64) {
@@ -300,6 +309,14 @@ impl OVirtSite {
             .unwrap_or_default()
     }
 
+    /// The image file of disk `id`, while the engine has the disk.
+    pub fn disk_path(&self, id: &str) -> Option<PathBuf> {
+        let known = self.shared.lock().disks.contains_key(id);
+        known
+            .then(|| self.shared.disks.path(&disk_image(id)).ok())
+            .flatten()
+    }
+
     /// Write into a VM's disk as its guest would; refused unless the VM
     /// is up (a fenced VM cannot write).
     pub fn guest_write(
@@ -310,7 +327,7 @@ impl OVirtSite {
         data: &[u8],
     ) -> std::io::Result<()> {
         let id = {
-            let e = self.shared.lock();
+            let mut e = self.shared.lock();
             let v = e
                 .vms
                 .get(vm)
@@ -322,10 +339,14 @@ impl OVirtSite {
                     v.status.current()
                 )));
             }
-            v.disks
+            let id = v
+                .disks
                 .get(disk)
                 .map(|(d, _)| d.clone())
-                .ok_or_else(|| std::io::Error::other(format!("VM {vm} has no disk {disk}")))?
+                .ok_or_else(|| std::io::Error::other(format!("VM {vm} has no disk {disk}")))?;
+            // Marked before it is written, as qemu's bitmaps do.
+            e.mark_written(&id, offset, data.len() as u64);
+            id
         };
         self.shared.disks.write(&disk_image(&id), offset, data)
     }

@@ -2,6 +2,7 @@
 //! tokens from SSO, oVirt's `<fault>` documents on errors, actions
 //! answering `<action><status>complete</status></action>`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -963,8 +964,8 @@ fn add_backup(shared: &Shared, id: &str, body: &[u8]) -> Answer {
     };
     let bid = uuid();
     let checkpoint = uuid();
-    // Point-in-time images of the backup, and the checkpoint's own copy
-    // that later backups' dirty extents compare against.
+    // The backup's point-in-time images; the new checkpoint starts an
+    // empty dirty bitmap per disk, which every later write marks.
     for disk in &disks {
         if !vm.disks.iter().any(|(d, _)| d == disk) {
             return Err(bad(&format!(
@@ -972,19 +973,29 @@ fn add_backup(shared: &Shared, id: &str, body: &[u8]) -> Answer {
                 vm.name
             )));
         }
-        for file in [
-            format!("backup-{bid}-{disk}"),
-            format!("checkpoint-{checkpoint}-{disk}"),
-        ] {
-            shared.disks.copy(&disk_image(disk), &file).map_err(|err| {
+    }
+    for disk in &disks {
+        shared
+            .disks
+            .copy(&disk_image(disk), &format!("backup-{bid}-{disk}"))
+            .map_err(|err| {
                 fault(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Operation Failed",
                     &err.to_string(),
                 )
             })?;
-        }
     }
+    let dirty = match &from {
+        Some(from) => {
+            let c = &e.checkpoints[from];
+            disks
+                .iter()
+                .map(|d| (d.clone(), c.dirty_ranges(d)))
+                .collect()
+        }
+        None => BTreeMap::new(),
+    };
     let parent = e
         .checkpoints
         .values()
@@ -998,14 +1009,17 @@ fn add_backup(shared: &Shared, id: &str, body: &[u8]) -> Answer {
             vm: id.to_owned(),
             parent,
             created: now_iso(),
+            written: disks.iter().map(|d| (d.clone(), BTreeSet::new())).collect(),
         },
     );
     let b = Backup {
         id: bid.clone(),
         vm: id.to_owned(),
+        description: doc.text_at(&["description"]).map(str::to_owned),
         disks,
         from_checkpoint: from,
         to_checkpoint: checkpoint,
+        dirty,
         phase: Stages::progress(
             "initializing",
             &[(latency / 2, "starting"), (latency, "ready")],

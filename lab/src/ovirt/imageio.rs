@@ -174,6 +174,7 @@ pub(super) async fn write(
         },
     };
     tokio::time::sleep(shared.data_delay(body.len() as u64)).await;
+    shared.wrote(&t, start, body.len() as u64);
     if let Err(e) = shared.disks.write(&t.image, start, &body) {
         return refuse(StatusCode::RANGE_NOT_SATISFIABLE, e.to_string());
     }
@@ -206,6 +207,7 @@ pub(super) async fn patch(
             if zeros.len() as u64 != size {
                 return refuse(StatusCode::BAD_REQUEST, "zero range too large");
             }
+            shared.wrote(&t, offset, size);
             match shared.disks.write(&t.image, offset, &zeros) {
                 Ok(()) => StatusCode::OK.into_response(),
                 Err(e) => refuse(StatusCode::RANGE_NOT_SATISFIABLE, e.to_string()),
@@ -224,8 +226,9 @@ pub(super) struct ExtentsQuery {
 }
 
 /// `context=zero`: data and zero extents; `context=dirty`: the extents
-/// changed since the backup's `from_checkpoint_id` (incremental backups
-/// only), covering the whole image either way.
+/// written since the backup's `from_checkpoint_id` (incremental backups
+/// only; the checkpoint's dirty bitmap when the backup began), covering the
+/// whole image either way.
 pub(super) async fn extents(
     State(shared): State<Arc<Shared>>,
     Path(ticket): Path<String>,
@@ -249,26 +252,19 @@ pub(super) async fn extents(
             Err(e) => return io_error(e),
         },
         "dirty" => {
-            let from = match &t.source {
-                super::state::Source::Backup(b) => {
-                    backup_of(&shared.lock(), b).and_then(|b| b.from_checkpoint)
-                }
+            let dirty = match &t.source {
+                super::state::Source::Backup(b) => backup_of(&shared.lock(), b)
+                    .filter(|b| b.from_checkpoint.is_some())
+                    .map(|b| b.dirty.get(&t.disk).cloned().unwrap_or_default()),
                 _ => None,
             };
-            let Some(from) = from else {
+            let Some(dirty) = dirty else {
                 return refuse(
                     StatusCode::NOT_FOUND,
                     "Dirty extents are served only for an incremental backup's transfer",
                 );
             };
-            let base = match shared.disks.path(&format!("checkpoint-{from}-{}", t.disk)) {
-                Ok(p) => p,
-                Err(e) => return io_error(e),
-            };
-            match crate::disk::changed_ranges(&base, &path, 64 << 10) {
-                Ok(r) => (r, "dirty", true),
-                Err(e) => return io_error(e),
-            }
+            (dirty, "dirty", true)
         }
         other => return refuse(StatusCode::BAD_REQUEST, format!("Invalid context {other}")),
     };

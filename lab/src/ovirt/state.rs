@@ -4,7 +4,7 @@
 //! Asynchronous statuses are [`Stages`]: what an object shows depends on
 //! how long ago its operation started, so nothing needs a background task.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use rebound_plugin_sdk::xml::Element;
@@ -105,9 +105,13 @@ pub struct Job {
 pub struct Backup {
     pub id: String,
     pub vm: String,
+    pub description: Option<String>,
     pub disks: Vec<String>,
     pub from_checkpoint: Option<String>,
     pub to_checkpoint: String,
+    /// Of an incremental backup: per disk, the byte ranges written since
+    /// `from_checkpoint`, as its bitmaps held them when the backup began.
+    pub dirty: BTreeMap<String, Vec<(u64, u64)>>,
     pub phase: Stages,
     pub created: String,
 }
@@ -118,6 +122,44 @@ pub struct Checkpoint {
     pub vm: String,
     pub parent: Option<String>,
     pub created: String,
+    /// The dirty bitmap of each disk of the checkpoint: the indexes of the
+    /// [`DIRTY_CHUNK`] chunks written since it was taken (every write to
+    /// the disk, by its guest or an upload, marks them).
+    pub written: BTreeMap<String, BTreeSet<u64>>,
+}
+
+/// The granularity of dirty bitmaps (qemu's default for oVirt's is 64 KiB).
+pub const DIRTY_CHUNK: u64 = 64 << 10;
+
+impl Checkpoint {
+    /// The written chunks of `disk` as sorted, merged byte ranges.
+    pub fn dirty_ranges(&self, disk: &str) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for &chunk in self.written.get(disk).into_iter().flatten() {
+            let start = chunk * DIRTY_CHUNK;
+            match out.last_mut() {
+                Some((s, l)) if *s + *l == start => *l += DIRTY_CHUNK,
+                _ => out.push((start, DIRTY_CHUNK)),
+            }
+        }
+        out
+    }
+}
+
+impl Engine {
+    /// Mark bytes `offset..offset + len` of `disk` written in the bitmap of
+    /// every checkpoint that tracks it.
+    pub fn mark_written(&mut self, disk: &str, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let chunks = offset / DIRTY_CHUNK..=(offset + len - 1) / DIRTY_CHUNK;
+        for c in self.checkpoints.values_mut() {
+            if let Some(bitmap) = c.written.get_mut(disk) {
+                bitmap.extend(chunks.clone());
+            }
+        }
+    }
 }
 
 /// What an image transfer reads or writes.
@@ -358,6 +400,9 @@ impl Engine {
                     .iter()
                     .map(|d| linked("disk", &format!("disks/{d}"), d)),
             ));
+        if let Some(d) = &b.description {
+            e = e.with_text("description", d);
+        }
         if let Some(from) = &b.from_checkpoint {
             e = e.with_text("from_checkpoint_id", from);
         }
