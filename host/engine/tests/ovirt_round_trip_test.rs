@@ -6,7 +6,9 @@
 //! blocks that differ from the disk each import supersedes; every disk is
 //! compared block for block after each move, the old primary is fenced
 //! (stopped, its epoch in its tags), and neither platform served a side
-//! effect twice. On SQLite and PostgreSQL.
+//! effect twice. A drill on oVirt runs on copies of the recovery point's
+//! disks; a cycle from oVirt moves only the blocks an incremental backup
+//! lists as written since the last copy. On SQLite and PostgreSQL.
 //!
 //! `cargo xtask build-plugins`, then
 //! `cargo test -p rebound-engine --test ovirt_round_trip_test`.
@@ -245,6 +247,30 @@ async fn ovirt_to_kubevirt_and_back(store: Store) {
         PlanState::ReadyForFailback
     );
 
+    // A drill of the failback, on oVirt: its VMs run on the engine's
+    // copies of the reprotect's disks, which stay as they were — the
+    // failback below starts from them.
+    let reprotected: Vec<(String, Vec<u8>)> = resync
+        .iter()
+        .flat_map(|o| o["volumes"].as_array().cloned().unwrap_or_default())
+        .map(|v| {
+            let disk = v.as_str().expect("volume").to_owned();
+            let path = lab.ovirt.disk_path(&disk).expect("reprotect's disk");
+            (disk, std::fs::read(path).expect("read"))
+        })
+        .collect();
+    run(&store, &lab, Workflow::Drill).await;
+    for (disk, before) in &reprotected {
+        let path = lab
+            .ovirt
+            .disk_path(disk)
+            .unwrap_or_else(|| panic!("the drill removed recovery point disk {disk}"));
+        assert!(
+            std::fs::read(path).expect("read") == *before,
+            "the drill changed recovery point disk {disk}"
+        );
+    }
+
     // More writes, then the planned failback: nothing is lost.
     lab.kubevirt
         .guest_write(NS, web, 0, 60 * MIB, b"last write before failback")
@@ -299,6 +325,43 @@ async fn ovirt_to_kubevirt_and_back(store: Store) {
             .iter()
             .all(|m| m == "delta by block digests (the source's hashed as it is read)"),
         "{again:#?}"
+    );
+
+    // One more write on oVirt, then a cycle: the engine lists the blocks
+    // written since the last copy's checkpoint (an incremental backup's
+    // dirty extents), so only those are read and moved — nothing hashed.
+    lab.ovirt
+        .guest_write(&back, 0, 20 * MIB, b"written after the way back")
+        .expect("write");
+    let delta = run(&store, &lab, Workflow::Replication).await;
+    assert!(
+        modes(&delta).iter().all(|m| m == "delta by changed ranges"),
+        "{delta:#?}"
+    );
+    assert_eq!(moved(&delta), 4 * MIB, "one block of web-1: {delta:#?}");
+    let hashed: u64 = delta
+        .iter()
+        .map(|o| o["bytes_hashed"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(hashed, 0, "{delta:#?}");
+    // web-1's transfer is the one that moved the block.
+    let copy = delta
+        .iter()
+        .find(|o| o["bytes_moved"].as_u64() > Some(0))
+        .expect("web-1's transfer");
+    let copies: Vec<PathBuf> = copy["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .map(|v| {
+            lab.kubevirt
+                .pvc_path(NS, v.as_str().expect("volume"))
+                .expect("pvc")
+        })
+        .collect();
+    assert!(
+        same(&lab.ovirt.vm_disks(&back), &copies),
+        "the cluster's new copy of web-1, block for block"
     );
 
     cross::assert_no_repeats("oVirt", lab.ovirt.effects());

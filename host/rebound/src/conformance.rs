@@ -3,7 +3,8 @@
 //! the sites it tests (from a sites file, such as the one `rebound lab up`
 //! writes) to that package, and runs the standard scenarios against a
 //! real site: describe → health → inventory → snapshot (polled, then
-//! repeated under the same idempotency key) → replicate → export-disk (its
+//! repeated under the same idempotency key) → changed-blocks (against a
+//! second point, the list's shape checked) → replicate → export-disk (its
 //! data read back) → import-disk (the export copied into it by the data
 //! mover, then a resync onto that volume) → materialize (isolated, as a
 //! drill) → fence → unfence → cleanup — each scenario the plugin's capabilities do not offer is
@@ -25,12 +26,12 @@ use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
 use rebound_engine::BoundSite;
 use rebound_runtime::bindings::exports::{
-    CleanupRequest, CleanupScope, DiskSource, FenceRequest, MaterializeRequest, ReplicateRequest,
-    SnapshotRequest,
+    ChangedBlocksRequest, CleanupRequest, CleanupScope, DiskSource, FenceRequest,
+    MaterializeRequest, ReplicateRequest, SnapshotRequest,
 };
 use rebound_runtime::bindings::{
-    Consistency, HealthStatus, InventoryFilter, Operation, OperationState, Outcome, ProviderError,
-    RecoveryPoint, Workload,
+    ByteRange, Consistency, HealthStatus, InventoryFilter, Operation, OperationState, Outcome,
+    ProviderError, RecoveryPoint, Workload,
 };
 use rebound_runtime::{
     CallContext, CallError, Describe, Export, Fault, Faults, Fence, Health, Inventory, Plugin,
@@ -60,7 +61,8 @@ pub struct TestArgs {
     /// The workload to snapshot (default: the first the inventory lists).
     #[arg(long)]
     workload: Option<String>,
-    /// Skip a scenario the site cannot run (`replicate`, `export-disk`);
+    /// Skip a scenario the site cannot run (`replicate`, `export-disk`,
+    /// `changed-blocks`);
     /// repeatable. The table shows it skipped.
     #[arg(long = "skip")]
     skip: Vec<String>,
@@ -375,6 +377,7 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
         for s in [
             "snapshot",
             "snapshot again (same key)",
+            CHANGED_BLOCKS,
             "replicate",
             "export-disk",
             disks::IMPORT,
@@ -421,6 +424,7 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
     let Ok(point) = point else {
         for s in [
             "snapshot again (same key)",
+            CHANGED_BLOCKS,
             "replicate",
             "export-disk",
             disks::IMPORT,
@@ -438,7 +442,7 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
 
     // The same key again: the same point, no second snapshot.
     let started = Instant::now();
-    let result = match snapshot(kit, site, request).await {
+    let result = match snapshot(kit, site, request.clone()).await {
         Ok(again) if again.id == point.id => Ok("the same recovery point; nothing repeated".into()),
         Ok(again) => Err(format!(
             "a second recovery point {} under the same idempotency key (first {})",
@@ -447,6 +451,8 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
         Err(e) => Err(e),
     };
     kit.record("snapshot again (same key)", started, result);
+
+    changed_blocks(kit, args, site, &request, &point).await;
 
     // replicate
     match (&args.target, kit.offers("native-replication")) {
@@ -629,6 +635,115 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
     kit.record("cleanup", started, result);
 
     faults(kit, site).await;
+}
+
+const CHANGED_BLOCKS: &str = "changed-blocks";
+
+/// `changed-blocks` between the point and a second one taken now (the
+/// second removed afterwards): byte ranges sorted, apart and inside the
+/// disk. What changed in between is the site's business, so any such list
+/// passes, an empty one included.
+async fn changed_blocks(
+    kit: &mut Kit,
+    args: &TestArgs,
+    site: &str,
+    first: &SnapshotRequest,
+    point: &RecoveryPoint,
+) {
+    if args.skip.iter().any(|s| s == CHANGED_BLOCKS) {
+        kit.skip(CHANGED_BLOCKS, "skipped by --skip");
+        return;
+    }
+    if !kit.offers(CHANGED_BLOCKS) {
+        kit.skip(CHANGED_BLOCKS, "the plugin does not offer `changed-blocks`");
+        return;
+    }
+    let Some(disk) = point.disks.first() else {
+        kit.skip(CHANGED_BLOCKS, "the recovery point has no disk");
+        return;
+    };
+    let started = Instant::now();
+    let request = SnapshotRequest {
+        key: kit.key("snapshot for changed-blocks"),
+        ..first.clone()
+    };
+    let second = match snapshot(kit, site, request).await {
+        Ok(p) => p,
+        Err(e) => {
+            kit.record(
+                CHANGED_BLOCKS,
+                started,
+                Err(format!("a second snapshot: {e}")),
+            );
+            return;
+        }
+    };
+    let listed = kit
+        .call(
+            &[site],
+            ChangedBlocksRequest {
+                site: site.to_owned(),
+                disk_id: disk.disk_id.clone(),
+                base: point.id.clone(),
+                target: second.id.clone(),
+            },
+        )
+        .await;
+    let result = match listed {
+        Ok(ranges) => well_formed(&ranges, disk.size_bytes).map(|bytes| {
+            format!(
+                "{} range(s), {bytes} bytes changed of disk {} between {} and {}",
+                ranges.len(),
+                disk.disk_id,
+                point.id,
+                second.id
+            )
+        }),
+        Err(e) => Err(e.to_string()),
+    };
+    let removed = kit
+        .call(
+            &[site],
+            CleanupRequest {
+                key: kit.key("cleanup of the changed-blocks point"),
+                site: site.to_owned(),
+                scope: CleanupScope::RecoveryPoints(vec![second.id.clone()]),
+            },
+        )
+        .await;
+    let result = match (result, removed) {
+        (Ok(detail), Ok(op)) => match kit.finish(&[site], op).await {
+            Ok(_) => Ok(detail),
+            Err(e) => Err(format!("{detail}; removing the second point: {e}")),
+        },
+        (Ok(detail), Err(e)) => Err(format!("{detail}; removing the second point: {e}")),
+        (Err(e), _) => Err(e),
+    };
+    kit.record(CHANGED_BLOCKS, started, result);
+}
+
+/// The bytes a changed-block list covers, or what is wrong with it.
+fn well_formed(ranges: &[ByteRange], size: u64) -> Result<u64, String> {
+    let mut end = 0;
+    for (i, r) in ranges.iter().enumerate() {
+        if r.length == 0 {
+            return Err(format!("range {i} at {} is empty", r.offset));
+        }
+        if i > 0 && r.offset < end {
+            return Err(format!(
+                "range {i} at {} overlaps or precedes the one before (ending at {end}); the \
+                 contract wants them sorted and apart",
+                r.offset
+            ));
+        }
+        end = r.offset.saturating_add(r.length);
+        if end > size {
+            return Err(format!(
+                "range {i} ends at {end}, past the disk's {size} bytes"
+            ));
+        }
+    }
+    Ok(ranges.iter().map(|r| r.length).sum())
 }
 
 async fn snapshot(

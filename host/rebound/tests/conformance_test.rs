@@ -77,23 +77,29 @@ async fn run_example(with_disks: bool) {
     let path = dir.path().to_owned();
     let (ta, tb) = (a.token.clone(), b.token.clone());
     let (code, out, err) = tokio::task::spawn_blocking(move || {
-        let skip = if with_disks {
-            "replicate"
+        // A site without disk data has none to export or compare.
+        let skip: &[&str] = if with_disks {
+            &["--skip", "replicate"]
         } else {
-            "export-disk"
+            &["--skip", "export-disk", "--skip", "changed-blocks"]
         };
         kit(
             &path,
             "example",
             &[("LAB_A_TOKEN", &ta), ("LAB_B_TOKEN", &tb)],
-            &["--skip", skip],
+            skip,
         )
     })
     .await
     .expect("join");
     assert_eq!(code, 0, "{out}\n{err}");
     let tested: &[&str] = if with_disks {
-        &["export-disk", "import-disk", "import-disk onto a volume"]
+        &[
+            "export-disk",
+            "import-disk",
+            "import-disk onto a volume",
+            "changed-blocks",
+        ]
     } else {
         &["replicate"]
     };
@@ -117,7 +123,7 @@ async fn run_example(with_disks: bool) {
         assert!(row.contains("pass"), "{scenario}: {row}\n{out}");
     }
     // Without disks, the imports have no export to copy from.
-    let skipped = if with_disks { 1 } else { 3 };
+    let skipped = if with_disks { 1 } else { 4 };
     assert!(
         out.contains(&format!(" 0 failed, {skipped} skipped")),
         "{out}"
@@ -161,11 +167,30 @@ fn assert_passed(out: &str, scenarios: &[&str]) {
     }
 }
 
+/// The row of `scenario` says `skip`.
+fn assert_skipped(out: &str, scenario: &str) {
+    let row = out
+        .lines()
+        .find(|l| l.contains(scenario))
+        .unwrap_or_else(|| panic!("no row for {scenario}:\n{out}"));
+    assert!(row.contains("skip"), "{row}");
+}
+
+/// Every scenario but these.
+fn all_but(skipped: &[&str]) -> Vec<&'static str> {
+    EVERY_SCENARIO
+        .iter()
+        .copied()
+        .filter(|s| !skipped.contains(s))
+        .collect()
+}
+
 const EVERY_SCENARIO: &[&str] = &[
     "describe",
     "health",
     "inventory",
     "snapshot again (same key)",
+    "changed-blocks",
     "replicate",
     "export-disk",
     "import-disk",
@@ -219,8 +244,9 @@ async fn the_openstack_plugin_passes_the_kit_faults_included() {
     .await
     .expect("join");
     assert_eq!(code, 0, "{out}\n{err}");
-    assert_passed(&out, EVERY_SCENARIO);
-    assert!(out.contains(" 0 failed"), "{out}");
+    assert_passed(&out, &all_but(&["changed-blocks"]));
+    assert_skipped(&out, "changed-blocks");
+    assert!(out.contains(" 0 failed, 1 skipped"), "{out}");
 }
 
 /// The KubeVirt plugin against two KubeVirt simulators (HTTPS with their
@@ -277,9 +303,10 @@ async fn the_kubevirt_plugin_passes_the_kit_faults_included() {
     .expect("join");
     assert_eq!(code, 0, "{out}\n{err}");
     // Native replication included: VolumeReplication mirrors the
-    // recovery point to lab-b.
-    assert_passed(&out, EVERY_SCENARIO);
-    assert!(out.contains(" 0 failed, 0 skipped"), "{out}");
+    // recovery point to lab-b; no changed-block listing is offered.
+    assert_passed(&out, &all_but(&["changed-blocks"]));
+    assert_skipped(&out, "changed-blocks");
+    assert!(out.contains(" 0 failed, 1 skipped"), "{out}");
 }
 
 /// The oVirt plugin against two oVirt engine simulators. oVirt has no
@@ -329,17 +356,9 @@ async fn the_ovirt_plugin_passes_the_kit_faults_included() {
     .await
     .expect("join");
     assert_eq!(code, 0, "{out}\n{err}");
-    let offered: Vec<&str> = EVERY_SCENARIO
-        .iter()
-        .copied()
-        .filter(|s| *s != "replicate")
-        .collect();
-    assert_passed(&out, &offered);
-    let replicate = out
-        .lines()
-        .find(|l| l.contains("replicate"))
-        .expect("replicate row");
-    assert!(replicate.contains("skip"), "{replicate}");
+    // changed-blocks through an incremental backup included.
+    assert_passed(&out, &all_but(&["replicate"]));
+    assert_skipped(&out, "replicate");
     assert!(out.contains(" 0 failed, 1 skipped"), "{out}");
     // Nothing of the drill is left on the engine, and no call was repeated.
     assert_eq!(a.vm_ids().len(), 2, "only the seeded VMs remain");

@@ -107,6 +107,11 @@ impl Engine {
         )))
     }
 
+    /// The timeout of one request to this site.
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+    }
+
     fn request(&self, method: &str, path: &str) -> Request {
         let url = format!("{}{API}{path}", self.base);
         let request = match method {

@@ -4,22 +4,24 @@
 //!
 //! - workloads are the engine's VMs; labels are VM tags named `key=value`;
 //! - recovery points are VM snapshots without memory (`<vm>.<snapshot>`),
-//!   polled until `snapshot_status` is `ok`;
+//!   polled until `snapshot_status` is `ok`, each taken right after a
+//!   checkpoint (a backup finalized at once);
+//! - `changed-blocks` is an incremental backup from the base point's
+//!   checkpoint, whose dirty extents imageio lists (`backups`);
 //! - the data path is image transfers served by imageio: `export-disk`
 //!   downloads a snapshot's disk, `import-disk` uploads into a new disk —
 //!   the engine's copy of the disk it supersedes, when the host names one,
 //!   so only changed blocks are written; the host's data mover reads and
 //!   writes the transfer URL;
 //! - `materialize` clones a VM from a snapshot, or creates a blank VM with
-//!   the imported disks attached, NICs on the mapped networks' vNIC
+//!   the imported disks attached (a drill's VM with the engine's copies of
+//!   them, so the recovery point stays untouched), NICs on the mapped networks' vNIC
 //!   profiles (the isolated network for a drill), and starts it;
 //! - `fence` stops the VM and records the fencing epoch in its tags.
 //!
 //! Not offered: native replication (oVirt's is storage-domain replication
 //! with a domain import, which this plugin does not drive), redirect (oVirt
-//! has no traffic API: use a DNS provider), changed-block listing (imageio
-//! serves dirty extents only during an incremental backup, not between two
-//! snapshots), app-consistent freeze.
+//! has no traffic API: use a DNS provider), app-consistent freeze.
 //!
 //! Every mutating request carries a `correlation_id` derived from the
 //! call's idempotency key, and what a call creates is found again before
@@ -30,22 +32,26 @@
 //! optional `user` (default `admin@internal`), `cluster` (default
 //! `Default`), `storage_domain` (default the first data domain),
 //! `isolated_network` (drills; default `isolated`), `use_proxy` (`true`:
-//! hand the mover the engine's imageio proxy URL). Secret: `password`,
+//! hand the mover the engine's imageio proxy URL), `imageio_proxy` (the
+//! proxy's URL, `https://engine.example:54323`, for the plugin's egress:
+//! changed-block listing reads dirty extents there). Secret: `password`,
 //! sent through the host's placeholder so the plugin never holds it.
 //!
 //! Build: `cargo xtask build-plugins`.
 #![deny(rust_2018_idioms)]
 
+mod backups;
 mod engine;
 mod points;
 mod transfer;
 mod vms;
 
 use rebound_plugin_sdk::{
-    Capabilities, CleanupReport, CleanupRequest, CleanupScope, DiskFormat, ExportRequest,
-    FenceRequest, HealthReport, HealthStatus, ImportRequest, InventoryFilter, MaterializeRequest,
-    Operation, OperationKind, OperationState, Outcome, PluginInfo, Provider, ProviderError,
-    RedirectRequest, ReplicateRequest, SnapshotRequest, Workload, info, register, site,
+    ByteRange, Capabilities, ChangedBlocksRequest, CleanupReport, CleanupRequest, CleanupScope,
+    DiskFormat, ExportRequest, FenceRequest, HealthReport, HealthStatus, ImportRequest,
+    InventoryFilter, MaterializeRequest, Operation, OperationKind, OperationState, Outcome,
+    PluginInfo, Provider, ProviderError, RedirectRequest, ReplicateRequest, SnapshotRequest,
+    Workload, info, register, site,
 };
 
 use crate::engine::Engine;
@@ -56,7 +62,10 @@ pub fn describe_info() -> PluginInfo {
         name: "ovirt".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         platform: "ovirt".into(),
-        capabilities: Capabilities::EXPORT_DISK | Capabilities::IMPORT_DISK | Capabilities::FENCING,
+        capabilities: Capabilities::EXPORT_DISK
+            | Capabilities::IMPORT_DISK
+            | Capabilities::FENCING
+            | Capabilities::CHANGED_BLOCKS,
         export_formats: vec![DiskFormat::Raw],
         import_formats: vec![DiskFormat::Raw],
         snapshot_granularity_secs: 60,
@@ -97,6 +106,10 @@ impl Provider for OVirt {
 
     fn import_disk(req: ImportRequest) -> Result<Operation, ProviderError> {
         transfer::import(&req)
+    }
+
+    fn changed_blocks(req: ChangedBlocksRequest) -> Result<Vec<ByteRange>, ProviderError> {
+        backups::changed_blocks(&req)
     }
 
     fn materialize(req: MaterializeRequest) -> Result<Operation, ProviderError> {
@@ -194,9 +207,10 @@ fn health(site_name: &str) -> Result<HealthReport, ProviderError> {
     }
 }
 
-/// Drill sandboxes (their VMs, stopped and removed with their disks),
-/// recovery points (snapshots; or imported disks no VM uses) and transfer
-/// endpoints (finalized). Finishes within the call.
+/// Drill sandboxes (their VMs, stopped and removed with their disks — the
+/// drill's copies), recovery points (snapshots; or imported disks, kept
+/// where a VM uses them: a failover's or failback's attached them) and
+/// transfer endpoints (finalized). Finishes within the call.
 fn cleanup(req: &CleanupRequest) -> Result<Operation, ProviderError> {
     let engine = Engine::of(&req.site)?;
     let removed = match &req.scope {
@@ -225,6 +239,7 @@ fn cleanup(req: &CleanupRequest) -> Result<Operation, ProviderError> {
             removed
         }
         CleanupScope::RecoveryPoints(ids) => {
+            let mut removed = Vec::new();
             for id in ids {
                 match points::split(id) {
                     Ok((vm, snap)) => engine.delete(
@@ -233,11 +248,31 @@ fn cleanup(req: &CleanupRequest) -> Result<Operation, ProviderError> {
                         &format!("remove {id}"),
                     )?,
                     Err(_) => {
-                        engine.delete(&format!("/disks/{id}"), &req.key, &format!("remove {id}"))?
+                        match engine.delete(
+                            &format!("/disks/{id}"),
+                            &req.key,
+                            &format!("remove {id}"),
+                        ) {
+                            Ok(()) => {}
+                            // An imported disk a failover or failback
+                            // attached is the workload's disk now, no
+                            // longer a recovery point: it stays.
+                            Err(ProviderError::Conflict(why)) => {
+                                match vms::using_disk(&engine, id)? {
+                                    Some(vm) => {
+                                        info!("disk kept: a VM uses it"; "disk" => id, "vm" => vm);
+                                        continue;
+                                    }
+                                    None => return Err(ProviderError::Conflict(why)),
+                                }
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
+                removed.push(id.clone());
             }
-            ids.clone()
+            removed
         }
         CleanupScope::Transfers(ids) => {
             for id in ids {

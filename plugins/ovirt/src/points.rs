@@ -1,6 +1,8 @@
-//! Recovery points are VM snapshots (without memory). A point's id is
-//! `<vm id>.<snapshot id>`; its disk copies are the snapshot's disk
-//! snapshots (their image ids), which image transfers read.
+//! Recovery points are VM snapshots (without memory), each taken right
+//! after a checkpoint (`backups`). A point's id is `<vm id>.<snapshot id>`;
+//! its disk copies are the snapshot's disk snapshots (their image ids),
+//! which image transfers read. The snapshot's description holds the call's
+//! idempotency key and the checkpoint's id: `rebound <key> checkpoint <id>`.
 
 use rebound_plugin_sdk::xml::Element;
 use rebound_plugin_sdk::{
@@ -9,11 +11,30 @@ use rebound_plugin_sdk::{
 };
 
 use crate::engine::Engine;
-use crate::vms;
+use crate::{backups, vms};
 
 /// The description that carries a snapshot's idempotency key.
 fn description(key: &str) -> String {
     format!("rebound {key}")
+}
+
+/// Whether a snapshot's description is the one of the call keyed `key`.
+fn keyed(description: &str, key: &str) -> bool {
+    let wanted = self::description(key);
+    description == wanted
+        || description
+            .strip_prefix(&wanted)
+            .is_some_and(|rest| rest.starts_with(" checkpoint "))
+}
+
+/// The checkpoint a snapshot's description names.
+pub fn checkpoint_of(description: &str) -> Option<&str> {
+    description
+        .starts_with("rebound ")
+        .then(|| description.rsplit_once(" checkpoint "))
+        .flatten()
+        .map(|(_, id)| id)
+        .filter(|id| !id.is_empty() && !id.contains(' '))
 }
 
 /// `(vm, snapshot)` of a recovery point id.
@@ -34,14 +55,19 @@ pub fn snapshot(req: &SnapshotRequest) -> Result<Operation, ProviderError> {
     let engine = Engine::of(&req.site)?;
     let vm = &req.workload_id;
     let path = format!("/vms/{vm}/snapshots");
-    let wanted = description(&req.key);
-    let existing = engine
-        .list(&path)?
-        .into_iter()
-        .find(|s| s.text_at(&["description"]) == Some(wanted.as_str()));
+    let existing = engine.list(&path)?.into_iter().find(|s| {
+        s.text_at(&["description"])
+            .is_some_and(|d| keyed(d, &req.key))
+    });
     let snapshot = match existing {
         Some(s) => s,
         None => {
+            // The checkpoint first: every write after it is listed dirty,
+            // so none made while the snapshot is taken can be missed.
+            let mut wanted = description(&req.key);
+            if let Some(c) = backups::checkpoint(&engine, vm, &req.key) {
+                wanted = format!("{wanted} checkpoint {c}");
+            }
             let body = Element::new("snapshot")
                 .with_text("description", &wanted)
                 .with_text("persist_memorystate", false);
@@ -135,6 +161,12 @@ mod tests {
     fn ids_and_dates_parse() {
         assert_eq!(split("vm-1.snap-2").ok(), Some(("vm-1", "snap-2")));
         assert!(split("nodot").is_err());
+        assert!(keyed("rebound run/1/snap", "run/1/snap"));
+        assert!(keyed("rebound run/1/snap checkpoint c-1", "run/1/snap"));
+        assert!(!keyed("rebound run/1/snap2", "run/1/snap"));
+        assert_eq!(checkpoint_of("rebound k checkpoint c-1"), Some("c-1"));
+        assert_eq!(checkpoint_of("rebound k"), None);
+        assert_eq!(checkpoint_of("someone checkpoint c-1"), None);
         assert_eq!(iso_ms("1970-01-01T00:00:00.000+00:00"), Some(0));
         assert_eq!(
             iso_ms("2026-11-25T04:09:03.250+00:00"),

@@ -214,7 +214,7 @@ fn base_disk(
 /// stays locked: it will be free soon, and starting blank would move the
 /// whole disk. None when the engine refuses the copy for a lasting reason
 /// (its VM runs): the import then starts blank.
-fn copy_of(
+pub fn copy_of(
     engine: &Engine,
     base: &Element,
     alias: &str,
@@ -238,7 +238,7 @@ fn copy_of(
         &format!("/disks/{id}/copy"),
         Some(&body),
         key,
-        "copy",
+        &format!("copy to {alias}"),
     ) {
         Ok(_) => info!("import starts from a copy"; "base" => id, "disk" => alias),
         Err(ProviderError::Conflict(why)) => {
@@ -263,7 +263,7 @@ fn copy_of(
 }
 
 /// The site's `storage_domain` (a name), else the first data domain.
-fn storage_domain(engine: &Engine) -> Result<String, ProviderError> {
+pub fn storage_domain(engine: &Engine) -> Result<String, ProviderError> {
     let wanted = setting(&engine.site, "storage_domain", "");
     engine
         .list("/storagedomains")?

@@ -225,6 +225,16 @@ pub fn materialize(req: &MaterializeRequest) -> Result<Operation, ProviderError>
         |v| v.text_at(&["status"]) != Some("image_locked"),
     )?;
     if let DiskSource::Volumes(volumes) = &req.source {
+        // A drill runs on copies: the recovery point's disks stay as they
+        // are, and the drill's go with its VM at cleanup.
+        let volumes = if req.isolated {
+            volumes
+                .iter()
+                .map(|v| drill_copy(&engine, v, &req.key))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            volumes.clone()
+        };
         let attached: Vec<String> = engine
             .list(&format!("/vms/{id}/diskattachments"))?
             .iter()
@@ -267,6 +277,50 @@ pub fn materialize(req: &MaterializeRequest) -> Result<Operation, ProviderError>
         site: req.site.clone(),
         id: format!("{id}/{}", if req.start { "up" } else { "down" }),
     })
+}
+
+/// The engine's copy of imported disk `volume` for the drill keyed `key`
+/// (found again by its name): the copy's id.
+fn drill_copy(engine: &Engine, volume: &str, key: &str) -> Result<String, ProviderError> {
+    let alias = format!("{volume}-drill-{}", short(key));
+    let named = |engine: &Engine| -> Result<Option<String>, ProviderError> {
+        Ok(engine
+            .list(&format!(
+                "/disks?search={}",
+                encode(&format!("name={alias}"))
+            ))?
+            .into_iter()
+            .find(|d| d.text_at(&["alias"]) == Some(alias.as_str()))
+            .and_then(|d| d.attr("id").map(str::to_owned)))
+    };
+    if let Some(id) = named(engine)? {
+        return Ok(id);
+    }
+    let base = engine.get(&format!("/disks/{volume}"))?;
+    let domain = crate::transfer::storage_domain(engine)?;
+    crate::transfer::copy_of(engine, &base, &alias, &domain, key)?
+        .and_then(|d| d.attr("id").map(str::to_owned))
+        .ok_or_else(|| {
+            ProviderError::Conflict(format!(
+                "the engine would not copy disk '{volume}' for the drill; a drill never runs on \
+                 the recovery point's own disks"
+            ))
+        })
+}
+
+/// The VM a disk is attached to, if any.
+pub fn using_disk(engine: &Engine, disk: &str) -> Result<Option<String>, ProviderError> {
+    for vm in engine.list("/vms")? {
+        let id = vm.attr("id").unwrap_or_default();
+        let attached = engine
+            .list(&format!("/vms/{id}/diskattachments"))?
+            .iter()
+            .any(|a| a.id_at(&["disk"]) == Some(disk));
+        if attached {
+            return Ok(Some(vm.text_at(&["name"]).unwrap_or(id).to_owned()));
+        }
+    }
+    Ok(None)
 }
 
 /// A new VM: cloned from the recovery point's snapshot, or blank.
