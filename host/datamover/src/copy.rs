@@ -625,6 +625,14 @@ pub async fn read_range(
     Client::new(&[endpoint])?.read(endpoint, start, end).await
 }
 
+/// Write `data` at `start` of `endpoint` as the mover writes a block: for
+/// preparing an endpoint by hand (the conformance kit marks a volume).
+pub async fn write_range(endpoint: &Endpoint, start: u64, data: Vec<u8>) -> Result<(), MoveError> {
+    Client::new(&[endpoint])?
+        .write(endpoint, start, bytes::Bytes::from(data))
+        .await
+}
+
 /// Verify a target against its source without copying (before a cutover).
 pub async fn verify_endpoints(
     source: &Endpoint,

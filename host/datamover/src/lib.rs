@@ -21,6 +21,8 @@ mod digest;
 mod endpoint;
 
 pub use checkpoint::{Checkpoint, FileCheckpoint, MemoryCheckpoint};
-pub use copy::{CopyOptions, CopyReport, Mode, MoveError, copy, read_range, verify_endpoints};
+pub use copy::{
+    CopyOptions, CopyReport, Mode, MoveError, copy, read_range, verify_endpoints, write_range,
+};
 pub use digest::{disk_digest, zero_block_digest};
 pub use endpoint::Endpoint;

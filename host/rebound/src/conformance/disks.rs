@@ -4,13 +4,15 @@
 //! volume of that size prepared for writing, and the exported disk copied
 //! into it by the data mover — every block and the whole disk verified by
 //! digest), and `import-disk` onto that volume (`volume-id`, as a failback
-//! resyncs onto the copy it supersedes): the new endpoint must start from
-//! the volume's data, so the resync writes nothing. The endpoints are
-//! released and the imported volumes deleted afterwards.
+//! resyncs onto the copy it supersedes) after the kit wrote a marker into
+//! it: the new endpoint must start from the volume's data — the marker
+//! read back from it before the copy — so the resync writes only the block
+//! holding the marker. The endpoints are released and the imported volumes
+//! deleted afterwards.
 
 use std::time::Instant;
 
-use rebound_datamover::{CopyOptions, MemoryCheckpoint};
+use rebound_datamover::{CopyOptions, MemoryCheckpoint, read_range, write_range};
 use rebound_engine::mover_endpoint;
 use rebound_runtime::bindings::exports::{
     CleanupRequest, CleanupScope, ExportRequest, ImportRequest,
@@ -127,18 +129,32 @@ async fn imports(kit: &mut Kit, site: &str, source: &DiskEndpoint) {
 
     let started = Instant::now();
     let first = import(kit, site, source, None, "import", &mut transfers).await;
+    let marker = Marker::new(source.size_bytes, &kit.nonce);
     let first = match first {
-        Ok((volume, report)) => {
+        Ok((volume, report, target)) => {
             volumes.push(volume.clone());
-            kit.record(
-                IMPORT,
-                started,
-                Ok(format!(
+            // A marker only this volume holds, for the import onto it.
+            let marked = write_range(
+                &mover_endpoint(&target, kit.sites[site].grant.ca_pem.as_deref()),
+                marker.offset,
+                marker.data.clone(),
+            )
+            .await;
+            let result = match marked {
+                Ok(()) => Ok(format!(
                     "{} bytes copied into volume {volume} and verified ({})",
                     report.bytes_written, report.mode
                 )),
-            );
-            Some(volume)
+                Err(e) => Err(format!(
+                    "copied and verified, but a write of {} bytes at {} to the import's \
+                     endpoint failed: {e}",
+                    marker.data.len(),
+                    marker.offset
+                )),
+            };
+            let ok = result.is_ok();
+            kit.record(IMPORT, started, result);
+            ok.then_some(volume)
         }
         Err(e) => {
             kit.record(IMPORT, started, Err(e));
@@ -158,26 +174,29 @@ async fn imports(kit: &mut Kit, site: &str, source: &DiskEndpoint) {
                 kit,
                 site,
                 source,
-                Some(base.clone()),
+                Some((base.clone(), &marker)),
                 "import-onto",
                 &mut transfers,
             )
             .await;
+            let block = marker.block(CopyOptions::default().block_size, source.size_bytes);
             let result = match again {
-                Ok((volume, report)) => {
+                Ok((volume, report, _)) => {
                     if !volumes.contains(&volume) {
                         volumes.push(volume.clone());
                     }
-                    if report.bytes_written == 0 {
+                    if report.bytes_written == block {
                         Ok(format!(
-                            "volume {volume} started from {base}: nothing to write ({})",
+                            "volume {volume} started from {base}, the kit's marker in it: only \
+                             that block rewritten, {block} bytes ({})",
                             report.mode
                         ))
                     } else {
                         Err(format!(
                             "the import onto {base} did not start from its data: {} of {} \
-                             bytes written; an import given `volume-id` must start from that \
-                             volume (or a copy of it), so a failback moves only the changes",
+                             bytes written where only the marker's block ({block} bytes) \
+                             differs; an import given `volume-id` must start from that volume \
+                             (or a copy of it), so a failback moves only the changes",
                             report.bytes_written, source.size_bytes
                         ))
                     }
@@ -214,17 +233,46 @@ async fn imports(kit: &mut Kit, site: &str, source: &DiskEndpoint) {
     }
 }
 
-/// Import a volume of the source's size (onto `volume_id` if given) and
-/// copy the source into it: the volume it names, and the mover's report.
-/// The import operation goes to `transfers`, to be released.
+/// A few bytes the kit writes into the first imported volume, which only
+/// that volume holds: an import onto it must start with them.
+struct Marker {
+    offset: u64,
+    data: Vec<u8>,
+}
+
+impl Marker {
+    /// Up to 4 KiB in the middle of a disk of `size` bytes.
+    fn new(size: u64, nonce: &str) -> Self {
+        let len = size.min(4096);
+        let offset = ((size / 2) & !4095).min(size - len);
+        let text = format!("rebound conformance marker {nonce} ");
+        let data = text.bytes().cycle().take(len as usize).collect();
+        Self { offset, data }
+    }
+
+    /// The length of the mover's block (of `block_size`) holding it.
+    fn block(&self, block_size: u64, size: u64) -> u64 {
+        let start = self.offset / block_size * block_size;
+        (start + block_size).min(size) - start
+    }
+}
+
+/// Import a volume of the source's size (onto a base volume if given, which
+/// must hold the marker) and copy the source into it: the volume it names,
+/// the mover's report and the import's endpoint. The import operation goes
+/// to `transfers`, to be released.
 async fn import(
     kit: &Kit,
     site: &str,
     source: &DiskEndpoint,
-    volume_id: Option<String>,
+    base: Option<(String, &Marker)>,
     what: &str,
     transfers: &mut Vec<Operation>,
-) -> Result<(String, rebound_datamover::CopyReport), String> {
+) -> Result<(String, rebound_datamover::CopyReport, DiskEndpoint), String> {
+    let (volume_id, marker) = match base {
+        Some((volume, marker)) => (Some(volume), Some(marker)),
+        None => (None, None),
+    };
     let op = kit
         .call(
             &[site],
@@ -253,15 +301,31 @@ async fn import(
         .check_data_url(&target.url)
         .map_err(|e| format!("the endpoint is outside the site's egress: {e}"))?;
     let ca = grant.ca_pem.as_deref();
+    let endpoint = mover_endpoint(&target, ca);
+    if let Some(marker) = marker {
+        let end = marker.offset + marker.data.len() as u64;
+        let found = read_range(&endpoint, marker.offset, end)
+            .await
+            .map_err(|e| format!("reading the import's endpoint before the copy: {e}"))?;
+        if found[..] != marker.data[..] {
+            return Err(format!(
+                "volume {volume} does not start from the volume it was given: bytes {}..{end}, \
+                 where the kit wrote a marker into that volume, read otherwise; an import given \
+                 `volume-id` must start from that volume (or a copy of it), so a failback moves \
+                 only the changes",
+                marker.offset
+            ));
+        }
+    }
     let report = rebound_datamover::copy(
         &mover_endpoint(source, ca),
-        &mover_endpoint(&target, ca),
+        &endpoint,
         CopyOptions::default(),
         &mut MemoryCheckpoint::default(),
     )
     .await
     .map_err(|e| format!("copying the export into volume {volume}: {e}"))?;
-    Ok((volume, report))
+    Ok((volume, report, target))
 }
 
 /// Release transfer endpoints, best effort (as the engine does).
