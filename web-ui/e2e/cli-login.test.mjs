@@ -1,13 +1,14 @@
 // `rebound login --oidc` against the lab's OpenID provider (node-oidc-provider,
 // e2e/idp.mjs) and a real host: the CLI prints the issuer's address, Chromium
 // signs in there, the issuer sends the browser back to the CLI's loopback port
-// with the code, and the host redeems it. The next command renews the stored
+// with the code, and the host redeems it (the address printed, or opened in
+// the system browser through $BROWSER). The next command renews the stored
 // session with the issuer's refresh token (its access tokens live 20 s). With
 // `--device`, the user enters a code at the issuer instead (RFC 8628).
 // REBOUND_BIN names the CLI (host/rebound/tests/ui_test.rs passes it).
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -16,8 +17,8 @@ import { ADMIN_PASSWORD, BASE, api, apiToken, launch } from "./harness.mjs";
 const BIN = process.env.REBOUND_BIN;
 
 /** Run the CLI; `onLine` sees each line of its stderr as it comes. */
-function cli(args, credentials, onLine = () => {}) {
-  const env = { ...process.env, REBOUND_SERVER: BASE, REBOUND_CREDENTIALS: credentials };
+function cli(args, credentials, onLine = () => {}, extraEnv = {}) {
+  const env = { ...process.env, ...extraEnv, REBOUND_SERVER: BASE, REBOUND_CREDENTIALS: credentials };
   delete env.REBOUND_TOKEN;
   const child = spawn(BIN, args, { env });
   let stdout = "";
@@ -123,6 +124,35 @@ describe("rebound login --oidc", () => {
     assert.match(audit, /auth\.login/);
     assert.match(audit, /auth\.refresh/);
     assert.ok(!audit.includes(first.oidc.refresh_token), "no refresh token in the audit log");
+  });
+
+  test("opens the issuer's address in the system browser ($BROWSER)", async () => {
+    const credentials = join(dir, "browser.json");
+    const opened = join(dir, "opened.txt");
+    const script = join(dir, "browser.sh");
+    // The "system browser": a command that hands the address to the test.
+    writeFileSync(script, `#!/bin/sh\nprintf '%s' "$1" > '${opened}'\n`, { mode: 0o755 });
+    const login = cli(["login", "--oidc"], credentials, () => {}, { BROWSER: script });
+    let ended = null;
+    login.done.then((r) => (ended = r));
+    while (!existsSync(opened) || readFileSync(opened, "utf8") === "") {
+      if (ended) assert.fail(`rebound login ended before opening a browser: ${ended.code} ${ended.stderr}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const url = new URL(readFileSync(opened, "utf8"));
+    assert.equal(url.searchParams.get("code_challenge_method"), "S256");
+    const browser = await launch();
+    try {
+      const tab = await browser.context.newPage();
+      await throughIdp(tab, url, "olivia");
+      await tab.getByText("go back to the command line").waitFor();
+    } finally {
+      await browser.close();
+    }
+    const result = await login.done;
+    assert.equal(result.code, 0, result.stderr);
+    assert.doesNotMatch(result.stderr, /no browser could be opened/);
+    assert.match(result.stderr, /logged in to .* as oidc:olivia@/);
   });
 
   test("signs in with a code entered at the issuer (device authorization grant)", async () => {
