@@ -520,9 +520,13 @@ impl PluginSteps {
                     ),
                 };
                 let op = self.call(&[&site], request).await?;
-                // Forgotten by the store once the site removed them.
+                // Forgotten by the store once the site reports them removed.
                 let mut handle = handle(&op);
-                handle["points"] = json!(gone.iter().map(|p| &p.id).collect::<Vec<_>>());
+                handle["points"] = json!(
+                    gone.iter()
+                        .map(|p| json!({"id": p.id, "platform_ids": platform_ids(p)}))
+                        .collect::<Vec<_>>()
+                );
                 return Ok(Started::Operation(handle));
             }
             other => {
@@ -689,10 +693,14 @@ impl PluginSteps {
                 .map_err(|e| StepError::Retryable(e.to_string()))?;
         }
         if let Some(points) = operation["points"].as_array() {
-            let ids: Vec<String> = points
-                .iter()
-                .filter_map(|p| p.as_str().map(str::to_owned))
-                .collect();
+            let removed = match &done {
+                Outcome::Cleaned(report) => report.removed.as_slice(),
+                _ => &[],
+            };
+            let (ids, kept) = removed_points(points, removed);
+            if !kept.is_empty() {
+                tracing::info!(run = %step.run, step = %step.name, site = %site, "recovery points {kept:?} kept by the site (busy); the next prune tries them again");
+            }
             self.store
                 .forget_recovery_points(&site, &ids)
                 .await
@@ -706,6 +714,29 @@ impl PluginSteps {
         }
         Ok(Progress::Done(output))
     }
+}
+
+/// Of the points a prune asked a site to remove, the ids of those it
+/// reported removed — every platform id of theirs — and of those it kept.
+/// (A point recorded as a bare id, by an older host, counts as removed.)
+fn removed_points(points: &[Value], removed: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut gone = Vec::new();
+    let mut kept = Vec::new();
+    for p in points {
+        match (p.as_str(), p["id"].as_str()) {
+            (Some(id), _) => gone.push(id.to_owned()),
+            (None, Some(id)) => {
+                let all = p["platform_ids"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|v| v.as_str().is_some_and(|v| removed.iter().any(|r| r == v)));
+                if all { &mut gone } else { &mut kept }.push(id.to_owned());
+            }
+            _ => {}
+        }
+    }
+    (gone, kept)
 }
 
 /// The platform's ids of a recovery point's copies: the volumes a transfer
@@ -890,5 +921,24 @@ impl StepRunner for PluginSteps {
                 self.abandon_transfer(step, operation).await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_point_is_forgotten_only_when_every_copy_of_it_was_removed() {
+        let points = [
+            json!({"id": "transfer/a", "platform_ids": ["vol-1", "vol-2"]}),
+            json!({"id": "transfer/b", "platform_ids": ["vol-3", "vol-4"]}),
+            json!({"id": "snap-5", "platform_ids": ["snap-5"]}),
+            json!("older-host-point"),
+        ];
+        let removed = ["vol-1", "vol-2", "vol-3", "snap-5"].map(String::from);
+        let (gone, kept) = removed_points(&points, &removed);
+        assert_eq!(gone, ["transfer/a", "snap-5", "older-host-point"]);
+        assert_eq!(kept, ["transfer/b"]);
     }
 }

@@ -1,7 +1,8 @@
 //! Cleanup: drill sandboxes (their VMs; the DataVolumes they own go with
 //! them), recovery points past retention (snapshots with the point-in-time
-//! PVCs replicating them, replicas' mirrored PVCs, or imported volumes no
-//! VM uses), and transfer endpoints (exports). It finishes within the
+//! PVCs replicating them, replicas' mirrored PVCs, or imported volumes —
+//! one a VM uses directly stays, as that VM's disk), and transfer endpoints
+//! (exports). It finishes within the
 //! call; the handle lists what went.
 
 use rebound_plugin_sdk::{
@@ -71,7 +72,8 @@ pub fn cleanup(req: &CleanupRequest) -> Result<Operation, ProviderError> {
     })
 }
 
-/// Delete an imported volume (DataVolume) unless a VM uses it directly.
+/// Delete an imported volume (DataVolume) unless a VM uses it directly —
+/// then it is that VM's disk, no longer a recovery point: it stays.
 fn remove_volume(cluster: &Cluster, id: &str) -> Result<(), ProviderError> {
     let used_by = cluster.list(&cluster.vms(), None)?.into_iter().find(|vm| {
         spec::volume_claims(&vm["spec"]["template"]["spec"])
@@ -79,10 +81,8 @@ fn remove_volume(cluster: &Cluster, id: &str) -> Result<(), ProviderError> {
             .any(|(_, claim)| claim == id)
     });
     if let Some(vm) = used_by {
-        return Err(ProviderError::Conflict(format!(
-            "volume '{id}' is used by VirtualMachine '{}'; remove the VM first",
-            vm["metadata"]["name"].as_str().unwrap_or_default()
-        )));
+        info!("volume kept: a VM uses it"; "volume" => id, "vm" => vm["metadata"]["name"].as_str().unwrap_or_default());
+        return Ok(());
     }
     cluster.delete(&format!("{}/{id}", cluster.data_volumes()))?;
     Ok(())

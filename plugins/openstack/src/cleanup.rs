@@ -2,9 +2,10 @@
 //! volumes go with them, and drill volumes never attached), recovery points
 //! past retention (Cinder snapshots; imported backups with their records in
 //! the region they came from; volumes the data mover wrote) and transfer
-//! appliances. What is already gone counts as removed; what Cinder will not
-//! delete yet (a volume in use, a snapshot still being made) stays and is
-//! logged, and is not reported removed.
+//! appliances. What is already gone counts as removed, and so does an
+//! imported volume a server uses (it is that server's disk now, and stays);
+//! what Cinder will not delete yet (a snapshot still being made) stays, is
+//! logged and is not reported removed, so the next prune tries again.
 
 use rebound_plugin_sdk::{
     CleanupRequest, CleanupScope, Operation, OperationKind, ProviderError, info, warn,
@@ -88,8 +89,19 @@ fn recovery_point(cloud: &Cloud, id: &str, key: &str) -> Result<bool, ProviderEr
     };
     match deleted {
         Ok(()) => Ok(true),
-        // Cinder refuses while it is in use or busy: it stays for now.
         Err(ProviderError::InvalidRequest(reason) | ProviderError::Conflict(reason)) => {
+            // An imported volume a server boots from (a failover or
+            // failback used it as it is) is that server's disk now, no
+            // longer a recovery point: it stays, reported removed.
+            let attached = Point::parse(id).is_err()
+                && cinder::find(cloud, Kind::Volume, None, id)?
+                    .is_some_and(|v| text(&v, "status") == "in-use");
+            if attached {
+                info!("volume kept: a server uses it"; "id" => id);
+                return Ok(true);
+            }
+            // Busy (a snapshot still being made): it stays for now, and
+            // the next prune tries again.
             warn!("recovery point kept"; "id" => id, "reason" => reason);
             Ok(false)
         }

@@ -209,8 +209,9 @@ fn health(site_name: &str) -> Result<HealthReport, ProviderError> {
 
 /// Drill sandboxes (their VMs, stopped and removed with their disks — the
 /// drill's copies), recovery points (snapshots; or imported disks, kept
-/// where a VM uses them: a failover's or failback's attached them) and
-/// transfer endpoints (finalized). Finishes within the call.
+/// where a VM uses them — a failover's or failback's attached them — and
+/// reported removed, as they are no recovery point any more) and transfer
+/// endpoints (finalized). Finishes within the call.
 fn cleanup(req: &CleanupRequest) -> Result<Operation, ProviderError> {
     let engine = Engine::of(&req.site)?;
     let removed = match &req.scope {
@@ -256,12 +257,12 @@ fn cleanup(req: &CleanupRequest) -> Result<Operation, ProviderError> {
                             Ok(()) => {}
                             // An imported disk a failover or failback
                             // attached is the workload's disk now, no
-                            // longer a recovery point: it stays.
+                            // longer a recovery point: it stays, reported
+                            // removed.
                             Err(ProviderError::Conflict(why)) => {
                                 match vms::using_disk(&engine, id)? {
                                     Some(vm) => {
                                         info!("disk kept: a VM uses it"; "disk" => id, "vm" => vm);
-                                        continue;
                                     }
                                     None => return Err(ProviderError::Conflict(why)),
                                 }
