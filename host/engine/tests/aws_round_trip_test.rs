@@ -270,6 +270,21 @@ async fn aws_round_trip(store: Store) {
     let l = store.plan("shop").await.expect("plan").lifecycle;
     assert_eq!((l.state, l.primary.as_str()), (PlanState::Protected, EAST));
 
+    // Cycles past the retention of 2: the older points are removed in both
+    // regions and forgotten by the store (the plugin reports them removed).
+    for _ in 0..3 {
+        run(&store, &lab, Workflow::Replication).await;
+    }
+    let points = store.recovery_points("shop").await.expect("points");
+    let mut per: HashMap<(String, String), usize> = HashMap::new();
+    for p in &points {
+        *per.entry((p.site.clone(), p.workload.clone())).or_default() += 1;
+    }
+    assert!(
+        per.values().all(|n| *n <= 2) && per.len() == 4,
+        "at most 2 recorded per region and workload: {per:?}"
+    );
+
     // No mutating call repeated within a workflow step: every instance,
     // image and copy was made once per workload and phase.
     let effects = lab.site.effects();

@@ -465,15 +465,18 @@ pub fn cleanup(req: CleanupRequest) -> Result<Operation, ProviderError> {
                     delete_volume(&aws, id, &mut removed, &mut pending)?;
                     continue;
                 }
+                // Reported by the point's id once its snapshots are gone.
+                let mut snapshots = Vec::new();
                 for s in points::snapshots(&aws, id)? {
                     delete(
                         &aws,
                         "DeleteSnapshot",
                         "SnapshotId",
                         s.text("snapshotId"),
-                        &mut removed,
+                        &mut snapshots,
                     )?;
                 }
+                removed.push(id.clone());
             }
         }
         CleanupScope::Transfers(ids) => crate::transfer::release(&aws, ids, &mut removed)?,
