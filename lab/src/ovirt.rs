@@ -309,6 +309,16 @@ impl OVirtSite {
             .unwrap_or_default()
     }
 
+    /// How many checkpoints VM `id` has.
+    pub fn checkpoints(&self, id: &str) -> usize {
+        self.shared
+            .lock()
+            .checkpoints
+            .values()
+            .filter(|c| c.vm == id)
+            .count()
+    }
+
     /// The image file of disk `id`, while the engine has the disk.
     pub fn disk_path(&self, id: &str) -> Option<PathBuf> {
         let known = self.shared.lock().disks.contains_key(id);

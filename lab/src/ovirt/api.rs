@@ -253,6 +253,7 @@ fn route(
                     .map(|c| e.render_checkpoint(c)),
             ))
         }
+        ["vms", id, "checkpoints", cid] if delete => remove_checkpoint(shared, id, cid),
         ["disks"] if get => {
             let e = shared.lock();
             let wanted = search(q, "name");
@@ -1029,6 +1030,41 @@ fn add_backup(shared: &Shared, id: &str, body: &[u8]) -> Answer {
     let doc = e.render_backup(&b);
     e.backups.insert(bid, b);
     created(&doc)
+}
+
+/// Only the root of a VM's checkpoint chain can go (its bitmaps with it),
+/// and not while a backup from it runs; its child becomes the root.
+fn remove_checkpoint(shared: &Shared, id: &str, cid: &str) -> Answer {
+    let mut e = shared.lock();
+    let c = e
+        .checkpoints
+        .get(cid)
+        .filter(|c| c.vm == id)
+        .ok_or_else(|| not_found(cid))?;
+    if c.parent
+        .as_ref()
+        .is_some_and(|p| e.checkpoints.contains_key(p))
+    {
+        return Err(conflict(
+            "Cannot remove VM checkpoint. Only the root checkpoint of the VM can be removed.",
+        ));
+    }
+    let running = e.backups.values().any(|b| {
+        b.from_checkpoint.as_deref() == Some(cid)
+            && !matches!(b.phase.current(), "succeeded" | "failed")
+    });
+    if running {
+        return Err(conflict(
+            "Cannot remove VM checkpoint. A backup from it is in progress.",
+        ));
+    }
+    e.checkpoints.remove(cid);
+    for c in e.checkpoints.values_mut() {
+        if c.parent.as_deref() == Some(cid) {
+            c.parent = None;
+        }
+    }
+    Ok(StatusCode::OK.into_response())
 }
 
 fn finalize_backup(shared: &Shared, id: &str, bid: &str) -> Answer {

@@ -11,8 +11,9 @@
 //! so the blocks listed are a superset of those that differ between the two
 //! points: every block written since, on the engine's own write tracking.
 //!
-//! Only backups this plugin started (described `rebound …`) are finalized
-//! by it; another product's backup in progress is left alone — the point
+//! Checkpoints of points the plan no longer keeps are removed at their
+//! cleanup (`prune`). Only backups this plugin started (described
+//! `rebound …`), and their checkpoints, are finalized or removed by it; another product's backup in progress is left alone — the point
 //! is then taken without a checkpoint, and `changed-blocks` on it answers
 //! `unsupported`, so the host compares block digests instead.
 
@@ -143,6 +144,75 @@ pub fn checkpoint(engine: &Engine, vm: &str, key: &str) -> Option<String> {
             None
         }
     }
+}
+
+/// Remove the oldest checkpoints of `vm` that no recovery point needs any
+/// more, root first as the engine allows: only ones this plugin made (the
+/// checkpoints of its backups), stopping at the first a remaining point
+/// was taken after, at another product's, or at one the engine will not
+/// remove yet (a backup from it running). So the chain is no longer than
+/// the points the plan keeps, with the listings between them. How many
+/// went.
+pub fn prune(engine: &Engine, vm: &str, key: &str) -> Result<usize, ProviderError> {
+    let needed: Vec<String> = engine
+        .list(&format!("/vms/{vm}/snapshots"))?
+        .iter()
+        .filter_map(|s| points::checkpoint_of(s.text_at(&["description"])?).map(str::to_owned))
+        .collect();
+    let ours: Vec<String> = engine
+        .list(&format!("/vms/{vm}/backups"))?
+        .iter()
+        .filter(|b| {
+            b.text_at(&["description"])
+                .is_some_and(|d| d.starts_with(OURS))
+        })
+        .filter_map(|b| b.text_at(&["to_checkpoint_id"]).map(str::to_owned))
+        .collect();
+    let links: Vec<(String, Option<String>)> = engine
+        .list(&format!("/vms/{vm}/checkpoints"))?
+        .iter()
+        .filter_map(|c| {
+            let id = c.attr("id")?.to_owned();
+            Some((id, c.text_at(&["parent_id"]).map(str::to_owned)))
+        })
+        .collect();
+    let mut removed = 0;
+    for c in chain(&links) {
+        if needed.contains(&c) || !ours.contains(&c) {
+            break;
+        }
+        match engine.delete(
+            &format!("/vms/{vm}/checkpoints/{c}"),
+            key,
+            &format!("remove checkpoint {c}"),
+        ) {
+            Ok(()) => removed += 1,
+            Err(ProviderError::Conflict(why)) => {
+                info!("checkpoint kept for now"; "vm" => vm, "checkpoint" => c, "reason" => why);
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
+/// A VM's checkpoints as `(id, parent)`, in chain order from the root.
+fn chain(links: &[(String, Option<String>)]) -> Vec<String> {
+    let known = |id: &Option<String>| {
+        id.as_ref()
+            .is_some_and(|p| links.iter().any(|(c, _)| c == p))
+    };
+    let mut out = Vec::new();
+    let mut next = links.iter().find(|(_, parent)| !known(parent));
+    while let Some((id, _)) = next {
+        if out.contains(id) {
+            break;
+        }
+        out.push(id.clone());
+        next = links.iter().find(|(_, parent)| parent.as_ref() == Some(id));
+    }
+    out
 }
 
 /// The byte ranges of the disk written since the base point's checkpoint.
@@ -296,5 +366,17 @@ mod tests {
         let pairs: Vec<(u64, u64)> = joined.iter().map(|r| (r.offset, r.length)).collect();
         assert_eq!(pairs, [(0, 15), (100, 25)]);
         assert!(over(Some("succeeded")) && over(Some("failed")) && !over(Some("ready")));
+    }
+
+    #[test]
+    fn checkpoints_chain_from_the_root() {
+        let link = |id: &str, parent: Option<&str>| (id.to_owned(), parent.map(str::to_owned));
+        let links = [
+            link("c3", Some("c2")),
+            link("c1", Some("gone")),
+            link("c2", Some("c1")),
+        ];
+        assert_eq!(chain(&links), ["c1", "c2", "c3"]);
+        assert!(chain(&[]).is_empty());
     }
 }

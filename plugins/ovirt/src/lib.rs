@@ -51,7 +51,7 @@ use rebound_plugin_sdk::{
     DiskFormat, ExportRequest, FenceRequest, HealthReport, HealthStatus, ImportRequest,
     InventoryFilter, MaterializeRequest, Operation, OperationKind, OperationState, Outcome,
     PluginInfo, Provider, ProviderError, RedirectRequest, ReplicateRequest, SnapshotRequest,
-    Workload, info, register, site,
+    Workload, info, register, site, warn,
 };
 
 use crate::engine::Engine;
@@ -272,6 +272,19 @@ fn cleanup(req: &CleanupRequest) -> Result<Operation, ProviderError> {
                     }
                 }
                 removed.push(id.clone());
+            }
+            // The checkpoints only the removed points needed go too.
+            let mut vms: Vec<&str> = ids
+                .iter()
+                .filter_map(|id| points::split(id).ok().map(|(vm, _)| vm))
+                .collect();
+            vms.sort_unstable();
+            vms.dedup();
+            for vm in vms {
+                match backups::prune(&engine, vm, &req.key) {
+                    Ok(n) => info!("checkpoints removed"; "vm" => vm, "count" => n),
+                    Err(e) => warn!("checkpoints kept"; "vm" => vm, "error" => e.to_string()),
+                }
             }
             removed
         }
