@@ -318,10 +318,15 @@ fn dirty_extents(
         .ok_or_else(|| {
             ProviderError::ProviderFailed(format!("image transfer '{id}' has no proxy_url"))
         })?;
+    // The ticket in the URL is the transfer's credential: kept out of errors.
+    let hide = |e: ProviderError| {
+        e.map_message(|m| m.replace(url, &format!("<the proxy URL of transfer {id}>")))
+    };
     let extents: Vec<serde_json::Value> = http::get(format!("{url}/extents?context=dirty"))
         .timeout_ms(engine.timeout_ms())
-        .send()?
-        .error_for_status()?
+        .send()
+        .and_then(http::Response::error_for_status)
+        .map_err(hide)?
         .json()?;
     Ok(join(
         extents

@@ -9,6 +9,25 @@ impl ProviderError {
         matches!(self, Self::Throttled(_) | Self::Transient(_))
     }
 
+    /// The same error with its message rewritten by `f` — to keep a
+    /// credential that is part of a URL (a ticket, a signed link) out of a
+    /// message the host logs.
+    pub fn map_message(self, f: impl FnOnce(&str) -> String) -> Self {
+        match self {
+            Self::NotFound(m) => Self::NotFound(f(&m)),
+            Self::Unauthorized(m) => Self::Unauthorized(f(&m)),
+            Self::Throttled(mut t) => {
+                t.message = f(&t.message);
+                Self::Throttled(t)
+            }
+            Self::Transient(m) => Self::Transient(f(&m)),
+            Self::InvalidRequest(m) => Self::InvalidRequest(f(&m)),
+            Self::Unsupported(m) => Self::Unsupported(f(&m)),
+            Self::Conflict(m) => Self::Conflict(f(&m)),
+            Self::ProviderFailed(m) => Self::ProviderFailed(f(&m)),
+        }
+    }
+
     /// The error for an HTTP status that is not a success. `what` names the
     /// request (method and URL); `body` is the start of the response.
     pub fn from_status(status: u16, what: &str, retry_after: Option<&str>, body: &[u8]) -> Self {
@@ -75,5 +94,21 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(e(500).is_retryable() && !e(404).is_retryable());
+    }
+
+    #[test]
+    fn a_message_is_rewritten_in_its_case() {
+        let e = ProviderError::from_status(404, "GET http://x/images/t1", None, b"gone");
+        let hidden = e.map_message(|m| m.replace("http://x/images/t1", "<url>"));
+        assert!(
+            matches!(&hidden, ProviderError::NotFound(m) if m == "GET <url> answered 404: gone")
+        );
+        let t = ProviderError::from_status(429, "GET http://x/images/t1", Some("1"), b"");
+        match t.map_message(|m| m.replace("t1", "***")) {
+            ProviderError::Throttled(t) => {
+                assert!(!t.message.contains("t1") && t.retry_after_ms == Some(1000))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
