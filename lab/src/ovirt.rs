@@ -295,6 +295,11 @@ impl OVirtSite {
         self.shared.lock().vms.keys().cloned().collect()
     }
 
+    /// The ids of every disk the engine has.
+    pub fn disk_ids(&self) -> Vec<String> {
+        self.shared.lock().disks.keys().cloned().collect()
+    }
+
     /// The image files of a VM's disks, in attachment order.
     pub fn vm_disks(&self, id: &str) -> Vec<PathBuf> {
         let e = self.shared.lock();

@@ -259,7 +259,13 @@ async fn ovirt_to_kubevirt_and_back(store: Store) {
             (disk, std::fs::read(path).expect("read"))
         })
         .collect();
+    let disks = lab.ovirt.disk_ids().len();
     run(&store, &lab, Workflow::Drill).await;
+    assert_eq!(
+        lab.ovirt.disk_ids().len(),
+        disks,
+        "the drill's copies went with its VMs"
+    );
     for (disk, before) in &reprotected {
         let path = lab
             .ovirt

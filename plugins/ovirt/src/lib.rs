@@ -54,7 +54,7 @@ use rebound_plugin_sdk::{
     Workload, info, register, site, warn,
 };
 
-use crate::engine::Engine;
+use crate::engine::{Engine, encode};
 
 /// Who this plugin is. Pure, so tests can call it natively.
 pub fn describe_info() -> PluginInfo {
@@ -218,7 +218,7 @@ fn cleanup(req: &CleanupRequest) -> Result<Operation, ProviderError> {
         CleanupScope::Drill(sandbox) => {
             let filter = InventoryFilter {
                 workload_ids: Vec::new(),
-                labels: vec![("rebound/drill".into(), sandbox.clone())],
+                labels: vec![(vms::DRILL_LABEL.into(), sandbox.clone())],
             };
             let mut removed = Vec::new();
             for w in vms::inventory(&engine, &filter)? {
@@ -236,6 +236,22 @@ fn cleanup(req: &CleanupRequest) -> Result<Operation, ProviderError> {
                 })?;
                 engine.delete(&path, &req.key, &format!("remove {}", w.id))?;
                 removed.push(w.id);
+            }
+            // Disks copied for the drill that no VM took with it (a
+            // materialize that stopped before attaching them).
+            let prefix = vms::drill_prefix(sandbox);
+            let left = engine.list(&format!(
+                "/disks?search={}",
+                encode(&format!("name={prefix}*"))
+            ))?;
+            for d in left {
+                let (Some(id), Some(alias)) = (d.attr("id"), d.text_at(&["alias"])) else {
+                    continue;
+                };
+                if alias.starts_with(&prefix) {
+                    engine.delete(&format!("/disks/{id}"), &req.key, &format!("remove {id}"))?;
+                    removed.push(id.to_owned());
+                }
             }
             removed
         }

@@ -14,6 +14,8 @@ use rebound_plugin_sdk::{
 use crate::engine::{Engine, encode, setting, short};
 
 /// Tags recording the fencing epoch and whether the VM is fenced.
+/// The label the host puts on a drill's workloads (its sandbox id).
+pub const DRILL_LABEL: &str = "rebound/drill";
 const EPOCH_TAG: &str = "rebound/epoch=";
 const FENCED_TAG: &str = "rebound/fenced=true";
 /// How long a call waits for the engine to unlock disks or a VM.
@@ -230,7 +232,7 @@ pub fn materialize(req: &MaterializeRequest) -> Result<Operation, ProviderError>
         let volumes = if req.isolated {
             volumes
                 .iter()
-                .map(|v| drill_copy(&engine, v, &req.key))
+                .map(|v| drill_copy(&engine, v, sandbox(req), &req.key))
                 .collect::<Result<Vec<_>, _>>()?
         } else {
             volumes.clone()
@@ -279,21 +281,39 @@ pub fn materialize(req: &MaterializeRequest) -> Result<Operation, ProviderError>
     })
 }
 
-/// The engine's copy of imported disk `volume` for the drill keyed `key`
-/// (found again by its name): the copy's id.
-fn drill_copy(engine: &Engine, volume: &str, key: &str) -> Result<String, ProviderError> {
-    let alias = format!("{volume}-drill-{}", short(key));
-    let named = |engine: &Engine| -> Result<Option<String>, ProviderError> {
-        Ok(engine
-            .list(&format!(
-                "/disks?search={}",
-                encode(&format!("name={alias}"))
-            ))?
-            .into_iter()
-            .find(|d| d.text_at(&["alias"]) == Some(alias.as_str()))
-            .and_then(|d| d.attr("id").map(str::to_owned)))
-    };
-    if let Some(id) = named(engine)? {
+/// The drill sandbox a materialize is for: its label, else its key.
+fn sandbox(req: &MaterializeRequest) -> &str {
+    req.spec
+        .labels
+        .iter()
+        .find(|(k, _)| k == DRILL_LABEL)
+        .map_or(req.key.as_str(), |(_, v)| v.as_str())
+}
+
+/// The name prefix of the disks copied for drill sandbox `sandbox`, by
+/// which its cleanup finds any its VMs did not take with them.
+pub fn drill_prefix(sandbox: &str) -> String {
+    format!("drill-{}-", short(sandbox))
+}
+
+/// The engine's copy of imported disk `volume` for the drill in
+/// `sandbox` (found again by its name): the copy's id.
+fn drill_copy(
+    engine: &Engine,
+    volume: &str,
+    sandbox: &str,
+    key: &str,
+) -> Result<String, ProviderError> {
+    let alias = format!("{}{volume}", drill_prefix(sandbox));
+    let found = engine
+        .list(&format!(
+            "/disks?search={}",
+            encode(&format!("name={alias}"))
+        ))?
+        .into_iter()
+        .find(|d| d.text_at(&["alias"]) == Some(alias.as_str()))
+        .and_then(|d| d.attr("id").map(str::to_owned));
+    if let Some(id) = found {
         return Ok(id);
     }
     let base = engine.get(&format!("/disks/{volume}"))?;
