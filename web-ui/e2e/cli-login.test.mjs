@@ -62,6 +62,18 @@ async function throughIdp(tab, url, login) {
   await tab.getByRole("button", { name: "Continue" }).click();
 }
 
+/** In Chromium: sign in at the issuer's address, until it sends the browser back to the CLI. */
+async function signInAtIdp(url, login) {
+  const browser = await launch();
+  try {
+    const tab = await browser.context.newPage();
+    await throughIdp(tab, url, login);
+    await tab.getByText("go back to the command line").waitFor();
+  } finally {
+    await browser.close();
+  }
+}
+
 describe("rebound login --oidc", () => {
   let dir;
   let admin;
@@ -87,14 +99,7 @@ describe("rebound login --oidc", () => {
     const stray = await fetch(`${redirect.href}?code=forged&state=not-this-one`);
     assert.equal(stray.status, 400);
 
-    const browser = await launch();
-    try {
-      const tab = await browser.context.newPage();
-      await throughIdp(tab, url, "olivia");
-      await tab.getByText("go back to the command line").waitFor();
-    } finally {
-      await browser.close();
-    }
+    await signInAtIdp(url, "olivia");
     const login = await done;
     assert.equal(login.code, 0, login.stderr);
     assert.match(login.stderr, /logged in to .* as oidc:olivia@http:\/\/127\.0\.0\.1:\d+ \(operator\) through Lab IdP/);
@@ -141,14 +146,7 @@ describe("rebound login --oidc", () => {
     }
     const url = new URL(readFileSync(opened, "utf8"));
     assert.equal(url.searchParams.get("code_challenge_method"), "S256");
-    const browser = await launch();
-    try {
-      const tab = await browser.context.newPage();
-      await throughIdp(tab, url, "olivia");
-      await tab.getByText("go back to the command line").waitFor();
-    } finally {
-      await browser.close();
-    }
+    await signInAtIdp(url, "olivia");
     const result = await login.done;
     assert.equal(result.code, 0, result.stderr);
     assert.doesNotMatch(result.stderr, /no browser could be opened/);

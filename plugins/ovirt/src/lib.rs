@@ -54,7 +54,7 @@ use rebound_plugin_sdk::{
     Workload, info, register, site, warn,
 };
 
-use crate::engine::{Engine, encode};
+use crate::engine::Engine;
 
 /// Who this plugin is. Pure, so tests can call it natively.
 pub fn describe_info() -> PluginInfo {
@@ -240,15 +240,8 @@ fn cleanup(req: &CleanupRequest) -> Result<Operation, ProviderError> {
             // Disks copied for the drill that no VM took with it (a
             // materialize that stopped before attaching them).
             let prefix = vms::drill_prefix(sandbox);
-            let left = engine.list(&format!(
-                "/disks?search={}",
-                encode(&format!("name={prefix}*"))
-            ))?;
-            for d in left {
-                let (Some(id), Some(alias)) = (d.attr("id"), d.text_at(&["alias"])) else {
-                    continue;
-                };
-                if alias.starts_with(&prefix) {
+            for d in transfer::disks_named(&engine, &prefix)? {
+                if let Some(id) = d.attr("id") {
                     engine.delete(&format!("/disks/{id}"), &req.key, &format!("remove {id}"))?;
                     removed.push(id.to_owned());
                 }

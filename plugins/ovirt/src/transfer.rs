@@ -91,14 +91,7 @@ pub fn import(req: &ImportRequest) -> Result<Operation, ProviderError> {
     // A new disk each time (the last good copy stays until this one is
     // verified); named after the key, so a repeated call finds it.
     let alias = format!("{}-{}", req.name, short(&req.key));
-    let found = engine
-        .list(&format!(
-            "/disks?search={}",
-            encode(&format!("name={alias}"))
-        ))?
-        .into_iter()
-        .find(|d| d.text_at(&["alias"]) == Some(alias.as_str()));
-    let disk = match found {
+    let disk = match disk_named(&engine, &alias)? {
         Some(d) => d,
         None => {
             let domain = storage_domain(&engine)?;
@@ -247,19 +240,30 @@ pub fn copy_of(
         }
         Err(e) => return Err(e),
     }
-    engine
+    disk_named(engine, alias)?.map(Some).ok_or_else(|| {
+        ProviderError::Transient(format!(
+            "the copy of disk '{id}' to '{alias}' is not listed yet"
+        ))
+    })
+}
+
+/// The disks whose names start with `prefix` (a search `name=prefix*`).
+pub fn disks_named(engine: &Engine, prefix: &str) -> Result<Vec<Element>, ProviderError> {
+    Ok(engine
         .list(&format!(
             "/disks?search={}",
-            encode(&format!("name={alias}"))
+            encode(&format!("name={prefix}*"))
         ))?
         .into_iter()
-        .find(|d| d.text_at(&["alias"]) == Some(alias))
-        .map(Some)
-        .ok_or_else(|| {
-            ProviderError::Transient(format!(
-                "the copy of disk '{id}' to '{alias}' is not listed yet"
-            ))
-        })
+        .filter(|d| d.text_at(&["alias"]).is_some_and(|a| a.starts_with(prefix)))
+        .collect())
+}
+
+/// The disk named `alias`, if the engine has one.
+pub fn disk_named(engine: &Engine, alias: &str) -> Result<Option<Element>, ProviderError> {
+    Ok(disks_named(engine, alias)?
+        .into_iter()
+        .find(|d| d.text_at(&["alias"]) == Some(alias)))
 }
 
 /// The site's `storage_domain` (a name), else the first data domain.

@@ -305,16 +305,9 @@ fn drill_copy(
     key: &str,
 ) -> Result<String, ProviderError> {
     let alias = format!("{}{volume}", drill_prefix(sandbox));
-    let found = engine
-        .list(&format!(
-            "/disks?search={}",
-            encode(&format!("name={alias}"))
-        ))?
-        .into_iter()
-        .find(|d| d.text_at(&["alias"]) == Some(alias.as_str()))
-        .and_then(|d| d.attr("id").map(str::to_owned));
-    if let Some(id) = found {
-        return Ok(id);
+    let found = crate::transfer::disk_named(engine, &alias)?;
+    if let Some(id) = found.as_ref().and_then(|d| d.attr("id")) {
+        return Ok(id.to_owned());
     }
     let base = engine.get(&format!("/disks/{volume}"))?;
     let domain = crate::transfer::storage_domain(engine)?;
