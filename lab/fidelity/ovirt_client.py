@@ -159,6 +159,23 @@ images = domain_service.disk_snapshots_service().list()
 image = [i for i in images if i.id == snap_disks[0].image_id]
 assert len(image) == 1 and image[0].disk.id == first.id, images
 
+# Incremental backup needs a qcow2 disk: a raw one is refused, a cow one
+# shows it enabled.
+size = 1 << 20
+try:
+    disks_service.add(types.Disk(name="raw-inc", provisioned_size=size,
+                                 format=types.DiskFormat.RAW, backup=types.DiskBackup.INCREMENTAL,
+                                 storage_domains=[types.StorageDomain(id=domain.id)]))
+    raise AssertionError("a raw disk with incremental backup was accepted")
+except sdk.Error as e:
+    assert e.code == 400 and "COW" in str(e), e
+cow = disks_service.add(types.Disk(name="cow-inc", provisioned_size=size,
+                                   format=types.DiskFormat.COW, backup=types.DiskBackup.INCREMENTAL,
+                                   storage_domains=[types.StorageDomain(id=domain.id)]))
+assert cow.format == types.DiskFormat.COW and cow.backup == types.DiskBackup.INCREMENTAL, cow
+assert first.format == types.DiskFormat.COW and first.backup == types.DiskBackup.INCREMENTAL, first
+print("incremental backup needs a qcow2 disk")
+
 # A disk copy is refused while its VM runs.
 first_service = disks_service.disk_service(first.id)
 copy_to = types.StorageDomain(id=domain.id)

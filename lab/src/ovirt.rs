@@ -393,6 +393,8 @@ fn seed(shared: &Shared, name: &str, memory_gib: u64, sizes: &[u64]) -> std::io:
                 size: *size,
                 status: Stages::now("ok"),
                 description: String::new(),
+                format: "cow".into(),
+                incremental: true,
             },
         );
         disks.push((disk, i == 0));

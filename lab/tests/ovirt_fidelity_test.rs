@@ -4,7 +4,7 @@
 //! engine's pki-resource as clients bootstrap it): SSO, VM
 //! listing and search, a snapshot waited to `ok` with its job, a disk
 //! downloaded through an image transfer, an incremental backup's dirty
-//! extents, and a refused stop. The interpreter comes from `REBOUND_PYTHON`
+//! extents, a raw disk refused incremental backup, and a refused stop. The interpreter comes from `REBOUND_PYTHON`
 //! (a venv with `lab/fidelity/requirements.txt`; CI makes one). Without it
 //! the test says so and passes, unless `REBOUND_REQUIRE_PYTHON=1`.
 
@@ -98,6 +98,7 @@ async fn the_ovirt_python_sdk_works_against_the_simulator() {
     assert!(output.status.success(), "{text}");
     assert!(text.contains("snapshot waited to ok"), "{text}");
     assert!(text.contains("disk copied"), "{text}");
+    assert!(text.contains("incremental backup needs a qcow2 disk"), "{text}");
     assert!(text.contains("fidelity: all checks passed"), "{text}");
     let dirty: Vec<(u64, u64)> = lines
         .iter()

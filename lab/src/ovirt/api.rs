@@ -556,6 +556,8 @@ fn add_vm(shared: &Shared, q: &[(String, String)], body: &[u8]) -> Answer {
                     size,
                     status: Stages::progress("locked", &[(latency.clone_disks, "ok")]),
                     description: String::new(),
+                    format: "cow".into(),
+                    incremental: true,
                 },
             );
             vm.disks.push((new, i == 0));
@@ -823,6 +825,22 @@ fn add_disk(shared: &Shared, body: &[u8]) -> Answer {
             "Disk [storage_domains.storage_domain.id|name] required for add",
         ));
     }
+    let format = doc.text_at(&["format"]).unwrap_or("raw").to_owned();
+    if !matches!(format.as_str(), "raw" | "cow") {
+        return Err(bad(&format!(
+            "Invalid value for disk format: {format} (raw or cow)"
+        )));
+    }
+    let incremental = match doc.text_at(&["backup"]).unwrap_or("none") {
+        "none" => false,
+        "incremental" if format == "cow" => true,
+        "incremental" => {
+            return Err(bad(
+                "Cannot add Virtual Disk. Incremental backup requires the disk format to be COW (qcow2).",
+            ));
+        }
+        other => return Err(bad(&format!("Invalid value for disk backup: {other}"))),
+    };
     let id = uuid();
     shared.disks.create(&disk_image(&id), size).map_err(|err| {
         fault(
@@ -837,6 +855,8 @@ fn add_disk(shared: &Shared, body: &[u8]) -> Answer {
         size,
         status: Stages::progress("locked", &[(shared.options.latency.clone_disks, "ok")]),
         description: doc.text_at(&["description"]).unwrap_or_default().to_owned(),
+        format,
+        incremental,
     };
     let mut e = shared.lock();
     let doc = e.render_disk(&disk, 0);
@@ -899,6 +919,8 @@ fn copy_disk(shared: &Shared, id: &str, body: &[u8]) -> Answer {
             size: source.size,
             status,
             description: source.description.clone(),
+            format: source.format.clone(),
+            incremental: source.incremental,
         },
     );
     action_done()
@@ -974,6 +996,11 @@ fn add_backup(shared: &Shared, id: &str, body: &[u8]) -> Answer {
                 vm.name
             )));
         }
+        if from.is_some() && !e.disks.get(disk).is_some_and(|d| d.incremental) {
+            return Err(bad(&format!(
+                "Cannot backup VM. Incremental backup is not enabled for disk {disk}."
+            )));
+        }
     }
     for disk in &disks {
         shared
@@ -1003,6 +1030,12 @@ fn add_backup(shared: &Shared, id: &str, body: &[u8]) -> Answer {
         .filter(|c| c.vm == id)
         .max_by(|a, b| a.created.cmp(&b.created))
         .map(|c| c.id.clone());
+    // Only disks with incremental backup enabled have bitmaps.
+    let tracked = disks
+        .iter()
+        .filter(|d| e.disks.get(*d).is_some_and(|d| d.incremental))
+        .map(|d| (d.clone(), BTreeSet::new()))
+        .collect();
     e.checkpoints.insert(
         checkpoint.clone(),
         Checkpoint {
@@ -1010,7 +1043,7 @@ fn add_backup(shared: &Shared, id: &str, body: &[u8]) -> Answer {
             vm: id.to_owned(),
             parent,
             created: now_iso(),
-            written: disks.iter().map(|d| (d.clone(), BTreeSet::new())).collect(),
+            written: tracked,
         },
     );
     let b = Backup {

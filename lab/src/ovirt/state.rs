@@ -79,6 +79,11 @@ pub struct Disk {
     pub size: u64,
     pub status: Stages,
     pub description: String,
+    /// `cow` (qcow2) or `raw`: only a `cow` disk can have incremental
+    /// backup enabled, as the engine requires.
+    pub format: String,
+    /// `backup: incremental`: its writes are tracked in checkpoints.
+    pub incremental: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -316,11 +321,18 @@ impl Engine {
             .with_text("actual_size", actual)
             .with_text("total_size", actual)
             .with_text("status", disk.status.current())
-            .with_text("format", "raw")
+            .with_text("format", &disk.format)
             .with_text("sparse", true)
             .with_text("content_type", "data")
             .with_text("storage_type", "image")
-            .with_text("backup", "incremental")
+            .with_text(
+                "backup",
+                if disk.incremental {
+                    "incremental"
+                } else {
+                    "none"
+                },
+            )
             .with(list(
                 "storage_domains",
                 [linked(

@@ -106,7 +106,9 @@ pub fn import(req: &ImportRequest) -> Result<Operation, ProviderError> {
                     let body = Element::new("disk")
                         .with_text("name", &alias)
                         .with_text("provisioned_size", req.size_bytes)
-                        .with_text("format", "raw")
+                        // qcow2, as incremental backup needs; the
+                        // transfers still move raw guest data.
+                        .with_text("format", "cow")
                         .with_text("sparse", true)
                         .with_text("backup", "incremental")
                         .with(
