@@ -98,7 +98,10 @@ async fn the_ovirt_python_sdk_works_against_the_simulator() {
     assert!(output.status.success(), "{text}");
     assert!(text.contains("snapshot waited to ok"), "{text}");
     assert!(text.contains("disk copied"), "{text}");
-    assert!(text.contains("incremental backup needs a qcow2 disk"), "{text}");
+    assert!(
+        text.contains("incremental backup needs a qcow2 disk"),
+        "{text}"
+    );
     assert!(text.contains("fidelity: all checks passed"), "{text}");
     let dirty: Vec<(u64, u64)> = lines
         .iter()

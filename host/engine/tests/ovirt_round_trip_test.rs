@@ -350,6 +350,21 @@ async fn ovirt_to_kubevirt_and_back(store: Store) {
         .map(|o| o["bytes_hashed"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(hashed, 0, "{delta:#?}");
+    // The source read: only the listed block, where the cycle before
+    // (block digests, oVirt's side hashed as read) read every data block.
+    let read = |outputs: &[Value]| -> u64 {
+        outputs
+            .iter()
+            .map(|o| o["bytes_read"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    eprintln!(
+        "a cycle from oVirt read {} bytes by changed blocks, {} by digests",
+        read(&delta),
+        read(&again)
+    );
+    assert_eq!(read(&delta), 4 * MIB, "{delta:#?}");
+    assert!(read(&again) > read(&delta), "{again:#?}");
     // web-1's transfer is the one that moved the block.
     let copy = delta
         .iter()

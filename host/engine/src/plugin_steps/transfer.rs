@@ -76,6 +76,8 @@ fn output_of(point: &RecoveryPointRecord) -> Value {
         "modes": detail["disks"].as_array().into_iter().flatten().map(|d| d["mode"].clone()).collect::<Vec<_>>(),
         "bytes_hashed": detail["disks"].as_array().into_iter().flatten()
             .filter_map(|d| d["bytes_hashed"].as_u64()).sum::<u64>(),
+        "bytes_read": detail["disks"].as_array().into_iter().flatten()
+            .filter_map(|d| d["bytes_read"].as_u64()).sum::<u64>(),
     })
 }
 
@@ -385,7 +387,7 @@ impl PluginSteps {
             disks.push(json!({
                 "disk_id": format!("disk{i}"), "copy_id": volume, "size_bytes": source.size_bytes,
                 "digest": report.disk_digest, "mode": report.mode,
-                "bytes_hashed": report.bytes_hashed,
+                "bytes_hashed": report.bytes_hashed, "bytes_read": report.bytes_read,
             }));
         }
         // Verified: the imported volumes become the target's recovery point.
