@@ -211,6 +211,45 @@ pub struct StepView {
     /// What the step does (`fence`, `materialize`, `approval`, …) and to what.
     #[schema(value_type = Object)]
     pub input: Value,
+    /// What a finished `transfer` step of the data mover moved.
+    pub transfer: Option<TransferView>,
+}
+
+/// The data a transfer step moved between two sites, every block verified.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct TransferView {
+    /// Bytes of the disks copied.
+    pub bytes_total: u64,
+    /// Bytes written to the target (the blocks that differed).
+    pub bytes_moved: u64,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Bytes of the target read to hash it, where it lists no digests.
+    pub bytes_hashed: u64,
+    /// How each disk's delta was found (`delta by changed ranges`, …).
+    pub modes: Vec<String>,
+}
+
+impl TransferView {
+    fn of(step: &StepRecord) -> Option<Self> {
+        let output = step.output.as_ref()?;
+        if step.input["action"] != "transfer" {
+            return None;
+        }
+        let bytes = |field: &str| output[field].as_u64().unwrap_or(0);
+        Some(Self {
+            bytes_total: output["bytes_total"].as_u64()?,
+            bytes_moved: bytes("bytes_moved"),
+            bytes_read: bytes("bytes_read"),
+            bytes_hashed: bytes("bytes_hashed"),
+            modes: output["modes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.as_str().map(str::to_owned))
+                .collect(),
+        })
+    }
 }
 
 impl From<&StepRecord> for StepView {
@@ -224,6 +263,7 @@ impl From<&StepRecord> for StepView {
             finished_at_ms: s.finished_at_ms,
             error: s.error.clone(),
             input: s.input.clone(),
+            transfer: TransferView::of(s),
         }
     }
 }
@@ -527,4 +567,54 @@ pub struct PasswordRequest {
     pub current: String,
     /// At least 12 characters.
     pub new: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rebound_store::StepStatus;
+    use serde_json::json;
+
+    fn step(input: Value, output: Option<Value>) -> StepRecord {
+        StepRecord {
+            run: "r1".into(),
+            seq: 3,
+            name: "transfer web-1".into(),
+            status: StepStatus::Succeeded,
+            idempotency_key: "r1/3".into(),
+            operation: None,
+            attempts: 1,
+            started_at_ms: Some(1),
+            finished_at_ms: Some(2),
+            error: None,
+            input,
+            output,
+        }
+    }
+
+    #[test]
+    fn a_transfer_step_shows_what_it_moved_and_no_other_does() {
+        let output = json!({
+            "bytes_total": 268_435_456u64, "bytes_moved": 4_194_304u64,
+            "bytes_read": 4_194_304u64, "bytes_hashed": 0,
+            "modes": ["delta by changed ranges"], "volumes": ["disk-1"],
+        });
+        let view = StepView::from(&step(json!({"action": "transfer"}), Some(output.clone())));
+        let t = view.transfer.expect("a transfer view");
+        assert_eq!(
+            (t.bytes_total, t.bytes_moved, t.bytes_read),
+            (268_435_456, 4_194_304, 4_194_304)
+        );
+        assert_eq!(t.modes, ["delta by changed ranges"]);
+        assert!(
+            StepView::from(&step(json!({"action": "fence"}), Some(output)))
+                .transfer
+                .is_none()
+        );
+        assert!(
+            StepView::from(&step(json!({"action": "transfer"}), None))
+                .transfer
+                .is_none()
+        );
+    }
 }

@@ -7,6 +7,7 @@ import { api, call, errorText, type Schemas } from "../api/client";
 import { follow } from "../api/sse";
 import { Badge, ConfirmDialog, download, ErrorBox, Link, Loading, Verdict } from "../components/common";
 import { formatMs, formatTime } from "../lib/duration";
+import { transferSummary } from "../lib/transfer";
 import { useSession } from "../session";
 
 type Detail = Schemas["RunDetail"];
@@ -208,6 +209,11 @@ export function RunDetail({ id }: { id: string }) {
                     </span>
                   )}
                 </span>
+                {s.transfer && (
+                  <span className="step-detail small muted" data-testid="transfer">
+                    {transferSummary(s.transfer)}
+                  </span>
+                )}
                 {s.error && <span className="step-error">{s.error}</span>}
               </li>
             );
@@ -287,6 +293,8 @@ function markdown(d: Detail): string {
     ...r.steps.map((s) => `| ${s.seq} | ${s.name.replaceAll("|", "\\|")} | ${s.status} | ${s.attempts} | ${formatMs(s.duration_ms)} | ${s.budget_left_ms === null ? "—" : formatMs(s.budget_left_ms)} |`),
     "",
   ];
+  const moved = d.steps.filter((s) => s.transfer);
+  if (moved.length) lines.push("## Data moved", "", ...moved.map((s) => `- step ${s.seq} (${s.name}): ${transferSummary(s.transfer)}`), "");
   const failed = d.steps.filter((s) => s.error);
   if (failed.length) lines.push("## Errors", "", ...failed.map((s) => `- step ${s.seq} (${s.name}): ${errorText(s.error)}`), "");
   return lines.join("\n");
