@@ -270,6 +270,12 @@ impl AwsSite {
         Ok(site)
     }
 
+    /// Where tests write into the site's disks as the workloads' guests
+    /// would: `POST` a [`crate::guest::GuestWrite`].
+    pub fn guest_writes_url(&self) -> String {
+        format!("{}/_lab/guest-writes", self.endpoint())
+    }
+
     /// The front's URL, e.g. `http://127.0.0.1:PORT`: every service's
     /// endpoint (clients pick the service by their signature's scope).
     pub fn endpoint(&self) -> String {

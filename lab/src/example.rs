@@ -62,6 +62,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::disk::Disks;
+use crate::guest::Refused;
 
 mod guests;
 mod transfers;
@@ -315,7 +316,10 @@ impl ExampleSite {
                 axum::routing::delete(transfers::delete_volume),
             )
             .route_layer(middleware::from_fn_with_state(site.clone(), auth));
-        let app = api.route("/huge", get(huge)).with_state(site.clone());
+        let app = api
+            .route("/huge", get(huge))
+            .route("/_lab/guest-writes", post(guest_write))
+            .with_state(site.clone());
         if subnet.is_some() {
             guests::spawn(Arc::downgrade(&site));
         }
@@ -342,6 +346,12 @@ impl ExampleSite {
             site,
             _shutdown: tx,
         })
+    }
+
+    /// Where tests write into the site's disks as the workloads' guests
+    /// would: `POST` a [`crate::guest::GuestWrite`].
+    pub fn guest_writes_url(&self) -> String {
+        format!("{}/_lab/guest-writes", self.endpoint())
     }
 
     /// The base URL plugins get as the site's `endpoint`.
@@ -382,25 +392,18 @@ impl ExampleSite {
         offset: u64,
         data: &[u8],
     ) -> Result<(), String> {
-        let disks = self
-            .site
-            .disks
-            .as_ref()
-            .ok_or("the site keeps no disk data")?;
         let id = {
             let inner = self.site.inner();
             let vm = inner.vms.get(vm_id).ok_or(format!("no VM '{vm_id}'"))?;
-            if vm.fenced || !vm.running {
-                return Err(format!(
-                    "VM '{vm_id}' is fenced or stopped: it writes nothing"
-                ));
-            }
             vm.doc["disks"][disk]["id"]
                 .as_str()
                 .ok_or(format!("VM '{vm_id}' has no disk {disk}"))?
                 .to_owned()
         };
-        disks.write(&id, offset, data).map_err(|e| e.to_string())
+        write_guest(&self.site, &id, offset, data).map_err(|e| match e {
+            Refused::Invalid(m) | Refused::NoDisk(m) | Refused::NotRunning(m) => m,
+            Refused::Io(e) => e.to_string(),
+        })
     }
 
     /// The whole content of disk `disk` (index) of VM `vm_id`.
@@ -474,6 +477,54 @@ async fn auth(
         Some(given) if given == expected => next.run(request).await,
         Some(_) => problem(StatusCode::UNAUTHORIZED, "invalid bearer token"),
         None => problem(StatusCode::UNAUTHORIZED, "missing Authorization header"),
+    }
+}
+
+/// The guest of the running, unfenced VM that has disk `id` writes
+/// `data` at `offset` of it.
+fn write_guest(site: &Site, id: &str, offset: u64, data: &[u8]) -> Result<(), Refused> {
+    let disks = site
+        .disks
+        .as_ref()
+        .ok_or_else(|| Refused::NoDisk("the site keeps no disk data".into()))?;
+    {
+        let inner = site.inner();
+        let vm = inner
+            .vms
+            .values()
+            .find(|vm| {
+                vm.doc["disks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|d| d["id"] == id)
+            })
+            .ok_or_else(|| Refused::NoDisk(format!("no VM has disk '{id}'")))?;
+        if vm.fenced || !vm.running {
+            return Err(Refused::NotRunning(format!(
+                "VM '{}' is fenced or stopped: it writes nothing",
+                vm.doc["id"].as_str().unwrap_or_default()
+            )));
+        }
+    }
+    let write = crate::guest::GuestWrite {
+        disk: id.to_owned(),
+        offset,
+        length: data.len() as u64,
+    };
+    write.check_fits(disks.size(id)?)?;
+    disks.write(id, offset, data)?;
+    Ok(())
+}
+
+/// `POST /_lab/guest-writes` ([`crate::guest`]).
+async fn guest_write(State(site): State<Arc<Site>>, body: axum::body::Bytes) -> Response {
+    match crate::guest::parse(&body) {
+        Ok(write) => {
+            let result = write_guest(&site, &write.disk, write.offset, &write.data());
+            crate::guest::answer(&write, result)
+        }
+        Err(message) => crate::guest::bad_request(message),
     }
 }
 

@@ -1,20 +1,24 @@
 //! The failures a simulated site can be told to show, shared by the
 //! simulators: a rate of errors (5xx, or 429 with `Retry-After`), a hung or
 //! down site, added latency and a slow data plane. Each simulator answers
-//! them in its platform's own error shape. Tests script them, and read
-//! what each site served, through the same control routes on every site
+//! them in its platform's own error shape. Tests script them, read what
+//! each site served, and write into its workloads' disks as their guests
+//! would ([`crate::guest`]), through the same control routes on every site
 //! ([`routes`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use crate::guest::{GuestWrite, Refused};
 
 /// The failures a site shows; all off by default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -85,10 +89,16 @@ pub(crate) trait Scripted: Send + Sync + 'static {
     fn with_faults<R>(&self, f: impl FnOnce(&mut Faults) -> R) -> R;
     /// The mutating calls served so far, by kind.
     fn effects_json(&self) -> Value;
+    /// Write into a disk as its workload's guest would.
+    fn guest_write(
+        &self,
+        write: &GuestWrite,
+    ) -> impl std::future::Future<Output = Result<(), Refused>> + Send;
 }
 
-/// `GET`/`POST` (replace)/`DELETE` (clear) `/_lab/faults` and
-/// `GET /_lab/effects`, for the site's router to take with its state.
+/// `GET`/`POST` (replace)/`DELETE` (clear) `/_lab/faults`,
+/// `GET /_lab/effects` and `POST /_lab/guest-writes`, for the site's router
+/// to take with its state.
 pub(crate) fn routes<S: Scripted>() -> Router<Arc<S>> {
     Router::new()
         .route(
@@ -98,6 +108,17 @@ pub(crate) fn routes<S: Scripted>() -> Router<Arc<S>> {
                 .delete(clear_faults::<S>),
         )
         .route("/_lab/effects", get(get_effects::<S>))
+        .route("/_lab/guest-writes", post(guest_write::<S>))
+}
+
+async fn guest_write<S: Scripted>(State(site): State<Arc<S>>, body: Bytes) -> Response {
+    match crate::guest::parse(&body) {
+        Ok(write) => {
+            let result = site.guest_write(&write).await;
+            crate::guest::answer(&write, result)
+        }
+        Err(message) => crate::guest::bad_request(message),
+    }
 }
 
 async fn get_faults<S: Scripted>(State(site): State<Arc<S>>) -> Json<Faults> {

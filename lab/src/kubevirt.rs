@@ -58,6 +58,7 @@ use serde_json::{Value, json};
 
 use crate::disk::Disks;
 use crate::faults::Faults;
+use crate::guest;
 
 mod controllers;
 mod data;
@@ -489,6 +490,12 @@ impl KubeVirtSite {
         }
     }
 
+    /// Where tests write into the site's disks as the workloads' guests
+    /// would: `POST` a [`crate::guest::GuestWrite`].
+    pub fn guest_writes_url(&self) -> String {
+        format!("{}/_lab/guest-writes", self.endpoint())
+    }
+
     /// The API server URL.
     pub fn endpoint(&self) -> String {
         format!("https://{}", self.addr)
@@ -894,8 +901,8 @@ async fn front_door(site: &Site, path: &str) -> Option<Response> {
     Some(response)
 }
 
-/// `/_lab/faults` (GET shows, POST replaces, DELETE clears) and
-/// `/_lab/effects`.
+/// `/_lab/faults` (GET shows, POST replaces, DELETE clears),
+/// `/_lab/effects` and `POST /_lab/guest-writes` ([`crate::guest`]).
 async fn lab_api(site: &Site, method: &Method, path: &str, body: Body) -> Response {
     match (method.clone(), path) {
         (Method::GET, "faults") => ok_json(StatusCode::OK, &json!(site.cluster().faults)),
@@ -923,11 +930,67 @@ async fn lab_api(site: &Site, method: &Method, path: &str, body: Body) -> Respon
             ok_json(StatusCode::OK, &json!(faults))
         }
         (Method::GET, "effects") => ok_json(StatusCode::OK, &json!(site.cluster().effects)),
+        (Method::POST, "guest-writes") => {
+            let bytes = axum::body::to_bytes(body, 1 << 20)
+                .await
+                .unwrap_or_default();
+            match crate::guest::parse(&bytes) {
+                Ok(write) => crate::guest::answer(&write, guest_write(&site.cluster(), &write)),
+                Err(message) => crate::guest::bad_request(message),
+            }
+        }
         _ => ok_json(
             StatusCode::NOT_FOUND,
             &json!({"error": format!("no lab endpoint {method} /_lab/{path}")}),
         ),
     }
+}
+
+/// The guest of the running VM whose volume is PVC `write.disk` (its
+/// name, or `namespace/name` where the name is in several namespaces)
+/// writes into it.
+fn guest_write(cluster: &Cluster, write: &crate::guest::GuestWrite) -> Result<(), guest::Refused> {
+    let (namespace, claim) = match write.disk.split_once('/') {
+        Some((ns, claim)) => (Some(ns), claim),
+        None => (None, write.disk.as_str()),
+    };
+    let claims: Vec<&String> = cluster
+        .objects
+        .keys()
+        .filter(|(r, ns, name)| *r == PVC && name == claim && namespace.is_none_or(|n| n == ns))
+        .map(|(_, ns, _)| ns)
+        .collect();
+    let ns = match claims.as_slice() {
+        [] => {
+            return Err(guest::Refused::NoDisk(format!(
+                "no PersistentVolumeClaim {}",
+                write.disk
+            )));
+        }
+        [ns] => (*ns).clone(),
+        several => {
+            return Err(guest::Refused::Invalid(format!(
+                "PersistentVolumeClaim {claim} is in namespaces {several:?}; give namespace/{claim}"
+            )));
+        }
+    };
+    let running = cluster.objects.iter().any(|((r, vm_ns, name), (vm, _))| {
+        *r == VM
+            && *vm_ns == ns
+            && controllers::volume_claims(&vm["spec"]["template"]["spec"])
+                .iter()
+                .any(|(_, c)| c == claim)
+            && cluster
+                .objects
+                .contains_key(&(VMI, ns.clone(), name.clone()))
+    });
+    if !running {
+        return Err(guest::Refused::NotRunning(format!(
+            "PersistentVolumeClaim {ns}/{claim} is a volume of no running VM; only a running \
+             guest writes"
+        )));
+    }
+    crate::guest::write_image(&cluster.disks, &controllers::pvc_disk(&ns, claim), write)
 }
 
 fn discover(path: &str) -> Option<Value> {

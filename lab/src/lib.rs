@@ -10,6 +10,7 @@ pub mod aws;
 pub mod disk;
 pub mod example;
 pub mod faults;
+pub mod guest;
 pub mod kubevirt;
 mod mover;
 pub mod openstack;

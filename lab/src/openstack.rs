@@ -200,6 +200,12 @@ impl OpenStackSite {
         })
     }
 
+    /// Where tests write into the site's disks as the workloads' guests
+    /// would: `POST` a [`crate::guest::GuestWrite`].
+    pub fn guest_writes_url(&self) -> String {
+        format!("{}/_lab/guest-writes", self.endpoint())
+    }
+
     /// The base URL, e.g. `http://127.0.0.1:PORT` (`https` with `tls`).
     pub fn endpoint(&self) -> String {
         self.shared.base.clone()

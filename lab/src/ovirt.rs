@@ -53,6 +53,7 @@ use serde_json::json;
 
 use crate::disk::Disks;
 use crate::faults::Faults;
+use crate::guest::Refused;
 use state::{Engine, Network, Nic, Source, Stages, Transfer, Vm, disk_image, uuid};
 
 /// The largest read or write the data plane serves at once.
@@ -233,6 +234,12 @@ impl OVirtSite {
         })
     }
 
+    /// Where tests write into the site's disks as the workloads' guests
+    /// would: `POST` a [`crate::guest::GuestWrite`].
+    pub fn guest_writes_url(&self) -> String {
+        format!("{}/_lab/guest-writes", self.endpoint())
+    }
+
     /// The engine's base URL, `https://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
         self.shared.base.clone()
@@ -342,28 +349,24 @@ impl OVirtSite {
         data: &[u8],
     ) -> std::io::Result<()> {
         let id = {
-            let mut e = self.shared.lock();
+            let e = self.shared.lock();
             let v = e
                 .vms
                 .get(vm)
                 .ok_or_else(|| std::io::Error::other(format!("no VM {vm}")))?;
-            if v.status.current() != "up" {
-                return Err(std::io::Error::other(format!(
-                    "VM {} is {}, not up",
-                    v.name,
-                    v.status.current()
-                )));
-            }
-            let id = v
-                .disks
+            v.disks
                 .get(disk)
                 .map(|(d, _)| d.clone())
-                .ok_or_else(|| std::io::Error::other(format!("VM {vm} has no disk {disk}")))?;
-            // Marked before it is written, as qemu's bitmaps do.
-            e.mark_written(&id, offset, data.len() as u64);
-            id
+                .ok_or_else(|| std::io::Error::other(format!("VM {vm} has no disk {disk}")))?
         };
-        self.shared.disks.write(&disk_image(&id), offset, data)
+        self.shared
+            .write_disk(&id, offset, data)
+            .map_err(|e| match e {
+                Refused::Io(e) => e,
+                Refused::Invalid(m) | Refused::NoDisk(m) | Refused::NotRunning(m) => {
+                    std::io::Error::other(m)
+                }
+            })
     }
 
     /// The disk store (`disk-<id>`, `image-<id>` for snapshot copies,
@@ -586,7 +589,49 @@ async fn logout(State(shared): State<Arc<Shared>>, Form(form): Form<LogoutForm>)
     Json(json!({})).into_response()
 }
 
+impl Shared {
+    /// The guest of the VM using disk `id` writes `data` at `offset`;
+    /// refused unless that VM is up (a fenced VM cannot write).
+    fn write_disk(&self, id: &str, offset: u64, data: &[u8]) -> Result<(), Refused> {
+        let mut e = self.lock();
+        if !e.disks.contains_key(id) {
+            return Err(Refused::NoDisk(format!("the engine has no disk {id}")));
+        }
+        let Some(v) = e
+            .vms
+            .values()
+            .find(|v| v.disks.iter().any(|(d, _)| d == id))
+        else {
+            return Err(Refused::NotRunning(format!(
+                "disk {id} is attached to no VM; only a VM's guest writes"
+            )));
+        };
+        if v.status.current() != "up" {
+            return Err(Refused::NotRunning(format!(
+                "VM {} is {}, not up",
+                v.name,
+                v.status.current()
+            )));
+        }
+        let image = disk_image(id);
+        let write = crate::guest::GuestWrite {
+            disk: id.to_owned(),
+            offset,
+            length: data.len() as u64,
+        };
+        write.check_fits(self.disks.size(&image)?)?;
+        // Marked before it is written, as qemu's bitmaps do.
+        e.mark_written(id, offset, data.len() as u64);
+        self.disks.write(&image, offset, data)?;
+        Ok(())
+    }
+}
+
 impl crate::faults::Scripted for Shared {
+    async fn guest_write(&self, write: &crate::guest::GuestWrite) -> Result<(), Refused> {
+        self.write_disk(&write.disk, write.offset, &write.data())
+    }
+
     fn with_faults<R>(&self, f: impl FnOnce(&mut Faults) -> R) -> R {
         f(&mut self.lock().faults)
     }

@@ -4,7 +4,8 @@
 //! writes) to that package, and runs the standard scenarios against a
 //! real site: describe → health → inventory → snapshot (polled, then
 //! repeated under the same idempotency key) → changed-blocks (against a
-//! second point, the list's shape checked) → replicate → export-disk (its
+//! second point; with `--guest-writes`, after writing into the disk, so
+//! the list must cover the writes) → replicate → export-disk (its
 //! data read back) → import-disk (the export copied into it by the data
 //! mover, then a resync onto that volume) → materialize (isolated, as a
 //! drill) → fence → unfence → cleanup — each scenario the plugin's capabilities do not offer is
@@ -26,12 +27,12 @@ use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
 use rebound_engine::BoundSite;
 use rebound_runtime::bindings::exports::{
-    ChangedBlocksRequest, CleanupRequest, CleanupScope, DiskSource, FenceRequest,
-    MaterializeRequest, ReplicateRequest, SnapshotRequest,
+    CleanupRequest, CleanupScope, DiskSource, FenceRequest, MaterializeRequest, ReplicateRequest,
+    SnapshotRequest,
 };
 use rebound_runtime::bindings::{
-    ByteRange, Consistency, HealthStatus, InventoryFilter, Operation, OperationState, Outcome,
-    ProviderError, RecoveryPoint, Workload,
+    Consistency, HealthStatus, InventoryFilter, Operation, OperationState, Outcome, ProviderError,
+    RecoveryPoint, Workload,
 };
 use rebound_runtime::{
     CallContext, CallError, Describe, Export, Fault, Faults, Fence, Health, Inventory, Plugin,
@@ -41,6 +42,7 @@ use rebound_runtime::{
 use crate::output::{Exit, exit};
 use crate::plugin_cmd::TrustArgs;
 
+mod changes;
 mod disks;
 
 #[derive(Args)]
@@ -66,6 +68,12 @@ pub struct TestArgs {
     /// repeatable. The table shows it skipped.
     #[arg(long = "skip")]
     skip: Vec<String>,
+    /// A simulated site's guest-writes URL (`rebound lab up` prints it):
+    /// between the two points of `changed-blocks` the kit writes into the
+    /// disk through it, and the list must cover what it wrote. TLS is
+    /// checked against the site's `ca_file`.
+    #[arg(long, value_name = "URL")]
+    guest_writes: Option<String>,
     /// How long one long operation may take before it fails its scenario.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
@@ -92,6 +100,8 @@ struct Kit {
     plugin: Arc<Plugin>,
     sites: std::collections::HashMap<String, BoundSite>,
     timeout: Duration,
+    /// Where the kit writes into the site's disks, when it can.
+    guest_writes: Option<changes::GuestWrites>,
     /// Unique per run, so a second run of the kit is not answered from the
     /// first run's idempotency keys.
     nonce: String,
@@ -250,6 +260,15 @@ pub async fn run(args: TestArgs) -> Result<()> {
         .chain(args.target.as_deref())
         .collect();
     let mut definitions = crate::sites::definitions(&args.sites, Some(&names))?;
+    let guest_writes = match &args.guest_writes {
+        Some(url) => {
+            let ca = definitions
+                .get(&args.site)
+                .and_then(|d| d.ca_pem.as_deref());
+            Some(changes::GuestWrites::new(url, ca)?)
+        }
+        None => None,
+    };
     let mut sites = std::collections::HashMap::new();
     for name in names {
         let mut definition = definitions
@@ -272,6 +291,7 @@ pub async fn run(args: TestArgs) -> Result<()> {
         plugin,
         sites,
         timeout: Duration::from_secs(args.timeout_secs),
+        guest_writes,
         nonce: format!("{:x}", rand::random::<u64>()),
         rows,
     };
@@ -377,7 +397,7 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
         for s in [
             "snapshot",
             "snapshot again (same key)",
-            CHANGED_BLOCKS,
+            changes::CHANGED_BLOCKS,
             "replicate",
             "export-disk",
             disks::IMPORT,
@@ -424,7 +444,7 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
     let Ok(point) = point else {
         for s in [
             "snapshot again (same key)",
-            CHANGED_BLOCKS,
+            changes::CHANGED_BLOCKS,
             "replicate",
             "export-disk",
             disks::IMPORT,
@@ -452,7 +472,7 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
     };
     kit.record("snapshot again (same key)", started, result);
 
-    changed_blocks(kit, args, site, &request, &point).await;
+    changes::scenario(kit, args, site, &request, &point).await;
 
     // replicate
     match (&args.target, kit.offers("native-replication")) {
@@ -635,115 +655,6 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
     kit.record("cleanup", started, result);
 
     faults(kit, site).await;
-}
-
-const CHANGED_BLOCKS: &str = "changed-blocks";
-
-/// `changed-blocks` between the point and a second one taken now (the
-/// second removed afterwards): byte ranges sorted, apart and inside the
-/// disk. What changed in between is the site's business, so any such list
-/// passes, an empty one included.
-async fn changed_blocks(
-    kit: &mut Kit,
-    args: &TestArgs,
-    site: &str,
-    first: &SnapshotRequest,
-    point: &RecoveryPoint,
-) {
-    if args.skip.iter().any(|s| s == CHANGED_BLOCKS) {
-        kit.skip(CHANGED_BLOCKS, "skipped by --skip");
-        return;
-    }
-    if !kit.offers(CHANGED_BLOCKS) {
-        kit.skip(CHANGED_BLOCKS, "the plugin does not offer `changed-blocks`");
-        return;
-    }
-    let Some(disk) = point.disks.first() else {
-        kit.skip(CHANGED_BLOCKS, "the recovery point has no disk");
-        return;
-    };
-    let started = Instant::now();
-    let request = SnapshotRequest {
-        key: kit.key("snapshot for changed-blocks"),
-        ..first.clone()
-    };
-    let second = match snapshot(kit, site, request).await {
-        Ok(p) => p,
-        Err(e) => {
-            kit.record(
-                CHANGED_BLOCKS,
-                started,
-                Err(format!("a second snapshot: {e}")),
-            );
-            return;
-        }
-    };
-    let listed = kit
-        .call(
-            &[site],
-            ChangedBlocksRequest {
-                site: site.to_owned(),
-                disk_id: disk.disk_id.clone(),
-                base: point.id.clone(),
-                target: second.id.clone(),
-            },
-        )
-        .await;
-    let result = match listed {
-        Ok(ranges) => well_formed(&ranges, disk.size_bytes).map(|bytes| {
-            format!(
-                "{} range(s), {bytes} bytes changed of disk {} between {} and {}",
-                ranges.len(),
-                disk.disk_id,
-                point.id,
-                second.id
-            )
-        }),
-        Err(e) => Err(e.to_string()),
-    };
-    let removed = kit
-        .call(
-            &[site],
-            CleanupRequest {
-                key: kit.key("cleanup of the changed-blocks point"),
-                site: site.to_owned(),
-                scope: CleanupScope::RecoveryPoints(vec![second.id.clone()]),
-            },
-        )
-        .await;
-    let result = match (result, removed) {
-        (Ok(detail), Ok(op)) => match kit.finish(&[site], op).await {
-            Ok(_) => Ok(detail),
-            Err(e) => Err(format!("{detail}; removing the second point: {e}")),
-        },
-        (Ok(detail), Err(e)) => Err(format!("{detail}; removing the second point: {e}")),
-        (Err(e), _) => Err(e),
-    };
-    kit.record(CHANGED_BLOCKS, started, result);
-}
-
-/// The bytes a changed-block list covers, or what is wrong with it.
-fn well_formed(ranges: &[ByteRange], size: u64) -> Result<u64, String> {
-    let mut end = 0;
-    for (i, r) in ranges.iter().enumerate() {
-        if r.length == 0 {
-            return Err(format!("range {i} at {} is empty", r.offset));
-        }
-        if i > 0 && r.offset < end {
-            return Err(format!(
-                "range {i} at {} overlaps or precedes the one before (ending at {end}); the \
-                 contract wants them sorted and apart",
-                r.offset
-            ));
-        }
-        end = r.offset.saturating_add(r.length);
-        if end > size {
-            return Err(format!(
-                "range {i} ends at {end}, past the disk's {size} bytes"
-            ));
-        }
-    }
-    Ok(ranges.iter().map(|r| r.length).sum())
 }
 
 async fn snapshot(

@@ -76,10 +76,11 @@ async fn run_example(with_disks: bool) {
     sites_file(dir.path(), "example", &a, &b);
     let path = dir.path().to_owned();
     let (ta, tb) = (a.token.clone(), b.token.clone());
+    let writes = a.guest_writes_url();
     let (code, out, err) = tokio::task::spawn_blocking(move || {
         // A site without disk data has none to export or compare.
         let skip: &[&str] = if with_disks {
-            &["--skip", "replicate"]
+            &["--skip", "replicate", "--guest-writes", &writes]
         } else {
             &["--skip", "export-disk", "--skip", "changed-blocks"]
         };
@@ -121,6 +122,9 @@ async fn run_example(with_disks: bool) {
             .find(|l| l.contains(scenario))
             .unwrap_or_else(|| panic!("no row for {scenario}:\n{out}"));
         assert!(row.contains("pass"), "{scenario}: {row}\n{out}");
+    }
+    if with_disks {
+        assert_covered(&out);
     }
     // Without disks, the imports have no export to copy from.
     let skipped = if with_disks { 1 } else { 4 };
@@ -165,6 +169,15 @@ fn assert_passed(out: &str, scenarios: &[&str]) {
             .unwrap_or_else(|| panic!("no row for {scenario}:\n{out}"));
         assert!(row.contains("pass"), "{scenario}: {row}\n{out}");
     }
+}
+
+/// The changed-blocks row says the list covered the kit's guest writes.
+fn assert_covered(out: &str) {
+    let row = out
+        .lines()
+        .find(|l| l.contains("changed-blocks"))
+        .unwrap_or_else(|| panic!("no changed-blocks row:\n{out}"));
+    assert!(row.contains("covers the 2 guest write(s)"), "{row}\n{out}");
 }
 
 /// The row of `scenario` says `skip`.
@@ -345,19 +358,23 @@ async fn the_ovirt_plugin_passes_the_kit_faults_included() {
     .expect("sites");
     let path = dir.path().to_owned();
     let (pa, pb) = (a.options().password.clone(), b.options().password.clone());
+    let writes = a.guest_writes_url();
     let (code, out, err) = tokio::task::spawn_blocking(move || {
         kit(
             &path,
             "ovirt",
             &[("OVIRT_A_PASSWORD", &pa), ("OVIRT_B_PASSWORD", &pb)],
-            &[],
+            &["--guest-writes", &writes],
         )
     })
     .await
     .expect("join");
     assert_eq!(code, 0, "{out}\n{err}");
-    // changed-blocks through an incremental backup included.
+    // changed-blocks through an incremental backup included: the dirty
+    // bitmap of the checkpoint before the second point holds the kit's
+    // guest writes.
     assert_passed(&out, &all_but(&["replicate"]));
+    assert_covered(&out);
     assert_skipped(&out, "replicate");
     assert!(out.contains(" 0 failed, 1 skipped"), "{out}");
     // Nothing of the drill is left on the engine, and no call was repeated.
@@ -400,18 +417,20 @@ async fn the_aws_plugin_passes_the_kit_faults_included() {
         site.options().access_key_id.clone(),
         site.options().secret_access_key.clone(),
     );
+    let writes = site.guest_writes_url();
     let (code, out, err) = tokio::task::spawn_blocking(move || {
         kit(
             &path,
             "aws",
             &[("AWS_KEY_ID", &id), ("AWS_SECRET", &secret)],
-            &[],
+            &["--guest-writes", &writes],
         )
     })
     .await
     .expect("join");
     assert_eq!(code, 0, "{out}\n{err}");
     assert_passed(&out, EVERY_SCENARIO);
+    assert_covered(&out);
     assert!(out.contains(" 0 failed, 0 skipped"), "{out}");
     // Replication copied the snapshots into the other region.
     let effects = site.effects();

@@ -141,6 +141,34 @@ async fn lab_up_serves_every_site_and_down_stops_them() {
         );
     }
     assert!(stdout.contains("sites.toml"), "{stdout}");
+    // Every site takes guest writes at the URL it prints, and names what
+    // it does not have.
+    for name in site_names(&state) {
+        let s = site(&state, &name);
+        let url = s["guest_writes"].as_str().expect("guest_writes");
+        assert!(stdout.contains(url), "{name}: {stdout}");
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = s["ca_file"].as_str() {
+            let pem = std::fs::read(ca).expect("ca");
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"));
+        }
+        let answer = http
+            .build()
+            .expect("client")
+            .post(url)
+            .json(&serde_json::json!({"disk": "no-such-disk", "offset": 0, "length": 1}))
+            .send()
+            .await
+            .expect("guest write");
+        assert_eq!(answer.status(), reqwest::StatusCode::NOT_FOUND, "{name}");
+        let body: Value = answer.json().await.expect("json");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no-such-disk")),
+            "{name}: {body}"
+        );
+    }
     let pid = state["pid"].as_u64().expect("pid");
     assert!(alive(pid), "the lab runs after `lab up` returned");
 
@@ -295,6 +323,10 @@ async fn lab_up_serves_every_site_and_down_stops_them() {
         dir.join("publisher.pub"),
     );
     let sites = lab.0.join("sites.toml");
+    let writes = site(&state, "example-a")["guest_writes"]
+        .as_str()
+        .expect("guest_writes")
+        .to_owned();
     let kit = tokio::task::spawn_blocking({
         let dir = dir.clone();
         let sites = sites.to_str().expect("utf-8").to_owned();
@@ -309,6 +341,8 @@ async fn lab_up_serves_every_site_and_down_stops_them() {
                     &sites,
                     "--site",
                     "example-a",
+                    "--guest-writes",
+                    &writes,
                     "--trusted-key",
                     "publisher.pub",
                     "--timeout-secs",
@@ -321,7 +355,14 @@ async fn lab_up_serves_every_site_and_down_stops_them() {
     .expect("join");
     assert!(kit.status.success(), "{}", text(&kit));
     let table = String::from_utf8_lossy(&kit.stdout);
-    for scenario in ["health", "inventory", "snapshot", "export-disk", "cleanup"] {
+    for scenario in [
+        "health",
+        "inventory",
+        "snapshot",
+        "changed-blocks",
+        "export-disk",
+        "cleanup",
+    ] {
         let row = table
             .lines()
             .find(|l| l.contains(&format!(" {scenario} ")))

@@ -8,7 +8,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use rebound_plugin_sdk::xml::Element;
+
 use super::{Faults, Shared};
+use crate::guest::{GuestWrite, Refused};
 
 impl crate::faults::Scripted for Shared {
     fn with_faults<R>(&self, f: impl FnOnce(&mut Faults) -> R) -> R {
@@ -18,6 +21,70 @@ impl crate::faults::Scripted for Shared {
     fn effects_json(&self) -> Value {
         json!(self.lock().effects)
     }
+
+    /// The guest of the running instance an EBS volume is attached to
+    /// writes into it; EC2 (moto) says which instance that is.
+    async fn guest_write(&self, write: &GuestWrite) -> Result<(), Refused> {
+        let size_gib = running_volume(self, &write.disk).await?;
+        super::ensure_volume(self, &write.disk, size_gib)?;
+        crate::guest::write_image(&self.disks, &write.disk, write)
+    }
+}
+
+/// The size in GiB of volume `id` when a running instance has it
+/// attached, or why it cannot be written.
+async fn running_volume(shared: &Shared, id: &str) -> Result<u64, Refused> {
+    let ask = |region: String, params: Vec<(&'static str, String)>| async move {
+        let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let reply = super::seed::query(shared, &shared.moto, &region, "ec2", &params)
+            .await
+            .ok()?;
+        Element::parse(reply.as_bytes()).ok()
+    };
+    for region in &shared.options.regions {
+        let params = vec![
+            ("Action", "DescribeVolumes".to_owned()),
+            ("VolumeId.1", id.to_owned()),
+        ];
+        let Some(volumes) = ask(region.clone(), params).await else {
+            continue;
+        };
+        let Some(volume) = volumes.at(&["volumeSet", "item"]) else {
+            continue;
+        };
+        let size = volume
+            .text_at(&["size"])
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        let instances: Vec<String> = volume
+            .child("attachmentSet")
+            .into_iter()
+            .flat_map(|set| set.all("item"))
+            .filter_map(|a| a.text_at(&["instanceId"]).map(str::to_owned))
+            .collect();
+        for instance in instances {
+            let params = vec![
+                ("Action", "DescribeInstances".to_owned()),
+                ("InstanceId.1", instance),
+            ];
+            let running = ask(region.clone(), params).await.is_some_and(|reply| {
+                reply
+                    .at(&["reservationSet", "item", "instancesSet", "item"])
+                    .and_then(|i| i.text_at(&["instanceState", "name"]))
+                    == Some("running")
+            });
+            if running {
+                return Ok(size);
+            }
+        }
+        return Err(Refused::NotRunning(format!(
+            "volume {id} is attached to no running instance; only a running guest writes"
+        )));
+    }
+    Err(Refused::NoDisk(format!(
+        "no EBS volume {id} in {:?}",
+        shared.options.regions
+    )))
 }
 
 /// An AWS error reply for `service`.

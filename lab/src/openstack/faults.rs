@@ -13,7 +13,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::state::{Shared, fault, uuid};
+use super::state::{Shared, fault, str_of, uuid};
+use crate::guest::{GuestWrite, Refused};
 
 pub use crate::faults::Faults;
 
@@ -24,6 +25,35 @@ impl crate::faults::Scripted for Shared {
 
     fn effects_json(&self) -> Value {
         json!(self.lock().effects)
+    }
+
+    /// The guest of the `ACTIVE` server a Cinder volume is attached to
+    /// writes into it (volume ids are unique across regions).
+    async fn guest_write(&self, write: &GuestWrite) -> Result<(), Refused> {
+        {
+            let cloud = self.lock();
+            let Some(region) = cloud
+                .regions
+                .values()
+                .find(|r| r.volumes.contains_key(&write.disk))
+            else {
+                return Err(Refused::NoDisk(format!("no Cinder volume {}", write.disk)));
+            };
+            let volume = &region.volumes[&write.disk];
+            let running = volume["attachments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| region.servers.get(str_of(a, "server_id")))
+                .any(|server| str_of(server, "status") == "ACTIVE");
+            if !running {
+                return Err(Refused::NotRunning(format!(
+                    "volume {} is attached to no ACTIVE server; only a running guest writes",
+                    write.disk
+                )));
+            }
+        }
+        crate::guest::write_image(&self.disks, &super::cinder::volume_file(&write.disk), write)
     }
 }
 

@@ -80,6 +80,11 @@ pub struct LabSite {
     pub egress: Vec<String>,
     /// The site's own CA, when it serves HTTPS.
     pub ca_file: Option<PathBuf>,
+    /// Where a test writes into a workload's disk as its guest would
+    /// (`POST {"disk","offset","length"}`; `rebound plugin test
+    /// --guest-writes`).
+    #[serde(default)]
+    pub guest_writes: String,
     /// The data plane the host's data mover reads and writes, when the
     /// platform has one apart from its API.
     pub data_url: Option<String>,
@@ -187,6 +192,9 @@ impl LabState {
             if let Some(data) = &site.data_url {
                 details.push(format!("data plane {data}"));
             }
+            if !site.guest_writes.is_empty() {
+                details.push(format!("guest writes {}", site.guest_writes));
+            }
             details.push(if site.workloads.is_empty() {
                 "no workloads: a target".to_owned()
             } else {
@@ -275,6 +283,7 @@ mod tests {
             )]),
             egress: vec!["https://127.0.0.1:7443".to_owned()],
             ca_file: ca.then(|| dir.join("ca.pem")),
+            guest_writes: "https://127.0.0.1:7443/_lab/guest-writes".to_owned(),
             data_url: None,
             workloads: vec!["web-1".to_owned()],
             state_dir: dir.join("sites").join(name),
