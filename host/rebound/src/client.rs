@@ -735,6 +735,7 @@ pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
                 let error = step["error"]
                     .as_str()
                     .map(|e| format!(" — {e}"))
+                    .or_else(|| transfer_summary(&step["transfer"]).map(|t| format!(" — {t}")))
                     .unwrap_or_default();
                 let name = step["name"].as_str().unwrap_or_default();
                 // Above the bar on a terminal; plain lines in a pipe.
@@ -752,6 +753,9 @@ pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
             "succeeded" | "failed" | "cancelled" => {
                 bar.finish_and_clear();
                 print_report(&id, status, &detail["report"]);
+                if let Some(total) = transfers_total(&steps) {
+                    println!("  {total}");
+                }
                 return match status {
                     "succeeded" => Ok(()),
                     "failed" => Err(Exit::new(exit::RUN_FAILED, format!("run {id} failed")).into()),
@@ -771,6 +775,52 @@ pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// What a finished transfer step of the data mover did (a step's
+/// `transfer` in the API), in the words of the web UI's run timeline.
+fn transfer_summary(transfer: &Value) -> Option<String> {
+    use indicatif::BinaryBytes;
+    let bytes = |field: &str| BinaryBytes(transfer[field].as_u64().unwrap_or(0));
+    let total = transfer["bytes_total"].as_u64()?;
+    let mut parts = vec![
+        format!("moved {} of {}", bytes("bytes_moved"), BinaryBytes(total)),
+        format!("read {}", bytes("bytes_read")),
+    ];
+    if transfer["bytes_hashed"].as_u64().is_some_and(|n| n > 0) {
+        parts.push(format!("hashed {} of the target", bytes("bytes_hashed")));
+    }
+    let mut modes: Vec<&str> = Vec::new();
+    for mode in transfer["modes"].as_array().into_iter().flatten() {
+        if let Some(m) = mode.as_str().filter(|m| !modes.contains(m)) {
+            modes.push(m);
+        }
+    }
+    if !modes.is_empty() {
+        parts.push(modes.join("; "));
+    }
+    Some(format!("{}; every block verified", parts.join(", ")))
+}
+
+/// The data the run's transfer steps moved altogether, when it had any.
+fn transfers_total(steps: &[Value]) -> Option<String> {
+    use indicatif::BinaryBytes;
+    let transfers: Vec<&Value> = steps
+        .iter()
+        .map(|s| &s["transfer"])
+        .filter(|t| t["bytes_total"].is_u64())
+        .collect();
+    if transfers.is_empty() {
+        return None;
+    }
+    let sum = |field: &str| -> u64 { transfers.iter().filter_map(|t| t[field].as_u64()).sum() };
+    Some(format!(
+        "data   moved {} of {} in {} disk transfer(s), read {}",
+        BinaryBytes(sum("bytes_moved")),
+        BinaryBytes(sum("bytes_total")),
+        transfers.len(),
+        BinaryBytes(sum("bytes_read")),
+    ))
 }
 
 /// The run's measured RTO and achieved RPO against the phase's objectives.
@@ -884,4 +934,41 @@ pub async fn decide(server: &ServerArgs, run: &str, verb: &str) -> Result<()> {
         detail["status"].as_str().unwrap_or_default()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{transfer_summary, transfers_total};
+
+    #[test]
+    fn a_transfer_step_says_what_the_data_mover_did() {
+        let t = json!({"bytes_total": 20 << 20, "bytes_moved": 64 << 10, "bytes_read": 4 << 20,
+            "bytes_hashed": 0, "modes": ["delta by changed ranges", "delta by changed ranges"]});
+        assert_eq!(
+            transfer_summary(&t).as_deref(),
+            Some(
+                "moved 64.00 KiB of 20.00 MiB, read 4.00 MiB, delta by changed ranges; every \
+                 block verified"
+            )
+        );
+        let hashed = json!({"bytes_total": 1024, "bytes_moved": 1024, "bytes_read": 1024,
+            "bytes_hashed": 1024, "modes": []});
+        assert!(
+            transfer_summary(&hashed).is_some_and(|s| s.contains("hashed 1.00 KiB of the target"))
+        );
+        // Any other step has no transfer.
+        assert_eq!(transfer_summary(&serde_json::Value::Null), None);
+        let steps = [
+            json!({"transfer": t}),
+            json!({"transfer": null}),
+            json!({"transfer": hashed}),
+        ];
+        assert_eq!(
+            transfers_total(&steps).as_deref(),
+            Some("data   moved 65.00 KiB of 20.00 MiB in 2 disk transfer(s), read 4.00 MiB")
+        );
+        assert_eq!(transfers_total(&[json!({"name": "fence"})]), None);
+    }
 }
