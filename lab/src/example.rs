@@ -521,8 +521,9 @@ fn write_guest(site: &Site, id: &str, offset: u64, data: &[u8]) -> Result<(), Re
 async fn guest_write(State(site): State<Arc<Site>>, body: axum::body::Bytes) -> Response {
     match crate::guest::parse(&body) {
         Ok(write) => {
-            let result = write_guest(&site, &write.disk, write.offset, &write.data());
-            crate::guest::answer(&write, result)
+            let data = write.data();
+            let result = write_guest(&site, &write.disk, write.offset, &data);
+            crate::guest::answer(&write, &data, result)
         }
         Err(message) => crate::guest::bad_request(message),
     }

@@ -93,6 +93,7 @@ pub(crate) trait Scripted: Send + Sync + 'static {
     fn guest_write(
         &self,
         write: &GuestWrite,
+        data: &[u8],
     ) -> impl std::future::Future<Output = Result<(), Refused>> + Send;
 }
 
@@ -114,8 +115,9 @@ pub(crate) fn routes<S: Scripted>() -> Router<Arc<S>> {
 async fn guest_write<S: Scripted>(State(site): State<Arc<S>>, body: Bytes) -> Response {
     match crate::guest::parse(&body) {
         Ok(write) => {
-            let result = site.guest_write(&write).await;
-            crate::guest::answer(&write, result)
+            let data = write.data();
+            let result = site.guest_write(&write, &data).await;
+            crate::guest::answer(&write, &data, result)
         }
         Err(message) => crate::guest::bad_request(message),
     }

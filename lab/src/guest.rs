@@ -7,7 +7,9 @@
 //! tracks the write as its own (an oVirt engine marks it in the disk's
 //! dirty bitmap), and a later snapshot holds it. A disk no running
 //! workload uses cannot be written: a stopped or fenced guest writes
-//! nothing. The answer echoes the write; a refusal is
+//! nothing. The answer echoes the write with the SHA-256 of the bytes
+//! written (`"sha256"`, hex), so a test can find them again in a copy of
+//! the disk; a refusal is
 //! `{"error": "..."}` with 400 (bad request, a range past the disk's
 //! end), 404 (no such disk) or 409 (its workload does not run).
 //!
@@ -78,9 +80,10 @@ pub(crate) fn write_image(
     disks: &crate::disk::Disks,
     image: &str,
     write: &GuestWrite,
+    data: &[u8],
 ) -> Result<(), Refused> {
     write.check_fits(disks.size(image)?)?;
-    disks.write(image, write.offset, &write.data())?;
+    disks.write(image, write.offset, data)?;
     Ok(())
 }
 
@@ -103,10 +106,20 @@ impl From<std::io::Error> for Refused {
     }
 }
 
-/// The site's answer to a guest write: the write echoed, or the refusal.
-pub fn answer(write: &GuestWrite, result: Result<(), Refused>) -> Response {
+/// The site's answer to a guest write of `data`: the write echoed with
+/// the data's digest, or the refusal.
+pub fn answer(write: &GuestWrite, data: &[u8], result: Result<(), Refused>) -> Response {
+    use sha2::Digest;
     let (status, message) = match result {
-        Ok(()) => return Json(write).into_response(),
+        Ok(()) => {
+            return Json(json!({
+                "disk": write.disk,
+                "offset": write.offset,
+                "length": write.length,
+                "sha256": hex::encode(sha2::Sha256::digest(data)),
+            }))
+            .into_response();
+        }
         Err(Refused::Invalid(m)) => (StatusCode::BAD_REQUEST, m),
         Err(Refused::NoDisk(m)) => (StatusCode::NOT_FOUND, m),
         Err(Refused::NotRunning(m)) => (StatusCode::CONFLICT, m),

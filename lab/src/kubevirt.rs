@@ -935,7 +935,11 @@ async fn lab_api(site: &Site, method: &Method, path: &str, body: Body) -> Respon
                 .await
                 .unwrap_or_default();
             match crate::guest::parse(&bytes) {
-                Ok(write) => crate::guest::answer(&write, guest_write(&site.cluster(), &write)),
+                Ok(write) => {
+                    let data = write.data();
+                    let result = guest_write(&site.cluster(), &write, &data);
+                    crate::guest::answer(&write, &data, result)
+                }
                 Err(message) => crate::guest::bad_request(message),
             }
         }
@@ -949,7 +953,11 @@ async fn lab_api(site: &Site, method: &Method, path: &str, body: Body) -> Respon
 /// The guest of the running VM whose volume is PVC `write.disk` (its
 /// name, or `namespace/name` where the name is in several namespaces)
 /// writes into it.
-fn guest_write(cluster: &Cluster, write: &crate::guest::GuestWrite) -> Result<(), guest::Refused> {
+fn guest_write(
+    cluster: &Cluster,
+    write: &crate::guest::GuestWrite,
+    data: &[u8],
+) -> Result<(), guest::Refused> {
     let (namespace, claim) = match write.disk.split_once('/') {
         Some((ns, claim)) => (Some(ns), claim),
         None => (None, write.disk.as_str()),
@@ -990,7 +998,12 @@ fn guest_write(cluster: &Cluster, write: &crate::guest::GuestWrite) -> Result<()
              guest writes"
         )));
     }
-    crate::guest::write_image(&cluster.disks, &controllers::pvc_disk(&ns, claim), write)
+    crate::guest::write_image(
+        &cluster.disks,
+        &controllers::pvc_disk(&ns, claim),
+        write,
+        data,
+    )
 }
 
 fn discover(path: &str) -> Option<Value> {

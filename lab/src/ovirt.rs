@@ -628,8 +628,12 @@ impl Shared {
 }
 
 impl crate::faults::Scripted for Shared {
-    async fn guest_write(&self, write: &crate::guest::GuestWrite) -> Result<(), Refused> {
-        self.write_disk(&write.disk, write.offset, &write.data())
+    async fn guest_write(
+        &self,
+        write: &crate::guest::GuestWrite,
+        data: &[u8],
+    ) -> Result<(), Refused> {
+        self.write_disk(&write.disk, write.offset, data)
     }
 
     fn with_faults<R>(&self, f: impl FnOnce(&mut Faults) -> R) -> R {

@@ -102,6 +102,8 @@ struct Kit {
     timeout: Duration,
     /// Where the kit writes into the site's disks, when it can.
     guest_writes: Option<changes::GuestWrites>,
+    /// The guest writes around the first point, once made.
+    point_in_time: Option<changes::PointInTime>,
     /// Unique per run, so a second run of the kit is not answered from the
     /// first run's idempotency keys.
     nonce: String,
@@ -292,6 +294,7 @@ pub async fn run(args: TestArgs) -> Result<()> {
         sites,
         timeout: Duration::from_secs(args.timeout_secs),
         guest_writes,
+        point_in_time: None,
         nonce: format!("{:x}", rand::random::<u64>()),
         rows,
     };
@@ -413,7 +416,11 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
         return;
     };
 
-    // snapshot, polled
+    // snapshot, polled; with guest writes, one just before and one just
+    // after it, for the checks of a point in time.
+    if let Some(disk) = workload.spec.disks.first() {
+        kit.point_in_time = changes::PointInTime::write_before(kit, disk).await;
+    }
     let started = Instant::now();
     let request = SnapshotRequest {
         key: kit.key("snapshot"),
@@ -423,6 +430,9 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
         base: None,
     };
     let point = snapshot(kit, site, request.clone()).await;
+    if point.is_ok() {
+        changes::PointInTime::write_after(kit).await;
+    }
     let result = match &point {
         Ok(p) if p.workload_id != workload.id => Err(format!(
             "the point is of '{}', not '{}'",

@@ -125,6 +125,7 @@ async fn run_example(with_disks: bool) {
     }
     if with_disks {
         assert_covered(&out);
+        assert_point_in_time(&out);
     }
     // Without disks, the imports have no export to copy from.
     let skipped = if with_disks { 1 } else { 4 };
@@ -177,7 +178,20 @@ fn assert_covered(out: &str) {
         .lines()
         .find(|l| l.contains("changed-blocks"))
         .unwrap_or_else(|| panic!("no changed-blocks row:\n{out}"));
-    assert!(row.contains("covers the 2 guest write(s)"), "{row}\n{out}");
+    assert!(row.contains("covers the 3 guest write(s)"), "{row}\n{out}");
+}
+
+/// The export-disk row says the recovery point held the kit's guest
+/// write made just before it, and not the one just after.
+fn assert_point_in_time(out: &str) {
+    let row = out
+        .lines()
+        .find(|l| l.contains(" export-disk "))
+        .unwrap_or_else(|| panic!("no export-disk row:\n{out}"));
+    assert!(
+        row.contains("made just before it, not the one just after"),
+        "{row}\n{out}"
+    );
 }
 
 /// The row of `scenario` says `skip`.
@@ -246,12 +260,13 @@ async fn the_openstack_plugin_passes_the_kit_faults_included() {
     .expect("sites");
     let path = dir.path().to_owned();
     let (password, mover_key) = (options.password.clone(), options.mover_key.clone());
+    let writes = cloud.guest_writes_url();
     let (code, out, err) = tokio::task::spawn_blocking(move || {
         kit(
             &path,
             "openstack",
             &[("OS_PASSWORD", &password), ("OS_MOVER_KEY", &mover_key)],
-            &[],
+            &["--guest-writes", &writes],
         )
     })
     .await
@@ -259,6 +274,7 @@ async fn the_openstack_plugin_passes_the_kit_faults_included() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert_passed(&out, &all_but(&["changed-blocks"]));
     assert_skipped(&out, "changed-blocks");
+    assert_point_in_time(&out);
     assert!(out.contains(" 0 failed, 1 skipped"), "{out}");
 }
 
@@ -304,12 +320,13 @@ async fn the_kubevirt_plugin_passes_the_kit_faults_included() {
     .expect("sites");
     let path = dir.path().to_owned();
     let (ta, tb) = (a.token.clone(), b.token.clone());
+    let writes = a.guest_writes_url();
     let (code, out, err) = tokio::task::spawn_blocking(move || {
         kit(
             &path,
             "kubevirt",
             &[("KV_A_TOKEN", &ta), ("KV_B_TOKEN", &tb)],
-            &[],
+            &["--guest-writes", &writes],
         )
     })
     .await
@@ -319,6 +336,7 @@ async fn the_kubevirt_plugin_passes_the_kit_faults_included() {
     // recovery point to lab-b; no changed-block listing is offered.
     assert_passed(&out, &all_but(&["changed-blocks"]));
     assert_skipped(&out, "changed-blocks");
+    assert_point_in_time(&out);
     assert!(out.contains(" 0 failed, 1 skipped"), "{out}");
 }
 
@@ -375,6 +393,7 @@ async fn the_ovirt_plugin_passes_the_kit_faults_included() {
     // guest writes.
     assert_passed(&out, &all_but(&["replicate"]));
     assert_covered(&out);
+    assert_point_in_time(&out);
     assert_skipped(&out, "replicate");
     assert!(out.contains(" 0 failed, 1 skipped"), "{out}");
     // Nothing of the drill is left on the engine, and no call was repeated.
@@ -431,6 +450,7 @@ async fn the_aws_plugin_passes_the_kit_faults_included() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert_passed(&out, EVERY_SCENARIO);
     assert_covered(&out);
+    assert_point_in_time(&out);
     assert!(out.contains(" 0 failed, 0 skipped"), "{out}");
     // Replication copied the snapshots into the other region.
     let effects = site.effects();

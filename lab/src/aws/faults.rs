@@ -24,10 +24,10 @@ impl crate::faults::Scripted for Shared {
 
     /// The guest of the running instance an EBS volume is attached to
     /// writes into it; EC2 (moto) says which instance that is.
-    async fn guest_write(&self, write: &GuestWrite) -> Result<(), Refused> {
+    async fn guest_write(&self, write: &GuestWrite, data: &[u8]) -> Result<(), Refused> {
         let size_gib = running_volume(self, &write.disk).await?;
         super::ensure_volume(self, &write.disk, size_gib)?;
-        crate::guest::write_image(&self.disks, &write.disk, write)
+        crate::guest::write_image(&self.disks, &write.disk, write, data)
     }
 }
 

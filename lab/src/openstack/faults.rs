@@ -29,7 +29,7 @@ impl crate::faults::Scripted for Shared {
 
     /// The guest of the `ACTIVE` server a Cinder volume is attached to
     /// writes into it (volume ids are unique across regions).
-    async fn guest_write(&self, write: &GuestWrite) -> Result<(), Refused> {
+    async fn guest_write(&self, write: &GuestWrite, data: &[u8]) -> Result<(), Refused> {
         {
             let cloud = self.lock();
             let Some(region) = cloud
@@ -53,7 +53,12 @@ impl crate::faults::Scripted for Shared {
                 )));
             }
         }
-        crate::guest::write_image(&self.disks, &super::cinder::volume_file(&write.disk), write)
+        crate::guest::write_image(
+            &self.disks,
+            &super::cinder::volume_file(&write.disk),
+            write,
+            data,
+        )
     }
 }
 

@@ -5,8 +5,15 @@
 //! simulated site's `/_lab/guest-writes`, which writes into a disk as the
 //! workload's guest would — the kit first writes two ranges (a 64 KiB
 //! block a third into the disk and the disk's last 4 KiB) and the list
-//! must cover every byte written: a range missed is data a delta resync
-//! would not move. More than was written may be listed (platforms track
+//! must cover every byte written since the first point (those two and the
+//! write just after that point, below): a range missed is data a delta
+//! resync would not move.
+//!
+//! The same URL checks that a recovery point is a point in time
+//! ([`PointInTime`]): the kit writes 4 KiB half-way into the first disk
+//! just before the first snapshot and the same range again just after
+//! it; `export-disk` of the point must read the first write back, not the
+//! second (an export of the disk as it is now) and not older data. More than was written may be listed (platforms track
 //! changes in blocks of their own size); the row says how much.
 //! Without it the kit cannot know what changed, so any well-formed list
 //! passes, an empty one included, and the row says coverage was not
@@ -20,6 +27,8 @@ use rebound_runtime::bindings::exports::{
 };
 use rebound_runtime::bindings::{ByteRange, RecoveryPoint};
 use serde_json::json;
+
+use rebound_runtime::bindings::DiskSpec;
 
 use super::{Kit, TestArgs, snapshot};
 
@@ -47,8 +56,9 @@ impl GuestWrites {
         })
     }
 
-    /// Write `range` of `disk` as its guest would.
-    async fn write(&self, disk: &str, range: &ByteRange) -> Result<(), String> {
+    /// Write `range` of `disk` as its guest would; the SHA-256 (hex) of
+    /// what was written.
+    async fn write(&self, disk: &str, range: &ByteRange) -> Result<String, String> {
         let body = json!({ "disk": disk, "offset": range.offset, "length": range.length });
         let reply = self
             .http
@@ -58,7 +68,14 @@ impl GuestWrites {
             .await
             .map_err(|e| format!("guest write to {}: {e}", self.url))?;
         if reply.status().is_success() {
-            return Ok(());
+            let written: serde_json::Value = reply
+                .json()
+                .await
+                .map_err(|e| format!("guest write to {}: {e}", self.url))?;
+            return written["sha256"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("guest write to {}: no sha256 in {written}", self.url));
         }
         let status = reply.status();
         let text = reply.text().await.unwrap_or_default();
@@ -68,6 +85,103 @@ impl GuestWrites {
         ))
     }
 }
+
+/// The guest writes around the first recovery point: the same range of a
+/// disk written just before the snapshot and again just after it.
+pub(super) struct PointInTime {
+    pub disk: String,
+    pub range: ByteRange,
+    /// SHA-256 of the write before the point: what the point holds.
+    pub before: String,
+    /// SHA-256 of the write after it, once made.
+    pub after: Option<String>,
+}
+
+impl PointInTime {
+    /// Write into `disk` before the snapshot; a failure fails a row of
+    /// its own and the checks that need it are left out.
+    pub(super) async fn write_before(kit: &mut Kit, disk: &DiskSpec) -> Option<Self> {
+        let writer = kit.guest_writes.as_ref()?;
+        const LEN: u64 = 4096;
+        let range = if disk.size_bytes >= 2 * LEN {
+            ByteRange {
+                offset: disk.size_bytes / 2 / LEN * LEN,
+                length: LEN,
+            }
+        } else {
+            ByteRange {
+                offset: 0,
+                length: disk.size_bytes.min(LEN),
+            }
+        };
+        let started = Instant::now();
+        match writer.write(&disk.id, &range).await {
+            Ok(before) => Some(Self {
+                disk: disk.id.clone(),
+                range,
+                before,
+                after: None,
+            }),
+            Err(e) => {
+                kit.record(GUEST_WRITES, started, Err(e));
+                None
+            }
+        }
+    }
+
+    /// Write the same range again, after the snapshot.
+    pub(super) async fn write_after(kit: &mut Kit) {
+        let (Some(writer), Some(pit)) = (&kit.guest_writes, &kit.point_in_time) else {
+            return;
+        };
+        let started = Instant::now();
+        match writer.write(&pit.disk, &pit.range).await {
+            Ok(after) => {
+                if let Some(pit) = kit.point_in_time.as_mut() {
+                    pit.after = Some(after);
+                }
+            }
+            Err(e) => {
+                kit.point_in_time = None;
+                kit.record(GUEST_WRITES, started, Err(e));
+            }
+        }
+    }
+
+    /// What `read` — the range read from an export of the point — says of
+    /// the point.
+    pub(super) fn judge(&self, read: &[u8]) -> Result<String, String> {
+        use sha2::Digest;
+        let got = format!("{:x}", sha2::Sha256::digest(read));
+        if got == self.before {
+            Ok(format!(
+                "the point holds the guest's write at {} made just before it{}",
+                self.range.offset,
+                if self.after.is_some() {
+                    ", not the one just after"
+                } else {
+                    ""
+                }
+            ))
+        } else if self.after.as_deref() == Some(got.as_str()) {
+            Err(format!(
+                "the export reads the guest's write at {} made after the point: it serves the \
+                 disk as it is now, not the recovery point",
+                self.range.offset
+            ))
+        } else {
+            Err(format!(
+                "the export does not hold the guest's write of {} bytes at {} made just before \
+                 the point: the point is older than its snapshot call, or the export serves \
+                 another disk",
+                self.range.length, self.range.offset
+            ))
+        }
+    }
+}
+
+/// The row a guest write that failed outside a scenario fails.
+pub(super) const GUEST_WRITES: &str = "guest writes";
 
 /// The ranges the kit writes on a disk of `size` bytes: 64 KiB a third
 /// in and the last 4 KiB (one range when the disk is too small for two).
@@ -113,7 +227,7 @@ pub(super) async fn scenario(
         return;
     };
     let started = Instant::now();
-    let written = planned_writes(disk.size_bytes);
+    let mut written = planned_writes(disk.size_bytes);
     if let Some(writer) = &kit.guest_writes {
         for range in &written {
             if let Err(e) = writer.write(&disk.disk_id, range).await {
@@ -121,6 +235,13 @@ pub(super) async fn scenario(
                 return;
             }
         }
+    }
+    // The write just after the first point changed the disk too.
+    if let Some(pit) = &kit.point_in_time
+        && pit.after.is_some()
+        && pit.disk == disk.disk_id
+    {
+        written.push(pit.range);
     }
     let request = SnapshotRequest {
         key: kit.key("snapshot for changed-blocks"),
@@ -263,6 +384,23 @@ mod tests {
         assert!(missed(&[r(0, 149)], &written).is_some());
         assert!(missed(&[r(0, 120), r(121, 100)], &written).is_some());
         assert!(missed(&[], &written).is_some());
+    }
+
+    #[test]
+    fn an_export_of_the_point_holds_the_write_before_it_only() {
+        use sha2::Digest;
+        let hash = |b: &[u8]| format!("{:x}", sha2::Sha256::digest(b));
+        let pit = PointInTime {
+            disk: "d".into(),
+            range: r(4096, 4),
+            before: hash(b"then"),
+            after: Some(hash(b"now!")),
+        };
+        assert!(pit.judge(b"then").is_ok());
+        let now = pit.judge(b"now!").expect_err("the live disk");
+        assert!(now.contains("as it is now"), "{now}");
+        let older = pit.judge(&[0; 4]).expect_err("older data");
+        assert!(older.contains("does not hold"), "{older}");
     }
 
     #[test]

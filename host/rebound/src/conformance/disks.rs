@@ -1,6 +1,8 @@
 //! The kit's disk scenarios, as a cross-platform move uses them:
 //! `export-disk` (the recovery point's first disk served at an endpoint
-//! inside the site's egress, its first 4 KiB read back), `import-disk` (a
+//! inside the site's egress, its first 4 KiB read back — and, with guest
+//! writes, the range the kit wrote just before the point, which must hold
+//! that write and not the one just after), `import-disk` (a
 //! volume of that size prepared for writing, and the exported disk copied
 //! into it by the data mover — every block and the whole disk verified by
 //! digest), and `import-disk` onto that volume (`volume-id`, as a failback
@@ -114,11 +116,24 @@ async fn export(
     if bytes.is_empty() {
         return Err(failed("reading the endpoint answered no bytes".to_owned()));
     }
-    let detail = format!(
+    let mut detail = format!(
         "{} bytes of {} readable at the endpoint",
         bytes.len(),
         endpoint.size_bytes
     );
+    // With guest writes: the export is of the point, not of the disk now.
+    if let Some(pit) = kit
+        .point_in_time
+        .as_ref()
+        .filter(|p| p.disk == disk.disk_id)
+    {
+        let (start, end) = (pit.range.offset, pit.range.offset + pit.range.length);
+        let read = rebound_datamover::read_range(&mover_view, start, end)
+            .await
+            .map_err(|e| failed(format!("reading the endpoint at {}: {e}", pit.range.offset)))?;
+        let judged = pit.judge(&read).map_err(failed)?;
+        detail = format!("{detail}; {judged}");
+    }
     Ok((op, endpoint, detail))
 }
 
