@@ -1,0 +1,235 @@
+//! What happened, kept for reading: recovery points per plan, workload and
+//! site; probes of sites' health; the append-only audit log; events.
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
+};
+
+use super::entity::{audit, event, recovery_point, site_probe};
+use super::{
+    AuditEntry, EventRecord, ProbeRecord, RecoveryPointRecord, Store, StoreError, audit_in,
+    corrupt, now_ms,
+};
+
+impl Store {
+    /// Record a recovery point; recording the same (site, id) again is a
+    /// no-op, so a resumed step may record twice.
+    pub async fn record_recovery_point(
+        &self,
+        point: &RecoveryPointRecord,
+    ) -> Result<(), StoreError> {
+        let row = recovery_point::ActiveModel {
+            site: Set(point.site.clone()),
+            id: Set(point.id.clone()),
+            plan: Set(point.plan.clone()),
+            workload: Set(point.workload.clone()),
+            captured_at: Set(point.captured_at_ms),
+            run: Set(point.run.clone()),
+            detail: Set(point.detail.to_string()),
+        };
+        recovery_point::Entity::insert(row)
+            .on_conflict_do_nothing_on([recovery_point::Column::Site, recovery_point::Column::Id])
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Forget recovery points whose copies the site removed (pruned past
+    /// the plan's retention).
+    pub async fn forget_recovery_points(
+        &self,
+        site: &str,
+        ids: &[String],
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        recovery_point::Entity::delete_many()
+            .filter(recovery_point::Column::Site.eq(site))
+            .filter(recovery_point::Column::Id.is_in(ids.iter().cloned()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Record a witness's probe of a site: the failures in a row grow with
+    /// each failed probe and reset with a good one. Returns the record.
+    pub async fn record_probe(
+        &self,
+        site: &str,
+        witness: &str,
+        at_ms: i64,
+        ok: bool,
+        detail: &str,
+    ) -> Result<ProbeRecord, StoreError> {
+        let tx = self.db.begin().await?;
+        let key = (site.to_owned(), witness.to_owned());
+        let previous = site_probe::Entity::find_by_id(key).one(&tx).await?;
+        let failures = match (&previous, ok) {
+            (_, true) => 0,
+            (Some(p), false) => p.failures.saturating_add(1),
+            (None, false) => 1,
+        };
+        let row = site_probe::ActiveModel {
+            site: Set(site.to_owned()),
+            witness: Set(witness.to_owned()),
+            at: Set(at_ms),
+            ok: Set(ok),
+            failures: Set(failures),
+            detail: Set(detail.to_owned()),
+        };
+        if previous.is_some() {
+            row.update(&tx).await?;
+        } else {
+            row.insert(&tx).await?;
+        }
+        tx.commit().await?;
+        Ok(ProbeRecord {
+            site: site.to_owned(),
+            witness: witness.to_owned(),
+            at_ms,
+            ok,
+            failures: u32::try_from(failures).unwrap_or_default(),
+            detail: detail.to_owned(),
+        })
+    }
+
+    /// The last probe of a site by each witness.
+    pub async fn probes(&self, site: &str) -> Result<Vec<ProbeRecord>, StoreError> {
+        Ok(site_probe::Entity::find()
+            .filter(site_probe::Column::Site.eq(site))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|p| ProbeRecord {
+                site: p.site,
+                witness: p.witness,
+                at_ms: p.at,
+                ok: p.ok,
+                failures: u32::try_from(p.failures).unwrap_or_default(),
+                detail: p.detail,
+            })
+            .collect())
+    }
+
+    /// The newest recovery point of a plan's workload at a site.
+    pub async fn latest_recovery_point(
+        &self,
+        plan: &str,
+        workload: &str,
+        site: &str,
+    ) -> Result<Option<RecoveryPointRecord>, StoreError> {
+        recovery_point::Entity::find()
+            .filter(recovery_point::Column::Plan.eq(plan))
+            .filter(recovery_point::Column::Workload.eq(workload))
+            .filter(recovery_point::Column::Site.eq(site))
+            .order_by_desc(recovery_point::Column::CapturedAt)
+            .one(&self.db)
+            .await?
+            .map(RecoveryPointRecord::from_row)
+            .transpose()
+    }
+
+    /// A plan's recovery points, newest first.
+    pub async fn recovery_points(
+        &self,
+        plan: &str,
+    ) -> Result<Vec<RecoveryPointRecord>, StoreError> {
+        recovery_point::Entity::find()
+            .filter(recovery_point::Column::Plan.eq(plan))
+            .order_by_desc(recovery_point::Column::CapturedAt)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(RecoveryPointRecord::from_row)
+            .collect()
+    }
+
+    /// Append to the audit log.
+    pub async fn audit(
+        &self,
+        principal: &str,
+        action: &str,
+        target: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        audit_in(&self.db, principal, action, target, detail).await
+    }
+
+    /// The newest `limit` audit entries, newest first.
+    pub async fn audit_log(&self, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        audit::Entity::find()
+            .order_by_desc(audit::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    detail: serde_json::from_str(&row.detail)
+                        .map_err(|e| corrupt("audit detail", e))?,
+                    id: row.id,
+                    at_ms: row.at,
+                    principal: row.principal,
+                    action: row.action,
+                    target: row.target,
+                })
+            })
+            .collect()
+    }
+
+    /// Record an event about a plan.
+    pub async fn record_event(
+        &self,
+        plan: &str,
+        kind: &str,
+        detail: serde_json::Value,
+    ) -> Result<EventRecord, StoreError> {
+        let at = now_ms();
+        let row = event::ActiveModel {
+            at: Set(at),
+            plan: Set(plan.to_owned()),
+            kind: Set(kind.to_owned()),
+            detail: Set(detail.to_string()),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await?;
+        decode_event(row)
+    }
+
+    /// Events, newest first: of one plan or all, of some kinds or all.
+    pub async fn events(
+        &self,
+        plan: Option<&str>,
+        kinds: &[&str],
+        limit: u64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let mut query = event::Entity::find();
+        if let Some(plan) = plan {
+            query = query.filter(event::Column::Plan.eq(plan));
+        }
+        if !kinds.is_empty() {
+            query = query.filter(event::Column::Kind.is_in(kinds.iter().copied()));
+        }
+        query
+            .order_by_desc(event::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(decode_event)
+            .collect()
+    }
+}
+
+pub(crate) fn decode_event(row: event::Model) -> Result<EventRecord, StoreError> {
+    Ok(EventRecord {
+        detail: serde_json::from_str(&row.detail).map_err(|e| corrupt("event detail", e))?,
+        id: row.id,
+        at_ms: row.at,
+        plan: row.plan,
+        kind: row.kind,
+    })
+}
