@@ -1,6 +1,7 @@
 //! The CLI round trip against a real host: `rebound serve` drives runs
 //! through the example plugin between two lab sites, and the CLI logs in,
-//! applies a plan, replicates, drills with `--wait`, reads the drill's
+//! applies a plan, replicates (the disks moved by the data mover, each
+//! transfer's figures printed), drills with `--wait`, reads the drill's
 //! report, and manages an API token — as an operator would.
 
 #[path = "support/host.rs"]
@@ -20,7 +21,7 @@ workloads:
   - id: vm-2
   - id: vm-1
     depends_on: [vm-2]
-replication: { mode: native, interval: 5m }
+replication: { mode: data_mover, interval: 5m }
 objectives:
   failover: { rto: 30m, rpo: 15m }
   failback: { rto: 2h, rpo: 0s }
@@ -50,15 +51,22 @@ fn cli(dir: &Path, server: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_apply_replicate_drill_and_report_through_the_cli() {
     let dir = tempfile::tempdir().expect("tmp");
-    let options = |vms| ExampleOptions {
+    // Sites that keep disk data, so replication moves the disks through
+    // the host's data mover; small disks keep the copies quick.
+    let options = |vms, disks: &str| ExampleOptions {
         snapshot_latency: Duration::from_millis(20),
         vms,
+        disk_dir: Some(dir.path().join(disks)),
         ..ExampleOptions::default()
     };
-    let a = ExampleSite::start(options(rebound_lab::example::default_vms()))
+    let mut vms = rebound_lab::example::default_vms();
+    for vm in &mut vms {
+        vm["disks"][0]["size_bytes"] = serde_json::json!(4 << 20);
+    }
+    let a = ExampleSite::start(options(vms, "disks-a"))
         .await
         .expect("site a");
-    let b = ExampleSite::start(options(Vec::new()))
+    let b = ExampleSite::start(options(Vec::new(), "disks-b"))
         .await
         .expect("site b");
     std::fs::write(dir.path().join("plan.yaml"), PLAN).expect("plan");
@@ -208,6 +216,23 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
 
     let (code, out, err) = run(&["run", "replication", "shop", "--wait"], vec![]).await;
     assert!(code == 0, "{out}\n{err}");
+    // Each disk transfer says what the data mover did, and the report
+    // what the run moved altogether: the two workloads' 4 MiB disks.
+    let transfers: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(" transfer ") && l.contains(" succeeded "))
+        .collect();
+    assert!(
+        transfers.len() >= 2
+            && transfers
+                .iter()
+                .all(|l| l.contains("of 4.00 MiB") && l.contains("every block verified")),
+        "{out}"
+    );
+    assert!(
+        out.contains("data   moved") && out.contains("of 8.00 MiB in 2 disk transfer(s)"),
+        "{out}"
+    );
     let (code, out, err) = run(
         &[
             "run",

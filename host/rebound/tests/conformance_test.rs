@@ -404,7 +404,8 @@ async fn the_ovirt_plugin_passes_the_kit_faults_included() {
 
 /// The AWS plugin against the lab's AWS site (moto behind the lab's
 /// front), region us-east-1 under test and us-west-2 as the replication
-/// target; export-disk is not offered, so the kit skips it. Skipped when
+/// target; every scenario runs (export and import through the plugin's
+/// mover appliance), guest writes included. Skipped when
 /// moto is not installed, unless `REBOUND_REQUIRE_PYTHON=1`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aws_plugin_passes_the_kit_faults_included() {
