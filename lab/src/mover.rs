@@ -11,12 +11,13 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use rebound_datamover::agent::{AgentConfig, serve};
+use rebound_datamover::agent::{AgentConfig, router, serve_router};
 
 /// The image name both simulators treat as the mover appliance.
 pub const IMAGE_NAME: &str = "rebound-mover";
 
-/// A running agent; dropping it (its appliance deleted) stops it.
+/// A running agent; dropping it (its appliance deleted) stops it, and
+/// closes its open connections with it.
 pub(crate) struct Agent(tokio::task::AbortHandle);
 
 impl Drop for Agent {
@@ -73,10 +74,8 @@ pub(crate) async fn start(
         token,
         writable,
     };
-    let task = tokio::spawn(async move {
-        if let Err(e) = serve(listener, config).await {
-            tracing::warn!("{site} lab: mover appliance agent stopped: {e}");
-        }
-    });
+    let app = router(config)?;
+    tracing::debug!("{site} lab: mover appliance agent at {url}");
+    let task = tokio::spawn(serve_router(listener, app, None, std::future::pending()));
     Ok((url, Agent(task.abort_handle())))
 }

@@ -2,7 +2,8 @@
 //! them: an instance launched from the `rebound-mover` AMI with a volume at
 //! `/dev/sdf` serves it behind the token its user data sets, publishes only
 //! its URL in its tags, refuses any other token, stops serving when
-//! terminated, its volumes staying attached a while as it shuts down — and,
+//! terminated, its volumes staying attached a while as it shuts down (and
+//! shown detaching) — and,
 //! launched with no token in its user data, says so in
 //! `rebound:mover-error` instead of serving.
 //!
@@ -186,4 +187,92 @@ async fn the_appliance_serves_behind_the_token_its_user_data_sets() {
     let error = tag(&xml, "rebound:mover-error").expect("error");
     assert!(error.contains("REBOUND_MOVER_TOKEN"), "{error}");
     assert!(tag(&xml, "rebound:mover-url").is_none(), "{xml}");
+}
+
+/// A volume kept past its instance (`DeleteOnTermination` false) shows
+/// `in-use`, its attachment `detaching`, while the instance shuts down —
+/// as EC2 shows it, and as the `VolumeInUse` refusal of its deletion says
+/// — and `available` once detached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_volume_shows_detaching_while_its_instance_shuts_down() {
+    let Some(site) = site().await else {
+        return;
+    };
+    let region = site.regions()[0].clone();
+    let images = site
+        .query_as_client(
+            &region,
+            "ec2",
+            &[
+                ("Action", "DescribeImages"),
+                ("Filter.1.Name", "name"),
+                ("Filter.1.Value.1", "rebound-mover"),
+            ],
+        )
+        .await
+        .expect("images");
+    let image = text(&images, "imageId").expect("an AMI").to_owned();
+    let launched = site
+        .query_as_client(
+            &region,
+            "ec2",
+            &[
+                ("Action", "RunInstances"),
+                ("ImageId", &image),
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+                ("BlockDeviceMapping.1.DeviceName", "/dev/sdf"),
+                ("BlockDeviceMapping.1.Ebs.VolumeSize", "1"),
+                ("BlockDeviceMapping.1.Ebs.DeleteOnTermination", "false"),
+            ],
+        )
+        .await
+        .expect("launch");
+    let instance = text(&launched, "instanceId").expect("instance").to_owned();
+    let described = site
+        .query_as_client(
+            &region,
+            "ec2",
+            &[("Action", "DescribeInstances"), ("InstanceId.1", &instance)],
+        )
+        .await
+        .expect("describe");
+    let volume = described
+        .split("<deviceName>/dev/sdf</deviceName>")
+        .nth(1)
+        .and_then(|rest| text(rest, "volumeId"))
+        .expect("the volume at /dev/sdf")
+        .to_owned();
+    site.query_as_client(
+        &region,
+        "ec2",
+        &[
+            ("Action", "TerminateInstances"),
+            ("InstanceId.1", &instance),
+        ],
+    )
+    .await
+    .expect("terminate");
+    let describe = [
+        ("Action", "DescribeVolumes"),
+        ("VolumeId.1", volume.as_str()),
+    ];
+    let volumes = || site.query_as_client(&region, "ec2", &describe);
+    let shown = volumes().await.expect("volumes");
+    assert_eq!(text(&shown, "status"), Some("in-use"), "{shown}");
+    let attachment = text(&shown, "attachmentSet").expect("an attachment");
+    assert_eq!(text(attachment, "instanceId"), Some(instance.as_str()));
+    assert_eq!(text(attachment, "device"), Some("/dev/sdf"));
+    assert_eq!(text(attachment, "status"), Some("detaching"));
+
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let shown = volumes().await.expect("volumes");
+    assert_eq!(text(&shown, "status"), Some("available"), "{shown}");
+    site.query_as_client(
+        &region,
+        "ec2",
+        &[("Action", "DeleteVolume"), ("VolumeId", &volume)],
+    )
+    .await
+    .expect("deleted once detached");
 }

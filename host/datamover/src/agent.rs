@@ -60,17 +60,35 @@ pub async fn serve_tls(
 }
 
 /// Serve `app` over HTTPS with `tls` until `shutdown` completes — the
-/// agent's routes, or a lab simulator's. A client that fails the handshake
-/// is dropped; a failed accept (out of descriptors, say) is retried after a
-/// pause, as `axum::serve` does.
+/// agent's routes, or a lab simulator's. See [`serve_router`].
 pub async fn serve_router_tls(
     listener: tokio::net::TcpListener,
     app: Router,
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    serve_router(listener, app, Some(tls), shutdown).await;
+}
+
+/// Serve `app` (over HTTPS with `tls`, when given) until `shutdown`
+/// completes. The connections belong to this future: when it ends, or is
+/// dropped (its task aborted), every open connection is closed with it —
+/// kept-alive ones included — as a machine switched off closes its
+/// sockets. A client that fails the handshake is dropped; a failed accept
+/// (out of descriptors, say) is retried after a pause, as `axum::serve`
+/// does.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -80,18 +98,27 @@ pub async fn serve_router_tls(
                     continue;
                 }
             },
+            // Reap finished connections as they end.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             () = &mut shutdown => return,
         };
         let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            let Ok(stream) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+        connections.spawn(async move {
+            let service = TowerToHyperService::new(app);
+            let builder = Builder::new(TokioExecutor::new());
+            match acceptor {
+                Some(acceptor) => {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                None => {
+                    let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                }
+            }
         });
     }
 }

@@ -314,6 +314,8 @@ fn observe_ec2(
     }
     if matches!(action, "CreateSnapshot" | "DescribeSnapshots") {
         pending_snapshots(shared, reply)
+    } else if action == "DescribeVolumes" {
+        super::detach::describe_volumes(shared, reply)
     } else {
         reply
     }
