@@ -5,6 +5,8 @@
 //! real sparse files ([`disk`]).
 //! `lab/README.md` says what the OpenStack simulator serves.
 #![deny(rust_2018_idioms)]
+// Module docs name their private parts, for the maintainers who read them.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod aws;
 pub mod disk;

@@ -1,0 +1,172 @@
+//! The cluster's lab surface, outside the Kubernetes API: the faults every
+//! API call passes at the front door, and `/_lab/…` — faults (`GET`
+//! shows, `POST` replaces, `DELETE` clears), effects (objects created per
+//! idempotency key) and guest writes ([`crate::guest`]) into a running
+//! VM's PVC.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{Cluster, PVC, Site, VM, VMI, controllers, ok_json, status};
+use crate::faults::Faults;
+use crate::guest;
+
+/// The injected faults every API call passes (the `/_lab` API excepted).
+pub(super) async fn front_door(site: &Site, path: &str) -> Option<Response> {
+    let faults = site.cluster().faults.clone();
+    if !faults.applies_to(path) {
+        return None;
+    }
+    tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    while site.cluster().faults.hang {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if faults.down {
+        return Some(status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        ));
+    }
+    if !faults.draws_error() {
+        return None;
+    }
+    let code = faults
+        .status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let (reason, message) = match code.as_u16() {
+        429 => (
+            "TooManyRequests",
+            "the server has received too many requests and has asked us to try again later",
+        ),
+        500 => (
+            "InternalError",
+            "an error on the server has prevented the request from succeeding",
+        ),
+        504 => (
+            "Timeout",
+            "the server was unable to return a response in time",
+        ),
+        _ => (
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        ),
+    };
+    let mut response = status(code, reason, message);
+    if let Some(secs) = faults.retry_after
+        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    Some(response)
+}
+
+/// `/_lab/faults` (GET shows, POST replaces, DELETE clears),
+/// `/_lab/effects` and `POST /_lab/guest-writes` ([`crate::guest`]).
+pub(super) async fn lab_api(site: &Site, method: &Method, path: &str, body: Body) -> Response {
+    match (method.clone(), path) {
+        (Method::GET, "faults") => ok_json(StatusCode::OK, &json!(site.cluster().faults)),
+        (Method::DELETE, "faults") => {
+            site.cluster().faults = Faults::default();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        (Method::POST, "faults") => {
+            let bytes = axum::body::to_bytes(body, 1 << 20)
+                .await
+                .unwrap_or_default();
+            let faults: Faults = match serde_json::from_slice(&bytes) {
+                Ok(f) => f,
+                Err(e) => {
+                    return ok_json(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": format!("not a faults document: {e}")}),
+                    );
+                }
+            };
+            if let Some(msg) = faults.invalid() {
+                return ok_json(StatusCode::BAD_REQUEST, &json!({ "error": msg }));
+            }
+            site.cluster().faults = faults.clone();
+            ok_json(StatusCode::OK, &json!(faults))
+        }
+        (Method::GET, "effects") => ok_json(StatusCode::OK, &json!(site.cluster().effects)),
+        (Method::POST, "guest-writes") => {
+            let bytes = axum::body::to_bytes(body, 1 << 20)
+                .await
+                .unwrap_or_default();
+            match crate::guest::parse(&bytes) {
+                Ok(write) => {
+                    let data = write.data();
+                    let result = guest_write(&site.cluster(), &write, &data);
+                    crate::guest::answer(&write, &data, result)
+                }
+                Err(message) => crate::guest::bad_request(message),
+            }
+        }
+        _ => ok_json(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("no lab endpoint {method} /_lab/{path}")}),
+        ),
+    }
+}
+
+/// The guest of the running VM whose volume is PVC `write.disk` (its
+/// name, or `namespace/name` where the name is in several namespaces)
+/// writes into it.
+fn guest_write(
+    cluster: &Cluster,
+    write: &crate::guest::GuestWrite,
+    data: &[u8],
+) -> Result<(), guest::Refused> {
+    let (namespace, claim) = match write.disk.split_once('/') {
+        Some((ns, claim)) => (Some(ns), claim),
+        None => (None, write.disk.as_str()),
+    };
+    let claims: Vec<&String> = cluster
+        .objects
+        .keys()
+        .filter(|(r, ns, name)| *r == PVC && name == claim && namespace.is_none_or(|n| n == ns))
+        .map(|(_, ns, _)| ns)
+        .collect();
+    let ns = match claims.as_slice() {
+        [] => {
+            return Err(guest::Refused::NoDisk(format!(
+                "no PersistentVolumeClaim {}",
+                write.disk
+            )));
+        }
+        [ns] => (*ns).clone(),
+        several => {
+            return Err(guest::Refused::Invalid(format!(
+                "PersistentVolumeClaim {claim} is in namespaces {several:?}; give namespace/{claim}"
+            )));
+        }
+    };
+    let running = cluster.objects.iter().any(|((r, vm_ns, name), (vm, _))| {
+        *r == VM
+            && *vm_ns == ns
+            && controllers::volume_claims(&vm["spec"]["template"]["spec"])
+                .iter()
+                .any(|(_, c)| c == claim)
+            && cluster
+                .objects
+                .contains_key(&(VMI, ns.clone(), name.clone()))
+    });
+    if !running {
+        return Err(guest::Refused::NotRunning(format!(
+            "PersistentVolumeClaim {ns}/{claim} is a volume of no running VM; only a running \
+             guest writes"
+        )));
+    }
+    crate::guest::write_image(
+        &cluster.disks,
+        &controllers::pvc_disk(&ns, claim),
+        write,
+        data,
+    )
+}
