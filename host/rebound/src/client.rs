@@ -7,9 +7,9 @@
 //! renewed there (`POST /api/v1/auth/renew`, or `/auth/oidc/refresh`) when
 //! it is used in its last quarter hour — by a command, or during a long
 //! `--wait` — so a session outlives its token; `REBOUND_TOKEN`
-//! (an API token, say, in a pipeline) takes precedence.
+//! (an API token, say, in a pipeline) takes precedence. The run verbs are
+//! in `runs`.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::output::{self, Columns, Exit, Format, exit};
+
+mod runs;
+pub use runs::{RunArgs, decide, run};
 
 #[derive(Args, Clone)]
 pub struct ServerArgs {
@@ -106,20 +109,6 @@ pub enum GetCommand {
     Audit,
     Plugins,
     Sites,
-}
-
-#[derive(Args)]
-pub struct RunArgs {
-    /// failover, failback, reprotect, migration, permanent_failover,
-    /// commit_migration, rollback_migration, drill or replication.
-    workflow: String,
-    plan: String,
-    /// Follow the run to its end; the exit status says how it ended.
-    #[arg(long)]
-    wait: bool,
-    /// Repeating the command with the same key returns the same run.
-    #[arg(long)]
-    idempotency_key: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -680,177 +669,6 @@ pub async fn get(server: &ServerArgs, args: &GetArgs) -> Result<()> {
 
 /// Start a workflow; with `--wait`, print each step as it changes and
 /// fail unless the run succeeds.
-pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
-    let client = Client::new(server)?;
-    let mut headers = Vec::new();
-    if let Some(key) = &args.idempotency_key {
-        headers.push(("idempotency-key", key.as_str()));
-    }
-    let (_, run) = client
-        .call(
-            reqwest::Method::POST,
-            &format!("/plans/{}/runs", args.plan),
-            Some((
-                "application/json",
-                json!({"workflow": args.workflow}).to_string(),
-            )),
-            &headers,
-        )
-        .await?;
-    let id = run["id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("the host answered no run id"))?
-        .to_owned();
-    println!(
-        "run {id}: {} of plan '{}' {}",
-        args.workflow, args.plan, run["status"]
-    );
-    if !args.wait {
-        return Ok(());
-    }
-    let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    let mut seen: HashMap<i64, (String, i64)> = HashMap::new();
-    let mut told_waiting = false;
-    loop {
-        let detail = client.get(&format!("/runs/{id}")).await?;
-        let steps = detail["steps"].as_array().cloned().unwrap_or_default();
-        bar.set_length(steps.len() as u64);
-        bar.set_position(
-            steps
-                .iter()
-                .filter(|s| matches!(s["status"].as_str(), Some("succeeded" | "skipped")))
-                .count() as u64,
-        );
-        for step in &steps {
-            let seq = step["seq"].as_i64().unwrap_or_default();
-            let status = step["status"].as_str().unwrap_or_default().to_owned();
-            let attempts = step["attempts"].as_i64().unwrap_or_default();
-            if seen.get(&seq) != Some(&(status.clone(), attempts)) && status != "pending" {
-                let error = step["error"]
-                    .as_str()
-                    .map(|e| format!(" — {e}"))
-                    .or_else(|| transfer_summary(&step["transfer"]).map(|t| format!(" — {t}")))
-                    .unwrap_or_default();
-                let name = step["name"].as_str().unwrap_or_default();
-                // Above the bar on a terminal; plain lines in a pipe.
-                bar.suspend(|| {
-                    println!("  step {seq:>3} {name:<50} {status} (attempt {attempts}){error}");
-                });
-                if status == "running" {
-                    bar.set_message(name.to_owned());
-                }
-                seen.insert(seq, (status, attempts));
-            }
-        }
-        let status = detail["status"].as_str().unwrap_or_default();
-        match status {
-            "succeeded" | "failed" | "cancelled" => {
-                bar.finish_and_clear();
-                print_report(&id, status, &detail["report"]);
-                if let Some(total) = transfers_total(&steps) {
-                    println!("  {total}");
-                }
-                return match status {
-                    "succeeded" => Ok(()),
-                    "failed" => Err(Exit::new(exit::RUN_FAILED, format!("run {id} failed")).into()),
-                    _ => Err(
-                        Exit::new(exit::RUN_CANCELLED, format!("run {id} was cancelled")).into(),
-                    ),
-                };
-            }
-            "waiting_approval" if !told_waiting => {
-                told_waiting = true;
-                bar.set_message("waiting for approval");
-                bar.suspend(|| {
-                    eprintln!("run {id} waits for an operator's approval (rebound approve {id})");
-                });
-            }
-            _ => {}
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// What a finished transfer step of the data mover did (a step's
-/// `transfer` in the API), in the words of the web UI's run timeline.
-fn transfer_summary(transfer: &Value) -> Option<String> {
-    use indicatif::BinaryBytes;
-    let bytes = |field: &str| BinaryBytes(transfer[field].as_u64().unwrap_or(0));
-    let total = transfer["bytes_total"].as_u64()?;
-    let mut parts = vec![
-        format!("moved {} of {}", bytes("bytes_moved"), BinaryBytes(total)),
-        format!("read {}", bytes("bytes_read")),
-    ];
-    if transfer["bytes_hashed"].as_u64().is_some_and(|n| n > 0) {
-        parts.push(format!("hashed {} of the target", bytes("bytes_hashed")));
-    }
-    let mut modes: Vec<&str> = Vec::new();
-    for mode in transfer["modes"].as_array().into_iter().flatten() {
-        if let Some(m) = mode.as_str().filter(|m| !modes.contains(m)) {
-            modes.push(m);
-        }
-    }
-    if !modes.is_empty() {
-        parts.push(modes.join("; "));
-    }
-    Some(format!("{}; every block verified", parts.join(", ")))
-}
-
-/// The data the run's transfer steps moved altogether, when it had any.
-fn transfers_total(steps: &[Value]) -> Option<String> {
-    use indicatif::BinaryBytes;
-    let transfers: Vec<&Value> = steps
-        .iter()
-        .map(|s| &s["transfer"])
-        .filter(|t| t["bytes_total"].is_u64())
-        .collect();
-    if transfers.is_empty() {
-        return None;
-    }
-    let sum = |field: &str| -> u64 { transfers.iter().filter_map(|t| t[field].as_u64()).sum() };
-    Some(format!(
-        "data   moved {} of {} in {} disk transfer(s), read {}",
-        BinaryBytes(sum("bytes_moved")),
-        BinaryBytes(sum("bytes_total")),
-        transfers.len(),
-        BinaryBytes(sum("bytes_read")),
-    ))
-}
-
-/// The run's measured RTO and achieved RPO against the phase's objectives.
-fn print_report(id: &str, status: &str, report: &Value) {
-    let ms = |v: &Value| {
-        v.as_i64().map_or_else(
-            || "-".to_owned(),
-            |ms| format!("{:.1} s", ms as f64 / 1000.0),
-        )
-    };
-    let met = |measured: &Value, objective: &Value| match (measured.as_i64(), objective.as_i64()) {
-        (Some(m), Some(o)) if m <= o => "met",
-        (Some(_), Some(_)) => "MISSED",
-        _ => "-",
-    };
-    println!("run {id} {status}");
-    println!(
-        "  RTO measured {:>10}  objective {:>10}  {}",
-        ms(&report["measured_rto_ms"]),
-        ms(&report["objective_rto_ms"]),
-        met(&report["measured_rto_ms"], &report["objective_rto_ms"])
-    );
-    println!(
-        "  RPO achieved {:>10}  objective {:>10}  {}",
-        ms(&report["achieved_rpo_ms"]),
-        ms(&report["objective_rpo_ms"]),
-        met(&report["achieved_rpo_ms"], &report["objective_rpo_ms"])
-    );
-}
-
 pub async fn token(server: &ServerArgs, command: &TokenCommand) -> Result<()> {
     let client = Client::new(server)?;
     match command {
@@ -916,59 +734,4 @@ pub async fn publish_plugin(server: &ServerArgs, dir: &std::path::Path) -> Resul
         plugin["sha256"].as_str().unwrap_or_default()
     );
     Ok(())
-}
-
-/// Approve a run's next approval gate, or cancel a run nobody is driving.
-pub async fn decide(server: &ServerArgs, run: &str, verb: &str) -> Result<()> {
-    let client = Client::new(server)?;
-    let (_, detail) = client
-        .call(
-            reqwest::Method::POST,
-            &format!("/runs/{run}/{verb}"),
-            None,
-            &[],
-        )
-        .await?;
-    println!(
-        "run {run}: {}",
-        detail["status"].as_str().unwrap_or_default()
-    );
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::{transfer_summary, transfers_total};
-
-    #[test]
-    fn a_transfer_step_says_what_the_data_mover_did() {
-        let t = json!({"bytes_total": 20 << 20, "bytes_moved": 64 << 10, "bytes_read": 4 << 20,
-            "bytes_hashed": 0, "modes": ["delta by changed ranges", "delta by changed ranges"]});
-        assert_eq!(
-            transfer_summary(&t).as_deref(),
-            Some(
-                "moved 64.00 KiB of 20.00 MiB, read 4.00 MiB, delta by changed ranges; every \
-                 block verified"
-            )
-        );
-        let hashed = json!({"bytes_total": 1024, "bytes_moved": 1024, "bytes_read": 1024,
-            "bytes_hashed": 1024, "modes": []});
-        assert!(
-            transfer_summary(&hashed).is_some_and(|s| s.contains("hashed 1.00 KiB of the target"))
-        );
-        // Any other step has no transfer.
-        assert_eq!(transfer_summary(&serde_json::Value::Null), None);
-        let steps = [
-            json!({"transfer": t}),
-            json!({"transfer": null}),
-            json!({"transfer": hashed}),
-        ];
-        assert_eq!(
-            transfers_total(&steps).as_deref(),
-            Some("data   moved 65.00 KiB of 20.00 MiB in 2 disk transfer(s), read 4.00 MiB")
-        );
-        assert_eq!(transfers_total(&[json!({"name": "fence"})]), None);
-    }
 }
