@@ -68,10 +68,12 @@ pub struct TestArgs {
     /// repeatable. The table shows it skipped.
     #[arg(long = "skip")]
     skip: Vec<String>,
-    /// A simulated site's guest-writes URL (`rebound lab up` prints it):
-    /// between the two points of `changed-blocks` the kit writes into the
-    /// disk through it, and the list must cover what it wrote. TLS is
-    /// checked against the site's `ca_file`.
+    /// A simulated site's guest-writes URL (`rebound lab up` prints it;
+    /// taken from the lab's `lab.json` when the sites file is a lab's):
+    /// the kit writes into the disk through it around the first point and
+    /// between the two points of `changed-blocks`, and the point and the
+    /// list must agree with what it wrote. TLS is checked against the
+    /// site's `ca_file`.
     #[arg(long, value_name = "URL")]
     guest_writes: Option<String>,
     /// How long one long operation may take before it fails its scenario.
@@ -262,7 +264,19 @@ pub async fn run(args: TestArgs) -> Result<()> {
         .chain(args.target.as_deref())
         .collect();
     let mut definitions = crate::sites::definitions(&args.sites, Some(&names))?;
-    let guest_writes = match &args.guest_writes {
+    // A lab's site: its guest writes, unless told otherwise.
+    let url = args.guest_writes.clone().or_else(|| {
+        let url = crate::lab::guest_writes_url(&args.sites, &args.site)?;
+        eprintln!(
+            "note: '{}' is a site of the lab that wrote {}: the kit writes into its disks \
+             through {url}, as the workload's guest would, to check the recovery points and \
+             changed blocks the plugin reports against what it wrote",
+            args.site,
+            args.sites.display()
+        );
+        Some(url)
+    });
+    let guest_writes = match &url {
         Some(url) => {
             let ca = definitions
                 .get(&args.site)

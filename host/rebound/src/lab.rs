@@ -135,6 +135,23 @@ impl DirArg {
     }
 }
 
+/// The guest-writes URL of site `site`, when `sites_file` is the sites
+/// file of a lab (the `lab.json` beside it wrote it and names the site).
+pub fn guest_writes_url(sites_file: &Path, site: &str) -> Option<String> {
+    let dir = sites_file.parent()?;
+    let state = LabState::read(dir).ok()??;
+    let same = |a: &Path, b: &Path| matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(a), Ok(b)) if a == b);
+    if !same(&state.sites_file, sites_file) {
+        return None;
+    }
+    state
+        .sites
+        .into_iter()
+        .find(|s| s.name == site)
+        .map(|s| s.guest_writes)
+        .filter(|url| !url.is_empty())
+}
+
 pub async fn run(command: LabCommand) -> Result<()> {
     match command {
         LabCommand::Up(args) => up(&args).await,

@@ -323,10 +323,6 @@ async fn lab_up_serves_every_site_and_down_stops_them() {
         dir.join("publisher.pub"),
     );
     let sites = lab.0.join("sites.toml");
-    let writes = site(&state, "example-a")["guest_writes"]
-        .as_str()
-        .expect("guest_writes")
-        .to_owned();
     let kit = tokio::task::spawn_blocking({
         let dir = dir.clone();
         let sites = sites.to_str().expect("utf-8").to_owned();
@@ -341,8 +337,6 @@ async fn lab_up_serves_every_site_and_down_stops_them() {
                     &sites,
                     "--site",
                     "example-a",
-                    "--guest-writes",
-                    &writes,
                     "--trusted-key",
                     "publisher.pub",
                     "--timeout-secs",
@@ -355,6 +349,18 @@ async fn lab_up_serves_every_site_and_down_stops_them() {
     .expect("join");
     assert!(kit.status.success(), "{}", text(&kit));
     let table = String::from_utf8_lossy(&kit.stdout);
+    // The sites file is the lab's: the kit found the site's guest writes
+    // in lab.json and checked against them.
+    assert!(
+        String::from_utf8_lossy(&kit.stderr).contains("/_lab/guest-writes"),
+        "{}",
+        text(&kit)
+    );
+    assert!(table.contains("covers the 3 guest write(s)"), "{table}");
+    assert!(
+        table.contains("made just before it, not the one just after"),
+        "{table}"
+    );
     for scenario in [
         "health",
         "inventory",

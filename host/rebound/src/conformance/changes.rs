@@ -281,8 +281,8 @@ pub(super) async fn scenario(
             );
             if !checked {
                 return Ok(format!(
-                    "{summary}; coverage not checked (give --guest-writes to write between \
-                     the points)"
+                    "{summary}; coverage not checked (no guest writes: give --guest-writes, or \
+                     a lab's sites file)"
                 ));
             }
             match missed(&ranges, &written) {
