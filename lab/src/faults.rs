@@ -42,14 +42,21 @@ pub struct Faults {
     /// service: `compute`, `volume`, …; an API group: `kubevirt.io`,
     /// `cdi.kubevirt.io`, …).
     pub service: Option<String>,
+    /// Limit the faults to the calls of this HTTP method (`POST`: writes
+    /// fail while reads work, say).
+    pub method: Option<String>,
 }
 
 impl Faults {
-    /// Whether the faults apply to a call of `path`.
-    pub fn applies_to(&self, path: &str) -> bool {
+    /// Whether the faults apply to a `method` call of `path`.
+    pub fn applies_to(&self, method: &str, path: &str) -> bool {
         self.service
             .as_deref()
             .is_none_or(|s| path.split('/').any(|segment| segment == s))
+            && self
+                .method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
     }
 
     /// How long moving `bytes` takes on a slowed data plane.
@@ -145,4 +152,24 @@ async fn clear_faults<S: Scripted>(State(site): State<Arc<S>>) -> StatusCode {
 
 async fn get_effects<S: Scripted>(State(site): State<Arc<S>>) -> Json<Value> {
     Json(site.effects_json())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Faults;
+
+    #[test]
+    fn faults_apply_to_the_service_and_method_they_name() {
+        let all = Faults::default();
+        assert!(all.applies_to("GET", "/api/vms"));
+        let writes = Faults {
+            service: Some("diskattachments".into()),
+            method: Some("POST".into()),
+            ..Faults::default()
+        };
+        assert!(writes.applies_to("POST", "/api/vms/1/diskattachments"));
+        assert!(writes.applies_to("post", "/api/vms/1/diskattachments"));
+        assert!(!writes.applies_to("GET", "/api/vms/1/diskattachments"));
+        assert!(!writes.applies_to("POST", "/api/vms"));
+    }
 }

@@ -803,7 +803,7 @@ async fn dispatch(State(site): State<Arc<Site>>, request: Request) -> Response {
     if let Some(lab) = path.strip_prefix("/_lab/") {
         return control::lab_api(&site, &parts.method, lab, body).await;
     }
-    if let Some(refused) = control::front_door(&site, &path).await {
+    if let Some(refused) = control::front_door(&site, &parts.method, &path).await {
         return refused;
     }
     match path.as_str() {

@@ -478,10 +478,11 @@ async fn pki_resource(
 /// errors (as faults), and the effects counter.
 async fn front_door(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
+    let method = request.method().to_string();
     let faults = shared.lock().faults.clone();
-    if faults.applies_to(&path) {
+    if faults.applies_to(&method, &path) {
         tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
-        while shared.lock().faults.hang && faults.applies_to(&path) {
+        while shared.lock().faults.hang && faults.applies_to(&method, &path) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if faults.down {

@@ -7,7 +7,8 @@
 //! compared block for block after each move, the old primary is fenced
 //! (stopped, its epoch in its tags), and neither platform served a side
 //! effect twice. A drill on oVirt runs on copies of the recovery point's
-//! disks; a cycle from oVirt moves only the blocks an incremental backup
+//! disks, and one that fails half-way leaves none of them, nor its VM; a
+//! cycle from oVirt moves only the blocks an incremental backup
 //! lists as written since the last copy. On SQLite and PostgreSQL.
 //!
 //! `cargo xtask build-plugins`, then
@@ -23,11 +24,11 @@ use std::time::Duration;
 
 use cross::{MIB, NS, kubevirt_grant, moved, same, serving_kubevirt, vm_disks};
 use rebound_domain::{PlanDocument, PlanState, Workflow};
-use rebound_engine::{PluginSteps, WORKLOAD_LABEL};
+use rebound_engine::{Outcome, PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::ovirt::Latencies;
-use rebound_lab::{KubeVirtSite, OVirtOptions, OVirtSite};
+use rebound_lab::{Faults, KubeVirtSite, OVirtOptions, OVirtSite};
 use rebound_runtime::SiteGrant;
-use rebound_store::Store;
+use rebound_store::{StepStatus, Store};
 use serde_json::Value;
 
 const VMS: [&str; 2] = ["web-1", "db-1"];
@@ -276,6 +277,46 @@ async fn ovirt_to_kubevirt_and_back(store: Store) {
             "the drill changed recovery point disk {disk}"
         );
     }
+
+    // A drill whose disks the engine will not attach (every POST under
+    // `diskattachments` refused): its materialize made a VM and copied
+    // disks, then failed. The run's compensation tears the sandbox down,
+    // and nothing of it stays — not the VM, created before it was tagged
+    // with the sandbox, not the copies no VM took with it.
+    let vms = lab.ovirt.vm_ids().len();
+    lab.ovirt.set_faults(Faults {
+        error_rate: 1.0,
+        status: Some(400),
+        service: Some("diskattachments".into()),
+        method: Some("POST".into()),
+        ..Faults::default()
+    });
+    let (failed, outcome) = cross::finish(&store, &lab.steps, "shop", Workflow::Drill).await;
+    lab.ovirt.set_faults(Faults::default());
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    let steps = store.steps(&failed).await.expect("steps");
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.input["action"] == "materialize" && s.error.is_some()),
+        "{steps:#?}"
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.input["compensation"] == true && s.status == StepStatus::Succeeded),
+        "the sandbox was torn down: {steps:#?}"
+    );
+    assert_eq!(lab.ovirt.vm_ids().len(), vms, "no VM of the failed drill");
+    assert_eq!(
+        lab.ovirt.disk_ids().len(),
+        disks,
+        "no copy of the failed drill"
+    );
+    assert_eq!(
+        store.plan("shop").await.expect("plan").lifecycle.state,
+        PlanState::ReadyForFailback
+    );
 
     // More writes, then the planned failback: nothing is lost.
     lab.kubevirt

@@ -61,7 +61,13 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
     };
 
     let faults = shared.lock().faults.clone();
-    if faults.service.as_deref().is_none_or(|s| s == scope.service) {
+    // `service` names an AWS service here (`ec2`, `ebs`, `route53`, …).
+    let applies = faults.service.as_deref().is_none_or(|s| s == scope.service)
+        && faults
+            .method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(&method));
+    if applies {
         tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
         while shared.lock().faults.hang {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -16,9 +16,9 @@ use crate::faults::Faults;
 use crate::guest;
 
 /// The injected faults every API call passes (the `/_lab` API excepted).
-pub(super) async fn front_door(site: &Site, path: &str) -> Option<Response> {
+pub(super) async fn front_door(site: &Site, method: &Method, path: &str) -> Option<Response> {
     let faults = site.cluster().faults.clone();
-    if !faults.applies_to(path) {
+    if !faults.applies_to(method.as_str(), path) {
         return None;
     }
     tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;

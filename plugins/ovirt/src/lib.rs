@@ -220,22 +220,40 @@ fn cleanup(req: &CleanupRequest) -> Result<Operation, ProviderError> {
                 workload_ids: Vec::new(),
                 labels: vec![(vms::DRILL_LABEL.into(), sandbox.clone())],
             };
+            // The sandbox's VMs: tagged with it, or — one whose materialize
+            // stopped before tagging it — created saying so.
+            let mut ids: Vec<String> = vms::inventory(&engine, &filter)?
+                .into_iter()
+                .map(|w| w.id)
+                .collect();
+            let marker = vms::in_drill(sandbox);
+            for vm in engine.list("/vms")? {
+                let described = vm
+                    .text_at(&["description"])
+                    .is_some_and(|d| d.ends_with(&marker));
+                match vm.attr("id") {
+                    Some(id) if described && !ids.iter().any(|i| i == id) => {
+                        ids.push(id.to_owned())
+                    }
+                    _ => {}
+                }
+            }
             let mut removed = Vec::new();
-            for w in vms::inventory(&engine, &filter)? {
-                let path = format!("/vms/{}", w.id);
+            for id in ids {
+                let path = format!("/vms/{id}");
                 let status = engine
                     .get(&path)?
                     .text_at(&["status"])
                     .unwrap_or_default()
                     .to_owned();
                 if !matches!(status.as_str(), "down" | "powering_down") {
-                    engine.action(&format!("{path}/stop"), &req.key, &format!("stop {}", w.id))?;
+                    engine.action(&format!("{path}/stop"), &req.key, &format!("stop {id}"))?;
                 }
-                vms::wait_for(&engine, &path, &format!("VM '{}'", w.spec.name), |v| {
+                vms::wait_for(&engine, &path, &format!("VM {id}"), |v| {
                     v.text_at(&["status"]) == Some("down")
                 })?;
-                engine.delete(&path, &req.key, &format!("remove {}", w.id))?;
-                removed.push(w.id);
+                engine.delete(&path, &req.key, &format!("remove {id}"))?;
+                removed.push(id);
             }
             // Disks copied for the drill that no VM took with it (a
             // materialize that stopped before attaching them).

@@ -290,6 +290,23 @@ fn sandbox(req: &MaterializeRequest) -> &str {
         .map_or(req.key.as_str(), |(_, v)| v.as_str())
 }
 
+/// What a materialized VM says of itself from its creation on. A drill's
+/// names its sandbox ([`in_drill`]), so the drill's cleanup finds it even
+/// when materialize stopped before tagging it.
+fn description(req: &MaterializeRequest) -> String {
+    let mut text = format!("rebound materialized {}", req.spec.name);
+    if req.isolated {
+        text.push(' ');
+        text.push_str(&in_drill(sandbox(req)));
+    }
+    text
+}
+
+/// The end of the description of a VM materialized for drill `sandbox`.
+pub fn in_drill(sandbox: &str) -> String {
+    format!("in drill {sandbox}")
+}
+
 /// The name prefix of the disks copied for drill sandbox `sandbox`, by
 /// which its cleanup finds any its VMs did not take with them.
 pub fn drill_prefix(sandbox: &str) -> String {
@@ -341,10 +358,7 @@ fn create(engine: &Engine, req: &MaterializeRequest, name: &str) -> Result<Eleme
     let cluster = setting(&req.site, "cluster", "Default");
     let mut body = Element::new("vm")
         .with_text("name", name)
-        .with_text(
-            "description",
-            format!("rebound materialized {}", req.spec.name),
-        )
+        .with_text("description", description(req))
         .with(Element::new("cluster").with_text("name", cluster))
         .with(Element::new("template").with_text("name", "Blank"))
         .with_text("memory", req.spec.memory_mib << 20)
