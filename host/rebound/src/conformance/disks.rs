@@ -36,7 +36,14 @@ pub(super) async fn scenarios(kit: &mut Kit, args: &TestArgs, site: &str, point:
         let started = Instant::now();
         match export(kit, site, point).await {
             Ok((op, endpoint, detail)) => {
-                kit.record("export-disk", started, Ok(detail));
+                // With guest writes: the export is of the point, not of
+                // the disk as it is now.
+                let result = match point_in_time(kit, site, point, &endpoint).await {
+                    None => Ok(detail),
+                    Some(Ok(held)) => Ok(format!("{detail}; {held}")),
+                    Some(Err(e)) => Err(format!("{detail}; {e}")),
+                };
+                kit.record("export-disk", started, result);
                 Some((op, endpoint))
             }
             Err((op, e)) => {
@@ -77,7 +84,7 @@ pub(super) async fn scenarios(kit: &mut Kit, args: &TestArgs, site: &str, point:
 /// Export the point's first disk and read its first block through the
 /// endpoint, as the data mover would; the endpoint is left for the imports
 /// and released by the caller (on failure too: the operation, if any).
-async fn export(
+pub(super) async fn export(
     kit: &Kit,
     site: &str,
     point: &RecoveryPoint,
@@ -116,25 +123,37 @@ async fn export(
     if bytes.is_empty() {
         return Err(failed("reading the endpoint answered no bytes".to_owned()));
     }
-    let mut detail = format!(
+    let detail = format!(
         "{} bytes of {} readable at the endpoint",
         bytes.len(),
         endpoint.size_bytes
     );
-    // With guest writes: the export is of the point, not of the disk now.
-    if let Some(pit) = kit
+    Ok((op, endpoint, detail))
+}
+
+/// What an export of `point` on `site` holds of the kit's guest writes
+/// around the first point ([`super::changes::PointInTime`]): whether it
+/// reads the write made just before it; `None` without guest writes on
+/// that disk.
+pub(super) async fn point_in_time(
+    kit: &Kit,
+    site: &str,
+    point: &RecoveryPoint,
+    endpoint: &DiskEndpoint,
+) -> Option<Result<String, String>> {
+    let disk = point.disks.first()?;
+    let pit = kit
         .point_in_time
         .as_ref()
-        .filter(|p| p.disk == disk.disk_id)
-    {
-        let (start, end) = (pit.range.offset, pit.range.offset + pit.range.length);
-        let read = rebound_datamover::read_range(&mover_view, start, end)
-            .await
-            .map_err(|e| failed(format!("reading the endpoint at {}: {e}", pit.range.offset)))?;
-        let judged = pit.judge(&read).map_err(failed)?;
-        detail = format!("{detail}; {judged}");
-    }
-    Ok((op, endpoint, detail))
+        .filter(|p| p.disk == disk.disk_id)?;
+    let view = mover_endpoint(endpoint, kit.sites[site].grant.ca_pem.as_deref());
+    let (start, end) = (pit.range.offset, pit.range.offset + pit.range.length);
+    Some(
+        match rebound_datamover::read_range(&view, start, end).await {
+            Ok(read) => pit.judge(&read),
+            Err(e) => Err(format!("reading the endpoint at {start}: {e}")),
+        },
+    )
 }
 
 /// The two import scenarios, from the exported `source`.
@@ -344,7 +363,7 @@ async fn import(
 }
 
 /// Release transfer endpoints, best effort (as the engine does).
-async fn release(kit: &Kit, site: &str, ops: Vec<Operation>) {
+pub(super) async fn release(kit: &Kit, site: &str, ops: Vec<Operation>) {
     if ops.is_empty() {
         return;
     }
