@@ -4,8 +4,7 @@
 //! writes) to that package, and runs the standard scenarios against a
 //! real site: describe → health → inventory → snapshot (polled, then
 //! repeated under the same idempotency key) → changed-blocks (against a
-//! second point; with `--guest-writes`, after writing into the disk, so
-//! the list must cover the writes) → replicate → export-disk (its
+//! second point) → replicate → export-disk (its
 //! data read back) → import-disk (the export copied into it by the data
 //! mover, then a resync onto that volume) → materialize (isolated, as a
 //! drill) → fence → unfence → cleanup — each scenario the plugin's capabilities do not offer is
@@ -16,6 +15,14 @@
 //! retryable error the engine needs; a trap, a kill at the deadline or a
 //! permanent error fails it. It prints a pass/fail table and exits 0 only
 //! when nothing failed.
+//!
+//! With guest writes — a lab site's `/_lab/guest-writes`, from
+//! `--guest-writes` or the `lab.json` beside a lab's sites file — the kit
+//! also writes into the tested disk as its guest would, and checks what
+//! the plugin reports against it (`changes`): the point holds the write
+//! made just before it and not the one just after (read through its
+//! export, and through an export of its replica), and `changed-blocks`
+//! covers every byte written since it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
