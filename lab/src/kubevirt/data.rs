@@ -28,7 +28,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use rebound_datamover::agent::{AgentConfig, MAX_RANGE, serve as serve_agent};
+use rebound_datamover::agent::{AgentConfig, MAX_RANGE, router, serve_router};
 
 use super::Site;
 
@@ -62,13 +62,12 @@ impl Agent {
             token: token.clone(),
             writable,
         };
+        let app = router(config)?;
+        // Its connections go with it when it is dropped (serve_router).
         let task = runtime.spawn(async move {
-            let served = match tokio::net::TcpListener::from_std(listener) {
-                Ok(listener) => serve_agent(listener, config).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = served {
-                tracing::warn!("kubevirt lab: mover agent stopped: {e}");
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => serve_router(listener, app, None, std::future::pending()).await,
+                Err(e) => tracing::warn!("kubevirt lab: mover agent stopped: {e}"),
             }
         });
         Ok(Self {
