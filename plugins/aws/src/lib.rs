@@ -2,7 +2,7 @@
 //! workloads; a recovery point is one EBS snapshot per volume, tagged;
 //! native replication is CopySnapshot into the other site's region;
 //! changed blocks come from EBS direct; export-disk and import-disk go
-//! through a mover appliance instance ([`transfer`]); materialize registers
+//! through a mover appliance instance (`transfer.rs`); materialize registers
 //! an AMI from the point (or from snapshots of imported volumes) and runs
 //! an instance; fencing stops it; redirect moves Route 53
 //! weighted records or an Elastic IP. Every request is SigV4-signed by the

@@ -1,4 +1,4 @@
-//! The [`Provider`] trait plugin authors implement, and [`register!`].
+//! The [`Provider`] trait plugin authors implement, and [`register!`](crate::register).
 
 use crate::{
     ByteRange, ChangedBlocksRequest, CleanupRequest, ExportRequest, FenceRequest, HealthReport,
@@ -170,7 +170,7 @@ macro_rules! register {
     };
 }
 
-/// A provider's exports as function pointers: what [`register!`] leaves in a
+/// A provider's exports as function pointers: what [`register!`](crate::register) leaves in a
 /// native (non-wasm) build of a plugin crate, e.g. for benchmarks.
 #[derive(Debug, Clone, Copy)]
 pub struct Exports {
