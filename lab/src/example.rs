@@ -400,10 +400,7 @@ impl ExampleSite {
                 .ok_or(format!("VM '{vm_id}' has no disk {disk}"))?
                 .to_owned()
         };
-        write_guest(&self.site, &id, offset, data).map_err(|e| match e {
-            Refused::Invalid(m) | Refused::NoDisk(m) | Refused::NotRunning(m) => m,
-            Refused::Io(e) => e.to_string(),
-        })
+        write_guest(&self.site, &id, offset, data).map_err(|e| e.to_string())
     }
 
     /// The whole content of disk `disk` (index) of VM `vm_id`.
@@ -507,14 +504,7 @@ fn write_guest(site: &Site, id: &str, offset: u64, data: &[u8]) -> Result<(), Re
             )));
         }
     }
-    let write = crate::guest::GuestWrite {
-        disk: id.to_owned(),
-        offset,
-        length: data.len() as u64,
-    };
-    write.check_fits(disks.size(id)?)?;
-    disks.write(id, offset, data)?;
-    Ok(())
+    crate::guest::write_image(disks, id, id, offset, data)
 }
 
 /// `POST /_lab/guest-writes` ([`crate::guest`]).

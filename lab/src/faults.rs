@@ -53,10 +53,14 @@ impl Faults {
         self.service
             .as_deref()
             .is_none_or(|s| path.split('/').any(|segment| segment == s))
-            && self
-                .method
-                .as_deref()
-                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+            && self.applies_to_method(method)
+    }
+
+    /// Whether the faults apply to calls of `method`.
+    pub fn applies_to_method(&self, method: &str) -> bool {
+        self.method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(method))
     }
 
     /// How long moving `bytes` takes on a slowed data plane.

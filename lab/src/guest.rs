@@ -61,29 +61,31 @@ impl GuestWrite {
     pub fn data(&self) -> Vec<u8> {
         (0..self.length).map(|_| rand::random::<u8>() | 1).collect()
     }
-
-    /// Whether `end` (the disk's size) leaves room for this write.
-    pub fn check_fits(&self, size: u64) -> Result<(), Refused> {
-        if self.offset + self.length > size {
-            return Err(Refused::Invalid(format!(
-                "the write ends at {}, past the end of disk {} ({size} bytes)",
-                self.offset + self.length,
-                self.disk
-            )));
-        }
-        Ok(())
-    }
 }
 
-/// Write `write` into image `image` of `disks` (the disk's file).
+/// Whether disk `disk` of `size` bytes has room for `len` bytes at
+/// `offset`.
+pub(crate) fn fits(disk: &str, offset: u64, len: usize, size: u64) -> Result<(), Refused> {
+    let end = offset.saturating_add(len as u64);
+    if end > size {
+        return Err(Refused::Invalid(format!(
+            "the write ends at {end}, past the end of disk {disk} ({size} bytes)"
+        )));
+    }
+    Ok(())
+}
+
+/// Write `data` at `offset` of image `image` of `disks` (disk `disk`'s
+/// file), refused when it does not fit.
 pub(crate) fn write_image(
     disks: &crate::disk::Disks,
     image: &str,
-    write: &GuestWrite,
+    disk: &str,
+    offset: u64,
     data: &[u8],
 ) -> Result<(), Refused> {
-    write.check_fits(disks.size(image)?)?;
-    disks.write(image, write.offset, data)?;
+    fits(disk, offset, data.len(), disks.size(image)?)?;
+    disks.write(image, offset, data)?;
     Ok(())
 }
 
@@ -98,6 +100,15 @@ pub enum Refused {
     NotRunning(String),
     /// The site could not write its image (500).
     Io(std::io::Error),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(m) | Self::NoDisk(m) | Self::NotRunning(m) => f.write_str(m),
+            Self::Io(e) => write!(f, "{e}"),
+        }
+    }
 }
 
 impl From<std::io::Error> for Refused {
@@ -176,7 +187,10 @@ mod tests {
             length: 1 << 16,
         };
         assert!(w.data().iter().all(|b| *b != 0));
-        assert!(w.check_fits(1 << 16).is_ok());
-        assert!(matches!(w.check_fits(1 << 15), Err(Refused::Invalid(_))));
+        assert!(fits("d", 0, 1 << 16, 1 << 16).is_ok());
+        assert!(matches!(
+            fits("d", 1, 1 << 16, 1 << 16),
+            Err(Refused::Invalid(_))
+        ));
     }
 }

@@ -583,18 +583,7 @@ impl KubeVirtSite {
         let claim = claims
             .get(volume)
             .ok_or_else(|| format!("VM {namespace}/{vm} has no volume {volume}"))?;
-        let cluster = self.site.cluster();
-        if !cluster
-            .objects
-            .contains_key(&(VMI, namespace.to_owned(), vm.to_owned()))
-        {
-            return Err(format!(
-                "VM {namespace}/{vm} is not running; a stopped guest cannot write"
-            ));
-        }
-        cluster
-            .disks
-            .write(&controllers::pvc_disk(namespace, claim), offset, data)
+        control::write_claim(&self.site.cluster(), namespace, claim, offset, data)
             .map_err(|e| e.to_string())
     }
 

@@ -363,9 +363,7 @@ impl OVirtSite {
             .write_disk(&id, offset, data)
             .map_err(|e| match e {
                 Refused::Io(e) => e,
-                Refused::Invalid(m) | Refused::NoDisk(m) | Refused::NotRunning(m) => {
-                    std::io::Error::other(m)
-                }
+                refused => std::io::Error::other(refused.to_string()),
             })
     }
 
@@ -615,12 +613,7 @@ impl Shared {
             )));
         }
         let image = disk_image(id);
-        let write = crate::guest::GuestWrite {
-            disk: id.to_owned(),
-            offset,
-            length: data.len() as u64,
-        };
-        write.check_fits(self.disks.size(&image)?)?;
+        crate::guest::fits(id, offset, data.len(), self.disks.size(&image)?)?;
         // Marked before it is written, as qemu's bitmaps do.
         e.mark_written(id, offset, data.len() as u64);
         self.disks.write(&image, offset, data)?;

@@ -39,6 +39,25 @@ fn tag<'a>(xml: &'a str, key: &str) -> Option<&'a str> {
     text(after, "value")
 }
 
+/// The id of the appliance's AMI (`rebound-mover`) in the site's region.
+async fn mover_image(site: &AwsSite) -> String {
+    let images = site
+        .query_as_client(
+            &site.regions()[0],
+            "ec2",
+            &[
+                ("Action", "DescribeImages"),
+                ("Filter.1.Name", "name"),
+                ("Filter.1.Value.1", "rebound-mover"),
+            ],
+        )
+        .await
+        .expect("images");
+    text(&images, "imageId")
+        .expect("the appliance's AMI")
+        .to_owned()
+}
+
 /// Launch the appliance with a fresh 1 GiB volume; its instance id.
 async fn launch(site: &AwsSite, image: &str, user_data: Option<&str>) -> String {
     let region = &site.regions()[0];
@@ -93,21 +112,7 @@ async fn the_appliance_serves_behind_the_token_its_user_data_sets() {
         return;
     };
     let region = site.regions()[0].clone();
-    let images = site
-        .query_as_client(
-            &region,
-            "ec2",
-            &[
-                ("Action", "DescribeImages"),
-                ("Filter.1.Name", "name"),
-                ("Filter.1.Value.1", "rebound-mover"),
-            ],
-        )
-        .await
-        .expect("images");
-    let image = text(&images, "imageId")
-        .expect("the appliance's AMI")
-        .to_owned();
+    let image = mover_image(&site).await;
     let token = "0123456789abcdef".repeat(3);
 
     let instance = launch(
@@ -199,19 +204,7 @@ async fn a_kept_volume_shows_detaching_while_its_instance_shuts_down() {
         return;
     };
     let region = site.regions()[0].clone();
-    let images = site
-        .query_as_client(
-            &region,
-            "ec2",
-            &[
-                ("Action", "DescribeImages"),
-                ("Filter.1.Name", "name"),
-                ("Filter.1.Value.1", "rebound-mover"),
-            ],
-        )
-        .await
-        .expect("images");
-    let image = text(&images, "imageId").expect("an AMI").to_owned();
+    let image = mover_image(&site).await;
     let launched = site
         .query_as_client(
             &region,

@@ -124,8 +124,8 @@ async fn run_example(with_disks: bool) {
         assert!(row.contains("pass"), "{scenario}: {row}\n{out}");
     }
     if with_disks {
-        assert_covered(&out);
-        assert_point_in_time(&out);
+        assert_row(&out, COVERED.0, COVERED.1);
+        assert_row(&out, POINT_IN_TIME.0, POINT_IN_TIME.1);
     }
     // Without disks, the imports have no export to copy from.
     let skipped = if with_disks { 1 } else { 4 };
@@ -172,40 +172,24 @@ fn assert_passed(out: &str, scenarios: &[&str]) {
     }
 }
 
-/// The changed-blocks row says the list covered the kit's guest writes.
-fn assert_covered(out: &str) {
+/// The row of `scenario` (a word of the table's first column) says `what`.
+fn assert_row(out: &str, scenario: &str, what: &str) {
     let row = out
         .lines()
-        .find(|l| l.contains("changed-blocks"))
-        .unwrap_or_else(|| panic!("no changed-blocks row:\n{out}"));
-    assert!(row.contains("covers the 3 guest write(s)"), "{row}\n{out}");
+        .find(|l| l.contains(&format!(" {scenario} ")))
+        .unwrap_or_else(|| panic!("no {scenario} row:\n{out}"));
+    assert!(row.contains(what), "{row}\n{out}");
 }
 
-/// The replicate row says the replica, exported on the target, held the
-/// kit's guest write made just before the point.
-fn assert_replica_holds_the_point(out: &str) {
-    let row = out
-        .lines()
-        .find(|l| l.contains(" replicate "))
-        .unwrap_or_else(|| panic!("no replicate row:\n{out}"));
-    assert!(
-        row.contains("exported there, the point holds the guest's write"),
-        "{row}\n{out}"
-    );
-}
-
-/// The export-disk row says the recovery point held the kit's guest
-/// write made just before it, and not the one just after.
-fn assert_point_in_time(out: &str) {
-    let row = out
-        .lines()
-        .find(|l| l.contains(" export-disk "))
-        .unwrap_or_else(|| panic!("no export-disk row:\n{out}"));
-    assert!(
-        row.contains("made just before it, not the one just after"),
-        "{row}\n{out}"
-    );
-}
+/// The kit's guest writes: changed-blocks covered them, and the export
+/// of the point held the one made just before it, not the one after.
+const COVERED: (&str, &str) = ("changed-blocks", "covers the 3 guest write(s)");
+const POINT_IN_TIME: (&str, &str) = ("export-disk", "made just before it, not the one just after");
+/// The replica, exported on the target, held that write too.
+const REPLICA_HOLDS_IT: (&str, &str) = (
+    "replicate",
+    "exported there, the point holds the guest's write",
+);
 
 /// The row of `scenario` says `skip`.
 fn assert_skipped(out: &str, scenario: &str) {
@@ -287,8 +271,8 @@ async fn the_openstack_plugin_passes_the_kit_faults_included() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert_passed(&out, &all_but(&["changed-blocks"]));
     assert_skipped(&out, "changed-blocks");
-    assert_point_in_time(&out);
-    assert_replica_holds_the_point(&out);
+    assert_row(&out, POINT_IN_TIME.0, POINT_IN_TIME.1);
+    assert_row(&out, REPLICA_HOLDS_IT.0, REPLICA_HOLDS_IT.1);
     assert!(out.contains(" 0 failed, 1 skipped"), "{out}");
 }
 
@@ -357,7 +341,7 @@ async fn the_kubevirt_plugin_passes_the_kit_faults_included() {
     assert!(replicate.contains("its data not checked"), "{replicate}");
     assert_passed(&out, &all_but(&["changed-blocks"]));
     assert_skipped(&out, "changed-blocks");
-    assert_point_in_time(&out);
+    assert_row(&out, POINT_IN_TIME.0, POINT_IN_TIME.1);
     assert!(out.contains(" 0 failed, 1 skipped"), "{out}");
 }
 
@@ -413,8 +397,8 @@ async fn the_ovirt_plugin_passes_the_kit_faults_included() {
     // bitmap of the checkpoint before the second point holds the kit's
     // guest writes.
     assert_passed(&out, &all_but(&["replicate"]));
-    assert_covered(&out);
-    assert_point_in_time(&out);
+    assert_row(&out, COVERED.0, COVERED.1);
+    assert_row(&out, POINT_IN_TIME.0, POINT_IN_TIME.1);
     assert_skipped(&out, "replicate");
     assert!(out.contains(" 0 failed, 1 skipped"), "{out}");
     // Nothing of the drill is left on the engine, and no call was repeated.
@@ -471,9 +455,9 @@ async fn the_aws_plugin_passes_the_kit_faults_included() {
     .expect("join");
     assert_eq!(code, 0, "{out}\n{err}");
     assert_passed(&out, EVERY_SCENARIO);
-    assert_covered(&out);
-    assert_point_in_time(&out);
-    assert_replica_holds_the_point(&out);
+    assert_row(&out, COVERED.0, COVERED.1);
+    assert_row(&out, POINT_IN_TIME.0, POINT_IN_TIME.1);
+    assert_row(&out, REPLICA_HOLDS_IT.0, REPLICA_HOLDS_IT.1);
     assert!(out.contains(" 0 failed, 0 skipped"), "{out}");
     // Replication copied the snapshots into the other region.
     let effects = site.effects();

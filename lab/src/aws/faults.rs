@@ -27,7 +27,7 @@ impl crate::faults::Scripted for Shared {
     async fn guest_write(&self, write: &GuestWrite, data: &[u8]) -> Result<(), Refused> {
         let size_gib = running_volume(self, &write.disk).await?;
         super::ensure_volume(self, &write.disk, size_gib)?;
-        crate::guest::write_image(&self.disks, &write.disk, write, data)
+        crate::guest::write_image(&self.disks, &write.disk, &write.disk, write.offset, data)
     }
 }
 

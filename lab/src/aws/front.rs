@@ -63,10 +63,7 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
     let faults = shared.lock().faults.clone();
     // `service` names an AWS service here (`ec2`, `ebs`, `route53`, …).
     let applies = faults.service.as_deref().is_none_or(|s| s == scope.service)
-        && faults
-            .method
-            .as_deref()
-            .is_none_or(|m| m.eq_ignore_ascii_case(&method));
+        && faults.applies_to_method(&method);
     if applies {
         tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
         while shared.lock().faults.hang {

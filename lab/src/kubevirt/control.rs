@@ -147,26 +147,39 @@ fn guest_write(
             )));
         }
     };
+    write_claim(cluster, &ns, claim, write.offset, data)
+}
+
+/// The guest of the running VM whose volume is PVC `ns/claim` writes
+/// `data` at `offset` of it; refused unless such a VM runs.
+pub(super) fn write_claim(
+    cluster: &Cluster,
+    ns: &str,
+    claim: &str,
+    offset: u64,
+    data: &[u8],
+) -> Result<(), guest::Refused> {
     let running = cluster.objects.iter().any(|((r, vm_ns, name), (vm, _))| {
         *r == VM
-            && *vm_ns == ns
+            && vm_ns == ns
             && controllers::volume_claims(&vm["spec"]["template"]["spec"])
                 .iter()
                 .any(|(_, c)| c == claim)
             && cluster
                 .objects
-                .contains_key(&(VMI, ns.clone(), name.clone()))
+                .contains_key(&(VMI, ns.to_owned(), name.clone()))
     });
     if !running {
         return Err(guest::Refused::NotRunning(format!(
-            "PersistentVolumeClaim {ns}/{claim} is a volume of no running VM; only a running \
-             guest writes"
+            "the VM of PersistentVolumeClaim {ns}/{claim} is not running; a stopped guest \
+             cannot write"
         )));
     }
-    crate::guest::write_image(
+    guest::write_image(
         &cluster.disks,
-        &controllers::pvc_disk(&ns, claim),
-        write,
+        &controllers::pvc_disk(ns, claim),
+        claim,
+        offset,
         data,
     )
 }

@@ -56,7 +56,8 @@ impl crate::faults::Scripted for Shared {
         crate::guest::write_image(
             &self.disks,
             &super::cinder::volume_file(&write.disk),
-            write,
+            &write.disk,
+            write.offset,
             data,
         )
     }
