@@ -10,8 +10,9 @@
 //!   `POST /ovirt-engine/services/sso-logout`.
 //! - `/ovirt-engine/api` ([`api`]): XML in and out with the engine's element
 //!   names and `href`/`id` attributes; VMs (search by name, add, clone from
-//!   a snapshot, start/stop/shutdown with status progressions), disk
-//!   attachments, NICs, tags, disks (copies included), snapshots (`locked`
+//!   a snapshot, start/stop/shutdown with status progressions, removal
+//!   with or without its disks: `detach_only`), disk attachments (detached
+//!   or removed), NICs, tags, disks (copies included), snapshots (`locked`
 //!   → `ok`, a job per `correlation_id`), incremental backups with
 //!   checkpoints, image transfers, clusters, storage domains and their disk
 //!   snapshots, networks and vNIC profiles;
@@ -319,6 +320,23 @@ impl OVirtSite {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The image transfers nobody ended yet (neither finalized nor
+    /// cancelled): `(transfer id, disk id)`.
+    pub fn open_transfers(&self) -> Vec<(String, String)> {
+        self.shared
+            .lock()
+            .transfers
+            .values()
+            .filter(|t| {
+                let phase = t.phase.current();
+                !["finalizing", "finished", "cancelled"]
+                    .iter()
+                    .any(|p| phase.starts_with(p))
+            })
+            .map(|t| (t.id.clone(), t.disk.clone()))
+            .collect()
     }
 
     /// How many checkpoints VM `id` has.

@@ -251,14 +251,52 @@ impl Workspace {
                 .with_context(|| format!("copying {}", wasm.display()))?;
             std::fs::write(out.join("plugin.toml"), template)?;
         }
+        self.build_contract_0_1_example(&built)?;
         eprintln!(
-            "xtask: {} plugins in {}",
+            "xtask: {} plugins in {}, and the example plugin built against the contract 0.1 in {}",
             crates.len(),
-            self.plugin_dir().display()
+            self.plugin_dir().display(),
+            self.plugin_dir().join(CONTRACT_0_1_EXAMPLE).display()
         );
         Ok(())
     }
+
+    /// The example plugin built against `rebound:provider@0.1.0` (its SDK's
+    /// `contract-0-1` feature), for the tests that show a plugin of the old
+    /// contract still loads and runs. Built on its own, after the others:
+    /// Cargo unifies features within one build.
+    fn build_contract_0_1_example(&self, built: &Path) -> Result<()> {
+        self.cargo(&[
+            "build",
+            "--profile",
+            "plugin",
+            "--target",
+            "wasm32-wasip2",
+            "--lib",
+            "--package",
+            "rebound-plugin-example",
+            "--features",
+            "contract-0-1",
+        ])?;
+        let out = self.plugin_dir().join(CONTRACT_0_1_EXAMPLE);
+        std::fs::create_dir_all(&out)?;
+        std::fs::copy(
+            built.join("rebound_plugin_example.wasm"),
+            out.join("plugin.wasm"),
+        )?;
+        let template = std::fs::read_to_string(self.root.join("plugins/example/plugin.toml"))?;
+        let template = template.replace("wit = \"^0.2\"", "wit = \"^0.1\"");
+        if !template.contains("wit = \"^0.1\"") {
+            bail!("plugins/example/plugin.toml has no `wit = \"^0.2\"` line to rewrite");
+        }
+        std::fs::write(out.join("plugin.toml"), template)?;
+        Ok(())
+    }
 }
+
+/// Where in the plugin folder the example plugin built against the
+/// contract 0.1 goes.
+const CONTRACT_0_1_EXAMPLE: &str = "example-contract-0-1";
 
 impl Workspace {
     fn web_ui(&self) -> PathBuf {

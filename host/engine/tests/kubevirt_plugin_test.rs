@@ -979,3 +979,253 @@ async fn replicate_mirrors_a_recovery_point_to_the_peer_cluster() {
         "{err}"
     );
 }
+
+impl Lab {
+    /// Run a cleanup to its end: what it reports removed.
+    async fn cleanup(&self, key: &str, scope: CleanupScope) -> Vec<String> {
+        let op = self
+            .ok(CleanupRequest {
+                key: key.into(),
+                site: SITE.into(),
+                scope,
+            })
+            .await;
+        match self.finish(&op).await {
+            Outcome::Cleaned(report) => report.removed,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A cleanup that must be refused: its error.
+    async fn refused_cleanup(&self, scope: CleanupScope) -> ProviderError {
+        let err = self
+            .call(CleanupRequest {
+                key: "refused/cleanup".into(),
+                site: SITE.into(),
+                scope,
+            })
+            .await
+            .expect_err("the cleanup is refused");
+        err.provider_error()
+            .cloned()
+            .unwrap_or_else(|| panic!("not a provider error: {err}"))
+    }
+
+    fn has(&self, plural: &str, name: &str) -> bool {
+        self.site.get(plural, "prod", name).is_some()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_removes_only_the_workloads_materialize_made() {
+    let lab = Lab::start(small()).await;
+    let point = lab.snapshot("run-1/snapshot", "web-1").await;
+    // The data mover's copy of the disk, which the first standby VM is
+    // materialized from.
+    let import = lab
+        .ok(ImportRequest {
+            key: "run-1/import/0".into(),
+            site: SITE.into(),
+            name: "web-1-root".into(),
+            size_bytes: 8 * MIB,
+            format: DiskFormat::Raw,
+            volume_id: None,
+        })
+        .await;
+    let imported = lab.endpoint(&import).await.volume_id.expect("volume");
+    let mut spec = point.spec.clone();
+    spec.labels = vec![("rebound/workload".into(), "web-1".into())];
+    let mut standby = Vec::new();
+    for (key, source) in [
+        (
+            "run-2/materialize/web-1",
+            DiskSource::Volumes(vec![imported.clone()]),
+        ),
+        (
+            "run-3/materialize/web-1",
+            DiskSource::RecoveryPoint(point.id.clone()),
+        ),
+    ] {
+        let op = lab
+            .ok(MaterializeRequest {
+                key: key.into(),
+                site: SITE.into(),
+                source,
+                spec: spec.clone(),
+                networks: vec![],
+                isolated: false,
+                start: true,
+            })
+            .await;
+        let Outcome::Materialized(m) = lab.finish(&op).await else {
+            panic!("not materialized");
+        };
+        standby.push(m.workload.id);
+    }
+    let disks: Vec<String> = standby
+        .iter()
+        .flat_map(|vm| lab.site.vm_pvcs("prod", vm))
+        .collect();
+    assert_eq!(disks.len(), 2, "{disks:?}");
+    assert!(
+        !disks.contains(&imported),
+        "the VM clones the imported volume"
+    );
+    // A VM carrying a standby's marks under a name of its own (its
+    // manifest copied) is not one materialize made.
+    let mut copy = vm_object("prod", "web-1-copy", json!({}), "prod-net");
+    copy["metadata"]["annotations"] = lab
+        .site
+        .get("virtualmachines", "prod", &standby[0])
+        .expect("standby")["metadata"]["annotations"]
+        .clone();
+    lab.site.create(copy).expect("copy");
+
+    for (ids, offender) in [
+        (vec![standby[0].clone(), "web-1".into()], "web-1"),
+        (vec![standby[1].clone(), "web-1-copy".into()], "web-1-copy"),
+        (vec!["../web-1".into()], "../web-1"),
+    ] {
+        match lab.refused_cleanup(CleanupScope::Workloads(ids)).await {
+            ProviderError::InvalidRequest(m) => assert!(
+                m.contains(&format!("'{offender}'")) && m.contains("not materialized by Rebound"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+    for vm in standby
+        .iter()
+        .map(String::as_str)
+        .chain(["web-1", "web-1-copy"])
+    {
+        assert!(lab.has("virtualmachines", vm), "{vm} was removed");
+    }
+    for disk in &disks {
+        assert!(lab.has("datavolumes", disk) && lab.has("persistentvolumeclaims", disk));
+    }
+
+    let removed = lab
+        .cleanup("run-4/cleanup", CleanupScope::Workloads(standby.clone()))
+        .await;
+    assert_eq!(removed, standby);
+    for vm in &standby {
+        assert!(!lab.has("virtualmachines", vm), "{vm} stays");
+        assert!(!lab.has("virtualmachineinstances", vm), "{vm} runs on");
+    }
+    for disk in &disks {
+        assert!(!lab.has("datavolumes", disk), "{disk} stays");
+        assert!(!lab.has("persistentvolumeclaims", disk), "{disk} stays");
+    }
+    // What they were materialized from stays, as does the site's own VM.
+    assert!(lab.has("datavolumes", &imported) && lab.has("persistentvolumeclaims", &imported));
+    assert_eq!(
+        lab.site.read_pvc("prod", &imported).expect("read").len(),
+        8 * MIB as usize
+    );
+    assert!(lab.has("virtualmachinesnapshots", &point.id));
+    for vm in ["web-1", "web-1-copy"] {
+        assert!(lab.has("virtualmachines", vm));
+    }
+    assert!(lab.has("persistentvolumeclaims", "web-1-root"));
+    lab.site
+        .guest_write("prod", "web-1", 0, 0, b"x")
+        .expect("web-1 still runs");
+
+    // Gone is removed: a repeat succeeds.
+    let again = lab
+        .cleanup("run-5/cleanup", CleanupScope::Workloads(standby.clone()))
+        .await;
+    assert_eq!(again, standby);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_discards_abandoned_imports() {
+    let lab = Lab::start(small()).await;
+    let import = |key: &str, volume_id: Option<String>| ImportRequest {
+        key: key.into(),
+        site: SITE.into(),
+        name: "web-1-disk0".into(),
+        size_bytes: 8 * MIB,
+        format: DiskFormat::Raw,
+        volume_id,
+    };
+    // A finished import, kept: the base of a delta import.
+    let kept = lab.ok(import("run-1/import/0", None)).await;
+    let base = lab.endpoint(&kept).await.volume_id.expect("volume");
+    let images = lab.site.disk_images();
+    let open = lab.site.open_transfers();
+    // Abandoned: one whose endpoint the mover had, and two never polled to
+    // the end (a blank one and a delta onto the kept copy).
+    let served = lab.ok(import("run-2/import/0", None)).await;
+    lab.endpoint(&served).await;
+    assert_eq!(lab.site.open_transfers(), open + 1);
+    let fresh = lab.ok(import("run-2/import/1", None)).await;
+    let delta = lab.ok(import("run-2/import/2", Some(base.clone()))).await;
+    let discarded = vec![served.id.clone(), fresh.id.clone(), delta.id.clone()];
+    for id in &discarded {
+        assert!(lab.has("datavolumes", id) && lab.has("persistentvolumeclaims", id));
+    }
+
+    // A volume that is no import is refused, and nothing goes.
+    match lab
+        .refused_cleanup(CleanupScope::DiscardedImports(vec![
+            fresh.id.clone(),
+            "web-1-root".into(),
+        ]))
+        .await
+    {
+        ProviderError::InvalidRequest(m) => assert!(m.contains("'web-1-root'"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // So is one that is a VM's disk.
+    let mut user = vm_object("prod", "user", json!({}), "prod-net");
+    user["spec"]["running"] = json!(false);
+    user["spec"]["template"]["spec"]["volumes"][0]["dataVolume"]["name"] = json!(base);
+    lab.site.create(user).expect("a VM on the kept copy");
+    match lab
+        .refused_cleanup(CleanupScope::DiscardedImports(vec![
+            fresh.id.clone(),
+            base.clone(),
+        ]))
+        .await
+    {
+        ProviderError::Conflict(m) => assert!(m.contains("'user'"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(lab.has("datavolumes", &fresh.id) && lab.has("datavolumes", "web-1-root"));
+
+    let removed = lab
+        .cleanup(
+            "run-2/discard",
+            CleanupScope::DiscardedImports(discarded.clone()),
+        )
+        .await;
+    assert_eq!(removed, discarded);
+    // Nothing the imports would still have done happens after.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for id in &discarded {
+        assert!(!lab.has("datavolumes", id), "{id} stays");
+        assert!(!lab.has("persistentvolumeclaims", id), "{id} stays");
+    }
+    assert_eq!(lab.site.open_transfers(), open, "the endpoint is released");
+    assert_eq!(lab.site.disk_images(), images, "their disks are gone");
+    assert!(
+        lab.has("persistentvolumeclaims", &base),
+        "the delta's base stays"
+    );
+    let err = lab.call(Status(fresh)).await.expect_err("discarded");
+    assert!(
+        matches!(err.provider_error(), Some(ProviderError::NotFound(_))),
+        "{err}"
+    );
+
+    // Gone is discarded: a repeat succeeds.
+    let again = lab
+        .cleanup(
+            "run-3/discard",
+            CleanupScope::DiscardedImports(discarded.clone()),
+        )
+        .await;
+    assert_eq!(again, discarded);
+}

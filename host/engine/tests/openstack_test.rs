@@ -5,7 +5,9 @@
 //! - each export on its own: describe, health, inventory, snapshot and
 //!   native replication (Cinder backups exported and imported across
 //!   regions), materialize, export and import through mover appliances and
-//!   the host's data mover, fence and unfence, the three redirects, cleanup;
+//!   the host's data mover, fence and unfence, the three redirects, cleanup
+//!   (drills, retention, transfers, a failed run's standbys, discarded
+//!   imports);
 //!   idempotency keys; throttling, 5xx, hangs, a site down and 4xx answers
 //!   injected through the simulator's faults;
 //! - the engine's round trip of a plan of three servers (one with two
@@ -1021,6 +1023,352 @@ async fn throttling_errors_hangs_and_outages_map_to_the_contract() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_runs_standbys_go_with_their_clones_but_not_what_they_came_from() {
+    let cloud = cloud().await;
+    let web = cloud.server(EAST, "web-1");
+    let web_volume = volumes(&web)[0].clone();
+    // What standbys are materialized from: a recovery point of web-1, and
+    // a volume the data mover imported (its appliance released).
+    let snapshot = SnapshotRequest {
+        key: "w-1/1".into(),
+        site: EAST.into(),
+        workload_id: id(&web),
+        consistency: Consistency::Crash,
+        base: None,
+    };
+    let point = cloud
+        .recovery_point(&cloud.call(&[EAST], snapshot).await.expect("snapshot"))
+        .await;
+    let import = ImportRequest {
+        key: "w-1/2".into(),
+        site: EAST.into(),
+        name: "web-1-disk0".into(),
+        size_bytes: GIB,
+        format: DiskFormat::Raw,
+        volume_id: None,
+    };
+    let import = cloud.call(&[EAST], import).await.expect("import");
+    let imported = cloud
+        .endpoint(&import)
+        .await
+        .volume_id
+        .expect("the imported volume");
+    let release = CleanupRequest {
+        key: "w-1/3".into(),
+        site: EAST.into(),
+        scope: CleanupScope::Transfers(vec![import.id.clone()]),
+    };
+    let released = cloud.call(&[EAST], release).await.expect("release");
+    cloud.finish(&released).await.expect("released");
+    cloud
+        .eventually("the imported volume free", |c| {
+            c.site
+                .resource("RegionOne", "volumes", &imported)
+                .is_some_and(|v| v["status"] == "available")
+        })
+        .await;
+
+    let mut standbys = Vec::new();
+    for (key, name, source) in [
+        (
+            "w-2/1",
+            "web-1-standby",
+            DiskSource::RecoveryPoint(point.id.clone()),
+        ),
+        (
+            "w-2/2",
+            "web-1-imported",
+            DiskSource::Volumes(vec![imported.clone()]),
+        ),
+    ] {
+        let mut spec = point.spec.clone();
+        spec.name = name.into();
+        let request = MaterializeRequest {
+            key: key.into(),
+            site: EAST.into(),
+            source,
+            spec,
+            networks: vec![],
+            isolated: false,
+            start: true,
+        };
+        let op = cloud.call(&[EAST], request).await.expect("materialize");
+        let Ok(Done::Materialized(done)) = cloud.finish(&op).await else {
+            panic!("materialize {name} failed");
+        };
+        standbys.push(done.workload.id);
+    }
+    let clone = volumes(&cloud.server(EAST, "web-1-standby"))[0].clone();
+    assert_ne!(clone, web_volume, "a clone of the recovery point's copy");
+    assert_eq!(
+        volumes(&cloud.server(EAST, "web-1-imported")),
+        std::slice::from_ref(&imported),
+        "the imported volume as it is"
+    );
+    // A standby fenced after the failed run: Rebound's lock does not keep
+    // it.
+    let fence = FenceRequest {
+        key: "w-2/3".into(),
+        site: EAST.into(),
+        workload_id: standbys[1].clone(),
+        epoch: 1,
+    };
+    let op = cloud.call(&[EAST], Fence(fence)).await.expect("fence");
+    cloud.finish(&op).await.expect("fenced");
+
+    let cleanup = |key: &str, ids: &[String]| CleanupRequest {
+        key: key.into(),
+        site: EAST.into(),
+        scope: CleanupScope::Workloads(ids.to_vec()),
+    };
+    // A server Rebound did not materialize is refused, and the standby
+    // named before it stays too.
+    let refused = cloud
+        .call(&[EAST], cleanup("w-3/1", &[standbys[0].clone(), id(&web)]))
+        .await
+        .expect_err("web-1 is no standby");
+    match provider_error(refused) {
+        ProviderError::InvalidRequest(m) => {
+            assert!(
+                m.contains(&id(&web)) && m.contains("not materialized by Rebound"),
+                "{m}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    for name in ["web-1", "web-1-standby", "web-1-imported"] {
+        let server = cloud.server(EAST, name);
+        assert!(
+            server["OS-EXT-STS:task_state"].is_null() && server["status"] != "ERROR",
+            "{name} untouched: {server}"
+        );
+    }
+    assert!(
+        cloud
+            .site
+            .resource("RegionOne", "volumes", &clone)
+            .is_some_and(|v| v["status"] == "in-use")
+    );
+
+    let op = cloud
+        .call(&[EAST], cleanup("w-3/2", &standbys))
+        .await
+        .expect("cleanup");
+    let Ok(Done::Cleaned(report)) = cloud.finish(&op).await else {
+        panic!("cleanup failed");
+    };
+    for removed in standbys.iter().chain([&clone]) {
+        assert!(report.removed.contains(removed), "{removed}: {report:?}");
+    }
+    for kept in [&imported, &web_volume] {
+        assert!(!report.removed.contains(kept), "{kept}: {report:?}");
+    }
+    cloud
+        .eventually("the standbys and the clone gone", |c| {
+            standbys
+                .iter()
+                .all(|s| c.site.resource("RegionOne", "servers", s).is_none())
+                && c.site.resource("RegionOne", "volumes", &clone).is_none()
+        })
+        .await;
+    // What they were materialized from stays as it was.
+    assert!(
+        cloud
+            .site
+            .resource("RegionOne", "volumes", &imported)
+            .is_some_and(|v| v["status"] == "available"),
+        "the imported volume stays"
+    );
+    assert!(
+        cloud
+            .site
+            .resource("RegionOne", "snapshots", &point.disks[0].copy_id)
+            .is_some()
+    );
+    assert_eq!(cloud.server(EAST, "web-1")["status"], "ACTIVE");
+    assert!(
+        cloud
+            .site
+            .resource("RegionOne", "volumes", &web_volume)
+            .is_some_and(|v| v["status"] == "in-use")
+    );
+
+    // Again: what is gone counts as removed.
+    let op = cloud
+        .call(&[EAST], cleanup("w-3/3", &standbys))
+        .await
+        .expect("again");
+    let Ok(Done::Cleaned(report)) = cloud.finish(&op).await else {
+        panic!("cleanup failed");
+    };
+    assert_eq!(report.removed, standbys);
+    assert!(cloud.repeated().is_empty(), "{:?}", cloud.repeated());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discarded_imports_lose_their_appliances_and_volumes_and_boot_nothing() {
+    let cloud = cloud().await;
+    let import = |key: &str, name: &str| ImportRequest {
+        key: key.into(),
+        site: WEST.into(),
+        name: name.into(),
+        size_bytes: GIB,
+        format: DiskFormat::Raw,
+        volume_id: None,
+    };
+    let appliances_of = |c: &Cloud, key: &str| {
+        c.site
+            .resources("RegionTwo", "servers")
+            .into_iter()
+            .filter(|s| s["metadata"]["rebound:key"] == key)
+            .count()
+    };
+    // Imports at each stage: one served (its appliance up), one whose
+    // volume is made but that was never polled (no appliance yet), one
+    // whose volume is still being made.
+    let served = cloud
+        .call(&[WEST], import("i-1/1", "db-1-disk0"))
+        .await
+        .expect("import");
+    let served_volume = cloud
+        .endpoint(&served)
+        .await
+        .volume_id
+        .expect("the imported volume");
+    assert_eq!(appliances_of(&cloud, "i-1/1"), 1);
+    let volume_of = |c: &Cloud, key: &str| {
+        c.site
+            .resources("RegionTwo", "volumes")
+            .into_iter()
+            .find(|v| v["metadata"]["rebound:key"] == key)
+    };
+    let ready = cloud
+        .call(&[WEST], import("i-1/3", "app-1-disk0"))
+        .await
+        .expect("import");
+    cloud
+        .eventually("the never polled import's volume made", |c| {
+            volume_of(c, "i-1/3").is_some_and(|v| v["status"] == "available")
+        })
+        .await;
+    let ready_volume = id(&volume_of(&cloud, "i-1/3").expect("volume"));
+
+    let discard = |key: &str, ids: Vec<String>| CleanupRequest {
+        key: key.into(),
+        site: WEST.into(),
+        scope: CleanupScope::DiscardedImports(ids),
+    };
+    // Not an import of the plugin: refused before anything goes.
+    let refused = cloud
+        .call(
+            &[WEST],
+            discard("i-2/0", vec![served.id.clone(), "no-such-import".into()]),
+        )
+        .await
+        .expect_err("not an import");
+    match provider_error(refused) {
+        ProviderError::InvalidRequest(m) => assert!(m.contains("no-such-import"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let appliance = cloud
+        .site
+        .resources("RegionTwo", "servers")
+        .into_iter()
+        .find(|s| s["metadata"]["rebound:key"] == "i-1/1")
+        .expect("the served import's appliance");
+    assert!(appliance["OS-EXT-STS:task_state"].is_null(), "{appliance}");
+
+    // The last one's volume takes a second to make (a slow data plane).
+    cloud.site.set_faults(Faults {
+        data_bytes_per_sec: Some(GIB),
+        ..Faults::default()
+    });
+    let fresh = cloud
+        .call(&[WEST], import("i-1/2", "web-1-disk0"))
+        .await
+        .expect("import");
+    cloud.site.set_faults(Faults::default());
+    let fresh_volume = id(&volume_of(&cloud, "i-1/2").expect("the fresh import's volume"));
+
+    let op = cloud
+        .call(
+            &[WEST],
+            discard(
+                "i-2/1",
+                vec![fresh.id.clone(), served.id.clone(), ready.id.clone()],
+            ),
+        )
+        .await
+        .expect("discard");
+    assert_eq!(
+        volume_of(&cloud, "i-1/2").map(|v| v["status"].clone()),
+        Some(serde_json::json!("creating")),
+        "discarded while its volume is being made"
+    );
+    // Polled to its end, as the engine does, never booting an appliance for
+    // the imports that had none.
+    let started = Instant::now();
+    let report = loop {
+        for key in ["i-1/2", "i-1/3"] {
+            assert_eq!(
+                appliances_of(&cloud, key),
+                0,
+                "an appliance booted for discarded import {key}"
+            );
+        }
+        let state = cloud
+            .call(&[WEST], Status(op.clone()))
+            .await
+            .expect("status");
+        match state {
+            OperationState::Running(_) if started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            OperationState::Succeeded(Done::Cleaned(report)) => break report,
+            other => panic!("{other:?}"),
+        }
+    };
+    for removed in [
+        &fresh_volume,
+        &ready_volume,
+        &served_volume,
+        &id(&appliance),
+    ] {
+        assert!(report.removed.contains(removed), "{removed}: {report:?}");
+    }
+    cloud
+        .eventually("the appliance and the volumes gone", |c| {
+            c.site.resources("RegionTwo", "servers").is_empty()
+                && c.site.resources("RegionTwo", "volumes").is_empty()
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        cloud.site.resources("RegionTwo", "servers").is_empty(),
+        "nothing booted afterwards"
+    );
+
+    // Again: what is gone counts as removed.
+    let op = cloud
+        .call(
+            &[WEST],
+            discard(
+                "i-2/2",
+                vec![fresh.id.clone(), served.id.clone(), ready.id.clone()],
+            ),
+        )
+        .await
+        .expect("again");
+    let Ok(Done::Cleaned(report)) = cloud.finish(&op).await else {
+        panic!("discard failed");
+    };
+    for removed in [&fresh_volume, &ready_volume, &served_volume] {
+        assert!(report.removed.contains(removed), "{removed}: {report:?}");
+    }
+    assert!(cloud.repeated().is_empty(), "{:?}", cloud.repeated());
 }
 
 // ---- The engine's round trip between the two regions ----

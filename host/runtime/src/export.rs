@@ -1,6 +1,6 @@
 //! One typed value per plugin export, so a call reads
 //! `runtime.call(&plugin, &ctx, Health::new("site-a"))` and returns that
-//! export's own result type.
+//! export's own result type, whichever contract version the plugin speaks.
 
 use std::future::Future;
 
@@ -15,6 +15,32 @@ use crate::bindings::{
     ProviderError, Workload,
 };
 use crate::host::HostState;
+use crate::v0_1::Lower;
+
+/// Call the same export on an instance of either contract version; the
+/// arguments are the same Rust values for both (shared `types`).
+macro_rules! on_either {
+    ($world:expr, |$p:ident| $call:expr) => {
+        match $world {
+            PluginWorld::V0_1($p) => $call,
+            PluginWorld::V0_2($p) => $call,
+        }
+    };
+}
+
+/// Call an export taking a provider-interface record: as it is on 0.2, and
+/// lowered to 0.1's record (or refused, when 0.1 cannot express it).
+macro_rules! lowered {
+    ($world:expr, $store:expr, $req:expr, $method:ident) => {
+        match $world {
+            PluginWorld::V0_2(p) => p.rebound_provider_provider().$method($store, &$req).await,
+            PluginWorld::V0_1(p) => match $req.lower() {
+                Ok(req) => p.rebound_provider_provider().$method($store, &req).await,
+                Err(refusal) => Ok(Err(refusal)),
+            },
+        }
+    };
+}
 
 /// A call of one export.
 pub trait Export: Send {
@@ -42,10 +68,11 @@ impl Export for Describe {
         w: &PluginWorld,
         store: &mut Store<HostState>,
     ) -> wasmtime::Result<Result<PluginInfo, ProviderError>> {
-        w.rebound_provider_provider()
+        on_either!(w, |p| p
+            .rebound_provider_provider()
             .call_describe(store)
-            .await
-            .map(Ok)
+            .await)
+        .map(Ok)
     }
 }
 
@@ -62,9 +89,10 @@ impl Export for Health {
         w: &PluginWorld,
         store: &mut Store<HostState>,
     ) -> wasmtime::Result<Result<HealthReport, ProviderError>> {
-        w.rebound_provider_provider()
+        on_either!(w, |p| p
+            .rebound_provider_provider()
             .call_health(store, &self.0)
-            .await
+            .await)
     }
 }
 
@@ -97,9 +125,10 @@ impl Export for Inventory {
         w: &PluginWorld,
         store: &mut Store<HostState>,
     ) -> wasmtime::Result<Result<Vec<Workload>, ProviderError>> {
-        w.rebound_provider_provider()
+        on_either!(w, |p| p
+            .rebound_provider_provider()
             .call_inventory(store, &self.site, &self.filter)
-            .await
+            .await)
     }
 }
 
@@ -116,9 +145,10 @@ impl Export for Status {
         w: &PluginWorld,
         store: &mut Store<HostState>,
     ) -> wasmtime::Result<Result<OperationState, ProviderError>> {
-        w.rebound_provider_provider()
+        on_either!(w, |p| p
+            .rebound_provider_provider()
             .call_status(store, &self.0)
-            .await
+            .await)
     }
 }
 
@@ -130,7 +160,7 @@ macro_rules! request_exports {
             const NAME: &'static str = $name;
 
             async fn invoke(self, w: &PluginWorld, store: &mut Store<HostState>) -> wasmtime::Result<Result<$out, ProviderError>> {
-                w.rebound_provider_provider().$method(store, &self).await
+                lowered!(w, store, self, $method)
             }
         }
     )*};
@@ -164,9 +194,7 @@ impl Export for Fence {
         w: &PluginWorld,
         store: &mut Store<HostState>,
     ) -> wasmtime::Result<Result<Operation, ProviderError>> {
-        w.rebound_provider_provider()
-            .call_fence(store, &self.0)
-            .await
+        lowered!(w, store, self.0, call_fence)
     }
 }
 
@@ -179,8 +207,6 @@ impl Export for Unfence {
         w: &PluginWorld,
         store: &mut Store<HostState>,
     ) -> wasmtime::Result<Result<Operation, ProviderError>> {
-        w.rebound_provider_provider()
-            .call_unfence(store, &self.0)
-            .await
+        lowered!(w, store, self.0, call_unfence)
     }
 }

@@ -12,7 +12,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::bindings::v0_1_0::rebound::provider::{config, log, secrets, types};
+use crate::bindings::v0_2_0::rebound::provider::{config, log, secrets, types};
 use crate::context::{AuditEvent, AuditSink, SiteGrant};
 use crate::egress::EgressPolicy;
 use crate::http::EgressHooks;

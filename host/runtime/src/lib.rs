@@ -1,5 +1,6 @@
 //! The Rebound plugin runtime: it loads provider plugins (WebAssembly
-//! components implementing `rebound:provider@0.1.0`), verifies them
+//! components implementing `rebound:provider@0.2.0`, or 0.1.0 through an
+//! adapter), verifies them
 //! (digest, ed25519 signature, contract version, imports), and calls their
 //! exports on a fresh sandboxed instance per call.
 //!
@@ -29,6 +30,7 @@ mod plugin;
 mod runtime;
 #[doc(hidden)]
 pub mod testing;
+mod v0_1;
 
 pub use context::{AuditEvent, AuditSink, CallContext, Fault, Faults, SecretValue, SiteGrant};
 pub use error::{CallError, LoadError, explain};

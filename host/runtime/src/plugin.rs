@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::bindings::{PluginInfo, PluginPre};
 use crate::error::CallError;
-use crate::host::{HostState, lock};
+use crate::host::lock;
 use crate::manifest::Manifest;
 
 pub struct Plugin {
@@ -18,7 +18,7 @@ pub struct Plugin {
     pub info: PluginInfo,
     /// Hex SHA-256 of the component.
     pub digest: String,
-    pub(crate) pre: PluginPre<HostState>,
+    pub(crate) pre: PluginPre,
     crashes: Mutex<Crashes>,
     disabled: AtomicBool,
 }
@@ -52,7 +52,7 @@ impl Plugin {
         manifest: Manifest,
         info: PluginInfo,
         digest: String,
-        pre: PluginPre<HostState>,
+        pre: PluginPre,
     ) -> Self {
         Self {
             manifest,
@@ -70,6 +70,11 @@ impl Plugin {
 
     pub fn version(&self) -> String {
         self.manifest.version.to_string()
+    }
+
+    /// The provider contract version the component was built against.
+    pub fn contract(&self) -> semver::Version {
+        self.pre.contract()
     }
 
     /// Whether calls are allowed (an operator may disable a plugin).

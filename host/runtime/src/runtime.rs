@@ -17,7 +17,7 @@ use wasmtime::{
     UpdateDeadline,
 };
 
-use crate::bindings::v0_1_0::rebound::provider::{config, log, secrets, types};
+use crate::bindings::v0_2_0::rebound::provider::{config, log, secrets, types};
 use crate::bindings::{Capabilities, PROVIDER_EXPORT_PREFIX, PluginInfo, PluginPre, SUPPORTED_WIT};
 use crate::context::{AuditSink, CallContext};
 use crate::egress::{EgressPolicy, SiteEgress};
@@ -73,10 +73,12 @@ const ALLOWED_IMPORTS: &[&str] = &[
     "wasi:cli/stdout@0.2",
     "wasi:cli/stderr@0.2",
     "wasi:cli/terminal-",
-    "rebound:provider/types@0.1",
-    "rebound:provider/log@0.1",
-    "rebound:provider/config@0.1",
-    "rebound:provider/secrets@0.1",
+    // Of the contract version the component exports (the linker has only
+    // the supported versions' imports).
+    "rebound:provider/types@",
+    "rebound:provider/log@",
+    "rebound:provider/config@",
+    "rebound:provider/secrets@",
 ];
 
 struct Versions {
@@ -157,6 +159,7 @@ impl Runtime {
         log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         config::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         secrets::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        crate::v0_1::add_to_linker(&mut linker)?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
@@ -199,11 +202,11 @@ impl Runtime {
         }
         let digest = manifest.sha256.clone().unwrap_or_default();
         let component = self.compile(&plugin, &digest, &package.wasm).await?;
-        self.check_world(&manifest, &component)?;
+        let contract = self.check_world(&manifest, &component)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .and_then(PluginPre::new)
+            .and_then(|pre| PluginPre::new(pre, &contract))
             .map_err(|e| LoadError::InvalidComponent {
                 plugin: plugin.clone(),
                 reason: format!("{e:#}"),
@@ -291,7 +294,13 @@ impl Runtime {
 
     /// The component must export a supported `rebound:provider/provider`
     /// and import nothing outside the allow-list.
-    fn check_world(&self, manifest: &Manifest, component: &Component) -> Result<(), LoadError> {
+    /// Check the component's imports and which contract version it exports;
+    /// returns that version.
+    fn check_world(
+        &self,
+        manifest: &Manifest,
+        component: &Component,
+    ) -> Result<Version, LoadError> {
         let plugin = manifest.name.clone();
         let ty = component.component_type();
         for (name, _) in ty.imports(&self.engine) {
@@ -313,18 +322,18 @@ impl Runtime {
             });
         };
         let version = &export[PROVIDER_EXPORT_PREFIX.len()..];
-        let compatible = Version::parse(version).is_ok_and(|v| {
+        let supported = Version::parse(version).ok().and_then(|v| {
             SUPPORTED_WIT
                 .iter()
-                .any(|s| s.major == v.major && s.minor == v.minor && (s.major > 0 || s.minor > 0))
+                .find(|s| s.major == v.major && s.minor == v.minor && (s.major > 0 || s.minor > 0))
         });
-        if !compatible {
+        let Some(supported) = supported else {
             return Err(LoadError::IncompatibleWit {
                 plugin,
                 wanted: version.to_owned(),
                 supported: supported_wit(),
             });
-        }
+        };
         if !manifest
             .wit
             .matches(&Version::parse(version).unwrap_or(Version::new(0, 0, 0)))
@@ -337,7 +346,7 @@ impl Runtime {
                 ),
             });
         }
-        Ok(())
+        Ok(supported.clone())
     }
 
     /// Make `plugin` the active version of its name. Calls already running

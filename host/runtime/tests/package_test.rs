@@ -82,13 +82,13 @@ async fn an_unsigned_package_loads_only_when_the_operator_allows_it() {
 
 #[tokio::test]
 async fn a_plugin_built_for_another_contract_version_is_refused() {
-    let tpl = template("example").replace("wit = \"^0.1\"", "wit = \"^0.2\"");
+    let tpl = template("example").replace("wit = \"^0.2\"", "wit = \"^0.3\"");
     let pkg = PluginPackage::build(&tpl, wasm("example"), Some(&publisher_key())).expect("build");
     let err = refused(pkg).await;
     assert!(matches!(err, LoadError::IncompatibleWit { .. }), "{err}");
     let text = err.to_string();
     assert!(
-        text.contains("^0.2") && text.contains("supported: 0.1.x"),
+        text.contains("^0.3") && text.contains("supported: 0.1.x, 0.2.x"),
         "{text}"
     );
 }
@@ -219,8 +219,8 @@ fn renamed(wasm: &[u8], from: &str, to: &str) -> Vec<u8> {
 async fn a_component_exporting_another_contract_version_is_refused() {
     let wasm = renamed(
         &wasm("example"),
-        "rebound:provider/provider@0.1.0",
         "rebound:provider/provider@0.2.0",
+        "rebound:provider/provider@0.3.0",
     );
     let pkg =
         PluginPackage::build(&template("example"), wasm, Some(&publisher_key())).expect("build");
@@ -228,7 +228,7 @@ async fn a_component_exporting_another_contract_version_is_refused() {
     assert!(matches!(err, LoadError::IncompatibleWit { .. }), "{err}");
     let text = err.to_string();
     assert!(
-        text.contains("targets rebound:provider 0.2.0") && text.contains("supported: 0.1.x"),
+        text.contains("targets rebound:provider 0.3.0") && text.contains("supported: 0.1.x, 0.2.x"),
         "{text}"
     );
 }

@@ -147,7 +147,7 @@ fn route(
             let vm = e.vms.get(*id).ok_or_else(|| not_found(id))?;
             ok(&e.render_vm(vm))
         }
-        ["vms", id] if delete => remove_vm(shared, id),
+        ["vms", id] if delete => remove_vm(shared, id, q),
         ["vms", id, action @ ("start" | "stop" | "shutdown")] if post => power(shared, id, action),
         ["vms", id, "diskattachments"] if get => {
             let e = shared.lock();
@@ -160,6 +160,7 @@ fn route(
             ))
         }
         ["vms", id, "diskattachments"] if post => attach(shared, id, body),
+        ["vms", id, "diskattachments", disk] if delete => detach(shared, id, disk, q),
         ["vms", id, "nics"] if get => {
             let e = shared.lock();
             let vm = e.vms.get(*id).ok_or_else(|| not_found(id))?;
@@ -575,17 +576,32 @@ fn add_vm(shared: &Shared, q: &[(String, String)], body: &[u8]) -> Answer {
     created(&doc)
 }
 
-fn remove_vm(shared: &Shared, id: &str) -> Answer {
+/// Whether boolean query parameter `key` is `true`, else `default`.
+fn flag(q: &[(String, String)], key: &str, default: bool) -> Result<bool, Response> {
+    match query(q, key) {
+        None => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(bad(&format!(
+            "Invalid value '{other}' for boolean parameter '{key}'"
+        ))),
+    }
+}
+
+/// `DELETE /vms/{id}`: the VM and, unless `detach_only=true`, its disks.
+fn remove_vm(shared: &Shared, id: &str, q: &[(String, String)]) -> Answer {
+    let detach_only = flag(q, "detach_only", false)?;
     let mut e = shared.lock();
     let vm = e.vms.get(id).ok_or_else(|| not_found(id))?;
     if vm.status.current() != "down" {
         return Err(conflict("Cannot remove VM. VM is running."));
     }
     let vm = e.vms.remove(id).ok_or_else(|| not_found(id))?;
-    // The engine removes the VM's disks with it (unless detach_only).
-    for (disk, _) in vm.disks {
-        e.disks.remove(&disk);
-        let _ = shared.disks.remove(&disk_image(&disk));
+    if !detach_only {
+        for (disk, _) in vm.disks {
+            e.disks.remove(&disk);
+            let _ = shared.disks.remove(&disk_image(&disk));
+        }
     }
     let snaps: Vec<String> = e
         .snapshots
@@ -665,6 +681,33 @@ fn attach(shared: &Shared, id: &str, body: &[u8]) -> Answer {
     let vm = e.vms.get_mut(id).ok_or_else(|| not_found(id))?;
     vm.disks.push((disk.clone(), bootable));
     created(&e.render_attachment(id, &disk, bootable))
+}
+
+/// `DELETE /vms/{id}/diskattachments/{disk}`: the disk detached (the
+/// attachment's id is the disk's), and removed too with `detach_only=false`
+/// (the default is `true`). Refused while the VM runs, as the engine
+/// refuses detaching a plugged disk.
+fn detach(shared: &Shared, id: &str, disk: &str, q: &[(String, String)]) -> Answer {
+    let detach_only = flag(q, "detach_only", true)?;
+    let mut e = shared.lock();
+    let vm = e.vms.get_mut(id).ok_or_else(|| not_found(id))?;
+    let at = vm
+        .disks
+        .iter()
+        .position(|(d, _)| d == disk)
+        .ok_or_else(|| not_found(disk))?;
+    if vm.status.current() != "down" {
+        return Err(conflict(
+            "Cannot detach Virtual Disk. The disk is plugged into a running VM; deactivate it \
+             or stop the VM first.",
+        ));
+    }
+    vm.disks.remove(at);
+    if !detach_only {
+        e.disks.remove(disk);
+        let _ = shared.disks.remove(&disk_image(disk));
+    }
+    Ok(StatusCode::OK.into_response())
 }
 
 fn add_nic(shared: &Shared, id: &str, body: &[u8]) -> Answer {
@@ -1241,7 +1284,12 @@ fn end_transfer(shared: &Shared, id: &str, finalize: bool) -> Answer {
         Stages::progress("cancelled_user", &[(latency, "finished_failure")])
     };
     let (disk, upload) = (t.disk.clone(), t.upload);
-    if upload && let Some(d) = e.disks.get_mut(&disk) {
+    if upload && !finalize {
+        // The engine removes a cancelled upload's partial image (at once
+        // here; the real engine once the cancel is processed).
+        e.disks.remove(&disk);
+        let _ = shared.disks.remove(&disk_image(&disk));
+    } else if upload && let Some(d) = e.disks.get_mut(&disk) {
         d.status = Stages::progress("locked", &[(latency, "ok")]);
     }
     action_done()

@@ -2,7 +2,10 @@
 //! snapshot, RunInstances with the point's snapshots mapped and the
 //! idempotency key as ClientToken and tag; imported volumes are snapshotted
 //! first and launched from once those complete), fence/unfence (Stop/Start with
-//! the fencing epoch tagged), and cleanup of drill sandboxes and points.
+//! the fencing epoch tagged), and cleanup: drill sandboxes, points, the
+//! standby instances of a failed run (only those materialize tagged; their
+//! AMIs and staging snapshots with them, never the volumes they were made
+//! from), and — through `transfer.rs` — transfers and discarded imports.
 
 use sha2::{Digest, Sha256};
 
@@ -15,7 +18,7 @@ use rebound_plugin_sdk::{
 use crate::client::{Aws, Params, connect};
 use crate::ec2::{self, KEY_TAG};
 use crate::points;
-use crate::transfer::{STAGING_TAG, staging};
+use crate::transfer::{MODE_TAG, STAGING_TAG, staging};
 use crate::xml::Node;
 
 fn token(key: &str) -> String {
@@ -448,9 +451,11 @@ pub fn fence_status(op: &Operation, fence: bool) -> Result<OperationState, Provi
 /// Cleanup: terminations and deletions are accepted at once, but for a
 /// volume still attached to an instance that is shutting down — EC2 refuses
 /// to delete it (`VolumeInUse`) until it detaches, as after a drill's
-/// instances or a transfer's appliance are terminated. Such a volume is
-/// pending, and `status` deletes it once it can. The handle carries what
-/// was removed and what is pending: `removed;pending`.
+/// instances, a standby or a transfer's appliance are terminated. Such a
+/// volume is pending, and `status` deletes it once it can. The handle
+/// carries what was removed and what is pending: `removed;pending`, each a
+/// list joined by `,` (escaped in an id: a discarded import's operation id
+/// holds its key).
 pub fn cleanup(req: CleanupRequest) -> Result<Operation, ProviderError> {
     let aws = connect(&req.site)?;
     let mut removed = Vec::new();
@@ -480,14 +485,175 @@ pub fn cleanup(req: CleanupRequest) -> Result<Operation, ProviderError> {
             }
         }
         CleanupScope::Transfers(ids) => crate::transfer::release(&aws, ids, &mut removed)?,
+        CleanupScope::Workloads(ids) => workloads(&aws, ids, &mut removed, &mut pending)?,
+        CleanupScope::DiscardedImports(ids) => {
+            crate::transfer::discard(&aws, ids, &mut removed, &mut pending)?;
+        }
     }
-    let id = format!("{};{}", removed.join(","), pending.join(","));
+    let id = format!("{};{}", join(&removed), join(&pending));
     Ok(op(OperationKind::Cleanup, &req.site, id))
+}
+
+/// `ids` joined by `,`, with `%`, `,` and `;` escaped in each.
+fn join(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| {
+            id.replace('%', "%25")
+                .replace(',', "%2C")
+                .replace(';', "%3B")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The ids [`join`] joined. (A handle made before ids were escaped holds
+/// no `%`: EC2's ids have none.)
+fn split(joined: &str) -> Vec<String> {
+    joined
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.replace("%3B", ";")
+                .replace("%2C", ",")
+                .replace("%25", "%")
+        })
+        .collect()
+}
+
+/// The instance `id` in whatever state, terminated included; `None` when
+/// EC2 does not know it (gone long enough to be forgotten, or never there).
+fn described(aws: &Aws, id: &str) -> Result<Option<Node>, ProviderError> {
+    let reply = match aws.ec2(
+        &Params::action("DescribeInstances")
+            .set("InstanceId.1", id)
+            .0,
+    ) {
+        Ok(reply) => reply,
+        Err(ProviderError::NotFound(_)) => return Ok(None),
+        Err(ProviderError::InvalidRequest(e)) => {
+            return Err(ProviderError::InvalidRequest(format!(
+                "'{id}' is no instance of site '{}', so it was not materialized by Rebound; \
+                 nothing was removed ({e})",
+                aws.site
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(reply
+        .items("reservationSet")
+        .flat_map(|r| r.items("instancesSet"))
+        .find(|i| i.text("instanceId") == id)
+        .cloned())
+}
+
+/// A failed run's standby instances, by the ids `materialize` answered.
+/// Every id is looked up before anything is removed: an instance that
+/// materialize did not tag with its key (or a mover appliance, which
+/// carries a key too) refuses the whole cleanup with `invalid-request`. One
+/// EC2 no longer knows, or terminated, is removed already. The others are
+/// terminated, and the volumes materialize made for them — the clones of
+/// the point's (or the staging) snapshots, every one mapped delete-on-
+/// termination — are deleted with them: pending while they detach, as a
+/// drill's are. A volume attached otherwise (not delete-on-termination:
+/// materialize attaches none, it copies imported volumes through staging
+/// snapshots) is detached by the termination and stays, as do the imported
+/// volumes and the point's snapshots. Then each one's AMI is deregistered
+/// and the staging snapshots it was launched from deleted (by its key, for
+/// a terminated one too).
+fn workloads(
+    aws: &Aws,
+    ids: &[String],
+    removed: &mut Vec<String>,
+    pending: &mut Vec<String>,
+) -> Result<(), ProviderError> {
+    let mut live = Vec::new();
+    let mut keys = Vec::new();
+    for id in ids {
+        let Some(instance) = described(aws, id)? else {
+            continue;
+        };
+        let terminated = instance.text("instanceState/name") == "terminated";
+        let key = instance
+            .tag(KEY_TAG)
+            .filter(|k| !k.is_empty() && instance.tag(MODE_TAG).is_none());
+        match key {
+            Some(key) => keys.push(key),
+            None if terminated => continue,
+            None => {
+                return Err(ProviderError::InvalidRequest(format!(
+                    "instance '{id}' on site '{}' was not materialized by Rebound (materialize \
+                     tags its instances with {KEY_TAG}; this one {}); nothing was removed",
+                    aws.site,
+                    if instance.tag(MODE_TAG).is_some() {
+                        "is a mover appliance"
+                    } else {
+                        "has no such tag"
+                    }
+                )));
+            }
+        }
+        if !terminated && !live.iter().any(|i: &Node| i.text("instanceId") == id) {
+            live.push(instance);
+        }
+    }
+    let made: Vec<String> = live
+        .iter()
+        .flat_map(|i| i.items("blockDeviceMapping"))
+        .filter(|m| m.text("ebs/deleteOnTermination") == "true")
+        .map(|m| m.text("ebs/volumeId").to_owned())
+        .filter(|v| !v.is_empty())
+        .collect();
+    let terminate: Vec<String> = live
+        .iter()
+        .map(|i| i.text("instanceId").to_owned())
+        .collect();
+    if !terminate.is_empty() {
+        aws.ec2(
+            &Params::action("TerminateInstances")
+                .list("InstanceId", &terminate)
+                .0,
+        )?;
+    }
+    for id in ids {
+        if !removed.contains(id) {
+            removed.push(id.clone());
+        }
+    }
+    for volume in made {
+        delete_volume(aws, &volume, removed, pending)?;
+    }
+    for key in keys {
+        let images = aws.ec2(
+            &Params::action("DescribeImages")
+                .set("Owner.1", "self")
+                .filter(&format!("tag:{KEY_TAG}"), &key)
+                .0,
+        )?;
+        for image in images.items("imagesSet") {
+            delete(
+                aws,
+                "DeregisterImage",
+                "ImageId",
+                image.text("imageId"),
+                removed,
+            )?;
+        }
+        for snap in staged(aws, &key)? {
+            delete(
+                aws,
+                "DeleteSnapshot",
+                "SnapshotId",
+                snap.text("snapshotId"),
+                removed,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Delete volume `id`: removed when it is gone, pending while it is still
 /// attached (`VolumeInUse`, a `conflict`).
-fn delete_volume(
+pub(crate) fn delete_volume(
     aws: &Aws,
     id: &str,
     removed: &mut Vec<String>,
@@ -594,15 +760,9 @@ fn drill(
 }
 
 pub fn cleanup_status(op: &Operation) -> Result<OperationState, ProviderError> {
-    let list = |s: &str| -> Vec<String> {
-        s.split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
-    };
     let (removed, pending) = op.id.split_once(';').unwrap_or((&op.id, ""));
-    let mut removed = list(removed);
-    let pending = list(pending);
+    let mut removed = split(removed);
+    let pending = split(pending);
     if !pending.is_empty() {
         let aws = connect(&op.site)?;
         let mut attached = Vec::new();
@@ -623,4 +783,23 @@ pub fn cleanup_status(op: &Operation) -> Result<OperationState, ProviderError> {
     Ok(OperationState::Succeeded(Outcome::Cleaned(CleanupReport {
         removed,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{join, split};
+
+    #[test]
+    fn handle_lists_keep_ids_with_separators() {
+        let ids = vec![
+            "i-0abc".to_owned(),
+            "import:1073741824:-:run,1;step%2C".to_owned(),
+            "vol-1".to_owned(),
+        ];
+        let joined = join(&ids);
+        assert!(!joined.contains(';'), "{joined}");
+        assert_eq!(split(&joined), ids);
+        assert_eq!(split("i-1,vol-2"), ["i-1", "vol-2"]);
+        assert!(split("").is_empty());
+    }
 }

@@ -21,8 +21,15 @@
 //!   verified), served writable; it stays when the appliance goes.
 //!
 //! Every step is found again by the transfer's key (the appliance by its
-//! `rebound:key` tag, a staging snapshot likewise), so `status` moves the
-//! transfer on — snapshot, then appliance — without ever doing a step twice.
+//! `rebound:key` tag, a staging snapshot likewise, the appliance's volumes
+//! too), so `status` moves the transfer on — snapshot, then appliance —
+//! without ever doing a step twice.
+//!
+//! Cleanup: [`release`] ends transfers that are done (the appliance goes,
+//! an import's volume stays: it is the copy); [`discard`] ends abandoned
+//! imports at whatever step they reached and moves none on — the appliance,
+//! if one was launched, goes, and so do the volume it was writing and the
+//! staging snapshot; an import not yet at its appliance gets none.
 
 use sha2::{Digest, Sha256};
 
@@ -259,6 +266,94 @@ pub fn release(aws: &Aws, ids: &[String], removed: &mut Vec<String>) -> Result<(
     Ok(())
 }
 
+/// Abandoned imports (the `discarded-imports` cleanup), at whatever step
+/// they reached, taken no further: unlike `status`, nothing here calls
+/// [`advance`], so an import still waiting on its base's staging snapshot
+/// never gets its appliance (nor the volume the appliance would have been
+/// launched with). What there is goes: the appliance (terminated), the
+/// volume it was writing — the one at [`DEVICE`], found on the appliance or,
+/// once that is gone, by the key tag it was launched with; deleted, pending
+/// while it detaches — and the staging snapshot of a base volume. The base
+/// itself (a snapshot or volume the host named) is never touched. Every id
+/// is checked to be an import's before anything is removed; what is gone
+/// already counts as removed, and each operation id is reported.
+pub fn discard(
+    aws: &Aws,
+    ids: &[String],
+    removed: &mut Vec<String>,
+    pending: &mut Vec<String>,
+) -> Result<(), ProviderError> {
+    let mut imports = Vec::new();
+    for id in ids {
+        let transfer = Transfer::parse(id)?;
+        if transfer.export {
+            return Err(ProviderError::InvalidRequest(format!(
+                "'{id}' is an export, not an import; nothing was removed (release an export \
+                 with the transfers cleanup)"
+            )));
+        }
+        imports.push((id, transfer));
+    }
+    for (id, transfer) in imports {
+        let mut volumes = Vec::new();
+        if let Some(appliance) = appliance(aws, &transfer.key)? {
+            volumes.extend(
+                appliance
+                    .items("blockDeviceMapping")
+                    .filter(|m| m.text("deviceName") == DEVICE)
+                    .map(|m| m.text("ebs/volumeId").to_owned()),
+            );
+            let instance = appliance.text("instanceId").to_owned();
+            aws.ec2(
+                &Params::action("TerminateInstances")
+                    .set("InstanceId.1", instance.clone())
+                    .0,
+            )?;
+            removed.push(instance);
+        }
+        volumes.extend(written(aws, &transfer.key)?);
+        volumes.sort();
+        volumes.dedup();
+        volumes.retain(|v| !v.is_empty() && Some(v) != transfer.base.as_ref());
+        for snap in staging(aws, &transfer.key, "transfer")? {
+            let snap = snap.text("snapshotId").to_owned();
+            match aws.ec2(
+                &Params::action("DeleteSnapshot")
+                    .set("SnapshotId", snap.clone())
+                    .0,
+            ) {
+                Ok(_) | Err(ProviderError::NotFound(_)) => removed.push(snap),
+                Err(e) => return Err(e),
+            }
+        }
+        for volume in volumes {
+            crate::launch::delete_volume(aws, &volume, removed, pending)?;
+        }
+        removed.push(id.clone());
+    }
+    Ok(())
+}
+
+/// The volumes an appliance launched under `key` was given to write: those
+/// tagged with the key at launch that are at [`DEVICE`] or attached
+/// nowhere (the appliance gone). Its root volume, deleted with it, is left
+/// to EC2.
+fn written(aws: &Aws, key: &str) -> Result<Vec<String>, ProviderError> {
+    let reply = aws.ec2(
+        &Params::action("DescribeVolumes")
+            .filter(&format!("tag:{KEY_TAG}"), key)
+            .0,
+    )?;
+    Ok(reply
+        .items("volumeSet")
+        .filter(|v| {
+            v.items("attachmentSet").next().is_none()
+                || v.items("attachmentSet").any(|a| a.text("device") == DEVICE)
+        })
+        .map(|v| v.text("volumeId").to_owned())
+        .collect())
+}
+
 enum Stage {
     /// Not yet: what is being waited for.
     Waiting(String),
@@ -364,7 +459,19 @@ fn launch(aws: &Aws, transfer: &Transfer, snapshot: Option<&str>) -> Result<(), 
             "BlockDeviceMapping.1.Ebs.DeleteOnTermination",
             transfer.export.to_string(),
         )
-        .tag_spec("instance", &tags);
+        .tag_spec("instance", &tags)
+        // The volumes too, so that a discarded import's is found once its
+        // appliance is gone.
+        .tag_spec(
+            "volume",
+            &[
+                (KEY_TAG.to_owned(), transfer.key.clone()),
+                (
+                    "Name".to_owned(),
+                    format!("rebound-{mode}-{}", short(&transfer.key)),
+                ),
+            ],
+        );
     if let Some(snap) = snapshot {
         run = run.set("BlockDeviceMapping.1.Ebs.SnapshotId", snap);
     }

@@ -51,6 +51,11 @@ pub struct Vm {
     pub fenced: bool,
     #[serde(default)]
     pub epoch: u64,
+    /// The key of the materialize that made it; none for a VM Rebound did
+    /// not make.
+    #[serde(default)]
+    #[cfg_attr(feature = "contract-0-1", allow(dead_code))]
+    pub key: Option<String>,
 }
 
 impl Vm {

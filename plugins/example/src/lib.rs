@@ -504,6 +504,50 @@ impl Provider for Example {
                 }
                 ids
             }
+            // A failed run's standby VMs: only those this plugin made (they
+            // carry the key of the materialize that made them), all checked
+            // before any goes; their disks are theirs (copies), so they go too.
+            #[cfg(not(feature = "contract-0-1"))]
+            CleanupScope::Workloads(ids) => {
+                let mut present = Vec::new();
+                for id in &ids {
+                    match get_vm(&req.site, id) {
+                        Ok(vm) if vm.key.is_none() => {
+                            return Err(ProviderError::InvalidRequest(format!(
+                                "workload '{id}' was not materialized by Rebound; it is not removed"
+                            )));
+                        }
+                        Ok(_) => present.push(id),
+                        Err(ProviderError::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                for id in present {
+                    delete(&req.site, &format!("/v1/vms/{}", encode(id)))?;
+                }
+                ids
+            }
+            // Abandoned imports: stop serving each and delete its volume.
+            #[cfg(not(feature = "contract-0-1"))]
+            CleanupScope::DiscardedImports(ids) => {
+                let mut removed = Vec::new();
+                for id in &ids {
+                    let path = format!("/v1/imports/{}", encode(id));
+                    let import: Option<api::Transfer> =
+                        match send(call(&req.site, http::get, &path)?) {
+                            Ok(response) => Some(response.json()?),
+                            Err(ProviderError::NotFound(_)) => None,
+                            Err(e) => return Err(e),
+                        };
+                    delete(&req.site, &path)?;
+                    removed.push(id.clone());
+                    if let Some(volume) = import.and_then(|i| i.volume_id) {
+                        delete(&req.site, &format!("/v1/volumes/{}", encode(&volume)))?;
+                        removed.push(volume);
+                    }
+                }
+                removed
+            }
         };
         Ok(Operation {
             kind: OperationKind::Cleanup,

@@ -20,6 +20,12 @@ pub fn dns_label(base: &str, max: usize) -> String {
     if out.is_empty() { "x".into() } else { out }
 }
 
+/// Whether `name` is a DNS-1123 label already (what [`dns_label`] makes):
+/// every name this plugin derives is one, and one is safe in an API path.
+pub fn dns_label_ok(name: &str) -> bool {
+    !name.is_empty() && dns_label(name, 63) == name
+}
+
 /// A name derived from an idempotency key: `<base>-<12 hex of its
 /// SHA-256>`, at most 63 characters, so a repeated call finds what the
 /// first one created.
@@ -130,6 +136,10 @@ mod tests {
         let long = derived(&"x".repeat(200), "k");
         assert_eq!(long.len(), 63);
         assert_eq!(dns_label("--", 10), "x");
+        assert!(dns_label_ok(&a) && dns_label_ok(&long));
+        for not_a_label in ["", "-a", "Web-1", "a/b", "../x", "a.b", "x-"] {
+            assert!(!dns_label_ok(not_a_label), "{not_a_label}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! KubeVirt VirtualMachines and the contract's neutral VM spec, both ways:
 //! what `inventory` and recovery points report, and the VirtualMachine
-//! `materialize` creates.
+//! `materialize` creates (and how `cleanup` tells one from any other).
 
 use std::collections::BTreeMap;
 
@@ -196,6 +196,22 @@ pub fn workload(vm: &Value, sizes: &BTreeMap<String, u64>, vmi: Option<&Value>) 
     }
 }
 
+/// Whether `materialize` made this VirtualMachine: it carries the
+/// idempotency key and the source name `materialize` annotated it with, and
+/// its name is the one `materialize` derives from them — a copy of such a
+/// VM's manifest under another name is not Rebound's.
+pub fn materialized(vm: &Value) -> bool {
+    let metadata = &vm["metadata"];
+    match (
+        metadata["annotations"][KEY_ANNOTATION].as_str(),
+        metadata["annotations"][SOURCE_NAME_ANNOTATION].as_str(),
+        metadata["name"].as_str(),
+    ) {
+        (Some(key), Some(source), Some(name)) => names::derived(source, key) == name,
+        _ => false,
+    }
+}
+
 /// One NIC of a VM to create: its network on this site, and the MAC to
 /// keep if any.
 pub struct Nic {
@@ -381,5 +397,30 @@ mod tests {
         );
         assert_eq!(back.disks[0].size_bytes, 1 << 30);
         assert_eq!(back.disks[0].boot_order, Some(0));
+    }
+
+    #[test]
+    fn only_what_materialize_made_counts_as_materialized() {
+        let spec = vm_spec(&vm(), &BTreeMap::new(), None);
+        let name = names::derived(&spec.name, "run-2/materialize/web-1");
+        let made = NewVm {
+            name: &name,
+            namespace: "dr",
+            key: "run-2/materialize/web-1",
+            spec: &spec,
+            sources: vec![json!({"pvc": {"name": "a"}}), json!({"pvc": {"name": "b"}})],
+            nics: vec![],
+            labels: BTreeMap::new(),
+            start: true,
+        }
+        .manifest();
+        assert!(materialized(&made));
+        let mut copy = made.clone();
+        copy["metadata"]["name"] = json!("web-1-copy");
+        assert!(!materialized(&copy), "the marks belong to the derived name");
+        let mut unmarked = made;
+        unmarked["metadata"]["annotations"] = json!({SOURCE_NAME_ANNOTATION: "web-1"});
+        assert!(!materialized(&unmarked));
+        assert!(!materialized(&vm()), "a VM of the site's own");
     }
 }

@@ -3,7 +3,9 @@
 //! volume, read with the export's token (the Secret `status.tokenSecretRef`
 //! names) in `x-kubevirt-export-token`. An import is a DataVolume — blank,
 //! or a clone of the last copy so that only changed blocks move — written
-//! through CDI's upload proxy with an `UploadTokenRequest`'s token.
+//! through CDI's upload proxy with an `UploadTokenRequest`'s token. An
+//! import's DataVolume is labelled as one, so `cleanup` can tell it from
+//! other volumes when the host discards it.
 
 use base64::Engine as _;
 use rebound_plugin_sdk::{
@@ -20,6 +22,16 @@ use crate::points;
 const DISK_ANNOTATION: &str = "rebound.io/disk";
 /// Prefix of export names, which tells `cleanup` an export from an import.
 pub const EXPORT_PREFIX: &str = "rebound-exp";
+/// The label on the DataVolumes `import` creates (CDI passes a
+/// DataVolume's labels on to its PVC).
+pub const IMPORT_LABEL: &str = "rebound.io/import";
+
+/// Whether `import` created this DataVolume: it carries the import label
+/// and the idempotency key it was created under.
+pub fn is_import(dv: &Value) -> bool {
+    dv["metadata"]["labels"][IMPORT_LABEL] == "true"
+        && dv["metadata"]["annotations"][KEY_ANNOTATION].is_string()
+}
 
 fn raw_only(format: DiskFormat) -> Result<(), ProviderError> {
     match format {
@@ -185,7 +197,7 @@ pub fn import(req: &ImportRequest) -> Result<Operation, ProviderError> {
     let name = names::derived(&req.name, &req.key);
     let body = json!({
         "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
-        "metadata": {"name": name, "labels": {"rebound.io/import": "true"},
+        "metadata": {"name": name, "labels": {IMPORT_LABEL: "true"},
                      "annotations": {KEY_ANNOTATION: req.key}},
         "spec": {"source": source,
                  "storage": {"accessModes": ["ReadWriteOnce"], "volumeMode": "Block",

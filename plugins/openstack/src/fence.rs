@@ -21,8 +21,19 @@ fn recorded(server: &Value) -> u64 {
         .unwrap_or(0)
 }
 
+/// How the lock reason of a fence starts.
+const REASON: &str = "fenced by Rebound";
+
 fn locked(server: &Value) -> bool {
     server["locked"] == true
+}
+
+/// Whether a server is locked by a fence (not by someone else).
+pub fn fenced_by_rebound(server: &Value) -> bool {
+    locked(server)
+        && server["locked_reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with(REASON))
 }
 
 pub fn fence(req: FenceRequest) -> Result<Operation, ProviderError> {
@@ -49,7 +60,7 @@ pub fn fence(req: FenceRequest) -> Result<Operation, ProviderError> {
         if text(&server, "status") == "ACTIVE" {
             nova::action(&cloud, id, json!({"os-stop": null}), &req.key, "stop")?;
         }
-        let reason = format!("fenced by Rebound at epoch {epoch}; unfence to release");
+        let reason = format!("{REASON} at epoch {epoch}; unfence to release");
         nova::action(
             &cloud,
             id,

@@ -188,8 +188,20 @@ pub enum Handle {
     Fence { server: String, epoch: u64 },
     /// A redirect and the state it waits for.
     Redirect(Redirect),
-    /// Cleanup finishes within the call; its handle lists what went.
-    Cleanup { removed: Vec<String> },
+    /// What a cleanup removed within the call, and what `status` still
+    /// finishes under the cleanup's `key`: the servers it deleted are
+    /// awaited (Nova deletes asynchronously, and holds their volumes until
+    /// they are gone), then `volumes` are deleted. Drill, recovery point
+    /// and transfer cleanups leave nothing to finish.
+    Cleanup {
+        removed: Vec<String>,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        key: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        servers: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        volumes: Vec<String>,
+    },
 }
 
 /// What a redirect changed and expects to see in effect.
@@ -267,5 +279,28 @@ mod tests {
             Ok(Handle::Fence { epoch: 3, .. })
         ));
         assert!(Handle::parse("not json").is_err());
+    }
+
+    #[test]
+    fn a_cleanup_handle_of_an_earlier_version_still_parses() {
+        let earlier = r#"{"op":"cleanup","removed":["a"]}"#;
+        let Ok(Handle::Cleanup {
+            removed,
+            key,
+            servers,
+            volumes,
+        }) = Handle::parse(earlier)
+        else {
+            panic!("not a cleanup");
+        };
+        assert_eq!(removed, ["a"]);
+        assert!(key.is_empty() && servers.is_empty() && volumes.is_empty());
+        let done = Handle::Cleanup {
+            removed,
+            key: String::new(),
+            servers: Vec::new(),
+            volumes: Vec::new(),
+        };
+        assert_eq!(done.operation(OperationKind::Cleanup, "east").id, earlier);
     }
 }

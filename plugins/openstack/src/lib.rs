@@ -6,7 +6,7 @@
 //! `region`, `user`, `project`, and optionally `user_domain`,
 //! `project_domain` (both `Default`), `interface` (`public`), `mover_image`
 //! (`rebound-mover`), `mover_flavor`, `mover_network`, `isolated_network`,
-//! `timeout_ms` (per request, 30000). Secrets: `password`, sent through the
+//! `timeout_ms` (per request, 10000). Secrets: `password`, sent through the
 //! host's placeholder so the plugin never holds it, and `mover_key` (any
 //! random value of at least 32 characters), which the bearer tokens of the
 //! mover appliances are derived under — needed only by export and import.
@@ -29,10 +29,10 @@ mod redirect;
 mod transfer;
 
 use rebound_plugin_sdk::{
-    Capabilities, CleanupReport, CleanupRequest, DiskFormat, ExportRequest, FenceRequest,
-    HealthReport, HealthStatus, ImportRequest, InventoryFilter, MaterializeRequest, Operation,
-    OperationKind, OperationState, Outcome, PluginInfo, Provider, ProviderError, RedirectRequest,
-    ReplicateRequest, SnapshotRequest, Workload, register, site,
+    Capabilities, CleanupRequest, DiskFormat, ExportRequest, FenceRequest, HealthReport,
+    HealthStatus, ImportRequest, InventoryFilter, MaterializeRequest, Operation, OperationKind,
+    OperationState, PluginInfo, Provider, ProviderError, RedirectRequest, ReplicateRequest,
+    SnapshotRequest, Workload, register, site,
 };
 
 use crate::cloud::Service;
@@ -132,7 +132,7 @@ impl Provider for OpenStack {
         let volumes = nova::volume_map(&cloud)?;
         Ok(servers
             .iter()
-            .filter(|s| !nova::is_appliance(s) && s["OS-EXT-STS:task_state"] != "deleting")
+            .filter(|s| !nova::is_appliance(s) && !nova::deleting(s))
             .map(|s| nova::workload(s, &volumes))
             .filter(|w| filter.workload_ids.is_empty() || filter.workload_ids.contains(&w.id))
             .filter(|w| filter.labels.iter().all(|l| w.spec.labels.contains(l)))
@@ -230,11 +230,15 @@ impl Provider for OpenStack {
             (OperationKind::Redirect, Handle::Redirect(redirect)) => {
                 redirect::status(site, redirect)
             }
-            (OperationKind::Cleanup, Handle::Cleanup { removed }) => {
-                Ok(OperationState::Succeeded(Outcome::Cleaned(CleanupReport {
+            (
+                OperationKind::Cleanup,
+                Handle::Cleanup {
                     removed,
-                })))
-            }
+                    key,
+                    servers,
+                    volumes,
+                },
+            ) => cleanup::status(site, removed, &key, &servers, &volumes),
             (kind, _) => Err(ProviderError::InvalidRequest(format!(
                 "this handle is not a {kind:?} operation of the OpenStack plugin"
             ))),

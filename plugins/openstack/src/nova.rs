@@ -64,7 +64,28 @@ pub fn list(cloud: &Cloud) -> Result<Vec<Value>, ProviderError> {
 pub fn by_key(cloud: &Cloud, key: &str) -> Result<Option<Value>, ProviderError> {
     Ok(list(cloud)?
         .into_iter()
-        .find(|s| meta(s, KEY) == Some(key) && s["OS-EXT-STS:task_state"] != "deleting"))
+        .find(|s| meta(s, KEY) == Some(key) && !deleting(s)))
+}
+
+/// Delete a server, tagged with the key's request id for `purpose`. Nova
+/// answers at once and deletes it later (`task_state` `deleting` until it
+/// is gone); a server already gone counts as deleted.
+pub fn delete(cloud: &Cloud, id: &str, key: &str, purpose: &str) -> Result<(), ProviderError> {
+    match cloud.send(
+        Verb::Delete,
+        Service::Compute,
+        &format!("/servers/{}", encode(id)),
+        None,
+        &request_id(key, purpose),
+    ) {
+        Ok(_) | Err(ProviderError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether Nova is deleting a server already.
+pub fn deleting(server: &Value) -> bool {
+    server["OS-EXT-STS:task_state"] == "deleting"
 }
 
 /// Whether a server is a mover appliance (not a workload).

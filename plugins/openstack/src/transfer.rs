@@ -24,6 +24,11 @@
 //! The volume must be `available` before a server can attach it, so
 //! `status` boots the appliance once it is, under the transfer's key (an
 //! appliance booted earlier under the key is found, never a second one).
+//!
+//! `cleanup` ends transfers: released ([`release`]), the appliance goes
+//! (with an export's volume); discarded ([`discard`]), an import's
+//! appliance goes and so does the volume it was writing, at whatever stage
+//! the import stopped, without booting what it had not booted yet.
 
 use rebound_plugin_sdk::{
     DiskEndpoint, DiskFormat, ExportRequest, ImportRequest, Operation, OperationKind,
@@ -32,6 +37,7 @@ use rebound_plugin_sdk::{
 use serde_json::{Value, json};
 
 use crate::cinder::{self, GIB, Kind};
+use crate::cleanup::Sweep;
 use crate::cloud::{self, Cloud, Service, Verb, encode, request_id, setting, short};
 use crate::handle::{Handle, Point};
 use crate::nova::{self, KEY, MOVER_MODE, MOVER_URL, meta, text};
@@ -289,16 +295,7 @@ pub fn release(cloud: &Cloud, ids: &[String], key: &str) -> Result<Vec<String>, 
         match nova::by_key(cloud, &transfer_key)? {
             Some(appliance) => {
                 let server = text(&appliance, "id").to_owned();
-                match cloud.send(
-                    Verb::Delete,
-                    Service::Compute,
-                    &format!("/servers/{}", encode(&server)),
-                    None,
-                    &request_id(key, &format!("delete appliance {server}")),
-                ) {
-                    Ok(_) | Err(ProviderError::NotFound(_)) => {}
-                    Err(e) => return Err(e),
-                }
+                nova::delete(cloud, &server, key, &format!("delete appliance {server}"))?;
                 removed.push(server);
             }
             // No appliance was booted: an export's volume is left alone.
@@ -310,4 +307,50 @@ pub fn release(cloud: &Cloud, ids: &[String], key: &str) -> Result<Vec<String>, 
         }
     }
     Ok(removed)
+}
+
+/// Abandon the imports whose operation ids are `ids`, whatever stage they
+/// reached (`cleanup`'s discarded imports): delete the appliance booted
+/// under each one's key, if any, and leave its volume to
+/// [`crate::cleanup::status`], which deletes it once the appliance is gone
+/// (or, still being created, once Cinder lets it). Nothing an import would
+/// still have done is done: no volume made, no appliance booted. Every id
+/// is checked to be an import of this plugin before anything is deleted.
+pub fn discard(cloud: &Cloud, ids: &[String], key: &str) -> Result<Sweep, ProviderError> {
+    let mut imports: Vec<(String, String)> = Vec::new();
+    for id in ids {
+        let Ok(Handle::Transfer {
+            export: false,
+            key: transfer_key,
+            volume,
+            ..
+        }) = Handle::parse(id)
+        else {
+            return Err(ProviderError::InvalidRequest(format!(
+                "'{id}' is not an import-disk operation of the OpenStack plugin; nothing was \
+                 removed"
+            )));
+        };
+        if !imports.iter().any(|(k, _)| *k == transfer_key) {
+            imports.push((transfer_key, volume));
+        }
+    }
+    let servers = nova::list(cloud)?;
+    let mut sweep = Sweep::default();
+    for (transfer_key, volume) in imports {
+        let appliances = servers
+            .iter()
+            .filter(|s| nova::is_appliance(s) && meta(s, KEY) == Some(transfer_key.as_str()));
+        for appliance in appliances {
+            let server = text(appliance, "id").to_owned();
+            if !nova::deleting(appliance) {
+                nova::delete(cloud, &server, key, &format!("delete appliance {server}"))?;
+            }
+            sweep.removed.push(server.clone());
+            sweep.servers.push(server);
+        }
+        info!("import discarded"; "volume" => volume, "transfer" => transfer_key);
+        sweep.volumes.push(volume);
+    }
+    Ok(sweep)
 }

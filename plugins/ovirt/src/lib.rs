@@ -17,7 +17,11 @@
 //!   the imported disks attached (a drill's VM with the engine's copies of
 //!   them, so the recovery point stays untouched), NICs on the mapped networks' vNIC
 //!   profiles (the isolated network for a drill), and starts it;
-//! - `fence` stops the VM and records the fencing epoch in its tags.
+//! - `fence` stops the VM and records the fencing epoch in its tags;
+//! - `cleanup` removes drill sandboxes, recovery points, transfer
+//!   endpoints, the standby VMs materialize made (found by the marks it
+//!   set; the imported disks they ran on stay) and abandoned imports (the
+//!   upload cancelled, its disk deleted).
 //!
 //! Not offered: native replication (oVirt's is storage-domain replication
 //! with a domain import, which this plugin does not drive), redirect (oVirt
@@ -210,8 +214,10 @@ fn health(site_name: &str) -> Result<HealthReport, ProviderError> {
 /// Drill sandboxes (their VMs, stopped and removed with their disks — the
 /// drill's copies), recovery points (snapshots; or imported disks, kept
 /// where a VM uses them — a failover's or failback's attached them — and
-/// reported removed, as they are no recovery point any more) and transfer
-/// endpoints (finalized). Finishes within the call.
+/// reported removed, as they are no recovery point any more), transfer
+/// endpoints (finalized), workloads (only VMs materialize made, all checked
+/// first; removed without the imported disks they run on) and discarded
+/// imports (cancelled, their disks deleted). Finishes within the call.
 fn cleanup(req: &CleanupRequest) -> Result<Operation, ProviderError> {
     let engine = Engine::of(&req.site)?;
     let removed = match &req.scope {
@@ -240,19 +246,8 @@ fn cleanup(req: &CleanupRequest) -> Result<Operation, ProviderError> {
             }
             let mut removed = Vec::new();
             for id in ids {
-                let path = format!("/vms/{id}");
-                let status = engine
-                    .get(&path)?
-                    .text_at(&["status"])
-                    .unwrap_or_default()
-                    .to_owned();
-                if !matches!(status.as_str(), "down" | "powering_down") {
-                    engine.action(&format!("{path}/stop"), &req.key, &format!("stop {id}"))?;
-                }
-                vms::wait_for(&engine, &path, &format!("VM {id}"), |v| {
-                    v.text_at(&["status"]) == Some("down")
-                })?;
-                engine.delete(&path, &req.key, &format!("remove {id}"))?;
+                vms::stop(&engine, &id, &req.key)?;
+                engine.delete(&format!("/vms/{id}"), &req.key, &format!("remove {id}"))?;
                 removed.push(id);
             }
             // Disks copied for the drill that no VM took with it (a
@@ -321,6 +316,8 @@ fn cleanup(req: &CleanupRequest) -> Result<Operation, ProviderError> {
             }
             ids.clone()
         }
+        CleanupScope::Workloads(ids) => vms::remove_materialized(&engine, ids, &req.key)?,
+        CleanupScope::DiscardedImports(ids) => transfer::discard_imports(&engine, ids, &req.key)?,
     };
     info!("cleaned up"; "site" => req.site, "removed" => removed.len());
     Ok(Operation {

@@ -7,6 +7,11 @@
 //! that disk, so the data mover writes only the blocks that differ —
 //! imageio lists no block digests, so the mover hashes the disk by reading
 //! it — and reads back what it wrote to verify it.
+//!
+//! An import's operation id is `<transfer>/<disk>`: the engine drops a
+//! finished transfer after a while, and a discarded import still finds the
+//! disk it was writing. Releasing a transfer finalizes it; discarding an
+//! import cancels its upload and deletes its disk.
 
 use rebound_plugin_sdk::xml::Element;
 use rebound_plugin_sdk::{
@@ -154,8 +159,18 @@ pub fn import(req: &ImportRequest) -> Result<Operation, ProviderError> {
     Ok(Operation {
         kind: OperationKind::ImportDisk,
         site: req.site.clone(),
-        id,
+        id: format!("{id}/{disk_id}"),
     })
+}
+
+/// The transfer of an export's or import's operation id, and an import's
+/// disk (an id without one, `<transfer>`, is an export's, or an import's
+/// from before the disk was named in it).
+fn parts(op_id: &str) -> (&str, Option<&str>) {
+    match op_id.split_once('/') {
+        Some((transfer, disk)) => (transfer, Some(disk)),
+        None => (op_id, None),
+    }
 }
 
 /// The disk an import starts from: the host's `volume-id` — a disk an
@@ -296,7 +311,8 @@ pub fn storage_domain(engine: &Engine) -> Result<String, ProviderError> {
 }
 
 /// A transfer's endpoint once it is `transferring`.
-pub fn status(engine: &Engine, id: &str, import: bool) -> Result<OperationState, ProviderError> {
+pub fn status(engine: &Engine, op_id: &str, import: bool) -> Result<OperationState, ProviderError> {
+    let (id, _) = parts(op_id);
     let t = engine.get(&format!("/imagetransfers/{id}"))?;
     let phase = t.text_at(&["phase"]).unwrap_or_default();
     match phase {
@@ -349,9 +365,10 @@ pub fn status(engine: &Engine, id: &str, import: bool) -> Result<OperationState,
     )))
 }
 
-/// Finalize a transfer (an upload's disk unlocks); one already over or
-/// gone is fine.
-pub fn release(engine: &Engine, id: &str, key: &str) -> Result<(), ProviderError> {
+/// Finalize the transfer of an export or import (an upload's disk
+/// unlocks); one already over or gone is fine.
+pub fn release(engine: &Engine, op_id: &str, key: &str) -> Result<(), ProviderError> {
+    let (id, _) = parts(op_id);
     match engine.action(
         &format!("/imagetransfers/{id}/finalize"),
         key,
@@ -360,4 +377,105 @@ pub fn release(engine: &Engine, id: &str, key: &str) -> Result<(), ProviderError
         Ok(()) | Err(ProviderError::NotFound(_)) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// A transfer phase after which imageio serves the ticket no more, or is
+/// about to stop (`finalizing_*`): nothing to cancel.
+fn ending(phase: &str) -> bool {
+    ["finalizing", "finished", "cancelled"]
+        .iter()
+        .any(|p| phase.starts_with(p))
+}
+
+/// Abandon the imports `ids` (their operation ids), whatever stage they
+/// reached: each upload still open is cancelled (the engine then removes
+/// the disk itself), and the disk it was writing is deleted once the
+/// engine unlocks it — an import finalized before it was abandoned too.
+/// Nothing is finalized, so no disk is verified or made usable. What is
+/// gone already counts as removed. All are checked first: an id that is
+/// no upload, or whose disk a VM now uses (a failed run's workload: remove
+/// it first), fails the cleanup before anything changes. The ids, and the
+/// disks deleted.
+pub fn discard_imports(
+    engine: &Engine,
+    ids: &[String],
+    key: &str,
+) -> Result<Vec<String>, ProviderError> {
+    let mut imports = Vec::new();
+    for op_id in ids {
+        let (id, named) = parts(op_id);
+        let transfer = match engine.get(&format!("/imagetransfers/{id}")) {
+            Ok(t) => Some(t),
+            Err(ProviderError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        // The phase of a transfer the engine still has, and its disk.
+        let phase = transfer
+            .as_ref()
+            .map(|t| t.text_at(&["phase"]).unwrap_or_default().to_owned());
+        let disk = match &transfer {
+            Some(t) => {
+                let writes = t.id_at(&["disk"]);
+                if t.text_at(&["direction"]) != Some("upload")
+                    || named.is_some_and(|d| Some(d) != writes)
+                {
+                    return Err(ProviderError::InvalidRequest(format!(
+                        "operation '{op_id}' on site '{}' is no import (image transfer '{id}' \
+                         uploads to no disk '{}'); nothing was discarded",
+                        engine.site,
+                        named.unwrap_or_default()
+                    )));
+                }
+                writes.or(named)
+            }
+            None => named,
+        };
+        if disk.is_none() {
+            info!("import already gone, its disk unknown"; "operation" => op_id.as_str());
+        }
+        imports.push((op_id, id, phase, disk.map(str::to_owned)));
+    }
+    let in_use = crate::vms::disks_in_use(engine)?;
+    for (op_id, _, _, disk) in &imports {
+        if let Some((disk, vm)) = in_use
+            .iter()
+            .find(|(d, _)| Some(d.as_str()) == disk.as_deref())
+        {
+            return Err(ProviderError::Conflict(format!(
+                "disk '{disk}' of import '{op_id}' on site '{}' is attached to VM '{vm}': it is \
+                 a workload's disk now; remove that workload (cleanup of workloads keeps the \
+                 disks it was materialized from) before discarding the import",
+                engine.site
+            )));
+        }
+    }
+    let mut removed = Vec::new();
+    for (op_id, id, phase, disk) in imports {
+        if phase.is_some_and(|p| !ending(&p)) {
+            match engine.action(
+                &format!("/imagetransfers/{id}/cancel"),
+                key,
+                &format!("cancel {id}"),
+            ) {
+                Ok(()) | Err(ProviderError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        removed.push(op_id.clone());
+        let Some(disk) = disk else {
+            continue;
+        };
+        // Locked while the transfer ends; the engine may remove it itself.
+        let path = format!("/disks/{disk}");
+        match wait_for(engine, &path, &format!("disk '{disk}'"), |d| {
+            d.text_at(&["status"]) != Some("locked")
+        }) {
+            Ok(_) => engine.delete(&path, key, &format!("remove {disk}"))?,
+            Err(ProviderError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        info!("import discarded"; "operation" => op_id.as_str(), "disk" => disk.as_str());
+        removed.push(disk);
+    }
+    Ok(removed)
 }

@@ -1,8 +1,10 @@
 //! VMs as workloads: the neutral spec read from a VM, its disk
 //! attachments, NICs (their vNIC profiles' networks) and tags (labels are
 //! tags named `key=value`); `materialize` (a clone of a snapshot, or a
-//! blank VM with imported disks attached); fencing by stop/start with the
-//! epoch recorded in tags.
+//! blank VM with imported disks attached), which marks what it makes in
+//! the VM's name and description; removing the VMs so marked, with the
+//! disks made for them but not the imported ones they run on; fencing by
+//! stop/start with the epoch recorded in tags.
 
 use rebound_plugin_sdk::xml::Element;
 use rebound_plugin_sdk::{
@@ -20,6 +22,16 @@ const EPOCH_TAG: &str = "rebound/epoch=";
 const FENCED_TAG: &str = "rebound/fenced=true";
 /// How long a call waits for the engine to unlock disks or a VM.
 const WAIT_MS: u64 = 15_000;
+/// How the description of a VM materialize made starts; the spec's name
+/// follows, then how its disks came ([`CLONED`], [`ON_IMPORTED`],
+/// [`ON_COPIES`]), then, for a drill, [`in_drill`].
+const MATERIALIZED: &str = "rebound materialized ";
+/// Cloned from a recovery point: every disk is the clone's, made for it.
+const CLONED: &str = "cloned from a recovery point";
+/// On the disks the host imported, which outlive the VM.
+const ON_IMPORTED: &str = "on imported disks";
+/// A drill's: on the engine's copies of the imported disks, made for it.
+const ON_COPIES: &str = "on copies of imported disks";
 
 /// Networks by vNIC profile id: `(profile id, network name)`.
 fn profiles(engine: &Engine) -> Result<Vec<(String, String)>, ProviderError> {
@@ -290,16 +302,54 @@ fn sandbox(req: &MaterializeRequest) -> &str {
         .map_or(req.key.as_str(), |(_, v)| v.as_str())
 }
 
-/// What a materialized VM says of itself from its creation on. A drill's
-/// names its sandbox ([`in_drill`]), so the drill's cleanup finds it even
-/// when materialize stopped before tagging it.
+/// What a materialized VM says of itself from its creation on: that
+/// Rebound made it, from what (so removing it knows which disks are its
+/// own), and for a drill its sandbox ([`in_drill`]), so the drill's cleanup
+/// finds it even when materialize stopped before tagging it.
 fn description(req: &MaterializeRequest) -> String {
-    let mut text = format!("rebound materialized {}", req.spec.name);
+    let disks = match (&req.source, req.isolated) {
+        (DiskSource::RecoveryPoint(_), _) => CLONED,
+        (DiskSource::Volumes(_), false) => ON_IMPORTED,
+        (DiskSource::Volumes(_), true) => ON_COPIES,
+    };
+    let mut text = format!("{MATERIALIZED}{} {disks}", req.spec.name);
     if req.isolated {
         text.push(' ');
         text.push_str(&in_drill(sandbox(req)));
     }
     text
+}
+
+/// What materialize made a VM from, read back from its marks.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Made {
+    /// Cloned from a recovery point: all its disks are its own.
+    cloned: bool,
+    /// The drill sandbox it was made for, whose disk copies are its own.
+    drill: Option<String>,
+}
+
+/// The marks materialize set on `vm`, if it made it: a description
+/// [`description`] wrote, and the name `<spec name>-<key hash>` it gave.
+/// A VM only described so (an engine-side clone of one copies its
+/// description, not its name) is not Rebound's.
+pub fn made_by_rebound(vm: &Element) -> Option<Made> {
+    let rest = vm.text_at(&["description"])?.strip_prefix(MATERIALIZED)?;
+    let spec_name = rest.split(' ').next().filter(|n| !n.is_empty())?;
+    let hash = vm
+        .text_at(&["name"])?
+        .strip_prefix(spec_name)?
+        .strip_prefix('-')?;
+    if hash.len() != 12 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let drill_mark = in_drill("");
+    Some(Made {
+        cloned: rest.contains(CLONED),
+        drill: rest
+            .rsplit_once(drill_mark.as_str())
+            .map(|(_, sandbox)| sandbox.to_owned()),
+    })
 }
 
 /// The end of the description of a VM materialized for drill `sandbox`.
@@ -340,17 +390,115 @@ fn drill_copy(
 
 /// The VM a disk is attached to, if any.
 pub fn using_disk(engine: &Engine, disk: &str) -> Result<Option<String>, ProviderError> {
+    Ok(disks_in_use(engine)?
+        .into_iter()
+        .find(|(d, _)| d == disk)
+        .map(|(_, vm)| vm))
+}
+
+/// Every disk attached to a VM: `(disk id, VM name)`.
+pub fn disks_in_use(engine: &Engine) -> Result<Vec<(String, String)>, ProviderError> {
+    let mut used = Vec::new();
     for vm in engine.list("/vms")? {
         let id = vm.attr("id").unwrap_or_default();
-        let attached = engine
-            .list(&format!("/vms/{id}/diskattachments"))?
-            .iter()
-            .any(|a| a.id_at(&["disk"]) == Some(disk));
-        if attached {
-            return Ok(Some(vm.text_at(&["name"]).unwrap_or(id).to_owned()));
+        let name = vm.text_at(&["name"]).unwrap_or(id);
+        for a in engine.list(&format!("/vms/{id}/diskattachments"))? {
+            if let Some(disk) = a.id_at(&["disk"]) {
+                used.push((disk.to_owned(), name.to_owned()));
+            }
         }
     }
-    Ok(None)
+    Ok(used)
+}
+
+/// Power VM `id` off (once the engine has made it: a clone is
+/// `image_locked` until its disks are copied) and wait until it is down,
+/// as removing it, or detaching its disks, needs.
+pub fn stop(engine: &Engine, id: &str, key: &str) -> Result<(), ProviderError> {
+    let path = format!("/vms/{id}");
+    let what = format!("VM {id}");
+    let vm = wait_for(engine, &path, &what, |v| {
+        v.text_at(&["status"]) != Some("image_locked")
+    })?;
+    if !matches!(vm.text_at(&["status"]), Some("down" | "powering_down")) {
+        engine.action(&format!("{path}/stop"), key, &format!("stop {id}"))?;
+    }
+    wait_for(engine, &path, &what, |v| {
+        v.text_at(&["status"]) == Some("down")
+    })
+    .map(drop)
+}
+
+/// Remove the VMs `ids` (as `materialize` returned them) — only VMs
+/// materialize made ([`made_by_rebound`]), all checked before any goes: any
+/// other is `invalid-request` and nothing is removed. One already gone
+/// counts as removed. Each is stopped; the disks it was materialized from
+/// (imported by the host) are detached first and stay, then the VM goes
+/// with the disks made for it (a clone's, a drill's copies). The ids
+/// removed, and the disks that went with them.
+pub fn remove_materialized(
+    engine: &Engine,
+    ids: &[String],
+    key: &str,
+) -> Result<Vec<String>, ProviderError> {
+    let mut present = Vec::new();
+    for id in ids {
+        // Materialize's operation id (`<vm>/up`) names the VM too.
+        let vm_id = id.split_once('/').map_or(id.as_str(), |(vm, _)| vm);
+        let vm = match engine.get(&format!("/vms/{vm_id}")) {
+            Ok(vm) => vm,
+            Err(ProviderError::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let made = made_by_rebound(&vm).ok_or_else(|| {
+            ProviderError::InvalidRequest(format!(
+                "workload '{id}' ({}) on site '{}' was not materialized by Rebound; it is not \
+                 Rebound's to remove, so nothing was removed",
+                vm.text_at(&["name"]).unwrap_or("unnamed"),
+                engine.site
+            ))
+        })?;
+        present.push((vm_id, made));
+    }
+    let mut removed: Vec<String> = ids.to_vec();
+    for (vm, made) in present {
+        stop(engine, vm, key)?;
+        let copies = made.drill.as_deref().map(drill_prefix);
+        for a in engine.list(&format!("/vms/{vm}/diskattachments"))? {
+            let Some(disk) = a.id_at(&["disk"]) else {
+                continue;
+            };
+            let alias = engine
+                .get(&format!("/disks/{disk}"))?
+                .text_at(&["alias"])
+                .unwrap_or_default()
+                .to_owned();
+            let its_own = made.cloned
+                || copies
+                    .as_ref()
+                    .is_some_and(|p| alias.starts_with(p.as_str()));
+            if its_own {
+                removed.push(disk.to_owned());
+                continue;
+            }
+            // A disk it was materialized from (the host still counts on
+            // it), or one the marks do not vouch was made for it: it stays.
+            let attachment = a.attr("id").unwrap_or(disk);
+            engine.delete(
+                &format!("/vms/{vm}/diskattachments/{attachment}?detach_only=true"),
+                key,
+                &format!("detach {disk} from {vm}"),
+            )?;
+            info!("disk kept: not made for the workload"; "disk" => disk, "vm" => vm);
+        }
+        // What is still attached was made for the VM and goes with it.
+        engine.delete(
+            &format!("/vms/{vm}?detach_only=false"),
+            key,
+            &format!("remove {vm}"),
+        )?;
+    }
+    Ok(removed)
 }
 
 /// A new VM: cloned from the recovery point's snapshot, or blank.
@@ -553,4 +701,65 @@ pub fn fence_status(
         epoch: epoch.parse().unwrap_or(0),
         write_blocked: fence,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(name: &str, description: &str) -> Element {
+        Element::new("vm")
+            .with_text("name", name)
+            .with_text("description", description)
+    }
+
+    #[test]
+    fn materialize_marks_are_read_back() {
+        let cloned = vm(
+            "web-1-0123456789ab",
+            "rebound materialized web-1 cloned from a recovery point",
+        );
+        assert_eq!(
+            made_by_rebound(&cloned),
+            Some(Made {
+                cloned: true,
+                drill: None
+            })
+        );
+        let drill = vm(
+            "web-1-0123456789ab",
+            "rebound materialized web-1 on copies of imported disks in drill run-7",
+        );
+        assert_eq!(
+            made_by_rebound(&drill),
+            Some(Made {
+                cloned: false,
+                drill: Some("run-7".into())
+            })
+        );
+        let imported = vm(
+            "db-1-abcdefabcdef",
+            "rebound materialized db-1 on imported disks",
+        );
+        assert_eq!(
+            made_by_rebound(&imported),
+            Some(Made {
+                cloned: false,
+                drill: None
+            })
+        );
+        // Described alike but named otherwise (an engine-side copy of a
+        // standby), or not described so at all: not Rebound's.
+        for other in [
+            vm("web-1-copy", "rebound materialized web-1 on imported disks"),
+            vm(
+                "web-1-0123456789ab",
+                "rebound materialized db-1 on imported disks",
+            ),
+            vm("web-1", ""),
+            Element::new("vm").with_text("name", "web-1-0123456789ab"),
+        ] {
+            assert_eq!(made_by_rebound(&other), None, "{other:?}");
+        }
+    }
 }
