@@ -191,6 +191,10 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
 /// first every workload the run materialized (or began to) on the standby
 /// is fenced — never two primaries — then every workload the run fenced is
 /// unfenced under the same epoch, then traffic the run moved is sent back.
+/// Last, when no traffic ever reached them, the standby incarnations the
+/// run made are removed (`cleanup` of `workloads`, contract 0.2; best
+/// effort: one the plugin cannot remove stays fenced). Once a redirect
+/// started they may hold writes, so they stay, fenced, for the operator.
 /// A drill's sandbox is torn down instead. Empty when the run changed
 /// nothing that needs undoing. Steps carry `compensation`.
 pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
@@ -280,6 +284,28 @@ pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
             ),
             json!({"action": "redirect", "site": site, "weight": 100, "compensation": true}),
         ));
+        return out;
     }
+    // The incarnations the run made, by site (a run recovers onto one).
+    let mut made: Vec<(String, Vec<String>)> = Vec::new();
+    for m in &materialized {
+        let Some(id) = m.output.as_ref().and_then(|o| o["workload"].as_str()) else {
+            continue;
+        };
+        let on = m.input["site"].as_str().unwrap_or_default().to_owned();
+        match made.iter_mut().find(|(s, _)| *s == on) {
+            Some((_, ids)) => ids.push(id.to_owned()),
+            None => made.push((on, vec![id.to_owned()])),
+        }
+    }
+    out.extend(made.into_iter().map(|(on, ids)| {
+        step(
+            format!("remove the standby incarnations on {on} (their recovery undone)"),
+            json!({
+                "action": "cleanup", "site": on, "scope": "workloads", "workloads": ids,
+                "best_effort": true, "compensation": true,
+            }),
+        )
+    }));
     out
 }

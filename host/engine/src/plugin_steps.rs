@@ -476,6 +476,31 @@ impl PluginSteps {
                 };
                 self.call(&[&site], request).await?
             }
+            // A failed run's standby incarnations (compensation), best
+            // effort: a plugin that cannot remove them (one built against
+            // the contract 0.1, say) leaves them fenced.
+            "cleanup" if text("scope") == "workloads" => {
+                let ids: Vec<String> = input["workloads"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| id.as_str().map(str::to_owned))
+                    .collect();
+                let request = CleanupRequest {
+                    key,
+                    site: site.clone(),
+                    scope: CleanupScope::Workloads(ids.clone()),
+                };
+                match self.call(&[&site], request).await {
+                    Ok(op) => op,
+                    Err(e) => {
+                        tracing::warn!(run = %step.run, "the standby incarnations {ids:?} on '{site}' stay, fenced: {e}");
+                        return Ok(Started::Done(json!({
+                            "removed": [], "kept": ids, "reason": e.to_string(),
+                        })));
+                    }
+                }
+            }
             "cleanup" if text("scope") == "drill" => {
                 let request = CleanupRequest {
                     key,
@@ -663,6 +688,16 @@ impl PluginSteps {
         let state = self.call(&sites, Status(op)).await?;
         let done = match state {
             OperationState::Running(_) => return Ok(Progress::Running),
+            // A best-effort cleanup (a compensation's removal of standby
+            // incarnations) that failed leaves them as they are.
+            OperationState::Failed(e)
+                if step.input["action"] == "cleanup" && step.input["best_effort"] == true =>
+            {
+                tracing::warn!(run = %step.run, step = %step.name, "left as it is: {}", explain(&e));
+                return Ok(Progress::Done(
+                    json!({"removed": [], "kept": step.input["workloads"], "reason": explain(&e)}),
+                ));
+            }
             OperationState::Failed(e) => return Ok(Progress::Failed(explain(&e))),
             OperationState::Succeeded(done) => done,
         };

@@ -68,11 +68,12 @@ fn small_vms() -> Vec<Value> {
 }
 
 async fn lab(store: &Store) -> Lab {
-    lab_on(store, Ipv4Addr::LOCALHOST).await
+    lab_on(store, Ipv4Addr::LOCALHOST, "example").await
 }
 
-/// Two sites, lab-b's transfers served on `b_movers`.
-async fn lab_on(store: &Store, b_movers: Ipv4Addr) -> Lab {
+/// Two sites, lab-b's transfers served on `b_movers`, both through the
+/// built plugin `plugin` (the example plugin, or its 0.1 contract build).
+async fn lab_on(store: &Store, b_movers: Ipv4Addr, plugin: &str) -> Lab {
     let dirs = (
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
@@ -93,7 +94,7 @@ async fn lab_on(store: &Store, b_movers: Ipv4Addr) -> Lab {
     .await
     .expect("site b");
     let runtime = Arc::new(rebound_runtime::testing::runtime());
-    let plugin = rebound_runtime::testing::load(&runtime, "example").await;
+    let plugin = rebound_runtime::testing::load(&runtime, plugin).await;
     let sites = HashMap::from([
         (
             "lab-a".to_owned(),
@@ -322,9 +323,21 @@ async fn data_mover_round_trip(store: Store) {
 /// deletes the volumes its imports made: here lab-b serves its transfers
 /// on 127.0.0.2 while its grant names only 127.0.0.1 (an appliance network
 /// the operator did not grant), so the mover refuses the import endpoint —
-/// after both sides opened theirs.
+/// after both sides opened theirs. The imports are discarded in one
+/// cleanup (contract 0.2).
 async fn a_failed_transfer_releases_its_endpoints(store: Store) {
-    let lab = lab_on(&store, Ipv4Addr::new(127, 0, 0, 2)).await;
+    a_failed_transfer_releases_its_endpoints_through(store, "example").await;
+}
+
+/// The same through a plugin of the contract 0.1, which cannot discard an
+/// import: the volumes are learnt from each import's status, the endpoints
+/// released, then the volumes deleted.
+async fn a_failed_transfer_releases_its_endpoints_through_a_0_1_plugin(store: Store) {
+    a_failed_transfer_releases_its_endpoints_through(store, "example-contract-0-1").await;
+}
+
+async fn a_failed_transfer_releases_its_endpoints_through(store: Store, plugin: &str) {
+    let lab = lab_on(&store, Ipv4Addr::new(127, 0, 0, 2), plugin).await;
     let plan = PlanDocument::from_yaml(PLAN).expect("plan");
     store.put_plan(&plan, "operator").await.expect("plan");
     let (run, outcome) = cross::finish(&store, &lab.steps, "shop", Workflow::Replication).await;
@@ -362,5 +375,6 @@ async fn a_failed_transfer_releases_its_endpoints(store: Store) {
 
 rebound_store::on_both_backends!(
     data_mover_round_trip,
-    a_failed_transfer_releases_its_endpoints
+    a_failed_transfer_releases_its_endpoints,
+    a_failed_transfer_releases_its_endpoints_through_a_0_1_plugin
 );

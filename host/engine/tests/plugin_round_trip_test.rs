@@ -17,7 +17,7 @@ use rebound_engine::{
 };
 use rebound_lab::{ExampleOptions, ExampleSite};
 use rebound_runtime::SiteGrant;
-use rebound_store::Store;
+use rebound_store::{StepStatus, Store};
 use serde_json::Value;
 
 const PLAN: &str = r#"
@@ -352,6 +352,23 @@ async fn a_failing_health_gate_stops_the_failover(store: Store) {
         serving(&lab.b).is_empty(),
         "what the standby recovered is fenced"
     );
+    // No traffic ever reached them: the compensation removed them too.
+    let runs = store.runs_of("shop").await.expect("runs");
+    let steps = store.steps(&runs[0].id).await.expect("steps");
+    let removal = steps
+        .iter()
+        .find(|s| s.input["scope"] == "workloads")
+        .expect("a removal of the standby incarnations");
+    assert_eq!(
+        (removal.status, removal.input["compensation"].as_bool()),
+        (StepStatus::Succeeded, Some(true))
+    );
+    assert_eq!(
+        removal.input["workloads"].as_array().map(Vec::len),
+        Some(2),
+        "db-1, and app-1 whose gate failed"
+    );
+    assert!(lab.b.vms().is_empty(), "{:?}", lab.b.vms());
 }
 
 /// Failover with the primary site gone: fencing is best effort, the plan

@@ -195,18 +195,75 @@ impl PluginSteps {
     }
 
     /// Clean up after a transfer that will not finish (it failed, or its
-    /// run stopped), best effort: the volumes its imports wrote hold an
+    /// run stopped), best effort: the volumes its imports made hold an
     /// unverified copy no recovery point names, and its endpoints (an
     /// appliance, an export) would cost the operator until they expire.
-    /// The volumes are learnt while the endpoints still answer, then the
-    /// endpoints released, then the volumes deleted — never one a recorded
-    /// recovery point names. Learning a volume asks the import's `status`,
-    /// which may first finish a step of a transfer still under way (the
-    /// AWS plugin launches its appliance there); the release right after
-    /// undoes it.
+    /// A transfer whose copy was verified and recorded (its host stopped
+    /// before the step could say so) keeps its volumes: they are that
+    /// recovery point; only its endpoints go.
+    ///
+    /// A plugin of the contract 0.2 discards the imports in one cleanup
+    /// (`discarded-imports`): endpoints released and the volumes they made
+    /// deleted, whatever stage they reached, nothing started. A 0.1 plugin
+    /// has no such call: the volumes are learnt from each import's
+    /// `status` while the endpoints still answer — which may first move an
+    /// import still under way on (the AWS plugin launches its appliance
+    /// there; the release right after undoes it) — then the endpoints
+    /// released, then the volumes deleted, never one a recorded recovery
+    /// point names.
     pub(super) async fn abandon_transfer(&self, step: &StepRecord, operation: &Value) {
         let ops = |field: &str| operation[field].as_array().cloned().unwrap_or_default();
         let (exports, imports) = (ops("exports"), ops("imports"));
+        let site = operation["site"].as_str().unwrap_or_default();
+        let recorded = match self.scope(step).await {
+            Ok(scope) => self
+                .store
+                .recovery_points(&scope.plan)
+                .await
+                .map_err(|e| format!("the store did not answer: {e}")),
+            Err(e) => Err(format!("{e:?}")),
+        };
+        let recorded = match recorded {
+            Ok(points) => points,
+            Err(e) => {
+                tracing::warn!(run = %step.run, step = %step.name, "abandoned transfer: its endpoints are released, the volumes its imports made on '{site}' kept: {e}");
+                self.release_endpoints(step, &exports, &imports).await;
+                return;
+            }
+        };
+        let verified = format!("transfer/{}", step.idempotency_key);
+        if imports.is_empty() || recorded.iter().any(|p| p.id == verified) {
+            self.release_endpoints(step, &exports, &imports).await;
+            return;
+        }
+        let discards = self
+            .site(site)
+            .is_ok_and(|s| s.plugin.contract() >= semver::Version::new(0, 2, 0));
+        if discards {
+            self.release_endpoints(step, &exports, &[]).await;
+            let ids: Vec<String> = imports
+                .iter()
+                .filter_map(|o| o["id"].as_str().map(str::to_owned))
+                .collect();
+            let request = CleanupRequest {
+                key: format!("{}/discard-imports", step.idempotency_key),
+                site: site.to_owned(),
+                scope: CleanupScope::DiscardedImports(ids.clone()),
+            };
+            match self.call(&[site], request).await {
+                Ok(op) => {
+                    tracing::info!(run = %step.run, step = %step.name, "abandoned transfer: discarding the imports {ids:?} on '{site}'");
+                    self.finish_in_background(
+                        op,
+                        format!("run {}: the discarded imports {ids:?}", step.run),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(run = %step.run, step = %step.name, "abandoned transfer: discarding the imports {ids:?} on '{site}': {e:?}")
+                }
+            }
+            return;
+        }
         let mut volumes = Vec::new();
         for import in &imports {
             if let Ok(Some(DiskEndpoint {
@@ -218,22 +275,7 @@ impl PluginSteps {
             }
         }
         self.release_endpoints(step, &exports, &imports).await;
-        let Some(site) = operation["site"].as_str() else {
-            return;
-        };
-        let recorded: Vec<String> = match self.scope(step).await {
-            Ok(scope) => match self.store.recovery_points(&scope.plan).await {
-                Ok(points) => points.iter().flat_map(super::platform_ids).collect(),
-                Err(e) => {
-                    tracing::warn!(run = %step.run, step = %step.name, "abandoned transfer: volumes {volumes:?} on '{site}' kept, the store did not answer: {e}");
-                    return;
-                }
-            },
-            Err(e) => {
-                tracing::warn!(run = %step.run, step = %step.name, "abandoned transfer: volumes {volumes:?} on '{site}' kept: {e:?}");
-                return;
-            }
-        };
+        let recorded: Vec<String> = recorded.iter().flat_map(super::platform_ids).collect();
         volumes.retain(|v| !recorded.contains(v));
         if volumes.is_empty() {
             return;
