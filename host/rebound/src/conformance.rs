@@ -7,7 +7,9 @@
 //! second point) → replicate → export-disk (its
 //! data read back) → import-disk (the export copied into it by the data
 //! mover, then a resync onto that volume) → materialize (isolated, as a
-//! drill) → fence → unfence → cleanup — each scenario the plugin's capabilities do not offer is
+//! drill) → fence → unfence → cleanup of workloads (a standby it
+//! materialized removed, a workload it did not make refused: `standbys`)
+//! → cleanup of the drill sandbox — each scenario the plugin's capabilities do not offer is
 //! skipped with the reason — and then its error handling, with faults the
 //! host injects into the plugin's own HTTP requests: a 429 with
 //! Retry-After, a 503, and a request that never answers. A plugin passes a
@@ -51,6 +53,7 @@ use crate::plugin_cmd::TrustArgs;
 
 mod changes;
 mod disks;
+mod standbys;
 
 #[derive(Args)]
 pub struct TestArgs {
@@ -429,6 +432,7 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
             "materialize (isolated)",
             "fence",
             "unfence",
+            standbys::WORKLOADS,
             "cleanup",
         ] {
             kit.skip(s, "needs a workload from inventory");
@@ -483,6 +487,7 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
             "materialize (isolated)",
             "fence",
             "unfence",
+            standbys::WORKLOADS,
             "cleanup",
         ] {
             kit.skip(s, "needs a recovery point");
@@ -637,6 +642,8 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
             }
         }
     }
+
+    standbys::scenario(kit, site, &point, &workload, &sandbox).await;
 
     // cleanup of the drill sandbox
     let started = Instant::now();
