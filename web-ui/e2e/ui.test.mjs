@@ -377,6 +377,7 @@ describe("the admin web UI", () => {
 
     await go(page, "Plugins");
     await page.locator("tr[data-plugin='example']").waitFor();
+    await page.locator("tr[data-plugin='example']").getByText("contract 0.2.0").waitFor();
     assert.equal(await page.getByRole("button", { name: /Disable|Enable|Publish|Lift/ }).count(), 0);
 
     // What the UI hides, the host refuses too.

@@ -379,6 +379,11 @@ pub struct PluginView {
     pub platform: String,
     pub sha256: String,
     pub capabilities: Vec<String>,
+    /// The provider contract version the component is built against
+    /// (`0.2.0`, or `0.1.0`: such a plugin cannot remove a failed run's
+    /// standby workloads, which then stay fenced, nor discard an abandoned
+    /// import without moving it on).
+    pub contract: String,
     /// Egress the plugin's manifest asks for.
     pub egress: Vec<String>,
     pub recent_crashes: usize,

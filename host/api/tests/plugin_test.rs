@@ -112,6 +112,7 @@ async fn a_signed_package_is_verified_installed_kept_and_audited() {
     assert_eq!(runtime.list().len(), 1);
     let listed = api.get("/api/v1/plugins", Role::Viewer).await;
     assert_eq!(listed.json["items"][0]["name"], "example");
+    assert_eq!(listed.json["items"][0]["contract"], "0.2.0");
     // Kept where the next start loads it, with no publish leftovers.
     let kept = PluginPackage::read_dir(&dir.path().join("plugins/example")).expect("kept");
     assert_eq!(kept.wasm, package.wasm);
@@ -146,6 +147,28 @@ async fn a_signed_package_is_verified_installed_kept_and_audited() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["quarantined"], false);
+}
+
+/// A plugin built against the contract 0.1 is published like any other,
+/// and its listing says which contract it speaks (the UI flags it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_of_the_contract_0_1_is_published_and_listed_as_such() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (api, runtime) = host(dir.path()).await;
+    let package = rebound_runtime::testing::package("example-contract-0-1");
+    let r = api
+        .send(
+            "POST",
+            "/api/v1/plugins",
+            Role::PluginPublisher,
+            &body(&package),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["contract"], "0.1.0");
+    assert_eq!(runtime.list().len(), 1);
+    let listed = api.get("/api/v1/plugins", Role::Viewer).await;
+    assert_eq!(listed.json["items"][0]["contract"], "0.1.0");
 }
 
 /// The example plugin as another release: its version string rewritten

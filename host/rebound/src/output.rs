@@ -61,6 +61,7 @@ pub const PLUGINS: Columns = &[
     ("NAME", "/name"),
     ("VERSION", "/version"),
     ("PLATFORM", "/platform"),
+    ("CONTRACT", "/contract"),
     ("ENABLED", "/enabled"),
     ("QUARANTINED", "/quarantined"),
     ("CRASHES", "/recent_crashes"),

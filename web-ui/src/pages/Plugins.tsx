@@ -1,5 +1,6 @@
-// Plugins: what each provides (platform, capabilities), the egress its
-// manifest asks for, crash and quarantine status, its versions; publish a
+// Plugins: what each provides (platform, capabilities, the contract version
+// it is built against), the egress its manifest asks for, crash and
+// quarantine status, its versions; publish a
 // signed package, roll back a version, disable or enable, lift a
 // quarantine.
 import { useState, type FormEvent } from "react";
@@ -11,6 +12,19 @@ import { useLoad } from "../lib/use";
 import { useSession } from "../session";
 
 type Plugin = Schemas["PluginView"];
+
+/** The contract version, flagged when it is 0.1 (no removal of a failed run's standbys). */
+function Contract({ version }: { version: string }) {
+  const old = version.startsWith("0.1.");
+  return (
+    <span
+      className={`chip${old ? " chip-warn" : ""}`}
+      title={old ? "Built against the provider contract 0.1: a failed run's standby workloads stay fenced instead of being removed, and abandoned imports are moved on before they are torn down. Rebuild it with the current SDK." : "The provider contract version the plugin is built against"}
+    >
+      contract {version}
+    </span>
+  );
+}
 type Action = { kind: "disable" | "enable" | "release"; plugin: string } | { kind: "activate"; plugin: string; version: string };
 
 export function Plugins() {
@@ -106,7 +120,7 @@ function PluginRow({ p, open, onToggle, admin, ask }: { p: Plugin; open: boolean
     <>
       <tr data-plugin={p.name}>
         <th scope="row">
-          {p.name} <span className="muted">{p.version}</span>
+          {p.name} <span className="muted">{p.version}</span> <Contract version={p.contract} />
           <div className="muted small mono" title="sha256 of the component">
             {p.sha256.slice(0, 16)}…
           </div>
@@ -165,6 +179,7 @@ function Versions({ name, admin, ask }: { name: string; admin: boolean; ask: (a:
           <th scope="col">Version</th>
           <th scope="col">sha256</th>
           <th scope="col">Capabilities</th>
+          <th scope="col">Contract</th>
           <th scope="col">Active</th>
         </tr>
       </thead>
@@ -174,6 +189,9 @@ function Versions({ name, admin, ask }: { name: string; admin: boolean; ask: (a:
             <th scope="row">{v.version}</th>
             <td className="mono small">{v.sha256.slice(0, 16)}…</td>
             <td>{v.capabilities.join(", ")}</td>
+            <td>
+              <Contract version={v.contract} />
+            </td>
             <td>
               {v.active ? (
                 <Badge value="active" tone="ok" />

@@ -25,6 +25,7 @@ fn view_of(p: &Plugin, active: bool) -> PluginView {
         platform: p.info.platform.clone(),
         sha256: p.digest.clone(),
         capabilities: p.manifest.capabilities.clone(),
+        contract: p.contract().to_string(),
         egress: p.manifest.egress.iter().map(ToString::to_string).collect(),
         recent_crashes: crashes.recent_crashes,
         quarantined: crashes.quarantined,
