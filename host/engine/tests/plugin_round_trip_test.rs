@@ -17,7 +17,7 @@ use rebound_engine::{
 };
 use rebound_lab::{ExampleOptions, ExampleSite};
 use rebound_runtime::SiteGrant;
-use rebound_store::{StepStatus, Store};
+use rebound_store::{StepRecord, StepStatus, Store};
 use serde_json::Value;
 
 const PLAN: &str = r#"
@@ -63,6 +63,12 @@ fn grant(site: &ExampleSite, name: &str) -> SiteGrant {
 }
 
 async fn lab(store: &Store) -> Lab {
+    lab_with(store, "example").await
+}
+
+/// The two sites through the built plugin `plugin` (the example plugin,
+/// or its build against the contract 0.1).
+async fn lab_with(store: &Store, plugin: &str) -> Lab {
     let options = |vms| ExampleOptions {
         snapshot_latency: Duration::from_millis(60),
         vms,
@@ -76,7 +82,7 @@ async fn lab(store: &Store) -> Lab {
         .await
         .expect("site b");
     let runtime = Arc::new(rebound_runtime::testing::runtime());
-    let plugin = rebound_runtime::testing::load(&runtime, "example").await;
+    let plugin = rebound_runtime::testing::load(&runtime, plugin).await;
     let sites = HashMap::from([
         (
             "lab-a".to_owned(),
@@ -319,8 +325,58 @@ async fn gate_probes(store: &Store, run: &str) -> Vec<String> {
 /// check and the answer; what depends on it is never recovered; the run is
 /// compensated, so the old primary serves again.
 async fn a_failing_health_gate_stops_the_failover(store: Store) {
+    let (lab, steps) = failover_held_at_its_gate(&store, "example").await;
+    // No traffic ever reached them: the compensation removed them too.
+    let removal = steps
+        .iter()
+        .find(|s| s.input["scope"] == "workloads")
+        .expect("a removal of the standby incarnations");
+    assert_eq!(
+        (removal.status, removal.input["compensation"].as_bool()),
+        (StepStatus::Succeeded, Some(true))
+    );
+    assert_eq!(
+        removal.input["workloads"].as_array().map(Vec::len),
+        Some(2),
+        "db-1, and app-1 whose gate failed"
+    );
+    assert!(lab.b.vms().is_empty(), "{:?}", lab.b.vms());
+}
+
+/// The same through a plugin built against the contract 0.1, which has no
+/// call that removes a workload: the standby incarnations stay, fenced,
+/// and the removal step says so instead of failing the compensation.
+async fn a_0_1_plugin_leaves_the_standbys_of_a_failed_failover_fenced(store: Store) {
+    let (lab, steps) = failover_held_at_its_gate(&store, "example-contract-0-1").await;
+    let removal = steps
+        .iter()
+        .find(|s| s.input["scope"] == "workloads")
+        .expect("a removal of the standby incarnations");
+    assert_eq!(removal.status, StepStatus::Succeeded);
+    let output = removal.output.clone().unwrap_or_default();
+    assert_eq!(output["removed"], serde_json::json!([]));
+    assert_eq!(output["kept"].as_array().map(Vec::len), Some(2));
+    assert!(
+        output["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("0.2.0")),
+        "{output}"
+    );
+    let standbys = lab.b.vms();
+    assert_eq!(standbys.len(), 2, "{standbys:?}");
+    assert!(
+        standbys.iter().all(|vm| vm["fenced"] == true),
+        "{standbys:?}"
+    );
+}
+
+/// Replicate, then fail over onto a standby whose app-1 answers 503 at its
+/// health gate; checks the failure and the old primary serving again, and
+/// returns the lab and the failover's steps.
+async fn failover_held_at_its_gate(store: &Store, plugin: &str) -> (Lab, Vec<StepRecord>) {
+    let store = store.clone();
     store.put_plan(&plan("1s"), "operator").await.expect("plan");
-    let lab = lab(&store).await;
+    let lab = lab_with(&store, plugin).await;
     assert_eq!(
         run(&store, &lab, Workflow::Replication).await,
         Outcome::Succeeded
@@ -352,23 +408,9 @@ async fn a_failing_health_gate_stops_the_failover(store: Store) {
         serving(&lab.b).is_empty(),
         "what the standby recovered is fenced"
     );
-    // No traffic ever reached them: the compensation removed them too.
     let runs = store.runs_of("shop").await.expect("runs");
     let steps = store.steps(&runs[0].id).await.expect("steps");
-    let removal = steps
-        .iter()
-        .find(|s| s.input["scope"] == "workloads")
-        .expect("a removal of the standby incarnations");
-    assert_eq!(
-        (removal.status, removal.input["compensation"].as_bool()),
-        (StepStatus::Succeeded, Some(true))
-    );
-    assert_eq!(
-        removal.input["workloads"].as_array().map(Vec::len),
-        Some(2),
-        "db-1, and app-1 whose gate failed"
-    );
-    assert!(lab.b.vms().is_empty(), "{:?}", lab.b.vms());
+    (lab, steps)
 }
 
 /// Failover with the primary site gone: fencing is best effort, the plan
@@ -442,6 +484,7 @@ async fn a_compensating_unfence_restores_the_fenced_workload(store: Store) {
 rebound_store::on_both_backends!(
     round_trip,
     a_failing_health_gate_stops_the_failover,
+    a_0_1_plugin_leaves_the_standbys_of_a_failed_failover_fenced,
     failover_with_the_primary_down,
     a_compensating_unfence_restores_the_fenced_workload
 );
