@@ -151,6 +151,9 @@ pub(crate) struct State {
     pub mover_images: std::collections::HashSet<String>,
     /// The agents of running mover appliances, by instance id.
     pub agents: HashMap<String, crate::mover::Agent>,
+    /// Instances terminated: an appliance terminated while it boots never
+    /// starts serving.
+    pub terminated: std::collections::HashSet<String>,
     /// Volumes of terminated instances still detaching, by id: the
     /// instance, the device it had the volume at, and until when.
     pub detaching: HashMap<String, detach::Detaching>,

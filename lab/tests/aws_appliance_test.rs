@@ -186,6 +186,34 @@ async fn the_appliance_serves_behind_the_token_its_user_data_sets() {
         Err(e) => assert!(e.to_string().contains("NotFound"), "{e}"),
     }
 
+    // Terminated while it boots (50 ms here): it never starts serving.
+    let early = launch(
+        &site,
+        &image,
+        Some(&format!("#!/bin/sh\nREBOUND_MOVER_TOKEN={token}\n")),
+    )
+    .await;
+    site.query_as_client(
+        &region,
+        "ec2",
+        &[("Action", "TerminateInstances"), ("InstanceId.1", &early)],
+    )
+    .await
+    .expect("terminate");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let xml = site
+        .query_as_client(
+            &region,
+            "ec2",
+            &[("Action", "DescribeInstances"), ("InstanceId.1", &early)],
+        )
+        .await
+        .expect("describe");
+    assert!(
+        tag(&xml, "rebound:mover-url").is_none() && tag(&xml, "rebound:mover-error").is_none(),
+        "{xml}"
+    );
+
     // No token in the user data: the appliance says so and serves nothing.
     let bare = launch(&site, &image, None).await;
     let xml = tagged(&site, &bare, "rebound:mover-error").await;

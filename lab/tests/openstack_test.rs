@@ -414,6 +414,55 @@ async fn a_backup_exported_in_one_region_restores_in_another() {
     assert_eq!(posts, 2);
 }
 
+/// A server deleted while it builds never becomes ACTIVE (Nova aborts the
+/// build): it stays `deleting` until it is gone. Here the mover appliance's
+/// image, whose boot would otherwise end ACTIVE or in ERROR.
+#[tokio::test]
+async fn a_server_deleted_while_it_builds_never_comes_up() {
+    let site = site().await;
+    let cloud = Cloud::login(&site).await;
+    let images = cloud.get("/RegionOne/image/v2/images").await;
+    let image = images["images"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["name"] == "rebound-mover")
+        .map(id)
+        .expect("the mover image");
+    let (status, server) = cloud
+        .call(
+            "POST",
+            "/RegionOne/compute/v2.1/servers",
+            Some(json!({"server": {"name": "doomed", "flavorRef": "2", "imageRef": image, "networks": "none"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{server}");
+    let path = format!("/RegionOne/compute/v2.1/servers/{}", id(&server["server"]));
+    // Half-way through its build (300 ms), so the build ends before the
+    // deletion (300 ms more) does.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        cloud.call("DELETE", &path, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    for _ in 0..100 {
+        let (status, body) = cloud.call("GET", &path, None).await;
+        if status == StatusCode::NOT_FOUND {
+            return;
+        }
+        assert_eq!(
+            (
+                body["server"]["status"].as_str(),
+                body["server"]["OS-EXT-STS:task_state"].as_str()
+            ),
+            (Some("BUILD"), Some("deleting")),
+            "{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{path} was never deleted");
+}
+
 #[tokio::test]
 async fn a_snapshot_becomes_a_volume_a_server_boots_from() {
     let site = site().await;

@@ -118,12 +118,20 @@ pub(crate) fn launched(
                 "no volume is attached at {DEVICE}"
             ))),
         };
-        let tags: Vec<(&str, String)> = match started {
-            Ok((url, agent)) => {
-                shared.lock().agents.insert(instance.clone(), agent);
-                vec![("rebound:mover-url", url)]
+        let tags: Vec<(&str, String)> = {
+            let mut state = shared.lock();
+            if state.terminated.contains(&instance) {
+                // Terminated while it booted: it never serves (its agent,
+                // if it started, stops as it is dropped here).
+                return;
             }
-            Err(e) => vec![("rebound:mover-error", e.to_string())],
+            match started {
+                Ok((url, agent)) => {
+                    state.agents.insert(instance.clone(), agent);
+                    vec![("rebound:mover-url", url)]
+                }
+                Err(e) => vec![("rebound:mover-error", e.to_string())],
+            }
         };
         let mut params: Vec<(String, String)> = vec![
             ("Action".into(), "CreateTags".into()),
@@ -153,6 +161,7 @@ pub(crate) fn terminated(shared: &Shared, params: &HashMap<String, String>) {
             break;
         };
         state.agents.remove(id);
+        state.terminated.insert(id.clone());
     }
 }
 

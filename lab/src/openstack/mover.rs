@@ -49,7 +49,12 @@ pub(super) fn boot(api: &Api, server: String, build: Duration) {
             None => Err(std::io::Error::other("no volume is attached to serve")),
         };
         api.with(|r| {
-            let Some(s) = r.servers.get_mut(&server) else {
+            // Gone or going: its agent stops with it (dropped here).
+            let Some(s) = r
+                .servers
+                .get_mut(&server)
+                .filter(|s| !super::nova::deleting(s))
+            else {
                 return;
             };
             match started {

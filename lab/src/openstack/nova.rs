@@ -218,8 +218,13 @@ fn server_doc_with(
     })
 }
 
-/// Put a server in its running state (the end of a build or a start).
+/// Put a server in its running state (the end of a build or a start). A
+/// server being deleted stays as it is: Nova aborts the build of a server
+/// deleted while it builds.
 pub(super) fn activate(doc: &mut Value) {
+    if deleting(doc) {
+        return;
+    }
     set(doc, "status", json!("ACTIVE"));
     set(doc, "OS-EXT-STS:task_state", Value::Null);
     set(doc, "OS-EXT-STS:vm_state", json!("active"));
@@ -229,6 +234,11 @@ pub(super) fn activate(doc: &mut Value) {
         set(doc, "OS-SRV-USG:launched_at", json!(state::time_micros()));
     }
     set(doc, "updated", json!(time_z()));
+}
+
+/// Whether the server is being deleted.
+pub(super) fn deleting(doc: &Value) -> bool {
+    doc["OS-EXT-STS:task_state"] == "deleting"
 }
 
 /// The server with its addresses as Neutron has them now.
