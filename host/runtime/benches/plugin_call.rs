@@ -3,7 +3,9 @@
 //! The figure of interest is `fresh_instance`: a new store and instance of
 //! the example plugin from its cached `InstancePre` (pooling allocator), one
 //! call of its small `describe` export, and teardown, which is what every
-//! provider call pays. Three baselines run beside it in the same process:
+//! provider call pays. Beside it, `fresh_instance_contract_0_1` is the same
+//! call of the example plugin built against the contract 0.1, through the
+//! host's 0.1 binding; and three baselines run in the same process:
 //!
 //! - `warm_instance`: the same export on an instance kept alive (what
 //!   isolation per call adds is the difference);
@@ -105,13 +107,15 @@ fn plugin_dir() -> PathBuf {
 
 fn bench(c: &mut Criterion) {
     let tokio = tokio::runtime::Runtime::new().expect("tokio");
-    let dir = plugin_dir().join("example");
-    let package = PluginPackage::build(
-        &std::fs::read_to_string(dir.join("plugin.toml")).expect("plugin.toml"),
-        std::fs::read(dir.join("plugin.wasm")).expect("plugin.wasm"),
-        None,
-    )
-    .expect("package");
+    let package = |name: &str| {
+        let dir = plugin_dir().join(name);
+        PluginPackage::build(
+            &std::fs::read_to_string(dir.join("plugin.toml")).expect("plugin.toml"),
+            std::fs::read(dir.join("plugin.wasm")).expect("plugin.wasm"),
+            None,
+        )
+        .expect("package")
+    };
     let runtime = Runtime::new(RuntimeConfig {
         trust: TrustPolicy {
             trusted_keys: Vec::new(),
@@ -122,14 +126,27 @@ fn bench(c: &mut Criterion) {
     })
     .expect("runtime");
     let plugin = tokio
-        .block_on(runtime.load(&package))
+        .block_on(runtime.load(&package("example")))
         .expect("load example plugin");
+    // The same plugin built against the contract 0.1, called through the
+    // host's 0.1 binding (loaded, not installed: it has the same name).
+    let plugin_0_1 = tokio
+        .block_on(runtime.load(&package("example-contract-0-1")))
+        .expect("load the 0.1 build of the example plugin");
     let ctx = CallContext::none(Duration::from_secs(5));
 
     let mut group = c.benchmark_group("plugin_call");
     group.bench_function("fresh_instance", |b| {
         b.to_async(&tokio)
             .iter(|| async { runtime.call(&plugin, &ctx, Describe).await.expect("call") });
+    });
+    group.bench_function("fresh_instance_contract_0_1", |b| {
+        b.to_async(&tokio).iter(|| async {
+            runtime
+                .call(&plugin_0_1, &ctx, Describe)
+                .await
+                .expect("call")
+        });
     });
     let mut warm = tokio.block_on(runtime.warm(&plugin, &ctx)).expect("warm");
     group.bench_function("warm_instance", |b| {
