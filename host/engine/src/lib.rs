@@ -30,6 +30,10 @@ pub mod policy;
 mod report;
 
 pub use planner::{compensation_steps, plan_steps};
+
+/// The event kind of a compensated run's standby incarnations left in
+/// place, fenced (see [`Executor`]'s compensation).
+pub const STANDBYS_KEPT: &str = "standbys.kept";
 pub use plugin_steps::{
     BoundSite, DRILL_LABEL, EPOCH_LABEL, InventoryError, PluginSteps, WORKLOAD_LABEL,
     mover_endpoint,
@@ -409,7 +413,42 @@ impl Executor {
                 }
             }
         }
+        self.note_kept_standbys(run, steps).await?;
         Ok(Flow::Next)
+    }
+
+    /// A compensated run whose standby incarnations stay (fenced) leaves
+    /// the operator work: a `standbys.kept` event names them, per site,
+    /// with why — traffic reached them (they may hold writes), or the
+    /// plugin could not remove them. Recorded once per run.
+    async fn note_kept_standbys(
+        &self,
+        run: &RunRecord,
+        steps: &[StepRecord],
+    ) -> Result<(), EngineError> {
+        let kept = planner::kept_standbys(steps);
+        if kept.is_empty() {
+            return Ok(());
+        }
+        let noted = self
+            .store
+            .events(Some(&run.plan), &[STANDBYS_KEPT], 100)
+            .await?
+            .iter()
+            .any(|e| e.detail["run"] == run.id.as_str());
+        if noted {
+            return Ok(());
+        }
+        for (site, workloads, reason) in kept {
+            tracing::warn!(run = %run.id, site = %site, ?workloads, "standby incarnations kept, fenced: {reason}");
+            let detail = serde_json::json!({
+                "run": run.id, "site": site, "workloads": workloads, "reason": reason,
+            });
+            self.store
+                .record_event(&run.plan, STANDBYS_KEPT, detail)
+                .await?;
+        }
+        Ok(())
     }
 
     /// A store conflict means the lease is gone: stop, do not fail.

@@ -309,3 +309,165 @@ pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
     }));
     out
 }
+
+/// After a compensation: the standby incarnations the run made that stay,
+/// fenced — by site, with the reason. All of them when traffic reached them
+/// (no removal was planned), else those a removal step kept (the plugin
+/// could not remove them). Drills tear their sandbox down instead: none.
+pub(crate) fn kept_standbys(steps: &[StepRecord]) -> Vec<(String, Vec<String>, String)> {
+    let made = steps.iter().filter(|s| {
+        s.input["action"] == "materialize"
+            && s.input["isolated"] != true
+            && s.status == StepStatus::Succeeded
+    });
+    let mut by_site: Vec<(String, Vec<String>)> = Vec::new();
+    for m in made {
+        let Some(id) = m.output.as_ref().and_then(|o| o["workload"].as_str()) else {
+            continue;
+        };
+        let site = m.input["site"].as_str().unwrap_or_default().to_owned();
+        match by_site.iter_mut().find(|(s, _)| *s == site) {
+            Some((_, ids)) => ids.push(id.to_owned()),
+            None => by_site.push((site, vec![id.to_owned()])),
+        }
+    }
+    let removal = |site: &str| {
+        steps.iter().find(|s| {
+            s.input["compensation"] == true
+                && s.input["scope"] == "workloads"
+                && s.input["site"] == site
+        })
+    };
+    let mut kept = Vec::new();
+    for (site, ids) in by_site {
+        match removal(&site) {
+            None => kept.push((
+                site,
+                ids,
+                "traffic was redirected to them before the run stopped, so they may hold \
+                 writes: inspect them, then delete them"
+                    .to_owned(),
+            )),
+            Some(step) => {
+                let output = step.output.clone().unwrap_or_default();
+                let left: Vec<String> = output["kept"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| id.as_str().map(str::to_owned))
+                    .collect();
+                if !left.is_empty() {
+                    let why = output["reason"]
+                        .as_str()
+                        .unwrap_or("the plugin did not remove them");
+                    kept.push((site, left, format!("the plugin did not remove them: {why}")));
+                }
+            }
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use rebound_store::{StepRecord, StepStatus};
+    use serde_json::{Value, json};
+
+    use super::{compensation_steps, kept_standbys};
+
+    fn step(seq: i32, input: Value, output: Option<Value>) -> StepRecord {
+        StepRecord {
+            run: "run-1".into(),
+            seq,
+            name: format!("step {seq}"),
+            status: StepStatus::Succeeded,
+            idempotency_key: format!("run-1/{seq}"),
+            operation: None,
+            attempts: 1,
+            started_at_ms: Some(1),
+            finished_at_ms: Some(2),
+            error: None,
+            input,
+            output,
+        }
+    }
+
+    /// A failover that fenced the primary and recovered db-1 on the standby.
+    fn failed_failover() -> Vec<StepRecord> {
+        vec![
+            step(
+                0,
+                json!({"action": "fence", "site": "a", "workload": "db-1", "epoch": 2}),
+                Some(json!({"fenced": true, "workload": "vm-1"})),
+            ),
+            step(
+                1,
+                json!({"action": "materialize", "site": "b", "workload": "db-1", "epoch": 2}),
+                Some(json!({"workload": "b-vm-9"})),
+            ),
+        ]
+    }
+
+    fn with_compensation(mut steps: Vec<StepRecord>) -> Vec<StepRecord> {
+        let extra = compensation_steps(&steps);
+        let next = i32::try_from(steps.len()).unwrap_or(i32::MAX);
+        steps.extend(
+            extra
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| step(next + i32::try_from(i).unwrap_or(0), s.input, None)),
+        );
+        steps
+    }
+
+    #[test]
+    fn standbys_no_traffic_reached_are_removed_and_none_kept() {
+        let steps = with_compensation(failed_failover());
+        let actions: Vec<&str> = steps[2..]
+            .iter()
+            .map(|s| {
+                s.input["scope"]
+                    .as_str()
+                    .unwrap_or(s.input["action"].as_str().unwrap_or(""))
+            })
+            .collect();
+        assert_eq!(actions, ["fence", "unfence", "workloads"]);
+        assert_eq!(steps[4].input["workloads"], json!(["b-vm-9"]));
+        assert_eq!(steps[4].input["site"], "b");
+        assert!(kept_standbys(&steps).is_empty());
+    }
+
+    #[test]
+    fn standbys_traffic_reached_are_kept_and_named() {
+        let mut steps = failed_failover();
+        steps.push(step(
+            2,
+            json!({"action": "redirect", "site": "b", "weight": 10}),
+            None,
+        ));
+        let steps = with_compensation(steps);
+        assert!(
+            steps.iter().all(|s| s.input["scope"] != "workloads"),
+            "no removal once traffic went there"
+        );
+        let kept = kept_standbys(&steps);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            (kept[0].0.as_str(), &kept[0].1),
+            ("b", &vec!["b-vm-9".to_owned()])
+        );
+        assert!(kept[0].2.contains("may hold writes"), "{}", kept[0].2);
+    }
+
+    #[test]
+    fn standbys_a_plugin_could_not_remove_are_kept_with_its_reason() {
+        let mut steps = with_compensation(failed_failover());
+        let last = steps.len() - 1;
+        steps[last].output = Some(json!({
+            "removed": [], "kept": ["b-vm-9"], "reason": "plugin 'x' cleanup: unsupported",
+        }));
+        let kept = kept_standbys(&steps);
+        assert_eq!(kept.len(), 1);
+        assert!(kept[0].2.contains("unsupported"), "{}", kept[0].2);
+    }
+}

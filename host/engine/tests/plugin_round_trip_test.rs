@@ -13,7 +13,7 @@ use std::time::Duration;
 use rebound_domain::{PlanDocument, PlanState, Workflow};
 use rebound_engine::{
     BoundSite, DRILL_LABEL, Executor, ExecutorConfig, Outcome, PluginSteps, RunReport,
-    WORKLOAD_LABEL,
+    STANDBYS_KEPT, WORKLOAD_LABEL,
 };
 use rebound_lab::{ExampleOptions, ExampleSite};
 use rebound_runtime::SiteGrant;
@@ -341,6 +341,11 @@ async fn a_failing_health_gate_stops_the_failover(store: Store) {
         "db-1, and app-1 whose gate failed"
     );
     assert!(lab.b.vms().is_empty(), "{:?}", lab.b.vms());
+    let kept = store
+        .events(Some("shop"), &[STANDBYS_KEPT], 10)
+        .await
+        .expect("events");
+    assert!(kept.is_empty(), "nothing left for the operator: {kept:?}");
 }
 
 /// The same through a plugin built against the contract 0.1, which has no
@@ -367,6 +372,24 @@ async fn a_0_1_plugin_leaves_the_standbys_of_a_failed_failover_fenced(store: Sto
     assert!(
         standbys.iter().all(|vm| vm["fenced"] == true),
         "{standbys:?}"
+    );
+    // The operator is told, once, which are left and why.
+    let kept = store
+        .events(Some("shop"), &[STANDBYS_KEPT], 10)
+        .await
+        .expect("events");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].detail["site"], "lab-b");
+    assert_eq!(
+        kept[0].detail["workloads"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert!(
+        kept[0].detail["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("did not remove") && r.contains("0.2.0")),
+        "{}",
+        kept[0].detail
     );
 }
 

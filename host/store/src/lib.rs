@@ -70,7 +70,7 @@ pub struct EventRecord {
     pub at_ms: i64,
     pub plan: String,
     /// `rpo.breach`, `rpo.met`, `rto.breach`, `rto.met`,
-    /// `replication.scheduled`.
+    /// `replication.scheduled`, `failover.triggered`, `standbys.kept`.
     pub kind: String,
     pub detail: serde_json::Value,
 }

@@ -1,5 +1,6 @@
-// The policy engine's events (objectives breached or met, replication
-// scheduled, automatic failovers), newest first, by plan and kind.
+// The engine's events (objectives breached or met, replication scheduled,
+// automatic failovers, standby workloads a failed run left for the
+// operator), newest first, by plan and kind.
 import { useState } from "react";
 import { api, call, type Schemas } from "../api/client";
 import { listPlans } from "../api/queries";
@@ -9,7 +10,14 @@ import { formatMs, formatTime } from "../lib/duration";
 import { navigate, query } from "../lib/router";
 import { useLoad } from "../lib/use";
 
-const KINDS = ["rpo.breach", "rpo.met", "rto.breach", "rto.met", "replication.scheduled", "failover.triggered"];
+const KINDS = ["rpo.breach", "rpo.met", "rto.breach", "rto.met", "replication.scheduled", "failover.triggered", "standbys.kept"];
+
+/** How an event kind reads: a breach is bad, what needs the operator a warning. */
+function tone(kind: string): string {
+  if (kind.endsWith(".breach")) return "bad";
+  if (kind.endsWith(".met")) return "ok";
+  return kind === "standbys.kept" ? "warn" : "muted";
+}
 
 export function Events({ path }: { path: string }) {
   const q = query(path);
@@ -67,7 +75,7 @@ export function Events({ path }: { path: string }) {
                   <Link to={`/plans/${encodeURIComponent(e.plan)}`}>{e.plan}</Link>
                 </td>
                 <td>
-                  <Badge value={e.kind} tone={e.kind.endsWith(".breach") ? "bad" : e.kind.endsWith(".met") ? "ok" : "muted"} />
+                  <Badge value={e.kind} tone={tone(e.kind)} />
                 </td>
                 <td>
                   <EventDetail detail={e.detail as Record<string, unknown>} />
