@@ -310,7 +310,8 @@ pub struct EventView {
     pub id: i64,
     pub at_ms: i64,
     pub plan: String,
-    /// `rpo.breach`, `rpo.met`, `rto.breach`, `rto.met`, `replication.scheduled`.
+    /// `rpo.breach`, `rpo.met`, `rto.breach`, `rto.met`, `replication.scheduled`,
+    /// `failover.triggered`, `standbys.kept`.
     pub kind: String,
     #[schema(value_type = Object)]
     pub detail: Value,
