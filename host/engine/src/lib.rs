@@ -384,7 +384,7 @@ impl Executor {
             if extra.is_empty() {
                 return Ok(Flow::Next);
             }
-            tracing::warn!(run = %run.id, steps = extra.len(), "the run failed after fencing; compensating");
+            tracing::warn!(run = %run.id, steps = extra.len(), "the run stopped after changing the sites; compensating");
             match self
                 .store
                 .append_steps(&run.id, &self.config.owner, &extra)

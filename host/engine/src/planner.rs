@@ -195,8 +195,12 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
 /// run made are removed (`cleanup` of `workloads`, contract 0.2; best
 /// effort: one the plugin cannot remove stays fenced). Once a redirect
 /// started they may hold writes, so they stay, fenced, for the operator.
-/// A drill's sandbox is torn down instead. Empty when the run changed
-/// nothing that needs undoing. Steps carry `compensation`.
+/// A run that fenced nothing (its fences best effort, the primary site
+/// down) has nothing to give back, but what it recovered is undone all the
+/// same — fenced, then removed — unless traffic reached it: then it is the
+/// only thing serving, and stays. A drill's sandbox is torn down instead.
+/// Empty when the run changed nothing that needs undoing. Steps carry
+/// `compensation`.
 pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
     let started = |s: &&StepRecord| s.started_at_ms.is_some() || s.status == StepStatus::Succeeded;
     let materialized: Vec<&StepRecord> = steps
@@ -229,10 +233,17 @@ pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
         .filter(|s| s.input["action"] == "fence" && s.status == StepStatus::Succeeded)
         .filter(|s| s.output.as_ref().is_some_and(|o| o["fenced"] == true))
         .collect();
-    let Some(first) = fenced.first() else {
+    let redirected = steps
+        .iter()
+        .any(|s| s.input["action"] == "redirect" && s.started_at_ms.is_some());
+    // Nothing of the old primary fenced (a failover with the primary site
+    // down fences best effort): nothing to give back to it. What the run
+    // recovered on the standby is still undone — a retry would otherwise
+    // recover each workload again beside it — unless traffic reached it:
+    // then it serves, and stays.
+    if fenced.is_empty() && (materialized.is_empty() || redirected) {
         return Vec::new();
-    };
-    let site = first.input["site"].clone();
+    }
     // The standby's new incarnations: fenced under the epoch they were
     // materialized with. One whose materialize never finished may not
     // exist, so its fence is best effort.
@@ -258,7 +269,7 @@ pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
             )
         })
         .collect();
-    out.extend(fenced.iter().map(|f| {
+    let unfenced = fenced.iter().map(|f| {
         let output = f.output.clone().unwrap_or_default();
         step(
             format!(
@@ -272,11 +283,10 @@ pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
                 "compensation": true, "stage": "compensation-unfence",
             }),
         )
-    }));
-    let redirected = steps
-        .iter()
-        .any(|s| s.input["action"] == "redirect" && s.started_at_ms.is_some());
-    if redirected {
+    });
+    out.extend(unfenced);
+    if let (Some(first), true) = (fenced.first(), redirected) {
+        let site = first.input["site"].clone();
         out.push(step(
             format!(
                 "redirect 100% back to {}",
@@ -457,6 +467,26 @@ mod tests {
             ("b", &vec!["b-vm-9".to_owned()])
         );
         assert!(kept[0].2.contains("may hold writes"), "{}", kept[0].2);
+    }
+
+    #[test]
+    fn a_run_that_fenced_nothing_still_undoes_its_recovery_unless_traffic_went_there() {
+        let mut steps = failed_failover();
+        steps[0].output = Some(json!({"fenced": false, "workload": "db-1"}));
+        let names: Vec<String> = compensation_steps(&steps)
+            .iter()
+            .map(|s| format!("{} {}", s.input["action"], s.input["scope"]))
+            .collect();
+        assert_eq!(names, ["\"fence\" null", "\"cleanup\" \"workloads\""]);
+        steps.push(step(
+            2,
+            json!({"action": "redirect", "site": "b", "weight": 10}),
+            None,
+        ));
+        assert!(
+            compensation_steps(&steps).is_empty(),
+            "serving the traffic it was sent: it stays"
+        );
     }
 
     #[test]

@@ -461,6 +461,44 @@ async fn failover_with_the_primary_down(store: Store) {
     assert_eq!(serving(&lab.b).len(), 3);
 }
 
+/// With the primary site gone, a failover that fails half way (a gate) has
+/// no fenced primary to give back, but what it recovered on the standby is
+/// still undone — fenced and removed, no traffic having reached it — so the
+/// operator's retry recovers every workload once, not beside a leftover.
+async fn a_failed_failover_with_the_primary_down_leaves_no_standbys(store: Store) {
+    store.put_plan(&plan("1s"), "operator").await.expect("plan");
+    let lab = lab(&store).await;
+    assert_eq!(
+        run(&store, &lab, Workflow::Replication).await,
+        Outcome::Succeeded
+    );
+    lab.a.set_down(true);
+    lab.b.set_service_status("app-1", 8080, 503);
+    assert!(matches!(
+        run(&store, &lab, Workflow::Failover).await,
+        Outcome::Failed { .. }
+    ));
+    assert!(lab.b.vms().is_empty(), "{:?}", lab.b.vms());
+    assert_eq!(
+        store.plan("shop").await.expect("plan").lifecycle.primary,
+        "lab-a"
+    );
+
+    lab.b.set_service_status("app-1", 8080, 200);
+    assert_eq!(
+        run(&store, &lab, Workflow::Failover).await,
+        Outcome::Succeeded
+    );
+    let names: Vec<String> = lab
+        .b
+        .vms()
+        .iter()
+        .map(|vm| vm["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(names.len(), 3, "each workload once: {names:?}");
+    assert_eq!(serving(&lab.b).len(), 3);
+}
+
 /// The compensation actions through the real plugin: a fence stops a VM
 /// and blocks its writes; the unfence of a failed run's compensation, under
 /// the same epoch, brings it back.
@@ -509,5 +547,6 @@ rebound_store::on_both_backends!(
     a_failing_health_gate_stops_the_failover,
     a_0_1_plugin_leaves_the_standbys_of_a_failed_failover_fenced,
     failover_with_the_primary_down,
+    a_failed_failover_with_the_primary_down_leaves_no_standbys,
     a_compensating_unfence_restores_the_fenced_workload
 );
