@@ -1,7 +1,8 @@
 //! The conformance kit (`rebound plugin test`) against the lab: the
 //! example, OpenStack, KubeVirt, oVirt and AWS plugins pass every scenario they offer,
-//! faults included, each against its platform's simulated sites; a plugin
-//! that traps fails it with exit 6.
+//! faults included, each against its platform's simulated sites; the
+//! example plugin built against the contract 0.1 passes what 0.1 can do; a
+//! plugin that traps fails it with exit 6.
 
 use std::path::Path;
 use std::process::Command;
@@ -54,11 +55,19 @@ fn setup(dir: &Path, plugin: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_plugin_passes_the_kit_faults_included() {
     for with_disks in [true, false] {
-        run_example(with_disks).await;
+        run_example(with_disks, "example").await;
     }
 }
 
-async fn run_example(with_disks: bool) {
+/// The example plugin built against the contract 0.1 passes too: what 0.1
+/// cannot do (removing a standby workload) is skipped, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_of_the_contract_0_1_passes_the_kit() {
+    run_example(true, "example-contract-0-1").await;
+}
+
+/// The kit on the example platform through `package` (a built plugin).
+async fn run_example(with_disks: bool, package: &str) {
     let dir = tempfile::tempdir().expect("tmp");
     let options = |vms, disks: &str| ExampleOptions {
         snapshot_latency: Duration::from_millis(20),
@@ -72,9 +81,11 @@ async fn run_example(with_disks: bool) {
     let b = ExampleSite::start(options(Vec::new(), "disks-b"))
         .await
         .expect("site b");
-    setup(dir.path(), "example");
+    setup(dir.path(), package);
     sites_file(dir.path(), "example", &a, &b);
     let path = dir.path().to_owned();
+    let contract_0_1 = package.ends_with("contract-0-1");
+    let package = package.to_owned();
     let (ta, tb) = (a.token.clone(), b.token.clone());
     let writes = a.guest_writes_url();
     let (code, out, err) = tokio::task::spawn_blocking(move || {
@@ -86,7 +97,7 @@ async fn run_example(with_disks: bool) {
         };
         kit(
             &path,
-            "example",
+            &package,
             &[("LAB_A_TOKEN", &ta), ("LAB_B_TOKEN", &tb)],
             skip,
         )
@@ -104,7 +115,15 @@ async fn run_example(with_disks: bool) {
     } else {
         &["replicate"]
     };
-    for scenario in tested.iter().chain(&[
+    // A plugin of the contract 0.1 cannot remove a workload.
+    let workloads: &[&str] = if contract_0_1 {
+        assert_row(&out, WORKLOADS, "contract 0.1");
+        assert_skipped(&out, WORKLOADS);
+        &[]
+    } else {
+        &[WORKLOADS]
+    };
+    let common = [
         "describe",
         "health",
         "inventory",
@@ -112,24 +131,24 @@ async fn run_example(with_disks: bool) {
         "materialize (isolated)",
         "fence",
         "unfence",
-        "cleanup (workloads)",
         "cleanup",
         "fault: 429 with Retry-After",
         "fault: 503",
         "fault: hang",
-    ]) {
-        let row = out
-            .lines()
-            .find(|l| l.contains(scenario))
-            .unwrap_or_else(|| panic!("no row for {scenario}:\n{out}"));
-        assert!(row.contains("pass"), "{scenario}: {row}\n{out}");
-    }
+    ];
+    let all: Vec<&str> = tested
+        .iter()
+        .chain(workloads)
+        .chain(&common)
+        .copied()
+        .collect();
+    assert_passed(&out, &all);
     if with_disks {
         assert_row(&out, COVERED.0, COVERED.1);
         assert_row(&out, POINT_IN_TIME.0, POINT_IN_TIME.1);
     }
     // Without disks, the imports have no export to copy from.
-    let skipped = if with_disks { 1 } else { 4 };
+    let skipped = if with_disks { 1 } else { 4 } + usize::from(contract_0_1);
     assert!(
         out.contains(&format!(" 0 failed, {skipped} skipped")),
         "{out}"
@@ -165,22 +184,31 @@ async fn a_plugin_that_traps_fails_the_kit() {
 /// The rows of the kit's table that must say `pass`.
 fn assert_passed(out: &str, scenarios: &[&str]) {
     for scenario in scenarios {
-        let row = out
-            .lines()
-            .find(|l| l.contains(scenario))
-            .unwrap_or_else(|| panic!("no row for {scenario}:\n{out}"));
+        let row = row(out, scenario);
         assert!(row.contains("pass"), "{scenario}: {row}\n{out}");
     }
 }
 
-/// The row of `scenario` (a word of the table's first column) says `what`.
+/// The table's row whose first column is `scenario` (columns are apart by
+/// two spaces or more; a scenario's name has single spaces only).
+fn row<'a>(out: &'a str, scenario: &str) -> &'a str {
+    out.lines()
+        .find(|l| {
+            l.trim_start_matches('│')
+                .trim_start()
+                .strip_prefix(scenario)
+                .is_some_and(|rest| rest.starts_with("  "))
+        })
+        .unwrap_or_else(|| panic!("no row for {scenario}:\n{out}"))
+}
+
+/// The row of `scenario` says `what`.
 fn assert_row(out: &str, scenario: &str, what: &str) {
-    let row = out
-        .lines()
-        .find(|l| l.contains(&format!(" {scenario} ")))
-        .unwrap_or_else(|| panic!("no {scenario} row:\n{out}"));
+    let row = row(out, scenario);
     assert!(row.contains(what), "{row}\n{out}");
 }
+
+const WORKLOADS: &str = "cleanup (workloads)";
 
 /// The kit's guest writes: changed-blocks covered them, and the export
 /// of the point held the one made just before it, not the one after.
@@ -194,10 +222,7 @@ const REPLICA_HOLDS_IT: (&str, &str) = (
 
 /// The row of `scenario` says `skip`.
 fn assert_skipped(out: &str, scenario: &str) {
-    let row = out
-        .lines()
-        .find(|l| l.contains(scenario))
-        .unwrap_or_else(|| panic!("no row for {scenario}:\n{out}"));
+    let row = row(out, scenario);
     assert!(row.contains("skip"), "{row}");
 }
 
