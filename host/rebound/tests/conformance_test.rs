@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use rebound_lab::{ExampleOptions, ExampleSite};
 
+#[path = "support/kit.rs"]
+mod kit_table;
+use kit_table::{assert_passed, row};
+
 fn kit(dir: &Path, package: &str, env: &[(&str, &str)], extra: &[&str]) -> (i32, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rebound"));
     command
@@ -181,27 +185,6 @@ async fn a_plugin_that_traps_fails_the_kit() {
     assert!(out.contains("FAIL"), "{out}");
 }
 
-/// The rows of the kit's table that must say `pass`.
-fn assert_passed(out: &str, scenarios: &[&str]) {
-    for scenario in scenarios {
-        let row = row(out, scenario);
-        assert!(row.contains("pass"), "{scenario}: {row}\n{out}");
-    }
-}
-
-/// The table's row whose first column is `scenario` (columns are apart by
-/// two spaces or more; a scenario's name has single spaces only).
-fn row<'a>(out: &'a str, scenario: &str) -> &'a str {
-    out.lines()
-        .find(|l| {
-            l.trim_start_matches('│')
-                .trim_start()
-                .strip_prefix(scenario)
-                .is_some_and(|rest| rest.starts_with("  "))
-        })
-        .unwrap_or_else(|| panic!("no row for {scenario}:\n{out}"))
-}
-
 /// The row of `scenario` says `what`.
 fn assert_row(out: &str, scenario: &str, what: &str) {
     let row = row(out, scenario);
@@ -361,11 +344,7 @@ async fn the_kubevirt_plugin_passes_the_kit_faults_included() {
     // recovery point to lab-b; no changed-block listing is offered. The
     // mirror is exported only once promoted, so the kit notes that it did
     // not read the replica.
-    let replicate = out
-        .lines()
-        .find(|l| l.contains(" replicate "))
-        .unwrap_or_default();
-    assert!(replicate.contains("its data not checked"), "{replicate}");
+    assert_row(&out, "replicate", "its data not checked");
     assert_passed(&out, &all_but(&["changed-blocks"]));
     assert_skipped(&out, "changed-blocks");
     assert_row(&out, POINT_IN_TIME.0, POINT_IN_TIME.1);

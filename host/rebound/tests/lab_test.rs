@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+#[path = "support/kit.rs"]
+mod kit_table;
+
 use serde_json::Value;
 
 fn rebound(dir: &Path, args: &[&str]) -> Output {
@@ -369,10 +372,7 @@ async fn lab_up_serves_every_site_and_down_stops_them() {
         "export-disk",
         "cleanup",
     ] {
-        let row = table
-            .lines()
-            .find(|l| l.contains(&format!(" {scenario} ")))
-            .unwrap_or_else(|| panic!("no row {scenario}: {table}"));
+        let row = kit_table::row(&table, scenario);
         assert!(row.contains("pass"), "{row}");
     }
 

@@ -12,6 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "support/kit.rs"]
+mod kit_table;
+
 fn rebound(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rebound"))
         .args(args)
@@ -116,10 +119,7 @@ fn a_new_plugin_builds_and_passes_the_kit_on_the_lab() {
         "materialize (isolated)",
         "fault: hang",
     ] {
-        let row = stdout
-            .lines()
-            .find(|l| l.contains(&format!(" {scenario} ")))
-            .unwrap_or_else(|| panic!("no row {scenario}: {stdout}"));
+        let row = kit_table::row(&stdout, scenario);
         assert!(row.contains("pass"), "{row}");
     }
     assert!(stdout.contains("stopped the lab"), "{stdout}");
