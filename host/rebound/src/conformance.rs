@@ -6,7 +6,8 @@
 //! repeated under the same idempotency key) → changed-blocks (against a
 //! second point) → replicate → export-disk (its
 //! data read back) → import-disk (the export copied into it by the data
-//! mover, then a resync onto that volume) → materialize (isolated, as a
+//! mover, then a resync onto that volume; then one abandoned, discarded
+//! without being moved on) → materialize (isolated, as a
 //! drill) → fence → unfence → cleanup of workloads (a standby it
 //! materialized removed, a workload it did not make refused: `standbys`)
 //! → cleanup of the drill sandbox — each scenario the plugin's capabilities do not offer is
@@ -429,6 +430,7 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
             "export-disk",
             disks::IMPORT,
             disks::IMPORT_ONTO,
+            disks::DISCARD,
             "materialize (isolated)",
             "fence",
             "unfence",
@@ -484,6 +486,7 @@ async fn scenarios(kit: &mut Kit, args: &TestArgs) {
             "export-disk",
             disks::IMPORT,
             disks::IMPORT_ONTO,
+            disks::DISCARD,
             "materialize (isolated)",
             "fence",
             "unfence",

@@ -119,11 +119,16 @@ async fn run_example(with_disks: bool, package: &str) {
     } else {
         &["replicate"]
     };
-    // A plugin of the contract 0.1 cannot remove a workload.
-    let workloads: &[&str] = if contract_0_1 {
-        assert_row(&out, WORKLOADS, "contract 0.1");
-        assert_skipped(&out, WORKLOADS);
+    // A plugin of the contract 0.1 cannot remove a workload, nor discard
+    // an import.
+    let added_in_0_2: &[&str] = if contract_0_1 {
+        for scenario in [WORKLOADS, DISCARD] {
+            assert_row(&out, scenario, "contract 0.1");
+            assert_skipped(&out, scenario);
+        }
         &[]
+    } else if with_disks {
+        &[WORKLOADS, DISCARD]
     } else {
         &[WORKLOADS]
     };
@@ -142,7 +147,7 @@ async fn run_example(with_disks: bool, package: &str) {
     ];
     let all: Vec<&str> = tested
         .iter()
-        .chain(workloads)
+        .chain(added_in_0_2)
         .chain(&common)
         .copied()
         .collect();
@@ -152,7 +157,7 @@ async fn run_example(with_disks: bool, package: &str) {
         assert_row(&out, POINT_IN_TIME.0, POINT_IN_TIME.1);
     }
     // Without disks, the imports have no export to copy from.
-    let skipped = if with_disks { 1 } else { 4 } + usize::from(contract_0_1);
+    let skipped = if with_disks { 1 } else { 5 } + 2 * usize::from(contract_0_1);
     assert!(
         out.contains(&format!(" 0 failed, {skipped} skipped")),
         "{out}"
@@ -192,6 +197,7 @@ fn assert_row(out: &str, scenario: &str, what: &str) {
 }
 
 const WORKLOADS: &str = "cleanup (workloads)";
+const DISCARD: &str = "cleanup (discarded import)";
 
 /// The kit's guest writes: changed-blocks covered them, and the export
 /// of the point held the one made just before it, not the one after.
@@ -228,6 +234,7 @@ const EVERY_SCENARIO: &[&str] = &[
     "export-disk",
     "import-disk",
     "import-disk onto a volume",
+    "cleanup (discarded import)",
     "materialize (isolated)",
     "fence",
     "unfence",
