@@ -17,6 +17,11 @@
 //! exports, imports and copies too, and at the end every disk must hold
 //! exactly the data it started with.
 //!
+//! A failover that fails at a health gate is killed anywhere too, its
+//! compensation included (fence the standbys, unfence the primary, remove
+//! the standbys): it still ends failed with the plan protected, the
+//! primary serving and nothing left on the standby.
+//!
 //! The same harness shows a real host's policy engine scheduling the
 //! replication a protected plan needs to meet its RPO.
 
@@ -76,12 +81,28 @@ impl Lab {
 
     /// [`Lab::new`] with sites adding `api_latency` to every request.
     async fn with_latency(store_url: String, data_mover: bool, api_latency: Duration) -> Self {
+        Self::build(store_url, data_mover, api_latency, false).await
+    }
+
+    /// [`Lab::new`] whose plan gates app-1 on its HTTP health check (1 s),
+    /// the VMs' guests answering on loopback addresses.
+    async fn gated(store_url: String) -> Self {
+        Self::build(store_url, false, Duration::ZERO, true).await
+    }
+
+    async fn build(
+        store_url: String,
+        data_mover: bool,
+        api_latency: Duration,
+        gated: bool,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tmp");
         let options = |vms, name: &str| ExampleOptions {
             snapshot_latency: Duration::from_millis(30),
             api_latency,
             vms,
             disk_dir: data_mover.then(|| dir.path().join(name)),
+            guests: gated,
             ..ExampleOptions::default()
         };
         let mut vms = rebound_lab::example::default_vms();
@@ -115,11 +136,17 @@ impl Lab {
         )
         .expect("sites");
         let store = Store::connect(&store_url).await.expect("store");
-        let plan = if data_mover {
+        let mut plan = if data_mover {
             PLAN.replace("mode: native", "mode: data_mover")
         } else {
             PLAN.to_owned()
         };
+        if gated {
+            plan = plan.replace(
+                "    depends_on: [vm-3]\n",
+                "    depends_on: [vm-3]\n    health_gate: { check: http, port: 8080, path: /healthz, expect_status: 200, timeout: 1s }\n",
+            );
+        }
         store
             .put_plan(&PlanDocument::from_yaml(&plan).expect("plan"), "operator")
             .await
@@ -245,6 +272,19 @@ async fn killed_run(
     workflow: Workflow,
     hosts_alive: usize,
 ) {
+    killed_run_ending(lab, rng, trial, workflow, hosts_alive, RunStatus::Succeeded).await;
+}
+
+/// [`killed_run`] of a run that must end `ends` (a failed one is
+/// compensated: the plan stays where it was, protected).
+async fn killed_run_ending(
+    lab: &mut Lab,
+    rng: &mut StdRng,
+    trial: usize,
+    workflow: Workflow,
+    hosts_alive: usize,
+    ends: RunStatus,
+) {
     let run = rebound_engine::trigger(&lab.store, "shop", workflow, None, "operator")
         .await
         .unwrap_or_else(|e| panic!("trial {trial}: start {workflow}: {e}"));
@@ -305,7 +345,7 @@ async fn killed_run(
     loop {
         let record = lab.store.run(&run.id).await.expect("run");
         match record.status {
-            RunStatus::Succeeded => break,
+            status if status == ends => break,
             RunStatus::Pending | RunStatus::Running => {}
             other => panic!(
                 "trial {trial}: {workflow} ended {other:?}: {:#?}\n{}",
@@ -347,7 +387,12 @@ async fn killed_run(
         );
     }
     let state = lab.store.plan("shop").await.expect("plan").lifecycle.state;
-    assert_eq!(state, expected(workflow), "trial {trial}: after {workflow}");
+    let expected = if ends == RunStatus::Succeeded {
+        expected(workflow)
+    } else {
+        PlanState::Protected
+    };
+    assert_eq!(state, expected, "trial {trial}: after {workflow}");
 }
 
 /// No mutating request reached a site twice under one key.
@@ -439,6 +484,46 @@ async fn killing_the_lease_holder_of_two_hosts_on_postgres() {
         return;
     };
     round_trips(url, 2, trials() / 3, true).await;
+}
+
+/// A failover that fails (app-1 answers 503 at its health gate on the
+/// standby) is compensated — the standbys fenced, the primary unfenced,
+/// the standbys removed — and the host is killed anywhere in it,
+/// compensation included. Every time the run still ends failed with the
+/// plan protected, the primary serving, nothing left on the standby, and
+/// no mutating request repeated under one key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_anywhere_in_a_compensated_failover() {
+    let seed = seed();
+    eprintln!("crash test seed {seed} (replay with REBOUND_CRASH_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = format!("sqlite://{}", dir.path().join("rebound.db").display());
+    let mut lab = Lab::gated(url).await;
+    lab.start_host();
+    killed_run(&mut lab, &mut rng, 0, Workflow::Replication, 1).await;
+    lab.b.set_service_status("app-1", 8080, 503);
+    for trial in 1..=(trials() / 3).max(1) {
+        killed_run_ending(
+            &mut lab,
+            &mut rng,
+            trial,
+            Workflow::Failover,
+            1,
+            RunStatus::Failed,
+        )
+        .await;
+        let left = lab.b.vms();
+        assert!(left.is_empty(), "trial {trial}: left on lab-b: {left:#?}");
+        let primary = lab.a.vms();
+        assert!(
+            primary
+                .iter()
+                .all(|vm| vm["power"] == "running" && vm["fenced"] == false),
+            "trial {trial}: the primary serves again: {primary:#?}"
+        );
+    }
+    assert_no_repeats(&lab);
 }
 
 /// Wait for `run` to succeed (within a minute and a half).
