@@ -224,14 +224,7 @@ impl Workspace {
     fn build_plugins(&self) -> Result<()> {
         self.ensure_wasm_target()?;
         let crates = self.plugin_crates()?;
-        let mut args = vec![
-            "build",
-            "--profile",
-            "plugin",
-            "--target",
-            "wasm32-wasip2",
-            "--lib",
-        ];
+        let mut args = PLUGIN_BUILD.to_vec();
         for (_, name) in &crates {
             args.extend(["--package", name.as_str()]);
         }
@@ -266,18 +259,14 @@ impl Workspace {
     /// contract still loads and runs. Built on its own, after the others:
     /// Cargo unifies features within one build.
     fn build_contract_0_1_example(&self, built: &Path) -> Result<()> {
-        self.cargo(&[
-            "build",
-            "--profile",
-            "plugin",
-            "--target",
-            "wasm32-wasip2",
-            "--lib",
+        let mut args = PLUGIN_BUILD.to_vec();
+        args.extend([
             "--package",
             "rebound-plugin-example",
             "--features",
             "contract-0-1",
-        ])?;
+        ]);
+        self.cargo(&args)?;
         let out = self.plugin_dir().join(CONTRACT_0_1_EXAMPLE);
         std::fs::create_dir_all(&out)?;
         std::fs::copy(
@@ -293,6 +282,16 @@ impl Workspace {
         Ok(())
     }
 }
+
+/// How plugins are built: the `plugin` profile, for `wasm32-wasip2`.
+const PLUGIN_BUILD: &[&str] = &[
+    "build",
+    "--profile",
+    "plugin",
+    "--target",
+    "wasm32-wasip2",
+    "--lib",
+];
 
 /// Where in the plugin folder the example plugin built against the
 /// contract 0.1 goes.

@@ -17,16 +17,54 @@
 #[path = "support/aws.rs"]
 mod aws;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws::texts;
 use rebound_lab::{AwsOptions, AwsSite, Faults};
 use rebound_runtime::bindings::ProviderError;
-use rebound_runtime::{CallContext, Inventory};
+use rebound_runtime::{CallContext, Inventory, Plugin, Runtime};
 
 fn context(endpoint: &str, region: &str, key: &str, secret: &str) -> CallContext {
     let grant = aws::grant_with("aws", endpoint, region, key, secret);
     CallContext::new(vec![grant], Duration::from_secs(30))
+}
+
+/// A site in front of moto (`seeded`: with the lab's instances), the AWS
+/// plugin loaded, and a call context granting its first region; `None`
+/// when moto is not installed.
+struct Setup {
+    site: AwsSite,
+    runtime: Runtime,
+    plugin: Arc<Plugin>,
+    region: String,
+    ctx: CallContext,
+}
+
+async fn setup(seeded: bool) -> Option<Setup> {
+    let site = AwsSite::start_or_skip(AwsOptions {
+        gib: 1 << 20,
+        seed: seeded,
+        ..AwsOptions::default()
+    })
+    .await?;
+    let runtime = rebound_runtime::testing::runtime();
+    let plugin = rebound_runtime::testing::load(&runtime, "aws").await;
+    let options = site.options();
+    let region = site.regions()[0].clone();
+    let ctx = context(
+        &site.endpoint(),
+        &region,
+        &options.access_key_id,
+        &options.secret_access_key,
+    );
+    Some(Setup {
+        site,
+        runtime,
+        plugin,
+        region,
+        ctx,
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,39 +311,17 @@ async fn pruning_an_imported_point_deletes_its_volumes() {
     use rebound_runtime::bindings::exports::{CleanupRequest, CleanupScope};
     use rebound_runtime::bindings::{OperationState, Outcome};
 
-    let Some(site) = AwsSite::start_or_skip(AwsOptions {
-        gib: 1 << 20,
-        seed: false,
-        ..AwsOptions::default()
-    })
-    .await
+    let Some(Setup {
+        site,
+        runtime,
+        plugin,
+        region,
+        ctx,
+    }) = setup(false).await
     else {
         return;
     };
-    let runtime = rebound_runtime::testing::runtime();
-    let plugin = rebound_runtime::testing::load(&runtime, "aws").await;
-    let options = site.options();
-    let region = site.regions()[0].clone();
-    let ctx = context(
-        &site.endpoint(),
-        &region,
-        &options.access_key_id,
-        &options.secret_access_key,
-    );
-    let zone = format!("{region}a");
-    let made = site
-        .query(
-            &region,
-            "ec2",
-            &[
-                ("Action", "CreateVolume"),
-                ("AvailabilityZone", zone.as_str()),
-                ("Size", "1"),
-            ],
-        )
-        .await
-        .expect("CreateVolume");
-    let volume = texts(&made, "volumeId")[0].to_owned();
+    let volume = volume(&site, &region).await;
     for attempt in ["prune", "prune again"] {
         let op = runtime
             .call(
@@ -491,24 +507,16 @@ async fn cleanup_removes_only_the_standbys_it_materialized_and_keeps_their_sourc
     };
     use rebound_runtime::bindings::{Consistency, Outcome};
 
-    let Some(site) = AwsSite::start_or_skip(AwsOptions {
-        gib: 1 << 20,
-        ..AwsOptions::default()
-    })
-    .await
+    let Some(Setup {
+        site,
+        runtime,
+        plugin,
+        region,
+        ctx,
+    }) = setup(true).await
     else {
         return;
     };
-    let runtime = rebound_runtime::testing::runtime();
-    let plugin = rebound_runtime::testing::load(&runtime, "aws").await;
-    let options = site.options();
-    let region = site.regions()[0].clone();
-    let ctx = context(
-        &site.endpoint(),
-        &region,
-        &options.access_key_id,
-        &options.secret_access_key,
-    );
     let found = runtime
         .call(&plugin, &ctx, Inventory::all("aws"))
         .await
@@ -720,25 +728,16 @@ async fn discarding_an_import_launches_nothing_and_deletes_what_it_wrote() {
     use rebound_runtime::bindings::exports::{CleanupRequest, CleanupScope, ImportRequest};
     use rebound_runtime::bindings::{DiskFormat, Outcome};
 
-    let Some(site) = AwsSite::start_or_skip(AwsOptions {
-        gib: 1 << 20,
-        seed: false,
-        ..AwsOptions::default()
-    })
-    .await
+    let Some(Setup {
+        site,
+        runtime,
+        plugin,
+        region,
+        ctx,
+    }) = setup(false).await
     else {
         return;
     };
-    let runtime = rebound_runtime::testing::runtime();
-    let plugin = rebound_runtime::testing::load(&runtime, "aws").await;
-    let options = site.options();
-    let region = site.regions()[0].clone();
-    let ctx = context(
-        &site.endpoint(),
-        &region,
-        &options.access_key_id,
-        &options.secret_access_key,
-    );
     let import = |key: &str, base: Option<String>| ImportRequest {
         key: key.into(),
         site: "aws".into(),

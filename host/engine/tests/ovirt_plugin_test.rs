@@ -8,12 +8,14 @@
 //! runtime, the lab). Build the plugins first: `cargo xtask build-plugins`,
 //! then `cargo test -p rebound-engine --test ovirt_plugin_test`.
 
+#[path = "support/ovirt.rs"]
+mod ovirt;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rebound_lab::ovirt::Latencies;
-use rebound_lab::{OVirtOptions, OVirtSite};
+use rebound_lab::OVirtSite;
 use rebound_runtime::bindings::exports::{
     CleanupRequest, CleanupScope, DiskSource, ExportRequest, ImportRequest, MaterializeRequest,
     SnapshotRequest,
@@ -22,9 +24,7 @@ use rebound_runtime::bindings::{
     Consistency, DiskFormat, Operation, OperationState, Outcome, ProviderError, RecoveryPoint,
     Workload,
 };
-use rebound_runtime::{
-    CallContext, CallError, Export, Inventory, Plugin, Runtime, SiteGrant, Status,
-};
+use rebound_runtime::{CallContext, CallError, Export, Inventory, Plugin, Runtime, Status};
 
 const SITE: &str = "ovirt-a";
 const MIB: u64 = 1 << 20;
@@ -37,34 +37,14 @@ struct Lab {
 
 impl Lab {
     async fn start() -> Self {
-        let ms = Duration::from_millis;
-        let site = OVirtSite::start(OVirtOptions {
-            gib: 8 * MIB,
-            latency: Latencies {
-                vm_power: ms(40),
-                snapshot: ms(30),
-                backup: ms(30),
-                transfer: ms(30),
-                clone_disks: ms(30),
-            },
-            ..OVirtOptions::default()
-        })
-        .await
-        .expect("oVirt simulator");
+        let site = ovirt::site(8 * MIB).await;
         let rt = rebound_runtime::testing::runtime();
         let plugin = rebound_runtime::testing::load(&rt, "ovirt").await;
         Self { site, rt, plugin }
     }
 
     fn ctx(&self) -> CallContext {
-        let options = self.site.options();
-        let grant = SiteGrant::new(SITE)
-            .config("endpoint", &self.site.endpoint())
-            .config("user", &options.user)
-            .secret("password", &options.password)
-            .grant(&self.site.endpoint())
-            .expect("grant")
-            .ca(self.site.ca_pem());
+        let grant = ovirt::grant(&self.site, SITE);
         CallContext::new(vec![grant], Duration::from_secs(60))
     }
 

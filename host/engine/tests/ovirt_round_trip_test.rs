@@ -16,18 +16,17 @@
 
 #[path = "support/cross.rs"]
 mod cross;
+#[path = "support/ovirt.rs"]
+mod ovirt;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use cross::{MIB, NS, kubevirt_grant, moved, same, serving_kubevirt, vm_disks};
 use rebound_domain::{PlanDocument, PlanState, Workflow};
 use rebound_engine::{Outcome, PluginSteps, WORKLOAD_LABEL};
-use rebound_lab::ovirt::Latencies;
-use rebound_lab::{Faults, KubeVirtSite, OVirtOptions, OVirtSite};
-use rebound_runtime::SiteGrant;
+use rebound_lab::{Faults, KubeVirtSite, OVirtSite};
 use rebound_store::{StepStatus, Store};
 use serde_json::Value;
 
@@ -41,37 +40,13 @@ struct Lab {
     names: HashMap<String, String>,
 }
 
-fn ovirt_grant(site: &OVirtSite) -> SiteGrant {
-    let options = site.options();
-    SiteGrant::new("ovirt")
-        .config("endpoint", &site.endpoint())
-        .config("user", &options.user)
-        .secret("password", &options.password)
-        .grant(&site.endpoint())
-        .expect("grant")
-        .ca(site.ca_pem())
-}
-
 async fn lab(store: &Store) -> Lab {
-    let ms = Duration::from_millis;
-    let ovirt = OVirtSite::start(OVirtOptions {
-        gib: 64 * MIB,
-        latency: Latencies {
-            vm_power: ms(40),
-            snapshot: ms(30),
-            backup: ms(30),
-            transfer: ms(30),
-            clone_disks: ms(30),
-        },
-        ..OVirtOptions::default()
-    })
-    .await
-    .expect("oVirt simulator");
+    let ovirt = ovirt::site(64 * MIB).await;
     let kubevirt = cross::kubevirt_site().await;
     let steps = cross::bind(
         store,
         vec![
-            ("ovirt", "ovirt", ovirt_grant(&ovirt)),
+            ("ovirt", "ovirt", ovirt::grant(&ovirt, "ovirt")),
             ("kubevirt", "kubevirt", kubevirt_grant(&kubevirt)),
         ],
     )

@@ -9,21 +9,30 @@ use wasmtime::component::InstancePre;
 
 use crate::host::HostState;
 
+/// The host's bindgen of one contract folder; `$from => $to` remaps more
+/// interfaces onto existing bindings.
+macro_rules! bind {
+    ($path:literal $(, $from:literal => $to:path)*) => {
+        wasmtime::component::bindgen!({
+            path: $path,
+            world: "plugin",
+            imports: { default: trappable },
+            exports: { default: async },
+            require_store_data_send: true,
+            with: {
+                "wasi:io": wasmtime_wasi::p2::bindings::io,
+                "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+                "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+                "rebound:provider/secrets.secret": crate::host::SecretHandle,
+                $($from: $to,)*
+            },
+        });
+    };
+}
+
 /// Bindings for `wit/v0.2.0`, the contract the host speaks.
 pub mod v0_2_0 {
-    wasmtime::component::bindgen!({
-        path: "../../wit/v0.2.0",
-        world: "plugin",
-        imports: { default: trappable },
-        exports: { default: async },
-        require_store_data_send: true,
-        with: {
-            "wasi:io": wasmtime_wasi::p2::bindings::io,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-            "rebound:provider/secrets.secret": crate::host::SecretHandle,
-        },
-    });
+    bind!("../../wit/v0.2.0");
 }
 
 /// Bindings for `wit/v0.1.0`. Its `types` interface is the same as 0.2.0's,
@@ -31,20 +40,7 @@ pub mod v0_2_0 {
 /// by their shape, not their package); only the provider interface's own
 /// records differ, and [`crate::v0_1`] converts those.
 pub mod v0_1_0 {
-    wasmtime::component::bindgen!({
-        path: "../../wit/v0.1.0",
-        world: "plugin",
-        imports: { default: trappable },
-        exports: { default: async },
-        require_store_data_send: true,
-        with: {
-            "wasi:io": wasmtime_wasi::p2::bindings::io,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-            "rebound:provider/types": super::v0_2_0::rebound::provider::types,
-            "rebound:provider/secrets.secret": crate::host::SecretHandle,
-        },
-    });
+    bind!("../../wit/v0.1.0", "rebound:provider/types" => super::v0_2_0::rebound::provider::types);
 }
 
 pub use v0_2_0::exports::rebound::provider::provider as exports;

@@ -603,17 +603,7 @@ fn workloads(
         .map(|m| m.text("ebs/volumeId").to_owned())
         .filter(|v| !v.is_empty())
         .collect();
-    let terminate: Vec<String> = live
-        .iter()
-        .map(|i| i.text("instanceId").to_owned())
-        .collect();
-    if !terminate.is_empty() {
-        aws.ec2(
-            &Params::action("TerminateInstances")
-                .list("InstanceId", &terminate)
-                .0,
-        )?;
-    }
+    terminate(aws, &live)?;
     for id in ids {
         if !removed.contains(id) {
             removed.push(id.clone());
@@ -623,21 +613,7 @@ fn workloads(
         delete_volume(aws, &volume, removed, pending)?;
     }
     for key in keys {
-        let images = aws.ec2(
-            &Params::action("DescribeImages")
-                .set("Owner.1", "self")
-                .filter(&format!("tag:{KEY_TAG}"), &key)
-                .0,
-        )?;
-        for image in images.items("imagesSet") {
-            delete(
-                aws,
-                "DeregisterImage",
-                "ImageId",
-                image.text("imageId"),
-                removed,
-            )?;
-        }
+        deregister_images(aws, &format!("tag:{KEY_TAG}"), &key, removed)?;
         for snap in staged(aws, &key)? {
             delete(
                 aws,
@@ -701,38 +677,13 @@ fn drill(
                 .map(|m| m.text("ebs/volumeId").to_owned())
         })
         .collect();
-    let ids: Vec<String> = instances
-        .iter()
-        .map(|i| i.text("instanceId").to_owned())
-        .collect();
-    if !ids.is_empty() {
-        aws.ec2(
-            &Params::action("TerminateInstances")
-                .list("InstanceId", &ids)
-                .0,
-        )?;
-        removed.extend(ids);
-    }
+    removed.extend(terminate(aws, &instances)?);
     for v in volumes {
         // Those deleted on termination go with their instance (gone, or
         // pending until it has shut down); the others are deleted.
         delete_volume(aws, &v, removed, pending)?;
     }
-    let images = aws.ec2(
-        &Params::action("DescribeImages")
-            .set("Owner.1", "self")
-            .filter(&label, sandbox)
-            .0,
-    )?;
-    for image in images.items("imagesSet") {
-        delete(
-            aws,
-            "DeregisterImage",
-            "ImageId",
-            image.text("imageId"),
-            removed,
-        )?;
-    }
+    deregister_images(aws, &label, sandbox, removed)?;
     // The snapshots a sandbox was launched from, when it was launched from
     // imported volumes.
     let staged = aws.ec2(
@@ -783,6 +734,47 @@ pub fn cleanup_status(op: &Operation) -> Result<OperationState, ProviderError> {
     Ok(OperationState::Succeeded(Outcome::Cleaned(CleanupReport {
         removed,
     })))
+}
+
+/// Deregister this account's images whose `filter` is `value`.
+fn deregister_images(
+    aws: &Aws,
+    filter: &str,
+    value: &str,
+    removed: &mut Vec<String>,
+) -> Result<(), ProviderError> {
+    let images = aws.ec2(
+        &Params::action("DescribeImages")
+            .set("Owner.1", "self")
+            .filter(filter, value)
+            .0,
+    )?;
+    for image in images.items("imagesSet") {
+        delete(
+            aws,
+            "DeregisterImage",
+            "ImageId",
+            image.text("imageId"),
+            removed,
+        )?;
+    }
+    Ok(())
+}
+
+/// Terminate `instances` in one request (none: no request); their ids.
+pub(crate) fn terminate(aws: &Aws, instances: &[Node]) -> Result<Vec<String>, ProviderError> {
+    let ids: Vec<String> = instances
+        .iter()
+        .map(|i| i.text("instanceId").to_owned())
+        .collect();
+    if !ids.is_empty() {
+        aws.ec2(
+            &Params::action("TerminateInstances")
+                .list("InstanceId", &ids)
+                .0,
+        )?;
+    }
+    Ok(ids)
 }
 
 #[cfg(test)]

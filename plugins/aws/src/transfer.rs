@@ -243,25 +243,9 @@ pub fn release(aws: &Aws, ids: &[String], removed: &mut Vec<String>) -> Result<(
     for id in ids {
         let transfer = Transfer::parse(id)?;
         if let Some(appliance) = appliance(aws, &transfer.key)? {
-            let instance = appliance.text("instanceId").to_owned();
-            aws.ec2(
-                &Params::action("TerminateInstances")
-                    .set("InstanceId.1", instance.clone())
-                    .0,
-            )?;
-            removed.push(instance);
+            removed.extend(crate::launch::terminate(aws, &[appliance])?);
         }
-        for snap in staging(aws, &transfer.key, "transfer")? {
-            let snap = snap.text("snapshotId").to_owned();
-            match aws.ec2(
-                &Params::action("DeleteSnapshot")
-                    .set("SnapshotId", snap.clone())
-                    .0,
-            ) {
-                Ok(_) | Err(ProviderError::NotFound(_)) => removed.push(snap),
-                Err(e) => return Err(e),
-            }
-        }
+        delete_staging(aws, &transfer.key, removed)?;
     }
     Ok(())
 }
@@ -303,29 +287,13 @@ pub fn discard(
                     .filter(|m| m.text("deviceName") == DEVICE)
                     .map(|m| m.text("ebs/volumeId").to_owned()),
             );
-            let instance = appliance.text("instanceId").to_owned();
-            aws.ec2(
-                &Params::action("TerminateInstances")
-                    .set("InstanceId.1", instance.clone())
-                    .0,
-            )?;
-            removed.push(instance);
+            removed.extend(crate::launch::terminate(aws, &[appliance])?);
         }
         volumes.extend(written(aws, &transfer.key)?);
         volumes.sort();
         volumes.dedup();
         volumes.retain(|v| !v.is_empty() && Some(v) != transfer.base.as_ref());
-        for snap in staging(aws, &transfer.key, "transfer")? {
-            let snap = snap.text("snapshotId").to_owned();
-            match aws.ec2(
-                &Params::action("DeleteSnapshot")
-                    .set("SnapshotId", snap.clone())
-                    .0,
-            ) {
-                Ok(_) | Err(ProviderError::NotFound(_)) => removed.push(snap),
-                Err(e) => return Err(e),
-            }
-        }
+        delete_staging(aws, &transfer.key, removed)?;
         for volume in volumes {
             crate::launch::delete_volume(aws, &volume, removed, pending)?;
         }
@@ -536,6 +504,23 @@ fn gib_of(snapshot: &Node) -> u64 {
 /// A short, stable name for a key (client tokens allow 64 characters).
 pub fn short(key: &str) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..12])
+}
+
+/// Delete the staging snapshots of the transfer under `key` (gone already
+/// counts as deleted).
+fn delete_staging(aws: &Aws, key: &str, removed: &mut Vec<String>) -> Result<(), ProviderError> {
+    for snap in staging(aws, key, "transfer")? {
+        let snap = snap.text("snapshotId").to_owned();
+        match aws.ec2(
+            &Params::action("DeleteSnapshot")
+                .set("SnapshotId", snap.clone())
+                .0,
+        ) {
+            Ok(_) | Err(ProviderError::NotFound(_)) => removed.push(snap),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -39,6 +39,28 @@
 //! ```
 #![deny(rust_2018_idioms)]
 
+/// The SDK's bindgen of one contract folder.
+macro_rules! bind {
+    ($path:literal) => {
+        wit_bindgen::generate!({
+            path: $path,
+            world: "plugin",
+            with: {
+                "wasi:http/types@0.2.12": wasip2::http::types,
+                "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
+                "wasi:io/error@0.2.12": wasip2::io::error,
+                "wasi:io/poll@0.2.12": wasip2::io::poll,
+                "wasi:io/streams@0.2.12": wasip2::io::streams,
+                "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
+                "wasi:clocks/wall-clock@0.2.12": wasip2::clocks::wall_clock,
+            },
+            pub_export_macro: true,
+            default_bindings_module: "rebound_plugin_sdk::bindings",
+            export_macro_name: "export",
+        });
+    };
+}
+
 /// The contract's bindings: `rebound:provider@0.2.0`, or 0.1.0 with the
 /// `contract-0-1` feature (for a plugin that must still load on hosts of
 /// releases before 0.2; it cannot take the cleanup scopes 0.2 added). Build
@@ -46,43 +68,13 @@
 #[doc(hidden)]
 #[cfg(not(feature = "contract-0-1"))]
 pub mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit/v0.2.0",
-        world: "plugin",
-        with: {
-            "wasi:http/types@0.2.12": wasip2::http::types,
-            "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
-            "wasi:io/error@0.2.12": wasip2::io::error,
-            "wasi:io/poll@0.2.12": wasip2::io::poll,
-            "wasi:io/streams@0.2.12": wasip2::io::streams,
-            "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
-            "wasi:clocks/wall-clock@0.2.12": wasip2::clocks::wall_clock,
-        },
-        pub_export_macro: true,
-        default_bindings_module: "rebound_plugin_sdk::bindings",
-        export_macro_name: "export",
-    });
+    bind!("../../wit/v0.2.0");
 }
 
 #[doc(hidden)]
 #[cfg(feature = "contract-0-1")]
 pub mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit/v0.1.0",
-        world: "plugin",
-        with: {
-            "wasi:http/types@0.2.12": wasip2::http::types,
-            "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
-            "wasi:io/error@0.2.12": wasip2::io::error,
-            "wasi:io/poll@0.2.12": wasip2::io::poll,
-            "wasi:io/streams@0.2.12": wasip2::io::streams,
-            "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
-            "wasi:clocks/wall-clock@0.2.12": wasip2::clocks::wall_clock,
-        },
-        pub_export_macro: true,
-        default_bindings_module: "rebound_plugin_sdk::bindings",
-        export_macro_name: "export",
-    });
+    bind!("../../wit/v0.1.0");
 }
 
 pub mod appliance;

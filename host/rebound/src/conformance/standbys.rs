@@ -15,7 +15,7 @@ use rebound_runtime::Inventory;
 use rebound_runtime::bindings::exports::{
     CleanupRequest, CleanupScope, DiskSource, MaterializeRequest,
 };
-use rebound_runtime::bindings::{InventoryFilter, Outcome, ProviderError, RecoveryPoint, Workload};
+use rebound_runtime::bindings::{Outcome, ProviderError, RecoveryPoint, Workload};
 
 use super::Kit;
 
@@ -147,16 +147,7 @@ async fn present(
     tested: &str,
 ) -> Result<(bool, bool), String> {
     let all = kit
-        .call(
-            &[site],
-            Inventory {
-                site: site.to_owned(),
-                filter: InventoryFilter {
-                    workload_ids: Vec::new(),
-                    labels: Vec::new(),
-                },
-            },
-        )
+        .call(&[site], Inventory::all(site))
         .await
         .map_err(|e| format!("inventory: {e}"))?;
     let has = |id: &str| all.iter().any(|w| w.id == id);
