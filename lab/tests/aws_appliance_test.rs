@@ -84,6 +84,18 @@ async fn launch(site: &AwsSite, image: &str, user_data: Option<&str>) -> String 
     text(&reply, "instanceId").expect("an instance").to_owned()
 }
 
+/// Terminate `instance` as a client would.
+async fn terminate(site: &AwsSite, instance: &str) {
+    let region = &site.regions()[0];
+    site.query_as_client(
+        region,
+        "ec2",
+        &[("Action", "TerminateInstances"), ("InstanceId.1", instance)],
+    )
+    .await
+    .expect("terminate");
+}
+
 /// The instance's `DescribeInstances` answer once it has tagged itself
 /// with `key`.
 async fn tagged(site: &AwsSite, instance: &str, key: &str) -> String {
@@ -150,16 +162,7 @@ async fn the_appliance_serves_behind_the_token_its_user_data_sets() {
         .expect("GET");
     assert_eq!(stranger.status(), reqwest::StatusCode::UNAUTHORIZED);
 
-    site.query_as_client(
-        &region,
-        "ec2",
-        &[
-            ("Action", "TerminateInstances"),
-            ("InstanceId.1", &instance),
-        ],
-    )
-    .await
-    .expect("terminate");
+    terminate(&site, &instance).await;
     assert!(
         http.get(&url).bearer_auth(&token).send().await.is_err(),
         "a terminated appliance serves nothing"
@@ -193,13 +196,7 @@ async fn the_appliance_serves_behind_the_token_its_user_data_sets() {
         Some(&format!("#!/bin/sh\nREBOUND_MOVER_TOKEN={token}\n")),
     )
     .await;
-    site.query_as_client(
-        &region,
-        "ec2",
-        &[("Action", "TerminateInstances"), ("InstanceId.1", &early)],
-    )
-    .await
-    .expect("terminate");
+    terminate(&site, &early).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let xml = site
         .query_as_client(
@@ -264,16 +261,7 @@ async fn a_kept_volume_shows_detaching_while_its_instance_shuts_down() {
         .and_then(|rest| text(rest, "volumeId"))
         .expect("the volume at /dev/sdf")
         .to_owned();
-    site.query_as_client(
-        &region,
-        "ec2",
-        &[
-            ("Action", "TerminateInstances"),
-            ("InstanceId.1", &instance),
-        ],
-    )
-    .await
-    .expect("terminate");
+    terminate(&site, &instance).await;
     let describe = [
         ("Action", "DescribeVolumes"),
         ("VolumeId.1", volume.as_str()),

@@ -221,23 +221,16 @@ async fn an_elbv2_listener_shifts_weight_to_the_recovered_instance() {
     use rebound_runtime::bindings::exports::{RedirectRequest, RedirectTarget, WeightedBackend};
     use rebound_runtime::bindings::{OperationState, Outcome};
 
-    let Some(site) = AwsSite::start_or_skip(AwsOptions {
-        gib: 1 << 20,
-        ..AwsOptions::default()
-    })
-    .await
+    let Some(Setup {
+        site,
+        runtime,
+        plugin,
+        ctx,
+        ..
+    }) = setup(true).await
     else {
         return;
     };
-    let runtime = rebound_runtime::testing::runtime();
-    let plugin = rebound_runtime::testing::load(&runtime, "aws").await;
-    let options = site.options();
-    let ctx = context(
-        &site.endpoint(),
-        &site.regions()[0],
-        &options.access_key_id,
-        &options.secret_access_key,
-    );
     let (arn, before) = listener(&site).await;
     assert_eq!(before.len(), 1, "{before:?}");
     let found = runtime

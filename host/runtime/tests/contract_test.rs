@@ -185,8 +185,14 @@ async fn the_cleanup_scopes_added_in_0_2_reach_a_0_1_plugin_as_unsupported_and_c
 
 #[tokio::test]
 async fn the_example_plugin_removes_only_workloads_it_materialized() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = ExampleSite::start(ExampleOptions {
+        disk_dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    })
+    .await
+    .expect("site");
     let rt = runtime();
-    let site = example_site().await;
     let plugin = load(&rt, "example").await;
     assert_eq!(plugin.contract(), semver::Version::new(0, 2, 0));
     let ctx = ctx(vec![grant(&site, "lab-a")]);
@@ -238,8 +244,8 @@ async fn the_example_plugin_removes_only_workloads_it_materialized() {
     assert_eq!(after.len(), before.len() - 1, "only the standby went");
     assert_eq!(
         site.disk_images(),
-        images,
-        "the site keeps no disk data here, so no image went either"
+        images - point.disks.len(),
+        "the standby's own disks (copies of the point) went with it; the point's stayed"
     );
 }
 

@@ -473,13 +473,7 @@ pub fn cleanup(req: CleanupRequest) -> Result<Operation, ProviderError> {
                 // Reported by the point's id once its snapshots are gone.
                 let mut snapshots = Vec::new();
                 for s in points::snapshots(&aws, id)? {
-                    delete(
-                        &aws,
-                        "DeleteSnapshot",
-                        "SnapshotId",
-                        s.text("snapshotId"),
-                        &mut snapshots,
-                    )?;
+                    delete_snapshot(&aws, s.text("snapshotId"), &mut snapshots)?;
                 }
                 removed.push(id.clone());
             }
@@ -615,13 +609,7 @@ fn workloads(
     for key in keys {
         deregister_images(aws, &format!("tag:{KEY_TAG}"), &key, removed)?;
         for snap in staged(aws, &key)? {
-            delete(
-                aws,
-                "DeleteSnapshot",
-                "SnapshotId",
-                snap.text("snapshotId"),
-                removed,
-            )?;
+            delete_snapshot(aws, snap.text("snapshotId"), removed)?;
         }
     }
     Ok(())
@@ -657,6 +645,15 @@ fn delete(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Delete snapshot `id` (gone already counts as deleted).
+pub(crate) fn delete_snapshot(
+    aws: &Aws,
+    id: &str,
+    removed: &mut Vec<String>,
+) -> Result<(), ProviderError> {
+    delete(aws, "DeleteSnapshot", "SnapshotId", id, removed)
 }
 
 fn drill(
@@ -698,13 +695,7 @@ fn drill(
             .iter()
             .any(|(k, v)| k == "rebound/drill" && v == sandbox)
         {
-            delete(
-                aws,
-                "DeleteSnapshot",
-                "SnapshotId",
-                snap.text("snapshotId"),
-                removed,
-            )?;
+            delete_snapshot(aws, snap.text("snapshotId"), removed)?;
         }
     }
     Ok(())

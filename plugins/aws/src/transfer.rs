@@ -510,15 +510,7 @@ pub fn short(key: &str) -> String {
 /// counts as deleted).
 fn delete_staging(aws: &Aws, key: &str, removed: &mut Vec<String>) -> Result<(), ProviderError> {
     for snap in staging(aws, key, "transfer")? {
-        let snap = snap.text("snapshotId").to_owned();
-        match aws.ec2(
-            &Params::action("DeleteSnapshot")
-                .set("SnapshotId", snap.clone())
-                .0,
-        ) {
-            Ok(_) | Err(ProviderError::NotFound(_)) => removed.push(snap),
-            Err(e) => return Err(e),
-        }
+        crate::launch::delete_snapshot(aws, snap.text("snapshotId"), removed)?;
     }
     Ok(())
 }
