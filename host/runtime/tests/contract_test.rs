@@ -97,6 +97,16 @@ fn cleanup(scope: CleanupScope) -> CleanupRequest {
     }
 }
 
+/// The example site keeping real disk data in `dir`.
+async fn site_with_disks(dir: &tempfile::TempDir) -> ExampleSite {
+    ExampleSite::start(ExampleOptions {
+        disk_dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    })
+    .await
+    .expect("site")
+}
+
 fn vm_ids(site: &ExampleSite) -> Vec<String> {
     site.vms()
         .iter()
@@ -186,12 +196,7 @@ async fn the_cleanup_scopes_added_in_0_2_reach_a_0_1_plugin_as_unsupported_and_c
 #[tokio::test]
 async fn the_example_plugin_removes_only_workloads_it_materialized() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let site = ExampleSite::start(ExampleOptions {
-        disk_dir: Some(dir.path().to_owned()),
-        ..Default::default()
-    })
-    .await
-    .expect("site");
+    let site = site_with_disks(&dir).await;
     let rt = runtime();
     let plugin = load(&rt, "example").await;
     assert_eq!(plugin.contract(), semver::Version::new(0, 2, 0));
@@ -252,12 +257,7 @@ async fn the_example_plugin_removes_only_workloads_it_materialized() {
 #[tokio::test]
 async fn a_discarded_import_loses_its_endpoint_and_its_volume() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let site = ExampleSite::start(ExampleOptions {
-        disk_dir: Some(dir.path().to_owned()),
-        ..Default::default()
-    })
-    .await
-    .expect("site");
+    let site = site_with_disks(&dir).await;
     let rt = runtime();
     let plugin = load(&rt, "example").await;
     let ctx = ctx(vec![grant(&site, "lab-a")]);
