@@ -116,7 +116,8 @@ pub struct LifecycleView {
     /// The fencing epoch.
     pub epoch: u64,
     pub drilling: bool,
-    /// A site whose fence was not confirmed, if any.
+    /// A former primary whose fence was not confirmed at the failover
+    /// (its site was down), if any: the reprotect fences it first.
     pub unfenced: Option<String>,
 }
 

@@ -183,16 +183,9 @@ impl Lifecycle {
             }
             (W::Failover, S::Protected) => S::FailingOver,
             (W::Migration, S::Protected) => S::Migrating,
-            (W::Reprotect, S::FailedOver) => {
-                if let Some(site) = &self.unfenced {
-                    let hint = format!(
-                        "site '{site}' was never confirmed fenced under epoch {}; fence it before replicating back to it",
-                        self.epoch
-                    );
-                    return Err(self.refuse(workflow, &hint));
-                }
-                S::Reprotecting
-            }
+            // A former primary never confirmed fenced is fenced by the
+            // reprotect itself before anything replicates back to it.
+            (W::Reprotect, S::FailedOver) => S::Reprotecting,
             (W::PermanentFailover, S::FailedOver) => S::PermanentlyFailingOver,
             (W::Failback, S::ReadyForFailback) => S::FailingBack,
             (W::CommitMigration, S::AwaitingCommit) => S::CommittingMigration,
@@ -234,7 +227,9 @@ impl Lifecycle {
     /// A workflow finished: it succeeded, or it was rolled back
     /// (compensated) and the plan returns to where it started.
     /// `old_primary_fenced` says whether the site that stops being primary
-    /// was confirmed fenced (always required for planned workflows).
+    /// was confirmed fenced (always required for planned workflows), or
+    /// for a reprotect, whether it fenced the former primary the failover
+    /// could not (`unfenced`) — required, and then it is confirmed.
     pub fn finish(
         &mut self,
         workflow: Workflow,
@@ -255,6 +250,19 @@ impl Lifecycle {
             // Compensation leaves the last good copy where it was.
             self.state = t.rolled_back;
             return Ok(());
+        }
+        if workflow == Workflow::Reprotect
+            && let Some(site) = &self.unfenced
+        {
+            // Nothing replicates back to a site that may still serve.
+            if !old_primary_fenced {
+                let hint = format!(
+                    "'{site}' was never confirmed fenced under epoch {}; the reprotect must fence it first",
+                    self.epoch
+                );
+                return Err(self.refuse(workflow, &hint));
+            }
+            self.unfenced = None;
         }
         if t.promotes {
             let planned = workflow != Workflow::Failover;
@@ -277,13 +285,6 @@ impl Lifecycle {
     pub fn set_standby(&mut self, site: &str) {
         self.standby = site.to_owned();
         self.unfenced = None;
-    }
-
-    /// The former primary was confirmed fenced under the current epoch.
-    pub fn confirm_fenced(&mut self, site: &str) {
-        if self.unfenced.as_deref() == Some(site) {
-            self.unfenced = None;
-        }
     }
 }
 

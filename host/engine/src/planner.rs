@@ -57,13 +57,28 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         }
         stage(steps, first);
     };
-    // One fence per workload: each is confirmed (or not) on its own.
+    // One fence per workload: each is confirmed (or not) on its own,
+    // under the epoch the promotion establishes.
     let fence = |steps: &mut Vec<NewStep>, site: &str, best_effort: bool| {
         let first = steps.len();
         for w in &all {
             steps.push(step(
                 format!("fence {w} on {site}"),
                 json!({"action": "fence", "site": site, "workload": w, "best_effort": best_effort, "epoch": lifecycle.epoch + 1}),
+            ));
+        }
+        stage(steps, first);
+    };
+    // A former primary never confirmed fenced (it was down at the
+    // failover) is fenced under the current epoch before anything
+    // replicates back to it: its old incarnations must not come back up
+    // beside the new primary. Such a fence is never undone (`confirm`).
+    let confirm_fence = |steps: &mut Vec<NewStep>, site: &str| {
+        let first = steps.len();
+        for w in &all {
+            steps.push(step(
+                format!("fence {w} on {site} (not confirmed at the failover)"),
+                json!({"action": "fence", "site": site, "workload": w, "best_effort": false, "epoch": lifecycle.epoch, "confirm": true}),
             ));
         }
         stage(steps, first);
@@ -147,6 +162,9 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             redirect(&mut steps, standby);
         }
         Workflow::Reprotect => {
+            if let Some(site) = &lifecycle.unfenced {
+                confirm_fence(&mut steps, site);
+            }
             sync(&mut steps, primary, standby);
             prune(&mut steps, primary, standby);
         }
@@ -228,9 +246,11 @@ pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
             )]
         };
     }
+    // (A fence that confirms a former primary's stays: see `plan_steps`.)
     let fenced: Vec<&StepRecord> = steps
         .iter()
-        .filter(|s| s.input["action"] == "fence" && s.status == StepStatus::Succeeded)
+        .filter(|s| s.input["action"] == "fence" && s.input["confirm"] != true)
+        .filter(|s| s.status == StepStatus::Succeeded)
         .filter(|s| s.output.as_ref().is_some_and(|o| o["fenced"] == true))
         .collect();
     let redirected = steps
@@ -499,5 +519,24 @@ mod tests {
         let kept = kept_standbys(&steps);
         assert_eq!(kept.len(), 1);
         assert!(kept[0].2.contains("unsupported"), "{}", kept[0].2);
+    }
+
+    #[test]
+    fn a_fence_confirming_a_former_primary_is_never_undone() {
+        // A reprotect that fenced the former primary the failover could
+        // not, then failed replicating back: the fence stays.
+        let steps = vec![
+            step(
+                0,
+                json!({"action": "fence", "site": "a", "workload": "db-1", "epoch": 2, "confirm": true}),
+                Some(json!({"fenced": true, "workload": "vm-1"})),
+            ),
+            step(
+                1,
+                json!({"action": "snapshot", "site": "b", "workload": "db-1"}),
+                None,
+            ),
+        ];
+        assert!(compensation_steps(&steps).is_empty());
     }
 }

@@ -299,7 +299,7 @@ impl PluginSteps {
                 // After this run fenced the workload (a final sync), the
                 // fenced one is the workload to capture.
                 let scope = self.scope(step).await?;
-                let fenced = earlier(&scope.steps, step.seq, "fence", &workload)
+                let fenced = earlier(&scope.steps, step.seq, "fence", &site, &workload)
                     .and_then(|o| o["workload"].as_str().map(str::to_owned));
                 let id = match fenced {
                     Some(id) => id,
@@ -317,7 +317,7 @@ impl PluginSteps {
             "replicate" => {
                 let (from, to) = (text("from"), text("to"));
                 let scope = self.scope(step).await?;
-                let point = earlier(&scope.steps, step.seq, "snapshot", &workload)
+                let point = earlier(&scope.steps, step.seq, "snapshot", &from, &workload)
                     .and_then(|o| o["recovery_point"].as_str().map(str::to_owned))
                     .ok_or_else(|| {
                         StepError::Fatal(format!(
@@ -430,7 +430,7 @@ impl PluginSteps {
             }
             "gate" => {
                 let scope = self.scope(step).await?;
-                let materialized = earlier(&scope.steps, step.seq, "materialize", &workload)
+                let materialized = earlier(&scope.steps, step.seq, "materialize", &site, &workload)
                     .ok_or_else(|| {
                         StepError::Fatal(format!("'{workload}' was not materialized in this run"))
                     })?;
@@ -786,18 +786,22 @@ fn platform_ids(point: &RecoveryPointRecord) -> Vec<String> {
     }
 }
 
-/// The output of this run's `action` step for `workload` before `seq`.
+/// The output of this run's `action` step for `workload` on `site` before
+/// `seq` (a reprotect fences the former primary, then snapshots the new
+/// one: the same workload, on another site).
 fn earlier<'a>(
     steps: &'a [StepRecord],
     seq: i32,
     action: &str,
+    site: &str,
     workload: &str,
 ) -> Option<&'a Value> {
     steps
         .iter()
         .rev()
         .filter(|s| s.seq < seq && s.status == StepStatus::Succeeded)
-        .find(|s| s.input["action"] == action && s.input["workload"] == workload)
+        .filter(|s| s.input["action"] == action && s.input["site"] == site)
+        .find(|s| s.input["workload"] == workload)
         .and_then(|s| s.output.as_ref())
 }
 

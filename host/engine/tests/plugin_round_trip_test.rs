@@ -437,7 +437,11 @@ async fn failover_held_at_its_gate(store: &Store, plugin: &str) -> (Lab, Vec<Ste
 }
 
 /// Failover with the primary site gone: fencing is best effort, the plan
-/// fails over and remembers that the old primary was never fenced.
+/// fails over and remembers that the old primary was never fenced. Nothing
+/// replicates back to it before it is: a reprotect while it is still down
+/// fails at its fence and changes nothing; once the site is back (its old
+/// incarnations running again), the reprotect fences them under the new
+/// epoch first, and the failback brings the plan home.
 async fn failover_with_the_primary_down(store: Store) {
     store
         .put_plan(&plan("30s"), "operator")
@@ -459,6 +463,70 @@ async fn failover_with_the_primary_down(store: Store) {
         (PlanState::FailedOver, "lab-b", Some("lab-a"))
     );
     assert_eq!(serving(&lab.b).len(), 3);
+
+    let Outcome::Failed { step, error } = run(&store, &lab, Workflow::Reprotect).await else {
+        panic!("the old primary is still down");
+    };
+    assert!(error.contains("the site is down"), "{error}");
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (l.state, l.primary.as_str(), l.unfenced.as_deref()),
+        (PlanState::FailedOver, "lab-b", Some("lab-a"))
+    );
+    let runs = store.runs_of("shop").await.expect("runs");
+    let steps = store.steps(&runs[0].id).await.expect("steps");
+    assert!(
+        steps
+            .iter()
+            .all(|s| s.input["action"] == "fence" || s.started_at_ms.is_none()),
+        "nothing replicated back: {steps:?}"
+    );
+    assert!(
+        steps.iter().all(|s| s.input["compensation"] != true),
+        "nothing to undo: {steps:?}"
+    );
+    let failed = steps.iter().find(|s| s.seq == step).expect("failed step");
+    assert!(
+        failed
+            .name
+            .ends_with("on lab-a (not confirmed at the failover)"),
+        "{failed:?}"
+    );
+
+    lab.a.set_down(false);
+    let stale = |site: &ExampleSite| {
+        site.vms()
+            .into_iter()
+            .filter(|vm| label(vm, WORKLOAD_LABEL).is_none() && vm["power"] == "running")
+            .count()
+    };
+    assert_eq!(stale(&lab.a), 3, "back up, the old incarnations run");
+    assert_eq!(
+        run(&store, &lab, Workflow::Reprotect).await,
+        Outcome::Succeeded
+    );
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (l.state, l.unfenced.as_deref()),
+        (PlanState::ReadyForFailback, None)
+    );
+    let old: Vec<Value> = lab.a.vms();
+    assert!(
+        old.iter()
+            .all(|vm| vm["fenced"] == true && vm["epoch"] == 2 && vm["power"] != "running"),
+        "fenced under the new epoch before anything replicated back: {old:?}"
+    );
+    assert_eq!(
+        run(&store, &lab, Workflow::Failback).await,
+        Outcome::Succeeded
+    );
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (l.state, l.primary.as_str(), l.epoch, l.unfenced),
+        (PlanState::Protected, "lab-a", 3, None)
+    );
+    assert_eq!(serving(&lab.a).len(), 3);
+    assert!(serving(&lab.b).is_empty());
 }
 
 /// With the primary site gone, a failover that fails half way (a gate) has

@@ -157,7 +157,9 @@ function PlanRow({ row, onChart }: { row: Row; onChart: () => void }) {
           {life.primary} → {life.standby}
           {life.drilling && " · drilling"}
         </div>
-        {life.unfenced && <div className="warn small">fence of {life.unfenced} not confirmed</div>}
+        {life.unfenced && (
+          <div className="warn small">fence of {life.unfenced} not confirmed: the reprotect fences it</div>
+        )}
       </td>
       {(["failover", "failback"] as Phase[]).map((phase) => {
         // Both phases are forecast; the one in force is marked, and the

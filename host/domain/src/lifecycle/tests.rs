@@ -54,18 +54,38 @@ fn illegal_transitions_are_refused_with_what_to_do() {
 }
 
 #[test]
-fn an_unreachable_old_primary_blocks_replication_back_until_fenced() {
+fn a_reprotect_succeeds_only_once_it_fenced_an_unreachable_old_primary() {
     let mut l = plan();
     run(&mut l, Workflow::Failover, false);
     assert_eq!(l.unfenced.as_deref(), Some("site-a"));
-    let err = l.begin(Workflow::Reprotect).expect_err("split-brain guard");
+    l.begin(Workflow::Reprotect)
+        .expect("it fences site-a first");
+    let err = l
+        .finish(Workflow::Reprotect, true, false)
+        .expect_err("split-brain guard");
     assert!(
         err.to_string()
             .contains("'site-a' was never confirmed fenced under epoch 2"),
         "{err}"
     );
-    l.confirm_fenced("site-a");
-    l.begin(Workflow::Reprotect).expect("fenced now");
+    assert_eq!(
+        (l.state, l.unfenced.as_deref()),
+        (PlanState::Reprotecting, Some("site-a")),
+        "a refused finish changes nothing"
+    );
+    l.finish(Workflow::Reprotect, false, false)
+        .expect("rolled back");
+    assert_eq!(
+        (l.state, l.unfenced.as_deref()),
+        (PlanState::FailedOver, Some("site-a"))
+    );
+    l.begin(Workflow::Reprotect).expect("again");
+    l.finish(Workflow::Reprotect, true, true)
+        .expect("fenced now");
+    assert_eq!(
+        (l.state, l.unfenced.as_deref()),
+        (PlanState::ReadyForFailback, None)
+    );
 }
 
 #[test]

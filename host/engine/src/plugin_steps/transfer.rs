@@ -100,7 +100,7 @@ impl PluginSteps {
         let text = |field: &str| input[field].as_str().unwrap_or_default().to_owned();
         let (from, to, workload) = (text("from"), text("to"), text("workload"));
         let scope = self.scope(step).await?;
-        let point_id = earlier(&scope.steps, step.seq, "snapshot", &workload)
+        let point_id = earlier(&scope.steps, step.seq, "snapshot", &from, &workload)
             .and_then(|o| o["recovery_point"].as_str().map(str::to_owned))
             .ok_or_else(|| {
                 StepError::Fatal(format!(
