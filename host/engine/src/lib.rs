@@ -382,6 +382,7 @@ impl Executor {
         if !steps.iter().any(is_compensation) {
             let extra = compensation_steps(steps);
             if extra.is_empty() {
+                self.note_kept_standbys(run, steps).await?;
                 return Ok(Flow::Next);
             }
             tracing::warn!(run = %run.id, steps = extra.len(), "the run stopped after changing the sites; compensating");
@@ -417,10 +418,11 @@ impl Executor {
         Ok(Flow::Next)
     }
 
-    /// A compensated run whose standby incarnations stay (fenced) leaves
-    /// the operator work: a `standbys.kept` event names them, per site,
-    /// with why — traffic reached them (they may hold writes), or the
-    /// plugin could not remove them. Recorded once per run.
+    /// A failed run whose standby incarnations stay leaves the operator
+    /// work: a `standbys.kept` event names them, per site, with why —
+    /// traffic reached them (fenced, they may hold writes; or, the old
+    /// primary never fenced, running and serving), or the plugin could not
+    /// remove them. Recorded once per run.
     async fn note_kept_standbys(
         &self,
         run: &RunRecord,

@@ -221,10 +221,17 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
 /// `compensation`.
 pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
     let started = |s: &&StepRecord| s.started_at_ms.is_some() || s.status == StepStatus::Succeeded;
+    // (One it adopted from an earlier failed run stays as it was: see
+    // `plugin_steps::adopt`.)
     let materialized: Vec<&StepRecord> = steps
         .iter()
         .filter(|s| s.input["action"] == "materialize")
         .filter(started)
+        .filter(|s| {
+            s.output
+                .as_ref()
+                .is_none_or(|o| o["adopted_from"].is_null())
+        })
         .collect();
     let isolated = materialized.iter().any(|s| s.input["isolated"] == true);
     if isolated {
@@ -340,10 +347,12 @@ pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
     out
 }
 
-/// After a compensation: the standby incarnations the run made that stay,
-/// fenced — by site, with the reason. All of them when traffic reached them
-/// (no removal was planned), else those a removal step kept (the plugin
-/// could not remove them). Drills tear their sandbox down instead: none.
+/// After a failed run: the standby incarnations it made (or adopted) that
+/// stay — by site, with the reason. All of them when no removal was
+/// planned: traffic reached them, and they stay fenced, or — the old
+/// primary never fenced (its site down) — they are what serves and stay
+/// running, for a retry to adopt. Else those a removal step kept (the
+/// plugin could not remove them). Drills tear their sandbox down: none.
 pub(crate) fn kept_standbys(steps: &[StepRecord]) -> Vec<(String, Vec<String>, String)> {
     let made = steps.iter().filter(|s| {
         s.input["action"] == "materialize"
@@ -368,14 +377,30 @@ pub(crate) fn kept_standbys(steps: &[StepRecord]) -> Vec<(String, Vec<String>, S
                 && s.input["site"] == site
         })
     };
+    let fenced_back = |site: &str| {
+        steps.iter().any(|s| {
+            s.input["compensation"] == true
+                && s.input["action"] == "fence"
+                && s.input["site"] == site
+        })
+    };
     let mut kept = Vec::new();
     for (site, ids) in by_site {
         match removal(&site) {
-            None => kept.push((
+            None if fenced_back(&site) => kept.push((
                 site,
                 ids,
                 "traffic was redirected to them before the run stopped, so they may hold \
-                 writes: inspect them, then delete them"
+                 writes: they stay fenced; inspect them, then delete them"
+                    .to_owned(),
+            )),
+            None => kept.push((
+                site,
+                ids,
+                "traffic was redirected to them and the old primary was never fenced (its \
+                 site unreachable), so they stay running, serving what reaches them: a \
+                 failover started again adopts them instead of recovering the workloads \
+                 beside them"
                     .to_owned(),
             )),
             Some(step) => {
@@ -507,6 +532,24 @@ mod tests {
             compensation_steps(&steps).is_empty(),
             "serving the traffic it was sent: it stays"
         );
+        let kept = kept_standbys(&steps);
+        assert_eq!(kept.len(), 1);
+        assert!(
+            kept[0].2.contains("stay running") && kept[0].2.contains("adopts them"),
+            "{}",
+            kept[0].2
+        );
+    }
+
+    #[test]
+    fn what_a_run_adopted_is_never_undone_by_it() {
+        let mut steps = failed_failover();
+        steps[1].output = Some(json!({"workload": "b-vm-9", "adopted_from": "run-0"}));
+        let names: Vec<String> = compensation_steps(&steps)
+            .iter()
+            .map(|s| format!("{} {}", s.input["action"], s.input["scope"]))
+            .collect();
+        assert_eq!(names, ["\"unfence\" null"], "only the primary given back");
     }
 
     #[test]

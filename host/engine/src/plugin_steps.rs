@@ -8,7 +8,9 @@
 //! `replicate` copies, the workloads a `gate` checks and a `redirect`
 //! weighs) and the store's recovery points (what `materialize` restores
 //! from). It records every recovery point a `snapshot` or `replicate`
-//! produces before reporting the step done.
+//! produces before reporting the step done. A `materialize` adopts an
+//! incarnation a failed failover left serving instead of making another
+//! (`adopt`).
 //!
 //! Workloads are named by the plan's ids; on a site where a workload was
 //! materialized by Rebound the platform's id is found by the
@@ -39,6 +41,7 @@ use serde_json::{Value, json};
 
 use crate::{Progress, Started, StepError, StepRunner};
 
+mod adopt;
 mod transfer;
 
 pub use transfer::mover_endpoint;
@@ -356,6 +359,10 @@ impl PluginSteps {
             }
             "materialize" => {
                 let scope = self.scope(step).await?;
+                let isolated = input["isolated"] == true;
+                if !isolated && let Some(output) = self.adoptable(&scope.plan, step).await? {
+                    return Ok(Started::Done(output));
+                }
                 let point = self
                     .store
                     .latest_recovery_point(&scope.plan, &workload, &site)
@@ -366,7 +373,6 @@ impl PluginSteps {
                             "no recovery point of '{workload}' at '{site}'; run a replication cycle first"
                         ))
                     })?;
-                let isolated = input["isolated"] == true;
                 let mut spec = spec_from_json(&point.detail["spec"]).ok_or_else(|| {
                     StepError::Fatal(format!("recovery point '{}' has no usable spec", point.id))
                 })?;

@@ -10,10 +10,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use rebound_domain::{PlanDocument, PlanState, Workflow};
 use rebound_engine::{
-    BoundSite, DRILL_LABEL, Executor, ExecutorConfig, Outcome, PluginSteps, RunReport,
-    STANDBYS_KEPT, WORKLOAD_LABEL,
+    BoundSite, DRILL_LABEL, Executor, ExecutorConfig, Outcome, PluginSteps, Progress, RunReport,
+    STANDBYS_KEPT, Started, StepError, StepRunner, WORKLOAD_LABEL,
 };
 use rebound_lab::{ExampleOptions, ExampleSite};
 use rebound_runtime::SiteGrant;
@@ -567,6 +568,116 @@ async fn a_failed_failover_with_the_primary_down_leaves_no_standbys(store: Store
     assert_eq!(serving(&lab.b).len(), 3);
 }
 
+/// The example plugin, but the DNS change of a full cutover is refused.
+struct CutoverRefused(Arc<PluginSteps>);
+
+impl StepRunner for CutoverRefused {
+    fn start<'a>(&'a self, step: &'a StepRecord) -> BoxFuture<'a, Result<Started, StepError>> {
+        if step.input["action"] == "redirect"
+            && step.input["weight"] == 100
+            && step.input["compensation"] != true
+        {
+            return Box::pin(async { Err(StepError::Fatal("the cutover was refused".into())) });
+        }
+        self.0.start(step)
+    }
+
+    fn poll<'a>(
+        &'a self,
+        step: &'a StepRecord,
+        operation: &'a Value,
+    ) -> BoxFuture<'a, Result<Progress, StepError>> {
+        self.0.poll(step, operation)
+    }
+}
+
+/// With the primary site gone, a failover that fails after its canary
+/// sent traffic to the standbys leaves them running — all that serves, and
+/// they may hold writes — and says so; the failover started again adopts
+/// them (each workload once, the canary's writes kept) and finishes.
+async fn a_retried_failover_adopts_the_standbys_serving_after_a_failed_one(store: Store) {
+    store
+        .put_plan(&plan("30s"), "operator")
+        .await
+        .expect("plan");
+    let lab = lab(&store).await;
+    assert_eq!(
+        run(&store, &lab, Workflow::Replication).await,
+        Outcome::Succeeded
+    );
+    lab.a.set_down(true);
+    rebound_engine::trigger(&store, "shop", Workflow::Failover, None, "operator")
+        .await
+        .expect("start");
+    let executor = Executor::new(
+        store.clone(),
+        Arc::new(CutoverRefused(lab.steps.clone())),
+        ExecutorConfig {
+            poll_interval: Duration::from_millis(20),
+            ..ExecutorConfig::new("host-a")
+        },
+    );
+    let (failed, outcome) = executor.work_once().await.expect("work").expect("run");
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (l.state, l.primary.as_str()),
+        (PlanState::Protected, "lab-a")
+    );
+    let first = serving(&lab.b);
+    assert_eq!(first.len(), 3, "{first:?}");
+    let route = lab.b.route("shop/www");
+    assert!(route.values().all(|w| *w == 10), "the canary: {route:?}");
+    let kept = store
+        .events(Some("shop"), &[STANDBYS_KEPT], 10)
+        .await
+        .expect("events");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].detail["run"], failed.id.as_str());
+    assert!(
+        kept[0].detail["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("stay running")),
+        "{kept:?}"
+    );
+
+    let (outcome, report) = run_reported(&store, &lab, Workflow::Failover).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (l.state, l.primary.as_str(), l.unfenced.as_deref()),
+        (PlanState::FailedOver, "lab-b", Some("lab-a"))
+    );
+    let ids = |vms: Vec<Value>| {
+        let mut ids: Vec<String> = vms
+            .iter()
+            .map(|vm| vm["id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        lab.b.vms().len(),
+        3,
+        "each workload once: {:?}",
+        lab.b.vms()
+    );
+    assert_eq!(ids(serving(&lab.b)), ids(first), "the same incarnations");
+    let route = lab.b.route("shop/www");
+    assert!(route.values().all(|w| *w == 100), "{route:?}");
+    let steps = store.steps(&report.run).await.expect("steps");
+    let adopted = steps
+        .iter()
+        .filter(|s| s.input["action"] == "materialize")
+        .filter(|s| {
+            s.output
+                .as_ref()
+                .is_some_and(|o| o["adopted_from"] == failed.id.as_str())
+        })
+        .count();
+    assert_eq!(adopted, 3, "{steps:?}");
+}
+
 /// The compensation actions through the real plugin: a fence stops a VM
 /// and blocks its writes; the unfence of a failed run's compensation, under
 /// the same epoch, brings it back.
@@ -616,5 +727,6 @@ rebound_store::on_both_backends!(
     a_0_1_plugin_leaves_the_standbys_of_a_failed_failover_fenced,
     failover_with_the_primary_down,
     a_failed_failover_with_the_primary_down_leaves_no_standbys,
+    a_retried_failover_adopts_the_standbys_serving_after_a_failed_one,
     a_compensating_unfence_restores_the_fenced_workload
 );
