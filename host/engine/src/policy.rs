@@ -52,7 +52,8 @@ pub struct Compliance {
     pub rto_forecast_ms: Option<i64>,
     pub rto_objective_ms: i64,
     pub rto_met: Option<bool>,
-    /// The run whose measured steps the forecast comes from, if any.
+    /// The newest run whose measured steps the forecast in force draws
+    /// on, if any (each step's own is in the dry-run).
     pub rto_basis: Option<String>,
     /// When the next replication cycle is due (ms since the epoch).
     pub replication_due_at_ms: Option<i64>,
@@ -75,8 +76,9 @@ pub struct PhaseCompliance {
     /// objective.
     pub rpo_met: bool,
     /// The forecast of this phase's workflow (failover, or failback),
-    /// from the measured steps of `rto_basis` or the defaults; for the
-    /// phase not in force, as if the plan were in that phase.
+    /// from the plan's measured steps (on the sites that workflow acts on
+    /// where measured) or the defaults; for the phase not in force, as if
+    /// the plan were in that phase.
     pub rto_forecast_ms: i64,
     pub rto_objective_ms: i64,
     pub rto_met: bool,
@@ -173,7 +175,7 @@ pub async fn compliance(
     out.rpo_met = Some(rpo_met(phase, rpo_objective_ms, out.rpo_lag_ms));
     // Each phase's workflow, forecast from the same measured steps; the
     // phase not in force as if the plan were in it (the sites swapped).
-    let (measured, basis) = measured_durations(store, &doc.name).await?;
+    let measured = measured_durations(store, &doc.name).await?;
     for p in [Phase::Failover, Phase::Failback] {
         let (workflow, state, objectives) = match p {
             Phase::Failover => (
@@ -192,18 +194,12 @@ pub async fn compliance(
             lifecycle.state = state;
             std::mem::swap(&mut lifecycle.primary, &mut lifecycle.standby);
         }
-        let f = forecast(
-            doc,
-            &lifecycle,
-            workflow,
-            &measured,
-            basis.clone(),
-            FORECAST_PARALLELISM,
-        );
+        let f = forecast(doc, &lifecycle, workflow, &measured, FORECAST_PARALLELISM);
         let rpo_objective_ms = millis(objectives.rpo);
         if p == phase {
             out.rto_forecast_ms = Some(f.rto_ms);
             out.rto_met = Some(f.within_objective);
+            out.rto_basis = f.basis;
         }
         out.phases.push(PhaseCompliance {
             phase: p,
@@ -215,7 +211,6 @@ pub async fn compliance(
             rto_met: f.within_objective,
         });
     }
-    out.rto_basis = basis;
     Ok(out)
 }
 

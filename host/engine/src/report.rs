@@ -15,10 +15,15 @@
 //! - Each step is **charged** to the phase's RTO budget: the report lists
 //!   when it ended relative to the window's start, and the budget left.
 //! - The **forecast** of a workflow is its exact step plan with a duration
-//!   per step, taken from the median measured duration of the same action
-//!   in the plan's most recent successful drill or failover (the basis is
-//!   named), or a documented default per action; stages take as long as
-//!   their slowest step, times the waves the executor's parallelism needs.
+//!   per step ([`Measured`]): the median measured duration of the same
+//!   action on the same site (a copy: in the same direction) in the newest
+//!   successful run of the plan that had one — among the newest drill,
+//!   failover, failback, migration, reprotect and replication cycle — so a
+//!   failback onto another platform is forecast from that platform's steps;
+//!   else of the same action on any site; else a documented default per
+//!   action. Each step names the run its duration was measured in. Stages
+//!   take as long as their slowest step, times the waves the executor's
+//!   parallelism needs.
 
 use std::collections::HashMap;
 
@@ -190,6 +195,66 @@ pub struct PlannedStep {
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub input: Value,
     pub expected_ms: i64,
+    /// The run `expected_ms` was measured in; none: the action's default.
+    pub measured_in: Option<String>,
+}
+
+/// Where a step acts, for its measured duration: its site, or for a copy
+/// its direction (`from→to`).
+fn place(input: &Value) -> String {
+    let text = |field: &str| input[field].as_str().unwrap_or_default().to_owned();
+    match input["action"].as_str() {
+        Some("replicate" | "transfer") => format!("{}→{}", text("from"), text("to")),
+        _ => text("site"),
+    }
+}
+
+/// A measured duration: the median, the run, and the run's rank (0 the
+/// newest).
+type Measure = (i64, String, usize);
+
+/// Step durations measured in a plan's runs (see the module doc).
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    /// By action and place.
+    on: HashMap<(String, String), Measure>,
+    /// By action, any place.
+    any: HashMap<String, Measure>,
+}
+
+impl Measured {
+    /// Add a run's steps, newer runs first: what is already measured
+    /// stays.
+    fn add(&mut self, run: &str, rank: usize, steps: &[StepRecord]) {
+        let mut on: HashMap<(String, String), Vec<i64>> = HashMap::new();
+        let mut any: HashMap<String, Vec<i64>> = HashMap::new();
+        for s in steps {
+            if let (Some(a), Some(b)) = (s.started_at_ms, s.finished_at_ms) {
+                let key = (action(s).to_owned(), place(&s.input));
+                on.entry(key).or_default().push(b - a);
+                any.entry(action(s).to_owned()).or_default().push(b - a);
+            }
+        }
+        let median = |mut d: Vec<i64>| {
+            d.sort_unstable();
+            (d[d.len() / 2], run.to_owned(), rank)
+        };
+        for (key, d) in on {
+            self.on.entry(key).or_insert_with(|| median(d));
+        }
+        for (key, d) in any {
+            self.any.entry(key).or_insert_with(|| median(d));
+        }
+    }
+
+    /// The expected duration of a step with `input`, and where it was
+    /// measured.
+    fn expected(&self, input: &Value) -> Option<&Measure> {
+        let action = input["action"].as_str().unwrap_or_default();
+        self.on
+            .get(&(action.to_owned(), place(input)))
+            .or_else(|| self.any.get(action))
+    }
 }
 
 /// The dry-run of a workflow: the exact steps and the RTO forecast.
@@ -203,29 +268,34 @@ pub struct Forecast {
     pub rto_ms: i64,
     pub objective_rto_ms: i64,
     pub within_objective: bool,
-    /// The run whose measured steps the durations come from, if any.
+    /// The newest run whose measured steps the durations come from, if
+    /// any (each step names its own: `measured_in`).
     pub basis: Option<String>,
 }
 
 /// Forecast a workflow of a plan in its lifecycle, from measured step
-/// durations per action (`measured`) or the defaults; `parallelism` is the
+/// durations (`measured`) or the defaults; `parallelism` is the
 /// executor's.
 pub fn forecast(
     plan: &PlanDocument,
     lifecycle: &Lifecycle,
     workflow: Workflow,
-    measured: &HashMap<String, i64>,
-    basis: Option<String>,
+    measured: &Measured,
     parallelism: usize,
 ) -> Forecast {
     let steps: Vec<NewStep> = plan_steps(plan, lifecycle, workflow);
     let expected = |s: &NewStep| {
         let action = s.input["action"].as_str().unwrap_or_default();
         measured
-            .get(action)
-            .copied()
-            .unwrap_or_else(|| default_duration_ms(action))
+            .expected(&s.input)
+            .map_or_else(|| default_duration_ms(action), |m| m.0)
     };
+    // The newest run any duration comes from.
+    let basis = steps
+        .iter()
+        .filter_map(|s| measured.expected(&s.input))
+        .min_by_key(|m| m.2)
+        .map(|m| m.1.clone());
     let first_fence = steps
         .iter()
         .position(|s| s.input["action"] == "fence")
@@ -260,6 +330,7 @@ pub fn forecast(
                 name: s.name.clone(),
                 input: s.input.clone(),
                 expected_ms: expected(s),
+                measured_in: measured.expected(&s.input).map(|m| m.1.clone()),
             })
             .collect(),
         rto_ms: rto,
@@ -290,8 +361,8 @@ pub async fn dry_run(
 
 /// The dry-run of `workflow` for a plan document that need not be saved
 /// (an edit being previewed) in the lifecycle state `lifecycle`, with
-/// durations measured in the most recent successful drill or failover of
-/// the stored plan of its name, if there is one.
+/// durations measured in the runs of the stored plan of its name, if there
+/// is one.
 pub async fn dry_run_of(
     store: &Store,
     document: &PlanDocument,
@@ -299,44 +370,140 @@ pub async fn dry_run_of(
     workflow: Workflow,
     parallelism: usize,
 ) -> Result<Forecast, EngineError> {
-    let (measured, basis) = measured_durations(store, &document.name).await?;
+    let measured = measured_durations(store, &document.name).await?;
     Ok(forecast(
         document,
         lifecycle,
         workflow,
         &measured,
-        basis,
         parallelism,
     ))
 }
 
-/// Step durations per action (medians) measured in the plan's most recent
-/// successful drill or failover, and that run's id; empty without one.
-pub(crate) async fn measured_durations(
-    store: &Store,
-    plan: &str,
-) -> Result<(HashMap<String, i64>, Option<String>), EngineError> {
-    let mut measured = HashMap::new();
-    let mut basis = None;
-    let last = store.runs_of(plan).await?.into_iter().find(|r| {
-        r.status == RunStatus::Succeeded
-            && matches!(r.workflow, Workflow::Drill | Workflow::Failover)
-    });
-    if let Some(run) = last {
-        let mut by_action: HashMap<String, Vec<i64>> = HashMap::new();
-        for s in store.steps(&run.id).await? {
-            if let (Some(a), Some(b)) = (s.started_at_ms, s.finished_at_ms) {
-                by_action
-                    .entry(action(&s).to_owned())
-                    .or_default()
-                    .push(b - a);
-            }
+/// The workflows whose newest successful run the forecast draws on.
+const MEASURED_WORKFLOWS: [Workflow; 6] = [
+    Workflow::Drill,
+    Workflow::Failover,
+    Workflow::Failback,
+    Workflow::Migration,
+    Workflow::Reprotect,
+    Workflow::Replication,
+];
+
+/// Step durations measured in the plan's runs: the newest successful run
+/// of each of [`MEASURED_WORKFLOWS`], newest first (see [`Measured`]).
+pub(crate) async fn measured_durations(store: &Store, plan: &str) -> Result<Measured, EngineError> {
+    let mut measured = Measured::default();
+    let mut seen = Vec::new();
+    for run in store.runs_of(plan).await? {
+        if run.status != RunStatus::Succeeded
+            || !MEASURED_WORKFLOWS.contains(&run.workflow)
+            || seen.contains(&run.workflow)
+        {
+            continue;
         }
-        for (action, mut d) in by_action {
-            d.sort_unstable();
-            measured.insert(action, d[d.len() / 2]);
+        seen.push(run.workflow);
+        let steps = store.steps(&run.id).await?;
+        measured.add(&run.id, seen.len() - 1, &steps);
+        if seen.len() == MEASURED_WORKFLOWS.len() {
+            break;
         }
-        basis = Some(run.id);
     }
-    Ok((measured, basis))
+    Ok(measured)
+}
+
+#[cfg(test)]
+mod tests {
+    use rebound_domain::{Lifecycle, PlanDocument, PlanState, Workflow};
+    use rebound_store::{StepRecord, StepStatus};
+    use serde_json::{Value, json};
+
+    use super::{Measured, default_duration_ms, forecast};
+
+    const PLAN: &str = include_str!("../../../docs/examples/plan.yaml");
+
+    fn step(input: Value, ms: i64) -> StepRecord {
+        StepRecord {
+            run: String::new(),
+            seq: 0,
+            name: String::new(),
+            status: StepStatus::Succeeded,
+            idempotency_key: String::new(),
+            operation: None,
+            attempts: 1,
+            started_at_ms: Some(1_000),
+            finished_at_ms: Some(1_000 + ms),
+            error: None,
+            input,
+            output: None,
+        }
+    }
+
+    /// The failback of the example plan (OpenStack → KubeVirt), failed
+    /// over and reprotected: it recovers on `openstack-east`.
+    fn failback(measured: &Measured) -> super::Forecast {
+        let plan = PlanDocument::from_yaml(PLAN).expect("plan");
+        let mut lifecycle = Lifecycle::new("kubevirt-west", "openstack-east");
+        lifecycle.state = PlanState::ReadyForFailback;
+        forecast(&plan, &lifecycle, Workflow::Failback, measured, 64)
+    }
+
+    fn expected<'a>(f: &'a super::Forecast, action: &str) -> (i64, Option<&'a str>) {
+        let s = f
+            .steps
+            .iter()
+            .find(|s| s.input["action"] == action)
+            .unwrap_or_else(|| panic!("no {action}"));
+        (s.expected_ms, s.measured_in.as_deref())
+    }
+
+    #[test]
+    fn a_step_is_forecast_from_its_own_site_first_then_any_then_the_default() {
+        let mut measured = Measured::default();
+        assert_eq!(
+            expected(&failback(&measured), "materialize"),
+            (default_duration_ms("materialize"), None)
+        );
+        // A failover drill recovered on the other platform, and replication
+        // cycles copied the other way.
+        let drill = [
+            step(
+                json!({"action": "materialize", "site": "kubevirt-west"}),
+                9_000,
+            ),
+            step(json!({"action": "gate", "site": "kubevirt-west"}), 2_000),
+        ];
+        let cycle = [step(
+            json!({"action": "transfer", "from": "openstack-east", "to": "kubevirt-west"}),
+            4_000,
+        )];
+        measured.add("drill-1", 0, &drill);
+        measured.add("cycle-1", 1, &cycle);
+        let f = failback(&measured);
+        assert_eq!(expected(&f, "materialize"), (9_000, Some("drill-1")));
+        assert_eq!(expected(&f, "transfer"), (4_000, Some("cycle-1")));
+        assert_eq!(f.basis.as_deref(), Some("drill-1"));
+
+        // An older reprotect copied back and a failback recovered on
+        // OpenStack: the failback's own site and direction win, however old.
+        let reprotect = [step(
+            json!({"action": "transfer", "from": "kubevirt-west", "to": "openstack-east"}),
+            30_000,
+        )];
+        let earlier_failback = [step(
+            json!({"action": "materialize", "site": "openstack-east"}),
+            45_000,
+        )];
+        measured.add("reprotect-1", 2, &reprotect);
+        measured.add("failback-1", 3, &earlier_failback);
+        let f = failback(&measured);
+        assert_eq!(expected(&f, "materialize"), (45_000, Some("failback-1")));
+        assert_eq!(expected(&f, "transfer"), (30_000, Some("reprotect-1")));
+        assert_eq!(
+            expected(&f, "gate"),
+            (2_000, Some("drill-1")),
+            "no gate measured on OpenStack: any site's"
+        );
+        assert_eq!(f.basis.as_deref(), Some("drill-1"), "the newest used");
+    }
 }

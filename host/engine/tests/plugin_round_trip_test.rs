@@ -255,11 +255,27 @@ async fn round_trip(store: Store) {
     );
     assert_eq!(state().await.state, PlanState::ReadyForFailback);
 
-    // The failback forecast now rests on the drill's measured steps.
+    // The failback forecast now rests on measured steps: its recovery on
+    // lab-a on the drill's there, its fence of lab-b on the failover's
+    // fences of lab-a (none measured on lab-b), its syncs on the
+    // reprotect's copies lab-b → lab-a.
     let forecast = rebound_engine::dry_run(&store, "shop", Workflow::Failback, 64)
         .await
         .expect("dry-run");
-    assert!(forecast.basis.is_some());
+    let runs = store.runs_of("shop").await.expect("runs");
+    let newest = |workflow: Workflow| {
+        runs.iter()
+            .find(|r| r.workflow == workflow)
+            .map(|r| r.id.clone())
+    };
+    let measured_in = |action: &str| {
+        let step = forecast.steps.iter().find(|s| s.input["action"] == action);
+        step.and_then(|s| s.measured_in.clone())
+    };
+    assert_eq!(measured_in("materialize"), newest(Workflow::Drill));
+    assert_eq!(measured_in("fence"), newest(Workflow::Failover));
+    assert_eq!(measured_in("replicate"), newest(Workflow::Reprotect));
+    assert_eq!(forecast.basis, newest(Workflow::Drill));
     assert!(forecast.within_objective, "{forecast:?}");
     let (outcome, report) = run_reported(&store, &lab, Workflow::Failback).await;
     assert_eq!(outcome, Outcome::Succeeded);

@@ -659,7 +659,10 @@ export function ForecastView({ forecast }: { forecast: Forecast }) {
       <p>
         <strong>RTO forecast {formatMs(forecast.rto_ms)}</strong> against the {forecast.phase} RTO objective of {formatMs(forecast.objective_rto_ms)}{" "}
         <Verdict met={forecast.within_objective} />
-        <span className="muted small"> — {forecast.basis ? `from the measured steps of run ${forecast.basis}` : "from default step durations (no drill measured yet)"}</span>
+        <span className="muted small">
+          {" "}
+          — {forecast.basis ? `from measured steps (newest: run ${forecast.basis})` : "from default step durations (nothing measured yet)"}
+        </span>
       </p>
       <table className="grid compact">
         <caption className="sr-only">Steps of the {forecast.workflow}</caption>
@@ -677,7 +680,10 @@ export function ForecastView({ forecast }: { forecast: Forecast }) {
               <td>{i + 1}</td>
               <td>{String(s.input.stage ?? "")}</td>
               <td>{s.name}</td>
-              <td>{formatMs(s.expected_ms)}</td>
+              <td title={s.measured_in ? `measured in run ${s.measured_in}` : "the action's default"}>
+                {formatMs(s.expected_ms)}
+                {!s.measured_in && <span className="muted small"> (default)</span>}
+              </td>
             </tr>
           ))}
         </tbody>
