@@ -28,6 +28,8 @@ mod planner;
 mod plugin_steps;
 pub mod policy;
 mod report;
+#[cfg(test)]
+mod test_steps;
 
 pub use planner::{compensation_steps, plan_steps};
 

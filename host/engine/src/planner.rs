@@ -425,27 +425,11 @@ pub(crate) fn kept_standbys(steps: &[StepRecord]) -> Vec<(String, Vec<String>, S
 
 #[cfg(test)]
 mod tests {
-    use rebound_store::{StepRecord, StepStatus};
-    use serde_json::{Value, json};
+    use rebound_store::StepRecord;
+    use serde_json::json;
 
     use super::{compensation_steps, kept_standbys};
-
-    fn step(seq: i32, input: Value, output: Option<Value>) -> StepRecord {
-        StepRecord {
-            run: "run-1".into(),
-            seq,
-            name: format!("step {seq}"),
-            status: StepStatus::Succeeded,
-            idempotency_key: format!("run-1/{seq}"),
-            operation: None,
-            attempts: 1,
-            started_at_ms: Some(1),
-            finished_at_ms: Some(2),
-            error: None,
-            input,
-            output,
-        }
-    }
+    use crate::test_steps::step;
 
     /// A failover that fenced the primary and recovered db-1 on the standby.
     fn failed_failover() -> Vec<StepRecord> {

@@ -292,6 +292,28 @@ impl PluginSteps {
         Ok(best.map_or_else(|| workload.to_owned(), |w| w.id.clone()))
     }
 
+    /// The workload with the platform's id `id` on a site, if it is there.
+    async fn find(
+        &self,
+        site: &str,
+        id: &str,
+    ) -> Result<Option<rebound_runtime::bindings::Workload>, StepError> {
+        let found = self
+            .call(
+                &[site],
+                Inventory {
+                    site: site.to_owned(),
+                    filter: InventoryFilter {
+                        workload_ids: vec![id.to_owned()],
+                        labels: Vec::new(),
+                    },
+                },
+            )
+            .await?;
+        // (A plugin may answer for an id in another form it accepts.)
+        Ok(found.into_iter().next())
+    }
+
     async fn start_step(&self, step: &StepRecord) -> Result<Started, StepError> {
         let input = &step.input;
         let text = |field: &str| input[field].as_str().unwrap_or_default().to_owned();
@@ -623,19 +645,7 @@ impl PluginSteps {
                 Span(timeout),
             ))
         };
-        let found = self
-            .call(
-                &[&site],
-                Inventory {
-                    site: site.clone(),
-                    filter: InventoryFilter {
-                        workload_ids: vec![id.clone()],
-                        labels: Vec::new(),
-                    },
-                },
-            )
-            .await?;
-        match found.first() {
+        match self.find(&site, &id).await?.as_ref() {
             Some(w) if w.power == PowerState::Running => {}
             Some(w) if remaining.is_zero() => {
                 return Ok(failed(format!("'{id}' is {:?}, not running", w.power)));

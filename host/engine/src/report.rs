@@ -415,28 +415,18 @@ pub(crate) async fn measured_durations(store: &Store, plan: &str) -> Result<Meas
 #[cfg(test)]
 mod tests {
     use rebound_domain::{Lifecycle, PlanDocument, PlanState, Workflow};
-    use rebound_store::{StepRecord, StepStatus};
+    use rebound_store::StepRecord;
     use serde_json::{Value, json};
 
     use super::{Measured, default_duration_ms, forecast};
 
     const PLAN: &str = include_str!("../../../docs/examples/plan.yaml");
 
+    /// A step that took `ms`.
     fn step(input: Value, ms: i64) -> StepRecord {
-        StepRecord {
-            run: String::new(),
-            seq: 0,
-            name: String::new(),
-            status: StepStatus::Succeeded,
-            idempotency_key: String::new(),
-            operation: None,
-            attempts: 1,
-            started_at_ms: Some(1_000),
-            finished_at_ms: Some(1_000 + ms),
-            error: None,
-            input,
-            output: None,
-        }
+        let mut step = crate::test_steps::step(0, input, None);
+        step.finished_at_ms = Some(1 + ms);
+        step
     }
 
     /// The failback of the example plan (OpenStack → KubeVirt), failed

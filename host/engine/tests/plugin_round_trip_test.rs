@@ -453,6 +453,19 @@ async fn failover_held_at_its_gate(store: &Store, plugin: &str) -> (Lab, Vec<Ste
     (lab, steps)
 }
 
+/// The plan (its application's gate given `gate`) replicated once, then
+/// the primary site down.
+async fn primary_down(store: &Store, gate: &str) -> Lab {
+    store.put_plan(&plan(gate), "operator").await.expect("plan");
+    let lab = lab(store).await;
+    assert_eq!(
+        run(store, &lab, Workflow::Replication).await,
+        Outcome::Succeeded
+    );
+    lab.a.set_down(true);
+    lab
+}
+
 /// Failover with the primary site gone: fencing is best effort, the plan
 /// fails over and remembers that the old primary was never fenced. Nothing
 /// replicates back to it before it is: a reprotect while it is still down
@@ -460,16 +473,7 @@ async fn failover_held_at_its_gate(store: &Store, plugin: &str) -> (Lab, Vec<Ste
 /// incarnations running again), the reprotect fences them under the new
 /// epoch first, and the failback brings the plan home.
 async fn failover_with_the_primary_down(store: Store) {
-    store
-        .put_plan(&plan("30s"), "operator")
-        .await
-        .expect("plan");
-    let lab = lab(&store).await;
-    assert_eq!(
-        run(&store, &lab, Workflow::Replication).await,
-        Outcome::Succeeded
-    );
-    lab.a.set_down(true);
+    let lab = primary_down(&store, "30s").await;
     assert_eq!(
         run(&store, &lab, Workflow::Failover).await,
         Outcome::Succeeded
@@ -551,13 +555,7 @@ async fn failover_with_the_primary_down(store: Store) {
 /// still undone — fenced and removed, no traffic having reached it — so the
 /// operator's retry recovers every workload once, not beside a leftover.
 async fn a_failed_failover_with_the_primary_down_leaves_no_standbys(store: Store) {
-    store.put_plan(&plan("1s"), "operator").await.expect("plan");
-    let lab = lab(&store).await;
-    assert_eq!(
-        run(&store, &lab, Workflow::Replication).await,
-        Outcome::Succeeded
-    );
-    lab.a.set_down(true);
+    let lab = primary_down(&store, "1s").await;
     lab.b.set_service_status("app-1", 8080, 503);
     assert!(matches!(
         run(&store, &lab, Workflow::Failover).await,
@@ -612,16 +610,7 @@ impl StepRunner for CutoverRefused {
 /// they may hold writes — and says so; the failover started again adopts
 /// them (each workload once, the canary's writes kept) and finishes.
 async fn a_retried_failover_adopts_the_standbys_serving_after_a_failed_one(store: Store) {
-    store
-        .put_plan(&plan("30s"), "operator")
-        .await
-        .expect("plan");
-    let lab = lab(&store).await;
-    assert_eq!(
-        run(&store, &lab, Workflow::Replication).await,
-        Outcome::Succeeded
-    );
-    lab.a.set_down(true);
+    let lab = primary_down(&store, "30s").await;
     rebound_engine::trigger(&store, "shop", Workflow::Failover, None, "operator")
         .await
         .expect("start");

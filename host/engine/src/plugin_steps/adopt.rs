@@ -14,8 +14,7 @@
 //! what its run adopted.
 
 use rebound_domain::Workflow;
-use rebound_runtime::Inventory;
-use rebound_runtime::bindings::{InventoryFilter, PowerState};
+use rebound_runtime::bindings::PowerState;
 use rebound_store::{RunStatus, StepRecord, StepStatus};
 use serde_json::{Value, json};
 
@@ -44,22 +43,8 @@ impl PluginSteps {
                 continue;
             };
             let site = step.input["site"].as_str().unwrap_or_default();
-            let found = self
-                .call(
-                    &[site],
-                    Inventory {
-                        site: site.to_owned(),
-                        filter: InventoryFilter {
-                            workload_ids: vec![id.clone()],
-                            labels: Vec::new(),
-                        },
-                    },
-                )
-                .await?;
-            if found
-                .iter()
-                .any(|w| w.id == id && w.power == PowerState::Running)
-            {
+            let found = self.find(site, &id).await?;
+            if found.is_some_and(|w| w.power == PowerState::Running) {
                 tracing::warn!(run = %step.run, from = %run.id, workload = %id, "adopting the incarnation an earlier failed failover left serving");
                 let mut output = output;
                 output["adopted_from"] = json!(run.id);
@@ -96,27 +81,10 @@ fn left_serving(steps: &[StepRecord], input: &Value) -> Option<(String, Value)> 
 
 #[cfg(test)]
 mod tests {
-    use rebound_store::{StepRecord, StepStatus};
     use serde_json::{Value, json};
 
     use super::left_serving;
-
-    fn step(seq: i32, input: Value, output: Value) -> StepRecord {
-        StepRecord {
-            run: "run-1".into(),
-            seq,
-            name: format!("step {seq}"),
-            status: StepStatus::Succeeded,
-            idempotency_key: format!("run-1/{seq}"),
-            operation: None,
-            attempts: 1,
-            started_at_ms: Some(1),
-            finished_at_ms: Some(2),
-            error: None,
-            input,
-            output: Some(output),
-        }
-    }
+    use crate::test_steps::step;
 
     fn materialize(epoch: u64) -> Value {
         json!({"action": "materialize", "site": "b", "workload": "db-1", "epoch": epoch})
@@ -124,7 +92,7 @@ mod tests {
 
     #[test]
     fn only_an_incarnation_of_the_same_workload_site_and_epoch_left_alone() {
-        let made = vec![step(0, materialize(2), json!({"workload": "b-vm-9"}))];
+        let made = vec![step(0, materialize(2), Some(json!({"workload": "b-vm-9"})))];
         let (id, output) = left_serving(&made, &materialize(2)).expect("left serving");
         assert_eq!(
             (id.as_str(), output["workload"].clone()),
@@ -143,7 +111,7 @@ mod tests {
             json!({"action": "cleanup", "site": "b", "workloads": ["b-vm-9"], "compensation": true}),
         ] {
             let mut steps = made.clone();
-            steps.push(step(1, undo, json!({})));
+            steps.push(step(1, undo, None));
             assert!(left_serving(&steps, &materialize(2)).is_none(), "{steps:?}");
         }
     }
