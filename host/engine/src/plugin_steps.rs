@@ -31,6 +31,7 @@ use rebound_runtime::bindings::exports::{
 use rebound_runtime::bindings::{
     Consistency, DiskSpec, DnsRecord, Firmware, HealthStatus, InventoryFilter, NicSpec, Operation,
     OperationKind, OperationState, Outcome, PowerState, RedirectTarget, VmSpec, WeightedBackend,
+    Workload,
 };
 use rebound_runtime::{
     CallContext, CallError, Describe, Export, Fence, Health, Inventory, Plugin, Runtime, SiteGrant,
@@ -264,21 +265,18 @@ impl PluginSteps {
     /// The platform's id of a plan workload on a site.
     async fn resolve(&self, site: &str, workload: &str) -> Result<String, StepError> {
         let found = self
-            .call(
-                &[site],
-                Inventory {
-                    site: site.to_owned(),
-                    filter: InventoryFilter {
-                        workload_ids: Vec::new(),
-                        labels: vec![(WORKLOAD_LABEL.to_owned(), workload.to_owned())],
-                    },
+            .matching(
+                site,
+                InventoryFilter {
+                    workload_ids: Vec::new(),
+                    labels: vec![(WORKLOAD_LABEL.to_owned(), workload.to_owned())],
                 },
             )
             .await?;
         // The newest incarnation (highest epoch), whatever its power state:
         // a step resumed after a crash must find the workload its first
         // attempt acted on, even if that attempt stopped it.
-        let epoch = |w: &rebound_runtime::bindings::Workload| {
+        let epoch = |w: &Workload| {
             w.spec
                 .labels
                 .iter()
@@ -292,21 +290,31 @@ impl PluginSteps {
         Ok(best.map_or_else(|| workload.to_owned(), |w| w.id.clone()))
     }
 
-    /// The workload with the platform's id `id` on a site, if it is there.
-    async fn find(
+    /// A site's workloads that `filter` matches, for a step.
+    async fn matching(
         &self,
         site: &str,
-        id: &str,
-    ) -> Result<Option<rebound_runtime::bindings::Workload>, StepError> {
+        filter: InventoryFilter,
+    ) -> Result<Vec<Workload>, StepError> {
+        let site = site.to_owned();
+        self.call(
+            &[&site],
+            Inventory {
+                site: site.clone(),
+                filter,
+            },
+        )
+        .await
+    }
+
+    /// The workload with the platform's id `id` on a site, if it is there.
+    async fn find(&self, site: &str, id: &str) -> Result<Option<Workload>, StepError> {
         let found = self
-            .call(
-                &[site],
-                Inventory {
-                    site: site.to_owned(),
-                    filter: InventoryFilter {
-                        workload_ids: vec![id.to_owned()],
-                        labels: Vec::new(),
-                    },
+            .matching(
+                site,
+                InventoryFilter {
+                    workload_ids: vec![id.to_owned()],
+                    labels: Vec::new(),
                 },
             )
             .await?;
