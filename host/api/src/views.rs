@@ -214,6 +214,10 @@ pub struct StepView {
     pub input: Value,
     /// What a finished `transfer` step of the data mover moved.
     pub transfer: Option<TransferView>,
+    /// A `materialize` that adopted the incarnation an earlier failed
+    /// failover left serving (its primary site down) instead of making
+    /// another: that run.
+    pub adopted_from: Option<String>,
 }
 
 /// The data a transfer step moved between two sites, every block verified.
@@ -265,6 +269,11 @@ impl From<&StepRecord> for StepView {
             error: s.error.clone(),
             input: s.input.clone(),
             transfer: TransferView::of(s),
+            adopted_from: s
+                .output
+                .as_ref()
+                .and_then(|o| o["adopted_from"].as_str())
+                .map(str::to_owned),
         }
     }
 }
@@ -623,5 +632,15 @@ mod tests {
                 .transfer
                 .is_none()
         );
+    }
+
+    #[test]
+    fn an_adopting_materialize_names_the_run_it_adopted_from() {
+        let adopted = json!({"workload": "vm-9", "adopted_from": "run-0"});
+        let view = StepView::from(&step(json!({"action": "materialize"}), Some(adopted)));
+        assert_eq!(view.adopted_from.as_deref(), Some("run-0"));
+        let made = json!({"workload": "vm-9"});
+        let view = StepView::from(&step(json!({"action": "materialize"}), Some(made)));
+        assert_eq!(view.adopted_from, None);
     }
 }

@@ -214,6 +214,11 @@ export function RunDetail({ id }: { id: string }) {
                     {transferSummary(s.transfer)}
                   </span>
                 )}
+                {s.adopted_from && (
+                  <span className="step-detail small warn" data-testid="adopted">
+                    adopted the incarnation run {s.adopted_from} left serving
+                  </span>
+                )}
                 {s.error && <span className="step-error">{s.error}</span>}
               </li>
             );
