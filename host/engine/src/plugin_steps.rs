@@ -614,16 +614,26 @@ impl PluginSteps {
                 Some(id) => id.to_owned(),
                 None => self.resolve(site, workload).await?,
             };
+            // A former primary back after a disaster may have come back
+            // without the workload (rebuilt, say): what the platform does
+            // not have, it cannot run — confirmed, and said so.
+            if step.input["confirm"] == true && self.find(site, &id).await?.is_none() {
+                return Ok(Started::Done(json!({
+                    "fenced": true, "workload": id, "absent": true,
+                    "reason": format!("'{workload}' is not on '{site}': nothing there to fence"),
+                })));
+            }
             let request = FenceRequest {
                 key: step.idempotency_key.clone(),
                 site: site.to_owned(),
                 workload_id: id,
                 epoch: step.input["epoch"].as_u64().unwrap_or_default(),
             };
-            self.call(&[site], Fence(request)).await
+            let op = self.call(&[site], Fence(request)).await?;
+            Ok(Started::Operation(handle(&op)))
         };
         match attempt.await {
-            Ok(op) => Ok(Started::Operation(handle(&op))),
+            Ok(started) => Ok(started),
             Err(e) if step.input["best_effort"] == true => Ok(Started::Done(json!({
                 "fenced": false, "workload": workload,
                 "reason": format!("could not fence: {e}"),

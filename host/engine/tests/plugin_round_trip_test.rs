@@ -53,6 +53,19 @@ struct Lab {
     a: ExampleSite,
     b: ExampleSite,
     steps: Arc<PluginSteps>,
+    plugin: Arc<rebound_runtime::Plugin>,
+}
+
+/// An example site with `vms`, playing their guests.
+async fn site(vms: Vec<Value>) -> ExampleSite {
+    ExampleSite::start(ExampleOptions {
+        snapshot_latency: Duration::from_millis(60),
+        vms,
+        guests: true,
+        ..ExampleOptions::default()
+    })
+    .await
+    .expect("site")
 }
 
 fn grant(site: &ExampleSite, name: &str) -> SiteGrant {
@@ -70,18 +83,8 @@ async fn lab(store: &Store) -> Lab {
 /// The two sites through the built plugin `plugin` (the example plugin,
 /// or its build against the contract 0.1).
 async fn lab_with(store: &Store, plugin: &str) -> Lab {
-    let options = |vms| ExampleOptions {
-        snapshot_latency: Duration::from_millis(60),
-        vms,
-        guests: true,
-        ..ExampleOptions::default()
-    };
-    let a = ExampleSite::start(options(rebound_lab::example::default_vms()))
-        .await
-        .expect("site a");
-    let b = ExampleSite::start(options(Vec::new()))
-        .await
-        .expect("site b");
+    let a = site(rebound_lab::example::default_vms()).await;
+    let b = site(Vec::new()).await;
     let runtime = Arc::new(rebound_runtime::testing::runtime());
     let plugin = rebound_runtime::testing::load(&runtime, plugin).await;
     let sites = HashMap::from([
@@ -95,13 +98,18 @@ async fn lab_with(store: &Store, plugin: &str) -> Lab {
         (
             "lab-b".to_owned(),
             BoundSite {
-                plugin,
+                plugin: plugin.clone(),
                 grant: grant(&b, "lab-b"),
             },
         ),
     ]);
     let steps = Arc::new(PluginSteps::new(runtime, store.clone(), sites));
-    Lab { a, b, steps }
+    Lab {
+        a,
+        b,
+        steps,
+        plugin,
+    }
 }
 
 async fn run(store: &Store, lab: &Lab, workflow: Workflow) -> Outcome {
@@ -550,6 +558,51 @@ async fn failover_with_the_primary_down(store: Store) {
     assert!(serving(&lab.b).is_empty());
 }
 
+/// The primary site comes back after the disaster rebuilt, without the
+/// plan's workloads: what it does not have it cannot run, so the
+/// reprotect's fences confirm by their absence, and the plan goes home.
+async fn a_primary_site_rebuilt_empty_is_confirmed_fenced_by_absence(store: Store) {
+    let lab = primary_down(&store, "30s").await;
+    assert_eq!(
+        run(&store, &lab, Workflow::Failover).await,
+        Outcome::Succeeded
+    );
+    let rebuilt = site(Vec::new()).await;
+    lab.steps.bind(
+        "lab-a",
+        BoundSite {
+            plugin: lab.plugin.clone(),
+            grant: grant(&rebuilt, "lab-a"),
+        },
+    );
+    let (outcome, report) = run_reported(&store, &lab, Workflow::Reprotect).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (l.state, l.unfenced.as_deref()),
+        (PlanState::ReadyForFailback, None)
+    );
+    let steps = store.steps(&report.run).await.expect("steps");
+    let fences: Vec<&Value> = steps
+        .iter()
+        .filter(|s| s.input["confirm"] == true)
+        .filter_map(|s| s.output.as_ref())
+        .collect();
+    assert_eq!(fences.len(), 3, "{steps:?}");
+    assert!(
+        fences
+            .iter()
+            .all(|o| o["fenced"] == true && o["absent"] == true),
+        "{fences:?}"
+    );
+    assert_eq!(
+        run(&store, &lab, Workflow::Failback).await,
+        Outcome::Succeeded
+    );
+    assert_eq!(serving(&rebuilt).len(), 3);
+    assert!(serving(&lab.b).is_empty());
+}
+
 /// With the primary site gone, a failover that fails half way (a gate) has
 /// no fenced primary to give back, but what it recovered on the standby is
 /// still undone — fenced and removed, no traffic having reached it — so the
@@ -733,5 +786,6 @@ rebound_store::on_both_backends!(
     failover_with_the_primary_down,
     a_failed_failover_with_the_primary_down_leaves_no_standbys,
     a_retried_failover_adopts_the_standbys_serving_after_a_failed_one,
+    a_primary_site_rebuilt_empty_is_confirmed_fenced_by_absence,
     a_compensating_unfence_restores_the_fenced_workload
 );
