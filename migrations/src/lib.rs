@@ -15,6 +15,7 @@ mod m20261125_000008_api_auth;
 mod m20261125_000009_sites;
 mod m20261205_000010_password_changed;
 mod m20261206_000011_sign_in_failures;
+mod m20261207_000012_runs_by_plan;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000009_sites::Migration),
             Box::new(m20261205_000010_password_changed::Migration),
             Box::new(m20261206_000011_sign_in_failures::Migration),
+            Box::new(m20261207_000012_runs_by_plan::Migration),
         ]
     }
 }

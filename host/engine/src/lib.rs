@@ -51,7 +51,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use rebound_domain::Workflow;
-use rebound_store::{RunRecord, RunStatus, StepRecord, StepStatus, Store, StoreError};
+use rebound_store::{PlanRuns, RunRecord, RunStatus, StepRecord, StepStatus, Store, StoreError};
 use serde_json::Value;
 
 /// What `start` did.
@@ -144,15 +144,16 @@ pub async fn trigger(
 /// finished.
 async fn preempt(store: &Store, run: &RunRecord, principal: &str) -> Result<(), EngineError> {
     let by = format!("{principal} (preempted by {} {})", run.workflow, run.id);
-    for other in store.runs_of(&run.plan).await? {
-        let preemptible = matches!(other.workflow, Workflow::Replication | Workflow::Drill);
-        let unfinished = matches!(
-            other.status,
-            RunStatus::Pending | RunStatus::Running | RunStatus::WaitingApproval
-        );
-        if !(preemptible && unfinished) {
-            continue;
-        }
+    let which = PlanRuns {
+        workflows: &[Workflow::Replication, Workflow::Drill],
+        statuses: &[
+            RunStatus::Pending,
+            RunStatus::Running,
+            RunStatus::WaitingApproval,
+        ],
+        limit: None,
+    };
+    for other in store.plan_runs(&run.plan, which).await? {
         match store.cancel_run(&other.id, &by).await {
             Ok(cancel) => tracing::info!(run = %other.id, ?cancel, "{by}"),
             // It finished meanwhile: nothing to preempt.

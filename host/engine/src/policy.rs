@@ -23,7 +23,7 @@
 //! between cycles counts against it.
 
 use rebound_domain::{Phase, PlanState, Workflow};
-use rebound_store::{EventRecord, PlanRecord, RunStatus, Store};
+use rebound_store::{EventRecord, PlanRecord, PlanRuns, RunStatus, Store};
 use serde::Serialize;
 use serde_json::json;
 
@@ -294,11 +294,12 @@ async fn schedule(
     now: i64,
 ) -> Result<Option<String>, EngineError> {
     let name = &plan.document.name;
-    let active = store.runs_of(name).await?.into_iter().any(|r| {
-        r.workflow == Workflow::Replication
-            && matches!(r.status, RunStatus::Pending | RunStatus::Running)
-    });
-    if active {
+    let which = PlanRuns {
+        workflows: &[Workflow::Replication],
+        statuses: &[RunStatus::Pending, RunStatus::Running],
+        limit: Some(1),
+    };
+    if !store.plan_runs(name, which).await?.is_empty() {
         return Ok(None);
     }
     let interval = millis(plan.document.replication.interval).max(1);

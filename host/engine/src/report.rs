@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 
 use rebound_domain::{Lifecycle, Phase, PlanDocument, Workflow};
-use rebound_store::{NewStep, RunRecord, RunStatus, StepRecord, StepStatus, Store};
+use rebound_store::{NewStep, PlanRuns, RunRecord, RunStatus, StepRecord, StepStatus, Store};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -393,21 +393,19 @@ const MEASURED_WORKFLOWS: [Workflow; 6] = [
 /// Step durations measured in the plan's runs: the newest successful run
 /// of each of [`MEASURED_WORKFLOWS`], newest first (see [`Measured`]).
 pub(crate) async fn measured_durations(store: &Store, plan: &str) -> Result<Measured, EngineError> {
+    let mut newest = Vec::new();
+    for workflow in MEASURED_WORKFLOWS {
+        let which = PlanRuns {
+            workflows: &[workflow],
+            statuses: &[RunStatus::Succeeded],
+            limit: Some(1),
+        };
+        newest.extend(store.plan_runs(plan, which).await?);
+    }
+    newest.sort_by(|a, b| (b.created_at_ms, &b.id).cmp(&(a.created_at_ms, &a.id)));
     let mut measured = Measured::default();
-    let mut seen = Vec::new();
-    for run in store.runs_of(plan).await? {
-        if run.status != RunStatus::Succeeded
-            || !MEASURED_WORKFLOWS.contains(&run.workflow)
-            || seen.contains(&run.workflow)
-        {
-            continue;
-        }
-        seen.push(run.workflow);
-        let steps = store.steps(&run.id).await?;
-        measured.add(&run.id, seen.len() - 1, &steps);
-        if seen.len() == MEASURED_WORKFLOWS.len() {
-            break;
-        }
+    for (rank, run) in newest.iter().enumerate() {
+        measured.add(&run.id, rank, &store.steps(&run.id).await?);
     }
     Ok(measured)
 }

@@ -131,6 +131,16 @@ pub struct RunRecord {
     /// Who asked to cancel it while a host was driving it: the host stops
     /// at its next stage boundary.
     pub cancel_requested_by: Option<String>,
+    pub created_at_ms: i64,
+}
+
+/// Which of a plan's runs [`Store::plan_runs`] lists, newest first: those
+/// of these workflows and statuses (empty: any), at most `limit`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanRuns<'a> {
+    pub workflows: &'a [Workflow],
+    pub statuses: &'a [RunStatus],
+    pub limit: Option<u64>,
 }
 
 /// A witness's last probe of a site.

@@ -14,8 +14,8 @@ use sea_orm::{
 
 use super::entity::{plan, run, step};
 use super::{
-    Cancel, NewStep, RunRecord, RunStatus, SAVE_CHUNK, StepRecord, StepStatus, Store, StoreError,
-    audit_in, corrupt, decode_plan, millis, now_ms, update_lifecycle,
+    Cancel, NewStep, PlanRuns, RunRecord, RunStatus, SAVE_CHUNK, StepRecord, StepStatus, Store,
+    StoreError, audit_in, corrupt, decode_plan, millis, now_ms, update_lifecycle,
 };
 
 impl Store {
@@ -170,17 +170,35 @@ impl Store {
         decode_run(&find_run(&self.db, id).await?)
     }
 
-    /// A plan's runs, newest first.
+    /// A plan's runs, newest first — every one: a plan gathers a run per
+    /// replication cycle, so the engine asks for those it needs
+    /// ([`Store::plan_runs`]).
     pub async fn runs_of(&self, plan: &str) -> Result<Vec<RunRecord>, StoreError> {
-        run::Entity::find()
-            .filter(run::Column::Plan.eq(plan))
+        self.plan_runs(plan, PlanRuns::default()).await
+    }
+
+    /// The runs of a plan `which` selects, newest first.
+    pub async fn plan_runs(
+        &self,
+        plan: &str,
+        which: PlanRuns<'_>,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let mut query = run::Entity::find().filter(run::Column::Plan.eq(plan));
+        if !which.workflows.is_empty() {
+            let names = which.workflows.iter().map(ToString::to_string);
+            query = query.filter(run::Column::Workflow.is_in(names));
+        }
+        if !which.statuses.is_empty() {
+            let names = which.statuses.iter().map(|s| s.as_str());
+            query = query.filter(run::Column::Status.is_in(names));
+        }
+        query = query
             .order_by_desc(run::Column::CreatedAt)
-            .order_by_desc(run::Column::Id)
-            .all(&self.db)
-            .await?
-            .iter()
-            .map(decode_run)
-            .collect()
+            .order_by_desc(run::Column::Id);
+        if let Some(limit) = which.limit {
+            query = query.limit(limit);
+        }
+        query.all(&self.db).await?.iter().map(decode_run).collect()
     }
 
     /// Claim an active run whose lease is free or expired, for `lease`.
@@ -810,5 +828,6 @@ pub(crate) fn decode_run(row: &run::Model) -> Result<RunRecord, StoreError> {
         lease_expires_at_ms: row.lease_expires_at,
         lifecycle: row.lifecycle,
         cancel_requested_by: row.cancel_requested_by.clone(),
+        created_at_ms: row.created_at,
     })
 }

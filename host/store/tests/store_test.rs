@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use rebound_domain::{Lifecycle, PlanDocument, PlanState, Workflow};
-use rebound_store::{RunStatus, Store, StoreError};
+use rebound_store::{PlanRuns, RunRecord, RunStatus, Store, StoreError};
 
 const PLAN: &str = include_str!("../../../docs/examples/plan.yaml");
 
@@ -20,6 +20,7 @@ rebound_store::on_both_backends!(
     a_plan_moves_to_other_sites_only_while_protected,
     lifecycle_updates_never_overwrite_a_concurrent_change,
     an_idempotency_key_returns_the_same_run,
+    a_plans_runs_are_listed_newest_first_by_workflow_and_status,
     a_run_is_leased_to_one_host_and_taken_over_after_expiry,
     concurrent_hosts_claim_each_run_exactly_once,
     the_audit_log_is_append_only,
@@ -153,6 +154,75 @@ async fn an_idempotency_key_returns_the_same_run(store: Store) {
         .await
         .expect_err("no plan");
     assert!(matches!(missing, StoreError::NotFound { .. }), "{missing}");
+}
+
+async fn a_plans_runs_are_listed_newest_first_by_workflow_and_status(store: Store) {
+    store.put_plan(&plan(), "alice").await.expect("create");
+    let mut made = Vec::new();
+    for workflow in [
+        Workflow::Replication,
+        Workflow::Drill,
+        Workflow::Replication,
+        Workflow::Failover,
+        Workflow::Replication,
+    ] {
+        let run = store.create_run("shop", workflow, None, "ci").await;
+        made.push(run.expect("run").id);
+        // Distinct creation times, so newest first is one order.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let store = &store;
+    let list = |which| async move { ids(store.plan_runs("shop", which).await.expect("runs")) };
+    let cycles = [Workflow::Replication];
+    assert_eq!(
+        list(PlanRuns {
+            workflows: &cycles,
+            ..PlanRuns::default()
+        })
+        .await,
+        [made[4].clone(), made[2].clone(), made[0].clone()]
+    );
+    assert_eq!(
+        list(PlanRuns {
+            workflows: &cycles,
+            limit: Some(1),
+            ..PlanRuns::default()
+        })
+        .await,
+        [made[4].clone()]
+    );
+    let others = [Workflow::Drill, Workflow::Failover];
+    assert_eq!(
+        list(PlanRuns {
+            workflows: &others,
+            ..PlanRuns::default()
+        })
+        .await,
+        [made[3].clone(), made[1].clone()]
+    );
+    let pending = [RunStatus::Pending];
+    assert_eq!(
+        list(PlanRuns {
+            statuses: &pending,
+            ..PlanRuns::default()
+        })
+        .await
+        .len(),
+        5
+    );
+    let done = [RunStatus::Succeeded, RunStatus::Failed];
+    assert!(
+        list(PlanRuns {
+            statuses: &done,
+            ..PlanRuns::default()
+        })
+        .await
+        .is_empty()
+    );
+    let mut all = made.clone();
+    all.reverse();
+    assert_eq!(ids(store.runs_of("shop").await.expect("runs")), all);
 }
 
 async fn a_run_is_leased_to_one_host_and_taken_over_after_expiry(store: Store) {

@@ -15,7 +15,7 @@
 
 use rebound_domain::Workflow;
 use rebound_runtime::bindings::PowerState;
-use rebound_store::{RunStatus, StepRecord, StepStatus};
+use rebound_store::{PlanRuns, RunStatus, StepRecord, StepStatus};
 use serde_json::{Value, json};
 
 use super::PluginSteps;
@@ -31,13 +31,17 @@ impl PluginSteps {
         step: &StepRecord,
     ) -> Result<Option<Value>, StepError> {
         let store_error = |e: rebound_store::StoreError| StepError::Retryable(e.to_string());
-        let runs = self.store.runs_of(plan).await.map_err(store_error)?;
-        let failed = runs.iter().filter(|r| {
-            r.id != step.run
-                && r.workflow == Workflow::Failover
-                && matches!(r.status, RunStatus::Failed | RunStatus::Cancelled)
-        });
-        for run in failed {
+        let which = PlanRuns {
+            workflows: &[Workflow::Failover],
+            statuses: &[RunStatus::Failed, RunStatus::Cancelled],
+            limit: None,
+        };
+        let failed = self
+            .store
+            .plan_runs(plan, which)
+            .await
+            .map_err(store_error)?;
+        for run in failed.iter().filter(|r| r.id != step.run) {
             let steps = self.store.steps(&run.id).await.map_err(store_error)?;
             let Some((id, output)) = left_serving(&steps, &step.input) else {
                 continue;
