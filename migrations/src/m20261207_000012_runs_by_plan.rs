@@ -1,8 +1,9 @@
-//! Runs by plan, newest first: a plan gathers a run every replication
-//! interval (288 a day at 5 minutes), and the engine asks for a few of
-//! them (the newest of a workflow, the unfinished cycles) on every policy
-//! tick and compliance read — without an index each of those reads every
-//! run of every plan.
+//! Runs by plan and workflow, newest first: a plan gathers a run every
+//! replication interval (288 a day at 5 minutes), and the engine asks for
+//! a few of them (the newest of a workflow, the unfinished cycles) on every
+//! policy tick and compliance read — without an index each of those reads
+//! every run of every plan, and with one on the plan alone, the newest of a
+//! rare workflow (a failback) is found only past every cycle.
 
 use sea_orm_migration::prelude::*;
 
@@ -13,6 +14,7 @@ pub struct Migration;
 enum Runs {
     Table,
     Plan,
+    Workflow,
     CreatedAt,
 }
 
@@ -27,6 +29,7 @@ impl MigrationTrait for Migration {
                     .name("runs_by_plan")
                     .table(Runs::Table)
                     .col(Runs::Plan)
+                    .col(Runs::Workflow)
                     .col(Runs::CreatedAt)
                     .to_owned(),
             )

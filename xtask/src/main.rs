@@ -119,6 +119,8 @@ fn main() -> Result<()> {
                 "--bench",
                 "failover",
             ])?;
+            // What a plan's run history costs a policy tick's reads.
+            ws.cargo(&["bench", "--package", "rebound-engine", "--bench", "history"])?;
             // Prints API latency percentiles at a fixed rate, with a baseline.
             ws.cargo(&["bench", "--package", "rebound", "--bench", "api_load"])?;
             ws.report_medians("plugin_call", "fresh_instance")?;
