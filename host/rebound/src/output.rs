@@ -25,6 +25,8 @@ pub const PLANS: Columns = &[
     ("PRIMARY", "/lifecycle/primary"),
     ("STANDBY", "/lifecycle/standby"),
     ("EPOCH", "/lifecycle/epoch"),
+    // A former primary whose fence the failover could not confirm.
+    ("UNFENCED", "/lifecycle/unfenced"),
     ("REVISION", "/revision"),
 ];
 pub const RUNS: Columns = &[
