@@ -473,24 +473,29 @@ fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
+    // figment's Jail returns its own (large) error type.
+    #[allow(clippy::result_large_err)]
     fn the_config_file_is_checked() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("rebound.toml");
-        std::fs::write(
-            &path,
-            "[api]\ncors_origins = [\"https://ui.example\"]\n[[api.auth.oidc]]\nissuer = \"https://idp\"\naudience = \"rebound\"\njwks_url = \"https://idp/jwks\"\nalgorithm = \"RS256\"\n",
-        )
-        .expect("write");
-        let config = super::host_config(Some(&path)).expect("config");
-        assert_eq!(config.api.cors_origins, ["https://ui.example"]);
-        assert_eq!(config.api.auth.oidc[0].role_claim, "roles");
-        std::fs::write(&path, "[api]\nbody_limit = 5\n").expect("write");
-        let err = super::host_config(Some(&path)).expect_err("unknown key");
-        assert!(
-            err.to_string()
-                .contains("unknown field: found `body_limit`"),
-            "{err}"
-        );
+        // In a Jail: the process's environment is shared with the test
+        // that sets `REBOUND__…` variables, and Jails take turns.
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "rebound.toml",
+                "[api]\ncors_origins = [\"https://ui.example\"]\n[[api.auth.oidc]]\nissuer = \"https://idp\"\naudience = \"rebound\"\njwks_url = \"https://idp/jwks\"\nalgorithm = \"RS256\"\n",
+            )?;
+            let path = std::path::Path::new("rebound.toml");
+            let config = super::host_config(Some(path)).expect("config");
+            assert_eq!(config.api.cors_origins, ["https://ui.example"]);
+            assert_eq!(config.api.auth.oidc[0].role_claim, "roles");
+            jail.create_file("rebound.toml", "[api]\nbody_limit = 5\n")?;
+            let err = super::host_config(Some(path)).expect_err("unknown key");
+            assert!(
+                err.to_string()
+                    .contains("unknown field: found `body_limit`"),
+                "{err}"
+            );
+            Ok(())
+        });
     }
 
     #[test]
