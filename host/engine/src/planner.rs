@@ -6,7 +6,7 @@
 //! materializations, then its health gates).
 
 use rebound_domain::plan::ReplicationMode;
-use rebound_domain::{Lifecycle, PlanDocument, Workflow};
+use rebound_domain::{Lifecycle, PlanDocument, PlanState, Workflow};
 use rebound_store::{NewStep, StepRecord, StepStatus};
 use serde_json::{Value, json};
 
@@ -192,6 +192,20 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         Workflow::Replication => {
             sync(&mut steps, primary, standby);
             prune(&mut steps, primary, standby);
+            // Once back to protected after a promotion (a failback, say),
+            // each cycle's new copy at the standby lets the incarnations
+            // the promotions superseded go — fenced, of an older epoch, on
+            // either site (see `plugin_steps`). Best effort.
+            if lifecycle.state == PlanState::Protected && lifecycle.epoch > 1 {
+                let first = steps.len();
+                for site in [standby, primary] {
+                    steps.push(step(
+                        format!("remove the incarnations superseded before epoch {} on {site}", lifecycle.epoch),
+                        json!({"action": "cleanup", "site": site, "scope": "superseded", "below_epoch": lifecycle.epoch, "best_effort": true}),
+                    ));
+                }
+                stage(&mut steps, first);
+            }
         }
         Workflow::Drill => {
             recover(&mut steps, standby, true);

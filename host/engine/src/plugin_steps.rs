@@ -43,6 +43,7 @@ use serde_json::{Value, json};
 use crate::{Progress, Started, StepError, StepRunner};
 
 mod adopt;
+mod superseded;
 mod transfer;
 
 pub use transfer::mover_endpoint;
@@ -537,6 +538,9 @@ impl PluginSteps {
                     }
                 }
             }
+            "cleanup" if text("scope") == "superseded" => {
+                return self.remove_superseded(step).await;
+            }
             "cleanup" if text("scope") == "drill" => {
                 let request = CleanupRequest {
                     key,
@@ -728,8 +732,12 @@ impl PluginSteps {
                 if step.input["action"] == "cleanup" && step.input["best_effort"] == true =>
             {
                 tracing::warn!(run = %step.run, step = %step.name, "left as it is: {}", explain(&e));
+                // (The ids are the step's, or found when it started.)
+                let ids = operation
+                    .get("workloads")
+                    .unwrap_or(&step.input["workloads"]);
                 return Ok(Progress::Done(
-                    json!({"removed": [], "kept": step.input["workloads"], "reason": explain(&e)}),
+                    json!({"removed": [], "kept": ids, "reason": explain(&e)}),
                 ));
             }
             OperationState::Failed(e) => return Ok(Progress::Failed(explain(&e))),

@@ -264,8 +264,16 @@ async fn openstack_to_kubevirt_and_back(store: Store) {
         );
     }
 
-    // Protected again: a cycle runs from OpenStack onto the cluster.
+    // Protected again: a cycle runs from OpenStack onto the cluster, and
+    // with its copy there the incarnations the failback superseded on the
+    // cluster go, their disks with them.
+    let vms = || lab.kubevirt.list("virtualmachines", NS);
+    assert_eq!(vms().len(), lab.names.len());
     run(&store, &lab, Workflow::Replication).await;
+    assert!(vms().is_empty(), "{:?}", vms());
+    for name in on_kubevirt.values() {
+        assert!(lab.kubevirt.vm_pvcs(NS, name).is_empty(), "{name}");
+    }
 
     cross::assert_no_repeats("OpenStack", lab.openstack.effects());
     cross::assert_no_repeats("KubeVirt", lab.kubevirt.effects());

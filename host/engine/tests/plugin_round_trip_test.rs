@@ -307,6 +307,31 @@ async fn round_trip(store: Store) {
         "the mapping runs backwards on failback"
     );
 
+    // Home again, the failback's fenced incarnations on lab-b stay until a
+    // cycle has put a newer copy there; then they go. lab-a's originals
+    // (not Rebound's) stay fenced beside their successors.
+    assert_eq!(lab.b.vms().len(), 3);
+    let (outcome, report) = run_reported(&store, &lab, Workflow::Replication).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    assert!(lab.b.vms().is_empty(), "{:?}", lab.b.vms());
+    assert_eq!(lab.a.vms().len(), 6);
+    assert_eq!(serving(&lab.a).len(), 3);
+    let steps = store.steps(&report.run).await.expect("steps");
+    let removed: Vec<&Value> = steps
+        .iter()
+        .filter(|s| s.input["scope"] == "superseded")
+        .filter_map(|s| s.output.as_ref())
+        .collect();
+    assert_eq!(removed.len(), 2, "{steps:?}");
+    assert_eq!(
+        removed
+            .iter()
+            .map(|o| o["removed"].as_array().map_or(0, Vec::len))
+            .sum::<usize>(),
+        3,
+        "{removed:?}"
+    );
+
     assert_eq!(
         run(&store, &lab, Workflow::Migration).await,
         Outcome::Succeeded
