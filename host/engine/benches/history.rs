@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rebound_domain::{PlanDocument, Workflow};
+use rebound_engine::MEASURED_WORKFLOWS;
 use rebound_store::{NewStep, PlanRuns, RunRecord, RunStatus, Store};
 use serde_json::json;
 
@@ -24,16 +25,6 @@ const CYCLES: usize = 2_016;
 const PLAN: &str = "name: shop\nsource: east\ntarget: west\nworkloads:\n  - id: db\n  - id: web\n    depends_on: [db]\n\
 replication: { mode: native, interval: 5m }\n\
 objectives:\n  failover: { rto: 30m, rpo: 15m }\n  failback: { rto: 2h, rpo: 0s }\n";
-
-/// The workflows a forecast draws on (as `report.rs` lists them).
-const MEASURED: [Workflow; 6] = [
-    Workflow::Drill,
-    Workflow::Failover,
-    Workflow::Failback,
-    Workflow::Migration,
-    Workflow::Reprotect,
-    Workflow::Replication,
-];
 
 /// A finished run of `workflow` with `steps`.
 async fn finished(store: &Store, workflow: Workflow, steps: &[NewStep]) {
@@ -74,7 +65,7 @@ async fn history(store: &Store) {
 
 async fn newest(store: &Store) -> Vec<RunRecord> {
     let mut out = Vec::new();
-    for workflow in MEASURED {
+    for workflow in MEASURED_WORKFLOWS {
         let which = PlanRuns {
             workflows: &[workflow],
             statuses: &[RunStatus::Succeeded],
@@ -88,7 +79,8 @@ async fn newest(store: &Store) -> Vec<RunRecord> {
 async fn newest_baseline(store: &Store) -> Vec<RunRecord> {
     let mut out: Vec<RunRecord> = Vec::new();
     for run in store.runs_of("shop").await.expect("runs") {
-        let wanted = run.status == RunStatus::Succeeded && MEASURED.contains(&run.workflow);
+        let wanted =
+            run.status == RunStatus::Succeeded && MEASURED_WORKFLOWS.contains(&run.workflow);
         if wanted && !out.iter().any(|r| r.workflow == run.workflow) {
             out.push(run);
         }

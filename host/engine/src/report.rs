@@ -381,7 +381,7 @@ pub async fn dry_run_of(
 }
 
 /// The workflows whose newest successful run the forecast draws on.
-const MEASURED_WORKFLOWS: [Workflow; 6] = [
+pub const MEASURED_WORKFLOWS: [Workflow; 6] = [
     Workflow::Drill,
     Workflow::Failover,
     Workflow::Failback,
