@@ -583,6 +583,45 @@ async fn failover_with_the_primary_down(store: Store) {
     assert!(serving(&lab.b).is_empty());
 }
 
+/// Through a plugin of the contract 0.1, which cannot remove workloads,
+/// the incarnations a failback superseded stay, and the cycle's step says
+/// why without asking the site for anything.
+async fn a_0_1_plugin_keeps_the_superseded_incarnations(store: Store) {
+    store
+        .put_plan(&plan("30s"), "operator")
+        .await
+        .expect("plan");
+    let lab = lab_with(&store, "example-contract-0-1").await;
+    for workflow in [
+        Workflow::Replication,
+        Workflow::Failover,
+        Workflow::Reprotect,
+        Workflow::Failback,
+    ] {
+        assert_eq!(
+            run(&store, &lab, workflow).await,
+            Outcome::Succeeded,
+            "{workflow}"
+        );
+    }
+    let (outcome, report) = run_reported(&store, &lab, Workflow::Replication).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    assert_eq!(lab.b.vms().len(), 3, "kept, fenced");
+    let steps = store.steps(&report.run).await.expect("steps");
+    let kept: Vec<&Value> = steps
+        .iter()
+        .filter(|s| s.input["scope"] == "superseded")
+        .filter_map(|s| s.output.as_ref())
+        .collect();
+    assert_eq!(kept.len(), 2, "{steps:?}");
+    assert!(
+        kept.iter().all(|o| o["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("contract 0.1.0"))),
+        "{kept:?}"
+    );
+}
+
 /// The primary site comes back after the disaster rebuilt, without the
 /// plan's workloads: what it does not have it cannot run, so the
 /// reprotect's fences confirm by their absence, and the plan goes home.
@@ -812,5 +851,6 @@ rebound_store::on_both_backends!(
     a_failed_failover_with_the_primary_down_leaves_no_standbys,
     a_retried_failover_adopts_the_standbys_serving_after_a_failed_one,
     a_primary_site_rebuilt_empty_is_confirmed_fenced_by_absence,
+    a_0_1_plugin_keeps_the_superseded_incarnations,
     a_compensating_unfence_restores_the_fenced_workload
 );

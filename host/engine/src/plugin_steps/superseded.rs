@@ -11,8 +11,9 @@
 //! the plugin removes only what it materialized, with the disks it made
 //! for them). One still running is left (it should not be, and is not
 //! Rebound's to stop here), and so are drills' and workloads Rebound did
-//! not make. Best effort: a plugin that cannot remove them (contract 0.1)
-//! leaves them, the step output says which and why.
+//! not make. Best effort: a plugin that cannot remove them leaves them, the
+//! step output says which and why (with one of the contract 0.1, nothing
+//! is listed either).
 
 use rebound_runtime::bindings::exports::{CleanupRequest, CleanupScope};
 use rebound_runtime::bindings::{InventoryFilter, PowerState, Workload};
@@ -26,6 +27,15 @@ impl PluginSteps {
     pub(super) async fn remove_superseded(&self, step: &StepRecord) -> Result<Started, StepError> {
         let site = step.input["site"].as_str().unwrap_or_default();
         let below = step.input["below_epoch"].as_u64().unwrap_or(0);
+        // A plugin of the contract 0.1 cannot remove workloads: not even
+        // the listing is worth making.
+        let contract = self.site(site)?.plugin.contract();
+        if contract < semver::Version::new(0, 2, 0) {
+            return Ok(Started::Done(json!({
+                "removed": [],
+                "reason": format!("the plugin (contract {contract}) cannot remove workloads"),
+            })));
+        }
         let scope = self.scope(step).await?;
         let plan: Vec<&str> = scope
             .document
