@@ -22,6 +22,7 @@
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+mod adopt;
 pub mod detection;
 mod gate;
 mod planner;
@@ -127,7 +128,10 @@ pub async fn trigger(
     principal: &str,
 ) -> Result<RunRecord, EngineError> {
     let record = store.plan(plan).await?;
-    let steps = plan_steps(&record.document, &record.lifecycle, workflow);
+    let mut steps = plan_steps(&record.document, &record.lifecycle, workflow);
+    if workflow == Workflow::Failover {
+        adopt::offer(store, plan, &mut steps).await?;
+    }
     let run = store
         .start_workflow(plan, workflow, idempotency_key, principal, &steps)
         .await?;

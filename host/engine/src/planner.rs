@@ -236,7 +236,7 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
 pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
     let started = |s: &&StepRecord| s.started_at_ms.is_some() || s.status == StepStatus::Succeeded;
     // (One it adopted from an earlier failed run stays as it was: see
-    // `plugin_steps::adopt`.)
+    // `crate::adopt`.)
     let materialized: Vec<&StepRecord> = steps
         .iter()
         .filter(|s| s.input["action"] == "materialize")

@@ -8,9 +8,9 @@
 //! `replicate` copies, the workloads a `gate` checks and a `redirect`
 //! weighs) and the store's recovery points (what `materialize` restores
 //! from). It records every recovery point a `snapshot` or `replicate`
-//! produces before reporting the step done. A `materialize` adopts an
-//! incarnation a failed failover left serving instead of making another
-//! (`adopt`).
+//! produces before reporting the step done. A `materialize` adopts the
+//! incarnation a failed failover left serving that its input offers
+//! (`crate::adopt`), if it still runs, instead of making another.
 //!
 //! Workloads are named by the plan's ids; on a site where a workload was
 //! materialized by Rebound the platform's id is found by the
@@ -42,7 +42,6 @@ use serde_json::{Value, json};
 
 use crate::{Progress, Started, StepError, StepRunner};
 
-mod adopt;
 mod superseded;
 mod transfer;
 
@@ -391,8 +390,17 @@ impl PluginSteps {
             "materialize" => {
                 let scope = self.scope(step).await?;
                 let isolated = input["isolated"] == true;
-                if !isolated && let Some(output) = self.adoptable(&scope.plan, step).await? {
-                    return Ok(Started::Done(output));
+                // An incarnation a failed failover left serving (`adopt`),
+                // still running: this step's, as it is.
+                if let Some(offer) = input.get("adopt") {
+                    let id = offer["output"]["workload"].as_str().unwrap_or_default();
+                    let found = self.find(&site, id).await?;
+                    if found.is_some_and(|w| w.power == PowerState::Running) {
+                        tracing::warn!(run = %step.run, from = %offer["run"], workload = %id, "adopting the incarnation an earlier failed failover left serving");
+                        let mut output = offer["output"].clone();
+                        output["adopted_from"] = offer["run"].clone();
+                        return Ok(Started::Done(output));
+                    }
                 }
                 let point = self
                     .store

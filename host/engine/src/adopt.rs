@@ -5,58 +5,50 @@
 //! them as they are — running, perhaps holding writes, all that serves
 //! (see `compensation_steps`). A retry of the failover must not recover
 //! each workload again beside them: two incarnations of one workload under
-//! the same epoch would split the writes between them. So a `materialize`
-//! first looks for an incarnation an earlier failed run of the plan made
-//! of the same workload, on the same site, under the same epoch, that no
-//! compensation fenced or removed and that the platform still reports
-//! running — and adopts it: the step is done with that run's output
-//! (marked `adopted_from`), nothing is called. A compensation never undoes
-//! what its run adopted.
+//! the same epoch would split the writes between them. So when a failover
+//! starts, each of its `materialize` steps is given (input `adopt`: the
+//! run and its output) the incarnation an earlier failed failover of the
+//! plan made of the same workload, on the same site, under the same epoch,
+//! that no compensation fenced or removed — read once, here. The step
+//! adopts it if the platform still reports it running: it is done with
+//! that run's output (marked `adopted_from`), nothing called
+//! (`plugin_steps`). A compensation never undoes what its run adopted.
 
 use rebound_domain::Workflow;
-use rebound_runtime::bindings::PowerState;
-use rebound_store::{PlanRuns, RunStatus, StepRecord, StepStatus};
+use rebound_store::{NewStep, PlanRuns, RunStatus, StepRecord, StepStatus, Store};
 use serde_json::{Value, json};
 
-use super::PluginSteps;
-use crate::StepError;
+use crate::EngineError;
 
-impl PluginSteps {
-    /// The output of an earlier failed run's `materialize` of `step`'s
-    /// workload on its site under its epoch, if that incarnation still
-    /// serves (see the module doc).
-    pub(super) async fn adoptable(
-        &self,
-        plan: &str,
-        step: &StepRecord,
-    ) -> Result<Option<Value>, StepError> {
-        let store_error = |e: rebound_store::StoreError| StepError::Retryable(e.to_string());
-        let which = PlanRuns {
-            workflows: &[Workflow::Failover],
-            statuses: &[RunStatus::Failed, RunStatus::Cancelled],
-            limit: None,
-        };
-        let failed = self
-            .store
-            .plan_runs(plan, which)
-            .await
-            .map_err(store_error)?;
-        for run in failed.iter().filter(|r| r.id != step.run) {
-            let steps = self.store.steps(&run.id).await.map_err(store_error)?;
-            let Some((id, output)) = left_serving(&steps, &step.input) else {
-                continue;
-            };
-            let site = step.input["site"].as_str().unwrap_or_default();
-            let found = self.find(site, &id).await?;
-            if found.is_some_and(|w| w.power == PowerState::Running) {
-                tracing::warn!(run = %step.run, from = %run.id, workload = %id, "adopting the incarnation an earlier failed failover left serving");
-                let mut output = output;
-                output["adopted_from"] = json!(run.id);
-                return Ok(Some(output));
-            }
-        }
-        Ok(None)
+/// Give each `materialize` of a failover about to start on `plan` the
+/// incarnation an earlier failed failover left of its workload, if any.
+pub(crate) async fn offer(
+    store: &Store,
+    plan: &str,
+    steps: &mut [NewStep],
+) -> Result<(), EngineError> {
+    let which = PlanRuns {
+        workflows: &[Workflow::Failover],
+        statuses: &[RunStatus::Failed, RunStatus::Cancelled],
+        limit: None,
+    };
+    let mut failed = Vec::new();
+    for run in store.plan_runs(plan, which).await? {
+        failed.push((run.id.clone(), store.steps(&run.id).await?));
     }
+    for step in steps.iter_mut() {
+        if step.input["action"] != "materialize" || step.input["isolated"] == true {
+            continue;
+        }
+        // The newest failed run that left one.
+        let left = failed
+            .iter()
+            .find_map(|(run, steps)| Some((run, left_serving(steps, &step.input)?)));
+        if let Some((run, (_, output))) = left {
+            step.input["adopt"] = json!({"run": run, "output": output});
+        }
+    }
+    Ok(())
 }
 
 /// The incarnation (its id and the `materialize` output) that `steps`, a
