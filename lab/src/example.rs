@@ -421,6 +421,11 @@ impl ExampleSite {
         disks.read(&id).map_err(|e| e.to_string())
     }
 
+    /// The ids of the snapshots (recovery points) the site keeps.
+    pub fn snapshots(&self) -> Vec<String> {
+        self.site.inner().snapshots.keys().cloned().collect()
+    }
+
     /// How many disk images (VM disks, snapshot copies, volumes) the site
     /// keeps.
     pub fn disk_images(&self) -> usize {

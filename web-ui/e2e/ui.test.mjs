@@ -258,6 +258,34 @@ describe("the admin web UI", () => {
     assert.match(text, /\| RTO \| .* \| 20 min \| met \|/);
   });
 
+  test("runs a round-trip drill: the way back is timed against the failback objective", async () => {
+    await go(page, "Plans");
+    await page.getByRole("link", { name: "shop", exact: true }).click();
+    await page.getByRole("heading", { name: "Plan shop" }).waitFor();
+    await page.getByRole("checkbox", { name: /Round trip:/ }).check();
+    await page.getByRole("button", { name: "Save plan" }).click();
+    await page.getByText(/Plan shop saved \(revision \d+\)\./).waitFor();
+    assert.deepEqual((await api(admin, "GET", "/plans/shop")).document.drills, { round_trip: true });
+
+    const id = await startRun("drill");
+    await finished();
+    const timeline = await page.locator("ol.timeline").innerText();
+    assert.match(timeline, /← materialize vm-3 on lab-a/);
+    assert.match(timeline, /tear down the drill sandbox on lab-a/);
+    const back = page.getByTestId("return-leg");
+    assert.match(await back.innerText(), /RTO of the way back \(failback phase\)\s+\S+.*\s+2 h\s+met/);
+    const report = await api(admin, "GET", `/runs/${id}`);
+    assert.equal(report.report.return_leg.phase, "failback");
+
+    // Back to one-way drills for the tests that follow.
+    await go(page, "Plans");
+    await page.getByRole("link", { name: "shop", exact: true }).click();
+    await page.getByRole("checkbox", { name: /Round trip:/ }).uncheck();
+    await page.getByRole("button", { name: "Save plan" }).click();
+    await page.getByText(/Plan shop saved \(revision \d+\)\./).waitFor();
+    assert.equal((await api(admin, "GET", "/plans/shop")).document.drills, undefined);
+  });
+
   test("approves a failback at its gate", async () => {
     await startRun("failover");
     await finished();

@@ -694,6 +694,7 @@ async fn compliance_events_audit_and_recovery_points(store: Store) {
             captured_at_ms: 1_700_000_000_000,
             run: "run-x".into(),
             detail: json!({"secret_looking": "not shown"}),
+            drill: false,
         })
         .await
         .expect("point");

@@ -89,6 +89,15 @@ pub enum Phase {
     Failback,
 }
 
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Failover => "failover",
+            Self::Failback => "failback",
+        })
+    }
+}
+
 impl Workflow {
     /// The phase whose RTO/RPO budget the workflow is charged to; drills
     /// rehearse a failover.

@@ -33,6 +33,8 @@ pub struct PlanDocument {
     pub trigger: Trigger,
     #[serde(default)]
     pub approvals: Approvals,
+    #[serde(default, skip_serializing_if = "Drills::is_default")]
+    pub drills: Drills,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +205,24 @@ impl Default for Approvals {
             failback: true,
             migration: true,
         }
+    }
+}
+
+/// What a drill rehearses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drills {
+    /// The round trip: after the recovery on the standby, the sandbox's
+    /// data goes back to the site it came from and is recovered there too
+    /// (into a sandbox of its own), so one drill measures the way back
+    /// against the other phase's objectives. Needs both sites up.
+    #[serde(default)]
+    pub round_trip: bool,
+}
+
+impl Drills {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
     }
 }
 

@@ -42,8 +42,8 @@ pub use plugin_steps::{
     mover_endpoint,
 };
 pub use report::{
-    Forecast, MEASURED_WORKFLOWS, PlannedStep, RunReport, StepTiming, default_duration_ms, dry_run,
-    dry_run_of, forecast, report,
+    Forecast, MEASURED_WORKFLOWS, PlannedStep, ReturnLeg, RunReport, StepTiming,
+    default_duration_ms, dry_run, dry_run_of, forecast, report,
 };
 
 use std::sync::Arc;

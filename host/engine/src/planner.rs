@@ -10,6 +10,12 @@ use rebound_domain::{Lifecycle, PlanDocument, PlanState, Workflow};
 use rebound_store::{NewStep, StepRecord, StepStatus};
 use serde_json::{Value, json};
 
+/// The input field that puts a round-trip drill's step on its way back
+/// (value [`RETURN_LEG`]): measured against the other phase's objectives.
+pub const LEG: &str = "leg";
+/// See [`LEG`].
+pub const RETURN_LEG: &str = "return";
+
 fn step(name: String, input: Value) -> NewStep {
     NewStep { name, input }
 }
@@ -207,6 +213,35 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
                 stage(&mut steps, first);
             }
         }
+        Workflow::Drill if plan.drills.round_trip => {
+            recover(&mut steps, standby, true);
+            // The way back, rehearsed: what the sandbox holds is captured,
+            // copied to the site it came from as a failback would copy it,
+            // and recovered there into a sandbox of its own. Production on
+            // either site is not touched; its copies are the drill's.
+            let back = steps.len();
+            sync(&mut steps, standby, primary);
+            recover(&mut steps, primary, true);
+            for s in &mut steps[back..] {
+                s.input[LEG] = json!(RETURN_LEG);
+            }
+            let first = steps.len();
+            for site in [standby, primary] {
+                steps.push(step(
+                    format!("tear down the drill sandbox on {site}"),
+                    json!({"action": "cleanup", "site": site, "scope": "drill"}),
+                ));
+            }
+            stage(&mut steps, first);
+            let first = steps.len();
+            for site in [primary, standby] {
+                steps.push(step(
+                    format!("remove the drill's copies on {site}"),
+                    json!({"action": "cleanup", "site": site, "scope": "drill-points"}),
+                ));
+            }
+            stage(&mut steps, first);
+        }
         Workflow::Drill => {
             recover(&mut steps, standby, true);
             steps.push(step(
@@ -249,23 +284,7 @@ pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
         .collect();
     let isolated = materialized.iter().any(|s| s.input["isolated"] == true);
     if isolated {
-        let torn_down = steps.iter().any(|s| {
-            s.input["action"] == "cleanup"
-                && s.input["scope"] == "drill"
-                && s.status == StepStatus::Succeeded
-        });
-        let site = materialized[0].input["site"].clone();
-        return if torn_down {
-            Vec::new()
-        } else {
-            vec![step(
-                format!(
-                    "tear down the drill sandbox on {}",
-                    site.as_str().unwrap_or_default()
-                ),
-                json!({"action": "cleanup", "site": site, "scope": "drill", "compensation": true}),
-            )]
-        };
+        return drill_compensation(steps, &materialized);
     }
     // (A fence that confirms a former primary's stays: see `plan_steps`.)
     let fenced: Vec<&StepRecord> = steps
@@ -358,6 +377,67 @@ pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
             }),
         )
     }));
+    out
+}
+
+/// A failed drill's undoing: its sandbox torn down on every site it
+/// recovered on (or began to), then — a round trip — the copies it made on
+/// the way back removed from every site one was (or may have been) made
+/// on. What the drill did itself already is not asked again.
+fn drill_compensation(steps: &[StepRecord], materialized: &[&StepRecord]) -> Vec<NewStep> {
+    let done = |scope: &str, site: &Value| {
+        steps.iter().any(|s| {
+            s.input["action"] == "cleanup"
+                && s.input["scope"] == scope
+                && s.input["site"] == *site
+                && s.status == StepStatus::Succeeded
+        })
+    };
+    let mut sandboxes: Vec<&Value> = Vec::new();
+    for m in materialized {
+        if !sandboxes.contains(&&m.input["site"]) {
+            sandboxes.push(&m.input["site"]);
+        }
+    }
+    // A copy starts at the snapshot (the sandbox's site) and ends at the
+    // replication's target.
+    let mut copies: Vec<&Value> = Vec::new();
+    let started = steps
+        .iter()
+        .filter(|s| s.input[LEG] == RETURN_LEG)
+        .filter(|s| s.started_at_ms.is_some() || s.status == StepStatus::Succeeded);
+    for s in started {
+        let site = match s.input["action"].as_str() {
+            Some("snapshot") => &s.input["site"],
+            Some("replicate" | "transfer") => &s.input["to"],
+            _ => continue,
+        };
+        if !copies.contains(&site) {
+            copies.push(site);
+        }
+    }
+    let name = |site: &Value| site.as_str().unwrap_or_default().to_owned();
+    let mut out: Vec<NewStep> = sandboxes
+        .into_iter()
+        .filter(|site| !done("drill", site))
+        .map(|site| {
+            step(
+                format!("tear down the drill sandbox on {}", name(site)),
+                json!({"action": "cleanup", "site": site, "scope": "drill", "compensation": true}),
+            )
+        })
+        .collect();
+    out.extend(
+        copies
+            .into_iter()
+            .filter(|site| !done("drill-points", site))
+            .map(|site| {
+                step(
+                    format!("remove the drill's copies on {}", name(site)),
+                    json!({"action": "cleanup", "site": site, "scope": "drill-points", "compensation": true}),
+                )
+            }),
+    );
     out
 }
 
@@ -579,5 +659,99 @@ mod tests {
             ),
         ];
         assert!(compensation_steps(&steps).is_empty());
+    }
+
+    /// A round-trip drill recovers on the standby, then — on its way back
+    /// — captures the sandbox, copies it to the primary's site, recovers
+    /// it there; both sandboxes go, then every copy it made.
+    #[test]
+    fn a_round_trip_drill_goes_there_and_back_then_leaves_nothing() {
+        let mut plan = rebound_domain::PlanDocument::from_yaml(include_str!(
+            "../../../docs/examples/plan.yaml"
+        ))
+        .expect("plan");
+        plan.drills.round_trip = true;
+        let lifecycle = rebound_domain::Lifecycle::new(&plan.source, &plan.target);
+        let steps = super::plan_steps(&plan, &lifecycle, rebound_domain::Workflow::Drill);
+        let shape: Vec<String> = steps
+            .iter()
+            .map(|s| {
+                let i = &s.input;
+                let on = i["site"].as_str().or(i["to"].as_str()).unwrap_or_default();
+                let what = i["scope"]
+                    .as_str()
+                    .or(i["action"].as_str())
+                    .unwrap_or_default();
+                let leg = if i[super::LEG] == super::RETURN_LEG {
+                    " ←"
+                } else {
+                    ""
+                };
+                format!("{what} {on}{leg}")
+            })
+            .collect();
+        let (a, b) = ("openstack-east", "kubevirt-west");
+        let mut expected = Vec::new();
+        for _ in 0..3 {
+            expected.extend([format!("materialize {b}"), format!("gate {b}")]);
+        }
+        expected.extend((0..3).map(|_| format!("snapshot {b} ←")));
+        expected.extend((0..3).map(|_| format!("transfer {a} ←")));
+        for _ in 0..3 {
+            expected.extend([format!("materialize {a} ←"), format!("gate {a} ←")]);
+        }
+        expected.extend([format!("drill {b}"), format!("drill {a}")]);
+        expected.extend([format!("drill-points {a}"), format!("drill-points {b}")]);
+        assert_eq!(shape, expected);
+        assert!(
+            steps
+                .iter()
+                .filter(|s| s.input["action"] == "materialize")
+                .all(|s| s.input["isolated"] == true),
+            "both recoveries in sandboxes"
+        );
+    }
+
+    /// A round-trip drill that failed on its way back, after copying to
+    /// the primary's site and before recovering there: the sandbox on the
+    /// standby goes (there is none on the primary's site), then the copies
+    /// on both sites.
+    #[test]
+    fn a_failed_round_trip_drill_removes_its_sandboxes_and_copies() {
+        let back = |mut input: serde_json::Value| {
+            input[super::LEG] = json!(super::RETURN_LEG);
+            input
+        };
+        let mut steps = vec![
+            step(
+                0,
+                json!({"action": "materialize", "site": "b", "workload": "db-1", "isolated": true}),
+                Some(json!({"workload": "b-vm-9"})),
+            ),
+            step(
+                1,
+                back(json!({"action": "snapshot", "site": "b", "workload": "db-1"})),
+                Some(json!({"recovery_point": "snap-1"})),
+            ),
+            step(
+                2,
+                back(json!({"action": "replicate", "from": "b", "to": "a", "workload": "db-1"})),
+                None,
+            ),
+        ];
+        steps[2].status = rebound_store::StepStatus::Failed;
+        let undo: Vec<String> = compensation_steps(&steps)
+            .iter()
+            .map(|s| format!("{} {}", s.input["scope"], s.input["site"]))
+            .collect();
+        assert_eq!(
+            undo,
+            [
+                r#""drill" "b""#,
+                r#""drill-points" "b""#,
+                r#""drill-points" "a""#
+            ]
+        );
+        assert!(kept_standbys(&steps).is_empty());
     }
 }

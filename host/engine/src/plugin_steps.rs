@@ -7,8 +7,9 @@
 //! target), the outputs of the run's earlier steps (the recovery point a
 //! `replicate` copies, the workloads a `gate` checks and a `redirect`
 //! weighs) and the store's recovery points (what `materialize` restores
-//! from). It records every recovery point a `snapshot` or `replicate`
-//! produces before reporting the step done. A `materialize` adopts the
+//! from; on a round-trip drill's way back, the copies that drill made). It
+//! records every recovery point a `snapshot` or `replicate` produces before
+//! reporting the step done — a drill's as the drill's own. A `materialize` adopts the
 //! incarnation a failed failover left serving that its input offers
 //! (`crate::adopt`), if it still runs, instead of making another.
 //!
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use rebound_domain::plan::{HealthGate, RedirectTarget as PlanTarget};
-use rebound_domain::{FieldError, PlanDocument, PlanError, Span};
+use rebound_domain::{FieldError, PlanDocument, PlanError, Span, Workflow};
 use rebound_runtime::bindings::exports::{
     CleanupRequest, CleanupScope, DiskSource, FenceRequest, MaterializeRequest, NetworkMapping,
     RedirectRequest, ReplicateRequest, SnapshotRequest,
@@ -40,6 +41,7 @@ use rebound_runtime::{
 use rebound_store::{RecoveryPointRecord, StepRecord, StepStatus, Store};
 use serde_json::{Value, json};
 
+use crate::planner::{LEG, RETURN_LEG};
 use crate::{Progress, Started, StepError, StepRunner};
 
 mod superseded;
@@ -77,6 +79,7 @@ pub struct PluginSteps {
 /// What a step's work needs to know about its run.
 struct Scope {
     plan: String,
+    workflow: Workflow,
     document: PlanDocument,
     steps: Vec<StepRecord>,
 }
@@ -257,6 +260,7 @@ impl PluginSteps {
         let steps = self.store.steps(&step.run).await.map_err(store_error)?;
         Ok(Scope {
             plan: run.plan,
+            workflow: run.workflow,
             document: plan.document,
             steps,
         })
@@ -330,9 +334,15 @@ impl PluginSteps {
         let op = match text("action").as_str() {
             "snapshot" => {
                 // After this run fenced the workload (a final sync), the
-                // fenced one is the workload to capture.
+                // fenced one is the workload to capture; on a round-trip
+                // drill's way back, its sandbox.
                 let scope = self.scope(step).await?;
-                let fenced = earlier(&scope.steps, step.seq, "fence", &site, &workload)
+                let made = if input[LEG] == RETURN_LEG {
+                    "materialize"
+                } else {
+                    "fence"
+                };
+                let fenced = earlier(&scope.steps, step.seq, made, &site, &workload)
                     .and_then(|o| o["workload"].as_str().map(str::to_owned));
                 let id = match fenced {
                     Some(id) => id,
@@ -402,10 +412,20 @@ impl PluginSteps {
                         return Ok(Started::Done(output));
                     }
                 }
-                let point = self
-                    .store
-                    .latest_recovery_point(&scope.plan, &workload, &site)
-                    .await
+                // A round-trip drill's way back recovers from the copy it
+                // made; anything else from the plan's newest point there.
+                let point = if input[LEG] == RETURN_LEG {
+                    self.store.drill_points(&step.run).await.map(|points| {
+                        points
+                            .into_iter()
+                            .find(|p| p.site == site && p.workload == workload)
+                    })
+                } else {
+                    self.store
+                        .latest_recovery_point(&scope.plan, &workload, &site)
+                        .await
+                };
+                let point = point
                     .map_err(|e| StepError::Retryable(e.to_string()))?
                     .ok_or_else(|| {
                         StepError::Fatal(format!(
@@ -420,7 +440,10 @@ impl PluginSteps {
                 });
                 if isolated {
                     spec.labels.push((DRILL_LABEL.into(), step.run.clone()));
-                    spec.name = format!("{}-drill", spec.name);
+                    // (A sandbox's copy is named as one already.)
+                    if !spec.name.ends_with("-drill") {
+                        spec.name = format!("{}-drill", spec.name);
+                    }
                 } else {
                     spec.labels.push((WORKLOAD_LABEL.into(), workload.clone()));
                     if let Some(epoch) = input["epoch"].as_u64() {
@@ -549,6 +572,18 @@ impl PluginSteps {
             "cleanup" if text("scope") == "superseded" => {
                 return self.remove_superseded(step).await;
             }
+            // A round-trip drill's copies on this site.
+            "cleanup" if text("scope") == "drill-points" => {
+                let points: Vec<RecoveryPointRecord> = self
+                    .store
+                    .drill_points(&step.run)
+                    .await
+                    .map_err(|e| StepError::Retryable(e.to_string()))?
+                    .into_iter()
+                    .filter(|p| p.site == site)
+                    .collect();
+                return self.remove_points(step, &site, &points).await;
+            }
             "cleanup" if text("scope") == "drill" => {
                 let request = CleanupRequest {
                     key,
@@ -572,35 +607,17 @@ impl PluginSteps {
                         .unwrap_or(usize::MAX),
                     _ => 0,
                 };
-                let mut seen: HashMap<&str, usize> = HashMap::new();
-                let gone: Vec<&RecoveryPointRecord> = points
-                    .iter()
+                let mut seen: HashMap<String, usize> = HashMap::new();
+                let gone: Vec<RecoveryPointRecord> = points
+                    .into_iter()
                     .filter(|p| p.site == site)
                     .filter(|p| {
-                        let n = seen.entry(p.workload.as_str()).or_default();
+                        let n = seen.entry(p.workload.clone()).or_default();
                         *n += 1;
                         *n > keep
                     })
                     .collect();
-                if gone.is_empty() {
-                    return Ok(Started::Done(json!({"removed": []})));
-                }
-                let request = CleanupRequest {
-                    key,
-                    site: site.clone(),
-                    scope: CleanupScope::RecoveryPoints(
-                        gone.iter().flat_map(|p| platform_ids(p)).collect(),
-                    ),
-                };
-                let op = self.call(&[&site], request).await?;
-                // Forgotten by the store once the site reports them removed.
-                let mut handle = handle(&op);
-                handle["points"] = json!(
-                    gone.iter()
-                        .map(|p| json!({"id": p.id, "platform_ids": platform_ids(p)}))
-                        .collect::<Vec<_>>()
-                );
-                return Ok(Started::Operation(handle));
+                return self.remove_points(step, &site, &gone).await;
             }
             other => {
                 return Err(StepError::Fatal(format!(
@@ -610,6 +627,33 @@ impl PluginSteps {
             }
         };
         Ok(Started::Operation(handle(&op)))
+    }
+
+    /// Ask a site to remove recovery points; the store forgets them once
+    /// the site reports them removed (`poll_step`).
+    async fn remove_points(
+        &self,
+        step: &StepRecord,
+        site: &str,
+        points: &[RecoveryPointRecord],
+    ) -> Result<Started, StepError> {
+        if points.is_empty() {
+            return Ok(Started::Done(json!({"removed": []})));
+        }
+        let request = CleanupRequest {
+            key: step.idempotency_key.clone(),
+            site: site.to_owned(),
+            scope: CleanupScope::RecoveryPoints(points.iter().flat_map(platform_ids).collect()),
+        };
+        let op = self.call(&[site], request).await?;
+        let mut handle = handle(&op);
+        handle["points"] = json!(
+            points
+                .iter()
+                .map(|p| json!({"id": p.id, "platform_ids": platform_ids(p)}))
+                .collect::<Vec<_>>()
+        );
+        Ok(Started::Operation(handle))
     }
 
     /// Fence one workload. A best-effort fence (unplanned failover, the
@@ -758,6 +802,8 @@ impl PluginSteps {
                 .run(&step.run)
                 .await
                 .map_err(|e| StepError::Retryable(e.to_string()))?;
+            // A drill's copies are its own (a round trip's way back).
+            let drill = run.workflow == Workflow::Drill;
             let record = RecoveryPointRecord {
                 site: point.site.clone(),
                 id: point.id.clone(),
@@ -771,6 +817,7 @@ impl PluginSteps {
                     })).collect::<Vec<_>>(),
                     "spec": spec_to_json(&point.spec),
                 }),
+                drill,
             };
             self.store
                 .record_recovery_point(&record)

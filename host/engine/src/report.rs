@@ -32,6 +32,7 @@ use rebound_store::{NewStep, PlanRuns, RunRecord, RunStatus, StepRecord, StepSta
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::planner::{LEG, RETURN_LEG};
 use crate::{EngineError, plan_steps};
 
 /// One step's timing and its charge to the RTO budget.
@@ -70,7 +71,54 @@ pub struct RunReport {
     pub achieved_rpo_ms: Option<i64>,
     pub rto_met: Option<bool>,
     pub rpo_met: Option<bool>,
+    /// A round-trip drill's way back, against the other phase's RTO.
+    pub return_leg: Option<ReturnLeg>,
     pub steps: Vec<StepTiming>,
+}
+
+/// The way back of a round-trip drill (`drills.round_trip`): from the
+/// capture of its sandbox to the recovery on the site it came from,
+/// healthy — what the other phase's recovery would take — against that
+/// phase's RTO objective. Its steps' `elapsed_ms` and `budget_left_ms`
+/// count from its own start, against its own objective.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReturnLeg {
+    pub phase: Phase,
+    pub objective_rto_ms: i64,
+    /// Measured (a report, once the run succeeded) or expected (a
+    /// forecast).
+    pub rto_ms: Option<i64>,
+    pub rto_met: Option<bool>,
+}
+
+/// Whether a step is on a round-trip drill's way back.
+fn returning(input: &Value) -> bool {
+    input[LEG] == RETURN_LEG
+}
+
+/// The phase a run is charged to: its workflow's, but a drill rehearses
+/// the recovery onto the site it recovers on — a failback when that is
+/// the plan's source (a drill while ready for failback).
+fn phase_of(plan: &PlanDocument, workflow: Workflow, recovers_on: Option<&Value>) -> Phase {
+    match (workflow, recovers_on) {
+        (Workflow::Drill, Some(site)) if *site == plan.source.as_str() => Phase::Failback,
+        _ => workflow.phase(),
+    }
+}
+
+fn other(phase: Phase) -> Phase {
+    match phase {
+        Phase::Failover => Phase::Failback,
+        Phase::Failback => Phase::Failover,
+    }
+}
+
+fn objective_rto(plan: &PlanDocument, phase: Phase) -> i64 {
+    millis(match phase {
+        Phase::Failover => plan.objectives.failover.rto,
+        Phase::Failback => plan.objectives.failback.rto,
+    })
 }
 
 pub(crate) fn millis(span: rebound_domain::Span) -> i64 {
@@ -90,7 +138,11 @@ pub async fn report(store: &Store, run_id: &str) -> Result<RunReport, EngineErro
 }
 
 fn build(run: &RunRecord, plan: &PlanDocument, steps: &[StepRecord]) -> RunReport {
-    let phase = run.workflow.phase();
+    let recovers_on = steps
+        .iter()
+        .find(|s| action(s) == "materialize")
+        .map(|s| &s.input["site"]);
+    let phase = phase_of(plan, run.workflow, recovers_on);
     let objectives = match phase {
         Phase::Failover => &plan.objectives.failover,
         Phase::Failback => &plan.objectives.failback,
@@ -103,7 +155,7 @@ fn build(run: &RunRecord, plan: &PlanDocument, steps: &[StepRecord]) -> RunRepor
         .and_then(|s| s.started_at_ms);
     let window_steps: Vec<&StepRecord> = steps
         .iter()
-        .filter(|s| action(s) != "cleanup")
+        .filter(|s| action(s) != "cleanup" && !returning(&s.input))
         .filter(|s| window_start.is_some_and(|w| s.started_at_ms.is_some_and(|t| t >= w)))
         .collect();
     let finished = run.status == RunStatus::Succeeded;
@@ -138,13 +190,33 @@ fn build(run: &RunRecord, plan: &PlanDocument, steps: &[StepRecord]) -> RunRepor
         None
     };
 
+    // The way back of a round trip: its own window and objective.
+    let back: Vec<&StepRecord> = steps.iter().filter(|s| returning(&s.input)).collect();
+    let back_start = back.first().and_then(|s| s.started_at_ms);
+    let back_rto = objective_rto(plan, other(phase));
+    let return_leg = (!back.is_empty()).then(|| {
+        let end = back.iter().filter_map(|s| s.finished_at_ms).max();
+        let measured = back_start.zip(end).map(|(s, e)| e - s).filter(|_| finished);
+        ReturnLeg {
+            phase: other(phase),
+            objective_rto_ms: back_rto,
+            rto_ms: measured,
+            rto_met: measured.map(|m| m <= back_rto),
+        }
+    });
+
     let timings = steps
         .iter()
         .map(|s| {
-            let elapsed = window_start
-                .filter(|_| window_steps.iter().any(|w| w.seq == s.seq))
-                .zip(s.finished_at_ms)
-                .map(|(w, f)| f - w);
+            let (start, objective) = if returning(&s.input) {
+                (back_start, back_rto)
+            } else {
+                (
+                    window_start.filter(|_| window_steps.iter().any(|w| w.seq == s.seq)),
+                    rto,
+                )
+            };
+            let elapsed = start.zip(s.finished_at_ms).map(|(w, f)| f - w);
             StepTiming {
                 seq: s.seq,
                 name: s.name.clone(),
@@ -152,7 +224,7 @@ fn build(run: &RunRecord, plan: &PlanDocument, steps: &[StepRecord]) -> RunRepor
                 attempts: s.attempts,
                 duration_ms: s.started_at_ms.zip(s.finished_at_ms).map(|(a, b)| b - a),
                 elapsed_ms: elapsed,
-                budget_left_ms: elapsed.map(|e| rto - e),
+                budget_left_ms: elapsed.map(|e| objective - e),
             }
         })
         .collect();
@@ -168,6 +240,7 @@ fn build(run: &RunRecord, plan: &PlanDocument, steps: &[StepRecord]) -> RunRepor
         achieved_rpo_ms: achieved_rpo,
         rto_met: measured_rto.map(|m| m <= rto),
         rpo_met: achieved_rpo.map(|a| a <= rpo),
+        return_leg,
         steps: timings,
     }
 }
@@ -268,6 +341,8 @@ pub struct Forecast {
     pub rto_ms: i64,
     pub objective_rto_ms: i64,
     pub within_objective: bool,
+    /// A round-trip drill's way back, expected.
+    pub return_leg: Option<ReturnLeg>,
     /// The newest run whose measured steps the durations come from, if
     /// any (each step names its own: `measured_in`).
     pub basis: Option<String>,
@@ -300,26 +375,30 @@ pub fn forecast(
         .iter()
         .position(|s| s.input["action"] == "fence")
         .unwrap_or(0);
-    let mut rto = 0;
-    let mut i = first_fence;
-    while i < steps.len() {
-        let stage = steps[i].input.get("stage").cloned();
-        let mut j = i + 1;
-        while stage.is_some() && j < steps.len() && steps[j].input.get("stage") == stage.as_ref() {
-            j += 1;
+    let back = steps
+        .iter()
+        .position(|s| returning(&s.input))
+        .unwrap_or(steps.len());
+    let back_end = steps
+        .iter()
+        .rposition(|s| returning(&s.input))
+        .map_or(back, |i| i + 1);
+    let rto = critical_path(&steps[first_fence..back], &expected, parallelism);
+    let recovers_on = steps
+        .iter()
+        .find(|s| s.input["action"] == "materialize")
+        .map(|s| &s.input["site"]);
+    let phase = phase_of(plan, workflow, recovers_on);
+    let objective = objective_rto(plan, phase);
+    let return_leg = (back < back_end).then(|| {
+        let expected = critical_path(&steps[back..back_end], &expected, parallelism);
+        let objective = objective_rto(plan, other(phase));
+        ReturnLeg {
+            phase: other(phase),
+            objective_rto_ms: objective,
+            rto_ms: Some(expected),
+            rto_met: Some(expected <= objective),
         }
-        let group = &steps[i..j];
-        if group.iter().all(|s| s.input["action"] != "cleanup") {
-            let slowest = group.iter().map(expected).max().unwrap_or(0);
-            let waves = i64::try_from(group.len().div_ceil(parallelism.max(1))).unwrap_or(1);
-            rto += slowest * waves;
-        }
-        i = j;
-    }
-    let phase = workflow.phase();
-    let objective = millis(match phase {
-        Phase::Failover => plan.objectives.failover.rto,
-        Phase::Failback => plan.objectives.failback.rto,
     });
     Forecast {
         workflow,
@@ -336,8 +415,36 @@ pub fn forecast(
         rto_ms: rto,
         objective_rto_ms: objective,
         within_objective: rto <= objective,
+        return_leg,
         basis,
     }
+}
+
+/// How long `steps` take: stage by stage, each as long as its slowest
+/// step times the waves the executor's parallelism needs; cleanups are
+/// not waited for.
+fn critical_path(
+    steps: &[NewStep],
+    expected: &impl Fn(&NewStep) -> i64,
+    parallelism: usize,
+) -> i64 {
+    let mut total = 0;
+    let mut i = 0;
+    while i < steps.len() {
+        let stage = steps[i].input.get("stage").cloned();
+        let mut j = i + 1;
+        while stage.is_some() && j < steps.len() && steps[j].input.get("stage") == stage.as_ref() {
+            j += 1;
+        }
+        let group = &steps[i..j];
+        if group.iter().all(|s| s.input["action"] != "cleanup") {
+            let slowest = group.iter().map(expected).max().unwrap_or(0);
+            let waves = i64::try_from(group.len().div_ceil(parallelism.max(1))).unwrap_or(1);
+            total += slowest * waves;
+        }
+        i = j;
+    }
+    total
 }
 
 /// The dry-run of `workflow` for a stored plan, with durations measured

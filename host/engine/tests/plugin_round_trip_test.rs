@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use rebound_domain::{PlanDocument, PlanState, Workflow};
+use rebound_domain::{Phase, PlanDocument, PlanState, Workflow};
 use rebound_engine::{
     BoundSite, DRILL_LABEL, Executor, ExecutorConfig, Outcome, PluginSteps, Progress, RunReport,
     STANDBYS_KEPT, Started, StepError, StepRunner, WORKLOAD_LABEL,
@@ -359,6 +359,208 @@ async fn round_trip(store: Store) {
 }
 
 /// What each health gate of a run saw pass.
+/// The plan with round-trip drills, its application's gate given `gate`.
+fn round_trip_plan(gate: &str) -> PlanDocument {
+    let mut plan = plan(gate);
+    plan.drills.round_trip = true;
+    plan
+}
+
+/// What a site holds: its VMs (id, power, fenced) and snapshots.
+fn holdings(site: &ExampleSite) -> (Vec<(String, String, bool)>, Vec<String>) {
+    let mut vms: Vec<_> = site
+        .vms()
+        .iter()
+        .map(|vm| {
+            (
+                vm["id"].as_str().unwrap_or_default().to_owned(),
+                vm["power"].as_str().unwrap_or_default().to_owned(),
+                vm["fenced"] == true,
+            )
+        })
+        .collect();
+    vms.sort();
+    (vms, site.snapshots())
+}
+
+/// A round-trip drill rehearses both phases in one run while production
+/// goes on: the recovery on the standby into a sandbox (failover phase),
+/// then the way back — the sandbox captured, copied to the primary's site
+/// and recovered there into a sandbox of its own, gated — measured against
+/// the failback objective. Both sandboxes and every copy it made go; the
+/// plan's recovery points, its lifecycle and production are as they were.
+/// Its way back is then what forecasts a failback's steps on those sites.
+async fn a_round_trip_drill_measures_the_way_back(store: Store) {
+    store
+        .put_plan(&round_trip_plan("30s"), "operator")
+        .await
+        .expect("plan");
+    let lab = lab(&store).await;
+    assert_eq!(
+        run(&store, &lab, Workflow::Replication).await,
+        Outcome::Succeeded
+    );
+    let forecast = rebound_engine::dry_run(&store, "shop", Workflow::Drill, 64)
+        .await
+        .expect("dry-run");
+    let back = forecast.return_leg.clone().expect("a way back");
+    assert_eq!(
+        (back.phase, back.objective_rto_ms),
+        (Phase::Failback, 2 * 60 * 60 * 1000)
+    );
+    assert_eq!(forecast.phase, Phase::Failover);
+    let points = |store: &Store| {
+        let store = store.clone();
+        async move {
+            let mut ids: Vec<String> = store
+                .recovery_points("shop")
+                .await
+                .expect("points")
+                .into_iter()
+                .map(|p| format!("{}/{}", p.site, p.id))
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let (a, b, before) = (holdings(&lab.a), holdings(&lab.b), points(&store).await);
+
+    let (outcome, report) = run_reported(&store, &lab, Workflow::Drill).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(forecast.steps.len(), report.steps.len());
+    let steps = store.steps(&report.run).await.expect("steps");
+    let on = |action: &str, site: &str| {
+        steps
+            .iter()
+            .filter(|s| s.input["action"] == action && s.input["site"] == site)
+            .count()
+    };
+    assert_eq!(
+        (on("materialize", "lab-b"), on("materialize", "lab-a")),
+        (3, 3),
+        "recovered on the standby, then back on the primary's site"
+    );
+    assert_eq!((on("gate", "lab-b"), on("gate", "lab-a")), (3, 3));
+    let back = report.return_leg.clone().expect("the way back measured");
+    assert_eq!(
+        (report.phase, back.phase, back.rto_met),
+        (Phase::Failover, Phase::Failback, Some(true)),
+        "{report:?}"
+    );
+    let (there, back_rto) = (
+        report.measured_rto_ms.expect("the way there"),
+        back.rto_ms.expect("the way back"),
+    );
+    assert!(there > 0 && back_rto > 0, "{report:?}");
+    // The way back recovered what the sandbox held: its copies on lab-a
+    // came from the snapshots of the sandbox on lab-b.
+    let sandboxes: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.input["action"] == "materialize" && s.input["site"] == "lab-b")
+        .filter_map(|s| s.output.as_ref()?["workload"].as_str())
+        .collect();
+    let captured: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.input["action"] == "snapshot")
+        .filter_map(|s| s.output.as_ref()?["workload"].as_str())
+        .collect();
+    assert_eq!(captured.len(), 3, "{steps:?}");
+    assert!(
+        captured.iter().all(|c| sandboxes.contains(c)),
+        "{captured:?} of {sandboxes:?}"
+    );
+
+    // Nothing of the drill stays, on either site or in the store.
+    assert_eq!((holdings(&lab.a), holdings(&lab.b)), (a, b));
+    assert_eq!(points(&store).await, before);
+    assert!(
+        store
+            .drill_points(&report.run)
+            .await
+            .expect("drill's")
+            .is_empty()
+    );
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (l.state, l.primary.as_str(), l.epoch),
+        (PlanState::Protected, "lab-a", 1)
+    );
+
+    // A failback's recovery on lab-a and its copies lab-b → lab-a are now
+    // forecast from the drill's way back.
+    let forecast = rebound_engine::dry_run(&store, "shop", Workflow::Drill, 64)
+        .await
+        .expect("dry-run");
+    let back_steps: Vec<_> = forecast
+        .steps
+        .iter()
+        .filter(|s| s.input["leg"] == "return")
+        .collect();
+    assert!(!back_steps.is_empty());
+    assert!(
+        back_steps
+            .iter()
+            .all(|s| s.measured_in.as_deref() == Some(report.run.as_str())),
+        "{back_steps:?}"
+    );
+    let effects = lab.a.effects().into_iter().chain(lab.b.effects());
+    let repeated: Vec<_> = effects.filter(|(_, n)| *n > 1).collect();
+    assert!(repeated.is_empty(), "side effects repeated: {repeated:?}");
+}
+
+/// A round-trip drill whose way back fails (the application recovered on
+/// the primary's site answers 503) is undone like any failed drill: both
+/// sandboxes torn down and its copies removed, on both sites.
+async fn a_round_trip_drill_failing_on_its_way_back_leaves_nothing(store: Store) {
+    store
+        .put_plan(&round_trip_plan("1s"), "operator")
+        .await
+        .expect("plan");
+    let lab = lab(&store).await;
+    assert_eq!(
+        run(&store, &lab, Workflow::Replication).await,
+        Outcome::Succeeded
+    );
+    let (a, b) = (holdings(&lab.a), holdings(&lab.b));
+    lab.a.set_service_status("app-1-drill", 8080, 503);
+    let (outcome, report) = run_reported(&store, &lab, Workflow::Drill).await;
+    let Outcome::Failed { error, .. } = outcome else {
+        panic!("the way back must fail at its gate: {outcome:?}");
+    };
+    assert!(error.contains("answered 503"), "{error}");
+    let steps = store.steps(&report.run).await.expect("steps");
+    let undone: Vec<(String, String)> = steps
+        .iter()
+        .filter(|s| s.input["compensation"] == true)
+        .map(|s| {
+            assert_eq!(s.status, StepStatus::Succeeded, "{s:?}");
+            (
+                s.input["scope"].as_str().unwrap_or_default().to_owned(),
+                s.input["site"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("drill", "lab-b"),
+        ("drill", "lab-a"),
+        ("drill-points", "lab-b"),
+        ("drill-points", "lab-a"),
+    ];
+    assert_eq!(
+        undone,
+        expected.map(|(s, t)| (s.to_owned(), t.to_owned())),
+        "{steps:?}"
+    );
+    assert_eq!((holdings(&lab.a), holdings(&lab.b)), (a, b));
+    assert!(
+        store
+            .drill_points(&report.run)
+            .await
+            .expect("drill's")
+            .is_empty()
+    );
+}
+
 async fn gate_probes(store: &Store, run: &str) -> Vec<String> {
     store
         .steps(run)
@@ -852,5 +1054,7 @@ rebound_store::on_both_backends!(
     a_retried_failover_adopts_the_standbys_serving_after_a_failed_one,
     a_primary_site_rebuilt_empty_is_confirmed_fenced_by_absence,
     a_0_1_plugin_keeps_the_superseded_incarnations,
-    a_compensating_unfence_restores_the_fenced_workload
+    a_compensating_unfence_restores_the_fenced_workload,
+    a_round_trip_drill_measures_the_way_back,
+    a_round_trip_drill_failing_on_its_way_back_leaves_nothing
 );

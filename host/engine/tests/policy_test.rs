@@ -51,6 +51,7 @@ async fn objectives_over_time(store: Store) {
                 captured_at_ms: t0,
                 run: cycle.id.clone(),
                 detail: json!({}),
+                drill: false,
             })
             .await
             .expect("point");

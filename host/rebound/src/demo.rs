@@ -539,8 +539,9 @@ async fn round_trip(
     Ok(())
 }
 
-/// Replication, failover, reprotect and failback of `plan` through the
-/// engine, one run after the other, printing each run's steps, outcome,
+/// Replication, a round-trip drill (when the plan asks for them),
+/// failover, reprotect and failback of `plan` through the engine, one run
+/// after the other, printing each run's steps, outcome,
 /// data mover figures, and for failover and failback the RTO forecast,
 /// measured RTO and achieved RPO against the phase's objectives.
 /// `after(workflow)` runs when a run finished (the applications write).
@@ -550,7 +551,7 @@ async fn drive(
     steps: Arc<rebound_engine::PluginSteps>,
     mut after: impl FnMut(rebound_domain::Workflow) -> Result<()>,
 ) -> Result<()> {
-    use rebound_domain::Workflow::{Failback, Failover, Replication, Reprotect};
+    use rebound_domain::Workflow::{Drill, Failback, Failover, Replication, Reprotect};
     let executor = rebound_engine::Executor::new(
         store.clone(),
         steps,
@@ -559,7 +560,13 @@ async fn drive(
             ..rebound_engine::ExecutorConfig::new("demo")
         },
     );
-    for workflow in [Replication, Failover, Reprotect, Failback] {
+    // A plan with round-trip drills rehearses both ways before the real
+    // failover.
+    let mut workflows = vec![Replication, Failover, Reprotect, Failback];
+    if store.plan(plan).await?.document.drills.round_trip {
+        workflows.insert(1, Drill);
+    }
+    for workflow in workflows {
         let forecast = rebound_engine::dry_run(store, plan, workflow, 64).await?;
         let started = rebound_engine::trigger(store, plan, workflow, None, "demo").await?;
         let planned = store.steps(&started.id).await?;
@@ -622,6 +629,19 @@ async fn drive(
                 ms(report.achieved_rpo_ms),
                 ms(Some(report.objective_rpo_ms)),
                 verdict(report.rpo_met),
+            );
+        }
+        if let Some(back) = report.return_leg.as_ref().filter(|_| workflow == Drill) {
+            println!(
+                "            round trip: there {} ({} RTO {}, {}), way back {} ({} RTO {}, {}); sandboxes and copies removed",
+                ms(report.measured_rto_ms),
+                report.phase,
+                ms(Some(report.objective_rto_ms)),
+                verdict(report.rto_met),
+                ms(back.rto_ms),
+                back.phase,
+                ms(Some(back.objective_rto_ms)),
+                verdict(back.rto_met),
             );
         }
         if outcome != rebound_engine::Outcome::Succeeded {
@@ -723,4 +743,5 @@ network_mapping:
 redirect:
   target: { kind: route, route: shop/www }
   canary: [10, 50, 100]
+drills: { round_trip: true }
 ";

@@ -1,6 +1,6 @@
 //! `rebound demo` (what `cargo xtask demo` runs) works end to end: the
-//! plugin tour, the hostile plugins contained, and the round trip through
-//! the engine back to the original site with no side effect repeated —
+//! plugin tour, the hostile plugins contained, a round-trip drill, and the
+//! round trip through the engine back to the original site with no side effect repeated —
 //! between two example sites, then from OpenStack to KubeVirt and back, and
 //! from AWS to KubeVirt and back when moto is installed (`REBOUND_PYTHON`;
 //! required with `REBOUND_REQUIRE_PYTHON=1`).
@@ -24,6 +24,9 @@ fn the_demo_runs_a_round_trip() {
     assert!(!stdout.contains("NOT CONTAINED"), "{stdout}");
     assert!(!stdout.contains("MISSED"), "{stdout}");
     for expected in [
+        "drill       22 steps, Succeeded → plan protected (primary lab-a, epoch 1)",
+        "round trip: there ",
+        "(failback RTO 3600.00s, met); sandboxes and copies removed",
         "failover    12 steps, Succeeded → plan failed_over (primary lab-b, epoch 2)",
         "failback    25 steps, Succeeded → plan protected (primary lab-a, epoch 3)",
         "running VMs now: lab-a 3, lab-b 0",

@@ -27,6 +27,7 @@ impl Store {
             captured_at: Set(point.captured_at_ms),
             run: Set(point.run.clone()),
             detail: Set(point.detail.to_string()),
+            drill: Set(point.drill),
         };
         recovery_point::Entity::insert(row)
             .on_conflict_do_nothing_on([recovery_point::Column::Site, recovery_point::Column::Id])
@@ -113,7 +114,8 @@ impl Store {
             .collect())
     }
 
-    /// The newest recovery point of a plan's workload at a site.
+    /// The newest recovery point of a plan's workload at a site (a drill's
+    /// copies are not the plan's).
     pub async fn latest_recovery_point(
         &self,
         plan: &str,
@@ -124,6 +126,7 @@ impl Store {
             .filter(recovery_point::Column::Plan.eq(plan))
             .filter(recovery_point::Column::Workload.eq(workload))
             .filter(recovery_point::Column::Site.eq(site))
+            .filter(recovery_point::Column::Drill.eq(false))
             .order_by_desc(recovery_point::Column::CapturedAt)
             .one(&self.db)
             .await?
@@ -131,19 +134,48 @@ impl Store {
             .transpose()
     }
 
-    /// A plan's recovery points, newest first.
+    /// A plan's recovery points, newest first (not a drill's copies: see
+    /// [`Store::drill_points`]).
     pub async fn recovery_points(
         &self,
         plan: &str,
     ) -> Result<Vec<RecoveryPointRecord>, StoreError> {
         recovery_point::Entity::find()
             .filter(recovery_point::Column::Plan.eq(plan))
+            .filter(recovery_point::Column::Drill.eq(false))
             .order_by_desc(recovery_point::Column::CapturedAt)
             .all(&self.db)
             .await?
             .into_iter()
             .map(RecoveryPointRecord::from_row)
             .collect()
+    }
+
+    /// The recovery points a drill run made and has not removed, newest
+    /// first.
+    pub async fn drill_points(&self, run: &str) -> Result<Vec<RecoveryPointRecord>, StoreError> {
+        recovery_point::Entity::find()
+            .filter(recovery_point::Column::Run.eq(run))
+            .filter(recovery_point::Column::Drill.eq(true))
+            .order_by_desc(recovery_point::Column::CapturedAt)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(RecoveryPointRecord::from_row)
+            .collect()
+    }
+
+    /// One recovery point by site and id, a drill's included.
+    pub async fn recovery_point(
+        &self,
+        site: &str,
+        id: &str,
+    ) -> Result<Option<RecoveryPointRecord>, StoreError> {
+        recovery_point::Entity::find_by_id((site.to_owned(), id.to_owned()))
+            .one(&self.db)
+            .await?
+            .map(RecoveryPointRecord::from_row)
+            .transpose()
     }
 
     /// Append to the audit log.

@@ -232,6 +232,9 @@ pub struct RecoveryPointRecord {
     pub run: String,
     /// The provider's description (disks, spec).
     pub detail: serde_json::Value,
+    /// A drill's copy (a round trip's way back), for that drill alone: the
+    /// plan's listings, its newest point, prunes and RPO leave it out.
+    pub drill: bool,
 }
 
 impl RecoveryPointRecord {
@@ -245,6 +248,7 @@ impl RecoveryPointRecord {
             workload: row.workload,
             captured_at_ms: row.captured_at,
             run: row.run,
+            drill: row.drill,
         })
     }
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use rebound_domain::{Lifecycle, PlanDocument, PlanState, Workflow};
-use rebound_store::{PlanRuns, RunRecord, RunStatus, Store, StoreError};
+use rebound_store::{PlanRuns, RecoveryPointRecord, RunRecord, RunStatus, Store, StoreError};
 
 const PLAN: &str = include_str!("../../../docs/examples/plan.yaml");
 
@@ -24,6 +24,7 @@ rebound_store::on_both_backends!(
     a_run_is_leased_to_one_host_and_taken_over_after_expiry,
     concurrent_hosts_claim_each_run_exactly_once,
     the_audit_log_is_append_only,
+    a_drills_copies_are_its_own,
 );
 
 async fn migrations_leave_the_store_ready(store: Store) {
@@ -353,6 +354,64 @@ async fn the_audit_log_is_append_only(store: Store) {
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].principal, "alice");
     assert_eq!(log[0].detail["plugin"], "example");
+}
+
+/// A round-trip drill's copies are the drill's alone: the plan's listing,
+/// its newest point and so its RPO leave them out; the drill finds them by
+/// its run, and forgets them once the site removed them.
+async fn a_drills_copies_are_its_own(store: Store) {
+    store.put_plan(&plan(), "alice").await.expect("create");
+    let point = |id: &str, at: i64, run: &str, drill: bool| RecoveryPointRecord {
+        site: "openstack-east".into(),
+        id: id.into(),
+        plan: "shop".into(),
+        workload: "db-1".into(),
+        captured_at_ms: at,
+        run: run.into(),
+        detail: serde_json::json!({"disks": []}),
+        drill,
+    };
+    store
+        .record_recovery_point(&point("snap-1", 1_000, "cycle", false))
+        .await
+        .expect("plan's point");
+    store
+        .record_recovery_point(&point("drill-copy", 2_000, "drill-run", true))
+        .await
+        .expect("drill's point");
+    let ids =
+        |points: Vec<RecoveryPointRecord>| points.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.recovery_points("shop").await.expect("points")),
+        ["snap-1"]
+    );
+    let latest = store
+        .latest_recovery_point("shop", "db-1", "openstack-east")
+        .await
+        .expect("latest");
+    assert_eq!(latest.map(|p| p.id).as_deref(), Some("snap-1"));
+    assert_eq!(
+        ids(store.drill_points("drill-run").await.expect("drill's")),
+        ["drill-copy"]
+    );
+    assert!(store.drill_points("cycle").await.expect("none").is_empty());
+    let found = store
+        .recovery_point("openstack-east", "drill-copy")
+        .await
+        .expect("by id")
+        .expect("found");
+    assert!(found.drill);
+    store
+        .forget_recovery_points("openstack-east", &["drill-copy".into()])
+        .await
+        .expect("forget");
+    assert!(
+        store
+            .drill_points("drill-run")
+            .await
+            .expect("gone")
+            .is_empty()
+    );
 }
 
 /// Hosts of one deployment start together (a Deployment's replicas, say):

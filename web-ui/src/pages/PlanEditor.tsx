@@ -30,7 +30,7 @@ function blankPlan(): PlanDocument {
   };
 }
 
-const KEY_ORDER: (keyof PlanDocument)[] = ["name", "description", "source", "target", "workloads", "replication", "objectives", "network_mapping", "redirect", "trigger", "approvals"];
+const KEY_ORDER: (keyof PlanDocument)[] = ["name", "description", "source", "target", "workloads", "replication", "objectives", "network_mapping", "redirect", "trigger", "approvals", "drills"];
 
 /** The document as the host takes it (empty optional parts left out), its
  * keys in the order plans are written in (docs/examples/plan.yaml). */
@@ -573,7 +573,7 @@ function TriggerSection({ doc, update, errs }: PartProps) {
   const detection = t.detection ?? { probe_interval: "30s", consecutive_failures: 3, witnesses: 1 };
   return (
     <section className="panel">
-      <h2>Trigger and approvals</h2>
+      <h2>Trigger, approvals and drills</h2>
       <fieldset className="bare">
         <legend className="sr-only">Trigger</legend>
         <label className="check">
@@ -597,6 +597,12 @@ function TriggerSection({ doc, update, errs }: PartProps) {
             <input type="checkbox" checked={a[w]} onChange={(e) => update({ approvals: { ...a, [w]: e.target.checked } })} /> {w}
           </label>
         ))}
+      </fieldset>
+      <fieldset className="bare">
+        <legend>Drills</legend>
+        <label className="check">
+          <input type="checkbox" checked={doc.drills?.round_trip ?? false} onChange={(e) => update({ drills: e.target.checked ? { round_trip: true } : undefined })} /> Round trip: after the recovery on the target, bring the sandbox back to the source and recover it there too, measuring the way back against the other phase's RTO
+        </label>
       </fieldset>
     </section>
   );
@@ -664,6 +670,11 @@ export function ForecastView({ forecast }: { forecast: Forecast }) {
           — {forecast.basis ? `from measured steps (newest: run ${forecast.basis})` : "from default step durations (nothing measured yet)"}
         </span>
       </p>
+      {forecast.return_leg && (
+        <p data-testid="forecast-return-leg">
+          <strong>The way back {formatMs(forecast.return_leg.rto_ms)}</strong> (steps marked ←) against the {forecast.return_leg.phase} RTO objective of {formatMs(forecast.return_leg.objective_rto_ms)} <Verdict met={forecast.return_leg.rto_met} />
+        </p>
+      )}
       <table className="grid compact">
         <caption className="sr-only">Steps of the {forecast.workflow}</caption>
         <thead>
@@ -679,7 +690,10 @@ export function ForecastView({ forecast }: { forecast: Forecast }) {
             <tr key={i}>
               <td>{i + 1}</td>
               <td>{String(s.input.stage ?? "")}</td>
-              <td>{s.name}</td>
+              <td>
+                {s.input.leg === "return" && <span title="the way back">← </span>}
+                {s.name}
+              </td>
               <td title={s.measured_in ? `measured in run ${s.measured_in}` : "the action's default"}>
                 {formatMs(s.expected_ms)}
                 {!s.measured_in && <span className="muted small"> (default)</span>}

@@ -1,7 +1,8 @@
 // One run: its steps as a live timeline (server-sent events), each step's
 // time against the phase's RTO budget, approve and cancel, and when it is
 // finished its report — measured RTO and achieved RPO against the
-// objectives — to read and download.
+// objectives — to read and download. A round-trip drill's way back is
+// timed against the other phase's budget, from its own start.
 import { useCallback, useEffect, useState } from "react";
 import { api, call, errorText, type Schemas } from "../api/client";
 import { follow } from "../api/sse";
@@ -120,9 +121,11 @@ export function RunDetail({ id }: { id: string }) {
     );
   }
   const report = detail.report;
-  const budget = report.objective_rto_ms;
+  const back = report.return_leg ?? null;
+  const returning = (s: Step) => (s.input as { leg?: string }).leg === "return";
   const fence = steps.find((s) => (s.input as { action?: string }).action === "fence");
   const windowStart = fence?.started_at_ms ?? steps.find((s) => s.started_at_ms)?.started_at_ms ?? null;
+  const backStart = steps.find((s) => returning(s) && s.started_at_ms)?.started_at_ms ?? null;
   const charged = new Map(report.steps.map((s) => [s.seq, s]));
 
   return (
@@ -144,6 +147,12 @@ export function RunDetail({ id }: { id: string }) {
       </p>
       <p className="muted">
         Charged to the <strong>{report.phase}</strong> phase: RTO objective {formatMs(report.objective_rto_ms)}, RPO objective {formatMs(report.objective_rpo_ms)}.
+        {back && (
+          <>
+            {" "}
+            A round trip: its way back (marked ←) is charged to the <strong>{back.phase}</strong> phase, RTO objective {formatMs(back.objective_rto_ms)}.
+          </>
+        )}
       </p>
 
       {can.operate && !finished && (
@@ -185,17 +194,27 @@ export function RunDetail({ id }: { id: string }) {
             const end = s.finished_at_ms ?? (s.started_at_ms && s.status === "running" ? now : null);
             const took = s.started_at_ms && end ? end - s.started_at_ms : null;
             const c = charged.get(s.seq);
-            const inWindow = windowStart !== null && s.started_at_ms !== null && s.started_at_ms !== undefined && s.started_at_ms >= windowStart;
-            const left = inWindow && budget > 0 ? ((s.started_at_ms! - windowStart!) / budget) * 100 : 0;
+            const wayBack = returning(s);
+            const from = wayBack ? backStart : windowStart;
+            const budget = wayBack && back ? back.objective_rto_ms : report.objective_rto_ms;
+            const inWindow = from !== null && s.started_at_ms !== null && s.started_at_ms !== undefined && s.started_at_ms >= from;
+            const left = inWindow && budget > 0 ? ((s.started_at_ms! - from!) / budget) * 100 : 0;
             const width = inWindow && took !== null && budget > 0 ? Math.max(0.5, (took / budget) * 100) : 0;
             const waiting = s.status === "pending" && (s.input as { action?: string }).action === "approval" && status === "waiting_approval";
             return (
               <li key={s.seq} className={`step step-${s.status}`} data-step={s.seq}>
                 <span className="seq">{s.seq}</span>
-                <span className="name">{s.name}</span>
+                <span className="name">
+                  {wayBack && (
+                    <span className="leg" title={`The way back, charged to the ${back?.phase ?? "other"} phase`}>
+                      ←{" "}
+                    </span>
+                  )}
+                  {s.name}
+                </span>
                 <Badge value={waiting ? "waiting_approval" : s.status} />
                 <span className="took">{took !== null ? formatMs(took) : "—"}</span>
-                <span className="budget" title="Where the step falls in the phase's RTO budget">
+                <span className="budget" title={wayBack ? "Where the step falls in the way back's RTO budget" : "Where the step falls in the phase's RTO budget"}>
                   {inWindow ? (
                     <span className="bar" aria-hidden="true">
                       <span className={`fill ${left + width > 100 ? "over" : ""}`} style={{ left: `${Math.min(left, 100)}%`, width: `${Math.min(width, 100 - Math.min(left, 100))}%` }} />
@@ -264,6 +283,16 @@ function Report({ detail }: { detail: Detail }) {
               <Verdict met={r.rpo_met} label="nothing recovered" />
             </td>
           </tr>
+          {r.return_leg && (
+            <tr data-testid="return-leg">
+              <th scope="row">RTO of the way back ({r.return_leg.phase} phase)</th>
+              <td>{formatMs(r.return_leg.rto_ms)}</td>
+              <td>{formatMs(r.return_leg.objective_rto_ms)}</td>
+              <td>
+                <Verdict met={r.return_leg.rto_met} />
+              </td>
+            </tr>
+          )}
         </tbody>
       </table>
       <div className="actions">
@@ -290,6 +319,9 @@ function markdown(d: Detail): string {
     "|---|---|---|---|",
     `| RTO | ${formatMs(r.measured_rto_ms)} | ${formatMs(r.objective_rto_ms)} | ${verdict(r.rto_met)} |`,
     `| RPO | ${formatMs(r.achieved_rpo_ms)} | ${formatMs(r.objective_rpo_ms)} | ${verdict(r.rpo_met)} |`,
+    ...(r.return_leg
+      ? [`| RTO of the way back (${r.return_leg.phase} phase) | ${formatMs(r.return_leg.rto_ms)} | ${formatMs(r.return_leg.objective_rto_ms)} | ${verdict(r.return_leg.rto_met)} |`]
+      : []),
     "",
     "## Steps",
     "",

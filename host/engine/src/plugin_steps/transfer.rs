@@ -112,14 +112,18 @@ impl PluginSteps {
             .recovery_points(&scope.plan)
             .await
             .map_err(retryable)?;
-        let source = points
-            .iter()
-            .find(|p| p.site == from && p.id == point_id)
+        // (A drill's snapshot on its way back is the drill's own.)
+        let source = self
+            .store
+            .recovery_point(&from, &point_id)
+            .await
+            .map_err(retryable)?
             .ok_or_else(|| {
                 StepError::Fatal(format!(
                     "recovery point '{point_id}' on '{from}' is not recorded"
                 ))
             })?;
+        let source = &source;
         // The newest copy of this workload at the target (newest first),
         // and the recovery point at the source it is a verified copy of,
         // if that is still there (what `changed-blocks` compares against).
@@ -231,8 +235,18 @@ impl PluginSteps {
                 return;
             }
         };
-        let verified = format!("transfer/{}", step.idempotency_key);
-        if imports.is_empty() || recorded.iter().any(|p| p.id == verified) {
+        let verified = match self
+            .store
+            .recovery_point(site, &format!("transfer/{}", step.idempotency_key))
+            .await
+        {
+            Ok(point) => point.is_some(),
+            Err(e) => {
+                tracing::warn!(run = %step.run, step = %step.name, "abandoned transfer: its endpoints are released, the volumes its imports made on '{site}' kept: {e}");
+                true
+            }
+        };
+        if imports.is_empty() || verified {
             self.release_endpoints(step, &exports, &imports).await;
             return;
         }
@@ -363,11 +377,16 @@ impl PluginSteps {
         // Recorded already (a host died after verifying the copy, perhaps
         // after releasing the endpoints): done, from the record.
         let id = format!("transfer/{}", step.idempotency_key);
-        let plan = self.scope(step).await?.plan;
-        let points = self.store.recovery_points(&plan).await.map_err(retryable)?;
-        if let Some(point) = points.iter().find(|p| p.id == id) {
+        let scope = self.scope(step).await?;
+        let to = operation["site"].as_str().unwrap_or_default();
+        if let Some(point) = self
+            .store
+            .recovery_point(to, &id)
+            .await
+            .map_err(retryable)?
+        {
             self.release_endpoints(step, &exports, &imports).await;
-            return Ok(Progress::Done(output_of(point)));
+            return Ok(Progress::Done(output_of(&point)));
         }
         let mut pairs = Vec::new();
         for (export, import) in exports.iter().zip(&imports) {
@@ -388,7 +407,6 @@ impl PluginSteps {
         // The plugin chose these URLs; the mover goes only where the
         // operator granted each site.
         let from = operation["from"].as_str().unwrap_or_default();
-        let to = operation["site"].as_str().unwrap_or_default();
         let (from_grant, to_grant) = (self.site(from)?.grant, self.site(to)?.grant);
         for (source, target) in &pairs {
             for (grant, url) in [(&from_grant, &source.url), (&to_grant, &target.url)] {
@@ -435,9 +453,11 @@ impl PluginSteps {
         // Verified: the imported volumes become the target's recovery point.
         let to = to.to_owned();
         let source_id = operation["recovery_point"].as_str().unwrap_or_default();
-        let source = points
-            .iter()
-            .find(|p| p.site == from && p.id == source_id)
+        let source = self
+            .store
+            .recovery_point(from, source_id)
+            .await
+            .map_err(retryable)?
             .ok_or_else(|| {
                 StepError::Fatal(format!(
                     "recovery point '{source_id}' on '{from}' is not recorded"
@@ -447,7 +467,7 @@ impl PluginSteps {
         let record = RecoveryPointRecord {
             site: to.clone(),
             id,
-            plan,
+            plan: scope.plan,
             workload: source.workload.clone(),
             captured_at_ms: source.captured_at_ms,
             run: step.run.clone(),
@@ -456,6 +476,8 @@ impl PluginSteps {
                 "source": {"site": from, "id": source_id},
                 "bytes_total": total, "bytes_moved": moved,
             }),
+            // A drill's copies are its own (a round trip's way back).
+            drill: scope.workflow == rebound_domain::Workflow::Drill,
         };
         self.store
             .record_recovery_point(&record)

@@ -170,7 +170,8 @@ fn transfers_total(steps: &[Value]) -> Option<String> {
     ))
 }
 
-/// The run's measured RTO and achieved RPO against the phase's objectives.
+/// The run's measured RTO and achieved RPO against the phase's objectives
+/// (and a round-trip drill's way back against the other phase's).
 fn print_report(id: &str, status: &str, report: &Value) {
     let ms = |v: &Value| {
         v.as_i64().map_or_else(
@@ -196,6 +197,17 @@ fn print_report(id: &str, status: &str, report: &Value) {
         ms(&report["objective_rpo_ms"]),
         met(&report["achieved_rpo_ms"], &report["objective_rpo_ms"])
     );
+    // A round-trip drill's way back, against the other phase.
+    let back = &report["return_leg"];
+    if back.is_object() {
+        println!(
+            "  way back ({} phase) RTO measured {:>10}  objective {:>10}  {}",
+            back["phase"].as_str().unwrap_or_default(),
+            ms(&back["rto_ms"]),
+            ms(&back["objective_rto_ms"]),
+            met(&back["rto_ms"], &back["objective_rto_ms"])
+        );
+    }
 }
 
 /// Approve a run's next approval gate, or cancel a run nobody is driving.

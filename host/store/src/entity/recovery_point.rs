@@ -15,6 +15,8 @@ pub struct Model {
     pub run: String,
     /// The provider's description (disks, spec) as JSON.
     pub detail: String,
+    /// Made by a drill, for the drill alone (its round trip's copies).
+    pub drill: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
