@@ -112,6 +112,18 @@ async fn lab_with(store: &Store, plugin: &str) -> Lab {
     }
 }
 
+/// `plan` stored, the two sites through `plugin`, and one replication
+/// cycle: the plan protected with a recovery point of each workload.
+async fn replicated(store: &Store, plan: &PlanDocument, plugin: &str) -> Lab {
+    store.put_plan(plan, "operator").await.expect("plan");
+    let lab = lab_with(store, plugin).await;
+    assert_eq!(
+        run(store, &lab, Workflow::Replication).await,
+        Outcome::Succeeded
+    );
+    lab
+}
+
 async fn run(store: &Store, lab: &Lab, workflow: Workflow) -> Outcome {
     run_reported(store, lab, workflow).await.0
 }
@@ -391,15 +403,7 @@ fn holdings(site: &ExampleSite) -> (Vec<(String, String, bool)>, Vec<String>) {
 /// plan's recovery points, its lifecycle and production are as they were.
 /// Its way back is then what forecasts a failback's steps on those sites.
 async fn a_round_trip_drill_measures_the_way_back(store: Store) {
-    store
-        .put_plan(&round_trip_plan("30s"), "operator")
-        .await
-        .expect("plan");
-    let lab = lab(&store).await;
-    assert_eq!(
-        run(&store, &lab, Workflow::Replication).await,
-        Outcome::Succeeded
-    );
+    let lab = replicated(&store, &round_trip_plan("30s"), "example").await;
     let forecast = rebound_engine::dry_run(&store, "shop", Workflow::Drill, 64)
         .await
         .expect("dry-run");
@@ -512,15 +516,7 @@ async fn a_round_trip_drill_measures_the_way_back(store: Store) {
 /// the primary's site answers 503) is undone like any failed drill: both
 /// sandboxes torn down and its copies removed, on both sites.
 async fn a_round_trip_drill_failing_on_its_way_back_leaves_nothing(store: Store) {
-    store
-        .put_plan(&round_trip_plan("1s"), "operator")
-        .await
-        .expect("plan");
-    let lab = lab(&store).await;
-    assert_eq!(
-        run(&store, &lab, Workflow::Replication).await,
-        Outcome::Succeeded
-    );
+    let lab = replicated(&store, &round_trip_plan("1s"), "example").await;
     let (a, b) = (holdings(&lab.a), holdings(&lab.b));
     lab.a.set_service_status("app-1-drill", 8080, 503);
     let (outcome, report) = run_reported(&store, &lab, Workflow::Drill).await;
@@ -650,12 +646,7 @@ async fn a_0_1_plugin_leaves_the_standbys_of_a_failed_failover_fenced(store: Sto
 /// returns the lab and the failover's steps.
 async fn failover_held_at_its_gate(store: &Store, plugin: &str) -> (Lab, Vec<StepRecord>) {
     let store = store.clone();
-    store.put_plan(&plan("1s"), "operator").await.expect("plan");
-    let lab = lab_with(&store, plugin).await;
-    assert_eq!(
-        run(&store, &lab, Workflow::Replication).await,
-        Outcome::Succeeded
-    );
+    let lab = replicated(&store, &plan("1s"), plugin).await;
     lab.b.set_service_status("app-1", 8080, 503);
     let Outcome::Failed { error, .. } = run(&store, &lab, Workflow::Failover).await else {
         panic!("the failover must fail at the gate");
@@ -691,12 +682,7 @@ async fn failover_held_at_its_gate(store: &Store, plugin: &str) -> (Lab, Vec<Ste
 /// The plan (its application's gate given `gate`) replicated once, then
 /// the primary site down.
 async fn primary_down(store: &Store, gate: &str) -> Lab {
-    store.put_plan(&plan(gate), "operator").await.expect("plan");
-    let lab = lab(store).await;
-    assert_eq!(
-        run(store, &lab, Workflow::Replication).await,
-        Outcome::Succeeded
-    );
+    let lab = replicated(store, &plan(gate), "example").await;
     lab.a.set_down(true);
     lab
 }

@@ -2,8 +2,8 @@
 //! site; probes of sites' health; the append-only audit log; events.
 
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set, TransactionTrait,
 };
 
 use super::entity::{audit, event, recovery_point, site_probe};
@@ -140,23 +140,31 @@ impl Store {
         &self,
         plan: &str,
     ) -> Result<Vec<RecoveryPointRecord>, StoreError> {
-        recovery_point::Entity::find()
-            .filter(recovery_point::Column::Plan.eq(plan))
-            .filter(recovery_point::Column::Drill.eq(false))
-            .order_by_desc(recovery_point::Column::CapturedAt)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(RecoveryPointRecord::from_row)
-            .collect()
+        self.points_where(
+            Condition::all()
+                .add(recovery_point::Column::Plan.eq(plan))
+                .add(recovery_point::Column::Drill.eq(false)),
+        )
+        .await
     }
 
     /// The recovery points a drill run made and has not removed, newest
     /// first.
     pub async fn drill_points(&self, run: &str) -> Result<Vec<RecoveryPointRecord>, StoreError> {
+        self.points_where(
+            Condition::all()
+                .add(recovery_point::Column::Run.eq(run))
+                .add(recovery_point::Column::Drill.eq(true)),
+        )
+        .await
+    }
+
+    async fn points_where(
+        &self,
+        condition: Condition,
+    ) -> Result<Vec<RecoveryPointRecord>, StoreError> {
         recovery_point::Entity::find()
-            .filter(recovery_point::Column::Run.eq(run))
-            .filter(recovery_point::Column::Drill.eq(true))
+            .filter(condition)
             .order_by_desc(recovery_point::Column::CapturedAt)
             .all(&self.db)
             .await?
