@@ -206,27 +206,7 @@ async fn openstack_to_kubevirt_and_back(store: Store) {
     let openstack_holds = || {
         ["servers", "volumes", "snapshots"].map(|kind| ids(lab.openstack.resources(REGION, kind)))
     };
-    let names = |docs: Vec<Value>| {
-        let mut names: Vec<String> = docs
-            .iter()
-            .map(|d| {
-                d["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-            .collect();
-        names.sort();
-        names
-    };
-    let kubevirt_holds = || {
-        [
-            "virtualmachines",
-            "persistentvolumeclaims",
-            "virtualmachinesnapshots",
-        ]
-        .map(|kind| names(lab.kubevirt.list(kind, NS)))
-    };
+    let kubevirt_holds = || cross::kubevirt_holdings(&lab.kubevirt);
     let (openstack_before, kubevirt_before) = (openstack_holds(), kubevirt_holds());
     assert!(
         !openstack_before[1].is_empty() && !kubevirt_before[1].is_empty(),

@@ -1,6 +1,6 @@
 //! What the cross-platform round trips share: running a workflow through
-//! the executor to its end, the KubeVirt site's grant and recovered VMs,
-//! and comparing disk images block for block.
+//! the executor to its end, the KubeVirt site's grant, recovered VMs and
+//! holdings, and comparing disk images block for block.
 
 // Each test crate that includes this uses part of it.
 #![allow(dead_code)]
@@ -21,6 +21,25 @@ use serde_json::{Value, json};
 
 pub const NS: &str = "dr";
 pub const MIB: u64 = 1 << 20;
+
+/// What the cluster holds in [`NS`], by name: its VMs, volumes (PVCs) and
+/// VM snapshots — what a drill must leave as it found it.
+pub fn kubevirt_holdings(site: &KubeVirtSite) -> [Vec<String>; 3] {
+    [
+        "virtualmachines",
+        "persistentvolumeclaims",
+        "virtualmachinesnapshots",
+    ]
+    .map(|kind| {
+        let mut names: Vec<String> = site
+            .list(kind, NS)
+            .iter()
+            .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    })
+}
 
 /// The KubeVirt simulator the round trips fail over to: namespace [`NS`],
 /// 30 ms per operation.
