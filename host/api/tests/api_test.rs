@@ -124,6 +124,20 @@ async fn refused_plan_documents_change_nothing(store: Store) {
     );
     assert!(r.text.contains("colour"), "{}", r.text);
 
+    // A hook to an origin this host does not allow says what to add.
+    let hooked = format!(
+        "{PLAN_YAML}hooks:\n  - {{ name: warm, at: after_recovery, url: https://ops.example.com/warm }}\n"
+    );
+    let r = api.put_plan_yaml("shop", &hooked).await;
+    let problem = r.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["errors"][0]["field"], "hooks[0].url", "{}", r.text);
+    assert!(
+        r.text
+            .contains("add \\\"https://ops.example.com:443\\\" to hooks.allow"),
+        "{}",
+        r.text
+    );
+
     // A wrong type, malformed YAML, malformed JSON, the wrong name.
     let wrong_type = PLAN_YAML.replace("retention: 6", "retention: many");
     api.put_plan_yaml("shop", &wrong_type)

@@ -35,6 +35,9 @@ pub struct PlanDocument {
     pub approvals: Approvals,
     #[serde(default, skip_serializing_if = "Drills::is_default")]
     pub drills: Drills,
+    /// Calls the host makes at points of the plan's runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<Hook>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -512,6 +515,10 @@ impl PlanDocument {
             }
         }
 
+        for (field, reason) in hooks::problems(&self.hooks) {
+            err(&field, reason);
+        }
+
         if errors.is_empty() {
             Ok(())
         } else {
@@ -615,6 +622,10 @@ fn syntax<E: fmt::Display>(format: &'static str, e: serde_path_to_error::Error<E
         reason: e.into_inner().to_string(),
     }
 }
+
+mod hooks;
+
+pub use hooks::{Hook, HookPoint, MAX_TIMEOUT, OnFailure, origin, passes};
 
 #[cfg(test)]
 mod tests;

@@ -121,7 +121,7 @@ async fn resolve(address: &str, port: u16) -> Result<SocketAddr, String> {
     Ok(SocketAddr::new(ip, port))
 }
 
-fn probeable(ip: IpAddr) -> bool {
+pub(crate) fn probeable(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             !(v4.is_link_local() || v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast())

@@ -25,6 +25,7 @@
 mod adopt;
 pub mod detection;
 mod gate;
+mod hook;
 mod planner;
 mod plugin_steps;
 pub mod policy;
@@ -37,6 +38,7 @@ pub use planner::{compensation_steps, plan_steps};
 /// The event kind of a compensated run's standby incarnations left in
 /// place, fenced (see [`Executor`]'s compensation).
 pub const STANDBYS_KEPT: &str = "standbys.kept";
+pub use hook::{HookPolicy, signature as hook_signature};
 pub use plugin_steps::{
     BoundSite, DRILL_LABEL, EPOCH_LABEL, InventoryError, PluginSteps, WORKLOAD_LABEL,
     mover_endpoint,

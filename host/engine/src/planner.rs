@@ -5,7 +5,7 @@
 //! `stage` number (the snapshots of a sync, the fences, one tier's
 //! materializations, then its health gates).
 
-use rebound_domain::plan::ReplicationMode;
+use rebound_domain::plan::{HookPoint, ReplicationMode, passes};
 use rebound_domain::{Lifecycle, PlanDocument, PlanState, Workflow};
 use rebound_store::{NewStep, StepRecord, StepStatus};
 use serde_json::{Value, json};
@@ -141,6 +141,25 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         stage(steps, first);
     };
 
+    // The plan's hooks at `point`, in the order the plan lists them, each
+    // a step of its own: the call as planned (what a dry-run shows is what
+    // the run calls). `site` is where the run recovers.
+    let hooks = |steps: &mut Vec<NewStep>, point: HookPoint, site: &str| {
+        for h in &plan.hooks {
+            if h.at != point || !h.workflows.contains(&workflow) || !passes(workflow, point) {
+                continue;
+            }
+            steps.push(step(
+                format!("hook {} ({})", h.name, point.describe()),
+                json!({
+                    "action": "hook", "hook": h.name, "at": point, "site": site,
+                    "url": h.url, "timeout_ms": h.timeout.0.as_millis(),
+                    "on_failure": h.on_failure,
+                }),
+            ));
+        }
+    };
+
     // The plan's approval policy: the run pauses before its first
     // irreversible step (the fence) until an operator approves.
     let approval = |steps: &mut Vec<NewStep>| {
@@ -163,9 +182,12 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         // the lifecycle remembers an unconfirmed fence.
         Workflow::Failover => {
             approval(&mut steps);
+            hooks(&mut steps, HookPoint::BeforeFence, standby);
             fence(&mut steps, primary, true);
             recover(&mut steps, standby, false);
+            hooks(&mut steps, HookPoint::AfterRecovery, standby);
             redirect(&mut steps, standby);
+            hooks(&mut steps, HookPoint::AfterCutover, standby);
         }
         Workflow::Reprotect => {
             if let Some(site) = &lifecycle.unfenced {
@@ -180,15 +202,21 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         Workflow::Failback | Workflow::Migration => {
             sync(&mut steps, primary, standby);
             approval(&mut steps);
+            hooks(&mut steps, HookPoint::BeforeFence, standby);
             fence(&mut steps, primary, false);
             sync(&mut steps, primary, standby);
             recover(&mut steps, standby, false);
+            hooks(&mut steps, HookPoint::AfterRecovery, standby);
             redirect(&mut steps, standby);
+            hooks(&mut steps, HookPoint::AfterCutover, standby);
         }
         Workflow::RollbackMigration => {
+            hooks(&mut steps, HookPoint::BeforeFence, standby);
             fence(&mut steps, primary, false);
             recover(&mut steps, standby, false);
+            hooks(&mut steps, HookPoint::AfterRecovery, standby);
             redirect(&mut steps, standby);
+            hooks(&mut steps, HookPoint::AfterCutover, standby);
         }
         Workflow::CommitMigration => steps.push(step(
             format!("clean up the migration source on {standby}"),
@@ -215,6 +243,7 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         }
         Workflow::Drill if plan.drills.round_trip => {
             recover(&mut steps, standby, true);
+            hooks(&mut steps, HookPoint::AfterRecovery, standby);
             // The way back, rehearsed: what the sandbox holds is captured,
             // copied to the site it came from as a failback would copy it,
             // and recovered there into a sandbox of its own. Production on
@@ -222,6 +251,7 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             let back = steps.len();
             sync(&mut steps, standby, primary);
             recover(&mut steps, primary, true);
+            hooks(&mut steps, HookPoint::AfterRecovery, primary);
             for s in &mut steps[back..] {
                 s.input[LEG] = json!(RETURN_LEG);
             }
@@ -244,6 +274,7 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         }
         Workflow::Drill => {
             recover(&mut steps, standby, true);
+            hooks(&mut steps, HookPoint::AfterRecovery, standby);
             steps.push(step(
                 format!("tear down the drill sandbox on {standby}"),
                 json!({"action": "cleanup", "site": standby, "scope": "drill"}),
@@ -659,6 +690,60 @@ mod tests {
             ),
         ];
         assert!(compensation_steps(&steps).is_empty());
+    }
+
+    /// Hooks are steps where the plan puts them, each workflow calling
+    /// those that list it: before the fences (after any approval), after
+    /// the last tier's gates, after the last redirect.
+    #[test]
+    fn hooks_are_steps_at_their_points() {
+        let plan = rebound_domain::PlanDocument::from_yaml(include_str!(
+            "../../../docs/examples/plan-with-hooks.yaml"
+        ))
+        .expect("plan");
+        let lifecycle = rebound_domain::Lifecycle::new(&plan.source, &plan.target);
+        let around = |workflow| {
+            let steps = super::plan_steps(&plan, &lifecycle, workflow);
+            let mut out = Vec::new();
+            for (i, s) in steps.iter().enumerate() {
+                if let Some(hook) = s.input["hook"].as_str() {
+                    let before = steps[..i].last().map(|p| p.input["action"].clone());
+                    let after = steps.get(i + 1).map(|n| n.input["action"].clone());
+                    out.push((hook.to_owned(), before, after));
+                }
+            }
+            out
+        };
+        let action = |a: &str| Some(json!(a));
+        assert_eq!(
+            around(rebound_domain::Workflow::Failover),
+            [
+                ("open-change".to_owned(), None, action("fence")),
+                ("warm-caches".to_owned(), action("gate"), action("hook")),
+                ("close-change".to_owned(), action("hook"), None),
+            ]
+        );
+        // (The plan has no redirect: the cutover follows the recovery.)
+        let failback = around(rebound_domain::Workflow::Failback);
+        assert_eq!(
+            failback[0],
+            (
+                "open-change".to_owned(),
+                action("approval"),
+                action("fence")
+            )
+        );
+        assert_eq!(
+            around(rebound_domain::Workflow::Drill),
+            [("warm-caches".to_owned(), action("gate"), action("cleanup"))]
+        );
+        assert!(
+            around(rebound_domain::Workflow::Migration)
+                .iter()
+                .all(|(h, _, _)| h != "warm-caches"),
+            "not listed for migrations"
+        );
+        assert!(around(rebound_domain::Workflow::Replication).is_empty());
     }
 
     /// A round-trip drill recovers on the standby, then — on its way back

@@ -74,6 +74,8 @@ pub struct PluginSteps {
     sites: RwLock<HashMap<String, BoundSite>>,
     /// Budget of one plugin call.
     call_budget: Duration,
+    /// Where the plans' hooks may call.
+    hooks: crate::HookPolicy,
 }
 
 /// What a step's work needs to know about its run.
@@ -91,7 +93,15 @@ impl PluginSteps {
             store,
             sites: RwLock::new(sites),
             call_budget: Duration::from_secs(60),
+            hooks: crate::HookPolicy::default(),
         }
+    }
+
+    /// Let the plans' hooks call what `policy` allows (by default, none).
+    #[must_use]
+    pub fn with_hooks(mut self, policy: crate::HookPolicy) -> Self {
+        self.hooks = policy;
+        self
     }
 
     /// Refuse a plan whose objectives are impossible on their face for the
@@ -136,6 +146,11 @@ impl PluginSteps {
                         target.plugin.name()
                     ),
                 ));
+            }
+        }
+        for (i, hook) in plan.hooks.iter().enumerate() {
+            if let Err(reason) = self.hooks.check(&hook.url) {
+                return Err(refuse(&format!("hooks[{i}].url"), reason));
             }
         }
         let info = self.call(&[&plan.source], Describe).await.map_err(|e| {
@@ -383,6 +398,13 @@ impl PluginSteps {
             }
             "transfer" => return self.start_transfer(step).await,
             "fence" => return self.fence(step, &site, &workload).await,
+            "hook" => {
+                let scope = self.scope(step).await?;
+                let payload = hook_payload(step, &scope);
+                return crate::hook::call(&self.hooks, input, &key, &payload)
+                    .await
+                    .map(Started::Done);
+            }
             // A failed run's compensation: the workload its fence stopped.
             "unfence" => {
                 let id = match input["workload_id"].as_str() {
@@ -881,6 +903,30 @@ fn platform_ids(point: &RecoveryPointRecord) -> Vec<String> {
             .collect(),
         None => vec![point.id.clone()],
     }
+}
+
+/// What a hook is told: the run, where it recovers, and what it recovered
+/// there so far (the platform's id and addresses of each workload).
+fn hook_payload(step: &StepRecord, scope: &Scope) -> Value {
+    let site = &step.input["site"];
+    let recovered: Vec<Value> = scope
+        .steps
+        .iter()
+        .filter(|s| s.seq < step.seq && s.status == StepStatus::Succeeded)
+        .filter(|s| s.input["action"] == "materialize" && s.input["site"] == *site)
+        .filter_map(|s| {
+            let out = s.output.as_ref()?;
+            Some(json!({
+                "workload": s.input["workload"], "id": out["workload"],
+                "addresses": out["addresses"], "isolated": s.input["isolated"] == true,
+            }))
+        })
+        .collect();
+    json!({
+        "hook": step.input["hook"], "at": step.input["at"],
+        "plan": scope.plan, "run": step.run, "workflow": scope.workflow,
+        "site": site, "workloads": recovered,
+    })
 }
 
 /// The output of this run's `action` step for `workload` on `site` before

@@ -4,7 +4,7 @@
 //! - **Measured RTO** is the outage window of the run: from the start of
 //!   its first fence step (when the old primary stops serving; the run's
 //!   first step when it fences nothing) to the end of its last step that
-//!   is not a cleanup. A planned workflow's pre-sync runs while the
+//!   is not a cleanup or a hook after the cutover. A planned workflow's pre-sync runs while the
 //!   primary still serves, so it is not charged.
 //! - **Achieved RPO** is the age of the oldest data a recovery restored:
 //!   for each materialized workload, the time between the primary's last
@@ -92,6 +92,12 @@ pub struct ReturnLeg {
     pub rto_met: Option<bool>,
 }
 
+/// Whether a step happens after the recovery is over: a cleanup, or a
+/// hook called after the cutover (the recovered side serves by then).
+fn after_recovery(input: &Value) -> bool {
+    input["action"] == "cleanup" || (input["action"] == "hook" && input["at"] == "after_cutover")
+}
+
 /// Whether a step is on a round-trip drill's way back.
 fn returning(input: &Value) -> bool {
     input[LEG] == RETURN_LEG
@@ -155,7 +161,7 @@ fn build(run: &RunRecord, plan: &PlanDocument, steps: &[StepRecord]) -> RunRepor
         .and_then(|s| s.started_at_ms);
     let window_steps: Vec<&StepRecord> = steps
         .iter()
-        .filter(|s| action(s) != "cleanup" && !returning(&s.input))
+        .filter(|s| !after_recovery(&s.input) && !returning(&s.input))
         .filter(|s| window_start.is_some_and(|w| s.started_at_ms.is_some_and(|t| t >= w)))
         .collect();
     let finished = run.status == RunStatus::Succeeded;
@@ -421,8 +427,8 @@ pub fn forecast(
 }
 
 /// How long `steps` take: stage by stage, each as long as its slowest
-/// step times the waves the executor's parallelism needs; cleanups are
-/// not waited for.
+/// step times the waves the executor's parallelism needs; what comes after
+/// the recovery (cleanups, hooks after the cutover) is not counted.
 fn critical_path(
     steps: &[NewStep],
     expected: &impl Fn(&NewStep) -> i64,
@@ -437,7 +443,7 @@ fn critical_path(
             j += 1;
         }
         let group = &steps[i..j];
-        if group.iter().all(|s| s.input["action"] != "cleanup") {
+        if group.iter().all(|s| !after_recovery(&s.input)) {
             let slowest = group.iter().map(expected).max().unwrap_or(0);
             let waves = i64::try_from(group.len().div_ceil(parallelism.max(1))).unwrap_or(1);
             total += slowest * waves;

@@ -13,13 +13,13 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use rebound_domain::{Phase, PlanDocument, PlanState, Workflow};
 use rebound_engine::{
-    BoundSite, DRILL_LABEL, Executor, ExecutorConfig, Outcome, PluginSteps, Progress, RunReport,
-    STANDBYS_KEPT, Started, StepError, StepRunner, WORKLOAD_LABEL,
+    BoundSite, DRILL_LABEL, Executor, ExecutorConfig, HookPolicy, Outcome, PluginSteps, Progress,
+    RunReport, STANDBYS_KEPT, Started, StepError, StepRunner, WORKLOAD_LABEL,
 };
 use rebound_lab::{ExampleOptions, ExampleSite};
 use rebound_runtime::SiteGrant;
 use rebound_store::{StepRecord, StepStatus, Store};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const PLAN: &str = r#"
 name: shop
@@ -83,6 +83,11 @@ async fn lab(store: &Store) -> Lab {
 /// The two sites through the built plugin `plugin` (the example plugin,
 /// or its build against the contract 0.1).
 async fn lab_with(store: &Store, plugin: &str) -> Lab {
+    lab_hooked(store, plugin, HookPolicy::default()).await
+}
+
+/// The same, the plans' hooks allowed what `hooks` allows.
+async fn lab_hooked(store: &Store, plugin: &str, hooks: HookPolicy) -> Lab {
     let a = site(rebound_lab::example::default_vms()).await;
     let b = site(Vec::new()).await;
     let runtime = Arc::new(rebound_runtime::testing::runtime());
@@ -103,7 +108,7 @@ async fn lab_with(store: &Store, plugin: &str) -> Lab {
             },
         ),
     ]);
-    let steps = Arc::new(PluginSteps::new(runtime, store.clone(), sites));
+    let steps = Arc::new(PluginSteps::new(runtime, store.clone(), sites).with_hooks(hooks));
     Lab {
         a,
         b,
@@ -1042,5 +1047,274 @@ rebound_store::on_both_backends!(
     a_0_1_plugin_keeps_the_superseded_incarnations,
     a_compensating_unfence_restores_the_fenced_workload,
     a_round_trip_drill_measures_the_way_back,
-    a_round_trip_drill_failing_on_its_way_back_leaves_nothing
+    a_round_trip_drill_failing_on_its_way_back_leaves_nothing,
+    hooks_are_called_at_their_points_with_the_runs_context,
+    a_hook_that_refuses_stops_the_failover_one_that_may_fail_does_not
 );
+
+/// A call a hook receiver got: path, idempotency key, signature, body,
+/// when (ms since the epoch).
+type Call = (String, String, String, Value, i64);
+
+/// What a hook receiver on loopback was sent, and what it answers.
+#[derive(Clone, Default)]
+struct Receiver {
+    calls: Arc<std::sync::Mutex<Vec<Call>>>,
+    /// Status by path (200 when not set).
+    answers: Arc<std::sync::Mutex<HashMap<String, u16>>>,
+}
+
+impl Receiver {
+    /// Listening on loopback: the receiver and its origin.
+    async fn start() -> (Self, String) {
+        let receiver = Self::default();
+        let state = receiver.clone();
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
+                let state = state.clone();
+                async move {
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                    let path = uri.path().to_owned();
+                    state.calls.lock().expect("calls").push((
+                        path.clone(),
+                        header("idempotency-key"),
+                        header("rebound-signature"),
+                        serde_json::from_str(&body).unwrap_or(Value::Null),
+                        now,
+                    ));
+                    let status = state.answers.lock().expect("answers").get(&path).copied();
+                    axum::http::StatusCode::from_u16(status.unwrap_or(200))
+                        .unwrap_or(axum::http::StatusCode::OK)
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let origin = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (receiver, origin)
+    }
+
+    fn answer(&self, path: &str, status: u16) {
+        self.answers
+            .lock()
+            .expect("answers")
+            .insert(path.to_owned(), status);
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().expect("calls").clone()
+    }
+}
+
+/// The plan with hooks at the three points, calling `origin`.
+fn hooked_plan(origin: &str) -> PlanDocument {
+    let mut text = PLAN.replace("GATE", "30s");
+    text.push_str(&format!(
+        "hooks:\n\
+         \x20 - {{ name: open-change, at: before_fence, url: {origin}/before }}\n\
+         \x20 - {{ name: warm, at: after_recovery, workflows: [failover, drill], url: {origin}/after }}\n\
+         \x20 - {{ name: close-change, at: after_cutover, url: {origin}/cutover, on_failure: continue }}\n"
+    ));
+    PlanDocument::from_yaml(&text).expect("plan with hooks")
+}
+
+const HOOK_SECRET: &str = "hook-secret";
+
+/// Hooks are called where the plan puts them — before the fences, after
+/// every workload recovered and passed its gate, after the last redirect
+/// — with the run's context (what was recovered where, with its
+/// addresses), the step's idempotency key and the host's signature. Only
+/// origins the host allows are called; the RTO does not count a hook after
+/// the cutover. A drill calls the hooks that list it, in its sandbox.
+async fn hooks_are_called_at_their_points_with_the_runs_context(store: Store) {
+    let (receiver, origin) = Receiver::start().await;
+    let plan = hooked_plan(&origin);
+    let closed = lab(&store).await;
+    let refused = closed
+        .steps
+        .check_feasible(&plan)
+        .await
+        .expect_err("a host that allows no hook")
+        .to_string();
+    assert!(
+        refused.contains("hooks[0].url") && refused.contains("to hooks.allow"),
+        "{refused}"
+    );
+    let policy = HookPolicy::new(std::slice::from_ref(&origin), Some(HOOK_SECRET)).expect("policy");
+    let lab = lab_hooked(&store, "example", policy).await;
+    lab.steps.check_feasible(&plan).await.expect("allowed");
+    store.put_plan(&plan, "operator").await.expect("plan");
+    assert_eq!(
+        run(&store, &lab, Workflow::Replication).await,
+        Outcome::Succeeded
+    );
+    assert!(receiver.calls().is_empty(), "a cycle passes no hook point");
+
+    let (outcome, report) = run_reported(&store, &lab, Workflow::Failover).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{report:?}");
+    let calls = receiver.calls();
+    let paths: Vec<&str> = calls.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(paths, ["/before", "/after", "/cutover"]);
+    let steps = store.steps(&report.run).await.expect("steps");
+    let step_of = |hook: &str| {
+        steps
+            .iter()
+            .find(|s| s.input["hook"] == hook)
+            .unwrap_or_else(|| panic!("a step of hook {hook}"))
+    };
+    let first_fence = steps
+        .iter()
+        .filter(|s| s.input["action"] == "fence")
+        .filter_map(|s| s.started_at_ms)
+        .min()
+        .expect("fenced");
+    assert!(calls[0].4 <= first_fence, "called before any fence started");
+    let last_gate = steps
+        .iter()
+        .filter(|s| s.input["action"] == "gate")
+        .filter_map(|s| s.finished_at_ms)
+        .max()
+        .expect("gated");
+    assert!(calls[1].4 >= last_gate, "called once every gate passed");
+    for (call, hook) in calls.iter().zip(["open-change", "warm", "close-change"]) {
+        let step = step_of(hook);
+        assert_eq!(call.1, step.idempotency_key, "{hook}");
+        let body = serde_json::to_vec(&call.3).expect("body");
+        assert_eq!(
+            call.2,
+            rebound_engine::hook_signature(HOOK_SECRET.as_bytes(), &body),
+            "{hook}: signed"
+        );
+        assert_eq!(
+            (
+                &call.3["hook"],
+                &call.3["run"],
+                &call.3["workflow"],
+                &call.3["site"]
+            ),
+            (
+                &json!(hook),
+                &json!(report.run),
+                &json!("failover"),
+                &json!("lab-b")
+            )
+        );
+        assert_eq!(step.output.as_ref().expect("output")["status"], 200);
+    }
+    let recovered = calls[1].3["workloads"].as_array().expect("workloads");
+    assert_eq!(recovered.len(), 3, "{recovered:?}");
+    let on_b: Vec<String> = serving(&lab.b)
+        .iter()
+        .filter_map(|vm| vm["id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        recovered.iter().all(|w| w["id"]
+            .as_str()
+            .is_some_and(|id| on_b.iter().any(|b| b == id))
+            && w["isolated"] == false),
+        "{recovered:?} on {on_b:?}"
+    );
+    let timing = |hook: &str| {
+        let seq = step_of(hook).seq;
+        report
+            .steps
+            .iter()
+            .find(|t| t.seq == seq)
+            .expect("timing")
+            .elapsed_ms
+    };
+    assert!(timing("warm").is_some(), "after the recovery: in the RTO");
+    assert_eq!(timing("close-change"), None, "after the cutover: not in it");
+
+    // Back, then a drill: the hook that lists drills, in the sandbox.
+    assert_eq!(
+        run(&store, &lab, Workflow::Reprotect).await,
+        Outcome::Succeeded
+    );
+    assert_eq!(run(&store, &lab, Workflow::Drill).await, Outcome::Succeeded);
+    let calls = receiver.calls();
+    let last = calls.last().expect("the drill's call");
+    assert_eq!(calls.len(), 4, "only `warm` lists drills");
+    assert_eq!(
+        (last.0.as_str(), &last.3["workflow"]),
+        ("/after", &json!("drill"))
+    );
+    let sandbox = last.3["workloads"].as_array().expect("workloads");
+    assert!(
+        sandbox.len() == 3 && sandbox.iter().all(|w| w["isolated"] == true),
+        "{sandbox:?}"
+    );
+}
+
+/// A hook whose receiver refuses (4xx) fails its step, and the failover
+/// is undone like any failed after its fences (the old primary serves
+/// again); a hook that may fail (`on_failure: continue`) records the
+/// failure and the run goes on.
+async fn a_hook_that_refuses_stops_the_failover_one_that_may_fail_does_not(store: Store) {
+    let (receiver, origin) = Receiver::start().await;
+    let policy = HookPolicy::new(std::slice::from_ref(&origin), None).expect("policy");
+    store
+        .put_plan(&hooked_plan(&origin), "operator")
+        .await
+        .expect("plan");
+    let lab = lab_hooked(&store, "example", policy).await;
+    assert_eq!(
+        run(&store, &lab, Workflow::Replication).await,
+        Outcome::Succeeded
+    );
+    receiver.answer("/after", 409);
+    let Outcome::Failed { error, .. } = run(&store, &lab, Workflow::Failover).await else {
+        panic!("the failover must stop at its hook");
+    };
+    assert!(
+        error.contains("hook 'warm'") && error.contains("answered 409"),
+        "{error}"
+    );
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (l.state, l.primary.as_str()),
+        (PlanState::Protected, "lab-a")
+    );
+    assert!(
+        lab.a
+            .vms()
+            .iter()
+            .all(|vm| vm["power"] == "running" && vm["fenced"] == false),
+        "the old primary serves again"
+    );
+    assert!(
+        !receiver.calls().iter().any(|c| c.0 == "/cutover"),
+        "no later hook"
+    );
+
+    receiver.answer("/after", 200);
+    receiver.answer("/cutover", 503);
+    let (outcome, report) = run_reported(&store, &lab, Workflow::Failover).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{report:?}");
+    let steps = store.steps(&report.run).await.expect("steps");
+    let close = steps
+        .iter()
+        .find(|s| s.input["hook"] == "close-change")
+        .expect("close-change");
+    let output = close.output.as_ref().expect("output");
+    assert_eq!(output["failed"], true);
+    assert!(
+        output["reason"].as_str().is_some_and(|r| r.contains("503")),
+        "{output}"
+    );
+    assert!(
+        !receiver.calls().iter().any(|c| c.2.starts_with("sha256=")),
+        "no secret, no signature"
+    );
+}

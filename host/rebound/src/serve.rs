@@ -87,6 +87,29 @@ pub struct ServeArgs {
 struct HostConfig {
     #[serde(default)]
     api: ApiConfig,
+    #[serde(default)]
+    hooks: HooksConfig,
+}
+
+/// Where the plans' hooks may call (none by default), and the key that
+/// signs each call (`Rebound-Signature`; best set from the environment,
+/// `REBOUND__HOOKS__SECRET`).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HooksConfig {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+impl std::fmt::Debug for HooksConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HooksConfig")
+            .field("allow", &self.allow)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// The config file, then environment overrides: `REBOUND__` then the key
@@ -148,7 +171,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         None => HashMap::new(),
     };
     let file_names: Vec<String> = file_sites.keys().cloned().collect();
-    let runner = Arc::new(PluginSteps::new(runtime.clone(), store.clone(), file_sites));
+    let hooks =
+        rebound_engine::HookPolicy::new(&config.hooks.allow, config.hooks.secret.as_deref())
+            .map_err(anyhow::Error::msg)?;
+    let runner =
+        Arc::new(PluginSteps::new(runtime.clone(), store.clone(), file_sites).with_hooks(hooks));
     let sealer = Sealer::from_file(&seal_key_path(&args))?;
     let registry = Arc::new(SiteRegistry::new(
         runner.clone(),
@@ -487,6 +514,13 @@ mod tests {
             let config = super::host_config(Some(path)).expect("config");
             assert_eq!(config.api.cors_origins, ["https://ui.example"]);
             assert_eq!(config.api.auth.oidc[0].role_claim, "roles");
+            jail.create_file(
+                "rebound.toml",
+                "[hooks]\nallow = [\"https://ops.example.com\"]\nsecret = \"s3cret\"\n",
+            )?;
+            let config = super::host_config(Some(path)).expect("config");
+            assert_eq!(config.hooks.allow, ["https://ops.example.com"]);
+            assert!(!format!("{:?}", config.hooks).contains("s3cret"));
             jail.create_file("rebound.toml", "[api]\nbody_limit = 5\n")?;
             let err = super::host_config(Some(path)).expect_err("unknown key");
             assert!(

@@ -52,5 +52,16 @@ export interface PlanDocument {
   };
   approvals?: { failover?: boolean; failback?: boolean; migration?: boolean };
   drills?: { round_trip?: boolean };
+  hooks?: Hook[];
+}
+
+/** A call the host makes at a point of the plan's runs. */
+export interface Hook {
+  name: string;
+  at: "before_fence" | "after_recovery" | "after_cutover";
+  workflows?: string[];
+  url: string;
+  timeout?: string;
+  on_failure?: "fail" | "continue";
 }
 

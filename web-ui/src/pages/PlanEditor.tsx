@@ -8,7 +8,7 @@ import { useEffect, useMemo, useState, type ReactNode } from "react";
 import { parse as parseYaml, stringify as toYaml } from "yaml";
 import { api, ApiError, call, type FieldProblem, type Schemas } from "../api/client";
 import { listSites, type PlanView } from "../api/queries";
-import type { Forecast, HealthGate, PlanDocument, RedirectTarget, WorkloadEntry, Workflow } from "../api/shapes";
+import type { Forecast, HealthGate, Hook, PlanDocument, RedirectTarget, WorkloadEntry, Workflow } from "../api/shapes";
 import { Badge, ErrorBox, Link, Loading, Verdict } from "../components/common";
 import { DagView } from "../components/DagView";
 import { NumberInput, SelectInput, SpanInput, TextInput } from "../components/fields";
@@ -30,7 +30,7 @@ function blankPlan(): PlanDocument {
   };
 }
 
-const KEY_ORDER: (keyof PlanDocument)[] = ["name", "description", "source", "target", "workloads", "replication", "objectives", "network_mapping", "redirect", "trigger", "approvals", "drills"];
+const KEY_ORDER: (keyof PlanDocument)[] = ["name", "description", "source", "target", "workloads", "replication", "objectives", "network_mapping", "redirect", "trigger", "approvals", "drills", "hooks"];
 
 /** The document as the host takes it (empty optional parts left out), its
  * keys in the order plans are written in (docs/examples/plan.yaml). */
@@ -280,6 +280,7 @@ export function PlanEditor({ name }: { name: string | null }) {
             <NetworkMapping doc={doc} update={update} errs={errs} />
             <RedirectSection doc={doc} update={update} errs={errs} />
             <TriggerSection doc={doc} update={update} errs={errs} />
+            <HooksSection doc={doc} update={update} errs={errs} />
           </fieldset>
         )}
 
@@ -604,6 +605,71 @@ function TriggerSection({ doc, update, errs }: PartProps) {
           <input type="checkbox" checked={doc.drills?.round_trip ?? false} onChange={(e) => update({ drills: e.target.checked ? { round_trip: true } : undefined })} /> Round trip: after the recovery on the target, bring the sandbox back to the source and recover it there too, measuring the way back against the other phase's RTO
         </label>
       </fieldset>
+    </section>
+  );
+}
+
+const HOOK_POINTS = [
+  { value: "before_fence", label: "before the fence" },
+  { value: "after_recovery", label: "after the recovery" },
+  { value: "after_cutover", label: "after the cutover" },
+];
+const HOOK_WORKFLOWS = ["failover", "failback", "migration", "rollback_migration", "drill"];
+
+function HooksSection({ doc, update, errs }: PartProps) {
+  const rows = doc.hooks ?? [];
+  const set = (next: Hook[]) => update({ hooks: next.length ? next : undefined });
+  const change = (i: number, patch: Partial<Hook>) => set(rows.map((h, j) => (i === j ? { ...h, ...patch } : h)));
+  return (
+    <section className="panel">
+      <h2>Hooks</h2>
+      <p className="hint">
+        The host POSTs the run's context (JSON, signed when the host has a hooks secret) to each URL at its point; only origins the host's <code>hooks.allow</code> lists are called. A failure stops the run unless it may fail.
+      </p>
+      {rows.length === 0 && <p className="muted">No hooks.</p>}
+      {rows.map((h, i) => {
+        const workflows = h.workflows ?? ["failover", "failback", "migration"];
+        return (
+          <fieldset className="hook" key={i}>
+            <legend>Hook {h.name || i + 1}</legend>
+            <div className="row inline">
+              <TextInput label="Hook name" value={h.name} errors={errs(`hooks[${i}].name`)} onChange={(name) => change(i, { name })} />
+              <SelectInput label="Called" value={h.at} options={HOOK_POINTS} errors={errs(`hooks[${i}].at`)} onChange={(at) => change(i, { at: at as Hook["at"] })} />
+              <TextInput label="URL" type="url" value={h.url} errors={errs(`hooks[${i}].url`)} onChange={(url) => change(i, { url })} />
+              <SpanInput label="Timeout" value={h.timeout ?? "30s"} errors={errs(`hooks[${i}].timeout`)} onChange={(timeout) => change(i, { timeout })} />
+            </div>
+            <div className="row inline">
+              <fieldset className="bare">
+                <legend>In</legend>
+                {HOOK_WORKFLOWS.map((w) => (
+                  <label key={w} className="check">
+                    <input
+                      type="checkbox"
+                      checked={workflows.includes(w)}
+                      onChange={(e) => change(i, { workflows: e.target.checked ? [...workflows, w] : workflows.filter((x) => x !== w) })}
+                    />{" "}
+                    {w.replaceAll("_", " ")}
+                  </label>
+                ))}
+                {errs(`hooks[${i}].workflows`).map((e) => (
+                  <span key={e} className="field-error">
+                    {e}
+                  </span>
+                ))}
+              </fieldset>
+              <label className="check">
+                <input type="checkbox" checked={h.on_failure === "continue"} onChange={(e) => change(i, { on_failure: e.target.checked ? "continue" : undefined })} /> May fail (the run goes on)
+              </label>
+              <button type="button" className="link" onClick={() => set(rows.filter((_, j) => j !== i))}>
+                Remove
+              </button>
+            </div>
+          </fieldset>
+        );
+      })}
+      <button type="button" onClick={() => set([...rows, { name: "", at: "after_recovery", url: "https://" }])}>
+        Add a hook
+      </button>
     </section>
   );
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::Workflow;
 
 const EXAMPLE: &str = include_str!("../../../../docs/examples/plan.yaml");
 
@@ -169,4 +170,95 @@ fn all_problems_are_reported_at_once() {
         .replace("retention: 6", "retention: 0");
     let got = fields(PlanDocument::from_yaml(&text));
     assert_eq!(got, vec!["name", "replication.retention"]);
+}
+
+const WITH_HOOKS: &str = include_str!("../../../../docs/examples/plan-with-hooks.yaml");
+
+#[test]
+fn the_documented_hooks_are_valid() {
+    let plan = PlanDocument::from_yaml(WITH_HOOKS).expect("docs/examples/plan-with-hooks.yaml");
+    let hooks = &plan.hooks;
+    assert_eq!(hooks.len(), 3);
+    assert_eq!(
+        hooks[0].workflows,
+        [Workflow::Failover, Workflow::Failback, Workflow::Migration],
+        "the default"
+    );
+    assert_eq!(
+        (hooks[0].timeout, hooks[1].timeout),
+        (Span::secs(60), Span::secs(30))
+    );
+    assert_eq!(hooks[1].on_failure, OnFailure::Continue);
+    assert_eq!(
+        origin(&hooks[2].url).as_deref(),
+        Ok("https://ops.example.com:443")
+    );
+}
+
+#[test]
+fn every_hook_rule_names_its_field() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "name: warm-caches",
+            "name: open-change",
+            "hooks[1].name",
+            "used twice",
+        ),
+        ("name: warm-caches", "name: Warm!", "hooks[1].name", "a-z"),
+        (
+            "url: https://ops.example.com/changes\n",
+            "url: ftp://ops.example.com/changes\n",
+            "hooks[0].url",
+            "http or https",
+        ),
+        (
+            "url: https://ops.example.com/changes\n",
+            "url: https://bot:s3cret@ops.example.com/changes\n",
+            "hooks[0].url",
+            "credentials do not belong",
+        ),
+        (
+            "timeout: 1m",
+            "timeout: 11m",
+            "hooks[0].timeout",
+            "at most 10m",
+        ),
+        (
+            "timeout: 1m",
+            "timeout: 0s",
+            "hooks[0].timeout",
+            "more than 0s",
+        ),
+        (
+            "workflows: [failover, failback, drill]",
+            "workflows: []",
+            "hooks[1].workflows",
+            "at least one",
+        ),
+        (
+            "at: before_fence",
+            "at: before_fence\n    workflows: [drill]",
+            "hooks[0].workflows",
+            "a drill fences nothing",
+        ),
+        (
+            "at: after_cutover",
+            "at: after_cutover\n    workflows: [replication]",
+            "hooks[2].workflows",
+            "never passes after the cutover",
+        ),
+    ];
+    for (from, to, field, reason) in cases {
+        let text = WITH_HOOKS.replacen(from, to, 1);
+        assert_ne!(text, WITH_HOOKS, "case {to} did not apply");
+        let refused = PlanDocument::from_yaml(&text).expect_err(to);
+        let found = refused.fields().into_iter().find(|f| f.field == *field);
+        assert!(
+            found.as_ref().is_some_and(|f| f.reason.contains(reason)),
+            "{to}: expected {field} ({reason}), got {refused}"
+        );
+    }
+    let unknown = WITH_HOOKS.replacen("at: after_cutover", "at: whenever", 1);
+    let e = PlanDocument::from_yaml(&unknown).expect_err("unknown point");
+    assert!(e.to_string().contains("hooks[2].at"), "{e}");
 }
