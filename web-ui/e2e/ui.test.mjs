@@ -215,6 +215,17 @@ describe("the admin web UI", () => {
     assert.match(await forecast.innerText(), /against the failover RTO objective of 45 min/);
     assert.equal((await api(admin, "GET", "/plans/shop")).document.objectives.failover.rto, "20m");
     await page.getByLabel("Failover RTO", { exact: true }).fill("20");
+
+    // A hook to an origin this host does not allow: the host says what to add.
+    await page.getByRole("button", { name: "Add a hook" }).click();
+    await page.getByLabel("Hook name").fill("warm");
+    await page.getByLabel("URL", { exact: true }).fill("https://ops.example.com/warm");
+    await dryRun.getByRole("button", { name: "Preview" }).click();
+    const refused = dryRun.getByRole("alert");
+    await refused.waitFor();
+    assert.match(await refused.innerText(), /hooks\[0\]\.url: .*add "https:\/\/ops\.example\.com:443" to hooks\.allow/);
+    await page.locator("fieldset.hook").getByRole("button", { name: "Remove", exact: true }).click();
+    await page.getByText("No hooks.").waitFor();
   });
 
   async function startRun(workflow) {
