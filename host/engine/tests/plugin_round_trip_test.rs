@@ -384,7 +384,10 @@ fn round_trip_plan(gate: &str) -> PlanDocument {
 }
 
 /// What a site holds: its VMs (id, power, fenced) and snapshots.
-fn holdings(site: &ExampleSite) -> (Vec<(String, String, bool)>, Vec<String>) {
+type Holdings = (Vec<(String, String, bool)>, Vec<String>);
+
+/// What `site` holds now.
+fn holdings(site: &ExampleSite) -> Holdings {
     let mut vms: Vec<_> = site
         .vms()
         .iter()
@@ -480,15 +483,8 @@ async fn a_round_trip_drill_measures_the_way_back(store: Store) {
     );
 
     // Nothing of the drill stays, on either site or in the store.
-    assert_eq!((holdings(&lab.a), holdings(&lab.b)), (a, b));
+    left_as_found(&store, &lab, &report.run, (a, b)).await;
     assert_eq!(points(&store).await, before);
-    assert!(
-        store
-            .drill_points(&report.run)
-            .await
-            .expect("drill's")
-            .is_empty()
-    );
     let l = store.plan("shop").await.expect("plan").lifecycle;
     assert_eq!(
         (l.state, l.primary.as_str(), l.epoch),
@@ -552,14 +548,15 @@ async fn a_round_trip_drill_failing_on_its_way_back_leaves_nothing(store: Store)
         expected.map(|(s, t)| (s.to_owned(), t.to_owned())),
         "{steps:?}"
     );
-    assert_eq!((holdings(&lab.a), holdings(&lab.b)), (a, b));
-    assert!(
-        store
-            .drill_points(&report.run)
-            .await
-            .expect("drill's")
-            .is_empty()
-    );
+    left_as_found(&store, &lab, &report.run, (a, b)).await;
+}
+
+/// Both sites hold what they held before drill `run`, and the store no
+/// copy of it.
+async fn left_as_found(store: &Store, lab: &Lab, run: &str, before: (Holdings, Holdings)) {
+    assert_eq!((holdings(&lab.a), holdings(&lab.b)), before);
+    let copies = store.drill_points(run).await.expect("drill's");
+    assert!(copies.is_empty(), "{copies:?}");
 }
 
 async fn gate_probes(store: &Store, run: &str) -> Vec<String> {
