@@ -296,6 +296,10 @@ pub struct RecoveryPointView {
     pub captured_at_ms: i64,
     /// The run that produced it.
     pub run: String,
+    /// `crash`, or `application` (the guest's file systems were frozen);
+    /// a copy the data mover made is as consistent as the snapshot it
+    /// copied, `crash` when unknown.
+    pub consistency: String,
 }
 
 impl From<&RecoveryPointRecord> for RecoveryPointView {
@@ -306,6 +310,10 @@ impl From<&RecoveryPointRecord> for RecoveryPointView {
             workload: p.workload.clone(),
             captured_at_ms: p.captured_at_ms,
             run: p.run.clone(),
+            consistency: p.detail["consistency"]
+                .as_str()
+                .unwrap_or("crash")
+                .to_owned(),
         }
     }
 }

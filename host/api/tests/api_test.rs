@@ -716,6 +716,10 @@ async fn compliance_events_audit_and_recovery_points(store: Store) {
         .get("/api/v1/plans/shop/recovery-points", Role::Viewer)
         .await;
     assert_eq!(points.json["items"][0]["id"], "snap-1", "{}", points.text);
+    assert_eq!(
+        points.json["items"][0]["consistency"], "crash",
+        "unknown: crash"
+    );
     assert!(!points.text.contains("secret_looking"));
     api.get("/api/v1/plans/nope/recovery-points", Role::Viewer)
         .await

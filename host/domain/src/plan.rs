@@ -50,6 +50,26 @@ pub struct WorkloadEntry {
     pub depends_on: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_gate: Option<HealthGate>,
+    /// How its snapshots capture it: `crash` (the disks as they are), or
+    /// `application` (the guest's file systems frozen first, so a database
+    /// finds its files consistent; the sites' plugins must be able to).
+    #[serde(default, skip_serializing_if = "Consistency::is_crash")]
+    pub consistency: Consistency,
+}
+
+/// How a snapshot captures a workload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    #[default]
+    Crash,
+    Application,
+}
+
+impl Consistency {
+    fn is_crash(&self) -> bool {
+        *self == Self::Crash
+    }
 }
 
 /// What must hold before the workloads that depend on this one start.

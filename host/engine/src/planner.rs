@@ -5,7 +5,7 @@
 //! `stage` number (the snapshots of a sync, the fences, one tier's
 //! materializations, then its health gates).
 
-use rebound_domain::plan::{HookPoint, ReplicationMode, passes};
+use rebound_domain::plan::{Consistency, HookPoint, ReplicationMode, passes};
 use rebound_domain::{Lifecycle, PlanDocument, PlanState, Workflow};
 use rebound_store::{NewStep, StepRecord, StepStatus};
 use serde_json::{Value, json};
@@ -36,15 +36,21 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         .tiers()
         .unwrap_or_else(|_| vec![plan.workloads.iter().map(|w| w.id.clone()).collect()]);
     let all: Vec<&str> = tiers.iter().flatten().map(String::as_str).collect();
+    let application_consistent = |w: &str| {
+        plan.workloads
+            .iter()
+            .any(|e| e.id == w && e.consistency == Consistency::Application)
+    };
     let mut steps = Vec::new();
 
     let sync = |steps: &mut Vec<NewStep>, from: &str, to: &str| {
         let first = steps.len();
         for w in &all {
-            steps.push(step(
-                format!("snapshot {w} on {from}"),
-                json!({"action": "snapshot", "site": from, "workload": w}),
-            ));
+            let mut input = json!({"action": "snapshot", "site": from, "workload": w});
+            if application_consistent(w) {
+                input["consistency"] = json!("application");
+            }
+            steps.push(step(format!("snapshot {w} on {from}"), input));
         }
         stage(steps, first);
         let first = steps.len();

@@ -148,6 +148,35 @@ impl PluginSteps {
                 ));
             }
         }
+        // Snapshots are taken on whichever site is primary: both must be
+        // able to freeze a guest that asks for application consistency.
+        for (i, w) in plan.workloads.iter().enumerate() {
+            if w.consistency != rebound_domain::plan::Consistency::Application {
+                continue;
+            }
+            for site in [&plan.source, &plan.target] {
+                // (Both are bound: checked above.)
+                let Ok(BoundSite { plugin, .. }) = self.site(site) else {
+                    continue;
+                };
+                if !plugin
+                    .info
+                    .capabilities
+                    .contains(rebound_runtime::bindings::Capabilities::APP_CONSISTENT_FREEZE)
+                {
+                    return Err(refuse(
+                        &format!("workloads[{i}].consistency"),
+                        format!(
+                            "site '{site}' ({}) cannot freeze a guest's file systems, so its \
+                             snapshots of '{}' would only be crash-consistent; use `crash` or \
+                             sites whose plugin offers app-consistent-freeze",
+                            plugin.name(),
+                            w.id
+                        ),
+                    ));
+                }
+            }
+        }
         for (i, hook) in plan.hooks.iter().enumerate() {
             if let Err(reason) = self.hooks.check(&hook.url) {
                 return Err(refuse(&format!("hooks[{i}].url"), reason));
@@ -367,7 +396,11 @@ impl PluginSteps {
                     key,
                     site: site.clone(),
                     workload_id: id,
-                    consistency: Consistency::Crash,
+                    consistency: if input["consistency"] == "application" {
+                        Consistency::Application
+                    } else {
+                        Consistency::Crash
+                    },
                     base: None,
                 };
                 self.call(&[&site], request).await?
@@ -838,6 +871,10 @@ impl PluginSteps {
                         "disk_id": d.disk_id, "copy_id": d.copy_id, "size_bytes": d.size_bytes,
                     })).collect::<Vec<_>>(),
                     "spec": spec_to_json(&point.spec),
+                    "consistency": match point.consistency {
+                        Consistency::Crash => "crash",
+                        Consistency::Application => "application",
+                    },
                 }),
                 drill,
             };

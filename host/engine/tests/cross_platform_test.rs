@@ -163,6 +163,20 @@ async fn openstack_to_kubevirt_and_back(store: Store) {
         refused.contains("replication.mode") && refused.contains("data_mover"),
         "{refused}"
     );
+    // The OpenStack plugin cannot freeze a guest: an application-consistent
+    // workload is refused, naming the site.
+    let mut frozen = plan.clone();
+    frozen.workloads[0].consistency = rebound_domain::plan::Consistency::Application;
+    let refused = lab
+        .steps
+        .check_feasible(&frozen)
+        .await
+        .expect_err("no freeze on OpenStack")
+        .to_string();
+    assert!(
+        refused.contains("workloads[0].consistency") && refused.contains("site 'openstack'"),
+        "{refused}"
+    );
     lab.steps.check_feasible(&plan).await.expect("feasible");
     store.put_plan(&plan, "operator").await.expect("plan");
     let originals: HashMap<&str, Vec<PathBuf>> = SERVERS

@@ -31,6 +31,7 @@ source: kv-a
 target: kv-b
 workloads:
   - id: db-1
+    consistency: application
   - id: web-1
     depends_on: [db-1]
   - id: app-1
@@ -256,6 +257,22 @@ async fn kubevirt_round_trip(store: Store) {
     let first = run(&store, &lab, Workflow::Replication).await;
     assert_eq!(first.len(), 3);
     assert_eq!(moved(&first), 3 * BLOCK, "{first:?}");
+    // The database's snapshot froze its guest; the others are crash-consistent.
+    let points = store.recovery_points("shop").await.expect("points");
+    let taken: Vec<(&str, &Value)> = points
+        .iter()
+        .filter(|p| p.site == "kv-a")
+        .map(|p| (p.workload.as_str(), &p.detail["consistency"]))
+        .collect();
+    assert_eq!(taken.len(), 3, "{taken:?}");
+    for (workload, consistency) in taken {
+        let expected = if workload == "db-1" {
+            "application"
+        } else {
+            "crash"
+        };
+        assert_eq!(consistency, expected, "{workload}");
+    }
 
     // The primary keeps writing after the cycle: lost on an unplanned
     // failover (the RPO); the rest arrives intact.

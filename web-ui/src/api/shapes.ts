@@ -23,6 +23,7 @@ export interface WorkloadEntry {
   id: string;
   depends_on?: string[];
   health_gate?: HealthGate;
+  consistency?: "crash" | "application";
 }
 
 export interface PhaseObjectives {

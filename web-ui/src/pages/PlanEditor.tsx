@@ -48,6 +48,7 @@ function clean(doc: PlanDocument): PlanDocument {
       const e: WorkloadEntry = { id: w.id };
       if (w.depends_on?.length) e.depends_on = w.depends_on;
       if (w.health_gate) e.health_gate = w.health_gate;
+      if (w.consistency === "application") e.consistency = w.consistency;
       return e;
     }),
   };
@@ -420,6 +421,9 @@ function Workloads({ doc, update, errs, fieldErrors }: PartProps & { fieldErrors
                 ))}
             </fieldset>
             <HealthGateEditor gate={w.health_gate} onChange={(g) => patch(i, { health_gate: g })} label={w.id} />
+            <label className="check">
+              <input type="checkbox" checked={w.consistency === "application"} onChange={(e) => patch(i, { consistency: e.target.checked ? "application" : undefined })} /> Application-consistent snapshots of {w.id} (the guest's file systems frozen first)
+            </label>
             {rowErrors(i).map((r) => (
               <p key={r} className="field-error">{r}</p>
             ))}

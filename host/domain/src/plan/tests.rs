@@ -262,3 +262,31 @@ fn every_hook_rule_names_its_field() {
     let e = PlanDocument::from_yaml(&unknown).expect_err("unknown point");
     assert!(e.to_string().contains("hooks[2].at"), "{e}");
 }
+
+#[test]
+fn a_workload_may_ask_for_application_consistent_snapshots() {
+    let text = EXAMPLE.replacen(
+        "  - id: db-1\n",
+        "  - id: db-1\n    consistency: application\n",
+        1,
+    );
+    assert_ne!(text, EXAMPLE);
+    let plan = PlanDocument::from_yaml(&text).expect("plan");
+    assert_eq!(plan.workloads[0].consistency, Consistency::Application);
+    assert_eq!(
+        plan.workloads[1].consistency,
+        Consistency::Crash,
+        "the default"
+    );
+    assert!(
+        !plan.to_yaml().contains("consistency: crash"),
+        "the default is left out"
+    );
+    let bad = EXAMPLE.replacen(
+        "  - id: db-1\n",
+        "  - id: db-1\n    consistency: frozen\n",
+        1,
+    );
+    let e = PlanDocument::from_yaml(&bad).expect_err("unknown consistency");
+    assert!(e.to_string().contains("workloads[0].consistency"), "{e}");
+}

@@ -473,6 +473,7 @@ impl PluginSteps {
             run: step.run.clone(),
             detail: json!({
                 "disks": disks, "volumes": volumes, "spec": source.detail["spec"],
+                "consistency": source.detail["consistency"],
                 "source": {"site": from, "id": source_id},
                 "bytes_total": total, "bytes_moved": moved,
             }),
