@@ -508,6 +508,31 @@ async fn a_round_trip_drill_measures_the_way_back(store: Store) {
             .all(|s| s.measured_in.as_deref() == Some(report.run.as_str())),
         "{back_steps:?}"
     );
+    // So is the failback the compliance view forecasts while the plan is
+    // protected (the sites swapped, as if failed over): its recovery on
+    // lab-a and its copies lab-b → lab-a, by the drill, before any failover.
+    let plan = store.plan("shop").await.expect("plan");
+    let mut failed_over = plan.lifecycle.clone();
+    failed_over.state = PlanState::ReadyForFailback;
+    std::mem::swap(&mut failed_over.primary, &mut failed_over.standby);
+    let failback =
+        rebound_engine::dry_run_of(&store, &plan.document, &failed_over, Workflow::Failback, 64)
+            .await
+            .expect("failback forecast");
+    for action in ["materialize", "replicate", "gate"] {
+        let steps: Vec<_> = failback
+            .steps
+            .iter()
+            .filter(|s| s.input["action"] == action)
+            .collect();
+        assert!(
+            !steps.is_empty()
+                && steps
+                    .iter()
+                    .all(|s| s.measured_in.as_deref() == Some(report.run.as_str())),
+            "{action}: {steps:?}"
+        );
+    }
     let effects = lab.a.effects().into_iter().chain(lab.b.effects());
     let repeated: Vec<_> = effects.filter(|(_, n)| *n > 1).collect();
     assert!(repeated.is_empty(), "side effects repeated: {repeated:?}");
