@@ -206,6 +206,9 @@ struct Site {
     /// Real disk data, when the site keeps it.
     disks: Option<Disks>,
     inner: Mutex<Inner>,
+    /// API requests being served now, and the most ever at once.
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Site {
@@ -281,6 +284,8 @@ impl ExampleSite {
             subnet,
             disks,
             inner: Mutex::new(inner),
+            in_flight: Default::default(),
+            most_in_flight: Default::default(),
         });
         let api = Router::new()
             .route("/v1/health", get(health))
@@ -426,6 +431,13 @@ impl ExampleSite {
         self.site.inner().snapshots.keys().cloned().collect()
     }
 
+    /// The most API requests the site served at once so far.
+    pub fn most_in_flight(&self) -> usize {
+        self.site
+            .most_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// How many disk images (VM disks, snapshot copies, volumes) the site
     /// keeps.
     pub fn disk_images(&self) -> usize {
@@ -467,6 +479,15 @@ async fn auth(
     request: Request,
     next: Next,
 ) -> Response {
+    use std::sync::atomic::Ordering::SeqCst;
+    let now = site.in_flight.fetch_add(1, SeqCst) + 1;
+    site.most_in_flight.fetch_max(now, SeqCst);
+    let response = serve(&site, &headers, request, next).await;
+    site.in_flight.fetch_sub(1, SeqCst);
+    response
+}
+
+async fn serve(site: &Site, headers: &HeaderMap, request: Request, next: Next) -> Response {
     tokio::time::sleep(site.options.api_latency).await;
     if site.inner().down {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "the site is down");

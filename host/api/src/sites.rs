@@ -23,6 +23,9 @@ pub struct SiteDefinition {
     pub secrets: BTreeMap<String, String>,
     pub egress: Vec<String>,
     pub ca_pem: Option<String>,
+    /// The most calls of its plugin a host makes at once (`None`: the
+    /// engine's default, `rebound_engine::DEFAULT_MAX_CALLS`).
+    pub max_calls: Option<usize>,
 }
 
 impl std::fmt::Debug for SiteDefinition {
@@ -44,6 +47,8 @@ pub enum BindError {
     Egress { url: String, reason: String },
     #[error("ca_pem holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
     Ca,
+    #[error("max_calls must be at least 1 (leave it out for the host's default)")]
+    MaxCalls,
 }
 
 /// Bind a definition to its installed plugin with the grant it asks for.
@@ -70,6 +75,12 @@ pub fn bind(runtime: &Runtime, site: &SiteDefinition) -> Result<BoundSite, BindE
             return Err(BindError::Ca);
         }
         grant.ca_pem = Some(pem.clone());
+    }
+    if let Some(n) = site.max_calls {
+        if n == 0 {
+            return Err(BindError::MaxCalls);
+        }
+        grant = grant.max_calls(n);
     }
     Ok(BoundSite { plugin, grant })
 }
@@ -145,6 +156,7 @@ impl SiteRegistry {
             secrets,
             egress: record.egress.clone(),
             ca_pem: record.ca_pem.clone(),
+            max_calls: None,
         };
         let bound = bind(&self.runtime, &definition).map_err(|e| e.to_string())?;
         self.steps.bind(&record.name, bound);

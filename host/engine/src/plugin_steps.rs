@@ -76,7 +76,14 @@ pub struct PluginSteps {
     call_budget: Duration,
     /// Where the plans' hooks may call.
     hooks: crate::HookPolicy,
+    /// Calls in flight per site: each site's limit and its permits.
+    calls: std::sync::Mutex<HashMap<String, (usize, Arc<tokio::sync::Semaphore>)>>,
 }
+
+/// Calls of a site's plugin one host makes at once when the site sets no
+/// `max_calls`: a 1,000-workload stage does not send 1,000 requests to one
+/// platform API together.
+pub const DEFAULT_MAX_CALLS: usize = 16;
 
 /// What a step's work needs to know about its run.
 struct Scope {
@@ -94,7 +101,28 @@ impl PluginSteps {
             sites: RwLock::new(sites),
             call_budget: Duration::from_secs(60),
             hooks: crate::HookPolicy::default(),
+            calls: std::sync::Mutex::default(),
         }
+    }
+
+    /// A permit to call `site`'s plugin, once fewer than its limit of
+    /// calls are in flight (a changed limit applies to calls after it).
+    async fn permit(&self, site: &BoundSite) -> tokio::sync::OwnedSemaphorePermit {
+        let limit = site.grant.max_calls.unwrap_or(DEFAULT_MAX_CALLS).max(1);
+        let semaphore = {
+            let mut calls = self.calls.lock().expect("calls lock");
+            let entry = calls
+                .entry(site.grant.name.clone())
+                .or_insert_with(|| (limit, Arc::new(tokio::sync::Semaphore::new(limit))));
+            if entry.0 != limit {
+                *entry = (limit, Arc::new(tokio::sync::Semaphore::new(limit)));
+            }
+            entry.1.clone()
+        };
+        semaphore
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// Let the plans' hooks call what `policy` allows (by default, none).
@@ -208,6 +236,7 @@ impl PluginSteps {
         let bound = self
             .site(site)
             .map_err(|_| InventoryError::NotBound(site.to_owned()))?;
+        let _permit = self.permit(&bound).await;
         let request = Inventory {
             site: site.to_owned(),
             filter: InventoryFilter {
@@ -287,6 +316,8 @@ impl PluginSteps {
         for name in sites {
             grants.push(self.site(name)?.grant.clone());
         }
+        // (The call is the first site's plugin's: its limit applies.)
+        let _permit = self.permit(&first).await;
         self.runtime
             .call(
                 &first.plugin,

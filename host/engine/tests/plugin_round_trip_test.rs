@@ -56,10 +56,12 @@ struct Lab {
     plugin: Arc<rebound_runtime::Plugin>,
 }
 
-/// An example site with `vms`, playing their guests.
-async fn site(vms: Vec<Value>) -> ExampleSite {
+/// An example site with `vms`, playing their guests, each API request
+/// answered after `api_latency`.
+async fn site(vms: Vec<Value>, api_latency: Duration) -> ExampleSite {
     ExampleSite::start(ExampleOptions {
         snapshot_latency: Duration::from_millis(60),
+        api_latency,
         vms,
         guests: true,
         ..ExampleOptions::default()
@@ -88,8 +90,13 @@ async fn lab_with(store: &Store, plugin: &str) -> Lab {
 
 /// The same, the plans' hooks allowed what `hooks` allows.
 async fn lab_hooked(store: &Store, plugin: &str, hooks: HookPolicy) -> Lab {
-    let a = site(rebound_lab::example::default_vms()).await;
-    let b = site(Vec::new()).await;
+    lab_of(store, plugin, hooks, Duration::ZERO).await
+}
+
+/// The same, each site answering after `api_latency`.
+async fn lab_of(store: &Store, plugin: &str, hooks: HookPolicy, api_latency: Duration) -> Lab {
+    let a = site(rebound_lab::example::default_vms(), api_latency).await;
+    let b = site(Vec::new(), api_latency).await;
     let runtime = Arc::new(rebound_runtime::testing::runtime());
     let plugin = rebound_runtime::testing::load(&runtime, plugin).await;
     let sites = HashMap::from([
@@ -846,7 +853,7 @@ async fn a_primary_site_rebuilt_empty_is_confirmed_fenced_by_absence(store: Stor
         run(&store, &lab, Workflow::Failover).await,
         Outcome::Succeeded
     );
-    let rebuilt = site(Vec::new()).await;
+    let rebuilt = site(Vec::new(), Duration::ZERO).await;
     lab.steps.bind(
         "lab-a",
         BoundSite {
@@ -1071,7 +1078,8 @@ rebound_store::on_both_backends!(
     a_round_trip_drill_measures_the_way_back,
     a_round_trip_drill_failing_on_its_way_back_leaves_nothing,
     hooks_are_called_at_their_points_with_the_runs_context,
-    a_hook_that_refuses_stops_the_failover_one_that_may_fail_does_not
+    a_hook_that_refuses_stops_the_failover_one_that_may_fail_does_not,
+    a_site_gets_at_most_its_max_calls_at_once
 );
 
 /// A call a hook receiver got: path, idempotency key, signature, body,
@@ -1338,5 +1346,50 @@ async fn a_hook_that_refuses_stops_the_failover_one_that_may_fail_does_not(store
     assert!(
         !receiver.calls().iter().any(|c| c.2.starts_with("sha256=")),
         "no secret, no signature"
+    );
+}
+
+/// A site's `max_calls` bounds the calls of its plugin in flight at once,
+/// whatever a stage would run together: the three snapshots of a cycle
+/// reach a site limited to one call one request at a time, and overlap
+/// once the limit is the default again.
+async fn a_site_gets_at_most_its_max_calls_at_once(store: Store) {
+    store
+        .put_plan(&plan("30s"), "operator")
+        .await
+        .expect("plan");
+    let lab = lab_of(
+        &store,
+        "example",
+        HookPolicy::default(),
+        Duration::from_millis(40),
+    )
+    .await;
+    let bind_a = |max_calls: Option<usize>| {
+        let mut grant = grant(&lab.a, "lab-a");
+        grant.max_calls = max_calls;
+        lab.steps.bind(
+            "lab-a",
+            BoundSite {
+                plugin: lab.plugin.clone(),
+                grant,
+            },
+        );
+    };
+    bind_a(Some(1));
+    assert_eq!(
+        run(&store, &lab, Workflow::Replication).await,
+        Outcome::Succeeded
+    );
+    assert_eq!(lab.a.most_in_flight(), 1, "one call at a time");
+    bind_a(None);
+    assert_eq!(
+        run(&store, &lab, Workflow::Replication).await,
+        Outcome::Succeeded
+    );
+    assert!(
+        lab.a.most_in_flight() > 1,
+        "the default lets the stage's snapshots overlap: {}",
+        lab.a.most_in_flight()
     );
 }

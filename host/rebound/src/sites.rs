@@ -37,6 +37,8 @@ struct SiteEntry {
     egress: Vec<String>,
     /// A PEM file of extra root certificates for the site's endpoints.
     ca_file: Option<String>,
+    /// The most calls of the site's plugin this host makes at once.
+    max_calls: Option<usize>,
 }
 
 /// Read a credential reference. The message names the reference, never
@@ -94,6 +96,7 @@ pub fn definitions(path: &Path, only: Option<&[&str]>) -> Result<BTreeMap<String
             secrets,
             egress: entry.egress,
             ca_pem,
+            max_calls: entry.max_calls,
         };
         definitions.insert(name, definition);
     }
@@ -124,6 +127,8 @@ mod tests {
             file.sites["lab-b"].secrets["token"],
             "file:/etc/rebound/lab-b.token"
         );
+        assert_eq!(file.sites["lab-b"].max_calls, Some(8));
+        assert_eq!(file.sites["lab-a"].max_calls, None);
         let err =
             parse("[sites.x]\nplugin = \"example\"\npassword = \"x\"\n").expect_err("unknown key");
         assert!(

@@ -43,6 +43,10 @@ pub struct SiteGrant {
     /// Extra PEM root certificates to trust for this site's endpoints (a
     /// private cloud's own CA).
     pub ca_pem: Option<String>,
+    /// The most calls of its plugin for this site a host makes at once
+    /// (`None`: the host's default), so a large plan does not flood the
+    /// platform's API.
+    pub max_calls: Option<usize>,
 }
 
 impl SiteGrant {
@@ -85,6 +89,12 @@ impl SiteGrant {
              if that host is the platform's, grant it in the site's egress list",
             self.name
         ))
+    }
+
+    /// At most `n` calls for this site at once.
+    pub fn max_calls(mut self, n: usize) -> Self {
+        self.max_calls = Some(n);
+        self
     }
 
     /// Trust `pem` (root certificates) for this site's endpoints.

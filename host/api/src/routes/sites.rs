@@ -214,6 +214,7 @@ pub async fn put_site(
         secrets,
         egress: request.egress.clone(),
         ca_pem: request.ca_pem.clone(),
+        max_calls: None,
     };
     bind(&registry.runtime, &definition)
         .map_err(|e| invalid(e.to_string()).kind("site-refused"))?;

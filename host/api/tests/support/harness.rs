@@ -99,6 +99,7 @@ impl Api {
                 secrets: [("token".to_owned(), site.token.clone())].into(),
                 egress: vec![url],
                 ca_pem: None,
+                max_calls: None,
             };
             let bound = rebound_api::sites::bind(&registry.runtime, &definition).expect("bind");
             registry.steps.bind(name, bound);
