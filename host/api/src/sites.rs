@@ -156,7 +156,7 @@ impl SiteRegistry {
             secrets,
             egress: record.egress.clone(),
             ca_pem: record.ca_pem.clone(),
-            max_calls: None,
+            max_calls: record.max_calls.map(|n| usize::try_from(n).unwrap_or(0)),
         };
         let bound = bind(&self.runtime, &definition).map_err(|e| e.to_string())?;
         self.steps.bind(&record.name, bound);

@@ -448,6 +448,9 @@ pub struct SiteView {
     pub secrets: Vec<String>,
     /// Whether the site has its own CA bundle.
     pub ca: bool,
+    /// The most calls of its plugin a host makes at once (API-registered
+    /// sites; absent: the host's default).
+    pub max_calls: Option<u32>,
     /// Bumped on every change (API-registered sites).
     pub revision: Option<i64>,
     pub updated_by: Option<String>,
@@ -473,6 +476,10 @@ pub struct SiteRequest {
     /// PEM certificates to trust for the site's endpoints, beside the
     /// public roots.
     pub ca_pem: Option<String>,
+    /// The most calls of the site's plugin a host makes at once, across
+    /// its runs (at least 1; absent: the host's default, 16).
+    #[schema(minimum = 1)]
+    pub max_calls: Option<u32>,
 }
 
 /// A site's health as its plugin reports it.

@@ -69,6 +69,34 @@ async fn a_registered_site_serves_health_and_workloads_and_keeps_its_secret(stor
     // Listed and read back without the secret's value, anywhere.
     let list = api.get("/api/v1/sites", Role::Viewer).await;
     assert_eq!(list.json["items"][0]["name"], "east");
+    assert_eq!(
+        list.json["items"][0]["max_calls"],
+        Value::Null,
+        "the default"
+    );
+    let mut limited = body(&site, &site.token);
+    limited["max_calls"] = json!(3);
+    let r = api
+        .send("PUT", "/api/v1/sites/east", Role::Admin, &limited)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        (&r.json["max_calls"], &r.json["revision"]),
+        (&json!(3), &json!(2))
+    );
+    assert_eq!(
+        api.get("/api/v1/sites/east", Role::Viewer).await.json["max_calls"],
+        3
+    );
+    let r = api
+        .send(
+            "PUT",
+            "/api/v1/sites/east",
+            Role::Admin,
+            &body(&site, &site.token),
+        )
+        .await;
+    assert_eq!(r.json["max_calls"], Value::Null, "{}", r.text);
     let one = api.get("/api/v1/sites/east", Role::Viewer).await;
     assert_eq!(
         one.json["config"]["endpoint"],
@@ -90,7 +118,7 @@ async fn a_registered_site_serves_health_and_workloads_and_keeps_its_secret(stor
         .send("PUT", "/api/v1/sites/east", Role::Admin, &update)
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert_eq!(r.json["revision"], 2);
+    assert_eq!(r.json["revision"], 4, "after the two updates of max_calls");
     let health = api.get("/api/v1/sites/east/health", Role::Viewer).await;
     assert_eq!(health.json["serving"], true, "{}", health.text);
 
@@ -209,6 +237,18 @@ async fn bad_site_definitions_are_refused_and_change_nothing(store: Store) {
             with("config", json!({"endpoint": 5})),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid type",
+        ),
+        (
+            "east",
+            with("max_calls", json!(0)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "max_calls must be at least 1",
+        ),
+        (
+            "east",
+            with("max_calls", json!(-2)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "max_calls",
         ),
     ];
     for (name, b, status, says) in cases {

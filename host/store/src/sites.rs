@@ -21,6 +21,9 @@ pub struct SiteRecord {
     pub config: BTreeMap<String, String>,
     pub egress: Vec<String>,
     pub ca_pem: Option<String>,
+    /// The most calls of its plugin a host makes at once (`None`: the
+    /// host's default).
+    pub max_calls: Option<i32>,
     /// Credential name → sealed value.
     pub secrets: BTreeMap<String, String>,
     /// Bumped on every change.
@@ -41,6 +44,7 @@ mod site {
         pub config: String,
         pub egress: String,
         pub ca_pem: Option<String>,
+        pub max_calls: Option<i32>,
         pub secrets: String,
         pub revision: i64,
         pub updated_at: i64,
@@ -62,6 +66,7 @@ fn decode(row: site::Model) -> Result<SiteRecord, StoreError> {
         name: row.name,
         plugin: row.plugin,
         ca_pem: row.ca_pem,
+        max_calls: row.max_calls,
         revision: row.revision,
         updated_at_ms: row.updated_at,
         updated_by: row.updated_by,
@@ -90,6 +95,7 @@ impl Store {
             config: Set(json(&site.config)),
             egress: Set(json(&site.egress)),
             ca_pem: Set(site.ca_pem.clone()),
+            max_calls: Set(site.max_calls),
             secrets: Set(json(&site.secrets)),
             revision: Set(revision),
             updated_at: Set(at),
@@ -102,6 +108,7 @@ impl Store {
                     site::Column::Config,
                     site::Column::Egress,
                     site::Column::CaPem,
+                    site::Column::MaxCalls,
                     site::Column::Secrets,
                     site::Column::Revision,
                     site::Column::UpdatedAt,
@@ -125,6 +132,7 @@ impl Store {
                 "config": site.config,
                 "egress": site.egress,
                 "ca": site.ca_pem.is_some(),
+                "max_calls": site.max_calls,
                 "secrets": site.secrets.keys().collect::<Vec<_>>(),
                 "revision": revision,
             }),

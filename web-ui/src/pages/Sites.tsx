@@ -50,6 +50,7 @@ export function Sites() {
                     </div>
                   ))}
                   {s.ca && <div className="small">own CA bundle</div>}
+                  {s.max_calls != null && <div className="small">at most {s.max_calls} calls at once</div>}
                 </td>
                 <td>
                   {s.egress.map((e) => (
@@ -180,6 +181,7 @@ function Register({ onDone, existing }: { onDone: () => void; existing: string[]
   const [secrets, setSecrets] = useState<Pair[]>([{ key: "token", value: "" }]);
   const [egress, setEgress] = useState("");
   const [ca, setCa] = useState("");
+  const [maxCalls, setMaxCalls] = useState("");
   const [error, setError] = useState<unknown>(null);
   const [done, setDone] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
@@ -203,6 +205,7 @@ function Register({ onDone, existing }: { onDone: () => void; existing: string[]
             // Absent keeps the stored credentials on an update.
             secrets: keptSecrets.length ? toMap(keptSecrets) : null,
             ca_pem: ca.trim() ? ca : null,
+            max_calls: maxCalls.trim() ? Number(maxCalls) : null,
           },
         }),
       );
@@ -228,6 +231,7 @@ function Register({ onDone, existing }: { onDone: () => void; existing: string[]
         <Pairs legend="Settings (the plugin's config)" pairs={config} onChange={setConfig} />
         <Pairs legend="Credentials (write-only: sealed by the host, never shown again)" pairs={secrets} onChange={setSecrets} secret />
         <TextInput label="Egress granted (URLs, space-separated)" value={egress} onChange={setEgress} hint="scheme, host and port the plugin may reach for this site; nothing else is reachable" />
+        <TextInput label="Calls at once (optional)" type="number" value={maxCalls} onChange={setMaxCalls} hint="the most calls of the site's plugin a host makes at once, across its runs; empty: the host's default (16)" />
         <div className="field">
           <label htmlFor="site-ca">CA certificates (PEM, optional)</label>
           <textarea id="site-ca" className="code" rows={3} value={ca} onChange={(e) => setCa(e.target.value)} spellCheck={false} />

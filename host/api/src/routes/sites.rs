@@ -39,6 +39,7 @@ fn file_view(name: String, plugin: String) -> SiteView {
         egress: Vec::new(),
         secrets: Vec::new(),
         ca: false,
+        max_calls: None,
         revision: None,
         updated_by: None,
         updated_at_ms: None,
@@ -54,6 +55,7 @@ fn record_view(record: SiteRecord) -> SiteView {
         egress: record.egress,
         secrets: record.secrets.into_keys().collect(),
         ca: record.ca_pem.is_some(),
+        max_calls: record.max_calls.and_then(|n| u32::try_from(n).ok()),
         revision: Some(record.revision),
         updated_by: Some(record.updated_by),
         updated_at_ms: Some(record.updated_at_ms),
@@ -214,7 +216,7 @@ pub async fn put_site(
         secrets,
         egress: request.egress.clone(),
         ca_pem: request.ca_pem.clone(),
-        max_calls: None,
+        max_calls: request.max_calls.map(|n| n as usize),
     };
     bind(&registry.runtime, &definition)
         .map_err(|e| invalid(e.to_string()).kind("site-refused"))?;
@@ -232,6 +234,9 @@ pub async fn put_site(
                 config: definition.config,
                 egress: definition.egress,
                 ca_pem: definition.ca_pem,
+                max_calls: definition
+                    .max_calls
+                    .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
                 secrets: sealed,
                 revision: 0,
                 updated_at_ms: 0,
