@@ -26,7 +26,11 @@ const plan = (name, description, workloads, interval, failover, failback, approv
   redirect: { target: { kind: "route", route: `${name}-www` }, canary: [10, 50, 100] },
   approvals,
 });
-await api(admin, "PUT", "/plans/shop", plan("shop", "Web shop, three tiers", [{ id: "vm-3" }, { id: "vm-2", depends_on: ["vm-3"] }, { id: "vm-1", depends_on: ["vm-2"] }], "1m", { rto: "20m", rpo: "2m" }, { rto: "2h", rpo: "0s" }, { failover: false, failback: true, migration: true }));
+// The shop's drills rehearse the round trip: its drill page shows the way back.
+await api(admin, "PUT", "/plans/shop", {
+  ...plan("shop", "Web shop, three tiers", [{ id: "vm-3" }, { id: "vm-2", depends_on: ["vm-3"] }, { id: "vm-1", depends_on: ["vm-2"] }], "1m", { rto: "20m", rpo: "2m" }, { rto: "2h", rpo: "0s" }, { failover: false, failback: true, migration: true }),
+  drills: { round_trip: true },
+});
 await api(admin, "PUT", "/plans/billing", plan("billing", "Billing API and its database", [{ id: "vm-2" }, { id: "vm-3", depends_on: ["vm-2"] }], "1m", { rto: "1m", rpo: "5m" }, { rto: "1h", rpo: "0s" }, { failover: false, failback: true, migration: true }));
 await api(admin, "PUT", "/plans/crm", plan("crm", "CRM front end", [{ id: "vm-1" }], "5m", { rto: "30m", rpo: "15m" }, { rto: "4h", rpo: "0s" }, { failover: false, failback: true, migration: true }));
 
