@@ -5,7 +5,9 @@
 //! the `rebound-mover` AMI with the volume attached) and KubeVirt's export
 //! and import, copied and verified by the host's data mover. Every disk is
 //! compared block for block after each move, the old primary is fenced,
-//! and no mover appliance, instance or snapshot was made twice. On SQLite
+//! and no mover appliance, instance or snapshot was made twice; a
+//! round-trip drill while ready for failback (sandboxes on AWS, back onto
+//! the cluster) leaves neither platform holding anything of it. On SQLite
 //! and PostgreSQL.
 //!
 //! Needs moto (`lab/fidelity/aws-requirements.txt` in `REBOUND_PYTHON`'s
@@ -24,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cross::{MIB, NS, kubevirt_grant, moved, same, serving_kubevirt, vm_disks};
-use rebound_domain::{PlanDocument, PlanState, Workflow};
-use rebound_engine::{PluginSteps, WORKLOAD_LABEL};
+use rebound_domain::{Phase, PlanDocument, PlanState, Workflow};
+use rebound_engine::{Outcome, PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::{AwsOptions, AwsSite, KubeVirtSite};
 use rebound_store::Store;
 
@@ -145,7 +147,37 @@ async fn aws_to_kubevirt_and_back(store: Store) {
 
     // The first cycle copies each instance's volumes onto the cluster
     // through mover appliances; it snapshots them first.
+    // The snapshots Rebound makes as recovery points (staging copies are
+    // checked apart).
+    // (moto also keeps an untagged snapshot of each AMI it registered after
+    // the AMI is gone; AWS's RegisterImage from snapshots makes none.)
+    let snapshots = || async {
+        let xml = lab
+            .aws
+            .query(
+                &lab.aws.regions()[0],
+                "ec2",
+                &[
+                    ("Action", "DescribeSnapshots"),
+                    ("Owner.1", "self"),
+                    ("Filter.1.Name", "tag-key"),
+                    ("Filter.1.Value.1", "rebound:point"),
+                ],
+            )
+            .await
+            .expect("DescribeSnapshots");
+        let mut ids: Vec<String> = aws::texts(&xml, "snapshotId")
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        ids.sort();
+        ids
+    };
     let first = cross::run(&store, &lab.steps, "shop", Workflow::Replication).await;
+    assert!(
+        !snapshots().await.is_empty(),
+        "the cycle's recovery points are the snapshots Rebound tags"
+    );
     assert_eq!(first.len(), 2, "{first:?}");
     assert!(moved(&first) > 0, "{first:?}");
     let points = store.recovery_points("shop").await.expect("points");
@@ -236,6 +268,46 @@ async fn aws_to_kubevirt_and_back(store: Store) {
         PlanState::ReadyForFailback
     );
 
+    // A round-trip drill while ready for failback: the sandboxes on AWS
+    // (the failback's recovery) are captured and come back onto the
+    // cluster through the data mover (the failover after it), recovered
+    // there in sandboxes of their own. Every snapshot and instance of it on
+    // AWS goes, the cluster holds what it held, the store no copy of it.
+    let mut round_trip = plan.clone();
+    round_trip.drills.round_trip = true;
+    store.put_plan(&round_trip, "operator").await.expect("plan");
+    let (snapshots_before, kubevirt_before) =
+        (snapshots().await, cross::kubevirt_holdings(&lab.kubevirt));
+    let (drill, outcome) = cross::finish(&store, &lab.steps, "shop", Workflow::Drill).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    let report = rebound_engine::report(&store, &drill)
+        .await
+        .expect("report");
+    let back = report.return_leg.expect("the way back");
+    assert_eq!(
+        (report.phase, back.phase, back.rto_met),
+        (Phase::Failback, Phase::Failover, Some(true))
+    );
+    let steps = store.steps(&drill).await.expect("steps");
+    let moved_back = steps
+        .iter()
+        .filter(|s| s.input["action"] == "transfer" && s.input["to"] == "kubevirt")
+        .count();
+    assert_eq!(moved_back, 2, "{steps:#?}");
+    let after = snapshots().await;
+    assert_eq!(after, snapshots_before);
+    assert_eq!(cross::kubevirt_holdings(&lab.kubevirt), kubevirt_before);
+    let running = instances(&lab.aws, ("instance-state-name", "running")).await;
+    assert!(running.is_empty(), "sandboxes torn down: {running:?}");
+    assert!(
+        store
+            .drill_points(&drill)
+            .await
+            .expect("drill's")
+            .is_empty()
+    );
+    store.put_plan(&plan, "operator").await.expect("plan");
+
     lab.kubevirt
         .guest_write(NS, web, 0, 60 * MIB, b"last write before failback")
         .expect("write");
@@ -290,8 +362,9 @@ async fn aws_to_kubevirt_and_back(store: Store) {
     let launched = effects.get("ec2 RunInstances").copied().unwrap_or(0);
     assert_eq!(
         launched,
-        appliances.len() + 2 * lab.names.len(),
-        "one RunInstances per appliance, per sandbox and per instance failed back: {effects:?}"
+        appliances.len() + 3 * lab.names.len(),
+        "one RunInstances per appliance, per sandbox of both drills and per instance failed \
+         back: {effects:?}"
     );
     cross::assert_no_repeats("KubeVirt", lab.kubevirt.effects());
 }
