@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cross::{MIB, NS, kubevirt_grant, moved, same, serving_kubevirt, vm_disks};
-use rebound_domain::{Phase, PlanDocument, PlanState, Workflow};
-use rebound_engine::{Outcome, PluginSteps, WORKLOAD_LABEL};
+use rebound_domain::{PlanDocument, PlanState, Workflow};
+use rebound_engine::{PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::{AwsOptions, AwsSite, KubeVirtSite};
 use rebound_store::Store;
 
@@ -94,9 +94,8 @@ fn files(lab: &Lab, ids: &[String]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The staging snapshots on AWS (a launch from imported volumes goes
-/// through them).
-async fn staging_snapshots(site: &AwsSite) -> Vec<String> {
+/// The snapshots on AWS tagged `key`, sorted.
+async fn tagged_snapshots(site: &AwsSite, key: &str) -> Vec<String> {
     let xml = site
         .query(
             &site.regions()[0],
@@ -105,7 +104,7 @@ async fn staging_snapshots(site: &AwsSite) -> Vec<String> {
                 ("Action", "DescribeSnapshots"),
                 ("Owner.1", "self"),
                 ("Filter.1.Name", "tag-key"),
-                ("Filter.1.Value.1", "rebound:staging"),
+                ("Filter.1.Value.1", key),
             ],
         )
         .await
@@ -116,6 +115,19 @@ async fn staging_snapshots(site: &AwsSite) -> Vec<String> {
         .collect();
     ids.sort();
     ids
+}
+
+/// The staging snapshots on AWS (a launch from imported volumes goes
+/// through them).
+async fn staging_snapshots(site: &AwsSite) -> Vec<String> {
+    tagged_snapshots(site, "rebound:staging").await
+}
+
+/// The recovery points Rebound made on AWS: its tagged snapshots. (moto
+/// also keeps an untagged snapshot of each AMI it registered after the AMI
+/// is gone; AWS's RegisterImage from snapshots makes none.)
+async fn point_snapshots(site: &AwsSite) -> Vec<String> {
+    tagged_snapshots(site, "rebound:point").await
 }
 
 /// The running AWS instance serving plan workload `workload`, newest
@@ -147,35 +159,9 @@ async fn aws_to_kubevirt_and_back(store: Store) {
 
     // The first cycle copies each instance's volumes onto the cluster
     // through mover appliances; it snapshots them first.
-    // The snapshots Rebound makes as recovery points (staging copies are
-    // checked apart).
-    // (moto also keeps an untagged snapshot of each AMI it registered after
-    // the AMI is gone; AWS's RegisterImage from snapshots makes none.)
-    let snapshots = || async {
-        let xml = lab
-            .aws
-            .query(
-                &lab.aws.regions()[0],
-                "ec2",
-                &[
-                    ("Action", "DescribeSnapshots"),
-                    ("Owner.1", "self"),
-                    ("Filter.1.Name", "tag-key"),
-                    ("Filter.1.Value.1", "rebound:point"),
-                ],
-            )
-            .await
-            .expect("DescribeSnapshots");
-        let mut ids: Vec<String> = aws::texts(&xml, "snapshotId")
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
-        ids.sort();
-        ids
-    };
     let first = cross::run(&store, &lab.steps, "shop", Workflow::Replication).await;
     assert!(
-        !snapshots().await.is_empty(),
+        !point_snapshots(&lab.aws).await.is_empty(),
         "the cycle's recovery points are the snapshots Rebound tags"
     );
     assert_eq!(first.len(), 2, "{first:?}");
@@ -273,40 +259,15 @@ async fn aws_to_kubevirt_and_back(store: Store) {
     // cluster through the data mover (the failover after it), recovered
     // there in sandboxes of their own. Every snapshot and instance of it on
     // AWS goes, the cluster holds what it held, the store no copy of it.
-    let mut round_trip = plan.clone();
-    round_trip.drills.round_trip = true;
-    store.put_plan(&round_trip, "operator").await.expect("plan");
-    let (snapshots_before, kubevirt_before) =
-        (snapshots().await, cross::kubevirt_holdings(&lab.kubevirt));
-    let (drill, outcome) = cross::finish(&store, &lab.steps, "shop", Workflow::Drill).await;
-    assert_eq!(outcome, Outcome::Succeeded);
-    let report = rebound_engine::report(&store, &drill)
-        .await
-        .expect("report");
-    let back = report.return_leg.expect("the way back");
-    assert_eq!(
-        (report.phase, back.phase, back.rto_met),
-        (Phase::Failback, Phase::Failover, Some(true))
+    let (snapshots_before, kubevirt_before) = (
+        point_snapshots(&lab.aws).await,
+        cross::kubevirt_holdings(&lab.kubevirt),
     );
-    let steps = store.steps(&drill).await.expect("steps");
-    let moved_back = steps
-        .iter()
-        .filter(|s| s.input["action"] == "transfer" && s.input["to"] == "kubevirt")
-        .count();
-    assert_eq!(moved_back, 2, "{steps:#?}");
-    let after = snapshots().await;
-    assert_eq!(after, snapshots_before);
+    cross::round_trip_drill(&store, &lab.steps, &plan, "kubevirt").await;
+    assert_eq!(point_snapshots(&lab.aws).await, snapshots_before);
     assert_eq!(cross::kubevirt_holdings(&lab.kubevirt), kubevirt_before);
     let running = instances(&lab.aws, ("instance-state-name", "running")).await;
     assert!(running.is_empty(), "sandboxes torn down: {running:?}");
-    assert!(
-        store
-            .drill_points(&drill)
-            .await
-            .expect("drill's")
-            .is_empty()
-    );
-    store.put_plan(&plan, "operator").await.expect("plan");
 
     lab.kubevirt
         .guest_write(NS, web, 0, 60 * MIB, b"last write before failback")

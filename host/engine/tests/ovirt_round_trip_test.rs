@@ -24,11 +24,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cross::{MIB, NS, kubevirt_grant, moved, same, serving_kubevirt, vm_disks};
-use rebound_domain::{Phase, PlanDocument, PlanState, Workflow};
+use rebound_domain::{PlanDocument, PlanState, Workflow};
 use rebound_engine::{Outcome, PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::{Faults, KubeVirtSite, OVirtSite};
 use rebound_store::{StepStatus, Store};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const VMS: [&str; 2] = ["web-1", "db-1"];
 
@@ -294,42 +294,15 @@ async fn ovirt_to_kubevirt_and_back(store: Store) {
     // back onto the cluster through the data mover, recovered there. oVirt
     // removes a VM's snapshots with it, so the drill's capture there is
     // gone before the drill asks — gone counts as removed. Nothing stays.
-    let mut round_trip = plan.clone();
-    round_trip.drills.round_trip = true;
-    store.put_plan(&round_trip, "operator").await.expect("plan");
     let sorted = |mut ids: Vec<String>| {
         ids.sort();
         ids
     };
     let ovirt_holds = || (sorted(lab.ovirt.vm_ids()), sorted(lab.ovirt.disk_ids()));
     let (ovirt_before, kubevirt_before) = (ovirt_holds(), cross::kubevirt_holdings(&lab.kubevirt));
-    let (drill, outcome) = cross::finish(&store, &lab.steps, "shop", Workflow::Drill).await;
-    assert_eq!(outcome, Outcome::Succeeded);
-    let report = rebound_engine::report(&store, &drill)
-        .await
-        .expect("report");
-    let back = report.return_leg.expect("the way back");
-    assert_eq!(
-        (report.phase, back.phase, back.rto_met),
-        (Phase::Failback, Phase::Failover, Some(true))
-    );
-    let copies = store.steps(&drill).await.expect("steps");
-    let copies = copies
-        .iter()
-        .filter(|s| s.input["action"] == "transfer")
-        .map(|s| (s.input["to"].clone(), s.input["leg"].clone()))
-        .collect::<Vec<_>>();
-    assert_eq!(copies, vec![(json!("kubevirt"), json!("return")); 2]);
+    cross::round_trip_drill(&store, &lab.steps, &plan, "kubevirt").await;
     assert_eq!(ovirt_holds(), ovirt_before);
     assert_eq!(cross::kubevirt_holdings(&lab.kubevirt), kubevirt_before);
-    assert!(
-        store
-            .drill_points(&drill)
-            .await
-            .expect("drill's")
-            .is_empty()
-    );
-    store.put_plan(&plan, "operator").await.expect("plan");
     assert_eq!(
         store.plan("shop").await.expect("plan").lifecycle.state,
         PlanState::ReadyForFailback

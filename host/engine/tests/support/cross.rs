@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use rebound_domain::{PlanDocument, Workflow};
+use rebound_domain::{Phase, PlanDocument, Workflow};
 use rebound_engine::{BoundSite, Executor, ExecutorConfig, Outcome, PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::disk::changed_ranges;
 use rebound_lab::{KubeVirtOptions, KubeVirtSite};
@@ -21,6 +21,45 @@ use serde_json::{Value, json};
 
 pub const NS: &str = "dr";
 pub const MIB: u64 = 1 << 20;
+
+/// A round-trip drill of `plan` while it is ready for failback: the plan
+/// stored with `drills.round_trip` for the run and as it was after. Checks
+/// the drill succeeded, was charged to the failback phase and its way back
+/// (each workload copied onto `back_to` through the data mover) to the
+/// failover phase, in time, and that the store keeps no copy of it.
+/// Returns the drill's steps.
+pub async fn round_trip_drill(
+    store: &Store,
+    steps: &Arc<PluginSteps>,
+    plan: &PlanDocument,
+    back_to: &str,
+) -> Vec<rebound_store::StepRecord> {
+    let mut round_trip = plan.clone();
+    round_trip.drills.round_trip = true;
+    store.put_plan(&round_trip, "operator").await.expect("plan");
+    let (drill, outcome) = finish(store, steps, &plan.name, Workflow::Drill).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    let report = rebound_engine::report(store, &drill).await.expect("report");
+    let back = report.return_leg.expect("the way back");
+    assert_eq!(
+        (report.phase, back.phase, back.rto_met),
+        (Phase::Failback, Phase::Failover, Some(true))
+    );
+    let done = store.steps(&drill).await.expect("steps");
+    let copies: Vec<(&Value, &Value)> = done
+        .iter()
+        .filter(|s| s.input["action"] == "transfer")
+        .map(|s| (&s.input["to"], &s.input["leg"]))
+        .collect();
+    assert_eq!(
+        copies,
+        vec![(&json!(back_to), &json!("return")); plan.workloads.len()]
+    );
+    let kept = store.drill_points(&drill).await.expect("drill's");
+    assert!(kept.is_empty(), "{kept:?}");
+    store.put_plan(plan, "operator").await.expect("plan");
+    done
+}
 
 /// What the cluster holds in [`NS`], by name: its VMs, volumes (PVCs) and
 /// VM snapshots — what a drill must leave as it found it.
