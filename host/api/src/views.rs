@@ -329,7 +329,7 @@ pub struct EventView {
     pub at_ms: i64,
     pub plan: String,
     /// `rpo.breach`, `rpo.met`, `rto.breach`, `rto.met`, `replication.scheduled`,
-    /// `failover.triggered`, `standbys.kept`.
+    /// `failover.triggered`, `standbys.kept`, `drill.leftovers`.
     pub kind: String,
     #[schema(value_type = Object)]
     pub detail: Value,

@@ -26,6 +26,7 @@ mod adopt;
 pub mod detection;
 mod gate;
 mod hook;
+mod leftovers;
 mod planner;
 mod plugin_steps;
 pub mod policy;
@@ -39,6 +40,7 @@ pub use planner::{compensation_steps, plan_steps};
 /// place, fenced (see [`Executor`]'s compensation).
 pub const STANDBYS_KEPT: &str = "standbys.kept";
 pub use hook::{HookPolicy, signature as hook_signature};
+pub use leftovers::{DRILL_LEFTOVERS, LEFT_BY};
 pub use plugin_steps::{
     BoundSite, DRILL_LABEL, EPOCH_LABEL, InventoryError, PluginSteps, WORKLOAD_LABEL,
     mover_endpoint,
@@ -54,7 +56,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use rebound_domain::Workflow;
-use rebound_store::{PlanRuns, RunRecord, RunStatus, StepRecord, StepStatus, Store, StoreError};
+use rebound_store::{
+    NewStep, PlanRuns, RunRecord, RunStatus, StepRecord, StepStatus, Store, StoreError,
+};
 use serde_json::Value;
 
 /// What `start` did.
@@ -130,10 +134,7 @@ pub async fn trigger(
     principal: &str,
 ) -> Result<RunRecord, EngineError> {
     let record = store.plan(plan).await?;
-    let mut steps = plan_steps(&record.document, &record.lifecycle, workflow);
-    if workflow == Workflow::Failover {
-        adopt::offer(store, plan, &mut steps).await?;
-    }
+    let steps = steps_of(store, plan, &record.document, &record.lifecycle, workflow).await?;
     let run = store
         .start_workflow(plan, workflow, idempotency_key, principal, &steps)
         .await?;
@@ -144,6 +145,28 @@ pub async fn trigger(
         preempt(store, &run, principal).await?;
     }
     Ok(run)
+}
+
+/// The steps `workflow` would run now on the plan named `plan`, its
+/// document and lifecycle given (a dry-run's may be an unsaved edit):
+/// [`plan_steps`], with what the plan's earlier runs left — a failover
+/// offered the standby incarnations a failed one left serving (see
+/// `adopt`), a drill given the teardown of earlier drills' sandboxes and
+/// copies (see `leftovers`).
+pub(crate) async fn steps_of(
+    store: &Store,
+    plan: &str,
+    document: &rebound_domain::PlanDocument,
+    lifecycle: &rebound_domain::Lifecycle,
+    workflow: Workflow,
+) -> Result<Vec<NewStep>, EngineError> {
+    let mut steps = plan_steps(document, lifecycle, workflow);
+    match workflow {
+        Workflow::Failover => adopt::offer(store, plan, &mut steps).await?,
+        Workflow::Drill => leftovers::offer(store, plan, &mut steps).await?,
+        _ => {}
+    }
+    Ok(steps)
 }
 
 /// Cancel the replication cycles and drills of `run`'s plan that have not
@@ -330,6 +353,9 @@ impl Executor {
             if let Flow::Stop(Outcome::LeaseLost) = self.compensate(run, &mut steps).await? {
                 return Ok(Outcome::LeaseLost);
             }
+            if run.workflow == Workflow::Drill {
+                self.note_drill_leftovers(run, &steps).await?;
+            }
         }
         let succeeded = outcome == Outcome::Succeeded;
         if run.lifecycle {
@@ -457,6 +483,43 @@ impl Executor {
             });
             self.store
                 .record_event(&run.plan, STANDBYS_KEPT, detail)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A drill that ended failed or cancelled and could not tear down
+    /// everything (a site down) leaves the operator a `drill.leftovers`
+    /// event per site: its sandbox (its workloads labelled with the run's
+    /// id), the copies. The plan's next drill tries again (see
+    /// `leftovers`). Recorded once per run.
+    async fn note_drill_leftovers(
+        &self,
+        run: &RunRecord,
+        steps: &[StepRecord],
+    ) -> Result<(), EngineError> {
+        let left = leftovers::of_run(&self.store, &run.id, steps).await?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        let noted = self
+            .store
+            .events(Some(&run.plan), &[DRILL_LEFTOVERS], 100)
+            .await?
+            .iter()
+            .any(|e| e.detail["run"] == run.id.as_str());
+        if noted {
+            return Ok(());
+        }
+        for l in left {
+            tracing::warn!(run = %run.id, site = %l.site, sandbox = l.sandbox, copies = ?l.copies, "the drill left these; the plan's next drill removes them");
+            let detail = serde_json::json!({
+                "run": run.id, "site": l.site, "sandbox": l.sandbox, "copies": l.copies,
+                "reason": "the drill's teardown did not succeed there; the plan's next drill \
+                           tries again at its end",
+            });
+            self.store
+                .record_event(&run.plan, DRILL_LEFTOVERS, detail)
                 .await?;
         }
         Ok(())

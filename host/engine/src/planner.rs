@@ -21,7 +21,7 @@ fn step(name: String, input: Value) -> NewStep {
 }
 
 /// Mark `steps[from..]` as one stage: they may run at the same time.
-fn stage(steps: &mut [NewStep], from: usize) {
+pub(crate) fn stage(steps: &mut [NewStep], from: usize) {
     let number = steps.len();
     for s in &mut steps[from..] {
         s.input["stage"] = json!(number);
@@ -422,11 +422,13 @@ pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
 /// the way back removed from every site one was (or may have been) made
 /// on. What the drill did itself already is not asked again.
 fn drill_compensation(steps: &[StepRecord], materialized: &[&StepRecord]) -> Vec<NewStep> {
+    // (A teardown of what an earlier drill left is not this one's.)
     let done = |scope: &str, site: &Value| {
         steps.iter().any(|s| {
             s.input["action"] == "cleanup"
                 && s.input["scope"] == scope
                 && s.input["site"] == *site
+                && s.input[crate::leftovers::LEFT_BY].is_null()
                 && s.status == StepStatus::Succeeded
         })
     };

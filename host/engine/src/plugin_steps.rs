@@ -42,7 +42,7 @@ use rebound_store::{RecoveryPointRecord, StepRecord, StepStatus, Store};
 use serde_json::{Value, json};
 
 use crate::planner::{LEG, RETURN_LEG};
-use crate::{Progress, Started, StepError, StepRunner};
+use crate::{LEFT_BY, Progress, Started, StepError, StepRunner};
 
 mod superseded;
 mod transfer;
@@ -658,25 +658,32 @@ impl PluginSteps {
             "cleanup" if text("scope") == "superseded" => {
                 return self.remove_superseded(step).await;
             }
-            // A round-trip drill's copies on this site.
+            // A round-trip drill's copies on this site: this drill's, or
+            // those an earlier one left (`left_by`, best effort).
             "cleanup" if text("scope") == "drill-points" => {
+                let drill = input[LEFT_BY].as_str().unwrap_or(&step.run);
                 let points: Vec<RecoveryPointRecord> = self
                     .store
-                    .drill_points(&step.run)
+                    .drill_points(drill)
                     .await
                     .map_err(|e| StepError::Retryable(e.to_string()))?
                     .into_iter()
                     .filter(|p| p.site == site)
                     .collect();
-                return self.remove_points(step, &site, &points).await;
+                return left_if_best_effort(step, self.remove_points(step, &site, &points).await);
             }
+            // A drill's sandbox on this site: likewise.
             "cleanup" if text("scope") == "drill" => {
+                let drill = input[LEFT_BY].as_str().unwrap_or(&step.run);
                 let request = CleanupRequest {
                     key,
                     site: site.clone(),
-                    scope: CleanupScope::Drill(step.run.clone()),
+                    scope: CleanupScope::Drill(drill.to_owned()),
                 };
-                self.call(&[&site], request).await?
+                match self.call(&[&site], request).await {
+                    Ok(op) => op,
+                    Err(e) => return left_if_best_effort(step, Err(e)),
+                }
             }
             // Recovery points removed from a site: all of the plan's there
             // (the source of a committed migration), or those past the
@@ -875,7 +882,7 @@ impl PluginSteps {
                     .get("workloads")
                     .unwrap_or(&step.input["workloads"]);
                 return Ok(Progress::Done(
-                    json!({"removed": [], "kept": ids, "reason": explain(&e)}),
+                    json!({"removed": [], "kept": ids, "left": true, "reason": explain(&e)}),
                 ));
             }
             OperationState::Failed(e) => return Ok(Progress::Failed(explain(&e))),
@@ -1014,6 +1021,23 @@ fn earlier<'a>(
         .filter(|s| s.input["action"] == action && s.input["site"] == site)
         .find(|s| s.input["workload"] == workload)
         .and_then(|s| s.output.as_ref())
+}
+
+/// A best-effort cleanup (what an earlier drill left) the site refused is
+/// done, what it was to remove left as it is (`left`), with why.
+fn left_if_best_effort(
+    step: &StepRecord,
+    started: Result<Started, StepError>,
+) -> Result<Started, StepError> {
+    match started {
+        Err(e) if step.input["best_effort"] == true => {
+            tracing::warn!(run = %step.run, step = %step.name, "left as it is: {e}");
+            Ok(Started::Done(
+                json!({"removed": [], "left": true, "reason": e.to_string()}),
+            ))
+        }
+        started => started,
+    }
 }
 
 /// Provider errors worth retrying stay retryable; sandbox refusals and

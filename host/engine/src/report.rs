@@ -364,7 +364,18 @@ pub fn forecast(
     measured: &Measured,
     parallelism: usize,
 ) -> Forecast {
-    let steps: Vec<NewStep> = plan_steps(plan, lifecycle, workflow);
+    let steps = plan_steps(plan, lifecycle, workflow);
+    forecast_of(plan, workflow, steps, measured, parallelism)
+}
+
+/// The forecast of `steps`, those of `workflow` for `plan`.
+fn forecast_of(
+    plan: &PlanDocument,
+    workflow: Workflow,
+    steps: Vec<NewStep>,
+    measured: &Measured,
+    parallelism: usize,
+) -> Forecast {
     let expected = |s: &NewStep| {
         let action = s.input["action"].as_str().unwrap_or_default();
         measured
@@ -484,10 +495,11 @@ pub async fn dry_run_of(
     parallelism: usize,
 ) -> Result<Forecast, EngineError> {
     let measured = measured_durations(store, &document.name).await?;
-    Ok(forecast(
+    let steps = crate::steps_of(store, &document.name, document, lifecycle, workflow).await?;
+    Ok(forecast_of(
         document,
-        lifecycle,
         workflow,
+        steps,
         &measured,
         parallelism,
     ))

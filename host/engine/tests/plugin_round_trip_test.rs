@@ -13,8 +13,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use rebound_domain::{Phase, PlanDocument, PlanState, Workflow};
 use rebound_engine::{
-    BoundSite, DRILL_LABEL, Executor, ExecutorConfig, HookPolicy, Outcome, PluginSteps, Progress,
-    RunReport, STANDBYS_KEPT, Started, StepError, StepRunner, WORKLOAD_LABEL,
+    BoundSite, DRILL_LABEL, DRILL_LEFTOVERS, Executor, ExecutorConfig, HookPolicy, LEFT_BY,
+    Outcome, PluginSteps, Progress, RunReport, STANDBYS_KEPT, Started, StepError, StepRunner,
+    WORKLOAD_LABEL,
 };
 use rebound_lab::{ExampleOptions, ExampleSite};
 use rebound_runtime::SiteGrant;
@@ -50,8 +51,8 @@ fn plan(gate: &str) -> PlanDocument {
 }
 
 struct Lab {
-    a: ExampleSite,
-    b: ExampleSite,
+    a: Arc<ExampleSite>,
+    b: Arc<ExampleSite>,
     steps: Arc<PluginSteps>,
     plugin: Arc<rebound_runtime::Plugin>,
 }
@@ -117,8 +118,8 @@ async fn lab_of(store: &Store, plugin: &str, hooks: HookPolicy, api_latency: Dur
     ]);
     let steps = Arc::new(PluginSteps::new(runtime, store.clone(), sites).with_hooks(hooks));
     Lab {
-        a,
-        b,
+        a: Arc::new(a),
+        b: Arc::new(b),
         steps,
         plugin,
     }
@@ -141,14 +142,24 @@ async fn run(store: &Store, lab: &Lab, workflow: Workflow) -> Outcome {
 }
 
 async fn run_reported(store: &Store, lab: &Lab, workflow: Workflow) -> (Outcome, RunReport) {
+    run_by(store, lab.steps.clone(), workflow).await
+}
+
+/// Start `workflow` on the plan and drive it through `runner` to its end.
+async fn run_by(
+    store: &Store,
+    runner: Arc<dyn StepRunner>,
+    workflow: Workflow,
+) -> (Outcome, RunReport) {
     rebound_engine::trigger(store, "shop", workflow, None, "operator")
         .await
         .unwrap_or_else(|e| panic!("start {workflow}: {e}"));
     let executor = Executor::new(
         store.clone(),
-        lab.steps.clone(),
+        runner,
         ExecutorConfig {
             poll_interval: Duration::from_millis(20),
+            backoff: Duration::from_millis(20),
             ..ExecutorConfig::new("host-a")
         },
     );
@@ -581,6 +592,110 @@ async fn a_round_trip_drill_failing_on_its_way_back_leaves_nothing(store: Store)
         "{steps:?}"
     );
     left_as_found(&store, &lab, &report.run, (a, b)).await;
+}
+
+/// The example plugin, but the standby site goes down as the drill's own
+/// teardown of its sandbox there starts (and stays down).
+struct DownAtTeardown {
+    steps: Arc<PluginSteps>,
+    site: Arc<ExampleSite>,
+}
+
+impl StepRunner for DownAtTeardown {
+    fn start<'a>(&'a self, step: &'a StepRecord) -> BoxFuture<'a, Result<Started, StepError>> {
+        if step.input["scope"] == "drill"
+            && step.input["site"] == "lab-b"
+            && step.input[LEFT_BY].is_null()
+        {
+            self.site.set_down(true);
+        }
+        self.steps.start(step)
+    }
+
+    fn poll<'a>(
+        &'a self,
+        step: &'a StepRecord,
+        operation: &'a Value,
+    ) -> BoxFuture<'a, Result<Progress, StepError>> {
+        self.steps.poll(step, operation)
+    }
+}
+
+/// A round-trip drill whose teardown meets the standby's site down ends
+/// failed with what it made there still there — its sandbox and copies —
+/// and its copies on the primary's site too (the compensation stops at the
+/// site that refuses); a `drill.leftovers` event per site says so. Once the
+/// site is back, the next drill removes what the first left, at its end
+/// (its dry-run shows those steps), and both sites hold what they held
+/// before either drill.
+async fn what_a_drill_could_not_tear_down_the_next_one_removes(store: Store) {
+    let lab = replicated(&store, &round_trip_plan("30s"), "example").await;
+    let (a, b) = (holdings(&lab.a), holdings(&lab.b));
+    let refusing = Arc::new(DownAtTeardown {
+        steps: lab.steps.clone(),
+        site: lab.b.clone(),
+    });
+    let (outcome, first) = run_by(&store, refusing, Workflow::Drill).await;
+    let Outcome::Failed { error, .. } = outcome else {
+        panic!("the teardown must fail with the site down: {outcome:?}");
+    };
+    assert!(error.contains("down"), "{error}");
+    assert_ne!(holdings(&lab.a), a, "the way back's copies stay on lab-a");
+    let events = store
+        .events(Some("shop"), &[DRILL_LEFTOVERS], 10)
+        .await
+        .expect("events");
+    let mut noted: Vec<(String, bool, usize)> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e.detail["run"], first.run.as_str(), "{e:?}");
+            (
+                e.detail["site"].as_str().unwrap_or_default().to_owned(),
+                e.detail["sandbox"] == true,
+                e.detail["copies"].as_array().map_or(0, Vec::len),
+            )
+        })
+        .collect();
+    noted.sort();
+    assert_eq!(
+        noted,
+        [
+            ("lab-a".to_owned(), false, 3),
+            ("lab-b".to_owned(), true, 3)
+        ],
+        "{events:?}"
+    );
+
+    lab.b.set_down(false);
+    let forecast = rebound_engine::dry_run(&store, "shop", Workflow::Drill, 64)
+        .await
+        .expect("dry-run");
+    let leftover = |input: &Value| input[LEFT_BY] == first.run.as_str();
+    let planned = forecast.steps.iter().filter(|s| leftover(&s.input)).count();
+    assert_eq!(
+        planned, 3,
+        "the sandbox and copies, the copies: {forecast:?}"
+    );
+    let (outcome, second) = run_reported(&store, &lab, Workflow::Drill).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{second:?}");
+    let steps = store.steps(&second.run).await.expect("steps");
+    let removed: Vec<&StepRecord> = steps.iter().filter(|s| leftover(&s.input)).collect();
+    assert_eq!(removed.len(), 3, "{steps:?}");
+    for s in removed {
+        assert_eq!(s.status, StepStatus::Succeeded, "{s:?}");
+        assert_ne!(s.output.as_ref().expect("output")["left"], true, "{s:?}");
+    }
+    left_as_found(&store, &lab, &first.run, (a, b)).await;
+    let copies = store.drill_points(&second.run).await.expect("drill's");
+    assert!(copies.is_empty(), "{copies:?}");
+    // Nothing left to remove: the drill after plans none of it.
+    let forecast = rebound_engine::dry_run(&store, "shop", Workflow::Drill, 64)
+        .await
+        .expect("dry-run");
+    assert!(
+        forecast.steps.iter().all(|s| s.input[LEFT_BY].is_null()),
+        "{forecast:?}"
+    );
 }
 
 /// Both sites hold what they held before drill `run`, and the store no
@@ -1077,6 +1192,7 @@ rebound_store::on_both_backends!(
     a_compensating_unfence_restores_the_fenced_workload,
     a_round_trip_drill_measures_the_way_back,
     a_round_trip_drill_failing_on_its_way_back_leaves_nothing,
+    what_a_drill_could_not_tear_down_the_next_one_removes,
     hooks_are_called_at_their_points_with_the_runs_context,
     a_hook_that_refuses_stops_the_failover_one_that_may_fail_does_not,
     a_site_gets_at_most_its_max_calls_at_once

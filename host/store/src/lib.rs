@@ -70,7 +70,8 @@ pub struct EventRecord {
     pub at_ms: i64,
     pub plan: String,
     /// `rpo.breach`, `rpo.met`, `rto.breach`, `rto.met`,
-    /// `replication.scheduled`, `failover.triggered`, `standbys.kept`.
+    /// `replication.scheduled`, `failover.triggered`, `standbys.kept`,
+    /// `drill.leftovers`.
     pub kind: String,
     pub detail: serde_json::Value,
 }

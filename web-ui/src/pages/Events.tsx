@@ -1,6 +1,6 @@
 // The engine's events (objectives breached or met, replication scheduled,
-// automatic failovers, standby workloads a failed run left for the
-// operator), newest first, by plan and kind.
+// automatic failovers, standby workloads a failed run and drill remains a
+// failed teardown left for the operator), newest first, by plan and kind.
 import { useState } from "react";
 import { api, call, type Schemas } from "../api/client";
 import { listPlans } from "../api/queries";
@@ -10,13 +10,13 @@ import { formatMs, formatTime } from "../lib/duration";
 import { navigate, query } from "../lib/router";
 import { useLoad } from "../lib/use";
 
-const KINDS = ["rpo.breach", "rpo.met", "rto.breach", "rto.met", "replication.scheduled", "failover.triggered", "standbys.kept"];
+const KINDS = ["rpo.breach", "rpo.met", "rto.breach", "rto.met", "replication.scheduled", "failover.triggered", "standbys.kept", "drill.leftovers"];
 
 /** How an event kind reads: a breach is bad, what needs the operator a warning. */
 function tone(kind: string): string {
   if (kind.endsWith(".breach")) return "bad";
   if (kind.endsWith(".met")) return "ok";
-  return kind === "standbys.kept" ? "warn" : "muted";
+  return kind === "standbys.kept" || kind === "drill.leftovers" ? "warn" : "muted";
 }
 
 export function Events({ path }: { path: string }) {

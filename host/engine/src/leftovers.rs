@@ -1,0 +1,280 @@
+//! What a drill could not tear down, and the later drills that do.
+//!
+//! A drill's sandbox (and, a round trip, the copies of its way back) goes
+//! at its end, or — the drill failed or was cancelled — in its
+//! compensation. A site down at that moment keeps them: the run ends
+//! failed, and a `drill.leftovers` event names, per site, what stays (the
+//! sandbox, by the drill's run id its workloads are labelled with, and the
+//! copies). Nothing of it is lost track of: each later drill of the plan
+//! tries again at its own end (steps with `left_by`: the run that left
+//! them), best effort — a drill is judged by its rehearsal, not by an
+//! earlier one's remains, so a site still refusing leaves them for the
+//! next drill and fails nothing. A sandbox counts as gone once a teardown
+//! of it succeeded; copies once the store forgot them (the site reported
+//! them removed).
+
+use rebound_domain::Workflow;
+use rebound_store::{NewStep, PlanRuns, RunStatus, StepRecord, StepStatus, Store};
+use serde_json::{Value, json};
+
+use crate::EngineError;
+
+/// The input field naming the drill run whose remains a teardown step
+/// removes (absent: the step's own run).
+pub const LEFT_BY: &str = "left_by";
+
+/// The event kind of a drill that ended leaving its sandbox or copies on
+/// a site.
+pub const DRILL_LEFTOVERS: &str = "drill.leftovers";
+
+/// What drill `run` left on `site`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Leftover {
+    pub run: String,
+    pub site: String,
+    /// Its sandbox is (or may be) still there.
+    pub sandbox: bool,
+    /// The platform ids of its copies still there.
+    pub copies: Vec<String>,
+}
+
+/// The sites where the drill whose steps are `steps` recovered (or began
+/// to) and where no teardown of its own succeeded: its sandbox may be
+/// there still.
+pub(crate) fn sandboxes_left(steps: &[StepRecord]) -> Vec<String> {
+    let mut left: Vec<String> = Vec::new();
+    let recovered = steps.iter().filter(|s| {
+        s.input["action"] == "materialize"
+            && s.input["isolated"] == true
+            && (s.started_at_ms.is_some() || s.status == StepStatus::Succeeded)
+    });
+    for m in recovered {
+        let Some(site) = m.input["site"].as_str() else {
+            continue;
+        };
+        if !left.iter().any(|l| l == site) && !torn_down(steps, None, site) {
+            left.push(site.to_owned());
+        }
+    }
+    left
+}
+
+/// Whether one of `steps` tore down on `site` the sandbox of the drill
+/// `left_by` names (`None`: the steps' own run's).
+fn torn_down(steps: &[StepRecord], left_by: Option<&str>, site: &str) -> bool {
+    steps.iter().any(|s| {
+        s.input["action"] == "cleanup"
+            && s.input["scope"] == "drill"
+            && s.input["site"] == site
+            && s.input[LEFT_BY].as_str() == left_by
+            && s.status == StepStatus::Succeeded
+            && s.output.as_ref().is_none_or(|o| o["left"] != true)
+    })
+}
+
+/// What drill `run` (finished, its steps `steps`) left, per site.
+pub(crate) async fn of_run(
+    store: &Store,
+    run: &str,
+    steps: &[StepRecord],
+) -> Result<Vec<Leftover>, EngineError> {
+    let mut out: Vec<Leftover> = sandboxes_left(steps)
+        .into_iter()
+        .map(|site| Leftover {
+            run: run.to_owned(),
+            site,
+            sandbox: true,
+            copies: Vec::new(),
+        })
+        .collect();
+    for point in store.drill_points(run).await? {
+        let copy = point.id.clone();
+        match out.iter_mut().find(|l| l.site == point.site) {
+            Some(l) => l.copies.push(copy),
+            None => out.push(Leftover {
+                run: run.to_owned(),
+                site: point.site,
+                sandbox: false,
+                copies: vec![copy],
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// What the plan's finished drills left that no later drill removed,
+/// newest drill first.
+pub(crate) async fn of_plan(store: &Store, plan: &str) -> Result<Vec<Leftover>, EngineError> {
+    let which = PlanRuns {
+        workflows: &[Workflow::Drill],
+        statuses: &[
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ],
+        limit: Some(100),
+    };
+    let mut drills = Vec::new();
+    for run in store.plan_runs(plan, which).await? {
+        let steps = store.steps(&run.id).await?;
+        drills.push((run, steps));
+    }
+    let mut out = Vec::new();
+    for (run, steps) in &drills {
+        // A drill that succeeded tore down its own.
+        if run.status == RunStatus::Succeeded {
+            continue;
+        }
+        for mut left in of_run(store, &run.id, steps).await? {
+            let removed_later = drills
+                .iter()
+                .any(|(_, later)| torn_down(later, Some(&run.id), &left.site));
+            left.sandbox &= !removed_later;
+            if left.sandbox || !left.copies.is_empty() {
+                out.push(left);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Append to a drill about to start on `plan`, after its own teardown,
+/// one stage tearing down what earlier drills left (see the module doc).
+pub(crate) async fn offer(
+    store: &Store,
+    plan: &str,
+    steps: &mut Vec<NewStep>,
+) -> Result<(), EngineError> {
+    let first = steps.len();
+    steps.extend(teardowns(&of_plan(store, plan).await?));
+    if steps.len() > first {
+        crate::planner::stage(steps, first);
+    }
+    Ok(())
+}
+
+/// The best-effort steps removing `left`: a sandbox, then copies, per
+/// site.
+fn teardowns(left: &[Leftover]) -> Vec<NewStep> {
+    let mut out = Vec::new();
+    for l in left {
+        let run = json!(l.run);
+        if l.sandbox {
+            out.push(NewStep {
+                name: format!("tear down the sandbox drill {} left on {}", l.run, l.site),
+                input: teardown(&l.site, "drill", &run),
+            });
+        }
+        if !l.copies.is_empty() {
+            out.push(NewStep {
+                name: format!("remove the copies drill {} left on {}", l.run, l.site),
+                input: teardown(&l.site, "drill-points", &run),
+            });
+        }
+    }
+    out
+}
+
+fn teardown(site: &str, scope: &str, run: &Value) -> Value {
+    json!({"action": "cleanup", "site": site, "scope": scope, LEFT_BY: run, "best_effort": true})
+}
+
+#[cfg(test)]
+mod tests {
+    use rebound_store::StepStatus;
+    use serde_json::json;
+
+    use super::{Leftover, sandboxes_left, teardowns, torn_down};
+    use crate::test_steps::step;
+
+    fn recovered(seq: i32, site: &str) -> rebound_store::StepRecord {
+        step(
+            seq,
+            json!({"action": "materialize", "site": site, "workload": "vm-1", "isolated": true}),
+            Some(json!({"workload": "sandbox-1"})),
+        )
+    }
+
+    fn teardown(seq: i32, site: &str, status: StepStatus) -> rebound_store::StepRecord {
+        let mut s = step(
+            seq,
+            json!({"action": "cleanup", "site": site, "scope": "drill"}),
+            None,
+        );
+        s.status = status;
+        s
+    }
+
+    #[test]
+    fn a_sandbox_is_left_where_no_teardown_of_its_own_succeeded() {
+        let steps = vec![
+            recovered(0, "b"),
+            recovered(1, "a"),
+            teardown(2, "b", StepStatus::Failed),
+            teardown(3, "a", StepStatus::Succeeded),
+            // The compensation's, never reached.
+            teardown(4, "b", StepStatus::Pending),
+        ];
+        assert_eq!(sandboxes_left(&steps), ["b"]);
+        let mut done = steps.clone();
+        done.push(teardown(5, "b", StepStatus::Succeeded));
+        assert!(sandboxes_left(&done).is_empty());
+        // A failover's recovery is no sandbox.
+        let mut failover = recovered(0, "b");
+        failover.input["isolated"] = json!(false);
+        assert!(sandboxes_left(&[failover]).is_empty());
+    }
+
+    #[test]
+    fn an_earlier_drills_sandbox_counts_removed_only_when_its_teardown_removed_it() {
+        let mut later = step(
+            9,
+            json!({"action": "cleanup", "site": "b", "scope": "drill", "left_by": "run-0"}),
+            Some(json!({"removed": ["sandbox-1"]})),
+        );
+        assert!(torn_down(&[later.clone()], Some("run-0"), "b"));
+        assert!(!torn_down(&[later.clone()], Some("run-7"), "b"));
+        assert!(!torn_down(&[later.clone()], Some("run-0"), "a"));
+        // Its own teardown is not another's.
+        assert!(!torn_down(&[later.clone()], None, "b"));
+        later.output = Some(json!({"removed": [], "left": true, "reason": "the site is down"}));
+        assert!(!torn_down(&[later], Some("run-0"), "b"));
+    }
+
+    #[test]
+    fn leftovers_are_torn_down_best_effort_sandbox_then_copies() {
+        let left = [
+            Leftover {
+                run: "run-0".into(),
+                site: "b".into(),
+                sandbox: true,
+                copies: vec!["snap-1".into()],
+            },
+            Leftover {
+                run: "run-0".into(),
+                site: "a".into(),
+                sandbox: false,
+                copies: vec!["snap-2".into()],
+            },
+        ];
+        let steps = teardowns(&left);
+        let shape: Vec<_> = steps
+            .iter()
+            .map(|s| {
+                assert_eq!(
+                    (&s.input["left_by"], &s.input["best_effort"]),
+                    (&json!("run-0"), &json!(true))
+                );
+                (s.input["site"].clone(), s.input["scope"].clone())
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (json!("b"), json!("drill")),
+                (json!("b"), json!("drill-points")),
+                (json!("a"), json!("drill-points")),
+            ]
+        );
+    }
+}
