@@ -438,16 +438,30 @@ impl Executor {
             .iter()
             .position(is_compensation)
             .unwrap_or(steps.len());
+        // A drill's teardowns do not depend on each other: each site's is
+        // tried even after another's refused (what stays is noted, see
+        // `note_drill_leftovers`). Any other compensation is ordered — the
+        // standby fenced before the old primary serves again — and stops
+        // at the first refusal.
+        let independent = run.workflow == Workflow::Drill;
+        let mut refused = None;
         for stage in stages(&steps[first..]) {
             let range = stage.start + first..stage.end + first;
             match self.stage(&run.id, &mut steps[range], None).await? {
                 Flow::Next => {}
                 Flow::Stop(Outcome::LeaseLost) => return Ok(Flow::Stop(Outcome::LeaseLost)),
+                Flow::Stop(failed) if independent => {
+                    tracing::error!(run = %run.id, ?failed, "a drill teardown failed; trying the others");
+                    refused.get_or_insert(failed);
+                }
                 Flow::Stop(failed) => {
                     tracing::error!(run = %run.id, ?failed, "compensation failed: the old primary may still be fenced");
                     return Ok(Flow::Stop(failed));
                 }
             }
+        }
+        if let Some(failed) = refused {
+            return Ok(Flow::Stop(failed));
         }
         self.note_kept_standbys(run, steps).await?;
         Ok(Flow::Next)
@@ -463,29 +477,13 @@ impl Executor {
         run: &RunRecord,
         steps: &[StepRecord],
     ) -> Result<(), EngineError> {
-        let kept = planner::kept_standbys(steps);
-        if kept.is_empty() {
-            return Ok(());
-        }
-        let noted = self
-            .store
-            .events(Some(&run.plan), &[STANDBYS_KEPT], 100)
-            .await?
-            .iter()
-            .any(|e| e.detail["run"] == run.id.as_str());
-        if noted {
-            return Ok(());
-        }
-        for (site, workloads, reason) in kept {
+        let kept = planner::kept_standbys(steps).into_iter().map(|(site, workloads, reason)| {
             tracing::warn!(run = %run.id, site = %site, ?workloads, "standby incarnations kept, fenced: {reason}");
-            let detail = serde_json::json!({
+            serde_json::json!({
                 "run": run.id, "site": site, "workloads": workloads, "reason": reason,
-            });
-            self.store
-                .record_event(&run.plan, STANDBYS_KEPT, detail)
-                .await?;
-        }
-        Ok(())
+            })
+        });
+        self.note_once(run, STANDBYS_KEPT, kept.collect()).await
     }
 
     /// A drill that ended failed or cancelled and could not tear down
@@ -499,28 +497,39 @@ impl Executor {
         steps: &[StepRecord],
     ) -> Result<(), EngineError> {
         let left = leftovers::of_run(&self.store, &run.id, steps).await?;
-        if left.is_empty() {
+        let left = left.into_iter().map(|l| {
+            tracing::warn!(run = %run.id, site = %l.site, sandbox = l.sandbox, copies = ?l.copies, "the drill left these; the plan's next drill removes them");
+            serde_json::json!({
+                "run": run.id, "site": l.site, "sandbox": l.sandbox, "copies": l.copies,
+                "reason": "the drill's teardown did not succeed there; the plan's next drill \
+                           tries again at its end",
+            })
+        });
+        self.note_once(run, DRILL_LEFTOVERS, left.collect()).await
+    }
+
+    /// Record one `kind` event per detail for `run`'s plan, unless the run
+    /// has some already (a resumed run does not say it twice).
+    async fn note_once(
+        &self,
+        run: &RunRecord,
+        kind: &str,
+        details: Vec<Value>,
+    ) -> Result<(), EngineError> {
+        if details.is_empty() {
             return Ok(());
         }
         let noted = self
             .store
-            .events(Some(&run.plan), &[DRILL_LEFTOVERS], 100)
+            .events(Some(&run.plan), &[kind], 100)
             .await?
             .iter()
             .any(|e| e.detail["run"] == run.id.as_str());
         if noted {
             return Ok(());
         }
-        for l in left {
-            tracing::warn!(run = %run.id, site = %l.site, sandbox = l.sandbox, copies = ?l.copies, "the drill left these; the plan's next drill removes them");
-            let detail = serde_json::json!({
-                "run": run.id, "site": l.site, "sandbox": l.sandbox, "copies": l.copies,
-                "reason": "the drill's teardown did not succeed there; the plan's next drill \
-                           tries again at its end",
-            });
-            self.store
-                .record_event(&run.plan, DRILL_LEFTOVERS, detail)
-                .await?;
+        for detail in details {
+            self.store.record_event(&run.plan, kind, detail).await?;
         }
         Ok(())
     }
