@@ -36,6 +36,11 @@ pub(crate) struct Leftover {
     pub sandbox: bool,
     /// The platform ids of its copies still there.
     pub copies: Vec<String>,
+    /// The site its way back recovered on (a round trip's primary's site):
+    /// the sandbox there was made from the copies there, so it goes
+    /// first; elsewhere the copies were captured from the sandbox and go
+    /// before it.
+    pub way_back: bool,
 }
 
 /// The sites where the drill whose steps are `steps` recovered (or began
@@ -78,10 +83,18 @@ pub(crate) async fn of_run(
     run: &str,
     steps: &[StepRecord],
 ) -> Result<Vec<Leftover>, EngineError> {
+    let way_back = |site: &str| {
+        steps.iter().any(|s| {
+            s.input["action"] == "materialize"
+                && s.input[crate::planner::LEG] == crate::planner::RETURN_LEG
+                && s.input["site"] == site
+        })
+    };
     let mut out: Vec<Leftover> = sandboxes_left(steps)
         .into_iter()
         .map(|site| Leftover {
             run: run.to_owned(),
+            way_back: way_back(&site),
             site,
             sandbox: true,
             copies: Vec::new(),
@@ -93,6 +106,7 @@ pub(crate) async fn of_run(
             Some(l) => l.copies.push(copy),
             None => out.push(Leftover {
                 run: run.to_owned(),
+                way_back: way_back(&point.site),
                 site: point.site,
                 sandbox: false,
                 copies: vec![copy],
@@ -139,40 +153,42 @@ pub(crate) async fn of_plan(store: &Store, plan: &str) -> Result<Vec<Leftover>, 
 }
 
 /// Append to a drill about to start on `plan`, after its own teardown,
-/// one stage tearing down what earlier drills left (see the module doc).
+/// the stages tearing down what earlier drills left (see the module doc).
 pub(crate) async fn offer(
     store: &Store,
     plan: &str,
     steps: &mut Vec<NewStep>,
 ) -> Result<(), EngineError> {
-    let first = steps.len();
-    steps.extend(teardowns(&of_plan(store, plan).await?));
-    if steps.len() > first {
+    for stage in teardowns(&of_plan(store, plan).await?) {
+        let first = steps.len();
+        steps.extend(stage);
         crate::planner::stage(steps, first);
     }
     Ok(())
 }
 
-/// The best-effort steps removing `left`: a sandbox, then copies, per
-/// site.
-fn teardowns(left: &[Leftover]) -> Vec<NewStep> {
-    let mut out = Vec::new();
+/// The best-effort steps removing `left`, in stages, what depends on
+/// another first (as a round-trip drill's own teardown: see
+/// `planner::plan_steps`): the way back's sandboxes and the copies
+/// captured elsewhere, then the other sandboxes and the way back's copies.
+fn teardowns(left: &[Leftover]) -> Vec<Vec<NewStep>> {
+    let mut stages = [Vec::new(), Vec::new()];
     for l in left {
         let run = json!(l.run);
         if l.sandbox {
-            out.push(NewStep {
+            stages[usize::from(!l.way_back)].push(NewStep {
                 name: format!("tear down the sandbox drill {} left on {}", l.run, l.site),
                 input: teardown(&l.site, "drill", &run),
             });
         }
         if !l.copies.is_empty() {
-            out.push(NewStep {
+            stages[usize::from(l.way_back)].push(NewStep {
                 name: format!("remove the copies drill {} left on {}", l.run, l.site),
                 input: teardown(&l.site, "drill-points", &run),
             });
         }
     }
-    out
+    stages.into_iter().filter(|s| !s.is_empty()).collect()
 }
 
 fn teardown(site: &str, scope: &str, run: &Value) -> Value {
@@ -242,39 +258,44 @@ mod tests {
     }
 
     #[test]
-    fn leftovers_are_torn_down_best_effort_sandbox_then_copies() {
-        let left = [
-            Leftover {
-                run: "run-0".into(),
-                site: "b".into(),
-                sandbox: true,
-                copies: vec!["snap-1".into()],
-            },
-            Leftover {
-                run: "run-0".into(),
-                site: "a".into(),
-                sandbox: false,
-                copies: vec!["snap-2".into()],
-            },
-        ];
-        let steps = teardowns(&left);
-        let shape: Vec<_> = steps
+    fn leftovers_are_torn_down_best_effort_what_depends_on_another_first() {
+        let left = |site: &str, sandbox: bool, way_back: bool| Leftover {
+            run: "run-0".into(),
+            site: site.into(),
+            sandbox,
+            copies: vec![format!("snap-{site}")],
+            way_back,
+        };
+        let stages = teardowns(&[left("b", true, false), left("a", true, true)]);
+        let shape: Vec<Vec<_>> = stages
             .iter()
-            .map(|s| {
-                assert_eq!(
-                    (&s.input["left_by"], &s.input["best_effort"]),
-                    (&json!("run-0"), &json!(true))
-                );
-                (s.input["site"].clone(), s.input["scope"].clone())
+            .map(|stage| {
+                stage
+                    .iter()
+                    .map(|s| {
+                        assert_eq!(
+                            (&s.input["left_by"], &s.input["best_effort"]),
+                            (&json!("run-0"), &json!(true))
+                        );
+                        (s.input["site"].clone(), s.input["scope"].clone())
+                    })
+                    .collect()
             })
             .collect();
         assert_eq!(
             shape,
             [
-                (json!("b"), json!("drill")),
-                (json!("b"), json!("drill-points")),
-                (json!("a"), json!("drill-points")),
+                vec![
+                    (json!("b"), json!("drill-points")),
+                    (json!("a"), json!("drill"))
+                ],
+                vec![
+                    (json!("b"), json!("drill")),
+                    (json!("a"), json!("drill-points"))
+                ],
             ]
         );
+        // Copies alone: one stage.
+        assert_eq!(teardowns(&[left("a", false, true)]).len(), 1);
     }
 }

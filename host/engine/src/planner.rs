@@ -261,33 +261,38 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             for s in &mut steps[back..] {
                 s.input[LEG] = json!(RETURN_LEG);
             }
-            let first = steps.len();
-            for site in [standby, primary] {
-                steps.push(step(
-                    format!("tear down the drill sandbox on {site}"),
-                    json!({"action": "cleanup", "site": site, "scope": "drill"}),
-                ));
+            // What depends on another goes first: the way back's sandbox
+            // (recovered from the copies on the primary's site) and the
+            // copies captured from the sandbox on the standby (Cinder, say,
+            // keeps a volume while snapshots of it stand); then that
+            // sandbox and those copies.
+            for (sandbox, copies) in [(primary, standby), (standby, primary)] {
+                let first = steps.len();
+                steps.push(drill_teardown(sandbox, "drill"));
+                steps.push(drill_teardown(copies, "drill-points"));
+                stage(&mut steps, first);
             }
-            stage(&mut steps, first);
-            let first = steps.len();
-            for site in [primary, standby] {
-                steps.push(step(
-                    format!("remove the drill's copies on {site}"),
-                    json!({"action": "cleanup", "site": site, "scope": "drill-points"}),
-                ));
-            }
-            stage(&mut steps, first);
         }
         Workflow::Drill => {
             recover(&mut steps, standby, true);
             hooks(&mut steps, HookPoint::AfterRecovery, standby);
-            steps.push(step(
-                format!("tear down the drill sandbox on {standby}"),
-                json!({"action": "cleanup", "site": standby, "scope": "drill"}),
-            ));
+            steps.push(drill_teardown(standby, "drill"));
         }
     }
     steps
+}
+
+/// A drill's own teardown on `site`: its sandbox (`scope` `drill`) or its
+/// copies (`drill-points`).
+fn drill_teardown(site: &str, scope: &str) -> NewStep {
+    let name = match scope {
+        "drill" => format!("tear down the drill sandbox on {site}"),
+        _ => format!("remove the drill's copies on {site}"),
+    };
+    step(
+        name,
+        json!({"action": "cleanup", "site": site, "scope": scope}),
+    )
 }
 
 /// What undoes a failed (or cancelled) run's effects so the old primary
@@ -418,65 +423,62 @@ pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
 }
 
 /// A failed drill's undoing: its sandbox torn down on every site it
-/// recovered on (or began to), then — a round trip — the copies it made on
+/// recovered on (or began to), and — a round trip — the copies it made on
 /// the way back removed from every site one was (or may have been) made
-/// on. What the drill did itself already is not asked again.
+/// on, what depends on another first (see `plan_steps`): the way back's
+/// sandbox, the copies captured on the standby, the standby's sandbox, the
+/// copies on the primary's site. What the drill did itself already is not
+/// asked again; each is tried even when one before it failed (see the
+/// executor's compensation).
 fn drill_compensation(steps: &[StepRecord], materialized: &[&StepRecord]) -> Vec<NewStep> {
     // (A teardown of what an earlier drill left is not this one's.)
-    let done = |scope: &str, site: &Value| {
+    let done = |scope: &str, site: &str| {
         steps.iter().any(|s| {
             s.input["action"] == "cleanup"
                 && s.input["scope"] == scope
-                && s.input["site"] == *site
+                && s.input["site"] == site
                 && s.input[crate::leftovers::LEFT_BY].is_null()
                 && s.status == StepStatus::Succeeded
         })
     };
-    let mut sandboxes: Vec<&Value> = Vec::new();
-    for m in materialized {
-        if !sandboxes.contains(&&m.input["site"]) {
-            sandboxes.push(&m.input["site"]);
-        }
-    }
+    let back = |s: &StepRecord| s.input[LEG] == RETURN_LEG;
+    let sandboxes = |way_back: bool| {
+        materialized
+            .iter()
+            .filter(move |m| back(m) == way_back)
+            .filter_map(|m| m.input["site"].as_str())
+    };
     // A copy starts at the snapshot (the sandbox's site) and ends at the
     // replication's target.
-    let mut copies: Vec<&Value> = Vec::new();
     let started = steps
         .iter()
-        .filter(|s| s.input[LEG] == RETURN_LEG)
+        .filter(|s| back(s))
         .filter(|s| s.started_at_ms.is_some() || s.status == StepStatus::Succeeded);
-    for s in started {
-        let site = match s.input["action"].as_str() {
-            Some("snapshot") => &s.input["site"],
-            Some("replicate" | "transfer") => &s.input["to"],
-            _ => continue,
-        };
-        if !copies.contains(&site) {
-            copies.push(site);
+    let copies = |captured: bool| {
+        started
+            .clone()
+            .filter_map(move |s| match (s.input["action"].as_str(), captured) {
+                (Some("snapshot"), true) => s.input["site"].as_str(),
+                (Some("replicate" | "transfer"), false) => s.input["to"].as_str(),
+                _ => None,
+            })
+    };
+    let order = sandboxes(true)
+        .map(|site| ("drill", site))
+        .chain(copies(true).map(|site| ("drill-points", site)))
+        .chain(sandboxes(false).map(|site| ("drill", site)))
+        .chain(copies(false).map(|site| ("drill-points", site)));
+    let mut out: Vec<NewStep> = Vec::new();
+    for (scope, site) in order {
+        let asked = out
+            .iter()
+            .any(|s| s.input["scope"] == scope && s.input["site"] == site);
+        if !asked && !done(scope, site) {
+            let mut teardown = drill_teardown(site, scope);
+            teardown.input["compensation"] = json!(true);
+            out.push(teardown);
         }
     }
-    let name = |site: &Value| site.as_str().unwrap_or_default().to_owned();
-    let mut out: Vec<NewStep> = sandboxes
-        .into_iter()
-        .filter(|site| !done("drill", site))
-        .map(|site| {
-            step(
-                format!("tear down the drill sandbox on {}", name(site)),
-                json!({"action": "cleanup", "site": site, "scope": "drill", "compensation": true}),
-            )
-        })
-        .collect();
-    out.extend(
-        copies
-            .into_iter()
-            .filter(|site| !done("drill-points", site))
-            .map(|site| {
-                step(
-                    format!("remove the drill's copies on {}", name(site)),
-                    json!({"action": "cleanup", "site": site, "scope": "drill-points", "compensation": true}),
-                )
-            }),
-    );
     out
 }
 
@@ -793,8 +795,8 @@ mod tests {
         for _ in 0..3 {
             expected.extend([format!("materialize {a} ←"), format!("gate {a} ←")]);
         }
-        expected.extend([format!("drill {b}"), format!("drill {a}")]);
-        expected.extend([format!("drill-points {a}"), format!("drill-points {b}")]);
+        expected.extend([format!("drill {a}"), format!("drill-points {b}")]);
+        expected.extend([format!("drill {b}"), format!("drill-points {a}")]);
         assert_eq!(shape, expected);
         assert!(
             steps
@@ -806,9 +808,9 @@ mod tests {
     }
 
     /// A round-trip drill that failed on its way back, after copying to
-    /// the primary's site and before recovering there: the sandbox on the
-    /// standby goes (there is none on the primary's site), then the copies
-    /// on both sites.
+    /// the primary's site and before recovering there: the copies captured
+    /// on the standby go, then the sandbox there (there is none on the
+    /// primary's site), then the copies on the primary's site.
     #[test]
     fn a_failed_round_trip_drill_removes_its_sandboxes_and_copies() {
         let back = |mut input: serde_json::Value| {
@@ -840,11 +842,34 @@ mod tests {
         assert_eq!(
             undo,
             [
-                r#""drill" "b""#,
                 r#""drill-points" "b""#,
+                r#""drill" "b""#,
                 r#""drill-points" "a""#
             ]
         );
         assert!(kept_standbys(&steps).is_empty());
+        // Failed later, at the way back's recovery: its sandbox goes first.
+        steps[2].status = rebound_store::StepStatus::Succeeded;
+        steps.push(step(
+            3,
+            back(
+                json!({"action": "materialize", "site": "a", "workload": "db-1", "isolated": true}),
+            ),
+            None,
+        ));
+        steps[3].status = rebound_store::StepStatus::Failed;
+        let undo: Vec<String> = compensation_steps(&steps)
+            .iter()
+            .map(|s| format!("{} {}", s.input["scope"], s.input["site"]))
+            .collect();
+        assert_eq!(
+            undo,
+            [
+                r#""drill" "a""#,
+                r#""drill-points" "b""#,
+                r#""drill" "b""#,
+                r#""drill-points" "a""#
+            ]
+        );
     }
 }

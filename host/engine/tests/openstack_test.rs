@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rebound_datamover::{CopyOptions, MemoryCheckpoint};
-use rebound_domain::{PlanDocument, PlanState, Workflow};
+use rebound_domain::{Phase, PlanDocument, PlanState, Workflow};
 use rebound_engine::{BoundSite, Executor, ExecutorConfig, Outcome, PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::openstack::{Faults, Latencies};
 use rebound_lab::{OpenStackOptions, OpenStackSite};
@@ -742,7 +742,10 @@ async fn disks_move_through_mover_appliances_and_the_data_mover() {
     let Ok(Done::Cleaned(report)) = cloud.finish(&op).await else {
         panic!("cleanup failed");
     };
-    assert_eq!(report.removed, std::slice::from_ref(&drill.workload.id));
+    assert_eq!(
+        report.removed,
+        [drill.workload.id.clone(), drill_disk.clone()]
+    );
     cloud
         .eventually("the drill and its disk gone", |c| {
             c.site.resources("RegionTwo", "servers").is_empty()
@@ -1451,7 +1454,7 @@ redirect:
     .expect("plan")
 }
 
-async fn run(store: &Store, lab: &Lab, workflow: Workflow) {
+async fn run(store: &Store, lab: &Lab, workflow: Workflow) -> String {
     let run = rebound_engine::trigger(store, "shop", workflow, None, "operator")
         .await
         .unwrap_or_else(|e| panic!("start {workflow}: {e}"));
@@ -1469,6 +1472,36 @@ async fn run(store: &Store, lab: &Lab, workflow: Workflow) {
         outcome = executor.work_once().await.expect("work").expect("run").1;
     }
     assert_eq!(outcome, Outcome::Succeeded, "{workflow}");
+    run.id
+}
+
+/// What both regions hold that a drill could leave behind, by kind: the
+/// ids of servers (mover appliances, which come and go, aside), volumes
+/// (theirs aside), snapshots, backups and images.
+fn holdings(cloud: &Cloud) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for region in ["RegionOne", "RegionTwo"] {
+        let movers: Vec<String> = cloud
+            .site
+            .resources(region, "servers")
+            .iter()
+            .filter(|s| s["metadata"]["rebound:mover_mode"].is_string())
+            .flat_map(volumes)
+            .collect();
+        for kind in ["servers", "volumes", "snapshots", "backups", "images"] {
+            let mut ids: Vec<String> = cloud
+                .site
+                .resources(region, kind)
+                .iter()
+                .filter(|r| r["metadata"]["rebound:mover_mode"].is_null())
+                .map(id)
+                .filter(|i| !movers.contains(i))
+                .collect();
+            ids.sort();
+            out.push(ids);
+        }
+    }
+    out
 }
 
 /// The server serving plan workload `workload` on a site: labelled by
@@ -1626,27 +1659,48 @@ async fn round_trip(store: Store, mode: &str) {
         }
     }
 
-    // A drill on the standby leaves nothing behind.
-    // (Mover appliances of the reprotect may still be going away.)
-    let workloads = |c: &Cloud| {
-        c.site
-            .resources("RegionOne", "servers")
-            .into_iter()
-            .filter(|s| s["metadata"]["rebound:mover_mode"].is_null())
-            .collect::<Vec<_>>()
-    };
-    let before = workloads(cloud).len();
-    run(&store, &lab, Workflow::Drill).await;
+    // A round-trip drill on the standby (east) and back onto west leaves
+    // both regions as it found them: no sandbox, volume, snapshot, backup
+    // or image of it stays, and the store keeps no copy of it.
+    // (The reprotect's mover appliances, holding its imports, go first.)
     cloud
-        .eventually("the drill sandbox torn down", |c| {
-            let servers = workloads(c);
-            servers.len() == before
-                && servers
+        .eventually("the mover appliances gone", |c| {
+            ["RegionOne", "RegionTwo"].iter().all(|r| {
+                c.site
+                    .resources(r, "servers")
                     .iter()
-                    .all(|s| s["metadata"]["rebound:drill"].is_null())
+                    .all(|s| s["metadata"]["rebound:mover_mode"].is_null())
+            })
         })
         .await;
-
+    let before = holdings(cloud);
+    let mut round_trip = plan.clone();
+    round_trip.drills.round_trip = true;
+    store.put_plan(&round_trip, "operator").await.expect("plan");
+    let drill = run(&store, &lab, Workflow::Drill).await;
+    store.put_plan(&plan, "operator").await.expect("plan");
+    let steps = store.steps(&drill).await.expect("steps");
+    let back: Vec<&Value> = steps
+        .iter()
+        .filter(|s| s.input["leg"] == "return" && s.input["action"] == "materialize")
+        .map(|s| &s.input["site"])
+        .collect();
+    assert_eq!(back, [WEST; 3], "each workload recovered again on west");
+    let report = rebound_engine::report(&store, &drill)
+        .await
+        .expect("report");
+    assert_eq!(
+        report.return_leg.map(|b| (b.phase, b.rto_met)),
+        Some((Phase::Failover, Some(true))),
+        "the way back, against the failover objective"
+    );
+    let kept = store.drill_points(&drill).await.expect("drill's");
+    assert!(kept.is_empty(), "{kept:?}");
+    cloud
+        .eventually("the drill's sandboxes and copies gone", |c| {
+            holdings(c) == before
+        })
+        .await;
     // More writes, then the planned failback: nothing is lost.
     write_everywhere(&lab, WEST, 3);
     run(&store, &lab, Workflow::Failback).await;

@@ -558,7 +558,9 @@ async fn a_round_trip_drill_measures_the_way_back(store: Store) {
 
 /// A round-trip drill whose way back fails (the application recovered on
 /// the primary's site answers 503) is undone like any failed drill: both
-/// sandboxes torn down and its copies removed, on both sites.
+/// sandboxes torn down and its copies removed, on both sites, what depends
+/// on another first (the way back's sandbox, the copies captured from the
+/// standby's sandbox, that sandbox, the way back's copies).
 async fn a_round_trip_drill_failing_on_its_way_back_leaves_nothing(store: Store) {
     let lab = replicated(&store, &round_trip_plan("1s"), "example").await;
     let (a, b) = (holdings(&lab.a), holdings(&lab.b));
@@ -581,9 +583,9 @@ async fn a_round_trip_drill_failing_on_its_way_back_leaves_nothing(store: Store)
         })
         .collect();
     let expected = [
-        ("drill", "lab-b"),
         ("drill", "lab-a"),
         ("drill-points", "lab-b"),
+        ("drill", "lab-b"),
         ("drill-points", "lab-a"),
     ];
     assert_eq!(
@@ -595,7 +597,7 @@ async fn a_round_trip_drill_failing_on_its_way_back_leaves_nothing(store: Store)
 }
 
 /// The example plugin, but the standby site goes down as the drill's own
-/// teardown of its sandbox there starts (and stays down).
+/// teardown there (its copies, then its sandbox) starts, and stays down.
 struct DownAtTeardown {
     steps: Arc<PluginSteps>,
     site: Arc<ExampleSite>,
@@ -603,7 +605,7 @@ struct DownAtTeardown {
 
 impl StepRunner for DownAtTeardown {
     fn start<'a>(&'a self, step: &'a StepRecord) -> BoxFuture<'a, Result<Started, StepError>> {
-        if step.input["scope"] == "drill"
+        if (step.input["scope"] == "drill" || step.input["scope"] == "drill-points")
             && step.input["site"] == "lab-b"
             && step.input[LEFT_BY].is_null()
         {

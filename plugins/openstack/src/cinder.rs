@@ -153,6 +153,16 @@ pub fn delete(
     }
 }
 
+/// The snapshots of volume `id`, with their status.
+pub fn snapshots_of(cloud: &Cloud, id: &str) -> Result<Vec<Value>, ProviderError> {
+    let path = format!("/snapshots/detail?volume_id={}", encode(id));
+    let mut doc = cloud.get(Service::Volume, &path)?;
+    Ok(match doc["snapshots"].take() {
+        Value::Array(list) => list,
+        _ => Vec::new(),
+    })
+}
+
 /// Bytes of a Cinder size in GiB.
 pub fn bytes(doc: &Value) -> u64 {
     doc["size"].as_u64().unwrap_or(0).saturating_mul(GIB)

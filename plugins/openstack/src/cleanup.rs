@@ -1,5 +1,5 @@
-//! `cleanup`: drill sandboxes (servers labelled with the drill, whose
-//! volumes go with them, and drill volumes never attached), recovery points
+//! `cleanup`: drill sandboxes (servers labelled with the drill, then every
+//! volume labelled with it once they are gone), recovery points
 //! past retention (Cinder snapshots; imported backups with their records in
 //! the region they came from; volumes the data mover wrote), transfer
 //! appliances, a failed run's standby workloads and abandoned imports. What
@@ -20,11 +20,15 @@
 //! [`crate::transfer::discard`].
 //!
 //! Nova deletes a server asynchronously and holds its volumes until it is
-//! gone, so those two scopes finish in `status`: it waits for the servers
-//! the call deleted to disappear, then deletes the volumes — each once
-//! Cinder lets it: one still being created is waited for, one a server
-//! outside the cleanup uses or one with snapshots stays (logged, not
-//! reported removed). `status` creates and boots nothing.
+//! gone, so the drill and workload scopes finish in `status`: it waits for
+//! the servers the call deleted to disappear, then deletes the volumes —
+//! each once Cinder lets it: one still being created, or whose snapshots
+//! are being deleted, is waited for; one a server outside the cleanup uses
+//! or one with snapshots that stay stays (logged, not reported removed).
+//! (Nova's own `delete_on_termination` gives up on a volume with
+//! snapshots — a round-trip drill's capture of its sandbox, say — so the
+//! drill's volumes are not left to it.) `status` creates and boots
+//! nothing.
 
 use std::collections::BTreeMap;
 
@@ -67,7 +71,7 @@ impl Sweep {
 pub fn cleanup(req: CleanupRequest) -> Result<Operation, ProviderError> {
     let cloud = cloud::connect(&req.site)?;
     let sweep = match &req.scope {
-        CleanupScope::Drill(sandbox) => Sweep::done(drill(&cloud, sandbox, &req.key)?),
+        CleanupScope::Drill(sandbox) => drill(&cloud, sandbox, &req.key)?,
         CleanupScope::RecoveryPoints(ids) => {
             let mut removed = Vec::new();
             for id in ids {
@@ -99,9 +103,9 @@ pub fn cleanup(req: CleanupRequest) -> Result<Operation, ProviderError> {
     Ok(handle.operation(OperationKind::Cleanup, &req.site))
 }
 
-fn drill(cloud: &Cloud, sandbox: &str, key: &str) -> Result<Vec<String>, ProviderError> {
+fn drill(cloud: &Cloud, sandbox: &str, key: &str) -> Result<Sweep, ProviderError> {
     let label = metadata_key(DRILL_LABEL);
-    let mut removed = Vec::new();
+    let mut sweep = Sweep::default();
     for server in nova::list(cloud)? {
         if meta(&server, &label) != Some(sandbox) {
             continue;
@@ -110,18 +114,17 @@ fn drill(cloud: &Cloud, sandbox: &str, key: &str) -> Result<Vec<String>, Provide
         if !nova::deleting(&server) {
             nova::delete(cloud, &id, key, &format!("delete server {id}"))?;
         }
-        removed.push(id);
+        sweep.removed.push(id.clone());
+        sweep.servers.push(id);
     }
-    // Volumes made for the drill that no server took (a materialize that
-    // failed before booting).
-    for volume in nova::volume_map(cloud)?.into_values() {
-        if volume["metadata"][&label] == sandbox && text(&volume, "status") == "available" {
-            let id = text(&volume, "id").to_owned();
-            cinder::delete(cloud, Kind::Volume, None, &id, key)?;
-            removed.push(id);
-        }
-    }
-    Ok(removed)
+    // Its volumes, attached or not (a materialize that failed before
+    // booting), go once the servers are gone.
+    sweep.volumes = nova::volume_map(cloud)?
+        .into_values()
+        .filter(|v| v["metadata"][&label] == sandbox)
+        .map(|v| text(&v, "id").to_owned())
+        .collect();
+    Ok(sweep)
 }
 
 /// Delete a recovery point; whether it is gone.
@@ -298,7 +301,18 @@ pub fn status(
                 Ok(()) => removed.push(id.clone()),
                 // Snapshots of it, or a state Cinder does not delete in.
                 Err(ProviderError::InvalidRequest(reason) | ProviderError::Conflict(reason)) => {
-                    warn!("volume kept"; "id" => id, "reason" => reason);
+                    match cinder::snapshots_of(&cloud, id)?
+                        .iter()
+                        .find(|s| text(s, "status") == "deleting")
+                    {
+                        Some(snapshot) => {
+                            waiting = Some(format!(
+                                "volume {id} waits for its snapshot {} to be deleted",
+                                text(snapshot, "id")
+                            ));
+                        }
+                        None => warn!("volume kept"; "id" => id, "reason" => reason),
+                    }
                 }
                 Err(e) => return Err(e),
             }

@@ -191,8 +191,8 @@ pub enum Handle {
     /// What a cleanup removed within the call, and what `status` still
     /// finishes under the cleanup's `key`: the servers it deleted are
     /// awaited (Nova deletes asynchronously, and holds their volumes until
-    /// they are gone), then `volumes` are deleted. Drill, recovery point
-    /// and transfer cleanups leave nothing to finish.
+    /// they are gone), then `volumes` are deleted. Recovery point and
+    /// transfer cleanups leave nothing to finish.
     Cleanup {
         removed: Vec<String>,
         #[serde(default, skip_serializing_if = "String::is_empty")]
