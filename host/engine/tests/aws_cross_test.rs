@@ -94,40 +94,17 @@ fn files(lab: &Lab, ids: &[String]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The snapshots on AWS tagged `key`, sorted.
-async fn tagged_snapshots(site: &AwsSite, key: &str) -> Vec<String> {
-    let xml = site
-        .query(
-            &site.regions()[0],
-            "ec2",
-            &[
-                ("Action", "DescribeSnapshots"),
-                ("Owner.1", "self"),
-                ("Filter.1.Name", "tag-key"),
-                ("Filter.1.Value.1", key),
-            ],
-        )
-        .await
-        .expect("DescribeSnapshots");
-    let mut ids: Vec<String> = aws::texts(&xml, "snapshotId")
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    ids.sort();
-    ids
-}
-
 /// The staging snapshots on AWS (a launch from imported volumes goes
 /// through them).
 async fn staging_snapshots(site: &AwsSite) -> Vec<String> {
-    tagged_snapshots(site, "rebound:staging").await
+    aws::tagged_snapshots(site, &site.regions()[0], "rebound:staging").await
 }
 
 /// The recovery points Rebound made on AWS: its tagged snapshots. (moto
 /// also keeps an untagged snapshot of each AMI it registered after the AMI
 /// is gone; AWS's RegisterImage from snapshots makes none.)
 async fn point_snapshots(site: &AwsSite) -> Vec<String> {
-    tagged_snapshots(site, "rebound:point").await
+    aws::tagged_snapshots(site, &site.regions()[0], "rebound:point").await
 }
 
 /// The running AWS instance serving plan workload `workload`, newest

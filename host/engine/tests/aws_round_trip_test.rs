@@ -1,7 +1,9 @@
 //! An engine round trip between two AWS regions of the lab's AWS site (moto
 //! behind the lab's front) through the real AWS plugin, with native
 //! replication (CopySnapshot across regions): a plan of two instances is
-//! replicated, failed over to us-west-2, reprotected and failed back. Each
+//! replicated, failed over to us-west-2, reprotected, drilled there and
+//! back (a round-trip drill, leaving both regions as it found them) and
+//! failed back. Each
 //! recovered instance's volumes hold the recovery point's data (the lab
 //! keeps volume data in sparse files), the old primary is stopped and
 //! tagged with the fencing epoch, Route 53's weighted record points at the
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws::{instances, texts};
-use rebound_domain::{PlanDocument, PlanState, Workflow};
+use rebound_domain::{Phase, PlanDocument, PlanState, Workflow};
 use rebound_engine::{BoundSite, Executor, ExecutorConfig, Outcome, PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::{AwsOptions, AwsSite};
 use rebound_store::Store;
@@ -135,7 +137,7 @@ network_mapping:
     .expect("plan")
 }
 
-async fn run(store: &Store, lab: &Lab, workflow: Workflow) {
+async fn run(store: &Store, lab: &Lab, workflow: Workflow) -> String {
     let run = rebound_engine::trigger(store, "shop", workflow, None, "operator")
         .await
         .unwrap_or_else(|e| panic!("start {workflow}: {e}"));
@@ -153,6 +155,7 @@ async fn run(store: &Store, lab: &Lab, workflow: Workflow) {
         outcome = executor.work_once().await.expect("work").expect("run").1;
     }
     assert_eq!(outcome, Outcome::Succeeded, "{workflow}");
+    run.id
 }
 
 /// The running incarnation of plan workload `workload` on `site`:
@@ -253,6 +256,34 @@ async fn aws_round_trip(store: Store) {
         store.plan("shop").await.expect("plan").lifecycle.state,
         PlanState::ReadyForFailback
     );
+
+    // A round-trip drill while ready for failback: sandboxes in us-east-1
+    // from the reverse copies, captured, copied to us-west-2 and recovered
+    // there in sandboxes of their own. After it, both regions hold the
+    // instances, volumes, AMIs and tagged snapshots they held before.
+    let both = || async {
+        (
+            aws::holdings(&lab.site, &east).await,
+            aws::holdings(&lab.site, &region(&lab.site, WEST)).await,
+        )
+    };
+    let before = both().await;
+    let mut round_trip = plan.clone();
+    round_trip.drills.round_trip = true;
+    store.put_plan(&round_trip, "operator").await.expect("plan");
+    let drill = run(&store, &lab, Workflow::Drill).await;
+    store.put_plan(&plan, "operator").await.expect("plan");
+    let report = rebound_engine::report(&store, &drill)
+        .await
+        .expect("report");
+    assert_eq!(
+        report.return_leg.map(|b| (b.phase, b.rto_met)),
+        Some((Phase::Failover, Some(true))),
+        "the way back, against the failover objective"
+    );
+    let kept = store.drill_points(&drill).await.expect("drill's");
+    assert!(kept.is_empty(), "{kept:?}");
+    assert_eq!(both().await, before, "both regions as the drill found them");
     run(&store, &lab, Workflow::Failback).await;
     for (id, name) in &lab.names {
         let (back, volumes) = serving(&lab, EAST, id).await;
@@ -286,16 +317,17 @@ async fn aws_round_trip(store: Store) {
     );
 
     // No mutating call repeated within a workflow step: every instance,
-    // image and copy was made once per workload and phase.
+    // image and copy was made once per workload and recovery.
     let effects = lab.site.effects();
     let runs = effects.get("ec2 RunInstances").copied().unwrap_or(0);
     assert_eq!(
-        runs, 4,
-        "two instances on failover, two on failback: {effects:?}"
+        runs, 8,
+        "two instances on failover, two in each of the drill's sandboxes, two on failback: \
+         {effects:?}"
     );
     assert_eq!(
         effects.get("ec2 RegisterImage").copied(),
-        Some(4),
+        Some(8),
         "{effects:?}"
     );
 }

@@ -74,3 +74,66 @@ pub async fn instances(
         })
         .collect()
 }
+
+/// The snapshots in `region` tagged `key`, sorted.
+pub async fn tagged_snapshots(site: &AwsSite, region: &str, key: &str) -> Vec<String> {
+    let xml = site
+        .query(
+            region,
+            "ec2",
+            &[
+                ("Action", "DescribeSnapshots"),
+                ("Owner.1", "self"),
+                ("Filter.1.Name", "tag-key"),
+                ("Filter.1.Value.1", key),
+            ],
+        )
+        .await
+        .expect("DescribeSnapshots");
+    let mut ids: Vec<String> = texts(&xml, "snapshotId")
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// What `region` holds that a drill could leave behind, each sorted: the
+/// instances not terminated, the volumes, the AMIs and the snapshots
+/// Rebound tagged (recovery points and staging). (moto also keeps an
+/// untagged snapshot of each AMI it registered after the AMI is gone; AWS's
+/// RegisterImage from snapshots makes none.)
+pub async fn holdings(site: &AwsSite, region: &str) -> [Vec<String>; 5] {
+    let mut running: Vec<String> = instances(site, region, &[])
+        .await
+        .into_iter()
+        .filter(|(_, state, _)| state != "terminated")
+        .map(|(id, _, _)| id)
+        .collect();
+    running.sort();
+    let ids = |xml: &str, tag: &str| {
+        let mut ids: Vec<String> = texts(xml, tag).into_iter().map(str::to_owned).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let volumes = site
+        .query(region, "ec2", &[("Action", "DescribeVolumes")])
+        .await
+        .expect("DescribeVolumes");
+    let images = site
+        .query(
+            region,
+            "ec2",
+            &[("Action", "DescribeImages"), ("Owner.1", "self")],
+        )
+        .await
+        .expect("DescribeImages");
+    [
+        running,
+        ids(&volumes, "volumeId"),
+        ids(&images, "imageId"),
+        tagged_snapshots(site, region, "rebound:point").await,
+        tagged_snapshots(site, region, "rebound:staging").await,
+    ]
+}
