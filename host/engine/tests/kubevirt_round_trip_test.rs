@@ -1,6 +1,8 @@
 //! Engine round trips between two KubeVirt clusters (two lab simulators)
 //! through the real KubeVirt plugin: a plan of three VMs is replicated,
-//! failed over, reprotected and failed back, with each VM's disk checked
+//! failed over, reprotected, drilled there and back (a round-trip drill
+//! that leaves both clusters as it found them) and failed back, with each
+//! VM's disk checked
 //! block for block after every move, the old primary fenced, Route weights
 //! shifted, recovery points pruned to retention, and no object created
 //! twice for one idempotency key — once with `replication.mode:
@@ -12,11 +14,14 @@
 //! `cargo xtask build-plugins`, then
 //! `cargo test -p rebound-engine --test kubevirt_round_trip_test`.
 
+#[path = "support/cross.rs"]
+mod cross;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rebound_domain::{PlanDocument, PlanState, Workflow};
+use rebound_domain::{Phase, PlanDocument, PlanState, Workflow};
 use rebound_engine::{BoundSite, Executor, ExecutorConfig, Outcome, PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::kubevirt::{blank_data_volume, vm_object};
 use rebound_lab::{KubeVirtOptions, KubeVirtSite};
@@ -161,6 +166,36 @@ async fn run(store: &Store, lab: &Lab, workflow: Workflow) -> Vec<Value> {
         .filter(|s| s.input["action"] == "transfer")
         .map(|s| s.output.expect("a finished transfer has an output"))
         .collect()
+}
+
+/// A round-trip drill of `plan` while it is ready for failback: sandboxes
+/// on kv-a from the reverse copies, captured, copied back to kv-b and
+/// recovered there in sandboxes of their own, the way back measured
+/// against the failover objective. After it both clusters hold what they
+/// held before, and the store keeps no copy of it.
+async fn round_trip_drill(store: &Store, lab: &Lab, plan: &PlanDocument) {
+    let holdings = || {
+        (
+            cross::kubevirt_holdings(&lab.a),
+            cross::kubevirt_holdings(&lab.b),
+        )
+    };
+    let before = holdings();
+    let mut round_trip = plan.clone();
+    round_trip.drills.round_trip = true;
+    store.put_plan(&round_trip, "operator").await.expect("plan");
+    let (drill, outcome) = cross::finish(store, &lab.steps, "shop", Workflow::Drill).await;
+    store.put_plan(plan, "operator").await.expect("plan");
+    assert_eq!(outcome, Outcome::Succeeded);
+    let report = rebound_engine::report(store, &drill).await.expect("report");
+    assert_eq!(
+        report.return_leg.map(|b| (b.phase, b.rto_met)),
+        Some((Phase::Failover, Some(true))),
+        "the way back, against the failover objective"
+    );
+    let kept = store.drill_points(&drill).await.expect("drill's");
+    assert!(kept.is_empty(), "{kept:?}");
+    assert_eq!(holdings(), before, "both clusters as the drill found them");
 }
 
 /// The running VM serving `workload` on a site (newest epoch), if any.
@@ -332,6 +367,7 @@ async fn kubevirt_round_trip(store: Store) {
         store.plan("shop").await.expect("plan").lifecycle.state,
         PlanState::ReadyForFailback
     );
+    round_trip_drill(&store, &lab, &plan).await;
 
     // More writes, then the failback: pre-sync, fence, final sync — the old
     // primary ends with exactly the new primary's data.
@@ -484,6 +520,7 @@ async fn kubevirt_native_round_trip(store: Store) {
             "{vm}: the reverse copy, block for block"
         );
     }
+    round_trip_drill(&store, &lab, &plan).await;
 
     // More writes, then the failback: the final sync carries them all.
     lab.b

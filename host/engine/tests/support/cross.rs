@@ -61,13 +61,17 @@ pub async fn round_trip_drill(
     done
 }
 
-/// What the cluster holds in [`NS`], by name: its VMs, volumes (PVCs) and
-/// VM snapshots — what a drill must leave as it found it.
-pub fn kubevirt_holdings(site: &KubeVirtSite) -> [Vec<String>; 3] {
+/// What the cluster holds in [`NS`], by name: its VMs, volumes (PVCs and
+/// DataVolumes), VM snapshots and their contents, and volume replications —
+/// what a drill must leave as it found it.
+pub fn kubevirt_holdings(site: &KubeVirtSite) -> [Vec<String>; 6] {
     [
         "virtualmachines",
         "persistentvolumeclaims",
+        "datavolumes",
         "virtualmachinesnapshots",
+        "virtualmachinesnapshotcontents",
+        "volumereplications",
     ]
     .map(|kind| {
         let mut names: Vec<String> = site
