@@ -18,13 +18,16 @@
 #[path = "support/aws.rs"]
 mod aws;
 
+#[path = "support/cross.rs"]
+mod cross;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws::{instances, texts};
 use rebound_domain::{Phase, PlanDocument, PlanState, Workflow};
-use rebound_engine::{BoundSite, Executor, ExecutorConfig, Outcome, PluginSteps, WORKLOAD_LABEL};
+use rebound_engine::{BoundSite, Outcome, PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::{AwsOptions, AwsSite};
 use rebound_store::Store;
 
@@ -138,24 +141,9 @@ network_mapping:
 }
 
 async fn run(store: &Store, lab: &Lab, workflow: Workflow) -> String {
-    let run = rebound_engine::trigger(store, "shop", workflow, None, "operator")
-        .await
-        .unwrap_or_else(|e| panic!("start {workflow}: {e}"));
-    let executor = Executor::new(
-        store.clone(),
-        lab.steps.clone(),
-        ExecutorConfig {
-            poll_interval: Duration::from_millis(20),
-            ..ExecutorConfig::new("host-a")
-        },
-    );
-    let mut outcome = executor.work_once().await.expect("work").expect("run").1;
-    if let Outcome::WaitingApproval { .. } = outcome {
-        store.approve(&run.id, "approver").await.expect("approve");
-        outcome = executor.work_once().await.expect("work").expect("run").1;
-    }
+    let (run, outcome) = cross::finish(store, &lab.steps, "shop", workflow).await;
     assert_eq!(outcome, Outcome::Succeeded, "{workflow}");
-    run.id
+    run
 }
 
 /// The running incarnation of plan workload `workload` on `site`:

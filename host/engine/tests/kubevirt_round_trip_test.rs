@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rebound_domain::{Phase, PlanDocument, PlanState, Workflow};
-use rebound_engine::{BoundSite, Executor, ExecutorConfig, Outcome, PluginSteps, WORKLOAD_LABEL};
+use rebound_engine::{BoundSite, Outcome, PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::kubevirt::{blank_data_volume, vm_object};
 use rebound_lab::{KubeVirtOptions, KubeVirtSite};
 use rebound_runtime::SiteGrant;
@@ -132,40 +132,17 @@ async fn lab(store: &Store) -> Lab {
     Lab { a, b, steps }
 }
 
-/// Run `workflow` to its end (approving it when it asks); the outputs of
-/// its transfer steps.
+/// Run `workflow` to its end, which must be success, with no export left
+/// open; the outputs of its transfer steps.
 async fn run(store: &Store, lab: &Lab, workflow: Workflow) -> Vec<Value> {
-    let run = rebound_engine::trigger(store, "shop", workflow, None, "operator")
-        .await
-        .unwrap_or_else(|e| panic!("start {workflow}: {e}"));
-    let executor = Executor::new(
-        store.clone(),
-        lab.steps.clone(),
-        ExecutorConfig {
-            poll_interval: Duration::from_millis(20),
-            ..ExecutorConfig::new("host-a")
-        },
-    );
-    let mut outcome = executor.work_once().await.expect("work").expect("run").1;
-    if let Outcome::WaitingApproval { .. } = outcome {
-        store.approve(&run.id, "approver").await.expect("approve");
-        outcome = executor.work_once().await.expect("work").expect("run").1;
-    }
-    assert_eq!(outcome, Outcome::Succeeded, "{workflow}");
+    let outputs = cross::run(store, &lab.steps, "shop", workflow).await;
     for (name, site) in [("kv-a", &lab.a), ("kv-b", &lab.b)] {
         assert!(
             site.list("virtualmachineexports", NS).is_empty(),
             "{workflow} left exports open on {name}"
         );
     }
-    store
-        .steps(&run.id)
-        .await
-        .expect("steps")
-        .into_iter()
-        .filter(|s| s.input["action"] == "transfer")
-        .map(|s| s.output.expect("a finished transfer has an output"))
-        .collect()
+    outputs
 }
 
 /// A round-trip drill of `plan` while it is ready for failback: sandboxes

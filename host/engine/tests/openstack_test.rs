@@ -19,13 +19,16 @@
 //! Run: `cargo xtask build-plugins && cargo test -p rebound-engine --test
 //! openstack_test`.
 
+#[path = "support/cross.rs"]
+mod cross;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rebound_datamover::{CopyOptions, MemoryCheckpoint};
 use rebound_domain::{Phase, PlanDocument, PlanState, Workflow};
-use rebound_engine::{BoundSite, Executor, ExecutorConfig, Outcome, PluginSteps, WORKLOAD_LABEL};
+use rebound_engine::{BoundSite, Outcome, PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::openstack::{Faults, Latencies};
 use rebound_lab::{OpenStackOptions, OpenStackSite};
 use rebound_runtime::bindings::exports::{
@@ -1455,24 +1458,9 @@ redirect:
 }
 
 async fn run(store: &Store, lab: &Lab, workflow: Workflow) -> String {
-    let run = rebound_engine::trigger(store, "shop", workflow, None, "operator")
-        .await
-        .unwrap_or_else(|e| panic!("start {workflow}: {e}"));
-    let executor = Executor::new(
-        store.clone(),
-        lab.steps.clone(),
-        ExecutorConfig {
-            poll_interval: Duration::from_millis(20),
-            ..ExecutorConfig::new("host-a")
-        },
-    );
-    let mut outcome = executor.work_once().await.expect("work").expect("run").1;
-    if let Outcome::WaitingApproval { .. } = outcome {
-        store.approve(&run.id, "approver").await.expect("approve");
-        outcome = executor.work_once().await.expect("work").expect("run").1;
-    }
+    let (run, outcome) = cross::finish(store, &lab.steps, "shop", workflow).await;
     assert_eq!(outcome, Outcome::Succeeded, "{workflow}");
-    run.id
+    run
 }
 
 /// What both regions hold that a drill could leave behind, by kind: the
