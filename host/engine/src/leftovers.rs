@@ -7,9 +7,10 @@
 //! sandbox, by the drill's run id its workloads are labelled with, and the
 //! copies). Nothing of it is lost track of: each later drill of the plan
 //! tries again at its own end (steps with `left_by`: the run that left
-//! them), best effort — a drill is judged by its rehearsal, not by an
-//! earlier one's remains, so a site still refusing leaves them for the
-//! next drill and fails nothing. A sandbox counts as gone once a teardown
+//! them), retried like any step, then best effort — a drill is judged by
+//! its rehearsal, not by an earlier one's remains, so a site still
+//! refusing once the retries are spent leaves them for the next drill
+//! (the step done, its output `left`) and fails nothing. A sandbox counts as gone once a teardown
 //! of it succeeded; copies once the store forgot them (the site reported
 //! them removed).
 

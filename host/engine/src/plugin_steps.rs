@@ -659,7 +659,7 @@ impl PluginSteps {
                 return self.remove_superseded(step).await;
             }
             // A round-trip drill's copies on this site: this drill's, or
-            // those an earlier one left (`left_by`, best effort).
+            // those an earlier one left (`left_by`: see `leftovers`).
             "cleanup" if text("scope") == "drill-points" => {
                 let drill = input[LEFT_BY].as_str().unwrap_or(&step.run);
                 let points: Vec<RecoveryPointRecord> = self
@@ -670,7 +670,7 @@ impl PluginSteps {
                     .into_iter()
                     .filter(|p| p.site == site)
                     .collect();
-                return left_if_best_effort(step, self.remove_points(step, &site, &points).await);
+                return self.remove_points(step, &site, &points).await;
             }
             // A drill's sandbox on this site: likewise.
             "cleanup" if text("scope") == "drill" => {
@@ -680,10 +680,7 @@ impl PluginSteps {
                     site: site.clone(),
                     scope: CleanupScope::Drill(drill.to_owned()),
                 };
-                match self.call(&[&site], request).await {
-                    Ok(op) => op,
-                    Err(e) => return left_if_best_effort(step, Err(e)),
-                }
+                self.call(&[&site], request).await?
             }
             // Recovery points removed from a site: all of the plan's there
             // (the source of a committed migration), or those past the
@@ -1021,23 +1018,6 @@ fn earlier<'a>(
         .filter(|s| s.input["action"] == action && s.input["site"] == site)
         .find(|s| s.input["workload"] == workload)
         .and_then(|s| s.output.as_ref())
-}
-
-/// A best-effort cleanup (what an earlier drill left) the site refused is
-/// done, what it was to remove left as it is (`left`), with why.
-fn left_if_best_effort(
-    step: &StepRecord,
-    started: Result<Started, StepError>,
-) -> Result<Started, StepError> {
-    match started {
-        Err(e) if step.input["best_effort"] == true => {
-            tracing::warn!(run = %step.run, step = %step.name, "left as it is: {e}");
-            Ok(Started::Done(
-                json!({"removed": [], "left": true, "reason": e.to_string()}),
-            ))
-        }
-        started => started,
-    }
 }
 
 /// Provider errors worth retrying stay retryable; sandbox refusals and

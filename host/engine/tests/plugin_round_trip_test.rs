@@ -623,14 +623,50 @@ impl StepRunner for DownAtTeardown {
     }
 }
 
+/// The example plugin, but the teardowns of what an earlier drill left
+/// meet a site answering 503 the first `refusals` times they start.
+struct RefusingLeftovers {
+    steps: Arc<PluginSteps>,
+    refusals: std::sync::atomic::AtomicUsize,
+}
+
+impl StepRunner for RefusingLeftovers {
+    fn start<'a>(&'a self, step: &'a StepRecord) -> BoxFuture<'a, Result<Started, StepError>> {
+        use std::sync::atomic::Ordering;
+        let refused = step.input[LEFT_BY].is_string()
+            && self
+                .refusals
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if refused {
+            return Box::pin(async {
+                Err(StepError::Retryable(
+                    "the site answered 503 Service Unavailable".into(),
+                ))
+            });
+        }
+        self.steps.start(step)
+    }
+
+    fn poll<'a>(
+        &'a self,
+        step: &'a StepRecord,
+        operation: &'a Value,
+    ) -> BoxFuture<'a, Result<Progress, StepError>> {
+        self.steps.poll(step, operation)
+    }
+}
+
 /// A round-trip drill whose teardown meets the standby's site down ends
 /// failed with what it made there still there — its sandbox and copies —
 /// while its copies on the primary's site, up, are removed all the same
 /// (the compensation tries each site's teardown); a `drill.leftovers`
-/// event names what stays on the site that refused. Once the
-/// site is back, the next drill removes what the first left, at its end
-/// (its dry-run shows those steps), and both sites hold what they held
-/// before either drill.
+/// event names what stays on the site that refused. Once the site is
+/// back, the next drill tries to remove what the first left, at its end
+/// (its dry-run shows those steps): a site that keeps refusing them past
+/// their retries fails nothing and leaves them for the drill after; one
+/// that refuses once is retried. Then both sites hold what they held
+/// before any of the drills.
 async fn what_a_drill_could_not_tear_down_the_next_one_removes(store: Store) {
     let lab = replicated(&store, &round_trip_plan("30s"), "example").await;
     let (a, b) = (holdings(&lab.a), holdings(&lab.b));
@@ -674,18 +710,57 @@ async fn what_a_drill_could_not_tear_down_the_next_one_removes(store: Store) {
     let leftover = |input: &Value| input[LEFT_BY] == first.run.as_str();
     let planned = forecast.steps.iter().filter(|s| leftover(&s.input)).count();
     assert_eq!(planned, 2, "lab-b's sandbox and copies: {forecast:?}");
-    let (outcome, second) = run_reported(&store, &lab, Workflow::Drill).await;
+    let refusing = |refusals| {
+        Arc::new(RefusingLeftovers {
+            steps: lab.steps.clone(),
+            refusals: std::sync::atomic::AtomicUsize::new(refusals),
+        })
+    };
+    let attempts = ExecutorConfig::new("host-a").attempts;
+    // Refused on every attempt: left again, the drill a success.
+    let (outcome, second) = run_by(&store, refusing(usize::MAX), Workflow::Drill).await;
     assert_eq!(outcome, Outcome::Succeeded, "{second:?}");
     let steps = store.steps(&second.run).await.expect("steps");
+    let tried: Vec<&StepRecord> = steps.iter().filter(|s| leftover(&s.input)).collect();
+    assert_eq!(tried.len(), 2, "{steps:?}");
+    for s in tried {
+        assert_eq!(
+            (s.status, s.attempts),
+            (StepStatus::Succeeded, attempts),
+            "{s:?}"
+        );
+        let output = s.output.as_ref().expect("output");
+        assert_eq!(output["left"], true, "{s:?}");
+        assert!(
+            output["reason"].as_str().is_some_and(|r| r.contains("503")),
+            "{s:?}"
+        );
+    }
+    let forecast = rebound_engine::dry_run(&store, "shop", Workflow::Drill, 64)
+        .await
+        .expect("dry-run");
+    let planned = forecast.steps.iter().filter(|s| leftover(&s.input)).count();
+    assert_eq!(planned, 2, "still there, still planned: {forecast:?}");
+    // Refused once: retried, removed.
+    let (outcome, third) = run_by(&store, refusing(1), Workflow::Drill).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{third:?}");
+    let steps = store.steps(&third.run).await.expect("steps");
     let removed: Vec<&StepRecord> = steps.iter().filter(|s| leftover(&s.input)).collect();
     assert_eq!(removed.len(), 2, "{steps:?}");
+    assert_eq!(
+        removed.iter().map(|s| s.attempts).sum::<i32>(),
+        3,
+        "one of them retried once: {removed:?}"
+    );
     for s in removed {
         assert_eq!(s.status, StepStatus::Succeeded, "{s:?}");
         assert_ne!(s.output.as_ref().expect("output")["left"], true, "{s:?}");
     }
     left_as_found(&store, &lab, &first.run, (a, b)).await;
-    let copies = store.drill_points(&second.run).await.expect("drill's");
-    assert!(copies.is_empty(), "{copies:?}");
+    for drill in [&second.run, &third.run] {
+        let copies = store.drill_points(drill).await.expect("drill's");
+        assert!(copies.is_empty(), "{copies:?}");
+    }
     // Nothing left to remove: the drill after plans none of it.
     let forecast = rebound_engine::dry_run(&store, "shop", Workflow::Drill, 64)
         .await
