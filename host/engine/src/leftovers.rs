@@ -117,8 +117,10 @@ pub(crate) async fn of_run(
     Ok(out)
 }
 
-/// What the plan's finished drills left that no later drill removed,
-/// newest drill first.
+/// What the plan's finished drills (the last 100) left that no later drill
+/// removed, newest drill first. Only a drill that failed or was cancelled
+/// leaves anything, and only a drill after it removes it: the steps of the
+/// drills before the oldest such one are not read.
 pub(crate) async fn of_plan(store: &Store, plan: &str) -> Result<Vec<Leftover>, EngineError> {
     let which = PlanRuns {
         workflows: &[Workflow::Drill],
@@ -129,21 +131,28 @@ pub(crate) async fn of_plan(store: &Store, plan: &str) -> Result<Vec<Leftover>, 
         ],
         limit: Some(100),
     };
-    let mut drills = Vec::new();
-    for run in store.plan_runs(plan, which).await? {
-        let steps = store.steps(&run.id).await?;
-        drills.push((run, steps));
+    // Newest first.
+    let drills = store.plan_runs(plan, which).await?;
+    let Some(oldest) = drills
+        .iter()
+        .rposition(|r| r.status != RunStatus::Succeeded)
+    else {
+        return Ok(Vec::new());
+    };
+    let mut steps = Vec::with_capacity(oldest + 1);
+    for run in &drills[..=oldest] {
+        steps.push(store.steps(&run.id).await?);
     }
     let mut out = Vec::new();
-    for (run, steps) in &drills {
+    for (i, run) in drills[..=oldest].iter().enumerate() {
         // A drill that succeeded tore down its own.
         if run.status == RunStatus::Succeeded {
             continue;
         }
-        for mut left in of_run(store, &run.id, steps).await? {
-            let removed_later = drills
+        for mut left in of_run(store, &run.id, &steps[i]).await? {
+            let removed_later = steps[..i]
                 .iter()
-                .any(|(_, later)| torn_down(later, Some(&run.id), &left.site));
+                .any(|later| torn_down(later, Some(&run.id), &left.site));
             left.sandbox &= !removed_later;
             if left.sandbox || !left.copies.is_empty() {
                 out.push(left);
