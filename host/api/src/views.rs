@@ -218,6 +218,11 @@ pub struct StepView {
     /// failover left serving (its primary site down) instead of making
     /// another: that run.
     pub adopted_from: Option<String>,
+    /// A step done best effort that could not do what it was for and left
+    /// things as they were — a fence that could not reach its site,
+    /// workloads a removal kept, what an earlier drill left still there:
+    /// why.
+    pub left: Option<String>,
 }
 
 /// The data a transfer step moved between two sites, every block verified.
@@ -274,8 +279,22 @@ impl From<&StepRecord> for StepView {
                 .as_ref()
                 .and_then(|o| o["adopted_from"].as_str())
                 .map(str::to_owned),
+            left: s.output.as_ref().and_then(left_as_it_was),
         }
     }
+}
+
+/// Why a step's `output` says it left what it was to change as it was, if
+/// it does.
+fn left_as_it_was(output: &Value) -> Option<String> {
+    let kept = output["kept"].as_array().is_some_and(|k| !k.is_empty());
+    let left = output["left"] == true || kept || output["fenced"] == false;
+    left.then(|| {
+        output["reason"]
+            .as_str()
+            .unwrap_or("no reason recorded")
+            .to_owned()
+    })
 }
 
 /// A run with its steps and its report against the phase's objectives.
@@ -647,6 +666,33 @@ mod tests {
                 .transfer
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_best_effort_step_that_left_things_as_they_were_says_why() {
+        let left =
+            |output: Value| StepView::from(&step(json!({"action": "cleanup"}), Some(output))).left;
+        assert_eq!(
+            left(json!({"removed": [], "left": true, "reason": "the site answered 503"}))
+                .as_deref(),
+            Some("the site answered 503")
+        );
+        assert_eq!(
+            left(json!({"removed": [], "kept": ["vm-1"], "reason": "unsupported"})).as_deref(),
+            Some("unsupported")
+        );
+        assert_eq!(
+            left(json!({"fenced": false, "workload": "vm-1", "reason": "could not fence: down"}))
+                .as_deref(),
+            Some("could not fence: down")
+        );
+        for done in [
+            json!({"removed": ["vm-1"]}),
+            json!({"removed": [], "kept": []}),
+            json!({"fenced": true, "absent": true, "reason": "not there"}),
+        ] {
+            assert_eq!(left(done.clone()), None, "{done}");
+        }
     }
 
     #[test]

@@ -238,6 +238,11 @@ export function RunDetail({ id }: { id: string }) {
                     adopted the incarnation run {s.adopted_from} left serving
                   </span>
                 )}
+                {s.left && (
+                  <span className="step-detail small warn" data-testid="left">
+                    left as it was: {s.left}
+                  </span>
+                )}
                 {s.error && <span className="step-error">{s.error}</span>}
               </li>
             );
