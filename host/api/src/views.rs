@@ -348,7 +348,8 @@ pub struct EventView {
     pub at_ms: i64,
     pub plan: String,
     /// `rpo.breach`, `rpo.met`, `rto.breach`, `rto.met`, `replication.scheduled`,
-    /// `failover.triggered`, `standbys.kept`, `drill.leftovers`.
+    /// `failover.triggered`, `standbys.kept`, `drill.leftovers`,
+    /// `drill.leftovers.removed`.
     pub kind: String,
     #[schema(value_type = Object)]
     pub detail: Value,

@@ -1,18 +1,19 @@
-//! What a drill could not tear down, and the later drills that do.
+//! What a drill could not tear down, and the later runs that do.
 //!
 //! A drill's sandbox (and, a round trip, the copies of its way back) goes
 //! at its end, or — the drill failed or was cancelled — in its
 //! compensation. A site down at that moment keeps them: the run ends
 //! failed, and a `drill.leftovers` event names, per site, what stays (the
 //! sandbox, by the drill's run id its workloads are labelled with, and the
-//! copies). Nothing of it is lost track of: each later drill of the plan
-//! tries again at its own end (steps with `left_by`: the run that left
-//! them), retried like any step, then best effort — a drill is judged by
-//! its rehearsal, not by an earlier one's remains, so a site still
-//! refusing once the retries are spent leaves them for the next drill
-//! (the step done, its output `left`) and fails nothing. A sandbox counts as gone once a teardown
-//! of it succeeded; copies once the store forgot them (the site reported
-//! them removed).
+//! copies). Nothing of it is lost track of: the plan's next replication
+//! cycle or drill tries again at its end (steps with `left_by`: the run
+//! that left them), retried like any step, then best effort — a run is
+//! judged by what it is for, not by an earlier drill's remains, so a site
+//! still refusing once the retries are spent leaves them for the run after
+//! (the step done, its output `left`) and fails nothing. A sandbox counts
+//! as gone once a teardown of it succeeded — the drill's own, or a later
+//! run's, which a `drill.leftovers.removed` event records; copies once the
+//! store forgot them (the site reported them removed).
 
 use rebound_domain::Workflow;
 use rebound_store::{NewStep, PlanRuns, RunStatus, StepRecord, StepStatus, Store};
@@ -27,6 +28,10 @@ pub const LEFT_BY: &str = "left_by";
 /// The event kind of a drill that ended leaving its sandbox or copies on
 /// a site.
 pub const DRILL_LEFTOVERS: &str = "drill.leftovers";
+
+/// The event kind of a later run's teardown of what a drill left on a
+/// site (its sandbox, or its copies).
+pub const DRILL_LEFTOVERS_REMOVED: &str = "drill.leftovers.removed";
 
 /// What drill `run` left on `site`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,23 +63,22 @@ pub(crate) fn sandboxes_left(steps: &[StepRecord]) -> Vec<String> {
         let Some(site) = m.input["site"].as_str() else {
             continue;
         };
-        if !left.iter().any(|l| l == site) && !torn_down(steps, None, site) {
+        if !left.iter().any(|l| l == site) && !torn_down(steps, site) {
             left.push(site.to_owned());
         }
     }
     left
 }
 
-/// Whether one of `steps` tore down on `site` the sandbox of the drill
-/// `left_by` names (`None`: the steps' own run's).
-fn torn_down(steps: &[StepRecord], left_by: Option<&str>, site: &str) -> bool {
+/// Whether one of `steps` tore down the steps' own run's sandbox on
+/// `site`.
+fn torn_down(steps: &[StepRecord], site: &str) -> bool {
     steps.iter().any(|s| {
         s.input["action"] == "cleanup"
             && s.input["scope"] == "drill"
             && s.input["site"] == site
-            && s.input[LEFT_BY].as_str() == left_by
+            && s.input[LEFT_BY].is_null()
             && s.status == StepStatus::Succeeded
-            && s.output.as_ref().is_none_or(|o| o["left"] != true)
     })
 }
 
@@ -117,43 +121,30 @@ pub(crate) async fn of_run(
     Ok(out)
 }
 
-/// What the plan's finished drills (the last 100) left that no later drill
-/// removed, newest drill first. Only a drill that failed or was cancelled
-/// leaves anything, and only a drill after it removes it: the steps of the
-/// drills before the oldest such one are not read.
+/// What the plan's last 100 drills that failed or were cancelled left and
+/// no later run removed, newest drill first.
 pub(crate) async fn of_plan(store: &Store, plan: &str) -> Result<Vec<Leftover>, EngineError> {
     let which = PlanRuns {
         workflows: &[Workflow::Drill],
-        statuses: &[
-            RunStatus::Succeeded,
-            RunStatus::Failed,
-            RunStatus::Cancelled,
-        ],
+        statuses: &[RunStatus::Failed, RunStatus::Cancelled],
         limit: Some(100),
     };
-    // Newest first.
     let drills = store.plan_runs(plan, which).await?;
-    let Some(oldest) = drills
-        .iter()
-        .rposition(|r| r.status != RunStatus::Succeeded)
-    else {
+    if drills.is_empty() {
         return Ok(Vec::new());
-    };
-    let mut steps = Vec::with_capacity(oldest + 1);
-    for run in &drills[..=oldest] {
-        steps.push(store.steps(&run.id).await?);
     }
+    let removed = store
+        .events(Some(plan), &[DRILL_LEFTOVERS_REMOVED], 10_000)
+        .await?;
     let mut out = Vec::new();
-    for (i, run) in drills[..=oldest].iter().enumerate() {
-        // A drill that succeeded tore down its own.
-        if run.status == RunStatus::Succeeded {
-            continue;
-        }
-        for mut left in of_run(store, &run.id, &steps[i]).await? {
-            let removed_later = steps[..i]
-                .iter()
-                .any(|later| torn_down(later, Some(&run.id), &left.site));
-            left.sandbox &= !removed_later;
+    for run in &drills {
+        let steps = store.steps(&run.id).await?;
+        for mut left in of_run(store, &run.id, &steps).await? {
+            left.sandbox &= !removed.iter().any(|e| {
+                e.detail["run"] == run.id.as_str()
+                    && e.detail["site"] == left.site.as_str()
+                    && e.detail["scope"] == "drill"
+            });
             if left.sandbox || !left.copies.is_empty() {
                 out.push(left);
             }
@@ -162,8 +153,23 @@ pub(crate) async fn of_plan(store: &Store, plan: &str) -> Result<Vec<Leftover>, 
     Ok(out)
 }
 
-/// Append to a drill about to start on `plan`, after its own teardown,
-/// the stages tearing down what earlier drills left (see the module doc).
+/// The teardowns of what earlier drills left among `steps` that
+/// succeeded: `(drill run, site, scope)`.
+pub(crate) fn removals(steps: &[StepRecord]) -> Vec<(String, String, String)> {
+    steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Succeeded)
+        .filter(|s| s.output.as_ref().is_none_or(|o| o["left"] != true))
+        .filter_map(|s| {
+            let text = |field: &str| s.input[field].as_str().map(str::to_owned);
+            Some((text(LEFT_BY)?, text("site")?, text("scope")?))
+        })
+        .collect()
+}
+
+/// Append to a replication cycle or drill about to start on `plan`, after
+/// its own steps, the stages tearing down what earlier drills left (see
+/// the module doc).
 pub(crate) async fn offer(
     store: &Store,
     plan: &str,
@@ -210,7 +216,7 @@ mod tests {
     use rebound_store::StepStatus;
     use serde_json::json;
 
-    use super::{Leftover, sandboxes_left, teardowns, torn_down};
+    use super::{Leftover, removals, sandboxes_left, teardowns};
     use crate::test_steps::step;
 
     fn recovered(seq: i32, site: &str) -> rebound_store::StepRecord {
@@ -252,19 +258,22 @@ mod tests {
     }
 
     #[test]
-    fn an_earlier_drills_sandbox_counts_removed_only_when_its_teardown_removed_it() {
+    fn a_teardown_of_what_an_earlier_drill_left_counts_when_it_removed_it() {
         let mut later = step(
             9,
             json!({"action": "cleanup", "site": "b", "scope": "drill", "left_by": "run-0"}),
             Some(json!({"removed": ["sandbox-1"]})),
         );
-        assert!(torn_down(&[later.clone()], Some("run-0"), "b"));
-        assert!(!torn_down(&[later.clone()], Some("run-7"), "b"));
-        assert!(!torn_down(&[later.clone()], Some("run-0"), "a"));
+        let removal = ("run-0".to_owned(), "b".to_owned(), "drill".to_owned());
+        assert_eq!(removals(&[later.clone()]), [removal]);
         // Its own teardown is not another's.
-        assert!(!torn_down(&[later.clone()], None, "b"));
+        let own = teardown(3, "b", StepStatus::Succeeded);
+        assert!(removals(&[own]).is_empty());
         later.output = Some(json!({"removed": [], "left": true, "reason": "the site is down"}));
-        assert!(!torn_down(&[later], Some("run-0"), "b"));
+        assert!(removals(&[later.clone()]).is_empty());
+        later.status = StepStatus::Failed;
+        later.output = None;
+        assert!(removals(&[later]).is_empty());
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub use planner::{compensation_steps, plan_steps};
 /// place, fenced (see [`Executor`]'s compensation).
 pub const STANDBYS_KEPT: &str = "standbys.kept";
 pub use hook::{HookPolicy, signature as hook_signature};
-pub use leftovers::{DRILL_LEFTOVERS, LEFT_BY};
+pub use leftovers::{DRILL_LEFTOVERS, DRILL_LEFTOVERS_REMOVED, LEFT_BY};
 pub use plugin_steps::{
     BoundSite, DRILL_LABEL, EPOCH_LABEL, InventoryError, PluginSteps, WORKLOAD_LABEL,
     mover_endpoint,
@@ -151,8 +151,8 @@ pub async fn trigger(
 /// document and lifecycle given (a dry-run's may be an unsaved edit):
 /// [`plan_steps`], with what the plan's earlier runs left — a failover
 /// offered the standby incarnations a failed one left serving (see
-/// `adopt`), a drill given the teardown of earlier drills' sandboxes and
-/// copies (see `leftovers`).
+/// `adopt`), a replication cycle or drill given the teardown of what
+/// earlier drills left (see `leftovers`).
 pub(crate) async fn steps_of(
     store: &Store,
     plan: &str,
@@ -163,7 +163,9 @@ pub(crate) async fn steps_of(
     let mut steps = plan_steps(document, lifecycle, workflow);
     match workflow {
         Workflow::Failover => adopt::offer(store, plan, &mut steps).await?,
-        Workflow::Drill => leftovers::offer(store, plan, &mut steps).await?,
+        Workflow::Drill | Workflow::Replication => {
+            leftovers::offer(store, plan, &mut steps).await?;
+        }
         _ => {}
     }
     Ok(steps)
@@ -357,6 +359,7 @@ impl Executor {
                 self.note_drill_leftovers(run, &steps).await?;
             }
         }
+        self.note_leftovers_removed(run, &steps).await?;
         let succeeded = outcome == Outcome::Succeeded;
         if run.lifecycle {
             // Fence steps report whether the old primary's workloads can no
@@ -489,7 +492,8 @@ impl Executor {
     /// A drill that ended failed or cancelled and could not tear down
     /// everything (a site down) leaves the operator a `drill.leftovers`
     /// event per site: its sandbox (its workloads labelled with the run's
-    /// id), the copies. The plan's next drill tries again (see
+    /// id), the copies. The plan's next replication cycle or drill tries
+    /// again (see
     /// `leftovers`). Recorded once per run.
     async fn note_drill_leftovers(
         &self,
@@ -498,14 +502,44 @@ impl Executor {
     ) -> Result<(), EngineError> {
         let left = leftovers::of_run(&self.store, &run.id, steps).await?;
         let left = left.into_iter().map(|l| {
-            tracing::warn!(run = %run.id, site = %l.site, sandbox = l.sandbox, copies = ?l.copies, "the drill left these; the plan's next drill removes them");
+            tracing::warn!(run = %run.id, site = %l.site, sandbox = l.sandbox, copies = ?l.copies, "the drill left these; the plan's next replication cycle or drill removes them");
             serde_json::json!({
                 "run": run.id, "site": l.site, "sandbox": l.sandbox, "copies": l.copies,
-                "reason": "the drill's teardown did not succeed there; the plan's next drill \
-                           tries again at its end",
+                "reason": "the drill's teardown did not succeed there; the plan's next \
+                           replication cycle or drill tries again at its end",
             })
         });
         self.note_once(run, DRILL_LEFTOVERS, left.collect()).await
+    }
+
+    /// What `run` removed of earlier drills' remains: a
+    /// `drill.leftovers.removed` event each (what `leftovers` counts a
+    /// sandbox gone by), recorded once (a resumed run checks).
+    async fn note_leftovers_removed(
+        &self,
+        run: &RunRecord,
+        steps: &[StepRecord],
+    ) -> Result<(), EngineError> {
+        let removed = leftovers::removals(steps);
+        if removed.is_empty() {
+            return Ok(());
+        }
+        let noted = self
+            .store
+            .events(Some(&run.plan), &[DRILL_LEFTOVERS_REMOVED], 100)
+            .await?;
+        for (drill, site, scope) in removed {
+            let detail = serde_json::json!({
+                "run": drill, "site": site, "scope": scope, "removed_by": run.id,
+            });
+            if !noted.iter().any(|e| e.detail == detail) {
+                tracing::info!(run = %run.id, drill = %drill, site = %site, scope = %scope, "removed what an earlier drill left");
+                self.store
+                    .record_event(&run.plan, DRILL_LEFTOVERS_REMOVED, detail)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Record one `kind` event per detail for `run`'s plan, unless the run
@@ -788,10 +822,10 @@ fn finish(step: &mut StepRecord, result: Result<Value, String>) {
             step.output = Some(output);
         }
         // A teardown of what an earlier drill left that failed, retries
-        // spent, fails nothing: it stays for the next drill (see
+        // spent, fails nothing: it stays for the next run (see
         // `leftovers`).
         Err(reason) if step.input[LEFT_BY].is_string() => {
-            tracing::warn!(run = %step.run, step = %step.name, "left for the next drill: {reason}");
+            tracing::warn!(run = %step.run, step = %step.name, "left for the next run: {reason}");
             step.status = StepStatus::Succeeded;
             step.output = Some(serde_json::json!({"removed": [], "left": true, "reason": reason}));
         }

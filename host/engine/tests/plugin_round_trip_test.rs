@@ -13,9 +13,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use rebound_domain::{Phase, PlanDocument, PlanState, Workflow};
 use rebound_engine::{
-    BoundSite, DRILL_LABEL, DRILL_LEFTOVERS, Executor, ExecutorConfig, HookPolicy, LEFT_BY,
-    Outcome, PluginSteps, Progress, RunReport, STANDBYS_KEPT, Started, StepError, StepRunner,
-    WORKLOAD_LABEL,
+    BoundSite, DRILL_LABEL, DRILL_LEFTOVERS, DRILL_LEFTOVERS_REMOVED, Executor, ExecutorConfig,
+    HookPolicy, LEFT_BY, Outcome, PluginSteps, Progress, RunReport, STANDBYS_KEPT, Started,
+    StepError, StepRunner, WORKLOAD_LABEL,
 };
 use rebound_lab::{ExampleOptions, ExampleSite};
 use rebound_runtime::SiteGrant;
@@ -664,10 +664,11 @@ impl StepRunner for RefusingLeftovers {
 /// event names what stays on the site that refused. Once the site is
 /// back, the next drill tries to remove what the first left, at its end
 /// (its dry-run shows those steps): a site that keeps refusing them past
-/// their retries fails nothing and leaves them for the drill after; one
-/// that refuses once is retried. Then both sites hold what they held
-/// before any of the drills.
-async fn what_a_drill_could_not_tear_down_the_next_one_removes(store: Store) {
+/// their retries fails nothing and leaves them for the run after — here
+/// a replication cycle, which a site refusing once is retried by and
+/// which records the removal. Then both sites hold what they held before
+/// any of the drills.
+async fn what_a_drill_could_not_tear_down_a_later_run_removes(store: Store) {
     let lab = replicated(&store, &round_trip_plan("30s"), "example").await;
     let (a, b) = (holdings(&lab.a), holdings(&lab.b));
     let refusing = Arc::new(DownAtTeardown {
@@ -741,8 +742,9 @@ async fn what_a_drill_could_not_tear_down_the_next_one_removes(store: Store) {
         .expect("dry-run");
     let planned = forecast.steps.iter().filter(|s| leftover(&s.input)).count();
     assert_eq!(planned, 2, "still there, still planned: {forecast:?}");
-    // Refused once: retried, removed.
-    let (outcome, third) = run_by(&store, refusing(1), Workflow::Drill).await;
+    // The next replication cycle tries too. Refused once: retried,
+    // removed.
+    let (outcome, third) = run_by(&store, refusing(1), Workflow::Replication).await;
     assert_eq!(outcome, Outcome::Succeeded, "{third:?}");
     let steps = store.steps(&third.run).await.expect("steps");
     let removed: Vec<&StepRecord> = steps.iter().filter(|s| leftover(&s.input)).collect();
@@ -756,19 +758,57 @@ async fn what_a_drill_could_not_tear_down_the_next_one_removes(store: Store) {
         assert_eq!(s.status, StepStatus::Succeeded, "{s:?}");
         assert_ne!(s.output.as_ref().expect("output")["left"], true, "{s:?}");
     }
-    left_as_found(&store, &lab, &first.run, (a, b)).await;
-    for drill in [&second.run, &third.run] {
-        let copies = store.drill_points(drill).await.expect("drill's");
-        assert!(copies.is_empty(), "{copies:?}");
-    }
-    // Nothing left to remove: the drill after plans none of it.
-    let forecast = rebound_engine::dry_run(&store, "shop", Workflow::Drill, 64)
+    let removals = store
+        .events(Some("shop"), &[DRILL_LEFTOVERS_REMOVED], 10)
         .await
-        .expect("dry-run");
-    assert!(
-        forecast.steps.iter().all(|s| s.input[LEFT_BY].is_null()),
-        "{forecast:?}"
+        .expect("events");
+    let mut recorded: Vec<(&Value, &Value, &Value)> = removals
+        .iter()
+        .map(|e| {
+            (
+                &e.detail["run"],
+                &e.detail["scope"],
+                &e.detail["removed_by"],
+            )
+        })
+        .collect();
+    recorded.sort_by_key(|r| r.1.to_string());
+    let (drill, by) = (json!(first.run), json!(third.run));
+    assert_eq!(
+        recorded,
+        [
+            (&drill, &json!("drill"), &by),
+            (&drill, &json!("drill-points"), &by)
+        ],
+        "{removals:?}"
     );
+    // As before the drills, but for the cycle's own recovery points.
+    let (mut a, mut b) = (a, b);
+    for point in store.recovery_points("shop").await.expect("points") {
+        if point.run == third.run {
+            let at = if point.site == "lab-a" {
+                &mut a
+            } else {
+                &mut b
+            };
+            at.1.push(point.id);
+            at.1.sort();
+        }
+    }
+    left_as_found(&store, &lab, &first.run, (a, b)).await;
+    let copies = store.drill_points(&second.run).await.expect("drill's");
+    assert!(copies.is_empty(), "{copies:?}");
+    // Nothing left to remove: neither the next drill nor the next cycle
+    // plans any of it.
+    for workflow in [Workflow::Drill, Workflow::Replication] {
+        let forecast = rebound_engine::dry_run(&store, "shop", workflow, 64)
+            .await
+            .expect("dry-run");
+        assert!(
+            forecast.steps.iter().all(|s| s.input[LEFT_BY].is_null()),
+            "{forecast:?}"
+        );
+    }
 }
 
 /// Both sites hold what they held before drill `run`, and the store no
@@ -1265,7 +1305,7 @@ rebound_store::on_both_backends!(
     a_compensating_unfence_restores_the_fenced_workload,
     a_round_trip_drill_measures_the_way_back,
     a_round_trip_drill_failing_on_its_way_back_leaves_nothing,
-    what_a_drill_could_not_tear_down_the_next_one_removes,
+    what_a_drill_could_not_tear_down_a_later_run_removes,
     hooks_are_called_at_their_points_with_the_runs_context,
     a_hook_that_refuses_stops_the_failover_one_that_may_fail_does_not,
     a_site_gets_at_most_its_max_calls_at_once

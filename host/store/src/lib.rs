@@ -71,7 +71,7 @@ pub struct EventRecord {
     pub plan: String,
     /// `rpo.breach`, `rpo.met`, `rto.breach`, `rto.met`,
     /// `replication.scheduled`, `failover.triggered`, `standbys.kept`,
-    /// `drill.leftovers`.
+    /// `drill.leftovers`, `drill.leftovers.removed`.
     pub kind: String,
     pub detail: serde_json::Value,
 }

@@ -10,12 +10,12 @@ import { formatMs, formatTime } from "../lib/duration";
 import { navigate, query } from "../lib/router";
 import { useLoad } from "../lib/use";
 
-const KINDS = ["rpo.breach", "rpo.met", "rto.breach", "rto.met", "replication.scheduled", "failover.triggered", "standbys.kept", "drill.leftovers"];
+const KINDS = ["rpo.breach", "rpo.met", "rto.breach", "rto.met", "replication.scheduled", "failover.triggered", "standbys.kept", "drill.leftovers", "drill.leftovers.removed"];
 
 /** How an event kind reads: a breach is bad, what needs the operator a warning. */
 function tone(kind: string): string {
   if (kind.endsWith(".breach")) return "bad";
-  if (kind.endsWith(".met")) return "ok";
+  if (kind.endsWith(".met") || kind === "drill.leftovers.removed") return "ok";
   return kind === "standbys.kept" || kind === "drill.leftovers" ? "warn" : "muted";
 }
 
