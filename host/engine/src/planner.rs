@@ -835,12 +835,14 @@ mod tests {
             ),
         ];
         steps[2].status = rebound_store::StepStatus::Failed;
-        let undo: Vec<String> = compensation_steps(&steps)
-            .iter()
-            .map(|s| format!("{} {}", s.input["scope"], s.input["site"]))
-            .collect();
+        let undo = |steps: &[StepRecord]| -> Vec<String> {
+            compensation_steps(steps)
+                .iter()
+                .map(|s| format!("{} {}", s.input["scope"], s.input["site"]))
+                .collect()
+        };
         assert_eq!(
-            undo,
+            undo(&steps),
             [
                 r#""drill-points" "b""#,
                 r#""drill" "b""#,
@@ -858,12 +860,8 @@ mod tests {
             None,
         ));
         steps[3].status = rebound_store::StepStatus::Failed;
-        let undo: Vec<String> = compensation_steps(&steps)
-            .iter()
-            .map(|s| format!("{} {}", s.input["scope"], s.input["site"]))
-            .collect();
         assert_eq!(
-            undo,
+            undo(&steps),
             [
                 r#""drill" "a""#,
                 r#""drill-points" "b""#,

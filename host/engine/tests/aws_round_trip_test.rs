@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws::{instances, texts};
-use rebound_domain::{Phase, PlanDocument, PlanState, Workflow};
+use rebound_domain::{PlanDocument, PlanState, Workflow};
 use rebound_engine::{BoundSite, Outcome, PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::{AwsOptions, AwsSite};
 use rebound_store::Store;
@@ -256,21 +256,7 @@ async fn aws_round_trip(store: Store) {
         )
     };
     let before = both().await;
-    let mut round_trip = plan.clone();
-    round_trip.drills.round_trip = true;
-    store.put_plan(&round_trip, "operator").await.expect("plan");
-    let drill = run(&store, &lab, Workflow::Drill).await;
-    store.put_plan(&plan, "operator").await.expect("plan");
-    let report = rebound_engine::report(&store, &drill)
-        .await
-        .expect("report");
-    assert_eq!(
-        report.return_leg.map(|b| (b.phase, b.rto_met)),
-        Some((Phase::Failover, Some(true))),
-        "the way back, against the failover objective"
-    );
-    let kept = store.drill_points(&drill).await.expect("drill's");
-    assert!(kept.is_empty(), "{kept:?}");
+    cross::round_trip_drill(&store, &lab.steps, &plan, WEST).await;
     assert_eq!(both().await, before, "both regions as the drill found them");
     run(&store, &lab, Workflow::Failback).await;
     for (id, name) in &lab.names {

@@ -21,8 +21,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rebound_domain::{Phase, PlanDocument, PlanState, Workflow};
-use rebound_engine::{BoundSite, Outcome, PluginSteps, WORKLOAD_LABEL};
+use rebound_domain::{PlanDocument, PlanState, Workflow};
+use rebound_engine::{BoundSite, PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::kubevirt::{blank_data_volume, vm_object};
 use rebound_lab::{KubeVirtOptions, KubeVirtSite};
 use rebound_runtime::SiteGrant;
@@ -145,11 +145,10 @@ async fn run(store: &Store, lab: &Lab, workflow: Workflow) -> Vec<Value> {
     outputs
 }
 
-/// A round-trip drill of `plan` while it is ready for failback: sandboxes
-/// on kv-a from the reverse copies, captured, copied back to kv-b and
-/// recovered there in sandboxes of their own, the way back measured
-/// against the failover objective. After it both clusters hold what they
-/// held before, and the store keeps no copy of it.
+/// A round-trip drill of `plan` while it is ready for failback (see
+/// `cross::round_trip_drill`): sandboxes on kv-a from the reverse copies,
+/// captured, copied back to kv-b and recovered there in sandboxes of their
+/// own. After it both clusters hold what they held before.
 async fn round_trip_drill(store: &Store, lab: &Lab, plan: &PlanDocument) {
     let holdings = || {
         (
@@ -158,20 +157,7 @@ async fn round_trip_drill(store: &Store, lab: &Lab, plan: &PlanDocument) {
         )
     };
     let before = holdings();
-    let mut round_trip = plan.clone();
-    round_trip.drills.round_trip = true;
-    store.put_plan(&round_trip, "operator").await.expect("plan");
-    let (drill, outcome) = cross::finish(store, &lab.steps, "shop", Workflow::Drill).await;
-    store.put_plan(plan, "operator").await.expect("plan");
-    assert_eq!(outcome, Outcome::Succeeded);
-    let report = rebound_engine::report(store, &drill).await.expect("report");
-    assert_eq!(
-        report.return_leg.map(|b| (b.phase, b.rto_met)),
-        Some((Phase::Failover, Some(true))),
-        "the way back, against the failover objective"
-    );
-    let kept = store.drill_points(&drill).await.expect("drill's");
-    assert!(kept.is_empty(), "{kept:?}");
+    cross::round_trip_drill(store, &lab.steps, plan, "kv-b").await;
     assert_eq!(holdings(), before, "both clusters as the drill found them");
 }
 

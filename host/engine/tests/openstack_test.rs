@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rebound_datamover::{CopyOptions, MemoryCheckpoint};
-use rebound_domain::{Phase, PlanDocument, PlanState, Workflow};
+use rebound_domain::{PlanDocument, PlanState, Workflow};
 use rebound_engine::{BoundSite, Outcome, PluginSteps, WORKLOAD_LABEL};
 use rebound_lab::openstack::{Faults, Latencies};
 use rebound_lab::{OpenStackOptions, OpenStackSite};
@@ -1662,28 +1662,7 @@ async fn round_trip(store: Store, mode: &str) {
         })
         .await;
     let before = holdings(cloud);
-    let mut round_trip = plan.clone();
-    round_trip.drills.round_trip = true;
-    store.put_plan(&round_trip, "operator").await.expect("plan");
-    let drill = run(&store, &lab, Workflow::Drill).await;
-    store.put_plan(&plan, "operator").await.expect("plan");
-    let steps = store.steps(&drill).await.expect("steps");
-    let back: Vec<&Value> = steps
-        .iter()
-        .filter(|s| s.input["leg"] == "return" && s.input["action"] == "materialize")
-        .map(|s| &s.input["site"])
-        .collect();
-    assert_eq!(back, [WEST; 3], "each workload recovered again on west");
-    let report = rebound_engine::report(&store, &drill)
-        .await
-        .expect("report");
-    assert_eq!(
-        report.return_leg.map(|b| (b.phase, b.rto_met)),
-        Some((Phase::Failover, Some(true))),
-        "the way back, against the failover objective"
-    );
-    let kept = store.drill_points(&drill).await.expect("drill's");
-    assert!(kept.is_empty(), "{kept:?}");
+    cross::round_trip_drill(&store, &lab.steps, &plan, WEST).await;
     cloud
         .eventually("the drill's sandboxes and copies gone", |c| {
             holdings(c) == before

@@ -25,9 +25,9 @@ pub const MIB: u64 = 1 << 20;
 /// A round-trip drill of `plan` while it is ready for failback: the plan
 /// stored with `drills.round_trip` for the run and as it was after. Checks
 /// the drill succeeded, was charged to the failback phase and its way back
-/// (each workload copied onto `back_to` through the data mover) to the
-/// failover phase, in time, and that the store keeps no copy of it.
-/// Returns the drill's steps.
+/// — each workload copied onto `back_to` (natively or through the data
+/// mover) and recovered there again — to the failover phase, in time, and
+/// that the store keeps no copy of it. Returns the drill's steps.
 pub async fn round_trip_drill(
     store: &Store,
     steps: &Arc<PluginSteps>,
@@ -38,6 +38,7 @@ pub async fn round_trip_drill(
     round_trip.drills.round_trip = true;
     store.put_plan(&round_trip, "operator").await.expect("plan");
     let (drill, outcome) = finish(store, steps, &plan.name, Workflow::Drill).await;
+    store.put_plan(plan, "operator").await.expect("plan");
     assert_eq!(outcome, Outcome::Succeeded);
     let report = rebound_engine::report(store, &drill).await.expect("report");
     let back = report.return_leg.expect("the way back");
@@ -46,18 +47,26 @@ pub async fn round_trip_drill(
         (Phase::Failback, Phase::Failover, Some(true))
     );
     let done = store.steps(&drill).await.expect("steps");
-    let copies: Vec<(&Value, &Value)> = done
-        .iter()
-        .filter(|s| s.input["action"] == "transfer")
-        .map(|s| (&s.input["to"], &s.input["leg"]))
-        .collect();
+    let way_back = |actions: &[&str], field: &str| -> Vec<&Value> {
+        done.iter()
+            .filter(|s| s.input["leg"] == "return")
+            .filter(|s| actions.iter().any(|a| s.input["action"] == *a))
+            .map(|s| &s.input[field])
+            .collect()
+    };
+    let workloads = plan.workloads.len();
     assert_eq!(
-        copies,
-        vec![(&json!(back_to), &json!("return")); plan.workloads.len()]
+        way_back(&["replicate", "transfer"], "to"),
+        vec![&json!(back_to); workloads],
+        "each workload copied back"
+    );
+    assert_eq!(
+        way_back(&["materialize"], "site"),
+        vec![&json!(back_to); workloads],
+        "each workload recovered again"
     );
     let kept = store.drill_points(&drill).await.expect("drill's");
     assert!(kept.is_empty(), "{kept:?}");
-    store.put_plan(plan, "operator").await.expect("plan");
     done
 }
 
