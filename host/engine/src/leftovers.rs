@@ -16,7 +16,9 @@
 //! store forgot them (the site reported them removed).
 
 use rebound_domain::Workflow;
-use rebound_store::{NewStep, PlanRuns, RunStatus, StepRecord, StepStatus, Store};
+use rebound_store::{
+    EventRecord, NewStep, PlanRuns, RunRecord, RunStatus, StepRecord, StepStatus, Store,
+};
 use serde_json::{Value, json};
 
 use crate::EngineError;
@@ -139,18 +141,48 @@ pub(crate) async fn of_plan(store: &Store, plan: &str) -> Result<Vec<Leftover>, 
     let mut out = Vec::new();
     for run in &drills {
         let steps = store.steps(&run.id).await?;
-        for mut left in of_run(store, &run.id, &steps).await? {
-            left.sandbox &= !removed.iter().any(|e| {
-                e.detail["run"] == run.id.as_str()
-                    && e.detail["site"] == left.site.as_str()
-                    && e.detail["scope"] == "drill"
-            });
-            if left.sandbox || !left.copies.is_empty() {
-                out.push(left);
-            }
-        }
+        out.extend(still_there(store, &run.id, &steps, &removed).await?);
     }
     Ok(out)
+}
+
+/// What drill `run` (failed or cancelled, its steps `steps`) left that is
+/// still there: what it could not tear down, less what the
+/// `drill.leftovers.removed` events `removed` say a later run did.
+async fn still_there(
+    store: &Store,
+    run: &str,
+    steps: &[StepRecord],
+    removed: &[EventRecord],
+) -> Result<Vec<Leftover>, EngineError> {
+    let mut out = of_run(store, run, steps).await?;
+    for left in &mut out {
+        left.sandbox &= !removed.iter().any(|e| {
+            e.detail["run"] == run
+                && e.detail["site"] == left.site.as_str()
+                && e.detail["scope"] == "drill"
+        });
+    }
+    out.retain(|l| l.sandbox || !l.copies.is_empty());
+    Ok(out)
+}
+
+/// What drill `run` left that is still there, for its report: nothing
+/// unless it failed or was cancelled.
+pub(crate) async fn of_report(
+    store: &Store,
+    run: &RunRecord,
+    steps: &[StepRecord],
+) -> Result<Vec<Leftover>, EngineError> {
+    if run.workflow != Workflow::Drill
+        || !matches!(run.status, RunStatus::Failed | RunStatus::Cancelled)
+    {
+        return Ok(Vec::new());
+    }
+    let removed = store
+        .events(Some(&run.plan), &[DRILL_LEFTOVERS_REMOVED], 10_000)
+        .await?;
+    still_there(store, &run.id, steps, &removed).await
 }
 
 /// The teardowns of what earlier drills left among `steps` that

@@ -46,7 +46,7 @@ pub use plugin_steps::{
     mover_endpoint,
 };
 pub use report::{
-    Forecast, MEASURED_WORKFLOWS, PlannedStep, ReturnLeg, RunReport, StepTiming,
+    DrillLeftover, Forecast, MEASURED_WORKFLOWS, PlannedStep, ReturnLeg, RunReport, StepTiming,
     default_duration_ms, dry_run, dry_run_of, forecast, report,
 };
 

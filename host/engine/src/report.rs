@@ -74,6 +74,22 @@ pub struct RunReport {
     /// A round-trip drill's way back, against the other phase's RTO.
     pub return_leg: Option<ReturnLeg>,
     pub steps: Vec<StepTiming>,
+    /// What a drill that failed or was cancelled left that is still there,
+    /// per site (empty once removed, and for any other run): the plan's
+    /// next replication cycle or drill removes it.
+    pub left: Vec<DrillLeftover>,
+}
+
+/// What a drill left on a site that is still there.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DrillLeftover {
+    pub site: String,
+    /// Its sandbox may still be there: the workloads labelled
+    /// `rebound/drill` with the run's id.
+    pub sandbox: bool,
+    /// The platform's ids of its way back's copies still there.
+    pub copies: Vec<String>,
 }
 
 /// The way back of a round-trip drill (`drills.round_trip`): from the
@@ -140,7 +156,17 @@ pub async fn report(store: &Store, run_id: &str) -> Result<RunReport, EngineErro
     let run = store.run(run_id).await?;
     let plan = store.plan(&run.plan).await?;
     let steps = store.steps(run_id).await?;
-    Ok(build(&run, &plan.document, &steps))
+    let mut report = build(&run, &plan.document, &steps);
+    report.left = crate::leftovers::of_report(store, &run, &steps)
+        .await?
+        .into_iter()
+        .map(|l| DrillLeftover {
+            site: l.site,
+            sandbox: l.sandbox,
+            copies: l.copies,
+        })
+        .collect();
+    Ok(report)
 }
 
 fn build(run: &RunRecord, plan: &PlanDocument, steps: &[StepRecord]) -> RunReport {
@@ -248,6 +274,7 @@ fn build(run: &RunRecord, plan: &PlanDocument, steps: &[StepRecord]) -> RunRepor
         rpo_met: achieved_rpo.map(|a| a <= rpo),
         return_leg,
         steps: timings,
+        left: Vec::new(),
     }
 }
 

@@ -703,6 +703,13 @@ async fn what_a_drill_could_not_tear_down_a_later_run_removes(store: Store) {
         .collect();
     noted.sort();
     assert_eq!(noted, [("lab-b".to_owned(), true, 3)], "{events:?}");
+    // Its report says so too.
+    let left: Vec<_> = first
+        .left
+        .iter()
+        .map(|l| (l.site.as_str(), l.sandbox, l.copies.len()))
+        .collect();
+    assert_eq!(left, [("lab-b", true, 3)], "{first:?}");
 
     lab.b.set_down(false);
     let forecast = rebound_engine::dry_run(&store, "shop", Workflow::Drill, 64)
@@ -796,6 +803,10 @@ async fn what_a_drill_could_not_tear_down_a_later_run_removes(store: Store) {
         }
     }
     left_as_found(&store, &lab, &first.run, (a, b)).await;
+    let report = rebound_engine::report(&store, &first.run)
+        .await
+        .expect("report");
+    assert!(report.left.is_empty(), "nothing of it left: {report:?}");
     let copies = store.drill_points(&second.run).await.expect("drill's");
     assert!(copies.is_empty(), "{copies:?}");
     // Nothing left to remove: neither the next drill nor the next cycle

@@ -8,6 +8,7 @@ import { api, call, errorText, type Schemas } from "../api/client";
 import { follow } from "../api/sse";
 import { Badge, ConfirmDialog, download, ErrorBox, Link, Loading, Verdict } from "../components/common";
 import { formatMs, formatTime } from "../lib/duration";
+import { leftLine } from "../lib/leftovers";
 import { transferSummary } from "../lib/transfer";
 import { useSession } from "../session";
 
@@ -300,6 +301,15 @@ function Report({ detail }: { detail: Detail }) {
           )}
         </tbody>
       </table>
+      {r.left.length > 0 && (
+        <ul className="left" data-testid="left" aria-label="Left by the drill">
+          {r.left.map((l) => (
+            <li key={l.site} className="warn">
+              {leftLine(l)}
+            </li>
+          ))}
+        </ul>
+      )}
       <div className="actions">
         <button type="button" onClick={() => download(`${name}.md`, "text/markdown", markdown(detail))}>
           Download report (Markdown)
@@ -339,5 +349,6 @@ function markdown(d: Detail): string {
   if (moved.length) lines.push("## Data moved", "", ...moved.map((s) => `- step ${s.seq} (${s.name}): ${transferSummary(s.transfer)}`), "");
   const failed = d.steps.filter((s) => s.error);
   if (failed.length) lines.push("## Errors", "", ...failed.map((s) => `- step ${s.seq} (${s.name}): ${errorText(s.error)}`), "");
+  if (r.left.length) lines.push("## Left by the drill", "", ...r.left.map((l) => `- ${leftLine(l)}`), "");
   return lines.join("\n");
 }

@@ -208,6 +208,28 @@ fn print_report(id: &str, status: &str, report: &Value) {
             met(&back["rto_ms"], &back["objective_rto_ms"])
         );
     }
+    // What a failed drill left (a site down at its end).
+    for left in report["left"].as_array().into_iter().flatten() {
+        println!("  {}", left_line(left));
+    }
+}
+
+/// One site's leftovers of a drill, as the report prints them.
+fn left_line(left: &Value) -> String {
+    let mut what = Vec::new();
+    if left["sandbox"] == true {
+        what.push("its sandbox".to_owned());
+    }
+    match left["copies"].as_array().map_or(0, Vec::len) {
+        0 => {}
+        1 => what.push("1 copy".to_owned()),
+        n => what.push(format!("{n} copies")),
+    }
+    format!(
+        "left on {}: {} (the plan's next replication cycle or drill removes it)",
+        left["site"].as_str().unwrap_or_default(),
+        what.join(" and ")
+    )
 }
 
 /// Approve a run's next approval gate, or cancel a run nobody is driving.
@@ -232,7 +254,19 @@ pub async fn decide(server: &ServerArgs, run: &str, verb: &str) -> Result<()> {
 mod tests {
     use serde_json::json;
 
-    use super::{transfer_summary, transfers_total};
+    use super::{left_line, transfer_summary, transfers_total};
+
+    #[test]
+    fn what_a_drill_left_says_where_and_what() {
+        let left = json!({"site": "lab-b", "sandbox": true, "copies": ["snap-1", "snap-2"]});
+        assert_eq!(
+            left_line(&left),
+            "left on lab-b: its sandbox and 2 copies (the plan's next replication cycle or \
+             drill removes it)"
+        );
+        let left = json!({"site": "lab-a", "sandbox": false, "copies": ["snap-1"]});
+        assert!(left_line(&left).starts_with("left on lab-a: 1 copy ("));
+    }
 
     #[test]
     fn a_transfer_step_says_what_the_data_mover_did() {
