@@ -596,56 +596,19 @@ async fn a_round_trip_drill_failing_on_its_way_back_leaves_nothing(store: Store)
     left_as_found(&store, &lab, &report.run, (a, b)).await;
 }
 
-/// The example plugin, but the standby site goes down as the drill's own
-/// teardown there (its copies, then its sandbox) starts, and stays down.
-struct DownAtTeardown {
+/// The example plugin, each step shown to `intercept` as it starts: an
+/// error it returns is how the start ends.
+struct Intercepted<F> {
     steps: Arc<PluginSteps>,
-    site: Arc<ExampleSite>,
+    intercept: F,
 }
 
-impl StepRunner for DownAtTeardown {
+impl<F: Fn(&StepRecord) -> Option<StepError> + Send + Sync> StepRunner for Intercepted<F> {
     fn start<'a>(&'a self, step: &'a StepRecord) -> BoxFuture<'a, Result<Started, StepError>> {
-        if (step.input["scope"] == "drill" || step.input["scope"] == "drill-points")
-            && step.input["site"] == "lab-b"
-            && step.input[LEFT_BY].is_null()
-        {
-            self.site.set_down(true);
+        match (self.intercept)(step) {
+            Some(e) => Box::pin(async move { Err(e) }),
+            None => self.steps.start(step),
         }
-        self.steps.start(step)
-    }
-
-    fn poll<'a>(
-        &'a self,
-        step: &'a StepRecord,
-        operation: &'a Value,
-    ) -> BoxFuture<'a, Result<Progress, StepError>> {
-        self.steps.poll(step, operation)
-    }
-}
-
-/// The example plugin, but the teardowns of what an earlier drill left
-/// meet a site answering 503 the first `refusals` times they start.
-struct RefusingLeftovers {
-    steps: Arc<PluginSteps>,
-    refusals: std::sync::atomic::AtomicUsize,
-}
-
-impl StepRunner for RefusingLeftovers {
-    fn start<'a>(&'a self, step: &'a StepRecord) -> BoxFuture<'a, Result<Started, StepError>> {
-        use std::sync::atomic::Ordering;
-        let refused = step.input[LEFT_BY].is_string()
-            && self
-                .refusals
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-        if refused {
-            return Box::pin(async {
-                Err(StepError::Retryable(
-                    "the site answered 503 Service Unavailable".into(),
-                ))
-            });
-        }
-        self.steps.start(step)
     }
 
     fn poll<'a>(
@@ -671,11 +634,23 @@ impl StepRunner for RefusingLeftovers {
 async fn what_a_drill_could_not_tear_down_a_later_run_removes(store: Store) {
     let lab = replicated(&store, &round_trip_plan("30s"), "example").await;
     let (a, b) = (holdings(&lab.a), holdings(&lab.b));
-    let refusing = Arc::new(DownAtTeardown {
+    // lab-b goes down as the drill's own teardown there (its copies, then
+    // its sandbox) starts, and stays down.
+    let site = lab.b.clone();
+    let down_at_teardown = Arc::new(Intercepted {
         steps: lab.steps.clone(),
-        site: lab.b.clone(),
+        intercept: move |step: &StepRecord| {
+            let scope = &step.input["scope"];
+            if (scope == "drill" || scope == "drill-points")
+                && step.input["site"] == "lab-b"
+                && step.input[LEFT_BY].is_null()
+            {
+                site.set_down(true);
+            }
+            None
+        },
     });
-    let (outcome, first) = run_by(&store, refusing, Workflow::Drill).await;
+    let (outcome, first) = run_by(&store, down_at_teardown, Workflow::Drill).await;
     let Outcome::Failed { error, .. } = outcome else {
         panic!("the teardown must fail with the site down: {outcome:?}");
     };
@@ -718,10 +693,22 @@ async fn what_a_drill_could_not_tear_down_a_later_run_removes(store: Store) {
     let leftover = |input: &Value| input[LEFT_BY] == first.run.as_str();
     let planned = forecast.steps.iter().filter(|s| leftover(&s.input)).count();
     assert_eq!(planned, 2, "lab-b's sandbox and copies: {forecast:?}");
-    let refusing = |refusals| {
-        Arc::new(RefusingLeftovers {
+    // The teardowns of what the first drill left meet a site answering 503
+    // the first `refusals` times they start.
+    let refusing = |refusals: usize| {
+        let refusals = std::sync::atomic::AtomicUsize::new(refusals);
+        Arc::new(Intercepted {
             steps: lab.steps.clone(),
-            refusals: std::sync::atomic::AtomicUsize::new(refusals),
+            intercept: move |step: &StepRecord| {
+                use std::sync::atomic::Ordering::SeqCst;
+                let refused = step.input[LEFT_BY].is_string()
+                    && refusals
+                        .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                refused.then(|| {
+                    StepError::Retryable("the site answered 503 Service Unavailable".into())
+                })
+            },
         })
     };
     let attempts = ExecutorConfig::new("host-a").attempts;
