@@ -10,15 +10,14 @@
 //! that left them), retried like any step, then best effort — a run is
 //! judged by what it is for, not by an earlier drill's remains, so a site
 //! still refusing once the retries are spent leaves them for the run after
-//! (the step done, its output `left`) and fails nothing. A sandbox counts
-//! as gone once a teardown of it succeeded — the drill's own, or a later
-//! run's, which a `drill.leftovers.removed` event records; copies once the
-//! store forgot them (the site reported them removed).
+//! (the step done, its output `left`) and fails nothing. What stays is
+//! known from the `drill.leftovers` events, without reading any drill's
+//! steps again: a sandbox until a `drill.leftovers.removed` event (a later
+//! run's teardown of it) says it went, copies until the store forgot them
+//! (the site reported them removed).
 
 use rebound_domain::Workflow;
-use rebound_store::{
-    EventRecord, NewStep, PlanRuns, RunRecord, RunStatus, StepRecord, StepStatus, Store,
-};
+use rebound_store::{EventRecord, NewStep, RunRecord, StepRecord, StepStatus, Store};
 use serde_json::{Value, json};
 
 use crate::EngineError;
@@ -123,66 +122,74 @@ pub(crate) async fn of_run(
     Ok(out)
 }
 
-/// What the plan's last 100 drills that failed or were cancelled left and
-/// no later run removed, newest drill first.
+/// What the plan's drills left that no later run removed, from the
+/// `drill.leftovers` events that named it (no drill's steps are read).
 pub(crate) async fn of_plan(store: &Store, plan: &str) -> Result<Vec<Leftover>, EngineError> {
-    let which = PlanRuns {
-        workflows: &[Workflow::Drill],
-        statuses: &[RunStatus::Failed, RunStatus::Cancelled],
-        limit: Some(100),
-    };
-    let drills = store.plan_runs(plan, which).await?;
-    if drills.is_empty() {
+    let noted = store.events(Some(plan), &[DRILL_LEFTOVERS], 10_000).await?;
+    still_there(store, plan, &noted).await
+}
+
+/// What drill `run` left that is still there, for its report.
+pub(crate) async fn of_report(
+    store: &Store,
+    run: &RunRecord,
+) -> Result<Vec<Leftover>, EngineError> {
+    if run.workflow != Workflow::Drill {
+        return Ok(Vec::new());
+    }
+    let mut noted = store
+        .events(Some(&run.plan), &[DRILL_LEFTOVERS], 10_000)
+        .await?;
+    noted.retain(|e| e.detail["run"] == run.id.as_str());
+    still_there(store, &run.plan, &noted).await
+}
+
+/// Of what the `drill.leftovers` events `noted` name, what is still there:
+/// a sandbox until a `drill.leftovers.removed` event says a later run
+/// removed it, copies until the store forgot them.
+async fn still_there(
+    store: &Store,
+    plan: &str,
+    noted: &[EventRecord],
+) -> Result<Vec<Leftover>, EngineError> {
+    if noted.is_empty() {
         return Ok(Vec::new());
     }
     let removed = store
         .events(Some(plan), &[DRILL_LEFTOVERS_REMOVED], 10_000)
         .await?;
     let mut out = Vec::new();
-    for run in &drills {
-        let steps = store.steps(&run.id).await?;
-        out.extend(still_there(store, &run.id, &steps, &removed).await?);
+    for e in noted {
+        let (Some(run), Some(site)) = (e.detail["run"].as_str(), e.detail["site"].as_str()) else {
+            continue;
+        };
+        let sandbox = e.detail["sandbox"] == true
+            && !removed.iter().any(|r| {
+                r.detail["run"] == run && r.detail["site"] == site && r.detail["scope"] == "drill"
+            });
+        // (Copies a drill did not leave do not appear later.)
+        let copies = if e.detail["copies"].as_array().is_some_and(|c| !c.is_empty()) {
+            store
+                .drill_points(run)
+                .await?
+                .into_iter()
+                .filter(|p| p.site == site)
+                .map(|p| p.id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if sandbox || !copies.is_empty() {
+            out.push(Leftover {
+                run: run.to_owned(),
+                site: site.to_owned(),
+                sandbox,
+                copies,
+                way_back: e.detail["way_back"] == true,
+            });
+        }
     }
     Ok(out)
-}
-
-/// What drill `run` (failed or cancelled, its steps `steps`) left that is
-/// still there: what it could not tear down, less what the
-/// `drill.leftovers.removed` events `removed` say a later run did.
-async fn still_there(
-    store: &Store,
-    run: &str,
-    steps: &[StepRecord],
-    removed: &[EventRecord],
-) -> Result<Vec<Leftover>, EngineError> {
-    let mut out = of_run(store, run, steps).await?;
-    for left in &mut out {
-        left.sandbox &= !removed.iter().any(|e| {
-            e.detail["run"] == run
-                && e.detail["site"] == left.site.as_str()
-                && e.detail["scope"] == "drill"
-        });
-    }
-    out.retain(|l| l.sandbox || !l.copies.is_empty());
-    Ok(out)
-}
-
-/// What drill `run` left that is still there, for its report: nothing
-/// unless it failed or was cancelled.
-pub(crate) async fn of_report(
-    store: &Store,
-    run: &RunRecord,
-    steps: &[StepRecord],
-) -> Result<Vec<Leftover>, EngineError> {
-    if run.workflow != Workflow::Drill
-        || !matches!(run.status, RunStatus::Failed | RunStatus::Cancelled)
-    {
-        return Ok(Vec::new());
-    }
-    let removed = store
-        .events(Some(&run.plan), &[DRILL_LEFTOVERS_REMOVED], 10_000)
-        .await?;
-    still_there(store, &run.id, steps, &removed).await
 }
 
 /// The teardowns of what earlier drills left among `steps` that

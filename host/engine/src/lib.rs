@@ -492,9 +492,9 @@ impl Executor {
     /// A drill that ended failed or cancelled and could not tear down
     /// everything (a site down) leaves the operator a `drill.leftovers`
     /// event per site: its sandbox (its workloads labelled with the run's
-    /// id), the copies. The plan's next replication cycle or drill tries
-    /// again (see
-    /// `leftovers`). Recorded once per run.
+    /// id), the copies, and whether its way back recovered there (what
+    /// goes first: see `leftovers`). The plan's next replication cycle or
+    /// drill tries again. Recorded once per run.
     async fn note_drill_leftovers(
         &self,
         run: &RunRecord,
@@ -505,6 +505,7 @@ impl Executor {
             tracing::warn!(run = %run.id, site = %l.site, sandbox = l.sandbox, copies = ?l.copies, "the drill left these; the plan's next replication cycle or drill removes them");
             serde_json::json!({
                 "run": run.id, "site": l.site, "sandbox": l.sandbox, "copies": l.copies,
+                "way_back": l.way_back,
                 "reason": "the drill's teardown did not succeed there; the plan's next \
                            replication cycle or drill tries again at its end",
             })

@@ -157,7 +157,7 @@ pub async fn report(store: &Store, run_id: &str) -> Result<RunReport, EngineErro
     let plan = store.plan(&run.plan).await?;
     let steps = store.steps(run_id).await?;
     let mut report = build(&run, &plan.document, &steps);
-    report.left = crate::leftovers::of_report(store, &run, &steps)
+    report.left = crate::leftovers::of_report(store, &run)
         .await?
         .into_iter()
         .map(|l| DrillLeftover {
