@@ -8,6 +8,9 @@
 //! - `resync_target_hashed`: a resync of that copy onto a target that lists
 //!   no block digests (oVirt's imageio): the mover reads and hashes all of
 //!   it, and writes nothing;
+//! - `agent_digests`: one agent listing the digests of every block of
+//!   that disk (what a verification waits on), beside `one_thread_digests`,
+//!   the same blocks read and hashed by the same SHA-256 code on one thread;
 //! - `plain_cp`: the same file copied by `cp`, the baseline;
 //! - after the timed runs, a 1% delta resync prints bytes moved / bytes
 //!   changed.
@@ -145,6 +148,42 @@ fn bench(c: &mut Criterion) {
                     &mut MemoryCheckpoint::default(),
                 ))
                 .expect("copy over HTTPS")
+        });
+    });
+    // One side of a verification: the agent hashes every block of its
+    // disk, on every core; the baseline hashes them on one.
+    let http = reqwest::Client::new();
+    group.bench_function("agent_digests", |b| {
+        b.iter(|| {
+            tokio.block_on(async {
+                let listed = http
+                    .get(&source.url)
+                    .query(&[("digests", BLOCK)])
+                    .bearer_auth("bench")
+                    .send()
+                    .await
+                    .expect("digests")
+                    .error_for_status()
+                    .expect("listed")
+                    .bytes()
+                    .await
+                    .expect("body");
+                assert!(listed.len() as u64 > SIZE / BLOCK * 64);
+            })
+        });
+    });
+    group.bench_function("one_thread_digests", |b| {
+        b.iter(|| {
+            use sha2::Digest;
+            let file = std::fs::File::open(&src).expect("open");
+            let mut buf = vec![0u8; BLOCK as usize];
+            let digests: Vec<String> = (0..SIZE / BLOCK)
+                .map(|block| {
+                    file.read_exact_at(&mut buf, block * BLOCK).expect("read");
+                    hex::encode(sha2::Sha256::digest(&buf))
+                })
+                .collect();
+            assert_eq!(digests.len() as u64, SIZE / BLOCK);
         });
     });
     group.bench_function("plain_cp", |b| {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use crate::checkpoint::Checkpoint;
-use crate::digest::{block_digest, disk_digest, zero_block_digest};
+use crate::digest::{disk_digest, parts_digest, zero_block_digest};
 use crate::endpoint::Endpoint;
 
 /// Which blocks a copy moves.
@@ -225,11 +225,10 @@ impl Client {
             .map(|block| async move {
                 let (start, end) = span(block, block_size, endpoint.size);
                 if is_zero(block) {
-                    return Ok((zero_block_digest((end - start) as usize), 0));
+                    return Ok::<_, MoveError>((zero_block_digest((end - start) as usize), 0));
                 }
-                self.read(endpoint, start, end)
-                    .await
-                    .map(|data| (block_digest(&data), end - start))
+                let block = self.read(endpoint, start, end).await?;
+                Ok((block.digest().await, end - start))
             })
             .buffered(workers)
             .try_collect()
@@ -309,53 +308,89 @@ impl Client {
         )
     }
 
-    async fn read(
-        &self,
-        endpoint: &Endpoint,
-        start: u64,
-        end: u64,
-    ) -> Result<bytes::Bytes, MoveError> {
+    /// Bytes `start..end` of `endpoint`, as the parts the response body
+    /// arrived in: a block is hashed and written on from them without
+    /// ever being joined (one copy of it less through the mover's memory).
+    async fn read(&self, endpoint: &Endpoint, start: u64, end: u64) -> Result<Block, MoveError> {
         let sent = self
             .request(reqwest::Method::GET, endpoint)
             .header("range", format!("bytes={start}-{}", end - 1))
             .send()
             .await;
-        let data = Self::check("GET", endpoint, sent)
-            .await?
-            .bytes()
+        let mut response = Self::check("GET", endpoint, sent).await?;
+        let mut block = Block::default();
+        while let Some(part) = response
+            .chunk()
             .await
-            .map_err(|e| http_error("GET", endpoint, e))?;
-        if data.len() as u64 != end - start {
+            .map_err(|e| http_error("GET", endpoint, e))?
+        {
+            block.len += part.len() as u64;
+            if block.len > end - start {
+                break;
+            }
+            block.parts.push(part);
+        }
+        if block.len != end - start {
             return Err(http_error(
                 "GET",
                 endpoint,
                 format!(
                     "asked for {} bytes at {start}, got {}",
                     end - start,
-                    data.len()
+                    block.len
                 ),
             ));
         }
-        Ok(data)
+        Ok(block)
     }
 
-    async fn write(
-        &self,
-        endpoint: &Endpoint,
-        start: u64,
-        data: bytes::Bytes,
-    ) -> Result<(), MoveError> {
-        let end = start + data.len() as u64;
+    async fn write(&self, endpoint: &Endpoint, start: u64, block: Block) -> Result<(), MoveError> {
+        let end = start + block.len;
+        let parts = block.parts.into_iter().map(Ok::<_, std::io::Error>);
         let sent = self
             .request(reqwest::Method::PUT, endpoint)
             .header(
                 "content-range",
                 format!("bytes {start}-{}/{}", end - 1, endpoint.size),
             )
-            .body(data)
+            .header("content-length", block.len)
+            .body(reqwest::Body::wrap_stream(stream::iter(parts)))
             .send()
             .await;
         Self::check("PUT", endpoint, sent).await.map(drop)
+    }
+}
+
+/// A block's bytes as the parts they arrived in.
+#[derive(Default)]
+struct Block {
+    parts: Vec<bytes::Bytes>,
+    len: u64,
+}
+
+impl Block {
+    /// The block's digest, hashed on a blocking thread: a copy's blocks
+    /// are futures of one task, and hashed inline they would all be
+    /// hashed on the one core that task runs on.
+    async fn digest(&self) -> String {
+        let parts = self.parts.clone();
+        tokio::task::spawn_blocking(move || parts_digest(&parts))
+            .await
+            .unwrap_or_else(|_| parts_digest(&self.parts))
+    }
+
+    fn zeros(len: u64) -> Self {
+        Self {
+            parts: vec![bytes::Bytes::from(vec![0u8; len as usize])],
+            len,
+        }
+    }
+
+    fn joined(self) -> bytes::Bytes {
+        match <[bytes::Bytes; 1]>::try_from(self.parts) {
+            Ok([one]) => one,
+            Err(parts) => parts.concat().into(),
+        }
     }
 }
 
@@ -497,13 +532,16 @@ pub async fn copy(
                 } else {
                     let data = client.read(source, start, end).await?;
                     // Hashed only where the source's digest was not known.
-                    let digest = skip_equal.then(|| block_digest(&data));
+                    let digest = match skip_equal {
+                        true => Some(data.digest().await),
+                        false => None,
+                    };
                     (Some(data), digest, len)
                 };
                 let equal =
                     digest.is_some() && dst.and_then(|d| d.get(block as usize)) == digest.as_ref();
                 if !equal {
-                    let data = data.unwrap_or_else(|| bytes::Bytes::from(vec![0u8; len as usize]));
+                    let data = data.unwrap_or_else(|| Block::zeros(len));
                     client.write(target, start, data).await?;
                 }
                 let written = if equal { 0 } else { len };
@@ -597,14 +635,14 @@ async fn verify(
         let (a, b) = match known {
             Some(k) => (
                 k[block as usize].clone(),
-                block_digest(&client.read(target, start, end).await?),
+                client.read(target, start, end).await?.digest().await,
             ),
             None => {
                 let (a, b) = tokio::try_join!(
                     client.read(source, start, end),
                     client.read(target, start, end)
                 )?;
-                (block_digest(&a), block_digest(&b))
+                tokio::join!(a.digest(), b.digest())
             }
         };
         if a != b {
@@ -622,14 +660,24 @@ pub async fn read_range(
     start: u64,
     end: u64,
 ) -> Result<bytes::Bytes, MoveError> {
-    Client::new(&[endpoint])?.read(endpoint, start, end).await
+    Ok(Client::new(&[endpoint])?
+        .read(endpoint, start, end)
+        .await?
+        .joined())
 }
 
 /// Write `data` at `start` of `endpoint` as the mover writes a block: for
 /// preparing an endpoint by hand (the conformance kit marks a volume).
 pub async fn write_range(endpoint: &Endpoint, start: u64, data: Vec<u8>) -> Result<(), MoveError> {
     Client::new(&[endpoint])?
-        .write(endpoint, start, bytes::Bytes::from(data))
+        .write(
+            endpoint,
+            start,
+            Block {
+                len: data.len() as u64,
+                parts: vec![data.into()],
+            },
+        )
         .await
 }
 

@@ -6,6 +6,16 @@ pub(crate) fn block_digest(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// The digest of a block that arrived in parts (as an HTTP body does):
+/// the same as [`block_digest`] of the parts joined, without joining them.
+pub(crate) fn parts_digest(parts: &[bytes::Bytes]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hex::encode(hasher.finalize())
+}
+
 /// The digest of an all-zero block of `len` bytes (what a hole reads as).
 pub fn zero_block_digest(len: usize) -> String {
     let mut hasher = Sha256::new();

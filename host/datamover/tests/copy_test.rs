@@ -390,6 +390,31 @@ async fn agents_refuse_bad_tokens_ranges_and_writes_to_exports() {
         .expect("send");
     assert_eq!(put.status(), 405, "an export accepts no writes");
 
+    // A write whose body is not the size its range names is refused
+    // whole: none of it reaches the disk.
+    let import_path = dir.path().join("import.raw");
+    sparse(&import_path, 8 * BLOCK);
+    let import = agent(&import_path, "right", true).await;
+    let says = [
+        "body has 3 bytes but the range names",
+        "body has more than the 4 bytes the range names",
+    ];
+    for (body, says) in [(vec![7u8; 3], says[0]), (vec![7u8; 5], says[1])] {
+        let put = http
+            .put(&import.url)
+            .header("content-range", format!("bytes 0-3/{}", 8 * BLOCK))
+            .bearer_auth("right")
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(put.status(), 400);
+        let text = put.text().await.expect("text");
+        assert!(text.contains(says), "{text}");
+    }
+    assert_eq!(std::fs::read(&import_path).expect("read")[..8], [0u8; 8]);
+    assert_eq!(allocated(&import_path), 0, "nothing was written");
+
     let mut bad = export.clone();
     bad.headers = vec![("authorization".into(), "Bearer nope".into())];
     let target_path = dir.path().join("t.raw");
