@@ -9,5 +9,5 @@ type Leftover = Schemas["DrillLeftover"];
 export function leftLine(l: Leftover): string {
   const copies = l.copies.length === 1 ? "1 copy" : l.copies.length > 1 ? `${l.copies.length} copies` : "";
   const what = [l.sandbox ? "its sandbox" : "", copies].filter(Boolean);
-  return `Left on ${l.site}: ${what.join(" and ")} — the plan's next replication cycle or drill removes it.`;
+  return `Left on ${l.site}: ${what.join(" and ")} — the plan's next replication cycle or drill removes it (start a replication cycle on the Runs page to remove it now).`;
 }

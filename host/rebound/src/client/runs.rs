@@ -99,7 +99,7 @@ pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
         match status {
             "succeeded" | "failed" | "cancelled" => {
                 bar.finish_and_clear();
-                print_report(&id, status, &detail["report"]);
+                print_report(&id, &args.plan, status, &detail["report"]);
                 if let Some(total) = transfers_total(&steps) {
                     println!("  {total}");
                 }
@@ -172,7 +172,7 @@ fn transfers_total(steps: &[Value]) -> Option<String> {
 
 /// The run's measured RTO and achieved RPO against the phase's objectives
 /// (and a round-trip drill's way back against the other phase's).
-fn print_report(id: &str, status: &str, report: &Value) {
+fn print_report(id: &str, plan: &str, status: &str, report: &Value) {
     let ms = |v: &Value| {
         v.as_i64().map_or_else(
             || "-".to_owned(),
@@ -210,12 +210,13 @@ fn print_report(id: &str, status: &str, report: &Value) {
     }
     // What a failed drill left (a site down at its end).
     for left in report["left"].as_array().into_iter().flatten() {
-        println!("  {}", left_line(left));
+        println!("  {}", left_line(plan, left));
     }
 }
 
-/// One site's leftovers of a drill, as the report prints them.
-fn left_line(left: &Value) -> String {
+/// One site's leftovers of a drill, as the report prints them, with the
+/// command that removes them now.
+fn left_line(plan: &str, left: &Value) -> String {
     let mut what = Vec::new();
     if left["sandbox"] == true {
         what.push("its sandbox".to_owned());
@@ -226,7 +227,8 @@ fn left_line(left: &Value) -> String {
         n => what.push(format!("{n} copies")),
     }
     format!(
-        "left on {}: {} (the plan's next replication cycle or drill removes it)",
+        "left on {}: {} (the plan's next replication cycle or drill removes it; \
+         `rebound run replication {plan}` starts one now)",
         left["site"].as_str().unwrap_or_default(),
         what.join(" and ")
     )
@@ -260,12 +262,12 @@ mod tests {
     fn what_a_drill_left_says_where_and_what() {
         let left = json!({"site": "lab-b", "sandbox": true, "copies": ["snap-1", "snap-2"]});
         assert_eq!(
-            left_line(&left),
+            left_line("shop", &left),
             "left on lab-b: its sandbox and 2 copies (the plan's next replication cycle or \
-             drill removes it)"
+             drill removes it; `rebound run replication shop` starts one now)"
         );
         let left = json!({"site": "lab-a", "sandbox": false, "copies": ["snap-1"]});
-        assert!(left_line(&left).starts_with("left on lab-a: 1 copy ("));
+        assert!(left_line("shop", &left).starts_with("left on lab-a: 1 copy ("));
     }
 
     #[test]
