@@ -6,21 +6,30 @@
 //! and a failover. Timed side by side:
 //! - `history/newest_measured_runs`: the newest succeeded run of each
 //!   workflow a forecast draws on, as the engine asks now
-//!   (`Store::plan_runs`, one indexed query per workflow);
+//!   (`Store::newest_runs`: one statement, an indexed `LIMIT 1` select per
+//!   workflow);
+//! - `history/newest_measured_runs_per_workflow`: the same runs asked for
+//!   as the engine did until 2026-12-07, one query per workflow
+//!   (`Store::plan_runs`);
 //! - `history/newest_measured_runs_baseline`: the same runs found as the
-//!   engine did before — every run of the plan read, then filtered;
+//!   engine did before that — every run of the plan read, then filtered;
 //! - `history/failback_dry_run`: a whole failback forecast (those runs and
-//!   their steps read, the step plan derived).
+//!   their steps read, the step plan derived);
+//! - `history/compliance`: the plan's compliance now (its workloads'
+//!   newest points at the standby — 24 kept of each — and both phases'
+//!   forecasts), what every policy tick and the dashboard's
+//!   `GET /compliance` compute for each plan.
 
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rebound_domain::{PlanDocument, Workflow};
 use rebound_engine::MEASURED_WORKFLOWS;
-use rebound_store::{NewStep, PlanRuns, RunRecord, RunStatus, Store};
+use rebound_store::{NewStep, PlanRuns, RecoveryPointRecord, RunRecord, RunStatus, Store};
 use serde_json::json;
 
 const CYCLES: usize = 2_016;
+const POINTS: usize = 24;
 
 const PLAN: &str = "name: shop\nsource: east\ntarget: west\nworkloads:\n  - id: db\n  - id: web\n    depends_on: [db]\n\
 replication: { mode: native, interval: 5m }\n\
@@ -61,9 +70,32 @@ async fn history(store: &Store) {
     for _ in 0..CYCLES {
         finished(store, Workflow::Replication, &cycle).await;
     }
+    // The points the plan's retention keeps of each workload.
+    for workload in ["db", "web"] {
+        for n in 0..POINTS {
+            let point = RecoveryPointRecord {
+                site: "west".into(),
+                id: format!("{workload}-{n}"),
+                plan: "shop".into(),
+                workload: workload.into(),
+                captured_at_ms: rebound_engine::now_ms() - (POINTS - n) as i64 * 300_000,
+                run: "bench".into(),
+                detail: json!({}),
+                drill: false,
+            };
+            store.record_recovery_point(&point).await.expect("point");
+        }
+    }
 }
 
 async fn newest(store: &Store) -> Vec<RunRecord> {
+    store
+        .newest_runs("shop", &MEASURED_WORKFLOWS, RunStatus::Succeeded)
+        .await
+        .expect("runs")
+}
+
+async fn newest_per_workflow(store: &Store) -> Vec<RunRecord> {
     let mut out = Vec::new();
     for workflow in MEASURED_WORKFLOWS {
         let which = PlanRuns {
@@ -98,16 +130,30 @@ fn bench(c: &mut Criterion) {
         history(&store).await;
         store
     });
-    let (mut a, mut b) =
-        tokio.block_on(async { (newest(&store).await, newest_baseline(&store).await) });
-    a.sort_by(|x, y| x.id.cmp(&y.id));
-    b.sort_by(|x, y| x.id.cmp(&y.id));
-    assert_eq!(a, b, "both find the same runs");
-    assert_eq!(a.len(), 3);
+    let found = tokio.block_on(async {
+        [
+            newest(&store).await,
+            newest_per_workflow(&store).await,
+            newest_baseline(&store).await,
+        ]
+    });
+    let [one, each, every] = found.map(|mut runs| {
+        runs.sort_by(|x, y| x.id.cmp(&y.id));
+        runs
+    });
+    assert_eq!(
+        one, each,
+        "one statement finds the runs one query each finds"
+    );
+    assert_eq!(one, every, "and those reading every run find");
+    assert_eq!(one.len(), 3);
 
     let mut group = c.benchmark_group("history");
     group.bench_function("newest_measured_runs", |bench| {
         bench.iter(|| tokio.block_on(newest(&store)));
+    });
+    group.bench_function("newest_measured_runs_per_workflow", |bench| {
+        bench.iter(|| tokio.block_on(newest_per_workflow(&store)));
     });
     group.bench_function("newest_measured_runs_baseline", |bench| {
         bench.iter(|| tokio.block_on(newest_baseline(&store)));
@@ -120,6 +166,18 @@ fn bench(c: &mut Criterion) {
                 Workflow::Failback,
                 64,
             ))
+        });
+    });
+    let plan = tokio.block_on(store.plan("shop")).expect("plan");
+    group.bench_function("compliance", |bench| {
+        bench.iter(|| {
+            tokio
+                .block_on(rebound_engine::policy::compliance(
+                    &store,
+                    &plan,
+                    rebound_engine::now_ms(),
+                ))
+                .expect("compliance")
         });
     });
     group.finish();

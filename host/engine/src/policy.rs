@@ -144,15 +144,13 @@ pub async fn compliance(
         return Ok(out);
     };
     // The oldest of the workloads' newest points at the standby.
+    let newest = store.newest_captures(&doc.name, &life.standby).await?;
     let mut oldest: Option<(i64, String)> = None;
     let mut missing = None;
     for w in &doc.workloads {
-        match store
-            .latest_recovery_point(&doc.name, &w.id, &life.standby)
-            .await?
-        {
-            Some(p) if oldest.as_ref().is_none_or(|(t, _)| p.captured_at_ms < *t) => {
-                oldest = Some((p.captured_at_ms, w.id.clone()));
+        match newest.get(&w.id) {
+            Some(&at) if oldest.as_ref().is_none_or(|(t, _)| at < *t) => {
+                oldest = Some((at, w.id.clone()));
             }
             Some(_) => {}
             None => missing = missing.or(Some(w.id.clone())),

@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 
 use rebound_domain::{Lifecycle, Phase, PlanDocument, Workflow};
-use rebound_store::{NewStep, PlanRuns, RunRecord, RunStatus, StepRecord, StepStatus, Store};
+use rebound_store::{NewStep, RunRecord, RunStatus, StepRecord, StepStatus, Store};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -545,19 +545,16 @@ pub const MEASURED_WORKFLOWS: [Workflow; 6] = [
 /// Step durations measured in the plan's runs: the newest successful run
 /// of each of [`MEASURED_WORKFLOWS`], newest first (see [`Measured`]).
 pub(crate) async fn measured_durations(store: &Store, plan: &str) -> Result<Measured, EngineError> {
-    let mut newest = Vec::new();
-    for workflow in MEASURED_WORKFLOWS {
-        let which = PlanRuns {
-            workflows: &[workflow],
-            statuses: &[RunStatus::Succeeded],
-            limit: Some(1),
-        };
-        newest.extend(store.plan_runs(plan, which).await?);
-    }
+    let mut newest = store
+        .newest_runs(plan, &MEASURED_WORKFLOWS, RunStatus::Succeeded)
+        .await?;
     newest.sort_by(|a, b| (b.created_at_ms, &b.id).cmp(&(a.created_at_ms, &a.id)));
+    let ids: Vec<&str> = newest.iter().map(|r| r.id.as_str()).collect();
+    let steps = store.steps_of(&ids).await?;
     let mut measured = Measured::default();
     for (rank, run) in newest.iter().enumerate() {
-        measured.add(&run.id, rank, &store.steps(&run.id).await?);
+        let of_run = steps.get(&run.id).map_or(&[][..], Vec::as_slice);
+        measured.add(&run.id, rank, of_run);
     }
     Ok(measured)
 }

@@ -134,6 +134,31 @@ impl Store {
             .transpose()
     }
 
+    /// When each workload of `plan` was captured by its newest recovery
+    /// point on `site` (not a drill's copies), by workload: one query for
+    /// all of them, which is what an RPO lag needs.
+    pub async fn newest_captures(
+        &self,
+        plan: &str,
+        site: &str,
+    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        let newest: Vec<(String, Option<i64>)> = recovery_point::Entity::find()
+            .select_only()
+            .column(recovery_point::Column::Workload)
+            .column_as(recovery_point::Column::CapturedAt.max(), "newest")
+            .filter(recovery_point::Column::Plan.eq(plan))
+            .filter(recovery_point::Column::Site.eq(site))
+            .filter(recovery_point::Column::Drill.eq(false))
+            .group_by(recovery_point::Column::Workload)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(newest
+            .into_iter()
+            .filter_map(|(workload, at)| Some((workload, at?)))
+            .collect())
+    }
+
     /// A plan's recovery points, newest first (not a drill's copies: see
     /// [`Store::drill_points`]).
     pub async fn recovery_points(

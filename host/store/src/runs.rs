@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use rebound_domain::{Lifecycle, Workflow};
-use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
+use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, LockBehavior, LockType, Query, UnionType};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, TransactionTrait,
 };
 
 use super::entity::{plan, run, step};
@@ -201,6 +201,47 @@ impl Store {
         query.all(&self.db).await?.iter().map(decode_run).collect()
     }
 
+    /// The newest run of each of `workflows` (that has one) with `status`:
+    /// one statement of one indexed `LIMIT 1` select per workflow — what a
+    /// forecast draws on, asked for on every policy tick and compliance
+    /// read of every plan, so one round trip to the store instead of one
+    /// per workflow.
+    pub async fn newest_runs(
+        &self,
+        plan: &str,
+        workflows: &[Workflow],
+        status: RunStatus,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let newest = |(i, workflow): (usize, &Workflow)| {
+            let one = run::Entity::find()
+                .filter(run::Column::Plan.eq(plan))
+                .filter(run::Column::Workflow.eq(workflow.to_string()))
+                .filter(run::Column::Status.eq(status.as_str()))
+                .order_by_desc(run::Column::CreatedAt)
+                .order_by_desc(run::Column::Id)
+                .limit(1)
+                .into_query();
+            Query::select()
+                .column(Asterisk)
+                .from_subquery(one, format!("newest_{i}"))
+                .to_owned()
+        };
+        let mut selects = workflows.iter().enumerate().map(newest);
+        let Some(mut union) = selects.next() else {
+            return Ok(Vec::new());
+        };
+        for select in selects {
+            union.union(UnionType::All, select);
+        }
+        let statement = self.db.get_database_backend().build(&union);
+        run::Model::find_by_statement(statement)
+            .all(&self.db)
+            .await?
+            .iter()
+            .map(decode_run)
+            .collect()
+    }
+
     /// Claim an active run whose lease is free or expired, for `lease`.
     pub async fn claim_run(
         &self,
@@ -360,6 +401,30 @@ impl Store {
             .iter()
             .map(decode_step)
             .collect()
+    }
+
+    /// The steps of each of `runs`, in order, in one query (runs without
+    /// steps are left out).
+    pub async fn steps_of(
+        &self,
+        runs: &[&str],
+    ) -> Result<std::collections::HashMap<String, Vec<StepRecord>>, StoreError> {
+        let mut out: std::collections::HashMap<String, Vec<StepRecord>> = Default::default();
+        if runs.is_empty() {
+            return Ok(out);
+        }
+        let rows = step::Entity::find()
+            .filter(step::Column::Run.is_in(runs.iter().copied()))
+            .order_by_asc(step::Column::Run)
+            .order_by_asc(step::Column::Seq)
+            .all(&self.db)
+            .await?;
+        for row in &rows {
+            out.entry(row.run.clone())
+                .or_default()
+                .push(decode_step(row)?);
+        }
+        Ok(out)
     }
 
     /// Save steps of one run as its lease holder and renew the lease, in

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use rebound_domain::{Lifecycle, PlanDocument, PlanState, Workflow};
-use rebound_store::{PlanRuns, RecoveryPointRecord, RunRecord, RunStatus, Store, StoreError};
+use rebound_store::{
+    NewStep, PlanRuns, RecoveryPointRecord, RunRecord, RunStatus, Store, StoreError,
+};
 
 const PLAN: &str = include_str!("../../../docs/examples/plan.yaml");
 
@@ -224,6 +226,50 @@ async fn a_plans_runs_are_listed_newest_first_by_workflow_and_status(store: Stor
     let mut all = made.clone();
     all.reverse();
     assert_eq!(ids(store.runs_of("shop").await.expect("runs")), all);
+
+    // The newest of each workflow, in one statement: none of a workflow
+    // without runs, none of another status.
+    let newest = |status| async move {
+        let wanted = [
+            Workflow::Replication,
+            Workflow::Drill,
+            Workflow::Failover,
+            Workflow::Failback,
+        ];
+        let mut found = ids(store
+            .newest_runs("shop", &wanted, status)
+            .await
+            .expect("newest"));
+        found.sort();
+        found
+    };
+    let mut expected = vec![made[4].clone(), made[1].clone(), made[3].clone()];
+    expected.sort();
+    assert_eq!(newest(RunStatus::Pending).await, expected);
+    assert!(newest(RunStatus::Succeeded).await.is_empty());
+
+    // Steps of several runs in one query, each run's in order.
+    let step = |name: &str| NewStep {
+        name: name.into(),
+        input: serde_json::json!({"action": name}),
+    };
+    let with_steps = store
+        .create_run_with_steps("shop", Workflow::Drill, None, "ci", &[step("a"), step("b")])
+        .await
+        .expect("run");
+    let steps = store
+        .steps_of(&[with_steps.id.as_str(), made[0].as_str()])
+        .await
+        .expect("steps");
+    let names: Vec<&str> = steps[&with_steps.id]
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(
+        !steps.contains_key(&made[0]),
+        "a run without steps has none"
+    );
 }
 
 async fn a_run_is_leased_to_one_host_and_taken_over_after_expiry(store: Store) {
@@ -390,6 +436,22 @@ async fn a_drills_copies_are_its_own(store: Store) {
         .await
         .expect("latest");
     assert_eq!(latest.map(|p| p.id).as_deref(), Some("snap-1"));
+    let newest = store
+        .newest_captures("shop", "openstack-east")
+        .await
+        .expect("newest");
+    assert_eq!(
+        newest,
+        [("db-1".to_owned(), 1_000)].into(),
+        "not the drill's"
+    );
+    assert!(
+        store
+            .newest_captures("shop", "kubevirt-west")
+            .await
+            .expect("none")
+            .is_empty()
+    );
     assert_eq!(
         ids(store.drill_points("drill-run").await.expect("drill's")),
         ["drill-copy"]
