@@ -13,7 +13,8 @@
 //! plan's compliance, recent runs, recent events), sent together as the
 //! page sends them — timed with the one plan, and again after
 //! `REBOUND_LOAD_PLANS` more plans (default 300) are stored: the admins'
-//! "no multi-second spinner with a few hundred plans". Where the web UI
+//! "no multi-second spinner with a few hundred plans"; then each of the
+//! four alone, to see which one the load waits on. Where the web UI
 //! is built into this binary and Chromium and node are at hand, the same
 //! two loads are also timed in the browser (`web-ui/e2e/dashboard-load.mjs`):
 //! from navigation start until every plan's row is drawn.
@@ -259,6 +260,13 @@ async fn main() {
         assert!(put.status().is_success(), "plan {name}: {}", put.status());
     }
     let many = dashboard(&client, &addr, &token).await;
+    for (path, median) in dashboard_reads(&client, &addr, &token).await {
+        println!(
+            "dashboard read alone, {} plans: GET {path} median {:.1} ms",
+            plans + 1,
+            median.as_secs_f64() * 1e3
+        );
+    }
     let many_browser = in_browser(&addr, plans + 1);
     let median = |d: &[Duration]| d[d.len() / 2].as_secs_f64() * 1000.0;
     let max = |d: &[Duration]| d[d.len() - 1].as_secs_f64() * 1000.0;
@@ -320,15 +328,45 @@ fn in_browser(addr: &str, plans: u64) -> Option<Vec<f64>> {
     serde_json::from_value(line["ms"].clone()).ok()
 }
 
+/// The reads the dashboard sends when it loads.
+const DASHBOARD: [&str; 4] = [
+    "/api/v1/plans?limit=500",
+    "/api/v1/compliance",
+    "/api/v1/runs?limit=500",
+    "/api/v1/events?limit=500",
+];
+
+/// Each of the dashboard's reads alone, 10 times: its median.
+async fn dashboard_reads(
+    client: &reqwest::Client,
+    addr: &str,
+    token: &str,
+) -> Vec<(&'static str, Duration)> {
+    let mut out = Vec::new();
+    for path in DASHBOARD {
+        let mut times = Vec::new();
+        for _ in 0..10 {
+            let started = Instant::now();
+            let r = client
+                .get(format!("{addr}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("dashboard read");
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+            r.bytes().await.expect("body");
+            times.push(started.elapsed());
+        }
+        times.sort();
+        out.push((path, times[times.len() / 2]));
+    }
+    out
+}
+
 /// The dashboard's reads, sent together as the page sends them, 20 times:
 /// each load's time until the last answer, sorted.
 async fn dashboard(client: &reqwest::Client, addr: &str, token: &str) -> Vec<Duration> {
-    let paths = [
-        "/api/v1/plans?limit=500",
-        "/api/v1/compliance",
-        "/api/v1/runs?limit=500",
-        "/api/v1/events?limit=500",
-    ];
+    let paths = DASHBOARD;
     let mut times = Vec::new();
     for _ in 0..20 {
         let started = Instant::now();
