@@ -546,3 +546,53 @@ async fn zero_extents_an_endpoint_lists_are_neither_read_nor_hashed() {
         "{again:?}"
     );
 }
+
+/// A block is sent with its length (`Content-Length`), not chunked: an
+/// import endpoint such as ovirt-imageio wants the size of a write before
+/// its body. Seen by a bare listener standing in for the endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_is_written_with_its_length_not_chunked() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.expect("accept");
+        let mut request = Vec::new();
+        let mut buf = [0u8; 64 << 10];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tcp.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the request ended before its head");
+            request.extend_from_slice(&buf[..n]);
+        }
+        let end = request
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("head")
+            + 4;
+        let head = String::from_utf8_lossy(&request[..end]).to_lowercase();
+        let mut body = request[end..].len();
+        while body < 1000 {
+            let n = tcp.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the body ended early");
+            body += n;
+        }
+        tcp.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .await
+            .expect("answer");
+        (head, body)
+    });
+    let endpoint = Endpoint::agent(format!("http://{addr}/disk"), "t", 4096);
+    rebound_datamover::write_range(&endpoint, 0, vec![7u8; 1000])
+        .await
+        .expect("written");
+    let (head, body) = seen.await.expect("listener");
+    assert!(head.contains("content-length: 1000\r\n"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(
+        head.contains("content-range: bytes 0-999/4096\r\n"),
+        "{head}"
+    );
+    assert_eq!(body, 1000);
+}
