@@ -336,6 +336,18 @@ const DASHBOARD: [&str; 4] = [
     "/api/v1/events?limit=500",
 ];
 
+/// One of the dashboard's reads, answered in full.
+async fn dashboard_read(client: &reqwest::Client, addr: &str, token: &str, path: &str) {
+    let r = client
+        .get(format!("{addr}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("dashboard read");
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.bytes().await.expect("body");
+}
+
 /// Each of the dashboard's reads alone, 10 times: its median.
 async fn dashboard_reads(
     client: &reqwest::Client,
@@ -347,14 +359,7 @@ async fn dashboard_reads(
         let mut times = Vec::new();
         for _ in 0..10 {
             let started = Instant::now();
-            let r = client
-                .get(format!("{addr}{path}"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("dashboard read");
-            assert!(r.status().is_success(), "{path}: {}", r.status());
-            r.bytes().await.expect("body");
+            dashboard_read(client, addr, token, path).await;
             times.push(started.elapsed());
         }
         times.sort();
@@ -366,21 +371,16 @@ async fn dashboard_reads(
 /// The dashboard's reads, sent together as the page sends them, 20 times:
 /// each load's time until the last answer, sorted.
 async fn dashboard(client: &reqwest::Client, addr: &str, token: &str) -> Vec<Duration> {
-    let paths = DASHBOARD;
     let mut times = Vec::new();
     for _ in 0..20 {
         let started = Instant::now();
-        let get = |p: &'static str| async move {
-            let r = client
-                .get(format!("{addr}{p}"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("dashboard read");
-            assert!(r.status().is_success(), "{p}: {}", r.status());
-            r.bytes().await.expect("body").len()
-        };
-        tokio::join!(get(paths[0]), get(paths[1]), get(paths[2]), get(paths[3]));
+        let get = |path| dashboard_read(client, addr, token, path);
+        tokio::join!(
+            get(DASHBOARD[0]),
+            get(DASHBOARD[1]),
+            get(DASHBOARD[2]),
+            get(DASHBOARD[3])
+        );
         times.push(started.elapsed());
     }
     times.sort();
