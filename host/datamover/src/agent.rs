@@ -13,14 +13,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures_util::StreamExt;
 use serde::Deserialize;
 
+use crate::block::Block;
 use crate::digest::{block_digest, zero_block_digest};
 
 /// Largest range one request may read or write; bounds the agent's memory.
@@ -339,7 +339,7 @@ fn digests(agent: &Agent, block_size: u64) -> std::io::Result<Vec<String>> {
             }
             buf.resize(len, 0);
             agent.file.read_exact_at(&mut buf, start)?;
-            out.push(block_digest(&buf));
+            out.push(block_digest(&[&buf]));
         }
         Ok(out)
     };
@@ -395,42 +395,16 @@ async fn write(State(agent): State<Arc<Agent>>, headers: HeaderMap, body: Body) 
     };
     // The body's parts are written as they arrived, never joined: a
     // block passes through the agent's memory once.
-    let expected = end - start + 1;
-    let mut parts: Vec<Bytes> = Vec::new();
-    let mut received = 0u64;
-    let mut stream = body.into_data_stream();
-    while let Some(part) = stream.next().await {
-        let part = match part {
-            Ok(part) => part,
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
-        };
-        received += part.len() as u64;
-        if received > expected {
-            break;
-        }
-        parts.push(part);
-    }
-    if received != expected {
-        let size = match received > expected {
-            true => format!("more than the {expected} bytes"),
-            false => format!("{received} bytes but"),
-        };
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            format!("body has {size} the range names ({range})"),
-        );
-    }
+    let block = match Block::receive(body.into_data_stream(), end - start + 1).await {
+        Ok(block) => block,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("{e} ({range})")),
+    };
     let written = tokio::task::spawn_blocking(move || {
         // Writing zeros onto a hole would only allocate it.
-        if parts.iter().all(|p| p.iter().all(|b| *b == 0)) && is_hole(&agent.file, start, end + 1) {
-            return Ok::<_, std::io::Error>(());
+        if block.is_zero() && is_hole(&agent.file, start, end + 1) {
+            return Ok(());
         }
-        let mut at = start;
-        for part in &parts {
-            agent.file.write_all_at(part, at)?;
-            at += part.len() as u64;
-        }
-        Ok(())
+        block.write_at(&agent.file, start)
     })
     .await;
     match written {
@@ -448,7 +422,43 @@ async fn write(State(agent): State<Arc<Agent>>, headers: HeaderMap, body: Body) 
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use std::os::unix::fs::FileExt;
+
+    use super::{Agent, AgentConfig, digests, parse_range};
+    use crate::digest::block_digest;
+
+    /// Hashed on several threads, the digests are still every block's in
+    /// order: those of the bytes read back one block at a time, a hole
+    /// and a short last block included.
+    #[test]
+    fn digests_are_every_blocks_in_order() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("disk.raw");
+        let file = std::fs::File::create(&path).expect("create");
+        let (block, size) = (1000u64, 10_500u64);
+        file.set_len(size).expect("len");
+        for b in [0u64, 1, 2, 3, 7, 8, 10] {
+            let data: Vec<u8> = (0..block).map(|i| (i * 7 + b * 13) as u8).collect();
+            let len = block.min(size - b * block) as usize;
+            file.write_all_at(&data[..len], b * block).expect("write");
+        }
+        let agent = Agent {
+            file: std::fs::File::open(&path).expect("open"),
+            size,
+            config: AgentConfig {
+                path: path.clone(),
+                token: "t".into(),
+                writable: false,
+            },
+        };
+        let bytes = std::fs::read(&path).expect("read");
+        let expected: Vec<String> = bytes
+            .chunks(block as usize)
+            .map(|chunk| block_digest(&[chunk]))
+            .collect();
+        assert_eq!(expected.len(), 11);
+        assert_eq!(digests(&agent, block).expect("digests"), expected);
+    }
 
     #[test]
     fn ranges_are_checked_against_the_disk() {

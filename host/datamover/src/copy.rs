@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 
+use crate::block::Block;
 use crate::checkpoint::Checkpoint;
-use crate::digest::{disk_digest, parts_digest, zero_block_digest};
+use crate::digest::{disk_digest, zero_block_digest};
 use crate::endpoint::Endpoint;
 
 /// Which blocks a copy moves.
@@ -317,80 +318,27 @@ impl Client {
             .header("range", format!("bytes={start}-{}", end - 1))
             .send()
             .await;
-        let mut response = Self::check("GET", endpoint, sent).await?;
-        let mut block = Block::default();
-        while let Some(part) = response
-            .chunk()
+        let response = Self::check("GET", endpoint, sent).await?;
+        Block::receive(response.bytes_stream(), end - start)
             .await
-            .map_err(|e| http_error("GET", endpoint, e))?
-        {
-            block.len += part.len() as u64;
-            if block.len > end - start {
-                break;
-            }
-            block.parts.push(part);
-        }
-        if block.len != end - start {
-            return Err(http_error(
-                "GET",
-                endpoint,
-                format!(
-                    "asked for {} bytes at {start}, got {}",
-                    end - start,
-                    block.len
-                ),
-            ));
-        }
-        Ok(block)
+            .map_err(|e| http_error("GET", endpoint, format!("bytes {start}..{end}: {e}")))
     }
 
     async fn write(&self, endpoint: &Endpoint, start: u64, block: Block) -> Result<(), MoveError> {
-        let end = start + block.len;
-        let parts = block.parts.into_iter().map(Ok::<_, std::io::Error>);
+        let len = block.len();
+        let end = start + len;
+        let parts = block.into_parts().into_iter().map(Ok::<_, std::io::Error>);
         let sent = self
             .request(reqwest::Method::PUT, endpoint)
             .header(
                 "content-range",
                 format!("bytes {start}-{}/{}", end - 1, endpoint.size),
             )
-            .header("content-length", block.len)
+            .header("content-length", len)
             .body(reqwest::Body::wrap_stream(stream::iter(parts)))
             .send()
             .await;
         Self::check("PUT", endpoint, sent).await.map(drop)
-    }
-}
-
-/// A block's bytes as the parts they arrived in.
-#[derive(Default)]
-struct Block {
-    parts: Vec<bytes::Bytes>,
-    len: u64,
-}
-
-impl Block {
-    /// The block's digest, hashed on a blocking thread: a copy's blocks
-    /// are futures of one task, and hashed inline they would all be
-    /// hashed on the one core that task runs on.
-    async fn digest(&self) -> String {
-        let parts = self.parts.clone();
-        tokio::task::spawn_blocking(move || parts_digest(&parts))
-            .await
-            .unwrap_or_else(|_| parts_digest(&self.parts))
-    }
-
-    fn zeros(len: u64) -> Self {
-        Self {
-            parts: vec![bytes::Bytes::from(vec![0u8; len as usize])],
-            len,
-        }
-    }
-
-    fn joined(self) -> bytes::Bytes {
-        match <[bytes::Bytes; 1]>::try_from(self.parts) {
-            Ok([one]) => one,
-            Err(parts) => parts.concat().into(),
-        }
     }
 }
 
@@ -541,7 +489,9 @@ pub async fn copy(
                 let equal =
                     digest.is_some() && dst.and_then(|d| d.get(block as usize)) == digest.as_ref();
                 if !equal {
-                    let data = data.unwrap_or_else(|| Block::zeros(len));
+                    let data = data.unwrap_or_else(|| {
+                        Block::from(bytes::Bytes::from(vec![0u8; len as usize]))
+                    });
                     client.write(target, start, data).await?;
                 }
                 let written = if equal { 0 } else { len };
@@ -663,21 +613,14 @@ pub async fn read_range(
     Ok(Client::new(&[endpoint])?
         .read(endpoint, start, end)
         .await?
-        .joined())
+        .into())
 }
 
 /// Write `data` at `start` of `endpoint` as the mover writes a block: for
 /// preparing an endpoint by hand (the conformance kit marks a volume).
 pub async fn write_range(endpoint: &Endpoint, start: u64, data: Vec<u8>) -> Result<(), MoveError> {
     Client::new(&[endpoint])?
-        .write(
-            endpoint,
-            start,
-            Block {
-                len: data.len() as u64,
-                parts: vec![data.into()],
-            },
-        )
+        .write(endpoint, start, bytes::Bytes::from(data).into())
         .await
 }
 

@@ -2,16 +2,12 @@
 
 use sha2::{Digest, Sha256};
 
-pub(crate) fn block_digest(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-/// The digest of a block that arrived in parts (as an HTTP body does):
-/// the same as [`block_digest`] of the parts joined, without joining them.
-pub(crate) fn parts_digest(parts: &[bytes::Bytes]) -> String {
+/// The digest of a block given as the parts it arrived in (as an HTTP
+/// body carries it): that of the parts joined, without joining them.
+pub(crate) fn block_digest(parts: &[impl AsRef<[u8]>]) -> String {
     let mut hasher = Sha256::new();
     for part in parts {
-        hasher.update(part);
+        hasher.update(part.as_ref());
     }
     hex::encode(hasher.finalize())
 }

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+mod block;
 mod checkpoint;
 mod copy;
 mod digest;

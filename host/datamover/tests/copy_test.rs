@@ -396,8 +396,8 @@ async fn agents_refuse_bad_tokens_ranges_and_writes_to_exports() {
     sparse(&import_path, 8 * BLOCK);
     let import = agent(&import_path, "right", true).await;
     let says = [
-        "body has 3 bytes but the range names",
-        "body has more than the 4 bytes the range names",
+        "the body holds 3 bytes, not the 4 expected (bytes 0-3/",
+        "the body holds more than the 4 bytes expected (bytes 0-3/",
     ];
     for (body, says) in [(vec![7u8; 3], says[0]), (vec![7u8; 5], says[1])] {
         let put = http
