@@ -121,6 +121,14 @@ fn main() -> Result<()> {
             ])?;
             // What a plan's run history costs a policy tick's reads.
             ws.cargo(&["bench", "--package", "rebound-engine", "--bench", "history"])?;
+            // What a plugin call pays to keep a site's limit across hosts.
+            ws.cargo(&[
+                "bench",
+                "--package",
+                "rebound-store",
+                "--bench",
+                "call_slots",
+            ])?;
             // Prints API latency percentiles at a fixed rate, with a baseline.
             ws.cargo(&["bench", "--package", "rebound", "--bench", "api_load"])?;
             ws.report_medians("plugin_call", "fresh_instance")?;

@@ -23,7 +23,7 @@ pub struct SiteDefinition {
     pub secrets: BTreeMap<String, String>,
     pub egress: Vec<String>,
     pub ca_pem: Option<String>,
-    /// The most calls of its plugin a host makes at once (`None`: the
+    /// The most calls of its plugin in flight at once (`None`: the
     /// engine's default, `rebound_engine::DEFAULT_MAX_CALLS`).
     pub max_calls: Option<usize>,
 }

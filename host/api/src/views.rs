@@ -468,8 +468,9 @@ pub struct SiteView {
     pub secrets: Vec<String>,
     /// Whether the site has its own CA bundle.
     pub ca: bool,
-    /// The most calls of its plugin a host makes at once (API-registered
-    /// sites; absent: the host's default).
+    /// The most calls of its plugin in flight at once, counted across the
+    /// hosts sharing the store (API-registered sites; absent: the default,
+    /// 16).
     pub max_calls: Option<u32>,
     /// Bumped on every change (API-registered sites).
     pub revision: Option<i64>,
@@ -496,8 +497,9 @@ pub struct SiteRequest {
     /// PEM certificates to trust for the site's endpoints, beside the
     /// public roots.
     pub ca_pem: Option<String>,
-    /// The most calls of the site's plugin a host makes at once, across
-    /// its runs (at least 1; absent: the host's default, 16).
+    /// The most calls of the site's plugin in flight at once, across its
+    /// runs and the hosts sharing a PostgreSQL store (at least 1; absent:
+    /// the default, 16).
     #[schema(minimum = 1)]
     pub max_calls: Option<u32>,
 }

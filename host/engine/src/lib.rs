@@ -42,8 +42,8 @@ pub const STANDBYS_KEPT: &str = "standbys.kept";
 pub use hook::{HookPolicy, signature as hook_signature};
 pub use leftovers::{DRILL_LEFTOVERS, DRILL_LEFTOVERS_REMOVED, LEFT_BY};
 pub use plugin_steps::{
-    BoundSite, DRILL_LABEL, EPOCH_LABEL, InventoryError, PluginSteps, WORKLOAD_LABEL,
-    mover_endpoint,
+    BoundSite, DEFAULT_MAX_CALLS, DRILL_LABEL, EPOCH_LABEL, InventoryError, PluginSteps,
+    WORKLOAD_LABEL, mover_endpoint,
 };
 pub use report::{
     DrillLeftover, Forecast, MEASURED_WORKFLOWS, PlannedStep, ReturnLeg, RunReport, StepTiming,

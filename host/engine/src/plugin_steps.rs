@@ -44,9 +44,12 @@ use serde_json::{Value, json};
 use crate::planner::{LEG, RETURN_LEG};
 use crate::{LEFT_BY, Progress, Started, StepError, StepRunner};
 
+mod calls;
 mod superseded;
 mod transfer;
 
+pub use calls::DEFAULT_MAX_CALLS;
+use calls::{CallPermit, Calls};
 pub use transfer::mover_endpoint;
 
 /// The label Rebound puts on a workload it materialized: the plan's id.
@@ -76,14 +79,9 @@ pub struct PluginSteps {
     call_budget: Duration,
     /// Where the plans' hooks may call.
     hooks: crate::HookPolicy,
-    /// Calls in flight per site: each site's limit and its permits.
-    calls: std::sync::Mutex<HashMap<String, (usize, Arc<tokio::sync::Semaphore>)>>,
+    /// Calls in flight per site, within each site's `max_calls`.
+    calls: Calls,
 }
-
-/// Calls of a site's plugin one host makes at once when the site sets no
-/// `max_calls`: a 1,000-workload stage does not send 1,000 requests to one
-/// platform API together.
-pub const DEFAULT_MAX_CALLS: usize = 16;
 
 /// What a step's work needs to know about its run.
 struct Scope {
@@ -95,34 +93,34 @@ struct Scope {
 
 impl PluginSteps {
     pub fn new(runtime: Arc<Runtime>, store: Store, sites: HashMap<String, BoundSite>) -> Self {
+        // Replicas share a PostgreSQL store; SQLite serves one host.
+        let calls = Calls::new(store.replicated().then(|| store.clone()));
         Self {
             runtime,
             store,
             sites: RwLock::new(sites),
             call_budget: Duration::from_secs(60),
             hooks: crate::HookPolicy::default(),
-            calls: std::sync::Mutex::default(),
+            calls,
         }
     }
 
-    /// A permit to call `site`'s plugin, once fewer than its limit of
-    /// calls are in flight (a changed limit applies to calls after it).
-    async fn permit(&self, site: &BoundSite) -> tokio::sync::OwnedSemaphorePermit {
-        let limit = site.grant.max_calls.unwrap_or(DEFAULT_MAX_CALLS).max(1);
-        let semaphore = {
-            let mut calls = self.calls.lock().expect("calls lock");
-            let entry = calls
-                .entry(site.grant.name.clone())
-                .or_insert_with(|| (limit, Arc::new(tokio::sync::Semaphore::new(limit))));
-            if entry.0 != limit {
-                *entry = (limit, Arc::new(tokio::sync::Semaphore::new(limit)));
-            }
-            entry.1.clone()
-        };
-        semaphore
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed")
+    /// Keep each site's `max_calls` across every host on this store
+    /// (`true`: the default on PostgreSQL) or on this host alone.
+    #[must_use]
+    pub fn with_shared_calls(mut self, shared: bool) -> Self {
+        self.calls = Calls::new(shared.then(|| self.store.clone()));
+        self
+    }
+
+    /// Whether each site's `max_calls` holds across the hosts on the store.
+    pub fn shares_calls(&self) -> bool {
+        self.calls.shared()
+    }
+
+    /// Leave to call `site`'s plugin, within its `max_calls`.
+    async fn permit(&self, site: &BoundSite) -> CallPermit {
+        self.calls.permit(site).await
     }
 
     /// Let the plans' hooks call what `policy` allows (by default, none).

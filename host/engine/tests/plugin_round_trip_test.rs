@@ -1312,8 +1312,68 @@ rebound_store::on_both_backends!(
     what_a_drill_could_not_tear_down_a_later_run_removes,
     hooks_are_called_at_their_points_with_the_runs_context,
     a_hook_that_refuses_stops_the_failover_one_that_may_fail_does_not,
-    a_site_gets_at_most_its_max_calls_at_once
+    a_site_gets_at_most_its_max_calls_at_once,
+    hosts_on_one_store_share_a_sites_max_calls
 );
+
+/// Hosts on one store keep a site's `max_calls` together: two hosts
+/// calling a site limited to 2 calls reach it with 2 requests at once at
+/// the most, where two hosts that each keep the limit by themselves reach
+/// it with more. Every slot is given back after. Shared by default on
+/// PostgreSQL, where replicas run.
+async fn hosts_on_one_store_share_a_sites_max_calls(store: Store) {
+    let lab = lab_of(
+        &store,
+        "example",
+        HookPolicy::default(),
+        Duration::from_millis(40),
+    )
+    .await;
+    assert_eq!(lab.steps.shares_calls(), store.replicated());
+    let host = |site: &Arc<ExampleSite>, name: &str, shared: bool| {
+        let (store, site, name) = (store.clone(), site.clone(), name.to_owned());
+        async move {
+            let runtime = Arc::new(rebound_runtime::testing::runtime());
+            let plugin = rebound_runtime::testing::load(&runtime, "example").await;
+            let mut grant = grant(&site, &name);
+            grant.max_calls = Some(2);
+            let sites = HashMap::from([(name, BoundSite { plugin, grant })]);
+            Arc::new(PluginSteps::new(runtime, store, sites).with_shared_calls(shared))
+        }
+    };
+    let calls = |hosts: [Arc<PluginSteps>; 2], site: &'static str| {
+        futures_util::future::join_all(hosts.into_iter().flat_map(|host| {
+            (0..6).map(move |_| {
+                let host = host.clone();
+                async move { host.health(site).await.expect("health") }
+            })
+        }))
+    };
+    let shared = [
+        host(&lab.a, "lab-a", true).await,
+        host(&lab.a, "lab-a", true).await,
+    ];
+    calls(shared, "lab-a").await;
+    assert_eq!(lab.a.most_in_flight(), 2, "2 at once across both hosts");
+    let apart = [
+        host(&lab.b, "lab-b", false).await,
+        host(&lab.b, "lab-b", false).await,
+    ];
+    calls(apart, "lab-b").await;
+    assert!(
+        lab.b.most_in_flight() > 2,
+        "each host alone lets 2 through: {}",
+        lab.b.most_in_flight()
+    );
+    // Given back in the background as each call ends.
+    for _ in 0..100 {
+        if store.call_slots_held("lab-a").await.expect("held") == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the slots of lab-a are still held");
+}
 
 /// A call a hook receiver got: path, idempotency key, signature, body,
 /// when (ms since the epoch).

@@ -37,7 +37,8 @@ struct SiteEntry {
     egress: Vec<String>,
     /// A PEM file of extra root certificates for the site's endpoints.
     ca_file: Option<String>,
-    /// The most calls of the site's plugin this host makes at once.
+    /// The most calls of the site's plugin in flight at once, across the
+    /// hosts sharing a PostgreSQL store.
     max_calls: Option<usize>,
 }
 

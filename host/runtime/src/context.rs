@@ -43,9 +43,10 @@ pub struct SiteGrant {
     /// Extra PEM root certificates to trust for this site's endpoints (a
     /// private cloud's own CA).
     pub ca_pem: Option<String>,
-    /// The most calls of its plugin for this site a host makes at once
+    /// The most calls of its plugin for this site in flight at once
     /// (`None`: the host's default), so a large plan does not flood the
-    /// platform's API.
+    /// platform's API; the engine counts them across the hosts sharing a
+    /// PostgreSQL store.
     pub max_calls: Option<usize>,
 }
 

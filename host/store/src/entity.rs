@@ -5,5 +5,6 @@ pub mod event;
 pub mod plan;
 pub mod recovery_point;
 pub mod run;
+pub mod site_call;
 pub mod site_probe;
 pub mod step;

@@ -11,13 +11,15 @@
 //! Here: the store, its records, and protection plans; `runs` holds runs,
 //! steps, leases, approvals and cancel; `history` recovery points, site
 //! probes, the audit log and events; `sites`, `sign_in` and `api` the
-//! API's sites, users and tokens, and its listings.
+//! API's sites, users and tokens, and its listings; `calls` the slots of
+//! each site's limit of plugin calls in flight, shared by the replicas.
 //!
 //! This crate owns persistence only; the engine decides what to store.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
 mod api;
+mod calls;
 mod entity;
 mod history;
 mod migrate;
@@ -358,6 +360,12 @@ impl Store {
 
     pub fn backend(&self) -> DbBackend {
         self.db.get_database_backend()
+    }
+
+    /// Whether host replicas can share this store (PostgreSQL; an SQLite
+    /// file serves the one host that opened it).
+    pub fn replicated(&self) -> bool {
+        self.backend() == DbBackend::Postgres
     }
 
     /// Reachable and fully migrated (what `/readyz` reports).

@@ -21,8 +21,8 @@ pub struct SiteRecord {
     pub config: BTreeMap<String, String>,
     pub egress: Vec<String>,
     pub ca_pem: Option<String>,
-    /// The most calls of its plugin a host makes at once (`None`: the
-    /// host's default).
+    /// The most calls of its plugin in flight at once (`None`: the
+    /// default).
     pub max_calls: Option<i32>,
     /// Credential name → sealed value.
     pub secrets: BTreeMap<String, String>,

@@ -27,6 +27,7 @@ rebound_store::on_both_backends!(
     concurrent_hosts_claim_each_run_exactly_once,
     the_audit_log_is_append_only,
     a_drills_copies_are_its_own,
+    a_sites_call_slots_are_shared_by_every_host,
 );
 
 async fn migrations_leave_the_store_ready(store: Store) {
@@ -530,4 +531,123 @@ async fn postgres_sessions_end_transactions_left_idle() {
         )
         .await
         .expect("the session ends idle transactions after 15 s");
+}
+
+/// Hosts taking a site's call slots at once never hold more than its
+/// limit together; a slot given back is taken again, a hold that lapsed
+/// (its host died) too, and the lapsed holder's late give-back or renewal
+/// leaves the new holder's slot alone.
+async fn a_sites_call_slots_are_shared_by_every_host(store: Store) {
+    let minute = Duration::from_secs(60);
+    let take_all = |host: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            for call in 0..6 {
+                let holder = format!("{host}/{call}");
+                if let Some(slot) = store
+                    .take_call_slot("lab-a", 3, &holder, minute)
+                    .await
+                    .expect("take")
+                {
+                    got.push((slot, holder));
+                }
+            }
+            got
+        })
+    };
+    let (a, b) = tokio::join!(take_all("host-a"), take_all("host-b"));
+    let mut held: Vec<(u32, String)> = a
+        .expect("task")
+        .into_iter()
+        .chain(b.expect("task"))
+        .collect();
+    held.sort();
+    let slots: Vec<u32> = held.iter().map(|(slot, _)| *slot).collect();
+    assert_eq!(
+        slots,
+        [0, 1, 2],
+        "each slot held once, by one of the hosts: {held:?}"
+    );
+    assert_eq!(store.call_slots_held("lab-a").await.expect("held"), 3);
+    assert_eq!(
+        store
+            .take_call_slot("lab-b", 1, "host-a/9", minute)
+            .await
+            .expect("take"),
+        Some(0),
+        "another site's slots are its own"
+    );
+    assert_eq!(
+        store
+            .take_call_slot("lab-a", 3, "host-c/0", minute)
+            .await
+            .expect("take"),
+        None
+    );
+
+    // Given back: taken again.
+    let (slot, holder) = &held[1];
+    store
+        .give_call_slot("lab-a", *slot, holder)
+        .await
+        .expect("give");
+    assert_eq!(
+        store
+            .take_call_slot("lab-a", 3, "host-c/1", minute)
+            .await
+            .expect("take"),
+        Some(*slot)
+    );
+
+    // A hold that lapsed is taken again; its holder's late give-back does
+    // not free the slot it no longer holds.
+    let brief = store
+        .take_call_slot("lab-c", 1, "host-a/dead", Duration::from_millis(1))
+        .await
+        .expect("take");
+    assert_eq!(brief, Some(0));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        store
+            .take_call_slot("lab-c", 1, "host-b/0", minute)
+            .await
+            .expect("take"),
+        Some(0),
+        "the dead host's hold lapsed"
+    );
+    store
+        .give_call_slot("lab-c", 0, "host-a/dead")
+        .await
+        .expect("give");
+    assert!(
+        !store
+            .renew_call_slot("lab-c", 0, "host-a/dead", minute)
+            .await
+            .expect("renew"),
+        "a lapsed hold is not renewed"
+    );
+    assert!(
+        store
+            .renew_call_slot("lab-c", 0, "host-b/0", minute)
+            .await
+            .expect("renew")
+    );
+    assert_eq!(store.call_slots_held("lab-c").await.expect("held"), 1);
+    assert_eq!(
+        store
+            .take_call_slot("lab-c", 1, "host-c/2", minute)
+            .await
+            .expect("take"),
+        None
+    );
+
+    // A lowered limit takes only the slots below it.
+    assert_eq!(
+        store
+            .take_call_slot("lab-a", 2, "host-c/3", minute)
+            .await
+            .expect("take"),
+        None
+    );
 }

@@ -231,7 +231,7 @@ function Register({ onDone, existing }: { onDone: () => void; existing: string[]
         <Pairs legend="Settings (the plugin's config)" pairs={config} onChange={setConfig} />
         <Pairs legend="Credentials (write-only: sealed by the host, never shown again)" pairs={secrets} onChange={setSecrets} secret />
         <TextInput label="Egress granted (URLs, space-separated)" value={egress} onChange={setEgress} hint="scheme, host and port the plugin may reach for this site; nothing else is reachable" />
-        <TextInput label="Calls at once (optional)" type="number" value={maxCalls} onChange={setMaxCalls} hint="the most calls of the site's plugin a host makes at once, across its runs; empty: the host's default (16)" />
+        <TextInput label="Calls at once (optional)" type="number" value={maxCalls} onChange={setMaxCalls} hint="the most calls of the site's plugin in flight at once, across its runs and every host of the store; empty: the default (16)" />
         <div className="field">
           <label htmlFor="site-ca">CA certificates (PEM, optional)</label>
           <textarea id="site-ca" className="code" rows={3} value={ca} onChange={(e) => setCa(e.target.value)} spellCheck={false} />
