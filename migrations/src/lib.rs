@@ -19,6 +19,7 @@ mod m20261207_000012_runs_by_plan;
 mod m20261207_000013_drill_points;
 mod m20261207_000014_site_max_calls;
 mod m20261207_000015_site_calls;
+mod m20261207_000016_events_by_kind;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000013_drill_points::Migration),
             Box::new(m20261207_000014_site_max_calls::Migration),
             Box::new(m20261207_000015_site_calls::Migration),
+            Box::new(m20261207_000016_events_by_kind::Migration),
         ]
     }
 }

@@ -18,7 +18,11 @@
 //! - `history/compliance`: the plan's compliance now (its workloads'
 //!   newest points at the standby — 24 kept of each — and both phases'
 //!   forecasts), what every policy tick and the dashboard's
-//!   `GET /compliance` compute for each plan.
+//!   `GET /compliance` compute for each plan;
+//! - `history/policy_tick`: a whole policy tick over the plan — its
+//!   compliance, the last RPO and RTO verdicts among its events (a
+//!   `replication.scheduled` event per cycle) and its next cycle, already
+//!   pending after the first tick.
 
 use std::time::Duration;
 
@@ -69,6 +73,11 @@ async fn history(store: &Store) {
     ];
     for _ in 0..CYCLES {
         finished(store, Workflow::Replication, &cycle).await;
+        // What the policy engine records as it schedules each cycle.
+        store
+            .record_event("shop", "replication.scheduled", json!({}))
+            .await
+            .expect("event");
     }
     // The points the plan's retention keeps of each workload.
     for workload in ["db", "web"] {
@@ -178,6 +187,16 @@ fn bench(c: &mut Criterion) {
                     rebound_engine::now_ms(),
                 ))
                 .expect("compliance")
+        });
+    });
+    group.bench_function("policy_tick", |bench| {
+        bench.iter(|| {
+            tokio
+                .block_on(rebound_engine::policy::tick(
+                    &store,
+                    rebound_engine::now_ms(),
+                ))
+                .expect("tick")
         });
     });
     group.finish();

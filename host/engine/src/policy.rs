@@ -22,6 +22,8 @@
 //! the primary and then replicates what the last cycle missed, so no lag
 //! between cycles counts against it.
 
+use std::collections::HashMap;
+
 use rebound_domain::{Phase, PlanState, Workflow};
 use rebound_store::{EventRecord, PlanRecord, PlanRuns, RunStatus, Store};
 use serde::Serialize;
@@ -212,24 +214,26 @@ pub async fn compliance(
     Ok(out)
 }
 
-/// The verdict the last event of `kinds` recorded for a plan.
-async fn last_verdict(
-    store: &Store,
-    plan: &str,
-    kinds: [&str; 2],
-) -> Result<Option<String>, EngineError> {
-    Ok(store
-        .events(Some(plan), &kinds, 1)
-        .await?
-        .into_iter()
-        .next()
-        .map(|e| e.kind))
+/// The kinds of the events that record a verdict on an objective.
+const VERDICTS: [&str; 4] = ["rpo.breach", "rpo.met", "rto.breach", "rto.met"];
+
+/// The verdict each plan's last event recorded on each metric (`rpo`,
+/// `rto`): by (plan, metric), the event's kind.
+async fn last_verdicts(store: &Store) -> Result<HashMap<(String, String), String>, EngineError> {
+    let mut last = HashMap::new();
+    // Oldest first: a plan's newer verdict on a metric replaces the older.
+    for event in store.newest_events(&VERDICTS).await? {
+        let metric = event.kind.split('.').next().unwrap_or_default().to_owned();
+        last.insert((event.plan, metric), event.kind);
+    }
+    Ok(last)
 }
 
 /// Evaluate every plan at `now`: emit events on changed verdicts and
 /// enqueue the replication cycles that are due.
 pub async fn tick(store: &Store, now: i64) -> Result<Tick, EngineError> {
     let mut out = Tick::default();
+    let verdicts = last_verdicts(store).await?;
     for plan in store.plans().await? {
         let c = compliance(store, &plan, now).await?;
         let name = plan.document.name.clone();
@@ -250,10 +254,10 @@ pub async fn tick(store: &Store, now: i64) -> Result<Tick, EngineError> {
             let Some(met) = met else { continue };
             let (breach, ok) = (format!("{metric}.breach"), format!("{metric}.met"));
             let kind = if met { &ok } else { &breach };
-            let last = last_verdict(store, &name, [breach.as_str(), ok.as_str()]).await?;
+            let last = verdicts.get(&(name.clone(), metric.to_owned()));
             // A plan starts compliant: only a breach, or the end of one,
             // is news.
-            let news = match last.as_deref() {
+            let news = match last.map(String::as_str) {
                 Some(previous) => previous != kind,
                 None => !met,
             };

@@ -1,6 +1,7 @@
 //! What happened, kept for reading: recovery points per plan, workload and
 //! site; probes of sites' health; the append-only audit log; events.
 
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     Set, TransactionTrait,
@@ -281,6 +282,26 @@ impl Store {
         query
             .order_by_desc(event::Column::Id)
             .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(decode_event)
+            .collect()
+    }
+
+    /// The newest event of each of `kinds` for every plan that has one
+    /// (one statement, whatever the number of plans and of their other
+    /// events: the index `events_by_kind` serves it).
+    pub async fn newest_events(&self, kinds: &[&str]) -> Result<Vec<EventRecord>, StoreError> {
+        let newest = Query::select()
+            .expr(Expr::col(event::Column::Id).max())
+            .from(event::Entity)
+            .and_where(Expr::col(event::Column::Kind).is_in(kinds.iter().copied()))
+            .group_by_columns([event::Column::Plan, event::Column::Kind])
+            .to_owned();
+        event::Entity::find()
+            .filter(event::Column::Id.in_subquery(newest))
+            .order_by_asc(event::Column::Id)
             .all(&self.db)
             .await?
             .into_iter()

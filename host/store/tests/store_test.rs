@@ -28,6 +28,7 @@ rebound_store::on_both_backends!(
     the_audit_log_is_append_only,
     a_drills_copies_are_its_own,
     a_sites_call_slots_are_shared_by_every_host,
+    the_newest_event_of_each_kind_per_plan,
 );
 
 async fn migrations_leave_the_store_ready(store: Store) {
@@ -649,5 +650,56 @@ async fn a_sites_call_slots_are_shared_by_every_host(store: Store) {
             .await
             .expect("take"),
         None
+    );
+}
+
+/// The newest event of each asked kind, per plan, oldest first; other
+/// kinds, however many, are not read.
+async fn the_newest_event_of_each_kind_per_plan(store: Store) {
+    let record = |plan: &'static str, kind: &'static str, n: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .record_event(plan, kind, serde_json::json!({ "n": n }))
+                .await
+                .expect("event")
+        }
+    };
+    record("shop", "rpo.breach", 1).await;
+    record("shop", "replication.scheduled", 2).await;
+    record("shop", "rpo.met", 3).await;
+    record("bank", "rpo.breach", 4).await;
+    record("shop", "rpo.met", 5).await;
+    record("bank", "rto.breach", 6).await;
+    record("shop", "replication.scheduled", 7).await;
+    let newest = store
+        .newest_events(&["rpo.breach", "rpo.met", "rto.breach", "rto.met"])
+        .await
+        .expect("newest");
+    let seen: Vec<(&str, &str, i64)> = newest
+        .iter()
+        .map(|e| {
+            (
+                e.plan.as_str(),
+                e.kind.as_str(),
+                e.detail["n"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("shop", "rpo.breach", 1),
+            ("bank", "rpo.breach", 4),
+            ("shop", "rpo.met", 5),
+            ("bank", "rto.breach", 6),
+        ]
+    );
+    assert!(
+        store
+            .newest_events(&["drill.leftovers"])
+            .await
+            .expect("none")
+            .is_empty()
     );
 }
