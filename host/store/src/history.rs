@@ -7,7 +7,7 @@ use sea_orm::{
     Set, TransactionTrait,
 };
 
-use super::entity::{audit, event, recovery_point, site_probe};
+use super::entity::{event, recovery_point, site_probe};
 use super::{
     AuditEntry, EventRecord, ProbeRecord, RecoveryPointRecord, Store, StoreError, audit_in,
     corrupt, now_ms,
@@ -225,24 +225,7 @@ impl Store {
 
     /// The newest `limit` audit entries, newest first.
     pub async fn audit_log(&self, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
-        audit::Entity::find()
-            .order_by_desc(audit::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|row| {
-                Ok(AuditEntry {
-                    detail: serde_json::from_str(&row.detail)
-                        .map_err(|e| corrupt("audit detail", e))?,
-                    id: row.id,
-                    at_ms: row.at,
-                    principal: row.principal,
-                    action: row.action,
-                    target: row.target,
-                })
-            })
-            .collect()
+        self.audit_page(None, limit).await
     }
 
     /// Record an event about a plan.

@@ -86,39 +86,7 @@ pub(super) async fn create_export(
         Ok(found) => found,
         Err(e) => return problem(StatusCode::CONFLICT, &format!("disk image '{image}': {e}")),
     };
-    let token = crate::random_hex(24);
-    let (url, agent) = match crate::mover::start(
-        path,
-        false,
-        token.clone(),
-        site.options.mover_address,
-        "example",
-    )
-    .await
-    {
-        Ok(a) => a,
-        Err(e) => {
-            return problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("starting a mover agent: {e}"),
-            );
-        }
-    };
-    let mut inner = site.inner();
-    let id = inner.id("exp");
-    let transfer = Transfer {
-        id: id.clone(),
-        key: req.key.clone(),
-        url,
-        token,
-        size_bytes: size,
-        volume_id: None,
-        _agent: agent,
-    };
-    let body = render(&transfer);
-    inner.transfers.insert(id, transfer);
-    inner.effect(&req.key);
-    (StatusCode::CREATED, Json(body)).into_response()
+    open(&site, path, &req.key, size, None).await
 }
 
 #[derive(Deserialize)]
@@ -167,10 +135,23 @@ pub(super) async fn create_import(
         Ok(path) => path,
         Err(e) => return problem(StatusCode::CONFLICT, &format!("preparing volume: {e}")),
     };
+    open(&site, path, &req.key, req.size_bytes, Some(volume)).await
+}
+
+/// Serve the disk image at `path` through a mover agent of its own, as
+/// transfer `key`: an import (writable, onto `volume`) or an export.
+async fn open(
+    site: &Site,
+    path: std::path::PathBuf,
+    key: &str,
+    size_bytes: u64,
+    volume: Option<String>,
+) -> Response {
     let token = crate::random_hex(24);
+    let writable = volume.is_some();
     let (url, agent) = match crate::mover::start(
         path,
-        true,
+        writable,
         token.clone(),
         site.options.mover_address,
         "example",
@@ -186,19 +167,19 @@ pub(super) async fn create_import(
         }
     };
     let mut inner = site.inner();
-    let id = inner.id("imp");
+    let id = inner.id(if writable { "imp" } else { "exp" });
     let transfer = Transfer {
         id: id.clone(),
-        key: req.key.clone(),
+        key: key.to_owned(),
         url,
         token,
-        size_bytes: req.size_bytes,
-        volume_id: Some(volume),
+        size_bytes,
+        volume_id: volume,
         _agent: agent,
     };
     let body = render(&transfer);
     inner.transfers.insert(id, transfer);
-    inner.effect(&req.key);
+    inner.effect(key);
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
