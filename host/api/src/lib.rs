@@ -157,7 +157,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// limits, CORS and compression, and every error as problem+json.
 pub fn router(state: ApiState, config: &ApiConfig) -> Router {
     let (routes, spec) = api_router().split_for_parts();
-    let metrics = Arc::new(metrics::Metrics::default());
+    metrics::install();
     let spec_json = Arc::new(spec.to_pretty_json().unwrap_or_default());
     let request_id = HeaderName::from_static("x-request-id");
     let cors = CorsLayer::new()
@@ -188,11 +188,7 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
             }),
         )
         .merge(Scalar::with_url("/api/v1/docs", spec))
-        .merge(
-            Router::new()
-                .route("/metrics", axum::routing::get(metrics::serve))
-                .with_state(metrics.clone()),
-        )
+        .route("/metrics", axum::routing::get(metrics::serve))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(
@@ -201,7 +197,7 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
         ))
         .layer(axum::middleware::from_fn(problem::refuse_control_characters))
         .layer(axum::middleware::map_response(problem::ensure_problem))
-        .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(CompressionLayer::new())
         .layer(cors)
         .layer(TraceLayer::new_for_http().make_span_with(

@@ -1,100 +1,80 @@
-//! Prometheus metrics of the API at `/metrics` (text exposition format):
-//! requests by method, route template and status, and their durations.
+//! Prometheus `/metrics` (text exposition format): the process's recorder
+//! for the `metrics` facade, installed once, rendering what every crate
+//! reports — the API's requests by method, route template and status and
+//! their durations (here), plugin calls ([`rebound_runtime::metrics`]),
+//! runs, steps, objectives and call waits ([`rebound_engine::metrics`]).
 //! Labels are route templates (`/api/v1/runs/{id}`), never concrete ids,
 //! so the series stay few.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Upper bounds of the duration buckets, in seconds.
-const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+/// API requests answered, by `method`, `route` and `status`.
+pub const REQUESTS: &str = "rebound_http_requests_total";
+/// Time until a response started, by `route` (a histogram).
+pub const REQUEST_SECONDS: &str = "rebound_http_request_duration_seconds";
+/// The buckets of [`REQUEST_SECONDS`].
+const REQUEST_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
-#[derive(Default)]
-struct Series {
-    /// (method, route, status) → count.
-    requests: BTreeMap<(String, String, u16), u64>,
-    /// route → (bucket counts, sum, count).
-    durations: BTreeMap<String, ([u64; BUCKETS.len()], f64, u64)>,
-}
-
-/// The API's request metrics.
-#[derive(Default)]
-pub struct Metrics {
-    // Held only to add a number or copy the series out; never across an await.
-    series: Mutex<Series>,
-}
-
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").finish_non_exhaustive()
-    }
-}
-
-impl Metrics {
-    fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-        *series
-            .requests
-            .entry((method.to_owned(), route.to_owned(), status))
-            .or_default() += 1;
-        let (buckets, sum, count) = series.durations.entry(route.to_owned()).or_default();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                buckets[i] += 1;
-            }
+/// The process's recorder, installed by the first router built. Another
+/// recorder installed first (a test harness's) keeps the metrics; this
+/// one then renders none.
+fn recorder() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let buckets = [
+            (REQUEST_SECONDS, &REQUEST_BUCKETS[..]),
+            (
+                rebound_runtime::metrics::CALL_SECONDS,
+                &rebound_runtime::metrics::CALL_BUCKETS,
+            ),
+            (
+                rebound_engine::metrics::STEP_SECONDS,
+                &rebound_engine::metrics::STEP_BUCKETS,
+            ),
+            (
+                rebound_engine::metrics::CALL_WAIT_SECONDS,
+                &rebound_engine::metrics::CALL_WAIT_BUCKETS,
+            ),
+        ];
+        let mut builder = PrometheusBuilder::new();
+        for (name, bounds) in buckets {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(name.to_owned()), bounds)
+                .expect("bucket bounds are not empty");
         }
-        *sum += seconds;
-        *count += 1;
-    }
-
-    /// The text exposition format.
-    pub fn render(&self) -> String {
-        let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut out = String::new();
-        out.push_str("# HELP rebound_http_requests_total API requests answered.\n");
-        out.push_str("# TYPE rebound_http_requests_total counter\n");
-        for ((method, route, status), n) in &series.requests {
-            let _ = writeln!(
-                out,
-                "rebound_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!(
+                "a metrics recorder was installed before the API's: /metrics renders nothing"
             );
         }
-        out.push_str(
-            "# HELP rebound_http_request_duration_seconds Time until the response started.\n",
+        metrics::describe_counter!(REQUESTS, "API requests answered.");
+        metrics::describe_histogram!(
+            REQUEST_SECONDS,
+            metrics::Unit::Seconds,
+            "Time until the response started."
         );
-        out.push_str("# TYPE rebound_http_request_duration_seconds histogram\n");
-        for (route, (buckets, sum, count)) in &series.durations {
-            for (bound, n) in BUCKETS.iter().zip(buckets) {
-                let _ = writeln!(
-                    out,
-                    "rebound_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "rebound_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                out,
-                "rebound_http_request_duration_seconds_sum{{route=\"{route}\"}} {sum}"
-            );
-            let _ = writeln!(
-                out,
-                "rebound_http_request_duration_seconds_count{{route=\"{route}\"}} {count}"
-            );
-        }
-        out
-    }
+        rebound_runtime::metrics::describe();
+        rebound_engine::metrics::describe();
+        handle
+    })
+}
+
+/// Install the process's recorder (at once, so what the host does before
+/// its first `/metrics` request is counted).
+pub fn install() {
+    recorder();
 }
 
 /// Count and time every request by its route template.
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+pub async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let route = request
@@ -102,22 +82,22 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
-    metrics.record(
-        &method,
-        &route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(REQUESTS, "method" => method, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(REQUEST_SECONDS, "route" => route).record(started.elapsed().as_secs_f64());
     response
 }
 
-pub async fn serve(State(metrics): State<Arc<Metrics>>) -> Response {
+pub async fn serve() -> Response {
+    let recorder = recorder();
+    recorder.run_upkeep();
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics.render(),
+        recorder.render(),
     )
         .into_response()
 }

@@ -27,6 +27,7 @@ pub mod detection;
 mod gate;
 mod hook;
 mod leftovers;
+pub mod metrics;
 mod planner;
 mod plugin_steps;
 pub mod policy;
@@ -296,6 +297,7 @@ impl Executor {
             return Ok(None);
         };
         let outcome = self.drive(&run).await?;
+        metrics::run_finished(run.workflow, &outcome);
         Ok(Some((run, outcome)))
     }
 
@@ -835,6 +837,7 @@ fn finish(step: &mut StepRecord, result: Result<Value, String>) {
             step.error = Some(error);
         }
     }
+    metrics::step_finished(step);
 }
 
 /// The stages of a run: consecutive steps with the same `stage` input run

@@ -284,6 +284,7 @@ pub async fn tick(store: &Store, now: i64) -> Result<Tick, EngineError> {
             );
             out.scheduled.push(run);
         }
+        crate::metrics::compliance(&c);
         out.compliance.push(c);
     }
     Ok(out)

@@ -117,3 +117,57 @@ async fn objectives_over_time(store: Store) {
 }
 
 rebound_store::on_both_backends!(objectives_over_time);
+
+/// Each tick sets the plan's gauges for Prometheus: the RPO lag (+Inf with
+/// no point yet, then its age), both phases' objectives and forecasts,
+/// and whether each objective is met.
+#[tokio::test(flavor = "current_thread")]
+async fn a_tick_sets_each_plans_objective_gauges() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    // The test's one thread runs every await below.
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = rebound_store::testing::fresh_sqlite(dir.path())
+        .await
+        .expect("store");
+    let document = PlanDocument::from_yaml(PLAN).expect("plan");
+    store.put_plan(&document, "operator").await.expect("plan");
+    let t0 = rebound_engine::now_ms();
+    tick(&store, t0).await.expect("tick");
+    let text = handle.render();
+    for line in [
+        "rebound_rpo_lag_seconds{plan=\"shop\"} inf",
+        "rebound_rpo_objective_seconds{plan=\"shop\",phase=\"failover\"} 900",
+        "rebound_rpo_objective_seconds{plan=\"shop\",phase=\"failback\"} 0",
+        "rebound_objective_met{plan=\"shop\",phase=\"failover\",objective=\"rpo\"} 0",
+        "rebound_objective_met{plan=\"shop\",phase=\"failback\",objective=\"rpo\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} not in:\n{text}");
+    }
+    for w in ["db-1", "app-1", "web-1"] {
+        store
+            .record_recovery_point(&RecoveryPointRecord {
+                site: "kubevirt-west".into(),
+                id: format!("snap-{w}"),
+                plan: "shop".into(),
+                workload: w.into(),
+                captured_at_ms: t0,
+                run: "cycle".into(),
+                detail: json!({}),
+                drill: false,
+            })
+            .await
+            .expect("point");
+    }
+    tick(&store, t0 + MINUTE).await.expect("tick");
+    let text = handle.render();
+    for line in [
+        "rebound_rpo_lag_seconds{plan=\"shop\"} 60",
+        "rebound_objective_met{plan=\"shop\",phase=\"failover\",objective=\"rpo\"} 1",
+        "rebound_rto_objective_seconds{plan=\"shop\",phase=\"failover\"} ",
+        "rebound_rto_forecast_seconds{plan=\"shop\",phase=\"failback\"} ",
+    ] {
+        assert!(text.contains(line), "{line} not in:\n{text}");
+    }
+}

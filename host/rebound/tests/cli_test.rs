@@ -256,6 +256,31 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
         .expect("run id")
         .to_owned();
 
+    // The host's /metrics counts what it did: the runs by outcome, their
+    // steps, the plugin calls and their waits for the site's max_calls.
+    let metrics = reqwest::get(format!("{}/metrics", host.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for series in [
+        "rebound_runs_total{workflow=\"replication\",outcome=\"succeeded\"} 1",
+        "rebound_runs_total{workflow=\"drill\",outcome=\"succeeded\"} 1",
+        "rebound_step_duration_seconds_count{action=\"materialize\",status=\"succeeded\"} ",
+        "rebound_plugin_call_duration_seconds_count{plugin=\"example\",function=\"materialize\"} ",
+        "rebound_site_call_wait_seconds_count{site=\"lab-a\"} ",
+    ] {
+        assert!(metrics.contains(series), "{series} not in\n{metrics}");
+    }
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("rebound_plugin_calls_total{plugin=\"example\"")
+                && l.contains("function=\"snapshot\",outcome=\"ok\"}")
+        ),
+        "{metrics}"
+    );
+
     // The same idempotency key returns the same run: nothing new starts.
     let (code, again, err) = run(
         &["run", "drill", "shop", "--idempotency-key", "drill-1"],

@@ -25,6 +25,7 @@ mod host;
 mod http;
 mod limits;
 pub mod manifest;
+pub mod metrics;
 pub mod package;
 mod plugin;
 mod runtime;

@@ -430,8 +430,27 @@ impl Runtime {
         out
     }
 
-    /// Call one export on a fresh instance of `plugin`.
+    /// Call one export on a fresh instance of `plugin`; counted and timed
+    /// by [`crate::metrics`].
     pub async fn call<E: Export>(
+        &self,
+        plugin: &Arc<Plugin>,
+        ctx: &CallContext,
+        request: E,
+    ) -> Result<E::Output, CallError> {
+        let started = Instant::now();
+        let result = self.invoke(plugin, ctx, request).await;
+        crate::metrics::call(
+            &plugin.manifest.name,
+            &plugin.manifest.version.to_string(),
+            E::NAME,
+            crate::metrics::outcome(&result),
+            started.elapsed(),
+        );
+        result
+    }
+
+    async fn invoke<E: Export>(
         &self,
         plugin: &Arc<Plugin>,
         ctx: &CallContext,

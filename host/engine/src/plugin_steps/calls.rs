@@ -116,6 +116,7 @@ impl Calls {
     /// Leave to call `site`'s plugin once fewer than its limit of calls
     /// are in flight (a changed limit applies to calls after it).
     pub(super) async fn permit(&self, site: &BoundSite) -> CallPermit {
+        let started = std::time::Instant::now();
         let limit = site.grant.max_calls.unwrap_or(DEFAULT_MAX_CALLS).max(1);
         let name = &site.grant.name;
         let semaphore = {
@@ -136,6 +137,7 @@ impl Calls {
             Some(store) => self.slot(store, name, limit).await,
             None => None,
         };
+        crate::metrics::call_waited(name, started.elapsed());
         CallPermit {
             _local: local,
             slot,
