@@ -20,6 +20,7 @@ mod m20261207_000013_drill_points;
 mod m20261207_000014_site_max_calls;
 mod m20261207_000015_site_calls;
 mod m20261207_000016_events_by_kind;
+mod m20261207_000017_run_plugins;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000014_site_max_calls::Migration),
             Box::new(m20261207_000015_site_calls::Migration),
             Box::new(m20261207_000016_events_by_kind::Migration),
+            Box::new(m20261207_000017_run_plugins::Migration),
         ]
     }
 }

@@ -171,38 +171,6 @@ async fn a_plugin_of_the_contract_0_1_is_published_and_listed_as_such() {
     assert_eq!(listed.json["items"][0]["contract"], "0.1.0");
 }
 
-/// The example plugin as another release: its version string rewritten
-/// in the component (the only "0.1.0" not following an '@', which would be
-/// the contract's) and in the manifest, signed again. `number` has the
-/// length of "0.1.0".
-fn version(number: &str) -> PluginPackage {
-    assert_eq!(number.len(), 5);
-    let mut wasm = rebound_runtime::testing::wasm("example");
-    let at: Vec<usize> = (1..wasm.len().saturating_sub(5))
-        .filter(|&i| &wasm[i..i + 5] == b"0.1.0" && wasm[i - 1] != b'@')
-        .collect();
-    assert_eq!(at.len(), 1, "the example's own version string, once");
-    wasm[at[0]..at[0] + 5].copy_from_slice(number.as_bytes());
-    let template = rebound_runtime::testing::template("example");
-    let manifest = template
-        .lines()
-        .map(|l| {
-            if l.starts_with("version") {
-                format!("version = \"{number}\"")
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    PluginPackage::build(
-        &manifest,
-        wasm,
-        Some(&rebound_runtime::testing::publisher_key()),
-    )
-    .expect("package")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_are_listed_rolled_back_and_plugins_disabled_by_admins_only() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -213,7 +181,7 @@ async fn versions_are_listed_rolled_back_and_plugins_disabled_by_admins_only() {
                 "POST",
                 "/api/v1/plugins",
                 Role::PluginPublisher,
-                &body(&version(number)),
+                &body(&rebound_runtime::testing::release("example", number)),
             )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);

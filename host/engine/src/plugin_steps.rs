@@ -68,6 +68,12 @@ pub struct BoundSite {
     pub grant: SiteGrant,
 }
 
+tokio::task_local! {
+    /// The run whose step is calling: its calls go to the plugin versions
+    /// it is pinned to.
+    static RUN: String;
+}
+
 /// Runs steps through plugins.
 pub struct PluginSteps {
     runtime: Arc<Runtime>,
@@ -81,7 +87,13 @@ pub struct PluginSteps {
     hooks: crate::HookPolicy,
     /// Calls in flight per site, within each site's `max_calls`.
     calls: Calls,
+    /// The versions runs are pinned to, by (run, plugin), as the store
+    /// keeps them: asked once per run and plugin.
+    pins: std::sync::Mutex<HashMap<(String, String), String>>,
 }
+
+/// Pins remembered at most; past it they are asked of the store again.
+const PINS_KEPT: usize = 4096;
 
 /// What a step's work needs to know about its run.
 struct Scope {
@@ -102,6 +114,7 @@ impl PluginSteps {
             call_budget: Duration::from_secs(60),
             hooks: crate::HookPolicy::default(),
             calls,
+            pins: std::sync::Mutex::default(),
         }
     }
 
@@ -308,8 +321,49 @@ impl PluginSteps {
         Ok(site)
     }
 
+    /// `site` with the version of its plugin the calling run is pinned
+    /// to: the version active when the run first called the plugin, so a
+    /// plugin published meanwhile serves the runs started after it. A
+    /// version no longer loaded here (a host restarted without it) gives
+    /// way to the active one, with a warning. Outside a run: as bound.
+    async fn pinned(&self, mut site: BoundSite) -> Result<BoundSite, StepError> {
+        let Ok(run) = RUN.try_with(Clone::clone) else {
+            return Ok(site);
+        };
+        let (name, active) = (site.plugin.name().to_owned(), site.plugin.version());
+        let key = (run, name);
+        let known = self.pins.lock().expect("pins lock").get(&key).cloned();
+        let version = match known {
+            Some(version) => version,
+            None => {
+                let version = self
+                    .store
+                    .pin_plugin(&key.0, &key.1, &active)
+                    .await
+                    .map_err(|e| StepError::Retryable(e.to_string()))?;
+                let mut pins = self.pins.lock().expect("pins lock");
+                if pins.len() >= PINS_KEPT {
+                    pins.clear();
+                }
+                pins.insert(key.clone(), version.clone());
+                version
+            }
+        };
+        if version != active {
+            let pinned = semver::Version::parse(&version)
+                .ok()
+                .and_then(|v| self.runtime.version(&key.1, &v));
+            match pinned {
+                Some(plugin) => site.plugin = plugin,
+                None => tracing::warn!(run = %key.0, plugin = %key.1, pinned = %version, %active,
+                    "the plugin version this run is pinned to is not loaded on this host; calling the active one"),
+            }
+        }
+        Ok(site)
+    }
+
     async fn call<E: Export>(&self, sites: &[&str], request: E) -> Result<E::Output, StepError> {
-        let first = self.site(sites[0])?;
+        let first = self.pinned(self.site(sites[0])?).await?;
         let mut grants = Vec::new();
         for name in sites {
             grants.push(self.site(name)?.grant.clone());
@@ -1156,7 +1210,7 @@ fn spec_from_json(v: &Value) -> Option<VmSpec> {
 
 impl StepRunner for PluginSteps {
     fn start<'a>(&'a self, step: &'a StepRecord) -> BoxFuture<'a, Result<Started, StepError>> {
-        Box::pin(self.start_step(step))
+        Box::pin(RUN.scope(step.run.clone(), self.start_step(step)))
     }
 
     fn poll<'a>(
@@ -1164,15 +1218,15 @@ impl StepRunner for PluginSteps {
         step: &'a StepRecord,
         operation: &'a Value,
     ) -> BoxFuture<'a, Result<Progress, StepError>> {
-        Box::pin(self.poll_step(step, operation))
+        Box::pin(RUN.scope(step.run.clone(), self.poll_step(step, operation)))
     }
 
     fn abandon<'a>(&'a self, step: &'a StepRecord, operation: &'a Value) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
+        Box::pin(RUN.scope(step.run.clone(), async move {
             if step.input["action"] == "transfer" {
                 self.abandon_transfer(step, operation).await;
             }
-        })
+        }))
     }
 }
 

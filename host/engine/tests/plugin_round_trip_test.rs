@@ -55,6 +55,7 @@ struct Lab {
     b: Arc<ExampleSite>,
     steps: Arc<PluginSteps>,
     plugin: Arc<rebound_runtime::Plugin>,
+    runtime: Arc<rebound_runtime::Runtime>,
 }
 
 /// An example site with `vms`, playing their guests, each API request
@@ -116,12 +117,13 @@ async fn lab_of(store: &Store, plugin: &str, hooks: HookPolicy, api_latency: Dur
             },
         ),
     ]);
-    let steps = Arc::new(PluginSteps::new(runtime, store.clone(), sites).with_hooks(hooks));
+    let steps = Arc::new(PluginSteps::new(runtime.clone(), store.clone(), sites).with_hooks(hooks));
     Lab {
         a: Arc::new(a),
         b: Arc::new(b),
         steps,
         plugin,
+        runtime,
     }
 }
 
@@ -1313,7 +1315,8 @@ rebound_store::on_both_backends!(
     hooks_are_called_at_their_points_with_the_runs_context,
     a_hook_that_refuses_stops_the_failover_one_that_may_fail_does_not,
     a_site_gets_at_most_its_max_calls_at_once,
-    hosts_on_one_store_share_a_sites_max_calls
+    hosts_on_one_store_share_a_sites_max_calls,
+    a_run_keeps_the_plugin_versions_it_started_with
 );
 
 /// Hosts on one store keep a site's `max_calls` together: two hosts
@@ -1373,6 +1376,93 @@ async fn hosts_on_one_store_share_a_sites_max_calls(store: Store) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the slots of lab-a are still held");
+}
+
+/// This test binary's metrics recorder, installed once: its plugin call
+/// counts tell which plugin version served a call.
+fn recorder() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).expect("the only recorder");
+        handle
+    })
+}
+
+/// Calls of the example plugin's `version` counted so far.
+fn calls_of(version: &str) -> u64 {
+    let series = format!("rebound_plugin_calls_total{{plugin=\"example\",version=\"{version}\",");
+    recorder()
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(&series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A run keeps the plugin versions it started with: a newer version
+/// published while it runs (here as its replications start, its
+/// snapshots taken) serves the runs started after, none of this one's
+/// calls. Each backend's case publishes a version of its own, so the
+/// counts of the two cases running at once do not mix.
+async fn a_run_keeps_the_plugin_versions_it_started_with(store: Store) {
+    recorder();
+    store
+        .put_plan(&plan("30s"), "operator")
+        .await
+        .expect("plan");
+    let lab = lab(&store).await;
+    let newer = if store.replicated() { "0.1.2" } else { "0.1.1" };
+    let newer_plugin = lab
+        .runtime
+        .load(&rebound_runtime::testing::release("example", newer))
+        .await
+        .expect("load");
+    // (Loading it called its `describe`.)
+    let loaded = calls_of(newer);
+    let runtime = lab.runtime.clone();
+    let published = std::sync::atomic::AtomicBool::new(false);
+    let publish_midway = Arc::new(Intercepted {
+        steps: lab.steps.clone(),
+        intercept: move |step: &StepRecord| {
+            if step.input["action"] == "replicate"
+                && !published.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                runtime.install(newer_plugin.clone());
+            }
+            None
+        },
+    });
+    let (outcome, first) = run_by(&store, publish_midway, Workflow::Replication).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    assert_eq!(
+        lab.runtime
+            .active("example")
+            .map(|p| p.version())
+            .as_deref(),
+        Some(newer),
+        "published during the run"
+    );
+    assert_eq!(
+        calls_of(newer),
+        loaded,
+        "no call of the run went to {newer}"
+    );
+    let pins = store.run_plugins(&first.run).await.expect("pins");
+    assert_eq!(
+        pins.get("example").map(String::as_str),
+        Some("0.1.0"),
+        "{pins:?}"
+    );
+
+    // The next run starts on the version active now.
+    let (outcome, second) = run_reported(&store, &lab, Workflow::Replication).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    assert!(calls_of(newer) > loaded, "the next run calls {newer}");
+    let pins = store.run_plugins(&second.run).await.expect("pins");
+    assert_eq!(pins.get("example").map(String::as_str), Some(newer));
 }
 
 /// A call a hook receiver got: path, idempotency key, signature, body,

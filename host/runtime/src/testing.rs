@@ -46,6 +46,33 @@ pub fn package(name: &str) -> PluginPackage {
     PluginPackage::build(&template(name), wasm(name), Some(&publisher_key())).expect("package")
 }
 
+/// The built plugin `name` as another release, `number` (as long as the
+/// version it was built with, "0.1.0"): its version string rewritten in
+/// the component (the only one not following an '@', which would be the
+/// contract's) and in the manifest, signed again.
+pub fn release(name: &str, number: &str) -> PluginPackage {
+    const BUILT: &[u8] = b"0.1.0";
+    assert_eq!(number.len(), BUILT.len(), "a version as long as 0.1.0");
+    let mut wasm = wasm(name);
+    let at: Vec<usize> = (1..wasm.len().saturating_sub(BUILT.len()))
+        .filter(|&i| &wasm[i..i + BUILT.len()] == BUILT && wasm[i - 1] != b'@')
+        .collect();
+    assert_eq!(at.len(), 1, "the plugin's own version string, once");
+    wasm[at[0]..at[0] + BUILT.len()].copy_from_slice(number.as_bytes());
+    let manifest = template(name)
+        .lines()
+        .map(|l| {
+            if l.starts_with("version") {
+                format!("version = \"{number}\"")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    PluginPackage::build(&manifest, wasm, Some(&publisher_key())).expect("package")
+}
+
 /// Write the `name` plugin's package, signed with the test publisher key,
 /// into `package_dir`, and that key's public half (what a host's
 /// `--trusted-key` reads) to `key_file`.

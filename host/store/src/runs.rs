@@ -1,7 +1,8 @@
 //! Runs and their steps: creating a run (with its idempotency key and the
 //! plan's lifecycle transition), leasing it to one host replica
 //! (claim, heartbeat, release), saving and appending steps, approval gates,
-//! cancel, and finishing a run with its plan's lifecycle.
+//! cancel, and finishing a run with its plan's lifecycle; the plugin
+//! versions a run is pinned to.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, TransactionTrait,
 };
 
-use super::entity::{plan, run, step};
+use super::entity::{plan, run, run_plugin, step};
 use super::{
     Cancel, NewStep, PlanRuns, RunRecord, RunStatus, SAVE_CHUNK, StepRecord, StepStatus, Store,
     StoreError, audit_in, corrupt, decode_plan, millis, now_ms, update_lifecycle,
@@ -895,4 +896,48 @@ pub(crate) fn decode_run(row: &run::Model) -> Result<RunRecord, StoreError> {
         cancel_requested_by: row.cancel_requested_by.clone(),
         created_at_ms: row.created_at,
     })
+}
+
+impl Store {
+    /// Pin `run` to `version` of `plugin` unless it is pinned to one
+    /// already; the version it is pinned to either way. Steps pinning at
+    /// once agree: the first insert wins.
+    pub async fn pin_plugin(
+        &self,
+        run: &str,
+        plugin: &str,
+        version: &str,
+    ) -> Result<String, StoreError> {
+        let row = run_plugin::ActiveModel {
+            run: Set(run.to_owned()),
+            plugin: Set(plugin.to_owned()),
+            version: Set(version.to_owned()),
+        };
+        run_plugin::Entity::insert(row)
+            .on_conflict_do_nothing_on([run_plugin::Column::Run, run_plugin::Column::Plugin])
+            .exec(&self.db)
+            .await?;
+        run_plugin::Entity::find_by_id((run.to_owned(), plugin.to_owned()))
+            .one(&self.db)
+            .await?
+            .map(|row| row.version)
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "plugin pin of run",
+                id: format!("{run}/{plugin}"),
+            })
+    }
+
+    /// The plugin versions `run` is pinned to, by plugin name.
+    pub async fn run_plugins(
+        &self,
+        run: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        Ok(run_plugin::Entity::find()
+            .filter(run_plugin::Column::Run.eq(run))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| (row.plugin, row.version))
+            .collect())
+    }
 }
