@@ -95,6 +95,18 @@ async fn lab_hooked(store: &Store, plugin: &str, hooks: HookPolicy) -> Lab {
     lab_of(store, plugin, hooks, Duration::ZERO).await
 }
 
+/// The two sites through the example plugin, each request answered after
+/// 40 ms, so that calls made together overlap.
+async fn slow_lab(store: &Store) -> Lab {
+    lab_of(
+        store,
+        "example",
+        HookPolicy::default(),
+        Duration::from_millis(40),
+    )
+    .await
+}
+
 /// The same, each site answering after `api_latency`.
 async fn lab_of(store: &Store, plugin: &str, hooks: HookPolicy, api_latency: Duration) -> Lab {
     let a = site(rebound_lab::example::default_vms(), api_latency).await;
@@ -1325,13 +1337,7 @@ rebound_store::on_both_backends!(
 /// it with more. Every slot is given back after. Shared by default on
 /// PostgreSQL, where replicas run.
 async fn hosts_on_one_store_share_a_sites_max_calls(store: Store) {
-    let lab = lab_of(
-        &store,
-        "example",
-        HookPolicy::default(),
-        Duration::from_millis(40),
-    )
-    .await;
+    let lab = slow_lab(&store).await;
     assert_eq!(lab.steps.shares_calls(), store.replicated());
     let host = |site: &Arc<ExampleSite>, name: &str, shared: bool| {
         let (store, site, name) = (store.clone(), site.clone(), name.to_owned());
@@ -1741,13 +1747,7 @@ async fn a_site_gets_at_most_its_max_calls_at_once(store: Store) {
         .put_plan(&plan("30s"), "operator")
         .await
         .expect("plan");
-    let lab = lab_of(
-        &store,
-        "example",
-        HookPolicy::default(),
-        Duration::from_millis(40),
-    )
-    .await;
+    let lab = slow_lab(&store).await;
     let bind_a = |max_calls: Option<usize>| {
         let mut grant = grant(&lab.a, "lab-a");
         grant.max_calls = max_calls;

@@ -19,6 +19,26 @@ fn kinds(t: &rebound_engine::policy::Tick) -> Vec<&str> {
     t.events.iter().map(|e| e.kind.as_str()).collect()
 }
 
+/// A recovery point of each of the plan's workloads at its standby,
+/// captured by `run` at `at`.
+async fn every_point_at_the_standby(store: &Store, run: &str, at: i64) {
+    for w in ["db-1", "app-1", "web-1"] {
+        store
+            .record_recovery_point(&RecoveryPointRecord {
+                site: "kubevirt-west".into(),
+                id: format!("snap-{w}"),
+                plan: "shop".into(),
+                workload: w.into(),
+                captured_at_ms: at,
+                run: run.into(),
+                detail: json!({}),
+                drill: false,
+            })
+            .await
+            .expect("point");
+    }
+}
+
 async fn objectives_over_time(store: Store) {
     let document = PlanDocument::from_yaml(PLAN).expect("plan");
     store.put_plan(&document, "operator").await.expect("plan");
@@ -41,21 +61,7 @@ async fn objectives_over_time(store: Store) {
     assert!(again.events.is_empty(), "{:?}", again.events);
 
     // The cycle brings every workload's point to the standby.
-    for w in ["db-1", "app-1", "web-1"] {
-        store
-            .record_recovery_point(&RecoveryPointRecord {
-                site: "kubevirt-west".into(),
-                id: format!("snap-{w}"),
-                plan: "shop".into(),
-                workload: w.into(),
-                captured_at_ms: t0,
-                run: cycle.id.clone(),
-                detail: json!({}),
-                drill: false,
-            })
-            .await
-            .expect("point");
-    }
+    every_point_at_the_standby(&store, &cycle.id, t0).await;
     store
         .cancel_run(&cycle.id, "test")
         .await
@@ -145,21 +151,7 @@ async fn a_tick_sets_each_plans_objective_gauges() {
     ] {
         assert!(text.contains(line), "{line} not in:\n{text}");
     }
-    for w in ["db-1", "app-1", "web-1"] {
-        store
-            .record_recovery_point(&RecoveryPointRecord {
-                site: "kubevirt-west".into(),
-                id: format!("snap-{w}"),
-                plan: "shop".into(),
-                workload: w.into(),
-                captured_at_ms: t0,
-                run: "cycle".into(),
-                detail: json!({}),
-                drill: false,
-            })
-            .await
-            .expect("point");
-    }
+    every_point_at_the_standby(&store, "cycle", t0).await;
     tick(&store, t0 + MINUTE).await.expect("tick");
     let text = handle.render();
     for line in [
