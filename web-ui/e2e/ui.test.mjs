@@ -261,12 +261,14 @@ describe("the admin web UI", () => {
     assert.equal(run.steps.length, count, "every step of the run is on the timeline");
     const report = page.getByTestId("report");
     assert.match(await report.innerText(), /RTO\s+\S+.*\s+20 min\s+met/);
+    assert.match(await report.getByTestId("plugins").innerText(), /^Plugins: example \d+\.\d+\.\d+$/);
     const download = page.waitForEvent("download");
     await report.getByRole("button", { name: "Download report (Markdown)" }).click();
     const file = await (await download).path();
     const text = readFileSync(file, "utf8");
     assert.match(text, /^# drill of shop/);
     assert.match(text, /\| RTO \| .* \| 20 min \| met \|/);
+    assert.match(text, /^Plugins: example \d+\.\d+\.\d+\.$/m);
   });
 
   test("runs a round-trip drill: the way back is timed against the failback objective", async () => {

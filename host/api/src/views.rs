@@ -305,6 +305,9 @@ pub struct RunDetail {
     pub steps: Vec<StepView>,
     /// Measured RTO and achieved RPO against the objectives, per step timing.
     pub report: RunReport,
+    /// The plugin versions the run is pinned to (the one active at its
+    /// first call of each plugin), by plugin name.
+    pub plugins: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

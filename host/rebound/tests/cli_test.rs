@@ -247,6 +247,10 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
     .await;
     assert!(code == 0, "{out}\n{err}");
     assert!(out.contains("succeeded\n  RTO measured"), "{out}");
+    assert!(
+        out.contains("\n  plugins example "),
+        "the versions it ran on: {out}"
+    );
     assert!(out.contains("met"), "{out}");
     let id = out
         .lines()

@@ -301,6 +301,11 @@ function Report({ detail }: { detail: Detail }) {
           )}
         </tbody>
       </table>
+      {plugins(detail) && (
+        <p className="small" data-testid="plugins">
+          Plugins: {plugins(detail)}
+        </p>
+      )}
       {r.left.length > 0 && (
         <ul className="left" data-testid="left" aria-label="Left by the drill">
           {r.left.map((l) => (
@@ -322,6 +327,13 @@ function Report({ detail }: { detail: Detail }) {
   );
 }
 
+/** The plugin versions the run was pinned to, in one line ("" if none). */
+function plugins(d: Detail): string {
+  return Object.entries(d.plugins ?? {})
+    .map(([name, version]) => `${name} ${version}`)
+    .join(", ");
+}
+
 function markdown(d: Detail): string {
   const r = d.report;
   const verdict = (m: boolean | null | undefined) => (m == null ? "not measured" : m ? "met" : "**breached**");
@@ -329,6 +341,7 @@ function markdown(d: Detail): string {
     `# ${r.workflow.replaceAll("_", " ")} of ${r.plan}`,
     "",
     `Run \`${r.run}\`, ${r.status}; started ${formatTime(d.created_at_ms)}, finished ${formatTime(d.finished_at_ms)}.`,
+    ...(plugins(d) ? ["", `Plugins: ${plugins(d)}.`] : []),
     "",
     `| ${r.phase} phase | measured | objective | verdict |`,
     "|---|---|---|---|",

@@ -174,6 +174,7 @@ async fn detail(store: &Store, id: &str) -> Result<RunDetail, Problem> {
         run: RunView::from(&run),
         steps: steps.iter().map(StepView::from).collect(),
         report,
+        plugins: store.run_plugins(id).await?,
     })
 }
 

@@ -99,7 +99,7 @@ pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
         match status {
             "succeeded" | "failed" | "cancelled" => {
                 bar.finish_and_clear();
-                print_report(&id, &args.plan, status, &detail["report"]);
+                print_report(&id, &args.plan, status, &detail);
                 if let Some(total) = transfers_total(&steps) {
                     println!("  {total}");
                 }
@@ -171,8 +171,10 @@ fn transfers_total(steps: &[Value]) -> Option<String> {
 }
 
 /// The run's measured RTO and achieved RPO against the phase's objectives
-/// (and a round-trip drill's way back against the other phase's).
-fn print_report(id: &str, plan: &str, status: &str, report: &Value) {
+/// (and a round-trip drill's way back against the other phase's), and the
+/// plugin versions it ran on, from its `detail`.
+fn print_report(id: &str, plan: &str, status: &str, detail: &Value) {
+    let report = &detail["report"];
     let ms = |v: &Value| {
         v.as_i64().map_or_else(
             || "-".to_owned(),
@@ -211,6 +213,15 @@ fn print_report(id: &str, plan: &str, status: &str, report: &Value) {
     // What a failed drill left (a site down at its end).
     for left in report["left"].as_array().into_iter().flatten() {
         println!("  {}", left_line(plan, left));
+    }
+    let plugins: Vec<String> = detail["plugins"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, version)| format!("{name} {}", version.as_str().unwrap_or_default()))
+        .collect();
+    if !plugins.is_empty() {
+        println!("  plugins {}", plugins.join(", "));
     }
 }
 
