@@ -521,6 +521,8 @@ fn the_charts_values_do_what_values_yaml_says() {
             "--set",
             "topologySpread.enabled=false",
             "--set",
+            "podAnnotations.team=dr",
+            "--set",
             "extraEnv[0].name=REBOUND_WORKERS",
             "--set-string",
             "extraEnv[0].value=8",
@@ -536,6 +538,12 @@ fn the_charts_values_do_what_values_yaml_says() {
     );
     let deployment = kind(&docs, "Deployment");
     assert_eq!(deployment["spec"]["replicas"], 3);
+    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["team"], "dr");
+    assert_eq!(
+        annotations["prometheus.io/path"], "/metrics",
+        "scraped by default"
+    );
     let pod = &deployment["spec"]["template"]["spec"];
     assert!(pod["topologySpreadConstraints"].is_null(), "{pod}");
     let container = &pod["containers"][0];
