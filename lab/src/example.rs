@@ -62,6 +62,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::disk::Disks;
+use crate::faults::Injected;
 use crate::guest::Refused;
 
 mod guests;
@@ -181,7 +182,8 @@ struct Inner {
     /// Mutating requests per idempotency key.
     effects: HashMap<String, usize>,
     next: u64,
-    down: bool,
+    /// The failures the site shows (`/_lab/faults`, `set_down`).
+    faults: crate::faults::Faults,
     /// The last host number handed out in the guests' subnet.
     next_host: u8,
     /// What a guest's port answers, by VM name and port, when not 200.
@@ -323,7 +325,7 @@ impl ExampleSite {
             .route_layer(middleware::from_fn_with_state(site.clone(), auth));
         let app = api
             .route("/huge", get(huge))
-            .route("/_lab/guest-writes", post(guest_write))
+            .merge(crate::faults::routes::<Site>())
             .with_state(site.clone());
         if subnet.is_some() {
             guests::spawn(Arc::downgrade(&site));
@@ -379,7 +381,7 @@ impl ExampleSite {
     /// Take the whole site down (every `/v1` request answers 503) or bring
     /// it back, like a site lost in a disaster.
     pub fn set_down(&self, down: bool) {
-        self.site.inner().down = down;
+        self.site.inner().faults.down = down;
     }
 
     /// The VMs the site has now, as `GET /v1/vms` renders them.
@@ -489,8 +491,31 @@ async fn auth(
 
 async fn serve(site: &Site, headers: &HeaderMap, request: Request, next: Next) -> Response {
     tokio::time::sleep(site.options.api_latency).await;
-    if site.inner().down {
-        return problem(StatusCode::SERVICE_UNAVAILABLE, "the site is down");
+    let faults = site.inner().faults.clone();
+    let (method, path) = (
+        request.method().to_string(),
+        request.uri().path().to_owned(),
+    );
+    match faults
+        .meet(&method, &path, || site.inner().faults.hang)
+        .await
+    {
+        Some(Injected::Down) => {
+            return problem(StatusCode::SERVICE_UNAVAILABLE, "the site is down");
+        }
+        Some(Injected::Error {
+            status,
+            retry_after,
+        }) => {
+            let mut response = problem(status, "injected by the lab");
+            if let Some(secs) = retry_after
+                && let Ok(v) = header::HeaderValue::from_str(&secs.to_string())
+            {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return response;
+        }
+        None => {}
     }
     let expected = format!("Bearer {}", site.options.token);
     match headers
@@ -533,15 +558,23 @@ fn write_guest(site: &Site, id: &str, offset: u64, data: &[u8]) -> Result<(), Re
     crate::guest::write_image(disks, id, id, offset, data)
 }
 
-/// `POST /_lab/guest-writes` ([`crate::guest`]).
-async fn guest_write(State(site): State<Arc<Site>>, body: axum::body::Bytes) -> Response {
-    match crate::guest::parse(&body) {
-        Ok(write) => {
-            let data = write.data();
-            let result = write_guest(&site, &write.disk, write.offset, &data);
-            crate::guest::answer(&write, &data, result)
-        }
-        Err(message) => crate::guest::bad_request(message),
+/// `/_lab/faults`, `/_lab/effects` and `/_lab/guest-writes`
+/// ([`crate::faults::routes`]).
+impl crate::faults::Scripted for Site {
+    fn with_faults<R>(&self, f: impl FnOnce(&mut crate::faults::Faults) -> R) -> R {
+        f(&mut self.inner().faults)
+    }
+
+    fn effects_json(&self) -> Value {
+        json!(self.inner().effects)
+    }
+
+    async fn guest_write(
+        &self,
+        write: &crate::guest::GuestWrite,
+        data: &[u8],
+    ) -> Result<(), Refused> {
+        write_guest(self, &write.disk, write.offset, data)
     }
 }
 

@@ -93,6 +93,48 @@ impl Faults {
     }
 }
 
+/// What a call answers instead, by the faults it met; each simulator
+/// renders it in its platform's own error shape.
+pub(crate) enum Injected {
+    /// The whole site is down (503).
+    Down,
+    /// An injected error: its status, and the `Retry-After` seconds to send.
+    Error {
+        status: StatusCode,
+        retry_after: Option<u64>,
+    },
+}
+
+impl Faults {
+    /// Meet these faults on a `method` call of `path`: the added latency,
+    /// a hang for as long as `hung()` says the site still hangs, then what
+    /// to answer instead of serving the call, if anything.
+    pub(crate) async fn meet(
+        &self,
+        method: &str,
+        path: &str,
+        hung: impl Fn() -> bool,
+    ) -> Option<Injected> {
+        if !self.applies_to(method, path) {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(self.latency_ms)).await;
+        while hung() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if self.down {
+            return Some(Injected::Down);
+        }
+        self.draws_error().then(|| Injected::Error {
+            status: self
+                .status
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            retry_after: self.retry_after,
+        })
+    }
+}
+
 /// A simulator the control routes reach: its faults and the side effects
 /// it has served.
 pub(crate) trait Scripted: Send + Sync + 'static {

@@ -53,7 +53,7 @@ use rebound_plugin_sdk::xml::Element;
 use serde_json::json;
 
 use crate::disk::Disks;
-use crate::faults::Faults;
+use crate::faults::{Faults, Injected};
 use crate::guest::Refused;
 use state::{Engine, Network, Nic, Source, Stages, Transfer, Vm, disk_image, uuid};
 
@@ -496,31 +496,30 @@ async fn front_door(State(shared): State<Arc<Shared>>, request: Request, next: N
     let path = request.uri().path().to_owned();
     let method = request.method().to_string();
     let faults = shared.lock().faults.clone();
-    if faults.applies_to(&method, &path) {
-        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
-        while shared.lock().faults.hang && faults.applies_to(&method, &path) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if faults.down {
+    match faults
+        .meet(&method, &path, || shared.lock().faults.hang)
+        .await
+    {
+        Some(Injected::Down) => {
             return fault(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Service Unavailable",
                 "The engine is down.",
             );
         }
-        if faults.draws_error() {
-            let status = faults
-                .status
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        Some(Injected::Error {
+            status,
+            retry_after,
+        }) => {
             let mut response = fault(status, "Operation Failed", "Injected by the lab.");
-            if let Some(secs) = faults.retry_after
+            if let Some(secs) = retry_after
                 && let Ok(v) = HeaderValue::from_str(&secs.to_string())
             {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }
             return response;
         }
+        None => {}
     }
     let mutating = matches!(
         *request.method(),

@@ -271,6 +271,34 @@ describe("the admin web UI", () => {
     assert.match(text, /^Plugins: example \d+\.\d+\.\d+\.$/m);
   });
 
+  test("says what a drill could not tear down, until a replication cycle removes it", async () => {
+    // lab-b refuses every DELETE: the drill's sandbox there cannot go.
+    const faults = `${LAB_B_ENDPOINT}/_lab/faults`;
+    const set = await fetch(faults, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ error_rate: 1.0, method: "DELETE" }),
+    });
+    assert.equal(set.status, 200, await set.text());
+    let drill;
+    try {
+      drill = await startRun("drill");
+      await finished("failed");
+      const left = page.getByTestId("report").getByTestId("left");
+      assert.match(
+        await left.innerText(),
+        /^Left on lab-b: its sandbox — the plan's next replication cycle or drill removes it \(start a replication cycle on the Runs page to remove it now\)\.$/,
+      );
+    } finally {
+      await fetch(faults, { method: "DELETE" });
+    }
+    await startRun("replication");
+    await finished();
+    const events = await api(admin, "GET", "/events?plan=shop&limit=20");
+    const removed = events.items.find((e) => e.kind === "drill.leftovers.removed");
+    assert.equal(removed?.detail?.run, drill, JSON.stringify(events.items.map((e) => [e.kind, e.detail])));
+  });
+
   test("runs a round-trip drill: the way back is timed against the failback objective", async () => {
     await go(page, "Plans");
     await page.getByRole("link", { name: "shop", exact: true }).click();

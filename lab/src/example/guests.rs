@@ -60,7 +60,7 @@ impl Subnet {
 fn wanted(site: &Site) -> HashMap<SocketAddr, String> {
     let inner = site.inner();
     let mut wanted = HashMap::new();
-    if inner.down {
+    if inner.faults.down {
         return wanted;
     }
     let now = Instant::now();

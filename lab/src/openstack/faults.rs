@@ -5,7 +5,6 @@
 //! [`super::OpenStackSite::set_faults`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -14,6 +13,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::state::{Shared, fault, str_of, uuid};
+use crate::faults::Injected;
 use crate::guest::{GuestWrite, Refused};
 
 pub use crate::faults::Faults;
@@ -72,17 +72,15 @@ pub(crate) async fn front_door(
     let path = request.uri().path().to_owned();
     let method = request.method().to_string();
     let faults = shared.lock().faults.clone();
-    if faults.applies_to(&method, &path) {
-        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
-        while shared.lock().faults.hang && faults.applies_to(&method, &path) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if faults.down {
+    match faults
+        .meet(&method, &path, || shared.lock().faults.hang)
+        .await
+    {
+        Some(Injected::Down) => {
             return fault(StatusCode::SERVICE_UNAVAILABLE, "The site is down.");
         }
-        if faults.draws_error() {
-            return injected(&faults);
-        }
+        Some(Injected::Error { .. }) => return injected(&faults),
+        None => {}
     }
     let mutating = matches!(
         *request.method(),
