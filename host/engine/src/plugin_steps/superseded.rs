@@ -29,7 +29,8 @@ impl PluginSteps {
         let below = step.input["below_epoch"].as_u64().unwrap_or(0);
         // A plugin of the contract 0.1 cannot remove workloads: not even
         // the listing is worth making.
-        let contract = self.site(site)?.plugin.contract();
+        // (The version this run calls: the one it is pinned to.)
+        let contract = self.pinned(self.site(site)?).await?.plugin.contract();
         if contract < semver::Version::new(0, 2, 0) {
             return Ok(Started::Done(json!({
                 "removed": [],

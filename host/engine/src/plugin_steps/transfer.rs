@@ -500,12 +500,16 @@ impl PluginSteps {
         ) else {
             return Mode::Digests;
         };
-        let offered = self.site(from).is_ok_and(|s| {
-            s.plugin
-                .info
-                .capabilities
-                .contains(Capabilities::CHANGED_BLOCKS)
-        });
+        // Offered by the version this run calls (the one it is pinned to).
+        let offered = match self.site(from) {
+            Ok(site) => self.pinned(site).await.is_ok_and(|s| {
+                s.plugin
+                    .info
+                    .capabilities
+                    .contains(Capabilities::CHANGED_BLOCKS)
+            }),
+            Err(_) => false,
+        };
         if !offered {
             return Mode::Digests;
         }
