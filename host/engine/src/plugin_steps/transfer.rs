@@ -250,9 +250,13 @@ impl PluginSteps {
             self.release_endpoints(step, &exports, &imports).await;
             return;
         }
-        let discards = self
-            .site(site)
-            .is_ok_and(|s| s.plugin.contract() >= semver::Version::new(0, 2, 0));
+        let discards = match self.site(site) {
+            Ok(bound) => self
+                .pinned(bound)
+                .await
+                .is_ok_and(|s| s.plugin.contract() >= semver::Version::new(0, 2, 0)),
+            Err(_) => false,
+        };
         if discards {
             self.release_endpoints(step, &exports, &[]).await;
             let ids: Vec<String> = imports
@@ -270,7 +274,8 @@ impl PluginSteps {
                     self.finish_in_background(
                         op,
                         format!("run {}: the discarded imports {ids:?}", step.run),
-                    );
+                    )
+                    .await;
                 }
                 Err(e) => {
                     tracing::warn!(run = %step.run, step = %step.name, "abandoned transfer: discarding the imports {ids:?} on '{site}': {e:?}")
@@ -305,7 +310,8 @@ impl PluginSteps {
                 self.finish_in_background(
                     op,
                     format!("run {}: the unverified volumes {volumes:?}", step.run),
-                );
+                )
+                .await;
             }
             Err(e) => {
                 tracing::warn!(run = %step.run, step = %step.name, "abandoned transfer: deleting volumes {volumes:?} on '{site}': {e:?}")
@@ -318,11 +324,16 @@ impl PluginSteps {
     /// attached for a while to the appliance just released (EC2 detaches it
     /// as the instance shuts down), and is deleted once it is not. Polls
     /// for at most ten minutes; the outcome is logged. Best effort, like the
-    /// abandonment: a host that stops meanwhile leaves the rest.
-    fn finish_in_background(&self, op: Operation, what: String) {
+    /// abandonment: a host that stops meanwhile leaves the rest. Polls the
+    /// plugin version the run is pinned to (the one that started the
+    /// cleanup), resolved before the task leaves the run's scope.
+    async fn finish_in_background(&self, op: Operation, what: String) {
         const POLL: std::time::Duration = std::time::Duration::from_secs(2);
         const LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
         let Ok(site) = self.site(&op.site) else {
+            return;
+        };
+        let Ok(site) = self.pinned(site).await else {
             return;
         };
         let (runtime, budget) = (self.runtime.clone(), self.call_budget);
