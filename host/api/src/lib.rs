@@ -13,7 +13,7 @@
 
 pub mod auth;
 mod extract;
-mod metrics;
+pub mod metrics;
 pub mod problem;
 mod routes;
 pub mod seal;

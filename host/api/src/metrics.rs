@@ -7,7 +7,7 @@
 //! so the series stay few.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -21,33 +21,53 @@ pub const REQUEST_SECONDS: &str = "rebound_http_request_duration_seconds";
 /// The buckets of [`REQUEST_SECONDS`].
 const REQUEST_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
+/// How long a gauge nobody sets stays rendered (see [`keep_gauges_for`]).
+static GAUGES_KEPT: OnceLock<Duration> = OnceLock::new();
+
+/// Render a gauge only while something sets it at least every `kept`: a
+/// plan's gauges, set on each policy tick, then go within `kept` of its
+/// leaving the states objectives are judged in (unprotected, failing over).
+/// Call before the recorder is installed (the first router built); without
+/// it, gauges stay until the process ends.
+pub fn keep_gauges_for(kept: Duration) {
+    let _ = GAUGES_KEPT.set(kept);
+}
+
+/// The recorder's builder: the histograms' buckets, and gauges kept for
+/// `gauges_kept` since last set (`None`: for good).
+fn builder(gauges_kept: Option<Duration>) -> PrometheusBuilder {
+    let buckets = [
+        (REQUEST_SECONDS, &REQUEST_BUCKETS[..]),
+        (
+            rebound_runtime::metrics::CALL_SECONDS,
+            &rebound_runtime::metrics::CALL_BUCKETS,
+        ),
+        (
+            rebound_engine::metrics::STEP_SECONDS,
+            &rebound_engine::metrics::STEP_BUCKETS,
+        ),
+        (
+            rebound_engine::metrics::CALL_WAIT_SECONDS,
+            &rebound_engine::metrics::CALL_WAIT_BUCKETS,
+        ),
+    ];
+    let mut builder =
+        PrometheusBuilder::new().idle_timeout(metrics_util::MetricKindMask::GAUGE, gauges_kept);
+    for (name, bounds) in buckets {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.to_owned()), bounds)
+            .expect("bucket bounds are not empty");
+    }
+    builder
+}
+
 /// The process's recorder, installed by the first router built. Another
 /// recorder installed first (a test harness's) keeps the metrics; this
 /// one then renders none.
 fn recorder() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let buckets = [
-            (REQUEST_SECONDS, &REQUEST_BUCKETS[..]),
-            (
-                rebound_runtime::metrics::CALL_SECONDS,
-                &rebound_runtime::metrics::CALL_BUCKETS,
-            ),
-            (
-                rebound_engine::metrics::STEP_SECONDS,
-                &rebound_engine::metrics::STEP_BUCKETS,
-            ),
-            (
-                rebound_engine::metrics::CALL_WAIT_SECONDS,
-                &rebound_engine::metrics::CALL_WAIT_BUCKETS,
-            ),
-        ];
-        let mut builder = PrometheusBuilder::new();
-        for (name, bounds) in buckets {
-            builder = builder
-                .set_buckets_for_metric(Matcher::Full(name.to_owned()), bounds)
-                .expect("bucket bounds are not empty");
-        }
+        let builder = builder(GAUGES_KEPT.get().copied());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
@@ -100,4 +120,31 @@ pub async fn serve() -> Response {
         recorder.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn a_gauge_nobody_sets_any_more_goes_after_the_time_kept() {
+        let recorder = super::builder(Some(Duration::from_millis(200))).build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::gauge!("plan_gauge", "plan" => "gone").set(1.0);
+            metrics::gauge!("plan_gauge", "plan" => "kept").set(1.0);
+            metrics::counter!("runs").increment(1);
+        });
+        assert!(handle.render().contains("plan=\"gone\""));
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(100));
+            metrics::with_local_recorder(&recorder, || {
+                metrics::gauge!("plan_gauge", "plan" => "kept").set(2.0);
+            });
+        }
+        let text = handle.render();
+        assert!(!text.contains("plan=\"gone\""), "{text}");
+        assert!(text.contains("plan_gauge{plan=\"kept\"} 2"), "{text}");
+        assert!(text.contains("runs 1"), "counters stay: {text}");
+    }
 }

@@ -780,6 +780,8 @@ const MATRIX: &[(&str, &[Role])] = &[
     ("enable plugin", &[Role::Admin]),
     ("put site", &[Role::Admin]),
     ("delete site", &[Role::Admin]),
+    // Stopping protection removes every copy of the plan's workloads.
+    ("unprotect", &[Role::Admin]),
 ];
 
 const ROLES: [Role; 4] = [
@@ -866,6 +868,15 @@ async fn the_role_matrix_holds_for_every_mutating_endpoint(store: Store) {
                         "/api/v1/plans/shop/runs",
                         role,
                         &json!({"workflow": "replication"}),
+                    )
+                    .await
+                }
+                "unprotect" => {
+                    api.send(
+                        "POST",
+                        "/api/v1/plans/shop/runs",
+                        role,
+                        &json!({"workflow": "unprotect"}),
                     )
                     .await
                 }
@@ -968,7 +979,12 @@ async fn the_role_matrix_holds_for_every_mutating_endpoint(store: Store) {
                     "{endpoint} as {role} changed something"
                 );
             }
-            // Leave no run pending for the next trigger.
+            // Leave no run pending for the next trigger (a cancelled
+            // unprotect leaves the plan protected).
+            let run = match *endpoint {
+                "unprotect" => r.json["id"].as_str().unwrap_or_default().to_owned(),
+                _ => run,
+            };
             if !run.is_empty() {
                 let _ = api
                     .send(

@@ -11,6 +11,7 @@
 //!      └──────────── Protected(B→C)        Protected(A→B) ◀───────────┘
 //! Protected ──migration──▶ AwaitingCommit ──commit──▶ Protected(B→A)
 //!                                │ rollback ──▶ Protected(A→B)
+//! Protected ──unprotect──▶ Unprotected ──apply again──▶ Protected
 //! Drills run from Protected or ReadyForFailback and change no state.
 //! ```
 
@@ -39,6 +40,11 @@ pub enum PlanState {
     PermanentlyFailingOver,
     CommittingMigration,
     RollingBackMigration,
+    /// Its recovery points are being removed; the workloads keep serving.
+    Unprotecting,
+    /// Serving on the primary with no copy anywhere and nothing scheduled;
+    /// applying the plan's document again protects it again.
+    Unprotected,
 }
 
 impl fmt::Display for PlanState {
@@ -68,6 +74,9 @@ pub enum Workflow {
     /// standby); the policy engine schedules them to keep RPO. Changes no
     /// state.
     Replication,
+    /// Stop protecting: every recovery point of the plan removed from
+    /// both sites (and what earlier runs left), the workloads untouched.
+    Unprotect,
 }
 
 impl fmt::Display for Workflow {
@@ -110,7 +119,8 @@ impl Workflow {
             | Self::Migration
             | Self::PermanentFailover
             | Self::Drill
-            | Self::Replication => Phase::Failover,
+            | Self::Replication
+            | Self::Unprotect => Phase::Failover,
         }
     }
 }
@@ -168,6 +178,12 @@ impl Lifecycle {
         use PlanState as S;
         use Workflow as W;
         let next = match (workflow, self.state) {
+            (_, S::Unprotected) => {
+                return Err(self.refuse(
+                    workflow,
+                    "apply the plan's document again to protect it first",
+                ));
+            }
             (W::Replication, S::Protected | S::ReadyForFailback) => return Ok(()),
             (W::Replication, _) => {
                 return Err(self.refuse(
@@ -199,6 +215,16 @@ impl Lifecycle {
             (W::Failback, S::ReadyForFailback) => S::FailingBack,
             (W::CommitMigration, S::AwaitingCommit) => S::CommittingMigration,
             (W::RollbackMigration, S::AwaitingCommit) => S::RollingBackMigration,
+            (W::Unprotect, S::Protected) => S::Unprotecting,
+            (W::Unprotect, S::ReadyForFailback | S::FailedOver) => {
+                return Err(self.refuse(
+                    workflow,
+                    "protection stops from protected; fail back first (or, to stay where the workloads run, fail over permanently)",
+                ));
+            }
+            (W::Unprotect, _) => {
+                return Err(self.refuse(workflow, "protection stops from protected"));
+            }
             (W::Failover, _) => {
                 return Err(self.refuse(workflow, "a failover starts from protected"));
             }
@@ -290,6 +316,14 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// The plan's document applied again: an unprotected plan is
+    /// protected again, between the sites it was left on.
+    pub fn protect_again(&mut self) {
+        if self.state == PlanState::Unprotected {
+            self.state = PlanState::Protected;
+        }
+    }
+
     /// A permanent failover chooses a new standby for the new primary.
     pub fn set_standby(&mut self, site: &str) {
         self.standby = site.to_owned();
@@ -337,6 +371,9 @@ fn transition(workflow: Workflow) -> Option<Transition> {
             S::AwaitingCommit,
             true,
         ),
+        // A failed unprotect leaves some points: the plan is still
+        // protected, and its next cycle makes a current copy.
+        Workflow::Unprotect => t(S::Unprotecting, S::Unprotected, S::Protected, false),
         Workflow::Drill | Workflow::Replication => return None,
     })
 }

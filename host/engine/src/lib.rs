@@ -35,7 +35,7 @@ mod report;
 #[cfg(test)]
 mod test_steps;
 
-pub use planner::{compensation_steps, plan_steps};
+pub use planner::{QUIESCE_ACTION, compensation_steps, plan_steps};
 
 /// The event kind of a compensated run's standby incarnations left in
 /// place, fenced (see [`Executor`]'s compensation).
@@ -141,7 +141,7 @@ pub async fn trigger(
         .await?;
     if matches!(
         workflow,
-        Workflow::Failover | Workflow::Failback | Workflow::Migration
+        Workflow::Failover | Workflow::Failback | Workflow::Migration | Workflow::Unprotect
     ) {
         preempt(store, &run, principal).await?;
     }
@@ -166,6 +166,19 @@ pub(crate) async fn steps_of(
         Workflow::Failover => adopt::offer(store, plan, &mut steps).await?,
         Workflow::Drill | Workflow::Replication => {
             leftovers::offer(store, plan, &mut steps).await?;
+        }
+        // What earlier drills left goes after the wait for other runs,
+        // before the plan's points (a sandbox may stand on them).
+        Workflow::Unprotect => {
+            let mut rest = steps.split_off(1);
+            leftovers::offer(store, plan, &mut steps).await?;
+            let shift = steps.len() - 1;
+            for s in &mut rest {
+                if let Some(n) = s.input["stage"].as_u64() {
+                    s.input["stage"] = serde_json::json!(n + shift as u64);
+                }
+            }
+            steps.extend(rest);
         }
         _ => {}
     }

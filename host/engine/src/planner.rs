@@ -28,6 +28,10 @@ pub(crate) fn stage(steps: &mut [NewStep], from: usize) {
     }
 }
 
+/// The action of a step that waits until no other run of its plan is
+/// pending or running (an unprotect's first).
+pub const QUIESCE_ACTION: &str = "quiesce";
+
 /// The steps of `workflow` for `plan` in its current `lifecycle`.
 pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow) -> Vec<NewStep> {
     let (primary, standby) = (lifecycle.primary.as_str(), lifecycle.standby.as_str());
@@ -237,6 +241,38 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             // the promotions superseded go — fenced, of an older epoch, on
             // either site (see `plugin_steps`). Best effort.
             if lifecycle.state == PlanState::Protected && lifecycle.epoch > 1 {
+                let first = steps.len();
+                for site in [standby, primary] {
+                    steps.push(step(
+                        format!("remove the incarnations superseded before epoch {} on {site}", lifecycle.epoch),
+                        json!({"action": "cleanup", "site": site, "scope": "superseded", "below_epoch": lifecycle.epoch, "best_effort": true}),
+                    ));
+                }
+                stage(&mut steps, first);
+            }
+        }
+        // The workloads keep serving where they are; only the copies go.
+        // First the plan's other runs end (a replication cycle cancelled as
+        // this one started may still record a point), then — after what
+        // earlier drills left, see `steps_of` — every recovery point of
+        // the plan on both sites, and the incarnations earlier promotions
+        // superseded (fenced, Rebound's own), as a replication cycle
+        // would remove them.
+        Workflow::Unprotect => {
+            steps.push(step(
+                "wait for the plan's other runs to end".to_owned(),
+                json!({"action": QUIESCE_ACTION}),
+            ));
+            stage(&mut steps, 0);
+            let first = steps.len();
+            for site in [standby, primary] {
+                steps.push(step(
+                    format!("remove every recovery point of the plan on {site}"),
+                    json!({"action": "cleanup", "site": site, "scope": "points"}),
+                ));
+            }
+            stage(&mut steps, first);
+            if lifecycle.epoch > 1 {
                 let first = steps.len();
                 for site in [standby, primary] {
                     steps.push(step(

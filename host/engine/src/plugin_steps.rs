@@ -38,7 +38,7 @@ use rebound_runtime::{
     CallContext, CallError, Describe, Export, Fence, Health, Inventory, Plugin, Runtime, SiteGrant,
     Status, Unfence, explain,
 };
-use rebound_store::{RecoveryPointRecord, StepRecord, StepStatus, Store};
+use rebound_store::{RecoveryPointRecord, RunStatus, StepRecord, StepStatus, Store};
 use serde_json::{Value, json};
 
 use crate::planner::{LEG, RETURN_LEG};
@@ -634,6 +634,12 @@ impl PluginSteps {
                 handle["recovery_point"] = json!(point.id);
                 return Ok(Started::Operation(handle));
             }
+            crate::QUIESCE_ACTION => {
+                return Ok(match self.quiesce(step).await? {
+                    Progress::Done(output) => Started::Done(output),
+                    _ => Started::Operation(json!({"kind": crate::QUIESCE_ACTION})),
+                });
+            }
             "gate" => {
                 let scope = self.scope(step).await?;
                 let materialized = earlier(&scope.steps, step.seq, "materialize", &site, &workload)
@@ -771,6 +777,41 @@ impl PluginSteps {
         Ok(Started::Operation(handle(&op)))
     }
 
+    /// Done once no other run of the step's plan is pending, running or
+    /// waiting for approval (one cancelled as this run started may still
+    /// be undoing what it did); until then, running.
+    async fn quiesce(&self, step: &StepRecord) -> Result<Progress, StepError> {
+        let run = self
+            .store
+            .run(&step.run)
+            .await
+            .map_err(|e| StepError::Retryable(e.to_string()))?;
+        let which = rebound_store::PlanRuns {
+            workflows: &[],
+            statuses: &[
+                RunStatus::Pending,
+                RunStatus::Running,
+                RunStatus::WaitingApproval,
+            ],
+            limit: Some(2),
+        };
+        let others: Vec<String> = self
+            .store
+            .plan_runs(&run.plan, which)
+            .await
+            .map_err(|e| StepError::Retryable(e.to_string()))?
+            .into_iter()
+            .filter(|r| r.id != run.id)
+            .map(|r| format!("{} {}", r.workflow, r.id))
+            .collect();
+        if others.is_empty() {
+            Ok(Progress::Done(json!({})))
+        } else {
+            tracing::debug!(run = %run.id, "waiting for {others:?} to end");
+            Ok(Progress::Running)
+        }
+    }
+
     /// Ask a site to remove recovery points; the store forgets them once
     /// the site reports them removed (`poll_step`).
     async fn remove_points(
@@ -898,6 +939,9 @@ impl PluginSteps {
         }
         if text("kind") == "gate" {
             return self.poll_gate(operation).await;
+        }
+        if text("kind") == crate::QUIESCE_ACTION {
+            return self.quiesce(step).await;
         }
         let kind = kind_from(&text("kind")).ok_or_else(|| {
             StepError::Fatal(format!(

@@ -13,9 +13,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use rebound_domain::{Phase, PlanDocument, PlanState, Workflow};
 use rebound_engine::{
-    BoundSite, DRILL_LABEL, DRILL_LEFTOVERS, DRILL_LEFTOVERS_REMOVED, Executor, ExecutorConfig,
-    HookPolicy, LEFT_BY, Outcome, PluginSteps, Progress, RunReport, STANDBYS_KEPT, Started,
-    StepError, StepRunner, WORKLOAD_LABEL,
+    BoundSite, DRILL_LABEL, DRILL_LEFTOVERS, DRILL_LEFTOVERS_REMOVED, EPOCH_LABEL, Executor,
+    ExecutorConfig, HookPolicy, LEFT_BY, Outcome, PluginSteps, Progress, RunReport, STANDBYS_KEPT,
+    Started, StepError, StepRunner, WORKLOAD_LABEL,
 };
 use rebound_lab::{ExampleOptions, ExampleSite};
 use rebound_runtime::SiteGrant;
@@ -1328,6 +1328,7 @@ rebound_store::on_both_backends!(
     a_hook_that_refuses_stops_the_failover_one_that_may_fail_does_not,
     a_site_gets_at_most_its_max_calls_at_once,
     hosts_on_one_store_share_a_sites_max_calls,
+    unprotect_removes_every_copy_and_applying_again_protects,
     a_run_keeps_the_plugin_versions_it_started_with
 );
 
@@ -1336,6 +1337,89 @@ rebound_store::on_both_backends!(
 /// the most, where two hosts that each keep the limit by themselves reach
 /// it with more. Every slot is given back after. Shared by default on
 /// PostgreSQL, where replicas run.
+/// Unprotect after a round trip: both sites' recovery points and the
+/// incarnations the promotions superseded go (a cycle queued before it is
+/// cancelled first), the workloads serving on the primary are untouched,
+/// nothing is scheduled or judged while unprotected, and applying the
+/// plan again protects it again.
+async fn unprotect_removes_every_copy_and_applying_again_protects(store: Store) {
+    let lab = replicated(&store, &plan("30s"), "example").await;
+    for w in [Workflow::Failover, Workflow::Reprotect, Workflow::Failback] {
+        assert_eq!(run(&store, &lab, w).await, Outcome::Succeeded, "{w}");
+    }
+    let before = serving(&lab.a);
+    assert_eq!(before.len(), 3);
+    let superseded = |site: &ExampleSite| {
+        site.vms()
+            .into_iter()
+            .filter(|vm| label(vm, WORKLOAD_LABEL).is_some() && label(vm, DRILL_LABEL).is_none())
+            .filter(|vm| label(vm, EPOCH_LABEL) != Some("3"))
+            .count()
+    };
+    assert!(
+        superseded(&lab.b) > 0,
+        "the failover's incarnations, fenced"
+    );
+    assert!(!lab.b.snapshots().is_empty() && !lab.a.snapshots().is_empty());
+    // A cycle queued, not yet driven: cancelled by the unprotect.
+    let queued = rebound_engine::trigger(&store, "shop", Workflow::Replication, None, "policy")
+        .await
+        .expect("cycle");
+
+    let (outcome, report) = run_reported(&store, &lab, Workflow::Unprotect).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(
+        store.run(&queued.id).await.expect("run").status,
+        rebound_store::RunStatus::Cancelled
+    );
+    assert_eq!(
+        store.plan("shop").await.expect("plan").lifecycle.state,
+        PlanState::Unprotected
+    );
+    assert!(
+        store
+            .recovery_points("shop")
+            .await
+            .expect("points")
+            .is_empty()
+    );
+    assert_eq!(lab.a.snapshots(), Vec::<String>::new());
+    assert_eq!(lab.b.snapshots(), Vec::<String>::new());
+    assert_eq!(superseded(&lab.b), 0, "{:?}", lab.b.vms());
+    assert_eq!(serving(&lab.a), before, "production untouched");
+
+    // Nothing runs, nothing is judged, until the plan is applied again.
+    let refused = rebound_engine::trigger(&store, "shop", Workflow::Drill, None, "operator")
+        .await
+        .expect_err("unprotected");
+    assert!(
+        refused
+            .to_string()
+            .contains("apply the plan's document again"),
+        "{refused}"
+    );
+    let tick = rebound_engine::policy::tick(&store, rebound_engine::now_ms() + 3_600_000)
+        .await
+        .expect("tick");
+    assert!(
+        tick.scheduled.is_empty() && tick.events.is_empty(),
+        "{tick:?}"
+    );
+    assert_eq!(tick.compliance[0].phase, None);
+
+    store.put_plan(&plan("30s"), "admin").await.expect("again");
+    assert_eq!(
+        run(&store, &lab, Workflow::Replication).await,
+        Outcome::Succeeded
+    );
+    let points = store.recovery_points("shop").await.expect("points");
+    assert_eq!(points.iter().filter(|p| p.site == "lab-b").count(), 3);
+    for site in [&lab.a, &lab.b] {
+        let repeated: Vec<_> = site.effects().into_iter().filter(|(_, n)| *n > 1).collect();
+        assert!(repeated.is_empty(), "side effects repeated: {repeated:?}");
+    }
+}
+
 async fn hosts_on_one_store_share_a_sites_max_calls(store: Store) {
     let lab = slow_lab(&store).await;
     assert_eq!(lab.steps.shares_calls(), store.replicated());

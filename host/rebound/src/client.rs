@@ -584,7 +584,17 @@ pub async fn apply(server: &ServerArgs, args: &ApplyArgs) -> Result<()> {
         .map(|d| d.to_yaml())
         .unwrap_or_default();
     let after = document.to_yaml();
-    if before == after {
+    // Applied again, an unprotected plan is protected again.
+    let unprotected = stored
+        .as_ref()
+        .is_some_and(|p| p["lifecycle"]["state"] == "unprotected");
+    if unprotected {
+        println!(
+            "plan '{}' is unprotected: applying it protects it again",
+            document.name
+        );
+    }
+    if before == after && !unprotected {
         println!(
             "plan '{}' unchanged (revision {})",
             document.name,

@@ -209,6 +209,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if args.policy_seconds > 0.0 {
         let every = Duration::try_from_secs_f64(args.policy_seconds)
             .context("--policy-seconds must be a number of seconds")?;
+        // A plan's gauges go three ticks after it leaves the states its
+        // objectives are judged in.
+        rebound_api::metrics::keep_gauges_for(every * 3);
         tokio::spawn(policy(store.clone(), every));
     }
     let leases = store.clone();

@@ -336,6 +336,27 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
     let (_, plan, _) = run(&["get", "plan", "shop", "-o", "yaml"], vec![]).await;
     assert!(plan.contains("state: protected"), "{plan}");
 
+    // Unprotect (an admin's): every copy goes from both sites, the VMs
+    // stay as they are, and nothing runs until the plan is applied again.
+    assert!(b.disk_images() > 0 && !a.snapshots().is_empty());
+    let vms = a.vms();
+    let (code, out, err) = run(&["run", "unprotect", "shop", "--wait"], vec![]).await;
+    assert!(code == 0, "{out}{err}");
+    assert_eq!((b.disk_images(), b.snapshots().len()), (0, 0), "{out}");
+    assert!(a.snapshots().is_empty(), "{:?}", a.snapshots());
+    assert_eq!(a.vms(), vms);
+    let (_, plan, _) = run(&["get", "plan", "shop", "-o", "yaml"], vec![]).await;
+    assert!(plan.contains("state: unprotected"), "{plan}");
+    let (code, _, err) = run(&["run", "drill", "shop"], vec![]).await;
+    assert!(
+        code == 3 && err.contains("apply the plan's document again"),
+        "{code} {err}"
+    );
+    let (code, out, err) = run(&["apply", "-f", "plan.yaml"], vec![]).await;
+    assert!(code == 0, "{out}{err}");
+    let (_, plan, _) = run(&["get", "plan", "shop", "-o", "yaml"], vec![]).await;
+    assert!(plan.contains("state: protected"), "{plan}");
+
     // An API token for a pipeline: shown once, works, revoked.
     let (code, secret, err) = run(
         &["token", "create", "--name", "ci", "--role", "viewer"],

@@ -430,19 +430,24 @@ impl Store {
                 let current = decode_plan(&row)?;
                 let moved = current.document.source != document.source
                     || current.document.target != document.target;
-                if moved
-                    && (current.lifecycle.state != PlanState::Protected
-                        || current.lifecycle.drilling)
-                {
+                let idle = matches!(
+                    current.lifecycle.state,
+                    PlanState::Protected | PlanState::Unprotected
+                ) && !current.lifecycle.drilling;
+                if moved && !idle {
                     return Err(StoreError::Conflict(format!(
-                        "plan '{}' is {}; its source and target can change only while it is protected and idle",
+                        "plan '{}' is {}; its source and target can change only while it is protected (or unprotected) and idle",
                         document.name, current.lifecycle.state
                     )));
                 }
+                // Applied again after an unprotect: protected again.
+                let protected_again = current.lifecycle.state == PlanState::Unprotected;
                 let lifecycle = if moved {
                     Lifecycle::new(&document.source, &document.target)
                 } else {
-                    current.lifecycle
+                    let mut lifecycle = current.lifecycle;
+                    lifecycle.protect_again();
+                    lifecycle
                 };
                 let revision = row.revision + 1;
                 let mut active: plan::ActiveModel = row.into();
@@ -457,7 +462,7 @@ impl Store {
                     principal,
                     "plan.update",
                     &document.name,
-                    serde_json::json!({"revision": revision}),
+                    serde_json::json!({"revision": revision, "protected_again": protected_again}),
                 )
                 .await?;
                 PlanRecord {

@@ -63,7 +63,7 @@ function clean(doc: PlanDocument): PlanDocument {
 // A new plan's editor gives way to the saved plan's: its notice goes along.
 let flash: string | null = null;
 
-const WORKFLOWS: Workflow[] = ["failover", "drill", "migration", "reprotect", "failback", "permanent_failover", "commit_migration", "rollback_migration", "replication"];
+const WORKFLOWS: Workflow[] = ["failover", "drill", "migration", "reprotect", "failback", "permanent_failover", "commit_migration", "rollback_migration", "replication", "unprotect"];
 
 export function PlanEditor({ name }: { name: string | null }) {
   const { can } = useSession();

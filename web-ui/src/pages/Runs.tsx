@@ -24,6 +24,8 @@ const TRIGGERABLE: { value: Workflow; label: string }[] = [
   { value: "permanent_failover", label: "permanent failover" },
   { value: "replication", label: "replication cycle" },
 ];
+/** Admins only: it removes every recovery point of the plan. */
+const UNPROTECT = { value: "unprotect" as Workflow, label: "unprotect (remove every recovery point; the workloads keep running)" };
 
 export function Runs({ path }: { path: string }) {
   const { can } = useSession();
@@ -113,6 +115,8 @@ export function Runs({ path }: { path: string }) {
 }
 
 function StartRun({ plans, initialPlan }: { plans: string[]; initialPlan: string }) {
+  const { can } = useSession();
+  const triggerable = can.administer ? [...TRIGGERABLE, UNPROTECT] : TRIGGERABLE;
   const [plan, setPlan] = useState(initialPlan);
   const [workflow, setWorkflow] = useState<Workflow>("drill");
   const [open, setOpen] = useState(false);
@@ -158,7 +162,7 @@ function StartRun({ plans, initialPlan }: { plans: string[]; initialPlan: string
       <h2 id="start-title">Start a run</h2>
       <div className="row inline">
         <SelectInput label="Plan to run" value={chosen} options={plans.map((p) => ({ value: p, label: p }))} onChange={setPlan} />
-        <SelectInput label="Workflow to run" value={workflow} options={TRIGGERABLE} onChange={(v) => setWorkflow(v as Workflow)} />
+        <SelectInput label="Workflow to run" value={workflow} options={triggerable} onChange={(v) => setWorkflow(v as Workflow)} />
         <button type="button" className="primary" onClick={ask} disabled={!chosen}>
           Start…
         </button>

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt, stream};
+use rebound_domain::Workflow;
 use rebound_store::{RunFilter, RunStatus, Store};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -23,7 +24,8 @@ use crate::views::{
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// Start a workflow on a plan (operator). With an `Idempotency-Key`
+/// Start a workflow on a plan (operator; `unprotect`, which removes
+/// every recovery point of the plan, admin). With an `Idempotency-Key`
 /// header, repeating the request returns the run the first one started
 /// (200, `Idempotent-Replayed: true`) and starts nothing. Refused (409,
 /// naming the plan's current state) when the plan's lifecycle does not
@@ -46,7 +48,11 @@ pub async fn trigger(
     headers: HeaderMap,
     Json(request): Json<WorkflowRequest>,
 ) -> Result<Response, Problem> {
-    principal.require(Need::Operate)?;
+    // Stopping protection removes every copy: the plans' owners' call.
+    principal.require(match request.workflow {
+        Workflow::Unprotect => Need::Administer,
+        _ => Need::Operate,
+    })?;
     let key = headers
         .get(IDEMPOTENCY_KEY)
         .map(|v| {

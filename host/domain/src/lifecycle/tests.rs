@@ -207,3 +207,40 @@ fn replication_cycles_run_while_protected_and_change_nothing() {
         "{err}"
     );
 }
+
+#[test]
+fn unprotect_stops_protection_until_the_plan_is_applied_again() {
+    let mut l = plan();
+    run(&mut l, Workflow::Failover, true);
+    let err = l.begin(Workflow::Unprotect).expect_err("failed over");
+    assert!(err.to_string().contains("fail back first"), "{err}");
+    run(&mut l, Workflow::Reprotect, false);
+    run(&mut l, Workflow::Failback, true);
+    l.begin(Workflow::Drill).expect("drill");
+    assert!(l.begin(Workflow::Unprotect).is_err(), "a drill is running");
+    l.finish(Workflow::Drill, true, false).expect("drill ends");
+
+    // A failed one: still protected.
+    l.begin(Workflow::Unprotect).expect("unprotect");
+    assert_eq!(l.state, PlanState::Unprotecting);
+    assert!(l.begin(Workflow::Replication).is_err());
+    l.finish(Workflow::Unprotect, false, false)
+        .expect("rolled back");
+    assert_eq!(l.state, PlanState::Protected);
+
+    run(&mut l, Workflow::Unprotect, false);
+    assert_eq!(
+        (l.state, l.primary.as_str(), l.epoch),
+        (PlanState::Unprotected, "site-a", 3)
+    );
+    for w in [Workflow::Replication, Workflow::Drill, Workflow::Failover] {
+        let err = l.begin(w).expect_err("unprotected");
+        assert!(
+            err.to_string().contains("apply the plan's document again"),
+            "{err}"
+        );
+    }
+    l.protect_again();
+    assert_eq!(l.state, PlanState::Protected);
+    run(&mut l, Workflow::Replication, false);
+}

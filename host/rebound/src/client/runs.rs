@@ -16,7 +16,8 @@ use crate::output::{Exit, exit};
 #[derive(Args)]
 pub struct RunArgs {
     /// failover, failback, reprotect, migration, permanent_failover,
-    /// commit_migration, rollback_migration, drill or replication.
+    /// commit_migration, rollback_migration, drill, replication or
+    /// unprotect (admin: removes every recovery point of the plan).
     workflow: String,
     plan: String,
     /// Follow the run to its end; the exit status says how it ended.
