@@ -21,6 +21,7 @@ mod m20261207_000014_site_max_calls;
 mod m20261207_000015_site_calls;
 mod m20261207_000016_events_by_kind;
 mod m20261207_000017_run_plugins;
+mod m20261207_000018_plugin_packages;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000015_site_calls::Migration),
             Box::new(m20261207_000016_events_by_kind::Migration),
             Box::new(m20261207_000017_run_plugins::Migration),
+            Box::new(m20261207_000018_plugin_packages::Migration),
         ]
     }
 }

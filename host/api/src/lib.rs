@@ -43,7 +43,6 @@ use utoipa_scalar::{Scalar, Servable};
 
 pub use auth::{Auth, AuthConfig, Principal, Role};
 pub use problem::Problem;
-pub use routes::plugin_versions_dir;
 
 /// The API's settings (the `[api]` table of the host's config file).
 #[derive(Debug, Clone, Deserialize)]
@@ -86,9 +85,6 @@ pub struct ApiState {
     /// The sites bound to plugins, when the host runs a runtime.
     pub registry: Option<Arc<sites::SiteRegistry>>,
     pub events_poll: Duration,
-    /// Where published plugins are kept (`<dir>/<name>/`), so a restart
-    /// loads them again; `None`: in memory only.
-    pub plugin_dir: Option<std::path::PathBuf>,
     pub plugin_limit_bytes: usize,
 }
 
@@ -100,7 +96,6 @@ impl ApiState {
             runtime: None,
             registry: None,
             events_poll: Duration::from_millis(config.events_poll_ms.max(10)),
-            plugin_dir: None,
             plugin_limit_bytes: config.plugin_limit_bytes,
         }
     }

@@ -13,8 +13,6 @@ use utoipa_axum::routes;
 
 use crate::ApiState;
 
-pub use plugins::versions_dir as plugin_versions_dir;
-
 pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
     router
         .routes(routes!(access::login))

@@ -30,6 +30,7 @@ mod leftovers;
 pub mod metrics;
 mod planner;
 mod plugin_steps;
+pub mod plugins;
 pub mod policy;
 mod report;
 #[cfg(test)]

@@ -324,8 +324,9 @@ impl PluginSteps {
     /// `site` with the version of its plugin the calling run is pinned
     /// to: the version active when the run first called the plugin, so a
     /// plugin published meanwhile serves the runs started after it. A
-    /// version no longer loaded here (a host restarted without it) gives
-    /// way to the active one, with a warning. Outside a run: as bound.
+    /// version not loaded here is loaded from the store; one the store
+    /// does not have either (placed by hand in another host's plugin
+    /// folder) gives way to the active one, with a warning. Outside a run: as bound.
     async fn pinned(&self, mut site: BoundSite) -> Result<BoundSite, StepError> {
         let Ok(run) = RUN.try_with(Clone::clone) else {
             return Ok(site);
@@ -350,13 +351,18 @@ impl PluginSteps {
             }
         };
         if version != active {
-            let pinned = semver::Version::parse(&version)
-                .ok()
-                .and_then(|v| self.runtime.version(&key.1, &v));
+            // (Published through another host and not synced here yet:
+            // loaded from the store now.)
+            let pinned = match semver::Version::parse(&version) {
+                Ok(v) => crate::plugins::load_version(&self.store, &self.runtime, &key.1, &v)
+                    .await
+                    .map_err(|e| StepError::Retryable(e.to_string()))?,
+                Err(_) => None,
+            };
             match pinned {
                 Some(plugin) => site.plugin = plugin,
                 None => tracing::warn!(run = %key.0, plugin = %key.1, pinned = %version, %active,
-                    "the plugin version this run is pinned to is not loaded on this host; calling the active one"),
+                    "the plugin version this run is pinned to is neither loaded on this host nor published in the store; calling the active one"),
             }
         }
         Ok(site)

@@ -166,6 +166,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if let Some(dir) = &args.plugins {
         load_plugins(dir, &runtime).await?;
     }
+    // Then what was published through any host's API (the store's settings
+    // deciding which version is active and whether it is enabled).
+    let plugins = rebound_engine::plugins::PluginSync::new(store.clone(), runtime.clone());
+    plugins.once().await?;
     let file_sites = match &args.sites {
         Some(path) => crate::sites::load(path, &runtime)?,
         None => HashMap::new(),
@@ -186,7 +190,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     for (site, reason) in registry.refresh(&store).await? {
         tracing::error!(%site, "site not bound: {reason}");
     }
-    tokio::spawn(refresh_sites(store.clone(), registry.clone()));
+    tokio::spawn(refresh(store.clone(), plugins, registry.clone()));
     let owner = args.owner.clone().unwrap_or_else(default_owner);
     let lease = Duration::try_from_secs_f64(args.lease_seconds)
         .ok()
@@ -217,7 +221,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let leases = store.clone();
     let mut state = ApiState::new(store.clone(), auth, &config.api);
     state.runtime = Some(runtime);
-    state.plugin_dir = args.plugins.clone();
     state.registry = Some(registry);
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -336,13 +339,23 @@ async fn policy(store: rebound_store::Store, every: Duration) {
     }
 }
 
-/// Load the plugin packages of `dir`: the earlier versions kept in
-/// `.versions/<name>/<version>/` first, then each `<name>/` as the active
-/// one; plugins marked in `.disabled/` stay disabled. A package that fails
-/// verification is refused and logged; the others load.
+/// Load the plugin packages of `dir` (each `<name>/`: the packages an
+/// operator or the image placed there; those published through the API are
+/// in the store). A package that fails verification is refused and logged;
+/// the others load.
 async fn load_plugins(dir: &std::path::Path, runtime: &Runtime) -> Result<()> {
-    async fn load(runtime: &Runtime, path: &std::path::Path) {
-        let loaded = match PluginPackage::read_dir(path) {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                && p.join(rebound_runtime::package::MANIFEST_FILE).is_file()
+        })
+        .collect();
+    found.sort();
+    for path in found {
+        let loaded = match PluginPackage::read_dir(&path) {
             Ok(package) => runtime.load(&package).await,
             Err(e) => Err(e),
         };
@@ -352,71 +365,7 @@ async fn load_plugins(dir: &std::path::Path, runtime: &Runtime) -> Result<()> {
             Err(e) => tracing::error!(package = %path.display(), "plugin refused: {e}"),
         }
     }
-    let packages = |dir: &std::path::Path| -> Vec<PathBuf> {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            // Dot-folders are a publish in progress (see rebound-api).
-            .filter(|p| {
-                !p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                    && p.join(rebound_runtime::package::MANIFEST_FILE).is_file()
-            })
-            .collect();
-        found.sort();
-        found
-    };
-    std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
-    for name in std::fs::read_dir(dir.join(".versions"))
-        .into_iter()
-        .flatten()
-    {
-        let mut versions: Vec<(semver::Version, PathBuf)> = packages(&name?.path())
-            .into_iter()
-            .filter_map(|p| {
-                let v = semver::Version::parse(&p.file_name()?.to_string_lossy()).ok()?;
-                Some((v, p))
-            })
-            .collect();
-        versions.sort();
-        for (_, path) in versions {
-            load(runtime, &path).await;
-        }
-    }
-    for path in packages(dir) {
-        load(runtime, &path).await;
-        keep_version(dir, &path);
-    }
-    for marker in std::fs::read_dir(dir.join(".disabled"))
-        .into_iter()
-        .flatten()
-    {
-        let name = marker?.file_name().to_string_lossy().into_owned();
-        if runtime.set_enabled(&name, false).is_some() {
-            eprintln!("rebound: plugin '{name}' is disabled (POST /api/v1/plugins/{name}/enable)");
-        }
-    }
     Ok(())
-}
-
-/// Keep a copy of an active package among the versions (a package placed
-/// by hand, or by a host before versions were kept), so an admin can roll
-/// back to it later. Best effort: a failure is logged.
-fn keep_version(dir: &std::path::Path, active: &std::path::Path) {
-    let Ok(package) = PluginPackage::read_dir(active) else {
-        return;
-    };
-    let Ok(manifest) = rebound_runtime::manifest::Manifest::parse(&package.manifest) else {
-        return;
-    };
-    let kept =
-        rebound_api::plugin_versions_dir(dir, &manifest.name).join(manifest.version.to_string());
-    if !kept.exists()
-        && let Err(e) = package.write_dir(&kept)
-    {
-        tracing::warn!(package = %active.display(), "keeping a copy among the versions: {e}");
-    }
 }
 
 fn seal_key_path(args: &ServeArgs) -> PathBuf {
@@ -435,13 +384,25 @@ fn seal_key_path(args: &ServeArgs) -> PathBuf {
     }
 }
 
-/// Bind the sites other hosts of the store registered or changed, and
-/// unbind deleted ones, every few seconds.
-async fn refresh_sites(store: rebound_store::Store, registry: Arc<SiteRegistry>) {
+/// Every few seconds: load the plugin versions other hosts of the store
+/// published and follow its plugin settings, then bind the sites other
+/// hosts registered or changed, and unbind deleted ones.
+async fn refresh(
+    store: rebound_store::Store,
+    plugins: rebound_engine::plugins::PluginSync,
+    registry: Arc<SiteRegistry>,
+) {
     let mut ticker = tokio::time::interval(Duration::from_secs(5));
     let mut reported = std::collections::BTreeSet::new();
     loop {
         ticker.tick().await;
+        match plugins.once().await {
+            Ok(synced) if synced != Default::default() => {
+                tracing::info!(?synced, "plugins synced from the store");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("syncing plugins: {e}"),
+        }
         match registry.refresh(&store).await {
             Ok(refused) => {
                 for (site, reason) in refused {

@@ -378,6 +378,28 @@ impl Runtime {
             digest = %plugin.digest, "plugin installed");
     }
 
+    /// Keep `plugin` among its name's versions without changing which one
+    /// is active (it becomes active when it is the first of its name):
+    /// another host published it, and the store says which is active.
+    pub fn add(&self, plugin: Arc<Plugin>) {
+        let name = plugin.manifest.name.clone();
+        if let Some(active) = self.active(&name) {
+            plugin.set_enabled(active.enabled());
+        }
+        self.plugins.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            let (active, mut all) = match next.get(&name) {
+                Some(v) => (v.active.clone(), v.all.clone()),
+                None => (plugin.clone(), Default::default()),
+            };
+            all.insert(plugin.manifest.version.clone(), plugin.clone());
+            next.insert(name.clone(), Arc::new(Versions { active, all }));
+            next
+        });
+        tracing::info!(plugin = %name, version = %plugin.manifest.version,
+            digest = %plugin.digest, "plugin version added");
+    }
+
     /// The active version of a plugin.
     pub fn active(&self, name: &str) -> Option<Arc<Plugin>> {
         self.plugins.load().get(name).map(|v| v.active.clone())

@@ -57,8 +57,10 @@ pub async fn list_plugins(
 /// Publish a plugin package (plugin-publisher): the host verifies its
 /// digest, signature (against the trusted keys), contract version and
 /// imports, then swaps it in atomically (running calls finish on the old
-/// version) and keeps it for the next start. A refused package changes
-/// nothing.
+/// version) and keeps it in the store, where every host sharing it (and
+/// this one's next start) loads it, verified against its own trusted
+/// keys. The same version with another component is refused (409). A
+/// refused package changes nothing.
 #[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins",
     request_body = PublishRequest,
     responses(
@@ -107,77 +109,21 @@ pub async fn publish(
             .kind("plugin-refused")
             .title("plugin package refused")
     })?;
-    if let Some(dir) = &state.plugin_dir {
-        keep(
-            dir,
-            &plugin.manifest.name,
-            &plugin.manifest.version.to_string(),
-            &package,
-        )
-        .await
-        .map_err(|e| Problem::internal(&e))?;
-    }
-    state
-        .store
-        .audit(
-            &principal.name,
-            "plugin.publish",
-            &plugin.manifest.name,
-            serde_json::json!({"version": plugin.manifest.version.to_string(), "sha256": plugin.digest}),
-        )
-        .await?;
+    // The store keeps it for every host (and this one's next start).
+    let record = rebound_store::PluginPackageRecord {
+        name: plugin.manifest.name.clone(),
+        version: plugin.manifest.version.to_string(),
+        sha256: plugin.digest.clone(),
+        manifest: package.manifest,
+        wasm: package.wasm,
+        signature: package.signature,
+        published_by: principal.name.clone(),
+        published_at_ms: 0,
+    };
+    state.store.publish_plugin(&record, &principal.name).await?;
     runtime.install(plugin.clone());
     tracing::info!(plugin = %plugin.manifest.name, version = %plugin.manifest.version, principal = %principal.name, "plugin published");
     Ok((StatusCode::CREATED, axum::Json(view(&plugin))))
-}
-
-/// Where a host keeps every published version of a plugin, so a restart
-/// can load them all and an admin can go back to one:
-/// `<dir>/.versions/<name>/<version>/`.
-pub fn versions_dir(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    dir.join(".versions").join(name)
-}
-
-/// Marker of a plugin an admin disabled: `<dir>/.disabled/<name>`.
-pub fn disabled_marker(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    dir.join(".disabled").join(name)
-}
-
-/// Keep a verified package as the active `<dir>/<name>/` (replacing the
-/// previous one in one rename) and as `<dir>/.versions/<name>/<version>/`.
-async fn keep(
-    dir: &std::path::Path,
-    name: &str,
-    version: &str,
-    package: &PluginPackage,
-) -> std::io::Result<()> {
-    let dir = dir.to_owned();
-    let name = name.to_owned();
-    let version = version.to_owned();
-    let package = package.clone();
-    tokio::task::spawn_blocking(move || {
-        let version = versions_dir(&dir, &name).join(version);
-        if !version.exists() {
-            let staging = version.with_extension("publishing");
-            let _ = std::fs::remove_dir_all(&staging);
-            package.write_dir(&staging)?;
-            std::fs::rename(&staging, &version)?;
-        }
-        let staging = dir.join(format!(".{name}.publishing"));
-        let old = dir.join(format!(".{name}.old"));
-        let target = dir.join(&name);
-        let _ = std::fs::remove_dir_all(&staging);
-        let _ = std::fs::remove_dir_all(&old);
-        package.write_dir(&staging)?;
-        if target.exists() {
-            std::fs::rename(&target, &old)?;
-        }
-        std::fs::rename(&staging, &target)?;
-        let _ = std::fs::remove_dir_all(&old);
-        Ok(())
-    })
-    .await
-    .map_err(std::io::Error::other)?
 }
 
 /// Lift a plugin's quarantine (admin), after a fix upstream.
@@ -277,34 +223,18 @@ pub async fn activate(
             format!("'{version}' is not a semantic version: {e}"),
         )
     })?;
-    if runtime.version(&name, &parsed).is_none() {
+    // (Published through another host and not synced here yet: loaded
+    // from the store now.)
+    let loaded =
+        rebound_engine::plugins::load_version(&state.store, &runtime, &name, &parsed).await?;
+    if loaded.is_none() {
         return Err(Problem::not_found(format!(
             "plugin '{name}' has no version {version} loaded; GET /api/v1/plugins/{name}/versions lists them"
         )));
     }
-    if let Some(dir) = &state.plugin_dir {
-        let kept = versions_dir(dir, &name).join(parsed.to_string());
-        let package = PluginPackage::read_dir(&kept).map_err(|e| {
-            Problem::new(
-                StatusCode::CONFLICT,
-                format!(
-                    "version {parsed} of '{name}' is loaded but its package is not kept in {} ({e}); publish it again",
-                    kept.display()
-                ),
-            )
-        })?;
-        keep(dir, &name, &parsed.to_string(), &package)
-            .await
-            .map_err(|e| Problem::internal(&e))?;
-    }
     state
         .store
-        .audit(
-            &principal.name,
-            "plugin.activate",
-            &name,
-            serde_json::json!({"version": parsed.to_string()}),
-        )
+        .activate_plugin(&name, &parsed.to_string(), &principal.name)
         .await?;
     let plugin = runtime
         .activate(&name, &parsed)
@@ -321,36 +251,9 @@ async fn set_enabled(
 ) -> Result<axum::Json<PluginView>, Problem> {
     principal.require(Need::Administer)?;
     let runtime = installed(&state, &name)?;
-    if let Some(dir) = &state.plugin_dir {
-        let marker = disabled_marker(dir, &name);
-        let io = if enabled {
-            std::fs::remove_file(&marker).or_else(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-        } else {
-            marker
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| std::fs::write(&marker, principal.name.as_bytes()))
-        };
-        io.map_err(|e| Problem::internal(&e))?;
-    }
     state
         .store
-        .audit(
-            &principal.name,
-            if enabled {
-                "plugin.enable"
-            } else {
-                "plugin.disable"
-            },
-            &name,
-            serde_json::json!({}),
-        )
+        .set_plugin_enabled(&name, enabled, &principal.name)
         .await?;
     let plugin = runtime
         .set_enabled(&name, enabled)
