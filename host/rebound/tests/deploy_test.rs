@@ -419,6 +419,36 @@ async fn the_kubernetes_replicas_start_together_and_share_the_store() {
         .filter(|e| e["action"] == "user.bootstrap")
         .count();
     assert_eq!(bootstraps, 1, "{audit}");
+
+    // A plugin version published to one replica reaches the other (its
+    // refresh loads it from the store within seconds).
+    use base64::Engine;
+    let package = rebound_runtime::testing::release("example", "0.2.0");
+    let published = reqwest::Client::new()
+        .post(format!("{}/api/v1/plugins", hosts[0].1.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({
+            "manifest": package.manifest,
+            "wasm": base64::engine::general_purpose::STANDARD.encode(&package.wasm),
+            "signature": package.signature,
+        }))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(published.status(), 201);
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        let (_, plugins) = get(&format!("{}/api/v1/plugins", hosts[1].1.url), Some(&token)).await;
+        seen = plugins["items"][0]["version"].clone();
+        if seen == "0.2.0" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        seen, "0.2.0",
+        "the other replica runs the published version"
+    );
 }
 
 /// The helm binary: `REBOUND_HELM`, else beside `REBOUND_PYTHON` (its venv),
