@@ -62,7 +62,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::disk::Disks;
-use crate::faults::Injected;
 use crate::guest::Refused;
 
 mod guests;
@@ -496,26 +495,20 @@ async fn serve(site: &Site, headers: &HeaderMap, request: Request, next: Next) -
         request.method().to_string(),
         request.uri().path().to_owned(),
     );
-    match faults
+    if let Some(injected) = faults
         .meet(&method, &path, || site.inner().faults.hang)
         .await
     {
-        Some(Injected::Down) => {
-            return problem(StatusCode::SERVICE_UNAVAILABLE, "the site is down");
-        }
-        Some(Injected::Error {
-            status,
-            retry_after,
-        }) => {
-            let mut response = problem(status, "injected by the lab");
-            if let Some(secs) = retry_after
-                && let Ok(v) = header::HeaderValue::from_str(&secs.to_string())
-            {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return response;
-        }
-        None => {}
+        return injected.respond(|status, down| {
+            problem(
+                status,
+                if down {
+                    "the site is down"
+                } else {
+                    "injected by the lab"
+                },
+            )
+        });
     }
     let expected = format!("Bearer {}", site.options.token);
     match headers

@@ -105,6 +105,29 @@ pub(crate) enum Injected {
     },
 }
 
+impl Injected {
+    /// The answer: `render(status, down)` in the platform's own error
+    /// shape (`down`: the whole site is), with `Retry-After` when set.
+    pub(crate) fn respond(self, render: impl FnOnce(StatusCode, bool) -> Response) -> Response {
+        let (status, down, retry_after) = match self {
+            Self::Down => (StatusCode::SERVICE_UNAVAILABLE, true, None),
+            Self::Error {
+                status,
+                retry_after,
+            } => (status, false, retry_after),
+        };
+        let mut response = render(status, down);
+        if let Some(secs) = retry_after
+            && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
+        response
+    }
+}
+
 impl Faults {
     /// Meet these faults on a `method` call of `path`: the added latency,
     /// a hang for as long as `hung()` says the site still hangs, then what

@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -53,7 +53,7 @@ use rebound_plugin_sdk::xml::Element;
 use serde_json::json;
 
 use crate::disk::Disks;
-use crate::faults::{Faults, Injected};
+use crate::faults::Faults;
 use crate::guest::Refused;
 use state::{Engine, Network, Nic, Source, Stages, Transfer, Vm, disk_image, uuid};
 
@@ -496,30 +496,14 @@ async fn front_door(State(shared): State<Arc<Shared>>, request: Request, next: N
     let path = request.uri().path().to_owned();
     let method = request.method().to_string();
     let faults = shared.lock().faults.clone();
-    match faults
+    if let Some(injected) = faults
         .meet(&method, &path, || shared.lock().faults.hang)
         .await
     {
-        Some(Injected::Down) => {
-            return fault(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Service Unavailable",
-                "The engine is down.",
-            );
-        }
-        Some(Injected::Error {
-            status,
-            retry_after,
-        }) => {
-            let mut response = fault(status, "Operation Failed", "Injected by the lab.");
-            if let Some(secs) = retry_after
-                && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-            {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return response;
-        }
-        None => {}
+        return injected.respond(|status, down| match down {
+            true => fault(status, "Service Unavailable", "The engine is down."),
+            false => fault(status, "Operation Failed", "Injected by the lab."),
+        });
     }
     let mutating = matches!(
         *request.method(),

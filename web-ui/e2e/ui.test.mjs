@@ -410,6 +410,26 @@ describe("the admin web UI", () => {
     await page.locator("tr[data-user='admin']").waitFor();
   });
 
+  test("unprotects the plan (an admin's choice), then protects it again", async () => {
+    const before = await api(admin, "GET", "/plans/shop/recovery-points");
+    assert.ok(before.items.length > 0);
+    await startRun("unprotect");
+    await finished();
+    assert.equal((await api(admin, "GET", "/plans/shop")).lifecycle.state, "unprotected");
+    assert.equal((await api(admin, "GET", "/plans/shop/recovery-points")).items.length, 0);
+    await go(page, "Dashboard");
+    await page.locator("tr[data-plan='shop']").getByText("unprotected").waitFor();
+    // Saved again from the editor: protected again.
+    await go(page, "Plans");
+    await page.getByRole("link", { name: "shop" }).first().click();
+    await page.getByText("Saving the plan protects it again").waitFor();
+    await page.getByRole("button", { name: "Save plan" }).click();
+    await page.getByText(/Plan shop saved/).waitFor();
+    assert.equal((await api(admin, "GET", "/plans/shop")).lifecycle.state, "protected");
+    await startRun("replication");
+    await finished();
+  });
+
   test("a viewer is refused the buttons it cannot use", async () => {
     await api(admin, "PUT", "/users/vera", { password: "viewer-password-1", role: "viewer" });
     // A run waiting for approval, which only an operator may approve.

@@ -156,18 +156,15 @@ impl Store {
         version: &str,
         principal: &str,
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin().await?;
-        set_in(&tx, name, Some(version), None, principal).await?;
-        audit_in(
-            &tx,
-            principal,
-            "plugin.activate",
+        let detail = serde_json::json!({"version": version});
+        self.settle(
             name,
-            serde_json::json!({"version": version}),
+            Some(version),
+            None,
+            principal,
+            ("plugin.activate", detail),
         )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     /// Enable or disable a plugin on every host, audited
@@ -178,14 +175,29 @@ impl Store {
         enabled: bool,
         principal: &str,
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin().await?;
-        set_in(&tx, name, None, Some(enabled), principal).await?;
         let action = if enabled {
             "plugin.enable"
         } else {
             "plugin.disable"
         };
-        audit_in(&tx, principal, action, name, serde_json::json!({})).await?;
+        let audit = (action, serde_json::json!({}));
+        self.settle(name, None, Some(enabled), principal, audit)
+            .await
+    }
+
+    /// Change a plugin's settings (see [`set_in`]) with their audit entry
+    /// `(action, detail)`, in one transaction.
+    async fn settle(
+        &self,
+        name: &str,
+        active: Option<&str>,
+        enabled: Option<bool>,
+        principal: &str,
+        (action, detail): (&str, serde_json::Value),
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        set_in(&tx, name, active, enabled, principal).await?;
+        audit_in(&tx, principal, action, name, detail).await?;
         tx.commit().await?;
         Ok(())
     }

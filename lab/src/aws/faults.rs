@@ -127,12 +127,8 @@ pub(crate) fn error(service: &str, status: StatusCode, code: &str, message: &str
     response
 }
 
-/// The reply to a call that drew an injected error.
-pub(crate) fn injected(service: &str, faults: &Faults) -> Response {
-    let status = faults
-        .status
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+/// The reply to a call that drew an injected error of `status`.
+pub(crate) fn injected_error(service: &str, status: StatusCode) -> Response {
     let (code, message) = match status {
         StatusCode::TOO_MANY_REQUESTS if service == "ec2" => {
             ("RequestLimitExceeded", "Request limit exceeded.")
@@ -144,11 +140,5 @@ pub(crate) fn injected(service: &str, faults: &Faults) -> Response {
         ),
         _ => ("InvalidRequest", "The request was refused by the lab."),
     };
-    let mut response = error(service, status, code, message);
-    if let Some(secs) = faults.retry_after
-        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-    {
-        response.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    response
+    error(service, status, code, message)
 }

@@ -12,7 +12,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::faults::{error, injected};
+use super::faults::{error, injected_error};
 use super::{Shared, Snapshot, ensure_volume, xml_text};
 
 /// Request bodies above this are refused (EBS direct blocks are 512 KiB).
@@ -60,26 +60,24 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
         Err(e) => return refused(&service, &e),
     };
 
+    // The faults' `service` names an AWS service here (`ec2`, `ebs`,
+    // `route53`, …): the one the request was signed for.
     let faults = shared.lock().faults.clone();
-    // `service` names an AWS service here (`ec2`, `ebs`, `route53`, …).
-    let applies = faults.service.as_deref().is_none_or(|s| s == scope.service)
-        && faults.applies_to_method(&method);
-    if applies {
-        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
-        while shared.lock().faults.hang {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if faults.down {
-            return error(
+    if let Some(injected) = faults
+        .meet(&method, &format!("/{}", scope.service), || {
+            shared.lock().faults.hang
+        })
+        .await
+    {
+        return injected.respond(|status, down| match down {
+            true => error(
                 &scope.service,
-                StatusCode::SERVICE_UNAVAILABLE,
+                status,
                 "ServiceUnavailable",
                 "The site is down.",
-            );
-        }
-        if faults.draws_error() {
-            return injected(&scope.service, &faults);
-        }
+            ),
+            false => injected_error(&scope.service, status),
+        });
     }
 
     if scope.service == "ebs" {

@@ -4,10 +4,8 @@
 //! idempotency key) and guest writes ([`crate::guest`]) into a running
 //! VM's PVC.
 
-use std::time::Duration;
-
 use axum::body::Body;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -15,55 +13,38 @@ use super::{Cluster, PVC, Site, VM, VMI, controllers, ok_json, status};
 use crate::faults::Faults;
 use crate::guest;
 
-/// The injected faults every API call passes (the `/_lab` API excepted).
+/// The injected faults every API call passes (the `/_lab` API excepted),
+/// answered as a Kubernetes `Status`.
 pub(super) async fn front_door(site: &Site, method: &Method, path: &str) -> Option<Response> {
     let faults = site.cluster().faults.clone();
-    if !faults.applies_to(method.as_str(), path) {
-        return None;
-    }
-    tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
-    while site.cluster().faults.hang {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    if faults.down {
-        return Some(status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            "the server is currently unable to handle the request",
-        ));
-    }
-    if !faults.draws_error() {
-        return None;
-    }
-    let code = faults
-        .status
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    let (reason, message) = match code.as_u16() {
-        429 => (
-            "TooManyRequests",
-            "the server has received too many requests and has asked us to try again later",
-        ),
-        500 => (
-            "InternalError",
-            "an error on the server has prevented the request from succeeding",
-        ),
-        504 => (
-            "Timeout",
-            "the server was unable to return a response in time",
-        ),
-        _ => (
-            "ServiceUnavailable",
-            "the server is currently unable to handle the request",
-        ),
-    };
-    let mut response = status(code, reason, message);
-    if let Some(secs) = faults.retry_after
-        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-    {
-        response.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    Some(response)
+    let injected = faults
+        .meet(method.as_str(), path, || site.cluster().faults.hang)
+        .await?;
+    Some(injected.respond(|code, down| {
+        let (reason, message) = match code.as_u16() {
+            _ if down => (
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            ),
+            429 => (
+                "TooManyRequests",
+                "the server has received too many requests and has asked us to try again later",
+            ),
+            500 => (
+                "InternalError",
+                "an error on the server has prevented the request from succeeding",
+            ),
+            504 => (
+                "Timeout",
+                "the server was unable to return a response in time",
+            ),
+            _ => (
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            ),
+        };
+        status(code, reason, message)
+    }))
 }
 
 /// `/_lab/faults` (GET shows, POST replaces, DELETE clears),

@@ -7,13 +7,12 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::state::{Shared, fault, str_of, uuid};
-use crate::faults::Injected;
 use crate::guest::{GuestWrite, Refused};
 
 pub use crate::faults::Faults;
@@ -72,15 +71,22 @@ pub(crate) async fn front_door(
     let path = request.uri().path().to_owned();
     let method = request.method().to_string();
     let faults = shared.lock().faults.clone();
-    match faults
+    if let Some(injected) = faults
         .meet(&method, &path, || shared.lock().faults.hang)
         .await
     {
-        Some(Injected::Down) => {
-            return fault(StatusCode::SERVICE_UNAVAILABLE, "The site is down.");
-        }
-        Some(Injected::Error { .. }) => return injected(&faults),
-        None => {}
+        return injected.respond(|status, down| {
+            fault(
+                status,
+                if down {
+                    "The site is down."
+                } else if status == StatusCode::TOO_MANY_REQUESTS {
+                    "This request was rate-limited."
+                } else {
+                    "The server has either erred or is incapable of performing the requested operation."
+                },
+            )
+        });
     }
     let mutating = matches!(
         *request.method(),
@@ -97,25 +103,6 @@ pub(crate) async fn front_door(
     let mut response = next.run(request).await;
     if let Ok(id) = HeaderValue::from_str(&format!("req-{}", uuid())) {
         response.headers_mut().insert("x-openstack-request-id", id);
-    }
-    response
-}
-
-fn injected(faults: &Faults) -> Response {
-    let status = faults
-        .status
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    let message = if status == StatusCode::TOO_MANY_REQUESTS {
-        "This request was rate-limited."
-    } else {
-        "The server has either erred or is incapable of performing the requested operation."
-    };
-    let mut response = fault(status, message);
-    if let Some(secs) = faults.retry_after
-        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-    {
-        response.headers_mut().insert(header::RETRY_AFTER, v);
     }
     response
 }

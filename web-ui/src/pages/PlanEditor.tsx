@@ -193,6 +193,11 @@ export function PlanEditor({ name }: { name: string | null }) {
         </p>
       )}
       {readOnly && <p className="notice">Read only: editing plans needs the admin role.</p>}
+      {stored?.lifecycle.state === "unprotected" && (
+        <p className="notice" role="note">
+          Unprotected: no copy of these workloads exists and nothing runs.{!readOnly && " Saving the plan protects it again; its next replication cycle makes a full copy."}
+        </p>
+      )}
 
       <div className="tabs" role="tablist" aria-label="Plan views">
         <button type="button" role="tab" aria-selected={view === "form"} onClick={() => switchView("form")}>
