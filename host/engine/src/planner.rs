@@ -28,6 +28,12 @@ pub(crate) fn stage(steps: &mut [NewStep], from: usize) {
     }
 }
 
+/// The input field of a snapshot hook's step naming its snapshots (the
+/// index of the first step of their window): a run stopped between its
+/// `before_snapshot` and `after_snapshot` hooks calls the latter when it
+/// is undone.
+pub const SNAPSHOT_WINDOW: &str = "snapshot_window";
+
 /// The action of a step that waits until no other run of its plan is
 /// pending or running (an unprotect's first).
 pub const QUIESCE_ACTION: &str = "quiesce";
@@ -47,7 +53,34 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
     };
     let mut steps = Vec::new();
 
-    let sync = |steps: &mut Vec<NewStep>, from: &str, to: &str| {
+    // The plan's hooks at `point`, in the order the plan lists them, each
+    // a step of its own: the call as planned (what a dry-run shows is what
+    // the run calls). `site` is where the run recovers.
+    let hooks = |steps: &mut Vec<NewStep>, point: HookPoint, site: &str| {
+        for h in &plan.hooks {
+            if h.at != point || !h.workflows.contains(&workflow) || !passes(workflow, point) {
+                continue;
+            }
+            steps.push(step(
+                format!("hook {} ({})", h.name, point.describe()),
+                json!({
+                    "action": "hook", "hook": h.name, "at": point, "site": site,
+                    "url": h.url, "timeout_ms": h.timeout.0.as_millis(),
+                    "on_failure": h.on_failure,
+                }),
+            ));
+        }
+    };
+
+    // A copy from `from` to `to`: snapshots, then replication or the data
+    // mover. `live`: the workloads serve while they are snapshotted — the
+    // plan's snapshot hooks are called around the snapshots then, each
+    // marked with the snapshots' `window` (see `compensation_steps`).
+    let sync = |steps: &mut Vec<NewStep>, from: &str, to: &str, live: bool| {
+        let window = steps.len();
+        if live {
+            hooks(steps, HookPoint::BeforeSnapshot, from);
+        }
         let first = steps.len();
         for w in &all {
             let mut input = json!({"action": "snapshot", "site": from, "workload": w});
@@ -57,6 +90,14 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             steps.push(step(format!("snapshot {w} on {from}"), input));
         }
         stage(steps, first);
+        if live {
+            hooks(steps, HookPoint::AfterSnapshot, from);
+            for s in &mut steps[window..] {
+                if s.input["action"] == "hook" {
+                    s.input[SNAPSHOT_WINDOW] = json!(window);
+                }
+            }
+        }
         let first = steps.len();
         for w in &all {
             steps.push(match plan.replication.mode {
@@ -151,25 +192,6 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         stage(steps, first);
     };
 
-    // The plan's hooks at `point`, in the order the plan lists them, each
-    // a step of its own: the call as planned (what a dry-run shows is what
-    // the run calls). `site` is where the run recovers.
-    let hooks = |steps: &mut Vec<NewStep>, point: HookPoint, site: &str| {
-        for h in &plan.hooks {
-            if h.at != point || !h.workflows.contains(&workflow) || !passes(workflow, point) {
-                continue;
-            }
-            steps.push(step(
-                format!("hook {} ({})", h.name, point.describe()),
-                json!({
-                    "action": "hook", "hook": h.name, "at": point, "site": site,
-                    "url": h.url, "timeout_ms": h.timeout.0.as_millis(),
-                    "on_failure": h.on_failure,
-                }),
-            ));
-        }
-    };
-
     // The plan's approval policy: the run pauses before its first
     // irreversible step (the fence) until an operator approves.
     let approval = |steps: &mut Vec<NewStep>| {
@@ -203,18 +225,18 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             if let Some(site) = &lifecycle.unfenced {
                 confirm_fence(&mut steps, site);
             }
-            sync(&mut steps, primary, standby);
+            sync(&mut steps, primary, standby, true);
             prune(&mut steps, primary, standby);
         }
         // Planned: a pre-sync while the primary still serves, then fence
         // it (writes stop), a final delta sync of what the pre-sync missed
         // (nothing is lost), verified recovery, canary.
         Workflow::Failback | Workflow::Migration => {
-            sync(&mut steps, primary, standby);
+            sync(&mut steps, primary, standby, true);
             approval(&mut steps);
             hooks(&mut steps, HookPoint::BeforeFence, standby);
             fence(&mut steps, primary, false);
-            sync(&mut steps, primary, standby);
+            sync(&mut steps, primary, standby, false);
             recover(&mut steps, standby, false);
             hooks(&mut steps, HookPoint::AfterRecovery, standby);
             redirect(&mut steps, standby);
@@ -232,9 +254,9 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             format!("clean up the migration source on {standby}"),
             json!({"action": "cleanup", "site": standby, "scope": "migration-source"}),
         )),
-        Workflow::PermanentFailover => sync(&mut steps, primary, standby),
+        Workflow::PermanentFailover => sync(&mut steps, primary, standby, true),
         Workflow::Replication => {
-            sync(&mut steps, primary, standby);
+            sync(&mut steps, primary, standby, true);
             prune(&mut steps, primary, standby);
             // Once back to protected after a promotion (a failback, say),
             // each cycle's new copy at the standby lets the incarnations
@@ -291,7 +313,7 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             // and recovered there into a sandbox of its own. Production on
             // either site is not touched; its copies are the drill's.
             let back = steps.len();
-            sync(&mut steps, standby, primary);
+            sync(&mut steps, standby, primary, false);
             recover(&mut steps, primary, true);
             hooks(&mut steps, HookPoint::AfterRecovery, primary);
             for s in &mut steps[back..] {
@@ -346,7 +368,49 @@ fn drill_teardown(site: &str, scope: &str) -> NewStep {
 /// only thing serving, and stays. A drill's sandbox is torn down instead.
 /// Empty when the run changed nothing that needs undoing. Steps carry
 /// `compensation`.
+/// First of all, a run stopped after it called its `before_snapshot` hooks
+/// and before its `after_snapshot` hooks succeeded calls those (failures
+/// recorded, not stopping the rest): an application it quiesced for its
+/// snapshots is never left so.
 pub fn compensation_steps(steps: &[StepRecord]) -> Vec<NewStep> {
+    let mut out = owed_after_snapshot(steps);
+    out.extend(undo_steps(steps));
+    out
+}
+
+/// The `after_snapshot` hooks a stopped run owes: in each snapshot window
+/// whose `before_snapshot` hooks were called (or began to be), those that
+/// did not succeed.
+fn owed_after_snapshot(steps: &[StepRecord]) -> Vec<NewStep> {
+    let hook_at = |s: &StepRecord, at: HookPoint| {
+        s.input["action"] == "hook" && s.input["at"] == json!(at) && s.input["compensation"] != true
+    };
+    let opened: std::collections::BTreeSet<u64> = steps
+        .iter()
+        .filter(|s| hook_at(s, HookPoint::BeforeSnapshot))
+        .filter(|s| s.started_at_ms.is_some() || s.status == StepStatus::Succeeded)
+        .filter_map(|s| s.input[SNAPSHOT_WINDOW].as_u64())
+        .collect();
+    steps
+        .iter()
+        .filter(|s| hook_at(s, HookPoint::AfterSnapshot) && s.status != StepStatus::Succeeded)
+        .filter(|s| {
+            s.input[SNAPSHOT_WINDOW]
+                .as_u64()
+                .is_some_and(|w| opened.contains(&w))
+        })
+        .map(|s| {
+            let mut input = s.input.clone();
+            input["compensation"] = json!(true);
+            input["on_failure"] = json!("continue");
+            input["stage"] = json!("compensation-after-snapshot");
+            step(format!("{} (the run stopped)", s.name), input)
+        })
+        .collect()
+}
+
+/// The rest of [`compensation_steps`].
+fn undo_steps(steps: &[StepRecord]) -> Vec<NewStep> {
     let started = |s: &&StepRecord| s.started_at_ms.is_some() || s.status == StepStatus::Succeeded;
     // (One it adopted from an earlier failed run stays as it was: see
     // `crate::adopt`.)
@@ -770,14 +834,31 @@ mod tests {
             ]
         );
         // (The plan has no redirect: the cutover follows the recovery.)
+        // A failback: around its pre-sync's snapshots (not its final
+        // sync's: the workloads are fenced by then), then before its fence.
         let failback = around(rebound_domain::Workflow::Failback);
         assert_eq!(
-            failback[0],
-            (
-                "open-change".to_owned(),
-                action("approval"),
-                action("fence")
-            )
+            failback[..3],
+            [
+                ("db-backup-mode".to_owned(), None, action("snapshot")),
+                (
+                    "db-resume".to_owned(),
+                    action("snapshot"),
+                    action("transfer")
+                ),
+                (
+                    "open-change".to_owned(),
+                    action("approval"),
+                    action("fence")
+                ),
+            ]
+        );
+        assert_eq!(
+            failback
+                .iter()
+                .filter(|(h, _, _)| h.starts_with("db-"))
+                .count(),
+            2
         );
         assert_eq!(
             around(rebound_domain::Workflow::Drill),
@@ -789,7 +870,17 @@ mod tests {
                 .all(|(h, _, _)| h != "warm-caches"),
             "not listed for migrations"
         );
-        assert!(around(rebound_domain::Workflow::Replication).is_empty());
+        assert_eq!(
+            around(rebound_domain::Workflow::Replication),
+            [
+                ("db-backup-mode".to_owned(), None, action("snapshot")),
+                (
+                    "db-resume".to_owned(),
+                    action("snapshot"),
+                    action("transfer")
+                ),
+            ]
+        );
     }
 
     /// A round-trip drill recovers on the standby, then — on its way back

@@ -1096,10 +1096,26 @@ fn hook_payload(step: &StepRecord, scope: &Scope) -> Value {
             }))
         })
         .collect();
+    // Around the snapshots: the plan's workloads, about to be (or just)
+    // snapshotted on `site`.
+    let snapshotted = || -> Vec<Value> {
+        scope
+            .document
+            .workloads
+            .iter()
+            .map(|w| json!({"workload": w.id}))
+            .collect()
+    };
+    let workloads = match step.input["at"].as_str() {
+        Some("before_snapshot" | "after_snapshot") => snapshotted(),
+        _ => recovered,
+    };
     json!({
         "hook": step.input["hook"], "at": step.input["at"],
         "plan": scope.plan, "run": step.run, "workflow": scope.workflow,
-        "site": site, "workloads": recovered,
+        "site": site, "workloads": workloads,
+        // Called as the stopped run is undone.
+        "compensation": step.input["compensation"] == true,
     })
 }
 

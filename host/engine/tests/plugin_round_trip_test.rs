@@ -1329,6 +1329,7 @@ rebound_store::on_both_backends!(
     a_site_gets_at_most_its_max_calls_at_once,
     hosts_on_one_store_share_a_sites_max_calls,
     unprotect_removes_every_copy_and_applying_again_protects,
+    snapshot_hooks_bracket_the_snapshots_even_of_a_stopped_run,
     a_run_keeps_the_plugin_versions_it_started_with
 );
 
@@ -1418,6 +1419,109 @@ async fn unprotect_removes_every_copy_and_applying_again_protects(store: Store) 
         let repeated: Vec<_> = site.effects().into_iter().filter(|(_, n)| *n > 1).collect();
         assert!(repeated.is_empty(), "side effects repeated: {repeated:?}");
     }
+}
+
+/// Hooks around the snapshots: a replication cycle calls `before_snapshot`
+/// before its first snapshot starts and `after_snapshot` once every
+/// snapshot is taken, before anything replicates, with the workloads
+/// snapshotted; a cycle stopped by a failing snapshot still calls the
+/// `after_snapshot` hook as it is undone. A failback calls them around its
+/// pre-sync only (the final sync copies fenced workloads).
+async fn snapshot_hooks_bracket_the_snapshots_even_of_a_stopped_run(store: Store) {
+    let (receiver, origin) = Receiver::start().await;
+    let mut text = PLAN.replace("GATE", "30s");
+    text.push_str(&format!(
+        "hooks:\n\
+         \x20 - {{ name: quiesce, at: before_snapshot, workflows: [replication, failback], url: {origin}/quiesce }}\n\
+         \x20 - {{ name: resume, at: after_snapshot, workflows: [replication, failback], url: {origin}/resume }}\n"
+    ));
+    let plan = PlanDocument::from_yaml(&text).expect("plan");
+    let policy = HookPolicy::new(std::slice::from_ref(&origin), None).expect("policy");
+    let lab = lab_hooked(&store, "example", policy).await;
+    store.put_plan(&plan, "operator").await.expect("plan");
+
+    let (outcome, report) = run_reported(&store, &lab, Workflow::Replication).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{report:?}");
+    let calls = receiver.calls();
+    let paths: Vec<&str> = calls.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(paths, ["/quiesce", "/resume"]);
+    let steps = store.steps(&report.run).await.expect("steps");
+    let times = |action: &str| -> Vec<i64> {
+        steps
+            .iter()
+            .filter(|s| s.input["action"] == action)
+            .flat_map(|s| [s.started_at_ms, s.finished_at_ms])
+            .flatten()
+            .collect()
+    };
+    let (snapshots, copies) = (times("snapshot"), times("replicate"));
+    assert!(calls[0].4 <= *snapshots.iter().min().expect("snapshots"));
+    assert!(calls[1].4 >= *snapshots.iter().max().expect("snapshots"));
+    assert!(calls[1].4 <= *copies.iter().min().expect("copies"));
+    assert_eq!(calls[0].3["site"], "lab-a");
+    assert_eq!(calls[0].3["workloads"].as_array().map(Vec::len), Some(3));
+    assert_eq!(calls[1].3["compensation"], false);
+
+    // A snapshot fails: the run stops, and its undoing resumes.
+    let failing = Arc::new(Intercepted {
+        steps: lab.steps.clone(),
+        intercept: |step: &StepRecord| {
+            (step.input["action"] == "snapshot" && step.input["workload"] == "vm-2")
+                .then(|| StepError::Fatal("the snapshot failed".into()))
+        },
+    });
+    let (outcome, report) = run_by(&store, failing, Workflow::Replication).await;
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    let calls = receiver.calls();
+    let paths: Vec<&str> = calls[2..].iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(paths, ["/quiesce", "/resume"]);
+    assert_eq!(calls[3].3["compensation"], true);
+    assert_eq!(calls[3].3["run"], report.run.as_str());
+
+    // A failback: around its pre-sync, not its final sync.
+    let forecast = rebound_engine::dry_run(&store, "shop", Workflow::Replication, 64)
+        .await
+        .expect("dry-run");
+    let hooks = |steps: &[rebound_engine::PlannedStep]| -> Vec<String> {
+        steps
+            .iter()
+            .filter(|s| s.name.starts_with("hook "))
+            .map(|s| s.name.clone())
+            .collect()
+    };
+    assert_eq!(
+        hooks(&forecast.steps),
+        [
+            "hook quiesce (before the snapshot)",
+            "hook resume (after the snapshot)"
+        ]
+    );
+    let mut lifecycle = store.plan("shop").await.expect("plan").lifecycle;
+    lifecycle.state = PlanState::ReadyForFailback;
+    let failback = rebound_engine::plan_steps(&plan, &lifecycle, Workflow::Failback);
+    let names: Vec<&str> = failback
+        .iter()
+        .filter(|s| s.input["action"] == "hook")
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "hook quiesce (before the snapshot)",
+            "hook resume (after the snapshot)"
+        ]
+    );
+    let fence = failback
+        .iter()
+        .position(|s| s.input["action"] == "fence")
+        .expect("a fence");
+    assert!(
+        failback[..fence]
+            .iter()
+            .filter(|s| s.input["action"] == "hook")
+            .count()
+            == 2
+    );
 }
 
 async fn hosts_on_one_store_share_a_sites_max_calls(store: Store) {

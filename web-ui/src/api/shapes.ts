@@ -59,7 +59,7 @@ export interface PlanDocument {
 /** A call the host makes at a point of the plan's runs. */
 export interface Hook {
   name: string;
-  at: "before_fence" | "after_recovery" | "after_cutover";
+  at: "before_snapshot" | "after_snapshot" | "before_fence" | "after_recovery" | "after_cutover";
   workflows?: string[];
   url: string;
   timeout?: string;

@@ -619,11 +619,16 @@ function TriggerSection({ doc, update, errs }: PartProps) {
 }
 
 const HOOK_POINTS = [
+  { value: "before_snapshot", label: "before the snapshot" },
+  { value: "after_snapshot", label: "after the snapshot" },
   { value: "before_fence", label: "before the fence" },
   { value: "after_recovery", label: "after the recovery" },
   { value: "after_cutover", label: "after the cutover" },
 ];
 const HOOK_WORKFLOWS = ["failover", "failback", "migration", "rollback_migration", "drill"];
+/** The workflows that snapshot the serving workloads (the snapshot hooks' points). */
+const SNAPSHOT_WORKFLOWS = ["replication", "reprotect", "failback", "migration", "permanent_failover"];
+const snapshotPoint = (at: Hook["at"]) => at === "before_snapshot" || at === "after_snapshot";
 
 function HooksSection({ doc, update, errs }: PartProps) {
   const rows = doc.hooks ?? [];
@@ -638,19 +643,28 @@ function HooksSection({ doc, update, errs }: PartProps) {
       {rows.length === 0 && <p className="muted">No hooks.</p>}
       {rows.map((h, i) => {
         const workflows = h.workflows ?? ["failover", "failback", "migration"];
+        const offered = snapshotPoint(h.at) ? SNAPSHOT_WORKFLOWS : HOOK_WORKFLOWS;
+        // A hook moved to or from the snapshots keeps only the workflows
+        // that pass its new point (those of the snapshots by default).
+        const moveTo = (at: Hook["at"]) => {
+          if (!h.workflows && !snapshotPoint(at)) return change(i, { at });
+          const fits = workflows.filter((w) => (snapshotPoint(at) ? SNAPSHOT_WORKFLOWS : HOOK_WORKFLOWS).includes(w));
+          const kept = snapshotPoint(at) && fits.length === 0 ? ["replication", "reprotect", "failback", "migration"] : fits;
+          change(i, { at, workflows: kept.length ? (kept as Hook["workflows"]) : undefined });
+        };
         return (
           <fieldset className="hook" key={i}>
             <legend>Hook {h.name || i + 1}</legend>
             <div className="row inline">
               <TextInput label="Hook name" value={h.name} errors={errs(`hooks[${i}].name`)} onChange={(name) => change(i, { name })} />
-              <SelectInput label="Called" value={h.at} options={HOOK_POINTS} errors={errs(`hooks[${i}].at`)} onChange={(at) => change(i, { at: at as Hook["at"] })} />
+              <SelectInput label="Called" value={h.at} options={HOOK_POINTS} errors={errs(`hooks[${i}].at`)} onChange={(at) => moveTo(at as Hook["at"])} />
               <TextInput label="URL" type="url" value={h.url} errors={errs(`hooks[${i}].url`)} onChange={(url) => change(i, { url })} />
               <SpanInput label="Timeout" value={h.timeout ?? "30s"} errors={errs(`hooks[${i}].timeout`)} onChange={(timeout) => change(i, { timeout })} />
             </div>
             <div className="row inline">
               <fieldset className="bare">
                 <legend>In</legend>
-                {HOOK_WORKFLOWS.map((w) => (
+                {offered.map((w) => (
                   <label key={w} className="check">
                     <input
                       type="checkbox"

@@ -1,7 +1,9 @@
-//! Hooks: calls the host makes at fixed points of a run — before the old
-//! primary is fenced, once the workloads are recovered and healthy, after
-//! traffic moved — so the systems around a plan (a change ticket, a cache
-//! to warm, a runbook step no platform API covers) act at the right moment.
+//! Hooks: calls the host makes at fixed points of a run — around the
+//! snapshots of the serving workloads, before the old primary is fenced,
+//! once the workloads are recovered and healthy, after traffic moved — so
+//! the systems around a plan (a database to quiesce for a consistent copy,
+//! a change ticket, a cache to warm, a runbook step no platform API
+//! covers) act at the right moment.
 //! A hook is an HTTP `POST` of the run's context to a URL the host's
 //! operator allowed; its answer decides whether the run goes on.
 
@@ -46,6 +48,14 @@ pub enum HookPoint {
     AfterRecovery,
     /// After the last redirect step: the recovered side serves.
     AfterCutover,
+    /// Before the serving workloads are snapshotted (a replication cycle,
+    /// a reprotect, the pre-sync of a failback or migration): an
+    /// application puts itself in a state its copy can start from.
+    BeforeSnapshot,
+    /// Once those snapshots are taken — or the run stopped after the
+    /// `before_snapshot` hooks were called: then its undoing calls this
+    /// first, so an application is never left quiesced.
+    AfterSnapshot,
 }
 
 impl HookPoint {
@@ -55,6 +65,8 @@ impl HookPoint {
             Self::BeforeFence => "before the fence",
             Self::AfterRecovery => "after the recovery",
             Self::AfterCutover => "after the cutover",
+            Self::BeforeSnapshot => "before the snapshot",
+            Self::AfterSnapshot => "after the snapshot",
         }
     }
 }
@@ -81,9 +93,14 @@ fn default_timeout() -> Span {
 /// The longest a hook may take.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The workflows that pass `point`: those that fence, recover and move
-/// traffic — and drills, which only recover (into their sandbox).
+/// The workflows that pass `point`: around the snapshots, those that
+/// snapshot the serving workloads; at the other points, those that fence,
+/// recover and move traffic — and drills, which only recover (into their
+/// sandbox).
 pub fn passes(workflow: Workflow, point: HookPoint) -> bool {
+    if matches!(point, HookPoint::BeforeSnapshot | HookPoint::AfterSnapshot) {
+        return snapshots_serving(workflow);
+    }
     match workflow {
         Workflow::Failover
         | Workflow::Failback
@@ -92,6 +109,18 @@ pub fn passes(workflow: Workflow, point: HookPoint) -> bool {
         Workflow::Drill => point == HookPoint::AfterRecovery,
         _ => false,
     }
+}
+
+/// Whether `workflow` snapshots the workloads while they serve.
+fn snapshots_serving(workflow: Workflow) -> bool {
+    matches!(
+        workflow,
+        Workflow::Replication
+            | Workflow::Reprotect
+            | Workflow::Failback
+            | Workflow::Migration
+            | Workflow::PermanentFailover
+    )
 }
 
 /// The origin (`scheme://host:port`) of an http(s) URL, or why it is not
@@ -150,10 +179,15 @@ pub(super) fn problems(hooks: &[Hook]) -> Vec<(String, String)> {
         }
         for w in &h.workflows {
             if !passes(*w, h.at) {
-                let why = if *w == Workflow::Drill {
-                    "a drill fences nothing and moves no traffic; call it after_recovery".to_owned()
-                } else {
-                    format!("a {w} fences, recovers and redirects nothing")
+                let why = match h.at {
+                    HookPoint::BeforeSnapshot | HookPoint::AfterSnapshot => format!(
+                        "a {w} takes no snapshot of the serving workloads (replication, reprotect, failback, migration and permanent_failover do)"
+                    ),
+                    _ if *w == Workflow::Drill => {
+                        "a drill fences nothing and moves no traffic; call it after_recovery"
+                            .to_owned()
+                    }
+                    _ => format!("a {w} fences, recovers and redirects nothing"),
                 };
                 out.push((
                     field("workflows"),

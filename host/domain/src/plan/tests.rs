@@ -178,7 +178,7 @@ const WITH_HOOKS: &str = include_str!("../../../../docs/examples/plan-with-hooks
 fn the_documented_hooks_are_valid() {
     let plan = PlanDocument::from_yaml(WITH_HOOKS).expect("docs/examples/plan-with-hooks.yaml");
     let hooks = &plan.hooks;
-    assert_eq!(hooks.len(), 3);
+    assert_eq!(hooks.len(), 5);
     assert_eq!(
         hooks[0].workflows,
         [Workflow::Failover, Workflow::Failback, Workflow::Migration],
@@ -246,6 +246,18 @@ fn every_hook_rule_names_its_field() {
             "at: after_cutover\n    workflows: [replication]",
             "hooks[2].workflows",
             "never passes after the cutover",
+        ),
+        (
+            "at: before_fence",
+            "at: before_snapshot",
+            "hooks[0].workflows",
+            "a failover takes no snapshot of the serving workloads",
+        ),
+        (
+            "workflows: [replication, reprotect, failback, migration]",
+            "workflows: [replication, drill]",
+            "hooks[3].workflows",
+            "a drill takes no snapshot",
         ),
     ];
     for (from, to, field, reason) in cases {
