@@ -459,7 +459,10 @@ impl KubeVirtSite {
                 }
             }
         }
-        let app = Router::new().fallback(dispatch).with_state(site.clone());
+        let app = Router::new()
+            .merge(crate::faults::routes::<Site>())
+            .fallback(dispatch)
+            .with_state(site.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(crate::tls::serve_tls(listener, app, tls.server.clone(), rx));
         let (data_tx, data_rx) = tokio::sync::oneshot::channel::<()>();
@@ -789,9 +792,6 @@ fn authorized(site: &Site, headers: &HeaderMap) -> bool {
 async fn dispatch(State(site): State<Arc<Site>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
-    if let Some(lab) = path.strip_prefix("/_lab/") {
-        return control::lab_api(&site, &parts.method, lab, body).await;
-    }
     if let Some(refused) = control::front_door(&site, &parts.method, &path).await {
         return refused;
     }

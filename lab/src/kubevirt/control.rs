@@ -1,15 +1,14 @@
 //! The cluster's lab surface, outside the Kubernetes API: the faults every
-//! API call passes at the front door, and `/_lab/…` — faults (`GET`
-//! shows, `POST` replaces, `DELETE` clears), effects (objects created per
+//! API call passes at the front door, and `/_lab/…` through the lab's
+//! shared control routes — faults, effects (objects created per
 //! idempotency key) and guest writes ([`crate::guest`]) into a running
 //! VM's PVC.
 
-use axum::body::Body;
-use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::Method;
+use axum::response::Response;
 use serde_json::json;
 
-use super::{Cluster, PVC, Site, VM, VMI, controllers, ok_json, status};
+use super::{Cluster, PVC, Site, VM, VMI, controllers, status};
 use crate::faults::Faults;
 use crate::guest;
 
@@ -47,52 +46,23 @@ pub(super) async fn front_door(site: &Site, method: &Method, path: &str) -> Opti
     }))
 }
 
-/// `/_lab/faults` (GET shows, POST replaces, DELETE clears),
-/// `/_lab/effects` and `POST /_lab/guest-writes` ([`crate::guest`]).
-pub(super) async fn lab_api(site: &Site, method: &Method, path: &str, body: Body) -> Response {
-    match (method.clone(), path) {
-        (Method::GET, "faults") => ok_json(StatusCode::OK, &json!(site.cluster().faults)),
-        (Method::DELETE, "faults") => {
-            site.cluster().faults = Faults::default();
-            StatusCode::NO_CONTENT.into_response()
-        }
-        (Method::POST, "faults") => {
-            let bytes = axum::body::to_bytes(body, 1 << 20)
-                .await
-                .unwrap_or_default();
-            let faults: Faults = match serde_json::from_slice(&bytes) {
-                Ok(f) => f,
-                Err(e) => {
-                    return ok_json(
-                        StatusCode::BAD_REQUEST,
-                        &json!({"error": format!("not a faults document: {e}")}),
-                    );
-                }
-            };
-            if let Some(msg) = faults.invalid() {
-                return ok_json(StatusCode::BAD_REQUEST, &json!({ "error": msg }));
-            }
-            site.cluster().faults = faults.clone();
-            ok_json(StatusCode::OK, &json!(faults))
-        }
-        (Method::GET, "effects") => ok_json(StatusCode::OK, &json!(site.cluster().effects)),
-        (Method::POST, "guest-writes") => {
-            let bytes = axum::body::to_bytes(body, 1 << 20)
-                .await
-                .unwrap_or_default();
-            match crate::guest::parse(&bytes) {
-                Ok(write) => {
-                    let data = write.data();
-                    let result = guest_write(&site.cluster(), &write, &data);
-                    crate::guest::answer(&write, &data, result)
-                }
-                Err(message) => crate::guest::bad_request(message),
-            }
-        }
-        _ => ok_json(
-            StatusCode::NOT_FOUND,
-            &json!({"error": format!("no lab endpoint {method} /_lab/{path}")}),
-        ),
+/// `/_lab/faults`, `/_lab/effects` and `/_lab/guest-writes`: the lab's
+/// shared control routes ([`crate::faults::routes`]).
+impl crate::faults::Scripted for Site {
+    fn with_faults<R>(&self, f: impl FnOnce(&mut Faults) -> R) -> R {
+        f(&mut self.cluster().faults)
+    }
+
+    fn effects_json(&self) -> serde_json::Value {
+        json!(self.cluster().effects)
+    }
+
+    async fn guest_write(
+        &self,
+        write: &crate::guest::GuestWrite,
+        data: &[u8],
+    ) -> Result<(), guest::Refused> {
+        guest_write(&self.cluster(), write, data)
     }
 }
 
