@@ -191,7 +191,8 @@ fn build(run: &RunRecord, plan: &PlanDocument, steps: &[StepRecord]) -> RunRepor
         .filter(|s| window_start.is_some_and(|w| s.started_at_ms.is_some_and(|t| t >= w)))
         .collect();
     let finished = run.status == RunStatus::Succeeded;
-    let measured_rto = if finished {
+    // Stopping protection recovers nothing: no objective to answer to.
+    let measured_rto = if finished && run.workflow != Workflow::Unprotect {
         let end = window_steps.iter().filter_map(|s| s.finished_at_ms).max();
         window_start.zip(end).map(|(s, e)| e - s)
     } else {

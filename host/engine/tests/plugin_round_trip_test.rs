@@ -1370,6 +1370,11 @@ async fn unprotect_removes_every_copy_and_applying_again_protects(store: Store) 
     let (outcome, report) = run_reported(&store, &lab, Workflow::Unprotect).await;
     assert_eq!(outcome, Outcome::Succeeded, "{report:?}");
     assert_eq!(
+        (report.measured_rto_ms, report.rto_met),
+        (None, None),
+        "nothing recovered, nothing to measure"
+    );
+    assert_eq!(
         store.run(&queued.id).await.expect("run").status,
         rebound_store::RunStatus::Cancelled
     );
