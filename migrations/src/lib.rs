@@ -22,6 +22,7 @@ mod m20261207_000015_site_calls;
 mod m20261207_000016_events_by_kind;
 mod m20261207_000017_run_plugins;
 mod m20261207_000018_plugin_packages;
+mod m20261207_000019_plan_deleted;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000016_events_by_kind::Migration),
             Box::new(m20261207_000017_run_plugins::Migration),
             Box::new(m20261207_000018_plugin_packages::Migration),
+            Box::new(m20261207_000019_plan_deleted::Migration),
         ]
     }
 }

@@ -428,6 +428,18 @@ describe("the admin web UI", () => {
     assert.equal((await api(admin, "GET", "/plans/shop")).lifecycle.state, "protected");
     await startRun("replication");
     await finished();
+
+    // A second plan, unprotected, then deleted from its editor.
+    const spare = { ...(await api(admin, "GET", "/plans/shop")).document, name: "spare" };
+    await api(admin, "PUT", "/plans/spare", spare);
+    const run = await api(admin, "POST", "/plans/spare/runs", { workflow: "unprotect" });
+    await waitRun(admin, run.id, ["succeeded"]);
+    await page.goto(`${BASE}/#/plans/spare`);
+    await page.getByRole("button", { name: "Delete plan…" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Delete the plan" }).click();
+    await page.getByRole("link", { name: "shop" }).first().waitFor();
+    assert.equal(await page.getByRole("link", { name: "spare", exact: true }).count(), 0);
+    await assert.rejects(api(admin, "GET", "/plans/spare"), /404/);
   });
 
   test("a viewer is refused the buttons it cannot use", async () => {

@@ -28,7 +28,11 @@ pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(access::put_user, access::delete_user))
         .routes(routes!(access::change_password))
         .routes(routes!(plans::list_plans))
-        .routes(routes!(plans::get_plan, plans::put_plan))
+        .routes(routes!(
+            plans::get_plan,
+            plans::put_plan,
+            plans::delete_plan
+        ))
         .routes(routes!(plans::dry_run))
         .routes(routes!(plans::recovery_points))
         .routes(routes!(runs::trigger))

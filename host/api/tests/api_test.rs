@@ -26,6 +26,7 @@ rebound_store::on_both_backends!(
     compliance_events_audit_and_recovery_points,
     plugins_and_sites,
     the_role_matrix_holds_for_every_mutating_endpoint,
+    a_plan_is_deleted_once_unprotected_and_its_history_stays,
     every_endpoint_refuses_an_anonymous_caller,
     unknown_routes_and_methods_are_problems,
 );
@@ -782,6 +783,7 @@ const MATRIX: &[(&str, &[Role])] = &[
     ("delete site", &[Role::Admin]),
     // Stopping protection removes every copy of the plan's workloads.
     ("unprotect", &[Role::Admin]),
+    ("delete plan", &[Role::Admin]),
 ];
 
 const ROLES: [Role; 4] = [
@@ -837,6 +839,21 @@ async fn the_role_matrix_holds_for_every_mutating_endpoint(store: Store) {
                     .await;
                 assert!(r.status.is_success(), "{}", r.text);
             }
+            if *endpoint == "delete plan" {
+                // An unprotected plan, so that an allowed call succeeds.
+                let r = api.put_plan_yaml("retired", &plan_named("retired")).await;
+                assert!(r.status.is_success(), "{}", r.text);
+                let r = api
+                    .send(
+                        "POST",
+                        "/api/v1/plans/retired/runs",
+                        Role::Admin,
+                        &json!({"workflow": "unprotect"}),
+                    )
+                    .await;
+                assert!(r.status.is_success(), "{}", r.text);
+                api.drive().await;
+            }
             if *endpoint == "delete site" {
                 let r = api
                     .send("PUT", "/api/v1/sites/spare", Role::Admin, &site_body())
@@ -870,6 +887,10 @@ async fn the_role_matrix_holds_for_every_mutating_endpoint(store: Store) {
                         &json!({"workflow": "replication"}),
                     )
                     .await
+                }
+                "delete plan" => {
+                    api.send("DELETE", "/api/v1/plans/retired", role, &json!({}))
+                        .await
                 }
                 "unprotect" => {
                     api.send(
@@ -1217,4 +1238,76 @@ async fn metrics_count_requests_by_route_template() {
         "{}",
         m.text
     );
+}
+
+/// A plan is deleted only once unprotected (no copy of its workloads left
+/// behind unnamed), by an admin: gone from lookups and lists, its runs and
+/// audit entries kept; its name applied again makes a new plan.
+async fn a_plan_is_deleted_once_unprotected_and_its_history_stays(store: Store) {
+    let api = Api::new(store).await;
+    let created = api.put_plan_yaml("gone", &plan_named("gone")).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let delete = async |role| {
+        api.send("DELETE", "/api/v1/plans/gone", role, &json!({}))
+            .await
+    };
+    let before = api.audit_len().await;
+    let refused = delete(Role::Admin).await;
+    assert!(
+        refused.problem(StatusCode::CONFLICT)["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("is protected; unprotect it first")),
+        "{}",
+        refused.text
+    );
+    assert_eq!(api.audit_len().await, before, "a refusal changes nothing");
+
+    let run = api
+        .send(
+            "POST",
+            "/api/v1/plans/gone/runs",
+            Role::Admin,
+            &json!({"workflow": "unprotect"}),
+        )
+        .await;
+    assert_eq!(run.status, StatusCode::CREATED, "{}", run.text);
+    let run = run.json["id"].as_str().expect("run id").to_owned();
+    delete(Role::Admin).await.problem(StatusCode::CONFLICT);
+    api.drive().await;
+    let plan = api.get("/api/v1/plans/gone", Role::Viewer).await;
+    assert_eq!(
+        plan.json["lifecycle"]["state"], "unprotected",
+        "{}",
+        plan.text
+    );
+
+    for role in [Role::Viewer, Role::Operator, Role::PluginPublisher] {
+        delete(role).await.problem(StatusCode::FORBIDDEN);
+    }
+    assert_eq!(delete(Role::Admin).await.status, StatusCode::NO_CONTENT);
+    api.get("/api/v1/plans/gone", Role::Viewer)
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    let listed = api.get("/api/v1/plans", Role::Viewer).await;
+    assert!(!listed.text.contains("\"gone\""), "{}", listed.text);
+    api.send(
+        "POST",
+        "/api/v1/plans/gone/runs",
+        Role::Admin,
+        &json!({"workflow": "replication"}),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND);
+    delete(Role::Admin).await.problem(StatusCode::NOT_FOUND);
+    // Its history stays.
+    let kept = api.get(&format!("/api/v1/runs/{run}"), Role::Viewer).await;
+    assert_eq!(kept.json["status"], "succeeded", "{}", kept.text);
+    let audit = api.get("/api/v1/audit", Role::Admin).await;
+    assert_eq!(audit.json["items"][0]["action"], "plan.delete");
+    assert_eq!(audit.json["items"][0]["target"], "gone");
+
+    // Applied again: a new plan, protected.
+    let again = api.put_plan_yaml("gone", &plan_named("gone")).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.text);
+    assert_eq!(again.json["lifecycle"]["state"], "protected");
 }

@@ -154,7 +154,8 @@ fn action(step: &StepRecord) -> &str {
 /// The report of a run.
 pub async fn report(store: &Store, run_id: &str) -> Result<RunReport, EngineError> {
     let run = store.run(run_id).await?;
-    let plan = store.plan(&run.plan).await?;
+    // (A deleted plan's runs keep their reports.)
+    let plan = store.plan_of_history(&run.plan).await?;
     let steps = store.steps(run_id).await?;
     let mut report = build(&run, &plan.document, &steps);
     report.left = crate::leftovers::of_report(store, &run)

@@ -112,6 +112,13 @@ pub enum GetCommand {
 }
 
 #[derive(Subcommand)]
+pub enum DeleteCommand {
+    /// An unprotected plan (`rebound run unprotect PLAN --wait` first): it
+    /// leaves every list; its runs and audit entries stay.
+    Plan { name: String },
+}
+
+#[derive(Subcommand)]
 pub enum TokenCommand {
     /// Create an API token; its secret is printed once.
     Create {
@@ -679,6 +686,24 @@ pub async fn get(server: &ServerArgs, args: &GetArgs) -> Result<()> {
 
 /// Start a workflow; with `--wait`, print each step as it changes and
 /// fail unless the run succeeds.
+pub async fn delete(server: &ServerArgs, command: &DeleteCommand) -> Result<()> {
+    let client = Client::new(server)?;
+    match command {
+        DeleteCommand::Plan { name } => {
+            client
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/plans/{name}"),
+                    None,
+                    &[],
+                )
+                .await?;
+            println!("plan '{name}' deleted");
+        }
+    }
+    Ok(())
+}
+
 pub async fn token(server: &ServerArgs, command: &TokenCommand) -> Result<()> {
     let client = Client::new(server)?;
     match command {

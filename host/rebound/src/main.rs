@@ -62,6 +62,9 @@ enum Command {
     Approve { run: String },
     /// Cancel a run nobody is driving (pending, or waiting for approval).
     Cancel { run: String },
+    /// Delete a plan once it is unprotected.
+    #[command(subcommand)]
+    Delete(client::DeleteCommand),
     /// API tokens for automation.
     #[command(subcommand)]
     Token(client::TokenCommand),
@@ -168,6 +171,7 @@ async fn main() -> std::process::ExitCode {
         Command::Run(args) => client::run(&cli.server, &args).await,
         Command::Approve { run } => client::decide(&cli.server, &run, "approve").await,
         Command::Cancel { run } => client::decide(&cli.server, &run, "cancel").await,
+        Command::Delete(command) => client::delete(&cli.server, &command).await,
         Command::Token(command) => client::token(&cli.server, &command).await,
         Command::Plugin(cmd) => plugin_cmd::run(cmd, &cli.server).await,
         Command::Demo { plugins } => demo::run(&plugins).await,

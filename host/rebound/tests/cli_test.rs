@@ -356,6 +356,12 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
     assert!(code == 0, "{out}{err}");
     let (_, plan, _) = run(&["get", "plan", "shop", "-o", "yaml"], vec![]).await;
     assert!(plan.contains("state: protected"), "{plan}");
+    // A protected plan is not deleted: it says what to do first.
+    let (code, _, err) = run(&["delete", "plan", "shop"], vec![]).await;
+    assert!(
+        code == 3 && err.contains("unprotect it first"),
+        "{code} {err}"
+    );
 
     // An API token for a pipeline: shown once, works, revoked.
     let (code, secret, err) = run(
@@ -388,6 +394,19 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
     assert!(code == 0, "{err}");
     let (code, _, err) = run(&["get", "plans"], vec![("REBOUND_TOKEN", secret)]).await;
     assert!(code != 0 && err.contains("revoked"), "{err}");
+
+    // Unprotected, then deleted: gone from the list, its runs kept.
+    let (code, out, err) = run(&["run", "unprotect", "shop", "--wait"], vec![]).await;
+    assert!(code == 0, "{out}{err}");
+    let (code, out, err) = run(&["delete", "plan", "shop"], vec![]).await;
+    assert!(
+        code == 0 && out.trim() == "plan 'shop' deleted",
+        "{out}{err}"
+    );
+    let (_, plans, _) = run(&["get", "plans"], vec![]).await;
+    assert!(!plans.contains("shop"), "{plans}");
+    let (code, _, err) = run(&["get", "run", &id], vec![]).await;
+    assert!(code == 0, "the drill's run stays: {err}");
 
     // Logging out forgets the session: the next command must log in again.
     let (code, _, err) = run(&["logout"], vec![]).await;

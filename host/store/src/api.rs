@@ -155,7 +155,7 @@ impl Store {
         after: Option<&str>,
         limit: u64,
     ) -> Result<Vec<PlanRecord>, StoreError> {
-        let mut query = plan::Entity::find();
+        let mut query = plan::Entity::find().filter(plan::Column::DeletedAt.is_null());
         if let Some(after) = after {
             query = query.filter(plan::Column::Name.gt(after));
         }

@@ -36,12 +36,12 @@ use rebound_migrations::MigratorTrait;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+    DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 
 pub use api::{RunFilter, RunListing, TokenRecord, UserRecord, UserSummary};
-use entity::{audit, plan, recovery_point};
+use entity::{audit, plan, recovery_point, run};
 use history::decode_event;
 pub use plugins::{PluginPackageRecord, PluginSettingRecord, PluginVersionRecord};
 pub use runs::APPROVAL_ACTION;
@@ -400,6 +400,38 @@ impl Store {
             .one(&tx)
             .await?;
         let record = match existing {
+            // A deleted plan's name applied again: a new plan in its row
+            // (the history names it), its fencing epoch going on.
+            Some(row) if row.deleted_at.is_some() => {
+                let old = decode_plan(&row)?;
+                let lifecycle = Lifecycle {
+                    epoch: old.lifecycle.epoch,
+                    ..Lifecycle::new(&document.source, &document.target)
+                };
+                let revision = 1;
+                let mut active: plan::ActiveModel = row.into();
+                active.document = Set(text);
+                active.lifecycle =
+                    Set(serde_json::to_string(&lifecycle).map_err(|e| corrupt("lifecycle", e))?);
+                active.revision = Set(revision);
+                active.created_at = Set(now);
+                active.updated_at = Set(now);
+                active.deleted_at = Set(None);
+                active.update(&tx).await?;
+                audit_in(
+                    &tx,
+                    principal,
+                    "plan.create",
+                    &document.name,
+                    serde_json::json!({"revision": revision}),
+                )
+                .await?;
+                PlanRecord {
+                    document: document.clone(),
+                    lifecycle,
+                    revision,
+                }
+            }
             None => {
                 let lifecycle = Lifecycle::new(&document.source, &document.target);
                 plan::ActiveModel {
@@ -411,6 +443,7 @@ impl Store {
                     revision: Set(1),
                     created_at: Set(now),
                     updated_at: Set(now),
+                    deleted_at: Set(None),
                 }
                 .insert(&tx)
                 .await?;
@@ -478,7 +511,9 @@ impl Store {
         Ok(record)
     }
 
-    pub async fn plan(&self, name: &str) -> Result<PlanRecord, StoreError> {
+    /// A plan as it was last, deleted or not: what the reports of its runs
+    /// read (their history outlives the plan).
+    pub async fn plan_of_history(&self, name: &str) -> Result<PlanRecord, StoreError> {
         let row = plan::Entity::find_by_id(name.to_owned())
             .one(&self.db)
             .await?
@@ -489,8 +524,64 @@ impl Store {
         decode_plan(&row)
     }
 
+    pub async fn plan(&self, name: &str) -> Result<PlanRecord, StoreError> {
+        let row = plan::Entity::find_by_id(name.to_owned())
+            .filter(plan::Column::DeletedAt.is_null())
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "plan",
+                id: name.to_owned(),
+            })?;
+        decode_plan(&row)
+    }
+
+    /// Delete an unprotected plan with no run under way, audited
+    /// (`plan.delete`): gone from every list and lookup, its history kept.
+    /// A protected plan is refused — its copies would be left behind
+    /// unnamed — with what to do.
+    pub async fn delete_plan(&self, name: &str, principal: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        let row = plan::Entity::find_by_id(name.to_owned())
+            .filter(plan::Column::DeletedAt.is_null())
+            .one(&tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "plan",
+                id: name.to_owned(),
+            })?;
+        let current = decode_plan(&row)?;
+        if current.lifecycle.state != PlanState::Unprotected {
+            return Err(StoreError::Conflict(format!(
+                "plan '{name}' is {}; unprotect it first (POST /api/v1/plans/{name}/runs {{\"workflow\": \"unprotect\"}}) so that no copy of its workloads is left behind",
+                current.lifecycle.state
+            )));
+        }
+        let active = run::Entity::find()
+            .filter(run::Column::Plan.eq(name))
+            .filter(run::Column::Status.is_in([
+                RunStatus::Pending.as_str(),
+                RunStatus::Running.as_str(),
+                RunStatus::WaitingApproval.as_str(),
+            ]))
+            .count(&tx)
+            .await?;
+        if active > 0 {
+            return Err(StoreError::Conflict(format!(
+                "plan '{name}' has {active} run(s) under way; wait for them to end"
+            )));
+        }
+        let mut update: plan::ActiveModel = row.into();
+        update.deleted_at = Set(Some(now_ms()));
+        update.update(&tx).await?;
+        audit_in(&tx, principal, "plan.delete", name, serde_json::json!({})).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn plans(&self) -> Result<Vec<PlanRecord>, StoreError> {
         plan::Entity::find()
+            .filter(plan::Column::DeletedAt.is_null())
             .order_by_asc(plan::Column::Name)
             .all(&self.db)
             .await?

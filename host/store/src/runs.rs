@@ -91,6 +91,7 @@ impl Store {
         let tx = self.db.begin().await?;
         if lifecycle {
             let row = plan::Entity::find_by_id(plan_name.to_owned())
+                .filter(plan::Column::DeletedAt.is_null())
                 .one(&tx)
                 .await?
                 .ok_or_else(|| StoreError::NotFound {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{EntityTrait, Set, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
 
 use super::entity::plan;
 use super::{Store, StoreError, audit_in, corrupt, decode_plan, now_ms};
@@ -171,6 +171,7 @@ impl Store {
     pub async fn delete_site(&self, name: &str, principal: &str) -> Result<bool, StoreError> {
         let tx = self.db.begin().await?;
         let users: Vec<String> = plan::Entity::find()
+            .filter(plan::Column::DeletedAt.is_null())
             .all(&tx)
             .await?
             .iter()

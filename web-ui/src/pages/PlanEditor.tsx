@@ -9,7 +9,7 @@ import { parse as parseYaml, stringify as toYaml } from "yaml";
 import { api, ApiError, call, type FieldProblem, type Schemas } from "../api/client";
 import { listSites, type PlanView } from "../api/queries";
 import type { Forecast, HealthGate, Hook, PlanDocument, RedirectTarget, WorkloadEntry, Workflow } from "../api/shapes";
-import { Badge, ErrorBox, Link, Loading, Verdict } from "../components/common";
+import { Badge, ConfirmDialog, ErrorBox, Link, Loading, Verdict } from "../components/common";
 import { DagView } from "../components/DagView";
 import { NumberInput, SelectInput, SpanInput, TextInput } from "../components/fields";
 import { formatMs } from "../lib/duration";
@@ -194,9 +194,12 @@ export function PlanEditor({ name }: { name: string | null }) {
       )}
       {readOnly && <p className="notice">Read only: editing plans needs the admin role.</p>}
       {stored?.lifecycle.state === "unprotected" && (
-        <p className="notice" role="note">
-          Unprotected: no copy of these workloads exists and nothing runs.{!readOnly && " Saving the plan protects it again; its next replication cycle makes a full copy."}
-        </p>
+        <div className="notice" role="note">
+          <p>
+            Unprotected: no copy of these workloads exists and nothing runs.{!readOnly && " Saving the plan protects it again; its next replication cycle makes a full copy."}
+          </p>
+          {!readOnly && <DeletePlan name={stored.name} />}
+        </div>
       )}
 
       <div className="tabs" role="tablist" aria-label="Plan views">
@@ -615,6 +618,37 @@ function TriggerSection({ doc, update, errs }: PartProps) {
         </label>
       </fieldset>
     </section>
+  );
+}
+
+/** Delete an unprotected plan (admins): it leaves every list; its runs stay. */
+function DeletePlan({ name }: { name: string }) {
+  const [open, setOpen] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  async function remove() {
+    setBusy(true);
+    setError(null);
+    try {
+      await call(api.DELETE("/api/v1/plans/{name}", { params: { path: { name } } }));
+      setOpen(false);
+      navigate("/plans");
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+    }
+  }
+  return (
+    <>
+      <button type="button" className="danger" onClick={() => setOpen(true)}>
+        Delete plan…
+      </button>
+      <ConfirmDialog open={open} title={`Delete the plan ${name}?`} confirm="Delete the plan" danger busy={busy} onCancel={() => setOpen(false)} onConfirm={remove}>
+        <p>It leaves every list; its runs, their reports and the audit log keep naming it. Applying its name again makes a new plan.</p>
+        <ErrorBox error={error} title="The host kept the plan" />
+      </ConfirmDialog>
+    </>
   );
 }
 

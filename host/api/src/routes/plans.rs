@@ -103,6 +103,27 @@ pub async fn put_plan(
     Ok((status, axum::Json(PlanView::from(&record))))
 }
 
+/// Delete a plan (admin): only an unprotected one with no run under way
+/// (409 otherwise, saying to unprotect it first), so no copy of its
+/// workloads is left behind unnamed. It is gone from every list and
+/// lookup; its runs, events and audit entries stay. Applying its name
+/// again makes a new plan.
+#[utoipa::path(delete, path = "/api/v1/plans/{name}", tag = "plans",
+    params(("name" = String, Path)),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn delete_plan(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Problem> {
+    principal.require(Need::Administer)?;
+    state.store.delete_plan(&name, &principal.name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// A parsed plan document checked for what storing it needs: the URL's
 /// name, and objectives and sites its plugins can meet.
 async fn checked(

@@ -210,6 +210,20 @@ impl Api {
         .await
     }
 
+    /// Drive the runs waiting to be driven, through the example plugin
+    /// against the lab site, until none is left.
+    pub async fn drive(&self) {
+        let executor = rebound_engine::Executor::new(
+            self.store.clone(),
+            self.registry.steps.clone(),
+            rebound_engine::ExecutorConfig {
+                poll_interval: std::time::Duration::from_millis(20),
+                ..rebound_engine::ExecutorConfig::new("api-test")
+            },
+        );
+        while executor.work_once().await.expect("work").is_some() {}
+    }
+
     /// Audit entries so far (to prove a refusal wrote nothing).
     pub async fn audit_len(&self) -> usize {
         self.store.audit_log(10_000).await.expect("audit").len()

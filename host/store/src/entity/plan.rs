@@ -1,5 +1,6 @@
 //! `plans`: the plan document and its lifecycle, both as JSON, with a
-//! revision for optimistic concurrency.
+//! revision for optimistic concurrency; a deleted plan keeps its row (the
+//! history names it) with `deleted_at` set.
 
 use sea_orm::entity::prelude::*;
 
@@ -13,6 +14,7 @@ pub struct Model {
     pub revision: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    pub deleted_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
