@@ -1071,6 +1071,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/v1/sites/east"),
     ("PUT", "/api/v1/sites/east"),
     ("DELETE", "/api/v1/sites/east"),
+    ("DELETE", "/api/v1/plans/shop"),
     ("GET", "/api/v1/sites/east/health"),
     ("GET", "/api/v1/sites/east/workloads"),
 ];

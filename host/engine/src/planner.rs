@@ -192,6 +192,19 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         stage(steps, first);
     };
 
+    // The incarnations earlier promotions superseded (fenced, of an older
+    // epoch), removed from both sites, best effort (see `plugin_steps`).
+    let superseded = |steps: &mut Vec<NewStep>| {
+        let first = steps.len();
+        for site in [standby, primary] {
+            steps.push(step(
+                format!("remove the incarnations superseded before epoch {} on {site}", lifecycle.epoch),
+                json!({"action": "cleanup", "site": site, "scope": "superseded", "below_epoch": lifecycle.epoch, "best_effort": true}),
+            ));
+        }
+        stage(steps, first);
+    };
+
     // The plan's approval policy: the run pauses before its first
     // irreversible step (the fence) until an operator approves.
     let approval = |steps: &mut Vec<NewStep>| {
@@ -263,14 +276,7 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             // the promotions superseded go — fenced, of an older epoch, on
             // either site (see `plugin_steps`). Best effort.
             if lifecycle.state == PlanState::Protected && lifecycle.epoch > 1 {
-                let first = steps.len();
-                for site in [standby, primary] {
-                    steps.push(step(
-                        format!("remove the incarnations superseded before epoch {} on {site}", lifecycle.epoch),
-                        json!({"action": "cleanup", "site": site, "scope": "superseded", "below_epoch": lifecycle.epoch, "best_effort": true}),
-                    ));
-                }
-                stage(&mut steps, first);
+                superseded(&mut steps);
             }
         }
         // The workloads keep serving where they are; only the copies go.
@@ -295,14 +301,7 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             }
             stage(&mut steps, first);
             if lifecycle.epoch > 1 {
-                let first = steps.len();
-                for site in [standby, primary] {
-                    steps.push(step(
-                        format!("remove the incarnations superseded before epoch {} on {site}", lifecycle.epoch),
-                        json!({"action": "cleanup", "site": site, "scope": "superseded", "below_epoch": lifecycle.epoch, "best_effort": true}),
-                    ));
-                }
-                stage(&mut steps, first);
+                superseded(&mut steps);
             }
         }
         Workflow::Drill if plan.drills.round_trip => {

@@ -410,14 +410,9 @@ impl Store {
                 };
                 let revision = 1;
                 let mut active: plan::ActiveModel = row.into();
-                active.document = Set(text);
-                active.lifecycle =
-                    Set(serde_json::to_string(&lifecycle).map_err(|e| corrupt("lifecycle", e))?);
-                active.revision = Set(revision);
                 active.created_at = Set(now);
-                active.updated_at = Set(now);
                 active.deleted_at = Set(None);
-                active.update(&tx).await?;
+                rewrite(&tx, active, text, &lifecycle, revision, now).await?;
                 audit_in(
                     &tx,
                     principal,
@@ -485,13 +480,7 @@ impl Store {
                     lifecycle
                 };
                 let revision = row.revision + 1;
-                let mut active: plan::ActiveModel = row.into();
-                active.document = Set(text);
-                active.lifecycle =
-                    Set(serde_json::to_string(&lifecycle).map_err(|e| corrupt("lifecycle", e))?);
-                active.revision = Set(revision);
-                active.updated_at = Set(now);
-                active.update(&tx).await?;
+                rewrite(&tx, row.into(), text, &lifecycle, revision, now).await?;
                 audit_in(
                     &tx,
                     principal,
@@ -717,6 +706,23 @@ async fn update_lifecycle(
             "plan '{name}' changed since revision {revision}; reload it and retry"
         )));
     }
+    Ok(())
+}
+
+/// Write a plan's row with a new document, lifecycle and revision.
+async fn rewrite(
+    db: &impl ConnectionTrait,
+    mut row: plan::ActiveModel,
+    document: String,
+    lifecycle: &Lifecycle,
+    revision: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    row.document = Set(document);
+    row.lifecycle = Set(serde_json::to_string(lifecycle).map_err(|e| corrupt("lifecycle", e))?);
+    row.revision = Set(revision);
+    row.updated_at = Set(now);
+    row.update(db).await?;
     Ok(())
 }
 
