@@ -378,6 +378,30 @@ async fn kubevirt_round_trip(store: Store) {
         }
     }
 
+    // Unprotected: no snapshot, mirrored PVC or VolumeReplication of the
+    // plan left on either cluster, the VMs on kv-a serving as they were.
+    let vms_before = count(&lab.a, "virtualmachines");
+    run(&store, &lab, Workflow::Unprotect).await;
+    assert_eq!(
+        store.plan("shop").await.expect("plan").lifecycle.state,
+        PlanState::Unprotected
+    );
+    for (name, site) in [("kv-a", &lab.a), ("kv-b", &lab.b)] {
+        for plural in ["virtualmachinesnapshots", "volumereplications"] {
+            assert_eq!(count(site, plural), 0, "{name}: {plural} left");
+        }
+    }
+    assert_eq!(
+        (
+            count(&lab.b, "persistentvolumeclaims"),
+            count(&lab.b, "virtualmachines")
+        ),
+        (0, 0),
+        "kv-b holds nothing of the plan"
+    );
+    assert_eq!(count(&lab.a, "virtualmachines"), vms_before);
+    assert!(serving(&lab.a, "web-1").is_some());
+
     for (name, site) in [("kv-a", &lab.a), ("kv-b", &lab.b)] {
         let effects = site.effects();
         assert!(!effects.is_empty());

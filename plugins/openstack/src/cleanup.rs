@@ -2,7 +2,9 @@
 //! volume labelled with it once they are gone), recovery points
 //! past retention (Cinder snapshots; imported backups with their records in
 //! the region they came from; volumes the data mover wrote), transfer
-//! appliances, a failed run's standby workloads and abandoned imports. What
+//! appliances, a failed run's standby workloads and abandoned imports —
+//! and, with the last recovery point of it, the disk of an incarnation
+//! removed while its snapshots stood (see [`orphaned`]). What
 //! is already gone counts as removed, and so does an imported volume a
 //! server uses (it is that server's disk now, and stays); what Cinder will
 //! not delete yet (a snapshot still being made) stays, is logged and is not
@@ -73,13 +75,19 @@ pub fn cleanup(req: CleanupRequest) -> Result<Operation, ProviderError> {
     let sweep = match &req.scope {
         CleanupScope::Drill(sandbox) => drill(&cloud, sandbox, &req.key)?,
         CleanupScope::RecoveryPoints(ids) => {
-            let mut removed = Vec::new();
+            let mut sweep = Sweep::default();
             for id in ids {
+                let sources = snapshot_sources(&cloud, id)?;
                 if recovery_point(&cloud, id, &req.key)? {
-                    removed.push(id.clone());
+                    sweep.removed.push(id.clone());
+                    for volume in sources {
+                        if !sweep.volumes.contains(&volume) && orphaned(&cloud, &volume)? {
+                            sweep.volumes.push(volume);
+                        }
+                    }
                 }
             }
-            Sweep::done(removed)
+            sweep
         }
         CleanupScope::Transfers(ids) => {
             Sweep::done(crate::transfer::release(&cloud, ids, &req.key)?)
@@ -162,6 +170,39 @@ fn recovery_point(cloud: &Cloud, id: &str, key: &str) -> Result<bool, ProviderEr
         }
         Err(e) => Err(e),
     }
+}
+
+/// The volumes the snapshots of recovery point `id` were taken of.
+fn snapshot_sources(cloud: &Cloud, id: &str) -> Result<Vec<String>, ProviderError> {
+    let Ok(Point::Snapshots(snapshots)) = Point::parse(id) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for snapshot in snapshots {
+        if let Some(doc) = cinder::find(cloud, Kind::Snapshot, None, &snapshot)?
+            && let Some(volume) = doc["volume_id"].as_str()
+        {
+            out.push(volume.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `volume` is a disk `materialize` made (its `rebound:key`) that
+/// no server uses any more and whose every snapshot is going: the disk of
+/// an incarnation removed while recovery points of it stood (Cinder keeps
+/// a volume with snapshots), left once the last of them is removed. It
+/// goes with them (see [`status`]).
+fn orphaned(cloud: &Cloud, volume: &str) -> Result<bool, ProviderError> {
+    let Some(doc) = cinder::find(cloud, Kind::Volume, None, volume)? else {
+        return Ok(false);
+    };
+    if !doc["metadata"][KEY].is_string() || text(&doc, "status") != "available" {
+        return Ok(false);
+    }
+    Ok(cinder::snapshots_of(cloud, volume)?
+        .iter()
+        .all(|s| text(s, "status").starts_with("delet")))
 }
 
 /// Delete the servers `materialize` booted, by id, once every id is found
@@ -297,22 +338,24 @@ pub fn status(
         if state.starts_with("delet") {
             removed.push(id.clone());
         } else if state == "available" || state.starts_with("error") {
+            // Cinder refuses a volume with snapshots: one being deleted is
+            // waited for (asked first, so that one going meanwhile does
+            // not pass for a refusal of another kind).
+            if let Some(snapshot) = cinder::snapshots_of(&cloud, id)?
+                .iter()
+                .find(|s| text(s, "status") == "deleting")
+            {
+                waiting = Some(format!(
+                    "volume {id} waits for its snapshot {} to be deleted",
+                    text(snapshot, "id")
+                ));
+                continue;
+            }
             match cinder::delete(&cloud, Kind::Volume, None, id, key) {
                 Ok(()) => removed.push(id.clone()),
-                // Snapshots of it, or a state Cinder does not delete in.
+                // Snapshots that stay, or a state Cinder does not delete in.
                 Err(ProviderError::InvalidRequest(reason) | ProviderError::Conflict(reason)) => {
-                    match cinder::snapshots_of(&cloud, id)?
-                        .iter()
-                        .find(|s| text(s, "status") == "deleting")
-                    {
-                        Some(snapshot) => {
-                            waiting = Some(format!(
-                                "volume {id} waits for its snapshot {} to be deleted",
-                                text(snapshot, "id")
-                            ));
-                        }
-                        None => warn!("volume kept"; "id" => id, "reason" => reason),
-                    }
+                    warn!("volume kept"; "id" => id, "reason" => reason);
                 }
                 Err(e) => return Err(e),
             }
