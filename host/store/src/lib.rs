@@ -503,19 +503,19 @@ impl Store {
     /// A plan as it was last, deleted or not: what the reports of its runs
     /// read (their history outlives the plan).
     pub async fn plan_of_history(&self, name: &str) -> Result<PlanRecord, StoreError> {
-        let row = plan::Entity::find_by_id(name.to_owned())
-            .one(&self.db)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "plan",
-                id: name.to_owned(),
-            })?;
-        decode_plan(&row)
+        self.find_plan(name, true).await
     }
 
     pub async fn plan(&self, name: &str) -> Result<PlanRecord, StoreError> {
-        let row = plan::Entity::find_by_id(name.to_owned())
-            .filter(plan::Column::DeletedAt.is_null())
+        self.find_plan(name, false).await
+    }
+
+    async fn find_plan(&self, name: &str, deleted_too: bool) -> Result<PlanRecord, StoreError> {
+        let mut query = plan::Entity::find_by_id(name.to_owned());
+        if !deleted_too {
+            query = query.filter(plan::Column::DeletedAt.is_null());
+        }
+        let row = query
             .one(&self.db)
             .await?
             .ok_or_else(|| StoreError::NotFound {
