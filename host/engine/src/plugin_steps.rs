@@ -361,8 +361,17 @@ impl PluginSteps {
             };
             match pinned {
                 Some(plugin) => site.plugin = plugin,
-                None => tracing::warn!(run = %key.0, plugin = %key.1, pinned = %version, %active,
-                    "the plugin version this run is pinned to is neither loaded on this host nor published in the store; calling the active one"),
+                None => {
+                    tracing::warn!(run = %key.0, plugin = %key.1, pinned = %version, %active,
+                        "the plugin version this run is pinned to is neither loaded on this host nor published in the store; calling the active one");
+                    // Said once: this host's later calls of the run go to
+                    // the active version without asking the store again
+                    // (the pin stays for the hosts that have it).
+                    self.pins
+                        .lock()
+                        .expect("pins lock")
+                        .insert(key, active.clone());
+                }
             }
         }
         Ok(site)
