@@ -318,9 +318,32 @@ describe("the admin web UI", () => {
     const report = await api(admin, "GET", `/runs/${id}`);
     assert.equal(report.report.return_leg.phase, "failback");
 
-    // Back to one-way drills for the tests that follow.
+    // Drills on a schedule: too often is refused with the host's reason;
+    // weekly is saved, and the dashboard shows when the next is due (a
+    // week after the drill above started).
     await go(page, "Plans");
     await page.getByRole("link", { name: "shop", exact: true }).click();
+    await page.getByRole("checkbox", { name: /On a schedule:/ }).check();
+    await page.getByLabel("Drill every", { exact: true }).fill("30");
+    await page.getByLabel("Drill every unit").selectOption("m");
+    await page.getByRole("button", { name: "Save plan" }).click();
+    await page.getByText(/30m is too often.*at least 1h apart/).first().waitFor();
+    await page.getByLabel("Drill every unit").selectOption("d");
+    await page.getByLabel("Drill every", { exact: true }).fill("7");
+    await page.getByRole("button", { name: "Save plan" }).click();
+    await page.getByText(/Plan shop saved \(revision \d+\)\./).waitFor();
+    assert.deepEqual((await api(admin, "GET", "/plans/shop")).document.drills, { round_trip: true, every: "7days" });
+    const drill = (await api(admin, "GET", "/compliance")).items.find((c) => c.plan === "shop").drill;
+    assert.equal(drill.last_run, id);
+    assert.equal(drill.met, true);
+    assert.equal(drill.due_at_ms, report.created_at_ms + 7 * 86_400_000);
+    await go(page, "Dashboard");
+    assert.match(await page.locator('tr[data-plan="shop"] td[data-phase="drill"]').innerText(), /every 7 d · next /);
+
+    // Back to one-way drills by hand for the tests that follow.
+    await go(page, "Plans");
+    await page.getByRole("link", { name: "shop", exact: true }).click();
+    await page.getByRole("checkbox", { name: /On a schedule:/ }).uncheck();
     await page.getByRole("checkbox", { name: /Round trip:/ }).uncheck();
     await page.getByRole("button", { name: "Save plan" }).click();
     await page.getByText(/Plan shop saved \(revision \d+\)\./).waitFor();

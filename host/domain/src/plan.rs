@@ -231,7 +231,10 @@ impl Default for Approvals {
     }
 }
 
-/// What a drill rehearses.
+/// The shortest span between scheduled drills.
+pub const MIN_DRILL_EVERY: Span = Span(std::time::Duration::from_secs(3600));
+
+/// What a drill rehearses, and how often the policy runs one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Drills {
@@ -241,6 +244,14 @@ pub struct Drills {
     /// against the other phase's objectives. Needs both sites up.
     #[serde(default)]
     pub round_trip: bool,
+    /// How often the policy engine runs a drill of its own: once this long
+    /// has passed since the plan's last drill started (the first as soon
+    /// as every workload has a recovery point), and the plan is judged
+    /// against it — a drill is overdue once no drill succeeded within this
+    /// span and the RTO objectives it rehearses. Unset: drills are only
+    /// run by hand. At least 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<Span>,
 }
 
 impl Drills {
@@ -533,6 +544,17 @@ impl PlanDocument {
                     "must be at least 1 (a witness outside both sites confirms the outage)".into(),
                 );
             }
+        }
+
+        if let Some(every) = self.drills.every
+            && every < MIN_DRILL_EVERY
+        {
+            err(
+                "drills.every",
+                format!(
+                    "{every} is too often: each drill recovers the plan in a sandbox on the target site; drill at least {MIN_DRILL_EVERY} apart (a week, \"7d\", is common)"
+                ),
+            );
         }
 
         for (field, reason) in hooks::problems(&self.hooks) {

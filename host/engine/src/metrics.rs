@@ -27,8 +27,12 @@ pub const RTO_FORECAST: &str = "rebound_rto_forecast_seconds";
 /// A plan's RTO objective, by `plan` and `phase`.
 pub const RTO_OBJECTIVE: &str = "rebound_rto_objective_seconds";
 /// 1 when an objective is met, 0 when breached, by `plan`, `phase` and
-/// `objective` (`rpo`, `rto`).
+/// `objective` (`rpo`, `rto`, and `drill` for scheduled drills once one
+/// has ended).
 pub const OBJECTIVE_MET: &str = "rebound_objective_met";
+/// Time since a plan's newest successful drill started, by `plan`, for
+/// plans with scheduled drills; +Inf before the first.
+pub const DRILL_AGE: &str = "rebound_drill_age_seconds";
 /// Time a plugin call waited for its site's `max_calls`, by `site`.
 pub const CALL_WAIT_SECONDS: &str = "rebound_site_call_wait_seconds";
 /// The buckets of [`CALL_WAIT_SECONDS`].
@@ -68,7 +72,12 @@ pub fn describe() {
     );
     describe_gauge!(
         OBJECTIVE_MET,
-        "1 when a plan meets an objective (rpo, rto) of a phase, 0 when it is breached."
+        "1 when a plan meets an objective (rpo, rto, drill) of a phase, 0 when it is breached."
+    );
+    describe_gauge!(
+        DRILL_AGE,
+        Unit::Seconds,
+        "Time since a plan's newest successful drill started, for plans with drills.every (+Inf before the first)."
     );
     describe_histogram!(
         CALL_WAIT_SECONDS,
@@ -102,8 +111,8 @@ pub(crate) fn step_finished(step: &StepRecord) {
     metrics::histogram!(STEP_SECONDS, "action" => action, "status" => status).record(seconds);
 }
 
-/// Set a plan's gauges from its compliance now.
-pub(crate) fn compliance(c: &Compliance) {
+/// Set a plan's gauges from its compliance at `now`.
+pub(crate) fn compliance(c: &Compliance, now: i64) {
     let plan = c.plan.clone();
     if c.phase.is_some() {
         let lag = c.rpo_lag_ms.map_or(f64::INFINITY, |ms| ms as f64 / 1000.0);
@@ -120,6 +129,17 @@ pub(crate) fn compliance(c: &Compliance) {
         for (objective, ok) in [("rpo", p.rpo_met), ("rto", p.rto_met)] {
             metrics::gauge!(OBJECTIVE_MET, "plan" => plan.clone(), "phase" => phase.clone(),
                 "objective" => objective)
+            .set(met(ok));
+        }
+    }
+    if let Some(drill) = &c.drill {
+        let age = drill
+            .succeeded_at_ms
+            .map_or(f64::INFINITY, |at| seconds(now - at));
+        metrics::gauge!(DRILL_AGE, "plan" => plan.clone()).set(age);
+        if let (Some(ok), Some(phase)) = (drill.met, c.phase) {
+            metrics::gauge!(OBJECTIVE_MET, "plan" => plan, "phase" => phase.to_string(),
+                "objective" => "drill")
             .set(met(ok));
         }
     }

@@ -64,6 +64,29 @@ pub struct Compliance {
     /// RPO lag against each RPO objective, and each phase's workflow
     /// forecast against its RTO objective. Empty between states.
     pub phases: Vec<PhaseCompliance>,
+    /// The plan's scheduled drills (`drills.every`) against it now; `None`
+    /// when it has none or is between states.
+    pub drill: Option<DrillCompliance>,
+}
+
+/// A plan's scheduled drills against it now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DrillCompliance {
+    /// The plan's `drills.every`.
+    pub every_ms: i64,
+    /// The newest drill of the plan, whatever its outcome.
+    pub last_run: Option<String>,
+    /// When the newest successful drill started.
+    pub succeeded_at_ms: Option<i64>,
+    /// When the policy starts the next drill: `every` after the newest
+    /// drill started, or now when there has been none. `None` while a
+    /// workload has no recovery point to drill on.
+    pub due_at_ms: Option<i64>,
+    /// Whether a drill succeeded within `every` plus the RTO objectives it
+    /// rehearses (the time the drill itself may take); `None` before the
+    /// first drill has ended.
+    pub met: Option<bool>,
 }
 
 /// One phase's objectives against a plan now.
@@ -141,6 +164,7 @@ pub async fn compliance(
         rto_basis: None,
         replication_due_at_ms: None,
         phases: Vec::new(),
+        drill: None,
     };
     let Some(phase) = phase else {
         return Ok(out);
@@ -211,11 +235,78 @@ pub async fn compliance(
             rto_met: f.within_objective,
         });
     }
+    if let Some(every) = doc.drills.every {
+        out.drill = Some(drill_compliance(store, plan, phase, every, &measured, &out, now).await?);
+    }
     Ok(out)
 }
 
+/// Where a plan's scheduled drills stand at `now` (see [`DrillCompliance`]).
+async fn drill_compliance(
+    store: &Store,
+    plan: &PlanRecord,
+    phase: Phase,
+    every: rebound_domain::Span,
+    measured: &crate::report::Measured,
+    so_far: &Compliance,
+    now: i64,
+) -> Result<DrillCompliance, EngineError> {
+    let doc = &plan.document;
+    let every_ms = millis(every);
+    let which = PlanRuns {
+        workflows: &[Workflow::Drill],
+        statuses: &[],
+        limit: Some(1),
+    };
+    let last = store.plan_runs(&doc.name, which).await?.into_iter().next();
+    let succeeded_at_ms = measured
+        .runs
+        .iter()
+        .find(|r| r.workflow == Workflow::Drill)
+        .map(|r| r.created_at_ms);
+    // The time a drill may take: the RTO objective of the phase it
+    // rehearses, and of the way back for a round trip.
+    let (rehearsed, way_back) = match phase {
+        Phase::Failover => (&doc.objectives.failover, &doc.objectives.failback),
+        Phase::Failback => (&doc.objectives.failback, &doc.objectives.failover),
+    };
+    let mut grace = millis(rehearsed.rto);
+    if doc.drills.round_trip {
+        grace += millis(way_back.rto);
+    }
+    let ended = last.as_ref().is_some_and(|r| {
+        matches!(
+            r.status,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
+    });
+    let met = match succeeded_at_ms {
+        Some(at) => Some(now - at <= every_ms + grace),
+        None if ended => Some(false),
+        None => None,
+    };
+    let due_at_ms = match &last {
+        Some(run) => Some(run.created_at_ms + every_ms),
+        None => so_far.rpo_lag_ms.map(|_| now),
+    };
+    Ok(DrillCompliance {
+        every_ms,
+        last_run: last.map(|r| r.id),
+        succeeded_at_ms,
+        due_at_ms,
+        met,
+    })
+}
+
 /// The kinds of the events that record a verdict on an objective.
-const VERDICTS: [&str; 4] = ["rpo.breach", "rpo.met", "rto.breach", "rto.met"];
+const VERDICTS: [&str; 6] = [
+    "rpo.breach",
+    "rpo.met",
+    "rto.breach",
+    "rto.met",
+    "drill.breach",
+    "drill.met",
+];
 
 /// The verdict each plan's last event recorded on each metric (`rpo`,
 /// `rto`): by (plan, metric), the event's kind.
@@ -249,6 +340,14 @@ pub async fn tick(store: &Store, now: i64) -> Result<Tick, EngineError> {
                 "rto",
                 json!({"forecast_ms": c.rto_forecast_ms, "objective_ms": c.rto_objective_ms,
                        "basis": c.rto_basis, "phase": c.phase}),
+            ),
+            (
+                c.drill.as_ref().and_then(|d| d.met),
+                "drill",
+                json!({"every_ms": c.drill.as_ref().map(|d| d.every_ms),
+                       "succeeded_at_ms": c.drill.as_ref().and_then(|d| d.succeeded_at_ms),
+                       "last_run": c.drill.as_ref().and_then(|d| d.last_run.clone()),
+                       "phase": c.phase}),
             ),
         ] {
             let Some(met) = met else { continue };
@@ -284,10 +383,63 @@ pub async fn tick(store: &Store, now: i64) -> Result<Tick, EngineError> {
             );
             out.scheduled.push(run);
         }
-        crate::metrics::compliance(&c);
+        if let Some(drill) = &c.drill
+            && drill.due_at_ms.is_some_and(|due| due <= now)
+            && c.rpo_lag_ms.is_some()
+            && !plan.lifecycle.drilling
+            && let Some(run) = schedule_drill(store, &name, drill.last_run.as_deref()).await?
+        {
+            out.events.push(
+                store
+                    .record_event(
+                        &name,
+                        "drill.scheduled",
+                        json!({"run": run, "after": drill.last_run, "every_ms": drill.every_ms}),
+                    )
+                    .await?,
+            );
+            out.scheduled.push(run);
+        }
+        crate::metrics::compliance(&c, now);
         out.compliance.push(c);
     }
     Ok(out)
+}
+
+/// Start the drill that follows `last` (the plan's newest drill, if any).
+/// The idempotency key names it, so hosts ticking at once start it once,
+/// and a drill that failed is followed by the next one `every` later, not
+/// tried again at each tick.
+async fn schedule_drill(
+    store: &Store,
+    name: &str,
+    last: Option<&str>,
+) -> Result<Option<String>, EngineError> {
+    let key = format!("policy/drill/{name}/after/{}", last.unwrap_or("none"));
+    started(
+        name,
+        "drill",
+        crate::trigger(store, name, Workflow::Drill, Some(&key), "policy").await,
+    )
+}
+
+/// What a trigger by the policy started: the run when it is new; nothing
+/// when the key's run is already done, or the lifecycle refuses the
+/// workflow now (a failover started meanwhile, say).
+fn started(
+    name: &str,
+    what: &str,
+    triggered: Result<rebound_store::RunRecord, EngineError>,
+) -> Result<Option<String>, EngineError> {
+    match triggered {
+        Ok(run) if run.status == RunStatus::Pending => Ok(Some(run.id)),
+        Ok(_) => Ok(None),
+        Err(EngineError::Store(rebound_store::StoreError::Transition(e))) => {
+            tracing::info!(plan = %name, "{what} not scheduled: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Enqueue a replication cycle unless one is already pending or running.
@@ -307,15 +459,9 @@ async fn schedule(
     }
     let interval = millis(plan.document.replication.interval).max(1);
     let key = format!("policy/replication/{name}/{}", now / interval);
-    match crate::trigger(store, name, Workflow::Replication, Some(&key), "policy").await {
-        Ok(run) if run.status == RunStatus::Pending => Ok(Some(run.id)),
-        // The same slot's run, already done by now: nothing new.
-        Ok(_) => Ok(None),
-        // The lifecycle refuses a cycle now (a failover started meanwhile).
-        Err(EngineError::Store(rebound_store::StoreError::Transition(e))) => {
-            tracing::info!(plan = %name, "replication not scheduled: {e}");
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
+    started(
+        name,
+        "replication",
+        crate::trigger(store, name, Workflow::Replication, Some(&key), "policy").await,
+    )
 }

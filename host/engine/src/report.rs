@@ -328,6 +328,9 @@ pub struct Measured {
     on: HashMap<(String, String), Measure>,
     /// By action, any place.
     any: HashMap<String, Measure>,
+    /// The runs measured: the newest successful one of each workflow,
+    /// newest first.
+    pub(crate) runs: Vec<RunRecord>,
 }
 
 impl Measured {
@@ -558,6 +561,7 @@ pub(crate) async fn measured_durations(store: &Store, plan: &str) -> Result<Meas
         let of_run = steps.get(&run.id).map_or(&[][..], Vec::as_slice);
         measured.add(&run.id, rank, of_run);
     }
+    measured.runs = newest;
     Ok(measured)
 }
 

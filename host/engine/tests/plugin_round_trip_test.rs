@@ -1330,8 +1330,62 @@ rebound_store::on_both_backends!(
     hosts_on_one_store_share_a_sites_max_calls,
     unprotect_removes_every_copy_and_applying_again_protects,
     snapshot_hooks_bracket_the_snapshots_even_of_a_stopped_run,
-    a_run_keeps_the_plugin_versions_it_started_with
+    a_run_keeps_the_plugin_versions_it_started_with,
+    the_policy_drills_a_plan_on_its_schedule
 );
+
+/// `drills.every` through the plugins: once protected, the policy's tick
+/// starts the plan's first drill; a host's executor drives it like any
+/// (sandbox recovered and torn down, the sites as they were), and the
+/// plan meets its drill schedule, the next one due `every` after.
+async fn the_policy_drills_a_plan_on_its_schedule(store: Store) {
+    let mut weekly = plan("30s");
+    weekly.drills.every = Some(rebound_domain::Span::secs(7 * 24 * 3600));
+    let lab = replicated(&store, &weekly, "example").await;
+    let before = (holdings(&lab.a), holdings(&lab.b));
+    let tick = rebound_engine::policy::tick(&store, rebound_engine::now_ms())
+        .await
+        .expect("tick");
+    let [drill] = &tick.scheduled[..] else {
+        panic!("one drill scheduled: {tick:?}");
+    };
+    let executor = Executor::new(
+        store.clone(),
+        lab.steps.clone(),
+        ExecutorConfig {
+            poll_interval: Duration::from_millis(20),
+            backoff: Duration::from_millis(20),
+            ..ExecutorConfig::new("host-a")
+        },
+    );
+    let (run, outcome) = executor
+        .work_once()
+        .await
+        .expect("work")
+        .expect("the drill");
+    assert_eq!((&run.id, run.workflow), (drill, Workflow::Drill));
+    assert_eq!(outcome, Outcome::Succeeded);
+    left_as_found(&store, &lab, drill, before).await;
+
+    let after = rebound_engine::policy::tick(&store, rebound_engine::now_ms())
+        .await
+        .expect("tick");
+    assert!(after.scheduled.is_empty(), "{after:?}");
+    let schedule = after.compliance[0].drill.clone().expect("scheduled drills");
+    assert_eq!(schedule.met, Some(true));
+    assert_eq!(schedule.last_run.as_deref(), Some(drill.as_str()));
+    assert_eq!(
+        schedule.due_at_ms,
+        Some(run.created_at_ms + 7 * 24 * 3600 * 1000)
+    );
+    let audit = store.audit_log(100).await.expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.principal == "policy" && a.action == "run.create" && a.target == *drill),
+        "the policy started it: {audit:#?}"
+    );
+}
 
 /// Hosts on one store keep a site's `max_calls` together: two hosts
 /// calling a site limited to 2 calls reach it with 2 requests at once at

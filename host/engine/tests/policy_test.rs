@@ -3,7 +3,9 @@
 //! ends; a cycle is scheduled again when the lag reaches the replication
 //! interval, never twice at once; lag beyond the objective is a breach
 //! again; an RTO objective below the forecast is an RTO breach; the phase
-//! not in force (failback) is forecast beside it. Ticks take
+//! not in force (failback) is forecast beside it; a plan with
+//! `drills.every` gets a drill once its points exist and again every
+//! `every`, and is judged by its drills' outcomes. Ticks take
 //! the time as an argument, so the test controls the clock. On SQLite and
 //! PostgreSQL.
 
@@ -26,7 +28,7 @@ async fn every_point_at_the_standby(store: &Store, run: &str, at: i64) {
         store
             .record_recovery_point(&RecoveryPointRecord {
                 site: "kubevirt-west".into(),
-                id: format!("snap-{w}"),
+                id: format!("{run}-{w}"),
                 plan: "shop".into(),
                 workload: w.into(),
                 captured_at_ms: at,
@@ -122,11 +124,153 @@ async fn objectives_over_time(store: Store) {
     assert_eq!(events.len(), 6, "{events:#?}");
 }
 
-rebound_store::on_both_backends!(objectives_over_time);
+const WEEK: i64 = 7 * 24 * 60 * MINUTE;
+
+/// The drill a tick started, as the lease holder `host` finishes it.
+async fn finish_drill(
+    store: &Store,
+    tick: &rebound_engine::policy::Tick,
+    succeeded: bool,
+) -> rebound_store::RunRecord {
+    assert_eq!(
+        kinds(tick).last(),
+        Some(&"drill.scheduled"),
+        "{:?}",
+        tick.events
+    );
+    let id = tick.scheduled.last().expect("scheduled");
+    let drill = store.run(id).await.expect("run");
+    assert_eq!(drill.workflow, rebound_domain::Workflow::Drill);
+    assert_eq!(drill.status, RunStatus::Pending);
+    // Only the drill to claim: the cycles the ticks started end unrun.
+    let cycles = rebound_store::PlanRuns {
+        workflows: &[rebound_domain::Workflow::Replication],
+        statuses: &[RunStatus::Pending],
+        limit: None,
+    };
+    for cycle in store.plan_runs("shop", cycles).await.expect("cycles") {
+        store.cancel_run(&cycle.id, "test").await.expect("cancel");
+    }
+    let claimed = store
+        .claim_run("host", std::time::Duration::from_secs(30))
+        .await
+        .expect("claim")
+        .expect("the drill");
+    assert_eq!(claimed.id, drill.id);
+    store
+        .finish_workflow(&drill.id, "host", succeeded, false)
+        .await
+        .expect("finish");
+    drill
+}
+
+async fn drills_every_week(store: Store) {
+    let mut document = PlanDocument::from_yaml(PLAN).expect("plan");
+    document.drills.every = Some(rebound_domain::Span::secs(7 * 24 * 3600));
+    store.put_plan(&document, "operator").await.expect("plan");
+    let t0 = rebound_engine::now_ms();
+
+    // No recovery point yet: nothing to drill on, nothing judged.
+    let first = tick(&store, t0).await.expect("tick");
+    assert_eq!(kinds(&first), ["rpo.breach", "replication.scheduled"]);
+    let drill = first.compliance[0].drill.clone().expect("scheduled drills");
+    assert_eq!(drill.every_ms, WEEK);
+    assert_eq!(
+        (drill.due_at_ms, drill.met, drill.last_run),
+        (None, None, None)
+    );
+    every_point_at_the_standby(&store, "cycle-1", t0).await;
+    store
+        .cancel_run(&first.scheduled[0], "test")
+        .await
+        .expect("end the cycle");
+
+    // Points at the standby: the first drill starts at once, keyed so that
+    // hosts ticking together start it once; none other while it runs.
+    let due = tick(&store, t0 + MINUTE).await.expect("tick");
+    assert_eq!(kinds(&due), ["rpo.met", "drill.scheduled"]);
+    let first_drill = store.run(&due.scheduled[0]).await.expect("drill");
+    assert_eq!(
+        first_drill.idempotency_key.as_deref(),
+        Some("policy/drill/shop/after/none")
+    );
+    let running = tick(&store, t0 + MINUTE + 1).await.expect("tick");
+    assert!(running.events.is_empty(), "{:?}", running.events);
+    assert_eq!(
+        running.compliance[0].drill.as_ref().and_then(|d| d.met),
+        None
+    );
+
+    // It fails: the plan is overdue at once (no drill has succeeded), and
+    // the next drill is a week after this one started, not at every tick.
+    let failed = finish_drill(&store, &due, false).await;
+    let breach = tick(&store, t0 + 2 * MINUTE).await.expect("tick");
+    assert_eq!(kinds(&breach), ["drill.breach"]);
+    let drill = breach.compliance[0].drill.clone().expect("drill");
+    assert_eq!(drill.due_at_ms, Some(failed.created_at_ms + WEEK));
+    assert_eq!(drill.last_run.as_deref(), Some(failed.id.as_str()));
+    assert_eq!(drill.succeeded_at_ms, None);
+    let early = tick(&store, failed.created_at_ms + WEEK - 1)
+        .await
+        .expect("tick");
+    assert!(
+        !kinds(&early).contains(&"drill.scheduled"),
+        "{:?}",
+        early.events
+    );
+
+    // A week on (fresh points there), the next drill; it succeeds.
+    let week = failed.created_at_ms + WEEK;
+    every_point_at_the_standby(&store, "cycle-2", week).await;
+    let next = tick(&store, week + MINUTE).await.expect("tick");
+    let passed = finish_drill(&store, &next, true).await;
+    assert_eq!(
+        passed.idempotency_key,
+        Some(format!("policy/drill/shop/after/{}", failed.id))
+    );
+    // (Drills start on the real clock, a week behind the ticks': the next
+    // is due a week after this one started, so at once.)
+    let met = tick(&store, week + 2 * MINUTE).await.expect("tick");
+    assert_eq!(kinds(&met), ["drill.met", "drill.scheduled"]);
+    let drill = met.compliance[0].drill.clone().expect("drill");
+    assert_eq!(drill.succeeded_at_ms, Some(passed.created_at_ms));
+    assert_eq!(drill.met, Some(true));
+
+    // A drill may take the failover RTO objective it rehearses (30m): the
+    // plan is overdue only past `every` plus that since the last success.
+    let grace = 30 * MINUTE;
+    let within = tick(&store, passed.created_at_ms + WEEK + grace)
+        .await
+        .expect("tick");
+    assert_eq!(
+        within.compliance[0].drill.as_ref().and_then(|d| d.met),
+        Some(true)
+    );
+    let late = tick(&store, passed.created_at_ms + WEEK + grace + 1)
+        .await
+        .expect("tick");
+    assert_eq!(
+        late.compliance[0].drill.as_ref().and_then(|d| d.met),
+        Some(false)
+    );
+    assert!(kinds(&late).contains(&"drill.breach"), "{:?}", late.events);
+    let events = store
+        .events(Some("shop"), &["drill.scheduled"], 100)
+        .await
+        .expect("events");
+    assert_eq!(
+        events.len(),
+        3,
+        "one drill at first, one a week after it, one due now: {events:#?}"
+    );
+}
+
+rebound_store::on_both_backends!(objectives_over_time, drills_every_week);
 
 /// Each tick sets the plan's gauges for Prometheus: the RPO lag (+Inf with
 /// no point yet, then its age), both phases' objectives and forecasts,
-/// and whether each objective is met.
+/// whether each objective is met, and the age of the last successful
+/// drill.
 #[tokio::test(flavor = "current_thread")]
 async fn a_tick_sets_each_plans_objective_gauges() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
@@ -137,7 +281,8 @@ async fn a_tick_sets_each_plans_objective_gauges() {
     let store = rebound_store::testing::fresh_sqlite(dir.path())
         .await
         .expect("store");
-    let document = PlanDocument::from_yaml(PLAN).expect("plan");
+    let mut document = PlanDocument::from_yaml(PLAN).expect("plan");
+    document.drills.every = Some(rebound_domain::Span::secs(7 * 24 * 3600));
     store.put_plan(&document, "operator").await.expect("plan");
     let t0 = rebound_engine::now_ms();
     tick(&store, t0).await.expect("tick");
@@ -159,7 +304,13 @@ async fn a_tick_sets_each_plans_objective_gauges() {
         "rebound_objective_met{plan=\"shop\",phase=\"failover\",objective=\"rpo\"} 1",
         "rebound_rto_objective_seconds{plan=\"shop\",phase=\"failover\"} ",
         "rebound_rto_forecast_seconds{plan=\"shop\",phase=\"failback\"} ",
+        // The first drill started, none succeeded yet.
+        "rebound_drill_age_seconds{plan=\"shop\"} inf",
     ] {
         assert!(text.contains(line), "{line} not in:\n{text}");
     }
+    assert!(
+        !text.contains("objective=\"drill\""),
+        "no drill verdict before one ended:\n{text}"
+    );
 }

@@ -46,6 +46,7 @@ pub const COMPLIANCE: Columns = &[
     ("RTO FORECAST MS", "/rto_forecast_ms"),
     ("RTO OBJ MS", "/rto_objective_ms"),
     ("RTO MET", "/rto_met"),
+    ("DRILL MET", "/drill/met"),
 ];
 pub const EVENTS: Columns = &[
     ("AT", "/at_ms"),

@@ -52,7 +52,7 @@ export interface PlanDocument {
     detection?: { probe_interval: string; consecutive_failures: number; witnesses: number };
   };
   approvals?: { failover?: boolean; failback?: boolean; migration?: boolean };
-  drills?: { round_trip?: boolean };
+  drills?: { round_trip?: boolean; every?: string };
   hooks?: Hook[];
 }
 

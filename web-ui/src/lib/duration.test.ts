@@ -27,5 +27,7 @@ describe("plan durations", () => {
     expect(formatMs(119_999)).toBe("2 min");
     expect(formatMs(1_199_600)).toBe("20 min");
     expect(formatMs(7_199_999)).toBe("2 h");
+    expect(formatMs(7 * 86_400_000)).toBe("7 d");
+    expect(formatMs(90_000_000)).toBe("1 d 1 h");
   });
 });

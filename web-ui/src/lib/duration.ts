@@ -70,7 +70,7 @@ export function formatMs(ms: number | null | undefined): string {
     out = min ? `${h} h ${min} min` : `${h} h`;
   } else {
     const h = Math.round(v / 3_600_000);
-    out = `${Math.floor(h / 24)} d ${h % 24} h`;
+    out = h % 24 ? `${Math.floor(h / 24)} d ${h % 24} h` : `${h / 24} d`;
   }
   return neg ? `−${out}` : out;
 }

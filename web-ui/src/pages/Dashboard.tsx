@@ -48,7 +48,8 @@ export function Dashboard() {
         const c = byPlan.get(plan.name);
         const lag = lags.get(plan.name) ?? [];
         if (c?.rpo_lag_ms !== null && c?.rpo_lag_ms !== undefined) lag.push({ at: data.at, lagMs: c.rpo_lag_ms });
-        return { plan, c, breach: c?.rpo_met === false || c?.rto_met === false, lastDrill: drills.get(plan.name), lag };
+        const breach = c?.rpo_met === false || c?.rto_met === false || c?.drill?.met === false;
+        return { plan, c, breach, lastDrill: drills.get(plan.name), lag };
       })
       .sort((a, b) => Number(b.breach) - Number(a.breach) || a.plan.name.localeCompare(b.plan.name));
   }, [data]);
@@ -141,6 +142,17 @@ export function Dashboard() {
   );
 }
 
+/** A plan's scheduled drills: how often, when the next is due, and
+ * whether one succeeded in time. */
+function DrillSchedule({ drill }: { drill: NonNullable<Compliance["drill"]> }) {
+  return (
+    <div className="small">
+      {drill.met === false && <Badge value="overdue" tone="bad" />} <span className="muted">every {formatMs(drill.every_ms)}</span>
+      {drill.due_at_ms != null && <span className="muted"> · next {formatTime(drill.due_at_ms)}</span>}
+    </div>
+  );
+}
+
 function PlanRow({ row, onChart }: { row: Row; onChart: () => void }) {
   const { plan, c } = row;
   const life = plan.lifecycle;
@@ -179,7 +191,7 @@ function PlanRow({ row, onChart }: { row: Row; onChart: () => void }) {
           </td>,
         ];
       })}
-      <td>
+      <td className={c?.drill?.met === false ? "cell-bad" : undefined} data-phase="drill">
         {row.lastDrill ? (
           <Link to={`/runs/${row.lastDrill.id}`}>
             <Badge value={row.lastDrill.status} /> <span className="small">{formatTime(row.lastDrill.finished_at_ms ?? row.lastDrill.created_at_ms)}</span>
@@ -187,6 +199,7 @@ function PlanRow({ row, onChart }: { row: Row; onChart: () => void }) {
         ) : (
           <span className="muted">never</span>
         )}
+        {c?.drill && <DrillSchedule drill={c.drill} />}
       </td>
       <td>
         <button type="button" className="link" onClick={onChart} aria-label={`Chart the RPO lag of ${plan.name}`}>

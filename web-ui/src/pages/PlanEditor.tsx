@@ -584,6 +584,14 @@ function TriggerSection({ doc, update, errs }: PartProps) {
   const t = doc.trigger ?? { mode: "manual" };
   const a = { failover: false, failback: true, migration: true, ...doc.approvals };
   const detection = t.detection ?? { probe_interval: "30s", consecutive_failures: 3, witnesses: 1 };
+  const drills = doc.drills ?? {};
+  // A drills block with nothing set is left out of the document.
+  const setDrills = (change: Partial<NonNullable<PlanDocument["drills"]>>) => {
+    const next = { ...drills, ...change };
+    if (!next.round_trip) delete next.round_trip;
+    if (next.every === undefined) delete next.every;
+    update({ drills: Object.keys(next).length > 0 ? next : undefined });
+  };
   return (
     <section className="panel">
       <h2>Trigger, approvals and drills</h2>
@@ -614,8 +622,16 @@ function TriggerSection({ doc, update, errs }: PartProps) {
       <fieldset className="bare">
         <legend>Drills</legend>
         <label className="check">
-          <input type="checkbox" checked={doc.drills?.round_trip ?? false} onChange={(e) => update({ drills: e.target.checked ? { round_trip: true } : undefined })} /> Round trip: after the recovery on the target, bring the sandbox back to the source and recover it there too, measuring the way back against the other phase's RTO
+          <input type="checkbox" checked={drills.round_trip ?? false} onChange={(e) => setDrills({ round_trip: e.target.checked || undefined })} /> Round trip: after the recovery on the target, bring the sandbox back to the source and recover it there too, measuring the way back against the other phase's RTO
         </label>
+        <label className="check">
+          <input type="checkbox" checked={drills.every !== undefined} onChange={(e) => setDrills({ every: e.target.checked ? "7d" : undefined })} /> On a schedule: the policy runs a drill, and the dashboard flags the plan when none has succeeded in that time
+        </label>
+        {drills.every !== undefined && (
+          <div className="row inline">
+            <SpanInput label="Drill every" value={drills.every} errors={errs("drills.every")} hint="at least 1 hour" onChange={(every) => setDrills({ every })} />
+          </div>
+        )}
       </fieldset>
     </section>
   );

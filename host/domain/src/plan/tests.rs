@@ -110,6 +110,11 @@ fn every_rule_names_its_field() {
             "expect_status: 42",
             "workloads[1].health_gate.expect_status",
         ),
+        (
+            "approvals:",
+            "drills: { every: 30m }\napprovals:",
+            "drills.every",
+        ),
     ];
     for (from, to, field) in cases {
         let text = EXAMPLE.replacen(from, to, 1);
@@ -120,6 +125,36 @@ fn every_rule_names_its_field() {
             "{to}: expected {field}, got {got:?}"
         );
     }
+}
+
+#[test]
+fn drills_may_be_scheduled_at_most_hourly() {
+    // The example of docs/operations.md, in the example plan.
+    let operations = include_str!("../../../../docs/operations.md");
+    let (_, after) = operations.split_once("```yaml\n").expect("a yaml block");
+    let (block, _) = after.split_once("```").expect("its end");
+    let block: String = block.lines().map(|l| format!("{}\n", l.trim())).collect();
+    assert!(block.starts_with("drills:"), "{block}");
+    let weekly = EXAMPLE.replacen("approvals:", &format!("{block}approvals:"), 1);
+    let plan = PlanDocument::from_yaml(&weekly).expect("weekly drills");
+    assert_eq!(plan.drills.every, Some(Span::secs(7 * 86_400)));
+    assert!(
+        plan.to_yaml().contains("every: 7days"),
+        "{}",
+        plan.to_yaml()
+    );
+    let hourly = EXAMPLE.replacen("approvals:", "drills: { every: 1h }\napprovals:", 1);
+    PlanDocument::from_yaml(&hourly).expect("hourly drills");
+    let refused = PlanDocument::from_yaml(&EXAMPLE.replacen(
+        "approvals:",
+        "drills: { every: 59m }\napprovals:",
+        1,
+    ))
+    .expect_err("too often");
+    assert!(
+        refused.to_string().contains("at least 1h apart"),
+        "{refused}"
+    );
 }
 
 #[test]
