@@ -1331,8 +1331,105 @@ rebound_store::on_both_backends!(
     unprotect_removes_every_copy_and_applying_again_protects,
     snapshot_hooks_bracket_the_snapshots_even_of_a_stopped_run,
     a_run_keeps_the_plugin_versions_it_started_with,
-    the_policy_drills_a_plan_on_its_schedule
+    the_policy_drills_a_plan_on_its_schedule,
+    an_unprotect_waits_for_the_cycle_another_host_is_driving
 );
+
+/// An unprotect started while another host drives a replication cycle:
+/// the cycle is asked to stop, and the unprotect removes nothing until it
+/// has ended (its `quiesce` step done after the cycle's last step), so no
+/// snapshot the cycle was taking outlives the unprotect on either site.
+async fn an_unprotect_waits_for_the_cycle_another_host_is_driving(store: Store) {
+    // Each request answered after 40 ms: the cycle is still running when
+    // the unprotect starts.
+    let lab = slow_lab(&store).await;
+    store
+        .put_plan(&plan("30s"), "operator")
+        .await
+        .expect("plan");
+    assert_eq!(
+        run(&store, &lab, Workflow::Replication).await,
+        Outcome::Succeeded
+    );
+    let executor = |owner: &str| {
+        Executor::new(
+            store.clone(),
+            lab.steps.clone(),
+            ExecutorConfig {
+                poll_interval: Duration::from_millis(20),
+                backoff: Duration::from_millis(20),
+                ..ExecutorConfig::new(owner)
+            },
+        )
+    };
+    let cycle = rebound_engine::trigger(&store, "shop", Workflow::Replication, None, "policy")
+        .await
+        .expect("cycle");
+    let host_a = executor("host-a");
+    let driving = tokio::spawn(async move { host_a.work_once().await });
+    // Until host A has started the cycle's first plugin call.
+    for _ in 0..500 {
+        let steps = store.steps(&cycle.id).await.expect("steps");
+        if steps.iter().any(|s| s.started_at_ms.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let unprotect = rebound_engine::trigger(&store, "shop", Workflow::Unprotect, None, "admin")
+        .await
+        .expect("unprotect");
+    let (run, outcome) = executor("host-b")
+        .work_once()
+        .await
+        .expect("work")
+        .expect("the unprotect: the cycle is host A's");
+    assert_eq!(run.id, unprotect.id);
+    assert_eq!(outcome, Outcome::Succeeded);
+    let (driven, ended) = driving
+        .await
+        .expect("host A")
+        .expect("work")
+        .expect("the cycle");
+    assert_eq!(driven.id, cycle.id);
+    assert!(
+        matches!(ended, Outcome::Cancelled { .. }),
+        "stopped at its next stage: {ended:?}"
+    );
+
+    let cycle_ended = store
+        .steps(&cycle.id)
+        .await
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s.finished_at_ms)
+        .max()
+        .expect("the cycle did something");
+    let quiesced = store
+        .steps(&unprotect.id)
+        .await
+        .expect("steps")
+        .into_iter()
+        .find(|s| s.input["action"] == rebound_engine::QUIESCE_ACTION)
+        .and_then(|s| s.finished_at_ms)
+        .expect("a quiesce step, done");
+    assert!(
+        quiesced >= cycle_ended,
+        "the unprotect went on at {quiesced}, before the cycle ended at {cycle_ended}"
+    );
+    assert!(
+        store
+            .recovery_points("shop")
+            .await
+            .expect("points")
+            .is_empty()
+    );
+    assert_eq!(lab.a.snapshots(), Vec::<String>::new());
+    assert_eq!(lab.b.snapshots(), Vec::<String>::new());
+    for site in [&lab.a, &lab.b] {
+        let repeated: Vec<_> = site.effects().into_iter().filter(|(_, n)| *n > 1).collect();
+        assert!(repeated.is_empty(), "side effects repeated: {repeated:?}");
+    }
+}
 
 /// `drills.every` through the plugins: once protected, the policy's tick
 /// starts the plan's first drill; a host's executor drives it like any
