@@ -337,6 +337,14 @@ describe("the admin web UI", () => {
     assert.equal(drill.last_run, id);
     assert.equal(drill.met, true);
     assert.equal(drill.due_at_ms, report.created_at_ms + 7 * 86_400_000);
+    // The runbook says so, beside the round trip's steps.
+    const book = page.waitForEvent("download");
+    await page.getByRole("button", { name: "Download runbook (Markdown)" }).click();
+    const runbook = readFileSync(await (await book).path(), "utf8");
+    assert.match(runbook, /^# Runbook: shop\n/);
+    assert.match(runbook, /^- Drills every 7days: the last successful one started /m);
+    assert.match(runbook, /^## 1\. Failover — `lab-a` → `lab-b`$/m);
+    assert.match(runbook, /^## 3\. Failback — `lab-b` → `lab-a`$/m);
     await go(page, "Dashboard");
     assert.match(await page.locator('tr[data-plan="shop"] td[data-phase="drill"]').innerText(), /every 7 d · next /);
 

@@ -35,6 +35,7 @@ pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         ))
         .routes(routes!(plans::dry_run))
         .routes(routes!(plans::recovery_points))
+        .routes(routes!(plans::runbook))
         .routes(routes!(runs::trigger))
         .routes(routes!(runs::list_runs))
         .routes(routes!(runs::get_run))

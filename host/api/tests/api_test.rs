@@ -725,6 +725,34 @@ async fn compliance_events_audit_and_recovery_points(store: Store) {
     api.get("/api/v1/plans/nope/recovery-points", Role::Viewer)
         .await
         .problem(StatusCode::NOT_FOUND);
+
+    // The runbook, for any role: the round trip from where the plan stands.
+    let book = api.get("/api/v1/plans/shop/runbook", Role::Viewer).await;
+    assert_eq!(book.status, StatusCode::OK, "{}", book.text);
+    let markdown = book.json["markdown"].as_str().expect("markdown");
+    assert!(markdown.starts_with("# Runbook: shop\n"), "{markdown}");
+    assert!(markdown.contains("\n## 1. Failover — "), "{markdown}");
+    assert_eq!(book.json["plan"], "shop");
+    api.get("/api/v1/plans/nope/runbook", Role::Viewer)
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    // None while a run moves the plan between states.
+    let failover = api
+        .send(
+            "POST",
+            "/api/v1/plans/shop/runs",
+            Role::Operator,
+            &json!({"workflow": "failover"}),
+        )
+        .await;
+    assert!(failover.status.is_success(), "{}", failover.text);
+    let refused = api.get("/api/v1/plans/shop/runbook", Role::Viewer).await;
+    refused.problem(StatusCode::CONFLICT);
+    assert!(
+        refused.text.contains("wait for its run to end"),
+        "{}",
+        refused.text
+    );
 }
 
 async fn plugins_and_sites(store: Store) {
@@ -1051,6 +1079,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("PUT", "/api/v1/plans/shop"),
     ("POST", "/api/v1/plans/shop/dry-run"),
     ("GET", "/api/v1/plans/shop/recovery-points"),
+    ("GET", "/api/v1/plans/shop/runbook"),
     ("POST", "/api/v1/plans/shop/runs"),
     ("GET", "/api/v1/runs"),
     ("GET", "/api/v1/runs/run-1"),

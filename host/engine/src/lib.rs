@@ -33,6 +33,7 @@ mod plugin_steps;
 pub mod plugins;
 pub mod policy;
 mod report;
+pub mod runbook;
 #[cfg(test)]
 mod test_steps;
 

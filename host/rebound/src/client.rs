@@ -684,8 +684,15 @@ pub async fn get(server: &ServerArgs, args: &GetArgs) -> Result<()> {
     Ok(())
 }
 
-/// Start a workflow; with `--wait`, print each step as it changes and
-/// fail unless the run succeeds.
+/// Print the runbook of `plan`, as the host writes it.
+pub async fn runbook(server: &ServerArgs, plan: &str) -> Result<()> {
+    let client = Client::new(server)?;
+    let book = client.get(&format!("/plans/{plan}/runbook")).await?;
+    print!("{}", book["markdown"].as_str().unwrap_or_default());
+    Ok(())
+}
+
+/// Delete a plan (an unprotected one: the host refuses any other).
 pub async fn delete(server: &ServerArgs, command: &DeleteCommand) -> Result<()> {
     let client = Client::new(server)?;
     match command {

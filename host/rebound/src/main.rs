@@ -58,9 +58,14 @@ enum Command {
     Get(client::GetArgs),
     /// Start a workflow on a plan (failover, failback, drill, …).
     Run(client::RunArgs),
+    /// Print a plan's runbook (Markdown): the round trip from where the
+    /// plan stands, each workflow's steps with expected durations, written
+    /// from the plan and its measured runs.
+    Runbook { plan: String },
     /// Approve a run's next approval gate.
     Approve { run: String },
-    /// Cancel a run nobody is driving (pending, or waiting for approval).
+    /// Cancel an unfinished run: one a host is driving stops at its next
+    /// stage and is compensated.
     Cancel { run: String },
     /// Delete a plan once it is unprotected.
     #[command(subcommand)]
@@ -169,6 +174,7 @@ async fn main() -> std::process::ExitCode {
         Command::Apply(args) => client::apply(&cli.server, &args).await,
         Command::Get(what) => client::get(&cli.server, &what).await,
         Command::Run(args) => client::run(&cli.server, &args).await,
+        Command::Runbook { plan } => client::runbook(&cli.server, &plan).await,
         Command::Approve { run } => client::decide(&cli.server, &run, "approve").await,
         Command::Cancel { run } => client::decide(&cli.server, &run, "cancel").await,
         Command::Delete(command) => client::delete(&cli.server, &command).await,

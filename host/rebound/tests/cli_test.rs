@@ -305,6 +305,15 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
     );
     assert_eq!(report["report"]["rto_met"], true, "{out}");
 
+    // The runbook: the failover's steps now expected from the drill's.
+    let (code, book, err) = run(&["runbook", "shop"], vec![]).await;
+    assert!(code == 0, "{err}");
+    assert!(book.starts_with("# Runbook: shop\n"), "{book}");
+    assert!(
+        book.contains(&format!("durations measured up to run `{id}`")),
+        "{book}"
+    );
+
     // A failover waits at its approval gate; cancelled, the plan is
     // protected again and the run can no longer be approved.
     let (code, out, err) = run(&["run", "failback", "shop"], vec![]).await;

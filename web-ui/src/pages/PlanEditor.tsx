@@ -9,7 +9,7 @@ import { parse as parseYaml, stringify as toYaml } from "yaml";
 import { api, ApiError, call, type FieldProblem, type Schemas } from "../api/client";
 import { listSites, type PlanView } from "../api/queries";
 import type { Forecast, HealthGate, Hook, PlanDocument, RedirectTarget, WorkloadEntry, Workflow } from "../api/shapes";
-import { Badge, ConfirmDialog, ErrorBox, Link, Loading, Verdict } from "../components/common";
+import { Badge, ConfirmDialog, download, ErrorBox, Link, Loading, Verdict } from "../components/common";
 import { DagView } from "../components/DagView";
 import { NumberInput, SelectInput, SpanInput, TextInput } from "../components/fields";
 import { formatMs } from "../lib/duration";
@@ -186,11 +186,13 @@ export function PlanEditor({ name }: { name: string | null }) {
     <>
       <h1 tabIndex={-1}>{name ? `Plan ${name}` : "New plan"}</h1>
       {stored && (
-        <p className="muted">
+        <div className="muted">
           Revision {stored.revision} · <Badge value={stored.lifecycle.state} /> · primary {stored.lifecycle.primary}, standby {stored.lifecycle.standby}, fencing epoch {stored.lifecycle.epoch}
           {" · "}
           <Link to={`/runs?plan=${encodeURIComponent(stored.name)}`}>Runs of this plan</Link>
-        </p>
+          {" · "}
+          <RunbookButton name={stored.name} />
+        </div>
       )}
       {readOnly && <p className="notice">Read only: editing plans needs the admin role.</p>}
       {stored?.lifecycle.state === "unprotected" && (
@@ -634,6 +636,28 @@ function TriggerSection({ doc, update, errs }: PartProps) {
         )}
       </fieldset>
     </section>
+  );
+}
+
+/** The plan's runbook as the host writes it (Markdown), downloaded. */
+function RunbookButton({ name }: { name: string }) {
+  const [error, setError] = useState<unknown>(null);
+  async function fetchIt() {
+    setError(null);
+    try {
+      const book = await call(api.GET("/api/v1/plans/{name}/runbook", { params: { path: { name } } }));
+      download(`runbook-${name}-r${book.revision}.md`, "text/markdown", book.markdown);
+    } catch (e) {
+      setError(e);
+    }
+  }
+  return (
+    <>
+      <button type="button" className="link" onClick={fetchIt}>
+        Download runbook (Markdown)
+      </button>
+      {error !== null && <ErrorBox error={error} title="No runbook now" />}
+    </>
   );
 }
 

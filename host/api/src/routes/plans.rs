@@ -208,6 +208,30 @@ pub async fn dry_run(
     Ok(axum::Json(forecast))
 }
 
+/// The plan's runbook: the round trip from where the plan stands
+/// (failover, reprotect, failback, each from the state the one before
+/// leaves), each workflow's steps stage by stage with expected durations,
+/// its forecast against the phase's RTO objective and how to start it, and
+/// where the plan stands now — as Markdown, written from the plan and its
+/// measured runs at each request. Refused (409) while a run moves the plan
+/// between states, and for an unprotected plan.
+#[utoipa::path(get, path = "/api/v1/plans/{name}/runbook", tag = "plans",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, description = "the runbook", body = rebound_engine::runbook::Runbook),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn runbook(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<axum::Json<rebound_engine::runbook::Runbook>, Problem> {
+    principal.require(Need::Read)?;
+    let book =
+        rebound_engine::runbook::runbook(&state.store, &name, rebound_engine::now_ms()).await?;
+    Ok(axum::Json(book))
+}
+
 /// A plan's recovery points, newest first.
 #[utoipa::path(get, path = "/api/v1/plans/{name}/recovery-points", tag = "plans",
     params(("name" = String, Path)),
