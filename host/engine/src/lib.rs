@@ -37,7 +37,7 @@ pub mod runbook;
 #[cfg(test)]
 mod test_steps;
 
-pub use planner::{QUIESCE_ACTION, compensation_steps, plan_steps};
+pub use planner::{PREFLIGHT_ACTION, QUIESCE_ACTION, compensation_steps, plan_steps};
 
 /// The event kind of a compensated run's standby incarnations left in
 /// place, fenced (see [`Executor`]'s compensation).

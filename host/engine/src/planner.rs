@@ -34,6 +34,11 @@ pub(crate) fn stage(steps: &mut [NewStep], from: usize) {
 /// is undone.
 pub const SNAPSHOT_WINDOW: &str = "snapshot_window";
 
+/// The action of a step that checks, before anything irreversible, that
+/// the site a workflow recovers on answers: a failover never fences the
+/// primary for a standby that could not recover it.
+pub const PREFLIGHT_ACTION: &str = "preflight";
+
 /// The action of a step that waits until no other run of its plan is
 /// pending or running (an unprotect's first).
 pub const QUIESCE_ACTION: &str = "quiesce";
@@ -222,11 +227,21 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         }
     };
 
+    // The site taking over must answer before the primary is fenced (after
+    // any approval: the wait for it may be long).
+    let preflight = |steps: &mut Vec<NewStep>, site: &str| {
+        steps.push(step(
+            format!("check that {site} can take over (its API answers)"),
+            json!({"action": PREFLIGHT_ACTION, "site": site}),
+        ));
+    };
+
     match workflow {
         // Unplanned: the primary may be gone, so fencing is best effort and
         // the lifecycle remembers an unconfirmed fence.
         Workflow::Failover => {
             approval(&mut steps);
+            preflight(&mut steps, standby);
             hooks(&mut steps, HookPoint::BeforeFence, standby);
             fence(&mut steps, primary, true);
             recover(&mut steps, standby, false);
@@ -247,6 +262,7 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
         Workflow::Failback | Workflow::Migration => {
             sync(&mut steps, primary, standby, true);
             approval(&mut steps);
+            preflight(&mut steps, standby);
             hooks(&mut steps, HookPoint::BeforeFence, standby);
             fence(&mut steps, primary, false);
             sync(&mut steps, primary, standby, false);
@@ -256,6 +272,7 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             hooks(&mut steps, HookPoint::AfterCutover, standby);
         }
         Workflow::RollbackMigration => {
+            preflight(&mut steps, standby);
             hooks(&mut steps, HookPoint::BeforeFence, standby);
             fence(&mut steps, primary, false);
             recover(&mut steps, standby, false);
@@ -662,8 +679,9 @@ mod tests {
     use rebound_store::StepRecord;
     use serde_json::json;
 
-    use super::{compensation_steps, kept_standbys};
+    use super::{PREFLIGHT_ACTION, compensation_steps, kept_standbys};
     use crate::test_steps::step;
+    use rebound_domain::{PlanState, Workflow};
 
     /// A failover that fenced the primary and recovered db-1 on the standby.
     fn failed_failover() -> Vec<StepRecord> {
@@ -801,6 +819,45 @@ mod tests {
         assert!(compensation_steps(&steps).is_empty());
     }
 
+    /// Every workflow that fences checks first that the site it recovers
+    /// on answers — after the approval, right before the fence.
+    #[test]
+    fn the_site_taking_over_is_checked_before_anything_is_fenced() {
+        let plan = rebound_domain::PlanDocument::from_yaml(include_str!(
+            "../../../docs/examples/plan.yaml"
+        ))
+        .expect("plan");
+        let mut lifecycle = rebound_domain::Lifecycle::new(&plan.source, &plan.target);
+        for (workflow, state) in [
+            (Workflow::Failover, PlanState::Protected),
+            (Workflow::Migration, PlanState::Protected),
+            (Workflow::Failback, PlanState::ReadyForFailback),
+            (Workflow::RollbackMigration, PlanState::AwaitingCommit),
+        ] {
+            lifecycle.state = state;
+            let steps = super::plan_steps(&plan, &lifecycle, workflow);
+            let at = |action: &str| steps.iter().position(|s| s.input["action"] == action);
+            let check = at(PREFLIGHT_ACTION).unwrap_or_else(|| panic!("{workflow}: no check"));
+            assert_eq!(steps[check].input["site"], lifecycle.standby.as_str());
+            assert_eq!(
+                at("fence"),
+                Some(check + 1),
+                "{workflow}: right before the fence"
+            );
+            if let Some(approval) = at(rebound_store::APPROVAL_ACTION) {
+                assert!(approval < check, "{workflow}: after the approval");
+            }
+        }
+        for workflow in [Workflow::Replication, Workflow::Reprotect, Workflow::Drill] {
+            lifecycle.state = PlanState::Protected;
+            let steps = super::plan_steps(&plan, &lifecycle, workflow);
+            assert!(
+                steps.iter().all(|s| s.input["action"] != PREFLIGHT_ACTION),
+                "{workflow} fences nothing"
+            );
+        }
+    }
+
     /// Hooks are steps where the plan puts them, each workflow calling
     /// those that list it: before the fences (after any approval), after
     /// the last tier's gates, after the last redirect.
@@ -827,7 +884,11 @@ mod tests {
         assert_eq!(
             around(rebound_domain::Workflow::Failover),
             [
-                ("open-change".to_owned(), None, action("fence")),
+                (
+                    "open-change".to_owned(),
+                    action(PREFLIGHT_ACTION),
+                    action("fence")
+                ),
                 ("warm-caches".to_owned(), action("gate"), action("hook")),
                 ("close-change".to_owned(), action("hook"), None),
             ]
@@ -847,7 +908,7 @@ mod tests {
                 ),
                 (
                     "open-change".to_owned(),
-                    action("approval"),
+                    action(PREFLIGHT_ACTION),
                     action("fence")
                 ),
             ]

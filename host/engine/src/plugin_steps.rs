@@ -649,6 +649,22 @@ impl PluginSteps {
                 handle["recovery_point"] = json!(point.id);
                 return Ok(Started::Operation(handle));
             }
+            // Retried within the run's attempts and RTO budget; then the
+            // run fails with nothing fenced.
+            crate::PREFLIGHT_ACTION => {
+                let cannot =
+                    |why: String| format!("'{site}' cannot take over: {why}; nothing was fenced");
+                return match self.health(&site).await {
+                    Ok((true, detail)) => {
+                        Ok(Started::Done(json!({"site": site, "detail": detail})))
+                    }
+                    Ok((false, detail)) => Err(StepError::Retryable(cannot(format!(
+                        "its API is unreachable ({detail})"
+                    )))),
+                    Err(StepError::Retryable(e)) => Err(StepError::Retryable(cannot(e))),
+                    Err(StepError::Fatal(e)) => Err(StepError::Fatal(cannot(e))),
+                };
+            }
             crate::QUIESCE_ACTION => {
                 return Ok(match self.quiesce(step).await? {
                     Progress::Done(output) => Started::Done(output),

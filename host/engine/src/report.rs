@@ -290,6 +290,8 @@ pub fn default_duration_ms(action: &str) -> i64 {
         "gate" => 60_000,
         "redirect" => 30_000,
         "prune" => 10_000,
+        // One health probe of a site.
+        crate::PREFLIGHT_ACTION => 2_000,
         _ => 10_000,
     }
 }

@@ -66,6 +66,7 @@ pub async fn runbook(store: &Store, plan: &str, now: i64) -> Result<Runbook, Eng
     let mut md = String::new();
     header(&mut md, &record, now);
     standing(&mut md, &record, &now_c);
+    recovered(&mut md, &record);
     // Each workflow from the lifecycle the one before leaves (a drill in
     // progress is no part of the round trip ahead).
     let mut lifecycle = life.clone();
@@ -146,19 +147,113 @@ fn header(md: &mut String, record: &PlanRecord, now: i64) {
     ] {
         let _ = writeln!(md, "| {phase} | {} | {} |", o.rto, o.rpo);
     }
+    let _ = writeln!(md);
+}
+
+/// What the plan recovers and how it is checked: the workloads tier by
+/// tier with their health gates, the networks they are recovered into,
+/// where traffic is moved.
+fn recovered(md: &mut String, record: &PlanRecord) {
+    use rebound_domain::plan::{HealthGate, RedirectTarget};
+    let doc = &record.document;
     let _ = writeln!(
         md,
-        "\nWorkloads, in recovery order: {}.\n",
-        doc.tiers().map_or_else(
-            |_| "(the recovery order has a cycle)".to_owned(),
-            |tiers| tiers
-                .iter()
-                .enumerate()
-                .map(|(i, t)| format!("tier {} — {}", i + 1, t.join(", ")))
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
+        "## What is recovered
+"
     );
+    let _ = writeln!(md, "| tier | workload | after | health gate | snapshots |");
+    let _ = writeln!(md, "|---|---|---|---|---|");
+    let tiers = doc
+        .tiers()
+        .unwrap_or_else(|_| vec![doc.workloads.iter().map(|w| w.id.clone()).collect()]);
+    for (i, tier) in tiers.iter().enumerate() {
+        for id in tier {
+            let Some(w) = doc.workloads.iter().find(|w| &w.id == id) else {
+                continue;
+            };
+            let gate = match &w.health_gate {
+                None => "running".to_owned(),
+                Some(HealthGate::PoweredOn { timeout }) => format!("running, within {timeout}"),
+                Some(HealthGate::Tcp { port, timeout }) => {
+                    format!("TCP port {port} accepts, within {timeout}")
+                }
+                Some(HealthGate::Http {
+                    port,
+                    path,
+                    expect_status,
+                    timeout,
+                }) => {
+                    format!("HTTP {path} on port {port} answers {expect_status}, within {timeout}")
+                }
+            };
+            let after = if w.depends_on.is_empty() {
+                "—".to_owned()
+            } else {
+                w.depends_on.join(", ")
+            };
+            let snapshots = match w.consistency {
+                rebound_domain::plan::Consistency::Crash => "crash-consistent",
+                rebound_domain::plan::Consistency::Application => "application-consistent",
+            };
+            let _ = writeln!(
+                md,
+                "| {} | `{}` | {} | {} | {snapshots} |",
+                i + 1,
+                cell(id),
+                cell(&after),
+                cell(&gate)
+            );
+        }
+    }
+    let _ = writeln!(md);
+    for m in &doc.network_mapping {
+        let _ = writeln!(
+            md,
+            "- Network `{}` on `{}` is `{}` on `{}`{} (the other way on the way back).",
+            m.source,
+            doc.source,
+            m.target,
+            doc.target,
+            if m.keep_addresses {
+                ", addresses kept"
+            } else {
+                ""
+            }
+        );
+    }
+    match &doc.redirect {
+        Some(r) => {
+            let target = match &r.target {
+                RedirectTarget::DnsRecord {
+                    zone,
+                    name,
+                    record_type,
+                    ttl,
+                } => format!("the DNS {record_type} record `{name}.{zone}` (TTL {ttl} s)"),
+                RedirectTarget::LoadBalancerPool { pool } => {
+                    format!("the load balancer pool `{pool}`")
+                }
+                RedirectTarget::FloatingIp { address } => format!("the floating IP `{address}`"),
+                RedirectTarget::Route { route } => format!("the route `{route}`"),
+            };
+            let weights: Vec<String> = r.canary.iter().map(|w| format!("{w}%")).collect();
+            let gate = r.gate.map_or_else(String::new, |g| {
+                format!(", each step held {g} before the next")
+            });
+            let _ = writeln!(
+                md,
+                "- Traffic moves through {target}: {}{gate}.",
+                weights.join(" → ")
+            );
+        }
+        None => {
+            let _ = writeln!(
+                md,
+                "- The plan moves no traffic: point clients at the recovered workloads yourself."
+            );
+        }
+    }
+    let _ = writeln!(md);
 }
 
 fn standing(md: &mut String, record: &PlanRecord, c: &crate::policy::Compliance) {

@@ -1332,8 +1332,51 @@ rebound_store::on_both_backends!(
     snapshot_hooks_bracket_the_snapshots_even_of_a_stopped_run,
     a_run_keeps_the_plugin_versions_it_started_with,
     the_policy_drills_a_plan_on_its_schedule,
-    an_unprotect_waits_for_the_cycle_another_host_is_driving
+    an_unprotect_waits_for_the_cycle_another_host_is_driving,
+    a_failover_to_a_standby_that_does_not_answer_fences_nothing
 );
+
+/// A failover whose standby site does not answer stops at its check,
+/// before the fence: production keeps serving untouched, nothing is
+/// undone because nothing was done, and the plan is protected as before.
+async fn a_failover_to_a_standby_that_does_not_answer_fences_nothing(store: Store) {
+    let lab = replicated(&store, &plan("30s"), "example").await;
+    let before = serving(&lab.a);
+    let epoch = store.plan("shop").await.expect("plan").lifecycle.epoch;
+    lab.b.set_down(true);
+    let (outcome, report) = run_reported(&store, &lab, Workflow::Failover).await;
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    let steps = store.steps(&report.run).await.expect("steps");
+    let check = steps
+        .iter()
+        .find(|s| s.input["action"] == rebound_engine::PREFLIGHT_ACTION)
+        .expect("the check");
+    assert_eq!(check.input["site"], "lab-b");
+    assert!(
+        check
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("'lab-b' cannot take over")),
+        "{check:?}"
+    );
+    assert!(
+        steps
+            .iter()
+            .filter(|s| s.seq > check.seq)
+            .all(|s| s.started_at_ms.is_none()),
+        "nothing after the check ran: {steps:#?}"
+    );
+    assert_eq!(serving(&lab.a), before, "production untouched");
+    let life = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!((life.state, life.epoch), (PlanState::Protected, epoch));
+
+    // Once the site answers, the failover goes through.
+    lab.b.set_down(false);
+    assert_eq!(
+        run(&store, &lab, Workflow::Failover).await,
+        Outcome::Succeeded
+    );
+}
 
 /// An unprotect started while another host drives a replication cycle:
 /// the cycle is asked to stop, and the unprotect removes nothing until it

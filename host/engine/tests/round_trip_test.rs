@@ -371,6 +371,7 @@ async fn the_failover_plan_recovers_tier_by_tier(store: Store) {
     assert_eq!(
         names,
         [
+            "check that kubevirt-west can take over (its API answers)",
             "fence db-1 on openstack-east",
             "fence app-1 on openstack-east",
             "fence web-1 on openstack-east",
@@ -386,7 +387,7 @@ async fn the_failover_plan_recovers_tier_by_tier(store: Store) {
         ]
     );
     assert_eq!(
-        steps[0].input["best_effort"], true,
+        steps[1].input["best_effort"], true,
         "an unplanned failover cannot wait for a dead primary"
     );
     let run = store

@@ -45,6 +45,7 @@ async fn written_from_where_the_plan_stands(store: Store) {
         headings(md),
         [
             "## Where the plan stands",
+            "## What is recovered",
             "## 1. Failover — `openstack-east` → `kubevirt-west`",
             "## 2. Reprotect — `kubevirt-west` → `openstack-east`",
             "## 3. Failback — `kubevirt-west` → `openstack-east`",
@@ -54,10 +55,15 @@ async fn written_from_where_the_plan_stands(store: Store) {
     );
     assert!(md.contains("| failover | 30m | 15m |"), "{md}");
     assert!(md.contains("| failback | 2h | 0s |"), "{md}");
-    assert!(
-        md.contains("tier 1 — db-1; tier 2 — app-1; tier 3 — web-1"),
-        "{md}"
-    );
+    for line in [
+        "| 1 | `db-1` | — | TCP port 5432 accepts, within 5m | crash-consistent |",
+        "| 2 | `app-1` | db-1 | HTTP /healthz on port 8080 answers 200, within 5m | crash-consistent |",
+        "| 3 | `web-1` | app-1 | running | crash-consistent |",
+        "- Network `prod-net` on `openstack-east` is `dr-net` on `kubevirt-west`, addresses kept",
+        "- Traffic moves through the DNS A record `www.shop.example.com.` (TTL 60 s): 10% → 50% → 100%, each step held 2m before the next.",
+    ] {
+        assert!(md.contains(line), "{line} not in {md}");
+    }
     // 20 minutes of lag against 15: a breach, said in words.
     assert!(
         md.contains("would lose up to 20m of writes") && md.contains("**breached**"),
@@ -119,7 +125,7 @@ async fn written_from_where_the_plan_stands(store: Store) {
         .expect("lifecycle");
     let md = runbook(&store, "shop", t0).await.expect("runbook").markdown;
     assert_eq!(
-        headings(&md)[1..4],
+        headings(&md)[2..5],
         [
             "## 1. Failback — `kubevirt-west` → `openstack-east`",
             "## 2. Failover — `openstack-east` → `kubevirt-west`",
