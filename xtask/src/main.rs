@@ -121,6 +121,8 @@ fn main() -> Result<()> {
             ])?;
             // What a plan's run history costs a policy tick's reads.
             ws.cargo(&["bench", "--package", "rebound-engine", "--bench", "history"])?;
+            // What a few hundred plans cost a tick's and a dashboard's reads.
+            ws.cargo(&["bench", "--package", "rebound-engine", "--bench", "fleet"])?;
             // What a plugin call pays to keep a site's limit across hosts.
             ws.cargo(&[
                 "bench",
@@ -132,6 +134,7 @@ fn main() -> Result<()> {
             // Prints API latency percentiles at a fixed rate, with a baseline.
             ws.cargo(&["bench", "--package", "rebound", "--bench", "api_load"])?;
             ws.report_medians("plugin_call", "fresh_instance")?;
+            ws.report_medians("fleet", "compliance_each")?;
             ws.report_medians("datamover", "plain_cp")
         }
     }

@@ -25,12 +25,12 @@
 use std::collections::HashMap;
 
 use rebound_domain::{Phase, PlanState, Workflow};
-use rebound_store::{EventRecord, PlanRecord, PlanRuns, RunStatus, Store};
+use rebound_store::{EventRecord, PlanRecord, PlanRuns, RunRecord, RunStatus, Store};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::EngineError;
-use crate::report::{forecast, measured_durations, millis};
+use crate::report::{Measured, forecast, measured_durations_of, millis};
 
 /// Calls of one stage in flight the RTO forecast assumes.
 const FORECAST_PARALLELISM: usize = 64;
@@ -136,12 +136,88 @@ fn phase_of(state: PlanState) -> Option<Phase> {
     }
 }
 
+/// What a plan's compliance reads from the store.
+#[derive(Default)]
+struct Inputs {
+    /// When each workload's newest recovery point at the standby was
+    /// captured.
+    newest: HashMap<String, i64>,
+    measured: Measured,
+    /// The newest drill, whatever its outcome (read for plans with
+    /// `drills.every` only).
+    last_drill: Option<RunRecord>,
+}
+
+/// The inputs of the compliance of `plans` (those in a phase), read for
+/// all of them at once: a few statements whatever their number — the
+/// newest captures by one, the measured runs by one per few hundred
+/// workflows of plans, their steps by one, the newest drills of the plans
+/// with a schedule by one — not a few per plan.
+async fn inputs_of(
+    store: &Store,
+    plans: &[PlanRecord],
+) -> Result<HashMap<String, Inputs>, EngineError> {
+    let judged: Vec<&PlanRecord> = plans
+        .iter()
+        .filter(|p| phase_of(p.lifecycle.state).is_some())
+        .collect();
+    let standbys: Vec<(&str, &str)> = judged
+        .iter()
+        .map(|p| (p.document.name.as_str(), p.lifecycle.standby.as_str()))
+        .collect();
+    let names: Vec<&str> = standbys.iter().map(|(name, _)| *name).collect();
+    let mut captures = store.newest_captures_of(&standbys).await?;
+    let mut measured = measured_durations_of(store, &names).await?;
+    let drilled: Vec<&str> = judged
+        .iter()
+        .filter(|p| p.document.drills.every.is_some())
+        .map(|p| p.document.name.as_str())
+        .collect();
+    let mut drills = store
+        .newest_runs_of(&drilled, &[Workflow::Drill], None)
+        .await?;
+    Ok(names
+        .iter()
+        .map(|name| {
+            let inputs = Inputs {
+                newest: captures.remove(*name).unwrap_or_default(),
+                measured: measured.remove(*name).unwrap_or_default(),
+                last_drill: drills.remove(*name).and_then(|mut d| d.pop()),
+            };
+            ((*name).to_owned(), inputs)
+        })
+        .collect())
+}
+
 /// A plan's compliance at `now`.
 pub async fn compliance(
     store: &Store,
     plan: &PlanRecord,
     now: i64,
 ) -> Result<Compliance, EngineError> {
+    let mut all = compliance_of(store, std::slice::from_ref(plan), now).await?;
+    Ok(all.remove(0))
+}
+
+/// The compliance of each of `plans` at `now`, in their order: what the
+/// store says of them read once for all (see [`inputs_of`]).
+pub async fn compliance_of(
+    store: &Store,
+    plans: &[PlanRecord],
+    now: i64,
+) -> Result<Vec<Compliance>, EngineError> {
+    let mut inputs = inputs_of(store, plans).await?;
+    Ok(plans
+        .iter()
+        .map(|plan| {
+            let of_plan = inputs.remove(&plan.document.name).unwrap_or_default();
+            evaluate(plan, &of_plan, now)
+        })
+        .collect())
+}
+
+/// A plan's compliance at `now`, from what the store says of it.
+fn evaluate(plan: &PlanRecord, inputs: &Inputs, now: i64) -> Compliance {
     let doc = &plan.document;
     let life = &plan.lifecycle;
     let phase = phase_of(life.state);
@@ -167,10 +243,10 @@ pub async fn compliance(
         drill: None,
     };
     let Some(phase) = phase else {
-        return Ok(out);
+        return out;
     };
     // The oldest of the workloads' newest points at the standby.
-    let newest = store.newest_captures(&doc.name, &life.standby).await?;
+    let newest = &inputs.newest;
     let mut oldest: Option<(i64, String)> = None;
     let mut missing = None;
     for w in &doc.workloads {
@@ -199,7 +275,7 @@ pub async fn compliance(
     out.rpo_met = Some(rpo_met(phase, rpo_objective_ms, out.rpo_lag_ms));
     // Each phase's workflow, forecast from the same measured steps; the
     // phase not in force as if the plan were in it (the sites swapped).
-    let measured = measured_durations(store, &doc.name).await?;
+    let measured = &inputs.measured;
     for p in [Phase::Failover, Phase::Failback] {
         let (workflow, state, objectives) = match p {
             Phase::Failover => (
@@ -218,7 +294,7 @@ pub async fn compliance(
             lifecycle.state = state;
             std::mem::swap(&mut lifecycle.primary, &mut lifecycle.standby);
         }
-        let f = forecast(doc, &lifecycle, workflow, &measured, FORECAST_PARALLELISM);
+        let f = forecast(doc, &lifecycle, workflow, measured, FORECAST_PARALLELISM);
         let rpo_objective_ms = millis(objectives.rpo);
         if p == phase {
             out.rto_forecast_ms = Some(f.rto_ms);
@@ -236,30 +312,25 @@ pub async fn compliance(
         });
     }
     if let Some(every) = doc.drills.every {
-        out.drill = Some(drill_compliance(store, plan, phase, every, &measured, &out, now).await?);
+        out.drill = Some(drill_compliance(plan, phase, every, inputs, &out, now));
     }
-    Ok(out)
+    out
 }
 
 /// Where a plan's scheduled drills stand at `now` (see [`DrillCompliance`]).
-async fn drill_compliance(
-    store: &Store,
+fn drill_compliance(
     plan: &PlanRecord,
     phase: Phase,
     every: rebound_domain::Span,
-    measured: &crate::report::Measured,
+    inputs: &Inputs,
     so_far: &Compliance,
     now: i64,
-) -> Result<DrillCompliance, EngineError> {
+) -> DrillCompliance {
     let doc = &plan.document;
     let every_ms = millis(every);
-    let which = PlanRuns {
-        workflows: &[Workflow::Drill],
-        statuses: &[],
-        limit: Some(1),
-    };
-    let last = store.plan_runs(&doc.name, which).await?.into_iter().next();
-    let succeeded_at_ms = measured
+    let last = inputs.last_drill.as_ref();
+    let succeeded_at_ms = inputs
+        .measured
         .runs
         .iter()
         .find(|r| r.workflow == Workflow::Drill)
@@ -274,7 +345,7 @@ async fn drill_compliance(
     if doc.drills.round_trip {
         grace += millis(way_back.rto);
     }
-    let ended = last.as_ref().is_some_and(|r| {
+    let ended = last.is_some_and(|r| {
         matches!(
             r.status,
             RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
@@ -285,17 +356,17 @@ async fn drill_compliance(
         None if ended => Some(false),
         None => None,
     };
-    let due_at_ms = match &last {
+    let due_at_ms = match last {
         Some(run) => Some(run.created_at_ms + every_ms),
         None => so_far.rpo_lag_ms.map(|_| now),
     };
-    Ok(DrillCompliance {
+    DrillCompliance {
         every_ms,
-        last_run: last.map(|r| r.id),
+        last_run: last.map(|r| r.id.clone()),
         succeeded_at_ms,
         due_at_ms,
         met,
-    })
+    }
 }
 
 /// The kinds of the events that record a verdict on an objective.
@@ -325,8 +396,9 @@ async fn last_verdicts(store: &Store) -> Result<HashMap<(String, String), String
 pub async fn tick(store: &Store, now: i64) -> Result<Tick, EngineError> {
     let mut out = Tick::default();
     let verdicts = last_verdicts(store).await?;
-    for plan in store.plans().await? {
-        let c = compliance(store, &plan, now).await?;
+    let plans = store.plans().await?;
+    let all = compliance_of(store, &plans, now).await?;
+    for (plan, c) in plans.iter().zip(all) {
         let name = plan.document.name.clone();
         for (met, metric, detail) in [
             (
@@ -370,7 +442,7 @@ pub async fn tick(store: &Store, now: i64) -> Result<Tick, EngineError> {
         }
         if let Some(due) = c.replication_due_at_ms
             && due <= now
-            && let Some(run) = schedule(store, &plan, now).await?
+            && let Some(run) = schedule(store, plan, now).await?
         {
             out.events.push(
                 store

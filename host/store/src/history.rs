@@ -1,6 +1,8 @@
 //! What happened, kept for reading: recovery points per plan, workload and
 //! site; probes of sites' health; the append-only audit log; events.
 
+use std::collections::HashMap;
+
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -142,22 +144,44 @@ impl Store {
         &self,
         plan: &str,
         site: &str,
-    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
-        let newest: Vec<(String, Option<i64>)> = recovery_point::Entity::find()
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        let mut of = self.newest_captures_of(&[(plan, site)]).await?;
+        Ok(of.remove(plan).unwrap_or_default())
+    }
+
+    /// [`Self::newest_captures`] of several plans at once, each on its own
+    /// site (`(plan, site)` pairs), by plan: one statement for them all.
+    pub async fn newest_captures_of(
+        &self,
+        plans: &[(&str, &str)],
+    ) -> Result<HashMap<String, HashMap<String, i64>>, StoreError> {
+        let mut out: HashMap<String, HashMap<String, i64>> = HashMap::new();
+        if plans.is_empty() {
+            return Ok(out);
+        }
+        let sites: HashMap<&str, &str> = plans.iter().copied().collect();
+        let newest: Vec<(String, String, String, Option<i64>)> = recovery_point::Entity::find()
             .select_only()
+            .column(recovery_point::Column::Plan)
+            .column(recovery_point::Column::Site)
             .column(recovery_point::Column::Workload)
             .column_as(recovery_point::Column::CapturedAt.max(), "newest")
-            .filter(recovery_point::Column::Plan.eq(plan))
-            .filter(recovery_point::Column::Site.eq(site))
+            .filter(recovery_point::Column::Plan.is_in(sites.keys().copied()))
             .filter(recovery_point::Column::Drill.eq(false))
+            .group_by(recovery_point::Column::Plan)
+            .group_by(recovery_point::Column::Site)
             .group_by(recovery_point::Column::Workload)
             .into_tuple()
             .all(&self.db)
             .await?;
-        Ok(newest
-            .into_iter()
-            .filter_map(|(workload, at)| Some((workload, at?)))
-            .collect())
+        for (plan, site, workload, at) in newest {
+            if let (Some(at), Some(wanted)) = (at, sites.get(plan.as_str()))
+                && *wanted == site
+            {
+                out.entry(plan).or_default().insert(workload, at);
+            }
+        }
+        Ok(out)
     }
 
     /// A plan's recovery points, newest first (not a drill's copies: see

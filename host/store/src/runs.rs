@@ -214,11 +214,33 @@ impl Store {
         workflows: &[Workflow],
         status: RunStatus,
     ) -> Result<Vec<RunRecord>, StoreError> {
-        let newest = |(i, workflow): (usize, &Workflow)| {
-            let one = run::Entity::find()
+        let mut of = self
+            .newest_runs_of(&[plan], workflows, Some(status))
+            .await?;
+        Ok(of.remove(plan).unwrap_or_default())
+    }
+
+    /// [`Self::newest_runs`] of several plans at once (any status when
+    /// `status` is `None`), by plan: the same indexed `LIMIT 1` selects, a
+    /// few hundred to a statement (SQLite's limit of a compound select is
+    /// 500), so reading every plan's costs a handful of round trips to the
+    /// store rather than one per plan.
+    pub async fn newest_runs_of(
+        &self,
+        plans: &[&str],
+        workflows: &[Workflow],
+        status: Option<RunStatus>,
+    ) -> Result<std::collections::HashMap<String, Vec<RunRecord>>, StoreError> {
+        /// Selects per statement.
+        const COMPOUND: usize = 400;
+        let newest = |i: usize, plan: &str, workflow: &Workflow| {
+            let mut one = run::Entity::find()
                 .filter(run::Column::Plan.eq(plan))
-                .filter(run::Column::Workflow.eq(workflow.to_string()))
-                .filter(run::Column::Status.eq(status.as_str()))
+                .filter(run::Column::Workflow.eq(workflow.to_string()));
+            if let Some(status) = status {
+                one = one.filter(run::Column::Status.eq(status.as_str()));
+            }
+            let one = one
                 .order_by_desc(run::Column::CreatedAt)
                 .order_by_desc(run::Column::Id)
                 .limit(1)
@@ -228,20 +250,32 @@ impl Store {
                 .from_subquery(one, format!("newest_{i}"))
                 .to_owned()
         };
-        let mut selects = workflows.iter().enumerate().map(newest);
-        let Some(mut union) = selects.next() else {
-            return Ok(Vec::new());
-        };
-        for select in selects {
-            union.union(UnionType::All, select);
-        }
-        let statement = self.db.get_database_backend().build(&union);
-        run::Model::find_by_statement(statement)
-            .all(&self.db)
-            .await?
+        let pairs: Vec<(&str, &Workflow)> = plans
             .iter()
-            .map(decode_run)
-            .collect()
+            .flat_map(|plan| workflows.iter().map(move |w| (*plan, w)))
+            .collect();
+        let mut out: std::collections::HashMap<String, Vec<RunRecord>> = Default::default();
+        for chunk in pairs.chunks(COMPOUND) {
+            let mut selects = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (plan, workflow))| newest(i, plan, workflow));
+            let Some(mut union) = selects.next() else {
+                continue;
+            };
+            for select in selects {
+                union.union(UnionType::All, select);
+            }
+            let statement = self.db.get_database_backend().build(&union);
+            for row in run::Model::find_by_statement(statement)
+                .all(&self.db)
+                .await?
+            {
+                let run = decode_run(&row)?;
+                out.entry(run.plan.clone()).or_default().push(run);
+            }
+        }
+        Ok(out)
     }
 
     /// Claim an active run whose lease is free or expired, for `lease`.

@@ -250,6 +250,22 @@ async fn a_plans_runs_are_listed_newest_first_by_workflow_and_status(store: Stor
     assert_eq!(newest(RunStatus::Pending).await, expected);
     assert!(newest(RunStatus::Succeeded).await.is_empty());
 
+    // Of several plans at once, by plan; any status when none is given.
+    let mut other = plan();
+    other.name = "shop-2".into();
+    store.put_plan(&other, "alice").await.expect("create");
+    let theirs = store
+        .create_run("shop-2", Workflow::Drill, None, "ci")
+        .await
+        .expect("run");
+    let of = store
+        .newest_runs_of(&["shop", "shop-2", "nope"], &[Workflow::Drill], None)
+        .await
+        .expect("newest of");
+    assert_eq!(of.len(), 2, "{of:?}");
+    assert_eq!(ids(of["shop"].clone()), [made[1].clone()]);
+    assert_eq!(ids(of["shop-2"].clone()), [theirs.id]);
+
     // Steps of several runs in one query, each run's in order.
     let step = |name: &str| NewStep {
         name: name.into(),

@@ -39,11 +39,7 @@ pub async fn compliance(
         None => state.store.plans().await?,
     };
     let now = rebound_engine::now_ms();
-    let mut items = Vec::new();
-    for plan in &plans {
-        let c = rebound_engine::policy::compliance(&state.store, plan, now).await?;
-        items.push(c);
-    }
+    let items = rebound_engine::policy::compliance_of(&state.store, &plans, now).await?;
     Ok(axum::Json(ComplianceList { items }))
 }
 
