@@ -160,20 +160,27 @@ impl Store {
             return Ok(out);
         }
         let sites: HashMap<&str, &str> = plans.iter().copied().collect();
-        let newest: Vec<(String, String, String, Option<i64>)> = recovery_point::Entity::find()
-            .select_only()
-            .column(recovery_point::Column::Plan)
-            .column(recovery_point::Column::Site)
-            .column(recovery_point::Column::Workload)
-            .column_as(recovery_point::Column::CapturedAt.max(), "newest")
-            .filter(recovery_point::Column::Plan.is_in(sites.keys().copied()))
-            .filter(recovery_point::Column::Drill.eq(false))
-            .group_by(recovery_point::Column::Plan)
-            .group_by(recovery_point::Column::Site)
-            .group_by(recovery_point::Column::Workload)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
+        let names: Vec<&str> = sites.keys().copied().collect();
+        let mut newest: Vec<(String, String, String, Option<i64>)> = Vec::new();
+        // A statement's bound values are limited (SQLite: 32,766).
+        for chunk in names.chunks(1000) {
+            newest.extend(
+                recovery_point::Entity::find()
+                    .select_only()
+                    .column(recovery_point::Column::Plan)
+                    .column(recovery_point::Column::Site)
+                    .column(recovery_point::Column::Workload)
+                    .column_as(recovery_point::Column::CapturedAt.max(), "newest")
+                    .filter(recovery_point::Column::Plan.is_in(chunk.iter().copied()))
+                    .filter(recovery_point::Column::Drill.eq(false))
+                    .group_by(recovery_point::Column::Plan)
+                    .group_by(recovery_point::Column::Site)
+                    .group_by(recovery_point::Column::Workload)
+                    .into_tuple::<(String, String, String, Option<i64>)>()
+                    .all(&self.db)
+                    .await?,
+            );
+        }
         for (plan, site, workload, at) in newest {
             if let (Some(at), Some(wanted)) = (at, sites.get(plan.as_str()))
                 && *wanted == site
