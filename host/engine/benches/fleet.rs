@@ -16,12 +16,13 @@
 //! The two ways are checked to give the same answers first. Run with
 //! `cargo xtask bench`.
 
-use std::time::Duration;
+#[path = "support/runs.rs"]
+mod runs;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rebound_domain::{PlanDocument, Workflow};
 use rebound_engine::policy::{compliance, compliance_of, tick};
-use rebound_store::{NewStep, RecoveryPointRecord, RunStatus, Store};
+use rebound_store::{NewStep, RecoveryPointRecord, Store};
 use serde_json::json;
 
 const PLANS: usize = 300;
@@ -37,23 +38,6 @@ objectives:\n  failover: {{ rto: 30m, rpo: 15m }}\n  failback: {{ rto: 2h, rpo: 
     PlanDocument::from_yaml(&text).expect("plan")
 }
 
-/// A finished run of `workflow` of plan `name` with `steps`.
-async fn finished(store: &Store, name: &str, workflow: Workflow, steps: &[NewStep]) {
-    let run = store
-        .create_run_with_steps(name, workflow, None, "bench", steps)
-        .await
-        .expect("run");
-    store
-        .claim_run("bench", Duration::from_secs(60))
-        .await
-        .expect("claim")
-        .expect("the run just made");
-    store
-        .set_run_status(&run.id, "bench", RunStatus::Succeeded)
-        .await
-        .expect("finish");
-}
-
 async fn fleet(store: &Store) {
     let now = rebound_engine::now_ms();
     for n in 0..PLANS {
@@ -64,14 +48,14 @@ async fn fleet(store: &Store) {
             name: format!("{action} on {site}"),
             input: json!({"action": action, "site": site, "workload": format!("db-{n}")}),
         };
-        finished(
+        runs::finished(
             store,
             &name,
             Workflow::Drill,
             &[step("materialize", "west")],
         )
         .await;
-        finished(store, &name, Workflow::Failover, &[step("fence", "east")]).await;
+        runs::finished(store, &name, Workflow::Failover, &[step("fence", "east")]).await;
         let cycle = [
             step("snapshot", "east"),
             step("snapshot", "east"),
@@ -79,7 +63,7 @@ async fn fleet(store: &Store) {
             step("prune", "west"),
         ];
         for _ in 0..CYCLES {
-            finished(store, &name, Workflow::Replication, &cycle).await;
+            runs::finished(store, &name, Workflow::Replication, &cycle).await;
         }
         for workload in [format!("db-{n}"), format!("web-{n}")] {
             for p in 0..POINTS {

@@ -24,7 +24,8 @@
 //!   `replication.scheduled` event per cycle) and its next cycle, already
 //!   pending after the first tick.
 
-use std::time::Duration;
+#[path = "support/runs.rs"]
+mod runs;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rebound_domain::{PlanDocument, Workflow};
@@ -39,23 +40,6 @@ const PLAN: &str = "name: shop\nsource: east\ntarget: west\nworkloads:\n  - id: 
 replication: { mode: native, interval: 5m }\n\
 objectives:\n  failover: { rto: 30m, rpo: 15m }\n  failback: { rto: 2h, rpo: 0s }\n";
 
-/// A finished run of `workflow` with `steps`.
-async fn finished(store: &Store, workflow: Workflow, steps: &[NewStep]) {
-    let run = store
-        .create_run_with_steps("shop", workflow, None, "bench", steps)
-        .await
-        .expect("run");
-    store
-        .claim_run("bench", Duration::from_secs(60))
-        .await
-        .expect("claim")
-        .expect("the run just made");
-    store
-        .set_run_status(&run.id, "bench", RunStatus::Succeeded)
-        .await
-        .expect("finish");
-}
-
 async fn history(store: &Store) {
     let document = PlanDocument::from_yaml(PLAN).expect("plan");
     store.put_plan(&document, "bench").await.expect("plan");
@@ -63,8 +47,14 @@ async fn history(store: &Store) {
         name: format!("{action} on {site}"),
         input: json!({"action": action, "site": site, "workload": "db"}),
     };
-    finished(store, Workflow::Drill, &[step("materialize", "west")]).await;
-    finished(store, Workflow::Failover, &[step("fence", "east")]).await;
+    runs::finished(
+        store,
+        "shop",
+        Workflow::Drill,
+        &[step("materialize", "west")],
+    )
+    .await;
+    runs::finished(store, "shop", Workflow::Failover, &[step("fence", "east")]).await;
     let cycle = [
         step("snapshot", "east"),
         step("snapshot", "east"),
@@ -72,7 +62,7 @@ async fn history(store: &Store) {
         step("prune", "west"),
     ];
     for _ in 0..CYCLES {
-        finished(store, Workflow::Replication, &cycle).await;
+        runs::finished(store, "shop", Workflow::Replication, &cycle).await;
         // What the policy engine records as it schedules each cycle.
         store
             .record_event("shop", "replication.scheduled", json!({}))

@@ -159,6 +159,28 @@ async fn run_reported(store: &Store, lab: &Lab, workflow: Workflow) -> (Outcome,
     run_by(store, lab.steps.clone(), workflow).await
 }
 
+/// A host's executor driving runs through `runner`, polling and backing
+/// off every 20 ms.
+fn executor(store: &Store, runner: Arc<dyn StepRunner>, owner: &str) -> Executor {
+    Executor::new(
+        store.clone(),
+        runner,
+        ExecutorConfig {
+            poll_interval: Duration::from_millis(20),
+            backoff: Duration::from_millis(20),
+            ..ExecutorConfig::new(owner)
+        },
+    )
+}
+
+/// No mutating request reached either site twice under one key.
+fn no_repeats(lab: &Lab) {
+    for site in [&lab.a, &lab.b] {
+        let repeated: Vec<_> = site.effects().into_iter().filter(|(_, n)| *n > 1).collect();
+        assert!(repeated.is_empty(), "side effects repeated: {repeated:?}");
+    }
+}
+
 /// Start `workflow` on the plan and drive it through `runner` to its end.
 async fn run_by(
     store: &Store,
@@ -168,15 +190,7 @@ async fn run_by(
     rebound_engine::trigger(store, "shop", workflow, None, "operator")
         .await
         .unwrap_or_else(|e| panic!("start {workflow}: {e}"));
-    let executor = Executor::new(
-        store.clone(),
-        runner,
-        ExecutorConfig {
-            poll_interval: Duration::from_millis(20),
-            backoff: Duration::from_millis(20),
-            ..ExecutorConfig::new("host-a")
-        },
-    );
+    let executor = executor(store, runner, "host-a");
     let (run, mut outcome) = executor
         .work_once()
         .await
@@ -1394,21 +1408,10 @@ async fn an_unprotect_waits_for_the_cycle_another_host_is_driving(store: Store) 
         run(&store, &lab, Workflow::Replication).await,
         Outcome::Succeeded
     );
-    let executor = |owner: &str| {
-        Executor::new(
-            store.clone(),
-            lab.steps.clone(),
-            ExecutorConfig {
-                poll_interval: Duration::from_millis(20),
-                backoff: Duration::from_millis(20),
-                ..ExecutorConfig::new(owner)
-            },
-        )
-    };
     let cycle = rebound_engine::trigger(&store, "shop", Workflow::Replication, None, "policy")
         .await
         .expect("cycle");
-    let host_a = executor("host-a");
+    let host_a = executor(&store, lab.steps.clone(), "host-a");
     let driving = tokio::spawn(async move { host_a.work_once().await });
     // Until host A has started the cycle's first plugin call.
     for _ in 0..500 {
@@ -1421,7 +1424,7 @@ async fn an_unprotect_waits_for_the_cycle_another_host_is_driving(store: Store) 
     let unprotect = rebound_engine::trigger(&store, "shop", Workflow::Unprotect, None, "admin")
         .await
         .expect("unprotect");
-    let (run, outcome) = executor("host-b")
+    let (run, outcome) = executor(&store, lab.steps.clone(), "host-b")
         .work_once()
         .await
         .expect("work")
@@ -1468,10 +1471,7 @@ async fn an_unprotect_waits_for_the_cycle_another_host_is_driving(store: Store) 
     );
     assert_eq!(lab.a.snapshots(), Vec::<String>::new());
     assert_eq!(lab.b.snapshots(), Vec::<String>::new());
-    for site in [&lab.a, &lab.b] {
-        let repeated: Vec<_> = site.effects().into_iter().filter(|(_, n)| *n > 1).collect();
-        assert!(repeated.is_empty(), "side effects repeated: {repeated:?}");
-    }
+    no_repeats(&lab);
 }
 
 /// `drills.every` through the plugins: once protected, the policy's tick
@@ -1489,16 +1489,7 @@ async fn the_policy_drills_a_plan_on_its_schedule(store: Store) {
     let [drill] = &tick.scheduled[..] else {
         panic!("one drill scheduled: {tick:?}");
     };
-    let executor = Executor::new(
-        store.clone(),
-        lab.steps.clone(),
-        ExecutorConfig {
-            poll_interval: Duration::from_millis(20),
-            backoff: Duration::from_millis(20),
-            ..ExecutorConfig::new("host-a")
-        },
-    );
-    let (run, outcome) = executor
+    let (run, outcome) = executor(&store, lab.steps.clone(), "host-a")
         .work_once()
         .await
         .expect("work")
@@ -1614,10 +1605,7 @@ async fn unprotect_removes_every_copy_and_applying_again_protects(store: Store) 
     );
     let points = store.recovery_points("shop").await.expect("points");
     assert_eq!(points.iter().filter(|p| p.site == "lab-b").count(), 3);
-    for site in [&lab.a, &lab.b] {
-        let repeated: Vec<_> = site.effects().into_iter().filter(|(_, n)| *n > 1).collect();
-        assert!(repeated.is_empty(), "side effects repeated: {repeated:?}");
-    }
+    no_repeats(&lab);
 }
 
 /// Hooks around the snapshots: a replication cycle calls `before_snapshot`
