@@ -30,6 +30,11 @@ pub const RTO_OBJECTIVE: &str = "rebound_rto_objective_seconds";
 /// `objective` (`rpo`, `rto`, and `drill` for scheduled drills once one
 /// has ended).
 pub const OBJECTIVE_MET: &str = "rebound_objective_met";
+/// 1 for the phase whose objectives a plan answers to now, 0 for the
+/// other, by `plan` and `phase` (not set while a run moves it between
+/// states, so it lapses with the other gauges not set): alerts join on it
+/// to tell a breach from one ahead.
+pub const PHASE_IN_FORCE: &str = "rebound_phase_in_force";
 /// Time since a plan's newest successful drill started, by `plan`, for
 /// plans with scheduled drills; +Inf before the first.
 pub const DRILL_AGE: &str = "rebound_drill_age_seconds";
@@ -73,6 +78,10 @@ pub fn describe() {
     describe_gauge!(
         OBJECTIVE_MET,
         "1 when a plan meets an objective (rpo, rto, drill) of a phase, 0 when it is breached."
+    );
+    describe_gauge!(
+        PHASE_IN_FORCE,
+        "1 for the phase (failover, failback) whose objectives a plan answers to now, 0 for the other."
     );
     describe_gauge!(
         DRILL_AGE,
@@ -123,6 +132,7 @@ pub(crate) fn compliance(c: &Compliance, now: i64) {
     for p in &c.phases {
         let phase = p.phase.to_string();
         let labels = [("plan", plan.clone()), ("phase", phase.clone())];
+        metrics::gauge!(PHASE_IN_FORCE, &labels).set(met(p.in_force));
         metrics::gauge!(RPO_OBJECTIVE, &labels).set(seconds(p.rpo_objective_ms));
         metrics::gauge!(RTO_FORECAST, &labels).set(seconds(p.rto_forecast_ms));
         metrics::gauge!(RTO_OBJECTIVE, &labels).set(seconds(p.rto_objective_ms));

@@ -293,6 +293,8 @@ async fn a_tick_sets_each_plans_objective_gauges() {
         "rebound_rpo_objective_seconds{plan=\"shop\",phase=\"failback\"} 0",
         "rebound_objective_met{plan=\"shop\",phase=\"failover\",objective=\"rpo\"} 0",
         "rebound_objective_met{plan=\"shop\",phase=\"failback\",objective=\"rpo\"} 1",
+        "rebound_phase_in_force{plan=\"shop\",phase=\"failover\"} 1",
+        "rebound_phase_in_force{plan=\"shop\",phase=\"failback\"} 0",
     ] {
         assert!(text.contains(line), "{line} not in:\n{text}");
     }

