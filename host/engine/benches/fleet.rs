@@ -86,13 +86,11 @@ async fn fleet(store: &Store) {
 fn bench(c: &mut Criterion) {
     let tokio = tokio::runtime::Runtime::new().expect("tokio");
     let dir = tempfile::tempdir().expect("tmp");
-    let store = tokio.block_on(async {
-        let store = rebound_store::testing::fresh_sqlite(dir.path())
-            .await
-            .expect("store");
-        fleet(&store).await;
-        store
-    });
+    let store = runs::filled(
+        &tokio,
+        dir.path(),
+        |store| async move { fleet(&store).await },
+    );
     let plans = tokio.block_on(store.plans()).expect("plans");
     assert_eq!(plans.len(), PLANS);
     let each = |now: i64| {

@@ -122,13 +122,11 @@ async fn newest_baseline(store: &Store) -> Vec<RunRecord> {
 fn bench(c: &mut Criterion) {
     let tokio = tokio::runtime::Runtime::new().expect("tokio");
     let dir = tempfile::tempdir().expect("tmp");
-    let store = tokio.block_on(async {
-        let store = rebound_store::testing::fresh_sqlite(dir.path())
-            .await
-            .expect("store");
-        history(&store).await;
-        store
-    });
+    let store = runs::filled(
+        &tokio,
+        dir.path(),
+        |store| async move { history(&store).await },
+    );
     let found = tokio.block_on(async {
         [
             newest(&store).await,

@@ -173,6 +173,15 @@ fn executor(store: &Store, runner: Arc<dyn StepRunner>, owner: &str) -> Executor
     )
 }
 
+/// No recovery point of the plan is left, in the store or as a snapshot on
+/// either site.
+async fn no_copies_left(store: &Store, lab: &Lab) {
+    let points = store.recovery_points("shop").await.expect("points");
+    assert!(points.is_empty(), "{points:?}");
+    assert_eq!(lab.a.snapshots(), Vec::<String>::new());
+    assert_eq!(lab.b.snapshots(), Vec::<String>::new());
+}
+
 /// No mutating request reached either site twice under one key.
 fn no_repeats(lab: &Lab) {
     for site in [&lab.a, &lab.b] {
@@ -1462,15 +1471,7 @@ async fn an_unprotect_waits_for_the_cycle_another_host_is_driving(store: Store) 
         quiesced >= cycle_ended,
         "the unprotect went on at {quiesced}, before the cycle ended at {cycle_ended}"
     );
-    assert!(
-        store
-            .recovery_points("shop")
-            .await
-            .expect("points")
-            .is_empty()
-    );
-    assert_eq!(lab.a.snapshots(), Vec::<String>::new());
-    assert_eq!(lab.b.snapshots(), Vec::<String>::new());
+    no_copies_left(&store, &lab).await;
     no_repeats(&lab);
 }
 
@@ -1567,15 +1568,7 @@ async fn unprotect_removes_every_copy_and_applying_again_protects(store: Store) 
         store.plan("shop").await.expect("plan").lifecycle.state,
         PlanState::Unprotected
     );
-    assert!(
-        store
-            .recovery_points("shop")
-            .await
-            .expect("points")
-            .is_empty()
-    );
-    assert_eq!(lab.a.snapshots(), Vec::<String>::new());
-    assert_eq!(lab.b.snapshots(), Vec::<String>::new());
+    no_copies_left(&store, &lab).await;
     assert_eq!(superseded(&lab.b), 0, "{:?}", lab.b.vms());
     assert_eq!(serving(&lab.a), before, "production untouched");
 

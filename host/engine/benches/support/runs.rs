@@ -1,6 +1,8 @@
-//! Run history made for the benches: finished runs, stored as a host
-//! would leave them.
+//! What the benches store before they time anything: a fresh SQLite
+//! store, filled with finished runs as a host would leave them.
 
+use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 
 use rebound_domain::Workflow;
@@ -21,4 +23,19 @@ pub async fn finished(store: &Store, plan: &str, workflow: Workflow, steps: &[Ne
         .set_run_status(&run.id, "bench", RunStatus::Succeeded)
         .await
         .expect("finish");
+}
+
+/// A fresh SQLite store in `dir`, filled by `fill` before any timing.
+pub fn filled<F, Fut>(tokio: &tokio::runtime::Runtime, dir: &Path, fill: F) -> Store
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    tokio.block_on(async {
+        let store = rebound_store::testing::fresh_sqlite(dir)
+            .await
+            .expect("store");
+        fill(store.clone()).await;
+        store
+    })
 }
