@@ -199,6 +199,27 @@ pub async fn compliance(
     Ok(all.remove(0))
 }
 
+/// A plan's compliance at `now`, and the measured step durations it was
+/// forecast from (a runbook writes its step plans with them): one read of
+/// the store for both.
+pub(crate) async fn compliance_measured(
+    store: &Store,
+    plan: &PlanRecord,
+    now: i64,
+) -> Result<(Compliance, Measured), EngineError> {
+    let inputs = inputs_of(store, std::slice::from_ref(plan))
+        .await?
+        .remove(&plan.document.name);
+    let c = evaluate(plan, inputs.as_ref().unwrap_or(&Inputs::default()), now);
+    let measured = match inputs {
+        Some(inputs) => inputs.measured,
+        // Between states the compliance reads nothing: the measured runs
+        // are read for the runbook alone.
+        None => crate::report::measured_durations(store, &plan.document.name).await?,
+    };
+    Ok((c, measured))
+}
+
 /// The compliance of each of `plans` at `now`, in their order: what the
 /// store says of them read once for all (see [`inputs_of`]).
 pub async fn compliance_of(
@@ -312,7 +333,10 @@ fn evaluate(plan: &PlanRecord, inputs: &Inputs, now: i64) -> Compliance {
         });
     }
     if let Some(every) = doc.drills.every {
-        out.drill = Some(drill_compliance(plan, phase, every, inputs, &out, now));
+        let has_points = out.rpo_lag_ms.is_some();
+        out.drill = Some(drill_compliance(
+            plan, phase, every, inputs, has_points, now,
+        ));
     }
     out
 }
@@ -323,7 +347,7 @@ fn drill_compliance(
     phase: Phase,
     every: rebound_domain::Span,
     inputs: &Inputs,
-    so_far: &Compliance,
+    has_points: bool,
     now: i64,
 ) -> DrillCompliance {
     let doc = &plan.document;
@@ -358,7 +382,7 @@ fn drill_compliance(
     };
     let due_at_ms = match last {
         Some(run) => Some(run.created_at_ms + every_ms),
-        None => so_far.rpo_lag_ms.map(|_| now),
+        None => has_points.then_some(now),
     };
     DrillCompliance {
         every_ms,

@@ -17,8 +17,8 @@ use rebound_store::{PlanRecord, Store, StoreError};
 use serde::Serialize;
 
 use crate::EngineError;
-use crate::policy::compliance;
-use crate::report::{Forecast, forecast, measured_durations};
+use crate::policy::compliance_measured;
+use crate::report::{Forecast, forecast};
 
 /// Calls of one stage in flight the forecasts assume (as the policy's).
 const PARALLELISM: usize = 64;
@@ -61,8 +61,7 @@ pub async fn runbook(store: &Store, plan: &str, now: i64) -> Result<Runbook, Eng
         ))
         .into());
     };
-    let measured = measured_durations(store, plan).await?;
-    let now_c = compliance(store, &record, now).await?;
+    let (now_c, measured) = compliance_measured(store, &record, now).await?;
     let mut md = String::new();
     header(&mut md, &record, now);
     standing(&mut md, &record, &now_c);
