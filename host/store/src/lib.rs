@@ -670,13 +670,75 @@ pub mod testing {
             eprintln!("REBOUND_TEST_POSTGRES_URL unset: PostgreSQL case skipped");
             return Ok(None);
         };
-        let name = format!("rebound_test_{:016x}", rand::random::<u64>());
-        Store::connect_admin(&admin)
-            .await?
+        let server = Store::connect_admin(&admin).await?;
+        REAPED.get_or_init(|| drop_stale(&server)).await;
+        let name = format!(
+            "{PREFIX}{}_{:016x}",
+            super::now_ms() / 1000,
+            rand::random::<u64>()
+        );
+        server
             .execute_raw(&format!("CREATE DATABASE {name}"))
             .await?;
         let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
         Ok(Some(format!("{base}/{name}")))
+    }
+
+    /// Test databases are named `rebound_test_{created, unix s}_{random}`.
+    const PREFIX: &str = "rebound_test_";
+    /// No test process runs longer than this: a test database older than it
+    /// is one its process left behind.
+    const STALE_AFTER_S: i64 = 3 * 3600;
+    static REAPED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+    /// Drop the test databases earlier processes left behind (once per
+    /// process): tests do not drop theirs, since a store cannot be closed
+    /// from `Drop`, and the server would otherwise grow with every run.
+    /// Failures are only reported: another process may be dropping the same.
+    async fn drop_stale(server: &Store) {
+        use sea_orm::{ConnectionTrait, Statement};
+        let listed = server
+            .db
+            .query_all_raw(Statement::from_string(
+                server.backend(),
+                format!("SELECT datname FROM pg_database WHERE datname LIKE '{PREFIX}%'"),
+            ))
+            .await;
+        let names = match listed {
+            Ok(rows) => rows
+                .iter()
+                .filter_map(|row| row.try_get::<String>("", "datname").ok())
+                .collect::<Vec<_>>(),
+            Err(e) => return eprintln!("listing old test databases: {e}"),
+        };
+        let now_s = super::now_ms() / 1000;
+        for name in names.iter().filter(|name| stale(name, now_s)) {
+            let dropped = server
+                .execute_raw(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+            if let Err(e) = dropped {
+                eprintln!("dropping old test database {name}: {e}");
+            }
+        }
+    }
+
+    /// Whether a test database is old enough to be dropped; one named
+    /// without its creation time (an older naming) always is.
+    fn stale(name: &str, now_s: i64) -> bool {
+        let created = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+            .and_then(|(created, _)| created.parse::<i64>().ok());
+        created.is_none_or(|created| now_s - created > STALE_AFTER_S)
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn only_old_test_databases_are_stale() {
+        let now = 1_800_000_000;
+        assert!(stale("rebound_test_0123456789abcdef", now));
+        assert!(stale(&format!("rebound_test_{}_ab", now - 4 * 3600), now));
+        assert!(!stale(&format!("rebound_test_{}_ab", now - 60), now));
     }
 
     /// A fresh SQLite file in `dir`.
