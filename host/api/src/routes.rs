@@ -37,6 +37,7 @@ pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(plans::recovery_points))
         .routes(routes!(plans::runbook))
         .routes(routes!(runs::trigger))
+        .routes(routes!(runs::fail_over_site))
         .routes(routes!(runs::list_runs))
         .routes(routes!(runs::get_run))
         .routes(routes!(runs::approve))

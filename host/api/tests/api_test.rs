@@ -18,6 +18,7 @@ rebound_store::on_both_backends!(
     refused_plan_documents_change_nothing,
     bad_bodies_are_4xx_problems_and_change_nothing,
     an_idempotency_key_returns_the_same_run,
+    a_site_fails_over_every_plan_it_serves,
     an_illegal_transition_is_a_conflict_naming_the_state,
     runs_are_listed_filtered_paginated_and_detailed,
     approve_and_cancel_follow_the_run_and_events_stream_to_its_end,
@@ -339,6 +340,82 @@ async fn an_idempotency_key_returns_the_same_run(store: Store) {
         "{}",
         audit.text
     );
+}
+
+/// A site lost: one request fails over every plan the site serves, names
+/// the ones it cannot, and with its key returns the same runs again.
+async fn a_site_fails_over_every_plan_it_serves(store: Store) {
+    let api = Api::new(store).await;
+    api.put_plan_yaml("shop", PLAN_YAML).await;
+    api.put_plan_yaml("crm", &plan_named("crm")).await;
+    let elsewhere = plan_named("mail").replace("source: openstack-east", "source: aws-east");
+    api.put_plan_yaml("mail", &elsewhere).await;
+    let token = api.token(Role::Operator);
+    let fail_over = |site: &'static str, key: &'static str| {
+        let token = token.clone();
+        let api = &api;
+        async move {
+            api.call(
+                "POST",
+                &format!("/api/v1/sites/{site}/failover"),
+                Some(&token),
+                &[("idempotency-key", key)],
+                Body::empty(),
+            )
+            .await
+        }
+    };
+    let before = api.audit_len().await;
+    let r = fail_over("nowhere", "k1").await;
+    r.problem(StatusCode::NOT_FOUND);
+    assert!(r.text.contains("no site named 'nowhere'"), "{}", r.text);
+    let r = fail_over("openstack-east", "").await;
+    r.problem(StatusCode::BAD_REQUEST);
+    assert!(r.text.contains("Idempotency-Key must be"), "{}", r.text);
+    assert_eq!(api.audit_len().await, before, "refusals change nothing");
+    // The CRM plan is failing over already.
+    let crm = api
+        .send(
+            "POST",
+            "/api/v1/plans/crm/runs",
+            Role::Operator,
+            &json!({"workflow": "failover"}),
+        )
+        .await;
+    assert_eq!(crm.status, StatusCode::CREATED, "{}", crm.text);
+    let first = fail_over("openstack-east", "outage-7").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    assert_eq!(first.json["site"], "openstack-east");
+    let started = first.json["started"].as_array().expect("started");
+    assert_eq!(started.len(), 1, "{}", first.text);
+    assert_eq!(started[0]["plan"], "shop");
+    assert_eq!(started[0]["replayed"], false);
+    assert_eq!(first.json["skipped"][0]["plan"], "crm");
+    assert!(
+        first.json["skipped"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("failing_over")),
+        "{}",
+        first.text
+    );
+    let run = started[0]["run"].as_str().expect("run");
+    let detail = api.get(&format!("/api/v1/runs/{run}"), Role::Viewer).await;
+    assert_eq!(detail.json["workflow"], "failover");
+    assert_eq!(detail.json["plan"], "shop");
+    let again = fail_over("openstack-east", "outage-7").await;
+    assert_eq!(again.json["started"][0]["run"], run);
+    assert_eq!(again.json["started"][0]["replayed"], true);
+    let runs = api.get("/api/v1/runs", Role::Viewer).await;
+    assert_eq!(runs.json["items"].as_array().map(Vec::len), Some(2));
+    let audit = api.get("/api/v1/audit", Role::Admin).await;
+    let entries = audit.json["items"].as_array().expect("items");
+    let site = entries
+        .iter()
+        .filter(|e| e["action"] == "site.failover")
+        .collect::<Vec<_>>();
+    assert_eq!(site.len(), 1, "{}", audit.text);
+    assert_eq!(site[0]["principal"], "user:operator");
+    assert_eq!(site[0]["target"], "openstack-east");
 }
 
 async fn an_illegal_transition_is_a_conflict_naming_the_state(store: Store) {
@@ -787,6 +864,7 @@ fn site_body() -> Value {
 const MATRIX: &[(&str, &[Role])] = &[
     ("put plan", &[Role::Admin]),
     ("trigger", &[Role::Operator, Role::Admin]),
+    ("fail over site", &[Role::Operator, Role::Admin]),
     ("approve", &[Role::Operator, Role::Admin]),
     ("cancel", &[Role::Operator, Role::Admin]),
     (
@@ -916,6 +994,15 @@ async fn the_role_matrix_holds_for_every_mutating_endpoint(store: Store) {
                     )
                     .await
                 }
+                "fail over site" => {
+                    api.send(
+                        "POST",
+                        "/api/v1/sites/openstack-east/failover",
+                        role,
+                        &json!({}),
+                    )
+                    .await
+                }
                 "delete plan" => {
                     api.send("DELETE", "/api/v1/plans/retired", role, &json!({}))
                         .await
@@ -1032,6 +1119,10 @@ async fn the_role_matrix_holds_for_every_mutating_endpoint(store: Store) {
             // unprotect leaves the plan protected).
             let run = match *endpoint {
                 "unprotect" => r.json["id"].as_str().unwrap_or_default().to_owned(),
+                "fail over site" => r.json["started"][0]["run"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
                 _ => run,
             };
             if !run.is_empty() {
@@ -1081,6 +1172,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/v1/plans/shop/recovery-points"),
     ("GET", "/api/v1/plans/shop/runbook"),
     ("POST", "/api/v1/plans/shop/runs"),
+    ("POST", "/api/v1/sites/east/failover"),
     ("GET", "/api/v1/runs"),
     ("GET", "/api/v1/runs/run-1"),
     ("POST", "/api/v1/runs/run-1/approve"),

@@ -34,10 +34,12 @@ pub mod plugins;
 pub mod policy;
 mod report;
 pub mod runbook;
+mod site_failover;
 #[cfg(test)]
 mod test_steps;
 
 pub use planner::{PREFLIGHT_ACTION, QUIESCE_ACTION, compensation_steps, plan_steps};
+pub use site_failover::{PlanFailover, SiteFailover, SkippedPlan, fail_over_site};
 
 /// The event kind of a compensated run's standby incarnations left in
 /// place, fenced (see [`Executor`]'s compensation).

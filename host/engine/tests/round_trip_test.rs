@@ -556,7 +556,120 @@ async fn a_failover_preempts_replication_and_drills(store: Store) {
     assert_eq!(preempted.len(), 2, "{audit:?}");
 }
 
+/// A site lost: one call fails over every plan it serves (each its own
+/// run, driven to the end), leaves a plan served elsewhere alone, names a
+/// plan that cannot fail over now with the reason, and — repeated with its
+/// idempotency key after the failovers moved the plans off the site —
+/// returns the same runs and starts nothing.
+async fn a_site_fails_over_every_plan_it_serves(store: Store) {
+    let plan = |name: &str, source: &str, target: &str| {
+        let yaml = PLAN
+            .replacen("name: shop", &format!("name: {name}"), 1)
+            .replacen("source: openstack-east", &format!("source: {source}"), 1)
+            .replacen("target: kubevirt-west", &format!("target: {target}"), 1);
+        PlanDocument::from_yaml(&yaml).expect("plan")
+    };
+    for (name, source, target) in [
+        ("shop", "openstack-east", "kubevirt-west"),
+        ("crm", "openstack-east", "kubevirt-west"),
+        ("wiki", "openstack-east", "kubevirt-west"),
+        ("mail", "kubevirt-west", "openstack-east"),
+    ] {
+        store
+            .put_plan(&plan(name, source, target), "operator")
+            .await
+            .expect("plan");
+    }
+    // The wiki is failing over already.
+    let wiki = rebound_engine::trigger(&store, "wiki", Workflow::Failover, None, "operator")
+        .await
+        .expect("wiki's failover");
+    let lost = rebound_engine::fail_over_site(&store, "openstack-east", Some("k1"), "operator")
+        .await
+        .expect("site failover");
+    assert_eq!(lost.site, "openstack-east");
+    let plans: Vec<(&str, bool)> = lost
+        .started
+        .iter()
+        .map(|p| (p.plan.as_str(), p.replayed))
+        .collect();
+    assert_eq!(plans, [("crm", false), ("shop", false)]);
+    assert_eq!(lost.skipped.len(), 1, "{lost:?}");
+    assert_eq!(lost.skipped[0].plan, "wiki");
+    assert!(
+        lost.skipped[0]
+            .reason
+            .contains("cannot start failover: the plan is failing_over"),
+        "{}",
+        lost.skipped[0].reason
+    );
+    let audit = store.audit_log(20).await.expect("audit");
+    let entry = audit
+        .iter()
+        .find(|e| e.action == "site.failover")
+        .expect("the request audited");
+    assert_eq!(
+        (entry.principal.as_str(), entry.target.as_str()),
+        ("operator", "openstack-east")
+    );
+    assert_eq!(entry.detail["skipped"], json!(["wiki"]));
+    let provider = Arc::new(Provider::default());
+    let executor = Executor::new(
+        store.clone(),
+        provider.clone(),
+        ExecutorConfig::new("host-a"),
+    );
+    let mut finished = Vec::new();
+    while let Some((run, outcome)) = executor.work_once().await.expect("work") {
+        assert_eq!(outcome, Outcome::Succeeded, "{}", run.plan);
+        finished.push(run.id);
+    }
+    finished.sort();
+    let mut expected = vec![
+        lost.started[0].run.clone(),
+        lost.started[1].run.clone(),
+        wiki.id,
+    ];
+    expected.sort();
+    assert_eq!(finished, expected);
+    for (name, primary) in [
+        ("shop", "kubevirt-west"),
+        ("crm", "kubevirt-west"),
+        ("wiki", "kubevirt-west"),
+        ("mail", "kubevirt-west"),
+    ] {
+        let l = store.plan(name).await.expect("plan").lifecycle;
+        assert_eq!(l.primary, primary, "{name}");
+        let state = if name == "mail" {
+            PlanState::Protected
+        } else {
+            PlanState::FailedOver
+        };
+        assert_eq!(l.state, state, "{name}");
+    }
+    let actions = provider.actions.lock().expect("actions").len();
+    let again = rebound_engine::fail_over_site(&store, "openstack-east", Some("k1"), "operator")
+        .await
+        .expect("repeated");
+    assert_eq!(again.started.len(), 2);
+    assert!(again.started.iter().all(|p| p.replayed));
+    assert_eq!(again.started, {
+        let mut s = lost.started.clone();
+        s.iter_mut().for_each(|p| p.replayed = true);
+        s
+    });
+    assert!(again.skipped.is_empty(), "{again:?}");
+    // Without the key, the site serves no plan any more.
+    let unkeyed = rebound_engine::fail_over_site(&store, "openstack-east", None, "operator")
+        .await
+        .expect("unkeyed");
+    assert!(unkeyed.started.is_empty() && unkeyed.skipped.is_empty());
+    assert!(executor.work_once().await.expect("work").is_none());
+    assert_eq!(provider.actions.lock().expect("actions").len(), actions);
+}
+
 rebound_store::on_both_backends!(
+    a_site_fails_over_every_plan_it_serves,
     a_failover_preempts_replication_and_drills,
     a_running_failover_cancelled_undoes_itself,
     a_failed_drill_tears_its_sandbox_down,

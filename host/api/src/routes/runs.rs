@@ -53,21 +53,7 @@ pub async fn trigger(
         Workflow::Unprotect => Need::Administer,
         _ => Need::Operate,
     })?;
-    let key = headers
-        .get(IDEMPOTENCY_KEY)
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .filter(|k| {
-                    !k.is_empty() && k.len() <= 200 && k.bytes().all(|b| b.is_ascii_graphic())
-                })
-                .ok_or_else(|| {
-                    Problem::bad_request(
-                        "Idempotency-Key must be 1-200 visible ASCII characters (a UUID, say)",
-                    )
-                })
-        })
-        .transpose()?;
+    let key = idempotency_key(&headers)?;
     let replayed = match key {
         Some(key) => state.store.run_for_idempotency_key(key).await?.is_some(),
         None => false,
@@ -86,6 +72,70 @@ pub async fn trigger(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// The request's `Idempotency-Key`, when it has a valid one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
+    headers
+        .get(IDEMPOTENCY_KEY)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .filter(|k| {
+                    !k.is_empty() && k.len() <= 200 && k.bytes().all(|b| b.is_ascii_graphic())
+                })
+                .ok_or_else(|| {
+                    Problem::bad_request(
+                        "Idempotency-Key must be 1-200 visible ASCII characters (a UUID, say)",
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// A site lost: fail over every plan it serves (operator), each plan its
+/// own failover run — fences, tiers, gates and approvals as its plan says
+/// — driven side by side. A plan that cannot fail over now (failed over
+/// already, migrating, unprotected) is left as it is and listed in
+/// `skipped` with the reason. With an `Idempotency-Key` header, repeating
+/// the request returns the same runs (`replayed`) and starts nothing;
+/// after an error, repeat it with the key to finish.
+#[utoipa::path(post, path = "/api/v1/sites/{name}/failover", tag = "runs",
+    params(
+        ("name" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-200 visible ASCII characters; the same key returns the same runs"),
+    ),
+    responses(
+        (status = 200, body = rebound_engine::SiteFailover, description = "the plans' failovers started (or started before under the key) and those left"),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn fail_over_site(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::Json<rebound_engine::SiteFailover>, Problem> {
+    principal.require(Need::Operate)?;
+    let key = idempotency_key(&headers)?;
+    let registered = state
+        .registry
+        .as_ref()
+        .is_some_and(|r| r.source(&name).is_some());
+    let named = || async {
+        let plans = state.store.plans().await?;
+        Ok::<_, Problem>(
+            plans
+                .iter()
+                .any(|p| p.lifecycle.primary == name || p.lifecycle.standby == name),
+        )
+    };
+    if !registered && !named().await? {
+        return Err(Problem::not_found(format!(
+            "no site named '{name}' is registered or named by a plan; GET /api/v1/sites lists them"
+        )));
+    }
+    let done = rebound_engine::fail_over_site(&state.store, &name, key, &principal.name).await?;
+    Ok(axum::Json(done))
 }
 
 /// Which runs to list.

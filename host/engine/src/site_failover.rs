@@ -1,0 +1,115 @@
+//! A site lost: fail over every plan the site serves, in one call — the
+//! disaster-day request that would otherwise be one trigger per plan, typed
+//! while the site is down. Each plan's failover is the ordinary one
+//! ([`crate::trigger`]): its own run, fences, tiers, gates and approvals,
+//! the plans' runs side by side under each site's `max_calls`. A plan whose
+//! lifecycle does not allow a failover now (failed over already, being
+//! migrated, unprotected) is left as it is and named with the reason.
+//! The request is audited as `site.failover` (with the runs it started)
+//! beside each run's own start.
+
+use rebound_domain::Workflow;
+use rebound_store::{Store, StoreError};
+use serde::Serialize;
+
+use crate::EngineError;
+
+/// What failing a site over did, plan by plan (in plan-name order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SiteFailover {
+    pub site: String,
+    /// The failovers started: one run per plan.
+    pub started: Vec<PlanFailover>,
+    /// The plans the site serves that were not failed over, and why.
+    pub skipped: Vec<SkippedPlan>,
+}
+
+/// One plan's failover run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlanFailover {
+    pub plan: String,
+    pub run: String,
+    /// Started by an earlier request with the same idempotency key (nothing
+    /// new was started for this plan).
+    pub replayed: bool,
+}
+
+/// A plan served by the site that was not failed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SkippedPlan {
+    pub plan: String,
+    /// Why, in the words a single failover's refusal would use.
+    pub reason: String,
+}
+
+/// Fail over every plan whose primary is `site`. With an idempotency key,
+/// each plan's run is keyed `<key>/<plan>`, so the same request again
+/// returns the same runs — also for plans whose failover has moved them off
+/// the site since — and starts nothing twice; after an error (the store
+/// unreachable midway), repeating it with the key finishes the job.
+pub async fn fail_over_site(
+    store: &Store,
+    site: &str,
+    idempotency_key: Option<&str>,
+    principal: &str,
+) -> Result<SiteFailover, EngineError> {
+    let mut out = SiteFailover {
+        site: site.to_owned(),
+        started: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for plan in store.plans().await? {
+        let name = plan.document.name;
+        let key = idempotency_key.map(|k| format!("{k}/{name}"));
+        if let Some(key) = &key
+            && let Some(run) = store.run_for_idempotency_key(key).await?
+        {
+            out.started.push(PlanFailover {
+                plan: name,
+                run: run.id,
+                replayed: true,
+            });
+            continue;
+        }
+        if plan.lifecycle.primary != site {
+            continue;
+        }
+        match crate::trigger(store, &name, Workflow::Failover, key.as_deref(), principal).await {
+            Ok(run) => out.started.push(PlanFailover {
+                plan: name,
+                run: run.id,
+                replayed: false,
+            }),
+            // Not allowed now, or changed meanwhile by another request:
+            // this plan stays as it is, the others go on.
+            Err(EngineError::Store(e @ (StoreError::Transition(_) | StoreError::Conflict(_)))) => {
+                out.skipped.push(SkippedPlan {
+                    plan: name,
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // Each run's start is audited with its plan; this entry ties them to
+    // the one request.
+    let fresh: Vec<&str> = (out.started.iter())
+        .filter(|p| !p.replayed)
+        .map(|p| p.run.as_str())
+        .collect();
+    if !fresh.is_empty() {
+        let skipped: Vec<&str> = out.skipped.iter().map(|p| p.plan.as_str()).collect();
+        store
+            .audit(
+                principal,
+                "site.failover",
+                site,
+                serde_json::json!({"runs": fresh, "skipped": skipped}),
+            )
+            .await?;
+    }
+    Ok(out)
+}
