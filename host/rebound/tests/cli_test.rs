@@ -426,3 +426,139 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
     let (code, _, err) = run(&["logout"], vec![]).await;
     assert!(code == 0 && err.contains("nothing to do"), "{err}");
 }
+
+/// A site lost: `run failover --site` fails over every plan the site
+/// serves through a real host, waits for each run's report, and names what
+/// it leaves; repeated with its key it starts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_fails_over_every_plan_it_serves_through_the_cli() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let options = |vms| ExampleOptions {
+        snapshot_latency: Duration::from_millis(20),
+        vms,
+        ..ExampleOptions::default()
+    };
+    let a = ExampleSite::start(options(rebound_lab::example::default_vms()))
+        .await
+        .expect("site a");
+    let b = ExampleSite::start(options(Vec::new()))
+        .await
+        .expect("site b");
+    let plan = |name: &str, vm: &str| {
+        format!(
+            "name: {name}\nsource: lab-a\ntarget: lab-b\nworkloads:\n  - id: {vm}\n\
+             replication: {{ mode: native, interval: 5m }}\n\
+             objectives:\n  failover: {{ rto: 30m, rpo: 15m }}\n  failback: {{ rto: 2h, rpo: 0s }}\n"
+        )
+    };
+    std::fs::write(dir.path().join("shop.yaml"), plan("shop", "vm-1")).expect("plan");
+    std::fs::write(dir.path().join("crm.yaml"), plan("crm", "vm-2")).expect("plan");
+    let host = host::serve(
+        dir.path(),
+        &[("lab-a", &a), ("lab-b", &b)],
+        &["--policy-seconds", "0"],
+        &[],
+        false,
+    )
+    .await;
+    let password = host
+        .preamble
+        .iter()
+        .find_map(|l| l.split("with password ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("password printed")
+        .to_owned();
+    let (path, server) = (dir.path().to_owned(), host.url.clone());
+    let run = move |args: &[&str]| {
+        let (path, server) = (path.clone(), server.clone());
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let password = password.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                cli(&path, &server, &args, &[("REBOUND_PASSWORD", &password)])
+            })
+            .await
+            .expect("join")
+        }
+    };
+    let (code, _, err) = run(&["login"]).await;
+    assert!(code == 0, "{err}");
+    for plan in ["shop", "crm"] {
+        let (code, out, err) = run(&["apply", "-f", &format!("{plan}.yaml")]).await;
+        assert!(code == 0, "{out}{err}");
+        let (code, out, err) = run(&["run", "replication", plan, "--wait"]).await;
+        assert!(code == 0, "{out}{err}");
+    }
+    let (code, _, err) = run(&["run", "drill", "--site", "lab-a"]).await;
+    assert!(
+        code == 3 && err.contains("--site fails a whole site over: use it with `failover`"),
+        "{code} {err}"
+    );
+    let (code, _, err) = run(&["run", "failover", "--site", "nowhere"]).await;
+    assert!(
+        code == 5 && err.contains("no site named 'nowhere'"),
+        "{code} {err}"
+    );
+
+    let (code, out, err) = run(&[
+        "run",
+        "failover",
+        "--site",
+        "lab-a",
+        "--wait",
+        "--idempotency-key",
+        "outage-1",
+    ])
+    .await;
+    assert!(code == 0, "{out}\n{err}");
+    for plan in ["crm", "shop"] {
+        assert!(
+            out.contains(&format!(": failover of plan '{plan}'\n")),
+            "{out}"
+        );
+    }
+    assert_eq!(
+        out.matches(" succeeded\n  RTO measured").count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        out.ends_with("site 'lab-a': 2 plan(s) failed over\n"),
+        "{out}"
+    );
+    assert_eq!(b.vms().len(), 2, "both recovered on lab-b");
+    // Again with the key: the same runs, nothing started.
+    let (code, again, err) = run(&[
+        "run",
+        "failover",
+        "--site",
+        "lab-a",
+        "--idempotency-key",
+        "outage-1",
+    ])
+    .await;
+    assert!(code == 0, "{err}");
+    assert_eq!(
+        again.matches("(started before under this key)").count(),
+        2,
+        "{again}"
+    );
+    let (_, runs, _) = run(&["get", "runs", "-o", "json"]).await;
+    let runs: serde_json::Value = serde_json::from_str(&runs).expect("json");
+    let failovers = runs["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|r| r["workflow"] == "failover")
+        .count();
+    assert_eq!(failovers, 2);
+    // lab-b serves both plans now, failed over: nothing more to do there.
+    let (code, out, err) = run(&["run", "failover", "--site", "lab-b"]).await;
+    assert!(code == 0, "{err}");
+    assert!(
+        out.contains("plan 'shop' left as it is: cannot start failover: the plan is failed_over")
+            && out.contains("site 'lab-b' serves no plan that can fail over now"),
+        "{out}"
+    );
+}

@@ -1,4 +1,5 @@
-//! The run verbs: `run WORKFLOW PLAN [--wait]` — with `--wait`, each step
+//! The run verbs: `run WORKFLOW PLAN [--wait]` (or `run failover --site
+//! SITE`: every plan a lost site serves) — with `--wait`, each step
 //! as it changes (a finished disk transfer with what the data mover did),
 //! then the measured RTO and achieved RPO against the phase's objectives
 //! and the data the run moved — and `approve RUN` / `cancel RUN`.
@@ -19,11 +20,17 @@ pub struct RunArgs {
     /// commit_migration, rollback_migration, drill, replication or
     /// unprotect (admin: removes every recovery point of the plan).
     workflow: String,
-    plan: String,
-    /// Follow the run to its end; the exit status says how it ended.
+    #[arg(required_unless_present = "site")]
+    plan: Option<String>,
+    /// Instead of one plan: fail over every plan whose primary is SITE
+    /// (a site lost), each plan its own run (`run failover --site SITE`).
+    #[arg(long, value_name = "SITE", conflicts_with = "plan")]
+    site: Option<String>,
+    /// Follow the run (or each plan's run) to its end; the exit status says
+    /// how it ended (the worst of them).
     #[arg(long)]
     wait: bool,
-    /// Repeating the command with the same key returns the same run.
+    /// Repeating the command with the same key returns the same run(s).
     #[arg(long)]
     idempotency_key: Option<String>,
 }
@@ -34,10 +41,26 @@ pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
     if let Some(key) = &args.idempotency_key {
         headers.push(("idempotency-key", key.as_str()));
     }
+    let plan = match (&args.plan, &args.site) {
+        (Some(plan), _) => plan,
+        (None, Some(site)) if args.workflow == "failover" => {
+            return fail_over_site(&client, site, &headers, args.wait).await;
+        }
+        (None, _) => {
+            return Err(Exit::new(
+                exit::REFUSED,
+                format!(
+                    "--site fails a whole site over: use it with `failover`, not `{}`",
+                    args.workflow
+                ),
+            )
+            .into());
+        }
+    };
     let (_, run) = client
         .call(
             reqwest::Method::POST,
-            &format!("/plans/{}/runs", args.plan),
+            &format!("/plans/{plan}/runs"),
             Some((
                 "application/json",
                 json!({"workflow": args.workflow}).to_string(),
@@ -50,8 +73,8 @@ pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
         .ok_or_else(|| anyhow!("the host answered no run id"))?
         .to_owned();
     println!(
-        "run {id}: {} of plan '{}' {}",
-        args.workflow, args.plan, run["status"]
+        "run {id}: {} of plan '{plan}' {}",
+        args.workflow, run["status"]
     );
     if !args.wait {
         return Ok(());
@@ -100,7 +123,7 @@ pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
         match status {
             "succeeded" | "failed" | "cancelled" => {
                 bar.finish_and_clear();
-                print_report(&id, &args.plan, status, &detail);
+                print_report(&id, plan, status, &detail);
                 if let Some(total) = transfers_total(&steps) {
                     println!("  {total}");
                 }
@@ -123,6 +146,116 @@ pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// `run failover --site SITE`: every plan the site serves failed over,
+/// each plan's run listed (and the plans left, with why); with `wait`,
+/// each run's report as it ends, the exit status the worst of them.
+async fn fail_over_site(
+    client: &Client,
+    site: &str,
+    headers: &[(&str, &str)],
+    wait: bool,
+) -> Result<()> {
+    let (_, done) = client
+        .call(
+            reqwest::Method::POST,
+            &format!("/sites/{site}/failover"),
+            None,
+            headers,
+        )
+        .await?;
+    let started = done["started"].as_array().cloned().unwrap_or_default();
+    for plan in &started {
+        let again = if plan["replayed"] == true {
+            " (started before under this key)"
+        } else {
+            ""
+        };
+        println!(
+            "run {}: failover of plan '{}'{again}",
+            plan["run"].as_str().unwrap_or_default(),
+            plan["plan"].as_str().unwrap_or_default()
+        );
+    }
+    for plan in done["skipped"].as_array().into_iter().flatten() {
+        println!(
+            "plan '{}' left as it is: {}",
+            plan["plan"].as_str().unwrap_or_default(),
+            plan["reason"].as_str().unwrap_or_default()
+        );
+    }
+    if started.is_empty() {
+        println!("site '{site}' serves no plan that can fail over now");
+    }
+    if !wait || started.is_empty() {
+        return Ok(());
+    }
+    let bar = indicatif::ProgressBar::new(started.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} plans failed over  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut open: Vec<(String, String)> = started
+        .iter()
+        .map(|p| {
+            (
+                p["run"].as_str().unwrap_or_default().to_owned(),
+                p["plan"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let (mut failed, mut cancelled) = (0, 0);
+    let mut told_waiting = Vec::new();
+    while !open.is_empty() {
+        let mut still = Vec::new();
+        for (id, plan) in open {
+            let detail = client.get(&format!("/runs/{id}")).await?;
+            match detail["status"].as_str().unwrap_or_default() {
+                status @ ("succeeded" | "failed" | "cancelled") => {
+                    failed += usize::from(status == "failed");
+                    cancelled += usize::from(status == "cancelled");
+                    bar.inc(1);
+                    bar.suspend(|| print_report(&id, &plan, status, &detail));
+                }
+                "waiting_approval" if !told_waiting.contains(&id) => {
+                    bar.suspend(|| {
+                        eprintln!(
+                            "run {id} (plan '{plan}') waits for an operator's approval \
+                             (rebound approve {id})"
+                        );
+                    });
+                    told_waiting.push(id.clone());
+                    still.push((id, plan));
+                }
+                _ => still.push((id, plan)),
+            }
+        }
+        open = still;
+        if !open.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    bar.finish_and_clear();
+    let total = started.len();
+    if failed > 0 {
+        return Err(Exit::new(
+            exit::RUN_FAILED,
+            format!("{failed} of {total} failovers from site '{site}' failed"),
+        )
+        .into());
+    }
+    if cancelled > 0 {
+        return Err(Exit::new(
+            exit::RUN_CANCELLED,
+            format!("{cancelled} of {total} failovers from site '{site}' were cancelled"),
+        )
+        .into());
+    }
+    println!("site '{site}': {total} plan(s) failed over");
+    Ok(())
 }
 
 /// What a finished transfer step of the data mover did (a step's
