@@ -503,7 +503,7 @@ describe("the admin web UI", () => {
     await go(page, "Sites");
     await page.locator("tr[data-site='lab-b']").waitFor();
     assert.equal(await page.getByRole("heading", { name: "Register a site" }).count(), 0);
-    assert.equal(await page.getByRole("button", { name: /Delete/ }).count(), 0);
+    assert.equal(await page.getByRole("button", { name: /Delete|Fail over/ }).count(), 0);
     await page.getByRole("button", { name: "Check the health of lab-a" }).click();
     await page.locator("tr[data-site='lab-a']").getByText("serving", { exact: true }).waitFor();
 
@@ -516,5 +516,30 @@ describe("the admin web UI", () => {
     const token = await apiToken("vera", "viewer-password-1");
     await assert.rejects(api(token, "POST", `/runs/${waiting.id}/approve`), /403/);
     await api(admin, "POST", `/runs/${waiting.id}/cancel`);
+  });
+
+  test("fails over every plan a lost site serves, from the Sites page", async () => {
+    await signOut(page);
+    await signIn(page, "admin", ADMIN_PASSWORD);
+    await go(page, "Sites");
+    await page.getByRole("button", { name: "Fail over every plan lab-a serves" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByRole("list", { name: "Plans lab-a serves" }).getByText("shop → lab-b").waitFor();
+    await dialog.getByRole("button", { name: "Fail over the plans" }).click();
+    const result = page.getByRole("status").filter({ hasText: "lab-a: 1 failover started" });
+    await result.waitFor();
+    // lab-b serves no plan yet: nothing to confirm there.
+    await page.getByRole("button", { name: "Fail over every plan lab-b serves" }).click();
+    await dialog.getByText("lab-b serves no plan.").waitFor();
+    assert.ok(await dialog.getByRole("button", { name: "Fail over the plans" }).isDisabled());
+    await dialog.getByRole("button", { name: "Cancel" }).click();
+    await result.getByRole("link", { name: /^run-/ }).click();
+    await finished();
+    assert.match(await page.getByTestId("report").innerText(), /failover phase/);
+    const plan = await api(admin, "GET", "/plans/shop");
+    assert.equal(plan.lifecycle.state, "failed_over");
+    assert.equal(plan.lifecycle.primary, "lab-b");
+    const audit = await api(admin, "GET", "/audit?limit=50");
+    assert.ok(audit.items.some((e) => e.principal === "user:admin" && e.action === "site.failover" && e.target === "lab-a"));
   });
 });

@@ -1,10 +1,11 @@
 // Sites: each bound to a plugin with its settings, the egress granted to
 // it and the names (never the values) of its credentials; its health on
-// demand; registration and removal for admins.
+// demand; a lost site's plans failed over at once (operators);
+// registration and removal for admins.
 import { useState, type FormEvent } from "react";
 import { api, call, type Schemas } from "../api/client";
-import { listPlugins, listSites } from "../api/queries";
-import { Badge, ConfirmDialog, ErrorBox, Loading } from "../components/common";
+import { listPlans, listPlugins, listSites, type PlanView } from "../api/queries";
+import { Badge, ConfirmDialog, ErrorBox, Link, Loading } from "../components/common";
 import { SelectInput, TextInput } from "../components/fields";
 import { formatTime } from "../lib/duration";
 import { useLoad } from "../lib/use";
@@ -15,6 +16,8 @@ export function Sites() {
   const sites = useLoad(listSites, []);
   const [remove, setRemove] = useState<string | null>(null);
   const [removeError, setRemoveError] = useState<unknown>(null);
+  const [failover, setFailover] = useState<string | null>(null);
+  const [failed, setFailed] = useState<Schemas["SiteFailover"] | null>(null);
   return (
     <>
       <h1 tabIndex={-1}>Sites</h1>
@@ -30,7 +33,7 @@ export function Sites() {
               <th scope="col">Egress granted</th>
               <th scope="col">Credentials</th>
               <th scope="col">Health</th>
-              {can.administer && <th scope="col"><span className="sr-only">Actions</span></th>}
+              {can.operate && <th scope="col"><span className="sr-only">Actions</span></th>}
             </tr>
           </thead>
           <tbody>
@@ -73,9 +76,12 @@ export function Sites() {
                 <td>
                   <Health site={s.name} />
                 </td>
-                {can.administer && (
+                {can.operate && (
                   <td>
-                    {s.source === "api" && (
+                    <button type="button" className="link danger" onClick={() => setFailover(s.name)} aria-label={`Fail over every plan ${s.name} serves`}>
+                      Fail over its plans…
+                    </button>
+                    {can.administer && s.source === "api" && (
                       <button type="button" className="link danger" onClick={() => { setRemoveError(null); setRemove(s.name); }}>
                         Delete…
                       </button>
@@ -88,6 +94,17 @@ export function Sites() {
         </table>
       )}
       {sites.data?.length === 0 && <p className="muted">No sites yet.</p>}
+      {failed && <FailoverResult result={failed} />}
+      {failover && (
+        <FailOverSite
+          site={failover}
+          onCancel={() => setFailover(null)}
+          onDone={(result) => {
+            setFailover(null);
+            setFailed(result);
+          }}
+        />
+      )}
       {can.administer && <Register onDone={sites.reload} existing={(sites.data ?? []).map((s) => s.name)} />}
       <ConfirmDialog
         open={remove !== null}
@@ -109,6 +126,80 @@ export function Sites() {
         <ErrorBox error={removeError} />
       </ConfirmDialog>
     </>
+  );
+}
+
+/** The plans a lost site serves, failed over in one request, each in a run
+ * of its own; a plan that cannot fail over now is left and named. */
+function FailOverSite({ site, onCancel, onDone }: { site: string; onCancel: () => void; onDone: (r: Schemas["SiteFailover"]) => void }) {
+  const plans = useLoad(listPlans, []);
+  // One key per confirmation: a double submit starts each failover once.
+  const [key] = useState(() => crypto.randomUUID());
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const served: PlanView[] = (plans.data ?? []).filter((p) => p.lifecycle.primary === site);
+  return (
+    <ConfirmDialog
+      open
+      title={`Fail over every plan ${site} serves?`}
+      confirm="Fail over the plans"
+      danger
+      busy={busy}
+      disabled={!plans.data || served.length === 0}
+      onCancel={onCancel}
+      onConfirm={async () => {
+        setBusy(true);
+        setError(null);
+        try {
+          onDone(await call(api.POST("/api/v1/sites/{name}/failover", { params: { path: { name: site }, header: { "Idempotency-Key": key } } })));
+        } catch (e) {
+          setError(e);
+        } finally {
+          setBusy(false);
+        }
+      }}
+    >
+      <p>
+        For a site that is lost. Each plan fails over in a run of its own: its workloads on {site} fenced where {site} still answers, recovered on the plan&apos;s standby tier by tier, traffic moved. A plan that
+        cannot fail over now is left as it is.
+      </p>
+      <ErrorBox error={plans.error} />
+      {!plans.data && !plans.error && <Loading what="the plans" />}
+      {plans.data && served.length === 0 && <p className="muted">{site} serves no plan.</p>}
+      {served.length > 0 && (
+        <ul aria-label={`Plans ${site} serves`}>
+          {served.map((p) => (
+            <li key={p.name}>
+              {p.name} → {p.lifecycle.standby} <Badge value={p.lifecycle.state} />
+            </li>
+          ))}
+        </ul>
+      )}
+      <ErrorBox error={error} title="Nothing was failed over" />
+    </ConfirmDialog>
+  );
+}
+
+function FailoverResult({ result }: { result: Schemas["SiteFailover"] }) {
+  return (
+    <section className="panel" role="status" aria-labelledby="failover-title">
+      <h2 id="failover-title">
+        {result.site}: {result.started.length} failover{result.started.length === 1 ? "" : "s"} started
+      </h2>
+      <ul>
+        {result.started.map((p) => (
+          <li key={p.plan}>
+            <Link to={`/plans/${encodeURIComponent(p.plan)}`}>{p.plan}</Link>: run <Link to={`/runs/${p.run}`}>{p.run}</Link>
+            {p.replayed && <span className="muted small"> (started before)</span>}
+          </li>
+        ))}
+        {result.skipped.map((p) => (
+          <li key={p.plan}>
+            <Link to={`/plans/${encodeURIComponent(p.plan)}`}>{p.plan}</Link> left as it is: <span className="small">{p.reason}</span>
+          </li>
+        ))}
+      </ul>
+    </section>
   );
 }
 
