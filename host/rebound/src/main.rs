@@ -197,3 +197,40 @@ async fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    /// The CLI lines of the API and operations docs parse as written
+    /// (those with placeholders — `[…]`, `a|b`, `…` — aside).
+    #[test]
+    fn the_documented_commands_parse() {
+        let mut checked = 0;
+        for doc in [
+            include_str!("../../../docs/api.md"),
+            include_str!("../../../docs/operations.md"),
+        ] {
+            let mut block = false;
+            for line in doc.lines() {
+                if line.starts_with("```") {
+                    block = !block;
+                    continue;
+                }
+                let command = line.split("  #").next().unwrap_or_default().trim();
+                if !block
+                    || !command.starts_with("rebound ")
+                    || command.contains(['[', '|', '…', '>', '\\'])
+                {
+                    continue;
+                }
+                let words = command.split_whitespace();
+                if let Err(e) = super::Cli::try_parse_from(words) {
+                    panic!("{command}: {e}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 10, "only {checked} documented commands found");
+    }
+}
