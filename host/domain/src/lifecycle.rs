@@ -151,6 +151,10 @@ pub struct Lifecycle {
     pub unfenced: Option<String>,
     /// A drill in progress (it changes no state, but only one at a time).
     pub drilling: bool,
+    /// While a permanent failover protects onto a new site: the standby it
+    /// replaces, given back if the run does not finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_standby: Option<String>,
 }
 
 impl Lifecycle {
@@ -162,6 +166,7 @@ impl Lifecycle {
             epoch: 1,
             unfenced: None,
             drilling: false,
+            replaced_standby: None,
         }
     }
 
@@ -284,21 +289,25 @@ impl Lifecycle {
         if !succeeded {
             // Compensation leaves the last good copy where it was.
             self.state = t.rolled_back;
+            if let Some(standby) = self.replaced_standby.take() {
+                self.standby = standby;
+            }
             return Ok(());
         }
-        if workflow == Workflow::Reprotect
-            && let Some(site) = &self.unfenced
+        if matches!(workflow, Workflow::Reprotect | Workflow::PermanentFailover)
+            && let Some(site) = self.unfenced.as_ref().filter(|s| **s == self.standby)
         {
             // Nothing replicates back to a site that may still serve.
             if !old_primary_fenced {
                 let hint = format!(
-                    "'{site}' was never confirmed fenced under epoch {}; the reprotect must fence it first",
+                    "'{site}' was never confirmed fenced under epoch {}; the {workflow} must fence it before anything replicates to it",
                     self.epoch
                 );
                 return Err(self.refuse(workflow, &hint));
             }
             self.unfenced = None;
         }
+        self.replaced_standby = None;
         if t.promotes {
             let planned = workflow != Workflow::Failover;
             if planned && !old_primary_fenced {
@@ -324,10 +333,28 @@ impl Lifecycle {
         }
     }
 
-    /// A permanent failover chooses a new standby for the new primary.
-    pub fn set_standby(&mut self, site: &str) {
-        self.standby = site.to_owned();
-        self.unfenced = None;
+    /// A permanent failover that protects onto a new site (the old primary
+    /// lost for good): `site` becomes the standby now, the one it replaces
+    /// kept until the run finishes (and given back if it fails). A former
+    /// primary never confirmed fenced stays named in `unfenced`: if it ever
+    /// comes back, its old incarnations must be dealt with.
+    pub fn retarget(&mut self, site: &str) -> Result<(), TransitionError> {
+        let workflow = Workflow::PermanentFailover;
+        if self.state != PlanState::PermanentlyFailingOver {
+            return Err(self.refuse(workflow, "only a permanent failover chooses a new standby"));
+        }
+        if site == self.primary {
+            let hint = format!(
+                "the new standby must be another site than the primary '{}'",
+                self.primary
+            );
+            return Err(self.refuse(workflow, &hint));
+        }
+        if site != self.standby {
+            let replaced = std::mem::replace(&mut self.standby, site.to_owned());
+            self.replaced_standby.get_or_insert(replaced);
+        }
+        Ok(())
     }
 }
 

@@ -138,10 +138,46 @@ pub async fn trigger(
     idempotency_key: Option<&str>,
     principal: &str,
 ) -> Result<RunRecord, EngineError> {
+    trigger_to(store, plan, workflow, None, idempotency_key, principal).await
+}
+
+/// [`trigger`], a permanent failover protecting the new primary onto
+/// `new_standby` when given — a new site, the old primary being lost for
+/// good — instead of back onto the old primary. Refused for any other
+/// workflow, and for the primary itself.
+pub async fn trigger_to(
+    store: &Store,
+    plan: &str,
+    workflow: Workflow,
+    new_standby: Option<&str>,
+    idempotency_key: Option<&str>,
+    principal: &str,
+) -> Result<RunRecord, EngineError> {
     let record = store.plan(plan).await?;
-    let steps = steps_of(store, plan, &record.document, &record.lifecycle, workflow).await?;
+    let mut lifecycle = record.lifecycle;
+    if let Some(site) = new_standby {
+        if workflow != Workflow::PermanentFailover {
+            return Err(EngineError::Store(StoreError::Transition(
+                rebound_domain::TransitionError {
+                    workflow,
+                    state: lifecycle.state,
+                    hint: "only a permanent failover protects onto a new site".into(),
+                },
+            )));
+        }
+        // Planned as it will run: replicating to the new site.
+        lifecycle.standby = site.to_owned();
+    }
+    let steps = steps_of(store, plan, &record.document, &lifecycle, workflow).await?;
     let run = store
-        .start_workflow(plan, workflow, idempotency_key, principal, &steps)
+        .start_workflow_to(
+            plan,
+            workflow,
+            new_standby,
+            idempotency_key,
+            principal,
+            &steps,
+        )
         .await?;
     if matches!(
         workflow,

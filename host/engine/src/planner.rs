@@ -284,7 +284,14 @@ pub fn plan_steps(plan: &PlanDocument, lifecycle: &Lifecycle, workflow: Workflow
             format!("clean up the migration source on {standby}"),
             json!({"action": "cleanup", "site": standby, "scope": "migration-source"}),
         )),
-        Workflow::PermanentFailover => sync(&mut steps, primary, standby, true),
+        // Protection from the new primary: to the old one (fenced first
+        // if it never was), or to a new site chosen for it.
+        Workflow::PermanentFailover => {
+            if lifecycle.unfenced.as_deref() == Some(standby) {
+                confirm_fence(&mut steps, standby);
+            }
+            sync(&mut steps, primary, standby, true);
+        }
         Workflow::Replication => {
             sync(&mut steps, primary, standby, true);
             prune(&mut steps, primary, standby);

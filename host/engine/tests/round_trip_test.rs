@@ -668,7 +668,157 @@ async fn a_site_fails_over_every_plan_it_serves(store: Store) {
     assert_eq!(provider.actions.lock().expect("actions").len(), actions);
 }
 
+/// The old primary lost for good: a permanent failover protects the new
+/// primary onto a third site — every copy made there, the plan protected
+/// from the new primary to it, its next cycle replicating there. One that
+/// fails gives the old standby back; a new site equal to the primary, or
+/// given to another workflow, is refused and changes nothing.
+async fn a_permanent_failover_protects_onto_a_new_site(store: Store) {
+    store
+        .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
+        .await
+        .expect("plan");
+    let outcome = run(&store, Arc::new(Provider::default()), Workflow::Failover)
+        .await
+        .expect("failover");
+    assert_eq!(outcome, Outcome::Succeeded);
+    let failed_over = store.plan("shop").await.expect("plan");
+    for (workflow, site, refusal) in [
+        (
+            Workflow::PermanentFailover,
+            "kubevirt-west",
+            "the new standby must be another site than the primary 'kubevirt-west'",
+        ),
+        (
+            Workflow::Reprotect,
+            "aws-east",
+            "only a permanent failover protects onto a new site",
+        ),
+    ] {
+        let err =
+            rebound_engine::trigger_to(&store, "shop", workflow, Some(site), None, "operator")
+                .await
+                .expect_err("refused");
+        assert!(err.to_string().contains(refusal), "{err}");
+        assert_eq!(store.plan("shop").await.expect("plan"), failed_over);
+    }
+    let executor = |provider: Arc<Provider>| {
+        Executor::new(store.clone(), provider, ExecutorConfig::new("host-a"))
+    };
+    // The copy to the new site fails: the plan is failed over as before.
+    rebound_engine::trigger_to(
+        &store,
+        "shop",
+        Workflow::PermanentFailover,
+        Some("aws-east"),
+        None,
+        "operator",
+    )
+    .await
+    .expect("permanent failover");
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (l.standby.as_str(), l.replaced_standby.as_deref()),
+        ("aws-east", Some("openstack-east"))
+    );
+    let broken = Arc::new(Provider {
+        broken: Some("transfer"),
+        ..Provider::default()
+    });
+    let (_, outcome) = executor(broken)
+        .work_once()
+        .await
+        .expect("work")
+        .expect("the run");
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (
+            l.state,
+            l.primary.as_str(),
+            l.standby.as_str(),
+            l.replaced_standby.as_deref()
+        ),
+        (
+            PlanState::FailedOver,
+            "kubevirt-west",
+            "openstack-east",
+            None
+        )
+    );
+    // Again, working: protected from kubevirt-west onto aws-east.
+    let run = rebound_engine::trigger_to(
+        &store,
+        "shop",
+        Workflow::PermanentFailover,
+        Some("aws-east"),
+        None,
+        "operator",
+    )
+    .await
+    .expect("permanent failover");
+    let steps = store.steps(&run.id).await.expect("steps");
+    let sites: std::collections::BTreeSet<&str> = steps
+        .iter()
+        .filter_map(|s| s.input["site"].as_str())
+        .collect();
+    assert!(
+        !sites.contains("openstack-east"),
+        "the lost site is not touched: {sites:?}"
+    );
+    let transfers: Vec<&StepRecord> = steps
+        .iter()
+        .filter(|s| s.input["action"] == "transfer")
+        .collect();
+    assert_eq!(transfers.len(), 3, "one per workload");
+    assert!(
+        transfers
+            .iter()
+            .all(|s| s.input["from"] == "kubevirt-west" && s.input["to"] == "aws-east"),
+        "{transfers:?}"
+    );
+    let provider = Arc::new(Provider::default());
+    let (_, outcome) = executor(provider)
+        .work_once()
+        .await
+        .expect("work")
+        .expect("the run");
+    assert_eq!(outcome, Outcome::Succeeded);
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (
+            l.state,
+            l.primary.as_str(),
+            l.standby.as_str(),
+            l.replaced_standby.as_deref()
+        ),
+        (PlanState::Protected, "kubevirt-west", "aws-east", None)
+    );
+    let audit = store.audit_log(50).await.expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "plan.permanent_failover.begin"
+                && e.detail["new_standby"] == "aws-east"),
+        "{audit:?}"
+    );
+    // The next cycle replicates to the new standby.
+    let cycle = rebound_engine::trigger(&store, "shop", Workflow::Replication, None, "operator")
+        .await
+        .expect("cycle");
+    let steps = store.steps(&cycle.id).await.expect("steps");
+    assert!(
+        steps
+            .iter()
+            .filter(|s| s.input["action"] == "transfer")
+            .all(|s| s.input["to"] == "aws-east"),
+        "{:?}",
+        steps.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+}
+
 rebound_store::on_both_backends!(
+    a_permanent_failover_protects_onto_a_new_site,
     a_site_fails_over_every_plan_it_serves,
     a_failover_preempts_replication_and_drills,
     a_running_failover_cancelled_undoes_itself,

@@ -473,7 +473,11 @@ impl Store {
                 // Applied again after an unprotect: protected again.
                 let protected_again = current.lifecycle.state == PlanState::Unprotected;
                 let lifecycle = if moved {
-                    Lifecycle::new(&document.source, &document.target)
+                    // Fencing epochs only ever grow: plugins compare them.
+                    Lifecycle {
+                        epoch: current.lifecycle.epoch,
+                        ..Lifecycle::new(&document.source, &document.target)
+                    }
                 } else {
                     let mut lifecycle = current.lifecycle;
                     lifecycle.protect_again();

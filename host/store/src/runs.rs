@@ -50,6 +50,7 @@ impl Store {
             principal,
             steps,
             false,
+            None,
         )
         .await
     }
@@ -65,10 +66,34 @@ impl Store {
         principal: &str,
         steps: &[NewStep],
     ) -> Result<RunRecord, StoreError> {
-        self.create(plan_name, workflow, idempotency_key, principal, steps, true)
+        self.start_workflow_to(plan_name, workflow, None, idempotency_key, principal, steps)
             .await
     }
 
+    /// [`Store::start_workflow`], a permanent failover protecting onto
+    /// `new_standby` when given (see `Lifecycle::retarget`).
+    pub async fn start_workflow_to(
+        &self,
+        plan_name: &str,
+        workflow: Workflow,
+        new_standby: Option<&str>,
+        idempotency_key: Option<&str>,
+        principal: &str,
+        steps: &[NewStep],
+    ) -> Result<RunRecord, StoreError> {
+        self.create(
+            plan_name,
+            workflow,
+            idempotency_key,
+            principal,
+            steps,
+            true,
+            new_standby,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn create(
         &self,
         plan_name: &str,
@@ -77,6 +102,7 @@ impl Store {
         principal: &str,
         steps: &[NewStep],
         lifecycle: bool,
+        new_standby: Option<&str>,
     ) -> Result<RunRecord, StoreError> {
         if let Some(key) = idempotency_key
             && let Some(existing) = self.run_by_key(key).await?
@@ -100,13 +126,21 @@ impl Store {
                 })?;
             let mut current = decode_plan(&row)?.lifecycle;
             current.begin(workflow)?;
+            if let Some(site) = new_standby {
+                current.retarget(site)?;
+            }
             update_lifecycle(&tx, plan_name, &current, row.revision).await?;
             audit_in(
                 &tx,
                 principal,
                 &format!("plan.{workflow}.begin"),
                 plan_name,
-                serde_json::json!({"state": current.state, "epoch": current.epoch}),
+                match new_standby {
+                    Some(site) => serde_json::json!({
+                        "state": current.state, "epoch": current.epoch, "new_standby": site,
+                    }),
+                    None => serde_json::json!({"state": current.state, "epoch": current.epoch}),
+                },
             )
             .await?;
         }

@@ -113,6 +113,24 @@ async fn a_plan_moves_to_other_sites_only_while_protected(store: Store) {
     let stored = store.plan("shop").await.expect("read");
     assert_eq!(stored.lifecycle.state, PlanState::FailedOver);
     assert_eq!(stored.lifecycle.epoch, 2);
+
+    // Protected again after a failback (epoch 3), it moves, and its
+    // fencing epoch goes on from there (plugins compare epochs).
+    let mut back = stored.lifecycle.clone();
+    for workflow in [Workflow::Reprotect, Workflow::Failback] {
+        back.begin(workflow).expect("begin");
+        back.finish(workflow, true, true).expect("finish");
+    }
+    assert_eq!((back.state, back.epoch), (PlanState::Protected, 3));
+    store
+        .save_lifecycle("shop", &back, stored.revision, "engine", "plan.failback")
+        .await
+        .expect("save");
+    let moved = store.put_plan(&moved, "alice").await.expect("moved");
+    assert_eq!(
+        (moved.lifecycle.standby.as_str(), moved.lifecycle.epoch),
+        ("aws-west", 3)
+    );
 }
 
 async fn lifecycle_updates_never_overwrite_a_concurrent_change(store: Store) {

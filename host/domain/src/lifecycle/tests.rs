@@ -146,14 +146,58 @@ fn a_permanent_failover_protects_the_new_primary_to_a_new_site() {
     let mut l = plan();
     run(&mut l, Workflow::Failover, false);
     l.begin(Workflow::PermanentFailover).expect("begin");
-    l.set_standby("site-c");
+    let err = l.retarget("site-b").expect_err("the primary");
+    assert!(
+        err.to_string()
+            .contains("the new standby must be another site than the primary 'site-b'"),
+        "{err}"
+    );
+    l.retarget("site-c").expect("a new site");
+    assert_eq!(l.replaced_standby.as_deref(), Some("site-a"));
+    // Not finished: the old standby is given back.
+    l.finish(Workflow::PermanentFailover, false, false)
+        .expect("rolled back");
+    assert_eq!(
+        (l.state, l.standby.as_str(), l.replaced_standby.as_deref()),
+        (PlanState::FailedOver, "site-a", None)
+    );
+    l.begin(Workflow::PermanentFailover).expect("again");
+    l.retarget("site-c").expect("a new site");
     l.finish(Workflow::PermanentFailover, true, false)
         .expect("finish");
     assert_eq!(
         (l.state, l.primary.as_str(), l.standby.as_str()),
         (PlanState::Protected, "site-b", "site-c")
     );
-    assert_eq!(l.unfenced, None);
+    assert_eq!(l.replaced_standby, None);
+    // The lost site was never confirmed fenced: it stays named.
+    assert_eq!(l.unfenced.as_deref(), Some("site-a"));
+    assert!(
+        l.retarget("site-d").is_err(),
+        "only while failing over permanently"
+    );
+}
+
+#[test]
+fn a_permanent_failover_back_onto_an_unfenced_site_must_fence_it() {
+    let mut l = plan();
+    run(&mut l, Workflow::Failover, false);
+    assert_eq!(l.unfenced.as_deref(), Some("site-a"));
+    l.begin(Workflow::PermanentFailover).expect("begin");
+    let err = l
+        .finish(Workflow::PermanentFailover, true, false)
+        .expect_err("site-a may still serve");
+    assert!(
+        err.to_string()
+            .contains("the permanent_failover must fence it before anything replicates to it"),
+        "{err}"
+    );
+    l.finish(Workflow::PermanentFailover, true, true)
+        .expect("fenced first");
+    assert_eq!(
+        (l.standby.as_str(), l.unfenced.as_deref()),
+        ("site-a", None)
+    );
 }
 
 #[test]
