@@ -21,6 +21,11 @@ use crate::problem::Problem;
 #[serde(deny_unknown_fields)]
 pub struct WorkflowRequest {
     pub workflow: Workflow,
+    /// `permanent_failover` only: the site that becomes the standby — a
+    /// new one, the old primary being lost for good. Absent: the old
+    /// primary.
+    #[serde(default)]
+    pub new_standby: Option<String>,
 }
 
 /// Preview a workflow on a plan: the saved one, or an edit of it (or a
@@ -29,6 +34,9 @@ pub struct WorkflowRequest {
 #[serde(deny_unknown_fields)]
 pub struct DryRunRequest {
     pub workflow: Workflow,
+    /// As in `WorkflowRequest`: a permanent failover onto this new standby.
+    #[serde(default)]
+    pub new_standby: Option<String>,
     /// A plan document (the JSON form of the YAML) to preview instead of
     /// the saved plan; checked as `PUT /api/v1/plans/{name}` checks it,
     /// and its `name` must be the URL's. A plan not saved yet is previewed

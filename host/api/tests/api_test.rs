@@ -19,6 +19,7 @@ rebound_store::on_both_backends!(
     bad_bodies_are_4xx_problems_and_change_nothing,
     an_idempotency_key_returns_the_same_run,
     a_site_fails_over_every_plan_it_serves,
+    a_permanent_failover_protects_onto_a_new_standby,
     an_illegal_transition_is_a_conflict_naming_the_state,
     runs_are_listed_filtered_paginated_and_detailed,
     approve_and_cancel_follow_the_run_and_events_stream_to_its_end,
@@ -416,6 +417,110 @@ async fn a_site_fails_over_every_plan_it_serves(store: Store) {
     assert_eq!(site.len(), 1, "{}", audit.text);
     assert_eq!(site[0]["principal"], "user:operator");
     assert_eq!(site[0]["target"], "openstack-east");
+}
+
+/// The old primary lost for good: a permanent failover names the site that
+/// becomes the standby, previewed first; a wrong one is refused and changes
+/// nothing.
+async fn a_permanent_failover_protects_onto_a_new_standby(store: Store) {
+    let api = Api::new(store).await;
+    let url = format!("http://{}", api.site.addr);
+    let spare = json!({
+        "plugin": "example",
+        "config": {"endpoint": url},
+        "secrets": {"token": api.site.token},
+        "egress": [url],
+    });
+    let r = api
+        .send("PUT", "/api/v1/sites/spare", Role::Admin, &spare)
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    // One of the lab site's VMs, without health gates.
+    let plan = "name: shop\nsource: openstack-east\ntarget: kubevirt-west\n\
+                workloads:\n  - id: vm-1\nreplication: { mode: native, interval: 5m }\n\
+                objectives:\n  failover: { rto: 30m, rpo: 15m }\n  failback: { rto: 2h, rpo: 0s }\n";
+    let r = api.put_plan_yaml("shop", plan).await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let start = |body: Value| {
+        let api = &api;
+        async move {
+            api.send("POST", "/api/v1/plans/shop/runs", Role::Operator, &body)
+                .await
+        }
+    };
+    let r = start(json!({"workflow": "replication"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    api.drive().await;
+    let r = start(json!({"workflow": "failover"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    api.drive().await;
+    let before = api.get("/api/v1/plans/shop", Role::Viewer).await.json;
+    assert_eq!(before["lifecycle"]["state"], "failed_over", "{before}");
+    let audit = api.audit_len().await;
+    for (body, status, says) in [
+        (
+            json!({"workflow": "reprotect", "new_standby": "spare"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "only a permanent_failover takes a new standby",
+        ),
+        (
+            json!({"workflow": "permanent_failover", "new_standby": "nowhere"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no site named 'nowhere'",
+        ),
+        (
+            json!({"workflow": "permanent_failover", "new_standby": "kubevirt-west"}),
+            StatusCode::CONFLICT,
+            "the new standby must be another site than the primary 'kubevirt-west'",
+        ),
+        (
+            json!({"workflow": "permanent_failover", "new_standby": 7}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "new_standby",
+        ),
+    ] {
+        for path in ["/api/v1/plans/shop/runs", "/api/v1/plans/shop/dry-run"] {
+            let r = api.send("POST", path, Role::Operator, &body).await;
+            r.problem(status);
+            assert!(r.text.contains(says), "{path} {body}: {}", r.text);
+        }
+    }
+    assert_eq!(api.audit_len().await, audit, "refusals change nothing");
+    assert_eq!(
+        api.get("/api/v1/plans/shop", Role::Viewer).await.json,
+        before
+    );
+    // The preview copies to the new site and leaves the old primary alone.
+    let body = json!({"workflow": "permanent_failover", "new_standby": "spare"});
+    let preview = api
+        .send("POST", "/api/v1/plans/shop/dry-run", Role::Viewer, &body)
+        .await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.text);
+    let names: Vec<&str> = preview.json["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(names.iter().any(|n| n.contains("→ spare")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.contains("openstack-east")),
+        "{names:?}"
+    );
+    let r = start(body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    api.drive().await;
+    let run = api
+        .get(
+            &format!("/api/v1/runs/{}", r.json["id"].as_str().expect("id")),
+            Role::Viewer,
+        )
+        .await;
+    assert_eq!(run.json["status"], "succeeded", "{}", run.text);
+    let after = api.get("/api/v1/plans/shop", Role::Viewer).await.json;
+    assert_eq!(after["lifecycle"]["state"], "protected");
+    assert_eq!(after["lifecycle"]["primary"], "kubevirt-west");
+    assert_eq!(after["lifecycle"]["standby"], "spare");
 }
 
 async fn an_illegal_transition_is_a_conflict_naming_the_state(store: Store) {

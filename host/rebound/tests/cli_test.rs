@@ -444,6 +444,9 @@ async fn a_site_fails_over_every_plan_it_serves_through_the_cli() {
     let b = ExampleSite::start(options(Vec::new()))
         .await
         .expect("site b");
+    let c = ExampleSite::start(options(Vec::new()))
+        .await
+        .expect("site c");
     let plan = |name: &str, vm: &str| {
         format!(
             "name: {name}\nsource: lab-a\ntarget: lab-b\nworkloads:\n  - id: {vm}\n\
@@ -455,7 +458,7 @@ async fn a_site_fails_over_every_plan_it_serves_through_the_cli() {
     std::fs::write(dir.path().join("crm.yaml"), plan("crm", "vm-2")).expect("plan");
     let host = host::serve(
         dir.path(),
-        &[("lab-a", &a), ("lab-b", &b)],
+        &[("lab-a", &a), ("lab-b", &b), ("lab-c", &c)],
         &["--policy-seconds", "0"],
         &[],
         false,
@@ -561,4 +564,34 @@ async fn a_site_fails_over_every_plan_it_serves_through_the_cli() {
             && out.contains("site 'lab-b' serves no plan that can fail over now"),
         "{out}"
     );
+
+    // lab-a is lost for good: the shop is protected from lab-b onto lab-c.
+    let (code, _, err) = run(&["run", "reprotect", "shop", "--new-standby", "lab-c"]).await;
+    assert!(
+        code == 3 && err.contains("only a permanent_failover takes a new standby"),
+        "{code} {err}"
+    );
+    assert!(c.snapshots().is_empty());
+    let (code, out, err) = run(&[
+        "run",
+        "permanent_failover",
+        "shop",
+        "--new-standby",
+        "lab-c",
+        "--wait",
+    ])
+    .await;
+    assert!(code == 0, "{out}\n{err}");
+    assert!(
+        out.contains("lab-b → lab-c"),
+        "the copy goes to lab-c: {out}"
+    );
+    let (_, plan, _) = run(&["get", "plan", "shop", "-o", "yaml"]).await;
+    assert!(
+        plan.contains("state: protected")
+            && plan.contains("primary: lab-b")
+            && plan.contains("standby: lab-c"),
+        "{plan}"
+    );
+    assert!(!c.snapshots().is_empty(), "a copy at lab-c");
 }

@@ -193,10 +193,18 @@ pub async fn dry_run(
             (document, lifecycle)
         }
     };
-    lifecycle
-        .clone()
+    let mut lifecycle = lifecycle;
+    let mut started = lifecycle.clone();
+    started
         .begin(workflow)
         .map_err(rebound_store::StoreError::from)?;
+    if let Some(site) = &request.new_standby {
+        super::runs::check_new_standby(&state, workflow, site)?;
+        started
+            .retarget(site)
+            .map_err(rebound_store::StoreError::from)?;
+        lifecycle.standby.clone_from(site);
+    }
     let forecast = rebound_engine::dry_run_of(
         &state.store,
         &document,

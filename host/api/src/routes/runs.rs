@@ -25,7 +25,9 @@ use crate::views::{
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Start a workflow on a plan (operator; `unprotect`, which removes
-/// every recovery point of the plan, admin). With an `Idempotency-Key`
+/// every recovery point of the plan, admin). A `permanent_failover` may
+/// name a `new_standby`: the plan is then protected from where it serves
+/// onto that site, not back onto the old primary. With an `Idempotency-Key`
 /// header, repeating the request returns the run the first one started
 /// (200, `Idempotent-Replayed: true`) and starts nothing. Refused (409,
 /// naming the plan's current state) when the plan's lifecycle does not
@@ -58,8 +60,18 @@ pub async fn trigger(
         Some(key) => state.store.run_for_idempotency_key(key).await?.is_some(),
         None => false,
     };
-    let run = rebound_engine::trigger(&state.store, &name, request.workflow, key, &principal.name)
-        .await?;
+    if let Some(site) = &request.new_standby {
+        check_new_standby(&state, request.workflow, site)?;
+    }
+    let run = rebound_engine::trigger_to(
+        &state.store,
+        &name,
+        request.workflow,
+        request.new_standby.as_deref(),
+        key,
+        &principal.name,
+    )
+    .await?;
     let view = RunView::from(&state.store.run_listing(&run.id).await?);
     let mut response = if replayed {
         (StatusCode::OK, axum::Json(view)).into_response()
@@ -72,6 +84,31 @@ pub async fn trigger(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// Refuse (422) a new standby for another workflow than a permanent
+/// failover, or one this host binds no plugin for (a host without a plugin
+/// runtime knows none and lets the plan's runs say).
+pub(super) fn check_new_standby(
+    state: &ApiState,
+    workflow: Workflow,
+    site: &str,
+) -> Result<(), Problem> {
+    if workflow != Workflow::PermanentFailover {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("new_standby: only a permanent_failover takes a new standby, not a {workflow}"),
+        ));
+    }
+    match &state.registry {
+        Some(registry) if registry.steps.plugin(site).is_none() => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "new_standby: no site named '{site}' is registered; GET /api/v1/sites lists them"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The request's `Idempotency-Key`, when it has a valid one.
@@ -120,7 +157,7 @@ pub async fn fail_over_site(
     let registered = state
         .registry
         .as_ref()
-        .is_some_and(|r| r.source(&name).is_some());
+        .is_some_and(|r| r.steps.plugin(&name).is_some());
     let named = || async {
         let plans = state.store.plans().await?;
         Ok::<_, Problem>(

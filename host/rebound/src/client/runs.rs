@@ -26,6 +26,10 @@ pub struct RunArgs {
     /// (a site lost), each plan its own run (`run failover --site SITE`).
     #[arg(long, value_name = "SITE", conflicts_with = "plan")]
     site: Option<String>,
+    /// `permanent_failover` only: protect the plan from where it serves
+    /// onto this site instead of back onto the old primary (lost for good).
+    #[arg(long, value_name = "SITE", conflicts_with = "site")]
+    new_standby: Option<String>,
     /// Follow the run (or each plan's run) to its end; the exit status says
     /// how it ended (the worst of them).
     #[arg(long)]
@@ -63,7 +67,11 @@ pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
             &format!("/plans/{plan}/runs"),
             Some((
                 "application/json",
-                json!({"workflow": args.workflow}).to_string(),
+                match &args.new_standby {
+                    Some(site) => json!({"workflow": args.workflow, "new_standby": site}),
+                    None => json!({"workflow": args.workflow}),
+                }
+                .to_string(),
             )),
             &headers,
         )
