@@ -542,4 +542,22 @@ describe("the admin web UI", () => {
     const audit = await api(admin, "GET", "/audit?limit=50");
     assert.ok(audit.items.some((e) => e.principal === "user:admin" && e.action === "site.failover" && e.target === "lab-a"));
   });
+
+  test("fails over permanently onto a new standby, the old primary lost for good", async () => {
+    await api(admin, "PUT", "/sites/lab-c", { plugin: "example", config: { endpoint: LAB_B_ENDPOINT }, secrets: { token: LAB_B_TOKEN }, egress: [LAB_B_ENDPOINT] });
+    await go(page, "Runs");
+    const start = page.locator("section", { has: page.getByRole("heading", { name: "Start a run" }) });
+    await start.getByLabel("Plan to run").selectOption("shop");
+    await start.getByLabel("Workflow to run").selectOption("permanent_failover");
+    await start.getByLabel("New standby").selectOption("lab-c");
+    await start.getByRole("button", { name: "Start…" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByRole("heading", { name: "Start a permanent failover of shop onto lab-c?" }).waitFor();
+    await dialog.getByTestId("forecast").waitFor();
+    assert.match(await dialog.getByTestId("forecast").innerText(), /lab-b → lab-c/);
+    await dialog.getByRole("button", { name: "Start permanent failover" }).click();
+    await finished();
+    const plan = await api(admin, "GET", "/plans/shop");
+    assert.deepEqual([plan.lifecycle.state, plan.lifecycle.primary, plan.lifecycle.standby], ["protected", "lab-b", "lab-c"]);
+  });
 });

@@ -2,7 +2,7 @@
 // newest first, filtered by plan and status.
 import { useState } from "react";
 import { api, call, type Schemas } from "../api/client";
-import { listPlans } from "../api/queries";
+import { listPlans, listSites } from "../api/queries";
 import type { Forecast, Workflow } from "../api/shapes";
 import { Badge, ConfirmDialog, ErrorBox, Link, Loading } from "../components/common";
 import { SelectInput } from "../components/fields";
@@ -125,7 +125,12 @@ function StartRun({ plans, initialPlan }: { plans: string[]; initialPlan: string
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
   const [key, setKey] = useState("");
+  // A permanent failover may protect onto a new site (the old primary lost
+  // for good); empty: back onto the old primary.
+  const [newStandby, setNewStandby] = useState("");
+  const sites = useLoad(listSites, []);
   const chosen = plan || plans[0] || "";
+  const target = workflow === "permanent_failover" && newStandby ? { new_standby: newStandby } : {};
 
   async function ask() {
     setOpen(true);
@@ -135,7 +140,7 @@ function StartRun({ plans, initialPlan }: { plans: string[]; initialPlan: string
     // One key per confirmation: a double submit starts one run.
     setKey(crypto.randomUUID());
     try {
-      setForecast(await call(api.POST("/api/v1/plans/{name}/dry-run", { params: { path: { name: chosen } }, body: { workflow } })));
+      setForecast(await call(api.POST("/api/v1/plans/{name}/dry-run", { params: { path: { name: chosen } }, body: { workflow, ...target } })));
     } catch (e) {
       setPreviewError(e);
     }
@@ -146,7 +151,7 @@ function StartRun({ plans, initialPlan }: { plans: string[]; initialPlan: string
     setError(null);
     try {
       const run = await call(
-        api.POST("/api/v1/plans/{name}/runs", { params: { path: { name: chosen }, header: { "Idempotency-Key": key } }, body: { workflow } }),
+        api.POST("/api/v1/plans/{name}/runs", { params: { path: { name: chosen }, header: { "Idempotency-Key": key } }, body: { workflow, ...target } }),
       );
       setOpen(false);
       navigate(`/runs/${run.id}`);
@@ -163,13 +168,21 @@ function StartRun({ plans, initialPlan }: { plans: string[]; initialPlan: string
       <div className="row inline">
         <SelectInput label="Plan to run" value={chosen} options={plans.map((p) => ({ value: p, label: p }))} onChange={setPlan} />
         <SelectInput label="Workflow to run" value={workflow} options={triggerable} onChange={(v) => setWorkflow(v as Workflow)} />
+        {workflow === "permanent_failover" && (
+          <SelectInput
+            label="New standby"
+            value={newStandby}
+            options={[{ value: "", label: "the old primary (back onto it)" }, ...(sites.data ?? []).map((s) => ({ value: s.name, label: `${s.name} (a new site: the old primary lost for good)` }))]}
+            onChange={setNewStandby}
+          />
+        )}
         <button type="button" className="primary" onClick={ask} disabled={!chosen}>
           Start…
         </button>
       </div>
       <ConfirmDialog
         open={open}
-        title={`Start a ${workflow.replaceAll("_", " ")} of ${chosen}?`}
+        title={`Start a ${workflow.replaceAll("_", " ")} of ${chosen}${workflow === "permanent_failover" && newStandby ? ` onto ${newStandby}` : ""}?`}
         confirm={`Start ${workflow.replaceAll("_", " ")}`}
         danger={workflow !== "drill" && workflow !== "replication"}
         busy={busy}
