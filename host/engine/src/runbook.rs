@@ -81,6 +81,7 @@ pub async fn runbook(store: &Store, plan: &str, now: i64) -> Result<Runbook, Eng
         section(&mut md, i + 1, &record, &lifecycle, &f);
         advance(&mut lifecycle, workflow);
     }
+    if_a_site_is_lost(&mut md, &record);
     if_a_run_fails(&mut md);
     Ok(Runbook {
         plan: plan.to_owned(),
@@ -399,6 +400,32 @@ fn title(workflow: Workflow) -> &'static str {
         Workflow::Failback => "Failback",
         _ => "Run",
     }
+}
+
+/// What to run when the primary's site is lost, and when the site the plan
+/// left will not come back.
+fn if_a_site_is_lost(md: &mut String, record: &PlanRecord) {
+    let (plan, life) = (&record.document.name, &record.lifecycle);
+    let _ = writeln!(
+        md,
+        "## If a site is lost
+"
+    );
+    if life.state == PlanState::Protected {
+        let _ = writeln!(
+            md,
+            "- `{0}` lost: `rebound run failover --site {0} --wait --idempotency-key KEY` fails over every plan it serves, this one included, each in a run of its own (`rebound run failover {plan} --wait` fails over this one alone).",
+            life.primary
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "- `{standby}` lost for good: `rebound run permanent_failover {plan} --new-standby SITE --wait` keeps the workloads on `{primary}` for good and protects them onto SITE (without `--new-standby`, back onto `{standby}`).",
+            standby = life.standby,
+            primary = life.primary
+        );
+    }
+    let _ = writeln!(md);
 }
 
 fn if_a_run_fails(md: &mut String) {

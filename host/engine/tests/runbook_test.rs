@@ -49,8 +49,14 @@ async fn written_from_where_the_plan_stands(store: Store) {
             "## 1. Failover — `openstack-east` → `kubevirt-west`",
             "## 2. Reprotect — `kubevirt-west` → `openstack-east`",
             "## 3. Failback — `kubevirt-west` → `openstack-east`",
+            "## If a site is lost",
             "## If a run fails",
         ],
+        "{md}"
+    );
+    assert!(
+        section(md, "## If a site is lost")
+            .contains("`rebound run failover --site openstack-east --wait --idempotency-key KEY`"),
         "{md}"
     );
     assert!(md.contains("| failover | 30m | 15m |"), "{md}");
@@ -131,6 +137,12 @@ async fn written_from_where_the_plan_stands(store: Store) {
             "## 2. Failover — `openstack-east` → `kubevirt-west`",
             "## 3. Reprotect — `kubevirt-west` → `openstack-east`",
         ],
+        "{md}"
+    );
+    assert!(
+        section(&md, "## If a site is lost").contains(
+            "`openstack-east` lost for good: `rebound run permanent_failover shop --new-standby SITE --wait` keeps the workloads on `kubevirt-west`"
+        ),
         "{md}"
     );
 
