@@ -44,8 +44,10 @@ const BLOCK: u64 = 4 * MIB;
 struct Lab {
     a: ExampleSite,
     b: ExampleSite,
+    /// A third site, empty: a new standby for a permanent failover.
+    c: ExampleSite,
     steps: Arc<PluginSteps>,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    _dirs: [tempfile::TempDir; 3],
 }
 
 fn grant(site: &ExampleSite, name: &str) -> SiteGrant {
@@ -74,25 +76,25 @@ async fn lab(store: &Store) -> Lab {
 /// Two sites, lab-b's transfers served on `b_movers`, both through the
 /// built plugin `plugin` (the example plugin, or its 0.1 contract build).
 async fn lab_on(store: &Store, b_movers: Ipv4Addr, plugin: &str) -> Lab {
-    let dirs = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
+    let dirs = [(); 3].map(|()| tempfile::tempdir().expect("dir"));
     let options = |vms, dir: &tempfile::TempDir| ExampleOptions {
         snapshot_latency: Duration::from_millis(30),
         vms,
         disk_dir: Some(dir.path().to_owned()),
         ..ExampleOptions::default()
     };
-    let a = ExampleSite::start(options(small_vms(), &dirs.0))
+    let a = ExampleSite::start(options(small_vms(), &dirs[0]))
         .await
         .expect("site a");
     let b = ExampleSite::start(ExampleOptions {
         mover_address: b_movers,
-        ..options(Vec::new(), &dirs.1)
+        ..options(Vec::new(), &dirs[1])
     })
     .await
     .expect("site b");
+    let c = ExampleSite::start(options(Vec::new(), &dirs[2]))
+        .await
+        .expect("site c");
     let runtime = Arc::new(rebound_runtime::testing::runtime());
     let plugin = rebound_runtime::testing::load(&runtime, plugin).await;
     let sites = HashMap::from([
@@ -106,8 +108,15 @@ async fn lab_on(store: &Store, b_movers: Ipv4Addr, plugin: &str) -> Lab {
         (
             "lab-b".to_owned(),
             BoundSite {
-                plugin,
+                plugin: plugin.clone(),
                 grant: grant(&b, "lab-b"),
+            },
+        ),
+        (
+            "lab-c".to_owned(),
+            BoundSite {
+                plugin,
+                grant: grant(&c, "lab-c"),
             },
         ),
     ]);
@@ -115,6 +124,7 @@ async fn lab_on(store: &Store, b_movers: Ipv4Addr, plugin: &str) -> Lab {
     Lab {
         a,
         b,
+        c,
         steps,
         _dirs: dirs,
     }
@@ -319,6 +329,98 @@ async fn data_mover_round_trip(store: Store) {
     }
 }
 
+/// The primary's site lost for good after a failover: a permanent failover
+/// copies every disk from where the plan serves to a third, empty site —
+/// in full, verified — without calling the lost one; the next cycle moves
+/// only what changed since, and a failover onto the new standby recovers
+/// the new primary's data block for block.
+async fn a_permanent_failover_copies_every_disk_to_a_new_standby(store: Store) {
+    let plan = PlanDocument::from_yaml(PLAN).expect("plan");
+    let lab = lab(&store).await;
+    store.put_plan(&plan, "operator").await.expect("plan");
+    run(&store, &lab, Workflow::Replication).await;
+    lab.a.set_down(true);
+    run(&store, &lab, Workflow::Failover).await;
+    let on_b = serving(&lab.b, "vm-3").expect("vm-3 recovered on lab-b");
+    lab.b
+        .write_disk(&on_b, 0, 32 * MIB, &vec![0xCD; BLOCK as usize])
+        .expect("write");
+    let a_before = lab.a.effects();
+
+    let run_id = rebound_engine::trigger_to(
+        &store,
+        "shop",
+        Workflow::PermanentFailover,
+        Some("lab-c"),
+        None,
+        "operator",
+    )
+    .await
+    .expect("permanent failover")
+    .id;
+    let executor = rebound_engine::Executor::new(
+        store.clone(),
+        lab.steps.clone(),
+        rebound_engine::ExecutorConfig {
+            poll_interval: Duration::from_millis(20),
+            ..rebound_engine::ExecutorConfig::new("host-a")
+        },
+    );
+    let (_, outcome) = executor.work_once().await.expect("work").expect("run");
+    assert_eq!(outcome, Outcome::Succeeded);
+    let copies: Vec<Value> = store
+        .steps(&run_id)
+        .await
+        .expect("steps")
+        .into_iter()
+        .filter(|s| s.input["action"] == "transfer")
+        .map(|s| {
+            assert_eq!(
+                (&s.input["from"], &s.input["to"]),
+                (&json!("lab-b"), &json!("lab-c"))
+            );
+            s.output.expect("output")
+        })
+        .collect();
+    // Each disk's data in full: the boot block, and vm-3's new block.
+    assert_eq!(copies.len(), 2);
+    assert_eq!(moved(&copies), 3 * BLOCK, "{copies:?}");
+    assert_eq!(lab.a.effects(), a_before, "the lost site is not called");
+    let l = store.plan("shop").await.expect("plan").lifecycle;
+    assert_eq!(
+        (l.state, l.primary.as_str(), l.standby.as_str()),
+        (PlanState::Protected, "lab-b", "lab-c")
+    );
+    assert_eq!(
+        l.unfenced.as_deref(),
+        Some("lab-a"),
+        "never confirmed fenced"
+    );
+
+    // Protected onto lab-c: a cycle moves only the changed block.
+    lab.b
+        .write_disk(&on_b, 0, 48 * MIB, b"after the permanent failover")
+        .expect("write");
+    let cycle = run(&store, &lab, Workflow::Replication).await;
+    assert_eq!(moved(&cycle), BLOCK, "{cycle:?}");
+    assert!(cycle.iter().all(|o| o["digests"].is_array()));
+    let expected = lab.b.read_disk(&on_b, 0).expect("read");
+    run(&store, &lab, Workflow::Failover).await;
+    let on_c = serving(&lab.c, "vm-3").expect("vm-3 recovered on lab-c");
+    assert_eq!(
+        lab.c.read_disk(&on_c, 0).expect("read"),
+        expected,
+        "block for block"
+    );
+    for (name, site) in [("lab-b", &lab.b), ("lab-c", &lab.c)] {
+        let repeated: Vec<_> = site.effects().into_iter().filter(|(_, n)| *n > 1).collect();
+        assert!(
+            repeated.is_empty(),
+            "{name} repeated side effects: {repeated:?}"
+        );
+    }
+}
+
 /// A transfer that fails for good releases the endpoints it opened and
 /// deletes the volumes its imports made: here lab-b serves its transfers
 /// on 127.0.0.2 while its grant names only 127.0.0.1 (an appliance network
@@ -375,6 +477,7 @@ async fn a_failed_transfer_releases_its_endpoints_through(store: Store, plugin: 
 
 rebound_store::on_both_backends!(
     data_mover_round_trip,
+    a_permanent_failover_copies_every_disk_to_a_new_standby,
     a_failed_transfer_releases_its_endpoints,
     a_failed_transfer_releases_its_endpoints_through_a_0_1_plugin
 );
