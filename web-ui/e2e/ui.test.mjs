@@ -522,6 +522,8 @@ describe("the admin web UI", () => {
     await signOut(page);
     await signIn(page, "admin", ADMIN_PASSWORD);
     await go(page, "Sites");
+    await page.locator("tr[data-site='lab-a']").getByText("serves shop").waitFor();
+    await page.locator("tr[data-site='lab-b']").getByText("standby for shop").waitFor();
     await page.getByRole("button", { name: "Fail over every plan lab-a serves" }).click();
     const dialog = page.getByRole("dialog");
     await dialog.getByRole("list", { name: "Plans lab-a serves" }).getByText("shop → lab-b").waitFor();

@@ -14,6 +14,7 @@ import { useSession } from "../session";
 export function Sites() {
   const { can } = useSession();
   const sites = useLoad(listSites, []);
+  const plans = useLoad(listPlans, []);
   const [remove, setRemove] = useState<string | null>(null);
   const [removeError, setRemoveError] = useState<unknown>(null);
   const [failover, setFailover] = useState<string | null>(null);
@@ -32,6 +33,7 @@ export function Sites() {
               <th scope="col">Settings</th>
               <th scope="col">Egress granted</th>
               <th scope="col">Credentials</th>
+              <th scope="col">Plans</th>
               <th scope="col">Health</th>
               {can.operate && <th scope="col"><span className="sr-only">Actions</span></th>}
             </tr>
@@ -74,6 +76,9 @@ export function Sites() {
                   )}
                 </td>
                 <td>
+                  <SitePlans site={s.name} plans={plans.data} />
+                </td>
+                <td>
                   <Health site={s.name} />
                 </td>
                 {can.operate && (
@@ -102,6 +107,7 @@ export function Sites() {
           onDone={(result) => {
             setFailover(null);
             setFailed(result);
+            plans.reload();
           }}
         />
       )}
@@ -125,6 +131,20 @@ export function Sites() {
         <p>Its plugin binding and sealed credentials are removed. The host refuses while a plan names the site.</p>
         <ErrorBox error={removeError} />
       </ConfirmDialog>
+    </>
+  );
+}
+
+/** Which plans the site serves (primary) and holds copies for (standby). */
+function SitePlans({ site, plans }: { site: string; plans: PlanView[] | undefined }) {
+  if (!plans) return null;
+  const names = (role: "primary" | "standby") => plans.filter((p) => p.lifecycle[role] === site).map((p) => p.name);
+  const [serves, standby] = [names("primary"), names("standby")];
+  if (!serves.length && !standby.length) return <span className="muted">none</span>;
+  return (
+    <>
+      {serves.length > 0 && <div>serves {serves.join(", ")}</div>}
+      {standby.length > 0 && <div className="small">standby for {standby.join(", ")}</div>}
     </>
   );
 }
