@@ -705,17 +705,20 @@ async fn a_permanent_failover_protects_onto_a_new_site(store: Store) {
     let executor = |provider: Arc<Provider>| {
         Executor::new(store.clone(), provider, ExecutorConfig::new("host-a"))
     };
+    let onto_aws = || async {
+        rebound_engine::trigger_to(
+            &store,
+            "shop",
+            Workflow::PermanentFailover,
+            Some("aws-east"),
+            None,
+            "operator",
+        )
+        .await
+        .expect("permanent failover")
+    };
     // The copy to the new site fails: the plan is failed over as before.
-    rebound_engine::trigger_to(
-        &store,
-        "shop",
-        Workflow::PermanentFailover,
-        Some("aws-east"),
-        None,
-        "operator",
-    )
-    .await
-    .expect("permanent failover");
+    onto_aws().await;
     let l = store.plan("shop").await.expect("plan").lifecycle;
     assert_eq!(
         (l.standby.as_str(), l.replaced_standby.as_deref()),
@@ -747,16 +750,7 @@ async fn a_permanent_failover_protects_onto_a_new_site(store: Store) {
         )
     );
     // Again, working: protected from kubevirt-west onto aws-east.
-    let run = rebound_engine::trigger_to(
-        &store,
-        "shop",
-        Workflow::PermanentFailover,
-        Some("aws-east"),
-        None,
-        "operator",
-    )
-    .await
-    .expect("permanent failover");
+    let run = onto_aws().await;
     let steps = store.steps(&run.id).await.expect("steps");
     let sites: std::collections::BTreeSet<&str> = steps
         .iter()

@@ -78,14 +78,7 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
         false,
     )
     .await;
-    // The bootstrap admin's password is printed once, before the address.
-    let password = host
-        .preamble
-        .iter()
-        .find_map(|l| l.split("with password ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("password printed")
-        .to_owned();
+    let password = host.password();
     let server = host.url.clone();
 
     let path = dir.path().to_owned();
@@ -464,13 +457,7 @@ async fn a_site_fails_over_every_plan_it_serves_through_the_cli() {
         false,
     )
     .await;
-    let password = host
-        .preamble
-        .iter()
-        .find_map(|l| l.split("with password ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("password printed")
-        .to_owned();
+    let password = host.password();
     let (path, server) = (dir.path().to_owned(), host.url.clone());
     let run = move |args: &[&str]| {
         let (path, server) = (path.clone(), server.clone());

@@ -22,6 +22,19 @@ pub struct Host {
     pub preamble: Vec<String>,
 }
 
+impl Host {
+    /// The bootstrap admin's password, printed once before the address.
+    #[allow(dead_code)] // not every test binary signs in
+    pub fn password(&self) -> String {
+        self.preamble
+            .iter()
+            .find_map(|l| l.split("with password ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("password printed")
+            .to_owned()
+    }
+}
+
 impl Drop for Host {
     fn drop(&mut self) {
         let _ = self.child.kill();
