@@ -526,7 +526,9 @@ describe("the admin web UI", () => {
     await page.locator("tr[data-site='lab-b']").getByText("standby for shop").waitFor();
     await page.getByRole("button", { name: "Fail over every plan lab-a serves" }).click();
     const dialog = page.getByRole("dialog");
-    await dialog.getByRole("list", { name: "Plans lab-a serves" }).getByText("shop → lab-b").waitFor();
+    const served = dialog.getByRole("list", { name: "Plans lab-a serves" });
+    await served.getByText("shop → lab-b").waitFor();
+    await served.getByText(/expected outage .+ against its RTO objective of \d+ (min|h)/).waitFor();
     await dialog.getByRole("button", { name: "Fail over the plans" }).click();
     const result = page.getByRole("status").filter({ hasText: "lab-a: 1 failover started" });
     await result.waitFor();

@@ -5,9 +5,9 @@
 import { useState, type FormEvent } from "react";
 import { api, call, type Schemas } from "../api/client";
 import { listPlans, listPlugins, listSites, type PlanView } from "../api/queries";
-import { Badge, ConfirmDialog, ErrorBox, Link, Loading } from "../components/common";
+import { Badge, ConfirmDialog, ErrorBox, Link, Loading, Verdict } from "../components/common";
 import { SelectInput, TextInput } from "../components/fields";
-import { formatTime } from "../lib/duration";
+import { formatMs, formatTime } from "../lib/duration";
 import { useLoad } from "../lib/use";
 import { useSession } from "../session";
 
@@ -190,13 +190,26 @@ function FailOverSite({ site, onCancel, onDone }: { site: string; onCancel: () =
         <ul aria-label={`Plans ${site} serves`}>
           {served.map((p) => (
             <li key={p.name}>
-              {p.name} → {p.lifecycle.standby} <Badge value={p.lifecycle.state} />
+              {p.name} → {p.lifecycle.standby} <Badge value={p.lifecycle.state} /> <FailoverForecast plan={p.name} />
             </li>
           ))}
         </ul>
       )}
       <ErrorBox error={error} title="Nothing was failed over" />
     </ConfirmDialog>
+  );
+}
+
+/** A plan's failover previewed (its dry-run): the expected outage against
+ * its RTO objective, or why it cannot fail over now. */
+function FailoverForecast({ plan }: { plan: string }) {
+  const forecast = useLoad(() => call(api.POST("/api/v1/plans/{name}/dry-run", { params: { path: { name: plan } }, body: { workflow: "failover" } })), [plan]);
+  if (forecast.error) return <div className="small bad">cannot fail over now: {(forecast.error as Error).message}</div>;
+  if (!forecast.data) return <div className="muted small">forecasting…</div>;
+  return (
+    <div className="small">
+      expected outage {formatMs(forecast.data.rto_ms)} against its RTO objective of {formatMs(forecast.data.objective_rto_ms)} <Verdict met={forecast.data.within_objective} />
+    </div>
   );
 }
 
