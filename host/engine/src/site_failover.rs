@@ -64,8 +64,11 @@ pub async fn fail_over_site(
     for plan in store.plans().await? {
         let name = plan.document.name;
         let key = idempotency_key.map(|k| format!("{k}/{name}"));
+        // (A key used before for something else is refused by the trigger.)
         if let Some(key) = &key
             && let Some(run) = store.run_for_idempotency_key(key).await?
+            && run.workflow == Workflow::Failover
+            && run.plan == name
         {
             out.started.push(PlanFailover {
                 plan: name,
@@ -96,7 +99,9 @@ pub async fn fail_over_site(
     }
     // Each run's start is audited with its plan; this entry ties them to
     // the one request.
-    let fresh: Vec<&str> = (out.started.iter())
+    let fresh: Vec<&str> = out
+        .started
+        .iter()
         .filter(|p| !p.replayed)
         .map(|p| p.run.as_str())
         .collect();

@@ -666,6 +666,32 @@ async fn a_site_fails_over_every_plan_it_serves(store: Store) {
     assert!(unkeyed.started.is_empty() && unkeyed.skipped.is_empty());
     assert!(executor.work_once().await.expect("work").is_none());
     assert_eq!(provider.actions.lock().expect("actions").len(), actions);
+    // A key its caller used before for something else is no replay: the
+    // plan is named with why (the others there are failed over already).
+    let drill =
+        rebound_engine::trigger(&store, "mail", Workflow::Drill, Some("k2/mail"), "operator")
+            .await
+            .expect("drill");
+    let lost = rebound_engine::fail_over_site(&store, "kubevirt-west", Some("k2"), "operator")
+        .await
+        .expect("site failover");
+    assert!(lost.started.is_empty(), "{lost:?}");
+    let mail = lost
+        .skipped
+        .iter()
+        .find(|p| p.plan == "mail")
+        .expect("mail");
+    assert!(
+        mail.reason
+            .contains("idempotency key already used for drill of plan 'mail'"),
+        "{}",
+        mail.reason
+    );
+    assert_eq!(lost.skipped.len(), 4, "{lost:?}");
+    store
+        .cancel_run(&drill.id, "operator")
+        .await
+        .expect("cancel");
 }
 
 /// The old primary lost for good: a permanent failover protects the new
