@@ -32,7 +32,8 @@ pub struct PlanFailover {
     pub plan: String,
     pub run: String,
     /// Started by an earlier request with the same idempotency key (nothing
-    /// new was started for this plan).
+    /// new was started for this plan). Two requests arriving at once may
+    /// both say `false` for the one run they share.
     pub replayed: bool,
 }
 
@@ -43,6 +44,21 @@ pub struct SkippedPlan {
     pub plan: String,
     /// Why, in the words a single failover's refusal would use.
     pub reason: String,
+}
+
+/// The failover run of `plan` an earlier request started under `key`. (A
+/// key used before for something else is none: the trigger refuses it.)
+async fn keyed(
+    store: &Store,
+    key: Option<&str>,
+    plan: &str,
+) -> Result<Option<String>, EngineError> {
+    let Some(key) = key else { return Ok(None) };
+    Ok(store
+        .run_for_idempotency_key(key)
+        .await?
+        .filter(|run| run.workflow == Workflow::Failover && run.plan == plan)
+        .map(|run| run.id))
 }
 
 /// Fail over every plan whose primary is `site`. With an idempotency key,
@@ -64,15 +80,10 @@ pub async fn fail_over_site(
     for plan in store.plans().await? {
         let name = plan.document.name;
         let key = idempotency_key.map(|k| format!("{k}/{name}"));
-        // (A key used before for something else is refused by the trigger.)
-        if let Some(key) = &key
-            && let Some(run) = store.run_for_idempotency_key(key).await?
-            && run.workflow == Workflow::Failover
-            && run.plan == name
-        {
+        if let Some(run) = keyed(store, key.as_deref(), &name).await? {
             out.started.push(PlanFailover {
                 plan: name,
-                run: run.id,
+                run,
                 replayed: true,
             });
             continue;
@@ -87,12 +98,20 @@ pub async fn fail_over_site(
                 replayed: false,
             }),
             // Not allowed now, or changed meanwhile by another request:
-            // this plan stays as it is, the others go on.
+            // this plan stays as it is, the others go on — unless the
+            // change was the same request's, arriving twice at once.
             Err(EngineError::Store(e @ (StoreError::Transition(_) | StoreError::Conflict(_)))) => {
-                out.skipped.push(SkippedPlan {
-                    plan: name,
-                    reason: e.to_string(),
-                });
+                match keyed(store, key.as_deref(), &name).await? {
+                    Some(run) => out.started.push(PlanFailover {
+                        plan: name,
+                        run,
+                        replayed: true,
+                    }),
+                    None => out.skipped.push(SkippedPlan {
+                        plan: name,
+                        reason: e.to_string(),
+                    }),
+                }
             }
             Err(e) => return Err(e),
         }

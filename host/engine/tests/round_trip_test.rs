@@ -837,7 +837,48 @@ async fn a_permanent_failover_protects_onto_a_new_site(store: Store) {
     );
 }
 
+/// Two hosts asked at once to fail the same site over under one key (a
+/// retried request reaching another replica): one run per plan between
+/// them, both answers naming the same runs.
+async fn a_site_failover_asked_twice_at_once_starts_each_plan_once(store: Store) {
+    for name in ["shop", "crm", "wiki"] {
+        let yaml = PLAN.replacen("name: shop", &format!("name: {name}"), 1);
+        store
+            .put_plan(&PlanDocument::from_yaml(&yaml).expect("plan"), "operator")
+            .await
+            .expect("plan");
+    }
+    let ask = || rebound_engine::fail_over_site(&store, "openstack-east", Some("k"), "operator");
+    let (first, second) = tokio::join!(ask(), ask());
+    let runs = |r: &rebound_engine::SiteFailover| -> Vec<(String, String)> {
+        r.started
+            .iter()
+            .map(|p| (p.plan.clone(), p.run.clone()))
+            .collect()
+    };
+    let (first, second) = (first.expect("first"), second.expect("second"));
+    let started = store
+        .runs_page(&rebound_store::RunFilter {
+            plan: None,
+            status: None,
+            after: None,
+            limit: 50,
+        })
+        .await
+        .expect("runs");
+    assert_eq!(started.len(), 3, "one run per plan");
+    // Each plan started by one of them, and both name the same runs.
+    assert_eq!(runs(&first), runs(&second), "{first:?} {second:?}");
+    assert_eq!(first.started.len(), 3, "{first:?}");
+    assert!(first.skipped.is_empty() && second.skipped.is_empty());
+    // Asked again, both see the same three runs.
+    let again = ask().await.expect("again");
+    assert_eq!(again.started.len(), 3);
+    assert!(again.started.iter().all(|p| p.replayed));
+}
+
 rebound_store::on_both_backends!(
+    a_site_failover_asked_twice_at_once_starts_each_plan_once,
     a_permanent_failover_protects_onto_a_new_site,
     a_site_fails_over_every_plan_it_serves,
     a_failover_preempts_replication_and_drills,
