@@ -98,20 +98,14 @@ pub async fn fail_over_site(
                 replayed: false,
             }),
             // Not allowed now, or changed meanwhile by another request:
-            // this plan stays as it is, the others go on — unless the
-            // change was the same request's, arriving twice at once.
+            // this plan stays as it is, the others go on. (The same
+            // request arriving twice at once gets the one run: the store
+            // answers a key's race with the run that won it.)
             Err(EngineError::Store(e @ (StoreError::Transition(_) | StoreError::Conflict(_)))) => {
-                match keyed(store, key.as_deref(), &name).await? {
-                    Some(run) => out.started.push(PlanFailover {
-                        plan: name,
-                        run,
-                        replayed: true,
-                    }),
-                    None => out.skipped.push(SkippedPlan {
-                        plan: name,
-                        reason: e.to_string(),
-                    }),
-                }
+                out.skipped.push(SkippedPlan {
+                    plan: name,
+                    reason: e.to_string(),
+                });
             }
             Err(e) => return Err(e),
         }

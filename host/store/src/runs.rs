@@ -109,6 +109,40 @@ impl Store {
         {
             return same_request(existing, plan_name, workflow);
         }
+        let created = self
+            .create_once(
+                plan_name,
+                workflow,
+                idempotency_key,
+                principal,
+                steps,
+                lifecycle,
+                new_standby,
+            )
+            .await;
+        match (created, idempotency_key) {
+            // Two requests with one key raced (a retry reaching another
+            // host): the other one moved the plan or inserted the key
+            // first. Its run is the answer.
+            (Err(e), Some(key)) => match self.run_by_key(key).await? {
+                Some(existing) => same_request(existing, plan_name, workflow),
+                None => Err(e),
+            },
+            (created, _) => created,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_once(
+        &self,
+        plan_name: &str,
+        workflow: Workflow,
+        idempotency_key: Option<&str>,
+        principal: &str,
+        steps: &[NewStep],
+        lifecycle: bool,
+        new_standby: Option<&str>,
+    ) -> Result<RunRecord, StoreError> {
         self.plan(plan_name).await?;
         let mut bytes = [0u8; 12];
         rand::Rng::fill(&mut rand::thread_rng(), &mut bytes[..]);
@@ -159,37 +193,22 @@ impl Store {
             cancel_requested_by: Set(None),
         }
         .insert(&tx)
-        .await;
-        match inserted {
-            Ok(row) => {
-                for (seq, new) in steps.iter().enumerate() {
-                    let seq = i32::try_from(seq)
-                        .map_err(|_| StoreError::Conflict("too many steps".into()))?;
-                    new_step(&id, seq, new).insert(&tx).await?;
-                }
-                audit_in(
-                    &tx,
-                    principal,
-                    "run.create",
-                    &id,
-                    serde_json::json!({"plan": plan_name, "workflow": workflow}),
-                )
-                .await?;
-                tx.commit().await?;
-                decode_run(&row)
-            }
-            // Two requests with one key raced; the other one won.
-            Err(e) => {
-                drop(tx);
-                match idempotency_key {
-                    Some(key) => match self.run_by_key(key).await? {
-                        Some(existing) => same_request(existing, plan_name, workflow),
-                        None => Err(e.into()),
-                    },
-                    None => Err(e.into()),
-                }
-            }
+        .await?;
+        for (seq, new) in steps.iter().enumerate() {
+            let seq =
+                i32::try_from(seq).map_err(|_| StoreError::Conflict("too many steps".into()))?;
+            new_step(&id, seq, new).insert(&tx).await?;
         }
+        audit_in(
+            &tx,
+            principal,
+            "run.create",
+            &id,
+            serde_json::json!({"plan": plan_name, "workflow": workflow}),
+        )
+        .await?;
+        tx.commit().await?;
+        decode_run(&inserted)
     }
 
     pub(crate) async fn run_by_key(&self, key: &str) -> Result<Option<RunRecord>, StoreError> {

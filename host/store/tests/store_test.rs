@@ -177,6 +177,22 @@ async fn an_idempotency_key_returns_the_same_run(store: Store) {
         .await
         .expect_err("no plan");
     assert!(matches!(missing, StoreError::NotFound { .. }), "{missing}");
+
+    // The same failover asked twice at once (a retry reaching another
+    // host): one moves the plan, the other gets its run — not a conflict.
+    let other = PlanDocument {
+        name: "crm".into(),
+        ..plan()
+    };
+    store.put_plan(&other, "alice").await.expect("create");
+    let start = || store.start_workflow("crm", Workflow::Failover, Some("key-2"), "ci", &[]);
+    let (first, second) = tokio::join!(start(), start());
+    let (first, second) = (first.expect("first"), second.expect("second"));
+    assert_eq!(first.id, second.id);
+    assert_eq!(
+        store.plan("crm").await.expect("plan").lifecycle.state,
+        PlanState::FailingOver
+    );
 }
 
 async fn a_plans_runs_are_listed_newest_first_by_workflow_and_status(store: Store) {
