@@ -46,11 +46,7 @@ async fn automatic_failover(store: Store) {
         .put_plan(&PlanDocument::from_yaml(PLAN).expect("plan"), "operator")
         .await
         .expect("plan");
-    let options = |vms| ExampleOptions {
-        snapshot_latency: Duration::from_millis(20),
-        vms,
-        ..ExampleOptions::default()
-    };
+    let options = ExampleOptions::quick;
     let a = ExampleSite::start(options(rebound_lab::example::default_vms()))
         .await
         .expect("a");

@@ -54,10 +54,8 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
     // Sites that keep disk data, so replication moves the disks through
     // the host's data mover; small disks keep the copies quick.
     let options = |vms, disks: &str| ExampleOptions {
-        snapshot_latency: Duration::from_millis(20),
-        vms,
         disk_dir: Some(dir.path().join(disks)),
-        ..ExampleOptions::default()
+        ..ExampleOptions::quick(vms)
     };
     let mut vms = rebound_lab::example::default_vms();
     for vm in &mut vms {
@@ -426,11 +424,7 @@ async fn login_apply_replicate_drill_and_report_through_the_cli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_fails_over_every_plan_it_serves_through_the_cli() {
     let dir = tempfile::tempdir().expect("tmp");
-    let options = |vms| ExampleOptions {
-        snapshot_latency: Duration::from_millis(20),
-        vms,
-        ..ExampleOptions::default()
-    };
+    let options = ExampleOptions::quick;
     let a = ExampleSite::start(options(rebound_lab::example::default_vms()))
         .await
         .expect("site a");

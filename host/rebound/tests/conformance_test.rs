@@ -6,7 +6,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use rebound_lab::{ExampleOptions, ExampleSite};
 
@@ -74,10 +73,8 @@ async fn a_plugin_of_the_contract_0_1_passes_the_kit() {
 async fn run_example(with_disks: bool, package: &str) {
     let dir = tempfile::tempdir().expect("tmp");
     let options = |vms, disks: &str| ExampleOptions {
-        snapshot_latency: Duration::from_millis(20),
-        vms,
         disk_dir: with_disks.then(|| dir.path().join(disks)),
-        ..ExampleOptions::default()
+        ..ExampleOptions::quick(vms)
     };
     let a = ExampleSite::start(options(rebound_lab::example::default_vms(), "disks-a"))
         .await

@@ -26,7 +26,6 @@ use browser::{chromium, missing, web_ui};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use rebound_lab::{ExampleOptions, ExampleSite};
 
@@ -69,11 +68,7 @@ struct Lab {
 
 async fn lab(policy_seconds: &str) -> Lab {
     let dir = tempfile::tempdir().expect("tmp");
-    let options = |vms| ExampleOptions {
-        snapshot_latency: Duration::from_millis(20),
-        vms,
-        ..ExampleOptions::default()
-    };
+    let options = ExampleOptions::quick;
     let a = ExampleSite::start(options(rebound_lab::example::default_vms()))
         .await
         .expect("site a");
