@@ -435,6 +435,36 @@ async fn a_permanent_failover_protects_onto_a_new_standby(store: Store) {
         .send("PUT", "/api/v1/sites/spare", Role::Admin, &spare)
         .await;
     assert!(r.status.is_success(), "{}", r.text);
+    // A site that does not answer: nothing listens on its port.
+    let dark = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let dark = format!("http://{dark}");
+    let r = api
+        .send(
+            "PUT",
+            "/api/v1/sites/dark",
+            Role::Admin,
+            &json!({
+                "plugin": "example",
+                "config": {"endpoint": dark},
+                "secrets": {"token": "t"},
+                "egress": [dark],
+            }),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    // A site of another platform, where native replication cannot reach.
+    rebound_runtime::testing::load(&api.registry.runtime, "openstack").await;
+    let r = api
+        .send(
+            "PUT",
+            "/api/v1/sites/elsewhere",
+            Role::Admin,
+            &json!({"plugin": "openstack", "config": {}, "secrets": {}, "egress": []}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
     // One of the lab site's VMs, without health gates.
     let plan = "name: shop\nsource: openstack-east\ntarget: kubevirt-west\n\
                 workloads:\n  - id: vm-1\nreplication: { mode: native, interval: 5m }\n\
@@ -467,6 +497,17 @@ async fn a_permanent_failover_protects_onto_a_new_standby(store: Store) {
             json!({"workflow": "permanent_failover", "new_standby": "nowhere"}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "no site named 'nowhere'",
+        ),
+        (
+            json!({"workflow": "permanent_failover", "new_standby": "elsewhere"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "cannot be protected from 'kubevirt-west' onto 'elsewhere': native replication \
+             copies within one platform",
+        ),
+        (
+            json!({"workflow": "permanent_failover", "new_standby": "dark"}),
+            StatusCode::CONFLICT,
+            "site 'dark' does not answer",
         ),
         (
             json!({"workflow": "permanent_failover", "new_standby": "kubevirt-west"}),

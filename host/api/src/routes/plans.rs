@@ -199,7 +199,8 @@ pub async fn dry_run(
         .begin(workflow)
         .map_err(rebound_store::StoreError::from)?;
     if let Some(site) = &request.new_standby {
-        super::runs::check_new_standby(&state, workflow, site)?;
+        super::runs::check_new_standby(&state, workflow, &document, &lifecycle.primary, site)
+            .await?;
         started
             .retarget(site)
             .map_err(rebound_store::StoreError::from)?;

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt, stream};
-use rebound_domain::Workflow;
+use rebound_domain::{PlanDocument, Workflow};
 use rebound_store::{RunFilter, RunStatus, Store};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -60,8 +60,16 @@ pub async fn trigger(
         Some(key) => state.store.run_for_idempotency_key(key).await?.is_some(),
         None => false,
     };
-    if let Some(site) = &request.new_standby {
-        check_new_standby(&state, request.workflow, site)?;
+    if let Some(site) = request.new_standby.as_deref().filter(|_| !replayed) {
+        let plan = state.store.plan(&name).await?;
+        check_new_standby(
+            &state,
+            request.workflow,
+            &plan.document,
+            &plan.lifecycle.primary,
+            site,
+        )
+        .await?;
     }
     let run = rebound_engine::trigger_to(
         &state.store,
@@ -86,12 +94,20 @@ pub async fn trigger(
     Ok(response)
 }
 
-/// Refuse (422) a new standby for another workflow than a permanent
-/// failover, or one this host binds no plugin for (a host without a plugin
-/// runtime knows none and lets the plan's runs say).
-pub(super) fn check_new_standby(
+/// Refuse a new standby the plan could not be protected onto, before
+/// anything starts: 422 for another workflow than a permanent failover, a
+/// site this host binds no plugin for, or one that cannot take the plan
+/// from its primary (the checks a plan's sites get when it is applied:
+/// native replication within one platform, application-consistent
+/// snapshots, the primary's snapshot granularity); 409 for a site that does
+/// not answer its plugin's health call now. A host without a plugin runtime
+/// knows no sites and lets the plan's runs say. The primary itself is left
+/// to the lifecycle's refusal.
+pub(super) async fn check_new_standby(
     state: &ApiState,
     workflow: Workflow,
+    document: &PlanDocument,
+    primary: &str,
     site: &str,
 ) -> Result<(), Problem> {
     if workflow != Workflow::PermanentFailover {
@@ -100,15 +116,46 @@ pub(super) fn check_new_standby(
             format!("new_standby: only a permanent_failover takes a new standby, not a {workflow}"),
         ));
     }
-    match &state.registry {
-        Some(registry) if registry.steps.plugin(site).is_none() => Err(Problem::new(
+    let Some(registry) = &state.registry else {
+        return Ok(());
+    };
+    if registry.steps.plugin(site).is_none() {
+        return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
                 "new_standby: no site named '{site}' is registered; GET /api/v1/sites lists them"
             ),
-        )),
-        _ => Ok(()),
+        ));
     }
+    if site == primary {
+        return Ok(());
+    }
+    let mut pair = document.clone();
+    primary.clone_into(&mut pair.source);
+    site.clone_into(&mut pair.target);
+    if let Err(e) = registry.steps.check_feasible(&pair).await {
+        let reasons: Vec<String> = e.fields().into_iter().map(|f| f.reason).collect();
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "new_standby: the plan cannot be protected from '{primary}' onto '{site}': {}",
+                reasons.join("; ")
+            ),
+        ));
+    }
+    let detail = match registry.steps.health(site).await {
+        Ok((true, _)) => return Ok(()),
+        Ok((false, detail)) => detail,
+        Err(e) => e.to_string(),
+    };
+    Err(Problem::new(
+        StatusCode::CONFLICT,
+        format!(
+            "new_standby: site '{site}' does not answer ({detail}); a new standby must be \
+             reachable before the plan is protected onto it — GET /api/v1/sites/{site}/health \
+             checks it again"
+        ),
+    ))
 }
 
 /// The request's `Idempotency-Key`, when it has a valid one.
