@@ -300,23 +300,24 @@ async fn an_idempotency_key_returns_the_same_run(store: Store) {
     let api = Api::new(store).await;
     api.put_plan_yaml("shop", PLAN_YAML).await;
     let token = api.token(Role::Operator);
-    let trigger = |workflow: &'static str| {
+    let keyed = |plan: &'static str, workflow: &'static str, key: &'static str| {
         let token = token.clone();
         let api = &api;
         async move {
             api.call(
                 "POST",
-                "/api/v1/plans/shop/runs",
+                &format!("/api/v1/plans/{plan}/runs"),
                 Some(&token),
                 &[
                     ("content-type", "application/json"),
-                    ("idempotency-key", "pipeline-42"),
+                    ("idempotency-key", key),
                 ],
                 json!({ "workflow": workflow }).to_string(),
             )
             .await
         }
     };
+    let trigger = |workflow| keyed("shop", workflow, "pipeline-42");
     let first = trigger("failover").await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
     assert_eq!(first.json["status"], "pending");
@@ -330,6 +331,19 @@ async fn an_idempotency_key_returns_the_same_run(store: Store) {
     trigger("drill").await.problem(StatusCode::CONFLICT);
     let listed = api.get("/api/v1/runs", Role::Viewer).await;
     assert_eq!(listed.json["items"].as_array().map(Vec::len), Some(1));
+    // A request and its retry arriving at once (at two hosts, say): one
+    // run, started by one of them and replayed to the other.
+    api.put_plan_yaml("crm", &plan_named("crm")).await;
+    let (a, b) = tokio::join!(
+        keyed("crm", "drill", "pipeline-43"),
+        keyed("crm", "drill", "pipeline-43")
+    );
+    assert_eq!(a.json["id"], b.json["id"], "{} {}", a.text, b.text);
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CREATED]);
+    let replayed = if a.status == StatusCode::OK { &a } else { &b };
+    assert_eq!(replayed.headers["idempotent-replayed"], "true");
     // The trigger is audited with its principal.
     let audit = api.get("/api/v1/audit", Role::Admin).await;
     assert!(

@@ -138,13 +138,16 @@ pub async fn trigger(
     idempotency_key: Option<&str>,
     principal: &str,
 ) -> Result<RunRecord, EngineError> {
-    trigger_to(store, plan, workflow, None, idempotency_key, principal).await
+    trigger_to(store, plan, workflow, None, idempotency_key, principal)
+        .await
+        .map(|started| started.run)
 }
 
 /// [`trigger`], a permanent failover protecting the new primary onto
 /// `new_standby` when given — a new site, the old primary being lost for
 /// good — instead of back onto the old primary. Refused for any other
-/// workflow, and for the primary itself.
+/// workflow, and for the primary itself. Says whether an earlier request
+/// with the same idempotency key started the run.
 pub async fn trigger_to(
     store: &Store,
     plan: &str,
@@ -152,7 +155,7 @@ pub async fn trigger_to(
     new_standby: Option<&str>,
     idempotency_key: Option<&str>,
     principal: &str,
-) -> Result<RunRecord, EngineError> {
+) -> Result<rebound_store::Started, EngineError> {
     let record = store.plan(plan).await?;
     let mut lifecycle = record.lifecycle;
     if let Some(site) = new_standby {
@@ -169,7 +172,7 @@ pub async fn trigger_to(
         lifecycle.standby = site.to_owned();
     }
     let steps = steps_of(store, plan, &record.document, &lifecycle, workflow).await?;
-    let run = store
+    let started = store
         .start_workflow_to(
             plan,
             workflow,
@@ -183,9 +186,9 @@ pub async fn trigger_to(
         workflow,
         Workflow::Failover | Workflow::Failback | Workflow::Migration | Workflow::Unprotect
     ) {
-        preempt(store, &run, principal).await?;
+        preempt(store, &started.run, principal).await?;
     }
-    Ok(run)
+    Ok(started)
 }
 
 /// The steps `workflow` would run now on the plan named `plan`, its

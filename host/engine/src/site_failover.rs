@@ -32,8 +32,7 @@ pub struct PlanFailover {
     pub plan: String,
     pub run: String,
     /// Started by an earlier request with the same idempotency key (nothing
-    /// new was started for this plan). Two requests arriving at once may
-    /// both say `false` for the one run they share.
+    /// new was started for this plan) — also by one arriving at once.
     pub replayed: bool,
 }
 
@@ -91,16 +90,25 @@ pub async fn fail_over_site(
         if plan.lifecycle.primary != site {
             continue;
         }
-        match crate::trigger(store, &name, Workflow::Failover, key.as_deref(), principal).await {
-            Ok(run) => out.started.push(PlanFailover {
+        let started = crate::trigger_to(
+            store,
+            &name,
+            Workflow::Failover,
+            None,
+            key.as_deref(),
+            principal,
+        )
+        .await;
+        match started {
+            // (The same request arriving twice at once gets the one run,
+            // replayed for the one that lost the race.)
+            Ok(started) => out.started.push(PlanFailover {
                 plan: name,
-                run: run.id,
-                replayed: false,
+                run: started.run.id,
+                replayed: started.replayed,
             }),
             // Not allowed now, or changed meanwhile by another request:
-            // this plan stays as it is, the others go on. (The same
-            // request arriving twice at once gets the one run: the store
-            // answers a key's race with the run that won it.)
+            // this plan stays as it is, the others go on.
             Err(EngineError::Store(e @ (StoreError::Transition(_) | StoreError::Conflict(_)))) => {
                 out.skipped.push(SkippedPlan {
                     plan: name,

@@ -357,6 +357,7 @@ async fn a_permanent_failover_copies_every_disk_to_a_new_standby(store: Store) {
     )
     .await
     .expect("permanent failover")
+    .run
     .id;
     let executor = rebound_engine::Executor::new(
         store.clone(),

@@ -742,6 +742,7 @@ async fn a_permanent_failover_protects_onto_a_new_site(store: Store) {
         )
         .await
         .expect("permanent failover")
+        .run
     };
     // The copy to the new site fails: the plan is failed over as before.
     onto_aws().await;
@@ -867,9 +868,13 @@ async fn a_site_failover_asked_twice_at_once_starts_each_plan_once(store: Store)
         .await
         .expect("runs");
     assert_eq!(started.len(), 3, "one run per plan");
-    // Each plan started by one of them, and both name the same runs.
+    // Each plan started by one of them, and both name the same runs: the
+    // other says its run is replayed.
     assert_eq!(runs(&first), runs(&second), "{first:?} {second:?}");
     assert_eq!(first.started.len(), 3, "{first:?}");
+    for (a, b) in first.started.iter().zip(&second.started) {
+        assert!(a.replayed != b.replayed, "{first:?} {second:?}");
+    }
     assert!(first.skipped.is_empty() && second.skipped.is_empty());
     // Asked again, both see the same three runs.
     let again = ask().await.expect("again");

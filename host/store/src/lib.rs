@@ -44,7 +44,7 @@ pub use api::{RunFilter, RunListing, TokenRecord, UserRecord, UserSummary};
 use entity::{audit, plan, recovery_point, run};
 use history::decode_event;
 pub use plugins::{PluginPackageRecord, PluginSettingRecord, PluginVersionRecord};
-pub use runs::APPROVAL_ACTION;
+pub use runs::{APPROVAL_ACTION, Started};
 use runs::{decode_run, find_run};
 pub use sites::SiteRecord;
 

@@ -19,6 +19,15 @@ use super::{
     StoreError, audit_in, corrupt, decode_plan, millis, now_ms, update_lifecycle,
 };
 
+/// A run as a request to start it is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub run: RunRecord,
+    /// An earlier request with the same idempotency key started it (this
+    /// one started nothing) — also when the two raced and the other won.
+    pub replayed: bool,
+}
+
 impl Store {
     /// Create a run without steps; see [`Self::create_run_with_steps`].
     pub async fn create_run(
@@ -53,6 +62,7 @@ impl Store {
             None,
         )
         .await
+        .map(|started| started.run)
     }
 
     /// Start a workflow on a plan: begin its lifecycle transition (refused
@@ -68,10 +78,12 @@ impl Store {
     ) -> Result<RunRecord, StoreError> {
         self.start_workflow_to(plan_name, workflow, None, idempotency_key, principal, steps)
             .await
+            .map(|started| started.run)
     }
 
     /// [`Store::start_workflow`], a permanent failover protecting onto
-    /// `new_standby` when given (see `Lifecycle::retarget`).
+    /// `new_standby` when given (see `Lifecycle::retarget`), saying whether
+    /// the run was started by an earlier request with the same key.
     pub async fn start_workflow_to(
         &self,
         plan_name: &str,
@@ -80,7 +92,7 @@ impl Store {
         idempotency_key: Option<&str>,
         principal: &str,
         steps: &[NewStep],
-    ) -> Result<RunRecord, StoreError> {
+    ) -> Result<Started, StoreError> {
         self.create(
             plan_name,
             workflow,
@@ -103,11 +115,15 @@ impl Store {
         steps: &[NewStep],
         lifecycle: bool,
         new_standby: Option<&str>,
-    ) -> Result<RunRecord, StoreError> {
+    ) -> Result<Started, StoreError> {
+        let replayed = |run| Started {
+            run,
+            replayed: true,
+        };
         if let Some(key) = idempotency_key
             && let Some(existing) = self.run_by_key(key).await?
         {
-            return same_request(existing, plan_name, workflow);
+            return same_request(existing, plan_name, workflow).map(replayed);
         }
         let created = self
             .create_once(
@@ -125,10 +141,13 @@ impl Store {
             // host): the other one moved the plan or inserted the key
             // first. Its run is the answer.
             (Err(e), Some(key)) => match self.run_by_key(key).await? {
-                Some(existing) => same_request(existing, plan_name, workflow),
+                Some(existing) => same_request(existing, plan_name, workflow).map(replayed),
                 None => Err(e),
             },
-            (created, _) => created,
+            (created, _) => created.map(|run| Started {
+                run,
+                replayed: false,
+            }),
         }
     }
 

@@ -185,10 +185,14 @@ async fn an_idempotency_key_returns_the_same_run(store: Store) {
         ..plan()
     };
     store.put_plan(&other, "alice").await.expect("create");
-    let start = || store.start_workflow("crm", Workflow::Failover, Some("key-2"), "ci", &[]);
+    let start =
+        || store.start_workflow_to("crm", Workflow::Failover, None, Some("key-2"), "ci", &[]);
     let (first, second) = tokio::join!(start(), start());
     let (first, second) = (first.expect("first"), second.expect("second"));
-    assert_eq!(first.id, second.id);
+    assert_eq!(first.run, second.run);
+    assert!(first.replayed != second.replayed, "one started it");
+    let again = start().await.expect("again");
+    assert!(again.replayed && again.run == first.run);
     assert_eq!(
         store.plan("crm").await.expect("plan").lifecycle.state,
         PlanState::FailingOver

@@ -56,11 +56,12 @@ pub async fn trigger(
         _ => Need::Operate,
     })?;
     let key = idempotency_key(&headers)?;
-    let replayed = match key {
+    // A repeated request's new standby was checked the first time.
+    let repeated = match key {
         Some(key) => state.store.run_for_idempotency_key(key).await?.is_some(),
         None => false,
     };
-    if let Some(site) = request.new_standby.as_deref().filter(|_| !replayed) {
+    if let Some(site) = request.new_standby.as_deref().filter(|_| !repeated) {
         let plan = state.store.plan(&name).await?;
         check_new_standby(
             &state,
@@ -71,7 +72,7 @@ pub async fn trigger(
         )
         .await?;
     }
-    let run = rebound_engine::trigger_to(
+    let started = rebound_engine::trigger_to(
         &state.store,
         &name,
         request.workflow,
@@ -80,13 +81,13 @@ pub async fn trigger(
         &principal.name,
     )
     .await?;
-    let view = RunView::from(&state.store.run_listing(&run.id).await?);
-    let mut response = if replayed {
+    let view = RunView::from(&state.store.run_listing(&started.run.id).await?);
+    let mut response = if started.replayed {
         (StatusCode::OK, axum::Json(view)).into_response()
     } else {
         (StatusCode::CREATED, axum::Json(view)).into_response()
     };
-    if replayed {
+    if started.replayed {
         response
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
