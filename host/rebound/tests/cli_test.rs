@@ -484,6 +484,33 @@ async fn a_site_fails_over_every_plan_it_serves_through_the_cli() {
         code == 5 && err.contains("no site named 'nowhere'"),
         "{code} {err}"
     );
+    // Previewed first: each plan's failover forecast, nothing started
+    // (the runs counted below).
+    let (code, out, err) = run(&["run", "failover", "--site", "lab-a", "--dry-run"]).await;
+    assert!(code == 0, "{out}{err}");
+    assert!(
+        out.starts_with("dry run: failover of site 'lab-a' (nothing started), 2 plan(s)\n"),
+        "{out}"
+    );
+    for plan in ["crm", "shop"] {
+        assert!(
+            out.contains(&format!("  plan '{plan}' → lab-b: RTO expected ")),
+            "{out}"
+        );
+    }
+    let (code, out, err) = run(&["run", "failover", "shop", "--dry-run"]).await;
+    assert!(
+        code == 0
+            && out.starts_with("dry run: failover of plan 'shop' (nothing started)\n")
+            && out.contains("(failover phase)\n"),
+        "{out}{err}"
+    );
+    assert!(out.contains(" step   0 "), "{out}");
+    let (code, _, err) = run(&["run", "failover", "shop", "--dry-run", "--wait"]).await;
+    assert!(
+        code == 2 && err.contains("cannot be used with"),
+        "{code} {err}"
+    );
 
     let (code, out, err) = run(&[
         "run",
@@ -545,6 +572,15 @@ async fn a_site_fails_over_every_plan_it_serves_through_the_cli() {
             && out.contains("site 'lab-b' serves no plan that can fail over now"),
         "{out}"
     );
+    let (code, out, err) = run(&["run", "failover", "--site", "lab-b", "--dry-run"]).await;
+    assert!(
+        code == 0
+            && out.contains("  plan 'shop' would be left as it is: ")
+            && out.contains("(409): cannot start failover: the plan is failed_over"),
+        "{out}{err}"
+    );
+    let (code, _, err) = run(&["run", "failover", "--site", "nowhere", "--dry-run"]).await;
+    assert!(code == 5, "{code} {err}");
 
     // lab-a is lost for good: the shop is protected from lab-b onto lab-c.
     let (code, _, err) = run(&["run", "reprotect", "shop", "--new-standby", "lab-c"]).await;

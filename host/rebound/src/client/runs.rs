@@ -2,7 +2,8 @@
 //! SITE`: every plan a lost site serves) — with `--wait`, each step
 //! as it changes (a finished disk transfer with what the data mover did),
 //! then the measured RTO and achieved RPO against the phase's objectives
-//! and the data the run moved — and `approve RUN` / `cancel RUN`.
+//! and the data the run moved; with `--dry-run`, the steps and the RTO
+//! forecast, nothing started — and `approve RUN` / `cancel RUN`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -37,6 +38,11 @@ pub struct RunArgs {
     /// Repeating the command with the same key returns the same run(s).
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// Start nothing: the steps the run would take, each with its expected
+    /// duration, and the expected RTO against the phase's objective (with
+    /// `--site`: each plan's failover forecast, or why it cannot now).
+    #[arg(long, conflicts_with_all = ["wait", "idempotency_key"])]
+    dry_run: bool,
 }
 
 pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
@@ -48,7 +54,11 @@ pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
     let plan = match (&args.plan, &args.site) {
         (Some(plan), _) => plan,
         (None, Some(site)) if args.workflow == "failover" => {
-            return fail_over_site(&client, site, &headers, args.wait).await;
+            return if args.dry_run {
+                preview_site(&client, site).await
+            } else {
+                fail_over_site(&client, site, &headers, args.wait).await
+            };
         }
         (None, _) => {
             return Err(Exit::new(
@@ -61,18 +71,24 @@ pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
             .into());
         }
     };
+    let body = match &args.new_standby {
+        Some(site) => json!({"workflow": args.workflow, "new_standby": site}),
+        None => json!({"workflow": args.workflow}),
+    };
+    if args.dry_run {
+        let forecast = dry_run(&client, plan, &body).await?;
+        println!(
+            "dry run: {} of plan '{plan}' (nothing started)",
+            args.workflow
+        );
+        print_forecast(&forecast);
+        return Ok(());
+    }
     let (_, run) = client
         .call(
             reqwest::Method::POST,
             &format!("/plans/{plan}/runs"),
-            Some((
-                "application/json",
-                match &args.new_standby {
-                    Some(site) => json!({"workflow": args.workflow, "new_standby": site}),
-                    None => json!({"workflow": args.workflow}),
-                }
-                .to_string(),
-            )),
+            Some(("application/json", body.to_string())),
             &headers,
         )
         .await?;
@@ -154,6 +170,135 @@ pub async fn run(server: &ServerArgs, args: &RunArgs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The host's dry-run of `body` (a workflow request) on `plan`.
+async fn dry_run(client: &Client, plan: &str, body: &Value) -> Result<Value> {
+    let (_, forecast) = client
+        .call(
+            reqwest::Method::POST,
+            &format!("/plans/{plan}/dry-run"),
+            Some(("application/json", body.to_string())),
+            &[],
+        )
+        .await?;
+    Ok(forecast)
+}
+
+/// A duration in milliseconds as seconds, `-` when absent.
+fn seconds(v: &Value) -> String {
+    v.as_i64().map_or_else(
+        || "-".to_owned(),
+        |ms| format!("{:.1} s", ms as f64 / 1000.0),
+    )
+}
+
+/// A measured or expected figure against its objective.
+fn met(figure: &Value, objective: &Value) -> &'static str {
+    match (figure.as_i64(), objective.as_i64()) {
+        (Some(m), Some(o)) if m <= o => "met",
+        (Some(_), Some(_)) => "MISSED",
+        _ => "-",
+    }
+}
+
+/// A dry-run's forecast: each step with its expected duration and where
+/// that comes from, then the expected RTO against the phase's objective.
+fn print_forecast(forecast: &Value) {
+    for (seq, step) in forecast["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let basis = step["measured_in"]
+            .as_str()
+            .map_or_else(|| "default".to_owned(), |run| format!("measured in {run}"));
+        println!(
+            "  step {seq:>3} {:<50} ~{:>9} ({basis})",
+            step["name"].as_str().unwrap_or_default(),
+            seconds(&step["expected_ms"]),
+        );
+    }
+    println!(
+        "  RTO expected {:>10}  objective {:>10}  {} ({} phase)",
+        seconds(&forecast["rto_ms"]),
+        seconds(&forecast["objective_rto_ms"]),
+        met(&forecast["rto_ms"], &forecast["objective_rto_ms"]),
+        forecast["phase"].as_str().unwrap_or_default()
+    );
+    let back = &forecast["return_leg"];
+    if back.is_object() {
+        println!(
+            "  way back ({} phase) RTO expected {:>10}  objective {:>10}  {}",
+            back["phase"].as_str().unwrap_or_default(),
+            seconds(&back["rto_ms"]),
+            seconds(&back["objective_rto_ms"]),
+            met(&back["rto_ms"], &back["objective_rto_ms"])
+        );
+    }
+}
+
+/// `run failover --site SITE --dry-run`: the plans the site serves, each
+/// with its failover's expected RTO against its objective or the refusal a
+/// failover would get now; nothing is started.
+async fn preview_site(client: &Client, site: &str) -> Result<()> {
+    let mut served = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = reqwest::Url::parse("http://plans/")?;
+        query.query_pairs_mut().append_pair("limit", "500");
+        if let Some(cursor) = &after {
+            query.query_pairs_mut().append_pair("after", cursor);
+        }
+        let page = client
+            .get(&format!("/plans?{}", query.query().unwrap_or_default()))
+            .await?;
+        for plan in page["items"].as_array().into_iter().flatten() {
+            if plan["lifecycle"]["primary"] == site {
+                served.push((
+                    plan["name"].as_str().unwrap_or_default().to_owned(),
+                    plan["lifecycle"]["standby"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                ));
+            }
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    if served.is_empty() {
+        // An unknown site is refused as the failover would refuse it.
+        client.get(&format!("/sites/{site}")).await?;
+        println!("site '{site}' serves no plan");
+        return Ok(());
+    }
+    println!(
+        "dry run: failover of site '{site}' (nothing started), {} plan(s)",
+        served.len()
+    );
+    let body = json!({"workflow": "failover"});
+    for (plan, standby) in served {
+        match dry_run(client, &plan, &body).await {
+            Ok(forecast) => println!(
+                "  plan '{plan}' → {standby}: RTO expected {}  objective {}  {}",
+                seconds(&forecast["rto_ms"]),
+                seconds(&forecast["objective_rto_ms"]),
+                met(&forecast["rto_ms"], &forecast["objective_rto_ms"])
+            ),
+            Err(e)
+                if e.downcast_ref::<Exit>()
+                    .is_some_and(|x| x.code == exit::REFUSED) =>
+            {
+                println!("  plan '{plan}' would be left as it is: {e}");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// `run failover --site SITE`: every plan the site serves failed over,
@@ -317,28 +462,17 @@ fn transfers_total(steps: &[Value]) -> Option<String> {
 /// plugin versions it ran on, from its `detail`.
 fn print_report(id: &str, plan: &str, status: &str, detail: &Value) {
     let report = &detail["report"];
-    let ms = |v: &Value| {
-        v.as_i64().map_or_else(
-            || "-".to_owned(),
-            |ms| format!("{:.1} s", ms as f64 / 1000.0),
-        )
-    };
-    let met = |measured: &Value, objective: &Value| match (measured.as_i64(), objective.as_i64()) {
-        (Some(m), Some(o)) if m <= o => "met",
-        (Some(_), Some(_)) => "MISSED",
-        _ => "-",
-    };
     println!("run {id} {status}");
     println!(
         "  RTO measured {:>10}  objective {:>10}  {}",
-        ms(&report["measured_rto_ms"]),
-        ms(&report["objective_rto_ms"]),
+        seconds(&report["measured_rto_ms"]),
+        seconds(&report["objective_rto_ms"]),
         met(&report["measured_rto_ms"], &report["objective_rto_ms"])
     );
     println!(
         "  RPO achieved {:>10}  objective {:>10}  {}",
-        ms(&report["achieved_rpo_ms"]),
-        ms(&report["objective_rpo_ms"]),
+        seconds(&report["achieved_rpo_ms"]),
+        seconds(&report["objective_rpo_ms"]),
         met(&report["achieved_rpo_ms"], &report["objective_rpo_ms"])
     );
     // A round-trip drill's way back, against the other phase.
@@ -347,8 +481,8 @@ fn print_report(id: &str, plan: &str, status: &str, detail: &Value) {
         println!(
             "  way back ({} phase) RTO measured {:>10}  objective {:>10}  {}",
             back["phase"].as_str().unwrap_or_default(),
-            ms(&back["rto_ms"]),
-            ms(&back["objective_rto_ms"]),
+            seconds(&back["rto_ms"]),
+            seconds(&back["objective_rto_ms"]),
             met(&back["rto_ms"], &back["objective_rto_ms"])
         );
     }
