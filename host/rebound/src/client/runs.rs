@@ -227,10 +227,15 @@ fn print_forecast(forecast: &Value) {
         met(&forecast["rto_ms"], &forecast["objective_rto_ms"]),
         forecast["phase"].as_str().unwrap_or_default()
     );
-    let back = &forecast["return_leg"];
+    print_way_back(&forecast["return_leg"], "expected");
+}
+
+/// A round-trip drill's way back (`return_leg`), if any, against the other
+/// phase's objective; `how` the RTO was found (measured, expected).
+fn print_way_back(back: &Value, how: &str) {
     if back.is_object() {
         println!(
-            "  way back ({} phase) RTO expected {:>10}  objective {:>10}  {}",
+            "  way back ({} phase) RTO {how} {:>10}  objective {:>10}  {}",
             back["phase"].as_str().unwrap_or_default(),
             seconds(&back["rto_ms"]),
             seconds(&back["objective_rto_ms"]),
@@ -475,17 +480,7 @@ fn print_report(id: &str, plan: &str, status: &str, detail: &Value) {
         seconds(&report["objective_rpo_ms"]),
         met(&report["achieved_rpo_ms"], &report["objective_rpo_ms"])
     );
-    // A round-trip drill's way back, against the other phase.
-    let back = &report["return_leg"];
-    if back.is_object() {
-        println!(
-            "  way back ({} phase) RTO measured {:>10}  objective {:>10}  {}",
-            back["phase"].as_str().unwrap_or_default(),
-            seconds(&back["rto_ms"]),
-            seconds(&back["objective_rto_ms"]),
-            met(&back["rto_ms"], &back["objective_rto_ms"])
-        );
-    }
+    print_way_back(&report["return_leg"], "measured");
     // What a failed drill left (a site down at its end).
     for left in report["left"].as_array().into_iter().flatten() {
         println!("  {}", left_line(plan, left));
