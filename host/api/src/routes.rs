@@ -13,6 +13,10 @@ use utoipa_axum::routes;
 
 use crate::ApiState;
 
+/// Calls of one stage in flight the dry-run forecast assumes (the
+/// executor's default).
+const FORECAST_PARALLELISM: usize = 64;
+
 pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
     router
         .routes(routes!(access::login))
@@ -38,6 +42,7 @@ pub fn all(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(plans::runbook))
         .routes(routes!(runs::trigger))
         .routes(routes!(runs::fail_over_site))
+        .routes(routes!(runs::preview_site_failover))
         .routes(routes!(runs::list_runs))
         .routes(routes!(runs::get_run))
         .routes(routes!(runs::approve))

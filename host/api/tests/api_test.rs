@@ -398,6 +398,44 @@ async fn a_site_fails_over_every_plan_it_serves(store: Store) {
         )
         .await;
     assert_eq!(crm.status, StatusCode::CREATED, "{}", crm.text);
+    // Previewed first (any role): the shop's forecast, the CRM's refusal,
+    // the mail plan (served elsewhere) absent; nothing started.
+    let audit = api.audit_len().await;
+    let preview = api
+        .get(
+            "/api/v1/sites/openstack-east/failover/dry-run",
+            Role::Viewer,
+        )
+        .await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.text);
+    let plans = preview.json["plans"].as_array().expect("plans");
+    let names: Vec<&str> = plans.iter().filter_map(|p| p["plan"].as_str()).collect();
+    assert_eq!(names, ["crm", "shop"], "{}", preview.text);
+    assert!(plans[0]["forecast"].is_null(), "{}", preview.text);
+    assert!(
+        plans[0]["refusal"]
+            .as_str()
+            .is_some_and(|r| r.contains("failing_over")),
+        "{}",
+        preview.text
+    );
+    let shop = &plans[1]["forecast"];
+    assert_eq!(plans[1]["standby"], "kubevirt-west");
+    assert_eq!(shop["workflow"], "failover", "{}", preview.text);
+    assert!(shop["rto_ms"].as_i64().is_some_and(|ms| ms > 0));
+    assert_eq!(shop["objective_rto_ms"], 30 * 60 * 1000);
+    assert!(plans[1]["refusal"].is_null());
+    let r = api
+        .get("/api/v1/sites/nowhere/failover/dry-run", Role::Viewer)
+        .await;
+    r.problem(StatusCode::NOT_FOUND);
+    assert_eq!(api.audit_len().await, audit);
+    assert_eq!(
+        api.get("/api/v1/runs", Role::Viewer).await.json["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
     let first = fail_over("openstack-east", "outage-7").await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.text);
     assert_eq!(first.json["site"], "openstack-east");
@@ -1333,6 +1371,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/v1/plans/shop/runbook"),
     ("POST", "/api/v1/plans/shop/runs"),
     ("POST", "/api/v1/sites/east/failover"),
+    ("GET", "/api/v1/sites/east/failover/dry-run"),
     ("GET", "/api/v1/runs"),
     ("GET", "/api/v1/runs/run-1"),
     ("POST", "/api/v1/runs/run-1/approve"),

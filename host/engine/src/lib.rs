@@ -39,7 +39,10 @@ mod site_failover;
 mod test_steps;
 
 pub use planner::{PREFLIGHT_ACTION, QUIESCE_ACTION, compensation_steps, plan_steps};
-pub use site_failover::{PlanFailover, SiteFailover, SkippedPlan, fail_over_site};
+pub use site_failover::{
+    PlanFailover, PlanFailoverPreview, SiteFailover, SiteFailoverPreview, SkippedPlan,
+    fail_over_site, preview_site_failover,
+};
 
 /// The event kind of a compensated run's standby incarnations left in
 /// place, fenced (see [`Executor`]'s compensation).

@@ -45,6 +45,72 @@ pub struct SkippedPlan {
     pub reason: String,
 }
 
+/// A site's failover previewed: each plan it serves, with its failover's
+/// forecast or the refusal its failover would get now. Nothing is stored.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SiteFailoverPreview {
+    pub site: String,
+    /// In plan-name order.
+    pub plans: Vec<PlanFailoverPreview>,
+}
+
+/// One plan of [`SiteFailoverPreview`]: exactly one of `forecast` and
+/// `refusal`.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlanFailoverPreview {
+    pub plan: String,
+    /// Where it would fail over to.
+    pub standby: String,
+    /// Its failover's steps and expected RTO, as the plan's dry-run says.
+    pub forecast: Option<crate::report::Forecast>,
+    /// Why it would be left as it is, in the words a failover's refusal
+    /// would use.
+    pub refusal: Option<String>,
+}
+
+/// Preview [`fail_over_site`]: the plans whose primary is `site`, each
+/// with its failover's dry-run (`parallelism` the executor's) or the
+/// reason its lifecycle refuses a failover now.
+pub async fn preview_site_failover(
+    store: &Store,
+    site: &str,
+    parallelism: usize,
+) -> Result<SiteFailoverPreview, EngineError> {
+    let mut plans = Vec::new();
+    for plan in store.plans().await? {
+        if plan.lifecycle.primary != site {
+            continue;
+        }
+        let mut started = plan.lifecycle.clone();
+        let (forecast, refusal) = match started.begin(Workflow::Failover) {
+            Ok(_) => {
+                let forecast = crate::report::dry_run_of(
+                    store,
+                    &plan.document,
+                    &plan.lifecycle,
+                    Workflow::Failover,
+                    parallelism,
+                )
+                .await?;
+                (Some(forecast), None)
+            }
+            Err(e) => (None, Some(StoreError::from(e).to_string())),
+        };
+        plans.push(PlanFailoverPreview {
+            plan: plan.document.name,
+            standby: plan.lifecycle.standby,
+            forecast,
+            refusal,
+        });
+    }
+    Ok(SiteFailoverPreview {
+        site: site.to_owned(),
+        plans,
+    })
+}
+
 /// The failover run of `plan` an earlier request started under `key`. (A
 /// key used before for something else is none: the trigger refuses it.)
 async fn keyed(

@@ -150,14 +150,15 @@ function SitePlans({ site, plans }: { site: string; plans: PlanView[] | undefine
 }
 
 /** The plans a lost site serves, failed over in one request, each in a run
- * of its own; a plan that cannot fail over now is left and named. */
+ * of its own; a plan that cannot fail over now is left and named. The
+ * host's preview lists them first, each with its failover's forecast. */
 function FailOverSite({ site, onCancel, onDone }: { site: string; onCancel: () => void; onDone: (r: Schemas["SiteFailover"]) => void }) {
-  const plans = useLoad(listPlans, []);
+  const preview = useLoad(() => call(api.GET("/api/v1/sites/{name}/failover/dry-run", { params: { path: { name: site } } })), [site]);
   // One key per confirmation: a double submit starts each failover once.
   const [key] = useState(() => crypto.randomUUID());
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
-  const served: PlanView[] = (plans.data ?? []).filter((p) => p.lifecycle.primary === site);
+  const served = preview.data?.plans ?? [];
   return (
     <ConfirmDialog
       open
@@ -165,7 +166,7 @@ function FailOverSite({ site, onCancel, onDone }: { site: string; onCancel: () =
       confirm="Fail over the plans"
       danger
       busy={busy}
-      disabled={!plans.data || served.length === 0}
+      disabled={!served.some((p) => p.forecast)}
       onCancel={onCancel}
       onConfirm={async () => {
         setBusy(true);
@@ -183,33 +184,27 @@ function FailOverSite({ site, onCancel, onDone }: { site: string; onCancel: () =
         For a site that is lost. Each plan fails over in a run of its own: its workloads on {site} fenced where {site} still answers, recovered on the plan&apos;s standby tier by tier, traffic moved. A plan that
         cannot fail over now is left as it is.
       </p>
-      <ErrorBox error={plans.error} />
-      {!plans.data && !plans.error && <Loading what="the plans" />}
-      {plans.data && served.length === 0 && <p className="muted">{site} serves no plan.</p>}
+      <ErrorBox error={preview.error} />
+      {!preview.data && !preview.error && <Loading what="the plans" />}
+      {preview.data && served.length === 0 && <p className="muted">{site} serves no plan.</p>}
       {served.length > 0 && (
         <ul aria-label={`Plans ${site} serves`}>
           {served.map((p) => (
-            <li key={p.name}>
-              {p.name} → {p.lifecycle.standby} <Badge value={p.lifecycle.state} /> <FailoverForecast plan={p.name} />
+            <li key={p.plan}>
+              {p.plan} → {p.standby}
+              {p.forecast ? (
+                <div className="small">
+                  expected outage {formatMs(p.forecast.rto_ms)} against its RTO objective of {formatMs(p.forecast.objective_rto_ms)} <Verdict met={p.forecast.within_objective} />
+                </div>
+              ) : (
+                <div className="small bad">cannot fail over now: {p.refusal}</div>
+              )}
             </li>
           ))}
         </ul>
       )}
       <ErrorBox error={error} title="Nothing was failed over" />
     </ConfirmDialog>
-  );
-}
-
-/** A plan's failover previewed (its dry-run): the expected outage against
- * its RTO objective, or why it cannot fail over now. */
-function FailoverForecast({ plan }: { plan: string }) {
-  const forecast = useLoad(() => call(api.POST("/api/v1/plans/{name}/dry-run", { params: { path: { name: plan } }, body: { workflow: "failover" } })), [plan]);
-  if (forecast.error) return <div className="small bad">cannot fail over now: {(forecast.error as Error).message}</div>;
-  if (!forecast.data) return <div className="muted small">forecasting…</div>;
-  return (
-    <div className="small">
-      expected outage {formatMs(forecast.data.rto_ms)} against its RTO objective of {formatMs(forecast.data.objective_rto_ms)} <Verdict met={forecast.data.within_objective} />
-    </div>
   );
 }
 

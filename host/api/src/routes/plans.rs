@@ -14,9 +14,7 @@ use crate::views::{
     DryRunRequest, PageQuery, PlanPage, PlanView, RecoveryPointList, RecoveryPointView, next_cursor,
 };
 
-/// Calls of one stage in flight the dry-run forecast assumes (the
-/// executor's default).
-const FORECAST_PARALLELISM: usize = 64;
+use super::FORECAST_PARALLELISM;
 
 /// Protection plans in name order.
 #[utoipa::path(get, path = "/api/v1/plans", tag = "plans",

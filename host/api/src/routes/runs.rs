@@ -202,25 +202,54 @@ pub async fn fail_over_site(
 ) -> Result<axum::Json<rebound_engine::SiteFailover>, Problem> {
     principal.require(Need::Operate)?;
     let key = idempotency_key(&headers)?;
+    known_site(&state, &name).await?;
+    let done = rebound_engine::fail_over_site(&state.store, &name, key, &principal.name).await?;
+    Ok(axum::Json(done))
+}
+
+/// A site's failover previewed (any role): each plan whose primary is the
+/// site, with its failover's dry-run (the steps and the expected RTO
+/// against the failover RTO objective) or the refusal its failover would
+/// get now. Nothing is stored.
+#[utoipa::path(get, path = "/api/v1/sites/{name}/failover/dry-run", tag = "runs",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, body = rebound_engine::SiteFailoverPreview, description = "each plan the site serves, previewed"),
+        (status = "4XX", body = ProblemDetails, content_type = "application/problem+json", description = "refused"),
+    ))]
+pub async fn preview_site_failover(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<axum::Json<rebound_engine::SiteFailoverPreview>, Problem> {
+    principal.require(Need::Read)?;
+    known_site(&state, &name).await?;
+    let preview =
+        rebound_engine::preview_site_failover(&state.store, &name, super::FORECAST_PARALLELISM)
+            .await?;
+    Ok(axum::Json(preview))
+}
+
+/// Refuse (404) a site neither registered with this host nor named by a
+/// plan (a lost site's plans may name one no longer registered).
+async fn known_site(state: &ApiState, name: &str) -> Result<(), Problem> {
     let registered = state
         .registry
         .as_ref()
-        .is_some_and(|r| r.steps.plugin(&name).is_some());
-    let named = || async {
-        let plans = state.store.plans().await?;
-        Ok::<_, Problem>(
-            plans
-                .iter()
-                .any(|p| p.lifecycle.primary == name || p.lifecycle.standby == name),
-        )
-    };
-    if !registered && !named().await? {
-        return Err(Problem::not_found(format!(
-            "no site named '{name}' is registered or named by a plan; GET /api/v1/sites lists them"
-        )));
+        .is_some_and(|r| r.steps.plugin(name).is_some());
+    if registered
+        || state
+            .store
+            .plans()
+            .await?
+            .iter()
+            .any(|p| p.lifecycle.primary == name || p.lifecycle.standby == name)
+    {
+        return Ok(());
     }
-    let done = rebound_engine::fail_over_site(&state.store, &name, key, &principal.name).await?;
-    Ok(axum::Json(done))
+    Err(Problem::not_found(format!(
+        "no site named '{name}' is registered or named by a plan; GET /api/v1/sites lists them"
+    )))
 }
 
 /// Which runs to list.

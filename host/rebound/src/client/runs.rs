@@ -244,63 +244,40 @@ fn print_way_back(back: &Value, how: &str) {
     }
 }
 
-/// `run failover --site SITE --dry-run`: the plans the site serves, each
-/// with its failover's expected RTO against its objective or the refusal a
-/// failover would get now; nothing is started.
+/// `run failover --site SITE --dry-run`: the host's preview — the plans
+/// the site serves, each with its failover's expected RTO against its
+/// objective or the refusal a failover would get now; nothing is started.
 async fn preview_site(client: &Client, site: &str) -> Result<()> {
-    let mut served = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut query = reqwest::Url::parse("http://plans/")?;
-        query.query_pairs_mut().append_pair("limit", "500");
-        if let Some(cursor) = &after {
-            query.query_pairs_mut().append_pair("after", cursor);
-        }
-        let page = client
-            .get(&format!("/plans?{}", query.query().unwrap_or_default()))
-            .await?;
-        for plan in page["items"].as_array().into_iter().flatten() {
-            if plan["lifecycle"]["primary"] == site {
-                served.push((
-                    plan["name"].as_str().unwrap_or_default().to_owned(),
-                    plan["lifecycle"]["standby"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                ));
-            }
-        }
-        match page["next"].as_str() {
-            Some(next) => after = Some(next.to_owned()),
-            None => break,
-        }
-    }
-    if served.is_empty() {
-        // An unknown site is refused as the failover would refuse it.
-        client.get(&format!("/sites/{site}")).await?;
+    let preview = client
+        .get(&format!("/sites/{site}/failover/dry-run"))
+        .await?;
+    let plans = preview["plans"].as_array().cloned().unwrap_or_default();
+    if plans.is_empty() {
         println!("site '{site}' serves no plan");
         return Ok(());
     }
     println!(
         "dry run: failover of site '{site}' (nothing started), {} plan(s)",
-        served.len()
+        plans.len()
     );
-    let body = json!({"workflow": "failover"});
-    for (plan, standby) in served {
-        match dry_run(client, &plan, &body).await {
-            Ok(forecast) => println!(
+    for p in &plans {
+        let (plan, standby) = (
+            p["plan"].as_str().unwrap_or_default(),
+            p["standby"].as_str().unwrap_or_default(),
+        );
+        let forecast = &p["forecast"];
+        if forecast.is_object() {
+            println!(
                 "  plan '{plan}' → {standby}: RTO expected {}  objective {}  {}",
                 seconds(&forecast["rto_ms"]),
                 seconds(&forecast["objective_rto_ms"]),
                 met(&forecast["rto_ms"], &forecast["objective_rto_ms"])
-            ),
-            Err(e)
-                if e.downcast_ref::<Exit>()
-                    .is_some_and(|x| x.code == exit::REFUSED) =>
-            {
-                println!("  plan '{plan}' would be left as it is: {e}");
-            }
-            Err(e) => return Err(e),
+            );
+        } else {
+            println!(
+                "  plan '{plan}' would be left as it is: {}",
+                p["refusal"].as_str().unwrap_or_default()
+            );
         }
     }
     Ok(())
