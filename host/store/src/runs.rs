@@ -19,6 +19,22 @@ use super::{
     StoreError, audit_in, corrupt, decode_plan, millis, now_ms, update_lifecycle,
 };
 
+/// What a run is created with.
+#[derive(Clone, Copy)]
+struct NewRun<'a> {
+    plan_name: &'a str,
+    workflow: Workflow,
+    idempotency_key: Option<&'a str>,
+    principal: &'a str,
+    steps: &'a [NewStep],
+    /// Begin the workflow's lifecycle transition with the run
+    /// ([`Store::start_workflow`]); a bare run
+    /// ([`Store::create_run_with_steps`]) leaves the lifecycle alone.
+    lifecycle: bool,
+    /// With the transition, protect onto this site (`Lifecycle::retarget`).
+    new_standby: Option<&'a str>,
+}
+
 /// A run as a request to start it is answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Started {
@@ -52,15 +68,15 @@ impl Store {
         principal: &str,
         steps: &[NewStep],
     ) -> Result<RunRecord, StoreError> {
-        self.create(
+        self.create(NewRun {
             plan_name,
             workflow,
             idempotency_key,
             principal,
             steps,
-            false,
-            None,
-        )
+            lifecycle: false,
+            new_standby: None,
+        })
         .await
         .map(|started| started.run)
     }
@@ -93,29 +109,26 @@ impl Store {
         principal: &str,
         steps: &[NewStep],
     ) -> Result<Started, StoreError> {
-        self.create(
+        self.create(NewRun {
             plan_name,
             workflow,
             idempotency_key,
             principal,
             steps,
-            true,
+            lifecycle: true,
             new_standby,
-        )
+        })
         .await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn create(
-        &self,
-        plan_name: &str,
-        workflow: Workflow,
-        idempotency_key: Option<&str>,
-        principal: &str,
-        steps: &[NewStep],
-        lifecycle: bool,
-        new_standby: Option<&str>,
-    ) -> Result<Started, StoreError> {
+    /// Create a run once per idempotency key (see [`Started`]).
+    async fn create(&self, new: NewRun<'_>) -> Result<Started, StoreError> {
+        let NewRun {
+            plan_name,
+            workflow,
+            idempotency_key,
+            ..
+        } = new;
         let replayed = |run| Started {
             run,
             replayed: true,
@@ -125,17 +138,7 @@ impl Store {
         {
             return same_request(existing, plan_name, workflow).map(replayed);
         }
-        let created = self
-            .create_once(
-                plan_name,
-                workflow,
-                idempotency_key,
-                principal,
-                steps,
-                lifecycle,
-                new_standby,
-            )
-            .await;
+        let created = self.create_once(new).await;
         match (created, idempotency_key) {
             // Two requests with one key raced (a retry reaching another
             // host): the other one moved the plan or inserted the key
@@ -151,17 +154,18 @@ impl Store {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn create_once(
-        &self,
-        plan_name: &str,
-        workflow: Workflow,
-        idempotency_key: Option<&str>,
-        principal: &str,
-        steps: &[NewStep],
-        lifecycle: bool,
-        new_standby: Option<&str>,
-    ) -> Result<RunRecord, StoreError> {
+    /// Create the run (its lifecycle transition begun, when it has one)
+    /// and its steps in one transaction.
+    async fn create_once(&self, new: NewRun<'_>) -> Result<RunRecord, StoreError> {
+        let NewRun {
+            plan_name,
+            workflow,
+            idempotency_key,
+            principal,
+            steps,
+            lifecycle,
+            new_standby,
+        } = new;
         self.plan(plan_name).await?;
         let mut bytes = [0u8; 12];
         rand::Rng::fill(&mut rand::thread_rng(), &mut bytes[..]);
