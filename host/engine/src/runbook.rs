@@ -414,13 +414,13 @@ fn if_a_site_is_lost(md: &mut String, record: &PlanRecord) {
     if life.state == PlanState::Protected {
         let _ = writeln!(
             md,
-            "- `{0}` lost: `rebound run failover --site {0} --wait --idempotency-key KEY` fails over every plan it serves, this one included, each in a run of its own (`rebound run failover {plan} --wait` fails over this one alone).",
+            "- `{0}` lost: `rebound run failover --site {0} --dry-run` lists every plan it serves, this one included, with each failover's expected RTO (or why it cannot fail over now); `rebound run failover --site {0} --wait --idempotency-key KEY` fails them over, each in a run of its own (`rebound run failover {plan} --wait` fails over this one alone).",
             life.primary
         );
     } else {
         let _ = writeln!(
             md,
-            "- `{standby}` lost for good: `rebound run permanent_failover {plan} --new-standby SITE --wait` keeps the workloads on `{primary}` for good and protects them onto SITE (without `--new-standby`, back onto `{standby}`).",
+            "- `{standby}` lost for good: `rebound run permanent_failover {plan} --new-standby SITE --dry-run` previews it (refused for a SITE that cannot take the plan or does not answer); `rebound run permanent_failover {plan} --new-standby SITE --wait` keeps the workloads on `{primary}` for good and protects them onto SITE (without `--new-standby`, back onto `{standby}`).",
             standby = life.standby,
             primary = life.primary
         );

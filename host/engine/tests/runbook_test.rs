@@ -54,9 +54,12 @@ async fn written_from_where_the_plan_stands(store: Store) {
         ],
         "{md}"
     );
+    let lost = section(md, "## If a site is lost");
     assert!(
-        section(md, "## If a site is lost")
-            .contains("`rebound run failover --site openstack-east --wait --idempotency-key KEY`"),
+        lost.contains("`rebound run failover --site openstack-east --dry-run` lists")
+            && lost.contains(
+                "`rebound run failover --site openstack-east --wait --idempotency-key KEY`"
+            ),
         "{md}"
     );
     assert!(md.contains("| failover | 30m | 15m |"), "{md}");
@@ -139,9 +142,12 @@ async fn written_from_where_the_plan_stands(store: Store) {
         ],
         "{md}"
     );
+    let lost = section(&md, "## If a site is lost");
     assert!(
-        section(&md, "## If a site is lost").contains(
-            "`openstack-east` lost for good: `rebound run permanent_failover shop --new-standby SITE --wait` keeps the workloads on `kubevirt-west`"
+        lost.contains(
+            "`openstack-east` lost for good: `rebound run permanent_failover shop --new-standby SITE --dry-run` previews it"
+        ) && lost.contains(
+            "`rebound run permanent_failover shop --new-standby SITE --wait` keeps the workloads on `kubevirt-west`"
         ),
         "{md}"
     );
