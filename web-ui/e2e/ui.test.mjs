@@ -553,6 +553,9 @@ describe("the admin web UI", () => {
     const start = page.locator("section", { has: page.getByRole("heading", { name: "Start a run" }) });
     await start.getByLabel("Plan to run").selectOption("shop");
     await start.getByLabel("Workflow to run").selectOption("permanent_failover");
+    // Neither of the plan's own two sites is offered as a new one.
+    const offered = await start.getByLabel("New standby").locator("option").evaluateAll((os) => os.map((o) => o.value));
+    assert.ok(offered.includes("lab-c") && !offered.includes("lab-a") && !offered.includes("lab-b"), String(offered));
     await start.getByLabel("New standby").selectOption("lab-c");
     await start.getByRole("button", { name: "Start…" }).click();
     const dialog = page.getByRole("dialog");

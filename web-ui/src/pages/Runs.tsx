@@ -2,7 +2,7 @@
 // newest first, filtered by plan and status.
 import { useState } from "react";
 import { api, call, type Schemas } from "../api/client";
-import { listPlans, listSites } from "../api/queries";
+import { listPlans, listSites, type PlanView } from "../api/queries";
 import type { Forecast, Workflow } from "../api/shapes";
 import { Badge, ConfirmDialog, ErrorBox, Link, Loading } from "../components/common";
 import { SelectInput } from "../components/fields";
@@ -63,7 +63,7 @@ export function Runs({ path }: { path: string }) {
   return (
     <>
       <h1 tabIndex={-1}>Runs</h1>
-      {can.operate && <StartRun plans={(plans.data ?? []).map((p) => p.name)} initialPlan={plan} />}
+      {can.operate && <StartRun plans={plans.data ?? []} initialPlan={plan} />}
       <div className="toolbar">
         <SelectInput label="Plan" value={plan} options={planOptions} onChange={(v) => setFilter("plan", v)} />
         <SelectInput label="Status" value={status} options={[{ value: "", label: "any status" }, ...STATUSES.map((s) => ({ value: s, label: s.replaceAll("_", " ") }))]} onChange={(v) => setFilter("status", v)} />
@@ -114,7 +114,8 @@ export function Runs({ path }: { path: string }) {
   );
 }
 
-function StartRun({ plans, initialPlan }: { plans: string[]; initialPlan: string }) {
+function StartRun({ plans: planViews, initialPlan }: { plans: PlanView[]; initialPlan: string }) {
+  const plans = planViews.map((p) => p.name);
   const { can } = useSession();
   const triggerable = can.administer ? [...TRIGGERABLE, UNPROTECT] : TRIGGERABLE;
   const [plan, setPlan] = useState(initialPlan);
@@ -130,6 +131,9 @@ function StartRun({ plans, initialPlan }: { plans: string[]; initialPlan: string
   const [newStandby, setNewStandby] = useState("");
   const sites = useLoad(listSites, []);
   const chosen = plan || plans[0] || "";
+  // A new standby is neither of the plan's two sites.
+  const lifecycle = planViews.find((p) => p.name === chosen)?.lifecycle;
+  const newSites = (sites.data ?? []).filter((s) => s.name !== lifecycle?.primary && s.name !== lifecycle?.standby);
   const target = workflow === "permanent_failover" && newStandby ? { new_standby: newStandby } : {};
 
   async function ask() {
@@ -166,13 +170,18 @@ function StartRun({ plans, initialPlan }: { plans: string[]; initialPlan: string
     <section className="panel" aria-labelledby="start-title">
       <h2 id="start-title">Start a run</h2>
       <div className="row inline">
-        <SelectInput label="Plan to run" value={chosen} options={plans.map((p) => ({ value: p, label: p }))} onChange={setPlan} />
+        <SelectInput label="Plan to run" value={chosen} options={plans.map((p) => ({ value: p, label: p }))}
+          onChange={(v) => {
+            setPlan(v);
+            setNewStandby("");
+          }}
+        />
         <SelectInput label="Workflow to run" value={workflow} options={triggerable} onChange={(v) => setWorkflow(v as Workflow)} />
         {workflow === "permanent_failover" && (
           <SelectInput
             label="New standby"
             value={newStandby}
-            options={[{ value: "", label: "the old primary (back onto it)" }, ...(sites.data ?? []).map((s) => ({ value: s.name, label: `${s.name} (a new site: the old primary lost for good)` }))]}
+            options={[{ value: "", label: "the old primary (back onto it)" }, ...newSites.map((s) => ({ value: s.name, label: `${s.name} (a new site: the old primary lost for good)` }))]}
             onChange={setNewStandby}
           />
         )}
