@@ -591,6 +591,32 @@ async fn a_site_fails_over_every_plan_it_serves_through_the_cli() {
         "{code} {err}"
     );
     assert!(c.snapshots().is_empty());
+    // Previewed: the copies go to lab-c; nothing is started, and a site
+    // the host binds no plugin for is refused.
+    let (code, out, err) = run(&[
+        "run",
+        "permanent_failover",
+        "shop",
+        "--new-standby",
+        "lab-c",
+        "--dry-run",
+    ])
+    .await;
+    assert!(code == 0 && out.contains("lab-b → lab-c"), "{out}\n{err}");
+    let (code, _, err) = run(&[
+        "run",
+        "permanent_failover",
+        "shop",
+        "--new-standby",
+        "nowhere",
+        "--dry-run",
+    ])
+    .await;
+    assert!(
+        code == 3 && err.contains("no site named 'nowhere'"),
+        "{code} {err}"
+    );
+    assert!(c.snapshots().is_empty());
     let (code, out, err) = run(&[
         "run",
         "permanent_failover",
