@@ -425,6 +425,16 @@ async fn a_site_fails_over_every_plan_it_serves(store: Store) {
     assert!(shop["rto_ms"].as_i64().is_some_and(|ms| ms > 0));
     assert_eq!(shop["objective_rto_ms"], 30 * 60 * 1000);
     assert!(plans[1]["refusal"].is_null());
+    // The plan's own preview of its failover says the same.
+    let own = api
+        .send(
+            "POST",
+            "/api/v1/plans/shop/dry-run",
+            Role::Viewer,
+            &json!({"workflow": "failover"}),
+        )
+        .await;
+    assert_eq!(&own.json, shop);
     let r = api
         .get("/api/v1/sites/nowhere/failover/dry-run", Role::Viewer)
         .await;

@@ -529,12 +529,25 @@ pub async fn dry_run_of(
     parallelism: usize,
 ) -> Result<Forecast, EngineError> {
     let measured = measured_durations(store, &document.name).await?;
+    dry_run_measured(store, document, lifecycle, workflow, &measured, parallelism).await
+}
+
+/// [`dry_run_of`] with the plan's measured durations read already (those
+/// of many plans are read together: see [`measured_durations_of`]).
+pub(crate) async fn dry_run_measured(
+    store: &Store,
+    document: &PlanDocument,
+    lifecycle: &Lifecycle,
+    workflow: Workflow,
+    measured: &Measured,
+    parallelism: usize,
+) -> Result<Forecast, EngineError> {
     let steps = crate::steps_of(store, &document.name, document, lifecycle, workflow).await?;
     Ok(forecast_of(
         document,
         workflow,
         steps,
-        &measured,
+        measured,
         parallelism,
     ))
 }

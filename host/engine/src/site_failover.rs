@@ -78,19 +78,25 @@ pub async fn preview_site_failover(
     site: &str,
     parallelism: usize,
 ) -> Result<SiteFailoverPreview, EngineError> {
+    let served: Vec<_> = store
+        .plans()
+        .await?
+        .into_iter()
+        .filter(|p| p.lifecycle.primary == site)
+        .collect();
+    let names: Vec<&str> = served.iter().map(|p| p.document.name.as_str()).collect();
+    let mut measured = crate::report::measured_durations_of(store, &names).await?;
     let mut plans = Vec::new();
-    for plan in store.plans().await? {
-        if plan.lifecycle.primary != site {
-            continue;
-        }
+    for plan in served {
         let mut started = plan.lifecycle.clone();
         let (forecast, refusal) = match started.begin(Workflow::Failover) {
             Ok(_) => {
-                let forecast = crate::report::dry_run_of(
+                let forecast = crate::report::dry_run_measured(
                     store,
                     &plan.document,
                     &plan.lifecycle,
                     Workflow::Failover,
+                    &measured.remove(&plan.document.name).unwrap_or_default(),
                     parallelism,
                 )
                 .await?;

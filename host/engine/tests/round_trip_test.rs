@@ -326,6 +326,25 @@ async fn round_trip(store: Store) {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .len();
     assert!(actions > 20, "every step acted ({actions})");
+
+    // A site's failover preview forecasts from the plan's measured runs, as
+    // the plan's own dry-run does.
+    let preview = rebound_engine::preview_site_failover(&store, "openstack-east", 64)
+        .await
+        .expect("preview");
+    let record = store.plan("shop").await.expect("plan");
+    let own = rebound_engine::dry_run_of(
+        &store,
+        &record.document,
+        &record.lifecycle,
+        Workflow::Failover,
+        64,
+    )
+    .await
+    .expect("dry-run");
+    assert!(own.basis.is_some(), "measured: {own:?}");
+    assert_eq!(preview.plans.len(), 1);
+    assert_eq!(preview.plans[0].forecast.as_ref(), Some(&own));
 }
 
 async fn an_unconfirmed_fence_keeps_a_failback_from_promoting(store: Store) {

@@ -56,12 +56,14 @@ pub async fn trigger(
         _ => Need::Operate,
     })?;
     let key = idempotency_key(&headers)?;
-    // A repeated request's new standby was checked the first time.
-    let repeated = match key {
-        Some(key) => state.store.run_for_idempotency_key(key).await?.is_some(),
-        None => false,
+    // A new standby is checked once: a repeated request's was the first
+    // time.
+    let nothing_to_check = match (&request.new_standby, key) {
+        (None, _) => true,
+        (Some(_), Some(key)) => state.store.run_for_idempotency_key(key).await?.is_some(),
+        (Some(_), None) => false,
     };
-    if let Some(site) = request.new_standby.as_deref().filter(|_| !repeated) {
+    if let (Some(site), false) = (&request.new_standby, nothing_to_check) {
         let plan = state.store.plan(&name).await?;
         check_new_standby(
             &state,
